@@ -1,0 +1,26 @@
+/**
+ * Glossary. These words mean exactly this everywhere in Gyre's code, API and docs.
+ *
+ * - project: a git repository registered with Gyre, named by its slug `gh/<org>/<repo>`.
+ * - pipeline: one run of a project's configuration for one revision (a push, an API call or a
+ *   schedule). It has a number that counts up per project, and holds one or more workflows.
+ * - config: the `.circleci/config.yml` of that revision; the compiler turns it into a plan.
+ * - plan: the compiled, fully expanded form of the config for one trigger (branch or tag, pipeline
+ *   parameters): the workflows and jobs that will run, each job with its executor and steps.
+ * - workflow: a directed acyclic graph of jobs inside a pipeline, advanced by the conductor.
+ * - job: one node of a workflow. It has a number that counts up per project (CIRCLE_BUILD_NUM).
+ *   A build job becomes `parallelism` tasks; an approval job waits for a person.
+ * - task: one unit of execution of a job (one per parallel node). Tasks sit in the dispatcher's
+ *   queue until a driver's agent claims them.
+ * - step: one entry of a job's `steps` (run, checkout, ...). A task runs its steps in order.
+ * - lease: the right to work on a claimed task, with an id and an expiry. Every write from an agent
+ *   carries the lease id; writes under a stale lease are refused (fencing). Heartbeats extend it.
+ * - attempt: one claim of a task. An expired lease ends the attempt as an infrastructure failure
+ *   and, within the retry limit, queues the task again.
+ * - agent: the program that runs a task's steps and reports their output and results.
+ * - driver: what starts agents: the built-in runner (in-process slots), self-hosted runners, Nomad.
+ * - executor: where the agent runs steps: the host shell, or containers (docker).
+ * - resource class: the named size/kind of machine a job asks for; the dispatcher queues by it.
+ * - context: a named, organisation-level set of secret environment variables.
+ */
+export {};

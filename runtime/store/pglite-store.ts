@@ -1,0 +1,34 @@
+import { PGlite } from '@electric-sql/pglite';
+import type { Queryable, Row, Store } from './store';
+
+/**
+ * The embedded store. PGlite is one connection: statements from concurrent callers are serialised
+ * by PGlite itself, and a transaction holds the connection until it ends, so keep them short.
+ * `dataDir` undefined means in memory (tests).
+ */
+export async function createPgliteStore(dataDir?: string): Promise<Store> {
+  const db = await PGlite.create(dataDir);
+  const query = async <T = Row>(sql: string, params: readonly unknown[] = []): Promise<T[]> => {
+    const result = await db.query<T>(sql, params as unknown[]);
+    return result.rows;
+  };
+  return {
+    kind: 'pglite',
+    query,
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
+      db.transaction(async (tx) =>
+        fn({
+          query: async <R = Row>(sql: string, params: readonly unknown[] = []) =>
+            (await tx.query<R>(sql, params as unknown[])).rows,
+        }),
+      ),
+    listen: async (channel, handler) => {
+      const unsubscribe = await db.listen(channel, handler);
+      return unsubscribe;
+    },
+    notify: async (channel, payload) => {
+      await db.query('SELECT pg_notify($1, $2)', [channel, payload]);
+    },
+    close: () => db.close(),
+  };
+}
