@@ -1,0 +1,1058 @@
+/**
+ * Gyre's web UI: a single page that reads the REST API (CircleCI API v2 shapes) with the
+ * `gyre-token` cookie and routes on the URL fragment:
+ *
+ *   #/                          projects
+ *   #/project/<vcs>/<org>/<repo>          a project's pipelines
+ *   #/pipeline/<id>                       a pipeline's workflows, each drawn as a graph of jobs
+ *   #/job/<vcs>/<org>/<repo>/<number>     a job's steps and their logs, followed live
+ *
+ * Everything that came from the API or from a build is put in the page as text nodes
+ * (textContent), never as markup. The page has no inline script or style (the server's CSP
+ * forbids both); positions are set through the CSSOM, which the policy allows.
+ */
+(function () {
+  'use strict';
+
+  const Ansi = window.GyreAnsi;
+  const POLL_MS = 2000;
+  const IDLE_POLL_MS = 10000;
+  const TOKEN_COOKIE = 'gyre-token';
+  const ACTIVE_WORKFLOW = ['running', 'failing', 'on_hold'];
+  const ACTIVE_PIPELINE = ['created', 'setup-pending', 'setup', 'pending'];
+  const FINISHED_JOB = ['success', 'failed', 'not_run', 'canceled', 'infrastructure_fail', 'timedout', 'terminated-unknown', 'unauthorized'];
+  const STARTED_JOB = ['running', 'queued'];
+
+  // ---------------------------------------------------------------------------------------------
+  // DOM building
+
+  /**
+   * Creates an element. `props` sets properties (className, href, type, title, …), `on*` functions
+   * become listeners, `dataset` and `attrs` objects are copied; children are nodes or strings
+   * (strings become text nodes), and null/false children are skipped.
+   */
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+      else if (key === 'dataset') Object.assign(el.dataset, value);
+      else if (key === 'attrs') for (const [name, v] of Object.entries(value)) el.setAttribute(name, String(v));
+      else el[key] = value;
+    }
+    append(el, children);
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  function svg(tag, attrs) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
+    return el;
+  }
+
+  function statusBadge(status, extraClass) {
+    const text = String(status || 'unknown');
+    return h('span', { className: 'badge status-' + cssToken(text) + (extraClass ? ' ' + extraClass : '') }, text.replace(/[_-]/g, ' '));
+  }
+
+  /** Statuses come from the API; make sure one can only ever name a class we expect. */
+  function cssToken(text) {
+    return String(text).toLowerCase().replace(/[^a-z0-9_-]/g, '');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Formatting
+
+  function parseTime(value) {
+    const t = value ? Date.parse(value) : NaN;
+    return Number.isNaN(t) ? null : t;
+  }
+
+  function formatDuration(ms) {
+    if (ms === null || ms === undefined || Number.isNaN(ms) || ms < 0) return '';
+    if (ms < 1000) return ms + 'ms';
+    const s = Math.round(ms / 1000);
+    if (s < 60) return s + 's';
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + 'm ' + (s % 60) + 's';
+    return Math.floor(m / 60) + 'h ' + (m % 60) + 'm';
+  }
+
+  /** Duration between two timestamps; a running thing counts up to now. */
+  function spanDuration(startedAt, stoppedAt) {
+    const start = parseTime(startedAt);
+    if (start === null) return '';
+    const stop = parseTime(stoppedAt);
+    return formatDuration((stop === null ? Date.now() : stop) - start);
+  }
+
+  function timeAgo(value) {
+    const t = parseTime(value);
+    if (t === null) return h('span', { className: 'muted' }, '—');
+    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    let text;
+    if (s < 45) text = 'just now';
+    else if (s < 3600) text = Math.round(s / 60) + 'm ago';
+    else if (s < 86400) text = Math.round(s / 3600) + 'h ago';
+    else text = Math.round(s / 86400) + 'd ago';
+    return h('time', { dateTime: new Date(t).toISOString(), title: new Date(t).toLocaleString() }, text);
+  }
+
+  function shortSha(sha) {
+    return sha ? String(sha).slice(0, 7) : '';
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Routes and links
+
+  function encodeSlug(slug) {
+    return String(slug).split('/').map(encodeURIComponent).join('/');
+  }
+
+  const links = {
+    projects: () => '#/',
+    project: (slug) => '#/project/' + encodeSlug(slug),
+    pipeline: (id) => '#/pipeline/' + encodeURIComponent(id),
+    job: (slug, number) => '#/job/' + encodeSlug(slug) + '/' + encodeURIComponent(number),
+  };
+
+  function parseRoute(hash) {
+    const parts = hash
+      .replace(/^#\/?/, '')
+      .split('/')
+      .filter((p) => p !== '')
+      .map((p) => {
+        try {
+          return decodeURIComponent(p);
+        } catch {
+          return p;
+        }
+      });
+    if (parts.length === 0) return { page: 'projects' };
+    const [kind, ...rest] = parts;
+    if (kind === 'project' && rest.length >= 3) return { page: 'project', slug: rest.join('/') };
+    if (kind === 'pipeline' && rest.length === 1) return { page: 'pipeline', id: rest[0] };
+    if (kind === 'job' && rest.length >= 4) return { page: 'job', slug: rest.slice(0, -1).join('/'), number: rest[rest.length - 1] };
+    return { page: 'not-found' };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The API
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  /** Raised on 401: the whole page turns into the sign-in form. */
+  class SignInRequired extends Error {}
+
+  async function request(method, path, options) {
+    const init = { method, credentials: 'same-origin', headers: { Accept: (options && options.accept) || 'application/json' } };
+    if (options && options.body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(options.body);
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError(0, 'Cannot reach the Gyre server (' + (err && err.message ? err.message : err) + ')');
+    }
+    if (res.status === 401) throw new SignInRequired('sign in required');
+    if (!res.ok) {
+      let message = res.status + ' ' + res.statusText;
+      try {
+        const body = await res.json();
+        if (body && typeof body.message === 'string') message = body.message;
+      } catch {
+        // not JSON: keep the status line
+      }
+      throw new ApiError(res.status, message);
+    }
+    return res;
+  }
+
+  const api = {
+    async get(path) {
+      return (await request('GET', path)).json();
+    },
+    async text(path) {
+      return (await request('GET', path, { accept: 'text/plain' })).text();
+    },
+    async post(path, body) {
+      const res = await request('POST', path, { body: body === undefined ? {} : body });
+      return res.status === 204 ? {} : res.json();
+    },
+  };
+
+  const paths = {
+    me: () => '/api/v2/me',
+    projects: () => '/api/v2/projects',
+    pipelines: (slug, pageToken) => '/api/v2/project/' + encodeSlug(slug) + '/pipeline' + (pageToken ? '?page-token=' + encodeURIComponent(pageToken) : ''),
+    pipeline: (id) => '/api/v2/pipeline/' + encodeURIComponent(id),
+    workflows: (pipelineId) => '/api/v2/pipeline/' + encodeURIComponent(pipelineId) + '/workflow',
+    jobs: (workflowId) => '/api/v2/workflow/' + encodeURIComponent(workflowId) + '/job',
+    cancel: (workflowId) => '/api/v2/workflow/' + encodeURIComponent(workflowId) + '/cancel',
+    approve: (workflowId, requestId) => '/api/v2/workflow/' + encodeURIComponent(workflowId) + '/approve/' + encodeURIComponent(requestId),
+    job: (slug, number) => '/api/v2/project/' + encodeSlug(slug) + '/job/' + encodeURIComponent(number),
+    steps: (slug, number) => paths.job(slug, number) + '/steps',
+    output: (slug, number, node, step) => paths.job(slug, number) + '/output?node_index=' + encodeURIComponent(node) + '&step=' + encodeURIComponent(step),
+    stream: (slug, number, node) => paths.job(slug, number) + '/output/stream?node_index=' + encodeURIComponent(node),
+  };
+
+  /** Every page of a paged list. */
+  async function getAll(path) {
+    const items = [];
+    let token = null;
+    for (let page = 0; page < 50; page++) {
+      const body = await api.get(path + (token ? (path.includes('?') ? '&' : '?') + 'page-token=' + encodeURIComponent(token) : ''));
+      items.push(...(body.items || []));
+      token = body.next_page_token;
+      if (!token) break;
+    }
+    return items;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Token
+
+  function setToken(token) {
+    const secure = location.protocol === 'https:' ? '; Secure' : '';
+    document.cookie = TOKEN_COOKIE + '=' + encodeURIComponent(token) + '; SameSite=Strict; Path=/' + secure;
+  }
+
+  function clearToken() {
+    document.cookie = TOKEN_COOKIE + '=; SameSite=Strict; Path=/; Max-Age=0';
+  }
+
+  /** `/login#token=…` (the link `npm start` prints): keep the token, then forget the link. */
+  function takeTokenFromFragment() {
+    if (!/^#token=/.test(location.hash)) return false;
+    const token = new URLSearchParams(location.hash.slice(1)).get('token');
+    history.replaceState(null, '', '/#/');
+    if (!token) return false;
+    setToken(token);
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Views: each page gets a view that owns its timers and streams; leaving the page disposes it.
+
+  let currentView = null;
+
+  function createView() {
+    const view = {
+      alive: true,
+      timers: new Set(),
+      sources: new Set(),
+      /** Runs `fn` now and again after `delay(result)` ms (null stops) until the page is left. */
+      poll(fn, delay) {
+        const tick = async () => {
+          if (!view.alive) return;
+          let next = null;
+          try {
+            next = delay(await fn());
+          } catch (err) {
+            if (!view.alive) return;
+            if (err instanceof SignInRequired) return showSignIn();
+            flash(err.message);
+            next = POLL_MS * 2;
+          }
+          if (view.alive && next !== null) view.later(tick, next);
+        };
+        return tick();
+      },
+      later(fn, ms) {
+        const timer = setTimeout(() => {
+          view.timers.delete(timer);
+          if (view.alive) fn();
+        }, ms);
+        view.timers.add(timer);
+      },
+      stream(url, handlers) {
+        const source = new EventSource(url);
+        view.sources.add(source);
+        for (const [event, handler] of Object.entries(handlers)) source.addEventListener(event, (e) => view.alive && handler(e, source));
+        return source;
+      },
+      close(source) {
+        source.close();
+        view.sources.delete(source);
+      },
+      dispose() {
+        view.alive = false;
+        for (const timer of view.timers) clearTimeout(timer);
+        for (const source of view.sources) source.close();
+        view.timers.clear();
+        view.sources.clear();
+      },
+    };
+    return view;
+  }
+
+  const main = () => document.getElementById('main');
+
+  function setCrumbs(...given) {
+    const items = given.filter(Boolean);
+    const crumbs = document.getElementById('crumbs');
+    crumbs.replaceChildren();
+    items.forEach((item, i) => {
+      if (i > 0) crumbs.append(h('span', { className: 'sep', attrs: { 'aria-hidden': 'true' } }, '/'));
+      crumbs.append(item.href ? h('a', { href: item.href }, item.text) : h('span', { className: 'here' }, item.text));
+    });
+    document.title = [...items].reverse().map((i) => i.text).concat('Gyre').join(' · ');
+  }
+
+  function flash(message) {
+    let box = document.getElementById('flash');
+    if (!box) {
+      box = h('div', { id: 'flash', className: 'flash', attrs: { role: 'alert' } });
+      document.body.append(box);
+    }
+    box.replaceChildren(h('span', null, message), h('button', { type: 'button', className: 'link', onclick: () => box.remove() }, 'Dismiss'));
+  }
+
+  function errorPanel(err) {
+    return h('div', { className: 'panel error-panel', attrs: { role: 'alert' } }, h('strong', null, err.status === 404 ? 'Not found' : 'Error'), ' ', err.message);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Sign-in
+
+  let me = null;
+
+  async function loadMe() {
+    if (me) return me;
+    me = await api.get(paths.me());
+    const who = document.getElementById('who');
+    who.replaceChildren(
+      h('span', { className: 'login', title: me.name || '' }, me.login || me.name || ''),
+      h('button', { type: 'button', className: 'link', onclick: signOut }, 'Sign out'),
+    );
+    return me;
+  }
+
+  function signOut() {
+    clearToken();
+    me = null;
+    showSignIn();
+  }
+
+  function showSignIn(message) {
+    if (currentView) currentView.dispose();
+    currentView = createView();
+    me = null;
+    document.getElementById('who').replaceChildren();
+    setCrumbs({ text: 'Sign in' });
+    const input = h('input', { type: 'password', name: 'token', id: 'token', autocomplete: 'off', required: true, spellcheck: false });
+    const status = h('p', { className: 'form-error', attrs: { role: 'alert' } }, message || '');
+    const form = h(
+      'form',
+      { className: 'panel signin', onsubmit: (e) => submit(e) },
+      h('h1', null, 'Sign in to Gyre'),
+      h('p', { className: 'muted' }, 'Paste your API token. When the server starts it prints a sign-in link that does this for you.'),
+      h('label', { htmlFor: 'token' }, 'API token'),
+      input,
+      h('button', { type: 'submit', className: 'primary' }, 'Sign in'),
+      status,
+    );
+    async function submit(e) {
+      e.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      setToken(token);
+      try {
+        await loadMe();
+      } catch (err) {
+        clearToken();
+        status.textContent = err instanceof SignInRequired ? 'That token was not accepted.' : err.message;
+        return;
+      }
+      if (location.pathname !== '/') history.replaceState(null, '', '/' + location.hash);
+      route();
+    }
+    main().replaceChildren(form);
+    input.focus();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Projects
+
+  async function projectsPage(view) {
+    setCrumbs({ text: 'Projects' });
+    const projects = await getAll(paths.projects());
+    if (!view.alive) return;
+    const list = projects.length
+      ? h(
+          'ul',
+          { className: 'cards projects' },
+          projects.map((p) =>
+            h(
+              'li',
+              null,
+              h(
+                'a',
+                { className: 'card', href: links.project(p.slug), dataset: { slug: p.slug } },
+                h('span', { className: 'card-title' }, (p.organization_name ? p.organization_name + '/' : '') + p.name),
+                h('span', { className: 'card-sub mono' }, p.slug),
+                p.vcs_info && h('span', { className: 'card-sub muted' }, p.vcs_info.vcs_url || '', p.vcs_info.default_branch ? ' · ' + p.vcs_info.default_branch : ''),
+              ),
+            ),
+          ),
+        )
+      : h('p', { className: 'panel muted' }, 'No projects yet. Add one with ', h('code', null, 'gyre project add <org>/<repo> --repo <path>'), '.');
+    main().replaceChildren(h('h1', null, 'Projects'), list);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // A project's pipelines
+
+  function pipelineIsActive(pipeline, workflows) {
+    if (pipeline.state === 'errored') return false;
+    if (pipeline.state !== 'created') return ACTIVE_PIPELINE.includes(pipeline.state);
+    return workflows.length === 0 || workflows.some((w) => ACTIVE_WORKFLOW.includes(w.status));
+  }
+
+  function refText(vcs) {
+    if (!vcs) return '';
+    if (vcs.tag) return 'tag ' + vcs.tag;
+    return vcs.branch || '';
+  }
+
+  function pipelineErrors(pipeline) {
+    const errors = pipeline.errors || [];
+    if (!errors.length) return null;
+    return h(
+      'ul',
+      { className: 'pipeline-errors' },
+      errors.map((e) => h('li', null, h('span', { className: 'error-type' }, e.type || 'error'), h('pre', { className: 'error-message' }, e.message || ''))),
+    );
+  }
+
+  async function projectPage(view, { slug }) {
+    setCrumbs({ text: 'Projects', href: links.projects() }, { text: slug });
+    const table = h('tbody');
+    const more = h('div', { className: 'more' });
+    main().replaceChildren(
+      h('h1', null, slug),
+      h(
+        'table',
+        { className: 'pipelines' },
+        h('thead', null, h('tr', null, ['Pipeline', 'Status', 'Workflows', 'Branch / tag', 'Commit', 'Trigger', 'Started'].map((t) => h('th', null, t)))),
+        table,
+      ),
+      more,
+    );
+
+    let extraPages = []; // pages after the first, loaded with "Load more"; not refreshed
+    let nextToken = null;
+    let firstNextToken = null;
+
+    async function withWorkflows(pipelines) {
+      return Promise.all(
+        pipelines.map(async (p) => {
+          const workflows = p.state === 'errored' ? [] : await getAll(paths.workflows(p.id)).catch(() => []);
+          return { pipeline: p, workflows };
+        }),
+      );
+    }
+
+    function row({ pipeline: p, workflows }) {
+      const status = p.state === 'created' && workflows.length ? workflowsSummary(workflows) : p.state;
+      const rows = [
+        h(
+          'tr',
+          { className: 'pipeline-row', dataset: { number: p.number, id: p.id } },
+          h('td', null, h('a', { href: links.pipeline(p.id), className: 'pipeline-link' }, '#' + p.number)),
+          h('td', null, statusBadge(status)),
+          h(
+            'td',
+            { className: 'workflow-chips' },
+            workflows.map((w) => h('a', { href: links.pipeline(p.id), className: 'chip status-' + cssToken(w.status), title: w.status }, w.name)),
+          ),
+          h('td', { className: 'mono' }, refText(p.vcs)),
+          h(
+            'td',
+            null,
+            h('span', { className: 'mono sha', title: (p.vcs && p.vcs.revision) || '' }, shortSha(p.vcs && p.vcs.revision)),
+            p.vcs && p.vcs.commit && p.vcs.commit.subject ? h('span', { className: 'subject' }, ' ', p.vcs.commit.subject) : null,
+          ),
+          h('td', null, (p.trigger && p.trigger.actor && p.trigger.actor.login) || '', p.trigger && p.trigger.type ? h('span', { className: 'muted' }, ' (' + p.trigger.type + ')') : null),
+          h('td', null, timeAgo(p.created_at)),
+        ),
+      ];
+      if (p.state === 'errored') rows.push(h('tr', { className: 'pipeline-error-row' }, h('td', { colSpan: 7 }, pipelineErrors(p) || 'The pipeline could not be created.')));
+      return rows;
+    }
+
+    function draw(firstPage) {
+      const all = firstPage.concat(extraPages);
+      if (!all.length) {
+        table.replaceChildren(h('tr', null, h('td', { colSpan: 7, className: 'muted' }, 'No pipelines yet.')));
+      } else {
+        table.replaceChildren(...all.flatMap(row));
+      }
+      const token = extraPages.length ? nextToken : firstNextToken;
+      more.replaceChildren(token ? h('button', { type: 'button', onclick: loadMore }, 'Load more') : '');
+    }
+
+    let firstPage = [];
+    async function loadMore() {
+      const token = extraPages.length ? nextToken : firstNextToken;
+      const body = await api.get(paths.pipelines(slug, token));
+      extraPages = extraPages.concat(await withWorkflows(body.items || []));
+      nextToken = body.next_page_token || null;
+      if (view.alive) draw(firstPage);
+    }
+
+    await view.poll(
+      async () => {
+        const body = await api.get(paths.pipelines(slug));
+        const rows = await withWorkflows(body.items || []);
+        if (!view.alive) return false;
+        firstPage = rows;
+        firstNextToken = body.next_page_token || null;
+        draw(rows);
+        return rows.some((r) => pipelineIsActive(r.pipeline, r.workflows));
+      },
+      (active) => (active ? POLL_MS : IDLE_POLL_MS),
+    );
+  }
+
+  /** One status for a pipeline's row: the worst of its workflows, or running while any runs. */
+  function workflowsSummary(workflows) {
+    const order = ['failing', 'running', 'on_hold', 'error', 'failed', 'canceled', 'unauthorized', 'not_run', 'success'];
+    let best = 'success';
+    for (const w of workflows) if (order.indexOf(w.status) !== -1 && order.indexOf(w.status) < order.indexOf(best)) best = w.status;
+    return best;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // A pipeline: workflows and their job graphs
+
+  async function pipelinePage(view, { id }) {
+    const pipeline = await api.get(paths.pipeline(id));
+    if (!view.alive) return;
+    const slug = pipeline.project_slug;
+    setCrumbs({ text: 'Projects', href: links.projects() }, { text: slug, href: links.project(slug) }, { text: 'Pipeline #' + pipeline.number });
+
+    const header = h('section', { className: 'panel pipeline-header' });
+    const workflowsBox = h('div', { className: 'workflows' });
+    main().replaceChildren(header, workflowsBox);
+    const drawn = new Map(); // workflow id → { section, signature }
+
+    function drawHeader(p) {
+      const vcs = p.vcs || {};
+      header.replaceChildren(
+        h('h1', null, 'Pipeline #' + p.number, ' ', statusBadge(p.state)),
+        h(
+          'dl',
+          { className: 'facts' },
+          fact('Project', h('a', { href: links.project(slug) }, slug)),
+          fact(vcs.tag ? 'Tag' : 'Branch', h('span', { className: 'mono' }, vcs.tag || vcs.branch || '—')),
+          fact('Revision', h('span', { className: 'mono', title: vcs.revision || '' }, shortSha(vcs.revision) || '—'), vcs.commit && vcs.commit.subject ? ' ' + vcs.commit.subject : ''),
+          fact('Trigger', ((p.trigger && p.trigger.actor && p.trigger.actor.login) || '') + (p.trigger && p.trigger.type ? ' (' + p.trigger.type + ')' : '')),
+          fact('Created', timeAgo(p.created_at)),
+        ),
+        pipelineErrors(p),
+      );
+    }
+
+    async function refresh() {
+      const [p, workflows] = await Promise.all([api.get(paths.pipeline(id)), getAll(paths.workflows(id))]);
+      const jobLists = await Promise.all(workflows.map((w) => getAll(paths.jobs(w.id))));
+      if (!view.alive) return false;
+      drawHeader(p);
+      if (!workflows.length) {
+        workflowsBox.replaceChildren(p.state === 'errored' ? '' : h('p', { className: 'muted' }, 'No workflows yet.'));
+        drawn.clear();
+      } else {
+        const sections = workflows.map((w, i) => {
+          // Redraw a workflow only when something in it changed (or a running clock must move).
+          const signature = JSON.stringify([w, jobLists[i]]);
+          const previous = drawn.get(w.id);
+          const running = ACTIVE_WORKFLOW.includes(w.status);
+          if (previous && previous.signature === signature && !running) return previous.section;
+          const section = workflowSection(view, w, jobLists[i], slug, refresh);
+          drawn.set(w.id, { section, signature });
+          return section;
+        });
+        workflowsBox.replaceChildren(...sections);
+      }
+      return pipelineIsActive(p, workflows);
+    }
+
+    await view.poll(refresh, (active) => (active ? POLL_MS : null));
+  }
+
+  function fact(label, ...value) {
+    return h('div', { className: 'fact' }, h('dt', null, label), h('dd', null, ...value));
+  }
+
+  function workflowSection(view, workflow, jobs, slug, refresh) {
+    const canCancel = ACTIVE_WORKFLOW.includes(workflow.status);
+    const cancel = canCancel
+      ? h(
+          'button',
+          {
+            type: 'button',
+            className: 'danger cancel-workflow',
+            onclick: async (e) => {
+              e.target.disabled = true;
+              try {
+                await api.post(paths.cancel(workflow.id));
+              } catch (err) {
+                if (err instanceof SignInRequired) return showSignIn();
+                flash('Could not cancel workflow ' + workflow.name + ': ' + err.message);
+              }
+              if (view.alive) await refresh().catch(() => {});
+            },
+          },
+          'Cancel workflow',
+        )
+      : null;
+    return h(
+      'section',
+      { className: 'panel workflow', dataset: { workflowId: workflow.id, name: workflow.name } },
+      h(
+        'header',
+        { className: 'workflow-head' },
+        h('h2', null, workflow.name),
+        statusBadge(workflow.status),
+        h('span', { className: 'muted duration' }, spanDuration(workflow.created_at, workflow.stopped_at)),
+        h('span', { className: 'spacer' }),
+        cancel,
+      ),
+      jobGraph(view, workflow, jobs, slug, refresh),
+    );
+  }
+
+  const NODE_W = 200;
+  const NODE_H = 52;
+  const GAP_X = 56;
+  const GAP_Y = 14;
+
+  /**
+   * Places jobs in columns by dependency depth (a job sits one column right of its deepest
+   * requirement) and orders each column by where its requirements sit, which keeps fan-out/fan-in
+   * edges mostly uncrossed.
+   */
+  function layoutJobs(jobs) {
+    const byId = new Map(jobs.map((j) => [j.id, j]));
+    const depth = new Map();
+    const depthOf = (job, trail) => {
+      if (depth.has(job.id)) return depth.get(job.id);
+      if (trail.has(job.id)) return 0; // a cycle would be a server bug; do not loop on it
+      trail.add(job.id);
+      const deps = (job.dependencies || []).map((d) => byId.get(d)).filter(Boolean);
+      const d = deps.length ? 1 + Math.max(...deps.map((dep) => depthOf(dep, trail))) : 0;
+      trail.delete(job.id);
+      depth.set(job.id, d);
+      return d;
+    };
+    jobs.forEach((j) => depthOf(j, new Set()));
+
+    const columns = [];
+    jobs.forEach((j, i) => {
+      const d = depth.get(j.id);
+      (columns[d] = columns[d] || []).push({ job: j, order: i });
+    });
+    const row = new Map();
+    columns.forEach((column, c) => {
+      if (c > 0) {
+        const centre = (entry) => {
+          const rows = (entry.job.dependencies || []).filter((d) => row.has(d)).map((d) => row.get(d));
+          return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : 0;
+        };
+        column.sort((a, b) => centre(a) - centre(b) || a.order - b.order);
+      }
+      column.forEach((entry, r) => row.set(entry.job.id, r));
+    });
+
+    const tallest = Math.max(1, ...columns.map((c) => c.length));
+    const height = tallest * NODE_H + (tallest - 1) * GAP_Y;
+    const positions = new Map();
+    columns.forEach((column, c) => {
+      const columnHeight = column.length * NODE_H + (column.length - 1) * GAP_Y;
+      const top = (height - columnHeight) / 2;
+      column.forEach((entry, r) => positions.set(entry.job.id, { x: c * (NODE_W + GAP_X), y: top + r * (NODE_H + GAP_Y) }));
+    });
+    return { positions, width: columns.length * NODE_W + Math.max(0, columns.length - 1) * GAP_X, height };
+  }
+
+  function jobGraph(view, workflow, jobs, slug, refresh) {
+    if (!jobs.length) return h('p', { className: 'muted' }, 'No jobs.');
+    const { positions, width, height } = layoutJobs(jobs);
+    const graph = h('div', { className: 'graph', attrs: { role: 'list' } });
+    graph.style.width = width + 'px';
+    graph.style.height = height + 'px';
+
+    const edges = svg('svg', { class: 'edges', width, height, viewBox: '0 0 ' + width + ' ' + height, 'aria-hidden': 'true' });
+    for (const job of jobs) {
+      const to = positions.get(job.id);
+      for (const dep of job.dependencies || []) {
+        const from = positions.get(dep);
+        if (!from) continue;
+        const x1 = from.x + NODE_W;
+        const y1 = from.y + NODE_H / 2;
+        const x2 = to.x;
+        const y2 = to.y + NODE_H / 2;
+        const mid = (x1 + x2) / 2;
+        edges.append(svg('path', { class: 'edge', d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, 'data-from': dep, 'data-to': job.id }));
+      }
+    }
+    graph.append(edges);
+
+    for (const job of jobs) {
+      const pos = positions.get(job.id);
+      const isApproval = job.type === 'approval';
+      const meta = [job.status ? String(job.status).replace(/_/g, ' ') : '', spanDuration(job.started_at, job.stopped_at)].filter(Boolean).join(' · ');
+      const content = [
+        h('span', { className: 'node-icon', attrs: { 'aria-hidden': 'true' } }),
+        h('span', { className: 'node-text' }, h('span', { className: 'node-name' }, job.name), h('span', { className: 'node-meta' }, isApproval ? 'approval · ' + meta : meta)),
+      ];
+      const props = {
+        className: 'job-node status-' + cssToken(job.status) + (isApproval ? ' approval' : ''),
+        title: job.name + ' — ' + job.status,
+        dataset: { jobId: job.id, name: job.name, status: job.status },
+        attrs: { role: 'listitem' },
+      };
+      let node;
+      if (job.job_number !== undefined && job.job_number !== null && !isApproval) {
+        node = h('a', Object.assign(props, { href: links.job(job.project_slug || slug, job.job_number) }), content);
+      } else {
+        node = h('div', props, content);
+        if (isApproval && job.status === 'on_hold') {
+          node.append(
+            h(
+              'button',
+              {
+                type: 'button',
+                className: 'primary approve',
+                onclick: async (e) => {
+                  e.target.disabled = true;
+                  try {
+                    await api.post(paths.approve(workflow.id, job.approval_request_id || job.id));
+                  } catch (err) {
+                    if (err instanceof SignInRequired) return showSignIn();
+                    flash('Could not approve ' + job.name + ': ' + err.message);
+                  }
+                  if (view.alive) await refresh().catch(() => {});
+                },
+              },
+              'Approve',
+            ),
+          );
+        }
+      }
+      node.style.left = pos.x + 'px';
+      node.style.top = pos.y + 'px';
+      node.style.width = NODE_W + 'px';
+      node.style.height = NODE_H + 'px';
+      graph.append(node);
+    }
+    return h('div', { className: 'graph-scroll' }, graph);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // A job: steps and logs
+
+  async function jobPage(view, { slug, number }) {
+    let job = await api.get(paths.job(slug, number));
+    if (!view.alive) return;
+    setCrumbs(
+      { text: 'Projects', href: links.projects() },
+      { text: slug, href: links.project(slug) },
+      job.pipeline && job.pipeline.id ? { text: 'Pipeline', href: links.pipeline(job.pipeline.id) } : null,
+      { text: job.name + ' #' + job.number },
+    );
+
+    const header = h('section', { className: 'panel job-header' });
+    const nodesBar = h('nav', { className: 'nodes', attrs: { 'aria-label': 'Parallel runs' } });
+    const stepsBox = h('div', { className: 'steps', attrs: { 'aria-live': 'off' } });
+    main().replaceChildren(header, nodesBar, stepsBox);
+
+    let node = 0;
+    let logs = null; // the step list of the node on screen
+
+    function drawHeader() {
+      header.replaceChildren(
+        h('h1', null, job.name, ' ', h('span', { className: 'muted' }, '#' + job.number), ' ', statusBadge(job.status, 'job-status')),
+        h(
+          'dl',
+          { className: 'facts' },
+          fact('Project', h('a', { href: links.project(slug) }, slug)),
+          job.pipeline && job.pipeline.id ? fact('Pipeline', h('a', { href: links.pipeline(job.pipeline.id) }, 'open')) : null,
+          job.latest_workflow ? fact('Workflow', job.latest_workflow.name || '') : null,
+          fact('Executor', (job.executor && job.executor.type) || '—'),
+          fact('Duration', job.duration !== undefined && job.duration !== null ? formatDuration(job.duration) : spanDuration(job.started_at, job.stopped_at) || '—'),
+          fact('Started', timeAgo(job.started_at)),
+        ),
+      );
+      const runs = job.parallel_runs || [];
+      if ((job.parallelism || 1) > 1 && runs.length) {
+        nodesBar.replaceChildren(
+          h('span', { className: 'muted' }, 'Parallel runs:'),
+          runs.map((r) =>
+            h(
+              'button',
+              {
+                type: 'button',
+                className: 'node-tab status-' + cssToken(r.status) + (r.index === node ? ' selected' : ''),
+                attrs: { 'aria-pressed': r.index === node },
+                onclick: () => {
+                  if (r.index === node) return;
+                  node = r.index;
+                  drawHeader();
+                  showNode();
+                },
+              },
+              String(r.index),
+            ),
+          ),
+        );
+      } else {
+        nodesBar.replaceChildren();
+      }
+    }
+
+    function showNode() {
+      if (logs) logs.dispose();
+      logs = createStepList(view, stepsBox, slug, number, node);
+      if (STARTED_JOB.includes(job.status)) logs.follow(onEnd);
+      else logs.loadFinished();
+    }
+
+    async function onEnd() {
+      job = await api.get(paths.job(slug, number));
+      if (view.alive) drawHeader();
+    }
+
+    drawHeader();
+    showNode();
+
+    // Keep the header (status, duration) current while the job runs; the log follows its stream.
+    view.later(
+      () =>
+        view.poll(
+          async () => {
+            job = await api.get(paths.job(slug, number));
+            if (!view.alive) return false;
+            drawHeader();
+            const done = FINISHED_JOB.includes(job.status);
+            if (logs && !logs.following && STARTED_JOB.includes(job.status)) logs.follow(onEnd);
+            return !done;
+          },
+          (running) => (running ? POLL_MS : null),
+        ),
+      POLL_MS,
+    );
+  }
+
+  /**
+   * The steps of one parallel node. `follow` reads the node's event stream, which replays the job
+   * from its first step and then goes on live; `loadFinished` reads the stored steps and fetches a
+   * step's output when it is opened.
+   */
+  function createStepList(view, box, slug, number, node) {
+    const steps = new Map(); // step index → entry
+    let source = null;
+    let retry = null;
+    const list = {
+      following: false,
+      dispose() {
+        if (source) view.close(source);
+        source = null;
+        list.following = false;
+        box.replaceChildren();
+      },
+      follow(onEnd) {
+        if (list.following) return;
+        list.following = true;
+        steps.clear();
+        box.replaceChildren(h('p', { className: 'muted waiting' }, 'Waiting for the job to start…'));
+        source = view.stream(paths.stream(slug, number, node), {
+          step: (e) => {
+            const step = JSON.parse(e.data);
+            if (step.node_index !== undefined && step.node_index !== node) return;
+            upsert(step, true);
+          },
+          output: (e) => {
+            const chunk = JSON.parse(e.data);
+            if (chunk.node_index !== undefined && chunk.node_index !== node) return;
+            appendOutput(chunk.step, chunk.seq, chunk.text);
+          },
+          end: async () => {
+            if (source) view.close(source);
+            source = null;
+            list.following = false;
+            // The final step list carries durations and exit codes the stream events may lack.
+            try {
+              const body = await api.get(paths.steps(slug, number));
+              for (const s of body.items || []) if (s.node_index === node) upsert(s, false);
+            } catch {
+              // the log is already complete; a missing summary is not worth an error
+            }
+            if (!steps.size) box.replaceChildren(h('p', { className: 'muted' }, 'This job ran no steps.'));
+            onEnd();
+          },
+          error: (_e, src) => {
+            // EventSource reconnects by itself while the stream is merely interrupted (the replay
+            // then starts over, and `seq` drops the repeats); once it gives up, try again later.
+            if (src.readyState === EventSource.CLOSED && view.alive && list.following) {
+              view.close(src);
+              source = null;
+              list.following = false;
+              clearTimeout(retry);
+              retry = setTimeout(() => view.alive && !list.following && list.follow(onEnd), POLL_MS);
+            }
+          },
+        });
+      },
+      async loadFinished() {
+        box.replaceChildren(h('p', { className: 'muted' }, 'Loading steps…'));
+        const body = await api.get(paths.steps(slug, number));
+        if (!view.alive) return;
+        const mine = (body.items || []).filter((s) => s.node_index === undefined || s.node_index === node);
+        box.replaceChildren();
+        if (!mine.length) box.append(h('p', { className: 'muted' }, 'This job ran no steps.'));
+        const many = mine.length > 8;
+        for (const s of mine) {
+          const entry = upsert(s, false);
+          if (!many || s.status !== 'success') entry.details.open = true;
+        }
+      },
+    };
+
+    function stepMeta(step) {
+      const parts = [];
+      const duration = step.duration_ms !== undefined && step.duration_ms !== null ? formatDuration(step.duration_ms) : spanDuration(step.started_at, step.stopped_at);
+      if (duration) parts.push(duration);
+      if (step.exit_code !== undefined && step.exit_code !== null) parts.push('exit ' + step.exit_code);
+      return parts.join(' · ');
+    }
+
+    function upsert(step, live) {
+      let entry = steps.get(step.index);
+      if (!entry) {
+        const waiting = box.querySelector('.waiting');
+        if (waiting) waiting.remove();
+        const icon = h('span', { className: 'step-icon', attrs: { 'aria-hidden': 'true' } });
+        const name = h('span', { className: 'step-name' });
+        const status = h('span', { className: 'step-status' });
+        const meta = h('span', { className: 'step-meta muted' });
+        const log = h('pre', { className: 'log', attrs: { tabindex: '0' } });
+        const details = h('details', { className: 'step', dataset: { index: step.index } }, h('summary', null, icon, name, status, h('span', { className: 'spacer' }), meta), log);
+        entry = { details, name, status, meta, log, ansi: Ansi.initialState(), lastSeq: -Infinity, loaded: live, info: {} };
+        if (live) details.open = true;
+        else details.addEventListener('toggle', () => details.open && load(entry));
+        steps.set(step.index, entry);
+        // Keep the steps in order even if events arrive out of it.
+        const after = [...steps.keys()].filter((i) => i > step.index).sort((a, b) => a - b)[0];
+        if (after !== undefined) box.insertBefore(details, steps.get(after).details);
+        else box.append(details);
+      }
+      entry.info = Object.assign({}, entry.info, step);
+      const info = entry.info;
+      entry.details.className = 'step status-' + cssToken(info.status);
+      entry.name.textContent = info.name || (info.type ? info.type : 'Step ' + step.index);
+      entry.status.textContent = info.status ? String(info.status) : '';
+      entry.meta.textContent = stepMeta(info);
+      return entry;
+    }
+
+    function appendOutput(index, seq, text) {
+      let entry = steps.get(index);
+      if (!entry) entry = upsert({ index, status: 'running' }, true);
+      // After a reconnect the stream replays from the start; a chunk already shown is skipped.
+      if (typeof seq === 'number') {
+        if (seq <= entry.lastSeq) return;
+        entry.lastSeq = seq;
+      }
+      writeLog(entry, text);
+    }
+
+    function writeLog(entry, text) {
+      const atBottom = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 32;
+      const parsed = Ansi.parseAnsi(text, entry.ansi);
+      entry.ansi = parsed.state;
+      const fragment = document.createDocumentFragment();
+      for (const segment of parsed.segments) {
+        if (segment.classes.length) fragment.append(h('span', { className: segment.classes.join(' ') }, segment.text));
+        else fragment.append(document.createTextNode(segment.text));
+      }
+      entry.log.append(fragment);
+      if (atBottom && list.following) window.scrollTo(0, document.documentElement.scrollHeight);
+    }
+
+    async function load(entry) {
+      if (entry.loaded) return;
+      entry.loaded = true;
+      entry.log.replaceChildren(h('span', { className: 'muted' }, 'Loading output…'));
+      try {
+        const text = await api.text(paths.output(slug, number, node, entry.info.index));
+        if (!view.alive) return;
+        entry.log.replaceChildren();
+        if (text === '') entry.log.append(h('span', { className: 'muted' }, '(no output)'));
+        else writeLog(entry, text);
+      } catch (err) {
+        entry.loaded = false;
+        if (err instanceof SignInRequired) return showSignIn();
+        entry.log.replaceChildren(h('span', { className: 'log-error' }, 'Could not load the output: ' + err.message));
+      }
+    }
+
+    return list;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The router
+
+  const pages = { projects: projectsPage, project: projectPage, pipeline: pipelinePage, job: jobPage };
+
+  async function route() {
+    if (currentView) currentView.dispose();
+    const view = (currentView = createView());
+    const target = parseRoute(location.hash);
+    const page = pages[target.page];
+    try {
+      await loadMe();
+      if (!view.alive) return;
+      if (!page) {
+        setCrumbs({ text: 'Projects', href: links.projects() }, { text: 'Not found' });
+        main().replaceChildren(h('div', { className: 'panel' }, 'There is no page at this address. ', h('a', { href: links.projects() }, 'Go to projects')));
+        return;
+      }
+      await page(view, target);
+    } catch (err) {
+      if (!view.alive) return;
+      if (err instanceof SignInRequired) return showSignIn();
+      main().replaceChildren(errorPanel(err));
+    }
+  }
+
+  function start() {
+    takeTokenFromFragment();
+    if (location.pathname === '/login' && document.cookie.split('; ').some((c) => c.startsWith(TOKEN_COOKIE + '='))) {
+      history.replaceState(null, '', '/' + (location.hash || '#/'));
+    }
+    window.addEventListener('hashchange', () => {
+      if (takeTokenFromFragment()) me = null;
+      route();
+    });
+    route();
+  }
+
+  start();
+})();
