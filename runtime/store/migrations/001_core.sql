@@ -54,6 +54,7 @@ CREATE TABLE workflows (
   name text NOT NULL,
   status text NOT NULL,
   position integer NOT NULL DEFAULT 0,
+  cancel_requested boolean NOT NULL DEFAULT false,
   canceled_by uuid REFERENCES users(id),
   created_at timestamptz NOT NULL DEFAULT now(),
   stopped_at timestamptz

@@ -1,0 +1,310 @@
+import { StaleLeaseError } from '../domain/errors';
+import type { StepStatus } from '../domain/model';
+import type { Step } from '../config/plan';
+import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/dispatcher';
+import type { Logger } from '../logger';
+import type { Executor } from './executor';
+
+/**
+ * What an agent reports to, bound to one lease. In-process it calls the dispatcher; a remote agent
+ * sends the same calls over HTTP. Each call may throw StaleLeaseError: the agent has lost the task.
+ */
+export interface TaskReporter {
+  heartbeat(): Promise<HeartbeatResult>;
+  stepStarted(step: { index: number; name: string; type: string }): Promise<void>;
+  output(step: number, seq: number, data: Uint8Array): Promise<void>;
+  stepFinished(step: { index: number; status: StepStatus; exitCode?: number | null }): Promise<void>;
+  complete(outcome: TaskOutcome): Promise<void>;
+}
+
+export interface AgentOptions {
+  readonly task: TaskContext;
+  readonly reporter: TaskReporter;
+  readonly executor: Executor;
+  readonly log: Logger;
+  /** How often to renew the lease. */
+  readonly heartbeatMs: number;
+  /**
+   * Aborted from outside. With reason `'shutdown'` the agent stops its steps and reports nothing
+   * (the lease then expires and the task is retried); any other reason is a cancel.
+   */
+  readonly signal?: AbortSignal;
+  /** Base URL used for CIRCLE_BUILD_URL. */
+  readonly webUrl?: string;
+}
+
+/** Output is sent in chunks of at most this many bytes, or every FLUSH_MS, whichever comes first. */
+const MAX_CHUNK = 256 * 1024;
+const FLUSH_MS = 50;
+const DEFAULT_NO_OUTPUT_TIMEOUT_MS = 10 * 60 * 1000;
+
+/** The outcome of running a task: what it reported, or that it lost its lease (or was abandoned at shutdown) and reported nothing. */
+export type AgentResult = { readonly outcome: TaskOutcome } | { readonly lostLease: true };
+
+/**
+ * Runs one claimed task: every step in order with CircleCI's `when` rules, output streamed in
+ * numbered chunks, the lease renewed by heartbeat. It always ends by completing the task unless the
+ * lease was lost, in which case someone else owns the task now and nothing more may be written.
+ */
+export async function runTask(options: AgentOptions): Promise<AgentResult> {
+  const { task, reporter, executor, log } = options;
+  const abort = new AbortController();
+  let lostLease = false;
+  let canceled = false;
+  let abandoned = false;
+  const onOuterAbort = () => {
+    if (options.signal?.reason === 'shutdown') abandoned = true;
+    else canceled = true;
+    abort.abort();
+  };
+  if (options.signal?.aborted) onOuterAbort();
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  const loseLease = (error: unknown) => {
+    if (error instanceof StaleLeaseError) {
+      if (!lostLease) log.warn('lease lost; stopping without reporting', { taskId: task.taskId });
+      lostLease = true;
+      abort.abort();
+      return true;
+    }
+    return false;
+  };
+
+  const beat = setInterval(() => {
+    reporter.heartbeat().then(
+      (result) => {
+        if (result.cancelRequested && !canceled) {
+          canceled = true;
+          abort.abort();
+        }
+      },
+      (error) => {
+        if (!loseLease(error)) log.warn('heartbeat failed; will retry', { taskId: task.taskId, error: (error as Error).message });
+      },
+    );
+  }, options.heartbeatMs);
+
+  try {
+    const shellDefault = (await executor.hasBash()) ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
+    const env = circleEnvironment(task, executor.home, options.webUrl);
+    let failed = false;
+    let timedOut = false;
+    for (const [index, step] of task.spec.steps.entries()) {
+      if (lostLease || abandoned) break;
+      const when = 'when' in step ? step.when : 'on_success';
+      const runs = canceled ? false : when === 'always' || (when === 'on_fail' ? failed : !failed);
+      if (!runs) continue;
+      const result = await runStep(index, step, { ...options, env, shellDefault, signal: abort.signal });
+      if (result === 'lost') break;
+      if (result === 'canceled') canceled = true;
+      else if (result === 'timedout') {
+        failed = true;
+        timedOut = true;
+      } else if (result === 'failed') failed = true;
+    }
+    if (lostLease || abandoned) return { lostLease: true };
+    const outcome: TaskOutcome = canceled ? 'canceled' : timedOut ? 'timedout' : failed ? 'failed' : 'success';
+    try {
+      await reporter.complete(outcome);
+    } catch (error) {
+      if (loseLease(error)) return { lostLease: true };
+      throw error;
+    }
+    return { outcome };
+  } finally {
+    clearInterval(beat);
+    options.signal?.removeEventListener('abort', onOuterAbort);
+    await executor.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: (error as Error).message }));
+  }
+
+  async function runStep(
+    index: number,
+    step: Step,
+    ctx: AgentOptions & { env: Record<string, string>; shellDefault: string; signal: AbortSignal },
+  ): Promise<'success' | 'failed' | 'timedout' | 'canceled' | 'lost'> {
+    try {
+      await reporter.stepStarted({ index, name: step.name, type: step.type });
+    } catch (error) {
+      if (loseLease(error)) return 'lost';
+      throw error;
+    }
+    const out = createOutputStream((seq, data) => reporter.output(index, seq, data), loseLease);
+    let status: 'success' | 'failed' | 'canceled' | 'timedout';
+    let exitCode: number | null = null;
+    const request = stepRequest(step, task, ctx.env, ctx.shellDefault);
+    if (typeof request === 'string') {
+      out.write(new TextEncoder().encode(request));
+      status = 'failed';
+    } else {
+      const execution = executor.start(request, (chunk) => out.write(chunk), ctx.signal);
+      const result = await execution.done;
+      exitCode = result.exitCode;
+      if (result.canceled) status = 'canceled';
+      else if (result.timedOut) {
+        out.write(new TextEncoder().encode(`\nToo long with no output (exceeded ${formatDuration(request.noOutputTimeoutMs ?? 0)}): the step was stopped.\n`));
+        status = 'timedout';
+      } else status = result.exitCode === 0 ? 'success' : 'failed';
+    }
+    await out.close();
+    if (lostLease || abandoned) return 'lost';
+    try {
+      await reporter.stepFinished({ index, status, exitCode });
+    } catch (error) {
+      if (loseLease(error)) return 'lost';
+      throw error;
+    }
+    return status;
+  }
+}
+
+type Request = Parameters<Executor['start']>[0];
+
+/** The command an agent runs for a step, or a message saying why the step cannot run here. */
+function stepRequest(step: Step, task: TaskContext, env: Record<string, string>, shellDefault: string): Request | string {
+  const workingDirectory = task.spec.workingDirectory || '~/project';
+  switch (step.type) {
+    case 'run':
+      return {
+        script: step.command,
+        shell: step.shell ?? task.spec.shell ?? shellDefault,
+        env: { ...env, ...task.spec.environment, ...(step.environment ?? {}) },
+        cwd: step.workingDirectory ? resolveUnder(step.workingDirectory, workingDirectory) : workingDirectory,
+        noOutputTimeoutMs: step.noOutputTimeoutMs ?? DEFAULT_NO_OUTPUT_TIMEOUT_MS,
+      };
+    case 'checkout': {
+      const target = step.path ? resolveUnder(step.path, workingDirectory) : workingDirectory;
+      return {
+        script: checkoutScript(task),
+        shell: '/bin/sh -e',
+        env: { ...env, GYRE_CHECKOUT_DIR: target },
+        cwd: '~',
+        noOutputTimeoutMs: DEFAULT_NO_OUTPUT_TIMEOUT_MS,
+      };
+    }
+    default:
+      return `The step type '${step.type}' is not supported by this agent yet; the job fails rather than skip it silently.\n`;
+  }
+}
+
+/** A relative path is relative to the job's working directory, as in CircleCI. */
+function resolveUnder(path: string, workingDirectory: string): string {
+  if (path.startsWith('/') || path.startsWith('~')) return path;
+  return `${workingDirectory.replace(/\/+$/, '')}/${path}`;
+}
+
+function checkoutScript(task: TaskContext): string {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const dir = '"$GYRE_CHECKOUT_DIR"';
+  return [
+    `case ${dir} in "~"*) GYRE_CHECKOUT_DIR="$HOME\${GYRE_CHECKOUT_DIR#\\~}";; esac`,
+    `echo "Cloning ${task.repoUrl.replace(/"/g, '')} into $GYRE_CHECKOUT_DIR"`,
+    `mkdir -p ${dir}`,
+    `if [ -e ${dir}/.git ]; then cd ${dir} && git fetch --quiet --force origin; else`,
+    `  git clone --quiet --no-checkout -- ${q(task.repoUrl)} ${dir} && cd ${dir}; fi`,
+    task.branch
+      ? `git checkout --quiet --force -B ${q(task.branch)} ${q(task.revision)}`
+      : `git checkout --quiet --force ${q(task.revision)}`,
+    `git --no-pager log --no-color -1 --format='HEAD is now at %h %s'`,
+    '',
+  ].join('\n');
+}
+
+/** The CircleCI built-in environment variables of a task. */
+export function circleEnvironment(task: TaskContext, home: string, webUrl?: string): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    HOME: home,
+    LANG: process.env.LANG ?? 'C.UTF-8',
+    CI: 'true',
+    CIRCLECI: 'true',
+    CIRCLE_SHA1: task.revision,
+    CIRCLE_BUILD_NUM: String(task.jobNumber),
+    CIRCLE_JOB: task.jobName,
+    CIRCLE_WORKFLOW_ID: task.workflowId,
+    CIRCLE_WORKFLOW_JOB_ID: task.jobId,
+    CIRCLE_PIPELINE_ID: task.pipelineId,
+    CIRCLE_PROJECT_USERNAME: task.projectOrg,
+    CIRCLE_PROJECT_REPONAME: task.projectName,
+    CIRCLE_REPOSITORY_URL: task.repoUrl,
+    CIRCLE_WORKING_DIRECTORY: task.spec.workingDirectory || '~/project',
+    CIRCLE_NODE_INDEX: String(task.nodeIndex),
+    CIRCLE_NODE_TOTAL: String(task.parallelism),
+    CIRCLE_USERNAME: task.projectOrg,
+  };
+  if (task.branch) env.CIRCLE_BRANCH = task.branch;
+  if (task.tag) env.CIRCLE_TAG = task.tag;
+  if (webUrl) env.CIRCLE_BUILD_URL = `${webUrl.replace(/\/+$/, '')}/#/job/${task.projectSlug}/${task.jobNumber}`;
+  return env;
+}
+
+/**
+ * Buffers a step's output into numbered chunks and sends them one at a time, in order. A failed
+ * send is retried with the same sequence number (appends are idempotent), so nothing is lost or
+ * doubled by a transient error.
+ */
+function createOutputStream(send: (seq: number, data: Uint8Array) => Promise<void>, isLost: (error: unknown) => boolean) {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let seq = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let chain: Promise<void> = Promise.resolve();
+  let gaveUp = false;
+
+  const sendWithRetry = async (n: number, data: Uint8Array) => {
+    for (let attempt = 0; !gaveUp; attempt++) {
+      try {
+        await send(n, data);
+        return;
+      } catch (error) {
+        if (isLost(error) || attempt >= 20) {
+          gaveUp = true;
+          return;
+        }
+        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt)));
+      }
+    }
+  };
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (pendingBytes === 0) return;
+    const data = concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    for (let offset = 0; offset < data.byteLength; offset += MAX_CHUNK) {
+      const n = seq++;
+      const piece = data.subarray(offset, Math.min(data.byteLength, offset + MAX_CHUNK));
+      chain = chain.then(() => sendWithRetry(n, piece));
+    }
+  };
+  return {
+    write(chunk: Uint8Array) {
+      // Copy: the caller may reuse its buffer.
+      pending.push(chunk.slice());
+      pendingBytes += chunk.byteLength;
+      if (pendingBytes >= MAX_CHUNK) flush();
+      else timer ??= setTimeout(flush, FLUSH_MS);
+    },
+    async close() {
+      flush();
+      await chain;
+    },
+  };
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
+}
+
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${Math.round(ms / 1000)}s`;
+}

@@ -1,0 +1,47 @@
+/**
+ * The `Executor` seam: where an agent runs a task's commands. The embedded default is the host's
+ * shell; the Docker Engine API (Docker or Podman) comes behind the same interface.
+ */
+export interface ExecRequest {
+  /** The script to run (a step's `command`, or one the agent writes, e.g. for checkout). */
+  readonly script: string;
+  /** The shell to run it with, e.g. `/bin/bash -eo pipefail`; the script file is appended. */
+  readonly shell: string;
+  readonly env: Readonly<Record<string, string>>;
+  /** Working directory; `~` is expanded to the executor's home. Created when missing. */
+  readonly cwd: string;
+  /** Stop the command after this long without output. */
+  readonly noOutputTimeoutMs?: number;
+}
+
+export interface ExecResult {
+  /** Exit code, or null when the command was stopped by a signal (cancel, timeout). */
+  readonly exitCode: number | null;
+  readonly timedOut: boolean;
+  readonly canceled: boolean;
+}
+
+export interface Execution {
+  /** Settles when the command ends. */
+  readonly done: Promise<ExecResult>;
+  /** Stops the command and everything it started. */
+  stop(): void;
+}
+
+export interface Executor {
+  /** The home directory commands see (`~`). */
+  readonly home: string;
+  /** Whether `bash` exists where commands run; otherwise `sh` is the default shell. */
+  hasBash(): Promise<boolean>;
+  /** Starts a command; its combined stdout and stderr go to `onOutput` in order. */
+  start(request: ExecRequest, onOutput: (chunk: Uint8Array) => void, signal: AbortSignal): Execution;
+  /** Removes what the executor made for this task. */
+  cleanup(): Promise<void>;
+}
+
+/** Expands a leading `~` to `home`, as a shell would. */
+export function expandHome(path: string, home: string): string {
+  if (path === '~') return home;
+  if (path.startsWith('~/')) return `${home}/${path.slice(2)}`;
+  return path;
+}

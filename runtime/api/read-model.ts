@@ -1,0 +1,259 @@
+import { InputError, NotFoundError } from '../domain/errors';
+import type { JobStatus } from '../domain/model';
+import type { Requirement } from '../config/plan';
+import type { Queryable } from '../store/store';
+
+/**
+ * Reads for the API, shaped as CircleCI API v2 answers them. Plain SQL, one function per view.
+ */
+
+const iso = (d: unknown): string | null => (d ? new Date(d as string).toISOString() : null);
+
+export interface Page<T> {
+  readonly items: T[];
+  readonly next_page_token: string | null;
+}
+
+/** Page tokens are opaque to clients: base64url JSON of the cursor. */
+export function encodePageToken(cursor: Record<string, unknown>): string {
+  return Buffer.from(JSON.stringify(cursor)).toString('base64url');
+}
+
+export function decodePageToken<T>(token: string | null): T | undefined {
+  if (!token) return undefined;
+  try {
+    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+    if (parsed && typeof parsed === 'object') return parsed as T;
+  } catch {
+    /* fall through */
+  }
+  throw new InputError(`page-token '${token}' is not a token this API gave out`, 'page-token');
+}
+
+export function projectView(r: Record<string, unknown>) {
+  return {
+    id: r.id,
+    slug: r.slug,
+    name: r.name,
+    organization_name: r.org,
+    organization_slug: `gh/${r.org}`,
+    vcs_info: { vcs_url: r.repo_url, default_branch: r.default_branch, provider: 'GitHub' },
+  };
+}
+
+const PIPELINE_COLUMNS = `p.id, p.number, p.state, p.trigger_type, p.branch, p.tag, p.revision, p.commit_subject, p.parameters,
+  p.errors, p.created_at, p.updated_at, pr.slug, pr.repo_url, u.login AS actor_login`;
+const PIPELINE_FROM = `pipelines p JOIN projects pr ON pr.id = p.project_id LEFT JOIN users u ON u.id = p.actor_id`;
+
+function pipelineView(r: Record<string, unknown>) {
+  return {
+    id: r.id,
+    errors: r.errors ?? [],
+    project_slug: r.slug,
+    updated_at: iso(r.updated_at),
+    number: r.number,
+    trigger_parameters: r.parameters ?? {},
+    state: r.state,
+    created_at: iso(r.created_at),
+    trigger: { type: r.trigger_type, received_at: iso(r.created_at), actor: { login: r.actor_login ?? 'gyre', avatar_url: null } },
+    vcs: {
+      provider_name: 'GitHub',
+      target_repository_url: r.repo_url,
+      origin_repository_url: r.repo_url,
+      revision: r.revision,
+      ...(r.branch ? { branch: r.branch } : {}),
+      ...(r.tag ? { tag: r.tag } : {}),
+      commit: { subject: r.commit_subject ?? '', body: '' },
+    },
+  };
+}
+
+export async function getPipeline(db: Queryable, id: string) {
+  if (!isUuid(id)) throw new NotFoundError('pipeline', id);
+  const [row] = await db.query(`SELECT ${PIPELINE_COLUMNS} FROM ${PIPELINE_FROM} WHERE p.id = $1`, [id]);
+  if (!row) throw new NotFoundError('pipeline', id);
+  return pipelineView(row);
+}
+
+export async function listPipelines(db: Queryable, projectId: string, options: { branch?: string; pageToken: string | null; limit?: number }): Promise<Page<ReturnType<typeof pipelineView>>> {
+  const limit = options.limit ?? 20;
+  const cursor = decodePageToken<{ before?: number }>(options.pageToken);
+  const rows = await db.query(
+    `SELECT ${PIPELINE_COLUMNS} FROM ${PIPELINE_FROM}
+      WHERE p.project_id = $1 AND ($2::text IS NULL OR p.branch = $2) AND ($3::int IS NULL OR p.number < $3)
+      ORDER BY p.number DESC LIMIT $4`,
+    [projectId, options.branch ?? null, cursor?.before ?? null, limit + 1],
+  );
+  const more = rows.length > limit;
+  const items = rows.slice(0, limit).map(pipelineView);
+  return { items, next_page_token: more ? encodePageToken({ before: items[items.length - 1].number }) : null };
+}
+
+function workflowView(r: Record<string, unknown>) {
+  return {
+    pipeline_id: r.pipeline_id,
+    canceled_by: r.canceled_by ?? undefined,
+    id: r.id,
+    name: r.name,
+    project_slug: r.slug,
+    status: r.status,
+    started_by: r.actor_id ?? null,
+    pipeline_number: r.pipeline_number,
+    created_at: iso(r.created_at),
+    stopped_at: iso(r.stopped_at),
+    ...(r.tag ? { tag: r.tag } : {}),
+  };
+}
+
+const WORKFLOW_SELECT = `SELECT w.*, p.number AS pipeline_number, p.actor_id, p.tag, pr.slug
+  FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id`;
+
+export async function getWorkflow(db: Queryable, id: string) {
+  if (!isUuid(id)) throw new NotFoundError('workflow', id);
+  const [row] = await db.query(`${WORKFLOW_SELECT} WHERE w.id = $1`, [id]);
+  if (!row) throw new NotFoundError('workflow', id);
+  return workflowView(row);
+}
+
+export async function listWorkflows(db: Queryable, pipelineId: string) {
+  await getPipeline(db, pipelineId);
+  const rows = await db.query(`${WORKFLOW_SELECT} WHERE w.pipeline_id = $1 ORDER BY w.position`, [pipelineId]);
+  return { items: rows.map(workflowView), next_page_token: null };
+}
+
+export async function listWorkflowJobs(db: Queryable, workflowId: string) {
+  await getWorkflow(db, workflowId);
+  const rows = await db.query<Record<string, unknown> & { name: string; id: string; requires: Requirement[] }>(
+    `SELECT j.*, pr.slug FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.workflow_id = $1 ORDER BY j.position`,
+    [workflowId],
+  );
+  const idByName = new Map(rows.map((r) => [r.name, r.id]));
+  const items = rows.map((r) => ({
+    canceled_by: undefined,
+    dependencies: r.requires.map((req) => idByName.get(req.job)).filter((id): id is string => Boolean(id)),
+    job_number: r.number ?? undefined,
+    id: r.id,
+    started_at: iso(r.started_at),
+    name: r.name,
+    approved_by: r.approved_by ?? undefined,
+    project_slug: r.slug,
+    status: r.status,
+    type: r.type === 'approval' ? 'approval' : 'build',
+    stopped_at: iso(r.stopped_at),
+    ...(r.type === 'approval' ? { approval_request_id: r.id } : {}),
+  }));
+  return { items, next_page_token: null };
+}
+
+export interface JobRecord {
+  id: string;
+  name: string;
+  number: number;
+  status: JobStatus;
+  type: string;
+  spec: { parallelism?: number; executor?: { kind: string }; resourceClass?: string } | null;
+  contexts: string[];
+  workflow_id: string;
+  workflow_name: string;
+  pipeline_id: string;
+  queued_at: unknown;
+  started_at: unknown;
+  stopped_at: unknown;
+  slug: string;
+  project_id: string;
+  project_name: string;
+  org: string;
+  repo_url: string;
+}
+
+export async function findJob(db: Queryable, projectId: string, number: string): Promise<JobRecord> {
+  if (!/^\d{1,9}$/.test(number)) throw new NotFoundError('job', number);
+  const [row] = await db.query<JobRecord>(
+    `SELECT j.id, j.name, j.number, j.status, j.type, j.spec, j.contexts, j.workflow_id, w.name AS workflow_name, w.pipeline_id,
+            j.queued_at, j.started_at, j.stopped_at, pr.slug, pr.id AS project_id, pr.name AS project_name, pr.org, pr.repo_url
+       FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN projects pr ON pr.id = j.project_id
+      WHERE j.project_id = $1 AND j.number = $2`,
+    [projectId, Number(number)],
+  );
+  if (!row) throw new NotFoundError('job', number);
+  return row;
+}
+
+export async function jobDetails(db: Queryable, job: JobRecord, webUrl: string) {
+  const tasks = await db.query<{ node_index: number; status: string }>('SELECT node_index, status FROM tasks WHERE job_id = $1 ORDER BY node_index', [job.id]);
+  const started = job.started_at ? new Date(job.started_at as string).getTime() : undefined;
+  const stopped = job.stopped_at ? new Date(job.stopped_at as string).getTime() : undefined;
+  return {
+    web_url: `${webUrl}/#/job/${job.slug}/${job.number}`,
+    project: { id: job.project_id, slug: job.slug, name: job.project_name, external_url: job.repo_url },
+    parallel_runs: tasks.map((t) => ({ index: t.node_index, status: t.status === 'queued' ? 'queued' : t.status })),
+    started_at: iso(job.started_at),
+    latest_workflow: { id: job.workflow_id, name: job.workflow_name },
+    name: job.name,
+    executor: { type: job.spec?.executor?.kind ?? 'docker', resource_class: job.spec?.resourceClass ?? 'medium' },
+    parallelism: job.spec?.parallelism ?? 1,
+    status: job.status,
+    number: job.number,
+    pipeline: { id: job.pipeline_id },
+    duration: started !== undefined && stopped !== undefined ? stopped - started : null,
+    created_at: iso(job.queued_at),
+    messages: [],
+    contexts: (job.contexts ?? []).map((name) => ({ name })),
+    organization: { name: job.org },
+    queued_at: iso(job.queued_at),
+    stopped_at: iso(job.stopped_at),
+  };
+}
+
+export interface StepRecord {
+  task_id: string;
+  node_index: number;
+  attempt: number;
+  index: number;
+  name: string;
+  type: string;
+  status: string;
+  exit_code: number | null;
+  started_at: unknown;
+  stopped_at: unknown;
+}
+
+/** The steps of the latest attempt of each parallel node of a job. */
+export async function jobSteps(db: Queryable, jobId: string, nodeIndex?: number): Promise<StepRecord[]> {
+  return db.query<StepRecord>(
+    `SELECT s.task_id, t.node_index, s.attempt, s.index, s.name, s.type, s.status, s.exit_code, s.started_at, s.stopped_at
+       FROM steps s JOIN tasks t ON t.id = s.task_id
+      WHERE t.job_id = $1 AND ($2::int IS NULL OR t.node_index = $2)
+        AND s.attempt = (SELECT max(s2.attempt) FROM steps s2 WHERE s2.task_id = t.id)
+      ORDER BY t.node_index, s.index`,
+    [jobId, nodeIndex ?? null],
+  );
+}
+
+export function stepView(s: StepRecord) {
+  const started = s.started_at ? new Date(s.started_at as string).getTime() : undefined;
+  const stopped = s.stopped_at ? new Date(s.stopped_at as string).getTime() : undefined;
+  return {
+    node_index: s.node_index,
+    index: s.index,
+    name: s.name,
+    type: s.type,
+    status: s.status,
+    exit_code: s.exit_code,
+    attempt: s.attempt,
+    started_at: iso(s.started_at),
+    stopped_at: iso(s.stopped_at),
+    duration_ms: started !== undefined && stopped !== undefined ? stopped - started : null,
+  };
+}
+
+export async function stepOutput(db: Queryable, taskId: string, attempt: number, step: number, afterSeq = -1) {
+  return db.query<{ seq: number; data: Uint8Array }>(
+    'SELECT seq, data FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq > $4 ORDER BY seq',
+    [taskId, attempt, step, afterSeq],
+  );
+}
+
+export function isUuid(id: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
+}

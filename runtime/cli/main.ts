@@ -1,0 +1,291 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { GyreError } from '../domain/errors';
+import { ApiError, createApiClient, type ApiClient } from './client';
+
+/** Output of a CLI command: results to stdout, progress and errors to stderr. */
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+export class UsageError extends Error {}
+
+const USAGE = `Usage: gyre <command> [options]
+
+Commands:
+  server                                   run Gyre (every role, one process); settings from the environment
+  project add <org>/<repo> --repo <path|url>
+                                           register a project backed by a git repository
+  trigger <slug> [--branch B | --tag T] [--param k=v ...] [--wait]
+                                           start a pipeline; --wait follows it to the end
+  pipelines <slug>                         list a project's recent pipelines
+  logs <job-number> --project <slug> [--node N] [--follow]
+                                           print a job's step output; --follow streams it live
+  config validate|process|plan <file> ...  check, expand or plan a config file (see docs/config.md)
+  orb import|list ...                      manage the orb registry (see docs/config.md)
+
+Environment: GYRE_URL (default http://localhost:8080), GYRE_TOKEN (your API token).
+`;
+
+const defaultIo: CliIo = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+  env: process.env,
+};
+
+/** Entry point of the `gyre` command. */
+export async function main(argv: string[], io: CliIo = defaultIo): Promise<void> {
+  const code = await run(argv, io);
+  if (code !== undefined) process.exitCode = code;
+}
+
+/** Runs one CLI command and returns its exit code (undefined: a server that keeps running). */
+export async function run(argv: string[], io: CliIo): Promise<number | undefined> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'server': {
+        const { runServer } = await import('./server-command');
+        await runServer(io);
+        return undefined;
+      }
+      case 'project':
+        return await projectCommand(rest, io);
+      case 'trigger':
+        return await triggerCommand(rest, io);
+      case 'pipelines':
+        return await pipelinesCommand(rest, io);
+      case 'logs':
+        return await logsCommand(rest, io);
+      case 'config': {
+        const { runConfigCommand } = await import('../config/cli');
+        return await runConfigCommand(rest, io);
+      }
+      case 'orb': {
+        const { runOrbCommand } = await import('../config/cli');
+        return await runOrbCommand(rest, io, clientFrom(io));
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.stdout(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr(`gyre: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (error instanceof ApiError || error instanceof GyreError) {
+      io.stderr(`gyre: ${error.message}\n`);
+      return 1;
+    }
+    if (error instanceof TypeError && /parseArgs|option|argument/i.test(String((error as { code?: string }).code ?? error.message))) {
+      io.stderr(`gyre: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw error;
+  }
+}
+
+export function clientFrom(io: CliIo): ApiClient {
+  return createApiClient({ url: io.env.GYRE_URL || 'http://localhost:8080', token: io.env.GYRE_TOKEN });
+}
+
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+const slugPath = (slug: string) => {
+  const parts = slug.split('/');
+  const full = parts.length === 2 ? ['gh', ...parts] : parts;
+  if (full.length !== 3 || full.some((p) => !p)) throw new UsageError(`'${slug}' is not a project slug (gh/<org>/<repo>)`);
+  return full.map(encodeURIComponent).join('/');
+};
+
+async function projectCommand(args: string[], io: CliIo): Promise<number> {
+  const { positionals, values } = parse(args, { repo: { type: 'string' } });
+  const [sub, name] = positionals;
+  if (sub !== 'add') throw new UsageError(sub ? `unknown project command '${sub}' (allowed: add)` : 'project needs a subcommand: add');
+  if (!name || !/^[^/]+\/[^/]+$/.test(name)) throw new UsageError('project add needs <org>/<repo>');
+  const repo = values.repo as string | undefined;
+  if (!repo) throw new UsageError('project add needs --repo <path-or-git-url>');
+  const { resolve } = await import('node:path');
+  const { existsSync } = await import('node:fs');
+  // A local path is sent absolute: the server resolves paths from its own working directory.
+  const repoUrl = existsSync(repo) ? resolve(repo) : repo;
+  const [org, repoName] = name.split('/');
+  const project = await clientFrom(io).request<{ slug: string }>('POST', '/api/v2/projects', { org, name: repoName, repo_url: repoUrl });
+  io.stdout(`${project.slug}\n`);
+  return 0;
+}
+
+interface PipelineJson {
+  id: string;
+  number: number;
+  state: string;
+  created_at: string;
+  errors: { message: string }[];
+  vcs: { branch?: string; tag?: string; revision: string };
+}
+interface WorkflowJson {
+  id: string;
+  name: string;
+  status: string;
+}
+
+async function triggerCommand(args: string[], io: CliIo): Promise<number> {
+  const { positionals, values } = parse(args, {
+    branch: { type: 'string' },
+    tag: { type: 'string' },
+    param: { type: 'string', multiple: true },
+    wait: { type: 'boolean' },
+  });
+  const [slug] = positionals;
+  if (!slug) throw new UsageError('trigger needs a project slug');
+  const parameters: Record<string, string | number | boolean> = {};
+  for (const pair of (values.param as string[] | undefined) ?? []) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--param '${pair}' must look like name=value`);
+    const raw = pair.slice(eq + 1);
+    parameters[pair.slice(0, eq)] = raw === 'true' ? true : raw === 'false' ? false : /^-?\d+$/.test(raw) ? Number(raw) : raw;
+  }
+  const client = clientFrom(io);
+  const created = await client.request<{ id: string; number: number }>('POST', `/api/v2/project/${slugPath(slug)}/pipeline`, {
+    branch: values.branch,
+    tag: values.tag,
+    parameters,
+  });
+  io.stdout(`pipeline ${created.number} ${created.id}\n`);
+  io.stderr(`watch it at ${client.baseUrl}/#/pipeline/${created.id}\n`);
+  if (!values.wait) return 0;
+  return waitForPipeline(client, created.id, io);
+}
+
+const TERMINAL_WORKFLOW = new Set(['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized']);
+
+/** Polls a pipeline until its workflows end, printing each status change to stderr. */
+async function waitForPipeline(client: ApiClient, id: string, io: CliIo): Promise<number> {
+  const seen = new Map<string, string>();
+  for (;;) {
+    const pipeline = await client.request<PipelineJson>('GET', `/api/v2/pipeline/${id}`);
+    if (pipeline.state === 'errored') {
+      io.stderr(`pipeline ${pipeline.number} errored:\n${pipeline.errors.map((e) => `  ${e.message}`).join('\n')}\n`);
+      return 1;
+    }
+    if (pipeline.state === 'created') {
+      const workflows = (await client.request<{ items: WorkflowJson[] }>('GET', `/api/v2/pipeline/${id}/workflow`)).items;
+      for (const w of workflows) {
+        const jobs = (await client.request<{ items: { name: string; status: string; job_number?: number }[] }>('GET', `/api/v2/workflow/${w.id}/job`)).items;
+        for (const j of jobs) {
+          const key = `${w.id}/${j.name}`;
+          if (seen.get(key) !== j.status) {
+            seen.set(key, j.status);
+            io.stderr(`  ${w.name} › ${j.name}${j.job_number ? ` #${j.job_number}` : ''}: ${j.status}\n`);
+          }
+        }
+      }
+      if (workflows.every((w) => TERMINAL_WORKFLOW.has(w.status))) {
+        for (const w of workflows) io.stdout(`${w.name}: ${w.status}\n`);
+        return workflows.every((w) => w.status === 'success') ? 0 : 1;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function pipelinesCommand(args: string[], io: CliIo): Promise<number> {
+  const { positionals } = parse(args, {});
+  const [slug] = positionals;
+  if (!slug) throw new UsageError('pipelines needs a project slug');
+  const client = clientFrom(io);
+  const page = await client.request<{ items: PipelineJson[] }>('GET', `/api/v2/project/${slugPath(slug)}/pipeline`);
+  if (page.items.length === 0) {
+    io.stderr(`no pipelines yet for ${slug}\n`);
+    return 0;
+  }
+  const rows = [['NUMBER', 'STATE', 'REF', 'REVISION', 'CREATED', 'WORKFLOWS']];
+  for (const p of page.items) {
+    const workflows = p.state === 'created' ? (await client.request<{ items: WorkflowJson[] }>('GET', `/api/v2/pipeline/${p.id}/workflow`)).items : [];
+    rows.push([
+      String(p.number),
+      p.state,
+      p.vcs.tag ? `tag:${p.vcs.tag}` : (p.vcs.branch ?? ''),
+      p.vcs.revision.slice(0, 7),
+      p.created_at,
+      p.state === 'errored' ? p.errors.map((e) => e.message).join('; ').slice(0, 80) : workflows.map((w) => `${w.name}=${w.status}`).join(' '),
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows) io.stdout(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ') + '\n');
+  return 0;
+}
+
+interface StepJson {
+  index: number;
+  name: string;
+  status: string;
+  exit_code: number | null;
+}
+
+async function logsCommand(args: string[], io: CliIo): Promise<number> {
+  const { positionals, values } = parse(args, { project: { type: 'string' }, follow: { type: 'boolean', short: 'f' }, node: { type: 'string' } });
+  const [number] = positionals;
+  if (!number || !/^\d+$/.test(number)) throw new UsageError('logs needs a job number');
+  const slug = values.project as string | undefined;
+  if (!slug) throw new UsageError('logs needs --project <slug>');
+  const node = (values.node as string | undefined) ?? '0';
+  if (!/^\d+$/.test(node)) throw new UsageError(`--node '${node}' must be a whole number`);
+  const client = clientFrom(io);
+  const base = `/api/v2/project/${slugPath(slug)}/job/${number}`;
+  const job = await client.request<{ status: string; name: string }>('GET', base);
+  if (values.follow) return followLogs(client, `${base}/output/stream?node_index=${node}`, io);
+  const steps = (await client.request<{ items: StepJson[] }>('GET', `${base}/steps?node_index=${node}`)).items;
+  for (const step of steps) {
+    io.stderr(`==> ${step.name} (${step.status}${step.exit_code !== null ? `, exit ${step.exit_code}` : ''})\n`);
+    const res = await client.stream(`${base}/output?node_index=${node}&step=${step.index}`);
+    io.stdout(await res.text());
+  }
+  io.stderr(`job ${number} (${job.name}): ${job.status}\n`);
+  return job.status === 'success' || job.status === 'running' || job.status === 'queued' ? 0 : 1;
+}
+
+/** Follows the SSE stream, printing output as it arrives and step boundaries to stderr. */
+async function followLogs(client: ApiClient, path: string, io: CliIo): Promise<number> {
+  const res = await client.stream(path);
+  if (!res.body) throw new ApiError(0, 'the server sent no stream');
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let status = 'unknown';
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = 'message';
+      const data: string[] = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event: ')) event = line.slice(7);
+        else if (line.startsWith('data: ')) data.push(line.slice(6));
+      }
+      if (data.length === 0) continue;
+      const payload = JSON.parse(data.join('\n'));
+      if (event === 'output') io.stdout(payload.text);
+      else if (event === 'step') {
+        io.stderr(payload.status === 'running' ? `==> ${payload.name}\n` : `<== ${payload.name}: ${payload.status}${payload.exit_code !== null ? ` (exit ${payload.exit_code})` : ''}\n`);
+      } else if (event === 'attempt') io.stderr(`==> the task was retried (attempt ${payload.attempt}); output starts again\n`);
+      else if (event === 'end') status = payload.status;
+    }
+  }
+  io.stderr(`job finished: ${status}\n`);
+  return status === 'success' ? 0 : 1;
+}

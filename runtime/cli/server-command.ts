@@ -1,0 +1,42 @@
+import { createLogger } from '../logger';
+import { ConfigurationError } from '../domain/errors';
+import { readSettings } from '../settings';
+import { startGyre } from '../server/gyre';
+import type { CliIo } from './main';
+
+/** `gyre server`: reads settings, starts every configured role, stops cleanly on SIGINT/SIGTERM. */
+export async function runServer(io: CliIo): Promise<void> {
+  let settings;
+  try {
+    settings = readSettings(io.env);
+  } catch (error) {
+    if (error instanceof ConfigurationError) {
+      io.stderr(`gyre: bad setting ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const log = createLogger({ level: settings.logLevel });
+  const gyre = await startGyre(settings, log);
+  const lines = [`Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}).`];
+  if (gyre.createdAdminToken && !settings.adminToken) {
+    lines.push('', `Admin API token (shown once; keep it): ${gyre.createdAdminToken}`, `Sign in to the UI: ${gyre.url}/login#token=${gyre.createdAdminToken}`);
+  }
+  if (gyre.example) lines.push('', `Example pipeline ${gyre.example.pipelineNumber} of ${gyre.example.slug} is running: ${gyre.example.url}`);
+  io.stdout(lines.join('\n') + '\n');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal });
+    gyre.stop().then(
+      () => process.exit(0),
+      (error) => {
+        log.error('stop failed', { error: (error as Error).message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}

@@ -1,0 +1,320 @@
+import { randomUUID } from 'node:crypto';
+import { ConflictError, NotFoundError } from '../domain/errors';
+import type { JobStatus, WorkflowStatus } from '../domain/model';
+import { isTerminalJobStatus } from '../domain/model';
+import type { CompileResult, JobPlan, Plan, Requirement, RequiredStatus, TriggerContext } from '../config/plan';
+import type { Dispatcher } from '../dispatcher/dispatcher';
+import type { Forge } from '../forge/forge';
+import type { Logger } from '../logger';
+import type { Queryable, Store } from '../store/store';
+
+export const CONFIG_PATH = '.circleci/config.yml';
+
+/** The compiler as the conductor sees it: config text and trigger in, plan or problems out. */
+export type CompileFn = (source: string, trigger: TriggerContext) => Promise<CompileResult>;
+
+export interface Conductor {
+  /** Compiles a pending pipeline's config and creates its workflows. Idempotent. */
+  startPipeline(pipelineId: string): Promise<void>;
+  /** Moves a workflow's DAG forward: unblocks, queues or skips jobs, and settles the workflow. Idempotent. */
+  advanceWorkflow(workflowId: string): Promise<void>;
+  /** Advances the workflow a finished job belongs to. */
+  jobFinished(jobId: string): Promise<void>;
+  cancelWorkflow(workflowId: string, actorId?: string): Promise<void>;
+  approveJob(workflowId: string, jobId: string, actorId?: string): Promise<void>;
+  /** Re-examines pending pipelines and unfinished workflows (recovery after restarts, lost notifications). */
+  sweep(): Promise<void>;
+}
+
+export interface ConductorDeps {
+  readonly store: Store;
+  readonly forge: Forge;
+  readonly compile: CompileFn;
+  readonly dispatcher: Dispatcher;
+  readonly log: Logger;
+}
+
+interface JobRow {
+  id: string;
+  name: string;
+  type: JobPlan['type'];
+  status: JobStatus;
+  requires: Requirement[];
+  spec: JobPlan['spec'] | null;
+  project_id: string;
+}
+
+/** A finished job's status in the vocabulary `requires` uses. */
+function requirementStatusOf(status: JobStatus): Exclude<RequiredStatus, 'terminal'> {
+  switch (status) {
+    case 'success':
+      return 'success';
+    case 'canceled':
+      return 'canceled';
+    case 'not_run':
+      return 'not_run';
+    case 'unauthorized':
+      return 'unauthorized';
+    default:
+      return 'failed';
+  }
+}
+
+const FAILED_JOB_STATUSES: readonly JobStatus[] = ['failed', 'infrastructure_fail', 'timedout', 'terminated-unknown'];
+const TERMINAL_WORKFLOW_STATUSES: readonly WorkflowStatus[] = ['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized'];
+
+export function createConductor({ store, forge, compile, dispatcher, log }: ConductorDeps): Conductor {
+  async function markErrored(pipelineId: string, errors: { type: string; message: string }[]): Promise<void> {
+    await store.query(
+      `UPDATE pipelines SET state = 'errored', errors = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`,
+      [pipelineId, JSON.stringify(errors)],
+    );
+  }
+
+  async function queueJob(tx: Queryable, job: JobRow): Promise<void> {
+    const [{ job_seq: number }] = await tx.query<{ job_seq: number }>(
+      'UPDATE projects SET job_seq = job_seq + 1 WHERE id = $1 RETURNING job_seq',
+      [job.project_id],
+    );
+    await tx.query('UPDATE jobs SET number = $2 WHERE id = $1', [job.id, number]);
+    await dispatcher.enqueueJob(tx, { id: job.id, spec: job.spec! });
+  }
+
+  /**
+   * Decides blocked jobs until nothing changes: a job whose requirements are all met is queued (or
+   * put on hold, for approvals); one with a requirement that can no longer be met becomes not_run.
+   */
+  async function advanceInTx(tx: Queryable, workflowId: string): Promise<void> {
+    const [workflow] = await tx.query<{ status: WorkflowStatus; canceled_by: string | null; canceled: boolean }>(
+      `SELECT status, canceled_by, cancel_requested AS canceled FROM workflows WHERE id = $1 FOR UPDATE`,
+      [workflowId],
+    );
+    if (!workflow || TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) return;
+    const jobs = await tx.query<JobRow>(
+      'SELECT id, name, type, status, requires, spec, project_id FROM jobs WHERE workflow_id = $1 ORDER BY position',
+      [workflowId],
+    );
+    const byName = new Map(jobs.map((j) => [j.name, j]));
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (const job of jobs) {
+        if (job.status !== 'blocked') continue;
+        let verdict: 'ready' | 'never' | 'wait' = 'ready';
+        for (const requirement of job.requires) {
+          const upstream = byName.get(requirement.job);
+          if (!upstream) continue; // filtered out at compile time: not a dependency
+          if (!isTerminalJobStatus(upstream.status)) {
+            verdict = 'wait';
+            continue;
+          }
+          const allowed = requirement.statuses.includes('terminal') || requirement.statuses.includes(requirementStatusOf(upstream.status));
+          if (!allowed) {
+            verdict = 'never';
+            break;
+          }
+        }
+        if (verdict === 'wait') continue;
+        changed = true;
+        if (verdict === 'never' || workflow.canceled) {
+          job.status = verdict === 'never' ? 'not_run' : 'canceled';
+          await tx.query('UPDATE jobs SET status = $2, stopped_at = now() WHERE id = $1', [job.id, job.status]);
+        } else if (job.type === 'approval') {
+          job.status = 'on_hold';
+          await tx.query(`UPDATE jobs SET status = 'on_hold' WHERE id = $1`, [job.id]);
+        } else if (job.type === 'no-op') {
+          job.status = 'success';
+          await tx.query(`UPDATE jobs SET status = 'success', started_at = now(), stopped_at = now() WHERE id = $1`, [job.id]);
+        } else {
+          job.status = 'queued';
+          await queueJob(tx, job);
+        }
+      }
+    }
+    const status = workflowStatusOf(jobs.map((j) => j.status), workflow.canceled);
+    if (status !== workflow.status) {
+      const terminal = TERMINAL_WORKFLOW_STATUSES.includes(status);
+      await tx.query(`UPDATE workflows SET status = $2, stopped_at = CASE WHEN $3 THEN now() ELSE NULL END WHERE id = $1`, [
+        workflowId,
+        status,
+        terminal,
+      ]);
+    }
+  }
+
+  async function advanceWorkflow(workflowId: string): Promise<void> {
+    await store.transaction((tx) => advanceInTx(tx, workflowId));
+  }
+
+  async function createWorkflows(pipelineId: string, projectId: string, plan: Plan): Promise<void> {
+    await store.transaction(async (tx) => {
+      const [pipeline] = await tx.query<{ state: string }>('SELECT state FROM pipelines WHERE id = $1 FOR UPDATE', [pipelineId]);
+      if (!pipeline || pipeline.state !== 'pending') return; // someone else got here first
+      const workflowIds: string[] = [];
+      for (const [position, workflow] of plan.workflows.entries()) {
+        const workflowId = randomUUID();
+        workflowIds.push(workflowId);
+        await tx.query(`INSERT INTO workflows (id, pipeline_id, name, status, position) VALUES ($1, $2, $3, 'running', $4)`, [
+          workflowId,
+          pipelineId,
+          workflow.name,
+          position,
+        ]);
+        for (const [jobPosition, job] of workflow.jobs.entries()) {
+          await tx.query(
+            `INSERT INTO jobs (id, workflow_id, project_id, name, type, status, position, requires, contexts, spec)
+             VALUES ($1, $2, $3, $4, $5, 'blocked', $6, $7, $8, $9)`,
+            [
+              randomUUID(),
+              workflowId,
+              projectId,
+              job.name,
+              job.type,
+              jobPosition,
+              JSON.stringify(job.requires),
+              JSON.stringify(job.contexts),
+              job.spec ? JSON.stringify(job.spec) : null,
+            ],
+          );
+        }
+      }
+      await tx.query(`UPDATE pipelines SET state = 'created', updated_at = now() WHERE id = $1`, [pipelineId]);
+      for (const id of workflowIds) await advanceInTx(tx, id);
+    });
+  }
+
+  const conductor: Conductor = {
+    async startPipeline(pipelineId) {
+      const [pipeline] = await store.query<{
+        id: string;
+        state: string;
+        number: number;
+        branch: string | null;
+        tag: string | null;
+        revision: string;
+        parameters: Record<string, string | number | boolean>;
+        project_id: string;
+        repo_url: string;
+        default_branch: string;
+        trigger_type: string;
+      }>(
+        `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.parameters, p.project_id, p.trigger_type,
+                pr.repo_url, pr.default_branch
+           FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = $1`,
+        [pipelineId],
+      );
+      if (!pipeline) throw new NotFoundError('pipeline', pipelineId);
+      if (pipeline.state !== 'pending') return;
+      const source = await forge.readFile(pipeline.repo_url, pipeline.revision, CONFIG_PATH);
+      if (source === undefined) {
+        await markErrored(pipelineId, [{ type: 'config', message: `${CONFIG_PATH} was not found at revision ${pipeline.revision}` }]);
+        return;
+      }
+      await store.query('UPDATE pipelines SET config_source = $2 WHERE id = $1', [pipelineId, source]);
+      let result: CompileResult;
+      try {
+        result = await compile(source, {
+          branch: pipeline.branch ?? undefined,
+          tag: pipeline.tag ?? undefined,
+          parameters: pipeline.parameters,
+          pipeline: {
+            id: pipeline.id,
+            number: pipeline.number,
+            revision: pipeline.revision,
+            branch: pipeline.branch ?? undefined,
+            tag: pipeline.tag ?? undefined,
+            projectGitUrl: pipeline.repo_url,
+            projectType: 'github',
+            defaultBranch: pipeline.default_branch,
+            triggerSource: pipeline.trigger_type,
+          },
+        });
+      } catch (error) {
+        log.error('config compiler crashed', { pipelineId, error: (error as Error).message });
+        result = { ok: false, problems: [{ message: `the config compiler failed: ${(error as Error).message}` }] };
+      }
+      if (!result.ok) {
+        await markErrored(
+          pipelineId,
+          result.problems.map((p) => ({
+            type: 'config',
+            message: `${p.path ? `${p.path}` : ''}${p.line ? ` (line ${p.line}${p.column ? `:${p.column}` : ''})` : ''}${p.path || p.line ? ': ' : ''}${p.message}`,
+          })),
+        );
+        return;
+      }
+      await store.query('UPDATE pipelines SET config_compiled = $2 WHERE id = $1', [pipelineId, result.compiledYaml]);
+      if (result.plan.workflows.length === 0) {
+        await store.query(`UPDATE pipelines SET state = 'created', updated_at = now() WHERE id = $1 AND state = 'pending'`, [pipelineId]);
+        return;
+      }
+      await createWorkflows(pipelineId, pipeline.project_id, result.plan);
+    },
+
+    advanceWorkflow,
+
+    async jobFinished(jobId) {
+      const [row] = await store.query<{ workflow_id: string }>('SELECT workflow_id FROM jobs WHERE id = $1', [jobId]);
+      if (row) await advanceWorkflow(row.workflow_id);
+    },
+
+    async cancelWorkflow(workflowId, actorId) {
+      await store.transaction(async (tx) => {
+        const [workflow] = await tx.query<{ status: WorkflowStatus }>('SELECT status FROM workflows WHERE id = $1 FOR UPDATE', [workflowId]);
+        if (!workflow) throw new NotFoundError('workflow', workflowId);
+        if (TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) {
+          throw new ConflictError(`workflow ${workflowId} has already finished (${workflow.status})`);
+        }
+        await tx.query('UPDATE workflows SET cancel_requested = true, canceled_by = $2 WHERE id = $1', [workflowId, actorId ?? null]);
+        await tx.query(
+          `UPDATE jobs SET status = 'canceled', stopped_at = now() WHERE workflow_id = $1 AND status IN ('blocked', 'on_hold')`,
+          [workflowId],
+        );
+        const active = await tx.query<{ id: string }>(`SELECT id FROM jobs WHERE workflow_id = $1 AND status IN ('queued', 'running')`, [workflowId]);
+        for (const job of active) await dispatcher.cancelJob(tx, job.id);
+        await advanceInTx(tx, workflowId);
+      });
+    },
+
+    async approveJob(workflowId, jobId, actorId) {
+      await store.transaction(async (tx) => {
+        const [job] = await tx.query<{ status: JobStatus; type: string }>(
+          'SELECT status, type FROM jobs WHERE id = $1 AND workflow_id = $2 FOR UPDATE',
+          [jobId, workflowId],
+        );
+        if (!job || job.type !== 'approval') throw new NotFoundError('approval request', jobId);
+        if (job.status !== 'on_hold') throw new ConflictError(`approval job ${jobId} is ${job.status}, not on_hold`);
+        await tx.query(`UPDATE jobs SET status = 'success', approved_by = $2, stopped_at = now() WHERE id = $1`, [jobId, actorId ?? null]);
+        await advanceInTx(tx, workflowId);
+      });
+    },
+
+    async sweep() {
+      const pending = await store.query<{ id: string }>(
+        `SELECT id FROM pipelines WHERE state = 'pending' AND created_at < now() - interval '2 seconds' ORDER BY created_at LIMIT 20`,
+      );
+      for (const p of pending) await conductor.startPipeline(p.id).catch((error) => log.error('pipeline start failed', { pipelineId: p.id, error }));
+      const open = await store.query<{ id: string }>(
+        `SELECT id FROM workflows WHERE status IN ('running', 'on_hold', 'failing') ORDER BY created_at LIMIT 200`,
+      );
+      for (const w of open) await advanceWorkflow(w.id).catch((error) => log.error('workflow advance failed', { workflowId: w.id, error }));
+    },
+  };
+  return conductor;
+}
+
+/** A workflow's status from its jobs' statuses. */
+export function workflowStatusOf(statuses: readonly JobStatus[], canceled: boolean): WorkflowStatus {
+  const done = statuses.every(isTerminalJobStatus);
+  const anyFailed = statuses.some((s) => FAILED_JOB_STATUSES.includes(s));
+  if (!done) {
+    if (canceled) return 'running';
+    if (anyFailed) return 'failing';
+    const active = statuses.some((s) => s === 'queued' || s === 'running');
+    return !active && statuses.includes('on_hold') ? 'on_hold' : 'running';
+  }
+  if (canceled || statuses.includes('canceled')) return canceled ? 'canceled' : anyFailed ? 'failed' : 'canceled';
+  if (anyFailed) return 'failed';
+  if (statuses.includes('unauthorized')) return 'unauthorized';
+  if (statuses.length > 0 && statuses.every((s) => s === 'not_run')) return 'not_run';
+  return 'success';
+}

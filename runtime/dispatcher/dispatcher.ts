@@ -1,0 +1,379 @@
+import { randomUUID } from 'node:crypto';
+import { StaleLeaseError } from '../domain/errors';
+import type { JobStatus, StepStatus, TaskStatus } from '../domain/model';
+import type { JobSpec } from '../config/plan';
+import type { Queryable, Store } from '../store/store';
+import type { Logger } from '../logger';
+
+/** Channels the dispatcher announces on, so other roles (and other processes) can react. */
+export const CHANNELS = {
+  /** Payload: resource class. A task became claimable. */
+  taskQueued: 'gyre_task_queued',
+  /** Payload: job id. A job reached a terminal status. */
+  jobFinished: 'gyre_job_finished',
+  /** Payload: task id. Someone asked for this task to stop. */
+  taskCancel: 'gyre_task_cancel',
+  /** Payload: JSON `{ taskId, attempt, step }`. New output or a step changed. */
+  taskOutput: 'gyre_task_output',
+} as const;
+
+export interface DispatcherConfig {
+  /** How long a lease lasts without a heartbeat. */
+  readonly leaseTtlMs: number;
+  /** Claims of one task before an expired lease makes it a final infrastructure failure. */
+  readonly maxAttempts: number;
+}
+
+/** The proof that an agent holds a task: every write it makes carries this. */
+export interface Lease {
+  readonly taskId: string;
+  readonly leaseId: string;
+  readonly attempt: number;
+}
+
+/** What an agent receives when it claims a task. */
+export interface ClaimedTask {
+  readonly lease: Lease;
+  readonly leaseExpiresAt: Date;
+  readonly task: TaskContext;
+}
+
+/** Everything about the task an agent needs to run it. */
+export interface TaskContext {
+  readonly taskId: string;
+  readonly nodeIndex: number;
+  readonly parallelism: number;
+  readonly jobId: string;
+  readonly jobName: string;
+  readonly jobNumber: number;
+  readonly spec: JobSpec;
+  readonly workflowId: string;
+  readonly workflowName: string;
+  readonly pipelineId: string;
+  readonly pipelineNumber: number;
+  readonly projectSlug: string;
+  readonly projectOrg: string;
+  readonly projectName: string;
+  readonly repoUrl: string;
+  readonly branch?: string;
+  readonly tag?: string;
+  readonly revision: string;
+}
+
+export interface HeartbeatResult {
+  readonly leaseExpiresAt: Date;
+  /** The task was canceled: the agent should stop its steps and finish as canceled. */
+  readonly cancelRequested: boolean;
+}
+
+export type TaskOutcome = Extract<TaskStatus, 'success' | 'failed' | 'canceled' | 'timedout'>;
+
+export interface Dispatcher {
+  /** Creates the tasks of a build job inside the caller's transaction and marks the job queued. */
+  enqueueJob(tx: Queryable, job: { id: string; spec: JobSpec }): Promise<void>;
+  /** Claims the oldest queued task of one of these resource classes (`*`: any), or returns undefined. */
+  claim(agentId: string, resourceClasses: readonly string[]): Promise<ClaimedTask | undefined>;
+  heartbeat(lease: Lease): Promise<HeartbeatResult>;
+  stepStarted(lease: Lease, step: { index: number; name: string; type: string }): Promise<void>;
+  /** Appends one chunk of a step's output. The same (step, seq) twice is stored once. */
+  appendOutput(lease: Lease, step: number, seq: number, data: Uint8Array): Promise<void>;
+  stepFinished(lease: Lease, step: { index: number; status: StepStatus; exitCode?: number | null }): Promise<void>;
+  /** Ends the attempt with the agent's verdict and releases the lease. */
+  completeTask(lease: Lease, outcome: TaskOutcome): Promise<void>;
+  /** Asks every unfinished task of a job to stop; queued ones are canceled at once. */
+  cancelJob(tx: Queryable, jobId: string): Promise<string[]>;
+  /**
+   * Ends every attempt whose lease has expired: the task is queued again while attempts remain,
+   * otherwise it is an infrastructure failure. Returns the ids of the tasks it touched.
+   */
+  reapExpiredLeases(options?: { all?: boolean }): Promise<string[]>;
+}
+
+export interface DispatcherDeps {
+  readonly store: Store;
+  readonly config: DispatcherConfig;
+  readonly log: Logger;
+}
+
+const DEFAULT_RESOURCE_CLASS = 'medium';
+
+export function resourceClassOf(spec: JobSpec): string {
+  return spec.resourceClass ?? DEFAULT_RESOURCE_CLASS;
+}
+
+export function createDispatcher({ store, config, log }: DispatcherDeps): Dispatcher {
+  const ttl = `${Math.max(1, Math.round(config.leaseTtlMs))} milliseconds`;
+
+  /**
+   * Fencing: the write happens only inside a transaction that first locks the task row and finds
+   * this very lease current and unexpired. Anything else is a stale lease.
+   */
+  async function underLease<T>(lease: Lease, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return store.transaction(async (tx) => {
+      const rows = await tx.query<{ ok: boolean }>(
+        `SELECT (lease_expires_at > now()) AS ok FROM tasks
+          WHERE id = $1 AND lease_id = $2 AND attempt = $3 AND status = 'running' FOR UPDATE`,
+        [lease.taskId, lease.leaseId, lease.attempt],
+      );
+      if (rows.length === 0 || !rows[0].ok) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+      return fn(tx);
+    });
+  }
+
+  async function notifyOutput(lease: Lease, step: number): Promise<void> {
+    await store.notify(CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step }));
+  }
+
+  /**
+   * After a task reached a terminal status: if every task of its job is terminal, settle the job's
+   * status. Runs in the caller's transaction; returns the job id when the job finished now.
+   */
+  async function settleJob(tx: Queryable, taskId: string): Promise<string | undefined> {
+    const [job] = await tx.query<{ id: string; status: JobStatus }>(
+      `SELECT j.id, j.status FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE t.id = $1 FOR UPDATE OF j`,
+      [taskId],
+    );
+    if (!job || !['queued', 'running'].includes(job.status)) return undefined;
+    const tasks = await tx.query<{ status: TaskStatus }>('SELECT status FROM tasks WHERE job_id = $1', [job.id]);
+    if (tasks.some((t) => t.status === 'queued' || t.status === 'running')) return undefined;
+    const statuses = new Set(tasks.map((t) => t.status));
+    const jobStatus: JobStatus = statuses.has('infrastructure_fail')
+      ? 'infrastructure_fail'
+      : statuses.has('failed')
+        ? 'failed'
+        : statuses.has('timedout')
+          ? 'timedout'
+          : statuses.has('canceled')
+            ? 'canceled'
+            : 'success';
+    await tx.query(`UPDATE jobs SET status = $2, stopped_at = now() WHERE id = $1`, [job.id, jobStatus]);
+    return job.id;
+  }
+
+  async function announceFinished(jobId: string | undefined): Promise<void> {
+    if (jobId) await store.notify(CHANNELS.jobFinished, jobId);
+  }
+
+  return {
+    async enqueueJob(tx, job) {
+      const parallelism = Math.max(1, job.spec.parallelism || 1);
+      const resourceClass = resourceClassOf(job.spec);
+      for (let node = 0; node < parallelism; node++) {
+        await tx.query(
+          `INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts)
+           VALUES ($1, $2, $3, 'queued', $4, $5)`,
+          [randomUUID(), job.id, node, resourceClass, config.maxAttempts],
+        );
+      }
+      await tx.query(`UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $1`, [job.id]);
+      // NOTIFY inside a transaction is delivered at commit, so claimers never see a task early.
+      await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskQueued, resourceClass]);
+    },
+
+    async claim(agentId, resourceClasses) {
+      const leaseId = randomUUID();
+      const claimed = await store.transaction(async (tx) => {
+        const rows = await tx.query<{ id: string; attempt: number; lease_expires_at: Date; job_id: string }>(
+          `UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
+                  lease_expires_at = now() + $2::interval, agent_id = $3, started_at = now()
+            WHERE id = (
+              SELECT id FROM tasks
+               WHERE status = 'queued' AND ('*' = ANY($4::text[]) OR resource_class = ANY($4::text[])) AND NOT cancel_requested
+               ORDER BY queued_at, id
+               LIMIT 1
+               FOR UPDATE SKIP LOCKED)
+           RETURNING id, attempt, lease_expires_at, job_id`,
+          [leaseId, ttl, agentId, resourceClasses],
+        );
+        if (rows.length === 0) return undefined;
+        const row = rows[0];
+        await tx.query(
+          `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
+            WHERE id = $1 AND status = 'queued'`,
+          [row.job_id],
+        );
+        return row;
+      });
+      if (!claimed) return undefined;
+      const task = await loadTaskContext(store, claimed.id);
+      return {
+        lease: { taskId: claimed.id, leaseId, attempt: claimed.attempt },
+        leaseExpiresAt: new Date(claimed.lease_expires_at),
+        task,
+      };
+    },
+
+    async heartbeat(lease) {
+      return underLease(lease, async (tx) => {
+        const [row] = await tx.query<{ lease_expires_at: Date; cancel_requested: boolean }>(
+          `UPDATE tasks SET lease_expires_at = now() + $2::interval WHERE id = $1
+           RETURNING lease_expires_at, cancel_requested`,
+          [lease.taskId, ttl],
+        );
+        return { leaseExpiresAt: new Date(row.lease_expires_at), cancelRequested: row.cancel_requested };
+      });
+    },
+
+    async stepStarted(lease, step) {
+      await underLease(lease, (tx) =>
+        tx.query(
+          `INSERT INTO steps (task_id, attempt, index, name, type, status, started_at)
+           VALUES ($1, $2, $3, $4, $5, 'running', now())
+           ON CONFLICT (task_id, attempt, index) DO NOTHING`,
+          [lease.taskId, lease.attempt, step.index, step.name, step.type],
+        ),
+      );
+      await notifyOutput(lease, step.index);
+    },
+
+    async appendOutput(lease, step, seq, data) {
+      await underLease(lease, (tx) =>
+        tx.query(
+          `INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT DO NOTHING`,
+          [lease.taskId, lease.attempt, step, seq, Buffer.from(data.buffer, data.byteOffset, data.byteLength)],
+        ),
+      );
+      await notifyOutput(lease, step);
+    },
+
+    async stepFinished(lease, step) {
+      await underLease(lease, (tx) =>
+        tx.query(
+          `UPDATE steps SET status = $4, exit_code = $5, stopped_at = now()
+            WHERE task_id = $1 AND attempt = $2 AND index = $3`,
+          [lease.taskId, lease.attempt, step.index, step.status, step.exitCode ?? null],
+        ),
+      );
+      await notifyOutput(lease, step.index);
+    },
+
+    async completeTask(lease, outcome) {
+      const finishedJob = await underLease(lease, async (tx) => {
+        await tx.query(
+          `UPDATE tasks SET status = $2, stopped_at = now(), lease_id = NULL, lease_expires_at = NULL WHERE id = $1`,
+          [lease.taskId, outcome],
+        );
+        return settleJob(tx, lease.taskId);
+      });
+      await notifyOutput(lease, -1);
+      await announceFinished(finishedJob);
+    },
+
+    async cancelJob(tx, jobId) {
+      const queued = await tx.query<{ id: string }>(
+        `UPDATE tasks SET status = 'canceled', cancel_requested = true, stopped_at = now()
+          WHERE job_id = $1 AND status = 'queued' RETURNING id`,
+        [jobId],
+      );
+      const running = await tx.query<{ id: string }>(
+        `UPDATE tasks SET cancel_requested = true WHERE job_id = $1 AND status = 'running' RETURNING id`,
+        [jobId],
+      );
+      if (queued.length > 0 && running.length === 0) {
+        // Nothing is running to report back: settle the job here.
+        await settleJob(tx, queued[0].id);
+      }
+      for (const task of running) await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskCancel, task.id]);
+      return running.map((t) => t.id);
+    },
+
+    async reapExpiredLeases(options = {}) {
+      // `all` ends every running attempt regardless of expiry: used at start-up of the embedded
+      // store, where no other process can hold a lease (PGlite's data dir has one owner).
+      const touched = await store.transaction(async (tx) => {
+        const expired = await tx.query<{ id: string; attempt: number; max_attempts: number; cancel_requested: boolean }>(
+          `SELECT id, attempt, max_attempts, cancel_requested FROM tasks
+            WHERE status = 'running' AND ($1 OR lease_expires_at <= now())
+            ORDER BY id FOR UPDATE SKIP LOCKED`,
+          [options.all === true],
+        );
+        const finishedJobs: string[] = [];
+        for (const task of expired) {
+          await tx.query(
+            `UPDATE steps SET status = 'canceled', stopped_at = now()
+              WHERE task_id = $1 AND attempt = $2 AND status = 'running'`,
+            [task.id, task.attempt],
+          );
+          if (task.cancel_requested) {
+            await tx.query(
+              `UPDATE tasks SET status = 'canceled', lease_id = NULL, lease_expires_at = NULL, stopped_at = now() WHERE id = $1`,
+              [task.id],
+            );
+          } else if (task.attempt < task.max_attempts) {
+            await tx.query(
+              `UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL, agent_id = NULL,
+                      failure_reason = $2, queued_at = now() WHERE id = $1`,
+              [task.id, `attempt ${task.attempt}: the agent stopped renewing its lease`],
+            );
+            await tx.query('SELECT pg_notify($1, (SELECT resource_class FROM tasks WHERE id = $2))', [CHANNELS.taskQueued, task.id]);
+            log.warn('lease expired; task queued again', { taskId: task.id, attempt: task.attempt });
+            continue;
+          } else {
+            await tx.query(
+              `UPDATE tasks SET status = 'infrastructure_fail', lease_id = NULL, lease_expires_at = NULL,
+                      stopped_at = now(), failure_reason = $2 WHERE id = $1`,
+              [task.id, `the agent stopped renewing its lease on attempt ${task.attempt} of ${task.max_attempts}`],
+            );
+            log.warn('lease expired on the last attempt; infrastructure failure', { taskId: task.id });
+          }
+          const jobId = await settleJob(tx, task.id);
+          if (jobId) finishedJobs.push(jobId);
+        }
+        return { ids: expired.map((t) => t.id), finishedJobs };
+      });
+      for (const jobId of touched.finishedJobs) await announceFinished(jobId);
+      return touched.ids;
+    },
+  };
+}
+
+async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
+  const [row] = await store.query<{
+    task_id: string;
+    node_index: number;
+    job_id: string;
+    job_name: string;
+    job_number: number;
+    spec: JobSpec;
+    workflow_id: string;
+    workflow_name: string;
+    pipeline_id: string;
+    pipeline_number: number;
+    slug: string;
+    org: string;
+    project_name: string;
+    repo_url: string;
+    branch: string | null;
+    tag: string | null;
+    revision: string;
+  }>(
+    `SELECT t.id AS task_id, t.node_index, j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
+            w.id AS workflow_id, w.name AS workflow_name, p.id AS pipeline_id, p.number AS pipeline_number,
+            pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision
+       FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+       JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
+      WHERE t.id = $1`,
+    [taskId],
+  );
+  return {
+    taskId: row.task_id,
+    nodeIndex: row.node_index,
+    parallelism: Math.max(1, row.spec.parallelism || 1),
+    jobId: row.job_id,
+    jobName: row.job_name,
+    jobNumber: row.job_number,
+    spec: row.spec,
+    workflowId: row.workflow_id,
+    workflowName: row.workflow_name,
+    pipelineId: row.pipeline_id,
+    pipelineNumber: row.pipeline_number,
+    projectSlug: row.slug,
+    projectOrg: row.org,
+    projectName: row.project_name,
+    repoUrl: row.repo_url,
+    branch: row.branch ?? undefined,
+    tag: row.tag ?? undefined,
+    revision: row.revision,
+  };
+}

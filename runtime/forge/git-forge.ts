@@ -1,0 +1,89 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { InputError, NotFoundError } from '../domain/errors';
+import type { Forge, Revision } from './forge';
+
+const run = promisify(execFile);
+
+async function git(args: string[], cwd?: string): Promise<string> {
+  const { stdout } = await run('git', args, {
+    cwd,
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' },
+  });
+  return stdout;
+}
+
+/**
+ * Reads repositories through a bare mirror per repository under `cacheDir`, fetched before each
+ * resolve, so a branch always resolves to what the repository has now. Calls for one repository
+ * are serialised: two fetches into one mirror at once would fight over its lock files.
+ */
+export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
+  const queues = new Map<string, Promise<unknown>>();
+  const serial = <T>(repoUrl: string, fn: () => Promise<T>): Promise<T> => {
+    const prev = queues.get(repoUrl) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    queues.set(repoUrl, next.catch(() => undefined));
+    return next;
+  };
+
+  const mirrorOf = (repoUrl: string) =>
+    join(cacheDir, createHash('sha256').update(repoUrl).digest('hex').slice(0, 24) + '.git');
+
+  async function fetchMirror(repoUrl: string): Promise<string> {
+    const dir = mirrorOf(repoUrl);
+    try {
+      if (!existsSync(dir)) {
+        mkdirSync(cacheDir, { recursive: true });
+        await git(['clone', '--mirror', '--quiet', '--', repoUrl, dir]);
+      } else {
+        await git(['fetch', '--quiet', '--prune', '--force', 'origin', '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*'], dir);
+      }
+    } catch (error) {
+      throw new InputError(`cannot read git repository ${repoUrl}: ${firstLine((error as { stderr?: string }).stderr ?? String(error))}`, 'repo');
+    }
+    return dir;
+  }
+
+  return {
+    defaultBranch: (repoUrl) =>
+      serial(repoUrl, async () => {
+        const dir = await fetchMirror(repoUrl);
+        const head = (await git(['symbolic-ref', '--quiet', 'HEAD'], dir).catch(() => '')).trim();
+        return head.replace(/^refs\/heads\//, '') || 'main';
+      }),
+
+    resolve: (repoUrl, ref) =>
+      serial(repoUrl, async (): Promise<Revision> => {
+        const dir = await fetchMirror(repoUrl);
+        const name = ref.tag ? `refs/tags/${ref.tag}` : `refs/heads/${ref.branch}`;
+        if (!ref.tag && !ref.branch) throw new InputError('a branch or a tag is required', 'branch');
+        let out: string;
+        try {
+          out = await git(['log', '-1', '--format=%H%n%s', `${name}^{commit}`, '--'], dir);
+        } catch {
+          throw new NotFoundError(ref.tag ? 'tag' : 'branch', ref.tag ?? ref.branch ?? '');
+        }
+        const [sha, subject = ''] = out.split('\n');
+        return { sha, subject };
+      }),
+
+    readFile: (repoUrl, sha, path) =>
+      serial(repoUrl, async () => {
+        const dir = existsSync(mirrorOf(repoUrl)) ? mirrorOf(repoUrl) : await fetchMirror(repoUrl);
+        try {
+          return await git(['show', `${sha}:${path}`], dir);
+        } catch {
+          return undefined;
+        }
+      }),
+  };
+}
+
+function firstLine(text: string): string {
+  return text.trim().split('\n').filter(Boolean).pop() ?? text;
+}

@@ -1,0 +1,71 @@
+import { randomUUID } from 'node:crypto';
+import { ConflictError, InputError, NotFoundError } from '../domain/errors';
+import type { Forge } from '../forge/forge';
+import type { Store } from '../store/store';
+
+export interface Project {
+  readonly id: string;
+  readonly slug: string;
+  readonly org: string;
+  readonly name: string;
+  readonly repoUrl: string;
+  readonly defaultBranch: string;
+  readonly createdAt: Date;
+}
+
+export interface Projects {
+  /** Registers a project backed by a git repository; its slug is `gh/<org>/<name>`. */
+  add(input: { org: string; name: string; repoUrl: string }): Promise<Project>;
+  get(slug: string): Promise<Project>;
+  list(options?: { after?: string; limit?: number }): Promise<Project[]>;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/** Accepts `gh/org/repo`, `github/org/repo` and `org/repo`, and gives the canonical `gh/org/repo`. */
+export function normaliseSlug(slug: string): string {
+  const parts = slug.split('/');
+  if (parts.length === 2) return `gh/${parts[0]}/${parts[1]}`;
+  if (parts.length === 3 && (parts[0] === 'gh' || parts[0] === 'github')) return `gh/${parts[1]}/${parts[2]}`;
+  throw new InputError(`project slug '${slug}' must look like gh/<org>/<repo>`, 'project-slug');
+}
+
+export function createProjects({ store, forge }: { store: Store; forge: Forge }): Projects {
+  const fromRow = (r: Record<string, unknown>): Project => ({
+    id: r.id as string,
+    slug: r.slug as string,
+    org: r.org as string,
+    name: r.name as string,
+    repoUrl: r.repo_url as string,
+    defaultBranch: r.default_branch as string,
+    createdAt: new Date(r.created_at as string),
+  });
+  return {
+    async add({ org, name, repoUrl }) {
+      if (!NAME.test(org)) throw new InputError(`organization '${org}' may use letters, digits, '.', '_' and '-' (up to 100)`, 'org');
+      if (!NAME.test(name)) throw new InputError(`repository name '${name}' may use letters, digits, '.', '_' and '-' (up to 100)`, 'repo');
+      if (!repoUrl) throw new InputError('a git repository (path or URL) is required', 'repo_url');
+      const slug = `gh/${org}/${name}`;
+      const existing = await store.query('SELECT 1 FROM projects WHERE slug = $1', [slug]);
+      if (existing.length > 0) throw new ConflictError(`project ${slug} already exists`);
+      const defaultBranch = await forge.defaultBranch(repoUrl);
+      const [row] = await store.query(
+        `INSERT INTO projects (id, slug, org, name, repo_url, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (slug) DO NOTHING RETURNING *`,
+        [randomUUID(), slug, org, name, repoUrl, defaultBranch],
+      );
+      if (!row) throw new ConflictError(`project ${slug} already exists`);
+      return fromRow(row);
+    },
+    async get(slug) {
+      const canonical = normaliseSlug(slug);
+      const [row] = await store.query('SELECT * FROM projects WHERE slug = $1', [canonical]);
+      if (!row) throw new NotFoundError('project', canonical);
+      return fromRow(row);
+    },
+    async list({ after, limit = 50 } = {}) {
+      const rows = await store.query('SELECT * FROM projects WHERE ($1::text IS NULL OR slug > $1) ORDER BY slug LIMIT $2', [after ?? null, limit]);
+      return rows.map(fromRow);
+    },
+  };
+}

@@ -1,0 +1,126 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { runTask, type TaskReporter } from '../agent/agent';
+import { createShellExecutor } from '../agent/shell-executor';
+import { CHANNELS, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
+import type { Logger } from '../logger';
+import type { Store } from '../store/store';
+import type { Driver } from './driver';
+
+export interface BuiltinDriverOptions {
+  readonly store: Store;
+  readonly dispatcher: Dispatcher;
+  readonly log: Logger;
+  /** How many tasks run at once. */
+  readonly slots: number;
+  /** Where task directories are made. */
+  readonly workRoot: string;
+  /** Resource classes this driver serves; `*` serves every class. */
+  readonly resourceClasses: readonly string[];
+  readonly heartbeatMs: number;
+  /** When no notification arrives, look for work this often anyway. */
+  readonly pollMs?: number;
+  readonly webUrl?: string;
+}
+
+/** A reporter that calls the dispatcher in-process under one lease. */
+export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask): TaskReporter {
+  const lease = claimed.lease;
+  return {
+    heartbeat: () => dispatcher.heartbeat(lease),
+    stepStarted: (step) => dispatcher.stepStarted(lease, step),
+    output: (step, seq, data) => dispatcher.appendOutput(lease, step, seq, data),
+    stepFinished: (step) => dispatcher.stepFinished(lease, step),
+    complete: (outcome) => dispatcher.completeTask(lease, outcome),
+  };
+}
+
+/**
+ * The embedded default driver: N slots in this process, each claiming a task, running it with the
+ * shell executor and claiming the next. A notification wakes idle slots the moment work is queued.
+ */
+export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
+  const { store, dispatcher, log } = options;
+  const agentId = `builtin-${randomUUID().slice(0, 8)}`;
+  const running = new Map<string, AbortController>();
+  const wakers = new Set<() => void>();
+  let stopping = false;
+  let loops: Promise<void>[] = [];
+  const unlisten: (() => Promise<void>)[] = [];
+
+  const wakeAll = () => {
+    for (const wake of [...wakers]) wake();
+  };
+  const idle = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      wakers.add(done);
+    });
+
+  async function slot(n: number): Promise<void> {
+    const slotLog = log.child({ agent: agentId, slot: n });
+    while (!stopping) {
+      let claimed: ClaimedTask | undefined;
+      try {
+        claimed = await dispatcher.claim(agentId, options.resourceClasses);
+      } catch (error) {
+        slotLog.error('claim failed', { error: (error as Error).message });
+        await idle(1000);
+        continue;
+      }
+      if (!claimed) {
+        await idle(options.pollMs ?? 1000);
+        continue;
+      }
+      const controller = new AbortController();
+      running.set(claimed.task.taskId, controller);
+      const taskLog = slotLog.child({ taskId: claimed.task.taskId, job: claimed.task.jobName });
+      try {
+        const executor = await createShellExecutor({
+          taskDir: join(options.workRoot, `${claimed.task.taskId}-${claimed.lease.attempt}`),
+        });
+        await runTask({
+          task: claimed.task,
+          reporter: localReporter(dispatcher, claimed),
+          executor,
+          log: taskLog,
+          heartbeatMs: options.heartbeatMs,
+          signal: controller.signal,
+          webUrl: options.webUrl,
+        });
+      } catch (error) {
+        // The agent could not report (e.g. the database is down). The lease will expire and the
+        // dispatcher will retry the task or mark it an infrastructure failure; nothing is lost.
+        taskLog.error('task ended without reporting', { error: (error as Error).message });
+      } finally {
+        running.delete(claimed.task.taskId);
+      }
+    }
+  }
+
+  return {
+    name: 'builtin',
+    async start() {
+      unlisten.push(await store.listen(CHANNELS.taskQueued, wakeAll));
+      unlisten.push(
+        await store.listen(CHANNELS.taskCancel, (taskId) => {
+          running.get(taskId)?.abort();
+        }),
+      );
+      loops = Array.from({ length: options.slots }, (_, n) => slot(n));
+    },
+    async stop() {
+      stopping = true;
+      // Tasks in hand are abandoned, not canceled: their leases expire and they run again.
+      for (const controller of running.values()) controller.abort('shutdown');
+      wakeAll();
+      await Promise.all(loops);
+      for (const off of unlisten) await off().catch(() => undefined);
+    },
+  };
+}

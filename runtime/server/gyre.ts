@@ -1,0 +1,129 @@
+import { join } from 'node:path';
+import { startHttpServer, type RunningHttpServer } from '../api/http-server';
+import { Router } from '../api/router';
+import { registerV2Routes } from '../api/v2-routes';
+import { createConductor, type CompileFn } from '../conductor/conductor';
+import { CHANNELS, createDispatcher } from '../dispatcher/dispatcher';
+import { createGitForge } from '../forge/git-forge';
+import { createIdentity } from '../identity/identity';
+import type { Logger } from '../logger';
+import { createProjects } from '../projects/projects';
+import { createBuiltinDriver } from '../scheduler/builtin-driver';
+import type { Driver } from '../scheduler/driver';
+import type { Settings } from '../settings';
+import { openStore } from '../store/open-store';
+import type { Store } from '../store/store';
+import { createTriggers, PIPELINE_CREATED } from '../triggers/triggers';
+import { registerUiRoutes } from '../ui/routes';
+import { createExampleProject } from './example';
+import { registerConfigRoutes } from '../config/api-routes';
+import { compileConfig } from '../config/compiler';
+import { createOrbRegistry } from '../config/orb-registry';
+
+export interface Gyre {
+  /** Where the API and UI listen, e.g. http://127.0.0.1:8080 (undefined without the api role). */
+  readonly url?: string;
+  readonly store: Store;
+  /** The first admin's token, when this start created the admin. */
+  readonly createdAdminToken?: string;
+  /** The example pipeline started on first start, if any. */
+  readonly example?: { slug: string; pipelineNumber: number; url: string };
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of `gyre server`: opens the store, builds each role from its dependencies
+ * and starts the roles the settings ask for. Everything else receives what it needs from here.
+ */
+export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> {
+  const store = await openStore({ databaseUrl: settings.databaseUrl, dataDir: settings.databaseUrl ? undefined : settings.dataDir });
+  const stops: (() => Promise<void>)[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    const forge = createGitForge({ cacheDir: join(settings.dataDir, 'git-mirrors') });
+    const identity = createIdentity({ store });
+    const projects = createProjects({ store, forge });
+    const triggers = createTriggers({ store, forge, projects });
+    const dispatcher = createDispatcher({
+      store,
+      config: { leaseTtlMs: settings.leaseTtlMs, maxAttempts: settings.maxAttempts },
+      log: log.child({ role: 'dispatcher' }),
+    });
+    const orbs = createOrbRegistry({ store });
+    const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs });
+    const conductor = createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }) });
+    const admin = await identity.ensureAdmin(settings.adminToken);
+    const roles = settings.roles;
+
+    if (roles.has('dispatcher')) {
+      // The embedded store has one owner, this process: any lease still open belongs to a previous
+      // run that died, so end those attempts now instead of waiting for their expiry.
+      if (store.kind === 'pglite') await dispatcher.reapExpiredLeases({ all: true });
+      timers.push(
+        setInterval(() => {
+          dispatcher.reapExpiredLeases().catch((error) => log.error('lease reaper failed', { error: (error as Error).message }));
+        }, Math.max(250, Math.min(5000, settings.leaseTtlMs / 4))),
+      );
+    }
+
+    if (roles.has('conductor')) {
+      const onError = (what: string) => (error: unknown) => log.error(what, { error: (error as Error).message });
+      stops.push(await store.listen(PIPELINE_CREATED, (id) => void conductor.startPipeline(id).catch(onError('pipeline start failed'))));
+      stops.push(await store.listen(CHANNELS.jobFinished, (id) => void conductor.jobFinished(id).catch(onError('workflow advance failed'))));
+      await conductor.sweep().catch(onError('sweep failed'));
+      timers.push(setInterval(() => void conductor.sweep().catch(onError('sweep failed')), 5000));
+    }
+
+    let http: RunningHttpServer | undefined;
+    let url: string | undefined;
+    const webUrl = () => settings.publicUrl ?? url ?? `http://localhost:${settings.port}`;
+    if (roles.has('api')) {
+      const router = new Router();
+      router.get('/healthz', async () => ({ json: { status: 'ok' } }), { public: true });
+      registerV2Routes(router, { store, projects, triggers, conductor, webUrl });
+      registerConfigRoutes(router, { orbs });
+      registerUiRoutes(router);
+      http = await startHttpServer({ router, authenticate: (t) => identity.authenticate(t), log: log.child({ role: 'api' }) }, settings.port, settings.host);
+      url = `http://${settings.host === '0.0.0.0' || settings.host === '::' ? 'localhost' : settings.host}:${http.port}`;
+      stops.push(() => http!.close());
+    }
+
+    let driver: Driver | undefined;
+    if (roles.has('scheduler') && settings.runnerSlots > 0) {
+      driver = createBuiltinDriver({
+        store,
+        dispatcher,
+        log: log.child({ role: 'scheduler' }),
+        slots: settings.runnerSlots,
+        workRoot: join(settings.dataDir, 'tasks'),
+        resourceClasses: ['*'],
+        heartbeatMs: Math.max(100, Math.floor(settings.leaseTtlMs / 3)),
+        webUrl: webUrl(),
+      });
+      await driver.start();
+    }
+
+    let example: Gyre['example'];
+    if (settings.example && roles.has('api') && roles.has('triggers')) {
+      example = await createExampleProject({ store, projects, triggers, dataDir: settings.dataDir, webUrl: webUrl(), log });
+    }
+
+    return {
+      url,
+      store,
+      createdAdminToken: admin.created ? admin.token : undefined,
+      example,
+      async stop() {
+        for (const timer of timers) clearInterval(timer);
+        await driver?.stop();
+        for (const stop of stops.reverse()) await stop().catch(() => undefined);
+        await store.close();
+      },
+    };
+  } catch (error) {
+    for (const timer of timers) clearInterval(timer);
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw error;
+  }
+}

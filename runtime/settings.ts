@@ -1,0 +1,99 @@
+import { resolve } from 'node:path';
+import { ConfigurationError } from './domain/errors';
+
+export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Every setting `gyre server` reads, once, at start-up. */
+export interface Settings {
+  /** GYRE_PORT: the HTTP port of the API and UI. 0 picks a free port. */
+  readonly port: number;
+  /** GYRE_HOST: the address to listen on. */
+  readonly host: string;
+  /** GYRE_DATA_DIR: embedded database, blobs, task directories, git mirrors. */
+  readonly dataDir: string;
+  /** DATABASE_URL: a PostgreSQL server to use instead of the embedded database. */
+  readonly databaseUrl?: string;
+  /** GYRE_ADMIN_TOKEN: the first admin's API token; generated and printed once when unset. */
+  readonly adminToken?: string;
+  /** GYRE_PUBLIC_URL: the address users reach Gyre at (links in output and CIRCLE_BUILD_URL). */
+  readonly publicUrl?: string;
+  /** GYRE_RUNNER_SLOTS: tasks the built-in runner runs at once. */
+  readonly runnerSlots: number;
+  /** GYRE_LEASE_TTL_MS: how long a task lease lasts without a heartbeat. */
+  readonly leaseTtlMs: number;
+  /** GYRE_MAX_ATTEMPTS: claims of a task before an expired lease is a final infrastructure failure. */
+  readonly maxAttempts: number;
+  /** GYRE_ROLES: comma-separated roles to run, or `all`. */
+  readonly roles: ReadonlySet<Role>;
+  /** GYRE_EXAMPLE: create and run the example project on first start (`true`/`false`). */
+  readonly example: boolean;
+  /** GYRE_LOG_LEVEL: info, warn, error or silent. */
+  readonly logLevel: 'info' | 'warn' | 'error' | 'silent';
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigurationError(name, `'${raw}' is not a whole number (allowed: ${min} to ${max})`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigurationError(name, `${value} is out of range (allowed: ${min} to ${max})`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(true|1|yes|on)$/i.test(raw)) return true;
+  if (/^(false|0|no|off)$/i.test(raw)) return false;
+  throw new ConfigurationError(name, `'${raw}' is not a boolean (allowed: true or false)`);
+}
+
+/** Reads and validates settings; a bad value throws a ConfigurationError naming the setting. */
+export function readSettings(env: Env = process.env): Settings {
+  const port = integer(env, 'GYRE_PORT', 8080, 0, 65535);
+  const dataDir = resolve(env.GYRE_DATA_DIR || '.gyre');
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigurationError('DATABASE_URL', `'${redact(databaseUrl)}' must be a postgres:// or postgresql:// URL`);
+  }
+  const adminToken = env.GYRE_ADMIN_TOKEN || undefined;
+  if (adminToken !== undefined && (adminToken.length < 16 || /\s/.test(adminToken))) {
+    throw new ConfigurationError('GYRE_ADMIN_TOKEN', 'must be at least 16 characters with no spaces');
+  }
+  const publicUrl = env.GYRE_PUBLIC_URL || undefined;
+  if (publicUrl && !/^https?:\/\/[^\s/]+/.test(publicUrl)) {
+    throw new ConfigurationError('GYRE_PUBLIC_URL', `'${publicUrl}' must be an http:// or https:// URL`);
+  }
+  const rawRoles = (env.GYRE_ROLES || 'all').split(',').map((r) => r.trim()).filter(Boolean);
+  const roles = new Set<Role>();
+  for (const role of rawRoles) {
+    if (role === 'all') ROLES.forEach((r) => roles.add(r));
+    else if ((ROLES as readonly string[]).includes(role)) roles.add(role as Role);
+    else throw new ConfigurationError('GYRE_ROLES', `unknown role '${role}' (allowed: all, ${ROLES.join(', ')})`);
+  }
+  const logLevel = (env.GYRE_LOG_LEVEL || 'info') as Settings['logLevel'];
+  if (!['info', 'warn', 'error', 'silent'].includes(logLevel)) {
+    throw new ConfigurationError('GYRE_LOG_LEVEL', `'${logLevel}' is not a level (allowed: info, warn, error, silent)`);
+  }
+  return {
+    port,
+    host: env.GYRE_HOST || '0.0.0.0',
+    dataDir,
+    databaseUrl,
+    adminToken,
+    publicUrl,
+    runnerSlots: integer(env, 'GYRE_RUNNER_SLOTS', 4, 0, 256),
+    leaseTtlMs: integer(env, 'GYRE_LEASE_TTL_MS', 30_000, 500, 3_600_000),
+    maxAttempts: integer(env, 'GYRE_MAX_ATTEMPTS', 3, 1, 100),
+    roles,
+    example: boolean(env, 'GYRE_EXAMPLE', true),
+    logLevel,
+  };
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+}

@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto';
+import { InputError, NotFoundError } from '../domain/errors';
+import type { TriggerType } from '../domain/model';
+import type { Forge } from '../forge/forge';
+import type { Projects } from '../projects/projects';
+import type { Store } from '../store/store';
+
+export const PIPELINE_CREATED = 'gyre_pipeline_created';
+
+export type ParameterValue = string | number | boolean;
+
+export interface TriggerRequest {
+  readonly slug: string;
+  readonly branch?: string;
+  readonly tag?: string;
+  readonly parameters?: Readonly<Record<string, ParameterValue>>;
+  readonly actorId?: string;
+  readonly type: TriggerType;
+}
+
+export interface CreatedPipeline {
+  readonly id: string;
+  readonly number: number;
+  readonly state: string;
+  readonly createdAt: Date;
+}
+
+export interface Triggers {
+  /** Resolves the revision, records a pending pipeline and announces it to the conductor. */
+  trigger(request: TriggerRequest): Promise<CreatedPipeline>;
+}
+
+export function createTriggers({ store, forge, projects }: { store: Store; forge: Forge; projects: Projects }): Triggers {
+  return {
+    async trigger(request) {
+      if (request.branch && request.tag) throw new InputError('give a branch or a tag, not both', 'tag');
+      const project = await projects.get(request.slug);
+      const ref = request.tag ? { tag: request.tag } : { branch: request.branch || project.defaultBranch };
+      let revision;
+      try {
+        revision = await forge.resolve(project.repoUrl, ref);
+      } catch (error) {
+        if (error instanceof NotFoundError) {
+          throw new InputError(`${error.kind} '${error.id}' does not exist in ${project.slug}'s repository`, error.kind);
+        }
+        throw error;
+      }
+      const id = randomUUID();
+      const created = await store.transaction(async (tx) => {
+        const [{ pipeline_seq: number }] = await tx.query<{ pipeline_seq: number }>(
+          'UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $1 RETURNING pipeline_seq',
+          [project.id],
+        );
+        const [row] = await tx.query<{ created_at: Date }>(
+          `INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters)
+           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10) RETURNING created_at`,
+          [id, project.id, number, request.type, request.actorId ?? null, ref.branch ?? null, ref.tag ?? null, revision.sha, revision.subject, JSON.stringify(request.parameters ?? {})],
+        );
+        await tx.query('SELECT pg_notify($1, $2)', [PIPELINE_CREATED, id]);
+        return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
+      });
+      return created;
+    },
+  };
+}
