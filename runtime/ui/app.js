@@ -44,6 +44,12 @@
     return el;
   }
 
+  /** Replaces an element's children (arrays flattened, null skipped, strings as text). */
+  function fill(el, ...children) {
+    el.replaceChildren();
+    append(el, children);
+  }
+
   function append(el, children) {
     for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
@@ -306,7 +312,7 @@
   function setCrumbs(...given) {
     const items = given.filter(Boolean);
     const crumbs = document.getElementById('crumbs');
-    crumbs.replaceChildren();
+    fill(crumbs);
     items.forEach((item, i) => {
       if (i > 0) crumbs.append(h('span', { className: 'sep', attrs: { 'aria-hidden': 'true' } }, '/'));
       crumbs.append(item.href ? h('a', { href: item.href }, item.text) : h('span', { className: 'here' }, item.text));
@@ -320,7 +326,7 @@
       box = h('div', { id: 'flash', className: 'flash', attrs: { role: 'alert' } });
       document.body.append(box);
     }
-    box.replaceChildren(h('span', null, message), h('button', { type: 'button', className: 'link', onclick: () => box.remove() }, 'Dismiss'));
+    fill(box, h('span', null, message), h('button', { type: 'button', className: 'link', onclick: () => box.remove() }, 'Dismiss'));
   }
 
   function errorPanel(err) {
@@ -336,7 +342,8 @@
     if (me) return me;
     me = await api.get(paths.me());
     const who = document.getElementById('who');
-    who.replaceChildren(
+    fill(
+      who,
       h('span', { className: 'login', title: me.name || '' }, me.login || me.name || ''),
       h('button', { type: 'button', className: 'link', onclick: signOut }, 'Sign out'),
     );
@@ -382,7 +389,7 @@
       if (location.pathname !== '/') history.replaceState(null, '', '/' + location.hash);
       route();
     }
-    main().replaceChildren(form);
+    fill(main(), form);
     input.focus();
   }
 
@@ -412,7 +419,7 @@
           ),
         )
       : h('p', { className: 'panel muted' }, 'No projects yet. Add one with ', h('code', null, 'gyre project add <org>/<repo> --repo <path>'), '.');
-    main().replaceChildren(h('h1', null, 'Projects'), list);
+    fill(main(), h('h1', null, 'Projects'), list);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -444,7 +451,7 @@
     setCrumbs({ text: 'Projects', href: links.projects() }, { text: slug });
     const table = h('tbody');
     const more = h('div', { className: 'more' });
-    main().replaceChildren(
+    fill(main(),
       h('h1', null, slug),
       h(
         'table',
@@ -499,12 +506,12 @@
     function draw(firstPage) {
       const all = firstPage.concat(extraPages);
       if (!all.length) {
-        table.replaceChildren(h('tr', null, h('td', { colSpan: 7, className: 'muted' }, 'No pipelines yet.')));
+        fill(table, h('tr', null, h('td', { colSpan: 7, className: 'muted' }, 'No pipelines yet.')));
       } else {
-        table.replaceChildren(...all.flatMap(row));
+        fill(table, ...all.flatMap(row));
       }
       const token = extraPages.length ? nextToken : firstNextToken;
-      more.replaceChildren(token ? h('button', { type: 'button', onclick: loadMore }, 'Load more') : '');
+      fill(more, token ? h('button', { type: 'button', onclick: loadMore }, 'Load more') : '');
     }
 
     let firstPage = [];
@@ -549,13 +556,15 @@
 
     const header = h('section', { className: 'panel pipeline-header' });
     const workflowsBox = h('div', { className: 'workflows' });
-    main().replaceChildren(header, workflowsBox);
+    fill(main(), header, workflowsBox);
     const drawn = new Map(); // workflow id → { section, signature }
 
-    function drawHeader(p) {
+    function drawHeader(p, workflows) {
       const vcs = p.vcs || {};
-      header.replaceChildren(
-        h('h1', null, 'Pipeline #' + p.number, ' ', statusBadge(p.state)),
+      const status = p.state === 'created' && workflows.length ? workflowsSummary(workflows) : p.state;
+      fill(
+        header,
+        h('h1', null, 'Pipeline #' + p.number, ' ', statusBadge(status, 'pipeline-status')),
         h(
           'dl',
           { className: 'facts' },
@@ -573,9 +582,9 @@
       const [p, workflows] = await Promise.all([api.get(paths.pipeline(id)), getAll(paths.workflows(id))]);
       const jobLists = await Promise.all(workflows.map((w) => getAll(paths.jobs(w.id))));
       if (!view.alive) return false;
-      drawHeader(p);
+      drawHeader(p, workflows);
       if (!workflows.length) {
-        workflowsBox.replaceChildren(p.state === 'errored' ? '' : h('p', { className: 'muted' }, 'No workflows yet.'));
+        fill(workflowsBox, p.state === 'errored' ? '' : h('p', { className: 'muted' }, 'No workflows yet.'));
         drawn.clear();
       } else {
         const sections = workflows.map((w, i) => {
@@ -588,7 +597,7 @@
           drawn.set(w.id, { section, signature });
           return section;
         });
-        workflowsBox.replaceChildren(...sections);
+        fill(workflowsBox, ...sections);
       }
       return pipelineIsActive(p, workflows);
     }
@@ -720,7 +729,7 @@
       const meta = [job.status ? String(job.status).replace(/_/g, ' ') : '', spanDuration(job.started_at, job.stopped_at)].filter(Boolean).join(' · ');
       const content = [
         h('span', { className: 'node-icon', attrs: { 'aria-hidden': 'true' } }),
-        h('span', { className: 'node-text' }, h('span', { className: 'node-name' }, job.name), h('span', { className: 'node-meta' }, isApproval ? 'approval · ' + meta : meta)),
+        h('span', { className: 'node-text' }, h('span', { className: 'node-name' }, job.name), h('span', { className: 'node-meta' }, isApproval ? (job.status === 'on_hold' ? 'on hold' : 'approval · ' + meta) : meta)),
       ];
       const props = {
         className: 'job-node status-' + cssToken(job.status) + (isApproval ? ' approval' : ''),
@@ -770,30 +779,35 @@
 
   async function jobPage(view, { slug, number }) {
     let job = await api.get(paths.job(slug, number));
+    const pipelineId = job.pipeline && job.pipeline.id;
+    // Only for the pipeline's number in the breadcrumbs: not worth failing the page over.
+    const pipeline = pipelineId ? await api.get(paths.pipeline(pipelineId)).catch(() => null) : null;
     if (!view.alive) return;
+    const pipelineName = pipeline ? 'Pipeline #' + pipeline.number : 'Pipeline';
     setCrumbs(
       { text: 'Projects', href: links.projects() },
       { text: slug, href: links.project(slug) },
-      job.pipeline && job.pipeline.id ? { text: 'Pipeline', href: links.pipeline(job.pipeline.id) } : null,
+      pipelineId ? { text: pipelineName, href: links.pipeline(pipelineId) } : null,
       { text: job.name + ' #' + job.number },
     );
 
     const header = h('section', { className: 'panel job-header' });
     const nodesBar = h('nav', { className: 'nodes', attrs: { 'aria-label': 'Parallel runs' } });
     const stepsBox = h('div', { className: 'steps', attrs: { 'aria-live': 'off' } });
-    main().replaceChildren(header, nodesBar, stepsBox);
+    fill(main(), header, nodesBar, stepsBox);
 
     let node = 0;
     let logs = null; // the step list of the node on screen
 
     function drawHeader() {
-      header.replaceChildren(
+      fill(
+        header,
         h('h1', null, job.name, ' ', h('span', { className: 'muted' }, '#' + job.number), ' ', statusBadge(job.status, 'job-status')),
         h(
           'dl',
           { className: 'facts' },
           fact('Project', h('a', { href: links.project(slug) }, slug)),
-          job.pipeline && job.pipeline.id ? fact('Pipeline', h('a', { href: links.pipeline(job.pipeline.id) }, 'open')) : null,
+          pipelineId ? fact('Pipeline', h('a', { href: links.pipeline(pipelineId) }, pipeline ? '#' + pipeline.number : 'open')) : null,
           job.latest_workflow ? fact('Workflow', job.latest_workflow.name || '') : null,
           fact('Executor', (job.executor && job.executor.type) || '—'),
           fact('Duration', job.duration !== undefined && job.duration !== null ? formatDuration(job.duration) : spanDuration(job.started_at, job.stopped_at) || '—'),
@@ -802,7 +816,8 @@
       );
       const runs = job.parallel_runs || [];
       if ((job.parallelism || 1) > 1 && runs.length) {
-        nodesBar.replaceChildren(
+        fill(
+          nodesBar,
           h('span', { className: 'muted' }, 'Parallel runs:'),
           runs.map((r) =>
             h(
@@ -823,7 +838,7 @@
           ),
         );
       } else {
-        nodesBar.replaceChildren();
+        fill(nodesBar);
       }
     }
 
@@ -875,13 +890,13 @@
         if (source) view.close(source);
         source = null;
         list.following = false;
-        box.replaceChildren();
+        fill(box);
       },
       follow(onEnd) {
         if (list.following) return;
         list.following = true;
         steps.clear();
-        box.replaceChildren(h('p', { className: 'muted waiting' }, 'Waiting for the job to start…'));
+        fill(box, h('p', { className: 'muted waiting' }, 'Waiting for the job to start…'));
         source = view.stream(paths.stream(slug, number, node), {
           step: (e) => {
             const step = JSON.parse(e.data);
@@ -904,7 +919,7 @@
             } catch {
               // the log is already complete; a missing summary is not worth an error
             }
-            if (!steps.size) box.replaceChildren(h('p', { className: 'muted' }, 'This job ran no steps.'));
+            if (!steps.size) fill(box, h('p', { className: 'muted' }, 'This job ran no steps.'));
             onEnd();
           },
           error: (_e, src) => {
@@ -921,11 +936,11 @@
         });
       },
       async loadFinished() {
-        box.replaceChildren(h('p', { className: 'muted' }, 'Loading steps…'));
+        fill(box, h('p', { className: 'muted' }, 'Loading steps…'));
         const body = await api.get(paths.steps(slug, number));
         if (!view.alive) return;
         const mine = (body.items || []).filter((s) => s.node_index === undefined || s.node_index === node);
-        box.replaceChildren();
+        fill(box);
         if (!mine.length) box.append(h('p', { className: 'muted' }, 'This job ran no steps.'));
         const many = mine.length > 8;
         for (const s of mine) {
@@ -937,7 +952,8 @@
 
     function stepMeta(step) {
       const parts = [];
-      const duration = step.duration_ms !== undefined && step.duration_ms !== null ? formatDuration(step.duration_ms) : spanDuration(step.started_at, step.stopped_at);
+      // A running step's clock is not kept ticking; its duration shows once it stops.
+      const duration = step.status === 'running' ? '' : step.duration_ms !== undefined && step.duration_ms !== null ? formatDuration(step.duration_ms) : spanDuration(step.started_at, step.stopped_at);
       if (duration) parts.push(duration);
       if (step.exit_code !== undefined && step.exit_code !== null) parts.push('exit ' + step.exit_code);
       return parts.join(' · ');
@@ -999,17 +1015,17 @@
     async function load(entry) {
       if (entry.loaded) return;
       entry.loaded = true;
-      entry.log.replaceChildren(h('span', { className: 'muted' }, 'Loading output…'));
+      fill(entry.log, h('span', { className: 'muted' }, 'Loading output…'));
       try {
         const text = await api.text(paths.output(slug, number, node, entry.info.index));
         if (!view.alive) return;
-        entry.log.replaceChildren();
+        fill(entry.log);
         if (text === '') entry.log.append(h('span', { className: 'muted' }, '(no output)'));
         else writeLog(entry, text);
       } catch (err) {
         entry.loaded = false;
         if (err instanceof SignInRequired) return showSignIn();
-        entry.log.replaceChildren(h('span', { className: 'log-error' }, 'Could not load the output: ' + err.message));
+        fill(entry.log, h('span', { className: 'log-error' }, 'Could not load the output: ' + err.message));
       }
     }
 
@@ -1031,14 +1047,14 @@
       if (!view.alive) return;
       if (!page) {
         setCrumbs({ text: 'Projects', href: links.projects() }, { text: 'Not found' });
-        main().replaceChildren(h('div', { className: 'panel' }, 'There is no page at this address. ', h('a', { href: links.projects() }, 'Go to projects')));
+        fill(main(), h('div', { className: 'panel' }, 'There is no page at this address. ', h('a', { href: links.projects() }, 'Go to projects')));
         return;
       }
       await page(view, target);
     } catch (err) {
       if (!view.alive) return;
       if (err instanceof SignInRequired) return showSignIn();
-      main().replaceChildren(errorPanel(err));
+      fill(main(), errorPanel(err));
     }
   }
 
