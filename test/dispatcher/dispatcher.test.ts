@@ -1,0 +1,147 @@
+import { randomUUID } from 'node:crypto';
+import { StaleLeaseError } from '../../runtime/domain/errors';
+import { createDispatcher, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
+import { createLogger } from '../../runtime/logger';
+import type { JobSpec } from '../../runtime/config/plan';
+import { openStore } from '../../runtime/store/open-store';
+import type { Store } from '../../runtime/store/store';
+import { createTestDatabase, testStores } from '../support/database';
+
+const spec = (parallelism = 1): JobSpec => ({
+  executor: { kind: 'shell' },
+  steps: [{ type: 'run', name: 'hello', command: 'echo hi', when: 'on_success' }],
+  environment: {},
+  workingDirectory: '~/project',
+  parallelism,
+});
+
+/** Inserts the rows a job hangs from and queues it; returns the job id. */
+async function queueJob(store: Store, dispatcher: Dispatcher, parallelism = 1): Promise<string> {
+  const projectId = randomUUID();
+  const pipelineId = randomUUID();
+  const workflowId = randomUUID();
+  const jobId = randomUUID();
+  await store.query(`INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, 'o', 'r', '/nowhere')`, [projectId, `gh/o/${projectId}`]);
+  await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
+  await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
+  await store.query(
+    `INSERT INTO jobs (id, workflow_id, project_id, name, type, number, status, spec) VALUES ($1, $2, $3, 'j', 'build', 1, 'blocked', $4)`,
+    [jobId, workflowId, projectId, JSON.stringify(spec(parallelism))],
+  );
+  await store.transaction((tx) => dispatcher.enqueueJob(tx, { id: jobId, spec: spec(parallelism) }));
+  return jobId;
+}
+
+describe.each(testStores())('dispatcher on %s', (kind) => {
+  let store: Store;
+  let drop: (() => Promise<void>) | undefined;
+  const log = createLogger({ level: 'silent' });
+
+  beforeAll(async () => {
+    if (kind === 'postgres') {
+      const db = await createTestDatabase();
+      drop = db.drop;
+      store = await openStore({ databaseUrl: db.url });
+    } else {
+      store = await openStore({});
+    }
+  });
+  afterAll(async () => {
+    await store.close();
+    await drop?.();
+  });
+
+  it('refuses writes under a lease that expired and was claimed again', async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 300, maxAttempts: 3 } });
+    const jobId = await queueJob(store, dispatcher);
+    const first = await dispatcher.claim('agent-a', ['*']);
+    expect(first?.task.jobId).toBe(jobId);
+    await dispatcher.stepStarted(first!.lease, { index: 0, name: 'hello', type: 'run' });
+
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await dispatcher.reapExpiredLeases()).toContain(first!.lease.taskId);
+    const second = await dispatcher.claim('agent-b', ['*']);
+    expect(second?.lease.taskId).toBe(first!.lease.taskId);
+    expect(second?.lease.attempt).toBe(2);
+
+    // The first agent comes back: every kind of write it tries is refused.
+    await expect(dispatcher.appendOutput(first!.lease, 0, 0, Buffer.from('late'))).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.heartbeat(first!.lease)).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.completeTask(first!.lease, 'success')).rejects.toBeInstanceOf(StaleLeaseError);
+    const [task] = await store.query<{ status: string; attempt: number }>('SELECT status, attempt FROM tasks WHERE id = $1', [first!.lease.taskId]);
+    expect(task).toEqual({ status: 'running', attempt: 2 });
+    const chunks = await store.query('SELECT * FROM log_chunks WHERE task_id = $1 AND attempt = 1', [first!.lease.taskId]);
+    expect(chunks).toHaveLength(0);
+
+    // The current holder's writes go through.
+    await dispatcher.completeTask(second!.lease, 'success');
+    const [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
+    expect(job.status).toBe('success');
+  });
+
+  it('stores an output chunk once however often it is sent', async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 10_000, maxAttempts: 3 } });
+    await queueJob(store, dispatcher);
+    const claimed = (await dispatcher.claim('agent', ['*']))!;
+    await dispatcher.stepStarted(claimed.lease, { index: 0, name: 's', type: 'run' });
+    await dispatcher.appendOutput(claimed.lease, 0, 0, Buffer.from('one\n'));
+    await dispatcher.appendOutput(claimed.lease, 0, 0, Buffer.from('one\n'));
+    await dispatcher.appendOutput(claimed.lease, 0, 1, Buffer.from('two\n'));
+    const rows = await store.query<{ data: Uint8Array }>('SELECT data FROM log_chunks WHERE task_id = $1 ORDER BY seq', [claimed.lease.taskId]);
+    expect(Buffer.concat(rows.map((r) => Buffer.from(r.data))).toString()).toBe('one\ntwo\n');
+    await dispatcher.completeTask(claimed.lease, 'success');
+  });
+
+  it('retries a task whose lease expires, then makes it an infrastructure failure', async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 200, maxAttempts: 2 } });
+    const jobId = await queueJob(store, dispatcher);
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const claimed = await dispatcher.claim(`agent-${attempt}`, ['*']);
+      expect(claimed?.lease.attempt).toBe(attempt);
+      await new Promise((r) => setTimeout(r, 300));
+      await dispatcher.reapExpiredLeases();
+    }
+    expect(await dispatcher.claim('agent-3', ['*'])).toBeUndefined();
+    const [task] = await store.query<{ status: string; failure_reason: string }>('SELECT status, failure_reason FROM tasks WHERE job_id = $1', [jobId]);
+    expect(task.status).toBe('infrastructure_fail');
+    expect(task.failure_reason).toMatch(/attempt 2 of 2/);
+    const [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
+    expect(job.status).toBe('infrastructure_fail');
+  });
+
+  it('settles a parallel job only when every node has finished', async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 10_000, maxAttempts: 3 } });
+    const jobId = await queueJob(store, dispatcher, 3);
+    const claims = [];
+    for (let i = 0; i < 3; i++) claims.push((await dispatcher.claim(`agent-${i}`, ['*']))!);
+    expect(claims.map((c) => c.task.nodeIndex).sort()).toEqual([0, 1, 2]);
+    expect(claims.every((c) => c.task.parallelism === 3)).toBe(true);
+    await dispatcher.completeTask(claims[0].lease, 'success');
+    await dispatcher.completeTask(claims[1].lease, 'failed');
+    let [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
+    expect(job.status).toBe('running');
+    await dispatcher.completeTask(claims[2].lease, 'success');
+    [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
+    expect(job.status).toBe('failed');
+  });
+
+  if (kind === 'postgres') {
+    it('never hands one task to two concurrent claimers', async () => {
+      const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+      await store.query(`UPDATE tasks SET status = 'canceled' WHERE status IN ('queued', 'running')`);
+      for (let i = 0; i < 20; i++) await queueJob(store, dispatcher, 5);
+      const claimed: string[] = [];
+      await Promise.all(
+        Array.from({ length: 16 }, async (_, n) => {
+          for (;;) {
+            const c = await dispatcher.claim(`claimer-${n}`, ['*']);
+            if (!c) return;
+            claimed.push(c.lease.taskId);
+          }
+        }),
+      );
+      expect(claimed).toHaveLength(100);
+      expect(new Set(claimed).size).toBe(100);
+    });
+  }
+});
