@@ -1,0 +1,344 @@
+import { Construct } from 'constructs';
+import { Fn } from 'cdktf';
+import { NamespaceV1 } from '@cdktf/provider-kubernetes/lib/namespace-v1';
+import { ServiceAccountV1 } from '@cdktf/provider-kubernetes/lib/service-account-v1';
+import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
+import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
+import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
+import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
+import { HorizontalPodAutoscalerV2 } from '@cdktf/provider-kubernetes/lib/horizontal-pod-autoscaler-v2';
+import { Password } from '@cdktf/provider-random/lib/password';
+import { PrivateKey } from '@cdktf/provider-tls/lib/private-key';
+import { SelfSignedCert } from '@cdktf/provider-tls/lib/self-signed-cert';
+import { ImageCatalog } from '../images';
+import { GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT } from '../types';
+import { RESTRICTED_CONTAINER, RUNTIME_PORT, RUNTIME_ROLES } from './roles';
+import { renderEdgeConfig, EDGE_PORTS } from './edge-config';
+
+/** How TLS for the UI and API (port 443) is terminated. */
+export type EdgeTls =
+  | { readonly mode: 'acm'; readonly certificateArn: string }
+  | { readonly mode: 'provided'; readonly certificateFile: string; readonly keyFile: string }
+  | { readonly mode: 'self-signed' };
+
+export interface ControlPlaneProps {
+  readonly images: ImageCatalog;
+  /** Host name users reach Gyre at. */
+  readonly domain: string;
+  readonly cloud: 'aws' | 'gcp';
+  /** `postgres://` URL of the database (sensitive). */
+  readonly databaseUrl: string;
+  /** BlobStore settings (GYRE_BLOB_STORE and its bucket variables). */
+  readonly blobEnvironment: Record<string, string>;
+  /** Annotations binding the runtime service account to its cloud identity. */
+  readonly serviceAccountAnnotations: Record<string, string>;
+  readonly tls: EdgeTls;
+  /** Nomad mutual-TLS material the scheduler role uses to reach the Nomad HTTP API. */
+  readonly nomad: { readonly caPem: string; readonly clientCertPem: string; readonly clientKeyPem: string };
+  /** CIDRs allowed through the load balancer. */
+  readonly loadBalancerSourceRanges: string[];
+  /** Replicas per role, overriding the defaults in roles.ts. @default - each role's default */
+  readonly replicas?: Record<string, number>;
+  /** Admin token for the runtime. @default - a random 48-character token */
+  readonly adminToken?: string;
+}
+
+/**
+ * The Gyre control plane on Kubernetes: its namespace, service account, secrets, one Deployment
+ * (with Service and PodDisruptionBudget) per runtime role from the one runtime image, HPAs for the
+ * api and output roles, and the edge proxy behind a single LoadBalancer Service.
+ */
+export class ControlPlane extends Construct {
+  readonly namespace: string;
+  /** Name of the LoadBalancer Service; its status carries the address to point DNS at. */
+  readonly loadBalancerServiceName = 'gyre-edge';
+  readonly loadBalancer: ServiceV1;
+  /** Name of the Secret holding the runtime's settings (DATABASE_URL, GYRE_ADMIN_TOKEN). */
+  readonly runtimeSecretName = 'gyre-runtime';
+  readonly adminToken: string;
+
+  constructor(scope: Construct, id: string, props: ControlPlaneProps) {
+    super(scope, id);
+    for (const [role, count] of Object.entries(props.replicas ?? {})) {
+      if (!RUNTIME_ROLES.some((r) => r.name === role)) {
+        throw new Error(`replicas.${role} names no runtime role; allowed: ${RUNTIME_ROLES.map((r) => r.name).join(', ')}`);
+      }
+      if (!Number.isInteger(count) || count < 0) throw new Error(`replicas.${role} (${count}) must be a whole number, 0 or more`);
+    }
+
+    const ns = new NamespaceV1(this, 'Namespace', {
+      metadata: { name: GYRE_NAMESPACE, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } },
+    });
+    this.namespace = ns.metadata.name;
+
+    new ServiceAccountV1(this, 'RuntimeServiceAccount', {
+      metadata: { name: RUNTIME_SERVICE_ACCOUNT, namespace: this.namespace, annotations: props.serviceAccountAnnotations },
+      automountServiceAccountToken: false,
+    });
+
+    this.adminToken = props.adminToken ?? new Password(this, 'AdminToken', { length: 48, special: false }).result;
+    new SecretV1(this, 'RuntimeSecret', {
+      metadata: { name: this.runtimeSecretName, namespace: this.namespace },
+      data: { DATABASE_URL: props.databaseUrl, GYRE_ADMIN_TOKEN: this.adminToken },
+    });
+    new SecretV1(this, 'NomadClientTls', {
+      metadata: { name: 'gyre-nomad-client-tls', namespace: this.namespace },
+      data: { 'ca.pem': props.nomad.caPem, 'client.pem': props.nomad.clientCertPem, 'client-key.pem': props.nomad.clientKeyPem },
+    });
+
+    // The scheduler submits task agents to Nomad from this job template; the agent image is the
+    // only image reference in it, so air-gapped installs rewrite it with the others.
+    new ConfigMapV1(this, 'NomadJobTemplate', {
+      metadata: { name: 'gyre-nomad-job-template', namespace: this.namespace },
+      data: { 'task-agent.json': JSON.stringify(nomadAgentJobTemplate(props.images.ref('agent')), null, 2) },
+    });
+
+    for (const role of RUNTIME_ROLES) {
+      this.addRole(role.name, props);
+    }
+
+    this.loadBalancer = this.addEdge(props);
+  }
+
+  private addRole(name: string, props: ControlPlaneProps): void {
+    const role = RUNTIME_ROLES.find((r) => r.name === name)!;
+    const replicas = props.replicas?.[name] ?? role.replicas;
+    const labels = { 'app.kubernetes.io/name': 'gyre', 'app.kubernetes.io/component': name };
+    const id = pascal(name);
+    const scheduler = name === 'scheduler';
+    const env = [
+      { name: 'GYRE_PORT', value: String(RUNTIME_PORT) },
+      { name: 'GYRE_DATA_DIR', value: '/var/lib/gyre' },
+      { name: 'GYRE_URL', value: `https://${props.domain}` },
+      ...Object.entries(props.blobEnvironment).map(([k, v]) => ({ name: k, value: v })),
+      ...(scheduler
+        ? [
+          { name: 'NOMAD_ADDR', value: 'https://nomad-server:4646' },
+          { name: 'NOMAD_CACERT', value: '/etc/gyre/nomad/ca.pem' },
+          { name: 'NOMAD_CLIENT_CERT', value: '/etc/gyre/nomad/client.pem' },
+          { name: 'NOMAD_CLIENT_KEY', value: '/etc/gyre/nomad/client-key.pem' },
+          { name: 'GYRE_AGENT_IMAGE', value: props.images.ref('agent') },
+          { name: 'GYRE_NOMAD_JOB_TEMPLATE', value: '/etc/gyre/jobs/task-agent.json' },
+        ]
+        : []),
+    ];
+
+    new DeploymentV1(this, `${id}Deployment`, {
+      metadata: { name: `gyre-${name}`, namespace: this.namespace, labels },
+      // HPAs own the replica count of the api and output roles once deployed.
+      lifecycle: role.maxReplicas ? { ignoreChanges: ['spec[0].replicas'] } : undefined,
+      spec: {
+        replicas: String(replicas),
+        selector: { matchLabels: labels },
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '0', maxSurge: '1' } },
+        template: {
+          metadata: {
+            labels,
+            annotations: { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(RUNTIME_PORT), 'prometheus.io/path': '/metrics' },
+          },
+          spec: {
+            serviceAccountName: RUNTIME_SERVICE_ACCOUNT,
+            automountServiceAccountToken: true,
+            securityContext: { runAsNonRoot: true, runAsUser: '10001', runAsGroup: '10001', fsGroup: '10001', seccompProfile: { type: 'RuntimeDefault' } },
+            topologySpreadConstraint: [{
+              maxSkew: 1,
+              topologyKey: 'topology.kubernetes.io/zone',
+              whenUnsatisfiable: 'ScheduleAnyway',
+              labelSelector: [{ matchLabels: labels }],
+            }],
+            container: [{
+              name: 'gyre',
+              image: props.images.ref('runtime'),
+              command: ['gyre'],
+              args: ['server', `--roles=${name}`],
+              port: [{ name: 'http', containerPort: RUNTIME_PORT }],
+              env,
+              envFrom: [{ secretRef: { name: this.runtimeSecretName } }],
+              resources: {
+                requests: { cpu: role.cpuRequest, memory: role.memoryRequest },
+                limits: { memory: role.memoryLimit },
+              },
+              startupProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 5, failureThreshold: 60 },
+              readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, failureThreshold: 3 },
+              livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 20, failureThreshold: 3, timeoutSeconds: 5 },
+              securityContext: RESTRICTED_CONTAINER,
+              volumeMount: [
+                { name: 'data', mountPath: '/var/lib/gyre' },
+                { name: 'tmp', mountPath: '/tmp' },
+                ...(scheduler
+                  ? [{ name: 'nomad-tls', mountPath: '/etc/gyre/nomad', readOnly: true }, { name: 'jobs', mountPath: '/etc/gyre/jobs', readOnly: true }]
+                  : []),
+              ],
+            }],
+            volume: [
+              { name: 'data', emptyDir: { sizeLimit: '1Gi' } },
+              { name: 'tmp', emptyDir: { sizeLimit: '256Mi' } },
+              ...(scheduler
+                ? [
+                  { name: 'nomad-tls', secret: { secretName: 'gyre-nomad-client-tls', defaultMode: '0400' } },
+                  { name: 'jobs', configMap: { name: 'gyre-nomad-job-template' } },
+                ]
+                : []),
+            ],
+          },
+        },
+      },
+    });
+
+    new ServiceV1(this, `${id}Service`, {
+      metadata: { name: `gyre-${name}`, namespace: this.namespace, labels },
+      spec: { selector: labels, port: [{ name: 'http', port: RUNTIME_PORT, targetPort: 'http' }] },
+    });
+
+    new PodDisruptionBudgetV1(this, `${id}Disruption`, {
+      metadata: { name: `gyre-${name}`, namespace: this.namespace },
+      spec: { maxUnavailable: '1', selector: { matchLabels: labels } },
+    });
+
+    if (role.maxReplicas) {
+      new HorizontalPodAutoscalerV2(this, `${id}Autoscaler`, {
+        metadata: { name: `gyre-${name}`, namespace: this.namespace },
+        spec: {
+          minReplicas: Math.max(replicas, 1),
+          maxReplicas: Math.max(role.maxReplicas, replicas),
+          scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: `gyre-${name}` },
+          metric: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 70 } } }],
+        },
+      });
+    }
+  }
+
+  private addEdge(props: ControlPlaneProps): ServiceV1 {
+    const labels = { 'app.kubernetes.io/name': 'gyre', 'app.kubernetes.io/component': 'edge' };
+    const terminateTls = props.tls.mode !== 'acm';
+
+    const config = new ConfigMapV1(this, 'EdgeConfig', {
+      metadata: { name: 'gyre-edge', namespace: this.namespace },
+      data: { 'nginx.conf': renderEdgeConfig({ namespace: GYRE_NAMESPACE, domain: props.domain, terminateTls }) },
+    });
+
+    if (props.tls.mode === 'provided' || props.tls.mode === 'self-signed') {
+      let cert: string;
+      let key: string;
+      if (props.tls.mode === 'provided') {
+        // Read by Terraform at plan time, so the key never lands in cdktf.out.
+        cert = Fn.file(props.tls.certificateFile);
+        key = Fn.file(props.tls.keyFile);
+      } else {
+        const privateKey = new PrivateKey(this, 'EdgeKey', { algorithm: 'ECDSA', ecdsaCurve: 'P256' });
+        cert = new SelfSignedCert(this, 'EdgeCert', {
+          privateKeyPem: privateKey.privateKeyPem,
+          dnsNames: [props.domain],
+          validityPeriodHours: 8760,
+          earlyRenewalHours: 720,
+          allowedUses: ['digital_signature', 'key_encipherment', 'server_auth'],
+          subject: [{ commonName: props.domain, organization: 'Gyre' }],
+        }).certPem;
+        key = privateKey.privateKeyPem;
+      }
+      new SecretV1(this, 'EdgeTls', {
+        metadata: { name: 'gyre-edge-tls', namespace: this.namespace },
+        type: 'kubernetes.io/tls',
+        data: { 'tls.crt': cert, 'tls.key': key },
+      });
+    }
+
+    new DeploymentV1(this, 'EdgeDeployment', {
+      metadata: { name: 'gyre-edge', namespace: this.namespace, labels },
+      spec: {
+        replicas: '2',
+        selector: { matchLabels: labels },
+        template: {
+          metadata: { labels, annotations: { 'gyre.dev/config-hash': Fn.sha256(Fn.jsonencode(config.data)) } },
+          spec: {
+            automountServiceAccountToken: false,
+            securityContext: { runAsNonRoot: true, runAsUser: '101', runAsGroup: '101', seccompProfile: { type: 'RuntimeDefault' } },
+            container: [{
+              name: 'nginx',
+              image: props.images.ref('edge'),
+              port: Object.entries(EDGE_PORTS).map(([portName, containerPort]) => ({ name: portName, containerPort })),
+              resources: { requests: { cpu: '100m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+              readinessProbe: { httpGet: { path: '/edge-healthz', port: 'http' }, periodSeconds: 5 },
+              livenessProbe: { httpGet: { path: '/edge-healthz', port: 'http' }, periodSeconds: 20 },
+              securityContext: RESTRICTED_CONTAINER,
+              volumeMount: [
+                { name: 'config', mountPath: '/etc/nginx/nginx.conf', subPath: 'nginx.conf', readOnly: true },
+                { name: 'tmp', mountPath: '/tmp' },
+                ...(terminateTls ? [{ name: 'tls', mountPath: '/etc/nginx/tls', readOnly: true }] : []),
+              ],
+            }],
+            volume: [
+              { name: 'config', configMap: { name: 'gyre-edge' } },
+              { name: 'tmp', emptyDir: {} },
+              ...(terminateTls ? [{ name: 'tls', secret: { secretName: 'gyre-edge-tls' } }] : []),
+            ],
+          },
+        },
+      },
+    });
+    new PodDisruptionBudgetV1(this, 'EdgeDisruption', {
+      metadata: { name: 'gyre-edge', namespace: this.namespace },
+      spec: { maxUnavailable: '1', selector: { matchLabels: labels } },
+    });
+
+    const annotations: Record<string, string> = props.cloud === 'aws'
+      ? {
+        'service.beta.kubernetes.io/aws-load-balancer-type': 'nlb',
+        'service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled': 'true',
+        ...(props.tls.mode === 'acm'
+          ? {
+            'service.beta.kubernetes.io/aws-load-balancer-ssl-cert': props.tls.certificateArn,
+            'service.beta.kubernetes.io/aws-load-balancer-ssl-ports': '443',
+            'service.beta.kubernetes.io/aws-load-balancer-backend-protocol': 'tcp',
+          }
+          : {}),
+      }
+      : {};
+    return new ServiceV1(this, 'LoadBalancer', {
+      metadata: { name: this.loadBalancerServiceName, namespace: this.namespace, labels, annotations },
+      spec: {
+        type: 'LoadBalancer',
+        selector: labels,
+        externalTrafficPolicy: 'Local',
+        loadBalancerSourceRanges: props.loadBalancerSourceRanges,
+        port: [
+          { name: 'http', port: 80, targetPort: 'http' },
+          // With ACM the load balancer decrypts 443 and hands the edge plain HTTP.
+          { name: 'https', port: 443, targetPort: terminateTls ? 'https' : 'https-offload' },
+          { name: 'nomad-rpc', port: 4647, targetPort: 'nomad-rpc' },
+          { name: 'output', port: 8585, targetPort: 'output' },
+          { name: 'vm-service', port: 3000, targetPort: 'vm-service' },
+        ],
+      },
+    });
+  }
+}
+
+/** Nomad job the scheduler submits for each task: one docker task running the agent image. */
+export function nomadAgentJobTemplate(agentImage: string): Record<string, unknown> {
+  return {
+    Job: {
+      Type: 'batch',
+      Datacenters: ['default'],
+      // `$$` keeps Terraform from reading Nomad's own interpolation.
+      Constraints: [{ LTarget: '$${node.class}', Operand: '=', RTarget: 'linux-docker' }],
+      TaskGroups: [{
+        Name: 'task',
+        Count: 1,
+        RestartPolicy: { Attempts: 0, Mode: 'fail' },
+        ReschedulePolicy: { Attempts: 0, Unlimited: false },
+        Tasks: [{
+          Name: 'agent',
+          Driver: 'docker',
+          Config: { image: agentImage, force_pull: false },
+          Resources: { CPU: 1000, MemoryMB: 2048 },
+        }],
+      }],
+    },
+  };
+}
+
+function pascal(name: string): string {
+  return name.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+}

@@ -1,0 +1,36 @@
+/**
+ * Cloud-neutral interfaces the stacks compose. Each cloud's constructs implement them, so the server
+ * stack deploys the control plane the same way on EKS and GKE.
+ */
+
+/** A Kubernetes cluster the control plane runs in. */
+export interface IKubernetesCluster {
+  readonly clusterName: string;
+  /** HTTPS endpoint of the API server. */
+  readonly endpoint: string;
+  /** Base64-encoded PEM of the cluster CA. */
+  readonly caCertificate: string;
+  /** Annotation a Kubernetes service account carries to act as a cloud identity (IRSA / Workload Identity). */
+  identityAnnotation(identity: string): Record<string, string>;
+}
+
+/** Object storage for logs, artifacts, caches, workspaces and test results. */
+export interface IObjectStore {
+  readonly bucketName: string;
+  /** Environment variables that point the runtime's BlobStore at this store. */
+  readonly runtimeEnvironment: Record<string, string>;
+}
+
+/** The PostgreSQL database the runtime stores state in. */
+export interface IDatabase {
+  /** Host name or private address. */
+  readonly host: string;
+  readonly port: number;
+  /** `postgres://` URL including credentials (sensitive). */
+  readonly url: string;
+}
+
+/** Namespace and service-account names the cloud identities trust; fixed so both stacks agree. */
+export const GYRE_NAMESPACE = 'gyre';
+export const RUNTIME_SERVICE_ACCOUNT = 'gyre-runtime';
+export const AUTOSCALER_SERVICE_ACCOUNT = 'nomad-autoscaler';

@@ -1,0 +1,320 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parse } from 'yaml';
+
+/**
+ * One environment definition, read from `environments/<name>.yaml`.
+ *
+ * Every field below is documented in docs/deploying.md; optional fields carry their default here.
+ */
+export interface EnvironmentDefinition {
+  /** Environment name; stacks are `<name>-infra` and `<name>-server`. @default - the file name */
+  readonly name: string;
+  /** The file this definition was read from (for messages). */
+  readonly file: string;
+  readonly cloud: 'aws' | 'gcp';
+  readonly region: string;
+  /** Availability zones (AWS) or zones (GCP) to spread subnets, nodes and Nomad clients over. */
+  readonly zones: string[];
+  /** GCP project id; required when cloud is gcp. */
+  readonly project?: string;
+  /** Host name users reach Gyre at, e.g. `gyre.example.com`. */
+  readonly domain: string;
+  readonly tls: TlsDefinition;
+  readonly network: { readonly cidr: string };
+  readonly kubernetes: KubernetesDefinition;
+  readonly nomad: NomadDefinition;
+  readonly objectStore: { readonly expireAfterDays: number };
+  readonly database: DatabaseDefinition;
+  /** Private registry every image is pulled from (air-gapped installs). @default - public registries */
+  readonly registry?: string;
+  /** Tag of the Gyre runtime and agent images. */
+  readonly imageTag: string;
+  /** Helm chart repository override for air-gapped installs. @default - each chart's public repository */
+  readonly helmRepository?: string;
+  readonly access: AccessDefinition;
+  /** Replicas per runtime role; roles not listed use the role's default. */
+  readonly replicas: Record<string, number>;
+}
+
+export interface TlsDefinition {
+  /** `acm`: the AWS load balancer terminates TLS; `provided`: cert/key files; `self-signed`: generated. */
+  readonly mode: 'acm' | 'provided' | 'self-signed';
+  readonly certificateArn?: string;
+  readonly certificateFile?: string;
+  readonly keyFile?: string;
+}
+
+export interface KubernetesDefinition {
+  readonly version: string;
+  readonly nodeInstanceType: string;
+  readonly minNodes: number;
+  readonly desiredNodes: number;
+  readonly maxNodes: number;
+  /** CIDRs allowed to reach the Kubernetes API endpoint. */
+  readonly apiAllowedCidrs: string[];
+}
+
+export interface NomadDefinition {
+  readonly instanceType: string;
+  readonly minClients: number;
+  readonly maxClients: number;
+  /** Base URL of the operator's package mirror holding the Nomad and Docker packages. */
+  readonly packageMirror: string;
+  readonly nomadVersion: string;
+  /** CIDRs that build containers must never reach (beyond the metadata address). */
+  readonly blockedCidrs: string[];
+}
+
+export type DatabaseDefinition =
+  | { readonly mode: 'managed'; readonly instanceClass: string; readonly storageGb: number; readonly version: string }
+  | { readonly mode: 'external' };
+
+export interface AccessDefinition {
+  /** CIDRs allowed to reach the UI and API (ports 80 and 443). */
+  readonly uiCidrs: string[];
+  /** CIDRs allowed to SSH into a rerun job (ports 64535–65535 on Nomad clients). */
+  readonly sshRerunCidrs: string[];
+  /** CIDRs allowed to reach the bastion (SSH on AWS; IAP is always required on GCP). */
+  readonly bastionCidrs: string[];
+}
+
+/** Thrown when an environment file is invalid; the message names the file and the field. */
+export class EnvironmentError extends Error {
+  constructor(readonly file: string, readonly field: string, detail: string) {
+    super(`${file}: ${field} ${detail}`);
+    this.name = 'EnvironmentError';
+  }
+}
+
+const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+const NAME = /^[a-z][a-z0-9-]{1,20}$/;
+const HOST = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
+const KNOWN_TOP_LEVEL = [
+  'name', 'cloud', 'region', 'zones', 'project', 'domain', 'tls', 'network', 'kubernetes', 'nomad',
+  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas',
+];
+
+/** Reads and validates every `*.yaml` file in a directory, sorted by name. */
+export function loadEnvironments(dir: string): EnvironmentDefinition[] {
+  return fs.readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+    .sort()
+    .map((f) => loadEnvironment(path.join(dir, f)));
+}
+
+/** Reads and validates one environment file. */
+export function loadEnvironment(file: string): EnvironmentDefinition {
+  const text = fs.readFileSync(file, 'utf8');
+  let raw: unknown;
+  try {
+    raw = parse(text);
+  } catch (e) {
+    throw new EnvironmentError(file, '(file)', `is not valid YAML: ${(e as Error).message}`);
+  }
+  const base = path.basename(file).replace(/\.ya?ml$/, '');
+  return parseEnvironment(raw, file, base);
+}
+
+/** Validates a parsed definition; `file` is only used in messages. */
+export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'): EnvironmentDefinition {
+  const r = new Reader(file);
+  const root = r.object(raw, '(root)');
+  for (const key of Object.keys(root)) {
+    if (!KNOWN_TOP_LEVEL.includes(key)) {
+      throw new EnvironmentError(file, key, `is not a known field; allowed: ${KNOWN_TOP_LEVEL.join(', ')}`);
+    }
+  }
+  const name = r.optString(root, 'name', 'name') ?? defaultName;
+  if (!NAME.test(name)) {
+    throw new EnvironmentError(file, 'name', `(${JSON.stringify(name)}) must be lowercase letters, digits and dashes, 2-21 characters, starting with a letter`);
+  }
+  const cloud = r.oneOf(root, 'cloud', 'cloud', ['aws', 'gcp'] as const);
+  const region = r.string(root, 'region', 'region');
+  const zones = r.stringList(root, 'zones', 'zones');
+  if (zones.length < 2 || zones.length > 3) {
+    throw new EnvironmentError(file, 'zones', `(${zones.length} zones) must list 2 or 3 zones in ${region}`);
+  }
+  zones.forEach((z, i) => {
+    if (!z.startsWith(region)) throw new EnvironmentError(file, `zones[${i}]`, `(${JSON.stringify(z)}) must be a zone of region ${region}`);
+  });
+  const project = r.optString(root, 'project', 'project');
+  if (cloud === 'gcp' && !project) throw new EnvironmentError(file, 'project', 'is required when cloud is gcp');
+  const domain = r.string(root, 'domain', 'domain');
+  if (!HOST.test(domain)) throw new EnvironmentError(file, 'domain', `(${JSON.stringify(domain)}) must be a DNS name such as gyre.example.com`);
+
+  const tlsRaw = r.object(root.tls ?? { mode: 'self-signed' }, 'tls');
+  const tlsMode = r.oneOf(tlsRaw, 'mode', 'tls.mode', ['acm', 'provided', 'self-signed'] as const);
+  if (tlsMode === 'acm' && cloud !== 'aws') throw new EnvironmentError(file, 'tls.mode', `(acm) is only allowed when cloud is aws; use provided or self-signed`);
+  const tls: TlsDefinition = {
+    mode: tlsMode,
+    certificateArn: tlsMode === 'acm' ? r.string(tlsRaw, 'certificateArn', 'tls.certificateArn') : undefined,
+    certificateFile: tlsMode === 'provided' ? r.string(tlsRaw, 'certificateFile', 'tls.certificateFile') : undefined,
+    keyFile: tlsMode === 'provided' ? r.string(tlsRaw, 'keyFile', 'tls.keyFile') : undefined,
+  };
+
+  const netRaw = r.object(root.network ?? {}, 'network');
+  const network = { cidr: r.cidr(netRaw, 'cidr', 'network.cidr', '10.0.0.0/16') };
+  if (Number(network.cidr.split('/')[1]) > 18) {
+    throw new EnvironmentError(file, 'network.cidr', `(${network.cidr}) must be /18 or larger to hold the subnets`);
+  }
+
+  const k8sRaw = r.object(root.kubernetes ?? {}, 'kubernetes');
+  const nodesRaw = r.object(k8sRaw.nodes ?? {}, 'kubernetes.nodes');
+  const minNodes = r.int(nodesRaw, 'min', 'kubernetes.nodes.min', 3, 1, 100);
+  const maxNodes = r.int(nodesRaw, 'max', 'kubernetes.nodes.max', Math.max(6, minNodes), 1, 100);
+  const desiredNodes = r.int(nodesRaw, 'desired', 'kubernetes.nodes.desired', minNodes, 1, 100);
+  if (desiredNodes < minNodes || desiredNodes > maxNodes) {
+    throw new EnvironmentError(file, 'kubernetes.nodes.desired', `(${desiredNodes}) must be between kubernetes.nodes.min (${minNodes}) and kubernetes.nodes.max (${maxNodes})`);
+  }
+  const kubernetes: KubernetesDefinition = {
+    version: r.matching(k8sRaw, 'version', 'kubernetes.version', /^1\.(2[89]|3\d)$/, 'a Kubernetes minor version from 1.28 to 1.39, quoted, e.g. "1.31"', '1.31'),
+    nodeInstanceType: r.optString(k8sRaw, 'nodeInstanceType', 'kubernetes.nodeInstanceType') ?? (cloud === 'aws' ? 'm6i.xlarge' : 'n2-standard-4'),
+    minNodes, desiredNodes, maxNodes,
+    apiAllowedCidrs: r.cidrList(k8sRaw, 'apiAllowedCidrs', 'kubernetes.apiAllowedCidrs'),
+  };
+
+  const nomadRaw = r.object(root.nomad ?? {}, 'nomad');
+  const clientsRaw = r.object(nomadRaw.clients ?? {}, 'nomad.clients');
+  const minClients = r.int(clientsRaw, 'min', 'nomad.clients.min', 1, 0, 1000);
+  const maxClients = r.int(clientsRaw, 'max', 'nomad.clients.max', Math.max(10, minClients), 1, 1000);
+  if (maxClients < minClients) {
+    throw new EnvironmentError(file, 'nomad.clients.max', `(${maxClients}) must be at least nomad.clients.min (${minClients})`);
+  }
+  const nomad: NomadDefinition = {
+    instanceType: r.optString(nomadRaw, 'instanceType', 'nomad.instanceType') ?? (cloud === 'aws' ? 'm6i.2xlarge' : 'n2-standard-8'),
+    minClients, maxClients,
+    packageMirror: r.matching(nomadRaw, 'packageMirror', 'nomad.packageMirror', /^https?:\/\/\S+$/, 'an http(s) URL'),
+    nomadVersion: r.matching(nomadRaw, 'version', 'nomad.version', /^\d+\.\d+\.\d+$/, 'a version such as 1.9.7', NOMAD_VERSION),
+    blockedCidrs: r.cidrList(nomadRaw, 'blockedCidrs', 'nomad.blockedCidrs', []),
+  };
+
+  const osRaw = r.object(root.objectStore ?? {}, 'objectStore');
+  const objectStore = { expireAfterDays: r.int(osRaw, 'expireAfterDays', 'objectStore.expireAfterDays', 30, 1, 3650) };
+
+  const dbRaw = r.object(root.database ?? { mode: 'managed' }, 'database');
+  const dbMode = r.oneOf(dbRaw, 'mode', 'database.mode', ['managed', 'external'] as const);
+  const database: DatabaseDefinition = dbMode === 'external'
+    ? { mode: 'external' }
+    : {
+      mode: 'managed',
+      instanceClass: r.optString(dbRaw, 'instanceClass', 'database.instanceClass') ?? (cloud === 'aws' ? 'db.m6g.large' : 'db-custom-2-7680'),
+      storageGb: r.int(dbRaw, 'storageGb', 'database.storageGb', 100, 20, 65536),
+      version: r.matching(dbRaw, 'version', 'database.version', /^1[4-7]$/, 'a PostgreSQL major version from 14 to 17, quoted', '16'),
+    };
+
+  const registry = r.optString(root, 'registry', 'registry');
+  if (registry !== undefined && !/^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)*$/.test(registry)) {
+    throw new EnvironmentError(file, 'registry', `(${JSON.stringify(registry)}) must be a registry host with an optional path, e.g. registry.example.com/gyre`);
+  }
+  const imagesRaw = r.object(root.images ?? {}, 'images');
+  const imageTag = r.matching(imagesRaw, 'tag', 'images.tag', /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, 'a container image tag', DEFAULT_IMAGE_TAG);
+  const helmRaw = r.object(root.helm ?? {}, 'helm');
+  const helmRepository = r.optString(helmRaw, 'repository', 'helm.repository');
+
+  const accessRaw = r.object(root.access ?? {}, 'access');
+  const access: AccessDefinition = {
+    uiCidrs: r.cidrList(accessRaw, 'uiCidrs', 'access.uiCidrs'),
+    sshRerunCidrs: r.cidrList(accessRaw, 'sshRerunCidrs', 'access.sshRerunCidrs', []),
+    bastionCidrs: r.cidrList(accessRaw, 'bastionCidrs', 'access.bastionCidrs', []),
+  };
+
+  const replicasRaw = r.object(root.replicas ?? {}, 'replicas');
+  const replicas: Record<string, number> = {};
+  for (const role of Object.keys(replicasRaw)) {
+    if (!ROLE_NAMES.includes(role)) {
+      throw new EnvironmentError(file, `replicas.${role}`, `is not a runtime role; allowed: ${ROLE_NAMES.join(', ')}`);
+    }
+    replicas[role] = r.int(replicasRaw, role, `replicas.${role}`, 1, 0, 50);
+  }
+
+  return {
+    name, file, cloud, region, zones, project, domain, tls, network, kubernetes, nomad, objectStore,
+    database, registry, imageTag, helmRepository, access, replicas,
+  };
+}
+
+/** Nomad version installed on clients and run as servers unless the environment says otherwise. */
+export const NOMAD_VERSION = '1.9.7';
+/** Runtime image tag used unless the environment pins one. */
+export const DEFAULT_IMAGE_TAG = '0.1.0';
+/** Runtime roles an environment may size (mirrors constructs/kubernetes/roles.ts). */
+const ROLE_NAMES = [
+  'api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity',
+  'audit', 'insights', 'notifier', 'machines',
+];
+
+type Obj = Record<string, unknown>;
+
+/** Small typed accessors that name the file and the dotted field in every failure. */
+class Reader {
+  constructor(private readonly file: string) {}
+
+  private fail(field: string, detail: string): never {
+    throw new EnvironmentError(this.file, field, detail);
+  }
+
+  object(v: unknown, field: string): Obj {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(field, `(${JSON.stringify(v)}) must be a mapping`);
+    return v as Obj;
+  }
+
+  string(o: Obj, key: string, field: string): string {
+    const v = o[key];
+    if (v === undefined || v === null) this.fail(field, 'is required');
+    if (typeof v !== 'string' || v.trim() === '') this.fail(field, `(${JSON.stringify(v)}) must be a non-empty string`);
+    return v;
+  }
+
+  optString(o: Obj, key: string, field: string): string | undefined {
+    return o[key] === undefined || o[key] === null ? undefined : this.string(o, key, field);
+  }
+
+  matching(o: Obj, key: string, field: string, re: RegExp, allowed: string, dflt?: string): string {
+    const v = o[key] === undefined && dflt !== undefined ? dflt : this.string(o, key, field);
+    if (!re.test(v)) this.fail(field, `(${JSON.stringify(v)}) must be ${allowed}`);
+    return v;
+  }
+
+  oneOf<T extends string>(o: Obj, key: string, field: string, allowed: readonly T[]): T {
+    const v = o[key];
+    if (!allowed.includes(v as T)) this.fail(field, `(${JSON.stringify(v ?? null)}) must be one of: ${allowed.join(', ')}`);
+    return v as T;
+  }
+
+  int(o: Obj, key: string, field: string, dflt: number, min: number, max: number): number {
+    const v = o[key] ?? dflt;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      this.fail(field, `(${JSON.stringify(v)}) must be a whole number from ${min} to ${max}`);
+    }
+    return v;
+  }
+
+  stringList(o: Obj, key: string, field: string, dflt?: string[]): string[] {
+    const v = o[key] ?? dflt;
+    if (v === undefined) this.fail(field, 'is required');
+    if (!Array.isArray(v)) this.fail(field, `(${JSON.stringify(v)}) must be a list`);
+    return v.map((item, i) => {
+      if (typeof item !== 'string' || item === '') this.fail(`${field}[${i}]`, `(${JSON.stringify(item)}) must be a non-empty string`);
+      return item;
+    });
+  }
+
+  cidr(o: Obj, key: string, field: string, dflt: string): string {
+    const v = o[key] === undefined ? dflt : this.string(o, key, field);
+    this.checkCidr(v, field);
+    return v;
+  }
+
+  cidrList(o: Obj, key: string, field: string, dflt?: string[]): string[] {
+    const list = this.stringList(o, key, field, dflt);
+    list.forEach((c, i) => this.checkCidr(c, `${field}[${i}]`));
+    return list;
+  }
+
+  private checkCidr(v: string, field: string): void {
+    const m = CIDR.exec(v);
+    const ok = m !== null && m.slice(1, 5).every((p) => Number(p) <= 255) && Number(m[5]) <= 32;
+    if (!ok) this.fail(field, `(${JSON.stringify(v)}) must be an IPv4 CIDR such as 10.0.0.0/16`);
+  }
+}
