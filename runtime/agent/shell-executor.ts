@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { ExecRequest, ExecResult, Execution, Executor } from './executor';
 import { expandHome } from './executor';
@@ -16,6 +16,9 @@ const KILL_GRACE_MS = 2000;
 export async function createShellExecutor({ taskDir }: { taskDir: string }): Promise<Executor> {
   await rm(taskDir, { recursive: true, force: true });
   await mkdir(join(taskDir, '.gyre'), { recursive: true });
+  // Who owns this directory and which process groups it started: if this process dies, the next
+  // one finds them here and stops what is left (see reapOrphanedTasks).
+  await writeFile(join(taskDir, '.gyre', 'owner'), String(process.pid));
   let scripts = 0;
   // Process groups started for this task; whatever is left of them dies with the task.
   const groups = new Set<number>();
@@ -40,7 +43,10 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
             detached: true,
             stdio: ['ignore', 'pipe', 'pipe'],
           });
-          if (child.pid !== undefined) groups.add(child.pid);
+          if (child.pid !== undefined) {
+            groups.add(child.pid);
+            void appendFile(join(taskDir, '.gyre', 'pgids'), `${child.pid}\n`).catch(() => undefined);
+          }
           let killTimer: NodeJS.Timeout | undefined;
           const killGroup = () => {
             if (child.pid === undefined || child.exitCode !== null) return;
@@ -112,4 +118,54 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
 export function splitShell(shell: string): string[] {
   const parts = shell.match(/"[^"]*"|'[^']*'|\S+/g) ?? [];
   return parts.map((p) => (/^(["']).*\1$/.test(p) ? p.slice(1, -1) : p));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Stops the processes of task directories whose owning process is gone (a runner that was
+ * killed), then removes the directories. A process group is only killed while its leader still
+ * runs a script from that directory, so a recycled process id is never hit.
+ */
+export async function reapOrphanedTasks(workRoot: string): Promise<number> {
+  let entries: string[];
+  try {
+    entries = await readdir(workRoot);
+  } catch {
+    return 0;
+  }
+  let reaped = 0;
+  for (const entry of entries) {
+    const dir = join(workRoot, entry);
+    const owner = Number(await readFile(join(dir, '.gyre', 'owner'), 'utf8').catch(() => 'NaN'));
+    if (!Number.isInteger(owner) || owner === process.pid || alive(owner)) continue;
+    const pgids = (await readFile(join(dir, '.gyre', 'pgids'), 'utf8').catch(() => ''))
+      .split('\n')
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 1);
+    for (const pgid of pgids) {
+      let cmdline = '';
+      try {
+        cmdline = readFileSync(`/proc/${pgid}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      if (!cmdline.includes(dir)) continue;
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+    reaped++;
+  }
+  return reaped;
 }

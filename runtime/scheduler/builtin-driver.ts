@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../agent/agent';
-import { createShellExecutor } from '../agent/shell-executor';
+import { createShellExecutor, reapOrphanedTasks } from '../agent/shell-executor';
 import { CHANNELS, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
@@ -106,6 +106,8 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   return {
     name: 'builtin',
     async start() {
+      const orphans = await reapOrphanedTasks(options.workRoot);
+      if (orphans > 0) log.warn('stopped the processes of tasks left by a runner that died', { tasks: orphans });
       unlisten.push(await store.listen(CHANNELS.taskQueued, wakeAll));
       unlisten.push(
         await store.listen(CHANNELS.taskCancel, (taskId) => {

@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createTestDatabase, testStores } from '../support/database';
+import { makeGitRepo } from '../support/gyre';
+
+const ROOT = resolve(__dirname, '../..');
+const TOKEN = 'crash-test-token-0123456789';
+
+/** Starts `gyre server` as a child process and waits until /healthz answers. */
+async function startServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'server'], {
+    cwd: ROOT,
+    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_ADMIN_TOKEN: TOKEN, GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const url = await new Promise<string>((resolvePromise, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out} ${stderr}`)), 60_000);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /Gyre is running at (http:\/\/[^\s]+) /.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolvePromise(m[1]);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
+  });
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`${url}/healthz`).catch(() => undefined))?.status === 200) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, url };
+}
+
+async function api(url: string, method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(url + path, { method, headers: { 'Circle-Token': TOKEN, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  if (res.status >= 400) throw new Error(`${method} ${path} → ${res.status} ${text}`);
+  return text ? JSON.parse(text) : undefined;
+}
+
+describe.each(testStores())('a server killed while a job runs, on %s', (store) => {
+  const dirs: string[] = [];
+  let drop: (() => Promise<void>) | undefined;
+  let child: ChildProcess | undefined;
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await drop?.();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('retries the task after restart; it is never left running and completes once', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gyre-crash-'));
+    const work = mkdtempSync(join(tmpdir(), 'gyre-crash-ledger-'));
+    dirs.push(dataDir, work);
+    const env: Record<string, string> = { GYRE_DATA_DIR: dataDir, GYRE_LEASE_TTL_MS: '1500' };
+    if (store === 'postgres') {
+      const db = await createTestDatabase();
+      drop = db.drop;
+      env.DATABASE_URL = db.url;
+    }
+    const ledger = join(work, 'ledger');
+    const gate = join(work, 'first-attempt-seen');
+    // The first attempt records itself and hangs; any later attempt records itself and finishes.
+    const repo = makeGitRepo({
+      '.circleci/config.yml': `version: 2.1
+jobs:
+  long:
+    docker: [{ image: x }]
+    steps:
+      - run: |
+          echo "attempt start" >> ${ledger}
+          if [ ! -f ${gate} ]; then touch ${gate}; sleep 120; fi
+          echo "attempt done" >> ${ledger}
+workflows:
+  w:
+    jobs: [long]
+`,
+    });
+    dirs.push(repo);
+
+    let server = await startServer(env);
+    child = server.child;
+    await api(server.url, 'POST', '/api/v2/projects', { org: 'acme', name: 'crash', repo_url: repo });
+    const { id } = await api(server.url, 'POST', '/api/v2/project/gh/acme/crash/pipeline', {});
+    for (let i = 0; i < 400 && !existsSync(gate); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(gate)).toBe(true);
+
+    server.child.kill('SIGKILL');
+    await new Promise((r) => server.child.once('exit', r));
+
+    server = await startServer(env);
+    child = server.child;
+    let jobs: any[] = [];
+    let workflow: any;
+    for (let i = 0; i < 600; i++) {
+      [workflow] = (await api(server.url, 'GET', `/api/v2/pipeline/${id}/workflow`)).items;
+      jobs = (await api(server.url, 'GET', `/api/v2/workflow/${workflow.id}/job`)).items;
+      if (['success', 'failed', 'canceled'].includes(workflow.status)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(workflow.status).toBe('success');
+    expect(jobs[0].status).toBe('success');
+    const steps = (await api(server.url, 'GET', `/api/v2/project/gh/acme/crash/job/${jobs[0].job_number}/steps`)).items;
+    expect(steps).toHaveLength(1);
+    expect(steps[0]).toMatchObject({ attempt: 2, status: 'success' });
+    // The hung first attempt's process was stopped when the new server started; only the retry finished.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(readFileSync(ledger, 'utf8')).toBe('attempt start\nattempt start\nattempt done\n');
+    server.child.kill('SIGTERM');
+    await new Promise((r) => server.child.once('exit', r));
+    child = undefined;
+  }, 120_000);
+});
