@@ -1,0 +1,139 @@
+import type { Positions } from './yaml-loader';
+
+/**
+ * `<< parameters.x >>`, `<< pipeline.… >>` and `<< matrix.x >>` substitution, with mustache
+ * sections (`<<# parameters.flag >>…<</ parameters.flag >>`, inverted `<<^ … >>`).
+ *
+ * A string that is only one reference keeps the referenced value's type (a number stays a number,
+ * a steps list stays a list). Values inserted are never scanned again, so an argument cannot smuggle
+ * references into the scope it is passed to. Namespaces an environment does not handle are left as
+ * they are for a later pass (or for bash: `cat << EOF >> file` is not a reference).
+ */
+
+export interface SubstEnv {
+  /** Bound parameters; undefined leaves `<< parameters.* >>` for another pass. */
+  readonly params?: ReadonlyMap<string, unknown>;
+  /** Names the scope in errors: `job build`, `command orb-tools/pack`. */
+  readonly label?: string;
+  /** `<< parameters.* >>` is an error here (workflows, pipeline-level values). */
+  readonly noParams?: boolean;
+  readonly matrix?: Readonly<Record<string, unknown>>;
+  /** Pipeline values; undefined leaves `<< pipeline.* >>` for another pass. */
+  readonly pipeline?: (name: string) => { value: unknown } | undefined;
+}
+
+export type Report = (message: string, path: string, container?: unknown, key?: string | number) => void;
+
+const WHOLE = /^\s*<<\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>\s*$/;
+const REF = /<<\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>/g;
+const SECTION = /<<([#^])\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>([\s\S]*?)<<\/\s*\2\s*>>/g;
+
+type Lookup = { handled: false } | { handled: true; value: unknown };
+
+function lookupRef(ref: string, env: SubstEnv, report: () => (msg: string) => void): Lookup {
+  if (ref.startsWith('parameters.')) {
+    if (env.noParams) {
+      report()(`<< ${ref} >> is not allowed here: there are no parameters in this scope`);
+      return { handled: true, value: '' };
+    }
+    if (!env.params) return { handled: false };
+    const name = ref.slice('parameters.'.length);
+    if (!env.params.has(name)) {
+      const declared = [...env.params.keys()];
+      report()(`<< ${ref} >>: ${env.label ?? 'this scope'} declares no parameter '${name}' (${declared.length ? `declared: ${declared.join(', ')}` : 'it declares none'}); a command or job sees only its own parameters`);
+      return { handled: true, value: '' };
+    }
+    return { handled: true, value: env.params.get(name) };
+  }
+  if (ref.startsWith('pipeline.')) {
+    if (!env.pipeline) return { handled: false };
+    const found = env.pipeline(ref);
+    if (!found) {
+      report()(
+        ref.startsWith('pipeline.parameters.')
+          ? `<< ${ref} >>: no pipeline parameter '${ref.slice('pipeline.parameters.'.length)}' is declared (pipeline parameters are not visible inside orbs)`
+          : `<< ${ref} >> is not a known pipeline value`,
+      );
+      return { handled: true, value: '' };
+    }
+    return { handled: true, value: found.value };
+  }
+  if (!env.matrix) return { handled: false };
+  const name = ref.slice('matrix.'.length);
+  if (!Object.prototype.hasOwnProperty.call(env.matrix, name)) {
+    report()(`<< ${ref} >>: the matrix has no parameter '${name}'`);
+    return { handled: true, value: '' };
+  }
+  return { handled: true, value: env.matrix[name] };
+}
+
+function inline(value: unknown, ref: string, report: () => (msg: string) => void): string {
+  if (value === null || value === undefined) return '';
+  if (typeof value === 'object') {
+    report()(`<< ${ref} >> is a ${Array.isArray(value) ? 'list' : 'map'} and cannot be inserted into a string`);
+    return '';
+  }
+  return String(value);
+}
+
+function truthyValue(v: unknown): boolean {
+  return !(v === null || v === undefined || v === false || v === '' || v === 0 || (Array.isArray(v) && v.length === 0));
+}
+
+export function substituteString(s: string, env: SubstEnv, reportAt: () => (msg: string) => void): unknown {
+  if (!s.includes('<<')) return s;
+  const whole = WHOLE.exec(s);
+  if (whole) {
+    const r = lookupRef(whole[1], env, reportAt);
+    return r.handled ? (r.value === undefined ? null : r.value) : s;
+  }
+  let out = s;
+  if (out.includes('<<#') || out.includes('<<^')) {
+    out = out.replace(SECTION, (all, kind: string, ref: string, body: string) => {
+      const r = lookupRef(ref, env, reportAt);
+      if (!r.handled) return all;
+      const on = truthyValue(r.value);
+      return (kind === '#' ? on : !on) ? body : '';
+    });
+  }
+  return out.replace(REF, (all, ref: string) => {
+    const r = lookupRef(ref, env, reportAt);
+    return r.handled ? inline(r.value, ref, reportAt) : all;
+  });
+}
+
+/**
+ * Substitutes through a value, returning a new value (positions copied) and leaving the input as
+ * it was. `path` names the value in errors.
+ */
+export function substitute(value: unknown, env: SubstEnv, path: string, report: Report, positions: Positions, skip?: (path: string) => boolean): unknown {
+  const walk = (v: unknown, p: string, container: unknown, key: string | number | undefined): unknown => {
+    if (typeof v === 'string') {
+      return substituteString(v, env, () => (msg: string) => report(msg, p, container, key));
+    }
+    if (v === null || typeof v !== 'object') return v;
+    if (skip?.(p)) return v;
+    if (Array.isArray(v)) {
+      let changed = false;
+      const out = v.map((item, i) => {
+        const n = walk(item, `${p}[${i}]`, v, i);
+        if (n !== item) changed = true;
+        return n;
+      });
+      if (!changed) return v;
+      positions.copy(v, out);
+      return out;
+    }
+    let changed = false;
+    const out: Record<string, unknown> = {};
+    for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
+      const n = walk(item, p ? `${p}.${k}` : k, v, k);
+      if (n !== item) changed = true;
+      out[k] = n;
+    }
+    if (!changed) return v;
+    positions.copy(v, out);
+    return out;
+  };
+  return walk(value, path, undefined, undefined);
+}
