@@ -895,9 +895,24 @@
       follow(onEnd) {
         if (list.following) return;
         list.following = true;
-        steps.clear();
-        fill(box, h('p', { className: 'muted waiting' }, 'Waiting for the job to start…'));
+        const restart = () => {
+          steps.clear();
+          fill(box, h('p', { className: 'muted waiting' }, 'Waiting for the job to start…'));
+        };
+        restart();
+        let opened = false;
         source = view.stream(paths.stream(slug, number, node), {
+          // The stream replays the job from its beginning on every connection, and again when a
+          // new attempt starts after an infrastructure failure: start the log over each time.
+          open: () => {
+            if (opened) restart();
+            opened = true;
+          },
+          attempt: (e) => {
+            const info = JSON.parse(e.data);
+            restart();
+            flash('The job is being retried (attempt ' + info.attempt + '): its log starts over.');
+          },
           step: (e) => {
             const step = JSON.parse(e.data);
             if (step.node_index !== undefined && step.node_index !== node) return;
@@ -906,7 +921,7 @@
           output: (e) => {
             const chunk = JSON.parse(e.data);
             if (chunk.node_index !== undefined && chunk.node_index !== node) return;
-            appendOutput(chunk.step, chunk.seq, chunk.text);
+            appendOutput(chunk.step, chunk.text);
           },
           end: async () => {
             if (source) view.close(source);
@@ -923,8 +938,8 @@
             onEnd();
           },
           error: (_e, src) => {
-            // EventSource reconnects by itself while the stream is merely interrupted (the replay
-            // then starts over, and `seq` drops the repeats); once it gives up, try again later.
+            // EventSource reconnects by itself while the stream is merely interrupted; once it
+            // gives up (an error status), try again later.
             if (src.readyState === EventSource.CLOSED && view.alive && list.following) {
               view.close(src);
               source = null;
@@ -970,7 +985,7 @@
         const meta = h('span', { className: 'step-meta muted' });
         const log = h('pre', { className: 'log', attrs: { tabindex: '0' } });
         const details = h('details', { className: 'step', dataset: { index: step.index } }, h('summary', null, icon, name, status, h('span', { className: 'spacer' }), meta), log);
-        entry = { details, name, status, meta, log, ansi: Ansi.initialState(), lastSeq: -Infinity, loaded: live, info: {} };
+        entry = { details, name, status, meta, log, ansi: Ansi.initialState(), loaded: live, info: {} };
         if (live) details.open = true;
         else details.addEventListener('toggle', () => details.open && load(entry));
         steps.set(step.index, entry);
@@ -988,14 +1003,9 @@
       return entry;
     }
 
-    function appendOutput(index, seq, text) {
+    function appendOutput(index, text) {
       let entry = steps.get(index);
       if (!entry) entry = upsert({ index, status: 'running' }, true);
-      // After a reconnect the stream replays from the start; a chunk already shown is skipped.
-      if (typeof seq === 'number') {
-        if (seq <= entry.lastSeq) return;
-        entry.lastSeq = seq;
-      }
       writeLog(entry, text);
     }
 

@@ -1,0 +1,225 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+
+// The web UI in Debian's Chromium against a real Gyre: a user signs in with the link the server
+// prints, finds the pipeline, opens a job, and watches a log line arrive that the build prints
+// only after the page has loaded (the step waits for a file the test creates then).
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT = { timeout: 30_000 };
+
+function config(gate: string): string {
+  return `version: 2.1
+jobs:
+  prepare:
+    docker:
+      - image: cimg/base:stable
+    steps:
+      - run:
+          name: Markup and colour
+          command: |
+            echo '<b>x</b> <script>window.injected = 1</script>'
+            printf '\\033[31mred alert\\033[0m back to plain\\n'
+  gated:
+    docker:
+      - image: cimg/base:stable
+    environment:
+      GATE: ${gate}
+    steps:
+      - run:
+          name: Live markup and colour
+          command: printf '<b>live</b> \\033[31mlive red\\033[0m\\n'
+      - run:
+          name: Wait for the gate
+          command: echo before; while [ ! -f "$GATE" ]; do sleep 0.1; done; echo after-the-page-loaded
+workflows:
+  ui:
+    jobs:
+      - prepare
+      - gated:
+          requires: [prepare]
+`;
+}
+
+const BROKEN_CONFIG = `version: 2.1
+jobs:
+  build:
+    docker:
+      - image: cimg/base:stable
+    steps:
+      - run: echo never
+workflows:
+  main:
+    jobs:
+      - build:
+          requires: [no-such-job]
+`;
+
+/** What a page reported that a user would call broken: script errors and CSP violations. */
+function watchForProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !/status of 401/.test(message.text())) problems.push(`console: ${message.text()}`);
+  });
+  return problems;
+}
+
+describe.each(testStores())('web UI on %s', (store) => {
+  let gyre: TestGyre;
+  let browser: Browser;
+  let context: BrowserContext;
+  let gateDir: string;
+  let gate: string;
+  let pipeline: { id: string; number: number };
+  let broken: { id: string; number: number };
+
+  beforeAll(async () => {
+    gateDir = mkdtempSync(join(tmpdir(), 'gyre-ui-gate-'));
+    gate = join(gateDir, 'open');
+    gyre = await startTestGyre({ store });
+    await gyre.addProject('gh/acme/ui-demo', { '.circleci/config.yml': config(gate) });
+    await gyre.addProject('gh/acme/broken', { '.circleci/config.yml': BROKEN_CONFIG });
+    pipeline = await gyre.trigger('gh/acme/ui-demo');
+    broken = await gyre.trigger('gh/acme/broken');
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  }, 60_000);
+
+  afterAll(async () => {
+    // Let the gated job finish even if a test failed before opening the gate.
+    if (gate) writeFileSync(gate, '');
+    await browser?.close();
+    await gyre?.stop();
+    if (gateDir) rmSync(gateDir, { recursive: true, force: true });
+  });
+
+  test('the page is served with a strict content security policy', async () => {
+    const res = await fetch(`${gyre.url}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(res.headers.get('content-security-policy')).toBe("default-src 'self'; img-src 'self' data:; style-src 'self'");
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(await res.text()).not.toMatch(/<script>|<style|style=/);
+    const script = await fetch(`${gyre.url}/ui/app.js`);
+    expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
+    expect((await fetch(`${gyre.url}/login`)).status).toBe(200);
+  });
+
+  test('a user follows the sign-in link, opens a running job and sees a line printed after the page loaded', async () => {
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+
+    // The sign-in link keeps the token in the fragment; the UI keeps it in a cookie and drops it from the address.
+    await page.goto(`${gyre.url}/login#token=${gyre.token}`);
+    await page.waitForSelector('a.card[data-slug="gh/acme/ui-demo"]', WAIT);
+    expect(page.url()).toBe(`${gyre.url}/#/`);
+    expect((await context.cookies()).find((c) => c.name === 'gyre-token')).toMatchObject({ value: gyre.token, sameSite: 'Strict', path: '/' });
+
+    await page.click('a.card[data-slug="gh/acme/ui-demo"]');
+    await page.click(`.pipeline-row[data-number="${pipeline.number}"] a.pipeline-link`, WAIT);
+    expect(page.url()).toBe(`${gyre.url}/#/pipeline/${pipeline.id}`);
+
+    // The workflow's graph: two jobs, one edge from prepare to gated; gated runs once prepare is done.
+    const gatedNode = page.locator('a.job-node[data-name="gated"][data-status="running"]');
+    await gatedNode.waitFor(WAIT);
+    expect(await page.locator('.workflow[data-name="ui"] .job-node').count()).toBe(2);
+    expect(await page.locator('.workflow[data-name="ui"] .edge').count()).toBe(1);
+    expect(await page.getAttribute('a.job-node[data-name="prepare"]', 'data-status')).toBe('success');
+    await gatedNode.click();
+
+    const waitStep = page.locator('details.step', { hasText: 'Wait for the gate' });
+    await waitStep.locator('.log', { hasText: 'before' }).waitFor(WAIT);
+    expect(await page.locator('.job-status').textContent()).toBe('running');
+    expect(await waitStep.locator('.log').textContent()).not.toContain('after-the-page-loaded');
+    // A marker in the page's global scope: it survives only if no reload happens from here on.
+    await page.evaluate('window.gyreTestMarker = "same page"');
+
+    writeFileSync(gate, '');
+
+    await waitStep.locator('.log', { hasText: 'after-the-page-loaded' }).waitFor(WAIT);
+    expect(await page.evaluate('window.gyreTestMarker')).toBe('same page');
+    expect(await waitStep.locator('.log').textContent()).toBe('before\nafter-the-page-loaded\n');
+    await page.locator('.job-status.status-success').waitFor(WAIT);
+    await waitStep.locator('.step-meta', { hasText: 'exit 0' }).waitFor(WAIT);
+
+    // Build output that arrived live is text, never markup; its ANSI red is a red span.
+    const liveLog = page.locator('details.step', { hasText: 'Live markup and colour' }).locator('.log');
+    expect(await liveLog.textContent()).toBe('<b>live</b> live red\n');
+    expect(await liveLog.locator('b').count()).toBe(0);
+    const liveRed = liveLog.locator('span.ansi-red');
+    expect(await liveRed.textContent()).toBe('live red');
+    // The page's own types are not in this project's lib (no DOM), hence the loose typing.
+    expect(await liveRed.evaluate((el) => (globalThis as any).getComputedStyle(el).color)).toBe('rgb(240, 82, 79)');
+
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 90_000);
+
+  test('a finished job reads its stored output back as escaped text with colours', async () => {
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+    await gyre.waitForPipeline(pipeline.id);
+
+    await page.goto(`${gyre.url}/#/pipeline/${pipeline.id}`);
+    await page.click('a.job-node[data-name="prepare"]', WAIT);
+    const log = page.locator('details.step', { hasText: 'Markup and colour' }).locator('.log');
+    await log.locator('span.ansi-red').waitFor(WAIT);
+
+    expect(await log.textContent()).toBe('<b>x</b> <script>window.injected = 1</script>\nred alert back to plain\n');
+    expect(await log.locator('b, script').count()).toBe(0);
+    expect(await page.evaluate('window.injected')).toBeUndefined();
+    expect(await log.locator('span.ansi-red').textContent()).toBe('red alert');
+    expect(await page.locator('.job-status').textContent()).toBe('success');
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  test("an errored pipeline shows why on the project's page", async () => {
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+    const stored = await gyre.api<{ state: string; errors: { message: string }[] }>('GET', `/api/v2/pipeline/${broken.id}`);
+    expect(stored.state).toBe('errored');
+
+    await page.goto(`${gyre.url}/#/project/gh/acme/broken`);
+    const row = page.locator(`.pipeline-row[data-number="${broken.number}"]`);
+    await row.waitFor(WAIT);
+    expect(await row.locator('.badge').textContent()).toBe('errored');
+    const message = page.locator('.pipeline-error-row .error-message').first();
+    expect(await message.textContent()).toBe(stored.errors[0].message);
+    expect(stored.errors[0].message).toMatch(/no-such-job/);
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  test('without a token the UI asks for one, and refuses a wrong one', async () => {
+    const fresh = await browser.newContext();
+    const page = await fresh.newPage();
+    const problems = watchForProblems(page);
+
+    await page.goto(`${gyre.url}/#/project/gh/acme/ui-demo`);
+    await page.waitForSelector('form.signin input#token', WAIT);
+    await page.fill('#token', 'not-the-token');
+    await page.click('form.signin button[type=submit]');
+    await page.locator('.form-error', { hasText: 'not accepted' }).waitFor(WAIT);
+
+    await page.fill('#token', gyre.token);
+    await page.click('form.signin button[type=submit]');
+    // Signing in goes on to the page that was asked for.
+    await page.locator(`.pipeline-row[data-number="${pipeline.number}"]`).waitFor(WAIT);
+    expect(problems).toEqual([]);
+    await fresh.close();
+  }, 60_000);
+});
