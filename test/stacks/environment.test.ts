@@ -1,0 +1,51 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadEnvironment, loadEnvironments, parseEnvironment } from '../../stacks/environment';
+
+const examples = path.join(__dirname, '..', '..', 'environments');
+const valid = () => ({
+  cloud: 'aws', region: 'us-east-1', zones: ['us-east-1a', 'us-east-1b'], domain: 'gyre.example.com',
+  nomad: { packageMirror: 'https://mirror.example.com' }, access: { uiCidrs: ['0.0.0.0/0'] }, kubernetes: { apiAllowedCidrs: [] },
+});
+const parse = (patch: (d: any) => void) => {
+  const d: any = valid();
+  patch(d);
+  return () => parseEnvironment(d, 'environments/prod.yaml', 'prod');
+};
+
+describe('environment definitions', () => {
+  test('the examples load, with defaults filled in', () => {
+    const envs = loadEnvironments(examples);
+    expect(envs.map((e) => `${e.name}:${e.cloud}`)).toEqual(['aws-example:aws', 'gcp-example:gcp']);
+    expect(envs[1].registry).toBe('registry.example.net/gyre');
+    expect(envs[1].nomad.nomadVersion).toBe('1.9.7');
+  });
+
+  test.each([
+    ['cloud', (d: any) => { d.cloud = 'azure'; }, /environments\/prod.yaml: cloud \("azure"\) must be one of: aws, gcp/],
+    ['zones', (d: any) => { d.zones = ['us-east-1a', 'eu-west-1b']; }, /zones\[1\] \("eu-west-1b"\) must be a zone of region us-east-1/],
+    ['domain', (d: any) => { d.domain = 'not a host'; }, /domain \("not a host"\) must be a DNS name/],
+    ['tls.mode', (d: any) => { d.cloud = 'gcp'; d.project = 'p'; d.zones = ['us-east1-b', 'us-east1-c']; d.region = 'us-east1'; d.tls = { mode: 'acm', certificateArn: 'x' }; }, /tls.mode \(acm\) is only allowed when cloud is aws/],
+    ['tls.certificateFile', (d: any) => { d.tls = { mode: 'provided' }; }, /tls.certificateFile is required/],
+    ['kubernetes.nodes.desired', (d: any) => { d.kubernetes.nodes = { min: 3, desired: 9, max: 6 }; }, /kubernetes.nodes.desired \(9\) must be between kubernetes.nodes.min \(3\) and kubernetes.nodes.max \(6\)/],
+    ['kubernetes.version', (d: any) => { d.kubernetes.version = 1.3; }, /kubernetes.version \(1.3\) must be a non-empty string/],
+    ['nomad.clients.max', (d: any) => { d.nomad.clients = { min: 5, max: 2 }; }, /nomad.clients.max \(2\) must be at least nomad.clients.min \(5\)/],
+    ['nomad.packageMirror', (d: any) => { d.nomad.packageMirror = 'ftp://x'; }, /nomad.packageMirror \("ftp:\/\/x"\) must be an http\(s\) URL/],
+    ['access.uiCidrs', (d: any) => { d.access.uiCidrs = ['10.0.0.0/33']; }, /access.uiCidrs\[0\] \("10.0.0.0\/33"\) must be an IPv4 CIDR/],
+    ['database.mode', (d: any) => { d.database = { mode: 'sqlite' }; }, /database.mode \("sqlite"\) must be one of: managed, external/],
+    ['registry', (d: any) => { d.registry = 'https://registry.example.com'; }, /registry \("https:\/\/registry.example.com"\) must be a registry host/],
+    ['replicas', (d: any) => { d.replicas = { web: 2 }; }, /replicas.web is not a runtime role; allowed: api,/],
+    ['project', (d: any) => { d.cloud = 'gcp'; }, /project is required when cloud is gcp/],
+    ['unknown field', (d: any) => { d.nodes = 3; }, /nodes is not a known field; allowed: name, cloud/],
+  ])('a bad %s is refused with the file, field and what is allowed', (_field, patch, message) => {
+    expect(parse(patch)).toThrow(message);
+  });
+
+  test('a file that is not YAML names the file', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-env-'));
+    const file = path.join(dir, 'broken.yaml');
+    fs.writeFileSync(file, 'cloud: [aws\n');
+    expect(() => loadEnvironment(file)).toThrow(`${file}: (file) is not valid YAML`);
+  });
+});
