@@ -37,7 +37,9 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
         return new Promise<ExecResult>((resolve) => {
           let timedOut = false;
           let canceled = false;
-          const child = spawn(command, [...args, scriptPath], {
+          // stdout and stderr share one pipe (`exec … 2>&1` before the real shell starts), so
+          // the log keeps the order in which the command wrote to either, as a terminal would.
+          const child = spawn('/bin/sh', ['-c', 'exec "$@" 2>&1', 'sh', command, ...args, scriptPath], {
             cwd: dir,
             env: { ...request.env },
             detached: true,
@@ -77,7 +79,7 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
             onOutput(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
           };
           child.stdout.on('data', onData);
-          child.stderr.on('data', onData);
+          child.stderr.on('data', onData); // only the wrapper's own errors arrive here
           const onAbort = () => {
             canceled = true;
             killGroup();

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { GyreError } from '../domain/errors';
 import { ApiError, createApiClient, type ApiClient } from './client';
@@ -46,7 +48,7 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
   try {
     switch (command) {
       case 'server': {
-        const { runServer } = await import('./server-command');
+        const { runServer } = require('./server-command') as typeof import('./server-command');
         await runServer(io);
         return undefined;
       }
@@ -59,11 +61,11 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
       case 'logs':
         return await logsCommand(rest, io);
       case 'config': {
-        const { runConfigCommand } = await import('../config/cli');
+        const { runConfigCommand } = require('../config/cli') as typeof import('../config/cli');
         return await runConfigCommand(rest, io);
       }
       case 'orb': {
-        const { runOrbCommand } = await import('../config/cli');
+        const { runOrbCommand } = require('../config/cli') as typeof import('../config/cli');
         return await runOrbCommand(rest, io, clientFrom(io));
       }
       case undefined:
@@ -118,8 +120,6 @@ async function projectCommand(args: string[], io: CliIo): Promise<number> {
   if (!name || !/^[^/]+\/[^/]+$/.test(name)) throw new UsageError('project add needs <org>/<repo>');
   const repo = values.repo as string | undefined;
   if (!repo) throw new UsageError('project add needs --repo <path-or-git-url>');
-  const { resolve } = await import('node:path');
-  const { existsSync } = await import('node:fs');
   // A local path is sent absolute: the server resolves paths from its own working directory.
   const repoUrl = existsSync(repo) ? resolve(repo) : repo;
   const [org, repoName] = name.split('/');

@@ -58,7 +58,8 @@ describe.each(testStores())('a server killed while a job runs, on %s', (store) =
     const dataDir = mkdtempSync(join(tmpdir(), 'gyre-crash-'));
     const work = mkdtempSync(join(tmpdir(), 'gyre-crash-ledger-'));
     dirs.push(dataDir, work);
-    const env: Record<string, string> = { GYRE_DATA_DIR: dataDir, GYRE_LEASE_TTL_MS: '1500' };
+    // DATABASE_URL is blanked for the embedded case: the child would otherwise inherit CI's.
+    const env: Record<string, string> = { GYRE_DATA_DIR: dataDir, GYRE_LEASE_TTL_MS: '1500', DATABASE_URL: '' };
     if (store === 'postgres') {
       const db = await createTestDatabase();
       drop = db.drop;
@@ -66,6 +67,7 @@ describe.each(testStores())('a server killed while a job runs, on %s', (store) =
     }
     const ledger = join(work, 'ledger');
     const gate = join(work, 'first-attempt-seen');
+    const sleeper = join(work, 'sleeper.pid');
     // The first attempt records itself and hangs; any later attempt records itself and finishes.
     const repo = makeGitRepo({
       '.circleci/config.yml': `version: 2.1
@@ -75,7 +77,7 @@ jobs:
     steps:
       - run: |
           echo "attempt start" >> ${ledger}
-          if [ ! -f ${gate} ]; then touch ${gate}; sleep 120; fi
+          if [ ! -f ${gate} ]; then sleep 120 & echo $! > ${sleeper}; touch ${gate}; wait; fi
           echo "attempt done" >> ${ledger}
 workflows:
   w:
@@ -112,6 +114,8 @@ workflows:
     // The hung first attempt's process was stopped when the new server started; only the retry finished.
     await new Promise((r) => setTimeout(r, 300));
     expect(readFileSync(ledger, 'utf8')).toBe('attempt start\nattempt start\nattempt done\n');
+    const sleeperPid = Number(readFileSync(sleeper, 'utf8'));
+    expect(() => process.kill(sleeperPid, 0)).toThrow(/ESRCH/);
     server.child.kill('SIGTERM');
     await new Promise((r) => server.child.once('exit', r));
     child = undefined;

@@ -219,12 +219,12 @@ workflows:
   it('answers errors with the right status and a message', async () => {
     const noToken = await fetch(`${g.url}/api/v2/me`);
     expect(noToken.status).toBe(401);
-    expect((await noToken.json()).message).toMatch(/token/i);
+    expect(((await noToken.json()) as { message: string }).message).toMatch(/token/i);
     const badToken = await g.raw('GET', '/api/v2/me', { headers: { 'Circle-Token': 'nope' } });
     expect(badToken.status).toBe(401);
     const basic = await fetch(`${g.url}/api/v2/me`, { headers: { Authorization: `Basic ${Buffer.from(`${g.token}:`).toString('base64')}` } });
     expect(basic.status).toBe(200);
-    expect((await basic.json()).login).toBe('admin');
+    expect(((await basic.json()) as { login: string }).login).toBe('admin');
     const missing = await g.raw('GET', '/api/v2/pipeline/00000000-0000-4000-8000-000000000000');
     expect(missing.status).toBe(404);
     expect(missing.body.message).toMatch(/pipeline not found/);
@@ -251,5 +251,65 @@ workflows:
     expect(second.items.map((p: any) => p.number)).toEqual([3, 2, 1]);
     expect(second.next_page_token).toBeNull();
     expect((await g.raw('GET', '/api/v2/project/gh/acme/paged/pipeline?page-token=garbage')).status).toBe(400);
+  });
+
+  it('follows a running step live over SSE and reads back large multi-byte output byte-identical', async () => {
+    await g.addProject('gh/acme/live', {
+      '.circleci/config.yml': `version: 2.1
+jobs:
+  talk:
+    docker: [{ image: x }]
+    steps:
+      - run:
+          name: Slow lines
+          command: for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done
+      - run:
+          name: Lots of unicode
+          command: for i in $(seq 1 20000); do echo "línea $i ✓ ünïcödé"; done
+workflows:
+  w:
+    jobs: [talk]
+`,
+    });
+    const { id } = await g.trigger('gh/acme/live');
+    let jobNumber: number | undefined;
+    for (let i = 0; i < 200 && !jobNumber; i++) {
+      const wf = (await g.api('GET', `/api/v2/pipeline/${id}/workflow`)).items[0];
+      if (wf) jobNumber = (await g.api('GET', `/api/v2/workflow/${wf.id}/job`)).items[0]?.job_number;
+      if (!jobNumber) await new Promise((r) => setTimeout(r, 20));
+    }
+    const res = await fetch(`${g.url}/api/v2/project/gh/acme/live/job/${jobNumber}/output/stream`, { headers: { 'Circle-Token': g.token } });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const events: { event: string; data: any; at: number }[] = [];
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body as any as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = /^event: (.*)$/m.exec(block)?.[1];
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (event && data) events.push({ event, data: JSON.parse(data), at: Date.now() });
+      }
+    }
+    const text = (step: number) => events.filter((e) => e.event === 'output' && e.data.step === step).map((e) => e.data.text).join('');
+    expect(text(0)).toBe('tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
+    // Live, not after the fact: the ticks arrived spread over the step's run time.
+    const ticks = events.filter((e) => e.event === 'output' && e.data.step === 0);
+    expect(ticks.length).toBeGreaterThan(2);
+    expect(ticks[ticks.length - 1].at - ticks[0].at).toBeGreaterThan(300);
+    const expected = Array.from({ length: 20000 }, (_, i) => `línea ${i + 1} ✓ ünïcödé\n`).join('');
+    expect(text(1)).toBe(expected);
+    expect(events.filter((e) => e.event === 'step').map((e) => [e.data.index, e.data.status])).toEqual([
+      [0, 'running'],
+      [0, 'success'],
+      [1, 'running'],
+      [1, 'success'],
+    ]);
+    expect(events[events.length - 1]).toMatchObject({ event: 'end', data: { status: 'success' } });
+    const raw = await fetch(`${g.url}/api/v2/project/gh/acme/live/job/${jobNumber}/output?step=1`, { headers: { 'Circle-Token': g.token } });
+    expect(Buffer.from(await raw.arrayBuffer()).equals(Buffer.from(expected, 'utf8'))).toBe(true);
   });
 });

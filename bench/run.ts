@@ -1,0 +1,27 @@
+/**
+ * `npm run bench`: every benchmark, printing its figures (medians and percentiles over repeated
+ * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one.
+ */
+import { benchPipelineLatency } from './pipeline-latency';
+
+const suites: Record<string, () => Promise<void>> = {
+  pipelines: () => benchPipelineLatency(),
+  config: async () => {
+    const { benchConfigCompile } = require('./config-compile') as typeof import('./config-compile');
+    await benchConfigCompile();
+  },
+};
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2);
+  for (const name of wanted) if (!suites[name]) throw new Error(`unknown benchmark '${name}' (allowed: ${Object.keys(suites).join(', ')})`);
+  for (const [name, run] of Object.entries(suites)) {
+    if (wanted.length && !wanted.includes(name)) continue;
+    await run();
+  }
+}
+
+main().catch((error) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});
