@@ -1,4 +1,4 @@
-import { stringify } from 'yaml';
+import { emitYaml } from './emit-yaml';
 import { evaluateExpression, evaluateLogic, LogicError, regexMatchesWhole, truthy, type NameLookup } from './logic';
 import type { OrbSource } from './orb-source';
 import type {
@@ -292,7 +292,7 @@ class Compilation {
   }
 
   envFor(scope: Scope, params?: Map<string, unknown>, label?: string): SubstEnv {
-    return { params: params ?? new Map(), label, pipeline: scope.inOrb ? this.orbPipelineLookup : this.pipelineLookup };
+    return { params: params ?? new Map(), label, pipeline: scope.inOrb ? this.orbPipelineLookup : this.pipelineLookup, inOrb: scope.inOrb };
   }
 
   // ---------------------------------------------------------------- elements
@@ -705,9 +705,9 @@ class Compilation {
             scope.orbs.set(alias, await this.buildScope(ref, `inline orb ${alias}`, `${path}.`, true, depth + 1));
             continue;
           }
-          const m = typeof ref === 'string' ? /^\s*([a-z0-9][\w-]*)\/([a-z0-9][\w-]*)@(\S+)\s*$/i.exec(ref) : null;
+          const m = typeof ref === 'string' ? /^\s*([a-z0-9][\w-]*)\/([a-z0-9][\w-]*)@(\d+(?:\.\d+){0,2}|volatile|dev:[\w.-]+)\s*$/i.exec(ref) : null;
           if (!m) {
-            this.report(`orb reference ${JSON.stringify(ref)} must be namespace/orb@version (or an inline orb map)`, path, orbs, alias);
+            this.report(`orb reference ${JSON.stringify(ref)} must be namespace/orb@version, with version x.y.z, x.y, x, volatile or dev:label (or an inline orb map)`, path, orbs, alias);
             continue;
           }
           const resolved = await this.importOrb(`${m[1]}/${m[2]}`, m[3], path, orbs, alias, depth);
@@ -881,10 +881,11 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
       c.report('a workflow is a map with jobs', wfPath, workflows, wfName);
       continue;
     }
-    if (!Array.isArray(wf.jobs)) {
-      c.report('a workflow needs a jobs list', wfPath, workflows, wfName);
+    if (wf.jobs !== undefined && !Array.isArray(wf.jobs)) {
+      c.report('jobs of a workflow is a list of job names or {job: {…}} entries', `${wfPath}.jobs`, wf, 'jobs');
       continue;
     }
+    const wfJobs: unknown[] = Array.isArray(wf.jobs) ? wf.jobs : [];
     // Does the workflow run for this trigger?
     let runs = true;
     for (const k of ['when', 'unless'] as const) {
@@ -921,23 +922,29 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
 
     // Expand entries into instances.
     const instances: Instance[] = [];
-    wf.jobs.forEach((entryRaw: unknown, i: number) => {
+    // A map entry with several keys invokes each (the schema allows it).
+    const flat: { raw: unknown; i: number }[] = [];
+    wfJobs.forEach((entryRaw: unknown, i: number) => {
+      if (isObj(entryRaw) && Object.keys(entryRaw).length > 1) for (const [k, v] of Object.entries(entryRaw)) flat.push({ raw: { [k]: v }, i });
+      else flat.push({ raw: entryRaw, i });
+    });
+    flat.forEach(({ raw: entryRaw, i }) => {
       const p = `${wfPath}.jobs[${i}]`;
       let jobRef: string;
       let entry: Obj = {};
-      let entryContainer: unknown = wf.jobs;
+      let entryContainer: unknown = wfJobs;
       if (typeof entryRaw === 'string') jobRef = entryRaw;
       else if (isObj(entryRaw) && Object.keys(entryRaw).length === 1) {
         jobRef = Object.keys(entryRaw)[0];
         const e = entryRaw[jobRef];
         if (e !== null && e !== undefined && !isObj(e)) {
-          c.report(`a workflow job entry is a name or {name: {requires, filters, …}}`, p, wf.jobs, i);
+          c.report(`a workflow job entry is a name or {name: {requires, filters, …}}`, p, wfJobs, i);
           return;
         }
         entry = isObj(e) ? e : {};
         entryContainer = entry;
       } else {
-        c.report('a workflow job entry is a name or a map with one key, the job name', p, wf.jobs, i);
+        c.report('a workflow job entry is a name or a map with one key, the job name', p, wfJobs, i);
         return;
       }
       const ep = `${p}.${jobRef}`;
@@ -1075,13 +1082,16 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
       ...(has(wf, 'unless') ? { unless: wf.unless } : {}),
       ...(has(wf, 'triggers') ? { triggers: wf.triggers } : {}),
       jobs: instances.map((inst) => {
-        let jobKey = inst.name;
+        // Keys of the processed jobs map must be valid job names; the workflow entry keeps the real name.
+        let jobKey = inst.name.replace(/[^A-Za-z0-9_-]+/g, '-').replace(/^[^A-Za-z]+/, '') || 'job';
+        if (inst.type === 'no-op') processedJobs[jobKey] = { type: 'no-op' };
         if (inst.processed && inst.type === 'build') {
           const existing = processedJobs[jobKey];
           if (existing !== undefined && JSON.stringify(existing) !== JSON.stringify(inst.processed)) {
             let k = 2;
-            while (processedJobs[`${inst.name}-${k}`] !== undefined && JSON.stringify(processedJobs[`${inst.name}-${k}`]) !== JSON.stringify(inst.processed)) k++;
-            jobKey = `${inst.name}-${k}`;
+            const base = jobKey;
+            while (processedJobs[`${base}-${k}`] !== undefined && JSON.stringify(processedJobs[`${base}-${k}`]) !== JSON.stringify(inst.processed)) k++;
+            jobKey = `${base}-${k}`;
           }
           processedJobs[jobKey] = inst.processed;
         }
@@ -1157,10 +1167,20 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
     if (jobs.length) workflowPlans.push({ name: wfName, jobs });
   }
 
-  if (c.problems.length) return { ok: false, problems: c.problems };
+  if (c.problems.length) {
+    // The same mistake reached through several matrix instances is reported once.
+    const seen = new Set<string>();
+    const problems = c.problems.filter((p) => {
+      const k = `${p.line}:${p.column}:${p.path}:${p.message}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    });
+    return { ok: false, problems };
+  }
   const plan: Plan = { setup: root.setup === true, workflows: workflowPlans };
   const processed: Obj = { version: 2, ...(root.setup === true ? { setup: true } : {}), jobs: processedJobs, workflows: processedWorkflows };
-  const compiledYaml = `${stringify(processed, { aliasDuplicateObjects: false, lineWidth: 0 })}\n# Original config.yml file:\n${source
+  const compiledYaml = `${emitYaml(processed)}\n# Original config.yml file:\n${source
     .split('\n')
     .map((l) => `# ${l}`.trimEnd())
     .join('\n')}\n`;

@@ -18,6 +18,8 @@ export interface OrbRegistry extends OrbSource {
 
 const ORB_NAME = /^[a-z0-9][a-z0-9_-]*\/[a-z0-9][a-z0-9_-]*$/i;
 const SEMVER = /^(\d+)\.(\d+)\.(\d+)$/;
+/** Development versions (`dev:alpha`) resolve only by their exact name. */
+const DEV_VERSION = /^dev:[\w.-]+$/;
 
 export function parseSemver(version: string): [number, number, number] | undefined {
   const m = SEMVER.exec(version);
@@ -26,6 +28,7 @@ export function parseSemver(version: string): [number, number, number] | undefin
 
 /** The newest of `versions` matching `ref` (`x.y.z`, `x.y`, `x`, `volatile`), or undefined. */
 export function pickVersion(versions: readonly string[], ref: string): string | undefined {
+  if (ref.startsWith('dev:')) return versions.includes(ref) ? ref : undefined;
   const parts = ref === 'volatile' ? [] : ref.split('.');
   if (ref !== 'volatile' && (parts.length > 3 || parts.some((p) => !/^\d+$/.test(p)))) return undefined;
   let best: [number, number, number] | undefined;
@@ -45,7 +48,7 @@ export function pickVersion(versions: readonly string[], ref: string): string | 
 /** Checks a publish request; throws InputError naming what is wrong. */
 export function validateOrbPublish(name: string, version: string, source: string): void {
   if (typeof name !== 'string' || !ORB_NAME.test(name)) throw new InputError(`orb name ${JSON.stringify(name)} must be namespace/orb (letters, digits, _ and -)`, 'name');
-  if (typeof version !== 'string' || !parseSemver(version)) throw new InputError(`orb version ${JSON.stringify(version)} must be x.y.z`, 'version');
+  if (typeof version !== 'string' || !(parseSemver(version) || DEV_VERSION.test(version))) throw new InputError(`orb version ${JSON.stringify(version)} must be x.y.z (or dev:label)`, 'version');
   if (typeof source !== 'string' || source.trim() === '') throw new InputError('orb source must be non-empty packed orb YAML', 'source');
   const loaded = loadYaml(source, new Positions());
   if (loaded.problems.length) throw new InputError(`orb source is not valid YAML: ${loaded.problems.map((p) => `${p.line ?? ''}${p.line ? ':' + p.column + ' ' : ''}${p.message}`).join('; ')}`, 'source');
@@ -61,7 +64,7 @@ export function createOrbRegistry(deps: { store: Store }): OrbRegistry {
   return {
     async publish(name, version, source) {
       validateOrbPublish(name, version, source);
-      const [major, minor, patch] = parseSemver(version)!;
+      const [major, minor, patch] = parseSemver(version) ?? [-1, -1, -1];
       const rows = await store.query(
         `INSERT INTO orb_versions (name, version, major, minor, patch, source) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (name, version) DO NOTHING RETURNING name`,
@@ -70,6 +73,10 @@ export function createOrbRegistry(deps: { store: Store }): OrbRegistry {
       if (rows.length === 0) throw new ConflictError(`orb ${name}@${version} is already published; versions are immutable, publish a new version`);
     },
     async resolve(name, versionRef) {
+      if (versionRef.startsWith('dev:')) {
+        const rows = await store.query<{ version: string; source: string }>('SELECT version, source FROM orb_versions WHERE name = $1 AND version = $2', [name, versionRef]);
+        return rows[0];
+      }
       const parts = versionRef === 'volatile' ? [] : versionRef.split('.');
       if (versionRef !== 'volatile' && (parts.length > 3 || parts.some((p) => !/^\d+$/.test(p)))) return undefined;
       const conds = ['name = $1'];
@@ -78,6 +85,7 @@ export function createOrbRegistry(deps: { store: Store }): OrbRegistry {
         params.push(Number(parts[i]));
         conds.push(`${col} = $${params.length}`);
       });
+      conds.push('major >= 0');
       const rows = await store.query<{ version: string; source: string }>(
         `SELECT version, source FROM orb_versions WHERE ${conds.join(' AND ')} ORDER BY major DESC, minor DESC, patch DESC LIMIT 1`,
         params,
@@ -122,7 +130,7 @@ export function createDirectoryOrbSource(dir: string, pack: (treeDir: string) =>
       if (!existsSync(nsDir)) return undefined;
       const entries = new Map<string, string>();
       for (const entry of readdirSync(nsDir)) {
-        const m = /^(.+)@(\d+\.\d+\.\d+)(\.ya?ml)?$/.exec(entry);
+        const m = /^(.+)@(\d+\.\d+\.\d+|dev:[\w.-]+?)(\.ya?ml)?$/.exec(entry);
         if (m && m[1] === orb) entries.set(m[2], join(nsDir, entry));
       }
       const v = pickVersion([...entries.keys()], versionRef);

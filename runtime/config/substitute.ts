@@ -20,6 +20,8 @@ export interface SubstEnv {
   readonly matrix?: Readonly<Record<string, unknown>>;
   /** Pipeline values; undefined leaves `<< pipeline.* >>` for another pass. */
   readonly pipeline?: (name: string) => { value: unknown } | undefined;
+  /** The scope is an orb's (errors explain that pipeline parameters are not visible there). */
+  readonly inOrb?: boolean;
 }
 
 export type Report = (message: string, path: string, container?: unknown, key?: string | number) => void;
@@ -51,7 +53,7 @@ function lookupRef(ref: string, env: SubstEnv, report: () => (msg: string) => vo
     if (!found) {
       report()(
         ref.startsWith('pipeline.parameters.')
-          ? `<< ${ref} >>: no pipeline parameter '${ref.slice('pipeline.parameters.'.length)}' is declared (pipeline parameters are not visible inside orbs)`
+          ? `<< ${ref} >>: no pipeline parameter '${ref.slice('pipeline.parameters.'.length)}' is declared${env.inOrb ? ' (pipeline parameters are not visible inside orbs)' : ' in parameters'}`
           : `<< ${ref} >> is not a known pipeline value`,
       );
       return { handled: true, value: '' };

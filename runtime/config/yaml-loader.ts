@@ -140,11 +140,20 @@ export function loadYaml(source: string, positions: Positions, limits: LoadLimit
   let total = 0;
   const sizeOf = (v: unknown): number => (v !== null && typeof v === 'object' ? (sizes.get(v) ?? 1) : 1);
 
+  const anchors = new Map<string, YamlNode>();
   const convert = (node: unknown, depth: number): unknown => {
+    const v = convertNode(node, depth);
+    const anchor = (node as { anchor?: string } | null)?.anchor;
+    if (anchor && !isAlias(node)) anchors.set(anchor, node as YamlNode);
+    return v;
+  };
+  const convertNode = (node: unknown, depth: number): unknown => {
     if (depth > limits.maxDepth) throw new LoadLimitError(`nesting is deeper than ${limits.maxDepth} levels`);
     if (node === null || node === undefined) return null;
     if (isAlias(node)) {
-      const target = node.resolve(doc);
+      // Anchors seen so far, latest definition winning (yaml's own resolve() walks the whole
+      // document per alias, which is quadratic).
+      const target = anchors.get(node.source);
       if (!target) {
         const p = posAt(node.range?.[0]);
         throw new LoadLimitError(`unknown alias *${node.source} at ${p.line}:${p.column}`);

@@ -33,13 +33,13 @@ export function orbSourceFor(name: string, version: string): string | undefined 
 }
 
 /** An orb source holding every orb version the corpus references. */
-export function corpusOrbSource(): OrbSource {
+export function corpusOrbSource(extraFiles: readonly string[] = []): OrbSource {
   const source = createMemoryOrbSource();
-  for (const f of corpusFiles()) {
-    const doc = loadYaml(readFileSync(path.join(CONFIGS, f), 'utf8'), new Positions()).value as { orbs?: Record<string, unknown> } | undefined;
+  for (const f of [...corpusFiles().map((name) => path.join(CONFIGS, name)), ...extraFiles]) {
+    const doc = loadYaml(readFileSync(f, 'utf8'), new Positions()).value as { orbs?: Record<string, unknown> } | undefined;
     for (const ref of Object.values(doc?.orbs ?? {})) {
       if (typeof ref !== 'string') continue;
-      const m = /^([\w-]+\/[\w-]+)@([\d.]+)$/.exec(ref.trim());
+      const m = /^([\w-]+\/[\w-]+)@([\d.]+|dev:[\w.-]+)$/.exec(ref.trim());
       if (!m) continue;
       const packed = orbSourceFor(m[1], m[2]);
       if (packed) source.publish(m[1], concrete(m[2]), packed);

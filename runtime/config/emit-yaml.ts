@@ -1,0 +1,67 @@
+/**
+ * A small YAML emitter for the processed config (plain JSON data, no anchors). The `yaml`
+ * package's stringify is general and several times slower; this one only needs to be correct for
+ * maps, lists and scalars: strings are plain when that is unambiguous, block literals when they
+ * span lines, and JSON-quoted (a valid YAML double-quoted scalar) otherwise.
+ */
+const PLAIN_SAFE = /^[A-Za-z_./~$][\w ./~$@%+=,()-]*$/;
+const RESERVED = /^(true|false|yes|no|on|off|y|n|null|~|[-+]?(\d[\d_]*(\.\d*)?|\.\d+)([eE][-+]?\d+)?|\.inf|\.nan|0x[\da-f]+|0o[0-7]+)$/i;
+
+function scalar(v: unknown): string {
+  if (v === null || v === undefined) return 'null';
+  if (typeof v === 'boolean' || typeof v === 'number') return String(v);
+  const s = String(v);
+  if (s !== '' && PLAIN_SAFE.test(s) && !RESERVED.test(s) && !s.endsWith(' ') && !s.includes(': ') && !s.includes(' #')) return s;
+  return JSON.stringify(s);
+}
+
+function key(k: string): string {
+  return scalar(k);
+}
+
+function block(s: string, indent: string): string | undefined {
+  // Block literals cannot carry trailing spaces on lines reliably or leading-space first lines.
+  if (!s.includes('\n') || /[ \t]\n/.test(s) || /^[ \t]/.test(s) || s.includes('\r') || /[\u0000-\u0008\u000b-\u001f]/.test(s)) return undefined;
+  const trimmed = s.replace(/\n+$/, '');
+  const trailing = s.length - trimmed.length;
+  const chomp = trailing === 0 ? '-' : trailing === 1 ? '' : '+';
+  const body = (trailing > 1 ? s.slice(0, -1) : trimmed)
+    .split('\n')
+    .map((l) => (l === '' ? '' : indent + l))
+    .join('\n');
+  return `|${chomp}\n${body}`;
+}
+
+function emit(v: unknown, indent: string, out: string[]): void {
+  // called for values that start on a new line (collections)
+  if (Array.isArray(v)) {
+    for (const item of v) {
+      if (item !== null && typeof item === 'object' && (Array.isArray(item) ? item.length : Object.keys(item).length)) {
+        const sub: string[] = [];
+        emit(item, indent + '  ', sub);
+        out.push(`${indent}- ${sub.join('\n').slice(indent.length + 2)}`);
+      } else out.push(`${indent}- ${inline(item, indent + '  ')}`);
+    }
+    return;
+  }
+  for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
+    if (item !== null && typeof item === 'object' && (Array.isArray(item) ? item.length : Object.keys(item).length)) {
+      out.push(`${indent}${key(k)}:`);
+      emit(item, Array.isArray(item) ? indent + '  ' : indent + '  ', out);
+    } else out.push(`${indent}${key(k)}: ${inline(item, indent + '  ')}`);
+  }
+}
+
+function inline(v: unknown, indent: string): string {
+  if (Array.isArray(v)) return '[]';
+  if (v !== null && typeof v === 'object') return '{}';
+  if (typeof v === 'string') return block(v, indent) ?? scalar(v);
+  return scalar(v);
+}
+
+export function emitYaml(value: unknown): string {
+  if (value === null || typeof value !== 'object') return `${scalar(value)}\n`;
+  const out: string[] = [];
+  emit(value, '', out);
+  return `${out.join('\n')}\n`;
+}
