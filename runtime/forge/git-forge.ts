@@ -18,9 +18,11 @@ async function git(args: string[], cwd?: string): Promise<string> {
 }
 
 /**
- * Reads repositories through a bare mirror per repository under `cacheDir`, fetched before each
- * resolve, so a branch always resolves to what the repository has now. Calls for one repository
- * are serialised: two fetches into one mirror at once would fight over its lock files.
+ * Reads repositories. A repository on this machine's disk is read in place (it is always current,
+ * and a fetch would cost more than the rest of a trigger). Any other URL is read through a bare
+ * mirror per repository under `cacheDir`, fetched before each resolve, so a branch always resolves
+ * to what the repository has now. Calls for one repository are serialised: two fetches into one
+ * mirror at once would fight over its lock files.
  */
 export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
   const queues = new Map<string, Promise<unknown>>();
@@ -35,6 +37,8 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
     join(cacheDir, createHash('sha256').update(repoUrl).digest('hex').slice(0, 24) + '.git');
 
   async function fetchMirror(repoUrl: string): Promise<string> {
+    const local = localGitDir(repoUrl);
+    if (local) return local;
     const dir = mirrorOf(repoUrl);
     try {
       if (!existsSync(dir)) {
@@ -74,7 +78,7 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
 
     readFile: (repoUrl, sha, path) =>
       serial(repoUrl, async () => {
-        const dir = existsSync(mirrorOf(repoUrl)) ? mirrorOf(repoUrl) : await fetchMirror(repoUrl);
+        const dir = localGitDir(repoUrl) ?? (existsSync(mirrorOf(repoUrl)) ? mirrorOf(repoUrl) : await fetchMirror(repoUrl));
         try {
           return await git(['show', `${sha}:${path}`], dir);
         } catch {
@@ -82,6 +86,15 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
         }
       }),
   };
+}
+
+/** The git directory of a repository given as a local path (work tree or bare), if it is one. */
+function localGitDir(repoUrl: string): string | undefined {
+  const path = repoUrl.startsWith('file://') ? repoUrl.slice(7) : repoUrl;
+  if (!path.startsWith('/')) return undefined;
+  if (existsSync(join(path, '.git'))) return join(path, '.git');
+  if (existsSync(join(path, 'HEAD')) && existsSync(join(path, 'objects'))) return path;
+  return undefined;
 }
 
 function firstLine(text: string): string {
