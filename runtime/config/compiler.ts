@@ -898,10 +898,12 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
         c.report(error.message, `${wfPath}.${k}`, wf, k);
       }
     }
+    const legacySchedule = options.trigger.pipeline?.triggerSource === 'schedule';
+    if (legacySchedule && !has(wf, 'triggers')) runs = false; // a legacy schedule runs only its own workflows
     if (has(wf, 'triggers')) {
       // Legacy scheduled workflows run only on their schedule, not on pushes.
       const schedules = Array.isArray(wf.triggers) ? wf.triggers : [];
-      const onSchedule = options.trigger.pipeline?.triggerSource === 'schedule';
+      const onSchedule = legacySchedule;
       let admitted = false;
       schedules.forEach((t, i) => {
         const s = isObj(t) ? t.schedule : undefined;
