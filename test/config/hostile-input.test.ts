@@ -1,0 +1,111 @@
+import { compileSafeRegex } from '../../runtime/config/safe-regex';
+import { compile, DOCKER } from './helpers';
+
+/** Each hostile input is refused (or answered) with a clear message in well under 100 ms. */
+async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  await fn(); // warm the code paths so the measurement is the input's cost, not the JIT's
+  const t0 = performance.now();
+  const value = await fn();
+  return { value, ms: performance.now() - t0 };
+}
+
+describe('hostile input', () => {
+  it('an alias bomb (billion laughs) is an error', async () => {
+    let yaml = 'version: 2.1\na0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n';
+    for (let i = 1; i < 10; i++) yaml += `a${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(',')}]\n`;
+    yaml += `jobs: {j: {${DOCKER}, steps: [{run: {command: x, environment: {X: *a9}}}]}}\nworkflows: {w: {jobs: [j]}}\n`;
+    const { value, ms } = await timed(() => compile(yaml));
+    expect(value.ok).toBe(false);
+    expect(!value.ok && value.problems[0].message).toMatch(/aliases expand to more than \d+ nodes/);
+    expect(ms).toBeLessThan(100);
+  });
+
+  it('10,000-deep nesting is an error (flow and block)', async () => {
+    for (const yaml of ['x: ' + '['.repeat(10_000) + ']'.repeat(10_000), 'x:\n' + '- '.repeat(10_000) + 'a\n', 'x: ' + '{a: '.repeat(10_000) + '1' + '}'.repeat(10_000)]) {
+      const { value, ms } = await timed(() => compile(yaml));
+      expect(value.ok).toBe(false);
+      expect(!value.ok && value.problems[0].message).toMatch(/nesting|indentation/);
+      expect(ms).toBeLessThan(100);
+    }
+  });
+
+  it('a 20 MB scalar is an error', async () => {
+    const yaml = `version: 2.1\nx: "${'a'.repeat(20 * 1024 * 1024)}"\n`;
+    const { value, ms } = await timed(() => compile(yaml));
+    expect(value.ok).toBe(false);
+    expect(!value.ok && value.problems[0].message).toMatch(/characters; the limit is/);
+    expect(ms).toBeLessThan(100);
+  });
+
+  it('/(a+)+$/ against a 100,000-character branch name answers without backtracking', async () => {
+    const yaml = `version: 2.1
+jobs: {j: {${DOCKER}, steps: [checkout]}}
+workflows:
+  w:
+    jobs:
+      - j: {filters: {branches: {only: /(a+)+$/}}}
+`;
+    const hostile = await timed(() => compile(yaml, { branch: 'a'.repeat(100_000) + 'b' }));
+    expect(hostile.value.ok && hostile.value.plan.workflows).toEqual([]); // no match: the job is filtered out
+    expect(hostile.ms).toBeLessThan(100);
+    const matching = await timed(() => compile(yaml, { branch: 'a'.repeat(100_000) }));
+    expect(matching.value.ok && matching.value.plan.workflows[0].jobs.map((j) => j.name)).toEqual(['j']);
+    expect(matching.ms).toBeLessThan(100);
+  });
+
+  it('the same pattern in a matches statement, and huge repetition counts, stay bounded', async () => {
+    const yaml = `version: 2.1
+jobs: {j: {${DOCKER}, steps: [checkout]}}
+workflows:
+  w:
+    when: {matches: {pattern: "(x+x+)+y", value: "${'x'.repeat(50_000)}"}}
+    jobs: [j]
+`;
+    const { value, ms } = await timed(() => compile(yaml));
+    expect(value.ok && value.plan.workflows).toEqual([]);
+    expect(ms).toBeLessThan(100);
+    expect(() => compileSafeRegex('((a{1000}){1000}){1000}')).toThrow(/pattern is too large/);
+  });
+
+  it('a command that invokes itself is an error, not a stack overflow', async () => {
+    const r = await compile(`version: 2.1
+commands:
+  loop: {steps: [loop]}
+jobs: {j: {${DOCKER}, steps: [loop]}}
+workflows: {w: {jobs: [j]}}
+`);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problems[0].message).toMatch(/does a command invoke itself/);
+  });
+
+  it('a matrix product too large to run is an error', async () => {
+    const values = `[${Array.from({ length: 50 }, (_, i) => i).join(',')}]`;
+    const r = await compile(`version: 2.1
+jobs: {j: {parameters: {a: {type: integer}, b: {type: integer}}, ${DOCKER}, steps: [checkout]}}
+workflows: {w: {jobs: [{j: {matrix: {parameters: {a: ${values}, b: ${values}}}}}]}}
+`);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problems[0].message).toMatch(/matrix expands to more than 2000 jobs/);
+  });
+});
+
+describe('the backtracking-free regex engine', () => {
+  const m = (re: string, s: string) => compileSafeRegex(re).matchesWhole(s);
+  it('matches whole values with classes, groups, alternation, counted repetition and anchors', () => {
+    expect(m('v\\d+\\.\\d+\\.\\d+', 'v1.22.3')).toBe(true);
+    expect(m('v\\d+\\.\\d+\\.\\d+', 'v1.22.3-rc1')).toBe(false);
+    expect(m('^(release|hotfix)/[a-z0-9._-]+$', 'hotfix/1.2_x')).toBe(true);
+    expect(m('[^/]+', 'a/b')).toBe(false);
+    expect(m('a{2,3}', 'aaa')).toBe(true);
+    expect(m('a{2,3}', 'aaaa')).toBe(false);
+    expect(m('(?:ab)*c?', 'ababc')).toBe(true);
+    expect(m('.*-ui\\b.*', 'nomad-ui')).toBe(true);
+    expect(m('(?i)MAIN', 'main')).toBe(true);
+    expect(m('pull\\/[0-9]+', 'pull/123')).toBe(true);
+  });
+  it('refuses what it cannot run in linear time, with a reason', () => {
+    expect(() => compileSafeRegex('(a)\\1')).toThrow(/backreferences are not supported/);
+    expect(() => compileSafeRegex('(?=a)a')).toThrow(/lookaround/);
+    expect(() => compileSafeRegex('a(')).toThrow(/missing \)/);
+  });
+});
