@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { ConfigurationError } from './domain/errors';
 
-export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier'] as const;
+export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier', 'machines'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Every setting `gyre server` reads, once, at start-up. */

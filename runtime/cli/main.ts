@@ -16,7 +16,7 @@ export class UsageError extends Error {}
 const USAGE = `Usage: gyre <command> [options]
 
 Commands:
-  server                                   run Gyre (every role, one process); settings from the environment
+  server [--roles=<r,…>]                   run Gyre (every role by default, one process); settings from the environment
   project add <org>/<repo> --repo <path|url>
                                            register a project backed by a git repository
   trigger <slug> [--branch B | --tag T] [--param k=v ...] [--wait]
@@ -49,7 +49,7 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
     switch (command) {
       case 'server': {
         const { runServer } = require('./server-command') as typeof import('./server-command');
-        await runServer(io);
+        await runServer(rest, io);
         return undefined;
       }
       case 'project':

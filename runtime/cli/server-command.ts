@@ -1,17 +1,26 @@
+import { parseArgs } from 'node:util';
 import { createLogger } from '../logger';
 import { ConfigurationError } from '../domain/errors';
 import { readSettings } from '../settings';
 import { startGyre } from '../server/gyre';
 import type { CliIo } from './main';
 
-/** `gyre server`: reads settings, starts every configured role, stops cleanly on SIGINT/SIGTERM. */
-export async function runServer(io: CliIo): Promise<void> {
+/**
+ * `gyre server [--roles=a,b]`: reads settings, starts the roles asked for (all by default), stops
+ * cleanly on SIGINT/SIGTERM. `--roles` overrides GYRE_ROLES.
+ */
+export async function runServer(args: string[], io: CliIo): Promise<void> {
   let settings;
   try {
-    settings = readSettings(io.env);
+    const { values } = parseArgs({ args, options: { roles: { type: 'string' } }, strict: true });
+    settings = readSettings(values.roles ? { ...io.env, GYRE_ROLES: values.roles as string } : io.env);
   } catch (error) {
     if (error instanceof ConfigurationError) {
       io.stderr(`gyre: bad setting ${error.message}\n`);
+      process.exit(2);
+    }
+    if (error instanceof TypeError) {
+      io.stderr(`gyre server: ${error.message} (allowed: --roles=<role,role,…>)\n`);
       process.exit(2);
     }
     throw error;
