@@ -32,23 +32,28 @@ function block(s: string, indent: string): string | undefined {
   return `|${chomp}\n${body}`;
 }
 
-function emit(v: unknown, indent: string, out: string[]): void {
-  // called for values that start on a new line (collections)
+const isNonEmptyCollection = (v: unknown): boolean => v !== null && typeof v === 'object' && (Array.isArray(v) ? v.length > 0 : Object.keys(v).length > 0);
+
+/**
+ * Emits a collection that starts on a new line at `indent`; the very first line uses `first`
+ * instead of the indentation (so a list item's map starts after its `- `).
+ */
+function emit(v: unknown, indent: string, out: string[], first: string): void {
+  let lead = first;
   if (Array.isArray(v)) {
     for (const item of v) {
-      if (item !== null && typeof item === 'object' && (Array.isArray(item) ? item.length : Object.keys(item).length)) {
-        const sub: string[] = [];
-        emit(item, indent + '  ', sub);
-        out.push(`${indent}- ${sub.join('\n').slice(indent.length + 2)}`);
-      } else out.push(`${indent}- ${inline(item, indent + '  ')}`);
+      if (isNonEmptyCollection(item)) emit(item, indent + '  ', out, `${lead}- `);
+      else out.push(`${lead}- ${inline(item, indent + '  ')}`);
+      lead = indent;
     }
     return;
   }
   for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
-    if (item !== null && typeof item === 'object' && (Array.isArray(item) ? item.length : Object.keys(item).length)) {
-      out.push(`${indent}${key(k)}:`);
-      emit(item, Array.isArray(item) ? indent + '  ' : indent + '  ', out);
-    } else out.push(`${indent}${key(k)}: ${inline(item, indent + '  ')}`);
+    if (isNonEmptyCollection(item)) {
+      out.push(`${lead}${key(k)}:`);
+      emit(item, indent + '  ', out, indent + '  ');
+    } else out.push(`${lead}${key(k)}: ${inline(item, indent + '  ')}`);
+    lead = indent;
   }
 }
 
@@ -62,6 +67,6 @@ function inline(v: unknown, indent: string): string {
 export function emitYaml(value: unknown): string {
   if (value === null || typeof value !== 'object') return `${scalar(value)}\n`;
   const out: string[] = [];
-  emit(value, '', out);
+  emit(value, '', out, '');
   return `${out.join('\n')}\n`;
 }

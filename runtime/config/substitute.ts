@@ -109,33 +109,50 @@ export function substituteString(s: string, env: SubstEnv, reportAt: () => (msg:
  * it was. `path` names the value in errors.
  */
 export function substitute(value: unknown, env: SubstEnv, path: string, report: Report, positions: Positions, skip?: (path: string) => boolean): unknown {
-  const walk = (v: unknown, p: string, container: unknown, key: string | number | undefined): unknown => {
+  // The path of the node being visited is kept as a stack of segments and only joined into a
+  // string when a problem is reported (or a skip predicate needs it).
+  const segs: (string | number)[] = [];
+  const pathNow = (): string => {
+    let p = path;
+    for (const s of segs) p = typeof s === 'number' ? `${p}[${s}]` : p ? `${p}.${s}` : s;
+    return p;
+  };
+  const walk = (v: unknown, container: unknown, key: string | number | undefined): unknown => {
     if (typeof v === 'string') {
-      return substituteString(v, env, () => (msg: string) => report(msg, p, container, key));
+      if (!v.includes('<<')) return v;
+      return substituteString(v, env, () => (msg: string) => report(msg, pathNow(), container, key));
     }
     if (v === null || typeof v !== 'object') return v;
-    if (skip?.(p)) return v;
+    if (skip?.(pathNow())) return v;
     if (Array.isArray(v)) {
-      let changed = false;
-      const out = v.map((item, i) => {
-        const n = walk(item, `${p}[${i}]`, v, i);
-        if (n !== item) changed = true;
-        return n;
-      });
-      if (!changed) return v;
+      let out: unknown[] | undefined;
+      for (let i = 0; i < v.length; i++) {
+        segs.push(i);
+        const n = walk(v[i], v, i);
+        segs.pop();
+        if (n !== v[i] && !out) out = v.slice(0, i);
+        if (out) out.push(n);
+      }
+      if (!out) return v;
       positions.copy(v, out);
       return out;
     }
-    let changed = false;
-    const out: Record<string, unknown> = {};
-    for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
-      const n = walk(item, p ? `${p}.${k}` : k, v, k);
-      if (n !== item) changed = true;
-      out[k] = n;
+    let out: Record<string, unknown> | undefined;
+    const entries = Object.entries(v as Record<string, unknown>);
+    for (let i = 0; i < entries.length; i++) {
+      const [k, item] = entries[i];
+      segs.push(k);
+      const n = walk(item, v, k);
+      segs.pop();
+      if (n !== item && !out) {
+        out = {};
+        for (let j = 0; j < i; j++) out[entries[j][0]] = entries[j][1];
+      }
+      if (out) out[k] = n;
     }
-    if (!changed) return v;
+    if (!out) return v;
     positions.copy(v, out);
     return out;
   };
-  return walk(value, path, undefined, undefined);
+  return walk(value, undefined, undefined);
 }

@@ -25,16 +25,36 @@ export interface LoadLimits {
 
 export const DEFAULT_LIMITS: LoadLimits = { maxChars: 4 * 1024 * 1024, maxDepth: 200, maxNodes: 1_000_000 };
 
-/** Where values came from: position of containers, and of each key inside a map. */
+/**
+ * Where values came from: positions of containers, and of each key inside a map. A position is kept
+ * as one number (document index × 2^32 + offset) and turned into line:column only when a problem
+ * is reported, which keeps loading cheap.
+ */
 export class Positions {
-  private readonly nodes = new WeakMap<object, SourcePos>();
-  private readonly keys = new WeakMap<object, Map<string | number, SourcePos>>();
+  private readonly counters: LineCounter[] = [];
+  private readonly nodes = new WeakMap<object, number>();
+  private readonly keys = new WeakMap<object, Map<string | number, number>>();
 
-  setNode(obj: object, pos: SourcePos): void {
+  /** Registers one loaded document; returns a function encoding its offsets. */
+  register(counter: LineCounter): (offset: number | undefined) => number {
+    const base = this.counters.length * 2 ** 32;
+    this.counters.push(counter);
+    return (offset) => base + (offset ?? 0);
+  }
+
+  private decode(pos: number | undefined): SourcePos | undefined {
+    if (pos === undefined) return undefined;
+    const counter = this.counters[Math.floor(pos / 2 ** 32)];
+    if (!counter) return undefined;
+    const p = counter.linePos(pos % 2 ** 32);
+    return { line: p.line, column: p.col };
+  }
+
+  setNode(obj: object, pos: number): void {
     if (!this.nodes.has(obj)) this.nodes.set(obj, pos);
   }
 
-  setKey(obj: object, key: string | number, pos: SourcePos): void {
+  setKey(obj: object, key: string | number, pos: number): void {
     let m = this.keys.get(obj);
     if (!m) this.keys.set(obj, (m = new Map()));
     if (!m.has(key)) m.set(key, pos);
@@ -44,22 +64,24 @@ export class Positions {
   of(container: unknown, key?: string | number): SourcePos | undefined {
     if (container === null || typeof container !== 'object') return undefined;
     if (key !== undefined) {
-      const value = (container as Record<string | number, unknown>)[key];
-      if (value !== null && typeof value === 'object' && this.nodes.has(value)) {
-        const k = this.keys.get(container)?.get(key);
-        return k ?? this.nodes.get(value);
-      }
       const k = this.keys.get(container)?.get(key);
-      if (k) return k;
+      if (k !== undefined) return this.decode(k);
+      const value = (container as Record<string | number, unknown>)[key];
+      if (value !== null && typeof value === 'object' && this.nodes.has(value)) return this.decode(this.nodes.get(value));
     }
-    return this.nodes.get(container);
+    return this.decode(this.nodes.get(container));
+  }
+
+  copyKey(from: object, key: string, to: object): void {
+    const k = this.keys.get(from)?.get(key);
+    if (k !== undefined) this.setKey(to, key, k);
   }
 
   /** Gives `to` the positions of `from` (used when a stage copies a value while rewriting it). */
   copy(from: unknown, to: object): void {
     if (from === null || typeof from !== 'object' || from === to) return;
     const p = this.nodes.get(from);
-    if (p && !this.nodes.has(to)) this.nodes.set(to, p);
+    if (p !== undefined && !this.nodes.has(to)) this.nodes.set(to, p);
     const k = this.keys.get(from);
     if (k && !this.keys.has(to)) this.keys.set(to, k);
   }
@@ -120,17 +142,18 @@ export function loadYaml(source: string, positions: Positions, limits: LoadLimit
   } catch (error) {
     return { value: undefined, problems: [{ message: `YAML could not be parsed: ${(error as Error).message}` }] };
   }
-  const posAt = (offset: number | undefined): SourcePos => {
+  const lineAt = (offset: number | undefined): SourcePos => {
     const p = lineCounter.linePos(offset ?? 0);
     return { line: p.line, column: p.col };
   };
+  const posAt = positions.register(lineCounter);
   // A stream of several documents: CircleCI reads the first.
   const doc = Array.isArray(docs) ? docs[0] : docs;
   if (!doc) return { value: undefined, problems: [] };
   for (const e of doc.errors) {
     // Be lenient where CircleCI is: tabs inside plain scalars and redefined anchors are accepted.
     if (e.code === 'TAB_AS_INDENT' || e.code === 'DUPLICATE_KEY') continue;
-    const p = posAt(e.pos[0]);
+    const p = lineAt(e.pos[0]);
     problems.push({ message: `YAML syntax error: ${e.message.split('\n')[0]}`, line: p.line, column: p.column });
   }
   if (problems.length) return { value: undefined, problems };
@@ -155,7 +178,7 @@ export function loadYaml(source: string, positions: Positions, limits: LoadLimit
       // document per alias, which is quadratic).
       const target = anchors.get(node.source);
       if (!target) {
-        const p = posAt(node.range?.[0]);
+        const p = lineAt(node.range?.[0]);
         throw new LoadLimitError(`unknown alias *${node.source} at ${p.line}:${p.column}`);
       }
       if (!memo.has(target)) memo.set(target, convert(target, depth));
@@ -212,7 +235,7 @@ export function loadYaml(source: string, positions: Positions, limits: LoadLimit
         const sources = Array.isArray(m) ? m : [m];
         for (const src of sources) {
           if (src === null || typeof src !== 'object' || Array.isArray(src)) {
-            const p = posAt(node.range?.[0]);
+            const p = lineAt(node.range?.[0]);
             throw new LoadLimitError(`a merge key (<<) at ${p.line}:${p.column} must refer to a map or a list of maps`);
           }
           for (const [k, val] of Object.entries(src as Record<string, unknown>)) {
@@ -220,8 +243,7 @@ export function loadYaml(source: string, positions: Positions, limits: LoadLimit
             out[k] = val;
             size += sizeOf(val);
             total += sizeOf(val);
-            const kp = positions.of(src, k);
-            if (kp) positions.setKey(out, k, kp);
+            positions.copyKey(src, k, out);
           }
         }
       }
