@@ -26,6 +26,41 @@ export interface CompileOptions {
   readonly orbs?: OrbSource;
   /** Overrides of the input bounds (tests use smaller ones). */
   readonly limits?: Partial<LoadLimits>;
+  /**
+   * Parsed orb documents kept between compilations (orb versions are immutable, so a long-lived
+   * caller such as the conductor can keep one; see createOrbDocumentCache). Without it every
+   * compilation parses the orbs it imports.
+   */
+  readonly orbCache?: OrbDocumentCache;
+}
+
+export interface CachedOrbDocument {
+  readonly value: unknown;
+  readonly positions: Positions;
+}
+
+export interface OrbDocumentCache {
+  get(source: string): CachedOrbDocument | undefined;
+  set(source: string, doc: CachedOrbDocument): void;
+}
+
+/** A small LRU of parsed orb documents, keyed by the packed orb source. */
+export function createOrbDocumentCache(maxEntries = 100): OrbDocumentCache {
+  const entries = new Map<string, CachedOrbDocument>();
+  return {
+    get(source) {
+      const hit = entries.get(source);
+      if (hit) {
+        entries.delete(source);
+        entries.set(source, hit);
+      }
+      return hit;
+    },
+    set(source, doc) {
+      entries.set(source, doc);
+      if (entries.size > maxEntries) entries.delete(entries.keys().next().value as string);
+    },
+  };
 }
 
 type Obj = Record<string, unknown>;
@@ -741,9 +776,16 @@ class Compilation {
     const id = `${name}@${found.version}`;
     const cached = this.orbCache.get(id);
     if (cached) return cached;
-    const loaded = loadYaml(found.source, this.positions, this.limits);
-    for (const p of loaded.problems) this.report(`orb ${id}: ${p.message}${p.line ? ` (orb source line ${p.line}:${p.column})` : ''}`, path, container, key);
-    if (loaded.problems.length) return undefined;
+    let loaded: CachedOrbDocument | undefined = this.options.orbCache?.get(found.source);
+    if (!loaded) {
+      const positions = new Positions();
+      const result = loadYaml(found.source, positions, this.limits);
+      for (const p of result.problems) this.report(`orb ${id}: ${p.message}${p.line ? ` (orb source line ${p.line}:${p.column})` : ''}`, path, container, key);
+      if (result.problems.length) return undefined;
+      loaded = { value: result.value, positions };
+      this.options.orbCache?.set(found.source, loaded);
+    }
+    this.positions.adopt(loaded.positions);
     if (!isObj(loaded.value)) {
       this.report(`orb ${id} is not a map`, path, container, key);
       return undefined;

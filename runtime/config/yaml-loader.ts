@@ -30,21 +30,54 @@ export const DEFAULT_LIMITS: LoadLimits = { maxChars: 4 * 1024 * 1024, maxDepth:
  * as one number (document index × 2^32 + offset) and turned into line:column only when a problem
  * is reported, which keeps loading cheap.
  */
+/** Document ids are unique in the process so that positions from cached orb documents stay valid. */
+let nextDocumentId = 1;
+
 export class Positions {
-  private readonly counters: LineCounter[] = [];
+  private readonly counters = new Map<number, LineCounter>();
   private readonly nodes = new WeakMap<object, number>();
   private readonly keys = new WeakMap<object, Map<string | number, number>>();
+  /** Positions of documents loaded earlier (cached orbs), consulted after our own. */
+  private readonly adopted: Positions[] = [];
 
   /** Registers one loaded document; returns a function encoding its offsets. */
   register(counter: LineCounter): (offset: number | undefined) => number {
-    const base = this.counters.length * 2 ** 32;
-    this.counters.push(counter);
+    const id = nextDocumentId++;
+    const base = id * 2 ** 32;
+    this.counters.set(id, counter);
     return (offset) => base + (offset ?? 0);
+  }
+
+  /** Makes positions recorded in `other` (a cached document's) known here too. */
+  adopt(other: Positions): void {
+    if (other === this || this.adopted.includes(other)) return;
+    this.adopted.push(other);
+    for (const [id, c] of other.counters) this.counters.set(id, c);
+  }
+
+  private nodePos(obj: object): number | undefined {
+    const own = this.nodes.get(obj);
+    if (own !== undefined) return own;
+    for (const a of this.adopted) {
+      const p = a.nodePos(obj);
+      if (p !== undefined) return p;
+    }
+    return undefined;
+  }
+
+  private keyMap(obj: object): Map<string | number, number> | undefined {
+    const own = this.keys.get(obj);
+    if (own) return own;
+    for (const a of this.adopted) {
+      const m = a.keyMap(obj);
+      if (m) return m;
+    }
+    return undefined;
   }
 
   private decode(pos: number | undefined): SourcePos | undefined {
     if (pos === undefined) return undefined;
-    const counter = this.counters[Math.floor(pos / 2 ** 32)];
+    const counter = this.counters.get(Math.floor(pos / 2 ** 32));
     if (!counter) return undefined;
     const p = counter.linePos(pos % 2 ** 32);
     return { line: p.line, column: p.col };
@@ -64,25 +97,28 @@ export class Positions {
   of(container: unknown, key?: string | number): SourcePos | undefined {
     if (container === null || typeof container !== 'object') return undefined;
     if (key !== undefined) {
-      const k = this.keys.get(container)?.get(key);
+      const k = this.keyMap(container)?.get(key);
       if (k !== undefined) return this.decode(k);
       const value = (container as Record<string | number, unknown>)[key];
-      if (value !== null && typeof value === 'object' && this.nodes.has(value)) return this.decode(this.nodes.get(value));
+      if (value !== null && typeof value === 'object') {
+        const p = this.nodePos(value);
+        if (p !== undefined) return this.decode(p);
+      }
     }
-    return this.decode(this.nodes.get(container));
+    return this.decode(this.nodePos(container));
   }
 
   copyKey(from: object, key: string, to: object): void {
-    const k = this.keys.get(from)?.get(key);
+    const k = this.keyMap(from)?.get(key);
     if (k !== undefined) this.setKey(to, key, k);
   }
 
   /** Gives `to` the positions of `from` (used when a stage copies a value while rewriting it). */
   copy(from: unknown, to: object): void {
     if (from === null || typeof from !== 'object' || from === to) return;
-    const p = this.nodes.get(from);
+    const p = this.nodePos(from);
     if (p !== undefined && !this.nodes.has(to)) this.nodes.set(to, p);
-    const k = this.keys.get(from);
+    const k = this.keyMap(from);
     if (k && !this.keys.has(to)) this.keys.set(to, k);
   }
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { packOrbDirectory } from '../../runtime/config/orb-pack';
-import { compileConfig } from '../../runtime/config/compiler';
+import { compileConfig, createOrbDocumentCache } from '../../runtime/config/compiler';
 import { createMemoryOrbSource, pickVersion } from '../../runtime/config/orb-registry';
 import { CORPUS } from './corpus';
 import { DOCKER } from './helpers';
@@ -106,5 +106,20 @@ workflows: {w: {jobs: [a]}}
     writeFileSync(path.join(dir, '@orb.yml'), 'version: 2.1\n');
     writeFileSync(path.join(dir, 'commands', 'x.yml'), 'steps: [{run: "<<include(../../etc/passwd)>>"}]\n');
     expect(() => packOrbDirectory(dir)).toThrow(/outside the orb source tree/);
+  });
+
+  it('an orb document cache gives the same plans and the same positioned problems on a hit', async () => {
+    const o = createMemoryOrbSource();
+    o.publish('gyre/c', '1.0.0', 'version: 2.1\ncommands:\n  ok: {steps: [{run: echo ok}]}\n  bad:\n    steps:\n      - run: "echo << parameters.nope >>"\n');
+    const orbCache = createOrbDocumentCache();
+    const good = `version: 2.1\norbs: {c: gyre/c@1}\njobs: {a: {${DOCKER}, steps: [c/ok]}}\nworkflows: {w: {jobs: [a]}}\n`;
+    const bad = good.replace('c/ok', 'c/bad');
+    const first = await compileConfig(good, { trigger: { branch: 'main' }, orbs: o, orbCache });
+    const second = await compileConfig(good, { trigger: { branch: 'main' }, orbs: o, orbCache });
+    expect(second).toEqual(first);
+    const misses = await compileConfig(bad, { trigger: { branch: 'main' }, orbs: o });
+    const hits = await compileConfig(bad, { trigger: { branch: 'main' }, orbs: o, orbCache });
+    expect(hits).toEqual(misses);
+    expect(!hits.ok && hits.problems[0]).toMatchObject({ path: 'orbs.c.commands.bad.steps[0].run', line: 6, message: expect.stringMatching(/declares no parameter 'nope'/) });
   });
 });
