@@ -4,6 +4,8 @@ import type { Step } from '../config/plan';
 import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Executor } from './executor';
+import { createStepHandlers } from './steps';
+import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler';
 
 /**
  * What an agent reports to, bound to one lease. In-process it calls the dispatcher; a remote agent
@@ -31,12 +33,13 @@ export interface AgentOptions {
   readonly signal?: AbortSignal;
   /** Base URL used for CIRCLE_BUILD_URL. */
   readonly webUrl?: string;
+  /** How each step type runs. @default createStepHandlers() */
+  readonly handlers?: StepHandlers;
 }
 
 /** Output is sent in chunks of at most this many bytes, or every FLUSH_MS, whichever comes first. */
 const MAX_CHUNK = 256 * 1024;
 const FLUSH_MS = 50;
-const DEFAULT_NO_OUTPUT_TIMEOUT_MS = 10 * 60 * 1000;
 
 /** The outcome of running a task: what it reported, or that it lost its lease (or was abandoned at shutdown) and reported nothing. */
 export type AgentResult = { readonly outcome: TaskOutcome } | { readonly lostLease: true };
@@ -48,6 +51,7 @@ export type AgentResult = { readonly outcome: TaskOutcome } | { readonly lostLea
  */
 export async function runTask(options: AgentOptions): Promise<AgentResult> {
   const { task, reporter, executor, log } = options;
+  const handlers = options.handlers ?? createStepHandlers();
   const abort = new AbortController();
   let lostLease = false;
   let canceled = false;
@@ -129,22 +133,23 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       throw error;
     }
     const out = createOutputStream((seq, data) => reporter.output(index, seq, data), loseLease);
-    let status: 'success' | 'failed' | 'canceled' | 'timedout';
-    let exitCode: number | null = null;
-    const request = stepRequest(step, task, ctx.env, ctx.shellDefault);
-    if (typeof request === 'string') {
-      out.write(new TextEncoder().encode(request));
-      status = 'failed';
-    } else {
-      const execution = executor.start(request, (chunk) => out.write(chunk), ctx.signal);
-      const result = await execution.done;
-      exitCode = result.exitCode;
-      if (result.canceled) status = 'canceled';
-      else if (result.timedOut) {
-        out.write(new TextEncoder().encode(`\nToo long with no output (exceeded ${formatDuration(request.noOutputTimeoutMs ?? 0)}): the step was stopped.\n`));
-        status = 'timedout';
-      } else status = result.exitCode === 0 ? 'success' : 'failed';
+    const handler = handlers[step.type] as StepHandler<Step>;
+    let result: StepResult;
+    try {
+      result = await handler(step, {
+        task,
+        executor,
+        env: ctx.env,
+        shellDefault: ctx.shellDefault,
+        signal: ctx.signal,
+        write: (chunk) => out.write(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk),
+      });
+    } catch (error) {
+      // A handler that throws is a failed step with the reason in its log, never a lost task.
+      out.write(new TextEncoder().encode(`\n${(error as Error).message}\n`));
+      result = { status: 'failed', exitCode: null };
     }
+    const { status, exitCode } = result;
     await out.close();
     if (lostLease || abandoned) return 'lost';
     try {
@@ -155,58 +160,6 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     }
     return status;
   }
-}
-
-type Request = Parameters<Executor['start']>[0];
-
-/** The command an agent runs for a step, or a message saying why the step cannot run here. */
-function stepRequest(step: Step, task: TaskContext, env: Record<string, string>, shellDefault: string): Request | string {
-  const workingDirectory = task.spec.workingDirectory || '~/project';
-  switch (step.type) {
-    case 'run':
-      return {
-        script: step.command,
-        shell: step.shell ?? task.spec.shell ?? shellDefault,
-        env: { ...env, ...task.spec.environment, ...(step.environment ?? {}) },
-        cwd: step.workingDirectory ? resolveUnder(step.workingDirectory, workingDirectory) : workingDirectory,
-        noOutputTimeoutMs: step.noOutputTimeoutMs ?? DEFAULT_NO_OUTPUT_TIMEOUT_MS,
-      };
-    case 'checkout': {
-      const target = step.path ? resolveUnder(step.path, workingDirectory) : workingDirectory;
-      return {
-        script: checkoutScript(task),
-        shell: '/bin/sh -e',
-        env: { ...env, GYRE_CHECKOUT_DIR: target },
-        cwd: '~',
-        noOutputTimeoutMs: DEFAULT_NO_OUTPUT_TIMEOUT_MS,
-      };
-    }
-    default:
-      return `The step type '${step.type}' is not supported by this agent yet; the job fails rather than skip it silently.\n`;
-  }
-}
-
-/** A relative path is relative to the job's working directory, as in CircleCI. */
-function resolveUnder(path: string, workingDirectory: string): string {
-  if (path.startsWith('/') || path.startsWith('~')) return path;
-  return `${workingDirectory.replace(/\/+$/, '')}/${path}`;
-}
-
-function checkoutScript(task: TaskContext): string {
-  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const dir = '"$GYRE_CHECKOUT_DIR"';
-  return [
-    `case ${dir} in "~"*) GYRE_CHECKOUT_DIR="$HOME\${GYRE_CHECKOUT_DIR#\\~}";; esac`,
-    `echo "Cloning ${task.repoUrl.replace(/"/g, '')} into $GYRE_CHECKOUT_DIR"`,
-    `mkdir -p ${dir}`,
-    `if [ -e ${dir}/.git ]; then cd ${dir} && git fetch --quiet --force origin; else`,
-    `  git clone --quiet --no-checkout -- ${q(task.repoUrl)} ${dir} && cd ${dir}; fi`,
-    task.branch
-      ? `git checkout --quiet --force -B ${q(task.branch)} ${q(task.revision)}`
-      : `git checkout --quiet --force ${q(task.revision)}`,
-    `git --no-pager log --no-color -1 --format='HEAD is now at %h %s'`,
-    '',
-  ].join('\n');
 }
 
 /** The CircleCI built-in environment variables of a task. */
@@ -301,10 +254,4 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
     offset += c.byteLength;
   }
   return out;
-}
-
-function formatDuration(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  return `${Math.round(ms / 1000)}s`;
 }
