@@ -19,6 +19,8 @@ export interface IObjectStore {
   readonly bucketName: string;
   /** Environment variables that point the runtime's BlobStore at this store. */
   readonly runtimeEnvironment: Record<string, string>;
+  /** Lets a cloud identity (an IAM role name on AWS, an IAM member on GCP) read and write objects. */
+  grantReadWrite(principal: string): void;
 }
 
 /** The PostgreSQL database the runtime stores state in. */
