@@ -799,8 +799,15 @@ class Compilation {
 // ---------------------------------------------------------------- helpers
 
 function firstLine(s: string): string {
-  const line = s.split('\n').find((l) => l.trim() !== '') ?? s;
-  return line.trim();
+  let start = 0;
+  while (start <= s.length) {
+    let end = s.indexOf('\n', start);
+    if (end < 0) end = s.length;
+    const line = s.slice(start, end).trim();
+    if (line !== '') return line;
+    start = end + 1;
+  }
+  return s.trim();
 }
 
 function listOf(v: unknown): string[] {
@@ -1224,9 +1231,17 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
   }
   const plan: Plan = { setup: root.setup === true, workflows: workflowPlans };
   const processed: Obj = { version: 2, ...(root.setup === true ? { setup: true } : {}), jobs: processedJobs, workflows: processedWorkflows };
-  const compiledYaml = `${emitYaml(processed)}\n# Original config.yml file:\n${source
-    .split('\n')
-    .map((l) => `# ${l}`.trimEnd())
-    .join('\n')}\n`;
-  return { ok: true, plan, compiledYaml };
+  // Rendered on first read: the conductor needs the plan at once, the text only when it stores it.
+  let compiledYaml: string | undefined;
+  return {
+    ok: true,
+    plan,
+    get compiledYaml(): string {
+      compiledYaml ??= `${emitYaml(processed)}\n# Original config.yml file:\n${source
+        .split('\n')
+        .map((l) => `# ${l}`.trimEnd())
+        .join('\n')}\n`;
+      return compiledYaml;
+    },
+  };
 }
