@@ -1,10 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createLogger } from '../runtime/logger';
-import { startGyre } from '../runtime/server/gyre';
-import { readSettings } from '../runtime/settings';
-import { makeGitRepo } from '../test/support/gyre';
+import { makeGitRepo, startTestGyre } from '../test/support/gyre';
 import { median, ms, percentile } from './stats';
 
 const ONE_STEP = `version: 2.1
@@ -32,23 +26,10 @@ function tenJobs(): string {
 export async function benchPipelineLatency(options: { triggers?: number; workflows?: number } = {}): Promise<void> {
   const triggers = options.triggers ?? 50;
   const workflowRuns = options.workflows ?? 5;
-  const dataDir = mkdtempSync(join(tmpdir(), 'gyre-bench-'));
-  const token = 'bench-token-0123456789abcdef';
-  const settings = readSettings({
-    GYRE_PORT: '0',
-    GYRE_HOST: '127.0.0.1',
-    GYRE_DATA_DIR: dataDir,
-    GYRE_ADMIN_TOKEN: token,
-    GYRE_EXAMPLE: 'false',
-    GYRE_RUNNER_SLOTS: '4',
-    ...(process.env.DATABASE_URL ? { DATABASE_URL: process.env.DATABASE_URL } : {}),
-  });
-  const gyre = await startGyre(settings, createLogger({ level: 'error' }));
-  const api = async (method: string, path: string, body?: unknown): Promise<any> => {
-    const res = await fetch(gyre.url + path, { method, headers: { 'Circle-Token': token, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
-    return res.json();
-  };
+  // Each run gets a fresh data dir, and on PostgreSQL a fresh database, so figures never depend on leftovers.
+  const g = await startTestGyre({ store: process.env.DATABASE_URL ? 'postgres' : 'pglite' });
+  const gyre = g.gyre;
+  const api = g.api;
   try {
     const suffix = Date.now().toString(36);
     await api('POST', '/api/v2/projects', { org: 'bench', name: `one-${suffix}`, repo_url: makeGitRepo({ '.circleci/config.yml': ONE_STEP }) });
@@ -84,8 +65,7 @@ export async function benchPipelineLatency(options: { triggers?: number; workflo
     console.log(`trigger → first step started: p50 ${ms(median(firstStep))}, p99 ${ms(percentile(firstStep, 99))} (${firstStep.length} triggers)`);
     console.log(`10-job no-op workflow, trigger → workflow finished: median ${ms(median(walls))} (${walls.length} runs: ${walls.map((w) => w.toFixed(0)).join(', ')} ms)`);
   } finally {
-    await gyre.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    await g.stop();
   }
 }
 
