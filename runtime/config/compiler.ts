@@ -359,6 +359,15 @@ class Compilation {
     return { def: scope[kind][ref], scope, path: `${scope.prefix}${kind}.${ref}`, label: `${singular} ${scope.inOrb ? scope.label.replace(/^orb /, '') + ' ' : ''}${ref}`.replace(/ +/g, ' ') };
   }
 
+  /** Like lookup, for an element that may legitimately be absent (no problem is reported). */
+  tryLookup(scope: Scope, kind: ElementKind, ref: string): Element | undefined {
+    const slash = ref.indexOf('/');
+    const target = slash > 0 ? scope.orbs.get(ref.slice(0, slash)) : scope;
+    const name = slash > 0 ? ref.slice(slash + 1) : ref;
+    if (!target || !has(target[kind], name)) return undefined;
+    return { def: target[kind][name], scope: target, path: `${target.prefix}${kind}.${name}`, label: `${kind.slice(0, -1)} ${ref}` };
+  }
+
   // ---------------------------------------------------------------- executors
 
   /** Resolves an executor reference (`name` or `{name, …args}`) to an executor body. */
@@ -1075,7 +1084,11 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
     // Expand every job (errors are reported whether or not this trigger runs it).
     for (const inst of instances) {
       if (inst.type === 'approval') continue;
-      const el = c.lookup(scope, 'jobs', inst.jobRef, inst.path, inst.entryContainer);
+      // override-with: an orb job of that name replaces the job when the orb has one; otherwise the
+      // job's own definition is the fallback.
+      const override = inst.entry['override-with'];
+      const overridden = typeof override === 'string' ? c.tryLookup(scope, 'jobs', override) : undefined;
+      const el = overridden ?? c.lookup(scope, 'jobs', inst.jobRef, inst.path, inst.entryContainer);
       if (!el) continue;
       const r = c.expandJob(el, inst.args, inst.path, inst.entryContainer, scope, inst.entry['pre-steps'], inst.entry['post-steps'], c.envFor(scope, new Map(), `workflow ${wfName}`));
       inst.type = r.kind;

@@ -122,4 +122,16 @@ workflows: {w: {jobs: [a]}}
     expect(hits).toEqual(misses);
     expect(!hits.ok && hits.problems[0]).toMatchObject({ path: 'orbs.c.commands.bad.steps[0].run', line: 6, message: expect.stringMatching(/declares no parameter 'nope'/) });
   });
+
+  it('override-with replaces a job by the orb job of that name, and falls back when the orb has none', async () => {
+    const yaml = (ref: string) => `version: 2.1
+orbs: {base: gyre/app@2}
+jobs: {build: {${DOCKER}, steps: [{run: echo local}]}}
+workflows: {w: {jobs: [{build: {override-with: ${ref}}}]}}
+`;
+    const replaced = await compile(yaml('base/build'));
+    expect(replaced.ok && replaced.plan.workflows[0].jobs[0].spec!.steps.map((s) => s.name)).toEqual(['Checkout code', 'echo hello app']);
+    const fallback = await compile(yaml('base/nothing'));
+    expect(fallback.ok && fallback.plan.workflows[0].jobs[0].spec!.steps.map((s) => s.name)).toEqual(['echo local']);
+  });
 });
