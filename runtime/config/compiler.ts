@@ -184,7 +184,7 @@ class Compilation {
       'pipeline.number': p.number ?? 0,
       'pipeline.project.git_url': p.projectGitUrl ?? '',
       'pipeline.project.type': p.projectType ?? 'github',
-      'pipeline.project.slug': '',
+      'pipeline.project.slug': p.projectSlug ?? '',
       'pipeline.git.tag': tag,
       'pipeline.git.branch': branch,
       'pipeline.git.revision': p.revision ?? '',

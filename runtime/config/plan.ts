@@ -25,6 +25,8 @@ export interface PipelineValues {
   readonly number?: number;
   readonly projectGitUrl?: string;
   readonly projectType?: string;
+  /** `<< pipeline.project.slug >>`, e.g. `gh/acme/app`. */
+  readonly projectSlug?: string;
   readonly revision?: string;
   readonly baseRevision?: string;
   readonly branch?: string;
