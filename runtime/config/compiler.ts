@@ -1031,7 +1031,7 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
         combos = combos.filter((combo) => !excludes.some((ex) => Object.entries(ex).every(([k, v]) => JSON.stringify(combo[k]) === JSON.stringify(v)) && Object.keys(ex).length === Object.keys(combo).length));
       }
       for (const combo of combos) {
-        const matrixEnv: SubstEnv = { matrix: matrix !== undefined ? combo : undefined, noParams: false, pipeline: lookup };
+        const matrixEnv: SubstEnv = { matrix: combo, noParams: true, pipeline: lookup };
         const sub = substitute({ ...entry, matrix: undefined }, matrixEnv, ep, c.reporter, c.positions) as Obj;
         delete sub.matrix;
         const type = sub.type === 'approval' ? 'approval' : 'build';

@@ -202,4 +202,18 @@ workflows:
     expect(await shape(yaml, { branch: 'main' })).toEqual({ w: ['a', 'b'] });
     expect(await shape(yaml, { branch: 'dev' })).toEqual({ w: ['b'] });
   });
+
+  it('a workflow has no parameters and a matrix value exists only in a matrix entry', async () => {
+    const ps = await problems(`version: 2.1
+${jobs('a')}
+workflows:
+  w:
+    jobs:
+      - a: {pre-steps: [{run: "echo << parameters.x >>"}], name: "a-<< matrix.os >>"}
+`);
+    expect(ps.map((p) => p.message)).toEqual([
+      expect.stringMatching(/<< parameters.x >> is not allowed here: there are no parameters in this scope/),
+      expect.stringMatching(/<< matrix.os >>: the matrix has no parameter 'os'/),
+    ]);
+  });
 });
