@@ -28,7 +28,45 @@ export type Report = (message: string, path: string, container?: unknown, key?: 
 
 const WHOLE = /^\s*<<\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>\s*$/;
 const REF = /<<\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>/g;
-const SECTION = /<<([#^])\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>([\s\S]*?)<<\/\s*\2\s*>>/g;
+const OPEN_SECTION = /<<([#^])\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>/g;
+const CLOSE_SECTION = /<<\/\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>/g;
+
+/**
+ * Mustache sections in one linear pass: closing tags are indexed first, then each opening tag is
+ * paired with the next closing tag of the same name (a regex with a backreference would rescan the
+ * rest of the string for every unclosed opener).
+ */
+function renderSections(s: string, env: SubstEnv, reportAt: () => (msg: string) => void): string {
+  const closers = new Map<string, { start: number; end: number }[]>();
+  for (const m of s.matchAll(CLOSE_SECTION)) {
+    const list = closers.get(m[1]) ?? [];
+    list.push({ start: m.index!, end: m.index! + m[0].length });
+    closers.set(m[1], list);
+  }
+  if (closers.size === 0) return s;
+  const next = new Map<string, number>();
+  const opener = new RegExp(OPEN_SECTION.source, 'g');
+  let out = '';
+  let pos = 0;
+  let m: RegExpExecArray | null;
+  while ((m = opener.exec(s))) {
+    const list = closers.get(m[2]);
+    if (!list) continue;
+    let i = next.get(m[2]) ?? 0;
+    while (i < list.length && list[i].start < opener.lastIndex) i++;
+    next.set(m[2], i);
+    if (i >= list.length) continue;
+    const r = lookupRef(m[2], env, reportAt);
+    if (!r.handled) continue;
+    const close = list[i];
+    const on = truthyValue(r.value);
+    out += s.slice(pos, m.index) + ((m[1] === '#' ? on : !on) ? s.slice(opener.lastIndex, close.start) : '');
+    pos = close.end;
+    opener.lastIndex = close.end;
+    next.set(m[2], i + 1);
+  }
+  return out + s.slice(pos);
+}
 
 type Lookup = { handled: false } | { handled: true; value: unknown };
 
@@ -90,14 +128,7 @@ export function substituteString(s: string, env: SubstEnv, reportAt: () => (msg:
     return r.handled ? (r.value === undefined ? null : r.value) : s;
   }
   let out = s;
-  if (out.includes('<<#') || out.includes('<<^')) {
-    out = out.replace(SECTION, (all, kind: string, ref: string, body: string) => {
-      const r = lookupRef(ref, env, reportAt);
-      if (!r.handled) return all;
-      const on = truthyValue(r.value);
-      return (kind === '#' ? on : !on) ? body : '';
-    });
-  }
+  if (out.includes('<<#') || out.includes('<<^')) out = renderSections(out, env, reportAt);
   return out.replace(REF, (all, ref: string) => {
     const r = lookupRef(ref, env, reportAt);
     return r.handled ? inline(r.value, ref, reportAt) : all;

@@ -67,6 +67,21 @@ workflows:
     expect(() => compileSafeRegex('((a{1000}){1000}){1000}')).toThrow(/pattern is too large/);
   });
 
+  it('many unclosed mustache sections in one string stay linear', async () => {
+    const command = '<<# parameters.f >>x'.repeat(20_000); // 400 KB: quadratic rescanning would take seconds
+    const yaml = `version: 2.1
+jobs:
+  j:
+    parameters: {f: {type: boolean, default: true}}
+    ${DOCKER}
+    steps: [{run: "<</ parameters.f >>${command}"}]
+workflows: {w: {jobs: [j]}}
+`;
+    const { value, ms } = await timed(() => compile(yaml));
+    expect(value.ok && value.plan.workflows[0].jobs[0].spec!.steps[0]).toMatchObject({ type: 'run' });
+    expect(ms).toBeLessThan(100);
+  });
+
   it('a command that invokes itself is an error, not a stack overflow', async () => {
     const r = await compile(`version: 2.1
 commands:
