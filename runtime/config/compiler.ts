@@ -87,6 +87,10 @@ const EXECUTOR_KINDS = ['docker', 'machine', 'macos'] as const;
 const MAX_EXPANSION_DEPTH = 40;
 /** Most jobs one workflow may expand to (matrix products grow fast). */
 const MAX_WORKFLOW_JOBS = 2000;
+/** Most jobs the whole config may expand to (aliases can repeat a large workflow cheaply). */
+const MAX_TOTAL_JOBS = 5_000;
+/** Most steps expanded in one compilation (commands fanning out into commands grow exponentially). */
+const MAX_TOTAL_STEPS = 25_000;
 
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
 const has = (o: Obj, k: string) => Object.prototype.hasOwnProperty.call(o, k);
@@ -126,6 +130,9 @@ class Compilation {
   private readonly resolvedExecutors = new WeakSet<object>();
   private readonly expandedStepArgs = new WeakSet<object>();
   pipelineLookup: NameLookup = () => undefined;
+  totalJobs = 0;
+  private totalSteps = 0;
+  private stepBudgetReported = false;
   private readonly orbCache = new Map<string, Scope>();
 
   constructor(
@@ -458,6 +465,11 @@ class Compilation {
     }
     steps.forEach((step, i) => {
       const p = `${path}[${i}]`;
+      if (++this.totalSteps > MAX_TOTAL_STEPS) {
+        if (!this.stepBudgetReported) this.report(`the config expands to more than ${MAX_TOTAL_STEPS} steps (commands invoking commands multiply)`, p, steps, i);
+        this.stepBudgetReported = true;
+        return;
+      }
       let key: string;
       let body: unknown;
       if (typeof step === 'string') {
@@ -1062,6 +1074,11 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
     if (instances.length > MAX_WORKFLOW_JOBS) {
       c.report(`workflow expands to ${instances.length} jobs; the limit is ${MAX_WORKFLOW_JOBS}`, wfPath, workflows, wfName);
       continue;
+    }
+    c.totalJobs += instances.length;
+    if (c.totalJobs > MAX_TOTAL_JOBS) {
+      c.report(`the config expands to more than ${MAX_TOTAL_JOBS} jobs across its workflows`, wfPath, workflows, wfName);
+      break;
     }
     // The same job invoked more than once without a name: name-1, name-2, …
     const unnamed = new Map<string, Instance[]>();

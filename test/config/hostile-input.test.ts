@@ -93,6 +93,30 @@ workflows: {w: {jobs: [j]}}
     expect(!r.ok && r.problems[0].message).toMatch(/does a command invoke itself/);
   });
 
+  it('commands fanning out into commands (exponential steps) are an error', async () => {
+    let commands = 'c0: {steps: [{run: x}]}\n';
+    for (let i = 1; i <= 12; i++) commands += `  c${i}: {steps: [${Array(10).fill(`c${i - 1}`).join(', ')}]}\n`;
+    const yaml = `version: 2.1\ncommands:\n  ${commands}jobs: {j: {${DOCKER}, steps: [c12]}}\nworkflows: {w: {jobs: [j]}}\n`;
+    const { value, ms } = await timed(() => compile(yaml));
+    expect(value.ok).toBe(false);
+    expect(!value.ok && value.problems[0].message).toMatch(/expands to more than 25000 steps/);
+    expect(ms).toBeLessThan(300);
+  });
+
+  it('a large workflow repeated through aliases is bounded', async () => {
+    const values = `[${Array.from({ length: 40 }, (_, i) => i).join(',')}]`;
+    const many = Array.from({ length: 30 }, (_, i) => `  w${i}: *wf`).join('\n');
+    const yaml = `version: 2.1
+jobs: {j: {parameters: {a: {type: integer}, b: {type: integer}}, ${DOCKER}, steps: [checkout]}}
+workflows:
+  w: &wf {jobs: [{j: {matrix: {parameters: {a: ${values}, b: ${values}}}}}]}
+${many}
+`;
+    const r = await compile(yaml);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problems[0].message).toMatch(/more than 5000 jobs across its workflows/);
+  });
+
   it('a matrix product too large to run is an error', async () => {
     const values = `[${Array.from({ length: 50 }, (_, i) => i).join(',')}]`;
     const r = await compile(`version: 2.1
