@@ -28,6 +28,8 @@ export interface Settings {
   readonly roles: ReadonlySet<Role>;
   /** GYRE_EXAMPLE: create and run the example project on first start (`true`/`false`). */
   readonly example: boolean;
+  /** GYRE_AGENT_SECRET: the key task tokens are signed with; generated and kept in the database when unset. */
+  readonly agentSecret?: string;
   /** GYRE_LOG_LEVEL: info, warn, error or silent. */
   readonly logLevel: 'info' | 'warn' | 'error' | 'silent';
 }
@@ -78,6 +80,8 @@ export function readSettings(env: Env = process.env): Settings {
   if (!['info', 'warn', 'error', 'silent'].includes(logLevel)) {
     throw new ConfigurationError('GYRE_LOG_LEVEL', `'${logLevel}' is not a level (allowed: info, warn, error, silent)`);
   }
+  const agentSecret = env.GYRE_AGENT_SECRET || undefined;
+  if (agentSecret !== undefined && agentSecret.length < 32) throw new ConfigurationError('GYRE_AGENT_SECRET', 'must be at least 32 characters');
   return {
     port,
     host: env.GYRE_HOST || '0.0.0.0',
@@ -90,6 +94,7 @@ export function readSettings(env: Env = process.env): Settings {
     maxAttempts: integer(env, 'GYRE_MAX_ATTEMPTS', 3, 1, 100),
     roles,
     example: boolean(env, 'GYRE_EXAMPLE', true),
+    agentSecret,
     logLevel,
   };
 }

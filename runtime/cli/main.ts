@@ -26,6 +26,12 @@ Commands:
                                            print a job's step output; --follow streams it live
   config validate|process|plan <file> ...  check, expand or plan a config file (see docs/config.md)
   orb import|list ...                      manage the orb registry (see docs/config.md)
+  agent --url U --token T                  run the one task a task token names (what Nomad starts)
+  runner --url U --token T [--slots N] [--drain]
+                                           run tasks of a resource class (see docs/execution.md)
+  resource-class add|list|token ...        manage resource classes and runner tokens
+  limit project|org <key> <N|none>         set a concurrency limit
+  tests glob|split ...                     select and split test files inside a job
 
 Environment: GYRE_URL (default http://localhost:8080), GYRE_TOKEN (your API token).
 `;
@@ -68,6 +74,16 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         const { runOrbCommand } = require('../config/cli') as typeof import('../config/cli');
         return await runOrbCommand(rest, io, clientFrom(io));
       }
+      case 'agent':
+        return await (require('./agent-command') as typeof import('./agent-command')).agentCommand(rest, io);
+      case 'runner':
+        return await (require('./agent-command') as typeof import('./agent-command')).runnerCommand(rest, io);
+      case 'resource-class':
+        return await (require('./execution-commands') as typeof import('./execution-commands')).resourceClassCommand(rest, io, clientFrom(io));
+      case 'limit':
+        return await (require('./execution-commands') as typeof import('./execution-commands')).limitCommand(rest, io, clientFrom(io));
+      case 'tests':
+        return await (require('./tests-command') as typeof import('./tests-command')).testsCommand(rest, io);
       case undefined:
       case 'help':
       case '--help':

@@ -4,6 +4,7 @@ import type { JobStatus, StepStatus, TaskStatus } from '../domain/model';
 import type { JobSpec } from '../config/plan';
 import type { Queryable, Store } from '../store/store';
 import type { Logger } from '../logger';
+import type { Histogram } from '../metrics/metrics';
 
 /** Channels the dispatcher announces on, so other roles (and other processes) can react. */
 export const CHANNELS = {
@@ -93,7 +94,12 @@ export interface DispatcherDeps {
   readonly store: Store;
   readonly config: DispatcherConfig;
   readonly log: Logger;
+  /** Observes each claimed task's wait in the queue, in seconds. */
+  readonly queueWait?: Histogram;
 }
+
+/** A claim that would exceed a concurrency limit lost a race with another claim; it is rolled back. */
+class LimitRace extends Error {}
 
 const DEFAULT_RESOURCE_CLASS = 'medium';
 
@@ -101,7 +107,7 @@ export function resourceClassOf(spec: JobSpec): string {
   return spec.resourceClass ?? DEFAULT_RESOURCE_CLASS;
 }
 
-export function createDispatcher({ store, config, log }: DispatcherDeps): Dispatcher {
+export function createDispatcher({ store, config, log, queueWait }: DispatcherDeps): Dispatcher {
   const ttl = `${Math.max(1, Math.round(config.leaseTtlMs))} milliseconds`;
 
   /**
@@ -154,15 +160,78 @@ export function createDispatcher({ store, config, log }: DispatcherDeps): Dispat
     if (jobId) await store.notify(CHANNELS.jobFinished, jobId);
   }
 
+  /**
+   * One claim attempt in the caller's transaction. `*` serves every class no other driver owns (a
+   * class the admin gave to runners or Nomad is never taken by the built-in slots). Candidates over a
+   * project or organisation concurrency limit are skipped; since two claims can both see room for
+   * one more, the claimed task's limits are re-counted under an advisory lock and a claim that went
+   * over is rolled back (LimitRace).
+   */
+  async function claimOne(tx: Queryable, leaseId: string, agentId: string, resourceClasses: readonly string[]) {
+    const rows = await tx.query<{ id: string; attempt: number; lease_expires_at: Date; job_id: string; waited: number; project_slug: string | null; org: string | null }>(
+      `UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
+              lease_expires_at = now() + $2::interval, agent_id = $3, started_at = now()
+        WHERE id = (
+          SELECT t.id FROM tasks t
+           WHERE t.status = 'queued' AND NOT t.cancel_requested
+             AND (t.resource_class = ANY($4::text[])
+                  OR ('*' = ANY($4::text[]) AND NOT EXISTS (
+                        SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')))
+             AND NOT EXISTS (
+                   SELECT 1 FROM concurrency_limits l
+                    WHERE ((l.scope = 'project' AND l.key = t.project_slug) OR (l.scope = 'org' AND l.key = t.org))
+                      AND l.max_running <= (SELECT count(*) FROM tasks r WHERE r.status = 'running'
+                            AND ((l.scope = 'project' AND r.project_slug = l.key) OR (l.scope = 'org' AND r.org = l.key))))
+           ORDER BY t.fair_rank, t.queued_at, t.id
+           LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+       RETURNING id, attempt, lease_expires_at, job_id, project_slug, org,
+                 EXTRACT(EPOCH FROM (now() - queued_at))::float8 AS waited`,
+      [leaseId, ttl, agentId, resourceClasses],
+    );
+    if (rows.length === 0) return undefined;
+    const row = rows[0];
+    const limits = await tx.query<{ scope: string; key: string; max_running: number }>(
+      `SELECT scope, key, max_running FROM concurrency_limits WHERE (scope = 'project' AND key = $1) OR (scope = 'org' AND key = $2)
+        ORDER BY scope, key`,
+      [row.project_slug, row.org],
+    );
+    for (const limit of limits) {
+      await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gyre-limit:${limit.scope}:${limit.key}`]);
+      const [{ n }] = await tx.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM tasks WHERE status = 'running' AND (CASE $1 WHEN 'project' THEN project_slug ELSE org END) = $2`,
+        [limit.scope, limit.key],
+      );
+      if (n > limit.max_running) throw new LimitRace();
+    }
+    await tx.query(
+      `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
+        WHERE id = $1 AND status = 'queued'`,
+      [row.job_id],
+    );
+    return row;
+  }
+
   return {
     async enqueueJob(tx, job) {
       const parallelism = Math.max(1, job.spec.parallelism || 1);
       const resourceClass = resourceClassOf(job.spec);
+      const [owner] = await tx.query<{ slug: string; org: string }>(
+        `SELECT pr.slug, pr.org FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1`,
+        [job.id],
+      );
+      // Fair queueing: a task's rank is how many tasks of its project already wait. Claims take
+      // the lowest rank first, so a project that queues a hundred tasks does not starve one that
+      // queues a single task after it: projects take turns.
+      const [{ ahead }] = await tx.query<{ ahead: number }>(
+        `SELECT count(*)::int AS ahead FROM tasks WHERE status = 'queued' AND project_slug = $1`,
+        [owner?.slug ?? null],
+      );
       for (let node = 0; node < parallelism; node++) {
         await tx.query(
-          `INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts)
-           VALUES ($1, $2, $3, 'queued', $4, $5)`,
-          [randomUUID(), job.id, node, resourceClass, config.maxAttempts],
+          `INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts, project_slug, org, fair_rank)
+           VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)`,
+          [randomUUID(), job.id, node, resourceClass, config.maxAttempts, owner?.slug ?? null, owner?.org ?? null, ahead + node],
         );
       }
       await tx.query(`UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $1`, [job.id]);
@@ -172,29 +241,20 @@ export function createDispatcher({ store, config, log }: DispatcherDeps): Dispat
 
     async claim(agentId, resourceClasses) {
       const leaseId = randomUUID();
-      const claimed = await store.transaction(async (tx) => {
-        const rows = await tx.query<{ id: string; attempt: number; lease_expires_at: Date; job_id: string }>(
-          `UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
-                  lease_expires_at = now() + $2::interval, agent_id = $3, started_at = now()
-            WHERE id = (
-              SELECT id FROM tasks
-               WHERE status = 'queued' AND ('*' = ANY($4::text[]) OR resource_class = ANY($4::text[])) AND NOT cancel_requested
-               ORDER BY queued_at, id
-               LIMIT 1
-               FOR UPDATE SKIP LOCKED)
-           RETURNING id, attempt, lease_expires_at, job_id`,
-          [leaseId, ttl, agentId, resourceClasses],
-        );
-        if (rows.length === 0) return undefined;
-        const row = rows[0];
-        await tx.query(
-          `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
-            WHERE id = $1 AND status = 'queued'`,
-          [row.job_id],
-        );
-        return row;
-      });
+      let claimed: { id: string; attempt: number; lease_expires_at: Date; job_id: string; waited: number } | undefined;
+      for (let race = 0; ; race++) {
+        try {
+          claimed = await store.transaction((tx) => claimOne(tx, leaseId, agentId, resourceClasses));
+          break;
+        } catch (error) {
+          if (!(error instanceof LimitRace) || race >= 3) {
+            if (error instanceof LimitRace) return undefined;
+            throw error;
+          }
+        }
+      }
       if (!claimed) return undefined;
+      queueWait?.observe(Math.max(0, claimed.waited), { resource_class: resourceClasses.join(',') });
       const task = await loadTaskContext(store, claimed.id);
       return {
         lease: { taskId: claimed.id, leaseId, attempt: claimed.attempt },
@@ -328,7 +388,7 @@ export function createDispatcher({ store, config, log }: DispatcherDeps): Dispat
   };
 }
 
-async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
+export async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
   const [row] = await store.query<{
     task_id: string;
     node_index: number;

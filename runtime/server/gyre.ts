@@ -19,6 +19,11 @@ import { createExampleProject } from './example';
 import { registerConfigRoutes } from '../config/api-routes';
 import { compileConfig } from '../config/compiler';
 import { createOrbRegistry } from '../config/orb-registry';
+import { registerAgentRoutes, registerResourceClassRoutes } from '../api/agent-routes';
+import { createMetrics } from '../metrics/metrics';
+import { registerExecutionMetrics } from '../metrics/execution-metrics';
+import { createResourceClasses } from '../scheduler/resource-classes';
+import { createTaskTokens, loadTaskTokenSecret } from '../scheduler/task-token';
 
 export interface Gyre {
   /** Where the API and UI listen, e.g. http://127.0.0.1:8080 (undefined without the api role). */
@@ -44,11 +49,14 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     const identity = createIdentity({ store });
     const projects = createProjects({ store, forge });
     const triggers = createTriggers({ store, forge, projects });
+    const metrics = createMetrics();
     const dispatcher = createDispatcher({
       store,
       config: { leaseTtlMs: settings.leaseTtlMs, maxAttempts: settings.maxAttempts },
       log: log.child({ role: 'dispatcher' }),
+      queueWait: registerExecutionMetrics(metrics, store),
     });
+    const resourceClasses = createResourceClasses({ store });
     const orbs = createOrbRegistry({ store });
     const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs });
     const conductor = createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }) });
@@ -82,6 +90,11 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       router.get('/healthz', async () => ({ json: { status: 'ok' } }), { public: true });
       registerV2Routes(router, { store, projects, triggers, conductor, webUrl });
       registerConfigRoutes(router, { orbs });
+      const tokens = createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret));
+      const agentRoutes = await registerAgentRoutes(router, { store, dispatcher, tokens, resourceClasses });
+      stops.push(() => agentRoutes.close());
+      registerResourceClassRoutes(router, { resourceClasses });
+      router.get('/metrics', async () => ({ text: await metrics.render(), contentType: 'text/plain; version=0.0.4; charset=utf-8' }), { public: true });
       registerUiRoutes(router);
       http = await startHttpServer({ router, authenticate: (t) => identity.authenticate(t), log: log.child({ role: 'api' }) }, settings.port, settings.host);
       url = `http://${settings.host === '0.0.0.0' || settings.host === '::' ? 'localhost' : settings.host}:${http.port}`;

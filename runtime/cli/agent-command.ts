@@ -1,0 +1,94 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { runTask } from '../agent/agent';
+import { createAgentClient } from '../agent/http-reporter';
+import { createShellExecutor } from '../agent/shell-executor';
+import { createLogger, type LogLevel } from '../logger';
+import { startRunner } from '../scheduler/runner';
+import type { CliIo } from './main';
+import { UsageError } from './main';
+
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
+  try {
+    return parseArgs({ args, options, allowPositionals: false, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+const logLevel = (io: CliIo): LogLevel => (io.env.GYRE_LOG_LEVEL as LogLevel) || 'info';
+
+/**
+ * `gyre agent --url <gyre> --token <task token>`: runs the one task the token names and exits.
+ * This is what a Nomad allocation starts (GYRE_URL and GYRE_TASK_TOKEN in its environment).
+ * Exit 0 when the task's outcome was reported (whatever it was), 1 when the lease was lost.
+ */
+export async function agentCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, 'work-dir': { type: 'string' } });
+  const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
+  const token = (values.token as string | undefined) ?? io.env.GYRE_TASK_TOKEN;
+  if (!url) throw new UsageError('agent needs --url (or GYRE_URL)');
+  if (!token) throw new UsageError('agent needs --token (or GYRE_TASK_TOKEN)');
+  const log = createLogger({ level: logLevel(io) });
+  const client = createAgentClient({ url, token });
+  const { task } = await client.fetchTask();
+  const workDir = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-agent-'));
+  const executor = await createShellExecutor({ taskDir: join(workDir, task.taskId) });
+  const controller = new AbortController();
+  // Nomad stops an allocation with SIGTERM (stop on cancel): treat it as a cancel of the task.
+  process.once('SIGTERM', () => controller.abort('canceled'));
+  const result = await runTask({ task, reporter: client.reporter(), executor, log: log.child({ taskId: task.taskId }), heartbeatMs: 500, signal: controller.signal, webUrl: url });
+  if ('outcome' in result) {
+    io.stderr(`task ${task.taskId}: ${result.outcome}\n`);
+    return 0;
+  }
+  io.stderr(`task ${task.taskId}: lease lost; nothing more reported\n`);
+  return 1;
+}
+
+/**
+ * `gyre runner --url <gyre> --token <resource-class token> [--slots N] [--drain]`: long-polls for
+ * tasks of the token's resource class and runs them. SIGTERM or SIGINT stops claiming and exits
+ * after the tasks in hand finish; `--drain` also exits as soon as the queue has nothing for it.
+ */
+export async function runnerCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse(args, {
+    url: { type: 'string' },
+    token: { type: 'string' },
+    slots: { type: 'string' },
+    drain: { type: 'boolean' },
+    'work-dir': { type: 'string' },
+    'poll-ms': { type: 'string' },
+  });
+  const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
+  const token = (values.token as string | undefined) ?? io.env.GYRE_RUNNER_TOKEN;
+  if (!url) throw new UsageError('runner needs --url (or GYRE_URL)');
+  if (!token) throw new UsageError('runner needs --token (or GYRE_RUNNER_TOKEN)');
+  const slots = values.slots === undefined ? 1 : Number(values.slots);
+  if (!Number.isInteger(slots) || slots < 1 || slots > 256) throw new UsageError(`--slots (${String(values.slots)}) must be a whole number from 1 to 256`);
+  const workRoot = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-runner-'));
+  const log = createLogger({ level: logLevel(io) });
+  const runner = startRunner({
+    url,
+    token,
+    log,
+    workRoot,
+    slots,
+    drain: values.drain === true,
+    pollMs: values['poll-ms'] === undefined ? undefined : Number(values['poll-ms']),
+  });
+  io.stderr(`runner ${runner.id} polling ${url}\n`);
+  const stop = () => {
+    io.stderr(`runner ${runner.id}: finishing the task in hand, then exiting\n`);
+    runner.stop();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  await runner.done;
+  process.off('SIGTERM', stop);
+  process.off('SIGINT', stop);
+  io.stderr(`runner ${runner.id} stopped after ${runner.completed()} task(s)\n`);
+  return 0;
+}

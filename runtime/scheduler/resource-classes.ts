@@ -1,0 +1,90 @@
+import { randomBytes } from 'node:crypto';
+import { ConflictError, InputError, NotFoundError } from '../domain/errors';
+import { hashToken } from '../identity/identity';
+import type { Store } from '../store/store';
+
+export const DRIVERS = ['builtin', 'runner', 'nomad'] as const;
+export type DriverName = (typeof DRIVERS)[number];
+
+/** A resource class as the admin defined it: where (driver) and how big (cpu, memory) a job runs. */
+export interface ResourceClass {
+  readonly name: string;
+  readonly cpu: number;
+  readonly memoryMb: number;
+  readonly driver: DriverName;
+}
+
+export interface ResourceClasses {
+  add(rc: ResourceClass): Promise<ResourceClass>;
+  list(): Promise<ResourceClass[]>;
+  get(name: string): Promise<ResourceClass | undefined>;
+  /** Issues a runner token for a class and returns it in clear, once. */
+  createRunnerToken(name: string, label?: string): Promise<string>;
+  /** The class a runner token belongs to, or undefined for an unknown token. */
+  classOfRunnerToken(token: string): Promise<string | undefined>;
+  /** Sets (or with `undefined` removes) the concurrency limit of a project slug or an organisation. */
+  setLimit(scope: 'project' | 'org', key: string, maxRunning: number | undefined): Promise<void>;
+}
+
+const NAME = /^[a-z0-9][a-z0-9._/-]{0,99}$/i;
+
+export function validateResourceClass(input: { name?: unknown; cpu?: unknown; memory?: unknown; memory_mb?: unknown; driver?: unknown }): ResourceClass {
+  const name = String(input.name ?? '');
+  if (!NAME.test(name)) throw new InputError(`name '${name}' must be 1-100 letters, digits, '.', '_', '/' or '-'`, 'name');
+  const cpu = Number(input.cpu);
+  if (!Number.isFinite(cpu) || cpu <= 0 || cpu > 256) throw new InputError(`cpu (${String(input.cpu)}) must be a number of cores above 0 and at most 256`, 'cpu');
+  const memoryMb = Number(input.memory_mb ?? input.memory);
+  if (!Number.isInteger(memoryMb) || memoryMb < 64 || memoryMb > 4_194_304) {
+    throw new InputError(`memory (${String(input.memory_mb ?? input.memory)}) must be whole MiB between 64 and 4194304`, 'memory');
+  }
+  const driver = String(input.driver ?? 'runner');
+  if (!(DRIVERS as readonly string[]).includes(driver)) throw new InputError(`driver '${driver}' is not one of ${DRIVERS.join(', ')}`, 'driver');
+  return { name, cpu, memoryMb, driver: driver as DriverName };
+}
+
+export function createResourceClasses({ store }: { store: Store }): ResourceClasses {
+  const row = (r: { name: string; cpu: number; memory_mb: number; driver: DriverName }): ResourceClass => ({
+    name: r.name,
+    cpu: Number(r.cpu),
+    memoryMb: r.memory_mb,
+    driver: r.driver,
+  });
+  return {
+    async add(rc) {
+      const rows = await store.query<{ name: string }>(
+        `INSERT INTO resource_classes (name, cpu, memory_mb, driver) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING name`,
+        [rc.name, rc.cpu, rc.memoryMb, rc.driver],
+      );
+      if (rows.length === 0) throw new ConflictError(`resource class '${rc.name}' already exists`);
+      return rc;
+    },
+    async list() {
+      return (await store.query<any>('SELECT name, cpu, memory_mb, driver FROM resource_classes ORDER BY name')).map(row);
+    },
+    async get(name) {
+      const [r] = await store.query<any>('SELECT name, cpu, memory_mb, driver FROM resource_classes WHERE name = $1', [name]);
+      return r ? row(r) : undefined;
+    },
+    async createRunnerToken(name, label = '') {
+      const rc = await this.get(name);
+      if (!rc) throw new NotFoundError('resource class', name);
+      const token = `gyre-rc.${randomBytes(24).toString('base64url')}`;
+      await store.query('INSERT INTO runner_tokens (token_hash, resource_class, label) VALUES ($1, $2, $3)', [hashToken(token), name, label]);
+      return token;
+    },
+    async classOfRunnerToken(token) {
+      const [r] = await store.query<{ resource_class: string }>('SELECT resource_class FROM runner_tokens WHERE token_hash = $1', [hashToken(token)]);
+      return r?.resource_class;
+    },
+    async setLimit(scope, key, maxRunning) {
+      if (maxRunning === undefined) await store.query('DELETE FROM concurrency_limits WHERE scope = $1 AND key = $2', [scope, key]);
+      else {
+        await store.query(
+          `INSERT INTO concurrency_limits (scope, key, max_running) VALUES ($1, $2, $3)
+           ON CONFLICT (scope, key) DO UPDATE SET max_running = EXCLUDED.max_running`,
+          [scope, key, maxRunning],
+        );
+      }
+    },
+  };
+}

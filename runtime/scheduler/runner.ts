@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { runTask } from '../agent/agent';
+import { createAgentClient } from '../agent/http-reporter';
+import { createShellExecutor } from '../agent/shell-executor';
+import type { TaskContext } from '../dispatcher/dispatcher';
+import type { Logger } from '../logger';
+
+/**
+ * A self-hosted runner: on any host, with a resource-class token, it long-polls Gyre for tasks of
+ * that class and runs each with the task agent (in this process, reporting over HTTP with the
+ * task token the claim returned). Many runners may serve one class; the dispatcher's claim keeps
+ * each task to one of them.
+ */
+export interface RunnerOptions {
+  readonly url: string;
+  /** The resource-class token (`gyre resource-class token <name>`). */
+  readonly token: string;
+  readonly log: Logger;
+  /** Where task directories are made. */
+  readonly workRoot: string;
+  /** Tasks run at once. @default 1 */
+  readonly slots?: number;
+  /** Exit once a claim finds no work (after finishing the task in hand). @default false */
+  readonly drain?: boolean;
+  /** How long one claim waits for work. @default 25000 */
+  readonly pollMs?: number;
+  /** How often a running task's lease is renewed and a cancel is looked for. @default 500 */
+  readonly heartbeatMs?: number;
+  /** @default `<hostname>-<random>` */
+  readonly runnerId?: string;
+}
+
+export interface Runner {
+  readonly id: string;
+  /** Resolves when every slot has stopped (drained, or stop() and the task in hand finished). */
+  readonly done: Promise<void>;
+  /** Stops claiming; tasks in hand run to their end. */
+  stop(): void;
+  /** Tasks this runner finished (reported), for tests and logs. */
+  readonly completed: () => number;
+}
+
+export function startRunner(options: RunnerOptions): Runner {
+  const id = options.runnerId ?? `${hostname()}-${randomUUID().slice(0, 8)}`;
+  const base = options.url.replace(/\/+$/, '');
+  const claimAbort = new AbortController();
+  let stopping = false;
+  let completed = 0;
+
+  async function claim(): Promise<{ token: string; task: TaskContext } | undefined | 'empty'> {
+    const res = await fetch(`${base}/api/v2/agent/claim`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${options.token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ runner_id: id, wait_ms: options.drain ? 0 : options.pollMs ?? 25_000 }),
+      signal: claimAbort.signal,
+    });
+    if (res.status === 204) {
+      await res.arrayBuffer();
+      return 'empty';
+    }
+    const body = (await res.json().catch(() => ({}))) as any;
+    if (res.status === 401) throw new Error(`the resource-class token was refused by ${base}: ${body.message ?? ''}`);
+    if (res.status >= 400) throw new Error(`claim failed with ${res.status}: ${body.message ?? ''}`);
+    return { token: body.token, task: body.task };
+  }
+
+  async function slot(n: number): Promise<void> {
+    const log = options.log.child({ runner: id, slot: n });
+    let backoff = 0;
+    while (!stopping) {
+      let claimed: Awaited<ReturnType<typeof claim>>;
+      try {
+        claimed = await claim();
+        backoff = 0;
+      } catch (error) {
+        if (stopping) break;
+        if (/refused/.test((error as Error).message)) throw error;
+        backoff = Math.min(5000, backoff ? backoff * 2 : 200);
+        log.warn('claim failed; retrying', { error: (error as Error).message, retryInMs: backoff });
+        await new Promise((r) => setTimeout(r, backoff));
+        continue;
+      }
+      if (claimed === 'empty' || !claimed) {
+        if (options.drain) break;
+        continue;
+      }
+      const { token, task } = claimed;
+      const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
+      try {
+        const client = createAgentClient({ url: base, token, taskId: task.taskId });
+        const executor = await createShellExecutor({ taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`) });
+        const result = await runTask({ task, reporter: client.reporter(), executor, log: taskLog, heartbeatMs: options.heartbeatMs ?? 500, webUrl: base });
+        if ('outcome' in result) completed++;
+      } catch (error) {
+        // Could not report: the lease expires and the dispatcher retries the task elsewhere.
+        taskLog.error('task ended without reporting', { error: (error as Error).message });
+      }
+    }
+  }
+
+  const done = Promise.all(Array.from({ length: Math.max(1, options.slots ?? 1) }, (_, n) => slot(n))).then(() => undefined);
+  return {
+    id,
+    done,
+    stop() {
+      stopping = true;
+      claimAbort.abort();
+    },
+    completed: () => completed,
+  };
+}
