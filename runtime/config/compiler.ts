@@ -90,7 +90,7 @@ const MAX_WORKFLOW_JOBS = 2000;
 /** Most jobs the whole config may expand to (aliases can repeat a large workflow cheaply). */
 const MAX_TOTAL_JOBS = 5_000;
 /** Most steps expanded in one compilation (commands fanning out into commands grow exponentially). */
-const MAX_TOTAL_STEPS = 25_000;
+const MAX_TOTAL_STEPS = 10_000;
 
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
 const has = (o: Obj, k: string) => Object.prototype.hasOwnProperty.call(o, k);
@@ -943,6 +943,21 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
   if (workflows !== undefined && !isObj(workflows)) c.report('workflows must be a map of workflow names to workflows', 'workflows', root, 'workflows');
   const tagTrigger = options.trigger.tag !== undefined;
   const triggerName = tagTrigger ? options.trigger.tag! : (options.trigger.branch ?? options.trigger.pipeline?.branch ?? '');
+
+  // Count the jobs every workflow would expand to before expanding any (matrix sizes multiply).
+  let plannedJobs = 0;
+  for (const [wfName, wf] of Object.entries(isObj(workflows) ? workflows : {})) {
+    if (wfName === 'version' || !isObj(wf) || !Array.isArray(wf.jobs)) continue;
+    for (const entry of wf.jobs) {
+      const body = isObj(entry) ? Object.values(entry)[0] : undefined;
+      const matrix = isObj(body) && isObj(body.matrix) && isObj(body.matrix.parameters) ? body.matrix.parameters : undefined;
+      plannedJobs += matrix ? Object.values(matrix).reduce<number>((n, v) => n * (Array.isArray(v) ? v.length : 1), 1) : 1;
+    }
+    if (plannedJobs > MAX_TOTAL_JOBS) {
+      c.report(`the config expands to more than ${MAX_TOTAL_JOBS} jobs across its workflows`, `workflows.${wfName}`, workflows, wfName);
+      return { ok: false, problems: c.problems };
+    }
+  }
 
   for (const [wfName, wf] of Object.entries(isObj(workflows) ? workflows : {})) {
     if (wfName === 'version') continue;
