@@ -49,9 +49,13 @@ export function formatProblem(file: string, p: ConfigProblem): string {
 /** `gyre config validate|process|plan`. Exit 0 when the config is valid, 1 with errors on stderr. */
 export async function runConfigCommand(args: string[], io: CommandIo): Promise<number> {
   const [verb, ...rest] = args;
+  if (verb === 'help' || verb === '--help' || verb === '-h') {
+    io.stdout(CONFIG_USAGE);
+    return 0;
+  }
   if (!verb || !['validate', 'process', 'plan'].includes(verb)) {
-    io.stderr(CONFIG_USAGE);
-    return verb === undefined || verb === 'help' || verb === '--help' ? 2 : 2;
+    io.stderr(`${verb ? `unknown command: config ${verb}\n` : ''}${CONFIG_USAGE}`);
+    return 2;
   }
   const { positional, flags, error } = parseFlags(rest, ['pipeline-parameters', 'branch', 'tag', 'orb-dir']);
   if (error || positional.length !== 1) {
@@ -116,8 +120,12 @@ export async function runOrbCommand(args: string[], io: CommandIo, client: ApiCl
     for (const o of res.items) io.stdout(`${o.name}@${o.version}\t${o.created_at}\n`);
     return 0;
   }
+  if (verb === 'help' || verb === '--help' || verb === '-h') {
+    io.stdout(ORB_USAGE);
+    return 0;
+  }
   if (verb !== 'import') {
-    io.stderr(ORB_USAGE);
+    io.stderr(`${verb ? `unknown command: orb ${verb}\n` : ''}${ORB_USAGE}`);
     return 2;
   }
   const { positional, flags, error } = parseFlags(rest, ['name']);

@@ -143,6 +143,15 @@ workflows:
     ]);
   });
 
+  it('usage: help on stdout with 0, an unknown verb on stderr with 2', async () => {
+    const h = io();
+    expect(await runConfigCommand(['--help'], h.io)).toBe(0);
+    expect(h.out.join('')).toMatch(/gyre config plan <file> \(--branch <b> \| --tag <t>\)/);
+    const u = io();
+    expect(await runConfigCommand(['lint', config], u.io)).toBe(2);
+    expect(u.err.join('')).toMatch(/unknown command: config lint/);
+  });
+
   it('plan needs exactly one of --branch and --tag, and bad pipeline parameters are refused', async () => {
     const a = io();
     expect(await runConfigCommand(['plan', config], a.io)).toBe(2);
