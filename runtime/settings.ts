@@ -32,6 +32,44 @@ export interface Settings {
   readonly agentSecret?: string;
   /** GYRE_LOG_LEVEL: info, warn, error or silent. */
   readonly logLevel: 'info' | 'warn' | 'error' | 'silent';
+  /** GYRE_BLOB_STORE (local, s3, gcs) and its GYRE_S3_* / GYRE_GCS_* settings: where output is kept. */
+  readonly blobs: BlobSettings;
+  /** GYRE_JOB_OUTPUT_LIMIT_BYTES: output kept per job node; the rest is cut with a marker. */
+  readonly jobOutputLimitBytes: number;
+}
+
+export type BlobSettings =
+  | { readonly kind: 'local' }
+  | { readonly kind: 's3'; readonly bucket: string; readonly region: string; readonly endpoint?: string; readonly forcePathStyle: boolean }
+  | { readonly kind: 'gcs'; readonly bucket: string; readonly endpoint?: string };
+
+const BUCKET = /^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$/;
+
+function blobSettings(env: Env): BlobSettings {
+  const kind = env.GYRE_BLOB_STORE || 'local';
+  const endpoint = env.GYRE_S3_ENDPOINT || undefined;
+  if (endpoint && !/^https?:\/\/[^\s/]+/.test(endpoint)) {
+    throw new ConfigurationError('GYRE_S3_ENDPOINT', `'${endpoint}' must be an http:// or https:// URL`);
+  }
+  const bucketOf = (name: string) => {
+    const bucket = env[name];
+    if (!bucket) throw new ConfigurationError(name, `is required when GYRE_BLOB_STORE is ${kind}`);
+    if (!BUCKET.test(bucket)) throw new ConfigurationError(name, `'${bucket}' is not a bucket name (3-63 lower-case letters, digits, dots, hyphens)`);
+    return bucket;
+  };
+  switch (kind) {
+    case 'local':
+      return { kind };
+    case 's3': {
+      const region = env.GYRE_S3_REGION || 'us-east-1';
+      if (!/^[a-z0-9-]{2,32}$/.test(region)) throw new ConfigurationError('GYRE_S3_REGION', `'${region}' is not a region name`);
+      return { kind, bucket: bucketOf('GYRE_S3_BUCKET'), region, endpoint, forcePathStyle: boolean(env, 'GYRE_S3_FORCE_PATH_STYLE', false) };
+    }
+    case 'gcs':
+      return { kind, bucket: bucketOf('GYRE_GCS_BUCKET'), endpoint };
+    default:
+      throw new ConfigurationError('GYRE_BLOB_STORE', `'${kind}' is not a blob store (allowed: local, s3, gcs)`);
+  }
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -96,6 +134,8 @@ export function readSettings(env: Env = process.env): Settings {
     example: boolean(env, 'GYRE_EXAMPLE', true),
     agentSecret,
     logLevel,
+    blobs: blobSettings(env),
+    jobOutputLimitBytes: integer(env, 'GYRE_JOB_OUTPUT_LIMIT_BYTES', 1024 ** 3, 1024, 2 ** 50),
   };
 }
 

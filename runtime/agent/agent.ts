@@ -4,6 +4,7 @@ import type { Step } from '../config/plan';
 import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Executor } from './executor';
+import { noMasking, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
 import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler';
 
@@ -35,6 +36,8 @@ export interface AgentOptions {
   readonly webUrl?: string;
   /** How each step type runs. @default createStepHandlers() */
   readonly handlers?: StepHandlers;
+  /** Every chunk of output passes through this before it is sent. @default no masking */
+  readonly masker?: OutputMasker;
 }
 
 /** Output is sent in chunks of at most this many bytes, or every FLUSH_MS, whichever comes first. */
@@ -133,6 +136,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       throw error;
     }
     const out = createOutputStream((seq, data) => reporter.output(index, seq, data), loseLease);
+    const mask = (options.masker ?? noMasking).stream();
     const handler = handlers[step.type] as StepHandler<Step>;
     let result: StepResult;
     try {
@@ -142,14 +146,15 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
         env: ctx.env,
         shellDefault: ctx.shellDefault,
         signal: ctx.signal,
-        write: (chunk) => out.write(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk),
+        write: (chunk) => out.write(mask.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk)),
       });
     } catch (error) {
       // A handler that throws is a failed step with the reason in its log, never a lost task.
-      out.write(new TextEncoder().encode(`\n${(error as Error).message}\n`));
+      out.write(mask.push(new TextEncoder().encode(`\n${(error as Error).message}\n`)));
       result = { status: 'failed', exitCode: null };
     }
     const { status, exitCode } = result;
+    out.write(mask.end());
     await out.close();
     if (lostLease || abandoned) return 'lost';
     try {

@@ -37,6 +37,23 @@ export interface Executor {
   start(request: ExecRequest, onOutput: (chunk: Uint8Array) => void, signal: AbortSignal): Execution;
   /** Removes what the executor made for this task. */
   cleanup(): Promise<void>;
+  /**
+   * File transfer out of the task: packs what `patterns` match under `root` into an uncompressed
+   * tar stream (ustar; pax headers for long names). `root` may start with `~`; a relative root is
+   * relative to `home`. Patterns are relative to `root` (`*`, `?` within a segment, `**` across;
+   * `.` is the whole root; `globToRegExp` in runtime/output/file-sets.ts gives the exact rules).
+   * A matched directory brings everything under it; symlinks are packed as links, never followed.
+   * Entry names are relative to `root`. Patterns that match nothing are listed in `missing`.
+   * A root that does not exist rejects with NotFoundError('path', root).
+   */
+  archive(root: string, patterns: readonly string[]): Promise<{ readonly tar: AsyncIterable<Uint8Array>; readonly missing: readonly string[] }>;
+  /**
+   * File transfer into the task: unpacks a tar stream under `dest` (created when missing).
+   * Every entry must pass `checkEntry` (runtime/output/tar.ts): no `..`, absolute names, links
+   * out of `dest`, NUL or over-long names; the first bad entry rejects the whole call with its
+   * UnsafePathError. Later entries overwrite earlier ones. `maxBytes` bounds the content written.
+   */
+  extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { readonly maxBytes?: number }): Promise<{ readonly entries: number; readonly bytes: number }>;
 }
 
 /** Expands a leading `~` to `home`, as a shell would. */

@@ -4,6 +4,7 @@ import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/pro
 import { isAbsolute, join } from 'node:path';
 import type { ExecRequest, ExecResult, Execution, Executor } from './executor';
 import { expandHome } from './executor';
+import { archiveLocal, extractLocal } from './file-transfer';
 
 /** How long a stopped command gets between SIGTERM and SIGKILL. */
 const KILL_GRACE_MS = 2000;
@@ -23,7 +24,13 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
   // Process groups started for this task; whatever is left of them dies with the task.
   const groups = new Set<number>();
   const bash = existsSync('/bin/bash') || existsSync('/usr/bin/bash');
+  const resolvePath = (path: string) => {
+    const expanded = expandHome(path, taskDir);
+    return isAbsolute(expanded) ? expanded : join(taskDir, expanded);
+  };
   return {
+    archive: (root, patterns) => archiveLocal(resolvePath(root), patterns),
+    extract: (dest, tar, limits) => extractLocal(resolvePath(dest), tar, limits),
     home: taskDir,
     hasBash: async () => bash,
     start(request: ExecRequest, onOutput, signal): Execution {

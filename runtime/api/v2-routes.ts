@@ -5,6 +5,7 @@ import { InputError, NotFoundError, PermissionError } from '../domain/errors';
 import { isTerminalJobStatus, type JobStatus } from '../domain/model';
 import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
+import type { LogReader } from '../output/logs';
 import type { ParameterValue, Triggers } from '../triggers/triggers';
 import {
   findJob,
@@ -31,6 +32,8 @@ export interface V2RouteDeps {
   readonly conductor: Conductor;
   /** The address users reach the UI at, for `web_url`. */
   readonly webUrl: () => string;
+  /** Reads step output wherever it is kept (the output role). @default - the database only */
+  readonly logs?: LogReader;
 }
 
 const SLUG = '/api/v2/project/:vcs/:org/:repo';
@@ -166,7 +169,7 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
     if (rawStep === null || !/^\d{1,5}$/.test(rawStep)) throw new InputError('step (the step index, from the steps endpoint) is required', 'step');
     const step = (await jobSteps(store, job.id, nodeIndex)).find((s) => s.index === Number(rawStep));
     if (!step) throw new NotFoundError('step', `${rawStep} of node ${nodeIndex} of job ${job.number}`);
-    const chunks = await stepOutput(store, step.task_id, step.attempt, step.index);
+    const chunks = await readOutput(deps, step.task_id, step.attempt, step.index);
     const body = Buffer.concat(chunks.map((c) => Buffer.from(c.data)));
     ctx.res.writeHead(200, {
       'Content-Type': 'text/plain; charset=utf-8',
@@ -182,7 +185,7 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
   router.get(`${SLUG}/job/:number/output/stream`, async (ctx) => {
     const project = await projects.get(slugOf(ctx));
     const job = await findJob(store, project.id, ctx.params.number);
-    await followJobOutput(ctx, store, job.id, nodeIndexOf(ctx) ?? 0);
+    await followJobOutput(ctx, deps, job.id, nodeIndexOf(ctx) ?? 0);
     return undefined;
   });
 }
@@ -191,7 +194,12 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
  * Streams a job's steps and output as Server-Sent Events, from the beginning, until the job ends.
  * New output is announced by NOTIFY; a slow poll covers notifications lost to a reconnect.
  */
-async function followJobOutput(ctx: RequestContext, store: Store, jobId: string, nodeIndex: number): Promise<void> {
+function readOutput(deps: V2RouteDeps, taskId: string, attempt: number, step: number, afterSeq = -1) {
+  return deps.logs ? deps.logs.read(taskId, attempt, step, afterSeq) : stepOutput(deps.store, taskId, attempt, step, afterSeq);
+}
+
+async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: string, nodeIndex: number): Promise<void> {
+  const { store } = deps;
   const { res, req } = ctx;
   res.writeHead(200, {
     'Content-Type': 'text/event-stream; charset=utf-8',
@@ -248,7 +256,7 @@ async function followJobOutput(ctx: RequestContext, store: Store, jobId: string,
           send('step', { ...stepView(step), status: 'running', exit_code: null, stopped_at: null });
           sentStatus.set(step.index, 'running');
         }
-        const chunks = await stepOutput(store, step.task_id, step.attempt, step.index, cursor.get(step.index) ?? -1);
+        const chunks = await readOutput(deps, step.task_id, step.attempt, step.index, cursor.get(step.index) ?? -1);
         let decoder = decoders.get(step.index);
         if (!decoder) decoders.set(step.index, (decoder = new TextDecoder('utf-8')));
         for (const chunk of chunks) {

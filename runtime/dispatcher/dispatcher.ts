@@ -4,6 +4,7 @@ import type { JobStatus, StepStatus, TaskStatus } from '../domain/model';
 import type { JobSpec } from '../config/plan';
 import type { Queryable, Store } from '../store/store';
 import type { Logger } from '../logger';
+import type { LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
 
 /** Channels the dispatcher announces on, so other roles (and other processes) can react. */
@@ -96,6 +97,8 @@ export interface DispatcherDeps {
   readonly log: Logger;
   /** Observes each claimed task's wait in the queue, in seconds. */
   readonly queueWait?: Histogram;
+  /** Where output goes (the output role); without it chunks stay in `log_chunks`. */
+  readonly output?: LogSink;
 }
 
 /** A claim that would exceed a concurrency limit lost a race with another claim; it is rolled back. */
@@ -107,7 +110,7 @@ export function resourceClassOf(spec: JobSpec): string {
   return spec.resourceClass ?? DEFAULT_RESOURCE_CLASS;
 }
 
-export function createDispatcher({ store, config, log, queueWait }: DispatcherDeps): Dispatcher {
+export function createDispatcher({ store, config, log, queueWait, output }: DispatcherDeps): Dispatcher {
   const ttl = `${Math.max(1, Math.round(config.leaseTtlMs))} milliseconds`;
 
   /**
@@ -287,12 +290,14 @@ export function createDispatcher({ store, config, log, queueWait }: DispatcherDe
     },
 
     async appendOutput(lease, step, seq, data) {
-      await underLease(lease, (tx) =>
-        tx.query(
-          `INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT DO NOTHING`,
-          [lease.taskId, lease.attempt, step, seq, Buffer.from(data.buffer, data.byteOffset, data.byteLength)],
-        ),
+      await underLease<unknown>(lease, (tx) =>
+        output
+          ? output.appendChunk(tx, lease.taskId, lease.attempt, step, seq, data)
+          : tx.query(
+              `INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT DO NOTHING`,
+              [lease.taskId, lease.attempt, step, seq, Buffer.from(data.buffer, data.byteOffset, data.byteLength)],
+            ),
       );
       await notifyOutput(lease, step);
     },
@@ -305,6 +310,7 @@ export function createDispatcher({ store, config, log, queueWait }: DispatcherDe
           [lease.taskId, lease.attempt, step.index, step.status, step.exitCode ?? null],
         ),
       );
+      await output?.stepFinished(lease.taskId, lease.attempt, step.index);
       await notifyOutput(lease, step.index);
     },
 

@@ -5,6 +5,8 @@ import { createShellExecutor, reapOrphanedTasks } from '../agent/shell-executor'
 import { CHANNELS, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
+import type { StepHandlers } from '../agent/steps/step-handler';
+import type { OutputMasker } from '../output/masking';
 import type { Driver } from './driver';
 
 export interface BuiltinDriverOptions {
@@ -21,6 +23,10 @@ export interface BuiltinDriverOptions {
   /** When no notification arrives, look for work this often anyway. */
   readonly pollMs?: number;
   readonly webUrl?: string;
+  /** Step handlers for the agents (the output role's file steps). @default createStepHandlers() */
+  readonly handlers?: StepHandlers;
+  /** Masks output before it is sent. @default no masking */
+  readonly masker?: OutputMasker;
 }
 
 /** A reporter that calls the dispatcher in-process under one lease. */
@@ -92,6 +98,8 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
           heartbeatMs: options.heartbeatMs,
           signal: controller.signal,
           webUrl: options.webUrl,
+          handlers: options.handlers,
+          masker: options.masker,
         });
       } catch (error) {
         // The agent could not report (e.g. the database is down). The lease will expire and the

@@ -2,6 +2,12 @@ import { join } from 'node:path';
 import { startHttpServer, type RunningHttpServer } from '../api/http-server';
 import { Router } from '../api/router';
 import { registerV2Routes } from '../api/v2-routes';
+import { openBlobStore } from '../blob/open-blob-store';
+import { createStepHandlers } from '../agent/steps';
+import { createOutputStepHandlers } from '../agent/steps/output-steps';
+import { registerOutputRoutes } from '../output/api-routes';
+import { createLogStore } from '../output/logs';
+import { createOutputService } from '../output/output-service';
 import { createConductor, type CompileFn } from '../conductor/conductor';
 import { CHANNELS, createDispatcher } from '../dispatcher/dispatcher';
 import { createGitForge } from '../forge/git-forge';
@@ -50,7 +56,12 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     const projects = createProjects({ store, forge });
     const triggers = createTriggers({ store, forge, projects });
     const metrics = createMetrics();
+    const blobs = openBlobStore(settings.blobs, settings.dataDir);
+    const outputLog = log.child({ role: 'output' });
+    const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes });
+    const output = createOutputService({ store, blobs, log: outputLog });
     const dispatcher = createDispatcher({
+      output: logs,
       store,
       config: { leaseTtlMs: settings.leaseTtlMs, maxAttempts: settings.maxAttempts },
       log: log.child({ role: 'dispatcher' }),
@@ -88,7 +99,8 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     if (roles.has('api')) {
       const router = new Router();
       router.get('/healthz', async () => ({ json: { status: 'ok' } }), { public: true });
-      registerV2Routes(router, { store, projects, triggers, conductor, webUrl });
+      registerV2Routes(router, { store, projects, triggers, conductor, webUrl, logs });
+      registerOutputRoutes(router, { store, blobs, projects, output, apiUrl: webUrl });
       registerConfigRoutes(router, { orbs });
       const tokens = createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret));
       const agentRoutes = await registerAgentRoutes(router, { store, dispatcher, tokens, resourceClasses });
@@ -112,6 +124,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
         resourceClasses: ['*'],
         heartbeatMs: Math.max(100, Math.floor(settings.leaseTtlMs / 3)),
         webUrl: webUrl(),
+        handlers: createStepHandlers(createOutputStepHandlers(output.client)),
       });
       await driver.start();
     }

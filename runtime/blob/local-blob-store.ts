@@ -1,0 +1,44 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { dirname, join } from 'node:path';
+import { NotFoundError } from '../domain/errors';
+import { assertBlobKey, type BlobStore } from './blob-store';
+
+/** Blobs as files under `root` (the embedded default: `GYRE_DATA_DIR/blobs`). */
+export function createLocalBlobStore({ root }: { root: string }): BlobStore {
+  const pathOf = (key: string) => {
+    assertBlobKey(key);
+    return join(root, key);
+  };
+  return {
+    kind: 'local',
+    async put(key, body) {
+      const target = pathOf(key);
+      await mkdir(dirname(target), { recursive: true });
+      // Write beside, then rename: a reader never sees half an object.
+      const temp = `${target}.${randomUUID()}.partial`;
+      try {
+        if (body instanceof Uint8Array) await writeFile(temp, body);
+        else await copyFile(body.file, temp);
+        await rename(temp, target);
+      } catch (error) {
+        await rm(temp, { force: true });
+        throw error;
+      }
+    },
+    async get(key) {
+      const path = pathOf(key);
+      const stream = createReadStream(path);
+      await new Promise<void>((resolve, reject) => {
+        stream.once('open', () => resolve());
+        stream.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'ENOENT' ? new NotFoundError('blob', key) : error));
+      });
+      return stream as Readable;
+    },
+    async delete(keys) {
+      for (const key of keys) await rm(pathOf(key), { force: true });
+    },
+  };
+}

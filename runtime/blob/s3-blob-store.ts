@@ -1,0 +1,72 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { NotFoundError } from '../domain/errors';
+import { assertBlobKey, type BlobStore } from './blob-store';
+
+export interface S3BlobStoreOptions {
+  readonly bucket: string;
+  /** @default 'us-east-1' */
+  readonly region?: string;
+  /** An S3-compatible endpoint (MinIO, Ceph, GCS's XML API). @default - AWS */
+  readonly endpoint?: string;
+  /** Address the bucket in the path rather than the host name. @default false */
+  readonly forcePathStyle?: boolean;
+  /** Static credentials; without them the SDK's default chain is used (environment, IAM role). */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  /** Reported as the store's kind. @default 's3' */
+  readonly kind?: 's3' | 'gcs';
+}
+
+/** GCS's S3-compatible XML API: HMAC keys as credentials, path-style requests. */
+export const GCS_XML_ENDPOINT = 'https://storage.googleapis.com';
+
+/**
+ * Blobs in an S3 bucket through the AWS SDK. GCS is served by the same code through its XML API
+ * (interoperability mode), which speaks the S3 protocol for the calls used here.
+ */
+export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
+  const config: S3ClientConfig = {
+    region: options.region ?? 'us-east-1',
+    endpoint: options.endpoint,
+    forcePathStyle: options.forcePathStyle ?? false,
+    credentials: options.credentials,
+    // Plain signed bodies: S3-compatible stores (and GCS's XML API) do not all read aws-chunked
+    // uploads with trailing checksums, the SDK's newer default.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  };
+  const client = new S3Client(config);
+  const Bucket = options.bucket;
+  return {
+    kind: options.kind ?? 's3',
+    async put(key, body) {
+      assertBlobKey(key);
+      if (body instanceof Uint8Array) {
+        await client.send(new PutObjectCommand({ Bucket, Key: key, Body: body, ContentLength: body.byteLength }));
+      } else {
+        const { size } = await stat(body.file);
+        await client.send(new PutObjectCommand({ Bucket, Key: key, Body: createReadStream(body.file), ContentLength: size }));
+      }
+    },
+    async get(key) {
+      assertBlobKey(key);
+      try {
+        const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
+        return out.Body as Readable;
+      } catch (error) {
+        const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+        if (e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) throw new NotFoundError('blob', key);
+        throw error;
+      }
+    },
+    async delete(keys) {
+      // One call per key: GCS's XML API has no multi-object delete.
+      for (const key of keys) {
+        assertBlobKey(key);
+        await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
+      }
+    },
+  };
+}
