@@ -1,0 +1,88 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(__dirname, '../..');
+
+/** A free TCP port on 127.0.0.1 (so a restarted server can come back at the same address). */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Starts `gyre server` as a child process and waits until /healthz answers. */
+export async function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'server'], {
+    cwd: ROOT,
+    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out} ${stderr}`)), 60_000);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /Gyre is running at (http:\/\/[^\s]+) /.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
+  });
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`${url}/healthz`).catch(() => undefined))?.status === 200) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, url, stderr: () => stderr };
+}
+
+/** Starts `gyre runner` as a child process in its own process group (so a kill takes its tasks too). */
+export function startRunnerProcess(url: string, token: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess & { output: () => string } {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'runner', '--url', url, '--token', token, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, GYRE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stderr!.on('data', (d) => (output += d));
+  return Object.assign(child, { output: () => output });
+}
+
+/** SIGKILLs a detached child's whole process group and waits for the child to exit. */
+export async function killGroup(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+  await exited;
+}
+
+export async function apiCall(url: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(url + path, { method, headers: { 'Circle-Token': token, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  if (res.status >= 400) throw new Error(`${method} ${path} → ${res.status} ${text}`);
+  return text ? JSON.parse(text) : undefined;
+}
+
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn().catch(() => undefined);
+    if (value !== undefined && value !== false) return value as T;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
