@@ -298,54 +298,66 @@ export function compileSafeRegex(pattern: string): SafeRegex {
   return {
     source: pattern,
     matchesWhole(input: string): boolean {
-      let current: number[] = [];
-      let next: number[] = [];
+      // Two state lists swapped per character; `seen` marks states already added at this position.
+      let current = new Int32Array(n);
+      let next = new Int32Array(n);
+      let currentLen = 0;
+      let nextLen = 0;
       const seen = new Int32Array(n).fill(-1);
+      const stack = new Int32Array(n * 2 + 2);
       let generation = 0;
-      const add = (list: number[], pc: number, pos: number): void => {
-        // iterative epsilon closure: a stack instead of recursion keeps deep programs safe
-        const stack = [pc];
-        while (stack.length) {
-          const p = stack.pop()!;
+      // iterative epsilon closure: an explicit stack instead of recursion keeps deep programs safe
+      const add = (list: Int32Array, len: number, pc: number, pos: number): number => {
+        let sp = 0;
+        stack[sp++] = pc;
+        while (sp > 0) {
+          const p = stack[--sp];
           if (seen[p] === generation) continue;
           seen[p] = generation;
           const inst = prog[p];
           switch (inst.op) {
             case 'jmp':
-              stack.push(inst.x);
+              stack[sp++] = inst.x;
               break;
             case 'split':
-              stack.push(inst.y, inst.x);
+              stack[sp++] = inst.y;
+              stack[sp++] = inst.x;
               break;
             case 'bol':
-              if (pos === 0) stack.push(p + 1);
+              if (pos === 0) stack[sp++] = p + 1;
               break;
             case 'eol':
-              if (pos === input.length) stack.push(p + 1);
+              if (pos === input.length) stack[sp++] = p + 1;
               break;
             case 'wordb': {
               const before = pos > 0 && isWord(input.charCodeAt(pos - 1));
               const after = pos < input.length && isWord(input.charCodeAt(pos));
-              if ((before !== after) !== inst.not) stack.push(p + 1);
+              if ((before !== after) !== inst.not) stack[sp++] = p + 1;
               break;
             }
             default:
-              list.push(p);
+              list[len++] = p;
           }
         }
+        return len;
       };
-      add(current, 0, 0);
-      for (let pos = 0; pos < input.length && current.length > 0; pos++) {
+      currentLen = add(current, 0, 0, 0);
+      for (let pos = 0; pos < input.length && currentLen > 0; pos++) {
         const c = input.charCodeAt(pos);
         generation++;
-        next.length = 0;
-        for (const p of current) {
+        nextLen = 0;
+        for (let k = 0; k < currentLen; k++) {
+          const p = current[k];
           const inst = prog[p];
-          if (inst.op === 'char' && inst.pred(c)) add(next, p + 1, pos + 1);
+          if (inst.op === 'char' && inst.pred(c)) nextLen = add(next, nextLen, p + 1, pos + 1);
         }
-        [current, next] = [next, current];
+        const t = current;
+        current = next;
+        next = t;
+        currentLen = nextLen;
       }
-      return current.some((p) => prog[p].op === 'match');
+      for (let k = 0; k < currentLen; k++) if (prog[current[k]].op === 'match') return true;
+      return false;
     },
   };
 }
