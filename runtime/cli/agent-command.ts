@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
-import { createShellExecutor } from '../agent/shell-executor';
+import { createTaskExecutor } from '../agent/task-executor';
 import { createLogger, type LogLevel } from '../logger';
 import { startRunner } from '../scheduler/runner';
 import type { CliIo } from './main';
@@ -26,7 +26,13 @@ const logLevel = (io: CliIo): LogLevel => (io.env.GYRE_LOG_LEVEL as LogLevel) ||
  * Exit 0 when the task's outcome was reported (whatever it was), 1 when the lease was lost.
  */
 export async function agentCommand(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, { url: { type: 'string' }, token: { type: 'string' }, 'work-dir': { type: 'string' } });
+  const { values } = parse(args, {
+    url: { type: 'string' },
+    token: { type: 'string' },
+    'work-dir': { type: 'string' },
+    'docker-socket': { type: 'string' },
+    'registry-mirror': { type: 'string' },
+  });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
   const token = (values.token as string | undefined) ?? io.env.GYRE_TASK_TOKEN;
   if (!url) throw new UsageError('agent needs --url (or GYRE_URL)');
@@ -35,7 +41,13 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   const client = createAgentClient({ url, token });
   const { task } = await client.fetchTask();
   const workDir = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-agent-'));
-  const executor = await createShellExecutor({ taskDir: join(workDir, task.taskId) });
+  const executor = await createTaskExecutor({
+    task,
+    taskDir: join(workDir, task.taskId),
+    log,
+    dockerSocket: (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
+    registryMirror: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
+  });
   const controller = new AbortController();
   // Nomad stops an allocation with SIGTERM (stop on cancel): treat it as a cancel of the task.
   process.once('SIGTERM', () => controller.abort('canceled'));
@@ -61,6 +73,8 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
     drain: { type: 'boolean' },
     'work-dir': { type: 'string' },
     'poll-ms': { type: 'string' },
+    'docker-socket': { type: 'string' },
+    'registry-mirror': { type: 'string' },
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
   const token = (values.token as string | undefined) ?? io.env.GYRE_RUNNER_TOKEN;
@@ -78,6 +92,8 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
     slots,
     drain: values.drain === true,
     pollMs: values['poll-ms'] === undefined ? undefined : Number(values['poll-ms']),
+    dockerSocket: (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
+    registryMirror: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
   });
   io.stderr(`runner ${runner.id} polling ${url}\n`);
   const stop = () => {

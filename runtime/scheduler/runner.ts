@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
-import { createShellExecutor } from '../agent/shell-executor';
+import { createTaskExecutor } from '../agent/task-executor';
 import type { TaskContext } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 
@@ -28,6 +28,10 @@ export interface RunnerOptions {
   readonly pollMs?: number;
   /** How often a running task's lease is renewed and a cancel is looked for. @default 500 */
   readonly heartbeatMs?: number;
+  /** A Docker Engine API socket: `docker:` jobs run in containers. @default - every job runs in the host's shell */
+  readonly dockerSocket?: string;
+  /** Registry mirror for Docker Hub pulls (host[:port]). */
+  readonly registryMirror?: string;
   /** @default `<hostname>-<random>` */
   readonly runnerId?: string;
 }
@@ -90,7 +94,13 @@ export function startRunner(options: RunnerOptions): Runner {
       const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId });
-        const executor = await createShellExecutor({ taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`) });
+        const executor = await createTaskExecutor({
+          task,
+          taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`),
+          log: taskLog,
+          dockerSocket: options.dockerSocket,
+          registryMirror: options.registryMirror,
+        });
         const result = await runTask({ task, reporter: client.reporter(), executor, log: taskLog, heartbeatMs: options.heartbeatMs ?? 500, webUrl: base });
         if ('outcome' in result) completed++;
       } catch (error) {

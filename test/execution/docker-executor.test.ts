@@ -1,0 +1,130 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDockerEngine } from '../../runtime/agent/docker-engine';
+import { createDockerExecutor, parseImageRef } from '../../runtime/agent/docker-executor';
+import type { Executor } from '../../runtime/agent/executor';
+import { createLogger } from '../../runtime/logger';
+import { startRunner, type Runner } from '../../runtime/scheduler/runner';
+import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
+import { startTestGyre, type TestGyre } from '../support/gyre';
+
+const socket = containerSocket();
+if (!socket) console.log('test/execution/docker-executor: skipped, no Docker Engine API socket (set GYRE_TEST_DOCKER_SOCKET or start `podman system service`)');
+const withEngine = socket ? describe : describe.skip;
+const log = createLogger({ level: 'silent' });
+
+async function exec(executor: Executor, script: string, options: { env?: Record<string, string>; cwd?: string; signal?: AbortSignal; timeoutMs?: number } = {}) {
+  const chunks: Uint8Array[] = [];
+  const execution = executor.start(
+    { script, shell: '/bin/sh -eo pipefail', env: options.env ?? {}, cwd: options.cwd ?? '~/project', noOutputTimeoutMs: options.timeoutMs },
+    (c) => chunks.push(c),
+    options.signal ?? new AbortController().signal,
+  );
+  const result = await execution.done;
+  return { ...result, output: Buffer.concat(chunks).toString('utf8') };
+}
+
+describe('image references', () => {
+  it('reads registries, Hub short names, tags and digests as Docker does', () => {
+    expect(parseImageRef('busybox')).toEqual({ registry: 'docker.io', repository: 'library/busybox', tag: 'latest', digest: undefined });
+    expect(parseImageRef('cimg/node:20.1')).toMatchObject({ registry: 'docker.io', repository: 'cimg/node', tag: '20.1' });
+    expect(parseImageRef('registry.local:5000/team/app@sha256:abc')).toMatchObject({ registry: 'registry.local:5000', repository: 'team/app', digest: 'sha256:abc', tag: undefined });
+    expect(parseImageRef('localhost/gyre-busybox:latest')).toMatchObject({ registry: 'localhost', repository: 'gyre-busybox' });
+  });
+});
+
+withEngine('the Docker executor on a Docker Engine API socket', () => {
+  const engine = socket ? createDockerEngine(socket) : undefined!;
+  const containersOf = async (taskId: string) =>
+    (await engine.call<any[]>('GET', `/containers/json?all=true&filters=${encodeURIComponent(JSON.stringify({ label: [`gyre.task=${taskId}`] }))}`)).body;
+
+  it('runs steps in the primary container with environment, user and working directory; a service answers by name on the task network', async () => {
+    const taskId = `t-${Date.now()}`;
+    const executor = await createDockerExecutor({
+      socketPath: socket!,
+      taskId,
+      log,
+      images: [
+        { image: BUSYBOX_IMAGE, environment: { FROM_IMAGE: 'primary-env' }, user: 'nobody' },
+        { image: BUSYBOX_IMAGE, name: 'svc', entrypoint: ['/bin/sh', '-c'], command: ['mkdir -p /www && echo served-by-service > /www/x && exec httpd -f -p 8080 -h /www'] },
+      ],
+    });
+    try {
+      expect(await executor.hasBash()).toBe(false);
+      const r = await exec(executor, 'echo "$FROM_IMAGE $STEP_ENV $(id -un) $PWD"; for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://svc:8080/x && break; sleep 0.3; done', {
+        env: { STEP_ENV: 'step-env', PATH: '/host/only' },
+        cwd: '/tmp/work/dir',
+      });
+      expect(r).toMatchObject({ exitCode: 0, timedOut: false, canceled: false });
+      expect(r.output).toBe('primary-env step-env nobody /tmp/work/dir\nserved-by-service\n');
+      expect(await exec(executor, 'echo out; echo err >&2; exit 7')).toMatchObject({ exitCode: 7, output: 'out\nerr\n' });
+      expect((await containersOf(taskId)).length).toBe(2);
+    } finally {
+      await executor.cleanup();
+    }
+    expect(await containersOf(taskId)).toEqual([]);
+  }, 60_000);
+
+  it('stops a step on cancel and on an output timeout', async () => {
+    const executor = await createDockerExecutor({ socketPath: socket!, taskId: `c-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
+    try {
+      const controller = new AbortController();
+      const started = Date.now();
+      setTimeout(() => controller.abort(), 500);
+      const canceled = await exec(executor, 'echo begin; sleep 60; echo never', { signal: controller.signal });
+      expect(canceled).toMatchObject({ canceled: true, exitCode: null, output: 'begin\n' });
+      expect(Date.now() - started).toBeLessThan(4000);
+      const timed = await exec(executor, 'echo begin; sleep 60', { timeoutMs: 500 });
+      expect(timed).toMatchObject({ timedOut: true, exitCode: null });
+    } finally {
+      await executor.cleanup();
+    }
+  }, 60_000);
+
+  describe('a pipeline with a service container, through a runner', () => {
+    let g: TestGyre;
+    let runner: Runner;
+    const work = mkdtempSync(join(tmpdir(), 'gyre-docker-runner-'));
+    beforeAll(async () => {
+      g = await startTestGyre();
+      await g.api('POST', '/api/v2/resource-classes', { name: 'acme/containers', cpu: 1, memory_mb: 1024, driver: 'runner' });
+      const token = (await g.api('POST', '/api/v2/resource-classes/acme%2Fcontainers/tokens', {})).token;
+      runner = startRunner({ url: g.url, token, log, workRoot: work, dockerSocket: socket, pollMs: 2000 });
+    });
+    afterAll(async () => {
+      runner.stop();
+      await runner.done;
+      await g.stop();
+      rmSync(work, { recursive: true, force: true });
+    });
+
+    it('runs the job in containers and ends success', async () => {
+      await g.addProject('acme/dock', {
+        '.circleci/config.yml': `version: 2.1
+jobs:
+  build:
+    resource_class: acme/containers
+    docker:
+      - image: ${BUSYBOX_IMAGE}
+      - image: ${BUSYBOX_IMAGE}
+        name: cache
+        entrypoint: ["/bin/sh", "-c"]
+        command: ["echo pong > /tmp/ping && exec httpd -f -p 6379 -h /tmp"]
+    working_directory: /tmp/proj
+    steps:
+      - run: |
+          echo "in $PWD node $CIRCLE_NODE_INDEX"
+          for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://cache:6379/ping && break; sleep 0.3; done
+workflows:
+  w:
+    jobs: [build]
+`,
+      });
+      const { id } = await g.trigger('acme/dock');
+      const { jobs } = await g.waitForPipeline(id, 60_000);
+      const res = await fetch(`${g.url}/api/v2/project/gh/acme/dock/job/${jobs.build.job_number}/output?node_index=0&step=0`, { headers: { 'Circle-Token': g.token } });
+      expect({ status: jobs.build.status, output: await res.text() }).toEqual({ status: 'success', output: 'in /tmp/proj node 0\npong\n' });
+    }, 90_000);
+  });
+});
