@@ -1,5 +1,7 @@
 import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
+import type { NomadConnection } from './scheduler/nomad-client';
 
 export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier', 'machines'] as const;
 export type Role = (typeof ROLES)[number];
@@ -30,6 +32,17 @@ export interface Settings {
   readonly example: boolean;
   /** GYRE_AGENT_SECRET: the key task tokens are signed with; generated and kept in the database when unset. */
   readonly agentSecret?: string;
+  /**
+   * NOMAD_ADDR, with NOMAD_TOKEN (ACL), NOMAD_CACERT / NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY (mTLS),
+   * NOMAD_NAMESPACE, NOMAD_REGION: the Nomad cluster the nomad driver submits task agents to.
+   */
+  readonly nomad?: NomadConnection;
+  /** GYRE_AGENT_IMAGE: the task agent image Nomad jobs run. */
+  readonly agentImage: string;
+  /** GYRE_NOMAD_JOB_TEMPLATE: a JSON file with the Nomad job every task's job starts from, parsed. */
+  readonly nomadJobTemplate?: Record<string, unknown>;
+  /** GYRE_URL: the address agents started by Nomad call back to (GYRE_PUBLIC_URL wins when set). */
+  readonly agentCallbackUrl?: string;
   /** GYRE_LOG_LEVEL: info, warn, error or silent. */
   readonly logLevel: 'info' | 'warn' | 'error' | 'silent';
   /** GYRE_BLOB_STORE (local, s3, gcs) and its GYRE_S3_* / GYRE_GCS_* settings: where output is kept. */
@@ -119,6 +132,17 @@ export function readSettings(env: Env = process.env): Settings {
     throw new ConfigurationError('GYRE_LOG_LEVEL', `'${logLevel}' is not a level (allowed: info, warn, error, silent)`);
   }
   const agentSecret = env.GYRE_AGENT_SECRET || undefined;
+  const nomad = nomadSettings(env);
+  let nomadJobTemplate: Record<string, unknown> | undefined;
+  if (env.GYRE_NOMAD_JOB_TEMPLATE) {
+    try {
+      nomadJobTemplate = JSON.parse(readFileSync(env.GYRE_NOMAD_JOB_TEMPLATE, 'utf8'));
+    } catch (error) {
+      throw new ConfigurationError('GYRE_NOMAD_JOB_TEMPLATE', `cannot read a JSON job from ${env.GYRE_NOMAD_JOB_TEMPLATE}: ${(error as Error).message}`);
+    }
+  }
+  const agentCallbackUrl = publicUrl ?? (env.GYRE_URL || undefined);
+  if (agentCallbackUrl && !/^https?:\/\/[^\s/]+/.test(agentCallbackUrl)) throw new ConfigurationError('GYRE_URL', `'${agentCallbackUrl}' must be an http:// or https:// URL`);
   if (agentSecret !== undefined && agentSecret.length < 32) throw new ConfigurationError('GYRE_AGENT_SECRET', 'must be at least 32 characters');
   return {
     port,
@@ -133,9 +157,34 @@ export function readSettings(env: Env = process.env): Settings {
     roles,
     example: boolean(env, 'GYRE_EXAMPLE', true),
     agentSecret,
+    nomad,
+    agentImage: env.GYRE_AGENT_IMAGE || 'ghcr.io/gyre-ci/agent:0.1.0',
+    nomadJobTemplate,
+    agentCallbackUrl,
     logLevel,
     blobs: blobSettings(env),
     jobOutputLimitBytes: integer(env, 'GYRE_JOB_OUTPUT_LIMIT_BYTES', 1024 ** 3, 1024, 2 ** 50),
+  };
+}
+
+function nomadSettings(env: Env): NomadConnection | undefined {
+  const address = env.NOMAD_ADDR || undefined;
+  if (!address) return undefined;
+  if (!/^https?:\/\/[^\s/]+/.test(address)) throw new ConfigurationError('NOMAD_ADDR', `'${address}' must be an http:// or https:// URL`);
+  for (const name of ['NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY']) {
+    if (env[name] && !existsSync(env[name]!)) throw new ConfigurationError(name, `file ${env[name]} does not exist`);
+  }
+  if (Boolean(env.NOMAD_CLIENT_CERT) !== Boolean(env.NOMAD_CLIENT_KEY)) {
+    throw new ConfigurationError(env.NOMAD_CLIENT_CERT ? 'NOMAD_CLIENT_KEY' : 'NOMAD_CLIENT_CERT', 'mutual TLS needs both NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY');
+  }
+  return {
+    address,
+    token: env.NOMAD_TOKEN || undefined,
+    caCertFile: env.NOMAD_CACERT || undefined,
+    clientCertFile: env.NOMAD_CLIENT_CERT || undefined,
+    clientKeyFile: env.NOMAD_CLIENT_KEY || undefined,
+    namespace: env.NOMAD_NAMESPACE || undefined,
+    region: env.NOMAD_REGION || undefined,
   };
 }
 

@@ -89,6 +89,11 @@ export interface Dispatcher {
    * otherwise it is an infrastructure failure. Returns the ids of the tasks it touched.
    */
   reapExpiredLeases(options?: { all?: boolean }): Promise<string[]>;
+  /**
+   * Ends an attempt whose agent is known to be gone (e.g. its Nomad allocation failed) as if its
+   * lease had expired: queued again while attempts remain. A lease no longer current is left alone.
+   */
+  releaseLease(lease: Lease, reason: string): Promise<void>;
 }
 
 export interface DispatcherDeps {
@@ -342,6 +347,18 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       }
       for (const task of running) await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskCancel, task.id]);
       return running.map((t) => t.id);
+    },
+
+    async releaseLease(lease, reason) {
+      const rows = await store.query(
+        `UPDATE tasks SET lease_expires_at = now() - interval '1 millisecond'
+          WHERE id = $1 AND lease_id = $2 AND attempt = $3 AND status = 'running' RETURNING id`,
+        [lease.taskId, lease.leaseId, lease.attempt],
+      );
+      if (rows.length > 0) {
+        log.warn('attempt ended: its agent is gone', { taskId: lease.taskId, attempt: lease.attempt, reason });
+        await this.reapExpiredLeases();
+      }
     },
 
     async reapExpiredLeases(options = {}) {

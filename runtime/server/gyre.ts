@@ -30,6 +30,8 @@ import { createMetrics } from '../metrics/metrics';
 import { registerExecutionMetrics } from '../metrics/execution-metrics';
 import { createResourceClasses } from '../scheduler/resource-classes';
 import { createTaskTokens, loadTaskTokenSecret } from '../scheduler/task-token';
+import { createNomadClient } from '../scheduler/nomad-client';
+import { createNomadDriver } from '../scheduler/nomad-driver';
 
 export interface Gyre {
   /** Where the API and UI listen, e.g. http://127.0.0.1:8080 (undefined without the api role). */
@@ -68,6 +70,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       queueWait: registerExecutionMetrics(metrics, store),
     });
     const resourceClasses = createResourceClasses({ store });
+    const tokens = createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret));
     const orbs = createOrbRegistry({ store });
     const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs });
     const conductor = createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }) });
@@ -129,6 +132,22 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       await driver.start();
     }
 
+    let nomadDriver: Driver | undefined;
+    if (roles.has('scheduler') && settings.nomad) {
+      nomadDriver = createNomadDriver({
+        store,
+        dispatcher,
+        resourceClasses,
+        tokens,
+        nomad: createNomadClient(settings.nomad),
+        log: log.child({ role: 'scheduler', driver: 'nomad' }),
+        gyreUrl: settings.agentCallbackUrl ?? webUrl(),
+        agentImage: settings.agentImage,
+        jobTemplate: settings.nomadJobTemplate,
+      });
+      await nomadDriver.start();
+    }
+
     let example: Gyre['example'];
     if (settings.example && roles.has('api') && roles.has('triggers')) {
       example = await createExampleProject({ store, projects, triggers, dataDir: settings.dataDir, webUrl: webUrl(), log });
@@ -142,6 +161,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       async stop() {
         for (const timer of timers) clearInterval(timer);
         await driver?.stop();
+        await nomadDriver?.stop();
         for (const stop of stops.reverse()) await stop().catch(() => undefined);
         await store.close();
       },
