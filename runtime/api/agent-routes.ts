@@ -169,6 +169,20 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
     { public: true },
   );
 
+  router.get(
+    '/api/v2/agent/task/:id/test-timings',
+    async (ctx) => {
+      const lease = leaseOf(ctx);
+      await dispatcher.heartbeat(lease);
+      const [job] = await store.query<{ project_id: string; name: string }>(
+        'SELECT j.project_id, j.name FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1',
+        [lease.taskId],
+      );
+      return { json: { items: job ? await storedTestTimings(store, job.project_id, job.name) : [] } };
+    },
+    { public: true },
+  );
+
   return {
     async close() {
       closed = true;
@@ -225,4 +239,25 @@ export function registerResourceClassRoutes(router: Router, deps: { resourceClas
     await resourceClasses.setLimit(scope, ctx.params.key, max);
     return { json: { scope, key: ctx.params.key, max_running: max ?? null } };
   });
+}
+
+/**
+ * Seconds per test file from the output role's stored test results (its `testTimings` query),
+ * summed over the tests of each file; empty when the output role offers no such query.
+ */
+async function storedTestTimings(store: Store, projectId: string, jobName: string): Promise<{ file: string; seconds: number }[]> {
+  let query: ((db: Store, projectId: string, jobName: string) => Promise<{ file: string; classname: string; run_time: number }[]>) | undefined;
+  try {
+    // Looked up at run time: test-result storage belongs to the output role.
+    query = require('../output/output-service').testTimings;
+  } catch {
+    query = undefined;
+  }
+  if (typeof query !== 'function') return [];
+  const totals = new Map<string, number>();
+  for (const t of await query(store, projectId, jobName)) {
+    const file = t.file || t.classname;
+    if (file) totals.set(file, (totals.get(file) ?? 0) + Number(t.run_time || 0));
+  }
+  return [...totals].map(([file, seconds]) => ({ file, seconds }));
 }
