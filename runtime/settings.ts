@@ -26,6 +26,8 @@ export interface Settings {
   readonly leaseTtlMs: number;
   /** GYRE_MAX_ATTEMPTS: claims of a task before an expired lease is a final infrastructure failure. */
   readonly maxAttempts: number;
+  /** GYRE_CONTINUATION_TTL_MS: how long a setup pipeline may be continued after its setup workflow starts. */
+  readonly continuationTtlMs: number;
   /** GYRE_ROLES: comma-separated roles to run, or `all`. */
   readonly roles: ReadonlySet<Role>;
   /** GYRE_EXAMPLE: create and run the example project on first start (`true`/`false`). */
@@ -154,6 +156,7 @@ export function readSettings(env: Env = process.env): Settings {
     runnerSlots: integer(env, 'GYRE_RUNNER_SLOTS', 4, 0, 256),
     leaseTtlMs: integer(env, 'GYRE_LEASE_TTL_MS', 30_000, 500, 3_600_000),
     maxAttempts: integer(env, 'GYRE_MAX_ATTEMPTS', 3, 1, 100),
+    continuationTtlMs: integer(env, 'GYRE_CONTINUATION_TTL_MS', 6 * 3600_000, 1000, 7 * 24 * 3600_000),
     roles,
     example: boolean(env, 'GYRE_EXAMPLE', true),
     agentSecret,

@@ -124,12 +124,47 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
 
   router.get('/api/v2/pipeline/:id/config', async (ctx) => {
     await getPipeline(store, ctx.params.id);
-    const [row] = await store.query<{ config_source: string | null; config_compiled: string | null }>(
-      'SELECT config_source, config_compiled FROM pipelines WHERE id = $1',
-      [ctx.params.id],
-    );
-    return { json: { source: row.config_source ?? '', compiled: row.config_compiled ?? '', 'setup-config': '', 'compiled-setup-config': '' } };
+    const [row] = await store.query<{
+      config_source: string | null;
+      config_compiled: string | null;
+      setup_config_source: string | null;
+      setup_config_compiled: string | null;
+    }>('SELECT config_source, config_compiled, setup_config_source, setup_config_compiled FROM pipelines WHERE id = $1', [ctx.params.id]);
+    return {
+      json: {
+        source: row.config_source ?? '',
+        compiled: row.config_compiled ?? '',
+        'setup-config': row.setup_config_source ?? '',
+        'compiled-setup-config': row.setup_config_compiled ?? '',
+      },
+    };
   });
+
+  // The continuation key authenticates this call (a setup job has no API token), so it is public.
+  router.post(
+    '/api/v2/pipeline/continue',
+    async (ctx) => {
+      const body = await ctx.body<Record<string, unknown>>();
+      const key = body['continuation-key'];
+      const configuration = body.configuration;
+      if (typeof key !== 'string' || !key) throw new InputError('continuation-key is required', 'continuation-key');
+      if (typeof configuration !== 'string' || !configuration.trim()) {
+        throw new InputError('configuration is required: the config YAML (or JSON) to continue the pipeline with', 'configuration');
+      }
+      let parameters = body.parameters;
+      // The continuation orb sends parameters as a JSON string as often as as an object.
+      if (typeof parameters === 'string') {
+        try {
+          parameters = parameters.trim() ? JSON.parse(parameters) : {};
+        } catch {
+          throw new InputError('parameters must be an object (or a string holding a JSON object)', 'parameters');
+        }
+      }
+      await conductor.continuePipeline({ key, configuration, parameters: parseParameters(parameters) });
+      return { json: { message: 'Pipeline continued.' } };
+    },
+    { public: true },
+  );
 
   router.get('/api/v2/workflow/:id', async (ctx) => ({ json: await getWorkflow(store, ctx.params.id) }));
 

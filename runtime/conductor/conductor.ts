@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
-import { ConflictError, NotFoundError } from '../domain/errors';
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { AuthenticationError, ConflictError, InputError, NotFoundError } from '../domain/errors';
 import type { JobStatus, WorkflowStatus } from '../domain/model';
 import { isTerminalJobStatus } from '../domain/model';
-import type { CompileResult, JobPlan, Plan, Requirement, RequiredStatus, TriggerContext } from '../config/plan';
+import type { CompileResult, ConfigProblem, JobPlan, Plan, Requirement, RequiredStatus, TriggerContext } from '../config/plan';
 import type { Dispatcher } from '../dispatcher/dispatcher';
 import type { Forge } from '../forge/forge';
 import type { Logger } from '../logger';
@@ -22,6 +22,11 @@ export interface Conductor {
   jobFinished(jobId: string): Promise<void>;
   cancelWorkflow(workflowId: string, actorId?: string): Promise<void>;
   approveJob(workflowId: string, jobId: string, actorId?: string): Promise<void>;
+  /**
+   * Continues a setup pipeline with the configuration its setup job generated. The key
+   * authenticates; a pipeline continues at most once, before its key expires.
+   */
+  continuePipeline(request: { key: string; configuration: string; parameters: Record<string, string | number | boolean> }): Promise<void>;
   /** Re-examines pending pipelines and unfinished workflows (recovery after restarts, lost notifications). */
   sweep(): Promise<void>;
 }
@@ -32,6 +37,8 @@ export interface ConductorDeps {
   readonly compile: CompileFn;
   readonly dispatcher: Dispatcher;
   readonly log: Logger;
+  /** How long a setup pipeline's continuation key stays valid. @default 6 hours */
+  readonly continuationTtlMs?: number;
 }
 
 interface JobRow {
@@ -63,7 +70,7 @@ function requirementStatusOf(status: JobStatus): Exclude<RequiredStatus, 'termin
 const FAILED_JOB_STATUSES: readonly JobStatus[] = ['failed', 'infrastructure_fail', 'timedout', 'terminated-unknown'];
 const TERMINAL_WORKFLOW_STATUSES: readonly WorkflowStatus[] = ['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized'];
 
-export function createConductor({ store, forge, compile, dispatcher, log }: ConductorDeps): Conductor {
+export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000 }: ConductorDeps): Conductor {
   async function markErrored(pipelineId: string, errors: { type: string; message: string }[]): Promise<void> {
     await store.query(
       `UPDATE pipelines SET state = 'errored', errors = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`,
@@ -145,40 +152,58 @@ export function createConductor({ store, forge, compile, dispatcher, log }: Cond
     await store.transaction((tx) => advanceInTx(tx, workflowId));
   }
 
+  /**
+   * Inserts a plan's workflows and jobs after the pipeline's existing ones and starts them, in the
+   * caller's transaction. A setup plan's jobs receive the pipeline's continuation key.
+   */
+  async function insertWorkflows(tx: Queryable, pipelineId: string, projectId: string, plan: Plan, continuationKey?: string): Promise<void> {
+    const [{ next }] = await tx.query<{ next: number }>('SELECT COALESCE(max(position) + 1, 0)::int AS next FROM workflows WHERE pipeline_id = $1', [pipelineId]);
+    const workflowIds: string[] = [];
+    for (const [offset, workflow] of plan.workflows.entries()) {
+      const workflowId = randomUUID();
+      workflowIds.push(workflowId);
+      await tx.query(`INSERT INTO workflows (id, pipeline_id, name, status, position) VALUES ($1, $2, $3, 'running', $4)`, [
+        workflowId,
+        pipelineId,
+        workflow.name,
+        next + offset,
+      ]);
+      for (const [jobPosition, job] of workflow.jobs.entries()) {
+        const spec = job.spec && continuationKey ? { ...job.spec, environment: { ...job.spec.environment, CIRCLE_CONTINUATION_KEY: continuationKey } } : job.spec;
+        await tx.query(
+          `INSERT INTO jobs (id, workflow_id, project_id, name, type, status, position, requires, contexts, spec)
+           VALUES ($1, $2, $3, $4, $5, 'blocked', $6, $7, $8, $9)`,
+          [
+            randomUUID(),
+            workflowId,
+            projectId,
+            job.name,
+            job.type,
+            jobPosition,
+            JSON.stringify(job.requires),
+            JSON.stringify(job.contexts),
+            spec ? JSON.stringify(spec) : null,
+          ],
+        );
+      }
+    }
+    for (const id of workflowIds) await advanceInTx(tx, id);
+  }
+
   async function createWorkflows(pipelineId: string, projectId: string, plan: Plan): Promise<void> {
     await store.transaction(async (tx) => {
       const [pipeline] = await tx.query<{ state: string }>('SELECT state FROM pipelines WHERE id = $1 FOR UPDATE', [pipelineId]);
       if (!pipeline || pipeline.state !== 'pending') return; // someone else got here first
-      const workflowIds: string[] = [];
-      for (const [position, workflow] of plan.workflows.entries()) {
-        const workflowId = randomUUID();
-        workflowIds.push(workflowId);
-        await tx.query(`INSERT INTO workflows (id, pipeline_id, name, status, position) VALUES ($1, $2, $3, 'running', $4)`, [
-          workflowId,
-          pipelineId,
-          workflow.name,
-          position,
-        ]);
-        for (const [jobPosition, job] of workflow.jobs.entries()) {
-          await tx.query(
-            `INSERT INTO jobs (id, workflow_id, project_id, name, type, status, position, requires, contexts, spec)
-             VALUES ($1, $2, $3, $4, $5, 'blocked', $6, $7, $8, $9)`,
-            [
-              randomUUID(),
-              workflowId,
-              projectId,
-              job.name,
-              job.type,
-              jobPosition,
-              JSON.stringify(job.requires),
-              JSON.stringify(job.contexts),
-              job.spec ? JSON.stringify(job.spec) : null,
-            ],
-          );
-        }
+      let continuationKey: string | undefined;
+      if (plan.setup) {
+        continuationKey = randomBytes(32).toString('base64url');
+        await tx.query(
+          `UPDATE pipelines SET continuation_key = $2, continuation_expires_at = now() + $3::interval WHERE id = $1`,
+          [pipelineId, continuationKey, `${continuationTtlMs} milliseconds`],
+        );
       }
       await tx.query(`UPDATE pipelines SET state = 'created', updated_at = now() WHERE id = $1`, [pipelineId]);
-      for (const id of workflowIds) await advanceInTx(tx, id);
+      await insertWorkflows(tx, pipelineId, projectId, plan, continuationKey);
     });
   }
 
@@ -235,10 +260,7 @@ export function createConductor({ store, forge, compile, dispatcher, log }: Cond
       if (!result.ok) {
         await markErrored(
           pipelineId,
-          result.problems.map((p) => ({
-            type: 'config',
-            message: `${p.path ? `${p.path}` : ''}${p.line ? ` (line ${p.line}${p.column ? `:${p.column}` : ''})` : ''}${p.path || p.line ? ': ' : ''}${p.message}`,
-          })),
+          result.problems.map((p) => ({ type: 'config', message: formatProblem(p) })),
         );
         return;
       }
@@ -288,6 +310,60 @@ export function createConductor({ store, forge, compile, dispatcher, log }: Cond
       });
     },
 
+    async continuePipeline({ key, configuration, parameters }) {
+      const [pipeline] = await store.query<{
+        id: string;
+        project_id: string;
+        number: number;
+        branch: string | null;
+        tag: string | null;
+        revision: string;
+        continuation_key: string;
+        expired: boolean;
+        continued_at: Date | null;
+        repo_url: string;
+        default_branch: string;
+        trigger_type: string;
+      }>(
+        `SELECT p.id, p.project_id, p.number, p.branch, p.tag, p.revision, p.continuation_key, p.continued_at, p.trigger_type,
+                (p.continuation_expires_at <= now()) AS expired, pr.repo_url, pr.default_branch
+           FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.continuation_key = $1`,
+        [key],
+      );
+      // The lookup is by exact key; the constant-time compare keeps timing from telling how close a guess was.
+      if (!pipeline || !sameSecret(pipeline.continuation_key, key)) throw new AuthenticationError('The continuation key is not valid.');
+      if (pipeline.continued_at) throw new ConflictError(`pipeline ${pipeline.number} has already been continued; a pipeline continues once`);
+      if (pipeline.expired) throw new ConflictError(`the continuation key of pipeline ${pipeline.number} has expired`);
+      const result = await compile(configuration, {
+        branch: pipeline.branch ?? undefined,
+        tag: pipeline.tag ?? undefined,
+        parameters,
+        pipeline: {
+          id: pipeline.id,
+          number: pipeline.number,
+          revision: pipeline.revision,
+          branch: pipeline.branch ?? undefined,
+          tag: pipeline.tag ?? undefined,
+          projectGitUrl: pipeline.repo_url,
+          projectType: 'github',
+          defaultBranch: pipeline.default_branch,
+          triggerSource: pipeline.trigger_type,
+        },
+      });
+      if (!result.ok) throw new InputError(`the configuration is not valid: ${result.problems.map(formatProblem).join('; ')}`, 'configuration');
+      if (result.plan.setup) throw new InputError('a continuation configuration cannot itself be a setup configuration (setup: true)', 'configuration');
+      await store.transaction(async (tx) => {
+        const claimed = await tx.query(
+          `UPDATE pipelines SET continued_at = now(), setup_config_source = config_source, setup_config_compiled = config_compiled,
+                  config_source = $2, config_compiled = $3, parameters = parameters || $4::jsonb, updated_at = now()
+            WHERE id = $1 AND continued_at IS NULL AND continuation_expires_at > now() RETURNING id`,
+          [pipeline.id, configuration, result.compiledYaml, JSON.stringify(parameters)],
+        );
+        if (claimed.length === 0) throw new ConflictError(`pipeline ${pipeline.number} has already been continued; a pipeline continues once`);
+        await insertWorkflows(tx, pipeline.id, pipeline.project_id, result.plan);
+      });
+    },
+
     async sweep() {
       const pending = await store.query<{ id: string }>(
         `SELECT id FROM pipelines WHERE state = 'pending' AND created_at < now() - interval '2 seconds' ORDER BY created_at LIMIT 20`,
@@ -317,4 +393,16 @@ export function workflowStatusOf(statuses: readonly JobStatus[], canceled: boole
   if (statuses.includes('unauthorized')) return 'unauthorized';
   if (statuses.length > 0 && statuses.every((s) => s === 'not_run')) return 'not_run';
   return 'success';
+}
+
+/** `jobs.build.steps[0] (line 4:7): message`, as the API and UI show config problems. */
+function formatProblem(p: ConfigProblem): string {
+  const where = `${p.path ?? ''}${p.line ? ` (line ${p.line}${p.column ? `:${p.column}` : ''})` : ''}`;
+  return where ? `${where.trim()}: ${p.message}` : p.message;
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }

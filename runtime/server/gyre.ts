@@ -23,7 +23,7 @@ import { createTriggers, PIPELINE_CREATED } from '../triggers/triggers';
 import { registerUiRoutes } from '../ui/routes';
 import { createExampleProject } from './example';
 import { registerConfigRoutes } from '../config/api-routes';
-import { compileConfig } from '../config/compiler';
+import { compileConfig, createOrbDocumentCache } from '../config/compiler';
 import { createOrbRegistry } from '../config/orb-registry';
 import { registerAgentRoutes, registerResourceClassRoutes } from '../api/agent-routes';
 import { createMetrics } from '../metrics/metrics';
@@ -72,8 +72,17 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     const resourceClasses = createResourceClasses({ store });
     const tokens = createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret));
     const orbs = createOrbRegistry({ store });
-    const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs });
-    const conductor = createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }) });
+    // Parsed orbs are kept between compilations: a published orb version never changes.
+    const orbCache = createOrbDocumentCache();
+    const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs, orbCache });
+    const conductor = createConductor({
+      store,
+      forge,
+      compile,
+      dispatcher,
+      log: log.child({ role: 'conductor' }),
+      continuationTtlMs: settings.continuationTtlMs,
+    });
     const admin = await identity.ensureAdmin(settings.adminToken);
     const roles = settings.roles;
 
