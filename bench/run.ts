@@ -6,6 +6,10 @@ import { benchPipelineLatency } from './pipeline-latency';
 
 const suites: Record<string, () => Promise<void>> = {
   pipelines: () => benchPipelineLatency(),
+  execution: async () => {
+    const { benchExecution } = require('./execution') as typeof import('./execution');
+    await benchExecution();
+  },
   config: async () => {
     const { benchConfigCompile } = require('./config-compile') as typeof import('./config-compile');
     await benchConfigCompile();

@@ -176,8 +176,11 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
    * over is rolled back (LimitRace).
    */
   async function claimOne(tx: Queryable, leaseId: string, agentId: string, resourceClasses: readonly string[]) {
-    const rows = await tx.query<{ id: string; attempt: number; lease_expires_at: Date; job_id: string; waited: number; project_slug: string | null; org: string | null }>(
-      `UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
+    // One statement claims the task, marks its job running and says whether a limit applies:
+    // claims are the queue's hot path, so round trips count.
+    const rows = await tx.query<{ id: string; attempt: number; lease_expires_at: Date; job_id: string; waited: number; project_slug: string | null; org: string | null; limited: boolean }>(
+      `WITH claimed AS (
+       UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
               lease_expires_at = now() + $2::interval, agent_id = $3, started_at = now()
         WHERE id = (
           SELECT t.id FROM tasks t
@@ -194,11 +197,19 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
            LIMIT 1
            FOR UPDATE SKIP LOCKED)
        RETURNING id, attempt, lease_expires_at, job_id, project_slug, org,
-                 EXTRACT(EPOCH FROM (now() - queued_at))::float8 AS waited`,
+                 EXTRACT(EPOCH FROM (now() - queued_at))::float8 AS waited),
+       started AS (
+         UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
+          WHERE id = (SELECT job_id FROM claimed) AND status = 'queued')
+       SELECT c.*, EXISTS (
+                SELECT 1 FROM concurrency_limits l
+                 WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
+         FROM claimed c`,
       [leaseId, ttl, agentId, resourceClasses],
     );
     if (rows.length === 0) return undefined;
     const row = rows[0];
+    if (!row.limited) return row;
     const limits = await tx.query<{ scope: string; key: string; max_running: number }>(
       `SELECT scope, key, max_running FROM concurrency_limits WHERE (scope = 'project' AND key = $1) OR (scope = 'org' AND key = $2)
         ORDER BY scope, key`,
@@ -212,11 +223,6 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       );
       if (n > limit.max_running) throw new LimitRace();
     }
-    await tx.query(
-      `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
-        WHERE id = $1 AND status = 'queued'`,
-      [row.job_id],
-    );
     return row;
   }
 
