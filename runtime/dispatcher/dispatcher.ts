@@ -169,16 +169,14 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
   }
 
   /**
-   * One claim attempt in the caller's transaction. `*` serves every class no other driver owns (a
-   * class the admin gave to runners or Nomad is never taken by the built-in slots). Candidates over a
-   * project or organisation concurrency limit are skipped; since two claims can both see room for
-   * one more, the claimed task's limits are re-counted under an advisory lock and a claim that went
-   * over is rolled back (LimitRace).
+   * One claim attempt, in one statement: the task (`*` serves every class no other driver owns; a
+   * class the admin gave to runners or Nomad is never taken by the built-in slots), its job marked
+   * running, the task's context for the agent, and whether a concurrency limit applies. Candidates
+   * over a limit are skipped; since two claims can both see room for one more, a claim under a
+   * limit is re-counted under an advisory lock afterwards and put back if it went over.
    */
-  async function claimOne(tx: Queryable, leaseId: string, agentId: string, resourceClasses: readonly string[]) {
-    // One statement claims the task, marks its job running and says whether a limit applies:
-    // claims are the queue's hot path, so round trips count.
-    const rows = await tx.query<{ id: string; attempt: number; lease_expires_at: Date; job_id: string; waited: number; project_slug: string | null; org: string | null; limited: boolean }>(
+  async function claimOne(leaseId: string, agentId: string, resourceClasses: readonly string[]) {
+    const rows = await store.query<ContextRow & { attempt: number; lease_expires_at: Date; waited: number; project_slug: string | null; task_org: string | null; limited: boolean }>(
       `WITH claimed AS (
        UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
               lease_expires_at = now() + $2::interval, agent_id = $3, started_at = now()
@@ -196,34 +194,50 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
            ORDER BY t.fair_rank, t.queued_at, t.id
            LIMIT 1
            FOR UPDATE SKIP LOCKED)
-       RETURNING id, attempt, lease_expires_at, job_id, project_slug, org,
+       RETURNING id, node_index, job_id, attempt, lease_expires_at, project_slug, org,
                  EXTRACT(EPOCH FROM (now() - queued_at))::float8 AS waited),
        started AS (
          UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
           WHERE id = (SELECT job_id FROM claimed) AND status = 'queued')
-       SELECT c.*, EXISTS (
-                SELECT 1 FROM concurrency_limits l
-                 WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
-         FROM claimed c`,
+       SELECT c.id AS task_id, c.node_index, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
+              ${CONTEXT_COLUMNS},
+              EXISTS (SELECT 1 FROM concurrency_limits l
+                       WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
+         FROM claimed c ${CONTEXT_JOINS.replace('t.job_id', 'c.job_id')}`,
       [leaseId, ttl, agentId, resourceClasses],
     );
     if (rows.length === 0) return undefined;
     const row = rows[0];
-    if (!row.limited) return row;
-    const limits = await tx.query<{ scope: string; key: string; max_running: number }>(
-      `SELECT scope, key, max_running FROM concurrency_limits WHERE (scope = 'project' AND key = $1) OR (scope = 'org' AND key = $2)
-        ORDER BY scope, key`,
-      [row.project_slug, row.org],
-    );
-    for (const limit of limits) {
-      await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gyre-limit:${limit.scope}:${limit.key}`]);
-      const [{ n }] = await tx.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM tasks WHERE status = 'running' AND (CASE $1 WHEN 'project' THEN project_slug ELSE org END) = $2`,
-        [limit.scope, limit.key],
-      );
-      if (n > limit.max_running) throw new LimitRace();
-    }
+    if (row.limited && !(await withinLimits(row.task_id, leaseId, row.project_slug, row.task_org))) throw new LimitRace();
     return row;
+  }
+
+  /** Re-counts a just-claimed task's limits one claim at a time; one over the limit is put back in the queue. */
+  async function withinLimits(taskId: string, leaseId: string, projectSlug: string | null, org: string | null): Promise<boolean> {
+    return store.transaction(async (tx) => {
+      const limits = await tx.query<{ scope: string; key: string; max_running: number }>(
+        `SELECT scope, key, max_running FROM concurrency_limits WHERE (scope = 'project' AND key = $1) OR (scope = 'org' AND key = $2)
+          ORDER BY scope, key`,
+        [projectSlug, org],
+      );
+      for (const limit of limits) {
+        await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gyre-limit:${limit.scope}:${limit.key}`]);
+        const [{ n }] = await tx.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM tasks WHERE status = 'running' AND (CASE $1 WHEN 'project' THEN project_slug ELSE org END) = $2`,
+          [limit.scope, limit.key],
+        );
+        if (n > limit.max_running) {
+          // No agent has this lease yet, so the task can go back as if never claimed.
+          await tx.query(
+            `UPDATE tasks SET status = 'queued', attempt = attempt - 1, lease_id = NULL, lease_expires_at = NULL, agent_id = NULL, started_at = NULL
+              WHERE id = $1 AND lease_id = $2`,
+            [taskId, leaseId],
+          );
+          return false;
+        }
+      }
+      return true;
+    });
   }
 
   return {
@@ -254,27 +268,24 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     },
 
     async claim(agentId, resourceClasses) {
-      const leaseId = randomUUID();
-      let claimed: { id: string; attempt: number; lease_expires_at: Date; job_id: string; waited: number } | undefined;
-      for (let race = 0; ; race++) {
+      for (let race = 0; race < 4; race++) {
+        const leaseId = randomUUID();
+        let claimed: Awaited<ReturnType<typeof claimOne>>;
         try {
-          claimed = await store.transaction((tx) => claimOne(tx, leaseId, agentId, resourceClasses));
-          break;
+          claimed = await claimOne(leaseId, agentId, resourceClasses);
         } catch (error) {
-          if (!(error instanceof LimitRace) || race >= 3) {
-            if (error instanceof LimitRace) return undefined;
-            throw error;
-          }
+          if (error instanceof LimitRace) continue;
+          throw error;
         }
+        if (!claimed) return undefined;
+        queueWait?.observe(Math.max(0, claimed.waited), { resource_class: resourceClasses.join(',') });
+        return {
+          lease: { taskId: claimed.task_id, leaseId, attempt: claimed.attempt },
+          leaseExpiresAt: new Date(claimed.lease_expires_at),
+          task: contextOf(claimed),
+        };
       }
-      if (!claimed) return undefined;
-      queueWait?.observe(Math.max(0, claimed.waited), { resource_class: resourceClasses.join(',') });
-      const task = await loadTaskContext(store, claimed.id);
-      return {
-        lease: { taskId: claimed.id, leaseId, attempt: claimed.attempt },
-        leaseExpiresAt: new Date(claimed.lease_expires_at),
-        task,
-      };
+      return undefined;
     },
 
     async heartbeat(lease) {
@@ -417,34 +428,42 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
   };
 }
 
-export async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
-  const [row] = await store.query<{
-    task_id: string;
-    node_index: number;
-    job_id: string;
-    job_name: string;
-    job_number: number;
-    spec: JobSpec;
-    workflow_id: string;
-    workflow_name: string;
-    pipeline_id: string;
-    pipeline_number: number;
-    slug: string;
-    org: string;
-    project_name: string;
-    repo_url: string;
-    branch: string | null;
-    tag: string | null;
-    revision: string;
-  }>(
-    `SELECT t.id AS task_id, t.node_index, j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
+type ContextRow = {
+  task_id: string;
+  node_index: number;
+  job_id: string;
+  job_name: string;
+  job_number: number;
+  spec: JobSpec;
+  workflow_id: string;
+  workflow_name: string;
+  pipeline_id: string;
+  pipeline_number: number;
+  slug: string;
+  org: string;
+  project_name: string;
+  repo_url: string;
+  branch: string | null;
+  tag: string | null;
+  revision: string;
+};
+
+/** The task-context columns, for a query that joins `CONTEXT_JOINS` onto a task row `t`. */
+const CONTEXT_COLUMNS = `j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
             w.id AS workflow_id, w.name AS workflow_name, p.id AS pipeline_id, p.number AS pipeline_number,
-            pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision
-       FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
-       JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
-      WHERE t.id = $1`,
+            pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision`;
+const CONTEXT_JOINS = `JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+       JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id`;
+
+export async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
+  const [row] = await store.query<ContextRow>(
+    `SELECT t.id AS task_id, t.node_index, ${CONTEXT_COLUMNS} FROM tasks t ${CONTEXT_JOINS} WHERE t.id = $1`,
     [taskId],
   );
+  return contextOf(row);
+}
+
+function contextOf(row: ContextRow): TaskContext {
   return {
     taskId: row.task_id,
     nodeIndex: row.node_index,
