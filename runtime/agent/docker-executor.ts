@@ -1,5 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { posix } from 'node:path';
 import type { DockerImage } from '../config/plan';
+import { NotFoundError } from '../domain/errors';
+import { globToRegExp, isGlob } from '../output/file-sets';
+import { END_OF_ARCHIVE, entryHeader, padding, readTar, safeRelativeName, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor } from './executor';
@@ -119,7 +123,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   const home = (await run(['/bin/sh', '-c', 'printf %s "$HOME"'])).output.trim() || '/root';
   let bash: boolean | undefined;
 
-  return {
+  const executor: Executor = {
     home,
     async hasBash() {
       bash ??= (await run(['/bin/sh', '-c', 'command -v bash'])).exitCode === 0;
@@ -188,7 +192,98 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       return { done, stop };
     },
     cleanup,
-  } as Executor;
+
+    async archive(root, patterns) {
+      const rootPath = resolveIn(home, root);
+      // The Engine answers with the root directory itself as the first entry and everything else under its name.
+      const res = await engine.stream('GET', `/containers/${primaryId}/archive?path=${encodeURIComponent(rootPath)}`);
+      if (res.statusCode === 404) {
+        res.resume();
+        throw new NotFoundError('path', root);
+      }
+      if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `archive of ${rootPath} → ${res.statusCode}: ${await readAll(res)}`);
+      const base = posix.basename(rootPath);
+      // Read once into memory: which patterns match is known only after the whole tree was seen.
+      const tree = new Map<string, { entry: TarEntry; content: Buffer[] }>();
+      await readTar(res, async (entry, content) => {
+        const chunks: Buffer[] = [];
+        for await (const c of content) chunks.push(c);
+        const name = entry.name.replace(/\/$/, '');
+        if (name === base || !name.startsWith(`${base}/`)) return;
+        const rel = name.slice(base.length + 1);
+        tree.set(rel, { entry: { ...entry, name: rel }, content: chunks });
+      });
+      const names = [...tree.keys()].sort();
+      const selected = new Set<string>();
+      const missing: string[] = [];
+      const addTree = (rel: string) => {
+        for (const n of names) if (n === rel || n.startsWith(`${rel}/`)) selected.add(n);
+        const parts = rel.split('/');
+        for (let i = 1; i < parts.length; i++) if (tree.has(parts.slice(0, i).join('/'))) selected.add(parts.slice(0, i).join('/'));
+      };
+      for (const pattern of patterns) {
+        const name = safeRelativeName(pattern);
+        if (name === '' || name === '.') {
+          names.forEach((n) => selected.add(n));
+          continue;
+        }
+        if (!isGlob(name)) {
+          if (tree.has(name)) addTree(name);
+          else missing.push(pattern);
+          continue;
+        }
+        const re = globToRegExp(name);
+        const matches = names.filter((n) => re.test(n));
+        if (matches.length === 0) missing.push(pattern);
+        matches.forEach(addTree);
+      }
+      async function* tar(): AsyncIterable<Uint8Array> {
+        for (const name of names) {
+          if (!selected.has(name)) continue;
+          const { entry, content } = tree.get(name)!;
+          yield entryHeader(entry);
+          if (entry.type !== 'file') continue;
+          for (const c of content) yield c;
+          const pad = padding(entry.size);
+          if (pad.length) yield pad;
+        }
+        yield END_OF_ARCHIVE;
+      }
+      return { tar: tar(), missing };
+    },
+
+    async extract(dest, source, limits = {}) {
+      const destPath = resolveIn(home, dest);
+      // Every entry is checked (and the byte limit applied) before anything reaches the container:
+      // the first bad entry rejects the whole call with nothing written.
+      const parts: Buffer[] = [];
+      const counted = await readTar(
+        source,
+        async (entry, content) => {
+          const chunks: Buffer[] = [];
+          for await (const c of content) chunks.push(c);
+          if (entry.name === '' || entry.name === '.') return;
+          parts.push(entryHeader(entry));
+          if (entry.type === 'file') parts.push(...chunks, padding(entry.size));
+        },
+        { maxBytes: limits.maxBytes },
+      );
+      parts.push(END_OF_ARCHIVE);
+      const made = await run(['/bin/sh', '-c', 'mkdir -p "$1"', 'sh', destPath]);
+      if (made.exitCode !== 0) throw new Error(`cannot make ${destPath} in the container: ${made.output.trim()}`);
+      const res = await engine.stream('PUT', `/containers/${primaryId}/archive?path=${encodeURIComponent(destPath)}`, undefined, {}, Buffer.concat(parts));
+      const text = await readAll(res);
+      if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `unpacking into ${destPath} → ${res.statusCode}: ${text}`);
+      return counted;
+    },
+  };
+  return executor;
+}
+
+/** A path in the container: `~` is home, and a relative path is relative to home. */
+function resolveIn(home: string, path: string): string {
+  const expanded = expandHome(path, home);
+  return posix.isAbsolute(expanded) ? posix.normalize(expanded) : posix.join(home, expanded);
 }
 
 /** Starts an exec in a container and streams its output; the promise gives its exit code. */

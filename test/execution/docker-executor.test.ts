@@ -5,6 +5,7 @@ import { createDockerEngine } from '../../runtime/agent/docker-engine';
 import { createDockerExecutor, parseImageRef } from '../../runtime/agent/docker-executor';
 import type { Executor } from '../../runtime/agent/executor';
 import { createLogger } from '../../runtime/logger';
+import { END_OF_ARCHIVE, entryHeader, padding, readTar } from '../../runtime/output/tar';
 import { startRunner, type Runner } from '../../runtime/scheduler/runner';
 import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
 import { startTestGyre, type TestGyre } from '../support/gyre';
@@ -77,6 +78,36 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
       expect(Date.now() - started).toBeLessThan(4000);
       const timed = await exec(executor, 'echo begin; sleep 60', { timeoutMs: 500 });
       expect(timed).toMatchObject({ timedOut: true, exitCode: null });
+    } finally {
+      await executor.cleanup();
+    }
+  }, 60_000);
+
+  it('moves files in and out of the primary container as tar (archive with patterns, extract with checks)', async () => {
+    const executor = await createDockerExecutor({ socketPath: socket!, taskId: `f-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
+    const collect = async (tar: AsyncIterable<Uint8Array>) => {
+      const chunks: Uint8Array[] = [];
+      for await (const c of tar) chunks.push(c);
+      return Buffer.concat(chunks);
+    };
+    try {
+      await exec(executor, 'mkdir -p build/sub && echo one > build/a.txt && echo two > build/sub/b.log && echo no > other.txt', { cwd: '~/project' });
+      const { tar, missing } = await executor.archive('~/project', ['build/**/*.log', 'build/a.txt', 'nothing-here']);
+      expect(missing).toEqual(['nothing-here']);
+      const bytes = await collect(tar);
+      const names: string[] = [];
+      await readTar((async function* () { yield bytes; })(), async (entry, content) => {
+        for await (const _ of content) void _;
+        names.push(`${entry.type}:${entry.name}`);
+      });
+      expect(names.sort()).toEqual(['directory:build', 'directory:build/sub', 'file:build/a.txt', 'file:build/sub/b.log']);
+      const result = await executor.extract('/tmp/restored', (async function* () { yield bytes; })());
+      expect(result.entries).toBe(4);
+      expect((await exec(executor, 'cat /tmp/restored/build/a.txt /tmp/restored/build/sub/b.log; ls /tmp/restored/build')).output).toBe('one\ntwo\na.txt\nsub\n');
+      const evil = Buffer.concat([entryHeader({ name: '../escape.txt', type: 'file', size: 3, mode: 0o644, mtime: 0 }), Buffer.from('bad'), padding(3), END_OF_ARCHIVE]);
+      await expect(executor.extract('/tmp/evil', (async function* () { yield evil; })())).rejects.toThrow(/escape|outside|\.\./);
+      expect((await exec(executor, 'ls /tmp/escape.txt 2>&1 || echo absent')).output).toContain('absent');
+      await expect(executor.archive('/no/such/dir', ['.'])).rejects.toThrow(/no\/such\/dir/);
     } finally {
       await executor.cleanup();
     }
