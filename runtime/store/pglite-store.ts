@@ -1,13 +1,27 @@
 import { PGlite } from '@electric-sql/pglite';
 import type { Queryable, Row, Store } from './store';
 
+/** PostgreSQL's type oid of bytea. */
+const BYTEA = 17;
+
+function toBuffer(value: unknown): Buffer {
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  return Buffer.from(String(value));
+}
+
 /**
  * The embedded store. PGlite is one connection: statements from concurrent callers are serialised
  * by PGlite itself, and a transaction holds the connection until it ends, so keep them short.
  * `dataDir` undefined means in memory (tests).
  */
 export async function createPgliteStore(dataDir?: string): Promise<Store> {
-  const db = await PGlite.create(dataDir);
+  const db = await PGlite.create(dataDir, {
+    // PGlite's own bytea conversion goes byte by byte in JavaScript (about 4 MB/s); Node's hex
+    // codec moves log chunks and archives four to ten times faster, byte for byte the same.
+    serializers: { [BYTEA]: (value: unknown) => `\\x${toBuffer(value).toString('hex')}` },
+    parsers: { [BYTEA]: (text: string) => Buffer.from(text.slice(2), 'hex') },
+  });
   const query = async <T = Row>(sql: string, params: readonly unknown[] = []): Promise<T[]> => {
     const result = await db.query<T>(sql, params as unknown[]);
     return result.rows;
