@@ -29,7 +29,7 @@ fetch(${JSON.stringify(`${apiUrl}/api/v2/pipeline/continue`)}, {
   }),
 }).then((r) => {
   console.log('continue answered', r.status);
-  if (!r.ok) process.exit(1);
+  if (!r.ok) process.exitCode = 1;
 });
 `;
 }

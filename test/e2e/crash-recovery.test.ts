@@ -1,41 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createTestDatabase, testStores } from '../support/database';
 import { makeGitRepo } from '../support/gyre';
+import { apiCall, startServerProcess } from '../support/processes';
 
-const ROOT = resolve(__dirname, '../..');
 const TOKEN = 'crash-test-token-0123456789';
-
-/** Starts `gyre server` as a child process and waits until /healthz answers. */
-async function startServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'server'], {
-    cwd: ROOT,
-    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_ADMIN_TOKEN: TOKEN, GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const url = await new Promise<string>((resolvePromise, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out} ${stderr}`)), 60_000);
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const m = /Gyre is running at (http:\/\/[^\s]+) /.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolvePromise(m[1]);
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
-  });
-  for (let i = 0; i < 100; i++) {
-    if ((await fetch(`${url}/healthz`).catch(() => undefined))?.status === 200) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, url };
-}
 
 /** 'gone' once a process has exited (a zombie waiting for its reaper counts as gone). */
 function processState(pid: number): 'gone' | 'running' {
@@ -47,12 +18,7 @@ function processState(pid: number): 'gone' | 'running' {
   }
 }
 
-async function api(url: string, method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(url + path, { method, headers: { 'Circle-Token': TOKEN, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  if (res.status >= 400) throw new Error(`${method} ${path} → ${res.status} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-}
+const api = (url: string, method: string, path: string, body?: unknown) => apiCall(url, TOKEN, method, path, body);
 
 describe.each(testStores())('a server killed while a job runs, on %s', (store) => {
   const dirs: string[] = [];
@@ -69,7 +35,7 @@ describe.each(testStores())('a server killed while a job runs, on %s', (store) =
     const work = mkdtempSync(join(tmpdir(), 'gyre-crash-ledger-'));
     dirs.push(dataDir, work);
     // DATABASE_URL is blanked for the embedded case: the child would otherwise inherit CI's.
-    const env: Record<string, string> = { GYRE_DATA_DIR: dataDir, GYRE_LEASE_TTL_MS: '1500', DATABASE_URL: '' };
+    const env: Record<string, string> = { GYRE_DATA_DIR: dataDir, GYRE_LEASE_TTL_MS: '1500', DATABASE_URL: '', GYRE_ADMIN_TOKEN: TOKEN };
     if (store === 'postgres') {
       const db = await createTestDatabase();
       drop = db.drop;
@@ -96,7 +62,7 @@ workflows:
     });
     dirs.push(repo);
 
-    let server = await startServer(env);
+    let server = await startServerProcess(env);
     child = server.child;
     await api(server.url, 'POST', '/api/v2/projects', { org: 'acme', name: 'crash', repo_url: repo });
     const { id } = await api(server.url, 'POST', '/api/v2/project/gh/acme/crash/pipeline', {});
@@ -106,7 +72,7 @@ workflows:
     server.child.kill('SIGKILL');
     await new Promise((r) => server.child.once('exit', r));
 
-    server = await startServer(env);
+    server = await startServerProcess(env);
     child = server.child;
     let jobs: any[] = [];
     let workflow: any;
