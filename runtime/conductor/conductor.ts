@@ -221,9 +221,10 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         repo_url: string;
         default_branch: string;
         trigger_type: string;
+        slug: string;
       }>(
         `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.parameters, p.project_id, p.trigger_type,
-                pr.repo_url, pr.default_branch
+                pr.repo_url, pr.default_branch, pr.slug
            FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = $1`,
         [pipelineId],
       );
@@ -237,22 +238,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       await store.query('UPDATE pipelines SET config_source = $2 WHERE id = $1', [pipelineId, source]);
       let result: CompileResult;
       try {
-        result = await compile(source, {
-          branch: pipeline.branch ?? undefined,
-          tag: pipeline.tag ?? undefined,
-          parameters: pipeline.parameters,
-          pipeline: {
-            id: pipeline.id,
-            number: pipeline.number,
-            revision: pipeline.revision,
-            branch: pipeline.branch ?? undefined,
-            tag: pipeline.tag ?? undefined,
-            projectGitUrl: pipeline.repo_url,
-            projectType: 'github',
-            defaultBranch: pipeline.default_branch,
-            triggerSource: pipeline.trigger_type,
-          },
-        });
+        result = await compile(source, triggerContextOf(pipeline, pipeline.parameters));
       } catch (error) {
         log.error('config compiler crashed', { pipelineId, error: (error as Error).message });
         result = { ok: false, problems: [{ message: `the config compiler failed: ${(error as Error).message}` }] };
@@ -324,9 +310,10 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         repo_url: string;
         default_branch: string;
         trigger_type: string;
+        slug: string;
       }>(
         `SELECT p.id, p.project_id, p.number, p.branch, p.tag, p.revision, p.continuation_key, p.continued_at, p.trigger_type,
-                (p.continuation_expires_at <= now()) AS expired, pr.repo_url, pr.default_branch
+                (p.continuation_expires_at <= now()) AS expired, pr.repo_url, pr.default_branch, pr.slug
            FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.continuation_key = $1`,
         [key],
       );
@@ -334,22 +321,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       if (!pipeline || !sameSecret(pipeline.continuation_key, key)) throw new AuthenticationError('The continuation key is not valid.');
       if (pipeline.continued_at) throw new ConflictError(`pipeline ${pipeline.number} has already been continued; a pipeline continues once`);
       if (pipeline.expired) throw new ConflictError(`the continuation key of pipeline ${pipeline.number} has expired`);
-      const result = await compile(configuration, {
-        branch: pipeline.branch ?? undefined,
-        tag: pipeline.tag ?? undefined,
-        parameters,
-        pipeline: {
-          id: pipeline.id,
-          number: pipeline.number,
-          revision: pipeline.revision,
-          branch: pipeline.branch ?? undefined,
-          tag: pipeline.tag ?? undefined,
-          projectGitUrl: pipeline.repo_url,
-          projectType: 'github',
-          defaultBranch: pipeline.default_branch,
-          triggerSource: pipeline.trigger_type,
-        },
-      });
+      const result = await compile(configuration, triggerContextOf(pipeline, parameters));
       if (!result.ok) throw new InputError(`the configuration is not valid: ${result.problems.map(formatProblem).join('; ')}`, 'configuration');
       if (result.plan.setup) throw new InputError('a continuation configuration cannot itself be a setup configuration (setup: true)', 'configuration');
       await store.transaction(async (tx) => {
@@ -393,6 +365,39 @@ export function workflowStatusOf(statuses: readonly JobStatus[], canceled: boole
   if (statuses.includes('unauthorized')) return 'unauthorized';
   if (statuses.length > 0 && statuses.every((s) => s === 'not_run')) return 'not_run';
   return 'success';
+}
+
+interface PipelineFacts {
+  id: string;
+  number: number;
+  branch: string | null;
+  tag: string | null;
+  revision: string;
+  repo_url: string;
+  default_branch: string;
+  trigger_type: string;
+  slug: string;
+}
+
+/** What the compiler knows of the trigger: the ref, the parameters and the `pipeline.*` values. */
+function triggerContextOf(p: PipelineFacts, parameters: Record<string, string | number | boolean>): TriggerContext {
+  return {
+    branch: p.branch ?? undefined,
+    tag: p.tag ?? undefined,
+    parameters,
+    pipeline: {
+      id: p.id,
+      number: p.number,
+      revision: p.revision,
+      branch: p.branch ?? undefined,
+      tag: p.tag ?? undefined,
+      projectGitUrl: p.repo_url,
+      projectType: 'github',
+      projectSlug: p.slug,
+      defaultBranch: p.default_branch,
+      triggerSource: p.trigger_type,
+    },
+  };
 }
 
 /** `jobs.build.steps[0] (line 4:7): message`, as the API and UI show config problems. */
