@@ -5,7 +5,7 @@
  *   #/                          projects
  *   #/project/<vcs>/<org>/<repo>          a project's pipelines
  *   #/pipeline/<id>                       a pipeline's workflows, each drawn as a graph of jobs
- *   #/job/<vcs>/<org>/<repo>/<number>     a job's steps and their logs, followed live
+ *   #/job/<vcs>/<org>/<repo>/<number>     a job's steps and their logs, followed live, and its tests
  *
  * Everything that came from the API or from a build is put in the page as text nodes
  * (textContent), never as markup. The page has no inline script or style (the server's CSP
@@ -215,6 +215,7 @@
     steps: (slug, number) => paths.job(slug, number) + '/steps',
     output: (slug, number, node, step) => paths.job(slug, number) + '/output?node_index=' + encodeURIComponent(node) + '&step=' + encodeURIComponent(step),
     stream: (slug, number, node) => paths.job(slug, number) + '/output/stream?node_index=' + encodeURIComponent(node),
+    tests: (slug, number) => '/api/v2/project/' + encodeSlug(slug) + '/' + encodeURIComponent(number) + '/tests',
   };
 
   /** Every page of a paged list. */
@@ -775,7 +776,7 @@
   }
 
   // ---------------------------------------------------------------------------------------------
-  // A job: steps and logs
+  // A job: steps and logs, and its test results in a second tab
 
   async function jobPage(view, { slug, number }) {
     let job = await api.get(paths.job(slug, number));
@@ -794,7 +795,23 @@
     const header = h('section', { className: 'panel job-header' });
     const nodesBar = h('nav', { className: 'nodes', attrs: { 'aria-label': 'Parallel runs' } });
     const stepsBox = h('div', { className: 'steps', attrs: { 'aria-live': 'off' } });
-    fill(main(), header, nodesBar, stepsBox);
+    const stepsPanel = h('div', { className: 'tab-panel', id: 'tab-steps', attrs: { role: 'tabpanel' } }, nodesBar, stepsBox);
+    const testsPanel = h('div', { className: 'tab-panel', id: 'tab-tests', hidden: true, attrs: { role: 'tabpanel' } });
+    const stepsTab = h('button', { type: 'button', className: 'tab', dataset: { tab: 'steps' }, attrs: { role: 'tab', 'aria-controls': 'tab-steps' }, onclick: () => showTab('steps') }, 'Steps');
+    const testsTab = h('button', { type: 'button', className: 'tab', dataset: { tab: 'tests' }, attrs: { role: 'tab', 'aria-controls': 'tab-tests' }, onclick: () => showTab('tests') });
+    const tabs = h('nav', { className: 'tabs', attrs: { role: 'tablist', 'aria-label': 'Job' } }, stepsTab, testsTab);
+    fill(main(), header, tabs, stepsPanel, testsPanel);
+    const testResults = createTestResults(view, testsTab, testsPanel, slug, number);
+
+    function showTab(name) {
+      for (const [tab, panel] of [[stepsTab, stepsPanel], [testsTab, testsPanel]]) {
+        const selected = tab.dataset.tab === name;
+        tab.classList.toggle('selected', selected);
+        tab.setAttribute('aria-selected', String(selected));
+        panel.hidden = !selected;
+      }
+    }
+    showTab('steps');
 
     let node = 0;
     let logs = null; // the step list of the node on screen
@@ -851,11 +868,15 @@
 
     async function onEnd() {
       job = await api.get(paths.job(slug, number));
-      if (view.alive) drawHeader();
+      if (!view.alive) return;
+      drawHeader();
+      testResults.load();
     }
 
     drawHeader();
     showNode();
+    // Results are stored by a step of the job, so a running job may have some already.
+    testResults.load();
 
     // Keep the header (status, duration) current while the job runs; the log follows its stream.
     view.later(
@@ -866,6 +887,7 @@
             if (!view.alive) return false;
             drawHeader();
             const done = FINISHED_JOB.includes(job.status);
+            if (done) testResults.load();
             if (logs && !logs.following && STARTED_JOB.includes(job.status)) logs.follow(onEnd);
             return !done;
           },
@@ -873,6 +895,97 @@
         ),
       POLL_MS,
     );
+  }
+
+  const TEST_RESULTS = [
+    // result from the API, its place in the list, the word in the tab, the status colour
+    { result: 'failure', order: 0, word: 'failed', status: 'failed' },
+    { result: 'skipped', order: 1, word: 'skipped', status: 'skipped' },
+    { result: 'success', order: 2, word: 'passed', status: 'success' },
+  ];
+  const testResultInfo = (result) => TEST_RESULTS.find((r) => r.result === result) || { result, order: 1, word: String(result), status: 'unknown' };
+
+  /**
+   * The Tests tab: every stored test result of the job, failures first, each failure's message in
+   * a collapsible block. Names and messages come from the build's own files: text nodes only.
+   */
+  function createTestResults(view, tab, panel, slug, number) {
+    let loading = false;
+    let again = false; // a load asked for while one was running: the job may have stored more since
+    drawLabel(null);
+    fill(panel, h('p', { className: 'muted' }, 'Loading test results…'));
+
+    function drawLabel(tests) {
+      const counts = TEST_RESULTS.map((r) => ({ r, n: tests ? tests.filter((t) => t.result === r.result).length : 0 })).filter((c) => c.n > 0);
+      fill(
+        tab,
+        'Tests',
+        counts.map((c) => [' ', h('span', { className: 'tab-count status-' + c.r.status, dataset: { result: c.r.result } }, c.n + ' ' + c.r.word)]),
+      );
+    }
+
+    function drawTests(tests) {
+      if (!tests.length) {
+        fill(panel, h('p', { className: 'muted' }, 'This job stored no test results (a store_test_results step reads JUnit XML).'));
+        return;
+      }
+      const sorted = [...tests].sort(
+        (a, b) =>
+          testResultInfo(a.result).order - testResultInfo(b.result).order ||
+          String(a.classname).localeCompare(String(b.classname)) ||
+          String(a.name).localeCompare(String(b.name)),
+      );
+      let openFailures = 0;
+      const items = sorted.map((t) => {
+        const info = testResultInfo(t.result);
+        const seconds = Number(t.run_time);
+        let message = null;
+        if (t.message) {
+          // The first few failures open by themselves; a long list stays readable.
+          const open = t.result === 'failure' && openFailures++ < 5;
+          message = h('details', { className: 'test-message', open }, h('summary', null, t.result === 'failure' ? 'Failure message' : 'Message'), h('pre', { className: 'message' }, String(t.message)));
+        }
+        return h(
+          'li',
+          { className: 'test status-' + info.status, dataset: { result: cssToken(t.result) } },
+          h(
+            'div',
+            { className: 'test-head' },
+            h('span', { className: 'badge test-result status-' + info.status }, String(t.result)),
+            h('span', { className: 'test-classname muted' }, String(t.classname || '')),
+            h('span', { className: 'test-name' }, String(t.name || '')),
+            h('span', { className: 'spacer' }),
+            t.file ? h('span', { className: 'test-file mono muted' }, String(t.file)) : null,
+            h('span', { className: 'test-time muted' }, Number.isFinite(seconds) ? formatDuration(Math.round(seconds * 1000)) : ''),
+          ),
+          message,
+        );
+      });
+      fill(panel, h('ol', { className: 'test-list' }, items));
+    }
+
+    return {
+      async load() {
+        if (loading) {
+          again = true;
+          return;
+        }
+        loading = true;
+        again = false;
+        try {
+          const tests = await getAll(paths.tests(slug, number));
+          if (!view.alive) return;
+          drawLabel(tests);
+          drawTests(tests);
+        } catch (err) {
+          if (err instanceof SignInRequired) return showSignIn();
+          if (view.alive) fill(panel, h('p', { className: 'log-error' }, 'Could not load the test results: ' + err.message));
+        } finally {
+          loading = false;
+        }
+        if (again && view.alive) await this.load();
+      },
+    };
   }
 
   /**

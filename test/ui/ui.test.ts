@@ -67,6 +67,34 @@ workflows:
           requires: [no-such-job]
 `;
 
+// The passing test comes first in the file and sorts first by name: the page must move the failure up.
+const TESTS_CONFIG = `version: 2.1
+jobs:
+  unit:
+    docker:
+      - image: cimg/base:stable
+    steps:
+      - run:
+          name: Write JUnit results
+          command: |
+            mkdir -p reports
+            cat > reports/junit.xml <<'XML'
+            <?xml version="1.0" encoding="UTF-8"?>
+            <testsuite name="ui" tests="2" failures="1">
+              <testcase classname="alpha.passes" name="keeps working" time="0.05" file="spec/alpha.test.js"/>
+              <testcase classname="zeta.fails" name="shows markup as text" time="1.5" file="spec/zeta.test.js">
+                <failure message="boom &lt;img src=x onerror=alert(1)&gt;">stack</failure>
+              </testcase>
+            </testsuite>
+            XML
+      - store_test_results:
+          path: reports
+workflows:
+  main:
+    jobs:
+      - unit
+`;
+
 /** What a page reported that a user would call broken: script errors and CSP violations. */
 function watchForProblems(page: Page): string[] {
   const problems: string[] = [];
@@ -85,6 +113,7 @@ describe.each(testStores())('web UI on %s', (store) => {
   let gate: string;
   let pipeline: { id: string; number: number };
   let broken: { id: string; number: number };
+  let tested: { id: string; number: number };
 
   beforeAll(async () => {
     gateDir = mkdtempSync(join(tmpdir(), 'gyre-ui-gate-'));
@@ -92,8 +121,10 @@ describe.each(testStores())('web UI on %s', (store) => {
     gyre = await startTestGyre({ store });
     await gyre.addProject('gh/acme/ui-demo', { '.circleci/config.yml': config(gate) });
     await gyre.addProject('gh/acme/broken', { '.circleci/config.yml': BROKEN_CONFIG });
+    await gyre.addProject('gh/acme/ui-tests', { '.circleci/config.yml': TESTS_CONFIG });
     pipeline = await gyre.trigger('gh/acme/ui-demo');
     broken = await gyre.trigger('gh/acme/broken');
+    tested = await gyre.trigger('gh/acme/ui-tests');
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   }, 60_000);
@@ -200,6 +231,56 @@ describe.each(testStores())('web UI on %s', (store) => {
     const message = page.locator('.pipeline-error-row .error-message').first();
     expect(await message.textContent()).toBe(stored.errors[0].message);
     expect(stored.errors[0].message).toMatch(/no-such-job/);
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  test("a job's Tests tab lists its failure first, with the message as text", async () => {
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+    const dialogs: string[] = [];
+    page.on('dialog', (dialog) => {
+      dialogs.push(dialog.message());
+      void dialog.dismiss();
+    });
+    const { jobs } = await gyre.waitForPipeline(tested.id);
+    expect(jobs.unit.status).toBe('success');
+
+    await page.goto(`${gyre.url}/#/job/gh/acme/ui-tests/${jobs.unit.job_number}`);
+    const tab = page.locator('button.tab[data-tab="tests"]');
+    await tab.locator('.tab-count[data-result="failure"]').waitFor(WAIT);
+    expect(await tab.textContent()).toBe('Tests 1 failed 1 passed');
+    // The steps stay the default view; the tests appear once their tab is chosen.
+    expect(await page.locator('#tab-tests').isVisible()).toBe(false);
+    await tab.click();
+    await page.locator('#tab-tests').waitFor({ state: 'visible', ...WAIT });
+    expect(await page.locator('#tab-steps').isVisible()).toBe(false);
+
+    const tests = page.locator('#tab-tests li.test');
+    expect(await tests.count()).toBe(2);
+    const first = tests.nth(0);
+    expect(await first.getAttribute('data-result')).toBe('failure');
+    expect(await first.locator('.test-result').textContent()).toBe('failure');
+    expect(await first.locator('.test-classname').textContent()).toBe('zeta.fails');
+    expect(await first.locator('.test-name').textContent()).toBe('shows markup as text');
+    expect(await first.locator('.test-file').textContent()).toBe('spec/zeta.test.js');
+    expect(await first.locator('.test-time').textContent()).toBe('2s');
+    const message = first.locator('details.test-message pre');
+    expect(await message.isVisible()).toBe(true);
+    expect(await message.textContent()).toBe('boom <img src=x onerror=alert(1)>');
+    expect(await first.locator('.test-result').evaluate((el) => (globalThis as any).getComputedStyle(el).backgroundColor)).toBe('rgb(210, 59, 59)');
+    // The message block folds away.
+    await first.locator('details.test-message > summary').click();
+    expect(await message.isVisible()).toBe(false);
+
+    const second = tests.nth(1);
+    expect(await second.getAttribute('data-result')).toBe('success');
+    expect(await second.locator('.test-name').textContent()).toBe('keeps working');
+    expect(await second.locator('.test-classname').textContent()).toBe('alpha.passes');
+    expect(await second.locator('details').count()).toBe(0);
+
+    expect(await page.locator('img').count()).toBe(0);
+    expect(dialogs).toEqual([]);
     expect(problems).toEqual([]);
     await page.close();
   }, 60_000);
