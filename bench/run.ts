@@ -10,6 +10,10 @@ const suites: Record<string, () => Promise<void>> = {
     const { benchExecution } = require('./execution') as typeof import('./execution');
     await benchExecution();
   },
+  output: async () => {
+    const { benchOutput } = require('./output') as typeof import('./output');
+    await benchOutput();
+  },
   config: async () => {
     const { benchConfigCompile } = require('./config-compile') as typeof import('./config-compile');
     await benchConfigCompile();
