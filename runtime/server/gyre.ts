@@ -105,6 +105,14 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       timers.push(setInterval(() => void conductor.sweep().catch(onError('sweep failed')), 5000));
     }
 
+    if (roles.has('output')) {
+      // Expired caches are never restored; the sweep frees their rows and blobs (also at start, so
+      // a process that restarts more often than the interval still sweeps).
+      const sweepCaches = () => output.sweepExpiredCaches().catch((error) => log.error('cache sweep failed', { error: (error as Error).message }));
+      await sweepCaches();
+      timers.push(setInterval(() => void sweepCaches(), 10 * 60_000));
+    }
+
     let http: RunningHttpServer | undefined;
     let url: string | undefined;
     const webUrl = () => settings.publicUrl ?? url ?? `http://localhost:${settings.port}`;
