@@ -120,13 +120,21 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
         await rm(spooled.file, { force: true });
       }
       // An expired cache of the same key gives way; a live one wins (caches are immutable).
-      const saved = await store.transaction(async (tx) => {
-        await tx.query(`DELETE FROM caches WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3)`, [projectId, key, limits.cacheTtlDays]);
-        return tx.query(
+      const { saved, replaced } = await store.transaction(async (tx) => {
+        const replaced = await tx.query<{ blob_key: string }>(
+          `DELETE FROM caches WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
+          [projectId, key, limits.cacheTtlDays],
+        );
+        const saved = await tx.query(
           `INSERT INTO caches (id, project_id, key, blob_key, bytes) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, key) DO NOTHING RETURNING id`,
           [id, projectId, key, bKey, spooled.bytes],
         );
+        return { saved, replaced };
       });
+      // The expired cache's archive goes with its row; nothing else refers to it.
+      if (replaced.length > 0) {
+        await blobs.delete(replaced.map((r) => r.blob_key)).catch((error) => log.warn('deleting a replaced cache blob failed', { error: (error as Error).message }));
+      }
       if (saved.length === 0) {
         await blobs.delete([bKey]);
         return 'exists';

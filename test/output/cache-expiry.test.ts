@@ -103,4 +103,35 @@ describe.each(testStores())('expired caches on %s', (store) => {
     const three = await run(second);
     expect(three.restored).toBe(`run-${two.number}`);
   }, 120_000);
+
+  test('saving over an expired key replaces the cache and deletes the old archive', async () => {
+    const g = gyre ?? (await start());
+    const fixedRepo = makeGitRepo({ '.circleci/config.yml': CONFIG.replace("'deps-{{ .BuildNum }}'", "'fixed-key'").replace("['deps-']", "['fixed-']") });
+    try {
+      await api(g, 'POST', '/api/v2/projects', { org: 'acme', name: 'fixed', repo_url: fixedRepo });
+      const runFixed = async () => {
+        const { id } = await api(g, 'POST', '/api/v2/project/gh/acme/fixed/pipeline', {});
+        for (let i = 0; i < 300; i++) {
+          const [workflow] = (await api(g, 'GET', `/api/v2/pipeline/${id}/workflow`)).items;
+          if (workflow?.status === 'success') return;
+          if (workflow && ['failed', 'canceled'].includes(workflow.status)) throw new Error(`workflow ${workflow.status}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        throw new Error('pipeline did not finish');
+      };
+      const fixed = async () => (await caches(g)).filter((c) => c.key === 'fixed-key');
+      await runFixed();
+      const [old] = await fixed();
+      expect(existsSync(blobPath(old.blob_key))).toBe(true);
+      await g.gyre.store.query(`UPDATE caches SET created_at = now() - interval '16 days' WHERE key = 'fixed-key'`);
+      await runFixed();
+      const now = await fixed();
+      expect(now).toHaveLength(1);
+      expect(now[0].blob_key).not.toBe(old.blob_key);
+      expect(existsSync(blobPath(now[0].blob_key))).toBe(true);
+      expect(existsSync(blobPath(old.blob_key))).toBe(false);
+    } finally {
+      rmSync(fixedRepo, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
