@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { globPatternToRegExp } from '../output/file-sets';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CliIo } from './main';
@@ -124,24 +125,7 @@ function expandBraces(pattern: string): string[] {
 }
 
 function globToRegExp(pattern: string): RegExp {
-  let source = '';
-  const p = pattern.replace(/^\.\//, '');
-  for (let i = 0; i < p.length; i++) {
-    const c = p[i];
-    if (c === '*' && p[i + 1] === '*') {
-      // `**/` matches zero or more directories; a trailing `**` matches everything below.
-      if (p[i + 2] === '/') {
-        source += '(?:.*/)?';
-        i += 2;
-      } else {
-        source += '.*';
-        i += 1;
-      }
-    } else if (c === '*') source += '[^/]*';
-    else if (c === '?') source += '[^/]';
-    else source += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-  }
-  return new RegExp(`^${source}$`);
+  return globPatternToRegExp(pattern.replace(/^\.\//, ''));
 }
 
 function readStdin(): Promise<string> {

@@ -5,7 +5,11 @@ import { safeRelativeName } from './tar';
  * `**` across segments, everything else literal. A pattern is relative to its root.
  */
 export function globToRegExp(pattern: string): RegExp {
-  const name = safeRelativeName(pattern);
+  return globPatternToRegExp(safeRelativeName(pattern));
+}
+
+/** The same glob rules without the safety check on the name (for matching, not for file access). */
+export function globPatternToRegExp(name: string): RegExp {
   let source = '';
   for (let i = 0; i < name.length; i++) {
     const c = name[i];

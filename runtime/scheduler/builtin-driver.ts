@@ -8,6 +8,7 @@ import type { Store } from '../store/store';
 import type { StepHandlers } from '../agent/steps/step-handler';
 import type { OutputMasker } from '../output/masking';
 import type { Driver } from './driver';
+import { createWakeableSleep } from './wakeable-sleep';
 
 export interface BuiltinDriverOptions {
   readonly store: Store;
@@ -49,24 +50,10 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   const { store, dispatcher, log } = options;
   const agentId = `builtin-${randomUUID().slice(0, 8)}`;
   const running = new Map<string, AbortController>();
-  const wakers = new Set<() => void>();
   let stopping = false;
   let loops: Promise<void>[] = [];
   const unlisten: (() => Promise<void>)[] = [];
-
-  const wakeAll = () => {
-    for (const wake of [...wakers]) wake();
-  };
-  const idle = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      wakers.add(done);
-    });
+  const { sleep: idle, wakeAll } = createWakeableSleep();
 
   async function slot(n: number): Promise<void> {
     const slotLog = log.child({ agent: agentId, slot: n });

@@ -5,6 +5,7 @@ import type { Driver } from './driver';
 import type { NomadAllocation, NomadClient } from './nomad-client';
 import type { ResourceClass, ResourceClasses } from './resource-classes';
 import type { TaskTokens } from './task-token';
+import { createWakeableSleep } from './wakeable-sleep';
 
 /**
  * The Nomad driver: for each task of a resource class whose driver is `nomad`, one batch job in
@@ -86,23 +87,10 @@ export function createNomadDriver(options: NomadDriverOptions): Driver {
   const { dispatcher, nomad, log, store } = options;
   const template = options.jobTemplate ?? defaultJobTemplate();
   const inFlight = new Map<string, { claimed: ClaimedTask; jobId: string; stop: () => void }>();
-  const wakers = new Set<() => void>();
   const unlisten: (() => Promise<void>)[] = [];
   let stopping = false;
   let loop: Promise<void> | undefined;
-  const wake = () => {
-    for (const w of [...wakers]) w();
-  };
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      wakers.add(done);
-    });
+  const { sleep, wakeAll: wake } = createWakeableSleep();
 
   /** Follows one job's allocation until it ends; renews the lease while it waits to be placed. */
   async function watch(claimed: ClaimedTask, jobId: string, isStopped: () => boolean): Promise<void> {
