@@ -17,11 +17,13 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
   } catch (error) {
     if (error instanceof ConfigurationError) {
       io.stderr(`gyre: bad setting ${error.message}\n`);
-      process.exit(2);
+      process.exitCode = 2;
+      return;
     }
     if (error instanceof TypeError) {
       io.stderr(`gyre server: ${error.message} (allowed: --roles=<role,role,…>)\n`);
-      process.exit(2);
+      process.exitCode = 2;
+      return;
     }
     throw error;
   }
