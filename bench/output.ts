@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { runTask } from '../runtime/agent/agent';
+import { readSse } from '../runtime/cli/sse';
 import type { Executor } from '../runtime/agent/executor';
 import { createShellExecutor } from '../runtime/agent/shell-executor';
 import { openBlobStore } from '../runtime/blob/open-blob-store';
@@ -96,27 +97,12 @@ workflows:
 `,
   });
   const { id } = await g.trigger('gh/bench/ticker');
-  let jobNumber: number | undefined;
-  while (!jobNumber) {
-    const wf = (await g.api('GET', `/api/v2/pipeline/${id}/workflow`)).items[0];
-    if (wf) jobNumber = (await g.api('GET', `/api/v2/workflow/${wf.id}/job`)).items[0]?.job_number;
-    if (!jobNumber) await new Promise((r) => setTimeout(r, 5));
-  }
+  const jobNumber = await g.firstJobNumber(id);
   const res = await fetch(`${g.url}/api/v2/project/gh/bench/ticker/job/${jobNumber}/output/stream`, { headers: { 'Circle-Token': g.token } });
   const delays: number[] = [];
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    const now = Date.now();
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      if (!block.startsWith('event: output')) continue;
-      const data = JSON.parse(/^data: (.*)$/m.exec(block)![1]);
-      for (const m of String(data.text).matchAll(/t=(\d+)/g)) delays.push(now - Number(m[1]));
-    }
+  for await (const e of readSse(res.body as unknown as AsyncIterable<Uint8Array>)) {
+    if (e.event !== 'output') continue;
+    for (const m of String(JSON.parse(e.data).text).matchAll(/t=(\d+)/g)) delays.push(e.receivedAt - Number(m[1]));
   }
   console.log(`live follow, printed → received over SSE (${kind}, ${delays.length} lines every 20 ms): p50 ${ms(median(delays))}, p99 ${ms(percentile(delays, 99))}`);
 }

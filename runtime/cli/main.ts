@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { GyreError } from '../domain/errors';
 import { ApiError, createApiClient, type ApiClient } from './client';
+import { readSse } from './sse';
 
 /** Output of a CLI command: results to stdout, progress and errors to stderr. */
 export interface CliIo {
@@ -278,29 +279,14 @@ async function logsCommand(args: string[], io: CliIo): Promise<number> {
 async function followLogs(client: ApiClient, path: string, io: CliIo): Promise<number> {
   const res = await client.stream(path);
   if (!res.body) throw new ApiError(0, 'the server sent no stream');
-  const decoder = new TextDecoder();
-  let buffer = '';
   let status = 'unknown';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = 'message';
-      const data: string[] = [];
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event: ')) event = line.slice(7);
-        else if (line.startsWith('data: ')) data.push(line.slice(6));
-      }
-      if (data.length === 0) continue;
-      const payload = JSON.parse(data.join('\n'));
-      if (event === 'output') io.stdout(payload.text);
-      else if (event === 'step') {
-        io.stderr(payload.status === 'running' ? `==> ${payload.name}\n` : `<== ${payload.name}: ${payload.status}${payload.exit_code !== null ? ` (exit ${payload.exit_code})` : ''}\n`);
-      } else if (event === 'attempt') io.stderr(`==> the task was retried (attempt ${payload.attempt}); output starts again\n`);
-      else if (event === 'end') status = payload.status;
-    }
+  for await (const { event, data } of readSse(res.body as unknown as AsyncIterable<Uint8Array>)) {
+    const payload = JSON.parse(data);
+    if (event === 'output') io.stdout(payload.text);
+    else if (event === 'step') {
+      io.stderr(payload.status === 'running' ? `==> ${payload.name}\n` : `<== ${payload.name}: ${payload.status}${payload.exit_code !== null ? ` (exit ${payload.exit_code})` : ''}\n`);
+    } else if (event === 'attempt') io.stderr(`==> the task was retried (attempt ${payload.attempt}); output starts again\n`);
+    else if (event === 'end') status = payload.status;
   }
   io.stderr(`job finished: ${status}\n`);
   return status === 'success' ? 0 : 1;

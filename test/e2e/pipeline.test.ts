@@ -1,3 +1,4 @@
+import { readSse } from '../../runtime/cli/sse';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
 
 const FAN_OUT_FAN_IN = `version: 2.1
@@ -272,28 +273,11 @@ workflows:
 `,
     });
     const { id } = await g.trigger('gh/acme/live');
-    let jobNumber: number | undefined;
-    for (let i = 0; i < 200 && !jobNumber; i++) {
-      const wf = (await g.api('GET', `/api/v2/pipeline/${id}/workflow`)).items[0];
-      if (wf) jobNumber = (await g.api('GET', `/api/v2/workflow/${wf.id}/job`)).items[0]?.job_number;
-      if (!jobNumber) await new Promise((r) => setTimeout(r, 20));
-    }
+    const jobNumber = await g.firstJobNumber(id);
     const res = await fetch(`${g.url}/api/v2/project/gh/acme/live/job/${jobNumber}/output/stream`, { headers: { 'Circle-Token': g.token } });
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
     const events: { event: string; data: any; at: number }[] = [];
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body as any as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const event = /^event: (.*)$/m.exec(block)?.[1];
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (event && data) events.push({ event, data: JSON.parse(data), at: Date.now() });
-      }
-    }
+    for await (const e of readSse(res.body as any as AsyncIterable<Uint8Array>)) events.push({ event: e.event, data: JSON.parse(e.data), at: e.receivedAt });
     const text = (step: number) => events.filter((e) => e.event === 'output' && e.data.step === step).map((e) => e.data.text).join('');
     expect(text(0)).toBe('tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
     // Live, not after the fact: the ticks arrived spread over the step's run time.

@@ -50,6 +50,8 @@ export interface TestGyre {
   api<T = any>(method: string, path: string, body?: unknown): Promise<T>;
   /** Calls the API and returns status and parsed body, without throwing on errors. */
   raw(method: string, path: string, init?: { body?: string; headers?: Record<string, string> }): Promise<{ status: number; body: any; text: string }>;
+  /** Waits until the pipeline's first job has been queued and returns its job number. */
+  firstJobNumber(pipelineId: string, timeoutMs?: number): Promise<number>;
   /** Waits until every workflow of the pipeline has ended (or the pipeline errored). */
   waitForPipeline(id: string, timeoutMs?: number): Promise<{ pipeline: any; workflows: any[]; jobs: Record<string, any> }>;
   stop(): Promise<void>;
@@ -113,6 +115,16 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
       return repo;
     },
     trigger: (slug, body = {}) => api('POST', `/api/v2/project/${slug.startsWith('gh/') ? slug : `gh/${slug}`}/pipeline`, body),
+    async firstJobNumber(pipelineId, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const wf = (await api('GET', `/api/v2/pipeline/${pipelineId}/workflow`)).items[0];
+        const number = wf ? (await api('GET', `/api/v2/workflow/${wf.id}/job`)).items[0]?.job_number : undefined;
+        if (number) return number;
+        if (Date.now() > deadline) throw new Error(`pipeline ${pipelineId} queued no job within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
     async waitForPipeline(id, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
