@@ -74,3 +74,26 @@ export class NomadTls extends Construct {
     this.gossipKey = new Id(this, 'GossipKey', { byteLength: 32 }).b64Std;
   }
 }
+
+/** What every cloud's Nomad client group takes, whatever machines it runs on. */
+export interface NomadClientGroupProps {
+  /** Name of the group and prefix of its resources. */
+  readonly name: string;
+  /** The mTLS material the clients present to the Nomad servers. */
+  readonly tls: NomadTls;
+  /** `host:port` of the Nomad servers' RPC endpoint. */
+  readonly serverAddress: string;
+  /** The apt repository Docker and Nomad are installed from (clients never use the internet). */
+  readonly packageMirror: string;
+  readonly nomadVersion: string;
+  /** @default 1 */
+  readonly minClients?: number;
+  /** @default 10 */
+  readonly maxClients?: number;
+  /** CIDRs allowed to SSH into rerun jobs (ports 64535–65535). @default - SSH reruns are closed */
+  readonly sshRerunCidrs?: string[];
+  /** CIDRs build containers must not reach. @default - only the metadata address is blocked */
+  readonly blockedCidrs?: string[];
+  /** Root volume size in GiB (images and workspaces live here). @default 200 */
+  readonly diskGb?: number;
+}

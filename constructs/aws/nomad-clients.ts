@@ -8,34 +8,17 @@ import { IamRole } from '@cdktf/provider-aws/lib/iam-role';
 import { IamRolePolicy } from '@cdktf/provider-aws/lib/iam-role-policy';
 import { IamInstanceProfile } from '@cdktf/provider-aws/lib/iam-instance-profile';
 import { servicePrincipalTrust } from './eks-cluster';
-import { NomadTls } from '../nomad-tls';
+import type { NomadClientGroupProps } from '../nomad-tls';
 import { renderNomadClientBootstrap } from '../nomad-client-bootstrap';
 
-export interface AwsNomadClientsProps {
-  /** Name of the group and prefix of its resources. */
-  readonly name: string;
+export interface AwsNomadClientsProps extends NomadClientGroupProps {
   readonly vpcId: string;
   /** CIDR of the VPC; Nomad's ports (4646–4648) are open to it. */
   readonly vpcCidr: string;
   /** Private subnets the clients run in. */
   readonly subnetIds: string[];
-  readonly tls: NomadTls;
-  /** `host:port` of the Nomad servers' RPC endpoint. */
-  readonly serverAddress: string;
-  readonly packageMirror: string;
-  readonly nomadVersion: string;
   /** @default 'm6i.2xlarge' */
   readonly instanceType?: string;
-  /** @default 1 */
-  readonly minClients?: number;
-  /** @default 10 */
-  readonly maxClients?: number;
-  /** CIDRs allowed to SSH into rerun jobs (ports 64535–65535). @default - SSH reruns are closed */
-  readonly sshRerunCidrs?: string[];
-  /** CIDRs build containers must not reach. @default - only the metadata address is blocked */
-  readonly blockedCidrs?: string[];
-  /** Root volume size in GiB (images and workspaces live here). @default 200 */
-  readonly diskGb?: number;
 }
 
 /**

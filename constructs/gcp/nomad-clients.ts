@@ -6,11 +6,10 @@ import { ComputeFirewall } from '@cdktf/provider-google/lib/compute-firewall';
 import { ServiceAccount } from '@cdktf/provider-google/lib/service-account';
 import { ProjectIamCustomRole } from '@cdktf/provider-google/lib/project-iam-custom-role';
 import { ProjectIamMember } from '@cdktf/provider-google/lib/project-iam-member';
-import { NomadTls } from '../nomad-tls';
+import type { NomadClientGroupProps } from '../nomad-tls';
 import { renderNomadClientBootstrap } from '../nomad-client-bootstrap';
 
-export interface GcpNomadClientsProps {
-  readonly name: string;
+export interface GcpNomadClientsProps extends NomadClientGroupProps {
   readonly project: string;
   readonly region: string;
   readonly zones: string[];
@@ -18,24 +17,10 @@ export interface GcpNomadClientsProps {
   readonly subnetworkId: string;
   /** Ranges inside the VPC (subnet and pods) that may reach Nomad's ports. */
   readonly internalCidrs: string[];
-  readonly tls: NomadTls;
-  readonly serverAddress: string;
-  readonly packageMirror: string;
-  readonly nomadVersion: string;
   /** @default 'n2-standard-8' */
   readonly machineType?: string;
-  /** @default 1 */
-  readonly minClients?: number;
-  /** @default 10 */
-  readonly maxClients?: number;
-  /** @default - SSH reruns are closed */
-  readonly sshRerunCidrs?: string[];
-  /** @default - only the metadata address is blocked */
-  readonly blockedCidrs?: string[];
   /** Let Compute Engine scale on CPU instead of nomad-autoscaler. @default false - nomad-autoscaler scales the group */
   readonly cloudAutoscaler?: boolean;
-  /** @default 200 */
-  readonly diskGb?: number;
 }
 
 /** Nomad client machines on GCP: instance template, regional managed instance group, firewalls. */
