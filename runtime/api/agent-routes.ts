@@ -26,6 +26,15 @@ const MAX_WAIT_MS = 30_000;
 const OUTCOMES: readonly TaskOutcome[] = ['success', 'failed', 'canceled', 'timedout'];
 const STEP_STATUSES: readonly StepStatus[] = ['success', 'failed', 'canceled', 'skipped', 'timedout'];
 
+/** The lease of the caller's task token, refused unless it is for the task in the path (`:id`). */
+export function taskLeaseOf(tokens: TaskTokens, ctx: RequestContext): Lease {
+  const token = tokenOf(ctx.req);
+  if (!token) throw new AuthenticationError('Send the task token as a Bearer token.');
+  const lease = tokens.verify(token);
+  if (lease.taskId !== ctx.params.id) throw new PermissionError('This task token is for another task.');
+  return lease;
+}
+
 export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps): Promise<{ close(): Promise<void> }> {
   const { store, dispatcher, tokens, resourceClasses } = deps;
   const waiters = new Set<() => void>();
@@ -35,14 +44,7 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
   };
   const unlisten = await store.listen(CHANNELS.taskQueued, wakeAll);
 
-  /** The lease of the caller's task token, refused unless it is for the task in the path. */
-  const leaseOf = (ctx: RequestContext): Lease => {
-    const token = tokenOf(ctx.req);
-    if (!token) throw new AuthenticationError('Send the task token as a Bearer token.');
-    const lease = tokens.verify(token);
-    if (lease.taskId !== ctx.params.id) throw new PermissionError('This task token is for another task.');
-    return lease;
-  };
+  const leaseOf = (ctx: RequestContext): Lease => taskLeaseOf(tokens, ctx);
   const stepIndex = (ctx: RequestContext) => {
     const index = Number(ctx.params.index);
     if (!Number.isInteger(index) || index < 0) throw new InputError(`step index '${ctx.params.index}' must be a whole number`, 'index');

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
   AuthenticationError,
@@ -80,6 +80,39 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
   res.end(text);
+}
+
+/**
+ * Writes a streamed 200 response. A failure once the headers are out cuts the connection, so the
+ * client sees a broken response rather than a short one that looks whole; a client that hangs up
+ * stops the reading of `body`.
+ */
+export async function sendStream(res: ServerResponse, body: AsyncIterable<Uint8Array>, headers: OutgoingHttpHeaders = {}): Promise<undefined> {
+  res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store', ...headers });
+  try {
+    for await (const chunk of body) {
+      if (res.destroyed) break;
+      if (!res.write(chunk)) await drained(res);
+    }
+  } catch (error) {
+    res.destroy();
+    throw error;
+  }
+  res.end();
+  return undefined;
+}
+
+/** Waits until a response can take more, or is closed. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 export async function startHttpServer(deps: HttpServerDeps, port: number, host: string): Promise<RunningHttpServer> {

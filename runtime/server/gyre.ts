@@ -26,6 +26,7 @@ import { registerConfigRoutes } from '../config/api-routes';
 import { compileConfig, createOrbDocumentCache } from '../config/compiler';
 import { createOrbRegistry } from '../config/orb-registry';
 import { registerAgentRoutes, registerResourceClassRoutes } from '../api/agent-routes';
+import { registerAgentOutputRoutes } from '../api/agent-output-routes';
 import { createMetrics } from '../metrics/metrics';
 import { registerExecutionMetrics } from '../metrics/execution-metrics';
 import { createResourceClasses } from '../scheduler/resource-classes';
@@ -125,6 +126,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       const tokens = createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret));
       const agentRoutes = await registerAgentRoutes(router, { store, dispatcher, tokens, resourceClasses });
       stops.push(() => agentRoutes.close());
+      registerAgentOutputRoutes(router, { store, dispatcher, tokens, output: output.client });
       registerResourceClassRoutes(router, { resourceClasses });
       router.get('/metrics', async () => ({ text: await metrics.render(), contentType: 'text/plain; version=0.0.4; charset=utf-8' }), { public: true });
       registerUiRoutes(router);
