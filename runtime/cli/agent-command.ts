@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
+import { createStepHandlers } from '../agent/steps';
+import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createTaskExecutor } from '../agent/task-executor';
 import { createLogger, type LogLevel } from '../logger';
 import { startRunner } from '../scheduler/runner';
@@ -51,7 +53,8 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   const controller = new AbortController();
   // Nomad stops an allocation with SIGTERM (stop on cancel): treat it as a cancel of the task.
   process.once('SIGTERM', () => controller.abort('canceled'));
-  const result = await runTask({ task, reporter: client.reporter(), executor, log: log.child({ taskId: task.taskId }), heartbeatMs: 500, signal: controller.signal, webUrl: url });
+  const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
+  const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: log.child({ taskId: task.taskId }), heartbeatMs: 500, signal: controller.signal, webUrl: url });
   if ('outcome' in result) {
     io.stderr(`task ${task.taskId}: ${result.outcome}\n`);
     return 0;

@@ -3,6 +3,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
+import { createStepHandlers } from '../agent/steps';
+import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createTaskExecutor } from '../agent/task-executor';
 import type { TaskContext } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
@@ -101,7 +103,8 @@ export function startRunner(options: RunnerOptions): Runner {
           dockerSocket: options.dockerSocket,
           registryMirror: options.registryMirror,
         });
-        const result = await runTask({ task, reporter: client.reporter(), executor, log: taskLog, heartbeatMs: options.heartbeatMs ?? 500, webUrl: base });
+        const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
+        const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: taskLog, heartbeatMs: options.heartbeatMs ?? 500, webUrl: base });
         if ('outcome' in result) completed++;
       } catch (error) {
         // Could not report: the lease expires and the dispatcher retries the task elsewhere.
