@@ -6,6 +6,7 @@ import type { Queryable, Store } from '../store/store';
 import type { Logger } from '../logger';
 import type { LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
+import { createClaimBatcher } from './claim-batcher';
 
 /** Channels the dispatcher announces on, so other roles (and other processes) can react. */
 export const CHANNELS = {
@@ -106,8 +107,8 @@ export interface DispatcherDeps {
   readonly output?: LogSink;
 }
 
-/** A claim that would exceed a concurrency limit lost a race with another claim; it is rolled back. */
-class LimitRace extends Error {}
+/** Times a claim request is tried again after losing the race for a concurrency limit's last place. */
+const MAX_LIMIT_RACES = 3;
 
 const DEFAULT_RESOURCE_CLASS = 'medium';
 
@@ -169,48 +170,79 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
   }
 
   /**
-   * One claim attempt, in one statement: the task (`*` serves every class no other driver owns; a
-   * class the admin gave to runners or Nomad is never taken by the built-in slots), its job marked
-   * running, the task's context for the agent, and whether a concurrency limit applies. Candidates
-   * over a limit are skipped; since two claims can both see room for one more, a claim under a
-   * limit is re-counted under an advisory lock afterwards and put back if it went over.
+   * One claim statement for a batch of requests: up to one task per request (`*` serves every
+   * class no other driver owns; a class the admin gave to runners or Nomad is never taken by the
+   * built-in slots), each task leased to its request's agent, their jobs marked running, the
+   * tasks' context for the agents, and whether a concurrency limit applies. Candidates over a
+   * limit are skipped; since two claims can both see room for one more, a claim under a limit is
+   * re-counted under an advisory lock afterwards and put back if it went over. `slot` is the
+   * 1-based position of the request a row was leased to.
    */
-  async function claimOne(leaseId: string, agentId: string, resourceClasses: readonly string[]) {
-    const rows = await store.query<ContextRow & { attempt: number; lease_expires_at: Date; waited: number; project_slug: string | null; task_org: string | null; limited: boolean }>(
-      `WITH claimed AS (
-       UPDATE tasks SET status = 'running', attempt = attempt + 1, lease_id = $1,
-              lease_expires_at = now() + $2::interval, agent_id = $3, started_at = now()
-        WHERE id = (
-          SELECT t.id FROM tasks t
-           WHERE t.status = 'queued' AND NOT t.cancel_requested
-             AND (t.resource_class = ANY($4::text[])
-                  OR ('*' = ANY($4::text[]) AND NOT EXISTS (
-                        SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')))
-             AND NOT EXISTS (
-                   SELECT 1 FROM concurrency_limits l
-                    WHERE ((l.scope = 'project' AND l.key = t.project_slug) OR (l.scope = 'org' AND l.key = t.org))
-                      AND l.max_running <= (SELECT count(*) FROM tasks r WHERE r.status = 'running'
-                            AND ((l.scope = 'project' AND r.project_slug = l.key) OR (l.scope = 'org' AND r.org = l.key))))
-           ORDER BY t.fair_rank, t.queued_at, t.id
-           LIMIT 1
-           FOR UPDATE SKIP LOCKED)
-       RETURNING id, node_index, job_id, attempt, lease_expires_at, project_slug, org,
-                 EXTRACT(EPOCH FROM (now() - queued_at))::float8 AS waited),
+  async function claimBatch(leaseIds: readonly string[], agentIds: readonly string[], resourceClasses: readonly string[]) {
+    return store.query<ContextRow & { slot: number; attempt: number; lease_expires_at: Date; waited: number; project_slug: string | null; task_org: string | null; limited: boolean }>(
+      `WITH picked AS (
+         SELECT t.id FROM tasks t
+          WHERE t.status = 'queued' AND NOT t.cancel_requested
+            AND (t.resource_class = ANY($4::text[])
+                 OR ('*' = ANY($4::text[]) AND NOT EXISTS (
+                       SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')))
+            AND NOT EXISTS (
+                  SELECT 1 FROM concurrency_limits l
+                   WHERE ((l.scope = 'project' AND l.key = t.project_slug) OR (l.scope = 'org' AND l.key = t.org))
+                     AND l.max_running <= (SELECT count(*) FROM tasks r WHERE r.status = 'running'
+                           AND ((l.scope = 'project' AND r.project_slug = l.key) OR (l.scope = 'org' AND r.org = l.key))))
+          ORDER BY t.fair_rank, t.queued_at, t.id
+          LIMIT $5
+          FOR UPDATE SKIP LOCKED),
+       slots AS (
+         SELECT p.id, s.lease_id, s.agent_id, s.slot
+           FROM (SELECT id, row_number() OVER () AS slot FROM picked) p
+           JOIN unnest($1::uuid[], $3::text[]) WITH ORDINALITY AS s(lease_id, agent_id, slot) USING (slot)),
+       claimed AS (
+         UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, lease_id = s.lease_id,
+                lease_expires_at = now() + $2::interval, agent_id = s.agent_id, started_at = now()
+           FROM slots s WHERE t.id = s.id
+         RETURNING t.id, s.slot, t.node_index, t.job_id, t.attempt, t.lease_expires_at, t.project_slug, t.org,
+                   EXTRACT(EPOCH FROM (now() - t.queued_at))::float8 AS waited),
        started AS (
          UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
-          WHERE id = (SELECT job_id FROM claimed) AND status = 'queued')
-       SELECT c.id AS task_id, c.node_index, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
+          WHERE id IN (SELECT job_id FROM claimed) AND status = 'queued')
+       SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
               ${CONTEXT_COLUMNS},
               EXISTS (SELECT 1 FROM concurrency_limits l
                        WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
          FROM claimed c ${CONTEXT_JOINS.replace('t.job_id', 'c.job_id')}`,
-      [leaseId, ttl, agentId, resourceClasses],
+      [leaseIds, ttl, agentIds, resourceClasses, leaseIds.length],
     );
-    if (rows.length === 0) return undefined;
-    const row = rows[0];
-    if (row.limited && !(await withinLimits(row.task_id, leaseId, row.project_slug, row.task_org))) throw new LimitRace();
-    return row;
   }
+
+  /** Serves a batch of claim requests with one statement; see `claim-batcher.ts`. */
+  const batcher = createClaimBatcher<ClaimedTask>({
+    async claimFor(resourceClasses, requests, retry) {
+      const leaseIds = requests.map(() => randomUUID());
+      const rows = await claimBatch(leaseIds, requests.map((r) => r.agentId), resourceClasses);
+      const served = new Set<number>();
+      for (const row of rows) {
+        const slot = Number(row.slot) - 1;
+        const request = requests[slot];
+        served.add(slot);
+        if (row.limited && !(await withinLimits(row.task_id, leaseIds[slot], row.project_slug, row.task_org))) {
+          // Lost a race for the last place under a limit: the task went back; try again (a few times).
+          if (request.races < MAX_LIMIT_RACES) retry(request);
+          else request.resolve(undefined);
+          continue;
+        }
+        queueWait?.observe(Math.max(0, row.waited), { resource_class: resourceClasses.join(',') });
+        request.resolve({
+          lease: { taskId: row.task_id, leaseId: leaseIds[slot], attempt: row.attempt },
+          leaseExpiresAt: new Date(row.lease_expires_at),
+          task: contextOf(row),
+        });
+      }
+      // The queue held fewer claimable tasks than there were requests.
+      requests.forEach((request, slot) => served.has(slot) || request.resolve(undefined));
+    },
+  });
 
   /** Re-counts a just-claimed task's limits one claim at a time; one over the limit is put back in the queue. */
   async function withinLimits(taskId: string, leaseId: string, projectSlug: string | null, org: string | null): Promise<boolean> {
@@ -267,25 +299,8 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskQueued, resourceClass]);
     },
 
-    async claim(agentId, resourceClasses) {
-      for (let race = 0; race < 4; race++) {
-        const leaseId = randomUUID();
-        let claimed: Awaited<ReturnType<typeof claimOne>>;
-        try {
-          claimed = await claimOne(leaseId, agentId, resourceClasses);
-        } catch (error) {
-          if (error instanceof LimitRace) continue;
-          throw error;
-        }
-        if (!claimed) return undefined;
-        queueWait?.observe(Math.max(0, claimed.waited), { resource_class: resourceClasses.join(',') });
-        return {
-          lease: { taskId: claimed.task_id, leaseId, attempt: claimed.attempt },
-          leaseExpiresAt: new Date(claimed.lease_expires_at),
-          task: contextOf(claimed),
-        };
-      }
-      return undefined;
+    claim(agentId, resourceClasses) {
+      return batcher.claim(agentId, resourceClasses);
     },
 
     async heartbeat(lease) {

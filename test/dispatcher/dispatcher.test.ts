@@ -35,13 +35,15 @@ async function queueJob(store: Store, dispatcher: Dispatcher, parallelism = 1): 
 describe.each(testStores())('dispatcher on %s', (kind) => {
   let store: Store;
   let drop: (() => Promise<void>) | undefined;
+  let databaseUrl: string | undefined;
   const log = createLogger({ level: 'silent' });
 
   beforeAll(async () => {
     if (kind === 'postgres') {
       const db = await createTestDatabase();
       drop = db.drop;
-      store = await openStore({ databaseUrl: db.url });
+      databaseUrl = db.url;
+      store = await openStore({ databaseUrl });
     } else {
       store = await openStore({});
     }
@@ -142,6 +144,39 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
       );
       expect(claimed).toHaveLength(100);
       expect(new Set(claimed).size).toBe(100);
+    });
+
+    it('leases each task of a batched claim to the agent that asked, across competing servers', async () => {
+      // Two dispatchers on their own connection pools stand for two server replicas; each batches
+      // the claims of its own agents into shared statements.
+      const other = await openStore({ databaseUrl });
+      const dispatchers = [createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } }), createDispatcher({ store: other, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } })];
+      try {
+        await store.query(`UPDATE tasks SET status = 'canceled' WHERE status IN ('queued', 'running')`);
+        for (let i = 0; i < 10; i++) await queueJob(store, dispatchers[0], 12);
+        const byAgent = new Map<string, string[]>();
+        await Promise.all(
+          Array.from({ length: 24 }, async (_, n) => {
+            const agent = `replica-${n % 2}-agent-${n}`;
+            for (;;) {
+              const c = await dispatchers[n % 2].claim(agent, ['*']);
+              if (!c) return;
+              byAgent.set(agent, [...(byAgent.get(agent) ?? []), c.lease.taskId]);
+            }
+          }),
+        );
+        const all = [...byAgent.values()].flat();
+        expect(all).toHaveLength(120);
+        expect(new Set(all).size).toBe(120);
+        // Both replicas took part, and the database records the agent each task went to.
+        expect([...byAgent.keys()].some((a) => a.startsWith('replica-0'))).toBe(true);
+        expect([...byAgent.keys()].some((a) => a.startsWith('replica-1'))).toBe(true);
+        const rows = await store.query<{ id: string; agent_id: string }>(`SELECT id, agent_id FROM tasks WHERE status = 'running'`);
+        const recorded = new Map(rows.map((r) => [r.id, r.agent_id]));
+        for (const [agent, ids] of byAgent) for (const id of ids) expect(recorded.get(id)).toBe(agent);
+      } finally {
+        await other.close();
+      }
     });
   }
 });
