@@ -146,6 +146,28 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
       expect(new Set(claimed).size).toBe(100);
     });
 
+    it('keeps a concurrency limit when one batch of claims could take the whole queue', async () => {
+      const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+      await store.query(`UPDATE tasks SET status = 'canceled' WHERE status IN ('queued', 'running')`);
+      const jobId = await queueJob(store, dispatcher, 20);
+      const [{ project_slug: slug }] = await store.query<{ project_slug: string }>('SELECT project_slug FROM tasks WHERE job_id = $1 LIMIT 1', [jobId]);
+      await store.query(`INSERT INTO concurrency_limits (scope, key, max_running) VALUES ('project', $1, 3)`, [slug]);
+      try {
+        const got = await Promise.all(Array.from({ length: 16 }, (_, n) => dispatcher.claim(`limited-${n}`, ['*'])));
+        expect(got.filter(Boolean)).toHaveLength(3);
+        const [{ running, queued }] = await store.query<{ running: number; queued: number }>(
+          `SELECT count(*) FILTER (WHERE status = 'running')::int AS running, count(*) FILTER (WHERE status = 'queued')::int AS queued FROM tasks WHERE job_id = $1`,
+          [jobId],
+        );
+        // Tasks put back after losing the race are queued as before, not lost or burnt attempts.
+        expect({ running, queued }).toEqual({ running: 3, queued: 17 });
+        const attempts = await store.query<{ attempt: number }>(`SELECT attempt FROM tasks WHERE job_id = $1 AND status = 'queued'`, [jobId]);
+        expect(attempts.every((t) => t.attempt === 0)).toBe(true);
+      } finally {
+        await store.query(`DELETE FROM concurrency_limits WHERE key = $1`, [slug]);
+      }
+    });
+
     it('leases each task of a batched claim to the agent that asked, across competing servers', async () => {
       // Two dispatchers on their own connection pools stand for two server replicas; each batches
       // the claims of its own agents into shared statements.
