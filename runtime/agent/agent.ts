@@ -18,6 +18,11 @@ export interface TaskReporter {
   output(step: number, seq: number, data: Uint8Array): Promise<void>;
   stepFinished(step: { index: number; status: StepStatus; exitCode?: number | null }): Promise<void>;
   complete(outcome: TaskOutcome): Promise<void>;
+  /**
+   * Resolves as soon as someone asks this task to stop, rather than at the next heartbeat.
+   * Optional: without it a cancel arrives with a heartbeat. Rejects once `signal` aborts.
+   */
+  cancelRequested?(signal: AbortSignal): Promise<void>;
 }
 
 export interface AgentOptions {
@@ -46,6 +51,15 @@ export interface AgentOptions {
  */
 const MAX_CHUNK = 1024 * 1024;
 const FLUSH_MS = 50;
+
+/**
+ * How often an agent renews a lease of this length: three times per lease, so two lost heartbeats
+ * in a row are survived. Cancels do not wait for heartbeats (see `TaskReporter.cancelRequested`).
+ */
+export function heartbeatEvery(leaseTtlMs: number | undefined): number {
+  if (!leaseTtlMs || !Number.isFinite(leaseTtlMs)) return 500;
+  return Math.max(100, Math.min(10_000, Math.floor(leaseTtlMs / 3)));
+}
 
 /** The outcome of running a task: what it reported, or that it lost its lease (or was abandoned at shutdown) and reported nothing. */
 export type AgentResult = { readonly outcome: TaskOutcome } | { readonly lostLease: true };
@@ -93,6 +107,16 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       },
     );
   }, options.heartbeatMs);
+  const watching = new AbortController();
+  reporter.cancelRequested?.(watching.signal).then(
+    () => {
+      if (!watching.signal.aborted && !canceled) {
+        canceled = true;
+        abort.abort();
+      }
+    },
+    () => undefined,
+  );
 
   try {
     const shellDefault = (await executor.hasBash()) ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
@@ -123,6 +147,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     return { outcome };
   } finally {
     clearInterval(beat);
+    watching.abort();
     options.signal?.removeEventListener('abort', onOuterAbort);
     await executor.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: (error as Error).message }));
   }

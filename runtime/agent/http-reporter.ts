@@ -1,4 +1,4 @@
-import { StaleLeaseError } from '../domain/errors';
+import { AuthenticationError, PermissionError, StaleLeaseError } from '../domain/errors';
 import type { HeartbeatResult, TaskContext } from '../dispatcher/dispatcher';
 import type { OutputClient } from '../output/output-client';
 import type { TaskReporter } from './agent';
@@ -12,11 +12,14 @@ import { asLost, createTaskApi } from './task-api';
  */
 export interface AgentClient {
   /** The task this token stands for, and whether it was canceled already. */
-  fetchTask(): Promise<{ task: TaskContext; cancelRequested: boolean }>;
+  fetchTask(): Promise<{ task: TaskContext; cancelRequested: boolean; leaseTtlMs?: number }>;
   reporter(): TaskReporter;
   /** What the file steps (artifacts, caches, workspaces, test results) send and fetch. */
   output(): OutputClient;
 }
+
+/** How long one cancel long-poll waits on the server before it is asked again. */
+const CANCEL_POLL_MS = 25_000;
 
 export function createAgentClient(options: { url: string; token: string; taskId?: string }): AgentClient {
   const api = createTaskApi(options);
@@ -24,7 +27,7 @@ export function createAgentClient(options: { url: string; token: string; taskId?
   return {
     async fetchTask() {
       const body = await api.call('GET', '');
-      return { task: body.task, cancelRequested: body.cancel_requested === true };
+      return { task: body.task, cancelRequested: body.cancel_requested === true, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
     },
     reporter() {
       return {
@@ -40,6 +43,24 @@ export function createAgentClient(options: { url: string; token: string; taskId?
         },
         async stepFinished(step) {
           await asLost(taskId, api.call('POST', `/step/${step.index}/finished`, { json: { status: step.status, exit_code: step.exitCode ?? null } }));
+        },
+        async cancelRequested(signal) {
+          // Long-polls the server, which answers as soon as a cancel is asked for (or after a while,
+          // to be asked again). Failures back off and retry; a lost lease ends the watch, since the
+          // heartbeat then stops the agent.
+          for (let failures = 0; ; ) {
+            signal.throwIfAborted();
+            try {
+              const body = await api.call('GET', '/cancellation', { query: { wait_ms: String(CANCEL_POLL_MS) }, signal });
+              failures = 0;
+              if (body?.cancel_requested === true) return;
+            } catch (error) {
+              signal.throwIfAborted();
+              if (error instanceof StaleLeaseError || error instanceof AuthenticationError || error instanceof PermissionError) throw error;
+              failures++;
+              await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** failures)));
+            }
+          }
         },
         async complete(outcome) {
           // Completion must arrive: retry transient failures, never a refusal.

@@ -20,6 +20,8 @@ export interface TaskRequest {
   readonly bytes?: Uint8Array;
   /** Sent as it is produced, never held whole in memory. */
   readonly stream?: AsyncIterable<Uint8Array>;
+  /** Abandons the request (a long-poll the agent no longer needs). */
+  readonly signal?: AbortSignal;
 }
 
 export function createTaskApi(options: { url: string; token: string; taskId?: string }): TaskApi {
@@ -38,6 +40,7 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
         headers: { Authorization: `Bearer ${options.token}`, ...(contentType ? { 'Content-Type': contentType } : {}) },
         body: source ? (source.body as unknown as RequestInit['body']) : init.bytes ?? (init.json === undefined ? undefined : JSON.stringify(init.json)),
         ...(source ? { duplex: 'half' } : {}),
+        ...(init.signal ? { signal: init.signal } : {}),
       } as RequestInit);
     } catch (error) {
       // A body that failed to produce (a broken archive) is the reason, not "fetch failed".

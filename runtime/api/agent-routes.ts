@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { AuthenticationError, InputError, PermissionError } from '../domain/errors';
+import { AuthenticationError, InputError, PermissionError, StaleLeaseError } from '../domain/errors';
 import type { StepStatus } from '../domain/model';
 import { CHANNELS, loadTaskContext, type Dispatcher, type Lease, type TaskOutcome } from '../dispatcher/dispatcher';
 import { validateResourceClass, type ResourceClasses } from '../scheduler/resource-classes';
@@ -19,6 +19,8 @@ export interface AgentRouteDeps {
   readonly dispatcher: Dispatcher;
   readonly tokens: TaskTokens;
   readonly resourceClasses: ResourceClasses;
+  /** How long a lease lasts without a heartbeat; agents pace their heartbeats by it. */
+  readonly leaseTtlMs: number;
 }
 
 /** The longest a claim waits for work before answering 204. */
@@ -43,6 +45,12 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
     for (const wake of [...waiters]) wake();
   };
   const unlisten = await store.listen(CHANNELS.taskQueued, wakeAll);
+  /** Agents long-polling for a cancel, by task id. */
+  const cancelWaiters = new Map<string, Set<() => void>>();
+  const wakeCanceled = (taskId: string) => {
+    for (const wake of cancelWaiters.get(taskId) ?? []) wake();
+  };
+  const unlistenCancel = await store.listen(CHANNELS.taskCancel, wakeCanceled);
 
   const leaseOf = (ctx: RequestContext): Lease => taskLeaseOf(tokens, ctx);
   const stepIndex = (ctx: RequestContext) => {
@@ -85,7 +93,7 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
           if (gone || closed) return { status: 204, text: '' };
           const claimed = await dispatcher.claim(runnerId, [resourceClass]);
           if (claimed) {
-            return { json: { token: tokens.mint(claimed.lease), lease_expires_at: claimed.leaseExpiresAt, task: claimed.task } };
+            return { json: { token: tokens.mint(claimed.lease), lease_expires_at: claimed.leaseExpiresAt, lease_ttl_ms: deps.leaseTtlMs, task: claimed.task } };
           }
           const left = deadline - Date.now();
           if (left <= 0 || gone || closed) return { status: 204, text: '' };
@@ -107,7 +115,7 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
       const lease = leaseOf(ctx);
       // The heartbeat doubles as the check that this lease is still current.
       const beat = await dispatcher.heartbeat(lease);
-      return { json: { task: await loadTaskContext(store, lease.taskId), lease_expires_at: beat.leaseExpiresAt, cancel_requested: beat.cancelRequested } };
+      return { json: { task: await loadTaskContext(store, lease.taskId), lease_expires_at: beat.leaseExpiresAt, lease_ttl_ms: deps.leaseTtlMs, cancel_requested: beat.cancelRequested } };
     },
     { public: true },
   );
@@ -117,6 +125,45 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
     async (ctx) => {
       const beat = await dispatcher.heartbeat(leaseOf(ctx));
       return { json: { lease_expires_at: beat.leaseExpiresAt, cancel_requested: beat.cancelRequested } };
+    },
+    { public: true },
+  );
+
+  router.get(
+    '/api/v2/agent/task/:id/cancellation',
+    async (ctx) => {
+      const lease = leaseOf(ctx);
+      const waitMs = Math.max(0, Math.min(MAX_WAIT_MS, Number(ctx.query.get('wait_ms') ?? 0) || 0));
+      const deadline = Date.now() + waitMs;
+      let wake!: () => void;
+      let woken = new Promise<void>((resolve) => (wake = resolve));
+      const waiter = () => wake();
+      const waiters = cancelWaiters.get(lease.taskId) ?? new Set();
+      cancelWaiters.set(lease.taskId, waiters);
+      waiters.add(waiter);
+      ctx.res.once('close', waiter);
+      try {
+        for (;;) {
+          // Registered first, then read: a cancel committed in between still wakes us.
+          const [row] = await store.query<{ current: boolean; cancel_requested: boolean }>(
+            `SELECT (lease_id = $2 AND attempt = $3 AND status = 'running') AS current, cancel_requested FROM tasks WHERE id = $1`,
+            [lease.taskId, lease.leaseId, lease.attempt],
+          );
+          if (!row?.current) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+          if (row.cancel_requested) return { json: { cancel_requested: true } };
+          const left = deadline - Date.now();
+          if (left <= 0 || closed || ctx.res.destroyed) return { json: { cancel_requested: false } };
+          // Also look again now and then: a notification can be missed while LISTEN reconnects.
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([woken, new Promise((r) => (timer = setTimeout(r, Math.min(left, 5000))))]);
+          clearTimeout(timer);
+          woken = new Promise<void>((resolve) => (wake = resolve));
+        }
+      } finally {
+        waiters.delete(waiter);
+        if (waiters.size === 0) cancelWaiters.delete(lease.taskId);
+        ctx.res.off('close', waiter);
+      }
     },
     { public: true },
   );
@@ -189,7 +236,9 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
     async close() {
       closed = true;
       wakeAll();
+      for (const taskId of cancelWaiters.keys()) wakeCanceled(taskId);
       await unlisten().catch(() => undefined);
+      await unlistenCancel().catch(() => undefined);
     },
   };
 }

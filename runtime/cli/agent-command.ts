@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { runTask } from '../agent/agent';
+import { heartbeatEvery, runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
@@ -41,7 +41,7 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   if (!token) throw new UsageError('agent needs --token (or GYRE_TASK_TOKEN)');
   const log = createLogger({ level: logLevel(io) });
   const client = createAgentClient({ url, token });
-  const { task } = await client.fetchTask();
+  const { task, leaseTtlMs } = await client.fetchTask();
   const workDir = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-agent-'));
   const executor = await createTaskExecutor({
     task,
@@ -54,7 +54,7 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   // Nomad stops an allocation with SIGTERM (stop on cancel): treat it as a cancel of the task.
   process.once('SIGTERM', () => controller.abort('canceled'));
   const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
-  const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: log.child({ taskId: task.taskId }), heartbeatMs: 500, signal: controller.signal, webUrl: url });
+  const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: log.child({ taskId: task.taskId }), heartbeatMs: heartbeatEvery(leaseTtlMs), signal: controller.signal, webUrl: url });
   if ('outcome' in result) {
     io.stderr(`task ${task.taskId}: ${result.outcome}\n`);
     return 0;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { runTask } from '../agent/agent';
+import { heartbeatEvery, runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
@@ -28,7 +28,7 @@ export interface RunnerOptions {
   readonly drain?: boolean;
   /** How long one claim waits for work. @default 25000 */
   readonly pollMs?: number;
-  /** How often a running task's lease is renewed and a cancel is looked for. @default 500 */
+  /** How often a running task's lease is renewed. @default a third of the server's lease TTL (cancels arrive by long-poll) */
   readonly heartbeatMs?: number;
   /** A Docker Engine API socket: `docker:` jobs run in containers. @default - every job runs in the host's shell */
   readonly dockerSocket?: string;
@@ -55,7 +55,7 @@ export function startRunner(options: RunnerOptions): Runner {
   let stopping = false;
   let completed = 0;
 
-  async function claim(): Promise<{ token: string; task: TaskContext } | undefined | 'empty'> {
+  async function claim(): Promise<{ token: string; task: TaskContext; leaseTtlMs?: number } | undefined | 'empty'> {
     const res = await fetch(`${base}/api/v2/agent/claim`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${options.token}`, 'Content-Type': 'application/json' },
@@ -69,7 +69,7 @@ export function startRunner(options: RunnerOptions): Runner {
     const body = (await res.json().catch(() => ({}))) as any;
     if (res.status === 401) throw new Error(`the resource-class token was refused by ${base}: ${body.message ?? ''}`);
     if (res.status >= 400) throw new Error(`claim failed with ${res.status}: ${body.message ?? ''}`);
-    return { token: body.token, task: body.task };
+    return { token: body.token, task: body.task, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
   }
 
   async function slot(n: number): Promise<void> {
@@ -92,7 +92,7 @@ export function startRunner(options: RunnerOptions): Runner {
         if (options.drain) break;
         continue;
       }
-      const { token, task } = claimed;
+      const { token, task, leaseTtlMs } = claimed;
       const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId });
@@ -104,7 +104,7 @@ export function startRunner(options: RunnerOptions): Runner {
           registryMirror: options.registryMirror,
         });
         const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
-        const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: taskLog, heartbeatMs: options.heartbeatMs ?? 500, webUrl: base });
+        const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: taskLog, heartbeatMs: options.heartbeatMs ?? heartbeatEvery(leaseTtlMs), webUrl: base });
         if ('outcome' in result) completed++;
       } catch (error) {
         // Could not report: the lease expires and the dispatcher retries the task elsewhere.

@@ -124,7 +124,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       registerOutputRoutes(router, { store, blobs, projects, output, apiUrl: webUrl });
       registerConfigRoutes(router, { orbs });
       const tokens = createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret));
-      const agentRoutes = await registerAgentRoutes(router, { store, dispatcher, tokens, resourceClasses });
+      const agentRoutes = await registerAgentRoutes(router, { store, dispatcher, tokens, resourceClasses, leaseTtlMs: settings.leaseTtlMs });
       stops.push(() => agentRoutes.close());
       registerAgentOutputRoutes(router, { store, dispatcher, tokens, output: output.client });
       registerResourceClassRoutes(router, { resourceClasses });

@@ -111,6 +111,45 @@ describe.each(testStores())('runners and the agent API on %s', (store) => {
     expect(await complete(b)).toBe(200);
   });
 
+  it('answers an agent\'s cancel long-poll as soon as its job is canceled, and only for its own task', async () => {
+    await g.addProject('acme/poll', { '.circleci/config.yml': config('acme/poll', 'true', 2) });
+    await g.api('POST', '/api/v2/resource-classes', { name: 'acme/poll', cpu: 1, memory_mb: 512, driver: 'runner' });
+    const tok = (await g.api('POST', '/api/v2/resource-classes/acme%2Fpoll/tokens', {})).token;
+    const { id } = await g.trigger('acme/poll');
+    const claim = async () => {
+      const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${tok}` }, body: JSON.stringify({ wait_ms: 5000 }) });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { token: string; lease_ttl_ms: number; task: { taskId: string } };
+      expect(body.lease_ttl_ms).toBeGreaterThan(0);
+      return body;
+    };
+    const a = await claim();
+    const b = await claim();
+    const poll = (token: string, taskId: string, waitMs: number) =>
+      fetch(`${g.url}/api/v2/agent/task/${taskId}/cancellation?wait_ms=${waitMs}`, { headers: { Authorization: `Bearer ${token}` } });
+    expect((await poll(a.token, b.task.taskId, 0)).status).toBe(403);
+    expect(await (await poll(b.token, b.task.taskId, 0)).json()).toEqual({ cancel_requested: false });
+
+    let answered = false;
+    const waiting = poll(a.token, a.task.taskId, 30_000).then(async (r) => {
+      answered = true;
+      return r.json();
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toBe(false);
+    const workflow = (await g.api('GET', `/api/v2/pipeline/${id}/workflow`)).items[0];
+    await g.api('POST', `/api/v2/workflow/${workflow.id}/cancel`);
+    expect(await waiting).toEqual({ cancel_requested: true });
+    expect(await (await poll(b.token, b.task.taskId, 30_000)).json()).toEqual({ cancel_requested: true });
+
+    const complete = (t: { token: string; task: { taskId: string } }) =>
+      fetch(`${g.url}/api/v2/agent/task/${t.task.taskId}/complete`, { method: 'POST', headers: { Authorization: `Bearer ${t.token}` }, body: JSON.stringify({ outcome: 'canceled' }) });
+    expect((await complete(a)).status).toBe(200);
+    expect((await complete(b)).status).toBe(200);
+    // The lease is gone with the attempt: the long-poll says so rather than waiting.
+    expect((await poll(a.token, a.task.taskId, 30_000)).status).toBe(409);
+  });
+
   it('stops a running step within 2 s of a cancel and ends the job canceled', async () => {
     const runner = startRunner({ url: g.url, token: runnerToken, log, workRoot: workRoot(), pollMs: 2000 });
     runners.push(runner);
