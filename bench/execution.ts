@@ -17,10 +17,15 @@ const silent = createLogger({ level: 'silent' });
  * Claims per second on PostgreSQL: `claimers` concurrent loops claim from a queue of `tasks`
  * until it is empty, through a pool of `connections`. Every claim is the dispatcher's real one
  * (lease, fair order, limits check, job update, task context). Double claims are counted.
+ * With `replicas` > 1 the claimers are spread over that many dispatchers, each with its own pool
+ * (`connections` / `replicas`), as behind several server processes: each batches only its own.
  */
-async function claimThroughput(tasks: number, claimers: number, connections: number): Promise<{ perSecond: number; doubles: number }> {
+async function claimThroughput(tasks: number, claimers: number, connections: number, replicas = 1): Promise<{ perSecond: number; doubles: number }> {
   const db = await createTestDatabase();
   const store = await createPostgresStore({ connectionString: db.url, maxConnections: connections });
+  const others = await Promise.all(
+    Array.from({ length: replicas - 1 }, () => createPostgresStore({ connectionString: db.url, maxConnections: Math.max(1, Math.floor(connections / replicas)) })),
+  );
   try {
     await migrate(store);
     const projectId = randomUUID();
@@ -43,13 +48,13 @@ async function claimThroughput(tasks: number, claimers: number, connections: num
       [jobId, tasks],
     );
     await store.query('ANALYZE tasks');
-    const dispatcher = createDispatcher({ store, config: { leaseTtlMs: 600_000, maxAttempts: 3 }, log: silent });
+    const dispatchers = [store, ...others].map((s) => createDispatcher({ store: s, config: { leaseTtlMs: 600_000, maxAttempts: 3 }, log: silent }));
     const claimed: string[] = [];
     const t0 = performance.now();
     await Promise.all(
       Array.from({ length: claimers }, async (_, n) => {
         for (;;) {
-          const c = await dispatcher.claim(`bench-${n}`, ['medium']);
+          const c = await dispatchers[n % dispatchers.length].claim(`bench-${n}`, ['medium']);
           if (!c) return;
           claimed.push(c.lease.taskId);
         }
@@ -59,6 +64,7 @@ async function claimThroughput(tasks: number, claimers: number, connections: num
     const doubles = claimed.length - new Set(claimed).size + Math.abs(tasks - claimed.length);
     return { perSecond: claimed.length / seconds, doubles };
   } finally {
+    await Promise.all(others.map((s) => s.close()));
     await store.close();
     await db.drop();
   }
@@ -130,15 +136,16 @@ async function throughRunner(triggers: number): Promise<{ firstStep: number[]; o
 export async function benchExecution(): Promise<void> {
   console.log('execution');
   if (process.env.DATABASE_URL) {
-    for (const connections of [16, 64]) {
+    for (const [connections, replicas] of [[16, 1], [64, 1], [64, 4]]) {
       const runs: number[] = [];
       let doubles = 0;
-      for (let r = 0; r < 3; r++) {
-        const result = await claimThroughput(5000, 64, connections);
+      for (let r = 0; r < 5; r++) {
+        const result = await claimThroughput(5000, 64, connections, replicas);
         runs.push(result.perSecond);
         doubles += result.doubles;
       }
-      console.log(`  claims/s, 64 claimers, pool ${connections}: median ${median(runs).toFixed(0)} (runs ${runs.map((r) => r.toFixed(0)).join(', ')}), double claims ${doubles}`);
+      const where = replicas === 1 ? `one dispatcher, pool ${connections}` : `${replicas} dispatchers, pools of ${connections / replicas}`;
+      console.log(`  claims/s, 64 claimers, ${where}: median ${median(runs).toFixed(0)} (runs ${runs.map((r) => r.toFixed(0)).join(', ')}), double claims ${doubles}`);
     }
   } else {
     console.log('  claims/s: skipped (set DATABASE_URL to a PostgreSQL server)');
