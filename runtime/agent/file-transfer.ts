@@ -95,6 +95,8 @@ export async function archiveLocal(rootDir: string, patterns: readonly string[])
 export async function extractLocal(destDir: string, source: AsyncIterable<Uint8Array>, limits: { maxBytes?: number } = {}) {
   await mkdir(destDir, { recursive: true });
   const realDest = await realpath(destDir);
+  // Everything is inside `/` (a cache restores absolute paths there); `//` would match nothing.
+  const insidePrefix = realDest.endsWith(sep) ? realDest : realDest + sep;
   const checkedDirs = new Map<string, boolean>();
   // A parent that is (or passes through) a symlink leading out of dest would let a write escape.
   const parentInside = async (path: string): Promise<void> => {
@@ -102,7 +104,7 @@ export async function extractLocal(destDir: string, source: AsyncIterable<Uint8A
     let ok = checkedDirs.get(parent);
     if (ok === undefined) {
       const real = await realpath(parent);
-      ok = real === realDest || real.startsWith(realDest + sep);
+      ok = real === realDest || real.startsWith(insidePrefix);
       checkedDirs.set(parent, ok);
     }
     if (!ok) throw new UnsafePathError(relative(destDir, path), 'a directory on its path is a symlink that leads outside the destination');
