@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { InputError } from '../domain/errors';
 
 /**
@@ -269,4 +270,71 @@ export async function readTar(
     if (pad) await reader.read(pad);
   }
   return { entries, bytes };
+}
+
+// ---- writing while read ----
+
+/**
+ * A tar stream made while its reader reads it, e.g. the entries of other archives renamed into
+ * one. Each call waits while the reader is behind. Once the reader has stopped (it closed the
+ * stream, or `fail` was called) calls reject, so a producer is never left waiting.
+ */
+export interface TarWriter {
+  /** The archive (read it once). */
+  readonly tar: AsyncIterable<Uint8Array>;
+  /** Appends an entry; a file's `content` must be exactly `entry.size` bytes. */
+  add(entry: TarEntry, content?: AsyncIterable<Uint8Array> | Uint8Array): Promise<void>;
+  /** Appends the end of the archive and ends the stream. */
+  end(): Promise<void>;
+  /**
+   * Ends the stream with `error` for its reader, and makes waiting calls reject. Call it when the
+   * reader gave up without closing the stream (a consumer that threw), or the producer failed.
+   */
+  fail(error: Error): void;
+}
+
+export function createTarWriter(): TarWriter {
+  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+  // A reader that has not started yet still gets the error of `fail`: a destroyed stream throws
+  // it when iterated. Until then it must not count as unhandled.
+  out.on('error', () => undefined);
+  const closed = () => new Error('the archive was closed by its reader');
+  const write = async (chunk: Uint8Array): Promise<void> => {
+    if (out.destroyed || out.writableEnded) throw closed();
+    if (out.write(chunk)) return;
+    await new Promise<void>((resolve, reject) => {
+      const onDrain = () => {
+        out.off('close', onClose);
+        resolve();
+      };
+      const onClose = () => {
+        out.off('drain', onDrain);
+        reject(closed());
+      };
+      out.once('drain', onDrain).once('close', onClose);
+    });
+  };
+  return {
+    tar: out,
+    async add(entry, content) {
+      await write(entryHeader(entry));
+      if (entry.type !== 'file') return;
+      let written = 0;
+      for await (const chunk of content instanceof Uint8Array ? [content] : (content ?? [])) {
+        written += chunk.length;
+        if (written > entry.size) break;
+        await write(chunk);
+      }
+      if (written !== entry.size) throw new InputError(`'${printable(entry.name)}' has ${written > entry.size ? 'more' : 'fewer'} than the ${entry.size} bytes its header gives`, 'archive');
+      const pad = padding(entry.size);
+      if (pad.length) await write(pad);
+    },
+    async end() {
+      await write(END_OF_ARCHIVE);
+      out.end();
+    },
+    fail(error) {
+      out.destroy(error);
+    },
+  };
 }
