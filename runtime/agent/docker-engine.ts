@@ -1,4 +1,6 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 /**
  * A minimal client for the Docker Engine API on a unix socket (Docker, or Podman's compatible
@@ -6,8 +8,17 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
  */
 export interface DockerEngine {
   call<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T }>;
-  /** A request whose response body is streamed back to the caller (pulls, exec output, archives). */
-  stream(method: string, path: string, body?: unknown, headers?: Record<string, string>, raw?: Buffer): Promise<IncomingMessage>;
+  /**
+   * A request whose response body is streamed back to the caller (pulls, exec output, archives).
+   * `raw` is a tar sent as the request body: in memory, or streamed from `body` (`length` bytes).
+   */
+  stream(method: string, path: string, body?: unknown, headers?: Record<string, string>, raw?: Buffer | Upload): Promise<IncomingMessage>;
+}
+
+/** A request body streamed from a source of known length (the Engine wants a Content-Length). */
+export interface Upload {
+  readonly body: Readable;
+  readonly length: number;
 }
 
 export class DockerEngineError extends Error {
@@ -25,7 +36,9 @@ const VERSION = '/v1.41';
 export function createDockerEngine(socketPath: string): DockerEngine {
   const stream: DockerEngine['stream'] = (method, path, body, headers = {}, raw) =>
     new Promise((resolve, reject) => {
-      const payload = raw ?? (body === undefined ? undefined : Buffer.from(JSON.stringify(body)));
+      const upload = raw && !Buffer.isBuffer(raw) ? raw : undefined;
+      const payload = upload ? undefined : ((raw as Buffer | undefined) ?? (body === undefined ? undefined : Buffer.from(JSON.stringify(body))));
+      const length = upload ? upload.length : payload?.length;
       const req = httpRequest(
         {
           socketPath,
@@ -33,14 +46,17 @@ export function createDockerEngine(socketPath: string): DockerEngine {
           path: VERSION + path,
           headers: {
             Host: 'docker',
-            ...(payload ? { 'Content-Type': raw ? 'application/x-tar' : 'application/json', 'Content-Length': payload.length } : {}),
+            ...(length !== undefined ? { 'Content-Type': raw ? 'application/x-tar' : 'application/json', 'Content-Length': length } : {}),
             ...headers,
           },
         },
         resolve,
       );
       req.on('error', reject);
-      req.end(payload);
+      // An upload that fails (its source, or the engine closing early) fails the request; the
+      // response may already have settled it, and then this is a no-op.
+      if (upload) pipeline(upload.body, req).catch(reject);
+      else req.end(payload);
     });
   return {
     stream,
@@ -64,9 +80,10 @@ export function createDockerEngine(socketPath: string): DockerEngine {
 
 /**
  * Splits the multiplexed stream of a non-TTY exec or attach: frames of an 8-byte header (stream
- * type, three zero bytes, big-endian length) and the payload. Payloads are handed on in order.
+ * type, three zero bytes, big-endian length) and the payload. Payloads are handed on in order,
+ * with their stream (1 stdout, 2 stderr).
  */
-export function demultiplex(onPayload: (data: Buffer) => void): { push(chunk: Buffer): void } {
+export function demultiplex(onPayload: (data: Buffer, stream: number) => void): { push(chunk: Buffer): void } {
   let buffered: Buffer = Buffer.alloc(0);
   return {
     push(chunk) {
@@ -74,7 +91,7 @@ export function demultiplex(onPayload: (data: Buffer) => void): { push(chunk: Bu
       while (buffered.length >= 8) {
         const size = buffered.readUInt32BE(4);
         if (buffered.length < 8 + size) break;
-        onPayload(buffered.subarray(8, 8 + size));
+        onPayload(buffered.subarray(8, 8 + size), buffered[0]);
         buffered = buffered.subarray(8 + size);
       }
     },

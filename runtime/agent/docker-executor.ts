@@ -1,9 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { posix } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { PassThrough } from 'node:stream';
 import type { DockerImage } from '../config/plan';
 import { NotFoundError } from '../domain/errors';
 import { globToRegExp, isGlob } from '../output/file-sets';
-import { END_OF_ARCHIVE, entryHeader, padding, readTar, safeRelativeName, type TarEntry } from '../output/tar';
+import { END_OF_ARCHIVE, entryHeader, padding, readTar, readTarAs, safeRelativeName, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor } from './executor';
@@ -23,6 +28,8 @@ export interface DockerExecutorOptions {
   readonly log: Logger;
   /** A registry mirror (host[:port]) that Docker Hub images are pulled through. @default - pulled from Docker Hub */
   readonly registryMirror?: string;
+  /** Where `extract` spools a checked archive before sending it to the Engine. @default os.tmpdir() */
+  readonly tempDir?: string;
 }
 
 /** Keeps the primary container alive until it is removed; steps run beside it with exec. */
@@ -195,89 +202,327 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
 
     async archive(root, patterns) {
       const rootPath = resolveIn(home, root);
-      // The Engine answers with the root directory itself as the first entry and everything else under its name.
-      const res = await engine.stream('GET', `/containers/${primaryId}/archive?path=${encodeURIComponent(rootPath)}`);
-      if (res.statusCode === 404) {
-        res.resume();
-        throw new NotFoundError('path', root);
+      if (!(await statPath(engine, primaryId, rootPath))) throw new NotFoundError('path', root);
+      // Which entries the patterns select is found from a listing (names only), so no file's
+      // content is held; the selected entries then stream from one archive request, filtered.
+      const selection = createSelection(patterns);
+      await listTree(engine, primaryId, rootPath, (name) => selection.see(name));
+      let plan = selection.plan();
+      if (plan.kind === 'subtree') {
+        // The Engine follows a path that is a symlink, so a selected link is read from its directory.
+        const s = await statPath(engine, primaryId, posix.join(rootPath, plan.from));
+        if (!s || s.mode & GO_MODE_SYMLINK) plan = { ...plan, kind: 'filtered', from: parentOf(plan.from) };
       }
-      if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `archive of ${rootPath} → ${res.statusCode}: ${await readAll(res)}`);
-      const base = posix.basename(rootPath);
-      // Read once into memory: which patterns match is known only after the whole tree was seen.
-      const tree = new Map<string, { entry: TarEntry; content: Buffer[] }>();
-      await readTar(res, async (entry, content) => {
-        const chunks: Buffer[] = [];
-        for await (const c of content) chunks.push(c);
-        const name = entry.name.replace(/\/$/, '');
-        if (name === base || !name.startsWith(`${base}/`)) return;
-        const rel = name.slice(base.length + 1);
-        tree.set(rel, { entry: { ...entry, name: rel }, content: chunks });
-      });
-      const names = [...tree.keys()].sort();
-      const selected = new Set<string>();
-      const missing: string[] = [];
-      const addTree = (rel: string) => {
-        for (const n of names) if (n === rel || n.startsWith(`${rel}/`)) selected.add(n);
-        const parts = rel.split('/');
-        for (let i = 1; i < parts.length; i++) if (tree.has(parts.slice(0, i).join('/'))) selected.add(parts.slice(0, i).join('/'));
-      };
-      for (const pattern of patterns) {
-        const name = safeRelativeName(pattern);
-        if (name === '' || name === '.') {
-          names.forEach((n) => selected.add(n));
-          continue;
-        }
-        if (!isGlob(name)) {
-          if (tree.has(name)) addTree(name);
-          else missing.push(pattern);
-          continue;
-        }
-        const re = globToRegExp(name);
-        const matches = names.filter((n) => re.test(n));
-        if (matches.length === 0) missing.push(pattern);
-        matches.forEach(addTree);
+      // The directories between the root and the archived one are not in its archive.
+      const prelude: TarEntry[] = [];
+      for (const dir of ancestorsOf(plan.from)) {
+        const s = await statPath(engine, primaryId, posix.join(rootPath, dir));
+        if (s) prelude.push({ name: dir, type: 'directory', size: 0, mode: unixMode(s.mode), mtime: tarSeconds(s.mtime) });
       }
-      async function* tar(): AsyncIterable<Uint8Array> {
-        for (const name of names) {
-          if (!selected.has(name)) continue;
-          const { entry, content } = tree.get(name)!;
-          yield entryHeader(entry);
-          if (entry.type !== 'file') continue;
-          for (const c of content) yield c;
-          const pad = padding(entry.size);
-          if (pad.length) yield pad;
-        }
-        yield END_OF_ARCHIVE;
-      }
-      return { tar: tar(), missing };
+      return { tar: streamSelected(engine, primaryId, rootPath, plan, prelude), missing: plan.missing };
     },
 
     async extract(dest, source, limits = {}) {
       const destPath = resolveIn(home, dest);
       // Every entry is checked (and the byte limit applied) before anything reaches the container:
-      // the first bad entry rejects the whole call with nothing written.
-      const parts: Buffer[] = [];
-      const counted = await readTar(
-        source,
-        async (entry, content) => {
-          const chunks: Buffer[] = [];
-          for await (const c of content) chunks.push(c);
-          if (entry.name === '' || entry.name === '.') return;
-          parts.push(entryHeader(entry));
-          if (entry.type === 'file') parts.push(...chunks, padding(entry.size));
-        },
-        { maxBytes: limits.maxBytes },
-      );
-      parts.push(END_OF_ARCHIVE);
-      const made = await run(['/bin/sh', '-c', 'mkdir -p "$1"', 'sh', destPath]);
-      if (made.exitCode !== 0) throw new Error(`cannot make ${destPath} in the container: ${made.output.trim()}`);
-      const res = await engine.stream('PUT', `/containers/${primaryId}/archive?path=${encodeURIComponent(destPath)}`, undefined, {}, Buffer.concat(parts));
-      const text = await readAll(res);
-      if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `unpacking into ${destPath} → ${res.statusCode}: ${text}`);
-      return counted;
+      // the first bad entry rejects the whole call with nothing written. What passed is spooled to
+      // a file (not memory) and then sent; the file is removed whatever happens.
+      const dir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'gyre-extract-'));
+      try {
+        const file = join(dir, 'checked.tar');
+        const counted = await spoolCheckedTar(file, source, limits.maxBytes);
+        const made = await run(['/bin/sh', '-c', 'mkdir -p "$1"', 'sh', destPath]);
+        if (made.exitCode !== 0) throw new Error(`cannot make ${destPath} in the container: ${made.output.trim()}`);
+        const { size } = await stat(file);
+        const res = await engine.stream('PUT', `/containers/${primaryId}/archive?path=${encodeURIComponent(destPath)}`, undefined, {}, { body: createReadStream(file), length: size });
+        const text = await readAll(res);
+        if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `unpacking into ${destPath} → ${res.statusCode}: ${text}`);
+        return counted;
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     },
   };
   return executor;
+}
+
+/** How `archive` sends what the patterns selected. */
+interface ArchivePlan {
+  /** `none`: nothing matched; `whole`: the root's archive; `subtree`: the archive of `from`, all of it; `filtered`: the selected entries of the archive of `from`. */
+  readonly kind: 'none' | 'whole' | 'subtree' | 'filtered';
+  /** The directory (or file) whose archive is read, relative to the root (`''` is the root). */
+  readonly from: string;
+  /** Whether an entry (relative to the root) is selected. */
+  readonly selected: (name: string) => boolean;
+  readonly missing: string[];
+}
+
+/**
+ * Which entries `patterns` select, seen one name at a time (names relative to the root): a
+ * pattern selects what it names or matches and everything under that, and the directories above.
+ */
+function createSelection(patterns: readonly string[]): { see(name: string): void; plan(): ArchivePlan } {
+  const names = patterns.map((p) => safeRelativeName(p));
+  const whole = names.includes('');
+  const exact = new Set(names.filter((n) => n !== '' && !isGlob(n)));
+  const globs = [...new Set(names.filter((n) => isGlob(n)))].map((name) => ({ name, re: globToRegExp(name) }));
+  /** Patterns (normalized) that named or matched something. */
+  const found = new Set<string>();
+  const matched = new Set<string>();
+  return {
+    see(name) {
+      if (exact.has(name)) {
+        found.add(name);
+        matched.add(name);
+      }
+      for (const glob of globs) {
+        if (!glob.re.test(name)) continue;
+        found.add(glob.name);
+        matched.add(name);
+      }
+    },
+    plan() {
+      const missing = patterns.filter((_, i) => names[i] !== '' && !found.has(names[i]));
+      if (whole) return { kind: 'whole', from: '', selected: () => true, missing };
+      // Only the topmost matches matter: everything under one is selected with it.
+      const tops = [...matched].filter((name) => !ancestorsOf(name).some((a) => matched.has(a))).sort();
+      const topSet = new Set(tops);
+      const above = new Set(tops.flatMap(ancestorsOf));
+      const selected = (name: string) => above.has(name) || [name, ...ancestorsOf(name)].some((n) => topSet.has(n));
+      if (tops.length === 0) return { kind: 'none', from: '', selected, missing };
+      if (tops.length === 1) return { kind: 'subtree', from: tops[0], selected, missing };
+      // Read from the deepest directory above them all (a real directory: the listing went into it).
+      const common = tops.map((t) => t.split('/')).reduce((a, b) => {
+        let i = 0;
+        while (i < a.length && a[i] === b[i]) i++;
+        return a.slice(0, i);
+      });
+      return { kind: 'filtered', from: common.join('/'), selected, missing };
+    },
+  };
+}
+
+/** The directories above a relative name, outermost first: `a/b/c` → `a`, `a/b`. */
+function ancestorsOf(name: string): string[] {
+  const out: string[] = [];
+  for (let i = name.indexOf('/'); i >= 0; i = name.indexOf('/', i + 1)) out.push(name.slice(0, i));
+  return out;
+}
+
+function parentOf(name: string): string {
+  const i = name.lastIndexOf('/');
+  return i < 0 ? '' : name.slice(0, i);
+}
+
+/** The Engine's stat of a path (Go's os.FileMode in `mode`), from `HEAD /containers/{id}/archive`. */
+interface PathStat {
+  readonly name: string;
+  readonly size: number;
+  readonly mode: number;
+  readonly mtime: string;
+  readonly linkTarget?: string;
+}
+
+const GO_MODE_SYMLINK = 2 ** 27;
+
+/** Permission bits of a Go os.FileMode as tar and chmod write them (setuid, setgid and sticky live elsewhere in Go's). */
+function unixMode(goMode: number): number {
+  let mode = goMode & 0o777;
+  if (goMode & 2 ** 23) mode |= 0o4000;
+  if (goMode & 2 ** 22) mode |= 0o2000;
+  if (goMode & 2 ** 20) mode |= 0o1000;
+  return mode;
+}
+
+/** An RFC 3339 time in whole seconds, rounded as Go's tar writer rounds (the Engine's archives). */
+function tarSeconds(time: string): number {
+  const parts = /^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$/.exec(time);
+  const whole = parts ? Date.parse(parts[1] + parts[3]) / 1000 : NaN;
+  return Number.isFinite(whole) ? Math.round(whole + Number(`0${parts![2] ?? ''}`)) : 0;
+}
+
+/** A path's stat in a container, or undefined when it does not exist. */
+async function statPath(engine: DockerEngine, container: string, path: string): Promise<PathStat | undefined> {
+  const res = await engine.stream('HEAD', `/containers/${container}/archive?path=${encodeURIComponent(path)}`);
+  res.resume();
+  if (res.statusCode === 404) return undefined;
+  const header = res.headers['x-docker-container-path-stat'];
+  if ((res.statusCode ?? 0) >= 400 || typeof header !== 'string') throw new DockerEngineError(res.statusCode ?? 0, `stat of ${path} → ${res.statusCode}`);
+  return JSON.parse(Buffer.from(header, 'base64').toString('utf8')) as PathStat;
+}
+
+/**
+ * Lists the names under `dir` in a container (relative to it, not `dir` itself), without reading
+ * any content. Run as root, as the Engine reads archives; sockets are left out, as its archives
+ * leave them out. Names are NUL-separated, so any byte but NUL may be in one.
+ */
+async function listTree(engine: DockerEngine, container: string, dir: string, onName: (name: string) => void): Promise<void> {
+  let rest = Buffer.alloc(0);
+  const errors: Buffer[] = [];
+  const exec = execIn(engine, container, { Cmd: ['/bin/sh', '-c', '[ -d "$1" ] || exit 0; cd -- "$1" && exec find . ! -type s -print0', 'sh', dir], User: '0' }, (data, stream) => {
+    if (stream === 2) {
+      errors.push(Buffer.from(data));
+      return;
+    }
+    const buffer = rest.length ? Buffer.concat([rest, data]) : Buffer.from(data);
+    let start = 0;
+    for (let nul = buffer.indexOf(0); nul >= 0; nul = buffer.indexOf(0, start)) {
+      const name = buffer.subarray(start, nul).toString('utf8');
+      start = nul + 1;
+      if (name.startsWith('./')) onName(name.slice(2));
+    }
+    rest = Buffer.from(buffer.subarray(start));
+  });
+  const exitCode = await exec.promise;
+  const stderr = Buffer.concat(errors).toString('utf8').trim();
+  // An entry removed while it was listed (a background step at work) is not a failure.
+  const vanishedOnly = exitCode === 1 && stderr.split('\n').every((line) => /No such file or directory/.test(line));
+  if (exitCode !== 0 && !vanishedOnly) throw new Error(`listing ${dir} in the primary container failed (exit ${exitCode}; it needs sh and find): ${stderr}`);
+}
+
+/**
+ * The archive `archive` returns: `prelude` (directory headers), then the entries of the Engine's
+ * archive of `plan.from` that the plan selects, renamed relative to the root, as they arrive. The
+ * Engine is asked only when the consumer starts reading; stopping early closes its response.
+ */
+function streamSelected(engine: DockerEngine, container: string, rootPath: string, plan: ArchivePlan, prelude: readonly TarEntry[]): AsyncIterable<Uint8Array> {
+  const path = plan.from ? posix.join(rootPath, plan.from) : rootPath;
+  const base = posix.basename(path);
+  // The Engine names entries after the last segment of the path it archived.
+  const rename = (name: string): string | undefined => {
+    const normal = name.replace(/\/+$/, '');
+    if (normal === base) return plan.from || undefined;
+    if (!normal.startsWith(`${base}/`)) return undefined;
+    return plan.from ? `${plan.from}${normal.slice(base.length)}` : normal.slice(base.length + 1);
+  };
+  const keep = plan.kind === 'filtered' ? plan.selected : () => true;
+  return (async function* () {
+    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+    let res: IncomingMessage | undefined;
+    const write = async (chunk: Uint8Array) => {
+      if (out.destroyed) throw new Error('the archive was closed by its reader');
+      if (out.write(chunk)) return;
+      await new Promise<void>((resolve, reject) => {
+        const drained = () => {
+          out.off('close', closed);
+          resolve();
+        };
+        const closed = () => {
+          out.off('drain', drained);
+          reject(new Error('the archive was closed by its reader'));
+        };
+        out.once('drain', drained).once('close', closed);
+      });
+    };
+    const producing = (async () => {
+      for (const entry of prelude) await write(entryHeader(entry));
+      if (plan.kind !== 'none') {
+        res = await openArchive(engine, container, path);
+        if (res && out.destroyed) res.destroy();
+        // An entry removed since it was listed is simply not there.
+        if (res) {
+          // Entries are renamed before they are checked, so links are judged against the root.
+          await readThenFinish(res, (tar) =>
+            readTarAs(tar, { rename, keep }, async (entry, content) => {
+              await write(entryHeader(entry));
+              if (entry.type !== 'file') return;
+              for await (const chunk of content) await write(chunk);
+              const pad = padding(entry.size);
+              if (pad.length) await write(pad);
+            }),
+          );
+        }
+      }
+      await write(END_OF_ARCHIVE);
+    })().then(
+      () => void out.end(),
+      (error) => void out.destroy(error as Error),
+    );
+    try {
+      for await (const chunk of out) yield chunk as Buffer;
+    } finally {
+      out.destroy();
+      res?.destroy();
+      await producing;
+    }
+  })();
+}
+
+/**
+ * Reads a tar with `read`, then lets its source finish, up to `drainBytes` past the archive's end
+ * marker, and closes it: a tar reader stops at the marker, and an HTTP response left unfinished
+ * holds its connection (and the process) open. The source is closed on failure too.
+ */
+async function readThenFinish<T>(source: AsyncIterable<Uint8Array>, read: (tar: AsyncIterable<Uint8Array>) => Promise<T>, drainBytes = 1024 * 1024): Promise<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  try {
+    const result = await read({ [Symbol.asyncIterator]: () => iterator });
+    for (let left = drainBytes; left > 0; ) {
+      const next = await iterator.next();
+      if (next.done) break;
+      left -= next.value.length;
+    }
+    return result;
+  } finally {
+    try {
+      await iterator.return?.();
+    } catch {
+      // Closing is best effort: the source may have failed already.
+    }
+  }
+}
+
+/** The Engine's archive of a path in a container, or undefined when the path does not exist. */
+async function openArchive(engine: DockerEngine, container: string, path: string): Promise<IncomingMessage | undefined> {
+  const res = await engine.stream('GET', `/containers/${container}/archive?path=${encodeURIComponent(path)}`);
+  if (res.statusCode === 404) {
+    res.resume();
+    return undefined;
+  }
+  if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `archive of ${path} → ${res.statusCode}: ${await readAll(res)}`);
+  return res;
+}
+
+/**
+ * Reads a tar stream, checking every entry (readTar's checks, and `maxBytes`), and writes what
+ * passed to `file` as a tar of its own. Rejects at the first bad entry.
+ */
+async function spoolCheckedTar(file: string, source: AsyncIterable<Uint8Array>, maxBytes: number | undefined): Promise<{ entries: number; bytes: number }> {
+  const handle = await open(file, 'w', 0o600);
+  try {
+    // Small pieces (headers, padding) are gathered into larger writes.
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async () => {
+      const data = Buffer.concat(pending);
+      pending = [];
+      pendingBytes = 0;
+      for (let offset = 0; offset < data.length; ) offset += (await handle.write(data, offset)).bytesWritten;
+    };
+    const write = async (chunk: Buffer) => {
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= 1024 * 1024) await flush();
+    };
+    const counted = await readThenFinish(source, (tar) =>
+      readTar(
+        tar,
+        async (entry, content) => {
+          if (entry.name === '' || entry.name === '.') return;
+          await write(entryHeader(entry));
+          if (entry.type !== 'file') return;
+          for await (const chunk of content) await write(chunk);
+          await write(padding(entry.size));
+        },
+        { maxBytes },
+      ),
+    );
+    await write(END_OF_ARCHIVE);
+    await flush();
+    return counted;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** A path in the container: `~` is home, and a relative path is relative to home. */
@@ -291,7 +536,7 @@ function execIn(
   engine: DockerEngine,
   container: string,
   config: { Cmd: string[]; Env?: string[]; User?: string },
-  onOutput: (data: Uint8Array) => void,
+  onOutput: (data: Uint8Array, stream: number) => void,
 ): { promise: Promise<number | null>; abandon(): void } {
   let abandon: () => void = () => undefined;
   const promise = (async () => {
@@ -301,7 +546,7 @@ function execIn(
       const text = await readAll(res);
       throw new DockerEngineError(res.statusCode ?? 0, `exec start → ${res.statusCode}: ${text}`);
     }
-    const demux = demultiplex((payload) => onOutput(payload));
+    const demux = demultiplex((payload, stream) => onOutput(payload, stream));
     await new Promise<void>((resolve, reject) => {
       abandon = () => {
         res.destroy();

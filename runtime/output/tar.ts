@@ -220,6 +220,30 @@ export async function readTar(
   onEntry: (entry: TarEntry, content: AsyncIterable<Buffer>) => Promise<void>,
   limits: ReadTarLimits = {},
 ): Promise<{ entries: number; bytes: number }> {
+  return readTarAs(source, { rename: (name) => name }, onEntry, limits);
+}
+
+/** How `readTarAs` sees an archive whose names are not relative to the root they belong under. */
+export interface TarView {
+  /** An entry's (or a hardlink target's) name under the root, or undefined when it is not under it. */
+  rename(name: string): string | undefined;
+  /** Whether an entry (by its new name) is wanted. @default every entry under the root */
+  keep?(name: string): boolean;
+}
+
+/**
+ * `readTar` for an archive named differently from the root it is read into (e.g. the Docker
+ * Engine names entries after the directory it archived): each entry is renamed by `view` and then
+ * checked as `readTar` checks, so a relative link is judged against the root, not the archive.
+ * Entries not under the root or not kept are skipped unread and unchecked, and not counted in the
+ * limits; a hardlink to something not under the root is refused.
+ */
+export async function readTarAs(
+  source: AsyncIterable<Uint8Array>,
+  view: TarView,
+  onEntry: (entry: TarEntry, content: AsyncIterable<Buffer>) => Promise<void>,
+  limits: ReadTarLimits = {},
+): Promise<{ entries: number; bytes: number }> {
   const reader = new ByteReader(source[Symbol.asyncIterator]());
   let entries = 0;
   let bytes = 0;
@@ -243,18 +267,13 @@ export async function readTar(
     if (pax.size) size = Number(pax.size);
     const prefix = field(block, 345, 155);
     const baseName = field(block, 0, 100);
-    const name = pax.path ?? longName ?? (prefix ? `${prefix}/${baseName}` : baseName);
-    const linkname = pax.linkpath ?? longLink ?? field(block, 157, 100);
+    const rawName = pax.path ?? longName ?? (prefix ? `${prefix}/${baseName}` : baseName);
+    const rawLink = pax.linkpath ?? longLink ?? field(block, 157, 100);
     pax = {};
     longName = longLink = undefined;
     const type: TarEntryType | undefined =
       flag === '0' || flag === '7' || block[156] === 0 ? 'file' : flag === '5' ? 'directory' : flag === '2' ? 'symlink' : flag === '1' ? 'hardlink' : undefined;
-    if (!type) throw new UnsafePathError(name, `entries of tar type '${flag}' (devices, fifos) are not accepted`);
-    if (++entries > maxEntries) throw new InputError(`the archive has more than ${maxEntries} entries`, 'archive');
-    const entry = checkEntry({ name, type, size: type === 'file' ? size : 0, mode: numeric(block, 100, 8), mtime: numeric(block, 136, 12), linkname: type === 'symlink' || type === 'hardlink' ? linkname : undefined });
-    bytes += entry.size;
-    if (limits.maxBytes !== undefined && bytes > limits.maxBytes) throw new InputError(`the archive holds more than ${limits.maxBytes} bytes`, 'archive');
-    let remaining = entry.size;
+    let remaining = type === 'file' ? size : 0;
     async function* content(): AsyncIterable<Buffer> {
       while (remaining > 0) {
         const piece = await reader.some(Math.min(remaining, 1024 * 1024));
@@ -263,10 +282,24 @@ export async function readTar(
         yield piece;
       }
     }
-    await onEntry(entry, content());
-    // Whatever the callback left unread is skipped.
+    const name = view.rename(rawName);
+    if (name !== undefined && (view.keep?.(name) ?? true)) {
+      if (!type) throw new UnsafePathError(name, `entries of tar type '${flag}' (devices, fifos) are not accepted`);
+      if (++entries > maxEntries) throw new InputError(`the archive has more than ${maxEntries} entries`, 'archive');
+      let linkname: string | undefined;
+      if (type === 'symlink') linkname = rawLink;
+      if (type === 'hardlink') {
+        linkname = view.rename(rawLink);
+        if (linkname === undefined) throw new UnsafePathError(name, `the hardlink points outside the root ('${printable(rawLink)}')`);
+      }
+      const entry = checkEntry({ name, type, size: remaining, mode: numeric(block, 100, 8), mtime: numeric(block, 136, 12), linkname });
+      bytes += entry.size;
+      if (limits.maxBytes !== undefined && bytes > limits.maxBytes) throw new InputError(`the archive holds more than ${limits.maxBytes} bytes`, 'archive');
+      await onEntry(entry, content());
+    }
+    // Whatever the callback left unread (or all of a skipped entry) is skipped.
     for await (const _ of content()) void _;
-    const pad = padding(entry.size).length;
+    const pad = padding(type === 'file' ? size : 0).length;
     if (pad) await reader.read(pad);
   }
   return { entries, bytes };
