@@ -95,13 +95,14 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   try {
     await engine.call('POST', '/networks/create', { Name: network, Driver: 'bridge', CheckDuplicate: true, Labels: { 'gyre.task': options.taskId } });
     networkMade = true;
-    for (const image of options.images) await ensureImage(engine, image, options.registryMirror, options.log);
+    const pulled: string[] = [];
+    for (const image of options.images) pulled.push(await ensureImage(engine, image, options.registryMirror, options.log));
     for (const [index, image] of options.images.entries()) {
       const primary = index === 0;
       const alias = image.name ?? parseImageRef(image.image).repository.split('/').pop()!;
       const overridden = image.entrypoint !== undefined || image.command !== undefined;
       const { body } = await engine.call('POST', `/containers/create?name=gyre-${suffix}-${index}`, {
-        Image: image.image,
+        Image: pulled[index],
         Env: Object.entries(image.environment ?? {}).map(([k, v]) => `${k}=${v}`),
         User: image.user ?? '',
         ...(primary && !overridden ? { Entrypoint: KEEP_ALIVE.slice(0, 1), Cmd: KEEP_ALIVE.slice(1) } : {}),
@@ -577,12 +578,12 @@ async function readAll(res: AsyncIterable<unknown>): Promise<string> {
 /**
  * Makes an image present: used as is when the engine has it, otherwise pulled (through the
  * registry mirror for Docker Hub images, then tagged with the name the job used), with the job's
- * `auth` as the registry credentials.
+ * `auth` as the registry credentials. Returns the name to create containers from.
  */
-async function ensureImage(engine: DockerEngine, image: DockerImage, mirror: string | undefined, log: Logger): Promise<void> {
+async function ensureImage(engine: DockerEngine, image: DockerImage, mirror: string | undefined, log: Logger): Promise<string> {
   try {
     await engine.call('GET', `/images/${encodeURIComponent(image.image)}/json`);
-    return;
+    return image.image;
   } catch (error) {
     if (!(error instanceof DockerEngineError) || error.status !== 404) throw error;
   }
@@ -591,19 +592,39 @@ async function ensureImage(engine: DockerEngine, image: DockerImage, mirror: str
   const from = viaMirror ? refText(ref, mirror) : refText(ref);
   const headers: Record<string, string> = {};
   if (image.auth) {
-    headers['X-Registry-Auth'] = Buffer.from(
-      JSON.stringify({ username: image.auth.username, password: image.auth.password, serveraddress: viaMirror ? mirror : ref.registry }),
-    ).toString('base64url');
+    // URL-safe base64 *with* padding: Docker and Podman decode it with Go's padded URL encoding,
+    // and refuse the header ("unexpected EOF") when the padding is left off.
+    headers['X-Registry-Auth'] = Buffer.from(JSON.stringify({ username: image.auth.username, password: image.auth.password, serveraddress: viaMirror ? mirror : ref.registry }))
+      .toString('base64')
+      .replace(/\+/g, '-')
+      .replace(/\//g, '_');
   }
   const repo = from.slice(0, from.length - (ref.digest ? ref.digest.length + 1 : (ref.tag?.length ?? 0) + 1));
   const query = `fromImage=${encodeURIComponent(repo)}&${ref.digest ? `tag=${encodeURIComponent(ref.digest)}` : `tag=${encodeURIComponent(ref.tag!)}`}`;
   log.info('pulling image', { image: from });
   const { body } = await engine.call('POST', `/images/create?${query}`, undefined, headers);
-  // A pull reports failure inside its progress stream, with a 200 status.
+  const failure = pullFailure(body);
+  if (failure) throw new Error(`pulling ${from} failed: ${failure}`);
+  if (!viaMirror) return image.image;
+  // A digest names the image wherever it came from, but the engine knows it only by the name it
+  // was pulled as (`repo@digest` is not a tag that can be given to it).
+  if (ref.digest) return from;
+  await engine.call('POST', `/images/${encodeURIComponent(from)}/tag?repo=${encodeURIComponent(image.image.replace(/:[^:/]+$/, ''))}&tag=${encodeURIComponent(ref.tag!)}`);
+  return image.image;
+}
+
+/** The error a pull reports inside its progress stream (one JSON message a line, with a 200 status). */
+function pullFailure(body: unknown): string | undefined {
   const text = typeof body === 'string' ? body : JSON.stringify(body ?? '');
-  const failure = /"(?:error|errorDetail)"\s*:\s*\{?\s*"?(?:message"\s*:\s*)?"([^"]+)"/.exec(text);
-  if (failure) throw new Error(`pulling ${from} failed: ${failure[1]}`);
-  if (viaMirror && !ref.digest) {
-    await engine.call('POST', `/images/${encodeURIComponent(from)}/tag?repo=${encodeURIComponent(image.image.replace(/:[^:/]+$/, ''))}&tag=${encodeURIComponent(ref.tag!)}`);
+  for (const line of text.split(/\r?\n/)) {
+    let message: any;
+    try {
+      message = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    const error = message?.errorDetail?.message ?? message?.error;
+    if (error) return String(error);
   }
+  return undefined;
 }

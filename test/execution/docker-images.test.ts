@@ -1,0 +1,138 @@
+import { createDockerEngine } from '../../runtime/agent/docker-engine';
+import { createDockerExecutor } from '../../runtime/agent/docker-executor';
+import type { Executor } from '../../runtime/agent/executor';
+import { createLogger } from '../../runtime/logger';
+import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
+import { startFakeDockerEngine, type EngineRequest, type FakeDockerEngine } from '../support/fake-docker-engine';
+
+/**
+ * The Docker executor's images: pulls (registry mirror, credentials), and the primary container's
+ * own entrypoint and command. Nothing can be pulled on this machine, so what the engine is asked
+ * is checked against a recording stand-in, and that the engine accepts it against Podman.
+ */
+const log = createLogger({ level: 'silent' });
+
+/** The X-Registry-Auth header decoded as Docker and Podman decode it (Go's base64.URLEncoding: URL alphabet, padding required). */
+function decodeRegistryAuth(header: string | string[] | undefined): unknown {
+  const value = String(header);
+  if (!/^[A-Za-z0-9_-]*={0,2}$/.test(value) || value.length % 4 !== 0) throw new Error(`not padded URL-safe base64: ${value}`);
+  return JSON.parse(Buffer.from(value, 'base64url').toString('utf8'));
+}
+
+const calls = (engine: FakeDockerEngine, method: string, path: RegExp): EngineRequest[] => engine.requests.filter((r) => r.method === method && path.test(r.path));
+
+describe('Docker executor image pulls, against a recording engine', () => {
+  let engine: FakeDockerEngine;
+  afterEach(async () => engine?.close());
+
+  it("pulls a Docker Hub image through the registry mirror with the job's credentials, then tags it with the job's name", async () => {
+    engine = await startFakeDockerEngine();
+    const executor = await createDockerExecutor({
+      socketPath: engine.socketPath,
+      taskId: 'pull-1',
+      log,
+      registryMirror: 'mirror.local:5000',
+      images: [{ image: 'cimg/node:20.1', auth: { username: 'bot', password: 'p@ss' } }],
+    });
+    await executor.cleanup();
+
+    const [pull] = calls(engine, 'POST', /^\/images\/create$/);
+    expect({ fromImage: pull.query.get('fromImage'), tag: pull.query.get('tag') }).toEqual({ fromImage: 'mirror.local:5000/cimg/node', tag: '20.1' });
+    expect(decodeRegistryAuth(pull.headers['x-registry-auth'])).toEqual({ username: 'bot', password: 'p@ss', serveraddress: 'mirror.local:5000' });
+    const [tag] = calls(engine, 'POST', /\/tag$/);
+    expect({ path: tag.path, repo: tag.query.get('repo'), tag: tag.query.get('tag') }).toEqual({ path: '/images/mirror.local:5000/cimg/node:20.1/tag', repo: 'cimg/node', tag: '20.1' });
+    expect(calls(engine, 'POST', /^\/containers\/create$/).map((r) => r.body.Image)).toEqual(['cimg/node:20.1']);
+  });
+
+  it('credentials of every length are sent padded (an unpadded header is refused by the engine)', async () => {
+    engine = await startFakeDockerEngine();
+    for (const password of ['a', 'ab', 'abc']) {
+      const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: `pull-${password}`, log, images: [{ image: `registry.corp:5000/team/app:${password}`, auth: { username: 'u', password } }] });
+      await executor.cleanup();
+    }
+    const pulls = calls(engine, 'POST', /^\/images\/create$/);
+    expect(pulls.map((p) => decodeRegistryAuth(p.headers['x-registry-auth']))).toEqual(['a', 'ab', 'abc'].map((password) => ({ username: 'u', password, serveraddress: 'registry.corp:5000' })));
+  });
+
+  it('an image of another registry is pulled from that registry, not the mirror, and not re-tagged', async () => {
+    engine = await startFakeDockerEngine();
+    const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: 'pull-2', log, registryMirror: 'mirror.local:5000', images: [{ image: 'registry.corp:5000/team/app:1.2' }] });
+    await executor.cleanup();
+    const [pull] = calls(engine, 'POST', /^\/images\/create$/);
+    expect({ fromImage: pull.query.get('fromImage'), tag: pull.query.get('tag'), auth: pull.headers['x-registry-auth'] }).toEqual({ fromImage: 'registry.corp:5000/team/app', tag: '1.2', auth: undefined });
+    expect(calls(engine, 'POST', /\/tag$/)).toEqual([]);
+  });
+
+  it('an official image by digest comes through the mirror, and containers are created from the name it was pulled as', async () => {
+    engine = await startFakeDockerEngine();
+    const digest = `sha256:${'ab'.repeat(32)}`;
+    const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: 'pull-3', log, registryMirror: 'mirror.local:5000', images: [{ image: `busybox@${digest}` }] });
+    await executor.cleanup();
+    const [pull] = calls(engine, 'POST', /^\/images\/create$/);
+    expect({ fromImage: pull.query.get('fromImage'), tag: pull.query.get('tag') }).toEqual({ fromImage: 'mirror.local:5000/library/busybox', tag: digest });
+    expect(calls(engine, 'POST', /\/tag$/)).toEqual([]);
+    expect(calls(engine, 'POST', /^\/containers\/create$/).map((r) => r.body.Image)).toEqual([`mirror.local:5000/library/busybox@${digest}`]);
+  });
+
+  it('an image the engine has is used as it is, not pulled', async () => {
+    engine = await startFakeDockerEngine({ images: ['cimg/base:2024.01', 'redis:7'] });
+    const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: 'pull-4', log, registryMirror: 'mirror.local:5000', images: [{ image: 'cimg/base:2024.01' }, { image: 'redis:7' }] });
+    await executor.cleanup();
+    expect(calls(engine, 'POST', /^\/images\//)).toEqual([]);
+    expect(calls(engine, 'POST', /^\/containers\/create$/).map((r) => r.body.Image)).toEqual(['cimg/base:2024.01', 'redis:7']);
+  });
+
+  it("a pull that fails inside its progress stream stops start-up with the registry's whole message, and removes the task's network", async () => {
+    const message = 'unauthorized: authentication required for "team/app"';
+    engine = await startFakeDockerEngine({ pullError: message });
+    await expect(createDockerExecutor({ socketPath: engine.socketPath, taskId: 'pull-5', log, images: [{ image: 'registry.corp:5000/team/app:1' }] })).rejects.toThrow(
+      `pulling registry.corp:5000/team/app:1 failed: ${message}`,
+    );
+    const [network] = calls(engine, 'POST', /^\/networks\/create$/);
+    expect(calls(engine, 'DELETE', /^\/networks\//).map((r) => r.path)).toEqual([`/networks/${network.body.Name}`]);
+    expect(calls(engine, 'POST', /^\/containers\/create$/)).toEqual([]);
+  });
+});
+
+const socket = containerSocket();
+if (!socket) console.log('test/execution/docker-images: engine tests skipped, no Docker Engine API socket (set GYRE_TEST_DOCKER_SOCKET or start `podman system service`)');
+const withEngine = socket ? describe : describe.skip;
+
+withEngine('Docker executor images, on a Docker Engine API socket', () => {
+  it("a Docker Hub image is pulled through the mirror with the job's credentials, in a form the engine accepts", async () => {
+    // The mirror (nothing listens on port 1) cannot answer; what matters is what the engine tried.
+    const auth = { username: 'gyre', password: 'secret-x' };
+    expect(Buffer.byteLength(JSON.stringify({ ...auth, serveraddress: '127.0.0.1:1' })) % 3).not.toBe(0); // the base64 needs padding
+    const taskId = `mirror-${Date.now()}`;
+    const attempt = createDockerExecutor({ socketPath: socket!, taskId, log, registryMirror: '127.0.0.1:1', images: [{ image: 'gyre-test/never-pulled:1.0', auth }] });
+    const error: Error = await attempt.then(
+      () => new Error('the pull succeeded'),
+      (e) => e,
+    );
+    // The engine took the credentials (no "X-Registry-Auth" complaint) and went to the mirror for the Hub name.
+    expect(error.message).not.toMatch(/X-Registry-Auth|parse/i);
+    expect(error.message).toMatch(/^pulling 127\.0\.0\.1:1\/gyre-test\/never-pulled:1\.0 failed: .*127\.0\.0\.1:1.*(refused|connect)/s);
+    const engine = createDockerEngine(socket!);
+    const { body: networks } = await engine.call<any[]>('GET', `/networks?filters=${encodeURIComponent(JSON.stringify({ label: [`gyre.task=${taskId}`] }))}`);
+    expect(networks).toEqual([]);
+  }, 60_000);
+
+  it("the primary container runs the job's entrypoint and command instead of being kept alive by Gyre; steps still run in it", async () => {
+    let executor: Executor | undefined;
+    try {
+      executor = await createDockerExecutor({
+        socketPath: socket!,
+        taskId: `entry-${Date.now()}`,
+        log,
+        images: [{ image: BUSYBOX_IMAGE, entrypoint: ['/bin/sh', '-c'], command: ['echo "started with $0" > /tmp/started; exec sleep 600', 'the-command'] }],
+      });
+      const chunks: Uint8Array[] = [];
+      const { done } = executor.start({ script: 'for i in $(seq 1 50); do [ -f /tmp/started ] && break; sleep 0.1; done; cat /tmp/started; tr "\\0" " " < /proc/1/cmdline; echo', shell: '/bin/sh -e', env: {}, cwd: '/' }, (c) => chunks.push(c), new AbortController().signal);
+      expect((await done).exitCode).toBe(0);
+      // The command got its argument from the entrypoint's `-c`, and it, not Gyre's keep-alive, is the container's process.
+      expect(Buffer.concat(chunks).toString('utf8')).toBe('started with the-command\nsleep 600 \n');
+    } finally {
+      await executor?.cleanup();
+    }
+  }, 60_000);
+});
