@@ -17,9 +17,12 @@ function toBuffer(value: unknown): Buffer {
  */
 export async function createPgliteStore(dataDir?: string): Promise<Store> {
   const db = await PGlite.create(dataDir, {
-    // PGlite's own bytea conversion goes byte by byte in JavaScript (about 4 MB/s); Node's hex
-    // codec moves log chunks and archives four to ten times faster, byte for byte the same.
-    serializers: { [BYTEA]: (value: unknown) => `\\x${toBuffer(value).toString('hex')}` },
+    // A bytea parameter goes as its bytes: PGlite binds a value that is a byte array in binary
+    // format, so there is no hex text to build, encode and parse (a 1 MiB value is stored about
+    // twice as fast). The serializer's declared type says string, hence the cast.
+    serializers: { [BYTEA]: toBuffer as unknown as (value: unknown) => string },
+    // Results come back as text: Node's hex codec reads them (PGlite's own goes byte by byte in
+    // JavaScript, about 4 MB/s).
     parsers: { [BYTEA]: (text: string) => Buffer.from(text.slice(2), 'hex') },
   });
   const query = async <T = Row>(sql: string, params: readonly unknown[] = []): Promise<T[]> => {
