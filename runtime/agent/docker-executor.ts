@@ -4,11 +4,10 @@ import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { PassThrough } from 'node:stream';
 import type { DockerImage } from '../config/plan';
 import { NotFoundError } from '../domain/errors';
 import { globToRegExp, isGlob } from '../output/file-sets';
-import { END_OF_ARCHIVE, entryHeader, padding, readTar, readTarAs, safeRelativeName, type TarEntry } from '../output/tar';
+import { createTarWriter, END_OF_ARCHIVE, entryHeader, padding, readTar, readTarAs, safeRelativeName, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor } from './executor';
@@ -398,51 +397,25 @@ function streamSelected(engine: DockerEngine, container: string, rootPath: strin
   };
   const keep = plan.kind === 'filtered' ? plan.selected : () => true;
   return (async function* () {
-    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const writer = createTarWriter();
     let res: IncomingMessage | undefined;
-    const write = async (chunk: Uint8Array) => {
-      if (out.destroyed) throw new Error('the archive was closed by its reader');
-      if (out.write(chunk)) return;
-      await new Promise<void>((resolve, reject) => {
-        const drained = () => {
-          out.off('close', closed);
-          resolve();
-        };
-        const closed = () => {
-          out.off('drain', drained);
-          reject(new Error('the archive was closed by its reader'));
-        };
-        out.once('drain', drained).once('close', closed);
-      });
-    };
+    let stopped = false;
     const producing = (async () => {
-      for (const entry of prelude) await write(entryHeader(entry));
+      for (const entry of prelude) await writer.add(entry);
       if (plan.kind !== 'none') {
         res = await openArchive(engine, container, path);
-        if (res && out.destroyed) res.destroy();
-        // An entry removed since it was listed is simply not there.
-        if (res) {
-          // Entries are renamed before they are checked, so links are judged against the root.
-          await readThenFinish(res, (tar) =>
-            readTarAs(tar, { rename, keep }, async (entry, content) => {
-              await write(entryHeader(entry));
-              if (entry.type !== 'file') return;
-              for await (const chunk of content) await write(chunk);
-              const pad = padding(entry.size);
-              if (pad.length) await write(pad);
-            }),
-          );
-        }
+        if (stopped) res?.destroy();
+        // (No archive: what was listed has been removed since.)
+        // Entries are renamed before they are checked, so links are judged against the root.
+        if (res) await readThenFinish(res, (tar) => readTarAs(tar, { rename, keep }, (entry, content) => writer.add(entry, content)));
       }
-      await write(END_OF_ARCHIVE);
-    })().then(
-      () => void out.end(),
-      (error) => void out.destroy(error as Error),
-    );
+      await writer.end();
+    })().catch((error: Error) => writer.fail(error));
     try {
-      for await (const chunk of out) yield chunk as Buffer;
+      yield* writer.tar;
     } finally {
-      out.destroy();
+      // A reader that stopped early stops the Engine's archive too.
+      stopped = true;
       res?.destroy();
       await producing;
     }
