@@ -5,7 +5,8 @@ import { InputError, NotFoundError, PermissionError } from '../domain/errors';
 import { isTerminalJobStatus, type JobStatus } from '../domain/model';
 import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
-import type { LogReader } from '../output/logs';
+import type { LogReader, OutputChunk } from '../output/logs';
+import { sendStream } from './http-server';
 import type { ParameterValue, Triggers } from '../triggers/triggers';
 import {
   findJob,
@@ -204,17 +205,13 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
     if (rawStep === null || !/^\d{1,5}$/.test(rawStep)) throw new InputError('step (the step index, from the steps endpoint) is required', 'step');
     const step = (await jobSteps(store, job.id, nodeIndex)).find((s) => s.index === Number(rawStep));
     if (!step) throw new NotFoundError('step', `${rawStep} of node ${nodeIndex} of job ${job.number}`);
-    const chunks = await readOutput(deps, step.task_id, step.attempt, step.index);
-    const body = Buffer.concat(chunks.map((c) => Buffer.from(c.data)));
-    ctx.res.writeHead(200, {
+    // Streamed chunk by chunk (from the database, or the archive through gunzip): a step of any
+    // size costs one chunk of memory. Its length is not known up front, so no Content-Length.
+    return sendStream(ctx.res, chunkData(readOutput(deps, step.task_id, step.attempt, step.index)), {
       'Content-Type': 'text/plain; charset=utf-8',
-      'Content-Length': body.length,
       'X-Content-Type-Options': 'nosniff',
-      'Cache-Control': 'no-store',
       'X-Gyre-Step-Status': step.status,
     });
-    ctx.res.end(body);
-    return undefined;
   });
 
   router.get(`${SLUG}/job/:number/output/stream`, async (ctx) => {
@@ -225,14 +222,20 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
   });
 }
 
+/** A step's output after chunk `afterSeq`, from the output role (without it, from the database). */
+async function* readOutput(deps: V2RouteDeps, taskId: string, attempt: number, step: number, afterSeq = -1): AsyncGenerator<OutputChunk> {
+  if (deps.logs) yield* deps.logs.read(taskId, attempt, step, afterSeq);
+  else yield* await stepOutput(deps.store, taskId, attempt, step, afterSeq);
+}
+
+async function* chunkData(chunks: AsyncIterable<OutputChunk>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) yield chunk.data;
+}
+
 /**
  * Streams a job's steps and output as Server-Sent Events, from the beginning, until the job ends.
  * New output is announced by NOTIFY; a slow poll covers notifications lost to a reconnect.
  */
-function readOutput(deps: V2RouteDeps, taskId: string, attempt: number, step: number, afterSeq = -1) {
-  return deps.logs ? deps.logs.read(taskId, attempt, step, afterSeq) : stepOutput(deps.store, taskId, attempt, step, afterSeq);
-}
-
 async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: string, nodeIndex: number): Promise<void> {
   const { store } = deps;
   const { res, req } = ctx;
@@ -244,6 +247,16 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
   });
   res.write(': following\n\n');
   const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const drained = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        res.off('drain', done);
+        res.off('close', done);
+        resolve();
+      };
+      res.once('drain', done);
+      res.once('close', done);
+    });
 
   let closed = false;
   let wake: (() => void) | undefined;
@@ -265,8 +278,13 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
       /* not ours */
     }
   });
+  // The job's status is read when it may have changed: at first, when it is announced, and on the
+  // slow poll; not for every chunk of output.
+  let jobMayHaveEnded = true;
   const unlistenJob = await store.listen(CHANNELS.jobFinished, (id) => {
-    if (id === jobId) poke();
+    if (id !== jobId) return;
+    jobMayHaveEnded = true;
+    poke();
   });
   const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15000);
   try {
@@ -276,7 +294,10 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
     const decoders = new Map<number, TextDecoder>();
     while (!closed) {
       dirty = false;
-      const jobRow = (await store.query<{ status: JobStatus }>('SELECT status FROM jobs WHERE id = $1', [jobId]))[0];
+      // Read before the steps: a job that has ended has all its steps' output stored.
+      const checkJob = jobMayHaveEnded;
+      jobMayHaveEnded = false;
+      const jobRow = checkJob ? (await store.query<{ status: JobStatus }>('SELECT status FROM jobs WHERE id = $1', [jobId]))[0] : undefined;
       const steps = await jobSteps(store, jobId, nodeIndex);
       const current = steps.length ? steps[0].attempt : attempt;
       if (current !== attempt && steps.length) {
@@ -287,19 +308,24 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
         decoders.clear();
       }
       for (const step of steps) {
+        // A step's status is read before its output, and it ends only after its last chunk was
+        // stored: once its end has been sent, everything of it has, and it is not read again.
+        if (step.status !== 'running' && sentStatus.get(step.index) === step.status) continue;
         if (sentStatus.get(step.index) === undefined) {
           send('step', { ...stepView(step), status: 'running', exit_code: null, stopped_at: null });
           sentStatus.set(step.index, 'running');
         }
-        const chunks = await readOutput(deps, step.task_id, step.attempt, step.index, cursor.get(step.index) ?? -1);
         let decoder = decoders.get(step.index);
         if (!decoder) decoders.set(step.index, (decoder = new TextDecoder('utf-8')));
-        for (const chunk of chunks) {
+        for await (const chunk of readOutput(deps, step.task_id, step.attempt, step.index, cursor.get(step.index) ?? -1)) {
           // A chunk may end inside a multi-byte character: the streaming decoder keeps the tail.
           const text = decoder.decode(chunk.data, { stream: true });
-          if (text) send('output', { node_index: nodeIndex, step: step.index, seq: chunk.seq, text });
           cursor.set(step.index, chunk.seq);
+          // A long backlog (a finished step of a large log) goes out as fast as the client reads it.
+          if (text && !send('output', { node_index: nodeIndex, step: step.index, seq: chunk.seq, text })) await drained();
+          if (closed) break;
         }
+        if (closed) break;
         if (step.status !== 'running' && sentStatus.get(step.index) !== step.status) {
           const tail = decoder.decode();
           if (tail) send('output', { node_index: nodeIndex, step: step.index, seq: cursor.get(step.index) ?? 0, text: tail });
@@ -313,7 +339,10 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
       }
       if (dirty) continue;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 1000);
+        const timer = setTimeout(() => {
+          jobMayHaveEnded = true;
+          resolve();
+        }, 1000);
         wake = () => {
           clearTimeout(timer);
           wake = undefined;

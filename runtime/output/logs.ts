@@ -1,25 +1,39 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
-import { createGzip, createGunzip, constants as zlib } from 'node:zlib';
+import { promisify } from 'node:util';
+import { createGunzip, gunzip, gunzipSync, gzip, gzipSync, constants as zlib } from 'node:zlib';
 import { blobKey, type BlobStore } from '../blob/blob-store';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
 
+/** Runs a write inside a transaction that holds the task's lease (the dispatcher's fencing). */
+export type Fenced = <T>(write: (tx: Queryable) => Promise<T>) => Promise<T>;
+
 /** Where the dispatcher hands output to: chunks while a step runs, the move when it ends. */
 export interface LogSink {
-  /** Stores one chunk inside the caller's (lease-holding) transaction; the same seq twice is stored once. */
-  appendChunk(tx: Queryable, taskId: string, attempt: number, step: number, seq: number, data: Uint8Array): Promise<void>;
+  /**
+   * Stores one chunk; the same (step, seq) twice is stored once, and so is a chunk of a step already
+   * moved. The chunk is compressed before `fenced` is called, so the lease is held for the write only.
+   */
+  appendChunk(fenced: Fenced, taskId: string, attempt: number, step: number, seq: number, data: Uint8Array): Promise<void>;
   /** Moves a finished step's output, compressed, to the blob store and drops its chunks. */
   stepFinished(taskId: string, attempt: number, step: number): Promise<void>;
 }
 
+/** One chunk of a step's output, as the agent sent it (after masking and the output cap). */
+export interface OutputChunk {
+  readonly seq: number;
+  readonly data: Uint8Array;
+}
+
 export interface LogReader {
-  /** A step's output after chunk `afterSeq`, from the database or the blob store, byte-identical either way. */
-  read(taskId: string, attempt: number, step: number, afterSeq?: number): Promise<{ seq: number; data: Uint8Array }[]>;
+  /**
+   * A step's output after chunk `afterSeq`, chunk by chunk in order, from the database or the blob
+   * store, byte-identical either way. Holds one chunk in memory at a time.
+   */
+  read(taskId: string, attempt: number, step: number, afterSeq?: number): AsyncIterable<OutputChunk>;
 }
 
 export interface LogStoreOptions {
@@ -34,82 +48,305 @@ export function truncationMarker(limitBytes: number): string {
   return `\n[gyre] Output truncated: this job reached its output limit of ${limitBytes} bytes (GYRE_JOB_OUTPUT_LIMIT_BYTES); later output was discarded.\n`;
 }
 
-/** Chunks read from the database per query while moving a step's output. */
-const MOVE_BATCH = 64;
+/** Chunks per query while moving or reading a step's output (chunks are up to 1 MiB before compression). */
+const BATCH = 16;
+const GZIP = { level: zlib.Z_BEST_SPEED };
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
+/**
+ * Below this size a chunk is (de)compressed on the main thread: it takes well under a millisecond,
+ * and a live follower's line does not wait in the thread pool's queue behind large chunks.
+ */
+const INLINE_BYTES = 64 * 1024;
+/**
+ * A large chunk is compressed as several gzip members at once on the thread pool, one per core:
+ * the chunk is acknowledged sooner (compression is the longest part of an append), at a cost of
+ * about 0.1% in size.
+ */
+const MEMBER_BYTES = 256 * 1024;
+const PARALLEL_MEMBERS = Math.max(1, Math.min(4, availableParallelism()));
+/** Attempts whose output reached the cap, remembered so later chunks are not compressed for nothing. */
+const CUT_OFF_MEMORY = 10_000;
+/** A spool not written to for this long belongs to a step that will not finish here; it is dropped. */
+const SPOOL_IDLE_MS = 15 * 60_000;
+
+/**
+ * Room for the whole result in one output buffer: zlib on the thread pool then runs a member in one
+ * go, instead of coming back to the main thread for every 16 KiB (and waiting for it when it is
+ * busy, which made compressing take two to three times as long).
+ */
+const outputRoom = (bytes: number) => Math.max(16 * 1024, bytes + 1024);
+
+/** `raw` as gzip members; concatenated members are one gzip stream. */
+async function compress(raw: Buffer): Promise<Buffer> {
+  if (raw.length < INLINE_BYTES) return gzipSync(raw, GZIP);
+  const parts = Math.min(PARALLEL_MEMBERS, Math.ceil(raw.length / MEMBER_BYTES));
+  const size = Math.ceil(raw.length / parts);
+  const members = await Promise.all(
+    Array.from({ length: parts }, (_, i) => gzipAsync(raw.subarray(i * size, (i + 1) * size), { ...GZIP, chunkSize: outputRoom(size) })),
+  );
+  return members.length === 1 ? members[0] : Buffer.concat(members);
+}
+
+function decompress(members: Buffer, rawBytes: number): Promise<Buffer> {
+  return rawBytes < INLINE_BYTES ? Promise.resolve(gunzipSync(members)) : gunzipAsync(members, { chunkSize: outputRoom(rawBytes) });
+}
+
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+type ChunkRow = { seq: number; data: Uint8Array | null; gzip: Uint8Array | null; raw_bytes: number | null };
+type ArchivedRow = { blob_key: string; seqs: number[]; ends: (string | number)[] };
+
+/**
+ * A step's archive written as its chunks are stored in this process: the stored gzip members in
+ * order, with their sequence numbers and uncompressed ends. When the step ends and the database
+ * holds exactly these chunks, the file is the archive and nothing is read back.
+ */
+interface Spool {
+  readonly path: string;
+  readonly file: Promise<FileHandle>;
+  readonly seqs: number[];
+  readonly ends: number[];
+  /** Writes in order; rejected (and then `broken`) if one fails. */
+  writing: Promise<void>;
+  broken: boolean;
+  touched: number;
+}
+
+/**
+ * Stores a chunk in one statement: unless this seq (or the whole step, moved) is already stored, it
+ * adds the chunk's length to the attempt's counter while that stays within the cap, and inserts
+ * the chunk only when the counter moved. Runs under the task's row lock, so it sees every earlier
+ * append of the attempt. Neither `known` nor `stored`: the cap is reached or would be crossed.
+ */
+const APPEND = `
+  WITH known AS (
+    SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4)
+        OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3) AS known
+  ), counted AS (
+    INSERT INTO task_output AS o (task_id, attempt, bytes)
+    SELECT $1, $2, $6::bigint FROM known WHERE NOT known AND $6::bigint <= $7::bigint
+    ON CONFLICT (task_id, attempt) DO UPDATE SET bytes = o.bytes + EXCLUDED.bytes
+     WHERE NOT o.truncated AND o.bytes + EXCLUDED.bytes <= $7::bigint
+    RETURNING bytes
+  ), stored AS (
+    INSERT INTO log_chunks (task_id, attempt, step_index, seq, gzip, raw_bytes)
+    SELECT $1, $2, $3, $4, $5, $6::int FROM counted
+    RETURNING seq
+  )
+  SELECT known, EXISTS (SELECT 1 FROM stored) AS stored FROM known`;
+
+const KNOWN = `SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4)
+                   OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3) AS known`;
 
 export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOptions): LogSink & LogReader {
   const marker = Buffer.from(truncationMarker(limitBytes));
+  const cutOff = new Set<string>();
+  const spools = new Map<string, Spool>();
 
-  async function archivedRow(taskId: string, attempt: number, step: number) {
-    const [row] = await store.query<{ blob_key: string; seqs: number[]; ends: string[] }>(
-      'SELECT blob_key, seqs, ends FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3',
-      [taskId, attempt, step],
+  /** The chunk that reaches the cap is cut and ends with the marker; after it nothing is kept. */
+  async function appendAtCap(tx: Queryable, taskId: string, attempt: number, step: number, seq: number, raw: Buffer) {
+    const [counter] = await tx.query<{ bytes: string | number; truncated: boolean }>(
+      `INSERT INTO task_output (task_id, attempt) VALUES ($1, $2)
+       ON CONFLICT (task_id, attempt) DO UPDATE SET bytes = task_output.bytes RETURNING bytes, truncated`,
+      [taskId, attempt],
     );
+    if (counter.truncated) return { capped: true };
+    const used = Number(counter.bytes);
+    const capped = used + raw.length > limitBytes;
+    const body = capped ? Buffer.concat([raw.subarray(0, Math.max(0, limitBytes - used)), marker]) : raw;
+    const member = await compress(body);
+    await tx.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, gzip, raw_bytes) VALUES ($1, $2, $3, $4, $5, $6)', [
+      taskId,
+      attempt,
+      step,
+      seq,
+      member,
+      body.length,
+    ]);
+    await tx.query('UPDATE task_output SET bytes = bytes + $3, truncated = $4 WHERE task_id = $1 AND attempt = $2', [taskId, attempt, body.length, capped]);
+    return { capped, stored: { member, bytes: body.length } };
+  }
+
+  /** Adds a just-stored chunk to its step's spool (started by the step's first chunk). */
+  function spool(key: string, seq: number, member: Buffer, bytes: number): void {
+    const now = Date.now();
+    let s = spools.get(key);
+    if (!s) {
+      if (seq !== 0) return;
+      for (const [other, idle] of spools) if (now - idle.touched > SPOOL_IDLE_MS) dropSpool(other);
+      const path = join(tmpdir(), `gyre-log-${randomUUID()}.gz`);
+      const file = open(path, 'w');
+      s = { path, file, seqs: [], ends: [], writing: file.then(() => undefined), broken: false, touched: now };
+      spools.set(key, s);
+    }
+    const spooled = s;
+    // Chunks of one step arrive one at a time, in order; anything else and the move reads the database.
+    if (spooled.broken || (spooled.seqs.length > 0 && seq <= spooled.seqs[spooled.seqs.length - 1])) {
+      spooled.broken = true;
+      return;
+    }
+    spooled.touched = now;
+    spooled.seqs.push(seq);
+    spooled.ends.push((spooled.ends[spooled.ends.length - 1] ?? 0) + bytes);
+    spooled.writing = spooled.writing.then(async () => {
+      await (await spooled.file).write(member);
+    });
+    spooled.writing.catch(() => (spooled.broken = true));
+  }
+
+  function dropSpool(key: string): Spool | undefined {
+    const s = spools.get(key);
+    if (!s) return undefined;
+    spools.delete(key);
+    const closed = s.writing
+      .catch(() => undefined)
+      .then(() => s.file)
+      .then((file) => file.close())
+      .catch(() => undefined);
+    s.writing = closed;
+    void closed.then(() => rm(s.path, { force: true }));
+    return s;
+  }
+
+  /** A finished step's spool, closed, if it holds exactly the chunks the database holds. */
+  async function completeSpool(key: string, taskId: string, attempt: number, step: number): Promise<Spool | undefined> {
+    const s = spools.get(key);
+    if (!s) return undefined;
+    spools.delete(key);
+    const ok = await s.writing.then(
+      () => true,
+      () => false,
+    );
+    await s.file.then((file) => file.close()).catch(() => undefined);
+    if (ok && !s.broken) {
+      const index = await store.query<{ seq: number; bytes: number }>(
+        'SELECT seq, coalesce(raw_bytes, length(data)) AS bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 ORDER BY seq',
+        [taskId, attempt, step],
+      );
+      let same = index.length === s.seqs.length;
+      for (let i = 0, end = 0; same && i < index.length; i++) {
+        end += Number(index[i].bytes);
+        same = index[i].seq === s.seqs[i] && end === s.ends[i];
+      }
+      if (same) return s;
+    }
+    await rm(s.path, { force: true });
+    return undefined;
+  }
+
+  /** Writes a step's chunks from the database to `path` as gzip members; returns the index. */
+  async function archiveFromDatabase(path: string, taskId: string, attempt: number, step: number) {
+    const seqs: number[] = [];
+    const ends: number[] = [];
+    let total = 0;
+    const file = await open(path, 'w');
+    try {
+      for (let after = -1; ; ) {
+        const rows = await store.query<ChunkRow>(
+          'SELECT seq, data, gzip, raw_bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq > $4 ORDER BY seq LIMIT $5',
+          [taskId, attempt, step, after, BATCH],
+        );
+        for (const row of rows) {
+          // A chunk stored before compression came in is compressed now.
+          const member = row.gzip ? asBuffer(row.gzip) : await compress(asBuffer(row.data!));
+          total += row.gzip ? row.raw_bytes! : row.data!.byteLength;
+          seqs.push(row.seq);
+          ends.push(total);
+          await file.write(member);
+        }
+        if (rows.length < BATCH) break;
+        after = rows[rows.length - 1].seq;
+      }
+    } finally {
+      await file.close();
+    }
+    return { seqs, ends };
+  }
+
+  async function archivedRow(taskId: string, attempt: number, step: number): Promise<ArchivedRow | undefined> {
+    const [row] = await store.query<ArchivedRow>('SELECT blob_key, seqs, ends FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3', [
+      taskId,
+      attempt,
+      step,
+    ]);
     return row;
   }
 
-  async function readArchived(row: { blob_key: string; seqs: number[]; ends: string[] }, afterSeq: number) {
+  /** The archived output after `afterSeq`, cut back into the chunks it was stored as (`ends` says where). */
+  async function* readArchived(row: ArchivedRow, afterSeq: number): AsyncGenerator<OutputChunk> {
     const ends = row.ends.map(Number);
-    const last = row.seqs.length - 1;
-    if (last < 0 || row.seqs[last] <= afterSeq) return [];
-    let start = 0;
-    for (let i = 0; i < row.seqs.length && row.seqs[i] <= afterSeq; i++) start = ends[i];
-    const parts: Buffer[] = [];
+    let i = row.seqs.findIndex((seq) => seq > afterSeq);
+    if (i === -1) return;
+    const start = i === 0 ? 0 : ends[i - 1];
     let offset = 0;
-    const gunzip = (await blobs.get(row.blob_key)).pipe(createGunzip());
-    for await (const chunk of gunzip) {
-      const b = chunk as Buffer;
-      if (offset + b.length > start) parts.push(offset >= start ? b : b.subarray(start - offset));
-      offset += b.length;
+    let parts: Buffer[] = [];
+    const gunzipped = (await blobs.get(row.blob_key)).pipe(createGunzip({ chunkSize: 256 * 1024 }));
+    try {
+      for await (const piece of gunzipped) {
+        let rest = piece as Buffer;
+        if (offset + rest.length <= start) {
+          offset += rest.length;
+          continue;
+        }
+        if (offset < start) {
+          rest = rest.subarray(start - offset);
+          offset = start;
+        }
+        while (i < ends.length) {
+          const take = Math.min(ends[i] - offset, rest.length);
+          if (take > 0) parts.push(rest.subarray(0, take));
+          offset += take;
+          rest = rest.subarray(take);
+          if (offset < ends[i]) break;
+          yield { seq: row.seqs[i], data: parts.length === 1 ? parts[0] : Buffer.concat(parts) };
+          parts = [];
+          i++;
+        }
+        if (i === ends.length) return;
+      }
+    } finally {
+      gunzipped.destroy();
     }
-    return [{ seq: row.seqs[last], data: Buffer.concat(parts) as Uint8Array }];
+    // Chunks of no bytes at the very end (none are stored today) have nothing to wait for.
+    for (; i < ends.length && ends[i] <= offset; i++) yield { seq: row.seqs[i], data: Buffer.alloc(0) };
+    if (i < ends.length) throw new Error(`archived output ${row.blob_key} ends at byte ${offset}, before its index says (${ends[ends.length - 1]})`);
   }
 
   return {
-    async appendChunk(tx, taskId, attempt, step, seq, data) {
-      const seen = await tx.query('SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4', [taskId, attempt, step, seq]);
-      if (seen.length) return;
-      const [counter] = await tx.query<{ bytes: string; truncated: boolean }>(
-        `INSERT INTO task_output (task_id, attempt) VALUES ($1, $2)
-         ON CONFLICT (task_id, attempt) DO UPDATE SET bytes = task_output.bytes RETURNING bytes, truncated`,
-        [taskId, attempt],
-      );
-      if (counter.truncated) return;
-      const used = Number(counter.bytes);
-      let body = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-      let truncated = false;
-      if (used + body.length > limitBytes) {
-        body = Buffer.concat([body.subarray(0, Math.max(0, limitBytes - used)), marker]);
-        truncated = true;
+    async appendChunk(fenced, taskId, attempt, step, seq, data) {
+      const raw = asBuffer(data);
+      const attemptKey = `${taskId}/${attempt}`;
+      // Compressed before the lease is taken: the task row (and, on PGlite, the one connection)
+      // is held for the write only. Past the cap nothing is kept, so nothing is compressed.
+      const member = cutOff.has(attemptKey) ? undefined : await compress(raw);
+      const result = await fenced(async (tx) => {
+        if (member) {
+          const [row] = await tx.query<{ known: boolean; stored: boolean }>(APPEND, [taskId, attempt, step, seq, member, raw.length, limitBytes]);
+          if (row.stored) return { capped: false, stored: { member, bytes: raw.length } };
+          if (row.known) return { capped: false };
+        } else if ((await tx.query<{ known: boolean }>(KNOWN, [taskId, attempt, step, seq]))[0].known) {
+          return { capped: false };
+        }
+        return appendAtCap(tx, taskId, attempt, step, seq, raw);
+      });
+      if (result.stored) spool(`${attemptKey}/${step}`, seq, result.stored.member, result.stored.bytes);
+      if (result.capped) {
+        if (cutOff.size >= CUT_OFF_MEMORY) cutOff.clear();
+        cutOff.add(attemptKey);
       }
-      await tx.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING', [taskId, attempt, step, seq, body]);
-      await tx.query('UPDATE task_output SET bytes = bytes + $3, truncated = $4 WHERE task_id = $1 AND attempt = $2', [taskId, attempt, body.length, truncated]);
     },
 
     async stepFinished(taskId, attempt, step) {
-      const temp = join(tmpdir(), `gyre-log-${randomUUID()}.gz`);
+      let temp: string | undefined;
       try {
-        const seqs: number[] = [];
-        const ends: number[] = [];
-        let total = 0;
-        const gzip = createGzip({ level: zlib.Z_BEST_SPEED });
-        const done = once(gzip.pipe(createWriteStream(temp)), 'close');
-        for (let after = -1; ; ) {
-          const rows = await store.query<{ seq: number; data: Uint8Array }>(
-            'SELECT seq, data FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq > $4 ORDER BY seq LIMIT $5',
-            [taskId, attempt, step, after, MOVE_BATCH],
-          );
-          for (const row of rows) {
-            total += row.data.byteLength;
-            seqs.push(row.seq);
-            ends.push(total);
-            if (!gzip.write(row.data)) await once(gzip, 'drain');
-          }
-          if (rows.length < MOVE_BATCH) break;
-          after = rows[rows.length - 1].seq;
-        }
-        gzip.end();
-        await done;
+        // The stored gzip members, one after another, are the archive: nothing is recompressed,
+        // and when this process stored every chunk, nothing is read back either.
+        const spooled = await completeSpool(`${taskId}/${attempt}/${step}`, taskId, attempt, step);
+        temp = spooled?.path ?? join(tmpdir(), `gyre-log-${randomUUID()}.gz`);
+        const { seqs, ends } = spooled ?? (await archiveFromDatabase(temp, taskId, attempt, step));
         if (seqs.length === 0) return;
         const key = blobKey('logs', taskId, attempt, `${step}.gz`);
         await blobs.put(key, { file: temp });
@@ -118,7 +355,7 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
           await tx.query(
             `INSERT INTO step_logs (task_id, attempt, step_index, blob_key, bytes, seqs, ends) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (task_id, attempt, step_index) DO NOTHING`,
-            [taskId, attempt, step, key, total, seqs, ends],
+            [taskId, attempt, step, key, ends[ends.length - 1], seqs, ends],
           );
           await tx.query('DELETE FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq <= $4', [taskId, attempt, step, seqs[seqs.length - 1]]);
         });
@@ -126,22 +363,32 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
         // The chunks stay in the database and remain readable; nothing is lost.
         log.warn('moving step output to the blob store failed', { taskId, step, error: (error as Error).message });
       } finally {
-        await rm(temp, { force: true });
+        if (temp) await rm(temp, { force: true });
       }
     },
 
-    async read(taskId, attempt, step, afterSeq = -1) {
-      let row = await archivedRow(taskId, attempt, step);
-      if (row) return readArchived(row, afterSeq);
-      const chunks = await store.query<{ seq: number; data: Uint8Array }>(
-        'SELECT seq, data FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq > $4 ORDER BY seq',
-        [taskId, attempt, step, afterSeq],
-      );
-      if (chunks.length) return chunks;
-      // The move may have committed between the two queries.
-      row = await archivedRow(taskId, attempt, step);
-      return row ? readArchived(row, afterSeq) : chunks;
+    async *read(taskId, attempt, step, afterSeq = -1) {
+      // The archive first: once it exists it is the whole output (a chunk stored late, by a
+      // duplicate racing the move, is never read).
+      let archived = await archivedRow(taskId, attempt, step);
+      let after = afterSeq;
+      while (!archived) {
+        const rows = await store.query<ChunkRow>(
+          'SELECT seq, data, gzip, raw_bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq > $4 ORDER BY seq LIMIT $5',
+          [taskId, attempt, step, after, BATCH],
+        );
+        for (const row of rows) {
+          yield { seq: row.seq, data: row.gzip ? await decompress(asBuffer(row.gzip), row.raw_bytes!) : row.data! };
+          after = row.seq;
+        }
+        if (rows.length === BATCH) continue;
+        if (rows.length > 0) return;
+        // Nothing (more) in the database: the output may have been moved meanwhile. The move
+        // records the archive and deletes the chunks in one transaction.
+        archived = await archivedRow(taskId, attempt, step);
+        if (!archived) return;
+      }
+      yield* readArchived(archived, after);
     },
   };
 }
-

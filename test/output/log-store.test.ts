@@ -1,0 +1,253 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
+import type { BlobStore } from '../../runtime/blob/blob-store';
+import type { JobSpec } from '../../runtime/config/plan';
+import { createDispatcher, type ClaimedTask, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
+import { StaleLeaseError } from '../../runtime/domain/errors';
+import { createLogger } from '../../runtime/logger';
+import { createLogStore, truncationMarker, type LogReader, type LogSink } from '../../runtime/output/logs';
+import { migrate } from '../../runtime/store/migrate';
+import { openStore } from '../../runtime/store/open-store';
+import type { Store } from '../../runtime/store/store';
+import { createTestDatabase, testStores } from '../support/database';
+
+const log = createLogger({ level: 'silent' });
+
+const spec: JobSpec = {
+  executor: { kind: 'shell' },
+  steps: [{ type: 'run', name: 'loud', command: 'true', when: 'on_success' }],
+  environment: {},
+  workingDirectory: '~/project',
+  parallelism: 1,
+};
+
+/** Log-like bytes that compress about as real output does, with some UTF-8 and a chunk-sized tail. */
+function output(bytes: number): Buffer {
+  const lines: string[] = [];
+  let length = 0;
+  for (let n = 0; length < bytes; n++) {
+    const line = `2026-11-27T12:00:${String(n % 60).padStart(2, '0')} worker-${n % 7} ✓ request ${randomBytes(6).toString('hex')} in ${n % 997} ms\n`;
+    lines.push(line);
+    length += Buffer.byteLength(line);
+  }
+  return Buffer.from(lines.join('')).subarray(0, bytes);
+}
+
+/** Cuts `data` into pieces of the given sizes (the last piece takes the rest). */
+function pieces(data: Buffer, sizes: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (const size of sizes) {
+    out.push(data.subarray(at, at + size));
+    at += size;
+  }
+  if (at < data.length) out.push(data.subarray(at));
+  return out;
+}
+
+async function readAll(logs: LogReader, claimed: ClaimedTask, step = 0, afterSeq = -1) {
+  const chunks: { seq: number; data: Buffer }[] = [];
+  for await (const chunk of logs.read(claimed.lease.taskId, claimed.lease.attempt, step, afterSeq)) chunks.push({ seq: chunk.seq, data: Buffer.from(chunk.data) });
+  return chunks;
+}
+
+const text = (chunks: { data: Buffer }[]) => Buffer.concat(chunks.map((c) => c.data));
+
+describe.each(testStores())('step output on %s', (kind) => {
+  let store: Store;
+  let drop: (() => Promise<void>) | undefined;
+  let blobs: BlobStore;
+
+  beforeAll(async () => {
+    if (kind === 'postgres') {
+      const db = await createTestDatabase();
+      drop = db.drop;
+      store = await openStore({ databaseUrl: db.url });
+    } else {
+      store = await openStore({});
+    }
+    blobs = createLocalBlobStore({ root: mkdtempSync(join(tmpdir(), 'gyre-log-blobs-')) });
+  });
+  afterAll(async () => {
+    await store.close();
+    await drop?.();
+  });
+
+  /** A dispatcher with its own output role, as one server process has. */
+  function processWith(limitBytes = 1024 ** 3, blobStore = blobs, db = store): { dispatcher: Dispatcher; logs: LogSink & LogReader } {
+    const logs = createLogStore({ store: db, blobs: blobStore, log, limitBytes });
+    return { logs, dispatcher: createDispatcher({ store: db, log, output: logs, config: { leaseTtlMs: 60_000, maxAttempts: 3 } }) };
+  }
+
+  /** Queues a one-step job and claims its task; the step has started. */
+  async function runningStep(dispatcher: Dispatcher, db = store): Promise<ClaimedTask> {
+    const store = db;
+    const [projectId, pipelineId, workflowId, jobId] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    await store.query(`INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, 'o', 'r', '/nowhere')`, [projectId, `gh/o/${projectId}`]);
+    await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
+    await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
+    await store.query(`INSERT INTO jobs (id, workflow_id, project_id, name, type, number, status, spec) VALUES ($1, $2, $3, 'j', 'build', 1, 'blocked', $4)`, [
+      jobId,
+      workflowId,
+      projectId,
+      JSON.stringify(spec),
+    ]);
+    await store.transaction((tx) => dispatcher.enqueueJob(tx, { id: jobId, spec }));
+    for (;;) {
+      const claimed = await dispatcher.claim('agent', ['*']);
+      if (!claimed) throw new Error('nothing to claim');
+      // Other tests' tasks may still be queued; take this job's.
+      if (claimed.task.jobId !== jobId) continue;
+      await dispatcher.stepStarted(claimed.lease, { index: 0, name: 'loud', type: 'run' });
+      return claimed;
+    }
+  }
+
+  async function send(dispatcher: Dispatcher, claimed: ClaimedTask, chunks: Buffer[], firstSeq = 0) {
+    for (const [i, data] of chunks.entries()) await dispatcher.appendOutput(claimed.lease, 0, firstSeq + i, data);
+  }
+
+  const finish = (dispatcher: Dispatcher, claimed: ClaimedTask) => dispatcher.stepFinished(claimed.lease, { index: 0, status: 'success', exitCode: 0 });
+
+  it('reads back byte-identical chunk by chunk, running and after the move, from any chunk on', async () => {
+    const { dispatcher, logs } = processWith();
+    const claimed = await runningStep(dispatcher);
+    const data = output(3_500_000);
+    // Large chunks (compressed in parallel members), small ones, and a cut inside a multi-byte character.
+    const sent = pieces(data, [1024 * 1024, 17, 300_000, 1024 * 1024, 1, 70_001]);
+    await send(dispatcher, claimed, sent);
+
+    const running = await readAll(logs, claimed);
+    expect(running.map((c) => c.seq)).toEqual(sent.map((_, i) => i));
+    expect(running.map((c) => c.data.length)).toEqual(sent.map((c) => c.length));
+    expect(text(running).equals(data)).toBe(true);
+
+    await finish(dispatcher, claimed);
+    expect(await store.query('SELECT seq FROM log_chunks WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+    const [archived] = await store.query<{ bytes: number }>('SELECT bytes FROM step_logs WHERE task_id = $1', [claimed.lease.taskId]);
+    expect(Number(archived.bytes)).toBe(data.length);
+
+    const moved = await readAll(logs, claimed);
+    expect(moved.map((c) => [c.seq, c.data.length])).toEqual(sent.map((c, i) => [i, c.length]));
+    expect(text(moved).equals(data)).toBe(true);
+    const fromThird = await readAll(logs, claimed, 0, 2);
+    expect(fromThird.map((c) => c.seq)).toEqual([3, 4, 5, 6]);
+    expect(text(fromThird).equals(Buffer.concat(sent.slice(3)))).toBe(true);
+    expect(await readAll(logs, claimed, 0, 6)).toEqual([]);
+  });
+
+  it('stores a chunk sent twice once, also when it comes again after the move', async () => {
+    const { dispatcher, logs } = processWith();
+    const claimed = await runningStep(dispatcher);
+    const [a, b] = [output(200_000), output(5)];
+    await dispatcher.appendOutput(claimed.lease, 0, 0, a);
+    // A retry racing the original, and one after it.
+    await Promise.all([dispatcher.appendOutput(claimed.lease, 0, 1, b), dispatcher.appendOutput(claimed.lease, 0, 1, b)]);
+    await dispatcher.appendOutput(claimed.lease, 0, 0, a);
+    expect(text(await readAll(logs, claimed)).equals(Buffer.concat([a, b]))).toBe(true);
+    const [counter] = await store.query<{ bytes: number }>('SELECT bytes FROM task_output WHERE task_id = $1', [claimed.lease.taskId]);
+    expect(Number(counter.bytes)).toBe(a.length + b.length);
+
+    await finish(dispatcher, claimed);
+    await dispatcher.appendOutput(claimed.lease, 0, 1, b);
+    expect(await store.query('SELECT seq FROM log_chunks WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+    expect(text(await readAll(logs, claimed)).equals(Buffer.concat([a, b]))).toBe(true);
+  });
+
+  it('refuses a chunk under a stale lease and keeps nothing of it', async () => {
+    const { dispatcher, logs } = processWith();
+    const claimed = await runningStep(dispatcher);
+    const stale = { ...claimed, lease: { ...claimed.lease, leaseId: randomUUID() } };
+    await expect(dispatcher.appendOutput(stale.lease, 0, 0, output(100_000))).rejects.toBeInstanceOf(StaleLeaseError);
+    expect(await readAll(logs, claimed)).toEqual([]);
+    expect(await store.query('SELECT bytes FROM task_output WHERE task_id = $1 AND bytes > 0', [claimed.lease.taskId])).toEqual([]);
+  });
+
+  it('cuts the chunk that reaches the cap, marks it, and keeps nothing after it', async () => {
+    const limit = 150_000;
+    const { dispatcher, logs } = processWith(limit);
+    const claimed = await runningStep(dispatcher);
+    const data = output(400_000);
+    await send(dispatcher, claimed, pieces(data, [100_000, 100_000, 100_000, 100_000]));
+    // The crossing chunk sent again changes nothing.
+    await dispatcher.appendOutput(claimed.lease, 0, 1, data.subarray(100_000, 200_000));
+    const expected = Buffer.concat([data.subarray(0, limit), Buffer.from(truncationMarker(limit))]);
+    expect(text(await readAll(logs, claimed)).equals(expected)).toBe(true);
+    await finish(dispatcher, claimed);
+    expect(text(await readAll(logs, claimed)).equals(expected)).toBe(true);
+    // The cap is per attempt: a later step of it keeps nothing either.
+    await dispatcher.stepStarted(claimed.lease, { index: 1, name: 'more', type: 'run' });
+    await dispatcher.appendOutput(claimed.lease, 1, 0, Buffer.from('never kept\n'));
+    expect(await readAll(logs, claimed, 1)).toEqual([]);
+  });
+
+  it('moves a step byte-identical when another process stored some of its chunks', async () => {
+    const one = processWith();
+    const other = processWith();
+    const claimed = await runningStep(one.dispatcher);
+    const sent = pieces(output(2_200_000), [700_000, 700_000, 100, 700_000]);
+    for (const [seq, data] of sent.entries()) await (seq % 2 ? other : one).dispatcher.appendOutput(claimed.lease, 0, seq, data);
+    await finish(one.dispatcher, claimed);
+    expect(await store.query('SELECT seq FROM log_chunks WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+    expect(text(await readAll(other.logs, claimed)).equals(Buffer.concat(sent))).toBe(true);
+  });
+
+  it('keeps a step readable from the database when the blob store fails', async () => {
+    const failing: BlobStore = { ...blobs, put: async () => Promise.reject(new Error('bucket unavailable')) };
+    const { dispatcher, logs } = processWith(1024 ** 3, failing);
+    const claimed = await runningStep(dispatcher);
+    const data = output(1_500_000);
+    await send(dispatcher, claimed, pieces(data, [1024 * 1024]));
+    await finish(dispatcher, claimed);
+    expect(await store.query('SELECT 1 FROM step_logs WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+    expect(text(await readAll(logs, claimed)).equals(data)).toBe(true);
+  });
+
+  it('reads and moves chunks stored before compression came in, after the migration that brought it', async () => {
+    // A database of its own: its schema goes back to before the migration, gets chunks stored the
+    // way they were then, and is migrated again.
+    let store: Store;
+    let dropOwn: (() => Promise<void>) | undefined;
+    if (kind === 'postgres') {
+      const db = await createTestDatabase();
+      dropOwn = db.drop;
+      store = await openStore({ databaseUrl: db.url });
+    } else {
+      store = await openStore({});
+    }
+    try {
+      await compressedAfterUncompressed(store);
+    } finally {
+      await store.close();
+      await dropOwn?.();
+    }
+  });
+
+  async function compressedAfterUncompressed(store: Store) {
+    const { dispatcher, logs } = processWith(1024 ** 3, blobs, store);
+    const claimed = await runningStep(dispatcher, store);
+    await store.query('DELETE FROM gyre_migrations WHERE name = $1', ['300_compressed_log_chunks.sql']);
+    await store.query('ALTER TABLE log_chunks DROP CONSTRAINT log_chunks_one_form');
+    await store.query('ALTER TABLE log_chunks DROP COLUMN gzip');
+    await store.query('ALTER TABLE log_chunks DROP COLUMN raw_bytes');
+    await store.query('ALTER TABLE log_chunks ALTER COLUMN data SET NOT NULL');
+    const before = pieces(output(1_200_000), [1024 * 1024]);
+    for (const [seq, data] of before.entries()) {
+      await store.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, 0, $3, $4)', [claimed.lease.taskId, claimed.lease.attempt, seq, data]);
+    }
+    expect(await migrate(store)).toEqual(['300_compressed_log_chunks.sql']);
+
+    // The step goes on with compressed chunks after the old ones.
+    const after = [output(300_000), output(10)];
+    await send(dispatcher, claimed, after, before.length);
+    const all = Buffer.concat([...before, ...after]);
+    expect(text(await readAll(logs, claimed)).equals(all)).toBe(true);
+    await finish(dispatcher, claimed);
+    expect(await store.query('SELECT seq FROM log_chunks WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+    expect(text(await readAll(logs, claimed)).equals(all)).toBe(true);
+    expect((await readAll(logs, claimed, 0, 0)).map((c) => c.seq)).toEqual([1, 2, 3]);
+  }
+});
