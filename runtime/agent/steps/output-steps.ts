@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import type { AttachWorkspaceStep, PersistToWorkspaceStep, RestoreCacheStep, SaveCacheStep, StoreArtifactsStep, StoreTestResultsStep } from '../../config/plan';
+import { InputError, NotFoundError } from '../../domain/errors';
 import { renderCacheKey } from '../../output/cache-keys';
+import { globPatternToRegExp, isGlob } from '../../output/file-sets';
 import { parseJUnit, type TestCase } from '../../output/junit';
 import type { OutputClient } from '../../output/output-client';
-import { readTar, safeRelativeName } from '../../output/tar';
+import { createTarWriter, readTar, readTarAs, safeRelativeName, UnsafePathError, type TarEntry, type TarView } from '../../output/tar';
 import { expandHome } from '../executor';
 import { resolveUnder, workingDirectoryOf, type StepContext, type StepHandler, type StepHandlers } from './step-handler';
 
@@ -16,12 +18,13 @@ const MAX_REPORT_BYTES = 64 * 1024 * 1024;
 const ok = { status: 'success', exitCode: 0 } as const;
 const failed = { status: 'failed', exitCode: null } as const;
 
-function gzip(source: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  return Readable.from(source).pipe(createGzip({ level: 3 }));
+// Through `pipeline`, so a failing source fails the reader (and a reader that stops closes the source).
+function gzip(source: AsyncIterable<Uint8Array>): Readable {
+  return pipeline(Readable.from(source), createGzip({ level: 3 }), () => undefined);
 }
 
-function gunzip(source: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  return Readable.from(source).pipe(createGunzip());
+function gunzip(source: AsyncIterable<Uint8Array>): Readable {
+  return pipeline(Readable.from(source), createGunzip(), () => undefined);
 }
 
 /** A path as the step gives it: absolute, `~/…`, or relative to the working directory. */
@@ -44,6 +47,109 @@ async function collect(content: AsyncIterable<Buffer>, max: number): Promise<Buf
     parts.push(c);
   }
   return Buffer.concat(parts);
+}
+
+/*
+ * Cache archives. Layout 1 (every cache saved before Gyre cached paths outside $HOME) holds entries
+ * relative to $HOME and nothing else. Layout 2 starts with CACHE_MARKER, a small JSON file naming
+ * the layout and the paths saved; then `home/…`, relative to $HOME (so they restore into the
+ * restoring task's home, wherever that is), then `root/…`, relative to `/` (restored to the same
+ * absolute paths). A layout 1 cache is told apart by its first entry: only layout 2 and later
+ * begin with the marker. docs/output.md describes the layouts for people.
+ */
+const CACHE_MARKER = '.gyre-cache.json';
+const CACHE_LAYOUT = 2;
+/** Larger than any marker Gyre writes; a bigger first entry of that name is a user's file. */
+const MAX_MARKER_BYTES = 1024 * 1024;
+
+interface CacheMarker {
+  readonly layout: number;
+  /** Saved paths under $HOME, relative to it (`.` for $HOME itself); patterns as given. */
+  readonly home: readonly string[];
+  /** Saved absolute paths outside $HOME. */
+  readonly root: readonly string[];
+}
+
+/** The marker in a cache's first entry, or undefined when that entry is not one (a layout 1 cache). */
+function parseMarker(body: Buffer): CacheMarker | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const m = value as Partial<CacheMarker> | null;
+  if (typeof m !== 'object' || m === null || !Number.isInteger(m.layout) || (m.layout as number) < 2) return undefined;
+  if (m.layout !== CACHE_LAYOUT) return { layout: m.layout as number, home: [], root: [] };
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  const absolute = (p: string) => p.startsWith('/') && p !== '/' && posix.normalize(p) === p && !p.endsWith('/');
+  if (!strings(m.home) || !strings(m.root) || !m.root.every(absolute)) throw new InputError(`the cache's ${CACHE_MARKER} is malformed`, 'cache');
+  return { layout: CACHE_LAYOUT, home: m.home, root: m.root };
+}
+
+function plural(n: number): string {
+  return `${n} entr${n === 1 ? 'y' : 'ies'}`;
+}
+
+function homeLabel(pattern: string): string {
+  return pattern === '.' ? '~' : `~/${pattern}`;
+}
+
+/** Whether `name` (relative to `/`) is a saved absolute path or under one. */
+function underSavedPath(name: string, saved: readonly string[]): boolean {
+  return saved.some((path) => {
+    const dir = posix.dirname(path).slice(1);
+    const base = posix.basename(path);
+    const rest = dir ? (name.startsWith(`${dir}/`) ? name.slice(dir.length + 1) : undefined) : name;
+    if (rest === undefined) return false;
+    const first = rest.split('/')[0];
+    return isGlob(base) ? globPatternToRegExp(base).test(first) : first === base;
+  });
+}
+
+/** Stops a pass over a cache once the rest of it is for another destination. */
+const STOP = new Error('stop reading');
+
+/**
+ * Streams the entries `onEntry` sends on from a cache archive into `ctx.executor.extract(dest)`,
+ * as they are read. Either side failing stops the other; the first failure is the one thrown.
+ * `view` may throw STOP to end the pass early (the rest of the archive is not read).
+ */
+async function extractPart(
+  ctx: StepContext,
+  dest: string,
+  source: Readable,
+  view: TarView,
+  onEntry: (entry: TarEntry, content: AsyncIterable<Buffer>, send: (entry: TarEntry, content?: AsyncIterable<Uint8Array> | Uint8Array) => Promise<void>) => Promise<void>,
+): Promise<{ entries: number; bytes: number }> {
+  const writer = createTarWriter();
+  let failure: { error: unknown } | undefined;
+  const fail = (error: unknown) => {
+    failure ??= { error };
+    writer.fail(error instanceof Error ? error : new Error(String(error)));
+  };
+  const extracting = ctx.executor.extract(dest, writer.tar);
+  // An extract that refuses an entry stops reading: the reading side must not wait on it.
+  extracting.catch(fail);
+  const reading = readTarAs(source, view, (entry, content) => onEntry(entry, content, (e, c) => writer.add(e, c)))
+    .catch((error) => {
+      if (error !== STOP) throw error;
+    })
+    .then(() => writer.end());
+  reading.catch(fail);
+  try {
+    const [, extracted] = await Promise.allSettled([reading, extracting]);
+    if (failure) throw failure.error;
+    return (extracted as PromiseFulfilledResult<{ entries: number; bytes: number }>).value;
+  } finally {
+    // Closes the download too when the pass ended before the archive did.
+    source.destroy();
+  }
+}
+
+/** Closes an archive stream that will not be read (or not to its end). */
+async function close(tar: AsyncIterable<Uint8Array>): Promise<void> {
+  await tar[Symbol.asyncIterator]().return?.();
 }
 
 /** The file steps, run through the executor's file transfer and an `OutputClient`. */
@@ -127,22 +233,101 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
       return ok;
     }
     const home = ctx.executor.home;
-    // Entries are relative to $HOME, so a cache restores into the next task's home wherever it is.
-    const patterns: string[] = [];
+    const homePatterns: string[] = [];
+    const absolute = new Set<string>();
     for (const p of step.paths) {
-      const full = posix.normalize(expandHome(resolveUnder(p, workingDirectoryOf(ctx.task)), home));
-      if (full !== home && !full.startsWith(`${home}/`)) {
-        ctx.write(`Warning: ${p} is outside the home directory; this agent caches paths under $HOME only\n`);
+      const full = posix.normalize(expandHome(resolveUnder(p, workingDirectoryOf(ctx.task)), home)).replace(/(.)\/+$/, '$1');
+      if (full === home || full.startsWith(`${home}/`)) homePatterns.push(full === home ? '.' : full.slice(home.length + 1));
+      else if (full === '/') ctx.write(`Warning: ${p} is the root directory; it is not cached\n`);
+      else absolute.add(full);
+    }
+    // A path inside another saved path comes with it.
+    const rootPaths = [...absolute].sort().filter((p, _, all) => !all.some((q) => p.startsWith(`${q}/`)));
+
+    // Each part is an archive of the executor's; they are read one after the other into one.
+    interface Part {
+      readonly tar: AsyncIterable<Uint8Array>;
+      /** `home` or `root`: the part's top-level directory in the cache archive. */
+      readonly base: 'home' | 'root';
+      /** Where the archive's names sit under `base`. */
+      readonly dir: string;
+      readonly label: string;
+      entries: number;
+    }
+    const parts: Part[] = [];
+    const marker = { layout: CACHE_LAYOUT, home: [] as string[], root: [] as string[] };
+    if (homePatterns.length) {
+      const { tar, missing } = await ctx.executor.archive(home, homePatterns);
+      for (const m of missing) ctx.write(`Warning: could not find ${homeLabel(m)}\n`);
+      marker.home = homePatterns.filter((p) => !missing.includes(p));
+      if (marker.home.length) parts.push({ tar, base: 'home', dir: '', label: marker.home.map(homeLabel).join(', '), entries: 0 });
+      else await close(tar);
+    }
+    for (const path of rootPaths) {
+      const dir = posix.dirname(path);
+      const archived = await ctx.executor.archive(dir, [posix.basename(path)]).catch((error: unknown) => {
+        if (error instanceof NotFoundError) return undefined;
+        throw error;
+      });
+      if (!archived || archived.missing.length) {
+        ctx.write(`Warning: could not find ${path}\n`);
+        if (archived) await close(archived.tar);
         continue;
       }
-      patterns.push(full === home ? '.' : full.slice(home.length + 1));
+      marker.root.push(path);
+      parts.push({ tar: archived.tar, base: 'root', dir: dir.slice(1), label: path, entries: 0 });
     }
-    const { tar, missing } = await ctx.executor.archive(home, patterns);
-    for (const m of missing) ctx.write(`Warning: could not find ${m}\n`);
+
     ctx.write(`Creating cache archive for key: ${key}\n`);
     const started = Date.now();
-    const outcome = await client.saveCache(ctx.task, key, gzip(tar));
-    ctx.write(outcome === 'saved' ? `Stored cache in ${((Date.now() - started) / 1000).toFixed(1)}s\n` : `Skipping: another job saved the key ${key} first\n`);
+    const writer = createTarWriter();
+    let failure: { error: unknown } | undefined;
+    const fail = (error: unknown) => {
+      failure ??= { error };
+      writer.fail(error instanceof Error ? error : new Error(String(error)));
+    };
+    const producing = (async () => {
+      const body = Buffer.from(JSON.stringify(marker));
+      await writer.add({ name: CACHE_MARKER, type: 'file', size: body.length, mode: 0o644, mtime: Math.floor(Date.now() / 1000) }, body);
+      for (const part of parts) {
+        const rename = (name: string) => {
+          const rel = safeRelativeName(name);
+          return rel ? (part.dir ? `${part.dir}/${rel}` : rel) : undefined;
+        };
+        try {
+          // Named as it will be restored (under $HOME or `/`) and checked there, as extract will
+          // check it: what a restore would refuse fails the save instead of every later restore.
+          await readTarAs(part.tar, { rename }, async (entry, content) => {
+            part.entries++;
+            const link = entry.type === 'hardlink' ? `${part.base}/${entry.linkname}` : entry.linkname;
+            await writer.add({ ...entry, name: `${part.base}/${entry.name}`, linkname: link }, content);
+          });
+        } catch (error) {
+          if (error instanceof UnsafePathError) throw new InputError(`cannot cache ${part.label}: ${error.message}`, 'path');
+          throw error;
+        }
+      }
+      await writer.end();
+    })();
+    producing.catch(async (error) => {
+      fail(error);
+      for (const part of parts) await close(part.tar).catch(() => undefined);
+    });
+    const saving = client.saveCache(ctx.task, key, gzip(writer.tar));
+    // A save that gives up (a size limit) stops reading: the producer must not wait on it.
+    saving.catch(fail);
+    const [, saved] = await Promise.allSettled([producing, saving]);
+    if (failure) throw failure.error;
+    if ((saved as PromiseFulfilledResult<'saved' | 'exists'>).value === 'exists') {
+      ctx.write(`Skipping: another job saved the key ${key} first\n`);
+      return ok;
+    }
+    ctx.write(`Stored cache in ${((Date.now() - started) / 1000).toFixed(1)}s\n`);
+    for (const part of parts) {
+      const where = part.base === 'home' ? `relative to $HOME (${home}), restored into the home of the job that restores it` : 'restored to the same path';
+      ctx.write(`  ${part.label}: ${plural(part.entries)}, ${where}\n`);
+    }
+    if (!parts.length) ctx.write('  nothing: none of the paths was found\n');
     return ok;
   };
 
@@ -155,8 +340,57 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
       return ok;
     }
     ctx.write(`Found a cache from key ${found.key} (${formatBytes(found.bytes)}); restoring\n`);
-    const { entries } = await ctx.executor.extract(ctx.executor.home, gunzip(await client.openCache(ctx.task, found.id)));
-    ctx.write(`Restored ${entries} entries.\n`);
+    const home = ctx.executor.home;
+    const open = async () => gunzip(await client.openCache(ctx.task, found.id));
+
+    // First pass: the layout, then the part under $HOME (a layout 1 cache is all that part).
+    let state: 'first' | 'layout1' | 'home' | 'rest' = 'first';
+    let marker: CacheMarker | undefined;
+    const homeView: TarView = {
+      rename(name) {
+        const rel = safeRelativeName(name);
+        if (state === 'first' || state === 'layout1') return rel;
+        if (state === 'home' && rel.startsWith('home/')) return rel.slice('home/'.length);
+        // The `root/` part comes after the home part: a second such name ends this pass (the
+        // first is skipped, or refused as a hardlink target: a home entry cannot link to it).
+        // So does any entry after the marker of a layout this agent does not know.
+        if (state === 'rest') throw STOP;
+        if (rel.startsWith('root/')) state = 'rest';
+        return undefined;
+      },
+    };
+    const inHome = await extractPart(ctx, home, await open(), homeView, async (entry, content, send) => {
+      if (state !== 'first') return send(entry, content);
+      state = 'layout1';
+      if (entry.name !== CACHE_MARKER || entry.type !== 'file' || entry.size > MAX_MARKER_BYTES) return send(entry, content);
+      const body = (await collect(content, MAX_MARKER_BYTES))!;
+      marker = parseMarker(body);
+      if (!marker) return send(entry, body);
+      state = marker.layout === CACHE_LAYOUT ? 'home' : 'rest';
+    });
+    if (!marker) {
+      ctx.write(`Restored ${plural(inHome.entries)} into $HOME (${home}); the cache was saved by an earlier Gyre, with every path relative to $HOME\n`);
+      return ok;
+    }
+    if (marker.layout !== CACHE_LAYOUT) {
+      ctx.write(`Nothing restored: the cache has layout ${marker.layout}, and this agent reads layouts 1 to ${CACHE_LAYOUT} (a newer Gyre saved it)\n`);
+      return ok;
+    }
+    if (marker.home.length) ctx.write(`Restored ${marker.home.map(homeLabel).join(', ')} into $HOME (${home}): ${plural(inHome.entries)}\n`);
+    if (!marker.home.length && !marker.root.length) ctx.write('Nothing restored: the cache holds no paths\n');
+    if (!marker.root.length) return ok;
+
+    // Second pass: the `root/` part, to `/`, only what lies under the absolute paths the cache saved.
+    const saved = marker.root;
+    const rootView: TarView = {
+      rename(name) {
+        const rel = safeRelativeName(name);
+        return rel.startsWith('root/') ? rel.slice('root/'.length) : undefined;
+      },
+      keep: (name) => underSavedPath(name, saved),
+    };
+    const atRoot = await extractPart(ctx, '/', await open(), rootView, (entry, content, send) => send(entry, content));
+    ctx.write(`Restored ${saved.join(', ')} (same paths as saved): ${plural(atRoot.entries)}\n`);
     return ok;
   };
 
