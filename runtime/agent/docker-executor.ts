@@ -10,6 +10,7 @@ import { globToRegExp, isGlob } from '../output/file-sets';
 import { createTarWriter, END_OF_ARCHIVE, entryHeader, padding, readTar, readTarAs, safeRelativeName, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
+import { ecrCredentials } from './ecr-auth';
 import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor } from './executor';
 
 /**
@@ -29,6 +30,8 @@ export interface DockerExecutorOptions {
   readonly registryMirror?: string;
   /** Where `extract` spools a checked archive before sending it to the Engine. @default os.tmpdir() */
   readonly tempDir?: string;
+  /** The ECR API endpoint asked for the registry password of an image with `aws_auth`. @default - https://api.ecr.<region>.amazonaws.com */
+  readonly ecrEndpoint?: string;
 }
 
 /** Keeps the primary container alive until it is removed; steps run beside it with exec. */
@@ -95,7 +98,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     await engine.call('POST', '/networks/create', { Name: network, Driver: 'bridge', CheckDuplicate: true, Labels: { 'gyre.task': options.taskId } });
     networkMade = true;
     const pulled: string[] = [];
-    for (const image of options.images) pulled.push(await ensureImage(engine, image, options.registryMirror, options.log));
+    for (const image of options.images) pulled.push(await ensureImage(engine, image, options));
     for (const [index, image] of options.images.entries()) {
       const primary = index === 0;
       const alias = image.name ?? parseImageRef(image.image).repository.split('/').pop()!;
@@ -551,9 +554,11 @@ async function readAll(res: AsyncIterable<unknown>): Promise<string> {
 /**
  * Makes an image present: used as is when the engine has it, otherwise pulled (through the
  * registry mirror for Docker Hub images, then tagged with the name the job used), with the job's
- * `auth` as the registry credentials. Returns the name to create containers from.
+ * `auth` as the registry credentials, or for an ECR image, a password got with its `aws_auth`.
+ * Returns the name to create containers from.
  */
-async function ensureImage(engine: DockerEngine, image: DockerImage, mirror: string | undefined, log: Logger): Promise<string> {
+async function ensureImage(engine: DockerEngine, image: DockerImage, options: DockerExecutorOptions): Promise<string> {
+  const { registryMirror: mirror, log } = options;
   try {
     await engine.call('GET', `/images/${encodeURIComponent(image.image)}/json`);
     return image.image;
@@ -564,10 +569,11 @@ async function ensureImage(engine: DockerEngine, image: DockerImage, mirror: str
   const viaMirror = mirror && ref.registry === 'docker.io';
   const from = viaMirror ? refText(ref, mirror) : refText(ref);
   const headers: Record<string, string> = {};
-  if (image.auth) {
+  const auth = image.auth ?? (image.awsAuth ? await ecrCredentials({ registry: ref.registry, awsAuth: image.awsAuth, endpoint: options.ecrEndpoint }) : undefined);
+  if (auth) {
     // URL-safe base64 *with* padding: Docker and Podman decode it with Go's padded URL encoding,
     // and refuse the header ("unexpected EOF") when the padding is left off.
-    headers['X-Registry-Auth'] = Buffer.from(JSON.stringify({ username: image.auth.username, password: image.auth.password, serveraddress: viaMirror ? mirror : ref.registry }))
+    headers['X-Registry-Auth'] = Buffer.from(JSON.stringify({ username: auth.username, password: auth.password, serveraddress: viaMirror ? mirror : ref.registry }))
       .toString('base64')
       .replace(/\+/g, '-')
       .replace(/\//g, '_');
