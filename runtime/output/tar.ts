@@ -229,6 +229,11 @@ export interface TarView {
   rename(name: string): string | undefined;
   /** Whether an entry (by its new name) is wanted. @default every entry under the root */
   keep?(name: string): boolean;
+  /**
+   * Called with an entry the checks refuse (e.g. a symlink that leads out of the root): true skips
+   * it and reading goes on, false (the default) refuses the whole archive with the error.
+   */
+  skipRefused?(error: UnsafePathError): boolean;
 }
 
 /**
@@ -292,10 +297,18 @@ export async function readTarAs(
         linkname = view.rename(rawLink);
         if (linkname === undefined) throw new UnsafePathError(name, `the hardlink points outside the root ('${printable(rawLink)}')`);
       }
-      const entry = checkEntry({ name, type, size: remaining, mode: numeric(block, 100, 8), mtime: numeric(block, 136, 12), linkname });
-      bytes += entry.size;
-      if (limits.maxBytes !== undefined && bytes > limits.maxBytes) throw new InputError(`the archive holds more than ${limits.maxBytes} bytes`, 'archive');
-      await onEntry(entry, content());
+      let entry: TarEntry | undefined;
+      try {
+        entry = checkEntry({ name, type, size: remaining, mode: numeric(block, 100, 8), mtime: numeric(block, 136, 12), linkname });
+      } catch (error) {
+        if (!(error instanceof UnsafePathError && view.skipRefused?.(error))) throw error;
+        entries--;
+      }
+      if (entry) {
+        bytes += entry.size;
+        if (limits.maxBytes !== undefined && bytes > limits.maxBytes) throw new InputError(`the archive holds more than ${limits.maxBytes} bytes`, 'archive');
+        await onEntry(entry, content());
+      }
     }
     // Whatever the callback left unread (or all of a skipped entry) is skipped.
     for await (const _ of content()) void _;

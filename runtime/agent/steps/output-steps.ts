@@ -296,8 +296,13 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
         };
         try {
           // Named as it will be restored (under $HOME or `/`) and checked there, as extract will
-          // check it: what a restore would refuse fails the save instead of every later restore.
-          await readTarAs(part.tar, { rename }, async (entry, content) => {
+          // check it: what a restore would refuse (a link leading out, as in a Python virtualenv)
+          // is left out of the cache with a warning, rather than failing every later restore.
+          const skipRefused = (error: UnsafePathError) => {
+            ctx.write(`Warning: not cached (a restore would refuse it): ${error.message}\n`);
+            return true;
+          };
+          await readTarAs(part.tar, { rename, skipRefused }, async (entry, content) => {
             part.entries++;
             const link = entry.type === 'hardlink' ? `${part.base}/${entry.linkname}` : entry.linkname;
             await writer.add({ ...entry, name: `${part.base}/${entry.name}`, linkname: link }, content);
