@@ -206,20 +206,27 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     async archive(root, patterns) {
       const rootPath = resolveIn(home, root);
       if (!(await statPath(engine, primaryId, rootPath))) throw new NotFoundError('path', root);
-      // Which entries the patterns select is found from a listing (names only), so no file's
-      // content is held; the selected entries then stream from one archive request, filtered.
+      const stats = new Map<string, Promise<PathStat | undefined>>();
+      const statOf = (name: string) => {
+        if (!stats.has(name)) stats.set(name, statPath(engine, primaryId, posix.join(rootPath, name)));
+        return stats.get(name)!;
+      };
+      // Which entries the patterns select is found from names alone, so no file's content is held:
+      // a listing when there are globs, otherwise a stat of each name. The selected entries then
+      // stream from one archive request, filtered.
       const selection = createSelection(patterns);
-      await listTree(engine, primaryId, rootPath, (name) => selection.see(name));
+      if (selection.globs) await listTree(engine, primaryId, rootPath, (name) => selection.see(name));
+      else for (const name of selection.names) if (await isListed(name, statOf)) selection.see(name);
       let plan = selection.plan();
       if (plan.kind === 'subtree') {
         // The Engine follows a path that is a symlink, so a selected link is read from its directory.
-        const s = await statPath(engine, primaryId, posix.join(rootPath, plan.from));
+        const s = await statOf(plan.from);
         if (!s || s.mode & GO_MODE_SYMLINK) plan = { ...plan, kind: 'filtered', from: parentOf(plan.from) };
       }
       // The directories between the root and the archived one are not in its archive.
       const prelude: TarEntry[] = [];
       for (const dir of ancestorsOf(plan.from)) {
-        const s = await statPath(engine, primaryId, posix.join(rootPath, dir));
+        const s = await statOf(dir);
         if (s) prelude.push({ name: dir, type: 'directory', size: 0, mode: unixMode(s.mode), mtime: tarSeconds(s.mtime) });
       }
       return { tar: streamSelected(engine, primaryId, rootPath, plan, prelude), missing: plan.missing };
@@ -264,7 +271,14 @@ interface ArchivePlan {
  * Which entries `patterns` select, seen one name at a time (names relative to the root): a
  * pattern selects what it names or matches and everything under that, and the directories above.
  */
-function createSelection(patterns: readonly string[]): { see(name: string): void; plan(): ArchivePlan } {
+function createSelection(patterns: readonly string[]): {
+  /** Whether a pattern is a glob (or `.`), which needs every name under the root to be seen. */
+  readonly globs: boolean;
+  /** The names the patterns give when none is a glob. */
+  readonly names: readonly string[];
+  see(name: string): void;
+  plan(): ArchivePlan;
+} {
   const names = patterns.map((p) => safeRelativeName(p));
   const whole = names.includes('');
   const exact = new Set(names.filter((n) => n !== '' && !isGlob(n)));
@@ -273,6 +287,8 @@ function createSelection(patterns: readonly string[]): { see(name: string): void
   const found = new Set<string>();
   const matched = new Set<string>();
   return {
+    globs: whole || globs.length > 0,
+    names: [...exact],
     see(name) {
       if (exact.has(name)) {
         found.add(name);
@@ -305,6 +321,19 @@ function createSelection(patterns: readonly string[]): { see(name: string): void
   };
 }
 
+/**
+ * Whether a listing of the root would have named `name`: it exists, is not a socket, and is not
+ * under a symlink (a listing does not follow links; the Engine's stat does).
+ */
+async function isListed(name: string, statOf: (name: string) => Promise<PathStat | undefined>): Promise<boolean> {
+  for (const dir of ancestorsOf(name)) {
+    const s = await statOf(dir);
+    if (!s || s.mode & GO_MODE_SYMLINK || !(s.mode & GO_MODE_DIR)) return false;
+  }
+  const s = await statOf(name);
+  return s !== undefined && !(s.mode & GO_MODE_SOCKET);
+}
+
 /** The directories above a relative name, outermost first: `a/b/c` → `a`, `a/b`. */
 function ancestorsOf(name: string): string[] {
   const out: string[] = [];
@@ -326,7 +355,9 @@ interface PathStat {
   readonly linkTarget?: string;
 }
 
+const GO_MODE_DIR = 2 ** 31;
 const GO_MODE_SYMLINK = 2 ** 27;
+const GO_MODE_SOCKET = 2 ** 24;
 
 /** Permission bits of a Go os.FileMode as tar and chmod write them (setuid, setgid and sticky live elsewhere in Go's). */
 function unixMode(goMode: number): number {

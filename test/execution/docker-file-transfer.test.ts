@@ -188,6 +188,7 @@ withEngine('Docker executor file transfer, streamed', () => {
       ['deep/er/est/x.log'],
       ['deep/**/x.log', 'a dir/sub'],
       ['b/linked.txt', 'b/keep.txt'],
+      ['b/keep.txt/x', 'pkg/index.js', 'pkg/nothing'],
     ];
     for (const patterns of cases) {
       // THEN the same entries (names, types, modes, times, links, content) and the same missing patterns
@@ -236,6 +237,14 @@ withEngine('Docker executor file transfer, streamed', () => {
     expect(new Map(entries.map((e) => [`${e.type} ${e.name}`, e.sha]))).toEqual(expected);
     expect(entries.find((e) => e.name === 'd7/big.bin')?.size).toBe(41943040);
   }, 120_000);
+
+  it('only the selected entries are checked: a link out of the tree or a fifo elsewhere does not stop the archive', async () => {
+    await sh(executor, 'mkdir -p ~/mixed/keep ~/mixed/other && cd ~/mixed && echo a > keep/a.txt && echo b > b.txt && ln -s /etc other/abs && mkfifo other/fifo');
+    // Two selections at the top: read from the root's own archive, which holds the link and the fifo too.
+    const kept = await entriesOf((await executor.archive('~/mixed', ['keep', 'b.txt', 'other/nothing*'])).tar);
+    expect(kept.map((e) => `${e.type} ${e.name}`).sort()).toEqual(['directory keep', 'file b.txt', 'file keep/a.txt']);
+    await expect(executor.archive('~/mixed', ['other']).then(({ tar }) => entriesOf(tar))).rejects.toThrow(/absolute path '\/etc'|devices, fifos/);
+  }, 60_000);
 
   it('a reader that stops early closes the archive; the executor goes on working', async () => {
     await sh(executor, 'mkdir -p ~/early && head -c 20971520 /dev/urandom > ~/early/big.bin && echo small > ~/early/z.txt');
