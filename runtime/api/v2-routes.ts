@@ -206,8 +206,22 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
     const step = (await jobSteps(store, job.id, nodeIndex)).find((s) => s.index === Number(rawStep));
     if (!step) throw new NotFoundError('step', `${rawStep} of node ${nodeIndex} of job ${job.number}`);
     // Streamed chunk by chunk (from the database, or the archive through gunzip): a step of any
-    // size costs one chunk of memory. Its length is not known up front, so no Content-Length.
-    return sendStream(ctx.res, chunkData(readOutput(deps, step.task_id, step.attempt, step.index)), {
+    // size costs one chunk of memory. Its length is not known up front, so no Content-Length. The
+    // first chunk is read before the headers go out, so a step that cannot be read is an error
+    // response, not a cut one.
+    const chunks = readOutput(deps, step.task_id, step.attempt, step.index);
+    const first = await chunks.next();
+    async function* body() {
+      try {
+        if (first.done) return;
+        yield first.value.data;
+        for await (const chunk of { [Symbol.asyncIterator]: () => chunks }) yield chunk.data;
+      } finally {
+        // A client that hangs up ends the reading (and closes an archive being read).
+        await chunks.return(undefined);
+      }
+    }
+    return sendStream(ctx.res, body(), {
       'Content-Type': 'text/plain; charset=utf-8',
       'X-Content-Type-Options': 'nosniff',
       'X-Gyre-Step-Status': step.status,
@@ -226,10 +240,6 @@ export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
 async function* readOutput(deps: V2RouteDeps, taskId: string, attempt: number, step: number, afterSeq = -1): AsyncGenerator<OutputChunk> {
   if (deps.logs) yield* deps.logs.read(taskId, attempt, step, afterSeq);
   else yield* await stepOutput(deps.store, taskId, attempt, step, afterSeq);
-}
-
-async function* chunkData(chunks: AsyncIterable<OutputChunk>): AsyncGenerator<Uint8Array> {
-  for await (const chunk of chunks) yield chunk.data;
 }
 
 /**
