@@ -234,6 +234,11 @@ export interface TarView {
    * it and reading goes on, false (the default) refuses the whole archive with the error.
    */
   skipRefused?(error: UnsafePathError): boolean;
+  /**
+   * Pass symlink targets on unchecked (names are checked all the same): for an archive of a tree
+   * as it is, where what a link points at is for whoever extracts it to judge. @default false
+   */
+  readonly linksAsIs?: boolean;
 }
 
 /**
@@ -299,7 +304,9 @@ export async function readTarAs(
       }
       let entry: TarEntry | undefined;
       try {
-        entry = checkEntry({ name, type, size: remaining, mode: numeric(block, 100, 8), mtime: numeric(block, 136, 12), linkname });
+        const asIs = type === 'symlink' && view.linksAsIs && linkname !== '' && !linkname!.includes('\0');
+        entry = checkEntry({ name, type, size: remaining, mode: numeric(block, 100, 8), mtime: numeric(block, 136, 12), linkname: asIs ? '.' : linkname });
+        if (asIs) entry = { ...entry, linkname };
       } catch (error) {
         if (!(error instanceof UnsafePathError && view.skipRefused?.(error))) throw error;
         entries--;
