@@ -439,8 +439,9 @@ function streamSelected(engine: DockerEngine, container: string, rootPath: strin
       if (plan.kind !== 'none') {
         res = await openArchive(engine, container, path);
         if (stopped) res?.destroy();
-        // (No archive: what was listed has been removed since.) Entries are renamed before their names are checked.
-        // Links go as they are, as the shell executor packs them: where one may point is for the extractor to judge.
+        // No archive means what was listed has been removed since. Entries are renamed before their
+        // names are checked; links go as they are (as the shell executor packs them): where one may
+        // point is for whoever extracts them to judge.
         if (res) await readThenFinish(res, (tar) => readTarAs(tar, { rename, keep, linksAsIs: true }, (entry, content) => writer.add(entry, content)));
       }
       await writer.end();
