@@ -69,6 +69,11 @@ const PARALLEL_MEMBERS = Math.max(1, Math.min(4, availableParallelism()));
 const CUT_OFF_MEMORY = 10_000;
 /** A spool not written to for this long belongs to a step that will not finish here; it is dropped. */
 const SPOOL_IDLE_MS = 15 * 60_000;
+/**
+ * Compressed bytes all spools of a process may hold (in the temporary directory, which may be
+ * memory): a step that would go past it is moved from the database instead.
+ */
+const SPOOL_BUDGET_BYTES = 256 * 1024 * 1024;
 
 /**
  * Room for the whole result in one output buffer: zlib on the thread pool then runs a member in one
@@ -111,9 +116,10 @@ interface Spool {
   readonly file: Promise<FileHandle>;
   readonly seqs: number[];
   readonly ends: number[];
-  /** Writes in order; rejected (and then `broken`) if one fails. */
+  /** Compressed bytes written. */
+  size: number;
+  /** The writes, in order; rejected if one failed. */
   writing: Promise<void>;
-  broken: boolean;
   touched: number;
 }
 
@@ -147,6 +153,7 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
   const marker = Buffer.from(truncationMarker(limitBytes));
   const cutOff = new Set<string>();
   const spools = new Map<string, Spool>();
+  let spooledBytes = 0;
 
   /** The chunk that reaches the cap is cut and ends with the marker; after it nothing is kept. */
   async function appendAtCap(tx: Queryable, taskId: string, attempt: number, step: number, seq: number, raw: Buffer) {
@@ -181,60 +188,63 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
       for (const [other, idle] of spools) if (now - idle.touched > SPOOL_IDLE_MS) dropSpool(other);
       const path = join(tmpdir(), `gyre-log-${randomUUID()}.gz`);
       const file = open(path, 'w');
-      s = { path, file, seqs: [], ends: [], writing: file.then(() => undefined), broken: false, touched: now };
+      s = { path, file, seqs: [], ends: [], size: 0, writing: file.then(() => undefined), touched: now };
       spools.set(key, s);
     }
     const spooled = s;
-    // Chunks of one step arrive one at a time, in order; anything else and the move reads the database.
-    if (spooled.broken || (spooled.seqs.length > 0 && seq <= spooled.seqs[spooled.seqs.length - 1])) {
-      spooled.broken = true;
+    // Chunks of one step arrive one at a time, in order; anything else (or a spool past the budget)
+    // and the move reads the database.
+    const last = spooled.seqs[spooled.seqs.length - 1];
+    if ((last !== undefined && seq <= last) || spooledBytes + member.length > SPOOL_BUDGET_BYTES) {
+      dropSpool(key);
       return;
     }
     spooled.touched = now;
+    spooled.size += member.length;
+    spooledBytes += member.length;
     spooled.seqs.push(seq);
     spooled.ends.push((spooled.ends[spooled.ends.length - 1] ?? 0) + bytes);
     spooled.writing = spooled.writing.then(async () => {
       await (await spooled.file).write(member);
     });
-    spooled.writing.catch(() => (spooled.broken = true));
+    // A failed write is seen when the step ends; until then it is handled here.
+    spooled.writing.catch(() => undefined);
   }
 
-  function dropSpool(key: string): Spool | undefined {
+  /** Takes a spool out of use; its file is closed, and removed unless `keep`. */
+  async function closeSpool(key: string, keep: boolean): Promise<Spool | undefined> {
     const s = spools.get(key);
     if (!s) return undefined;
     spools.delete(key);
-    const closed = s.writing
-      .catch(() => undefined)
-      .then(() => s.file)
-      .then((file) => file.close())
-      .catch(() => undefined);
-    s.writing = closed;
-    void closed.then(() => rm(s.path, { force: true }));
-    return s;
-  }
-
-  /** A finished step's spool, closed, if it holds exactly the chunks the database holds. */
-  async function completeSpool(key: string, taskId: string, attempt: number, step: number): Promise<Spool | undefined> {
-    const s = spools.get(key);
-    if (!s) return undefined;
-    spools.delete(key);
-    const ok = await s.writing.then(
+    spooledBytes -= s.size;
+    const written = await s.writing.then(
       () => true,
       () => false,
     );
     await s.file.then((file) => file.close()).catch(() => undefined);
-    if (ok && !s.broken) {
-      const index = await store.query<{ seq: number; bytes: number }>(
-        'SELECT seq, coalesce(raw_bytes, length(data)) AS bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 ORDER BY seq',
-        [taskId, attempt, step],
-      );
-      let same = index.length === s.seqs.length;
-      for (let i = 0, end = 0; same && i < index.length; i++) {
-        end += Number(index[i].bytes);
-        same = index[i].seq === s.seqs[i] && end === s.ends[i];
-      }
-      if (same) return s;
+    if (keep && written) return s;
+    await rm(s.path, { force: true });
+    return undefined;
+  }
+
+  function dropSpool(key: string): void {
+    void closeSpool(key, false);
+  }
+
+  /** A finished step's spool, closed, if it holds exactly the chunks the database holds. */
+  async function completeSpool(key: string, taskId: string, attempt: number, step: number): Promise<Spool | undefined> {
+    const s = await closeSpool(key, true);
+    if (!s) return undefined;
+    const index = await store.query<{ seq: number; bytes: number }>(
+      'SELECT seq, coalesce(raw_bytes, length(data)) AS bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 ORDER BY seq',
+      [taskId, attempt, step],
+    );
+    let same = index.length === s.seqs.length;
+    for (let i = 0, end = 0; same && i < index.length; i++) {
+      end += Number(index[i].bytes);
+      same = index[i].seq === s.seqs[i] && end === s.ends[i];
     }
+    if (same) return s;
     await rm(s.path, { force: true });
     return undefined;
   }
