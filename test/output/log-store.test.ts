@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
@@ -60,6 +60,7 @@ describe.each(testStores())('step output on %s', (kind) => {
   let store: Store;
   let drop: (() => Promise<void>) | undefined;
   let blobs: BlobStore;
+  let blobDir: string;
 
   beforeAll(async () => {
     if (kind === 'postgres') {
@@ -69,11 +70,13 @@ describe.each(testStores())('step output on %s', (kind) => {
     } else {
       store = await openStore({});
     }
-    blobs = createLocalBlobStore({ root: mkdtempSync(join(tmpdir(), 'gyre-log-blobs-')) });
+    blobDir = mkdtempSync(join(tmpdir(), 'gyre-log-blobs-'));
+    blobs = createLocalBlobStore({ root: blobDir });
   });
   afterAll(async () => {
     await store.close();
     await drop?.();
+    rmSync(blobDir, { recursive: true, force: true });
   });
 
   /** A dispatcher with its own output role, as one server process has. */
