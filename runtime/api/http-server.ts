@@ -103,7 +103,7 @@ export async function sendStream(res: ServerResponse, body: AsyncIterable<Uint8A
 }
 
 /** Waits until a response can take more, or is closed. */
-function drained(res: ServerResponse): Promise<void> {
+export function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off('drain', done);

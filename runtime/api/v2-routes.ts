@@ -6,7 +6,7 @@ import { isTerminalJobStatus, type JobStatus } from '../domain/model';
 import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
 import type { LogReader, OutputChunk } from '../output/logs';
-import { sendStream } from './http-server';
+import { drained, sendStream } from './http-server';
 import type { ParameterValue, Triggers } from '../triggers/triggers';
 import {
   findJob,
@@ -257,16 +257,6 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
   });
   res.write(': following\n\n');
   const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-  const drained = () =>
-    new Promise<void>((resolve) => {
-      const done = () => {
-        res.off('drain', done);
-        res.off('close', done);
-        resolve();
-      };
-      res.once('drain', done);
-      res.once('close', done);
-    });
 
   let closed = false;
   let wake: (() => void) | undefined;
@@ -332,7 +322,7 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
           const text = decoder.decode(chunk.data, { stream: true });
           cursor.set(step.index, chunk.seq);
           // A long backlog (a finished step of a large log) goes out as fast as the client reads it.
-          if (text && !send('output', { node_index: nodeIndex, step: step.index, seq: chunk.seq, text })) await drained();
+          if (text && !send('output', { node_index: nodeIndex, step: step.index, seq: chunk.seq, text })) await drained(res);
           if (closed) break;
         }
         if (closed) break;
