@@ -18,6 +18,8 @@ export interface TaskRequest {
   readonly query?: Readonly<Record<string, string>>;
   readonly json?: unknown;
   readonly bytes?: Uint8Array;
+  /** Headers besides the token and the content type (which follows from the body). */
+  readonly headers?: Readonly<Record<string, string>>;
   /** Sent as it is produced, never held whole in memory. */
   readonly stream?: AsyncIterable<Uint8Array>;
   /** Abandons the request (a long-poll the agent no longer needs). */
@@ -37,7 +39,7 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
     try {
       res = await fetch(url, {
         method,
-        headers: { Authorization: `Bearer ${options.token}`, ...(contentType ? { 'Content-Type': contentType } : {}) },
+        headers: { ...init.headers, Authorization: `Bearer ${options.token}`, ...(contentType ? { 'Content-Type': contentType } : {}) },
         body: source ? (source.body as unknown as RequestInit['body']) : init.bytes ?? (init.json === undefined ? undefined : JSON.stringify(init.json)),
         ...(source ? { duplex: 'half' } : {}),
         ...(init.signal ? { signal: init.signal } : {}),
