@@ -57,7 +57,7 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
     if (res.status === 409) throw new StaleLeaseError(taskId, 'remote');
     if (res.status === 401) throw new AuthenticationError(message || 'task token refused');
     if (res.status === 403) throw new PermissionError(message || 'task token refused');
-    throw new Error(`${method} ${url.pathname} → ${res.status}: ${message}`);
+    throw new TaskApiError(`${method} ${url.pathname} → ${res.status}: ${message}`, res.status, retryAfterMs(res.headers.get('retry-after')));
   }
 
   return {
@@ -68,6 +68,24 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
       return text ? safeJson(text) : undefined;
     },
   };
+}
+
+/** A failure the server (or a proxy in front of it) answered with a status other than 401, 403 and 409. */
+export class TaskApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    /** What a `Retry-After` header asked for, in milliseconds. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+    this.name = 'TaskApiError';
+  }
+}
+
+function retryAfterMs(header: string | null): number | undefined {
+  const seconds = header === null ? NaN : Number(header);
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
 }
 
 /** A refused token can never become good again: the agent stops as if the lease were lost. */
@@ -86,17 +104,22 @@ function tracked(stream: AsyncIterable<Uint8Array>) {
   let finished = false;
   const iterator = stream[Symbol.asyncIterator]();
   async function* body() {
+    let ended = false;
     try {
       for (;;) {
         const next = await iterator.next();
         if (next.done) break;
         yield next.value;
       }
+      ended = true;
     } catch (error) {
       failure = error;
+      ended = true;
       throw error;
     } finally {
       finished = true;
+      // fetch stopped reading early (the connection broke): close the source, or its producer waits on it.
+      if (!ended) void Promise.resolve(iterator.return?.()).catch(() => undefined);
     }
   }
   return {
@@ -113,5 +136,95 @@ function safeJson(text: string): any {
     return JSON.parse(text);
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * How a call retries transient failures: a few attempts, each wait about twice the one before
+ * (with jitter, so agents cut off by one server restart do not all come back at once), and no new
+ * attempt once `budgetMs` has passed since the first.
+ */
+export interface RetryPolicy {
+  /** Attempts in all, the first included. @default 5 */
+  readonly attempts: number;
+  /** The wait before the first retry. @default 500 */
+  readonly firstDelayMs: number;
+  /** The longest wait between two attempts (a `Retry-After` asking for more is cut to this). @default 8000 */
+  readonly maxDelayMs: number;
+  /** No retry starts later than this after the first attempt started. @default 30000 */
+  readonly budgetMs: number;
+  /** Waits between attempts. @default - a timer */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { attempts: 5, firstDelayMs: 500, maxDelayMs: 8000, budgetMs: 30_000 };
+
+/** Statuses a load balancer or a restarting server answers with, that mean "try again shortly". */
+const TRANSIENT_STATUSES = new Set([429, 502, 503, 504]);
+/** Socket errors of a connection that broke or could not be made (undici gives them as a cause). */
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/** An error a caller marks as worth another attempt (e.g. a download that broke before any byte was used). */
+export class TransientError extends Error {
+  constructor(
+    message: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'TransientError';
+  }
+}
+
+/**
+ * Why `error` is worth another attempt (a short reason for the step's output), or undefined when
+ * it is not: a refusal (400, 401, 403, 404, 409, 413, any 4xx but 429), a 500, a body that failed
+ * to produce, an abort.
+ */
+export function transientReason(error: unknown): string | undefined {
+  if (error instanceof TransientError) return error.reason;
+  if (error instanceof TaskApiError) return TRANSIENT_STATUSES.has(error.status) ? `HTTP ${error.status}` : undefined;
+  // fetch fails with a TypeError ("fetch failed" before an answer, "terminated" while reading one)
+  // whose cause is the socket's error.
+  if (!(error instanceof TypeError) || !/^(fetch failed|terminated)$/.test(error.message)) return undefined;
+  let cause = (error as { cause?: unknown }).cause;
+  for (let depth = 0; cause && depth < 3; depth++) {
+    const { code, message } = cause as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return typeof message === 'string' && message && code.startsWith('UND_ERR') ? message : code;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return error.message === 'terminated' ? 'the connection was cut' : undefined;
+}
+
+/**
+ * Runs `attempt` until it succeeds, retrying transient failures under `policy`. `onRetry` is told
+ * of each retry with a line for the step's output. `canRetry` says whether another attempt is
+ * possible at all (a body that cannot be produced again). A refusal is thrown as it is; transient
+ * failures that outlast the policy are thrown with what was tried.
+ */
+export async function withRetries<T>(
+  what: string,
+  attempt: (n: number) => Promise<T>,
+  options: { policy?: RetryPolicy; onRetry?: (message: string) => void; canRetry?: () => boolean } = {},
+): Promise<T> {
+  const policy = options.policy ?? DEFAULT_RETRY_POLICY;
+  const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const started = Date.now();
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (error) {
+      const reason = transientReason(error);
+      if (reason === undefined) throw error;
+      const base = Math.min(policy.maxDelayMs, policy.firstDelayMs * 2 ** (n - 1));
+      const asked = error instanceof TaskApiError && error.retryAfterMs !== undefined ? Math.min(policy.maxDelayMs, error.retryAfterMs) : undefined;
+      const delay = asked ?? Math.round(base / 2 + (Math.random() * base) / 2);
+      const elapsed = Date.now() - started;
+      const left = n >= policy.attempts ? `after ${n} attempts` : elapsed + delay > policy.budgetMs ? `after ${n} attempts in ${(elapsed / 1000).toFixed(1)}s (retries stop at ${policy.budgetMs / 1000}s)` : undefined;
+      if (left !== undefined) throw new Error(`${what} failed ${left}; the last failure: ${reason}`, { cause: error });
+      if (options.canRetry && !options.canRetry()) throw new Error(`${what} failed (${reason}) and cannot be retried: its body was already sent in part and cannot be produced again`, { cause: error });
+      options.onRetry?.(`${what} failed (${reason}); retrying in ${(delay / 1000).toFixed(1)}s (attempt ${n + 1} of ${policy.attempts})`);
+      await sleep(delay);
+    }
   }
 }

@@ -1,8 +1,9 @@
 import type { IncomingMessage } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
 import { InputError } from '../domain/errors';
 import { loadTaskContext, type Dispatcher, type Lease, type TaskContext } from '../dispatcher/dispatcher';
 import type { TestCase } from '../output/junit';
-import type { OutputClient } from '../output/output-client';
+import type { CallOptions, OutputClient } from '../output/output-client';
 import type { TaskTokens } from '../scheduler/task-token';
 import type { Store } from '../store/store';
 import { taskLeaseOf } from './agent-routes';
@@ -16,6 +17,9 @@ import type { RequestContext, Router } from './router';
  * another task is a 403, a stale lease a 409). The task is loaded from the store, never taken from
  * the request. Bodies are streamed through to the output role, which bounds them by its limits.
  *
+ * A write may carry an `Idempotency-Key` header (the agent sends one per write, the same on each
+ * retry of it): a write whose key was stored already stores nothing and answers as the first did.
+ *
  * | call | body | answer |
  * |---|---|---|
  * | `PUT artifacts?path=P` | the file's bytes | `{ ok }` |
@@ -26,7 +30,8 @@ import type { RequestContext, Router } from './router';
  * | `POST workspace` | gzip tar | `{ ok }` |
  * | `GET workspace/layers` | — | `{ items: [{ id, job_name }] }` |
  * | `GET workspace/layers/:layer` | — | gzip tar |
- * | `POST test-results` | `{ cases }` (at most 32 MiB) | `{ stored }` |
+ * | `PUT test-results` | NDJSON, one test case a line (all or nothing) | `{ ok }` |
+ * | `POST test-results` | `{ cases }` (at most 32 MiB; what agents before NDJSON sent) | `{ stored }` |
  */
 export interface AgentOutputRouteDeps {
   readonly store: Store;
@@ -39,6 +44,9 @@ export interface AgentOutputRouteDeps {
 const TASK = '/api/v2/agent/task/:id';
 const RESULTS: readonly TestCase['result'][] = ['success', 'failure', 'skipped'];
 const MAX_KEYS = 100;
+/** Longest line of a test-results body: one test case as JSON. */
+const MAX_CASE_BYTES = 1024 * 1024;
+const REQUEST_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRouteDeps): void {
   const { store, dispatcher, tokens, output } = deps;
@@ -64,6 +72,15 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     if (!value) throw new InputError(`${what} goes in the query: ?${name}=…`, name);
     return value;
   };
+  /** The write's options: its Idempotency-Key, if it sent one. */
+  const writeOptions = (ctx: RequestContext): CallOptions => {
+    const key = ctx.req.headers['idempotency-key'];
+    if (key === undefined) return {};
+    if (typeof key !== 'string' || !REQUEST_KEY.test(key)) {
+      throw new InputError("the Idempotency-Key header must be 1 to 128 letters, digits, '.', '_', ':' or '-'", 'Idempotency-Key');
+    }
+    return { requestKey: key };
+  };
   const idParam = (ctx: RequestContext, name: string): string => {
     const id = ctx.params[name];
     if (!isUuid(id)) throw new InputError(`'${id}' is not a ${name} id`, name);
@@ -74,7 +91,7 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     `${TASK}/artifacts`,
     async (ctx) => {
       const { lease, task } = await taskOf(ctx);
-      await output.uploadArtifact(task, required(ctx, 'path', 'the artifact path'), bodyOf(ctx.req, lease));
+      await output.uploadArtifact(task, required(ctx, 'path', 'the artifact path'), bodyOf(ctx.req, lease), writeOptions(ctx));
       return { json: { ok: true } };
     },
     { public: true },
@@ -107,7 +124,7 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     `${TASK}/cache`,
     async (ctx) => {
       const { lease, task } = await taskOf(ctx);
-      return { json: { result: await output.saveCache(task, required(ctx, 'key', 'the cache key'), bodyOf(ctx.req, lease)) } };
+      return { json: { result: await output.saveCache(task, required(ctx, 'key', 'the cache key'), bodyOf(ctx.req, lease), writeOptions(ctx)) } };
     },
     { public: true },
   );
@@ -125,7 +142,7 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     `${TASK}/workspace`,
     async (ctx) => {
       const { lease, task } = await taskOf(ctx);
-      await output.persistWorkspace(task, bodyOf(ctx.req, lease));
+      await output.persistWorkspace(task, bodyOf(ctx.req, lease), writeOptions(ctx));
       return { json: { ok: true } };
     },
     { public: true },
@@ -150,31 +167,81 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     { public: true },
   );
 
+  router.put(
+    `${TASK}/test-results`,
+    async (ctx) => {
+      const { lease, task } = await taskOf(ctx);
+      // Parsed as it arrives; a bad line stops the upload, and nothing of it is stored.
+      await output.storeTestResults(task, testCasesIn(bodyOf(ctx.req, lease)), writeOptions(ctx));
+      return { json: { ok: true } };
+    },
+    { public: true },
+  );
+
   router.post(
     `${TASK}/test-results`,
     async (ctx) => {
       const { task } = await taskOf(ctx);
       const cases = testCasesOf((await ctx.body<{ cases?: unknown }>()).cases);
-      await output.storeTestResults(task, cases);
+      await output.storeTestResults(task, cases, writeOptions(ctx));
       return { json: { stored: cases.length } };
     },
     { public: true },
   );
 }
 
+/** The test cases of an NDJSON body, one JSON object a line (blank lines are skipped), checked as they come. */
+async function* testCasesIn(body: AsyncIterable<Uint8Array>): AsyncIterable<TestCase> {
+  const decoder = new StringDecoder('utf8');
+  let pending = '';
+  let line = 0;
+  const parse = (text: string): TestCase | undefined => {
+    line++;
+    if (!text.trim()) return undefined;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      throw new InputError(`test results line ${line} is not JSON: ${(error as Error).message}`, 'test-results');
+    }
+    return testCaseOf(value, `line ${line}`);
+  };
+  for await (const chunk of body) {
+    pending += decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    let start = 0;
+    for (let end: number; (end = pending.indexOf('\n', start)) >= 0; start = end + 1) {
+      const c = parse(pending.slice(start, end));
+      if (c) yield c;
+    }
+    pending = pending.slice(start);
+    if (Buffer.byteLength(pending) > MAX_CASE_BYTES) {
+      throw new InputError(`test results line ${line + 1} is longer than the limit of ${MAX_CASE_BYTES} bytes for one test case`, 'test-results');
+    }
+  }
+  pending += decoder.end();
+  const last = parse(pending);
+  if (last) yield last;
+}
+
 /** Test cases as the agent parsed them, checked field by field (nothing else is kept). */
 function testCasesOf(value: unknown): TestCase[] {
   if (!Array.isArray(value)) throw new InputError('cases must be a list of test cases', 'cases');
-  return value.map((c, i) => {
-    const text = (field: string) => {
-      const v = (c as Record<string, unknown>)?.[field] ?? '';
-      if (typeof v !== 'string') throw new InputError(`cases[${i}].${field} must be a string`, 'cases');
-      return v;
-    };
-    const result = (c as Record<string, unknown>)?.result as TestCase['result'];
-    if (!RESULTS.includes(result)) throw new InputError(`cases[${i}].result must be one of ${RESULTS.join(', ')}`, 'cases');
-    const runTime = Number((c as Record<string, unknown>).run_time ?? 0);
-    if (!Number.isFinite(runTime) || runTime < 0) throw new InputError(`cases[${i}].run_time must be a number of seconds`, 'cases');
-    return { name: text('name'), classname: text('classname'), file: text('file'), result, message: text('message'), run_time: runTime };
-  });
+  return value.map((c, i) => testCaseOf(c, `cases[${i}]`));
+}
+
+/** One test case, checked field by field; `where` names it in an error (`cases[3]`, `line 4`). */
+function testCaseOf(c: unknown, where: string): TestCase {
+  const field = where.startsWith('line') ? 'test-results' : 'cases';
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new InputError(`${where} must be a test case object`, field);
+  const record = c as Record<string, unknown>;
+  const text = (name: string) => {
+    const v = record[name] ?? '';
+    if (typeof v !== 'string') throw new InputError(`${where}.${name} must be a string`, field);
+    return v;
+  };
+  const result = record.result as TestCase['result'];
+  if (!RESULTS.includes(result)) throw new InputError(`${where}.result must be one of ${RESULTS.join(', ')}`, field);
+  const runTime = Number(record.run_time ?? 0);
+  if (!Number.isFinite(runTime) || runTime < 0) throw new InputError(`${where}.run_time must be a number of seconds`, field);
+  return { name: text('name'), classname: text('classname'), file: text('file'), result, message: text('message'), run_time: runTime };
 }

@@ -2,23 +2,53 @@ import type { TaskContext } from '../dispatcher/dispatcher';
 import type { TestCase } from './junit';
 
 /**
+ * A request body that can be sent again: each call opens it anew, from its first item, and must
+ * give the same items each time. A client that retries a failed request calls it once per
+ * attempt; one that does not calls it once. A plain iterable is accepted too (an array can be sent
+ * again; anything else cannot, so its call is not retried once sending has begun).
+ */
+export type Body<T> = AsyncIterable<T> | readonly T[] | (() => AsyncIterable<T> | Iterable<T> | Promise<AsyncIterable<T> | Iterable<T>>);
+
+/** What a file step adds to one call, beside the task. */
+export interface CallOptions {
+  /**
+   * Told, with a line for the step's output, each time a transient failure (a dropped connection,
+   * a 502/503/504) is retried. @default - retries are not reported
+   */
+  readonly onRetry?: (message: string) => void;
+  /**
+   * Names one logical write, the same on every attempt of it: a write whose key was stored
+   * already is not stored again and answers as the first did (a retry after an answer was lost).
+   * Set by the agent API from the request; local callers need none. @default - no deduplication
+   */
+  readonly requestKey?: string;
+}
+
+/**
  * What an agent's file steps ask of the output role. In-process (the built-in runner) this is
- * `createLocalOutputClient`; a remote agent sends the same calls over HTTP, one request each,
- * with byte bodies streamed. Bodies are gzip-compressed tar streams unless said otherwise.
+ * `createOutputService(...).client`; a remote agent sends the same calls over HTTP, one request
+ * each, with byte bodies streamed and transient failures retried. Bodies are gzip-compressed tar
+ * streams unless said otherwise.
  */
 export interface OutputClient {
   /** Stores one artifact file (raw bytes) under `path` for this task's job and node. */
-  uploadArtifact(task: TaskContext, path: string, content: AsyncIterable<Uint8Array>): Promise<void>;
+  uploadArtifact(task: TaskContext, path: string, content: Body<Uint8Array>, options?: CallOptions): Promise<void>;
   /** Whether a cache with exactly this key exists in the task's project (caches are immutable). */
-  cacheExists(task: TaskContext, key: string): Promise<boolean>;
+  cacheExists(task: TaskContext, key: string, options?: CallOptions): Promise<boolean>;
   /** Saves a cache; `'exists'` when another save of the key won first. */
-  saveCache(task: TaskContext, key: string, archive: AsyncIterable<Uint8Array>): Promise<'saved' | 'exists'>;
+  saveCache(task: TaskContext, key: string, archive: Body<Uint8Array>, options?: CallOptions): Promise<'saved' | 'exists'>;
   /** The cache to restore: the first key, in order, that prefixes a saved key; the most recent such save. */
-  findCache(task: TaskContext, keys: readonly string[]): Promise<{ readonly id: string; readonly key: string; readonly bytes: number } | undefined>;
-  openCache(task: TaskContext, id: string): Promise<AsyncIterable<Uint8Array>>;
-  persistWorkspace(task: TaskContext, archive: AsyncIterable<Uint8Array>): Promise<void>;
+  findCache(task: TaskContext, keys: readonly string[], options?: CallOptions): Promise<{ readonly id: string; readonly key: string; readonly bytes: number } | undefined>;
+  openCache(task: TaskContext, id: string, options?: CallOptions): Promise<AsyncIterable<Uint8Array>>;
+  persistWorkspace(task: TaskContext, archive: Body<Uint8Array>, options?: CallOptions): Promise<void>;
   /** The workspace layers this task's job sees, in the order to apply them. */
-  workspaceLayers(task: TaskContext): Promise<readonly { readonly id: string; readonly jobName: string }[]>;
-  openWorkspaceLayer(task: TaskContext, id: string): Promise<AsyncIterable<Uint8Array>>;
-  storeTestResults(task: TaskContext, cases: readonly TestCase[]): Promise<void>;
+  workspaceLayers(task: TaskContext, options?: CallOptions): Promise<readonly { readonly id: string; readonly jobName: string }[]>;
+  openWorkspaceLayer(task: TaskContext, id: string, options?: CallOptions): Promise<AsyncIterable<Uint8Array>>;
+  /** Stores one step's test results, all of them or (on any failure) none. */
+  storeTestResults(task: TaskContext, cases: Body<TestCase>, options?: CallOptions): Promise<void>;
+}
+
+/** Opens a body for its one and only read (a caller that does not retry). */
+export async function openBody<T>(body: Body<T>): Promise<AsyncIterable<T> | Iterable<T>> {
+  return typeof body === 'function' ? body() : body;
 }

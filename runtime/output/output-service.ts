@@ -1,14 +1,16 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { blobKey, type BlobStore } from '../blob/blob-store';
 import { InputError } from '../domain/errors';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
-import type { OutputClient } from './output-client';
+import type { TestCase } from './junit';
+import { openBody, type OutputClient } from './output-client';
 import { safeRelativeName } from './tar';
 
 export interface OutputLimits {
@@ -20,6 +22,8 @@ export interface OutputLimits {
   readonly workspaceBytes: number;
   /** Days a cache is kept after it was saved. @default 15 (as CircleCI) */
   readonly cacheTtlDays: number;
+  /** Largest set of test results one step stores, as JSON (one line per test). @default 256 MiB */
+  readonly testResultsBytes: number;
 }
 
 export const DEFAULT_OUTPUT_LIMITS: OutputLimits = {
@@ -27,10 +31,15 @@ export const DEFAULT_OUTPUT_LIMITS: OutputLimits = {
   cacheBytes: 5 * 1024 ** 3,
   workspaceBytes: 5 * 1024 ** 3,
   cacheTtlDays: 15,
+  testResultsBytes: 256 * 1024 ** 2,
 };
 
+function mib(bytes: number): string {
+  return bytes >= 1024 ** 3 ? `${+(bytes / 1024 ** 3).toFixed(1)} GiB` : `${+(bytes / 1024 ** 2).toFixed(1)} MiB`;
+}
+
 /** A stream copied to a temporary file, refusing more than `maxBytes`. */
-async function spool(content: AsyncIterable<Uint8Array>, maxBytes: number, what: string): Promise<{ file: string; bytes: number }> {
+async function spool(content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, maxBytes: number, what: string): Promise<{ file: string; bytes: number }> {
   const file = join(tmpdir(), `gyre-upload-${randomUUID()}`);
   const out = createWriteStream(file);
   let bytes = 0;
@@ -48,6 +57,65 @@ async function spool(content: AsyncIterable<Uint8Array>, maxBytes: number, what:
     await rm(file, { force: true });
     throw error;
   }
+}
+
+/** Test cases copied to a temporary file as NDJSON, refusing more than `maxBytes` of it. */
+async function spoolCases(cases: AsyncIterable<TestCase> | Iterable<TestCase>, maxBytes: number): Promise<{ file: string; count: number }> {
+  const file = join(tmpdir(), `gyre-tests-${randomUUID()}`);
+  const out = createWriteStream(file);
+  let bytes = 0;
+  let count = 0;
+  try {
+    for await (const c of cases) {
+      const line = `${JSON.stringify({ name: c.name, classname: c.classname, file: c.file, result: c.result, message: c.message, run_time: c.run_time })}\n`;
+      bytes += Buffer.byteLength(line);
+      if (bytes > maxBytes) {
+        throw new InputError(`the test results are larger than the limit of ${maxBytes} bytes (${mib(maxBytes)}) of JSON, one line per test; nothing of them was stored`, 'test-results');
+      }
+      count++;
+      if (!out.write(line)) await once(out, 'drain');
+    }
+    out.end();
+    await once(out, 'close');
+    return { file, count };
+  } catch (error) {
+    out.destroy();
+    await rm(file, { force: true });
+    throw error;
+  }
+}
+
+/** The lines of a spooled NDJSON file, parsed, `size` at a time. */
+async function* batchesOf(file: string, size: number): AsyncIterable<unknown[]> {
+  let batch: unknown[] = [];
+  for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
+    if (!line) continue;
+    batch.push(JSON.parse(line));
+    if (batch.length >= size) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length) yield batch;
+}
+
+/** What an earlier attempt of the write `key` answered, if one was stored. */
+async function earlierAnswer(db: Queryable, jobId: string, key: string | undefined): Promise<string | undefined> {
+  if (key === undefined) return undefined;
+  const [row] = await db.query<{ answer: string }>('SELECT answer FROM output_requests WHERE job_id = $1 AND request_key = $2', [jobId, key]);
+  return row?.answer;
+}
+
+/**
+ * Claims the write `key` in `tx` with the answer it will give: undefined when this attempt is
+ * the first to store it (it goes on and stores), else what the earlier attempt answered (then
+ * this one stores nothing). A concurrent attempt waits on the row until the first commits.
+ */
+async function claimRequest(tx: Queryable, jobId: string, key: string | undefined, answer: string): Promise<string | undefined> {
+  if (key === undefined) return undefined;
+  const claimed = await tx.query('INSERT INTO output_requests (job_id, request_key, answer) VALUES ($1, $2, $3) ON CONFLICT (job_id, request_key) DO NOTHING RETURNING 1', [jobId, key, answer]);
+  if (claimed.length > 0) return undefined;
+  return (await earlierAnswer(tx, jobId, key)) ?? answer;
 }
 
 /** Escapes `%`, `_` and `\` for a LIKE prefix match. */
@@ -85,18 +153,28 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
   const limits = { ...DEFAULT_OUTPUT_LIMITS, ...given };
 
   const client: OutputClient = {
-    async uploadArtifact(task, path, content) {
+    async uploadArtifact(task, path, content, options) {
       const name = safeRelativeName(path);
       if (!name) throw new InputError('an artifact needs a path', 'path');
+      const request = options?.requestKey;
+      // A retry of an upload that was stored: nothing to read or store again.
+      if ((await earlierAnswer(store, task.jobId, request)) !== undefined) return;
       const id = randomUUID();
       const key = blobKey('artifacts', task.jobId, id);
-      const spooled = await spool(content, limits.artifactBytes, `the artifact '${name}'`);
+      const spooled = await spool(await openBody(content), limits.artifactBytes, `the artifact '${name}'`);
       try {
         await blobs.put(key, { file: spooled.file });
       } finally {
         await rm(spooled.file, { force: true });
       }
-      await store.query('INSERT INTO artifacts (id, job_id, node_index, path, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)', [id, task.jobId, task.nodeIndex, name, key, spooled.bytes]);
+      const earlier = await store.transaction(async (tx) => {
+        const earlier = await claimRequest(tx, task.jobId, request, 'stored');
+        if (earlier === undefined) {
+          await tx.query('INSERT INTO artifacts (id, job_id, node_index, path, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)', [id, task.jobId, task.nodeIndex, name, key, spooled.bytes]);
+        }
+        return earlier;
+      });
+      if (earlier !== undefined) await blobs.delete([key]);
     },
 
     async cacheExists(task, key) {
@@ -108,19 +186,24 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       return rows.length > 0;
     },
 
-    async saveCache(task, key, archive) {
+    async saveCache(task, key, archive, options) {
       if (key.length === 0 || key.length > 900 || key.includes('\0')) throw new InputError('a cache key must be 1 to 900 characters with no NUL', 'key');
+      const request = options?.requestKey;
+      const answered = await earlierAnswer(store, task.jobId, request);
+      if (answered !== undefined) return answered === 'exists' ? 'exists' : 'saved';
       const id = randomUUID();
       const [{ project_id: projectId }] = await store.query<{ project_id: string }>('SELECT project_id FROM jobs WHERE id = $1', [task.jobId]);
       const bKey = blobKey('caches', projectId, `${id}.tar.gz`);
-      const spooled = await spool(archive, limits.cacheBytes, `the cache '${key}'`);
+      const spooled = await spool(await openBody(archive), limits.cacheBytes, `the cache '${key}'`);
       try {
         await blobs.put(bKey, { file: spooled.file });
       } finally {
         await rm(spooled.file, { force: true });
       }
       // An expired cache of the same key gives way; a live one wins (caches are immutable).
-      const { saved, replaced } = await store.transaction(async (tx) => {
+      const { saved, replaced, earlier } = await store.transaction(async (tx) => {
+        const earlier = await claimRequest(tx, task.jobId, request, 'saved');
+        if (earlier !== undefined) return { saved: [], replaced: [], earlier };
         const replaced = await tx.query<{ blob_key: string }>(
           `DELETE FROM caches WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
           [projectId, key, limits.cacheTtlDays],
@@ -129,7 +212,8 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
           `INSERT INTO caches (id, project_id, key, blob_key, bytes) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, key) DO NOTHING RETURNING id`,
           [id, projectId, key, bKey, spooled.bytes],
         );
-        return { saved, replaced };
+        if (saved.length === 0 && request !== undefined) await tx.query(`UPDATE output_requests SET answer = 'exists' WHERE job_id = $1 AND request_key = $2`, [task.jobId, request]);
+        return { saved, replaced, earlier };
       });
       // The expired cache's archive goes with its row; nothing else refers to it.
       if (replaced.length > 0) {
@@ -137,7 +221,8 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       }
       if (saved.length === 0) {
         await blobs.delete([bKey]);
-        return 'exists';
+        // An earlier attempt of this same save that stored the cache: this one did too.
+        return earlier === 'saved' ? 'saved' : 'exists';
       }
       return 'saved';
     },
@@ -164,16 +249,25 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       return blobs.get(row.blob_key);
     },
 
-    async persistWorkspace(task, archive) {
+    async persistWorkspace(task, archive, options) {
+      const request = options?.requestKey;
+      if ((await earlierAnswer(store, task.jobId, request)) !== undefined) return;
       const id = randomUUID();
       const key = blobKey('workspaces', task.workflowId, `${id}.tar.gz`);
-      const spooled = await spool(archive, limits.workspaceBytes, 'the workspace layer');
+      const spooled = await spool(await openBody(archive), limits.workspaceBytes, 'the workspace layer');
       try {
         await blobs.put(key, { file: spooled.file });
       } finally {
         await rm(spooled.file, { force: true });
       }
-      await store.query('INSERT INTO workspace_layers (id, workflow_id, job_id, node_index, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)', [id, task.workflowId, task.jobId, task.nodeIndex, key, spooled.bytes]);
+      const earlier = await store.transaction(async (tx) => {
+        const earlier = await claimRequest(tx, task.jobId, request, 'stored');
+        if (earlier === undefined) {
+          await tx.query('INSERT INTO workspace_layers (id, workflow_id, job_id, node_index, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)', [id, task.workflowId, task.jobId, task.nodeIndex, key, spooled.bytes]);
+        }
+        return earlier;
+      });
+      if (earlier !== undefined) await blobs.delete([key]);
     },
 
     async workspaceLayers(task) {
@@ -194,16 +288,27 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       return blobs.get(row.blob_key);
     },
 
-    async storeTestResults(task, cases) {
-      const [job] = await store.query<{ project_id: string; name: string }>('SELECT project_id, name FROM jobs WHERE id = $1', [task.jobId]);
-      for (let i = 0; i < cases.length; i += 500) {
-        const batch = cases.slice(i, i + 500);
-        await store.query(
-          `INSERT INTO test_results (job_id, project_id, job_name, revision, node_index, name, classname, file, result, message, run_time)
-           SELECT $1, $2, $3, $4, $5, t.name, t.classname, t.file, t.result, t.message, t.run_time
-             FROM jsonb_to_recordset($6::jsonb) AS t(name text, classname text, file text, result text, message text, run_time double precision)`,
-          [task.jobId, job.project_id, job.name, task.revision, task.nodeIndex, JSON.stringify(batch)],
-        );
+    async storeTestResults(task, cases, options) {
+      const request = options?.requestKey;
+      if ((await earlierAnswer(store, task.jobId, request)) !== undefined) return;
+      // Spooled first, so a body that fails or passes the limit midway stores nothing, and the
+      // transaction is not held open while it arrives.
+      const spooled = await spoolCases(await openBody(cases), limits.testResultsBytes);
+      try {
+        await store.transaction(async (tx) => {
+          if ((await claimRequest(tx, task.jobId, request, String(spooled.count))) !== undefined) return;
+          const [job] = await tx.query<{ project_id: string; name: string }>('SELECT project_id, name FROM jobs WHERE id = $1', [task.jobId]);
+          for await (const batch of batchesOf(spooled.file, 500)) {
+            await tx.query(
+              `INSERT INTO test_results (job_id, project_id, job_name, revision, node_index, name, classname, file, result, message, run_time)
+               SELECT $1, $2, $3, $4, $5, t.name, t.classname, t.file, t.result, t.message, t.run_time
+                 FROM jsonb_to_recordset($6::jsonb) AS t(name text, classname text, file text, result text, message text, run_time double precision)`,
+              [task.jobId, job.project_id, job.name, task.revision, task.nodeIndex, JSON.stringify(batch)],
+            );
+          }
+        });
+      } finally {
+        await rm(spooled.file, { force: true });
       }
     },
   };

@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { pipeline, Readable } from 'node:stream';
+import { PassThrough, pipeline, Readable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import type { AttachWorkspaceStep, PersistToWorkspaceStep, RestoreCacheStep, SaveCacheStep, StoreArtifactsStep, StoreTestResultsStep } from '../../config/plan';
 import { InputError, NotFoundError } from '../../domain/errors';
 import { renderCacheKey } from '../../output/cache-keys';
 import { globPatternToRegExp, isGlob } from '../../output/file-sets';
 import { parseJUnit, type TestCase } from '../../output/junit';
-import type { OutputClient } from '../../output/output-client';
+import type { CallOptions, OutputClient } from '../../output/output-client';
 import { createTarWriter, readTar, readTarAs, safeRelativeName, UnsafePathError, type TarEntry, type TarView } from '../../output/tar';
 import { expandHome } from '../executor';
 import { resolveUnder, workingDirectoryOf, type StepContext, type StepHandler, type StepHandlers } from './step-handler';
@@ -152,6 +152,51 @@ async function close(tar: AsyncIterable<Uint8Array>): Promise<void> {
   await tar[Symbol.asyncIterator]().return?.();
 }
 
+/** A call's options for a step: a retry of a transient failure is said in the step's output. */
+function reported(ctx: StepContext): CallOptions {
+  return { onRetry: (message) => ctx.write(`${message}\n`) };
+}
+
+/**
+ * The content of the file `name` (relative to `dir`), archived anew: the body of a retried
+ * upload, whose first archive went to the attempt that failed.
+ */
+async function fileAgain(ctx: StepContext, dir: string, name: string, label: string): Promise<AsyncIterable<Uint8Array>> {
+  const { tar, missing } = await ctx.executor.archive(dir, [name]);
+  if (missing.length) {
+    await close(tar);
+    throw new Error(`${label} is gone since the first attempt; it cannot be sent again`);
+  }
+  const out = new PassThrough();
+  let found = false;
+  readTar(tar, async (entry, content) => {
+    if (found || entry.name !== name || entry.type !== 'file') return;
+    found = true;
+    for await (const chunk of content) {
+      if (out.destroyed) throw new Error('the upload stopped reading');
+      if (!out.write(chunk)) await new Promise((resolve) => out.once('drain', resolve).once('close', resolve));
+    }
+  }).then(
+    () => (found ? out.end() : out.destroy(new Error(`${label} is no longer a file; it cannot be sent again`))),
+    (error) => {
+      out.destroy(error);
+      void close(tar).catch(() => undefined);
+    },
+  );
+  return out;
+}
+
+/** `source`, telling `onStop` when its reader stops before the end (an attempt that failed, a refusal). */
+async function* untilStopped(source: AsyncIterable<Uint8Array>, onStop: () => void): AsyncIterable<Uint8Array> {
+  let ended = false;
+  try {
+    yield* source;
+    ended = true;
+  } finally {
+    if (!ended) onStop();
+  }
+}
+
 /** The file steps, run through the executor's file transfer and an `OutputClient`. */
 export function createOutputStepHandlers(client: OutputClient): Partial<StepHandlers> {
   const storeArtifacts: StepHandler<StoreArtifactsStep> = async (step, ctx) => {
@@ -169,7 +214,14 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
       const rest = entry.name === base ? '' : entry.name.slice(base.length + 1);
       const path = rest ? (prefix ? `${prefix}/${rest}` : rest) : prefix || base;
       ctx.write(`Uploading ${path} (${formatBytes(entry.size)})\n`);
-      await client.uploadArtifact(ctx.task, path, content);
+      // The first attempt reads the file from this archive; a retry archives it again.
+      let sent = false;
+      const open = async () => {
+        if (sent) return fileAgain(ctx, dir, entry.name, `${posix.join(dir, entry.name)}`);
+        sent = true;
+        return content;
+      };
+      await client.uploadArtifact(ctx.task, path, open, reported(ctx));
       count++;
     });
     ctx.write(`Uploaded ${count} artifact file${count === 1 ? '' : 's'}.\n`);
@@ -200,7 +252,8 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
         ctx.write(`Skipped ${entry.name}: ${(error as Error).message}\n`);
       }
     });
-    await client.storeTestResults(ctx.task, cases);
+    // All of them in one call: stored together, or (on a failure) none.
+    await client.storeTestResults(ctx.task, cases, reported(ctx));
     const failures = cases.filter((c) => c.result === 'failure').length;
     ctx.write(`Stored ${cases.length} test results (${failures} failed).\n`);
     return ok;
@@ -228,7 +281,7 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
 
   const saveCache: StepHandler<SaveCacheStep> = async (step, ctx) => {
     const key = await renderCacheKey(step.key, keyContext(ctx));
-    if (await client.cacheExists(ctx.task, key)) {
+    if (await client.cacheExists(ctx.task, key, reported(ctx))) {
       ctx.write(`Skipping cache generation, cache already exists for key: ${key}\n`);
       return ok;
     }
@@ -247,12 +300,13 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
     // Each part is an archive of the executor's; they are read one after the other into one.
     interface Part {
       readonly tar: AsyncIterable<Uint8Array>;
+      /** Archives the part again, for a retried upload. */
+      readonly again: () => Promise<AsyncIterable<Uint8Array>>;
       /** `home` or `root`: the part's top-level directory in the cache archive. */
       readonly base: 'home' | 'root';
       /** Where the archive's names sit under `base`. */
       readonly dir: string;
       readonly label: string;
-      entries: number;
     }
     const parts: Part[] = [];
     const marker = { layout: CACHE_LAYOUT, home: [] as string[], root: [] as string[] };
@@ -260,7 +314,8 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
       const { tar, missing } = await ctx.executor.archive(home, homePatterns);
       for (const m of missing) ctx.write(`Warning: could not find ${homeLabel(m)}\n`);
       marker.home = homePatterns.filter((p) => !missing.includes(p));
-      if (marker.home.length) parts.push({ tar, base: 'home', dir: '', label: marker.home.map(homeLabel).join(', '), entries: 0 });
+      const again = async () => (await ctx.executor.archive(home, marker.home)).tar;
+      if (marker.home.length) parts.push({ tar, again, base: 'home', dir: '', label: marker.home.map(homeLabel).join(', ') });
       else await close(tar);
     }
     for (const path of rootPaths) {
@@ -275,62 +330,79 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
         continue;
       }
       marker.root.push(path);
-      parts.push({ tar: archived.tar, base: 'root', dir: dir.slice(1), label: path, entries: 0 });
+      const again = async () => (await ctx.executor.archive(dir, [posix.basename(path)])).tar;
+      parts.push({ tar: archived.tar, again, base: 'root', dir: dir.slice(1), label: path });
     }
 
     ctx.write(`Creating cache archive for key: ${key}\n`);
     const started = Date.now();
-    const writer = createTarWriter();
+    /** The producer's own failure (an entry it cannot cache): the reason the step fails, whatever the upload made of it. */
     let failure: { error: unknown } | undefined;
-    const fail = (error: unknown) => {
-      failure ??= { error };
-      writer.fail(error instanceof Error ? error : new Error(String(error)));
-    };
-    const producing = (async () => {
-      const body = Buffer.from(JSON.stringify(marker));
-      await writer.add({ name: CACHE_MARKER, type: 'file', size: body.length, mode: 0o644, mtime: Math.floor(Date.now() / 1000) }, body);
-      for (const part of parts) {
-        const rename = (name: string) => {
-          const rel = safeRelativeName(name);
-          return rel ? (part.dir ? `${part.dir}/${rel}` : rel) : undefined;
-        };
-        try {
-          // Named as it will be restored (under $HOME or `/`) and checked there, as extract will
-          // check it: what a restore would refuse (a link leading out, as in a Python virtualenv)
-          // is left out of the cache with a warning, rather than failing every later restore.
-          const skipRefused = (error: UnsafePathError) => {
-            ctx.write(`Warning: not cached (a restore would refuse it): ${error.message}\n`);
-            return true;
+    /** Entries of each part in the last archive produced to its end (what the server has). */
+    let counted: number[] = parts.map(() => 0);
+    /** The archive, produced from `tars` (one per part) as the upload reads it. */
+    const produce = (tars: readonly AsyncIterable<Uint8Array>[], first: boolean): AsyncIterable<Uint8Array> => {
+      const writer = createTarWriter();
+      const counts = parts.map(() => 0);
+      let stopped = false;
+      const producing = (async () => {
+        const body = Buffer.from(JSON.stringify(marker));
+        await writer.add({ name: CACHE_MARKER, type: 'file', size: body.length, mode: 0o644, mtime: Math.floor(Date.now() / 1000) }, body);
+        for (const [i, part] of parts.entries()) {
+          const rename = (name: string) => {
+            const rel = safeRelativeName(name);
+            return rel ? (part.dir ? `${part.dir}/${rel}` : rel) : undefined;
           };
-          await readTarAs(part.tar, { rename, skipRefused }, async (entry, content) => {
-            part.entries++;
-            const link = entry.type === 'hardlink' ? `${part.base}/${entry.linkname}` : entry.linkname;
-            await writer.add({ ...entry, name: `${part.base}/${entry.name}`, linkname: link }, content);
-          });
-        } catch (error) {
-          if (error instanceof UnsafePathError) throw new InputError(`cannot cache ${part.label}: ${error.message}`, 'path');
-          throw error;
+          try {
+            // Named as it will be restored (under $HOME or `/`) and checked there, as extract will
+            // check it: what a restore would refuse (a link leading out, as in a Python virtualenv)
+            // is left out of the cache with a warning, rather than failing every later restore.
+            const skipRefused = (error: UnsafePathError) => {
+              if (first) ctx.write(`Warning: not cached (a restore would refuse it): ${error.message}\n`);
+              return true;
+            };
+            await readTarAs(tars[i], { rename, skipRefused }, async (entry, content) => {
+              counts[i]++;
+              const link = entry.type === 'hardlink' ? `${part.base}/${entry.linkname}` : entry.linkname;
+              await writer.add({ ...entry, name: `${part.base}/${entry.name}`, linkname: link }, content);
+            });
+          } catch (error) {
+            if (error instanceof UnsafePathError) throw new InputError(`cannot cache ${part.label}: ${error.message}`, 'path');
+            throw error;
+          }
         }
-      }
-      await writer.end();
-    })();
-    producing.catch(async (error) => {
-      fail(error);
-      for (const part of parts) await close(part.tar).catch(() => undefined);
-    });
-    const saving = client.saveCache(ctx.task, key, gzip(writer.tar));
-    // A save that gives up (a size limit) stops reading: the producer must not wait on it.
-    saving.catch(fail);
-    const [, saved] = await Promise.allSettled([producing, saving]);
+        await writer.end();
+        counted = counts;
+      })();
+      producing.catch(async (error) => {
+        // After the upload stopped reading, the producer fails only because of that.
+        if (!stopped) failure ??= { error };
+        writer.fail(error instanceof Error ? error : new Error(String(error)));
+        for (const tar of tars) await close(tar).catch(() => undefined);
+      });
+      // An upload that gives up (a size limit, a broken connection) stops reading: the producer must not wait on it.
+      return untilStopped(gzip(writer.tar), () => {
+        stopped = true;
+        writer.fail(new Error('the upload stopped reading the cache archive'));
+      });
+    };
+    let opened = 0;
+    const open = async () => (opened++ === 0 ? produce(parts.map((p) => p.tar), true) : produce(await Promise.all(parts.map((p) => p.again())), false));
+    let saved: 'saved' | 'exists';
+    try {
+      saved = await client.saveCache(ctx.task, key, open, reported(ctx));
+    } catch (error) {
+      throw failure ? failure.error : error;
+    }
     if (failure) throw failure.error;
-    if ((saved as PromiseFulfilledResult<'saved' | 'exists'>).value === 'exists') {
+    if (saved === 'exists') {
       ctx.write(`Skipping: another job saved the key ${key} first\n`);
       return ok;
     }
     ctx.write(`Stored cache in ${((Date.now() - started) / 1000).toFixed(1)}s\n`);
-    for (const part of parts) {
+    for (const [i, part] of parts.entries()) {
       const where = part.base === 'home' ? `relative to $HOME (${home}), restored into the home of the job that restores it` : 'restored to the same path';
-      ctx.write(`  ${part.label}: ${plural(part.entries)}, ${where}\n`);
+      ctx.write(`  ${part.label}: ${plural(counted[i])}, ${where}\n`);
     }
     if (!parts.length) ctx.write('  nothing: none of the paths was found\n');
     return ok;
@@ -339,14 +411,14 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
   const restoreCache: StepHandler<RestoreCacheStep> = async (step, ctx) => {
     const keys: string[] = [];
     for (const template of step.keys) keys.push(await renderCacheKey(template, keyContext(ctx)));
-    const found = await client.findCache(ctx.task, keys);
+    const found = await client.findCache(ctx.task, keys, reported(ctx));
     if (!found) {
       ctx.write(`No cache is found for keys: ${keys.join(', ')}\n`);
       return ok;
     }
     ctx.write(`Found a cache from key ${found.key} (${formatBytes(found.bytes)}); restoring\n`);
     const home = ctx.executor.home;
-    const open = async () => gunzip(await client.openCache(ctx.task, found.id));
+    const open = async () => gunzip(await client.openCache(ctx.task, found.id, reported(ctx)));
 
     // First pass: the layout, then the part under $HOME (a layout 1 cache is all that part).
     let state: 'first' | 'layout1' | 'home' | 'rest' = 'first';
@@ -407,17 +479,20 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
       ctx.write(`Nothing in ${step.root} matches: ${missing.join(', ')}\n`);
       return failed;
     }
-    await client.persistWorkspace(ctx.task, gzip(tar));
+    // The first attempt sends this archive; a retry archives the paths again.
+    let opened = 0;
+    const open = async () => gzip(opened++ === 0 ? tar : (await ctx.executor.archive(root, step.paths)).tar);
+    await client.persistWorkspace(ctx.task, open, reported(ctx));
     ctx.write(`Persisted ${step.paths.join(', ')} from ${step.root} to the workspace.\n`);
     return ok;
   };
 
   const attachWorkspace: StepHandler<AttachWorkspaceStep> = async (step, ctx) => {
     const at = resolveUnder(step.at, workingDirectoryOf(ctx.task));
-    const layers = await client.workspaceLayers(ctx.task);
+    const layers = await client.workspaceLayers(ctx.task, reported(ctx));
     if (layers.length === 0) ctx.write('No workspace was persisted by an upstream job.\n');
     for (const layer of layers) {
-      const { entries } = await ctx.executor.extract(at, gunzip(await client.openWorkspaceLayer(ctx.task, layer.id)));
+      const { entries } = await ctx.executor.extract(at, gunzip(await client.openWorkspaceLayer(ctx.task, layer.id, reported(ctx))));
       ctx.write(`Applied the layer from ${layer.jobName} (${entries} entries) at ${step.at}\n`);
     }
     return ok;
