@@ -1,10 +1,11 @@
 import { join } from 'node:path';
 import { runTask } from '../runtime/agent/agent';
+import { createAgentClient } from '../runtime/agent/http-reporter';
 import { readSse } from '../runtime/cli/sse';
 import type { Executor } from '../runtime/agent/executor';
 import { createShellExecutor } from '../runtime/agent/shell-executor';
 import { openBlobStore } from '../runtime/blob/open-blob-store';
-import { createDispatcher } from '../runtime/dispatcher/dispatcher';
+import { createDispatcher, type TaskContext } from '../runtime/dispatcher/dispatcher';
 import { createLogger } from '../runtime/logger';
 import { createLogStore } from '../runtime/output/logs';
 import { createValueMasker } from '../runtime/output/masking';
@@ -82,37 +83,75 @@ function printingExecutor(inner: Executor, bytes: number, blocks: { data: Buffer
   };
 }
 
-async function ingestion(g: TestGyre, kind: string, bytes: number, runs: number): Promise<void> {
+const REMOTE_CLASS = 'bench/remote';
+const REMOTE_STEP = `version: 2.1
+jobs:
+  loud:
+    machine: true
+    resource_class: ${REMOTE_CLASS}
+    steps:
+      - run: "true"
+workflows:
+  w:
+    jobs: [loud]
+`;
+
+/** How the agent reaches the output role: in the server's process (built-in runner), or over HTTP (runners, Nomad). */
+type AgentPath = 'in-process' | 'http';
+
+/** A task claimed the way its kind of agent claims it, with the reporter that agent uses. */
+async function claimTask(g: TestGyre, path: AgentPath, dispatcher: ReturnType<typeof createDispatcher>, runnerToken: string | undefined) {
+  if (path === 'in-process') {
+    await g.trigger('gh/bench/loud');
+    let claimed;
+    while (!(claimed = await dispatcher.claim('bench', ['*']))) await new Promise((r) => setTimeout(r, 10));
+    return { task: claimed.task, reporter: localReporter(dispatcher, claimed) };
+  }
+  await g.trigger('gh/bench/remote');
+  for (;;) {
+    const res = await fetch(`${g.url}/api/v2/agent/claim`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${runnerToken}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ runner_id: 'bench', wait_ms: 10_000 }),
+    });
+    if (res.status !== 200) {
+      await res.arrayBuffer();
+      continue;
+    }
+    const body = (await res.json()) as { token: string; task: TaskContext };
+    return { task: body.task, reporter: createAgentClient({ url: g.url, token: body.token, taskId: body.task.taskId }).reporter() };
+  }
+}
+
+async function ingestion(g: TestGyre, kind: string, path: AgentPath, bytes: number, runs: number): Promise<void> {
   const log = createLogger({ level: 'error' });
   const settings = readSettings({ GYRE_DATA_DIR: g.dataDir });
   const logs = createLogStore({ store: g.gyre.store, blobs: openBlobStore(settings.blobs, g.dataDir), log, limitBytes: 4 * 1024 ** 3 });
   const dispatcher = createDispatcher({ store: g.gyre.store, log, output: logs, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
-  await g.addProject('gh/bench/loud', { '.circleci/config.yml': ONE_STEP });
+  let runnerToken: string | undefined;
+  if (path === 'in-process') {
+    await g.addProject('gh/bench/loud', { '.circleci/config.yml': ONE_STEP });
+  } else {
+    await g.api('POST', '/api/v2/resource-classes', { name: REMOTE_CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
+    runnerToken = (await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(REMOTE_CLASS)}/tokens`, {})).token;
+    await g.addProject('gh/bench/remote', { '.circleci/config.yml': REMOTE_STEP });
+  }
   const rates: number[] = [];
   const lineRates: number[] = [];
   const blocks = logBlocks();
   for (let run = 0; run < runs; run++) {
-    await g.trigger('gh/bench/loud');
-    let claimed;
-    while (!(claimed = await dispatcher.claim('bench', ['*']))) await new Promise((r) => setTimeout(r, 10));
+    const { task, reporter } = await claimTask(g, path, dispatcher, runnerToken);
     const printed = { lines: 0 };
     const executor = printingExecutor(await createShellExecutor({ taskDir: join(g.dataDir, 'bench-task') }), bytes, blocks, printed);
     const t0 = performance.now();
-    const result = await runTask({
-      task: claimed.task,
-      reporter: localReporter(dispatcher, claimed),
-      executor,
-      log,
-      heartbeatMs: 20_000,
-      masker: createValueMasker(SECRETS),
-    });
+    const result = await runTask({ task, reporter, executor, log, heartbeatMs: 20_000, masker: createValueMasker(SECRETS) });
     const seconds = (performance.now() - t0) / 1000;
     if (!('outcome' in result) || result.outcome !== 'success') throw new Error(`bench task did not succeed: ${JSON.stringify(result)}`);
     rates.push(bytes / 1e6 / seconds);
     lineRates.push(printed.lines / seconds);
   }
   console.log(
-    `log ingestion agent → output → stored (${kind}, ${bytes / 1e6} MB per step, masking ${SECRETS.length} values): ` +
+    `log ingestion agent → output → stored (${kind}, agent ${path === 'http' ? 'over HTTP' : 'in the server process'}, ${bytes / 1e6} MB per step, masking ${SECRETS.length} values): ` +
       `median ${median(rates).toFixed(1)} MB/s, ${Math.round(median(lineRates)).toLocaleString('en')} lines/s (${runs} runs: ${rates.map((r) => r.toFixed(1)).join(', ')})`,
   );
 }
@@ -180,7 +219,8 @@ export async function benchOutput(): Promise<void> {
   for (const kind of kinds) {
     let g = await startTestGyre({ store: kind, env: { GYRE_RUNNER_SLOTS: '0' } });
     try {
-      await ingestion(g, kind, 100_000_000, 5);
+      await ingestion(g, kind, 'in-process', 100_000_000, 5);
+      await ingestion(g, kind, 'http', 100_000_000, 5);
     } finally {
       await g.stop();
     }

@@ -4,6 +4,7 @@ import type { Step } from '../config/plan';
 import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Executor } from './executor';
+import { compressChunk, type CompressedChunk } from '../output/log-chunk';
 import { noMasking, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
 import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler';
@@ -15,7 +16,8 @@ import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler
 export interface TaskReporter {
   heartbeat(): Promise<HeartbeatResult>;
   stepStarted(step: { index: number; name: string; type: string }): Promise<void>;
-  output(step: number, seq: number, data: Uint8Array): Promise<void>;
+  /** One chunk of a step's output, compressed by the agent; chunks are numbered from 0 and sent in order. */
+  output(step: number, seq: number, chunk: CompressedChunk): Promise<void>;
   stepFinished(step: { index: number; status: StepStatus; exitCode?: number | null }): Promise<void>;
   complete(outcome: TaskOutcome): Promise<void>;
   /**
@@ -46,10 +48,10 @@ export interface AgentOptions {
 }
 
 /**
- * Output is sent in chunks of at most this many bytes, or every FLUSH_MS, whichever comes first.
- * Each chunk is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB.
+ * Output is sent in chunks of this many bytes, or every FLUSH_MS, whichever comes first. Each chunk
+ * is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB.
  */
-const MAX_CHUNK = 1024 * 1024;
+const MAX_CHUNK = 2 * 1024 * 1024;
 const FLUSH_MS = 50;
 
 /**
@@ -224,22 +226,28 @@ export function circleEnvironment(task: TaskContext, home: string, webUrl?: stri
 }
 
 /**
- * Buffers a step's output into numbered chunks and sends them one at a time, in order. A failed
- * send is retried with the same sequence number (appends are idempotent), so nothing is lost or
- * doubled by a transient error.
+ * Cuts a step's output into numbered chunks of MAX_CHUNK bytes (or what came within FLUSH_MS),
+ * compresses each as soon as it is cut, while the chunk before it is being sent, and sends them one
+ * at a time, in order. A failed send is retried with the same sequence number (appends are
+ * idempotent), so nothing is lost or doubled by a transient error.
  */
-function createOutputStream(send: (seq: number, data: Uint8Array) => Promise<void>, isLost: (error: unknown) => boolean) {
-  let pending: Uint8Array[] = [];
-  let pendingBytes = 0;
+function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promise<void>, isLost: (error: unknown) => boolean) {
+  /** The chunk being filled: output is copied into it once, and it is handed on whole when full. */
+  let buffer: Buffer | undefined;
+  /** Full-size buffers whose chunk is compressed, to fill again. */
+  const spare: Buffer[] = [];
+  let filled = 0;
   let seq = 0;
   let timer: NodeJS.Timeout | undefined;
+  /** Compressions run one chunk after another (each on up to four threads), ahead of the sends. */
+  let compressing: Promise<unknown> = Promise.resolve();
   let chain: Promise<void> = Promise.resolve();
   let gaveUp = false;
 
-  const sendWithRetry = async (n: number, data: Uint8Array) => {
+  const sendWithRetry = async (n: number, chunk: CompressedChunk) => {
     for (let attempt = 0; !gaveUp; attempt++) {
       try {
-        await send(n, data);
+        await send(n, chunk);
         return;
       } catch (error) {
         if (isLost(error) || attempt >= 20) {
@@ -253,38 +261,47 @@ function createOutputStream(send: (seq: number, data: Uint8Array) => Promise<voi
   const flush = () => {
     clearTimeout(timer);
     timer = undefined;
-    if (pendingBytes === 0) return;
-    const data = concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    for (let offset = 0; offset < data.byteLength; offset += MAX_CHUNK) {
-      const n = seq++;
-      const piece = data.subarray(offset, Math.min(data.byteLength, offset + MAX_CHUNK));
-      chain = chain.then(() => sendWithRetry(n, piece));
-    }
+    if (!buffer || filled === 0) return;
+    // A full chunk is handed on as it is (and its buffer reused once compressed); a part is copied
+    // out and the buffer filled again.
+    const whole = filled === buffer.length;
+    const data = whole ? buffer : Buffer.from(buffer.subarray(0, filled));
+    if (whole) buffer = undefined;
+    filled = 0;
+    const n = seq++;
+    const compressed = compressing.then(() => compressChunk(data));
+    compressing = compressed.then(
+      () => whole && spare.length < 2 && spare.push(data),
+      () => undefined,
+    );
+    chain = chain.then(async () => {
+      let chunk: CompressedChunk;
+      try {
+        chunk = await compressed;
+      } catch {
+        // zlib refused the bytes (out of memory): nothing after a missing chunk may be sent.
+        gaveUp = true;
+        return;
+      }
+      await sendWithRetry(n, chunk);
+    });
   };
   return {
+    /** Copies `chunk` in (the caller may reuse its buffer). */
     write(chunk: Uint8Array) {
-      // Copy: the caller may reuse its buffer.
-      pending.push(chunk.slice());
-      pendingBytes += chunk.byteLength;
-      if (pendingBytes >= MAX_CHUNK) flush();
-      else timer ??= setTimeout(flush, FLUSH_MS);
+      for (let at = 0; at < chunk.byteLength; ) {
+        buffer ??= spare.pop() ?? Buffer.allocUnsafe(MAX_CHUNK);
+        const n = Math.min(buffer.length - filled, chunk.byteLength - at);
+        buffer.set(chunk.subarray(at, at + n), filled);
+        filled += n;
+        at += n;
+        if (filled === buffer.length) flush();
+      }
+      if (filled > 0) timer ??= setTimeout(flush, FLUSH_MS);
     },
     async close() {
       flush();
       await chain;
     },
   };
-}
-
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
 }

@@ -38,8 +38,14 @@ export function createAgentClient(options: { url: string; token: string; taskId?
         async stepStarted(step) {
           await asLost(taskId, api.call('POST', `/step/${step.index}/started`, { json: { name: step.name, type: step.type } }));
         },
-        async output(step, seq, data) {
-          await asLost(taskId, api.call('PUT', `/step/${step}/output/${seq}`, { bytes: data }));
+        async output(step, seq, chunk) {
+          await asLost(
+            taskId,
+            api.call('PUT', `/step/${step}/output/${seq}`, {
+              bytes: chunk.gzip,
+              headers: { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': String(chunk.rawBytes) },
+            }),
+          );
         },
         async stepFinished(step) {
           await asLost(taskId, api.call('POST', `/step/${step.index}/finished`, { json: { status: step.status, exit_code: step.exitCode ?? null } }));

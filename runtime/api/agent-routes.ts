@@ -4,6 +4,7 @@ import type { StepStatus } from '../domain/model';
 import { CHANNELS, loadTaskContext, type Dispatcher, type Lease, type TaskOutcome } from '../dispatcher/dispatcher';
 import { validateResourceClass, type ResourceClasses } from '../scheduler/resource-classes';
 import type { TaskTokens } from '../scheduler/task-token';
+import { MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
 import type { Store } from '../store/store';
 import { tokenOf } from './http-server';
 import type { RequestContext, Router } from './router';
@@ -186,7 +187,7 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
       const seq = Number(ctx.params.seq);
       if (!Number.isInteger(seq) || seq < 0) throw new InputError(`seq '${ctx.params.seq}' must be a whole number`, 'seq');
       const data = await rawBody(ctx.req);
-      await dispatcher.appendOutput(lease, stepIndex(ctx), seq, data);
+      await dispatcher.appendOutput(lease, stepIndex(ctx), seq, outputChunkOf(ctx, data));
       return { json: { ok: true } };
     },
     { public: true },
@@ -243,16 +244,30 @@ export async function registerAgentRoutes(router: Router, deps: AgentRouteDeps):
   };
 }
 
-const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
+/**
+ * An output chunk's body: the bytes, or (`Content-Encoding: gzip`, as agents send it) gzip members
+ * holding `X-Gyre-Output-Bytes` bytes, which the output role checks before it stores them.
+ */
+function outputChunkOf(ctx: RequestContext, body: Buffer): Uint8Array | CompressedChunk {
+  const encoding = String(ctx.req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+  if (encoding === 'identity') return body;
+  if (encoding !== 'gzip') throw new InputError(`Content-Encoding '${encoding}' is not supported for output chunks (allowed: gzip, identity)`, 'Content-Encoding');
+  const header = ctx.req.headers['x-gyre-output-bytes'];
+  const rawBytes = Number(header);
+  if (header === undefined || String(header).trim() === '' || !Number.isSafeInteger(rawBytes)) {
+    throw new InputError(`a gzip output chunk needs X-Gyre-Output-Bytes, the number of bytes it holds (got '${header ?? ''}')`, 'X-Gyre-Output-Bytes');
+  }
+  return { gzip: body, rawBytes };
+}
 
-function rawBody(req: IncomingMessage): Promise<Uint8Array> {
+function rawBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_CHUNK_BYTES) {
-        reject(new InputError(`an output chunk may be at most ${MAX_CHUNK_BYTES} bytes`));
+      if (size > MAX_RAW_CHUNK_BYTES) {
+        reject(new InputError(`an output chunk may be at most ${MAX_RAW_CHUNK_BYTES} bytes`));
         req.destroy();
         return;
       }

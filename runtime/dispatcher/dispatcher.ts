@@ -4,6 +4,7 @@ import type { JobStatus, StepStatus, TaskStatus } from '../domain/model';
 import type { JobSpec } from '../config/plan';
 import type { Queryable, Store } from '../store/store';
 import type { Logger } from '../logger';
+import { checkedChunk, isCompressed, type CompressedChunk } from '../output/log-chunk';
 import type { LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
 import { createClaimBatcher } from './claim-batcher';
@@ -78,8 +79,11 @@ export interface Dispatcher {
   claim(agentId: string, resourceClasses: readonly string[]): Promise<ClaimedTask | undefined>;
   heartbeat(lease: Lease): Promise<HeartbeatResult>;
   stepStarted(lease: Lease, step: { index: number; name: string; type: string }): Promise<void>;
-  /** Appends one chunk of a step's output. The same (step, seq) twice is stored once. */
-  appendOutput(lease: Lease, step: number, seq: number, data: Uint8Array): Promise<void>;
+  /**
+   * Appends one chunk of a step's output, as bytes or as gzip members (how agents send it). The
+   * same (step, seq) twice is stored once.
+   */
+  appendOutput(lease: Lease, step: number, seq: number, data: Uint8Array | CompressedChunk): Promise<void>;
   stepFinished(lease: Lease, step: { index: number; status: StepStatus; exitCode?: number | null }): Promise<void>;
   /** Ends the attempt with the agent's verdict and releases the lease. */
   completeTask(lease: Lease, outcome: TaskOutcome): Promise<void>;
@@ -335,15 +339,16 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
         return result;
       };
       if (output) {
-        // The output role compresses the chunk first and takes the lease for the write only.
+        // The output role compresses (or checks) the chunk first and takes the lease for the write only.
         await output.appendChunk((write) => underLease(lease, (tx) => announced(tx, write)), lease.taskId, lease.attempt, step, seq, data);
       } else {
+        const raw = isCompressed(data) ? await checkedChunk(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
         await underLease(lease, (tx) =>
           announced(tx, (t) =>
             t.query(
               `INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT DO NOTHING`,
-              [lease.taskId, lease.attempt, step, seq, Buffer.from(data.buffer, data.byteOffset, data.byteLength)],
+              [lease.taskId, lease.attempt, step, seq, raw],
             ),
           ),
         );

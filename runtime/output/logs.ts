@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { createGunzip, gunzip, gunzipSync, gzip, gzipSync, constants as zlib } from 'node:zlib';
+import { createGunzip } from 'node:zlib';
 import { blobKey, type BlobStore } from '../blob/blob-store';
 import type { Logger } from '../logger';
+import { asBuffer, checkChunk, checkedChunk, compressChunk, decompressChunk, isCompressed, type CompressedChunk } from './log-chunk';
 import type { Queryable, Store } from '../store/store';
 
 /** Runs a write inside a transaction that holds the task's lease (the dispatcher's fencing). */
@@ -14,10 +14,12 @@ export type Fenced = <T>(write: (tx: Queryable) => Promise<T>) => Promise<T>;
 /** Where the dispatcher hands output to: chunks while a step runs, the move when it ends. */
 export interface LogSink {
   /**
-   * Stores one chunk; the same (step, seq) twice is stored once, and so is a chunk of a step already
-   * moved. The chunk is compressed before `fenced` is called, so the lease is held for the write only.
+   * Stores one chunk, as bytes or as the gzip members an agent compressed them to; the same (step,
+   * seq) twice is stored once, and so is a chunk of a step already moved. Bytes are compressed, and
+   * members checked (InputError if they are not gzip of the size they claim), before `fenced` is
+   * called, so the lease is held for the write only.
    */
-  appendChunk(fenced: Fenced, taskId: string, attempt: number, step: number, seq: number, data: Uint8Array): Promise<void>;
+  appendChunk(fenced: Fenced, taskId: string, attempt: number, step: number, seq: number, data: Uint8Array | CompressedChunk): Promise<void>;
   /** Moves a finished step's output, compressed, to the blob store and drops its chunks. */
   stepFinished(taskId: string, attempt: number, step: number): Promise<void>;
 }
@@ -50,21 +52,6 @@ export function truncationMarker(limitBytes: number): string {
 
 /** Chunks per query while moving or reading a step's output (chunks are up to 1 MiB before compression). */
 const BATCH = 16;
-const GZIP = { level: zlib.Z_BEST_SPEED };
-const gzipAsync = promisify(gzip);
-const gunzipAsync = promisify(gunzip);
-/**
- * Below this size a chunk is (de)compressed on the main thread: it takes well under a millisecond,
- * and a live follower's line does not wait in the thread pool's queue behind large chunks.
- */
-const INLINE_BYTES = 64 * 1024;
-/**
- * A large chunk is compressed as several gzip members at once on the thread pool, one per core:
- * the chunk is acknowledged sooner (compression is the longest part of an append), at a cost of
- * about 0.1% in size.
- */
-const MEMBER_BYTES = 256 * 1024;
-const PARALLEL_MEMBERS = Math.max(1, Math.min(4, availableParallelism()));
 /** Attempts whose output reached the cap, remembered so later chunks are not compressed for nothing. */
 const CUT_OFF_MEMORY = 10_000;
 /** A spool not written to for this long belongs to a step that will not finish here; it is dropped. */
@@ -74,34 +61,6 @@ const SPOOL_IDLE_MS = 15 * 60_000;
  * memory): a step that would go past it is moved from the database instead.
  */
 const SPOOL_BUDGET_BYTES = 256 * 1024 * 1024;
-
-/**
- * Room for the whole result in one output buffer: zlib on the thread pool then runs a member in one
- * go, instead of coming back to the main thread for every 16 KiB (and waiting for it when it is
- * busy, which made compressing take two to three times as long). Text compresses to well under
- * half; output that does not takes one more round.
- */
-const outputRoom = (bytes: number) => Math.max(16 * 1024, bytes + 1024);
-const compressedRoom = (bytes: number) => outputRoom(Math.ceil(bytes / 2));
-
-/** `raw` as gzip members; concatenated members are one gzip stream. */
-async function compress(raw: Buffer): Promise<Buffer> {
-  if (raw.length < INLINE_BYTES) return gzipSync(raw, GZIP);
-  const parts = Math.min(PARALLEL_MEMBERS, Math.ceil(raw.length / MEMBER_BYTES));
-  const size = Math.ceil(raw.length / parts);
-  const members = await Promise.all(
-    Array.from({ length: parts }, (_, i) => gzipAsync(raw.subarray(i * size, (i + 1) * size), { ...GZIP, chunkSize: compressedRoom(size) })),
-  );
-  return members.length === 1 ? members[0] : Buffer.concat(members);
-}
-
-function decompress(members: Buffer, rawBytes: number): Promise<Buffer> {
-  return rawBytes < INLINE_BYTES ? Promise.resolve(gunzipSync(members)) : gunzipAsync(members, { chunkSize: outputRoom(rawBytes) });
-}
-
-function asBuffer(data: Uint8Array): Buffer {
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}
 
 type ChunkRow = { seq: number; data: Uint8Array | null; gzip: Uint8Array | null; raw_bytes: number | null };
 type ArchivedRow = { blob_key: string; seqs: number[]; ends: (string | number)[] };
@@ -156,7 +115,7 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
   let spooledBytes = 0;
 
   /** The chunk that reaches the cap is cut and ends with the marker; after it nothing is kept. */
-  async function appendAtCap(tx: Queryable, taskId: string, attempt: number, step: number, seq: number, raw: Buffer) {
+  async function appendAtCap(tx: Queryable, taskId: string, attempt: number, step: number, seq: number, rawOf: () => Promise<Buffer>) {
     const [counter] = await tx.query<{ bytes: string | number; truncated: boolean }>(
       `INSERT INTO task_output (task_id, attempt) VALUES ($1, $2)
        ON CONFLICT (task_id, attempt) DO UPDATE SET bytes = task_output.bytes RETURNING bytes, truncated`,
@@ -164,9 +123,10 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
     );
     if (counter.truncated) return { capped: true };
     const used = Number(counter.bytes);
+    const raw = await rawOf();
     const capped = used + raw.length > limitBytes;
     const body = capped ? Buffer.concat([raw.subarray(0, Math.max(0, limitBytes - used)), marker]) : raw;
-    const member = await compress(body);
+    const { gzip: member } = await compressChunk(body);
     await tx.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, gzip, raw_bytes) VALUES ($1, $2, $3, $4, $5, $6)', [
       taskId,
       attempt,
@@ -263,7 +223,7 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
         );
         for (const row of rows) {
           // A chunk stored before compression came in is compressed now.
-          const member = row.gzip ? asBuffer(row.gzip) : await compress(asBuffer(row.data!));
+          const member = row.gzip ? asBuffer(row.gzip) : (await compressChunk(row.data!)).gzip;
           total += row.gzip ? row.raw_bytes! : row.data!.byteLength;
           seqs.push(row.seq);
           ends.push(total);
@@ -329,20 +289,30 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
 
   return {
     async appendChunk(fenced, taskId, attempt, step, seq, data) {
-      const raw = asBuffer(data);
       const attemptKey = `${taskId}/${attempt}`;
-      // Compressed before the lease is taken: the task row (and, on PGlite, the one connection)
-      // is held for the write only. Past the cap nothing is kept, so nothing is compressed.
-      const member = cutOff.has(attemptKey) ? undefined : await compress(raw);
+      // Compressed (or, as the agent sent it, checked) before the lease is taken: the task row
+      // (and, on PGlite, the one connection) is held for the write only. Past the cap nothing is
+      // kept, so nothing is compressed.
+      const cut = cutOff.has(attemptKey);
+      let raw: Buffer | undefined;
+      let chunk: CompressedChunk | undefined;
+      if (isCompressed(data)) {
+        if (!cut) await checkChunk(data);
+        chunk = data;
+      } else {
+        raw = asBuffer(data);
+        chunk = cut ? undefined : await compressChunk(raw);
+      }
+      const rawOf = async () => (raw ??= await checkedChunk(chunk!));
       const result = await fenced(async (tx) => {
-        if (member) {
-          const [row] = await tx.query<{ known: boolean; stored: boolean }>(APPEND, [taskId, attempt, step, seq, member, raw.length, limitBytes]);
-          if (row.stored) return { capped: false, stored: { member, bytes: raw.length } };
+        if (!cut && chunk) {
+          const [row] = await tx.query<{ known: boolean; stored: boolean }>(APPEND, [taskId, attempt, step, seq, chunk.gzip, chunk.rawBytes, limitBytes]);
+          if (row.stored) return { capped: false, stored: { member: chunk.gzip, bytes: chunk.rawBytes } };
           if (row.known) return { capped: false };
         } else if ((await tx.query<{ known: boolean }>(KNOWN, [taskId, attempt, step, seq]))[0].known) {
           return { capped: false };
         }
-        return appendAtCap(tx, taskId, attempt, step, seq, raw);
+        return appendAtCap(tx, taskId, attempt, step, seq, rawOf);
       });
       if (result.stored) spool(`${attemptKey}/${step}`, seq, result.stored.member, result.stored.bytes);
       if (result.capped) {
@@ -390,7 +360,7 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
           [taskId, attempt, step, after, BATCH],
         );
         for (const row of rows) {
-          yield { seq: row.seq, data: row.gzip ? await decompress(asBuffer(row.gzip), row.raw_bytes!) : row.data! };
+          yield { seq: row.seq, data: row.gzip ? await decompressChunk({ gzip: asBuffer(row.gzip), rawBytes: row.raw_bytes! }) : row.data! };
           after = row.seq;
         }
         if (rows.length === BATCH) continue;

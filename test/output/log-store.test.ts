@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
 import type { BlobStore } from '../../runtime/blob/blob-store';
 import type { JobSpec } from '../../runtime/config/plan';
@@ -109,8 +110,11 @@ describe.each(testStores())('step output on %s', (kind) => {
     }
   }
 
-  async function send(dispatcher: Dispatcher, claimed: ClaimedTask, chunks: Buffer[], firstSeq = 0) {
-    for (const [i, data] of chunks.entries()) await dispatcher.appendOutput(claimed.lease, 0, firstSeq + i, data);
+  /** Sends chunks as bytes, or as gzip members the way a remote agent sends them. */
+  async function send(dispatcher: Dispatcher, claimed: ClaimedTask, chunks: Buffer[], firstSeq = 0, form: 'bytes' | 'gzip' = 'bytes') {
+    for (const [i, data] of chunks.entries()) {
+      await dispatcher.appendOutput(claimed.lease, 0, firstSeq + i, form === 'bytes' ? data : { gzip: gzipSync(data), rawBytes: data.length });
+    }
   }
 
   const finish = (dispatcher: Dispatcher, claimed: ClaimedTask) => dispatcher.stepFinished(claimed.lease, { index: 0, status: 'success', exitCode: 0 });
@@ -169,12 +173,12 @@ describe.each(testStores())('step output on %s', (kind) => {
     expect(await store.query('SELECT bytes FROM task_output WHERE task_id = $1 AND bytes > 0', [claimed.lease.taskId])).toEqual([]);
   });
 
-  it('cuts the chunk that reaches the cap, marks it, and keeps nothing after it', async () => {
+  it.each(['bytes', 'gzip'] as const)('cuts the chunk that reaches the cap, marks it, and keeps nothing after it (chunks sent as %s)', async (form) => {
     const limit = 150_000;
     const { dispatcher, logs } = processWith(limit);
     const claimed = await runningStep(dispatcher);
     const data = output(400_000);
-    await send(dispatcher, claimed, pieces(data, [100_000, 100_000, 100_000, 100_000]));
+    await send(dispatcher, claimed, pieces(data, [100_000, 100_000, 100_000, 100_000]), 0, form);
     // The crossing chunk sent again changes nothing.
     await dispatcher.appendOutput(claimed.lease, 0, 1, data.subarray(100_000, 200_000));
     const expected = Buffer.concat([data.subarray(0, limit), Buffer.from(truncationMarker(limit))]);

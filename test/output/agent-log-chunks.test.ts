@@ -1,0 +1,93 @@
+import { gzipSync } from 'node:zlib';
+import { createAgentClient } from '../../runtime/agent/http-reporter';
+import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
+import { compressChunk } from '../../runtime/output/log-chunk';
+import { testStores } from '../support/database';
+import { startTestGyre, type TestGyre } from '../support/gyre';
+
+const CLASS = 'acme/chunks';
+const config = `version: 2.1
+jobs:
+  work:
+    machine: true
+    resource_class: ${CLASS}
+    steps: [{ run: 'true' }]
+workflows:
+  main:
+    jobs: [work]
+`;
+
+type Claimed = { token: string; task: TaskContext };
+
+/**
+ * Output chunks as a remote agent sends them: gzip members with the number of bytes they hold.
+ * What is stored must read back as sent; a body that is not what it claims is refused and nothing
+ * of it is kept.
+ */
+describe.each(testStores())('agent output chunks over HTTP on %s', (store) => {
+  let g: TestGyre;
+  let claimed: Claimed;
+  let jobNumber: number;
+
+  const put = (seq: number, body: Uint8Array, headers: Record<string, string>) =>
+    fetch(`${g.url}/api/v2/agent/task/${claimed.task.taskId}/step/0/output/${seq}`, {
+      method: 'PUT',
+      headers: { Authorization: `Bearer ${claimed.token}`, 'Content-Type': 'application/octet-stream', ...headers },
+      body,
+    });
+  const stepOutput = async () => {
+    const res = await fetch(`${g.url}/api/v2/project/gh/acme/chunks/job/${jobNumber}/output?step=0`, { headers: { 'Circle-Token': g.token } });
+    expect(res.status).toBe(200);
+    return Buffer.from(await res.arrayBuffer());
+  };
+
+  beforeAll(async () => {
+    g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0' } });
+    await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
+    const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
+    await g.addProject('acme/chunks', { '.circleci/config.yml': config });
+    const { id } = await g.trigger('acme/chunks');
+    for (;;) {
+      const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: JSON.stringify({ wait_ms: 10_000 }) });
+      if (res.status === 200) {
+        claimed = (await res.json()) as Claimed;
+        break;
+      }
+      await res.arrayBuffer();
+    }
+    jobNumber = await g.firstJobNumber(id);
+    await createAgentClient({ url: g.url, token: claimed.token, taskId: claimed.task.taskId }).reporter().stepStarted({ index: 0, name: 'work', type: 'run' });
+  }, 60_000);
+  afterAll(async () => {
+    await g?.stop();
+  });
+
+  it('stores chunks the agent compressed and reads them back byte for byte, and refuses bodies that are not what they claim', async () => {
+    const reporter = createAgentClient({ url: g.url, token: claimed.token, taskId: claimed.task.taskId }).reporter();
+    // Large enough to be compressed as several members on the thread pool.
+    const first = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `line ${i} of the first chunk\n`).join(''));
+    await reporter.output(0, 0, await compressChunk(first));
+    expect(await stepOutput()).toEqual(first);
+
+    const bad = async (body: Uint8Array, headers: Record<string, string>, message: RegExp) => {
+      const res = await put(1, body, headers);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { message: string }).message).toMatch(message);
+    };
+    const second = Buffer.from('second chunk\n');
+    // The size it claims is smaller than what it holds (a small body that would pass the output cap).
+    await bad(gzipSync(Buffer.alloc(1_000_000)), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '100' }, /holds more than the 100 bytes it claims/);
+    await bad(gzipSync(second), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': String(second.length + 5) }, /holds 13 bytes, not the 18 it claims/);
+    await bad(second, { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': String(second.length) }, /could not be read/);
+    await bad(gzipSync(second), { 'Content-Encoding': 'gzip' }, /needs X-Gyre-Output-Bytes/);
+    await bad(gzipSync(second), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '99999999999' }, /from 0 to 4194304/);
+    await bad(second, { 'Content-Encoding': 'br' }, /Content-Encoding 'br' is not supported for output chunks \(allowed: gzip, identity\)/);
+    expect(await stepOutput()).toEqual(first);
+
+    // The refused sequence number is still free: the chunk sent properly is stored under it, and a
+    // plain (identity) chunk, as curl would send it, is taken too.
+    await reporter.output(0, 1, await compressChunk(second));
+    expect((await put(2, Buffer.from('third, uncompressed\n'), {})).status).toBe(200);
+    expect((await stepOutput()).toString()).toBe(`${first}second chunk\nthird, uncompressed\n`);
+  });
+});
