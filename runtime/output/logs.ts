@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
@@ -62,6 +62,34 @@ const SPOOL_IDLE_MS = 15 * 60_000;
  */
 const SPOOL_BUDGET_BYTES = 256 * 1024 * 1024;
 
+/**
+ * Log spools and archives being written live in a directory per log store under this one, named
+ * `<pid>-<random>`: a process that dies mid-step leaves its directory behind, and the next log store
+ * to start on the machine removes the directories of processes that are no longer running.
+ */
+export const spoolRoot = () => join(tmpdir(), 'gyre-log-spools');
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the spool directories of processes that have ended; returns how many. */
+async function sweepSpools(root: string, own: string): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const pid = Number(name.split('-')[0]);
+    if (name === own || !Number.isInteger(pid) || pid <= 0 || running(pid)) continue;
+    await rm(join(root, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
 type ChunkRow = { seq: number; data: Uint8Array | null; gzip: Uint8Array | null; raw_bytes: number | null };
 type ArchivedRow = { blob_key: string; seqs: number[]; ends: (string | number)[] };
 
@@ -113,6 +141,23 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
   const cutOff = new Set<string>();
   const spools = new Map<string, Spool>();
   let spooledBytes = 0;
+  const spoolDirName = `${process.pid}-${randomUUID().slice(0, 8)}`;
+  const spoolDir = join(spoolRoot(), spoolDirName);
+  let spoolDirMade: Promise<void> | undefined;
+  /** A new file in this store's spool directory, which is made (and ended processes' leftovers swept) on first use. */
+  function spoolPath(): string {
+    return join(spoolDir, `gyre-log-${randomUUID()}.gz`);
+  }
+  function spoolDirReady(): Promise<void> {
+    spoolDirMade ??= (async () => {
+      await mkdir(spoolDir, { recursive: true });
+      const removed = await sweepSpools(spoolRoot(), spoolDirName).catch(() => 0);
+      if (removed > 0) log.info('removed log spools left by processes that ended', { directories: removed });
+    })();
+    // A failure is seen by the caller; the next use tries again.
+    spoolDirMade.catch(() => (spoolDirMade = undefined));
+    return spoolDirMade;
+  }
 
   /** The chunk that reaches the cap is cut and ends with the marker; after it nothing is kept. */
   async function appendAtCap(tx: Queryable, taskId: string, attempt: number, step: number, seq: number, rawOf: () => Promise<Buffer>) {
@@ -146,8 +191,8 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
     if (!s) {
       if (seq !== 0) return;
       for (const [other, idle] of spools) if (now - idle.touched > SPOOL_IDLE_MS) dropSpool(other);
-      const path = join(tmpdir(), `gyre-log-${randomUUID()}.gz`);
-      const file = open(path, 'w');
+      const path = spoolPath();
+      const file = spoolDirReady().then(() => open(path, 'w'));
       s = { path, file, seqs: [], ends: [], size: 0, writing: file.then(() => undefined), touched: now };
       spools.set(key, s);
     }
@@ -327,7 +372,8 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
         // The stored gzip members, one after another, are the archive: nothing is recompressed,
         // and when this process stored every chunk, nothing is read back either.
         const spooled = await completeSpool(`${taskId}/${attempt}/${step}`, taskId, attempt, step);
-        temp = spooled?.path ?? join(tmpdir(), `gyre-log-${randomUUID()}.gz`);
+        if (!spooled) await spoolDirReady();
+        temp = spooled?.path ?? spoolPath();
         const { seqs, ends } = spooled ?? (await archiveFromDatabase(temp, taskId, attempt, step));
         if (seqs.length === 0) return;
         const key = blobKey('logs', taskId, attempt, `${step}.gz`);

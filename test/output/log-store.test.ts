@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -9,7 +10,7 @@ import type { JobSpec } from '../../runtime/config/plan';
 import { createDispatcher, type ClaimedTask, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import { createLogger } from '../../runtime/logger';
-import { createLogStore, truncationMarker, type LogReader, type LogSink } from '../../runtime/output/logs';
+import { createLogStore, spoolRoot, truncationMarker, type LogReader, type LogSink } from '../../runtime/output/logs';
 import { migrate } from '../../runtime/store/migrate';
 import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
@@ -189,6 +190,32 @@ describe.each(testStores())('step output on %s', (kind) => {
     await dispatcher.stepStarted(claimed.lease, { index: 1, name: 'more', type: 'run' });
     await dispatcher.appendOutput(claimed.lease, 1, 0, Buffer.from('never kept\n'));
     expect(await readAll(logs, claimed, 1)).toEqual([]);
+  });
+
+  it('removes the log spools a process that died left behind, and not those of running processes', async () => {
+    const root = spoolRoot();
+    // A process that has ended: its pid is not running any more.
+    const dead = spawnSync('true').pid;
+    const left = join(root, `${dead}-0d0d0d0d`);
+    const live = join(root, `${process.pid}-1e1e1e1e`);
+    for (const dir of [left, live]) {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'gyre-log-partial.gz'), 'half a step');
+    }
+    try {
+      const { dispatcher, logs } = processWith();
+      const claimed = await runningStep(dispatcher);
+      const data = output(10_000);
+      await send(dispatcher, claimed, [data]);
+      await finish(dispatcher, claimed);
+      expect(text(await readAll(logs, claimed)).equals(data)).toBe(true);
+      expect(existsSync(left)).toBe(false);
+      expect(readFileSync(join(live, 'gyre-log-partial.gz'), 'utf8')).toBe('half a step');
+      // The step's own spool became its archive and is gone from the spool directory.
+      expect(readdirSync(root).filter((d) => d.startsWith(`${process.pid}-`) && readdirSync(join(root, d)).length > 0)).toEqual([`${process.pid}-1e1e1e1e`]);
+    } finally {
+      rmSync(live, { recursive: true, force: true });
+    }
   });
 
   it('moves a step byte-identical when another process stored some of its chunks', async () => {
