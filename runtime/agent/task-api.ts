@@ -186,14 +186,16 @@ export function transientReason(error: unknown): string | undefined {
   if (error instanceof TaskApiError) return TRANSIENT_STATUSES.has(error.status) ? `HTTP ${error.status}` : undefined;
   // fetch fails with a TypeError ("fetch failed" before an answer, "terminated" while reading one)
   // whose cause is the socket's error.
-  if (!(error instanceof TypeError) || !/^(fetch failed|terminated)$/.test(error.message)) return undefined;
+  // (By name: fetch's errors may come from another realm than this module's TypeError.)
+  const { name, message } = (error ?? {}) as { name?: unknown; message?: unknown };
+  if (name !== 'TypeError' || typeof message !== 'string' || !/^(fetch failed|terminated)$/.test(message)) return undefined;
   let cause = (error as { cause?: unknown }).cause;
   for (let depth = 0; cause && depth < 3; depth++) {
     const { code, message } = cause as { code?: unknown; message?: unknown };
     if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return typeof message === 'string' && message && code.startsWith('UND_ERR') ? message : code;
     cause = (cause as { cause?: unknown }).cause;
   }
-  return error.message === 'terminated' ? 'the connection was cut' : undefined;
+  return message === 'terminated' ? 'the connection was cut' : undefined;
 }
 
 /**

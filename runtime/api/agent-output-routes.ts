@@ -63,7 +63,16 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
    * the output role stores anything (an upload can outlast a lease that was current at its start).
    */
   async function* bodyOf(req: IncomingMessage, lease: Lease): AsyncIterable<Uint8Array> {
-    for await (const chunk of req) yield chunk as Buffer;
+    // A reader that stops early (a refusal) leaves the rest of the body on the connection: it is
+    // read and dropped (not destroyed), so the answer goes out and the connection stays good for
+    // the agent's next request.
+    let ended = false;
+    try {
+      for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
+      ended = true;
+    } finally {
+      if (!ended) req.resume();
+    }
     await dispatcher.heartbeat(lease);
   }
 

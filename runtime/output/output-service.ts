@@ -53,6 +53,8 @@ async function spool(content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, 
     await once(out, 'close');
     return { file, bytes: (await stat(file)).size };
   } catch (error) {
+    // A write still in flight fails once the stream is destroyed: that is expected, not news.
+    out.on('error', () => undefined);
     out.destroy();
     await rm(file, { force: true });
     throw error;
@@ -79,6 +81,8 @@ async function spoolCases(cases: AsyncIterable<TestCase> | Iterable<TestCase>, m
     await once(out, 'close');
     return { file, count };
   } catch (error) {
+    // A write still in flight fails once the stream is destroyed: that is expected, not news.
+    out.on('error', () => undefined);
     out.destroy();
     await rm(file, { force: true });
     throw error;
