@@ -222,7 +222,8 @@ export async function withRetries<T>(
       const asked = error instanceof TaskApiError && error.retryAfterMs !== undefined ? Math.min(policy.maxDelayMs, error.retryAfterMs) : undefined;
       const delay = asked ?? Math.round(base / 2 + (Math.random() * base) / 2);
       const elapsed = Date.now() - started;
-      const left = n >= policy.attempts ? `after ${n} attempts` : elapsed + delay > policy.budgetMs ? `after ${n} attempts in ${(elapsed / 1000).toFixed(1)}s (retries stop at ${policy.budgetMs / 1000}s)` : undefined;
+      const tries = `${n} attempt${n === 1 ? '' : 's'}`;
+      const left = n >= policy.attempts ? `after ${tries}` : elapsed + delay > policy.budgetMs ? `after ${tries} in ${(elapsed / 1000).toFixed(1)}s (retries stop at ${policy.budgetMs / 1000}s)` : undefined;
       if (left !== undefined) throw new Error(`${what} failed ${left}; the last failure: ${reason}`, { cause: error });
       if (options.canRetry && !options.canRetry()) throw new Error(`${what} failed (${reason}) and cannot be retried: its body was already sent in part and cannot be produced again`, { cause: error });
       options.onRetry?.(`${what} failed (${reason}); retrying in ${(delay / 1000).toFixed(1)}s (attempt ${n + 1} of ${policy.attempts})`);

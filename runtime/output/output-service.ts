@@ -34,8 +34,11 @@ export const DEFAULT_OUTPUT_LIMITS: OutputLimits = {
   testResultsBytes: 256 * 1024 ** 2,
 };
 
-function mib(bytes: number): string {
-  return bytes >= 1024 ** 3 ? `${+(bytes / 1024 ** 3).toFixed(1)} GiB` : `${+(bytes / 1024 ** 2).toFixed(1)} MiB`;
+/** A size for people: `256 MiB`, `9.8 KiB`. */
+function size(bytes: number): string {
+  const units: [number, string][] = [[1024 ** 3, 'GiB'], [1024 ** 2, 'MiB'], [1024, 'KiB']];
+  const [unit, name] = units.find(([u]) => bytes >= u) ?? [1, 'B'];
+  return `${+(bytes / unit).toFixed(1)} ${name}`;
 }
 
 /** A stream copied to a temporary file, refusing more than `maxBytes`. */
@@ -72,7 +75,7 @@ async function spoolCases(cases: AsyncIterable<TestCase> | Iterable<TestCase>, m
       const line = `${JSON.stringify({ name: c.name, classname: c.classname, file: c.file, result: c.result, message: c.message, run_time: c.run_time })}\n`;
       bytes += Buffer.byteLength(line);
       if (bytes > maxBytes) {
-        throw new InputError(`the test results are larger than the limit of ${maxBytes} bytes (${mib(maxBytes)}) of JSON, one line per test; nothing of them was stored`, 'test-results');
+        throw new InputError(`the test results are larger than the limit of ${size(maxBytes)} (${maxBytes} bytes) of JSON, one line per test; nothing of them was stored`, 'test-results');
       }
       count++;
       if (!out.write(line)) await once(out, 'drain');

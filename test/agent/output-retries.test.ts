@@ -1,9 +1,15 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createHttpOutputClient } from '../../runtime/agent/http-output-client';
 import { createTaskApi, type RetryPolicy } from '../../runtime/agent/task-api';
 import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import type { TestCase } from '../../runtime/output/junit';
+import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
+import { createLogger } from '../../runtime/logger';
 import type { OutputClient } from '../../runtime/output/output-client';
+import { createOutputService } from '../../runtime/output/output-service';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
 import { freePort } from '../support/processes';
@@ -71,7 +77,7 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     proxy = await startFaultProxy(g.url);
     await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
     const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
-    const projects = 12;
+    const projects = 13;
     for (let i = 0; i < projects; i++) {
       await g.addProject(`acme/p${i}`, { '.circleci/config.yml': config });
       await g.trigger(`acme/p${i}`);
@@ -154,7 +160,7 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     proxy.fail('PUT', /\/test-results$/, { kind: 'drop-midway', bytes: 200_000 });
     // One attempt only: the failure is what the step sees.
     const client = clientFor(c, [], { ...NO_WAIT, attempts: 1 });
-    await expect(client.storeTestResults(c.task, cases(5000, 'cut'))).rejects.toThrow(/Storing the test results failed after 1 attempts; the last failure: /);
+    await expect(client.storeTestResults(c.task, cases(5000, 'cut'))).rejects.toThrow(/Storing the test results failed after 1 attempt; the last failure: /);
     expect(await testsOf(c)).toEqual([]);
     expect(await count('test_results WHERE job_id = $1', [c.task.jobId])).toBe(0);
   });
@@ -170,6 +176,20 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     expect(broken.status).toBe(400);
     expect(((await broken.json()) as any).message).toMatch(/^test results line 2 is not JSON: /);
     expect(await testsOf(c)).toEqual([]);
+  });
+
+  it('refuses test results larger than the limit, naming it, and stores none of them', async () => {
+    const c = claim();
+    const dir = mkdtempSync(join(tmpdir(), 'gyre-tests-limit-'));
+    try {
+      const output = createOutputService({ store: g.gyre.store, blobs: createLocalBlobStore({ root: dir }), log: createLogger({ level: 'silent' }), limits: { testResultsBytes: 10_000 } });
+      await expect(output.client.storeTestResults(c.task, cases(500, 'many'))).rejects.toThrow(
+        'the test results are larger than the limit of 9.8 KiB (10000 bytes) of JSON, one line per test; nothing of them was stored',
+      );
+      expect(await count('test_results WHERE job_id = $1', [c.task.jobId])).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('never retries a refusal: a 413 from a proxy, a 400 from the server, a lost lease', async () => {

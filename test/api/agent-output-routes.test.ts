@@ -120,18 +120,35 @@ describe('agent output routes', () => {
     expect(await g.gyre.store.query('SELECT 1 FROM artifacts WHERE job_id = $1', [a.task.jobId])).toEqual([]);
   });
 
-  it('stores test results sent in batches and refuses a malformed case', async () => {
+  it('stores test results in one streamed request, past the 32 MiB a JSON body may have, and refuses a malformed case', async () => {
     const bad = await agentFetch(a.token, a.task.taskId, '/test-results', {
       method: 'POST',
       body: JSON.stringify({ cases: [{ name: 'n', classname: 'c', file: '', result: 'exploded', message: '', run_time: 1 }] }),
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as any).message).toBe('cases[0].result must be one of success, failure, skipped');
-    // About 36 MiB of JSON: more than one request may carry (32 MiB), so the client must split it.
+    // About 36 MiB of JSON: more than a JSON request body may carry (32 MiB); as NDJSON it is streamed, in one request.
     const cases: TestCase[] = Array.from({ length: 3000 }, (_, i) => ({ name: `t${i}`, classname: 'big', file: 'big.test.js', result: i % 10 ? 'success' : 'failure', message: 'm'.repeat(12_500), run_time: i / 1000 }));
     await outputOf(a).storeTestResults(a.task, cases);
     const [{ n }] = await g.gyre.store.query<{ n: string }>('SELECT count(*) AS n FROM test_results WHERE job_id = $1', [a.task.jobId]);
     expect(Number(n)).toBe(3000);
+  });
+
+  it('stores a write sent twice with the same Idempotency-Key once, and refuses a malformed key', async () => {
+    const put = (key: string, body: string) =>
+      agentFetch(a.token, a.task.taskId, '/artifacts?path=twice.txt', { method: 'PUT', body, headers: { 'Idempotency-Key': key } });
+    const first = await put('0b6c1b2e-upload-1', 'the first body');
+    const again = await put('0b6c1b2e-upload-1', 'the first body');
+    expect([first.status, again.status]).toEqual([200, 200]);
+    const rows = await g.gyre.store.query<{ bytes: string }>(`SELECT bytes FROM artifacts WHERE job_id = $1 AND path = 'twice.txt'`, [a.task.jobId]);
+    expect(rows.map((r) => Number(r.bytes))).toEqual([14]);
+    // Another key is another write.
+    expect((await put('0b6c1b2e-upload-2', 'a second')).status).toBe(200);
+    expect(await g.gyre.store.query(`SELECT 1 FROM artifacts WHERE job_id = $1 AND path = 'twice.txt'`, [a.task.jobId])).toHaveLength(2);
+
+    const bad = await put('not a key!', 'x');
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ message: "the Idempotency-Key header must be 1 to 128 letters, digits, '.', '_', ':' or '-'" });
   });
 
   it('refuses every call once the lease is gone (409), and the agent client reports a lost lease', async () => {
@@ -141,7 +158,7 @@ describe('agent output routes', () => {
     expect((await agentFetch(a.token, a.task.taskId, '/artifacts?path=late.txt', { method: 'PUT', body: 'late' })).status).toBe(409);
     await expect(outputOf(a).uploadArtifact(a.task, 'late.txt', bytes('late'))).rejects.toBeInstanceOf(StaleLeaseError);
     await expect(outputOf(a).saveCache(a.task, 'late', bytes('late'))).rejects.toBeInstanceOf(StaleLeaseError);
-    expect(await g.gyre.store.query('SELECT 1 FROM artifacts WHERE job_id = $1', [a.task.jobId])).toEqual([]);
+    expect(await g.gyre.store.query(`SELECT 1 FROM artifacts WHERE job_id = $1 AND path = 'late.txt'`, [a.task.jobId])).toEqual([]);
   });
 
   it('bounds an upload by the output limits without taking it whole, and stores nothing of it', async () => {

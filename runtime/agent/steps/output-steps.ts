@@ -393,6 +393,9 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
       saved = await client.saveCache(ctx.task, key, open, reported(ctx));
     } catch (error) {
       throw failure ? failure.error : error;
+    } finally {
+      // Refused before its body was read (a bad key): the archives were never read, close them.
+      if (opened === 0) for (const part of parts) await close(part.tar).catch(() => undefined);
     }
     if (failure) throw failure.error;
     if (saved === 'exists') {
@@ -482,7 +485,11 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
     // The first attempt sends this archive; a retry archives the paths again.
     let opened = 0;
     const open = async () => gzip(opened++ === 0 ? tar : (await ctx.executor.archive(root, step.paths)).tar);
-    await client.persistWorkspace(ctx.task, open, reported(ctx));
+    try {
+      await client.persistWorkspace(ctx.task, open, reported(ctx));
+    } finally {
+      if (opened === 0) await close(tar).catch(() => undefined);
+    }
     ctx.write(`Persisted ${step.paths.join(', ')} from ${step.root} to the workspace.\n`);
     return ok;
   };
