@@ -53,6 +53,12 @@ export interface AgentOptions {
  */
 const MAX_CHUNK = 2 * 1024 * 1024;
 const FLUSH_MS = 50;
+/**
+ * Output a step may have written and the agent not yet sent: past it, the command waits (its
+ * output is not read) until the sends bring it down to half. It bounds an agent's memory when a
+ * command prints faster than the output role stores.
+ */
+const MAX_UNSENT = 4 * MAX_CHUNK;
 
 /**
  * How often an agent renews a lease of this length: three times per lease, so two lost heartbeats
@@ -243,6 +249,16 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
   let compressing: Promise<unknown> = Promise.resolve();
   let chain: Promise<void> = Promise.resolve();
   let gaveUp = false;
+  /** Bytes written and not yet sent (or given up on), and the writers waiting for them to go down. */
+  let unsent = 0;
+  let waiting: (() => void)[] = [];
+  const sent = (bytes: number) => {
+    unsent -= bytes;
+    if (unsent > MAX_UNSENT / 2 && !gaveUp) return;
+    const resume = waiting;
+    waiting = [];
+    for (const r of resume) r();
+  };
 
   const sendWithRetry = async (n: number, chunk: CompressedChunk) => {
     for (let attempt = 0; !gaveUp; attempt++) {
@@ -274,21 +290,25 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
       () => whole && spare.length < 2 && spare.push(data),
       () => undefined,
     );
+    const bytes = data.length;
     chain = chain.then(async () => {
-      let chunk: CompressedChunk;
       try {
-        chunk = await compressed;
+        await sendWithRetry(n, await compressed);
       } catch {
         // zlib refused the bytes (out of memory): nothing after a missing chunk may be sent.
         gaveUp = true;
-        return;
+      } finally {
+        sent(bytes);
       }
-      await sendWithRetry(n, chunk);
     });
   };
   return {
-    /** Copies `chunk` in (the caller may reuse its buffer). */
-    write(chunk: Uint8Array) {
+    /**
+     * Copies `chunk` in (the caller may reuse its buffer). Returns a promise when the step has
+     * written MAX_UNSENT bytes more than were sent: it settles once the sends have caught up.
+     */
+    write(chunk: Uint8Array): Promise<void> | undefined {
+      unsent += chunk.byteLength;
       for (let at = 0; at < chunk.byteLength; ) {
         buffer ??= spare.pop() ?? Buffer.allocUnsafe(MAX_CHUNK);
         const n = Math.min(buffer.length - filled, chunk.byteLength - at);
@@ -298,6 +318,8 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
         if (filled === buffer.length) flush();
       }
       if (filled > 0) timer ??= setTimeout(flush, FLUSH_MS);
+      if (unsent <= MAX_UNSENT || gaveUp) return undefined;
+      return new Promise<void>((resolve) => waiting.push(resolve));
     },
     async close() {
       flush();

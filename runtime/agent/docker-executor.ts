@@ -11,7 +11,7 @@ import { createTarWriter, END_OF_ARCHIVE, entryHeader, padding, readTar, readTar
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { ecrCredentials } from './ecr-auth';
-import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor } from './executor';
+import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor, type OutputTaker } from './executor';
 
 /**
  * The Docker executor: a task's containers through the Docker Engine API on a unix socket (Docker
@@ -126,7 +126,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   /** Runs a short command in the primary container and returns its output and exit code. */
   const run = async (cmd: string[]): Promise<{ output: string; exitCode: number | null }> => {
     const chunks: Buffer[] = [];
-    const done = execIn(engine, primaryId, { Cmd: cmd, User: primaryImage.user ?? '' }, (d) => chunks.push(Buffer.from(d)));
+    const done = execIn(engine, primaryId, { Cmd: cmd, User: primaryImage.user ?? '' }, (d) => void chunks.push(Buffer.from(d)));
     const exitCode = await done.promise;
     return { output: Buffer.concat(chunks).toString('utf8'), exitCode };
   };
@@ -139,7 +139,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       bash ??= (await run(['/bin/sh', '-c', 'command -v bash'])).exitCode === 0;
       return bash;
     },
-    start(request: ExecRequest, onOutput: (chunk: Uint8Array) => void, signal: AbortSignal): Execution {
+    start(request: ExecRequest, onOutput: OutputTaker, signal: AbortSignal): Execution {
       const cwd = expandHome(request.cwd, home);
       const env = Object.entries(request.env)
         .filter(([k]) => !HOST_ONLY.has(k))
@@ -148,8 +148,9 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       let timedOut = false;
       let canceled = false;
       let timer: NodeJS.Timeout | undefined;
+      let ended = false;
       const arm = () => {
-        if (!request.noOutputTimeoutMs) return;
+        if (!request.noOutputTimeoutMs || ended) return;
         clearTimeout(timer);
         timer = setTimeout(() => {
           timedOut = true;
@@ -166,7 +167,11 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
         },
         (data) => {
           arm();
-          onOutput(data);
+          const caughtUp = onOutput(data);
+          if (!caughtUp) return undefined;
+          // The stream is not read until the agent catches up; the no-output timer waits too.
+          clearTimeout(timer);
+          return caughtUp.then(arm, arm);
         },
       );
       let stopped = false;
@@ -188,14 +193,16 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       arm();
       const done: Promise<ExecResult> = exec.promise.then(
         (exitCode) => {
+          ended = true;
           clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
           return { exitCode: canceled || timedOut ? null : exitCode, timedOut, canceled };
         },
         (error) => {
+          ended = true;
           clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
-          onOutput(new TextEncoder().encode(`\n${(error as Error).message}\n`));
+          void onOutput(new TextEncoder().encode(`\n${(error as Error).message}\n`));
           return { exitCode: canceled || timedOut ? null : 1, timedOut, canceled };
         },
       );
@@ -545,7 +552,7 @@ function execIn(
   engine: DockerEngine,
   container: string,
   config: { Cmd: string[]; Env?: string[]; User?: string },
-  onOutput: (data: Uint8Array, stream: number) => void,
+  onOutput: (data: Uint8Array, stream: number) => void | Promise<void>,
 ): { promise: Promise<number | null>; abandon(): void } {
   let abandon: () => void = () => undefined;
   const promise = (async () => {
@@ -555,13 +562,23 @@ function execIn(
       const text = await readAll(res);
       throw new DockerEngineError(res.statusCode ?? 0, `exec start → ${res.statusCode}: ${text}`);
     }
-    const demux = demultiplex((payload, stream) => onOutput(payload, stream));
+    // Output the taker is not ready for holds the stream: it is not read until the taker catches up.
+    const waits: Promise<void>[] = [];
+    const demux = demultiplex((payload, stream) => {
+      const caughtUp = onOutput(payload, stream);
+      if (caughtUp) waits.push(caughtUp);
+    });
     await new Promise<void>((resolve, reject) => {
       abandon = () => {
         res.destroy();
         resolve();
       };
-      res.on('data', (chunk: Buffer) => demux.push(chunk));
+      res.on('data', (chunk: Buffer) => {
+        demux.push(chunk);
+        if (waits.length === 0) return;
+        res.pause();
+        void Promise.allSettled(waits.splice(0)).then(() => res.resume());
+      });
       res.on('end', resolve);
       res.on('close', resolve);
       res.on('error', reject);

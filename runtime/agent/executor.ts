@@ -21,6 +21,9 @@ export interface ExecResult {
   readonly canceled: boolean;
 }
 
+/** Takes a piece of a command's output; a promise asks the executor to stop reading until it settles. */
+export type OutputTaker = (chunk: Uint8Array) => void | Promise<void>;
+
 export interface Execution {
   /** Settles when the command ends. */
   readonly done: Promise<ExecResult>;
@@ -33,8 +36,13 @@ export interface Executor {
   readonly home: string;
   /** Whether `bash` exists where commands run; otherwise `sh` is the default shell. */
   hasBash(): Promise<boolean>;
-  /** Starts a command; its combined stdout and stderr go to `onOutput` in order. */
-  start(request: ExecRequest, onOutput: (chunk: Uint8Array) => void, signal: AbortSignal): Execution;
+  /**
+   * Starts a command; its combined stdout and stderr go to `onOutput` in order. When `onOutput`
+   * returns a promise, no more output is read until it settles: the command then blocks on a full
+   * pipe, so an agent never holds more output than it has sent (and the no-output timeout does not
+   * run meanwhile, since the command is not the one waiting).
+   */
+  start(request: ExecRequest, onOutput: OutputTaker, signal: AbortSignal): Execution;
   /** Removes what the executor made for this task. */
   cleanup(): Promise<void>;
   /**

@@ -81,12 +81,24 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
               killGroup();
             }, request.noOutputTimeoutMs);
           };
-          const onData = (chunk: Buffer) => {
+          // While the agent catches up with its output, the pipe is not read (the command blocks
+          // writing to it) and the no-output timer waits too.
+          const onData = (chunk: Buffer, from: NodeJS.ReadableStream) => {
             armIdle();
-            onOutput(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+            const caughtUp = onOutput(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+            if (!caughtUp) return;
+            from.pause();
+            clearTimeout(idle);
+            void caughtUp.then(
+              () => {
+                armIdle();
+                from.resume();
+              },
+              () => from.resume(),
+            );
           };
-          child.stdout.on('data', onData);
-          child.stderr.on('data', onData); // only the wrapper's own errors arrive here
+          child.stdout.on('data', (chunk: Buffer) => onData(chunk, child.stdout));
+          child.stderr.on('data', (chunk: Buffer) => onData(chunk, child.stderr)); // only the wrapper's own errors arrive here
           const onAbort = () => {
             canceled = true;
             killGroup();

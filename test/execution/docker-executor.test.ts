@@ -19,7 +19,7 @@ async function exec(executor: Executor, script: string, options: { env?: Record<
   const chunks: Uint8Array[] = [];
   const execution = executor.start(
     { script, shell: '/bin/sh -eo pipefail', env: options.env ?? {}, cwd: options.cwd ?? '~/project', noOutputTimeoutMs: options.timeoutMs },
-    (c) => chunks.push(c),
+    (c) => void chunks.push(c),
     options.signal ?? new AbortController().signal,
   );
   const result = await execution.done;
@@ -78,6 +78,39 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
       expect(Date.now() - started).toBeLessThan(4000);
       const timed = await exec(executor, 'echo begin; sleep 60', { timeoutMs: 500 });
       expect(timed).toMatchObject({ timedOut: true, exitCode: null });
+    } finally {
+      await executor.cleanup();
+    }
+  }, 60_000);
+
+  it('stops reading a step while the agent is not ready for more output, without counting it as time without output', async () => {
+    const executor = await createDockerExecutor({ socketPath: socket!, taskId: `b-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
+    try {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      let bytes = 0;
+      let settled = false;
+      // 32 MiB; the taker is not ready after the first piece. A no-output timeout of 1 s.
+      const execution = executor.start(
+        { script: `head -c ${32 * 1024 * 1024} /dev/zero | tr '\\0' x; echo; echo finished`, shell: '/bin/sh -eo pipefail', env: {}, cwd: '~', noOutputTimeoutMs: 1000 },
+        (chunk) => {
+          bytes += chunk.byteLength;
+          return gate;
+        },
+        new AbortController().signal,
+      );
+      void execution.done.then(() => (settled = true));
+      try {
+        await new Promise((r) => setTimeout(r, 3000));
+        // What was already on its way (the engine's and the sockets' buffers) arrives; the rest waits.
+        expect(bytes).toBeGreaterThan(0);
+        expect(bytes).toBeLessThan(8 * 1024 * 1024);
+        expect(settled).toBe(false);
+      } finally {
+        open();
+      }
+      expect(await execution.done).toMatchObject({ exitCode: 0, timedOut: false });
+      expect(bytes).toBe(32 * 1024 * 1024 + '\nfinished\n'.length);
     } finally {
       await executor.cleanup();
     }

@@ -22,7 +22,7 @@ const log = createLogger({ level: 'silent' });
 
 async function sh(executor: Executor, script: string): Promise<{ exitCode: number | null; output: string }> {
   const chunks: Uint8Array[] = [];
-  const { done } = executor.start({ script, shell: '/bin/sh -eo pipefail', env: {}, cwd: '~' }, (c) => chunks.push(c), new AbortController().signal);
+  const { done } = executor.start({ script, shell: '/bin/sh -eo pipefail', env: {}, cwd: '~' }, (c) => void chunks.push(c), new AbortController().signal);
   const { exitCode } = await done;
   return { exitCode, output: Buffer.concat(chunks).toString('utf8') };
 }

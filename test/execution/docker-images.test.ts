@@ -199,7 +199,7 @@ withEngine('Docker executor images, on a Docker Engine API socket', () => {
         images: [{ image: BUSYBOX_IMAGE, entrypoint: ['/bin/sh', '-c'], command: ['echo "started with $0" > /tmp/started; exec sleep 600', 'the-command'] }],
       });
       const chunks: Uint8Array[] = [];
-      const { done } = executor.start({ script: 'for i in $(seq 1 50); do [ -f /tmp/started ] && break; sleep 0.1; done; cat /tmp/started; tr "\\0" " " < /proc/1/cmdline; echo', shell: '/bin/sh -e', env: {}, cwd: '/' }, (c) => chunks.push(c), new AbortController().signal);
+      const { done } = executor.start({ script: 'for i in $(seq 1 50); do [ -f /tmp/started ] && break; sleep 0.1; done; cat /tmp/started; tr "\\0" " " < /proc/1/cmdline; echo', shell: '/bin/sh -e', env: {}, cwd: '/' }, (c) => void chunks.push(c), new AbortController().signal);
       expect((await done).exitCode).toBe(0);
       // The command got its argument from the entrypoint's `-c`, and it, not Gyre's keep-alive, is the container's process.
       expect(Buffer.concat(chunks).toString('utf8')).toBe('started with the-command\nsleep 600 \n');

@@ -12,8 +12,11 @@ export interface StepContext {
   readonly shellDefault: string;
   /** Aborted when the task is canceled or abandoned. */
   readonly signal: AbortSignal;
-  /** Appends to this step's log. */
-  write(chunk: Uint8Array | string): void;
+  /**
+   * Appends to this step's log. A promise means the agent holds as much unsent output as it may: a
+   * producer that can wait (a command's output pipe) waits for it before writing more.
+   */
+  write(chunk: Uint8Array | string): void | Promise<void>;
 }
 
 export interface StepResult {

@@ -1,0 +1,142 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTask, type TaskReporter } from '../../runtime/agent/agent';
+import type { Executor } from '../../runtime/agent/executor';
+import { createShellExecutor } from '../../runtime/agent/shell-executor';
+import type { JobSpec } from '../../runtime/config/plan';
+import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
+import { createLogger } from '../../runtime/logger';
+import { decompressChunk, type CompressedChunk } from '../../runtime/output/log-chunk';
+
+const MiB = 1024 * 1024;
+
+function taskOf(command: string, noOutputTimeoutMs?: number): TaskContext {
+  const spec: JobSpec = {
+    executor: { kind: 'shell' },
+    steps: [{ type: 'run', name: 'loud', command, when: 'on_success', ...(noOutputTimeoutMs ? { noOutputTimeoutMs } : {}) }],
+    environment: {},
+    workingDirectory: '~/project',
+    parallelism: 1,
+  };
+  return {
+    taskId: 't-1',
+    nodeIndex: 0,
+    parallelism: 1,
+    jobId: 'j-1',
+    jobName: 'loud',
+    jobNumber: 1,
+    spec,
+    workflowId: 'w-1',
+    workflowName: 'w',
+    pipelineId: 'p-1',
+    pipelineNumber: 1,
+    projectSlug: 'gh/o/r',
+    projectOrg: 'o',
+    projectName: 'r',
+    repoUrl: '/nowhere',
+    revision: 'abc',
+  };
+}
+
+/**
+ * An output role that stores nothing until the test opens its gate, as a slow or briefly
+ * unreachable server does; it records what reached it.
+ */
+function gatedReporter() {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const chunks: CompressedChunk[] = [];
+  const outcome: string[] = [];
+  const reporter: TaskReporter = {
+    heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
+    stepStarted: async () => undefined,
+    async output(_step, seq, chunk) {
+      await gate;
+      chunks[seq] = chunk;
+    },
+    stepFinished: async () => undefined,
+    complete: async (o) => void outcome.push(o),
+  };
+  return { reporter, open, chunks, outcome };
+}
+
+/** The shell executor, counting the bytes of output it has read from the command. */
+function counting(inner: Executor) {
+  const read = { bytes: 0 };
+  const executor: Executor = {
+    ...inner,
+    start: (request, onOutput, signal) =>
+      inner.start(
+        request,
+        (chunk) => {
+          read.bytes += chunk.byteLength;
+          return onOutput(chunk);
+        },
+        signal,
+      ),
+  };
+  return { executor, read };
+}
+
+async function until(done: () => boolean, failure: () => string): Promise<void> {
+  for (let waited = 0; !done(); waited += 20) {
+    if (waited > 30_000) throw new Error(failure());
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('output the agent has not sent yet', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'gyre-backpressure-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('holds a command that prints faster than its output is stored, and loses none of its output', async () => {
+    const marker = join(dir, 'printed-all');
+    // 64 MiB of numbered lines, then a marker the command leaves once everything is written.
+    const command = `seq 1 7000000 | awk '{ printf "line %08d of the output\\n", $1 }' && touch ${marker}`;
+    const { reporter, open, chunks, outcome } = gatedReporter();
+    const { executor, read } = counting(await createShellExecutor({ taskDir: join(dir, 'task') }));
+    const run = runTask({ task: taskOf(command), reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+
+    try {
+      // Nothing is stored: the agent reads up to its bound of unsent output, and then the command
+      // waits on its output pipe instead of the agent holding everything in memory.
+      await until(() => read.bytes >= 8 * MiB, () => `the agent read only ${read.bytes} bytes in 30 s`);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(read.bytes).toBeLessThan(10 * MiB);
+      expect(existsSync(marker)).toBe(false);
+    } finally {
+      open();
+    }
+    expect(await run).toEqual({ outcome: 'success' });
+    expect(outcome).toEqual(['success']);
+    expect(existsSync(marker)).toBe(true);
+    const text = Buffer.concat(await Promise.all(chunks.map((c) => decompressChunk(c)))).toString();
+    const lines = text.split('\n');
+    expect(lines.length).toBe(7_000_001);
+    expect(lines[0]).toBe('line 00000001 of the output');
+    expect(lines[6_999_999]).toBe('line 07000000 of the output');
+    expect(text.length).toBe(7_000_000 * 28);
+  }, 120_000);
+
+  it('does not count the time a command waits for the agent as time without output', async () => {
+    const { reporter, open, chunks } = gatedReporter();
+    const { executor, read } = counting(await createShellExecutor({ taskDir: join(dir, 'task') }));
+    // 16 MiB at once, more than the agent holds unsent; a no-output timeout of 1 s.
+    const command = `head -c ${16 * MiB} /dev/zero | tr '\\0' 'x'`;
+    const run = runTask({ task: taskOf(command, 1000), reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+    try {
+      await until(() => read.bytes >= 8 * MiB, () => `the agent read only ${read.bytes} bytes in 30 s`);
+      // Held for three times the no-output timeout.
+      await new Promise((r) => setTimeout(r, 3000));
+    } finally {
+      open();
+    }
+    expect(await run).toEqual({ outcome: 'success' });
+    const bytes = (await Promise.all(chunks.map((c) => decompressChunk(c)))).reduce((n, b) => n + b.length, 0);
+    expect(bytes).toBe(16 * MiB);
+  }, 60_000);
+});
