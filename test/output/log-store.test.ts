@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -211,8 +211,6 @@ describe.each(testStores())('step output on %s', (kind) => {
       expect(text(await readAll(logs, claimed)).equals(data)).toBe(true);
       expect(existsSync(left)).toBe(false);
       expect(readFileSync(join(live, 'gyre-log-partial.gz'), 'utf8')).toBe('half a step');
-      // The step's own spool became its archive and is gone from the spool directory.
-      expect(readdirSync(root).filter((d) => d.startsWith(`${process.pid}-`) && readdirSync(join(root, d)).length > 0)).toEqual([`${process.pid}-1e1e1e1e`]);
     } finally {
       rmSync(live, { recursive: true, force: true });
     }
