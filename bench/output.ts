@@ -72,9 +72,11 @@ function printingExecutor(inner: Executor, bytes: number, blocks: { data: Buffer
         for (let sent = 0, i = 0; sent < bytes; sent += BLOCK, i++) {
           const block = blocks[i % blocks.length];
           const data = block.data.subarray(0, Math.min(BLOCK, bytes - sent));
-          onOutput(data);
+          const caughtUp = onOutput(data);
           printed.lines += data.length === BLOCK ? block.lines : data.toString('latin1').split('\n').length - 1;
-          if (i % 16 === 15) await new Promise((r) => setImmediate(r));
+          // As a command blocked on its output pipe: it waits while the agent holds too much unsent.
+          if (caughtUp) await caughtUp;
+          else if (i % 16 === 15) await new Promise((r) => setImmediate(r));
         }
         return { exitCode: 0, timedOut: false, canceled: false };
       })();
