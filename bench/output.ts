@@ -57,6 +57,7 @@ async function inProcessSteps(g: TestGyre, bytes: number, runs: number): Promise
     while (!(claimed = await dispatcher.claim('bench', ['*']))) await new Promise((r) => setTimeout(r, 10));
     results.push(await timedLoudStep(claimed.task, localReporter(dispatcher, claimed), bytes, g.dataDir));
   }
+  await logs.close();
   return results;
 }
 

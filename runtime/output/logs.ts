@@ -38,12 +38,23 @@ export interface LogReader {
   read(taskId: string, attempt: number, step: number, afterSeq?: number): AsyncIterable<OutputChunk>;
 }
 
+/** The output role's log store: chunks in, reads out, and its spools closed when the process stops. */
+export interface LogStore extends LogSink, LogReader {
+  /**
+   * Stops spooling: open spools are closed and removed with this store's spool directory. Steps
+   * still running are moved from the database when they end (by this process or another).
+   */
+  close(): Promise<void>;
+}
+
 export interface LogStoreOptions {
   readonly store: Store;
   readonly blobs: BlobStore;
   readonly log: Logger;
   /** Output kept per attempt of a task (a job node); beyond it a marker is written and the rest dropped. */
   readonly limitBytes: number;
+  /** Where spool directories go. @default spoolRoot(), in the temporary directory */
+  readonly spoolRoot?: string;
 }
 
 export function truncationMarker(limitBytes: number): string {
@@ -136,13 +147,13 @@ const APPEND = `
 const KNOWN = `SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4)
                    OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3) AS known`;
 
-export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOptions): LogSink & LogReader {
+export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root = spoolRoot() }: LogStoreOptions): LogStore {
   const marker = Buffer.from(truncationMarker(limitBytes));
   const cutOff = new Set<string>();
   const spools = new Map<string, Spool>();
   let spooledBytes = 0;
   const spoolDirName = `${process.pid}-${randomUUID().slice(0, 8)}`;
-  const spoolDir = join(spoolRoot(), spoolDirName);
+  const spoolDir = join(root, spoolDirName);
   let spoolDirMade: Promise<void> | undefined;
   /** A new file in this store's spool directory, which is made (and ended processes' leftovers swept) on first use. */
   function spoolPath(): string {
@@ -151,7 +162,7 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
   function spoolDirReady(): Promise<void> {
     spoolDirMade ??= (async () => {
       await mkdir(spoolDir, { recursive: true });
-      const removed = await sweepSpools(spoolRoot(), spoolDirName).catch(() => 0);
+      const removed = await sweepSpools(root, spoolDirName).catch(() => 0);
       if (removed > 0) log.info('removed log spools left by processes that ended', { directories: removed });
     })();
     // A failure is seen by the caller; the next use tries again.
@@ -393,6 +404,11 @@ export function createLogStore({ store, blobs, log, limitBytes }: LogStoreOption
       } finally {
         if (temp) await rm(temp, { force: true });
       }
+    },
+
+    async close() {
+      await Promise.all([...spools.keys()].map((key) => closeSpool(key, false)));
+      if (spoolDirMade) await rm(spoolDir, { recursive: true, force: true });
     },
 
     async *read(taskId, attempt, step, afterSeq = -1) {

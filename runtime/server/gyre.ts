@@ -62,6 +62,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     const blobs = openBlobStore(settings.blobs, settings.dataDir);
     const outputLog = log.child({ role: 'output' });
     const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes });
+    stops.push(() => logs.close());
     const output = createOutputService({ store, blobs, log: outputLog });
     const dispatcher = createDispatcher({
       output: logs,

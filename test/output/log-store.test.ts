@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
 import type { BlobStore } from '../../runtime/blob/blob-store';
@@ -10,7 +10,7 @@ import type { JobSpec } from '../../runtime/config/plan';
 import { createDispatcher, type ClaimedTask, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import { createLogger } from '../../runtime/logger';
-import { createLogStore, spoolRoot, truncationMarker, type LogReader, type LogSink } from '../../runtime/output/logs';
+import { createLogStore, truncationMarker, type LogReader, type LogStore } from '../../runtime/output/logs';
 import { migrate } from '../../runtime/store/migrate';
 import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
@@ -63,6 +63,7 @@ describe.each(testStores())('step output on %s', (kind) => {
   let drop: (() => Promise<void>) | undefined;
   let blobs: BlobStore;
   let blobDir: string;
+  const opened: LogStore[] = [];
 
   beforeAll(async () => {
     if (kind === 'postgres') {
@@ -76,14 +77,16 @@ describe.each(testStores())('step output on %s', (kind) => {
     blobs = createLocalBlobStore({ root: blobDir });
   });
   afterAll(async () => {
+    for (const logs of opened) await logs.close();
     await store.close();
     await drop?.();
     rmSync(blobDir, { recursive: true, force: true });
   });
 
   /** A dispatcher with its own output role, as one server process has. */
-  function processWith(limitBytes = 1024 ** 3, blobStore = blobs, db = store): { dispatcher: Dispatcher; logs: LogSink & LogReader } {
-    const logs = createLogStore({ store: db, blobs: blobStore, log, limitBytes });
+  function processWith(limitBytes = 1024 ** 3, blobStore = blobs, db = store, spoolRoot?: string): { dispatcher: Dispatcher; logs: LogStore } {
+    const logs = createLogStore({ store: db, blobs: blobStore, log, limitBytes, spoolRoot });
+    opened.push(logs);
     return { logs, dispatcher: createDispatcher({ store: db, log, output: logs, config: { leaseTtlMs: 60_000, maxAttempts: 3 } }) };
   }
 
@@ -193,7 +196,7 @@ describe.each(testStores())('step output on %s', (kind) => {
   });
 
   it('removes the log spools a process that died left behind, and not those of running processes', async () => {
-    const root = spoolRoot();
+    const root = mkdtempSync(join(tmpdir(), 'gyre-spool-root-'));
     // A process that has ended: its pid is not running any more.
     const dead = spawnSync('true').pid;
     const left = join(root, `${dead}-0d0d0d0d`);
@@ -203,7 +206,7 @@ describe.each(testStores())('step output on %s', (kind) => {
       writeFileSync(join(dir, 'gyre-log-partial.gz'), 'half a step');
     }
     try {
-      const { dispatcher, logs } = processWith();
+      const { dispatcher, logs } = processWith(undefined, undefined, undefined, root);
       const claimed = await runningStep(dispatcher);
       const data = output(10_000);
       await send(dispatcher, claimed, [data]);
@@ -211,8 +214,34 @@ describe.each(testStores())('step output on %s', (kind) => {
       expect(text(await readAll(logs, claimed)).equals(data)).toBe(true);
       expect(existsSync(left)).toBe(false);
       expect(readFileSync(join(live, 'gyre-log-partial.gz'), 'utf8')).toBe('half a step');
+      // The step's spool became its archive: the store's own directory is empty.
+      const own = readdirSync(root).filter((d) => d !== basename(live));
+      expect(own).toHaveLength(1);
+      expect(readdirSync(join(root, own[0]))).toEqual([]);
     } finally {
-      rmSync(live, { recursive: true, force: true });
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('closes and removes its spools when it is closed, with a step still running', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'gyre-spool-root-'));
+    try {
+      const { dispatcher, logs } = processWith(undefined, undefined, undefined, root);
+      const claimed = await runningStep(dispatcher);
+      const data = output(300_000);
+      await send(dispatcher, claimed, [data]);
+      // The spool file is opened in the background, after the chunk is stored.
+      const spooled = () => readdirSync(root).flatMap((d) => readdirSync(join(root, d)));
+      for (let waited = 0; spooled().length === 0 && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+      expect(spooled()).toEqual([expect.stringMatching(/^gyre-log-.*\.gz$/)]);
+      await logs.close();
+      expect(readdirSync(root)).toEqual([]);
+      // The running step's output is in the database, and another process moves it when it ends.
+      const other = processWith();
+      await finish(other.dispatcher, claimed);
+      expect(text(await readAll(other.logs, claimed)).equals(data)).toBe(true);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 
