@@ -12,10 +12,18 @@ export interface BlobStore {
   readonly kind: 'local' | 's3' | 'gcs';
   /** Writes an object, replacing any with the same key. `body` is bytes or a file on local disk. */
   put(key: string, body: Uint8Array | { readonly file: string }): Promise<void>;
-  /** Reads an object; a NotFoundError when there is none. */
-  get(key: string): Promise<Readable>;
+  /**
+   * Reads an object, from its first byte or from `start` (a download resuming where it broke
+   * off); a NotFoundError when there is none. A `start` at or past the end reads nothing.
+   */
+  get(key: string, options?: BlobGetOptions): Promise<Readable>;
   /** Removes objects; missing ones are ignored. */
   delete(keys: readonly string[]): Promise<void>;
+}
+
+export interface BlobGetOptions {
+  /** The first byte to read, counted from 0. @default 0 */
+  readonly start?: number;
 }
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -28,9 +28,9 @@ export function createLocalBlobStore({ root }: { root: string }): BlobStore {
         throw error;
       }
     },
-    async get(key) {
+    async get(key, options) {
       const path = pathOf(key);
-      const stream = createReadStream(path);
+      const stream = createReadStream(path, { start: options?.start ?? 0 });
       await new Promise<void>((resolve, reject) => {
         stream.once('open', () => resolve());
         stream.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'ENOENT' ? new NotFoundError('blob', key) : error));

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { NotFoundError } from '../domain/errors';
 import { assertBlobKey, type BlobStore } from './blob-store';
@@ -50,14 +50,17 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
         await client.send(new PutObjectCommand({ Bucket, Key: key, Body: createReadStream(body.file), ContentLength: size }));
       }
     },
-    async get(key) {
+    async get(key, options) {
       assertBlobKey(key);
+      const start = options?.start ?? 0;
       try {
-        const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
+        const out = await client.send(new GetObjectCommand({ Bucket, Key: key, ...(start > 0 ? { Range: `bytes=${start}-` } : {}) }));
         return out.Body as Readable;
       } catch (error) {
         const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
         if (e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) throw new NotFoundError('blob', key);
+        // S3 refuses a range that starts at or past the end (416); the local store reads nothing there.
+        if (start > 0 && (e.name === 'InvalidRange' || e.$metadata?.httpStatusCode === 416)) return Readable.from([]);
         throw error;
       }
     },
