@@ -1,13 +1,13 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { InputError } from '../domain/errors';
 import { loadTaskContext, type Dispatcher, type Lease, type TaskContext } from '../dispatcher/dispatcher';
 import type { TestCase } from '../output/junit';
-import type { CallOptions, OutputClient } from '../output/output-client';
+import type { CallOptions, Download, OutputClient } from '../output/output-client';
 import type { TaskTokens } from '../scheduler/task-token';
 import type { Store } from '../store/store';
 import { taskLeaseOf } from './agent-routes';
-import { sendStream } from './http-server';
+import { drained } from './http-server';
 import { isUuid } from './read-model';
 import type { RequestContext, Router } from './router';
 
@@ -26,10 +26,10 @@ import type { RequestContext, Router } from './router';
  * | `GET cache?key=K` | — | `{ exists }` |
  * | `POST cache/find` | `{ keys }` | `{ cache: { id, key, bytes } \| null }` |
  * | `PUT cache?key=K` | gzip tar | `{ result: 'saved' \| 'exists' }` |
- * | `GET cache/:cache` | — | gzip tar |
+ * | `GET cache/:cache` | — | gzip tar (a `Range: bytes=N-` gets a 206 from byte N) |
  * | `POST workspace` | gzip tar | `{ ok }` |
  * | `GET workspace/layers` | — | `{ items: [{ id, job_name }] }` |
- * | `GET workspace/layers/:layer` | — | gzip tar |
+ * | `GET workspace/layers/:layer` | — | gzip tar (as for a cache) |
  * | `PUT test-results` | NDJSON, one test case a line (all or nothing) | `{ ok }` |
  * | `POST test-results` | `{ cases }` (at most 32 MiB; what agents before NDJSON sent) | `{ stored }` |
  */
@@ -142,7 +142,8 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     `${TASK}/cache/:cache`,
     async (ctx) => {
       const { task } = await taskOf(ctx);
-      return sendStream(ctx.res, await output.openCache(task, idParam(ctx, 'cache')), { 'Content-Type': 'application/gzip' });
+      const id = idParam(ctx, 'cache');
+      return sendDownload(ctx, `"cache-${id}"`, (start) => output.openCache(task, id, { start }));
     },
     { public: true },
   );
@@ -171,7 +172,8 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     `${TASK}/workspace/layers/:layer`,
     async (ctx) => {
       const { task } = await taskOf(ctx);
-      return sendStream(ctx.res, await output.openWorkspaceLayer(task, idParam(ctx, 'layer')), { 'Content-Type': 'application/gzip' });
+      const id = idParam(ctx, 'layer');
+      return sendDownload(ctx, `"layer-${id}"`, (start) => output.openWorkspaceLayer(task, id, { start }));
     },
     { public: true },
   );
@@ -197,6 +199,56 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
     },
     { public: true },
   );
+}
+
+/**
+ * A cache or workspace layer, resumable. `Range: bytes=N-` (the one form the agent sends, to
+ * resume a download that broke off) is answered 206 from byte N, or 416 when N is at or past the
+ * end; any other range, or an `If-Range` that is not this ETag, gets the whole body (200), as HTTP
+ * allows. The ETag is the id: a cache or layer never changes once stored.
+ */
+async function sendDownload(ctx: RequestContext, etag: string, open: (start?: number) => Promise<Download>): Promise<undefined> {
+  const headers = { 'Content-Type': 'application/gzip', 'Accept-Ranges': 'bytes', ETag: etag };
+  const start = rangeStart(ctx.req, etag);
+  let body = await open(start);
+  if (start !== undefined && body.size === undefined) {
+    // Without the size there is no saying which part this is: the whole body instead.
+    await body[Symbol.asyncIterator]().return?.();
+    body = await open(undefined);
+  }
+  const size = body.size;
+  if (start === undefined || size === undefined) return sendBody(ctx.res, 200, body, { ...headers, ...(size === undefined ? {} : { 'Content-Length': size }) });
+  if (start >= size) {
+    await body[Symbol.asyncIterator]().return?.();
+    ctx.res.writeHead(416, { ...headers, 'Content-Range': `bytes */${size}`, 'Cache-Control': 'no-store' }).end();
+    return undefined;
+  }
+  return sendBody(ctx.res, 206, body, { ...headers, 'Content-Range': `bytes ${start}-${size - 1}/${size}`, 'Content-Length': size - start });
+}
+
+/** Where a `Range: bytes=N-` asks to start, when the request has one (and no `If-Range` for another ETag). */
+function rangeStart(req: IncomingMessage, etag: string): number | undefined {
+  const match = /^bytes=(\d{1,15})-$/.exec(req.headers.range?.trim() ?? '');
+  if (!match) return undefined;
+  const ifRange = req.headers['if-range'];
+  if (ifRange !== undefined && ifRange !== etag) return undefined;
+  return Number(match[1]);
+}
+
+/** `sendStream` with a status: the body streamed, the connection destroyed if it fails midway. */
+async function sendBody(res: ServerResponse, status: number, body: AsyncIterable<Uint8Array>, headers: OutgoingHttpHeaders): Promise<undefined> {
+  res.writeHead(status, { 'Cache-Control': 'no-store', ...headers });
+  try {
+    for await (const chunk of body) {
+      if (res.destroyed) break;
+      if (!res.write(chunk)) await drained(res);
+    }
+  } catch (error) {
+    res.destroy();
+    throw error;
+  }
+  res.end();
+  return undefined;
 }
 
 /** The test cases of an NDJSON body, one JSON object a line (blank lines are skipped), checked as they come. */

@@ -24,6 +24,21 @@ export interface CallOptions {
   readonly requestKey?: string;
 }
 
+/** What a download adds to a call: where to start, for one resuming after a broken connection. */
+export interface DownloadOptions extends CallOptions {
+  /** The first byte to send, counted from 0. @default 0 */
+  readonly start?: number;
+}
+
+/**
+ * A download's bytes, from the byte it was asked to start at. `size` is the whole object's, so a
+ * server can say which part it sends (the agent API answers a `Range` with it).
+ */
+export interface Download extends AsyncIterable<Uint8Array> {
+  /** The whole object's size in bytes. @default - not known */
+  readonly size?: number;
+}
+
 /**
  * What an agent's file steps ask of the output role. In-process (the built-in runner) this is
  * `createOutputService(...).client`; a remote agent sends the same calls over HTTP, one request
@@ -39,11 +54,11 @@ export interface OutputClient {
   saveCache(task: TaskContext, key: string, archive: Body<Uint8Array>, options?: CallOptions): Promise<'saved' | 'exists'>;
   /** The cache to restore: the first key, in order, that prefixes a saved key; the most recent such save. */
   findCache(task: TaskContext, keys: readonly string[], options?: CallOptions): Promise<{ readonly id: string; readonly key: string; readonly bytes: number } | undefined>;
-  openCache(task: TaskContext, id: string, options?: CallOptions): Promise<AsyncIterable<Uint8Array>>;
+  openCache(task: TaskContext, id: string, options?: DownloadOptions): Promise<Download>;
   persistWorkspace(task: TaskContext, archive: Body<Uint8Array>, options?: CallOptions): Promise<void>;
   /** The workspace layers this task's job sees, in the order to apply them. */
   workspaceLayers(task: TaskContext, options?: CallOptions): Promise<readonly { readonly id: string; readonly jobName: string }[]>;
-  openWorkspaceLayer(task: TaskContext, id: string, options?: CallOptions): Promise<AsyncIterable<Uint8Array>>;
+  openWorkspaceLayer(task: TaskContext, id: string, options?: DownloadOptions): Promise<Download>;
   /** Stores one step's test results, all of them or (on any failure) none. */
   storeTestResults(task: TaskContext, cases: Body<TestCase>, options?: CallOptions): Promise<void>;
 }

@@ -10,7 +10,7 @@ import { InputError } from '../domain/errors';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
 import type { TestCase } from './junit';
-import { openBody, type OutputClient } from './output-client';
+import { openBody, type Download, type OutputClient } from './output-client';
 import { safeRelativeName } from './tar';
 
 export interface OutputLimits {
@@ -159,6 +159,13 @@ export interface OutputServiceOptions {
 export function createOutputService({ store, blobs, log, limits: given = {} }: OutputServiceOptions) {
   const limits = { ...DEFAULT_OUTPUT_LIMITS, ...given };
 
+  /** A stored cache or layer from `start` on, with its whole size; past the end there is nothing to read. */
+  const openBlob = async (row: { blob_key: string; bytes: string }, start = 0): Promise<Download> => {
+    const size = Number(row.bytes);
+    const body: AsyncIterable<Uint8Array> = start >= size ? (async function* () {})() : await blobs.get(row.blob_key, { start });
+    return Object.assign(body, { size });
+  };
+
   const client: OutputClient = {
     async uploadArtifact(task, path, content, options) {
       const name = safeRelativeName(path);
@@ -247,13 +254,13 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       return undefined;
     },
 
-    async openCache(task, id) {
-      const [row] = await store.query<{ blob_key: string }>(
-        'SELECT c.blob_key FROM caches c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2',
+    async openCache(task, id, options) {
+      const [row] = await store.query<{ blob_key: string; bytes: string }>(
+        'SELECT c.blob_key, c.bytes FROM caches c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2',
         [task.jobId, id],
       );
       if (!row) throw new InputError(`cache ${id} is not in this project`, 'cache');
-      return blobs.get(row.blob_key);
+      return openBlob(row, options?.start);
     },
 
     async persistWorkspace(task, archive, options) {
@@ -289,10 +296,10 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       );
     },
 
-    async openWorkspaceLayer(task, id) {
-      const [row] = await store.query<{ blob_key: string }>('SELECT blob_key FROM workspace_layers WHERE id = $1 AND workflow_id = $2', [id, task.workflowId]);
+    async openWorkspaceLayer(task, id, options) {
+      const [row] = await store.query<{ blob_key: string; bytes: string }>('SELECT blob_key, bytes FROM workspace_layers WHERE id = $1 AND workflow_id = $2', [id, task.workflowId]);
       if (!row) throw new InputError(`workspace layer ${id} is not in this workflow`, 'workspace');
-      return blobs.get(row.blob_key);
+      return openBlob(row, options?.start);
     },
 
     async storeTestResults(task, cases, options) {
