@@ -102,7 +102,8 @@ describe.each(matrix)('resumable downloads (%s, %s blobs)', (store, blobs) => {
 
   it('answers with the whole body (200) when If-Range names another ETag, and to ranges of other forms', async () => {
     for (const { path, content } of paths) {
-      for (const headers of [{ Range: 'bytes=100-', 'If-Range': '"cache-something-else"' }, { Range: 'bytes=100-', 'If-Range': 'Wed, 21 Oct 2015 07:28:00 GMT' }, { Range: 'bytes=0-99' }, { Range: 'bytes=-100' }, { Range: 'bytes=1-,5-' }, { Range: 'items=1-' }]) {
+      const asked: Record<string, string>[] = [{ Range: 'bytes=100-', 'If-Range': '"cache-something-else"' }, { Range: 'bytes=100-', 'If-Range': 'Wed, 21 Oct 2015 07:28:00 GMT' }, { Range: 'bytes=0-99' }, { Range: 'bytes=-100' }, { Range: 'bytes=1-,5-' }, { Range: 'items=1-' }];
+      for (const headers of asked) {
         const res = await get(path, headers);
         expect(res.status).toBe(200);
         expect(res.headers.get('content-range')).toBeNull();
