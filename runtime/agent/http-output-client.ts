@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { TestCase } from '../output/junit';
-import type { Body, CallOptions, OutputClient } from '../output/output-client';
-import { asLost, DEFAULT_RETRY_POLICY, TransientError, transientReason, withRetries, type RetryPolicy, type TaskApi } from './task-api';
+import type { Body, CallOptions, Download, OutputClient } from '../output/output-client';
+import { asLost, createRetries, DEFAULT_RETRY_POLICY, TransientError, withRetries, type RetryPolicy, type TaskApi } from './task-api';
 
 export interface HttpOutputClientOptions {
   /** How transient failures (a dropped connection, a 502/503/504) are retried. @default DEFAULT_RETRY_POLICY */
@@ -21,8 +21,8 @@ const NDJSON_PIECE_BYTES = 64 * 1024;
  *
  * Transient failures are retried under the retry policy, a refusal never. A retried write sends
  * its body again (opened anew) with the same `Idempotency-Key`, so the server stores it once
- * however many attempts reached it. A download is retried until its first byte is handed on; one
- * that breaks after that fails with how far it got.
+ * however many attempts reached it. A download that breaks after some bytes resumes from the
+ * first byte it lacks (a `Range` request), under the same policy.
  */
 export function createHttpOutputClient(api: TaskApi, options: HttpOutputClientOptions = {}): OutputClient {
   const policy: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry };
@@ -37,11 +37,7 @@ export function createHttpOutputClient(api: TaskApi, options: HttpOutputClientOp
     return retried(what, opts, async () => send(headers, await source.open()), source.canRetry);
   };
 
-  const download = (what: string, rest: string, opts: CallOptions | undefined) =>
-    retried(what, opts, async () => {
-      const res = await api.request('GET', rest);
-      return res.body ? guarded(what, res.body as WebReadableStream<Uint8Array>) : asAsync<Uint8Array>([]);
-    });
+  const download = (what: string, rest: string, opts: CallOptions | undefined) => resumable(api, what, rest, createRetries(what, { policy, onRetry: opts?.onRetry }));
 
   return {
     async uploadArtifact(_task, path, content, opts) {
@@ -108,32 +104,85 @@ async function* ndjson(cases: AsyncIterable<TestCase>): AsyncIterable<Uint8Array
 }
 
 /**
- * A download's bytes, once the first of them arrived. A failure before that is transient (the
- * download is tried again from the start); after that, bytes were handed on already, so it fails
- * with how far it got.
+ * A download's bytes, once the first of them arrived, resuming where it broke off. A failure
+ * before the first byte is tried again from the start. After that, bytes were handed on already:
+ * the next attempt asks for the rest (`Range: bytes=<received>-`, `If-Range: <ETag>`) and goes on
+ * only if the server answers exactly that part of the same object (206, a `Content-Range` from
+ * the first missing byte, the same size). Anything else (a 200 with the whole body: the server
+ * ignored the range, or the object changed) fails, for the consumer must never get a byte twice
+ * or miss one.
  */
-async function guarded(what: string, body: WebReadableStream<Uint8Array>): Promise<AsyncIterable<Uint8Array>> {
-  const source = Readable.fromWeb(body);
-  const iterator = source[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
-  let first: IteratorResult<Uint8Array>;
-  try {
-    first = await iterator.next();
-  } catch (error) {
-    source.destroy();
-    const reason = transientReason(error);
-    throw reason === undefined ? error : new TransientError(`${what} broke off before its first byte: ${reason}`, reason, { cause: error });
-  }
-  let bytes = 0;
-  return (async function* () {
-    try {
-      for (let next = first; !next.done; next = await iterator.next()) {
-        bytes += next.value.byteLength;
-        yield next.value;
-      }
-    } catch (error) {
-      throw new Error(`${what} broke off after ${bytes} bytes (${transientReason(error) ?? (error as Error).message}); the step stops rather than use part of it`, { cause: error });
-    } finally {
-      source.destroy();
+async function resumable(api: TaskApi, what: string, rest: string, retries: ReturnType<typeof createRetries>): Promise<Download> {
+  let received = 0;
+  let size: number | undefined;
+  let etag: string | undefined;
+
+  /** One request: the whole object, or its rest once bytes have arrived. */
+  const open = async (): Promise<Readable> => {
+    if (received === 0) {
+      const res = await asLost(api.taskId, api.request('GET', rest));
+      // Only a strong ETag says the bytes are the same ones: a weak one (W/"…") cannot resume.
+      const tag = res.headers.get('etag');
+      etag = tag && !tag.startsWith('W/') ? tag : undefined;
+      const length = Number(res.headers.get('content-length') ?? NaN);
+      size = Number.isSafeInteger(length) ? length : undefined;
+      return bodyOf(res);
     }
-  })();
+    const cannot = (why: string) => new Error(`${what} broke off after ${received} bytes and cannot resume: ${why}; the step stops rather than use part of it`);
+    if (etag === undefined) throw cannot('the server gave no ETag to ask for the rest of the same object with (a Gyre server before resumable downloads?)');
+    const res = await asLost(api.taskId, api.request('GET', rest, { headers: { Range: `bytes=${received}-`, 'If-Range': etag } }));
+    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+    const [first, last, total] = range ? range.slice(1).map(Number) : [];
+    if (res.status !== 206 || !range || first !== received || last !== total - 1 || (size !== undefined && total !== size)) {
+      await res.body?.cancel().catch(() => undefined);
+      throw cannot(
+        res.status !== 206
+          ? `asked for bytes ${received}- of ${etag}, the server answered ${res.status} with the whole object (it ignored the range, or the object changed)`
+          : `asked for bytes ${received}-${size === undefined ? '' : size - 1}, the server answered with '${res.headers.get('content-range') ?? 'no Content-Range'}'`,
+      );
+    }
+    size = total;
+    return bodyOf(res);
+  };
+
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      let source: Readable | undefined;
+      try {
+        source = await open();
+        for await (const chunk of source as AsyncIterable<Uint8Array>) {
+          received += chunk.byteLength;
+          retries.progressed();
+          yield chunk;
+        }
+        // A connection closed cleanly short of the size is a broken one too.
+        if (size !== undefined && received < size) throw new TransientError(`the body ended at byte ${received} of ${size}`, `it ended at byte ${received} of ${size}`);
+        return;
+      } catch (error) {
+        await retries.failed(error, received === 0 ? {} : { failure: `broke off after ${received} bytes`, retry: `resuming from byte ${received}` });
+      } finally {
+        source?.destroy();
+      }
+    }
+  }
+
+  const iterator = chunks();
+  const first = await iterator.next();
+  return Object.assign(
+    (async function* () {
+      try {
+        if (first.done) return;
+        yield first.value;
+        yield* iterator;
+      } finally {
+        // A consumer that stops after the first chunk: the connection still has to go.
+        await iterator.return(undefined);
+      }
+    })(),
+    { size },
+  );
+}
+
+function bodyOf(res: Response): Readable {
+  return res.body ? Readable.fromWeb(res.body as WebReadableStream<Uint8Array>) : Readable.from([]);
 }

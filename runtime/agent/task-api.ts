@@ -209,25 +209,68 @@ export async function withRetries<T>(
   attempt: (n: number) => Promise<T>,
   options: { policy?: RetryPolicy; onRetry?: (message: string) => void; canRetry?: () => boolean } = {},
 ): Promise<T> {
+  const retries = createRetries(what, options);
+  for (;;) {
+    try {
+      return await attempt(retries.attempt);
+    } catch (error) {
+      await retries.failed(error, { canRetry: options.canRetry });
+    }
+  }
+}
+
+/** How one failure is told, besides its reason (a download says how far it got and where it resumes). */
+export interface RetryWording {
+  /** What happened, after the call's name. @default 'failed' */
+  readonly failure?: string;
+  /** What the next attempt does. @default 'retrying' */
+  readonly retry?: string;
+  /** Whether another attempt is possible at all. @default - it is */
+  readonly canRetry?: () => boolean;
+}
+
+/**
+ * The policy's count of one call's attempts, for a call that runs its attempts itself (a download
+ * that resumes where it broke off, after its first bytes were handed on, which `withRetries`
+ * cannot wrap). All the call's attempts count towards `attempts`; the budget counts from the
+ * first attempt or from the last `progressed()`, so a long download that keeps making progress is
+ * not cut off by it, while one stuck failing is.
+ */
+export function createRetries(what: string, options: { policy?: RetryPolicy; onRetry?: (message: string) => void } = {}) {
   const policy = options.policy ?? DEFAULT_RETRY_POLICY;
   const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
-  const started = Date.now();
-  for (let n = 1; ; n++) {
-    try {
-      return await attempt(n);
-    } catch (error) {
+  let started = Date.now();
+  let n = 1;
+  return {
+    /** The attempt under way, from 1. */
+    get attempt() {
+      return n;
+    },
+    /** The call got somewhere (bytes arrived): the budget counts from now. */
+    progressed() {
+      started = Date.now();
+    },
+    /**
+     * After attempt `attempt` failed with `error`: throws it when it is a refusal, or an error
+     * saying what was tried when the policy allows no more; otherwise tells `onRetry`, waits, and
+     * returns for the next attempt.
+     */
+    async failed(error: unknown, wording: RetryWording = {}): Promise<void> {
       const reason = transientReason(error);
       if (reason === undefined) throw error;
+      const failure = wording.failure ?? 'failed';
       const base = Math.min(policy.maxDelayMs, policy.firstDelayMs * 2 ** (n - 1));
       const asked = error instanceof TaskApiError && error.retryAfterMs !== undefined ? Math.min(policy.maxDelayMs, error.retryAfterMs) : undefined;
       const delay = asked ?? Math.round(base / 2 + (Math.random() * base) / 2);
       const elapsed = Date.now() - started;
       const tries = `${n} attempt${n === 1 ? '' : 's'}`;
       const left = n >= policy.attempts ? `after ${tries}` : elapsed + delay > policy.budgetMs ? `after ${tries} in ${(elapsed / 1000).toFixed(1)}s (retries stop at ${policy.budgetMs / 1000}s)` : undefined;
-      if (left !== undefined) throw new Error(`${what} failed ${left}; the last failure: ${reason}`, { cause: error });
-      if (options.canRetry && !options.canRetry()) throw new Error(`${what} failed (${reason}) and cannot be retried: its body was already sent in part and cannot be produced again`, { cause: error });
-      options.onRetry?.(`${what} failed (${reason}); retrying in ${(delay / 1000).toFixed(1)}s (attempt ${n + 1} of ${policy.attempts})`);
+      const failed = failure === 'failed' ? 'failed' : `${failure} and failed`;
+      if (left !== undefined) throw new Error(`${what} ${failed} ${left}; the last failure: ${reason}`, { cause: error });
+      if (wording.canRetry && !wording.canRetry()) throw new Error(`${what} ${failed} (${reason}) and cannot be retried: its body was already sent in part and cannot be produced again`, { cause: error });
+      options.onRetry?.(`${what} ${failure} (${reason}); ${wording.retry ?? 'retrying'} in ${(delay / 1000).toFixed(1)}s (attempt ${n + 1} of ${policy.attempts})`);
       await sleep(delay);
-    }
-  }
+      n++;
+    },
+  };
 }

@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,10 +52,23 @@ function body(text: string, pieces = 4) {
 const cases = (n: number, tag: string): TestCase[] =>
   Array.from({ length: n }, (_, i) => ({ name: `${tag} ${i}`, classname: tag, file: `${tag}.test.js`, result: i % 7 ? 'success' : 'failure', message: i % 7 ? '' : 'expected 1, got 2', run_time: i / 100 }));
 
+/** The bytes of a download, as a SHA-256 and a count (a mismatch prints two lines, not megabytes). */
+async function digest(source: AsyncIterable<Uint8Array>): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const c of source) {
+    hash.update(c);
+    bytes += c.byteLength;
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
+const digestOf = (b: Buffer) => ({ sha256: createHash('sha256').update(b).digest('hex'), bytes: b.length });
+
 /**
  * A remote agent's file steps through an HTTP proxy on loopback that drops connections and answers
- * 503 where told: every write arrives exactly once, refusals are never retried, downloads are
- * retried only until their first byte, and test results are stored all or nothing.
+ * 503 where told: every write arrives exactly once, refusals are never retried, downloads resume
+ * where they broke off (or fail when the server cannot resume them), and test results are stored
+ * all or nothing.
  */
 describe.each(testStores())('file steps of a remote agent through a faulty network (%s)', (store) => {
   let g: TestGyre;
@@ -77,7 +91,7 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     proxy = await startFaultProxy(g.url);
     await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
     const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
-    const projects = 13;
+    const projects = 19;
     for (let i = 0; i < projects; i++) {
       await g.addProject(`acme/p${i}`, { '.circleci/config.yml': config });
       await g.trigger(`acme/p${i}`);
@@ -223,8 +237,9 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     expect(notes.map((n) => n.replace(/in \d+\.\ds/, 'in Ns'))).toEqual([2, 3, 4, 5].map((n) => `Looking up the cache failed (HTTP 503); retrying in Ns (attempt ${n} of 5)`));
   });
 
-  it('retries a download that broke before its first byte, and fails one cut midway with how far it got', async () => {
+  it('retries a download that broke before its first byte from the start', async () => {
     const c = claim();
+    const notes: string[] = [];
     const client = clientFor(c);
     const key = `dl-${c.task.jobId}`;
     const content = 'y'.repeat(50_000);
@@ -234,13 +249,96 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
 
     proxy.fail('GET', path, { kind: 'drop-before' });
     proxy.fail('GET', path, { kind: 'status', status: 504 });
-    expect(await collect(await client.openCache(c.task, found!.id))).toBe(content);
+    expect(await collect(await client.openCache(c.task, found!.id, noted(notes)))).toBe(content);
     expect(proxy.count('GET', path)).toBe(3);
+    expect(notes.map((n) => n.replace(/in \d+\.\ds/, 'in Ns'))).toEqual([
+      expect.stringMatching(/^Downloading the cache \S+ failed \(.+\); retrying in Ns \(attempt 2 of 5\)$/),
+      `Downloading the cache ${found!.id} failed (HTTP 504); retrying in Ns (attempt 3 of 5)`,
+    ]);
+    // Nothing had arrived: neither try asked for a range.
+    expect(proxy.requests.filter((r) => path.test(r.path)).map((r) => r.headers.range)).toEqual([undefined, undefined, undefined]);
+  });
 
-    proxy.fail('GET', path, { kind: 'cut-answer', bytes: 1000 });
-    const cut = await client.openCache(c.task, found!.id);
-    await expect(collect(cut)).rejects.toThrow(/^Downloading the cache .+ broke off after 1000 bytes \(.+\); the step stops rather than use part of it$/);
-    expect(proxy.count('GET', path)).toBe(4);
+  it.each([1, 2])('resumes a cache download cut midway %i time(s) from the byte it lacks, and hands on every byte once', async (cuts) => {
+    const c = claim();
+    const notes: string[] = [];
+    const client = clientFor(c);
+    const key = `resume-${c.task.jobId}`;
+    const content = randomBytes(400_000);
+    expect(await client.saveCache(c.task, key, [content])).toBe('saved');
+    const found = await client.findCache(c.task, [key]);
+    const path = new RegExp(`/cache/${found!.id}$`);
+
+    // Each cut passes 100 000 bytes of its answer on: the first at 0, the second at 100 000.
+    proxy.fail('GET', path, { kind: 'cut-answer', bytes: 100_000 }, cuts);
+    const download = await client.openCache(c.task, found!.id, noted(notes));
+    expect(await digest(download)).toEqual(digestOf(content));
+
+    const at = Array.from({ length: cuts }, (_, i) => (i + 1) * 100_000);
+    expect(notes.map((n) => n.replace(/in \d+\.\ds/, 'in Ns'))).toEqual(
+      at.map((n, i) => expect.stringMatching(new RegExp(`^Downloading the cache ${found!.id} broke off after ${n} bytes \\(.+\\); resuming from byte ${n} in Ns \\(attempt ${i + 2} of 5\\)$`))),
+    );
+    const asked = proxy.requests.filter((r) => path.test(r.path));
+    expect(asked.map((r) => r.headers.range)).toEqual([undefined, ...at.map((n) => `bytes=${n}-`)]);
+    expect(asked.slice(1).map((r) => r.headers['if-range'])).toEqual(at.map(() => `"cache-${found!.id}"`));
+  });
+
+  it.each([1, 2])('resumes a workspace layer download cut midway %i time(s), and hands on every byte once', async (cuts) => {
+    const c = claim();
+    const notes: string[] = [];
+    const client = clientFor(c);
+    const content = randomBytes(300_000);
+    await client.persistWorkspace(c.task, [content]);
+    const [layer] = await g.gyre.store.query<{ id: string }>('SELECT id FROM workspace_layers WHERE job_id = $1', [c.task.jobId]);
+    const path = new RegExp(`/workspace/layers/${layer.id}$`);
+
+    proxy.fail('GET', path, { kind: 'cut-answer', bytes: 70_000 }, cuts);
+    expect(await digest(await client.openWorkspaceLayer(c.task, layer.id, noted(notes)))).toEqual(digestOf(content));
+
+    const at = Array.from({ length: cuts }, (_, i) => (i + 1) * 70_000);
+    expect(notes).toHaveLength(cuts);
+    at.forEach((n, i) => expect(notes[i]).toMatch(new RegExp(`^Downloading the workspace layer ${layer.id} broke off after ${n} bytes \\(.+\\); resuming from byte ${n} in \\d+\\.\\ds \\(attempt ${i + 2} of 5\\)$`)));
+    expect(proxy.requests.filter((r) => path.test(r.path)).map((r) => r.headers.range)).toEqual([undefined, ...at.map((n) => `bytes=${n}-`)]);
+  });
+
+  it('fails a download whose resume is answered with the whole object, having handed on only the bytes before the break', async () => {
+    const c = claim();
+    const client = clientFor(c);
+    const key = `whole-${c.task.jobId}`;
+    const content = randomBytes(200_000);
+    expect(await client.saveCache(c.task, key, [content])).toBe('saved');
+    const found = await client.findCache(c.task, [key]);
+    const path = new RegExp(`/cache/${found!.id}$`);
+
+    // A proxy that drops the Range header: the server answers 200 with the whole object.
+    proxy.fail('GET', path, { kind: 'cut-answer', bytes: 50_000 });
+    proxy.fail('GET', path, { kind: 'strip-range' });
+    const received: Buffer[] = [];
+    const download = await client.openCache(c.task, found!.id);
+    await expect(
+      (async () => {
+        for await (const chunk of download) received.push(Buffer.from(chunk));
+      })(),
+    ).rejects.toThrow(/^Downloading the cache \S+ broke off after 50000 bytes and cannot resume: asked for bytes 50000- of "cache-\S+", the server answered 200 with the whole object .*; the step stops rather than use part of it$/);
+    expect(Buffer.concat(received).equals(content.subarray(0, 50_000))).toBe(true);
+    expect(proxy.count('GET', path)).toBe(2);
+  });
+
+  it('gives up on a download that keeps breaking after the policy’s attempts, saying how far it got', async () => {
+    const c = claim();
+    const notes: string[] = [];
+    const client = clientFor(c);
+    const key = `broken-${c.task.jobId}`;
+    const content = randomBytes(100_000);
+    expect(await client.saveCache(c.task, key, [content])).toBe('saved');
+    const found = await client.findCache(c.task, [key]);
+    const path = new RegExp(`/cache/${found!.id}$`);
+
+    proxy.fail('GET', path, { kind: 'cut-answer', bytes: 10_000 }, 5);
+    const download = await client.openCache(c.task, found!.id, noted(notes));
+    await expect(digest(download)).rejects.toThrow(/^Downloading the cache \S+ broke off after 50000 bytes and failed after 5 attempts; the last failure: .+$/);
+    expect(notes).toHaveLength(4);
+    expect(proxy.count('GET', path)).toBe(5);
   });
 
   it('waits out a refused connection (a server restarting) and then stores the write', async () => {

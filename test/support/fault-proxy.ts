@@ -1,4 +1,4 @@
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
 /**
@@ -10,9 +10,24 @@ import type { AddressInfo, Socket } from 'node:net';
  * - `drop-after`: passes the whole request on and waits for the server's whole answer, then closes
  *   the client's connection without it (the server did the work; the client cannot know);
  * - `cut-answer`: passes the request on and the first `bytes` of the answer's body back, then
- *   closes the client's connection (a download that breaks midway).
+ *   closes the client's connection (a download that breaks midway);
+ * - `strip-range`: passes the request on without its `Range` and `If-Range` headers, as a proxy
+ *   that does not forward them would (the server answers with the whole body).
  */
-export type Fault = { kind: 'status'; status: number } | { kind: 'drop-before' } | { kind: 'drop-midway'; bytes: number } | { kind: 'drop-after' } | { kind: 'cut-answer'; bytes: number };
+export type Fault =
+  | { kind: 'status'; status: number }
+  | { kind: 'drop-before' }
+  | { kind: 'drop-midway'; bytes: number }
+  | { kind: 'drop-after' }
+  | { kind: 'cut-answer'; bytes: number }
+  | { kind: 'strip-range' };
+
+/** One request as the proxy received it. */
+export interface SeenRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+}
 
 export interface FaultProxy {
   readonly url: string;
@@ -21,6 +36,8 @@ export interface FaultProxy {
   fail(method: string, path: RegExp, fault: Fault, times?: number): void;
   /** Every request seen, in order, as `METHOD /path` (faulted or not). */
   readonly seen: string[];
+  /** Every request seen, in order, with its headers (faulted or not, before any was stripped). */
+  readonly requests: SeenRequest[];
   /** How many requests `METHOD /path` matched. */
   count(method: string, path: RegExp): number;
   close(): Promise<void>;
@@ -31,11 +48,12 @@ export async function startFaultProxy(target: string, port = 0): Promise<FaultPr
   const upstream = new URL(target);
   const rules: { method: string; path: RegExp; fault: Fault; left: number }[] = [];
   const seen: string[] = [];
+  const requests: SeenRequest[] = [];
   const sockets = new Set<Socket>();
 
-  const forward = (req: IncomingMessage, onAnswer: (answer: IncomingMessage) => void, onError: () => void) => {
+  const forward = (req: IncomingMessage, headers: IncomingHttpHeaders, onAnswer: (answer: IncomingMessage) => void, onError: () => void) => {
     let answered = false;
-    const out = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+    const out = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (answer) => {
       answered = true;
       onAnswer(answer);
     });
@@ -47,6 +65,7 @@ export async function startFaultProxy(target: string, port = 0): Promise<FaultPr
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     seen.push(`${req.method} ${path}`);
+    requests.push({ method: req.method ?? 'GET', path, headers: { ...req.headers } });
     const rule = rules.find((r) => r.left > 0 && r.method === req.method && r.path.test(path));
     if (rule) rule.left--;
     const fault = rule?.fault;
@@ -62,8 +81,14 @@ export async function startFaultProxy(target: string, port = 0): Promise<FaultPr
       return;
     }
 
+    const headers = { ...req.headers };
+    if (fault?.kind === 'strip-range') {
+      delete headers.range;
+      delete headers['if-range'];
+    }
     const out = forward(
       req,
+      headers,
       (answer) => {
         if (fault?.kind === 'drop-after') {
           answer.resume();
@@ -118,6 +143,7 @@ export async function startFaultProxy(target: string, port = 0): Promise<FaultPr
     url: `http://127.0.0.1:${actual}`,
     port: actual,
     seen,
+    requests,
     fail(method, path, fault, times = 1) {
       rules.push({ method, path, fault, left: times });
     },
