@@ -121,19 +121,21 @@ async function resumable(api: TaskApi, what: string, rest: string, retries: Retu
   const open = async (): Promise<Readable> => {
     if (received === 0) {
       const res = await asLost(api.taskId, api.request('GET', rest));
-      // Only a strong ETag says the bytes are the same ones: a weak one (W/"…") cannot resume.
+      // Only a strong ETag says the bytes are the same ones: a weak one (W/"…") cannot resume. Nor
+      // can a body a proxy re-encoded: its ranges and length count bytes this side never sees.
       const tag = res.headers.get('etag');
-      etag = tag && !tag.startsWith('W/') ? tag : undefined;
+      const encoded = res.headers.has('content-encoding');
+      etag = tag && !tag.startsWith('W/') && !encoded ? tag : undefined;
       const length = Number(res.headers.get('content-length') ?? NaN);
-      size = Number.isSafeInteger(length) ? length : undefined;
+      size = Number.isSafeInteger(length) && !encoded ? length : undefined;
       return bodyOf(res);
     }
     const cannot = (why: string) => new Error(`${what} broke off after ${received} bytes and cannot resume: ${why}; the step stops rather than use part of it`);
     if (etag === undefined) throw cannot('the server gave no ETag to ask for the rest of the same object with (a Gyre server before resumable downloads?)');
     const res = await asLost(api.taskId, api.request('GET', rest, { headers: { Range: `bytes=${received}-`, 'If-Range': etag } }));
     const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
-    const [first, last, total] = range ? range.slice(1).map(Number) : [];
-    if (res.status !== 206 || !range || first !== received || last !== total - 1 || (size !== undefined && total !== size)) {
+    const [from, to, total] = range ? range.slice(1).map(Number) : [];
+    if (res.status !== 206 || !range || from !== received || to !== total - 1 || (size !== undefined && total !== size)) {
       await res.body?.cancel().catch(() => undefined);
       throw cannot(
         res.status !== 206
@@ -159,6 +161,8 @@ async function resumable(api: TaskApi, what: string, rest: string, retries: Retu
         if (size !== undefined && received < size) throw new TransientError(`the body ended at byte ${received} of ${size}`, `it ended at byte ${received} of ${size}`);
         return;
       } catch (error) {
+        // Every byte arrived and only the connection's end was lost: there is nothing to resume.
+        if (size !== undefined && received === size) return;
         await retries.failed(error, received === 0 ? {} : { failure: `broke off after ${received} bytes`, retry: `resuming from byte ${received}` });
       } finally {
         source?.destroy();
