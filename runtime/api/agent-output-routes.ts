@@ -1,4 +1,4 @@
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { InputError } from '../domain/errors';
 import { loadTaskContext, type Dispatcher, type Lease, type TaskContext } from '../dispatcher/dispatcher';
@@ -7,7 +7,7 @@ import type { CallOptions, Download, OutputClient } from '../output/output-clien
 import type { TaskTokens } from '../scheduler/task-token';
 import type { Store } from '../store/store';
 import { taskLeaseOf } from './agent-routes';
-import { drained } from './http-server';
+import { sendStream } from './http-server';
 import { isUuid } from './read-model';
 import type { RequestContext, Router } from './router';
 
@@ -217,13 +217,13 @@ async function sendDownload(ctx: RequestContext, etag: string, open: (start?: nu
     body = await open(undefined);
   }
   const size = body.size;
-  if (start === undefined || size === undefined) return sendBody(ctx.res, 200, body, { ...headers, ...(size === undefined ? {} : { 'Content-Length': size }) });
+  if (start === undefined || size === undefined) return sendStream(ctx.res, body, { ...headers, ...(size === undefined ? {} : { 'Content-Length': size }) });
   if (start >= size) {
     await body[Symbol.asyncIterator]().return?.();
     ctx.res.writeHead(416, { ...headers, 'Content-Range': `bytes */${size}`, 'Cache-Control': 'no-store' }).end();
     return undefined;
   }
-  return sendBody(ctx.res, 206, body, { ...headers, 'Content-Range': `bytes ${start}-${size - 1}/${size}`, 'Content-Length': size - start });
+  return sendStream(ctx.res, body, { ...headers, 'Content-Range': `bytes ${start}-${size - 1}/${size}`, 'Content-Length': size - start }, 206);
 }
 
 /** Where a `Range: bytes=N-` asks to start, when the request has one (and no `If-Range` for another ETag). */
@@ -233,22 +233,6 @@ function rangeStart(req: IncomingMessage, etag: string): number | undefined {
   const ifRange = req.headers['if-range'];
   if (ifRange !== undefined && ifRange !== etag) return undefined;
   return Number(match[1]);
-}
-
-/** `sendStream` with a status: the body streamed, the connection destroyed if it fails midway. */
-async function sendBody(res: ServerResponse, status: number, body: AsyncIterable<Uint8Array>, headers: OutgoingHttpHeaders): Promise<undefined> {
-  res.writeHead(status, { 'Cache-Control': 'no-store', ...headers });
-  try {
-    for await (const chunk of body) {
-      if (res.destroyed) break;
-      if (!res.write(chunk)) await drained(res);
-    }
-  } catch (error) {
-    res.destroy();
-    throw error;
-  }
-  res.end();
-  return undefined;
 }
 
 /** The test cases of an NDJSON body, one JSON object a line (blank lines are skipped), checked as they come. */

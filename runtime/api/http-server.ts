@@ -83,12 +83,12 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 /**
- * Writes a streamed 200 response. A failure once the headers are out cuts the connection, so the
+ * Writes a streamed response (200 unless `status` says otherwise). A failure once the headers are out cuts the connection, so the
  * client sees a broken response rather than a short one that looks whole; a client that hangs up
  * stops the reading of `body`.
  */
-export async function sendStream(res: ServerResponse, body: AsyncIterable<Uint8Array>, headers: OutgoingHttpHeaders = {}): Promise<undefined> {
-  res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store', ...headers });
+export async function sendStream(res: ServerResponse, body: AsyncIterable<Uint8Array>, headers: OutgoingHttpHeaders = {}, status = 200): Promise<undefined> {
+  res.writeHead(status, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store', ...headers });
   try {
     for await (const chunk of body) {
       if (res.destroyed) break;

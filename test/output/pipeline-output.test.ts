@@ -1,6 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { startS3rver } from '../support/s3rver';
 import { startTestGyre, type TestGyre } from '../support/gyre';
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
@@ -66,30 +64,14 @@ async function stepOutputs(g: TestGyre, slug: string, number: number): Promise<s
   return out;
 }
 
-async function s3rverSetup() {
-  const S3rver = require('s3rver');
-  const directory = mkdtempSync(join(tmpdir(), 'gyre-s3rver-'));
-  const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory, configureBuckets: [{ name: 'gyre-test' }] });
-  const { port } = await server.run();
-  process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
-  process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
-  return {
-    env: { GYRE_BLOB_STORE: 's3', GYRE_S3_BUCKET: 'gyre-test', GYRE_S3_ENDPOINT: `http://127.0.0.1:${port}`, GYRE_S3_FORCE_PATH_STYLE: 'true', GYRE_S3_REGION: 'us-east-1' },
-    async stop() {
-      await server.close();
-      rmSync(directory, { recursive: true, force: true });
-    },
-  };
-}
-
 describe.each(['local', 's3'] as const)('output on %s blob storage', (kind) => {
   let g: TestGyre;
-  let s3: Awaited<ReturnType<typeof s3rverSetup>> | undefined;
+  let s3: Awaited<ReturnType<typeof startS3rver>> | undefined;
   const slug = 'gh/acme/outputs';
   const wsDir = `/tmp/gyre-ws-${process.pid}-${kind}`;
 
   beforeAll(async () => {
-    s3 = kind === 's3' ? await s3rverSetup() : undefined;
+    s3 = kind === 's3' ? await startS3rver() : undefined;
     g = await startTestGyre({ env: s3?.env ?? {} });
     await g.addProject('acme/outputs', {
       '.circleci/config.yml': CONFIG.replace(/\/tmp\/gyre-ws-PLACEHOLDER/g, wsDir),
