@@ -77,6 +77,8 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
             if (!request.noOutputTimeoutMs) return;
             clearTimeout(idle);
             idle = setTimeout(() => {
+              // A command that has exited is not timed out while its last output is being read.
+              if (child.exitCode !== null || child.signalCode !== null) return;
               timedOut = true;
               killGroup();
             }, request.noOutputTimeoutMs);

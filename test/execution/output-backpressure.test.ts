@@ -139,4 +139,15 @@ describe('output the agent has not sent yet', () => {
     const bytes = (await Promise.all(chunks.map((c) => decompressChunk(c)))).reduce((n, b) => n + b.length, 0);
     expect(bytes).toBe(16 * MiB);
   }, 60_000);
+
+  it('still stops a command that is itself silent for longer than its no-output timeout', async () => {
+    const { reporter, open, chunks, outcome } = gatedReporter();
+    open();
+    const { executor } = counting(await createShellExecutor({ taskDir: join(dir, 'task') }));
+    const run = runTask({ task: taskOf('echo begin; sleep 30; echo never', 500), reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+    expect(await run).toEqual({ outcome: 'timedout' });
+    expect(outcome).toEqual(['timedout']);
+    const text = Buffer.concat(await Promise.all(chunks.map((c) => decompressChunk(c)))).toString();
+    expect(text).toMatch(/^begin\n\nToo long with no output \(exceeded .*\): the step was stopped\.\n$/);
+  }, 30_000);
 });
