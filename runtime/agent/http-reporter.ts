@@ -3,7 +3,7 @@ import type { HeartbeatResult, TaskContext } from '../dispatcher/dispatcher';
 import type { OutputClient } from '../output/output-client';
 import type { TaskReporter } from './agent';
 import { createHttpOutputClient } from './http-output-client';
-import { asLost, createTaskApi } from './task-api';
+import { asLost, createTaskApi, type RetryPolicy } from './task-api';
 
 /**
  * The agent's side of the agent API: a TaskReporter that sends each call over HTTP with the task
@@ -21,7 +21,13 @@ export interface AgentClient {
 /** How long one cancel long-poll waits on the server before it is asked again. */
 const CANCEL_POLL_MS = 25_000;
 
-export function createAgentClient(options: { url: string; token: string; taskId?: string }): AgentClient {
+export function createAgentClient(options: {
+  url: string;
+  token: string;
+  taskId?: string;
+  /** How file steps retry transient failures. @default DEFAULT_RETRY_POLICY */
+  retry?: Partial<RetryPolicy>;
+}): AgentClient {
   const api = createTaskApi(options);
   const { taskId } = api;
   return {
@@ -82,6 +88,6 @@ export function createAgentClient(options: { url: string; token: string; taskId?
         },
       };
     },
-    output: () => createHttpOutputClient(api),
+    output: () => createHttpOutputClient(api, { retry: options.retry }),
   };
 }

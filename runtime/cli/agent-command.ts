@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { heartbeatEvery, runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
+import type { RetryPolicy } from '../agent/task-api';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createTaskExecutor } from '../agent/task-executor';
@@ -22,6 +23,34 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
 
 const logLevel = (io: CliIo): LogLevel => (io.env.GYRE_LOG_LEVEL as LogLevel) || 'info';
 
+/** The options both agent commands take for retrying file steps' transient failures. */
+const RETRY_OPTIONS = {
+  'retry-attempts': { type: 'string' },
+  'retry-seconds': { type: 'string' },
+} as const;
+
+/**
+ * How file steps retry transient failures (a dropped connection, a 502/503/504), from
+ * `--retry-attempts` / GYRE_AGENT_RETRY_ATTEMPTS (tries in all, 1 to 20; 1 turns retries off) and
+ * `--retry-seconds` / GYRE_AGENT_RETRY_SECONDS (no new try starts later than this, 0 to 3600).
+ */
+export function retryPolicyOf(values: Record<string, unknown>, env: Readonly<Record<string, string | undefined>>): Partial<RetryPolicy> {
+  const policy: { attempts?: number; budgetMs?: number } = {};
+  const attempts = (values['retry-attempts'] as string | undefined) ?? env.GYRE_AGENT_RETRY_ATTEMPTS;
+  if (attempts !== undefined) {
+    const n = Number(attempts);
+    if (!/^\d+$/.test(attempts.trim()) || n < 1 || n > 20) throw new UsageError(`--retry-attempts (or GYRE_AGENT_RETRY_ATTEMPTS) '${attempts}' must be a whole number from 1 to 20 (1: no retries)`);
+    policy.attempts = n;
+  }
+  const seconds = (values['retry-seconds'] as string | undefined) ?? env.GYRE_AGENT_RETRY_SECONDS;
+  if (seconds !== undefined) {
+    const n = Number(seconds);
+    if (seconds.trim() === '' || !Number.isFinite(n) || n < 0 || n > 3600) throw new UsageError(`--retry-seconds (or GYRE_AGENT_RETRY_SECONDS) '${seconds}' must be a number of seconds from 0 to 3600`);
+    policy.budgetMs = Math.round(n * 1000);
+  }
+  return policy;
+}
+
 /**
  * `gyre agent --url <gyre> --token <task token>`: runs the one task the token names and exits.
  * This is what a Nomad allocation starts (GYRE_URL and GYRE_TASK_TOKEN in its environment).
@@ -34,13 +63,14 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
     'work-dir': { type: 'string' },
     'docker-socket': { type: 'string' },
     'registry-mirror': { type: 'string' },
+    ...RETRY_OPTIONS,
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
   const token = (values.token as string | undefined) ?? io.env.GYRE_TASK_TOKEN;
   if (!url) throw new UsageError('agent needs --url (or GYRE_URL)');
   if (!token) throw new UsageError('agent needs --token (or GYRE_TASK_TOKEN)');
   const log = createLogger({ level: logLevel(io) });
-  const client = createAgentClient({ url, token });
+  const client = createAgentClient({ url, token, retry: retryPolicyOf(values, io.env) });
   const { task, leaseTtlMs } = await client.fetchTask();
   const workDir = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-agent-'));
   const executor = await createTaskExecutor({
@@ -78,6 +108,7 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
     'poll-ms': { type: 'string' },
     'docker-socket': { type: 'string' },
     'registry-mirror': { type: 'string' },
+    ...RETRY_OPTIONS,
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
   const token = (values.token as string | undefined) ?? io.env.GYRE_RUNNER_TOKEN;
@@ -85,6 +116,7 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
   if (!token) throw new UsageError('runner needs --token (or GYRE_RUNNER_TOKEN)');
   const slots = values.slots === undefined ? 1 : Number(values.slots);
   if (!Number.isInteger(slots) || slots < 1 || slots > 256) throw new UsageError(`--slots (${String(values.slots)}) must be a whole number from 1 to 256`);
+  const retry = retryPolicyOf(values, io.env);
   const workRoot = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-runner-'));
   const log = createLogger({ level: logLevel(io) });
   const runner = startRunner({
@@ -97,6 +129,7 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
     pollMs: values['poll-ms'] === undefined ? undefined : Number(values['poll-ms']),
     dockerSocket: (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
     registryMirror: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
+    retry,
   });
   io.stderr(`runner ${runner.id} polling ${url}\n`);
   const stop = () => {

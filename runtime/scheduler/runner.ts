@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { heartbeatEvery, runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
+import type { RetryPolicy } from '../agent/task-api';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createTaskExecutor } from '../agent/task-executor';
@@ -34,6 +35,8 @@ export interface RunnerOptions {
   readonly dockerSocket?: string;
   /** Registry mirror for Docker Hub pulls (host[:port]). */
   readonly registryMirror?: string;
+  /** How file steps retry transient failures. @default DEFAULT_RETRY_POLICY */
+  readonly retry?: Partial<RetryPolicy>;
   /** @default `<hostname>-<random>` */
   readonly runnerId?: string;
 }
@@ -95,7 +98,7 @@ export function startRunner(options: RunnerOptions): Runner {
       const { token, task, leaseTtlMs } = claimed;
       const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
       try {
-        const client = createAgentClient({ url: base, token, taskId: task.taskId });
+        const client = createAgentClient({ url: base, token, taskId: task.taskId, retry: options.retry });
         const executor = await createTaskExecutor({
           task,
           taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`),

@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHttpOutputClient } from '../../runtime/agent/http-output-client';
+import { createAgentClient } from '../../runtime/agent/http-reporter';
+import { retryPolicyOf } from '../../runtime/cli/agent-command';
 import { createTaskApi, type RetryPolicy } from '../../runtime/agent/task-api';
 import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
@@ -91,7 +93,7 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     proxy = await startFaultProxy(g.url);
     await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
     const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
-    const projects = 19;
+    const projects = 21;
     for (let i = 0; i < projects; i++) {
       await g.addProject(`acme/p${i}`, { '.circleci/config.yml': config });
       await g.trigger(`acme/p${i}`);
@@ -104,6 +106,25 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
   afterAll(async () => {
     await proxy?.close();
     await g?.stop();
+  });
+
+  it('takes the retry policy given to `gyre runner` / `gyre agent` (--retry-attempts, GYRE_AGENT_RETRY_ATTEMPTS)', async () => {
+    const none = claim();
+    const agentOf = (c: Claimed, policy: ReturnType<typeof retryPolicyOf>) => createAgentClient({ url: proxy.url, token: c.token, taskId: c.task.taskId, retry: policy }).output();
+    proxy.fail('PUT', /\/artifacts$/, { kind: 'status', status: 503 });
+    const before = proxy.seen.length;
+    await expect(agentOf(none, retryPolicyOf({ 'retry-attempts': '1' }, { GYRE_AGENT_RETRY_ATTEMPTS: '9' })).uploadArtifact(none.task, 'once.txt', body('once').open)).rejects.toThrow(/503/);
+    expect(proxy.seen.slice(before).filter((r) => r.startsWith('PUT '))).toHaveLength(1);
+
+    const two = claim();
+    const notes: string[] = [];
+    proxy.fail('PUT', /\/artifacts$/, { kind: 'status', status: 503 });
+    await agentOf(two, retryPolicyOf({}, { GYRE_AGENT_RETRY_ATTEMPTS: '2' })).uploadArtifact(two.task, 'twice.txt', body('twice').open, noted(notes));
+    expect(notes).toEqual([expect.stringMatching(/\(attempt 2 of 2\)$/)]);
+
+    expect(() => retryPolicyOf({ 'retry-attempts': '0' }, {})).toThrow("--retry-attempts (or GYRE_AGENT_RETRY_ATTEMPTS) '0' must be a whole number from 1 to 20 (1: no retries)");
+    expect(() => retryPolicyOf({}, { GYRE_AGENT_RETRY_SECONDS: 'soon' })).toThrow("--retry-seconds (or GYRE_AGENT_RETRY_SECONDS) 'soon' must be a number of seconds from 0 to 3600");
+    expect(retryPolicyOf({ 'retry-seconds': '90' }, { GYRE_AGENT_RETRY_SECONDS: '5' })).toEqual({ budgetMs: 90_000 });
   });
 
   it('stores an artifact once when the answer to its upload was lost, and the download is the file', async () => {
