@@ -348,6 +348,14 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       const given = Buffer.from(signature);
       return given.length === expected.length && timingSafeEqual(given, expected);
     },
+    /**
+     * Forgets the `Idempotency-Key`s of writes stored more than a day ago: a retry of a write comes
+     * within its agent's retry budget (30 s by default, an hour at most), so none can still arrive.
+     */
+    async forgetOldRequests(): Promise<number> {
+      const rows = await store.query(`DELETE FROM output_requests WHERE created_at <= now() - interval '1 day' RETURNING 1`);
+      return rows.length;
+    },
     /** Removes caches older than the expiry, rows and blobs. */
     async sweepExpiredCaches(): Promise<number> {
       const rows = await store.query<{ blob_key: string }>(`DELETE FROM caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays]);

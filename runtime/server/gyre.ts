@@ -108,11 +108,16 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     }
 
     if (roles.has('output')) {
-      // Expired caches are never restored; the sweep frees their rows and blobs (also at start, so
-      // a process that restarts more often than the interval still sweeps).
-      const sweepCaches = () => output.sweepExpiredCaches().catch((error) => log.error('cache sweep failed', { error: (error as Error).message }));
-      await sweepCaches();
-      timers.push(setInterval(() => void sweepCaches(), 10 * 60_000));
+      // Expired caches are never restored; the sweep frees their rows and blobs, and forgets the
+      // request keys of old writes (also at start, so a process that restarts more often than the
+      // interval still sweeps).
+      const sweepOutput = () =>
+        Promise.all([
+          output.sweepExpiredCaches().catch((error) => log.error('cache sweep failed', { error: (error as Error).message })),
+          output.forgetOldRequests().catch((error) => log.error('forgetting old output request keys failed', { error: (error as Error).message })),
+        ]);
+      await sweepOutput();
+      timers.push(setInterval(() => void sweepOutput(), 10 * 60_000));
     }
 
     let http: RunningHttpServer | undefined;

@@ -134,4 +134,18 @@ describe.each(testStores())('expired caches on %s', (store) => {
       rmSync(fixedRepo, { recursive: true, force: true });
     }
   }, 120_000);
+
+  test('a restart forgets the request keys of writes stored more than a day ago, and keeps recent ones', async () => {
+    const first = gyre ?? (await start());
+    const [job] = await first.gyre.store.query<{ id: string }>('SELECT id FROM jobs LIMIT 1');
+    await first.gyre.store.query(
+      `INSERT INTO output_requests (job_id, request_key, answer, created_at) VALUES ($1, 'old-key', 'saved', now() - interval '2 days'), ($1, 'recent-key', 'saved', now() - interval '1 hour')`,
+      [job.id],
+    );
+    await first.stop();
+    gyre = undefined;
+    const second = await start();
+    const keys = await second.gyre.store.query<{ request_key: string }>('SELECT request_key FROM output_requests WHERE job_id = $1 ORDER BY request_key', [job.id]);
+    expect(keys.map((k) => k.request_key)).toEqual(['recent-key']);
+  }, 60_000);
 });
