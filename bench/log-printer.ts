@@ -72,13 +72,14 @@ function printingExecutor(inner: Executor, bytes: number, blocks: { data: Buffer
   };
 }
 
-const blocks = logBlocks();
+/** Made on first use: a process that only serves the benchmark's agent never builds them. */
+let blocks: { data: Buffer; lines: number }[] | undefined;
 
 /** Runs `task` with `reporter`, its step printing `bytes` of log lines; how long it took and the lines printed. */
 export async function timedLoudStep(task: TaskContext, reporter: TaskReporter, bytes: number, workDir: string): Promise<{ seconds: number; lines: number }> {
   const log = createLogger({ level: 'error' });
   const printed = { lines: 0 };
-  const executor = printingExecutor(await createShellExecutor({ taskDir: join(workDir, 'bench-task') }), bytes, blocks, printed);
+  const executor = printingExecutor(await createShellExecutor({ taskDir: join(workDir, 'bench-task') }), bytes, (blocks ??= logBlocks()), printed);
   const t0 = performance.now();
   const result = await runTask({ task, reporter, executor, log, heartbeatMs: 20_000, masker: createValueMasker(SECRETS) });
   const seconds = (performance.now() - t0) / 1000;

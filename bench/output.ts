@@ -8,6 +8,7 @@ import { createLogStore } from '../runtime/output/logs';
 import { localReporter } from '../runtime/scheduler/builtin-driver';
 import { readSettings } from '../runtime/settings';
 import { startTestGyre, type TestGyre } from '../test/support/gyre';
+import { configOnClass, runnerClass } from '../test/support/runner-tasks';
 import { SECRETS, timedLoudStep } from './log-printer';
 import { median, ms, percentile } from './stats';
 
@@ -25,17 +26,7 @@ workflows:
 `;
 
 const REMOTE_CLASS = 'bench/remote';
-const REMOTE_STEP = `version: 2.1
-jobs:
-  loud:
-    machine: true
-    resource_class: ${REMOTE_CLASS}
-    steps:
-      - run: "true"
-workflows:
-  w:
-    jobs: [loud]
-`;
+const REMOTE_STEP = configOnClass(REMOTE_CLASS);
 
 /**
  * Where the agent runs: in the server's process (the built-in runner), or in a process of its own
@@ -63,8 +54,7 @@ async function inProcessSteps(g: TestGyre, bytes: number, runs: number): Promise
 
 /** The same steps, run by bench/remote-agent.ts in a process of its own, over HTTP with a runner token. */
 async function remoteSteps(g: TestGyre, bytes: number, runs: number): Promise<{ seconds: number; lines: number }[]> {
-  await g.api('POST', '/api/v2/resource-classes', { name: REMOTE_CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
-  const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(REMOTE_CLASS)}/tokens`, {});
+  const token = await runnerClass(g, REMOTE_CLASS);
   await g.addProject('gh/bench/remote', { '.circleci/config.yml': REMOTE_STEP });
   for (let run = 0; run < runs; run++) await g.trigger('gh/bench/remote');
   const agent = spawn(process.execPath, [join(ROOT, 'bin/run-ts.js'), join(ROOT, 'bench/remote-agent.ts'), g.url, token, String(bytes), String(runs), g.dataDir], {

@@ -6,27 +6,16 @@
  * Usage: node bin/run-ts.js bench/remote-agent.ts <url> <runner-token> <bytes> <runs> <work-dir>
  */
 import { createAgentClient } from '../runtime/agent/http-reporter';
-import type { TaskContext } from '../runtime/dispatcher/dispatcher';
+import { claimTasks } from '../test/support/runner-tasks';
 import { timedLoudStep } from './log-printer';
 
 async function main(): Promise<void> {
   const [url, runnerToken, bytes, runs, workDir] = process.argv.slice(2);
   if (!workDir) throw new Error('usage: remote-agent <url> <runner-token> <bytes> <runs> <work-dir>');
-  for (let run = 0; run < Number(runs); ) {
-    const res = await fetch(`${url}/api/v2/agent/claim`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${runnerToken}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ runner_id: 'bench-remote-agent', wait_ms: 10_000 }),
-    });
-    if (res.status !== 200) {
-      await res.arrayBuffer();
-      if (res.status !== 204) throw new Error(`claim answered ${res.status}`);
-      continue;
-    }
-    const { token, task } = (await res.json()) as { token: string; task: TaskContext };
+  for (let run = 0; run < Number(runs); run++) {
+    const [{ token, task }] = await claimTasks(url, runnerToken, 1, 'bench-remote-agent');
     const reporter = createAgentClient({ url, token, taskId: task.taskId }).reporter();
     console.log(JSON.stringify(await timedLoudStep(task, reporter, Number(bytes), workDir)));
-    run++;
   }
 }
 

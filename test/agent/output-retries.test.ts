@@ -6,7 +6,6 @@ import { createHttpOutputClient } from '../../runtime/agent/http-output-client';
 import { createAgentClient } from '../../runtime/agent/http-reporter';
 import { retryPolicyOf } from '../../runtime/cli/agent-command';
 import { createTaskApi, type RetryPolicy } from '../../runtime/agent/task-api';
-import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import type { TestCase } from '../../runtime/output/junit';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
@@ -16,20 +15,10 @@ import { createOutputService } from '../../runtime/output/output-service';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
 import { freePort } from '../support/processes';
+import { claimTasks, configOnClass, runnerClass, type Claimed } from '../support/runner-tasks';
 
 const CLASS = 'acme/retries';
-const config = `version: 2.1
-jobs:
-  work:
-    machine: true
-    resource_class: ${CLASS}
-    steps: [{ run: 'true' }]
-workflows:
-  main:
-    jobs: [work]
-`;
-
-type Claimed = { token: string; task: TaskContext };
+const config = configOnClass(CLASS);
 
 /** Retries without waiting: what is retried is asserted, never how long it took. */
 const NO_WAIT: Partial<RetryPolicy> = { sleep: async () => undefined };
@@ -91,17 +80,13 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
   beforeAll(async () => {
     g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0' } });
     proxy = await startFaultProxy(g.url);
-    await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
-    const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
+    const token = await runnerClass(g, CLASS);
     const projects = 21;
     for (let i = 0; i < projects; i++) {
       await g.addProject(`acme/p${i}`, { '.circleci/config.yml': config });
       await g.trigger(`acme/p${i}`);
     }
-    while (claimed.length < projects) {
-      const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: JSON.stringify({ wait_ms: 10_000 }) });
-      if (res.status === 200) claimed.push((await res.json()) as Claimed);
-    }
+    claimed.push(...(await claimTasks(g.url, token, projects)));
   }, 120_000);
   afterAll(async () => {
     await proxy?.close();

@@ -1,23 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { createAgentClient } from '../../runtime/agent/http-reporter';
-import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { testStores } from '../support/database';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { claimTasks, configOnClass, runnerClass, type Claimed } from '../support/runner-tasks';
 import { startS3rver } from '../support/s3rver';
 
 const CLASS = 'acme/ranges';
-const config = `version: 2.1
-jobs:
-  work:
-    machine: true
-    resource_class: ${CLASS}
-    steps: [{ run: 'true' }]
-workflows:
-  main:
-    jobs: [work]
-`;
-
-type Claimed = { token: string; task: TaskContext };
+const config = configOnClass(CLASS);
 
 /**
  * The two download routes of the agent API answer `Range: bytes=N-` (how an agent resumes a
@@ -39,17 +28,10 @@ describe.each(matrix)('resumable downloads (%s, %s blobs)', (store, blobs) => {
   beforeAll(async () => {
     s3 = blobs === 's3' ? await startS3rver() : undefined;
     g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0', ...s3?.env } });
-    await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
-    const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
+    const token = await runnerClass(g, CLASS);
     await g.addProject('acme/ranges', { '.circleci/config.yml': config });
     await g.trigger('acme/ranges');
-    for (;;) {
-      const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: JSON.stringify({ wait_ms: 10_000 }) });
-      if (res.status === 200) {
-        c = (await res.json()) as Claimed;
-        break;
-      }
-    }
+    [c] = await claimTasks(g.url, token, 1);
     const client = createAgentClient({ url: g.url, token: c.token, taskId: c.task.taskId }).output();
     await client.saveCache(c.task, 'deps', [cache]);
     await client.persistWorkspace(c.task, [layer]);

@@ -6,27 +6,17 @@ import { registerAgentOutputRoutes } from '../../runtime/api/agent-output-routes
 import { startHttpServer, type RunningHttpServer } from '../../runtime/api/http-server';
 import { Router } from '../../runtime/api/router';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
-import { createDispatcher, type TaskContext } from '../../runtime/dispatcher/dispatcher';
+import { createDispatcher } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import { createLogger } from '../../runtime/logger';
 import type { TestCase } from '../../runtime/output/junit';
 import { createOutputService } from '../../runtime/output/output-service';
 import { createTaskTokens, loadTaskTokenSecret } from '../../runtime/scheduler/task-token';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { claimTasks, configOnClass, runnerClass, type Claimed } from '../support/runner-tasks';
 
 const CLASS = 'acme/manual';
-const config = `version: 2.1
-jobs:
-  work:
-    machine: true
-    resource_class: ${CLASS}
-    steps: [{ run: 'true' }]
-workflows:
-  main:
-    jobs: [work]
-`;
-
-type Claimed = { token: string; task: TaskContext };
+const config = configOnClass(CLASS);
 
 async function* bytes(...parts: string[]): AsyncIterable<Uint8Array> {
   for (const p of parts) yield Buffer.from(p);
@@ -53,17 +43,12 @@ describe('agent output routes', () => {
 
   beforeAll(async () => {
     g = await startTestGyre({ env: { GYRE_RUNNER_SLOTS: '0' } });
-    await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
-    const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
+    const token = await runnerClass(g, CLASS);
     for (const name of ['one', 'two']) {
       await g.addProject(`acme/${name}`, { '.circleci/config.yml': config });
       await g.trigger(`acme/${name}`);
     }
-    const claimed: Claimed[] = [];
-    while (claimed.length < 2) {
-      const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: JSON.stringify({ wait_ms: 10_000 }) });
-      if (res.status === 200) claimed.push((await res.json()) as Claimed);
-    }
+    const claimed = await claimTasks(g.url, token, 2);
     a = claimed.find((c) => c.task.projectSlug === 'gh/acme/one')!;
     b = claimed.find((c) => c.task.projectSlug === 'gh/acme/two')!;
   }, 60_000);

@@ -1,23 +1,12 @@
 import { gzipSync } from 'node:zlib';
 import { createAgentClient } from '../../runtime/agent/http-reporter';
-import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { compressChunk } from '../../runtime/output/log-chunk';
 import { testStores } from '../support/database';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { claimTasks, configOnClass, runnerClass, type Claimed } from '../support/runner-tasks';
 
 const CLASS = 'acme/chunks';
-const config = `version: 2.1
-jobs:
-  work:
-    machine: true
-    resource_class: ${CLASS}
-    steps: [{ run: 'true' }]
-workflows:
-  main:
-    jobs: [work]
-`;
-
-type Claimed = { token: string; task: TaskContext };
+const config = configOnClass(CLASS);
 
 /**
  * Output chunks as a remote agent sends them: gzip members with the number of bytes they hold.
@@ -43,18 +32,10 @@ describe.each(testStores())('agent output chunks over HTTP on %s', (store) => {
 
   beforeAll(async () => {
     g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0' } });
-    await g.api('POST', '/api/v2/resource-classes', { name: CLASS, cpu: 1, memory_mb: 512, driver: 'runner' });
-    const { token } = await g.api('POST', `/api/v2/resource-classes/${encodeURIComponent(CLASS)}/tokens`, {});
+    const token = await runnerClass(g, CLASS);
     await g.addProject('acme/chunks', { '.circleci/config.yml': config });
     const { id } = await g.trigger('acme/chunks');
-    for (;;) {
-      const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: JSON.stringify({ wait_ms: 10_000 }) });
-      if (res.status === 200) {
-        claimed = (await res.json()) as Claimed;
-        break;
-      }
-      await res.arrayBuffer();
-    }
+    [claimed] = await claimTasks(g.url, token, 1);
     jobNumber = await g.firstJobNumber(id);
     await createAgentClient({ url: g.url, token: claimed.token, taskId: claimed.task.taskId }).reporter().stepStarted({ index: 0, name: 'work', type: 'run' });
   }, 60_000);
