@@ -2,9 +2,10 @@ import { resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
 import type { NomadConnection } from './scheduler/nomad-client';
+import type { HttpLimits } from './api/http-app';
+import { DEFAULT_API_PORT, DEFAULT_OPS_PORT, ROLE_NAMES, type RoleName } from './roles/names';
 
-export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier', 'machines'] as const;
-export type Role = (typeof ROLES)[number];
+export type Role = RoleName;
 
 /** Every setting `gyre server` reads, once, at start-up. */
 export interface Settings {
@@ -51,6 +52,19 @@ export interface Settings {
   readonly blobs: BlobSettings;
   /** GYRE_JOB_OUTPUT_LIMIT_BYTES: output kept per job node; the rest is cut with a marker. */
   readonly jobOutputLimitBytes: number;
+  /** GYRE_OPS_PORT / GYRE_OPS_HOST: where every process serves /healthz and /metrics. */
+  readonly opsPort: number;
+  readonly opsHost: string;
+  /** GYRE_METRICS_TOKEN: when set, /metrics needs `Authorization: Bearer <token>`. */
+  readonly metricsToken?: string;
+  /** GYRE_METRICS_REFRESH_MS: how often the dispatcher reads the queue gauges from the database. */
+  readonly metricsRefreshMs: number;
+  /** GYRE_TLS_CERT / GYRE_TLS_KEY: PEM files; the API listener speaks HTTPS with them. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** GYRE_TRUST_PROXY: addresses or CIDRs of proxies whose X-Forwarded-For names the client. */
+  readonly trustProxy: string[];
+  /** GYRE_HTTP_* and GYRE_RATE_LIMIT_*: the HTTP boundary's bounds. */
+  readonly http: HttpLimits;
 }
 
 export type BlobSettings =
@@ -98,6 +112,33 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   return value;
 }
 
+/** A file setting: it must name a readable file. */
+function file(env: Env, name: string): string | undefined {
+  const value = env[name];
+  if (!value) return undefined;
+  const path = resolve(value);
+  try {
+    readFileSync(path);
+  } catch (error) {
+    throw new ConfigurationError(name, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  return path;
+}
+
+function httpLimits(env: Env): HttpLimits {
+  return {
+    bodyBytes: integer(env, 'GYRE_HTTP_BODY_LIMIT_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    headersTimeoutMs: integer(env, 'GYRE_HTTP_HEADERS_TIMEOUT_MS', 20_000, 1000, 300_000),
+    requestTimeoutMs: integer(env, 'GYRE_HTTP_REQUEST_TIMEOUT_MS', 600_000, 1000, 24 * 3600_000),
+    idleTimeoutMs: integer(env, 'GYRE_HTTP_IDLE_TIMEOUT_MS', 120_000, 35_000, 3600_000),
+    rate: {
+      anonymous: integer(env, 'GYRE_RATE_LIMIT_ANONYMOUS', 600, 0, 10_000_000),
+      token: integer(env, 'GYRE_RATE_LIMIT_TOKEN', 6000, 0, 10_000_000),
+      agent: integer(env, 'GYRE_RATE_LIMIT_AGENT', 60_000, 0, 100_000_000),
+    },
+  };
+}
+
 function boolean(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -108,7 +149,7 @@ function boolean(env: Env, name: string, fallback: boolean): boolean {
 
 /** Reads and validates settings; a bad value throws a ConfigurationError naming the setting. */
 export function readSettings(env: Env = process.env): Settings {
-  const port = integer(env, 'GYRE_PORT', 8080, 0, 65535);
+  const port = integer(env, 'GYRE_PORT', DEFAULT_API_PORT, 0, 65535);
   const dataDir = resolve(env.GYRE_DATA_DIR || '.gyre');
   const databaseUrl = env.DATABASE_URL || undefined;
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -125,10 +166,23 @@ export function readSettings(env: Env = process.env): Settings {
   const rawRoles = (env.GYRE_ROLES || 'all').split(',').map((r) => r.trim()).filter(Boolean);
   const roles = new Set<Role>();
   for (const role of rawRoles) {
-    if (role === 'all') ROLES.forEach((r) => roles.add(r));
-    else if ((ROLES as readonly string[]).includes(role)) roles.add(role as Role);
-    else throw new ConfigurationError('GYRE_ROLES', `unknown role '${role}' (allowed: all, ${ROLES.join(', ')})`);
+    if (role === 'all') ROLE_NAMES.forEach((r) => roles.add(r));
+    else if ((ROLE_NAMES as readonly string[]).includes(role)) roles.add(role as Role);
+    else throw new ConfigurationError('GYRE_ROLES', `unknown role '${role}' (allowed: all, ${ROLE_NAMES.join(', ')})`);
   }
+  if (roles.size === 0) throw new ConfigurationError('GYRE_ROLES', `names no role (allowed: all, ${ROLE_NAMES.join(', ')})`);
+  const certFile = file(env, 'GYRE_TLS_CERT');
+  const keyFile = file(env, 'GYRE_TLS_KEY');
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigurationError(certFile ? 'GYRE_TLS_KEY' : 'GYRE_TLS_CERT', 'TLS needs both GYRE_TLS_CERT and GYRE_TLS_KEY');
+  const metricsToken = env.GYRE_METRICS_TOKEN || undefined;
+  if (metricsToken !== undefined && (metricsToken.length < 16 || /\s/.test(metricsToken))) throw new ConfigurationError('GYRE_METRICS_TOKEN', 'must be at least 16 characters with no spaces');
+  const trustProxy = (env.GYRE_TRUST_PROXY || '').split(',').map((p) => p.trim()).filter(Boolean);
+  for (const p of trustProxy) {
+    if (!/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(p)) throw new ConfigurationError('GYRE_TRUST_PROXY', `'${p}' is not an address or CIDR (e.g. 10.0.0.0/8)`);
+  }
+  const host = env.GYRE_HOST || '0.0.0.0';
+  const opsPort = integer(env, 'GYRE_OPS_PORT', DEFAULT_OPS_PORT, 0, 65535);
+  if (opsPort !== 0 && opsPort === port) throw new ConfigurationError('GYRE_OPS_PORT', `${opsPort} is GYRE_PORT too; /healthz and /metrics need a port of their own`);
   const logLevel = (env.GYRE_LOG_LEVEL || 'info') as Settings['logLevel'];
   if (!['info', 'warn', 'error', 'silent'].includes(logLevel)) {
     throw new ConfigurationError('GYRE_LOG_LEVEL', `'${logLevel}' is not a level (allowed: info, warn, error, silent)`);
@@ -148,7 +202,7 @@ export function readSettings(env: Env = process.env): Settings {
   if (agentSecret !== undefined && agentSecret.length < 32) throw new ConfigurationError('GYRE_AGENT_SECRET', 'must be at least 32 characters');
   return {
     port,
-    host: env.GYRE_HOST || '0.0.0.0',
+    host,
     dataDir,
     databaseUrl,
     adminToken,
@@ -167,6 +221,13 @@ export function readSettings(env: Env = process.env): Settings {
     logLevel,
     blobs: blobSettings(env),
     jobOutputLimitBytes: integer(env, 'GYRE_JOB_OUTPUT_LIMIT_BYTES', 1024 ** 3, 1024, 2 ** 50),
+    opsPort,
+    opsHost: env.GYRE_OPS_HOST || host,
+    metricsToken,
+    metricsRefreshMs: integer(env, 'GYRE_METRICS_REFRESH_MS', 10_000, 100, 3_600_000),
+    tls: certFile && keyFile ? { certFile, keyFile } : undefined,
+    trustProxy,
+    http: httpLimits(env),
   };
 }
 

@@ -1,15 +1,17 @@
-import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { InputError } from '../domain/errors';
 import { loadTaskContext, type Dispatcher, type Lease, type TaskContext } from '../dispatcher/dispatcher';
 import type { TestCase } from '../output/junit';
 import type { CallOptions, Download, OutputClient } from '../output/output-client';
-import type { TaskTokens } from '../scheduler/task-token';
+import { DEFAULT_OUTPUT_LIMITS, type OutputLimits } from '../output/output-service';
 import type { Store } from '../store/store';
-import { taskLeaseOf } from './agent-routes';
-import { sendStream } from './http-server';
+import { TASK, TaskParams } from './agent-routes';
+import { boundedBody, leaseOf, sendStream, type GyreApp } from './http-app';
 import { isUuid } from './read-model';
-import type { RequestContext, Router } from './router';
+import { Segment } from './schemas';
 
 /**
  * The file steps of a remote agent, under /api/v2/agent/task/:id: every `OutputClient` call for
@@ -36,168 +38,134 @@ import type { RequestContext, Router } from './router';
 export interface AgentOutputRouteDeps {
   readonly store: Store;
   readonly dispatcher: Pick<Dispatcher, 'heartbeat'>;
-  readonly tokens: TaskTokens;
   /** The output role's own client (`createOutputService(...).client`). */
   readonly output: OutputClient;
+  /** The output role's limits, so an upload past them is refused from its Content-Length. */
+  readonly limits?: Partial<OutputLimits>;
 }
 
-const TASK = '/api/v2/agent/task/:id';
 const RESULTS: readonly TestCase['result'][] = ['success', 'failure', 'skipped'];
 const MAX_KEYS = 100;
 /** Longest line of a test-results body: one test case as JSON. */
 const MAX_CASE_BYTES = 1024 * 1024;
+/** Largest JSON test-results body (what agents before NDJSON sent). */
+const MAX_JSON_RESULTS_BYTES = 32 * 1024 * 1024;
 const REQUEST_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
+const TASK_ROUTE = { auth: 'task' } as const;
+const KeyQuery = (what: string) => Type.Object({ key: Type.String({ minLength: 1, maxLength: 900, description: what }) });
 
-export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRouteDeps): void {
-  const { store, dispatcher, tokens, output } = deps;
+export async function registerAgentOutputRoutes(app: GyreApp, deps: AgentOutputRouteDeps): Promise<void> {
+  const { store, dispatcher, output } = deps;
+  const limits = { ...DEFAULT_OUTPUT_LIMITS, ...deps.limits };
 
   /** The caller's task, once its lease is found current (the heartbeat is that check). */
-  const taskOf = async (ctx: RequestContext): Promise<{ lease: Lease; task: TaskContext }> => {
-    const lease = taskLeaseOf(tokens, ctx);
+  const taskOf = async (request: FastifyRequest): Promise<{ lease: Lease; task: TaskContext }> => {
+    const lease = leaseOf(request);
     await dispatcher.heartbeat(lease);
     return { lease, task: await loadTaskContext(store, lease.taskId) };
   };
 
   /**
-   * The request body as it arrives; once it has all arrived the lease is checked again, before
-   * the output role stores anything (an upload can outlast a lease that was current at its start).
+   * The request body as it arrives, refused past `maxBytes`; once it has all arrived the lease is
+   * checked again, before the output role stores anything (an upload can outlast a lease that was
+   * current at its start).
    */
-  async function* bodyOf(req: IncomingMessage, lease: Lease): AsyncIterable<Uint8Array> {
-    // A reader that stops early (a refusal) leaves the rest of the body on the connection: it is
-    // read and dropped (not destroyed), so the answer goes out and the connection stays good for
-    // the agent's next request.
-    let ended = false;
-    try {
-      for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Buffer;
-      ended = true;
-    } finally {
-      if (!ended) req.resume();
-    }
+  async function* bodyOf(request: FastifyRequest, lease: Lease, maxBytes: number, what: string): AsyncIterable<Uint8Array> {
+    yield* boundedBody(request, maxBytes, what);
     await dispatcher.heartbeat(lease);
   }
 
-  const required = (ctx: RequestContext, name: string, what: string): string => {
-    const value = ctx.query.get(name);
-    if (!value) throw new InputError(`${what} goes in the query: ?${name}=…`, name);
-    return value;
-  };
   /** The write's options: its Idempotency-Key, if it sent one. */
-  const writeOptions = (ctx: RequestContext): CallOptions => {
-    const key = ctx.req.headers['idempotency-key'];
+  const writeOptions = (request: FastifyRequest): CallOptions => {
+    const key = request.headers['idempotency-key'];
     if (key === undefined) return {};
     if (typeof key !== 'string' || !REQUEST_KEY.test(key)) {
       throw new InputError("the Idempotency-Key header must be 1 to 128 letters, digits, '.', '_', ':' or '-'", 'Idempotency-Key');
     }
     return { requestKey: key };
   };
-  const idParam = (ctx: RequestContext, name: string): string => {
-    const id = ctx.params[name];
-    if (!isUuid(id)) throw new InputError(`'${id}' is not a ${name} id`, name);
+  const idParam = (id: string, name: string): string => {
+    if (!isUuid(id)) throw new InputError(`'${id.slice(0, 100)}' is not a ${name} id`, name);
     return id;
   };
 
-  router.put(
-    `${TASK}/artifacts`,
-    async (ctx) => {
-      const { lease, task } = await taskOf(ctx);
-      await output.uploadArtifact(task, required(ctx, 'path', 'the artifact path'), bodyOf(ctx.req, lease), writeOptions(ctx));
-      return { json: { ok: true } };
-    },
-    { public: true },
-  );
+  // Uploads: this scope reads bodies itself, as they stream.
+  await app.register(async (scope) => {
+    const raw = scope.withTypeProvider<TypeBoxTypeProvider>();
+    raw.removeAllContentTypeParsers();
+    raw.addContentTypeParser('*', (_request, _payload, done) => done(null));
 
-  router.get(
-    `${TASK}/cache`,
-    async (ctx) => {
-      const { task } = await taskOf(ctx);
-      return { json: { exists: await output.cacheExists(task, required(ctx, 'key', 'the cache key')) } };
-    },
-    { public: true },
-  );
+    raw.put(
+      `${TASK}/artifacts`,
+      { config: TASK_ROUTE, schema: { params: TaskParams, querystring: Type.Object({ path: Type.String({ minLength: 1, maxLength: 4096 }) }) } },
+      async (request) => {
+        const { lease, task } = await taskOf(request);
+        await output.uploadArtifact(task, request.query.path, bodyOf(request, lease, limits.artifactBytes, 'an artifact'), writeOptions(request));
+        return { ok: true };
+      },
+    );
 
-  router.post(
-    `${TASK}/cache/find`,
-    async (ctx) => {
-      const { task } = await taskOf(ctx);
-      const { keys } = await ctx.body<{ keys?: unknown }>();
-      if (!Array.isArray(keys) || keys.length === 0 || keys.length > MAX_KEYS || !keys.every((k) => typeof k === 'string' && k !== '')) {
-        throw new InputError(`keys must be a list of 1 to ${MAX_KEYS} non-empty strings, in the order to try them`, 'keys');
-      }
-      const found = await output.findCache(task, keys);
-      return { json: { cache: found ? { id: found.id, key: found.key, bytes: found.bytes } : null } };
-    },
-    { public: true },
-  );
+    raw.put(`${TASK}/cache`, { config: TASK_ROUTE, schema: { params: TaskParams, querystring: KeyQuery('the cache key') } }, async (request) => {
+      const { lease, task } = await taskOf(request);
+      return { result: await output.saveCache(task, request.query.key, bodyOf(request, lease, limits.cacheBytes, 'a cache'), writeOptions(request)) };
+    });
 
-  router.put(
-    `${TASK}/cache`,
-    async (ctx) => {
-      const { lease, task } = await taskOf(ctx);
-      return { json: { result: await output.saveCache(task, required(ctx, 'key', 'the cache key'), bodyOf(ctx.req, lease), writeOptions(ctx)) } };
-    },
-    { public: true },
-  );
+    raw.post(`${TASK}/workspace`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+      const { lease, task } = await taskOf(request);
+      await output.persistWorkspace(task, bodyOf(request, lease, limits.workspaceBytes, 'a workspace layer'), writeOptions(request));
+      return { ok: true };
+    });
 
-  router.get(
-    `${TASK}/cache/:cache`,
-    async (ctx) => {
-      const { task } = await taskOf(ctx);
-      const id = idParam(ctx, 'cache');
-      return sendDownload(ctx, `"cache-${id}"`, (start) => output.openCache(task, id, { start }));
-    },
-    { public: true },
-  );
-
-  router.post(
-    `${TASK}/workspace`,
-    async (ctx) => {
-      const { lease, task } = await taskOf(ctx);
-      await output.persistWorkspace(task, bodyOf(ctx.req, lease), writeOptions(ctx));
-      return { json: { ok: true } };
-    },
-    { public: true },
-  );
-
-  router.get(
-    `${TASK}/workspace/layers`,
-    async (ctx) => {
-      const { task } = await taskOf(ctx);
-      const layers = await output.workspaceLayers(task);
-      return { json: { items: layers.map((l) => ({ id: l.id, job_name: l.jobName })) } };
-    },
-    { public: true },
-  );
-
-  router.get(
-    `${TASK}/workspace/layers/:layer`,
-    async (ctx) => {
-      const { task } = await taskOf(ctx);
-      const id = idParam(ctx, 'layer');
-      return sendDownload(ctx, `"layer-${id}"`, (start) => output.openWorkspaceLayer(task, id, { start }));
-    },
-    { public: true },
-  );
-
-  router.put(
-    `${TASK}/test-results`,
-    async (ctx) => {
-      const { lease, task } = await taskOf(ctx);
+    raw.put(`${TASK}/test-results`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+      const { lease, task } = await taskOf(request);
       // Parsed as it arrives; a bad line stops the upload, and nothing of it is stored.
-      await output.storeTestResults(task, testCasesIn(bodyOf(ctx.req, lease)), writeOptions(ctx));
-      return { json: { ok: true } };
+      await output.storeTestResults(task, testCasesIn(bodyOf(request, lease, limits.testResultsBytes, 'the test results')), writeOptions(request));
+      return { ok: true };
+    });
+  });
+
+  app.get(`${TASK}/cache`, { config: TASK_ROUTE, schema: { params: TaskParams, querystring: KeyQuery('the cache key') } }, async (request) => {
+    const { task } = await taskOf(request);
+    return { exists: await output.cacheExists(task, request.query.key) };
+  });
+
+  app.post(
+    `${TASK}/cache/find`,
+    { config: TASK_ROUTE, schema: { params: TaskParams, body: Type.Object({ keys: Type.Array(Type.String({ minLength: 1, maxLength: 900 }), { minItems: 1, maxItems: MAX_KEYS }) }) } },
+    async (request) => {
+      const { task } = await taskOf(request);
+      const found = await output.findCache(task, request.body.keys);
+      return { cache: found ? { id: found.id, key: found.key, bytes: found.bytes } : null };
     },
-    { public: true },
   );
 
-  router.post(
+  app.get(`${TASK}/cache/:cache`, { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, cache: Segment }) } }, async (request, reply) => {
+    const { task } = await taskOf(request);
+    const id = idParam(request.params.cache, 'cache');
+    await sendDownload(request, reply, `"cache-${id}"`, (start) => output.openCache(task, id, { start }));
+  });
+
+  app.get(`${TASK}/workspace/layers`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+    const { task } = await taskOf(request);
+    const layers = await output.workspaceLayers(task);
+    return { items: layers.map((l) => ({ id: l.id, job_name: l.jobName })) };
+  });
+
+  app.get(`${TASK}/workspace/layers/:layer`, { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, layer: Segment }) } }, async (request, reply) => {
+    const { task } = await taskOf(request);
+    const id = idParam(request.params.layer, 'layer');
+    await sendDownload(request, reply, `"layer-${id}"`, (start) => output.openWorkspaceLayer(task, id, { start }));
+  });
+
+  app.post(
     `${TASK}/test-results`,
-    async (ctx) => {
-      const { task } = await taskOf(ctx);
-      const cases = testCasesOf((await ctx.body<{ cases?: unknown }>()).cases);
-      await output.storeTestResults(task, cases, writeOptions(ctx));
-      return { json: { stored: cases.length } };
+    { config: TASK_ROUTE, bodyLimit: MAX_JSON_RESULTS_BYTES, schema: { params: TaskParams, body: Type.Object({ cases: Type.Array(Type.Unknown()) }) } },
+    async (request) => {
+      const { task } = await taskOf(request);
+      const cases = request.body.cases.map((c, i) => testCaseOf(c, `cases[${i}]`));
+      await output.storeTestResults(task, cases, writeOptions(request));
+      return { stored: cases.length };
     },
-    { public: true },
   );
 }
 
@@ -207,9 +175,9 @@ export function registerAgentOutputRoutes(router: Router, deps: AgentOutputRoute
  * end; any other range, or an `If-Range` that is not this ETag, gets the whole body (200), as HTTP
  * allows. The ETag is the id: a cache or layer never changes once stored.
  */
-async function sendDownload(ctx: RequestContext, etag: string, open: (start?: number) => Promise<Download>): Promise<undefined> {
+async function sendDownload(request: FastifyRequest, reply: FastifyReply, etag: string, open: (start?: number) => Promise<Download>): Promise<void> {
   const headers = { 'Content-Type': 'application/gzip', 'Accept-Ranges': 'bytes', ETag: etag };
-  const start = rangeStart(ctx.req, etag);
+  const start = rangeStart(request, etag);
   let body = await open(start);
   if (start !== undefined && body.size === undefined) {
     // Without the size there is no saying which part this is: the whole body instead.
@@ -217,20 +185,20 @@ async function sendDownload(ctx: RequestContext, etag: string, open: (start?: nu
     body = await open(undefined);
   }
   const size = body.size;
-  if (start === undefined || size === undefined) return sendStream(ctx.res, body, { ...headers, ...(size === undefined ? {} : { 'Content-Length': size }) });
+  if (start === undefined || size === undefined) return sendStream(reply, body, { ...headers, ...(size === undefined ? {} : { 'Content-Length': size }) });
   if (start >= size) {
     await body[Symbol.asyncIterator]().return?.();
-    ctx.res.writeHead(416, { ...headers, 'Content-Range': `bytes */${size}`, 'Cache-Control': 'no-store' }).end();
-    return undefined;
+    reply.code(416).headers({ ...headers, 'Content-Range': `bytes */${size}`, 'Cache-Control': 'no-store' }).send();
+    return;
   }
-  return sendStream(ctx.res, body, { ...headers, 'Content-Range': `bytes ${start}-${size - 1}/${size}`, 'Content-Length': size - start }, 206);
+  return sendStream(reply, body, { ...headers, 'Content-Range': `bytes ${start}-${size - 1}/${size}`, 'Content-Length': size - start }, 206);
 }
 
 /** Where a `Range: bytes=N-` asks to start, when the request has one (and no `If-Range` for another ETag). */
-function rangeStart(req: IncomingMessage, etag: string): number | undefined {
-  const match = /^bytes=(\d{1,15})-$/.exec(req.headers.range?.trim() ?? '');
+function rangeStart(request: FastifyRequest, etag: string): number | undefined {
+  const match = /^bytes=(\d{1,15})-$/.exec(request.headers.range?.trim() ?? '');
   if (!match) return undefined;
-  const ifRange = req.headers['if-range'];
+  const ifRange = request.headers['if-range'];
   if (ifRange !== undefined && ifRange !== etag) return undefined;
   return Number(match[1]);
 }
@@ -266,12 +234,6 @@ async function* testCasesIn(body: AsyncIterable<Uint8Array>): AsyncIterable<Test
   pending += decoder.end();
   const last = parse(pending);
   if (last) yield last;
-}
-
-/** Test cases as the agent parsed them, checked field by field (nothing else is kept). */
-function testCasesOf(value: unknown): TestCase[] {
-  if (!Array.isArray(value)) throw new InputError('cases must be a list of test cases', 'cases');
-  return value.map((c, i) => testCaseOf(c, `cases[${i}]`));
 }
 
 /** One test case, checked field by field; `where` names it in an error (`cases[3]`, `line 4`). */

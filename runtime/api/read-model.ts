@@ -19,16 +19,27 @@ export function encodePageToken(cursor: Record<string, unknown>): string {
   return Buffer.from(JSON.stringify(cursor)).toString('base64url');
 }
 
-export function decodePageToken<T>(token: string | null): T | undefined {
+/**
+ * The cursor a page token holds, or undefined without one. A token that is not one this API gave
+ * out (not base64url JSON, or not of the shape `valid` accepts) is a 400, never a query error.
+ */
+export function decodePageToken<T>(token: string | null | undefined, valid: (cursor: Record<string, unknown>) => boolean): T | undefined {
   if (!token) return undefined;
   try {
-    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-    if (parsed && typeof parsed === 'object') return parsed as T;
+    if (token.length <= 1000) {
+      const parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed) && valid(parsed)) return parsed as T;
+    }
   } catch {
     /* fall through */
   }
-  throw new InputError(`page-token '${token}' is not a token this API gave out`, 'page-token');
+  throw new InputError(`page-token '${token.slice(0, 100)}' is not a token this API gave out`, 'page-token');
 }
+
+/** A cursor field that is absent or a whole number a query can take. */
+export const cursorInt = (v: unknown): boolean => v === undefined || (typeof v === 'number' && Number.isSafeInteger(v) && v >= -1 && v <= 2 ** 31 - 1);
+/** A cursor field that is absent or a short string. */
+export const cursorText = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.length <= 400);
 
 export function projectView(r: Record<string, unknown>) {
   return {
@@ -75,9 +86,9 @@ export async function getPipeline(db: Queryable, id: string) {
   return pipelineView(row);
 }
 
-export async function listPipelines(db: Queryable, projectId: string, options: { branch?: string; pageToken: string | null; limit?: number }): Promise<Page<ReturnType<typeof pipelineView>>> {
+export async function listPipelines(db: Queryable, projectId: string, options: { branch?: string; pageToken?: string | null; limit?: number }): Promise<Page<ReturnType<typeof pipelineView>>> {
   const limit = options.limit ?? 20;
-  const cursor = decodePageToken<{ before?: number }>(options.pageToken);
+  const cursor = decodePageToken<{ before?: number }>(options.pageToken, (c) => cursorInt(c.before));
   const rows = await db.query(
     `SELECT ${PIPELINE_COLUMNS} FROM ${PIPELINE_FROM}
       WHERE p.project_id = $1 AND ($2::text IS NULL OR p.branch = $2) AND ($3::int IS NULL OR p.number < $3)
@@ -256,4 +267,39 @@ export async function stepOutput(db: Queryable, taskId: string, attempt: number,
 
 export function isUuid(id: string): boolean {
   return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
+}
+
+/** The config texts of a pipeline, as `GET /pipeline/{id}/config` answers them. */
+export async function pipelineConfig(db: Queryable, id: string) {
+  if (!isUuid(id)) throw new NotFoundError('pipeline', id);
+  const [row] = await db.query<{ config_source: string | null; config_compiled: string | null; setup_config_source: string | null; setup_config_compiled: string | null }>(
+    'SELECT config_source, config_compiled, setup_config_source, setup_config_compiled FROM pipelines WHERE id = $1',
+    [id],
+  );
+  if (!row) throw new NotFoundError('pipeline', id);
+  return {
+    source: row.config_source ?? '',
+    compiled: row.config_compiled ?? '',
+    'setup-config': row.setup_config_source ?? '',
+    'compiled-setup-config': row.setup_config_compiled ?? '',
+  };
+}
+
+/** The task of one parallel node of a job, if the job has that node. */
+export async function taskOfNode(db: Queryable, jobId: string, nodeIndex: number): Promise<{ id: string } | undefined> {
+  const [task] = await db.query<{ id: string }>('SELECT id FROM tasks WHERE job_id = $1 AND node_index = $2', [jobId, nodeIndex]);
+  return task;
+}
+
+/** A job's status. */
+export async function jobStatus(db: Queryable, jobId: string): Promise<JobStatus | undefined> {
+  const [row] = await db.query<{ status: JobStatus }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
+  return row?.status;
+}
+
+/** A user as `GET /me` shows them. */
+export async function userView(db: Queryable, userId: string) {
+  const [user] = await db.query<{ id: string; login: string; name: string }>('SELECT id, login, name FROM users WHERE id = $1', [userId]);
+  if (!user) throw new NotFoundError('user', userId);
+  return { id: user.id, login: user.login, name: user.name };
 }

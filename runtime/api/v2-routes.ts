@@ -1,30 +1,38 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TextDecoder } from 'node:util';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import type { Conductor } from '../conductor/conductor';
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { InputError, NotFoundError, PermissionError } from '../domain/errors';
-import { isTerminalJobStatus, type JobStatus } from '../domain/model';
+import { isTerminalJobStatus } from '../domain/model';
 import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
 import type { LogReader, OutputChunk } from '../output/logs';
-import { drained, sendStream } from './http-server';
+import { drained, principalOf, sendStream, type GyreApp } from './http-app';
 import type { ParameterValue, Triggers } from '../triggers/triggers';
 import {
+  cursorText,
+  decodePageToken,
+  encodePageToken,
   findJob,
   getPipeline,
   getWorkflow,
   isUuid,
   jobDetails,
+  jobStatus,
   jobSteps,
   listPipelines,
   listWorkflowJobs,
   listWorkflows,
+  pipelineConfig,
   projectView,
   stepOutput,
   stepView,
-  decodePageToken,
-  encodePageToken,
+  taskOfNode,
+  userView,
 } from './read-model';
-import type { RequestContext, Router } from './router';
+import { given, IdParams, Int32, OptionalText, PageQuery, Parameters, Segment, SlugParams } from './schemas';
 
 export interface V2RouteDeps {
   readonly store: Store;
@@ -35,16 +43,30 @@ export interface V2RouteDeps {
   readonly webUrl: () => string;
   /** Reads step output wherever it is kept (the output role). @default - the database only */
   readonly logs?: LogReader;
+  /** Largest continuation body (the configuration a setup job generated), in bytes. */
+  readonly maxContinuationBytes: number;
 }
 
 const SLUG = '/api/v2/project/:vcs/:org/:repo';
-const slugOf = (ctx: RequestContext) => `${ctx.params.vcs}/${ctx.params.org}/${ctx.params.repo}`;
+const slugOf = (params: { vcs: string; org: string; repo: string }) => `${params.vcs}/${params.org}/${params.repo}`;
 
-function parseParameters(value: unknown): Record<string, ParameterValue> {
-  if (value === undefined || value === null) return {};
-  if (typeof value !== 'object' || Array.isArray(value)) throw new InputError('parameters must be an object of name to value', 'parameters');
+const JobParams = Type.Object({ vcs: Segment, org: Segment, repo: Segment, number: Segment });
+const NodeQuery = Type.Object({ node_index: Type.Optional(Int32({ maximum: 9999 })) });
+
+/** The continuation orb sends parameters as a JSON string as often as an object. */
+function continuationParameters(value: unknown): Record<string, ParameterValue> {
+  let parsed = value;
+  if (typeof value === 'string') {
+    try {
+      parsed = value.trim() ? JSON.parse(value) : {};
+    } catch {
+      throw new InputError('parameters must be an object (or a string holding a JSON object)', 'parameters');
+    }
+  }
+  if (parsed === undefined || parsed === null) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new InputError('parameters must be an object of name to value', 'parameters');
   const out: Record<string, ParameterValue> = {};
-  for (const [name, v] of Object.entries(value)) {
+  for (const [name, v] of Object.entries(parsed)) {
     if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
       throw new InputError(`parameter '${name}' must be a string, number or boolean`, 'parameters');
     }
@@ -53,186 +75,152 @@ function parseParameters(value: unknown): Record<string, ParameterValue> {
   return out;
 }
 
-function optionalString(body: Record<string, unknown>, field: string): string | undefined {
-  const v = body[field];
-  if (v === undefined || v === null || v === '') return undefined;
-  if (typeof v !== 'string') throw new InputError(`${field} must be a string`, field);
-  return v;
-}
-
-function nodeIndexOf(ctx: RequestContext): number | undefined {
-  const raw = ctx.query.get('node_index');
-  if (raw === null || raw === '') return undefined;
-  if (!/^\d{1,4}$/.test(raw)) throw new InputError(`node_index '${raw}' must be a whole number`, 'node_index');
-  return Number(raw);
-}
-
-export function registerV2Routes(router: Router, deps: V2RouteDeps): void {
+export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
   const { store, projects, triggers, conductor } = deps;
+  const view = (p: Awaited<ReturnType<Projects['get']>>) => projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch });
 
-  router.get('/api/v2/me', async (ctx) => {
-    const [user] = await store.query<{ id: string; login: string; name: string }>('SELECT id, login, name FROM users WHERE id = $1', [ctx.principal!.userId]);
-    return { json: { id: user.id, login: user.login, name: user.name } };
-  });
+  app.get('/api/v2/me', async (request) => userView(store, principalOf(request).userId));
 
-  router.get('/api/v2/projects', async (ctx) => {
-    const cursor = decodePageToken<{ after?: string }>(ctx.query.get('page-token'));
+  app.get('/api/v2/projects', { schema: { querystring: PageQuery } }, async (request) => {
+    const cursor = decodePageToken<{ after?: string }>(request.query['page-token'], (c) => cursorText(c.after));
     const limit = 50;
     const rows = await projects.list({ after: cursor?.after, limit: limit + 1 });
-    const items = rows.slice(0, limit).map((p) => projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch }));
-    return { json: { items, next_page_token: rows.length > limit ? encodePageToken({ after: rows[limit - 1].slug }) : null } };
+    return { items: rows.slice(0, limit).map(view), next_page_token: rows.length > limit ? encodePageToken({ after: rows[limit - 1].slug }) : null };
   });
 
-  router.post('/api/v2/projects', async (ctx) => {
-    if (!ctx.principal?.isAdmin) throw new PermissionError('only an admin can add projects');
-    const body = await ctx.body<Record<string, unknown>>();
-    const org = optionalString(body, 'org');
-    const name = optionalString(body, 'name');
-    const repoUrl = optionalString(body, 'repo_url');
-    if (!org) throw new InputError('org is required', 'org');
-    if (!name) throw new InputError('name is required', 'name');
-    if (!repoUrl) throw new InputError('repo_url is required (a path or URL git can clone)', 'repo_url');
-    const p = await projects.add({ org, name, repoUrl });
-    return { status: 201, json: projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch }) };
-  });
-
-  router.get(SLUG, async (ctx) => {
-    const p = await projects.get(slugOf(ctx));
-    return { json: projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch }) };
-  });
-
-  router.post(`${SLUG}/pipeline`, async (ctx) => {
-    const body = await ctx.body<Record<string, unknown>>();
-    const created = await triggers.trigger({
-      slug: slugOf(ctx),
-      branch: optionalString(body, 'branch'),
-      tag: optionalString(body, 'tag'),
-      parameters: parseParameters(body.parameters),
-      actorId: ctx.principal?.userId,
-      type: 'api',
-    });
-    return { status: 201, json: { id: created.id, number: created.number, state: created.state, created_at: created.createdAt.toISOString() } };
-  });
-
-  router.get(`${SLUG}/pipeline`, async (ctx) => {
-    const project = await projects.get(slugOf(ctx));
-    return { json: await listPipelines(store, project.id, { branch: ctx.query.get('branch') ?? undefined, pageToken: ctx.query.get('page-token') }) };
-  });
-
-  router.get('/api/v2/pipeline/:id', async (ctx) => ({ json: await getPipeline(store, ctx.params.id) }));
-
-  router.get('/api/v2/pipeline/:id/workflow', async (ctx) => ({ json: await listWorkflows(store, ctx.params.id) }));
-
-  router.get('/api/v2/pipeline/:id/config', async (ctx) => {
-    await getPipeline(store, ctx.params.id);
-    const [row] = await store.query<{
-      config_source: string | null;
-      config_compiled: string | null;
-      setup_config_source: string | null;
-      setup_config_compiled: string | null;
-    }>('SELECT config_source, config_compiled, setup_config_source, setup_config_compiled FROM pipelines WHERE id = $1', [ctx.params.id]);
-    return {
-      json: {
-        source: row.config_source ?? '',
-        compiled: row.config_compiled ?? '',
-        'setup-config': row.setup_config_source ?? '',
-        'compiled-setup-config': row.setup_config_compiled ?? '',
-      },
-    };
-  });
-
-  // The continuation key authenticates this call (a setup job has no API token), so it is public.
-  router.post(
-    '/api/v2/pipeline/continue',
-    async (ctx) => {
-      const body = await ctx.body<Record<string, unknown>>();
-      const key = body['continuation-key'];
-      const configuration = body.configuration;
-      if (typeof key !== 'string' || !key) throw new InputError('continuation-key is required', 'continuation-key');
-      if (typeof configuration !== 'string' || !configuration.trim()) {
-        throw new InputError('configuration is required: the config YAML (or JSON) to continue the pipeline with', 'configuration');
-      }
-      let parameters = body.parameters;
-      // The continuation orb sends parameters as a JSON string as often as as an object.
-      if (typeof parameters === 'string') {
-        try {
-          parameters = parameters.trim() ? JSON.parse(parameters) : {};
-        } catch {
-          throw new InputError('parameters must be an object (or a string holding a JSON object)', 'parameters');
-        }
-      }
-      await conductor.continuePipeline({ key, configuration, parameters: parseParameters(parameters) });
-      return { json: { message: 'Pipeline continued.' } };
+  app.post(
+    '/api/v2/projects',
+    { schema: { body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.String({ minLength: 1, maxLength: 4096 }) }) } },
+    async (request, reply) => {
+      if (!principalOf(request).isAdmin) throw new PermissionError('only an admin can add projects');
+      const { org, name, repo_url: repoUrl } = request.body;
+      reply.code(201);
+      return view(await projects.add({ org, name, repoUrl }));
     },
-    { public: true },
   );
 
-  router.get('/api/v2/workflow/:id', async (ctx) => ({ json: await getWorkflow(store, ctx.params.id) }));
+  app.get(SLUG, { schema: { params: SlugParams } }, async (request) => view(await projects.get(slugOf(request.params))));
 
-  router.get('/api/v2/workflow/:id/job', async (ctx) => ({ json: await listWorkflowJobs(store, ctx.params.id) }));
+  app.post(
+    `${SLUG}/pipeline`,
+    { schema: { params: SlugParams, body: Type.Object({ branch: OptionalText(1024), tag: OptionalText(1024), parameters: Type.Optional(Type.Union([Parameters, Type.Null()])) }) } },
+    async (request, reply) => {
+      const { branch, tag, parameters } = request.body;
+      const created = await triggers.trigger({
+        slug: slugOf(request.params),
+        branch: given(branch),
+        tag: given(tag),
+        parameters: parameters ?? {},
+        actorId: principalOf(request).userId,
+        type: 'api',
+      });
+      reply.code(201);
+      return { id: created.id, number: created.number, state: created.state, created_at: created.createdAt.toISOString() };
+    },
+  );
 
-  router.post('/api/v2/workflow/:id/cancel', async (ctx) => {
-    if (!isUuid(ctx.params.id)) throw new NotFoundError('workflow', ctx.params.id);
-    await conductor.cancelWorkflow(ctx.params.id, ctx.principal?.userId);
-    return { status: 202, json: { message: 'Accepted.' } };
+  app.get(
+    `${SLUG}/pipeline`,
+    { schema: { params: SlugParams, querystring: Type.Object({ branch: Type.Optional(Type.String({ maxLength: 1024 })), 'page-token': Type.Optional(Type.String({ maxLength: 1000 })) }) } },
+    async (request) => {
+      const project = await projects.get(slugOf(request.params));
+      return listPipelines(store, project.id, { branch: given(request.query.branch), pageToken: request.query['page-token'] });
+    },
+  );
+
+  app.get('/api/v2/pipeline/:id', { schema: { params: IdParams } }, async (request) => getPipeline(store, request.params.id));
+
+  app.get('/api/v2/pipeline/:id/workflow', { schema: { params: IdParams } }, async (request) => listWorkflows(store, request.params.id));
+
+  app.get('/api/v2/pipeline/:id/config', { schema: { params: IdParams } }, async (request) => pipelineConfig(store, request.params.id));
+
+  // The continuation key authenticates this call (a setup job has no API token), so it is public;
+  // its body is bounded by the largest config the compiler takes.
+  app.post(
+    '/api/v2/pipeline/continue',
+    {
+      config: { auth: 'public' },
+      bodyLimit: deps.maxContinuationBytes,
+      schema: {
+        body: Type.Object({
+          'continuation-key': Type.String({ minLength: 1, maxLength: 1024 }),
+          configuration: Type.String({ minLength: 1 }),
+          parameters: Type.Optional(Type.Union([Parameters, Type.String(), Type.Null()])),
+        }),
+      },
+    },
+    async (request) => {
+      const body = request.body;
+      if (!body.configuration.trim()) throw new InputError('configuration is required: the config YAML (or JSON) to continue the pipeline with', 'configuration');
+      await conductor.continuePipeline({ key: body['continuation-key'], configuration: body.configuration, parameters: continuationParameters(body.parameters) });
+      return { message: 'Pipeline continued.' };
+    },
+  );
+
+  app.get('/api/v2/workflow/:id', { schema: { params: IdParams } }, async (request) => getWorkflow(store, request.params.id));
+
+  app.get('/api/v2/workflow/:id/job', { schema: { params: IdParams } }, async (request) => listWorkflowJobs(store, request.params.id));
+
+  app.post('/api/v2/workflow/:id/cancel', { schema: { params: IdParams } }, async (request, reply) => {
+    if (!isUuid(request.params.id)) throw new NotFoundError('workflow', request.params.id);
+    await conductor.cancelWorkflow(request.params.id, principalOf(request).userId);
+    reply.code(202);
+    return { message: 'Accepted.' };
   });
 
-  router.post('/api/v2/workflow/:id/approve/:requestId', async (ctx) => {
-    if (!isUuid(ctx.params.id)) throw new NotFoundError('workflow', ctx.params.id);
-    if (!isUuid(ctx.params.requestId)) throw new NotFoundError('approval request', ctx.params.requestId);
-    await conductor.approveJob(ctx.params.id, ctx.params.requestId, ctx.principal?.userId);
-    return { status: 202, json: { message: 'Accepted.' } };
+  app.post('/api/v2/workflow/:id/approve/:requestId', { schema: { params: Type.Object({ id: Segment, requestId: Segment }) } }, async (request, reply) => {
+    const { id, requestId } = request.params;
+    if (!isUuid(id)) throw new NotFoundError('workflow', id);
+    if (!isUuid(requestId)) throw new NotFoundError('approval request', requestId);
+    await conductor.approveJob(id, requestId, principalOf(request).userId);
+    reply.code(202);
+    return { message: 'Accepted.' };
   });
 
-  router.get(`${SLUG}/job/:number`, async (ctx) => {
-    const project = await projects.get(slugOf(ctx));
-    const job = await findJob(store, project.id, ctx.params.number);
-    return { json: await jobDetails(store, job, deps.webUrl()) };
+  const jobOf = async (params: { vcs: string; org: string; repo: string; number: string }) => {
+    const project = await projects.get(slugOf(params));
+    return findJob(store, project.id, params.number);
+  };
+
+  app.get(`${SLUG}/job/:number`, { schema: { params: JobParams } }, async (request) => jobDetails(store, await jobOf(request.params), deps.webUrl()));
+
+  app.get(`${SLUG}/job/:number/steps`, { schema: { params: JobParams, querystring: NodeQuery } }, async (request) => {
+    const job = await jobOf(request.params);
+    const steps = await jobSteps(store, job.id, request.query.node_index);
+    return { items: steps.map(stepView), next_page_token: null };
   });
 
-  router.get(`${SLUG}/job/:number/steps`, async (ctx) => {
-    const project = await projects.get(slugOf(ctx));
-    const job = await findJob(store, project.id, ctx.params.number);
-    const steps = await jobSteps(store, job.id, nodeIndexOf(ctx));
-    return { json: { items: steps.map(stepView), next_page_token: null } };
-  });
-
-  router.get(`${SLUG}/job/:number/output`, async (ctx) => {
-    const project = await projects.get(slugOf(ctx));
-    const job = await findJob(store, project.id, ctx.params.number);
-    const nodeIndex = nodeIndexOf(ctx) ?? 0;
-    const rawStep = ctx.query.get('step');
-    if (rawStep === null || !/^\d{1,5}$/.test(rawStep)) throw new InputError('step (the step index, from the steps endpoint) is required', 'step');
-    const step = (await jobSteps(store, job.id, nodeIndex)).find((s) => s.index === Number(rawStep));
-    if (!step) throw new NotFoundError('step', `${rawStep} of node ${nodeIndex} of job ${job.number}`);
-    // Streamed chunk by chunk (from the database, or the archive through gunzip): a step of any
-    // size costs one chunk of memory. Its length is not known up front, so no Content-Length. The
-    // first chunk is read before the headers go out, so a step that cannot be read is an error
-    // response, not a cut one.
-    const chunks = readOutput(deps, step.task_id, step.attempt, step.index);
-    const first = await chunks.next();
-    async function* body() {
-      try {
-        if (first.done) return;
-        yield first.value.data;
-        for await (const chunk of { [Symbol.asyncIterator]: () => chunks }) yield chunk.data;
-      } finally {
-        // A client that hangs up ends the reading (and closes an archive being read).
-        await chunks.return(undefined);
+  app.get(
+    `${SLUG}/job/:number/output`,
+    { schema: { params: JobParams, querystring: Type.Object({ node_index: Type.Optional(Int32({ maximum: 9999 })), step: Int32({ maximum: 99_999 }) }) } },
+    async (request, reply) => {
+      const job = await jobOf(request.params);
+      const nodeIndex = request.query.node_index ?? 0;
+      const step = (await jobSteps(store, job.id, nodeIndex)).find((s) => s.index === request.query.step);
+      if (!step) throw new NotFoundError('step', `${request.query.step} of node ${nodeIndex} of job ${job.number}`);
+      // Streamed chunk by chunk (from the database, or the archive through gunzip): a step of any
+      // size costs one chunk of memory. Its length is not known up front, so no Content-Length. The
+      // first chunk is read before the headers go out, so a step that cannot be read is an error
+      // response, not a cut one.
+      const chunks = readOutput(deps, step.task_id, step.attempt, step.index);
+      const first = await chunks.next();
+      async function* body() {
+        try {
+          if (first.done) return;
+          yield first.value.data;
+          for await (const chunk of { [Symbol.asyncIterator]: () => chunks }) yield chunk.data;
+        } finally {
+          // A client that hangs up ends the reading (and closes an archive being read).
+          await chunks.return(undefined);
+        }
       }
-    }
-    return sendStream(ctx.res, body(), {
-      'Content-Type': 'text/plain; charset=utf-8',
-      'X-Content-Type-Options': 'nosniff',
-      'X-Gyre-Step-Status': step.status,
-    });
-  });
+      await sendStream(reply, body(), { 'Content-Type': 'text/plain; charset=utf-8', 'X-Gyre-Step-Status': step.status });
+    },
+  );
 
-  router.get(`${SLUG}/job/:number/output/stream`, async (ctx) => {
-    const project = await projects.get(slugOf(ctx));
-    const job = await findJob(store, project.id, ctx.params.number);
-    await followJobOutput(ctx, deps, job.id, nodeIndexOf(ctx) ?? 0);
-    return undefined;
+  app.get(`${SLUG}/job/:number/output/stream`, { schema: { params: JobParams, querystring: NodeQuery } }, async (request, reply) => {
+    const job = await jobOf(request.params);
+    await followJobOutput(request, reply, deps, job.id, request.query.node_index ?? 0);
   });
 }
 
@@ -246,9 +234,17 @@ async function* readOutput(deps: V2RouteDeps, taskId: string, attempt: number, s
  * Streams a job's steps and output as Server-Sent Events, from the beginning, until the job ends.
  * New output is announced by NOTIFY; a slow poll covers notifications lost to a reconnect.
  */
-async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: string, nodeIndex: number): Promise<void> {
+async function followJobOutput(request: FastifyRequest, reply: FastifyReply, deps: V2RouteDeps, jobId: string, nodeIndex: number): Promise<void> {
   const { store } = deps;
-  const { res, req } = ctx;
+  // Everything it needs is looked up before the stream starts: a failure after it has is a cut stream.
+  const task = await taskOfNode(store, jobId, nodeIndex);
+  reply.hijack();
+  // Once the stream has started, a failure can only cut it.
+  await streamJobOutput(request.raw, reply.raw, deps, jobId, nodeIndex, task).catch(() => reply.raw.destroy());
+}
+
+async function streamJobOutput(req: IncomingMessage, res: ServerResponse, deps: V2RouteDeps, jobId: string, nodeIndex: number, task: { id: string } | undefined): Promise<void> {
+  const { store } = deps;
   res.writeHead(200, {
     'Content-Type': 'text/event-stream; charset=utf-8',
     'Cache-Control': 'no-store',
@@ -270,7 +266,6 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
     closed = true;
     poke();
   });
-  const [task] = await store.query<{ id: string }>('SELECT id FROM tasks WHERE job_id = $1 AND node_index = $2', [jobId, nodeIndex]);
   const unlisten = await store.listen(CHANNELS.taskOutput, (payload) => {
     try {
       if (task && JSON.parse(payload).taskId === task.id) poke();
@@ -297,7 +292,7 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
       // Read before the steps: a job that has ended has all its steps' output stored.
       const checkJob = jobMayHaveEnded;
       jobMayHaveEnded = false;
-      const jobRow = checkJob ? (await store.query<{ status: JobStatus }>('SELECT status FROM jobs WHERE id = $1', [jobId]))[0] : undefined;
+      const status = checkJob ? await jobStatus(store, jobId) : undefined;
       const steps = await jobSteps(store, jobId, nodeIndex);
       const current = steps.length ? steps[0].attempt : attempt;
       if (current !== attempt && steps.length) {
@@ -333,8 +328,8 @@ async function followJobOutput(ctx: RequestContext, deps: V2RouteDeps, jobId: st
           sentStatus.set(step.index, step.status);
         }
       }
-      if (jobRow && isTerminalJobStatus(jobRow.status)) {
-        send('end', { status: jobRow.status });
+      if (status && isTerminalJobStatus(status)) {
+        send('end', { status });
         break;
       }
       if (dirty) continue;

@@ -29,7 +29,10 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
   }
   const log = createLogger({ level: settings.logLevel });
   const gyre = await startGyre(settings, log);
-  const lines = [`Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}).`];
+  const lines = [
+    `Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}; roles: ${[...settings.roles].join(', ')}).`,
+    `Health and metrics: ${gyre.opsUrl}/healthz and ${gyre.opsUrl}/metrics`,
+  ];
   if (gyre.createdAdminToken && !settings.adminToken) {
     lines.push('', `Admin API token (shown once; keep it): ${gyre.createdAdminToken}`, `Sign in to the UI: ${gyre.url}/login#token=${gyre.createdAdminToken}`);
   }

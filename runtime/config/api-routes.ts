@@ -1,13 +1,8 @@
-import type { Router } from '../api/router';
-import { InputError, PermissionError } from '../domain/errors';
-import { compileConfig } from './compiler';
+import { Type } from '@sinclair/typebox';
+import { principalOf, type GyreApp } from '../api/http-app';
+import { PermissionError } from '../domain/errors';
 import type { OrbRegistry } from './orb-registry';
-import type { PipelineValues } from './plan';
-
-interface CompileBody {
-  config_yaml?: unknown;
-  options?: { owner_id?: unknown; pipeline_values?: Record<string, unknown>; pipeline_parameters?: Record<string, unknown> };
-}
+import type { CompileResult, PipelineValues, TriggerContext } from './plan';
 
 /** Maps the `pipeline_values` the circleci CLI sends (`pipeline.git.branch`, …) onto ours. */
 function pipelineValuesFrom(v: Record<string, unknown> | undefined): PipelineValues {
@@ -26,45 +21,67 @@ function pipelineValuesFrom(v: Record<string, unknown> | undefined): PipelineVal
   };
 }
 
-export function registerConfigRoutes(router: Router, deps: { orbs: OrbRegistry }): void {
+export interface ConfigRouteDeps {
+  readonly orbs: OrbRegistry;
+  /** Compiles a config (with its orbs, within the compilation budgets, off the event loop). */
+  readonly compile: (source: string, trigger: TriggerContext) => Promise<CompileResult>;
+  /** Largest body the compile and orb routes take: a config of the compiler's largest size, as JSON. */
+  readonly maxConfigBytes: number;
+}
+
+const Scalar = Type.Union([Type.String({ maxLength: 64 * 1024 }), Type.Number(), Type.Boolean()]);
+
+export function registerConfigRoutes(app: GyreApp, deps: ConfigRouteDeps): void {
   // What `circleci config validate|process --host <gyre>` calls.
-  router.post('/api/v2/compile-config-with-defaults', async (ctx) => {
-    const body = await ctx.body<CompileBody>();
-    if (typeof body.config_yaml !== 'string') throw new InputError('config_yaml must be a string holding the config', 'config_yaml');
-    const values = pipelineValuesFrom(body.options?.pipeline_values);
-    const params = body.options?.pipeline_parameters ?? {};
-    if (params === null || typeof params !== 'object' || Array.isArray(params)) throw new InputError('options.pipeline_parameters must be an object', 'options.pipeline_parameters');
-    for (const [k, v] of Object.entries(params)) {
-      if (!['string', 'number', 'boolean'].includes(typeof v)) throw new InputError(`pipeline parameter ${k} must be a string, number or boolean`, 'options.pipeline_parameters');
-    }
-    const result = await compileConfig(body.config_yaml, {
-      trigger: {
-        ...(values.tag ? { tag: values.tag } : { branch: values.branch ?? 'main' }),
-        parameters: params as Record<string, string | number | boolean>,
-        pipeline: values,
+  app.post(
+    '/api/v2/compile-config-with-defaults',
+    {
+      bodyLimit: deps.maxConfigBytes,
+      schema: {
+        body: Type.Object({
+          config_yaml: Type.String(),
+          options: Type.Optional(
+            Type.Object({
+              owner_id: Type.Optional(Type.Unknown()),
+              pipeline_values: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Type.Unknown(), { maxProperties: 200 })),
+              pipeline_parameters: Type.Optional(Type.Record(Type.String({ maxLength: 256 }), Scalar, { maxProperties: 1000 })),
+            }),
+          ),
+        }),
       },
-      orbs: deps.orbs,
-    });
-    if (result.ok) return { json: { valid: true, 'source-yaml': body.config_yaml, 'output-yaml': result.compiledYaml, errors: [] } };
-    return {
-      json: {
+    },
+    async (request) => {
+      const body = request.body;
+      const values = pipelineValuesFrom(body.options?.pipeline_values);
+      const result = await deps.compile(body.config_yaml, {
+        ...(values.tag ? { tag: values.tag } : { branch: values.branch ?? 'main' }),
+        parameters: body.options?.pipeline_parameters ?? {},
+        pipeline: values,
+      });
+      if (result.ok) return { valid: true, 'source-yaml': body.config_yaml, 'output-yaml': result.compiledYaml, errors: [] };
+      return {
         valid: false,
         'source-yaml': body.config_yaml,
         'output-yaml': '',
         errors: result.problems.map((p) => ({ message: `${p.line ? `line ${p.line}:${p.column ?? 1}: ` : ''}${p.path ? `${p.path}: ` : ''}${p.message}` })),
-      },
-    };
-  });
+      };
+    },
+  );
 
-  router.post('/api/v2/orbs', async (ctx) => {
-    if (!ctx.principal?.isAdmin) throw new PermissionError('importing orbs needs an administrator');
-    const body = await ctx.body<{ name?: unknown; version?: unknown; source?: unknown }>();
-    await deps.orbs.publish(body.name as string, body.version as string, body.source as string);
-    return { status: 201, json: { name: body.name, version: body.version } };
-  });
+  app.post(
+    '/api/v2/orbs',
+    { bodyLimit: deps.maxConfigBytes, schema: { body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 300 }), version: Type.String({ minLength: 1, maxLength: 100 }), source: Type.String({ minLength: 1 }) }) } },
+    async (request, reply) => {
+      if (!principalOf(request).isAdmin) throw new PermissionError('importing orbs needs an administrator');
+      const { name, version, source } = request.body;
+      await deps.orbs.publish(name, version, source);
+      reply.code(201);
+      return { name, version };
+    },
+  );
 
-  router.get('/api/v2/orbs', async () => {
+  app.get('/api/v2/orbs', async () => {
     const items = await deps.orbs.list();
-    return { json: { items: items.map((o) => ({ name: o.name, version: o.version, created_at: o.createdAt })) } };
+    return { items: items.map((o) => ({ name: o.name, version: o.version, created_at: o.createdAt })) };
   });
 }

@@ -78,6 +78,8 @@ export interface Dispatcher {
   /** Claims the oldest queued task of one of these resource classes (`*`: any), or returns undefined. */
   claim(agentId: string, resourceClasses: readonly string[]): Promise<ClaimedTask | undefined>;
   heartbeat(lease: Lease): Promise<HeartbeatResult>;
+  /** Whether someone asked for the task to be canceled; a stale lease is a StaleLeaseError. */
+  cancelRequested(lease: Lease): Promise<boolean>;
   stepStarted(lease: Lease, step: { index: number; name: string; type: string }): Promise<void>;
   /**
    * Appends one chunk of a step's output, as bytes or as gzip members (how agents send it). The
@@ -106,7 +108,7 @@ export interface DispatcherDeps {
   readonly config: DispatcherConfig;
   readonly log: Logger;
   /** Observes each claimed task's wait in the queue, in seconds. */
-  readonly queueWait?: Histogram;
+  readonly queueWait?: Histogram<'resource_class'>;
   /** Where output goes (the output role); without it chunks stay in `log_chunks`. */
   readonly output?: LogSink;
 }
@@ -236,7 +238,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           else request.resolve(undefined);
           continue;
         }
-        queueWait?.observe(Math.max(0, row.waited), { resource_class: resourceClasses.join(',') });
+        queueWait?.observe({ resource_class: resourceClasses.join(',') }, Math.max(0, row.waited));
         request.resolve({
           lease: { taskId: row.task_id, leaseId: leaseIds[slot], attempt: row.attempt },
           leaseExpiresAt: new Date(row.lease_expires_at),
@@ -315,6 +317,13 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           [lease.taskId, ttl],
         );
         return { leaseExpiresAt: new Date(row.lease_expires_at), cancelRequested: row.cancel_requested };
+      });
+    },
+
+    async cancelRequested(lease) {
+      return underLease(lease, async (tx) => {
+        const [row] = await tx.query<{ cancel_requested: boolean }>('SELECT cancel_requested FROM tasks WHERE id = $1', [lease.taskId]);
+        return row?.cancel_requested === true;
       });
     },
 

@@ -29,6 +29,30 @@ export class InputError extends GyreError {
   }
 }
 
+/**
+ * The input is larger than a limit allows (a body, an upload, an archive, test results);
+ * `limit` says the limit in the unit of the message. Answered 413.
+ */
+export class TooLargeError extends InputError {
+  constructor(
+    message: string,
+    field?: string,
+    readonly limit?: number,
+  ) {
+    super(message, field);
+  }
+}
+
+/** The caller sent too many requests; `retryAfterSeconds` says when to try again. Answered 429. */
+export class RateLimitError extends GyreError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}
+
 /** The request is valid but conflicts with the current state (e.g. cancel a finished workflow). */
 export class ConflictError extends GyreError {}
 

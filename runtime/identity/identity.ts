@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import type { Principal } from '../api/router';
+import type { Principal } from '../domain/principal';
 import type { Store } from '../store/store';
 
 export interface Identity {

@@ -1,78 +1,33 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
 /**
- * A small Prometheus registry: counters and histograms kept in this process, gauges read when
- * scraped (queue depth comes from the database, so every api replica reports the same figure).
- * Exposition is the text format, version 0.0.4.
+ * A process's Prometheus metrics, on prom-client with a registry of its own (no global one).
+ * A scrape reads values kept in memory: nothing here queries the database when scraped. Figures
+ * that come from the database (queue depth) are refreshed by the role that owns them, on a timer
+ * (see execution-metrics.ts), so scrapes cost the same however large the tables grow.
  */
-export interface Histogram {
-  observe(value: number, labels?: Record<string, string>): void;
-}
-
-export interface Counter {
-  inc(labels?: Record<string, string>, by?: number): void;
-}
-
 export interface Metrics {
-  counter(name: string, help: string): Counter;
-  histogram(name: string, help: string, buckets: readonly number[]): Histogram;
-  /** A gauge whose samples `collect` returns at scrape time. */
-  gauge(name: string, help: string, collect: () => Promise<{ labels: Record<string, string>; value: number }[]>): void;
-  /** The text exposition of every metric. */
-  render(): Promise<string>;
+  readonly registry: Registry;
+  counter<L extends string>(name: string, help: string, labelNames?: readonly L[]): Counter<L>;
+  histogram<L extends string>(name: string, help: string, buckets: readonly number[], labelNames?: readonly L[]): Histogram<L>;
+  gauge<L extends string>(name: string, help: string, labelNames?: readonly L[]): Gauge<L>;
+  /** The text exposition of every metric, and its content type. */
+  render(): Promise<{ text: string; contentType: string }>;
 }
 
-const labelText = (labels: Record<string, string>) => {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return '';
-  return `{${entries.map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}"`).join(',')}}`;
-};
+export type { Counter, Gauge, Histogram };
 
-export function createMetrics(): Metrics {
-  const renderers: (() => Promise<string[]>)[] = [];
+export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  // CPU, memory, event-loop lag, handles: what an operator looks at first when a process struggles.
+  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'gyre_' });
   return {
-    counter(name, help) {
-      const values = new Map<string, number>();
-      renderers.push(async () => [`# HELP ${name} ${help}`, `# TYPE ${name} counter`, ...[...values].map(([l, v]) => `${name}${l} ${v}`)]);
-      return {
-        inc(labels = {}, by = 1) {
-          const key = labelText(labels);
-          values.set(key, (values.get(key) ?? 0) + by);
-        },
-      };
-    },
-    histogram(name, help, buckets) {
-      const series = new Map<string, { labels: Record<string, string>; counts: number[]; sum: number; count: number }>();
-      renderers.push(async () => {
-        const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} histogram`];
-        for (const s of series.values()) {
-          buckets.forEach((b, i) => lines.push(`${name}_bucket${labelText({ ...s.labels, le: String(b) })} ${s.counts[i]}`));
-          lines.push(`${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.count}`);
-          lines.push(`${name}_sum${labelText(s.labels)} ${s.sum}`, `${name}_count${labelText(s.labels)} ${s.count}`);
-        }
-        return lines;
-      });
-      return {
-        observe(value, labels = {}) {
-          const key = labelText(labels);
-          let s = series.get(key);
-          if (!s) series.set(key, (s = { labels, counts: buckets.map(() => 0), sum: 0, count: 0 }));
-          buckets.forEach((b, i) => {
-            if (value <= b) s!.counts[i]++;
-          });
-          s.sum += value;
-          s.count++;
-        },
-      };
-    },
-    gauge(name, help, collect) {
-      renderers.push(async () => [
-        `# HELP ${name} ${help}`,
-        `# TYPE ${name} gauge`,
-        ...(await collect()).map((s) => `${name}${labelText(s.labels)} ${s.value}`),
-      ]);
-    },
+    registry,
+    counter: (name, help, labelNames = []) => new Counter({ name, help, labelNames: [...labelNames], registers: [registry] }),
+    histogram: (name, help, buckets, labelNames = []) => new Histogram({ name, help, buckets: [...buckets], labelNames: [...labelNames], registers: [registry] }),
+    gauge: (name, help, labelNames = []) => new Gauge({ name, help, labelNames: [...labelNames], registers: [registry] }),
     async render() {
-      const parts = await Promise.all(renderers.map((r) => r()));
-      return parts.flat().join('\n') + '\n';
+      return { text: await registry.metrics(), contentType: registry.contentType };
     },
   };
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { blobKey, type BlobStore } from '../blob/blob-store';
-import { InputError } from '../domain/errors';
+import { InputError, TooLargeError } from '../domain/errors';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
 import type { TestCase } from './junit';
@@ -49,7 +49,7 @@ async function spool(content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, 
   try {
     for await (const chunk of content) {
       bytes += chunk.byteLength;
-      if (bytes > maxBytes) throw new InputError(`${what} is larger than the limit of ${maxBytes} bytes`, 'size');
+      if (bytes > maxBytes) throw new TooLargeError(`${what} is larger than the limit of ${maxBytes} bytes`, 'size', maxBytes);
       if (!out.write(chunk)) await once(out, 'drain');
     }
     out.end();
@@ -75,7 +75,7 @@ async function spoolCases(cases: AsyncIterable<TestCase> | Iterable<TestCase>, m
       const line = `${JSON.stringify({ name: c.name, classname: c.classname, file: c.file, result: c.result, message: c.message, run_time: c.run_time })}\n`;
       bytes += Buffer.byteLength(line);
       if (bytes > maxBytes) {
-        throw new InputError(`the test results are larger than the limit of ${size(maxBytes)} (${maxBytes} bytes) of JSON, one line per test; nothing of them was stored`, 'test-results');
+        throw new TooLargeError(`the test results are larger than the limit of ${size(maxBytes)} (${maxBytes} bytes) of JSON, one line per test; nothing of them was stored`, 'test-results', maxBytes);
       }
       count++;
       if (!out.write(line)) await once(out, 'drain');
@@ -378,4 +378,54 @@ export async function testTimings(db: Queryable, projectId: string, jobName: str
       ORDER BY file, classname, name, id DESC`,
     [projectId, jobName],
   );
+}
+
+/**
+ * Seconds per test file for the job a task belongs to, from the test results its earlier runs
+ * stored (summed over each file's tests; the class name stands in for a file when there is none).
+ */
+export async function fileTimingsOfTask(db: Queryable, taskId: string): Promise<{ file: string; seconds: number }[]> {
+  const [job] = await db.query<{ project_id: string; name: string }>('SELECT j.project_id, j.name FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1', [taskId]);
+  if (!job) return [];
+  const totals = new Map<string, number>();
+  for (const t of await testTimings(db, job.project_id, job.name)) {
+    const file = t.file || t.classname;
+    if (file) totals.set(file, (totals.get(file) ?? 0) + Number(t.run_time || 0));
+  }
+  return [...totals].map(([file, seconds]) => ({ file, seconds }));
+}
+
+/** A page of a job's artifacts, in path order. */
+export async function jobArtifacts(db: Queryable, jobId: string, offset: number, limit: number) {
+  return db.query<{ id: string; path: string; node_index: number }>(
+    'SELECT id, path, node_index FROM artifacts WHERE job_id = $1 ORDER BY node_index, path, id OFFSET $2 LIMIT $3',
+    [jobId, offset, limit],
+  );
+}
+
+/** Where an artifact's bytes are kept. */
+export async function artifactFile(db: Queryable, id: string): Promise<{ path: string; blob_key: string; bytes: string } | undefined> {
+  const [row] = await db.query<{ path: string; blob_key: string; bytes: string }>('SELECT path, blob_key, bytes FROM artifacts WHERE id = $1', [id]);
+  return row;
+}
+
+/** A page of a job's test results, after the result `after`. */
+export async function jobTestResults(db: Queryable, jobId: string, after: number, limit: number) {
+  return db.query<{ id: string; name: string; classname: string; file: string; result: string; message: string; run_time: number }>(
+    'SELECT id, name, classname, file, result, message, run_time FROM test_results WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3',
+    [jobId, after, limit],
+  );
+}
+
+/** Tests that both passed and failed on the same revision, most often first. */
+export async function flakyTests(db: Queryable, projectId: string) {
+  const rows = await db.query<{ name: string; classname: string; file: string; job_name: string; times_flaked: string }>(
+    `SELECT name, classname, file, job_name, count(*) AS times_flaked FROM (
+       SELECT name, classname, file, job_name, revision FROM test_results WHERE project_id = $1
+        GROUP BY name, classname, file, job_name, revision
+       HAVING bool_or(result = 'success') AND bool_or(result = 'failure')) flaky
+      GROUP BY name, classname, file, job_name ORDER BY count(*) DESC, classname, name LIMIT 1000`,
+    [projectId],
+  );
+  return rows.map((r) => ({ test_name: r.name, classname: r.classname, file: r.file, job_name: r.job_name, times_flaked: Number(r.times_flaked) }));
 }

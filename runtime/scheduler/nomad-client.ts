@@ -40,6 +40,8 @@ export interface NomadClient {
   jobAllocations(jobId: string, index: number, waitSeconds: number): Promise<{ index: number; allocations: NomadAllocation[] }>;
   /** Stops a job (its allocations are killed); `purge` also removes it. */
   deregisterJob(jobId: string, purge: boolean): Promise<void>;
+  /** The address of the cluster's leader; fails when Nomad has none or cannot be reached (the readiness check). */
+  leader(): Promise<string>;
 }
 
 export function createNomadClient(connection: NomadConnection): NomadClient {
@@ -108,6 +110,11 @@ export function createNomadClient(connection: NomadConnection): NomadClient {
       // The published description lists `index` as a header; servers read the query parameter. Send both.
       const r = await call('GET', `/job/${encodeURIComponent(jobId)}/allocations`, q, undefined, index > 0 ? { index: String(index) } : {});
       return { index: r.index, allocations: r.body ?? [] };
+    },
+    async leader() {
+      const r = await call('GET', '/status/leader', scope());
+      if (typeof r.body !== 'string' || !r.body) throw new NomadError(r.status, 'Nomad has no leader');
+      return r.body;
     },
     async deregisterJob(jobId, purge) {
       const q = scope();

@@ -22,6 +22,8 @@ export interface ResourceClasses {
   createRunnerToken(name: string, label?: string): Promise<string>;
   /** The class a runner token belongs to, or undefined for an unknown token. */
   classOfRunnerToken(token: string): Promise<string | undefined>;
+  /** Records that a runner asked for work (for the runners list). */
+  runnerSeen(runnerId: string, resourceClass: string): Promise<void>;
   /** Sets (or with `undefined` removes) the concurrency limit of a project slug or an organisation. */
   setLimit(scope: 'project' | 'org', key: string, maxRunning: number | undefined): Promise<void>;
 }
@@ -71,6 +73,13 @@ export function createResourceClasses({ store }: { store: Store }): ResourceClas
       const token = `gyre-rc.${randomBytes(24).toString('base64url')}`;
       await store.query('INSERT INTO runner_tokens (token_hash, resource_class, label) VALUES ($1, $2, $3)', [hashToken(token), name, label]);
       return token;
+    },
+    async runnerSeen(runnerId, resourceClass) {
+      await store.query(
+        `INSERT INTO runners (id, resource_class, last_seen_at) VALUES ($1, $2, now())
+         ON CONFLICT (id) DO UPDATE SET resource_class = EXCLUDED.resource_class, last_seen_at = now()`,
+        [runnerId, resourceClass],
+      );
     },
     async classOfRunnerToken(token) {
       const [r] = await store.query<{ resource_class: string }>('SELECT resource_class FROM runner_tokens WHERE token_hash = $1', [hashToken(token)]);

@@ -15,6 +15,7 @@ export interface TaskTokens {
 }
 
 const PREFIX = 'gyre-task';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function createTaskTokens(secret: string): TaskTokens {
   const sign = (body: string) => createHmac('sha256', secret).update(body).digest('base64url');
@@ -27,6 +28,8 @@ export function createTaskTokens(secret: string): TaskTokens {
       const parts = token.split('.');
       if (parts.length !== 5 || parts[0] !== PREFIX) throw new AuthenticationError('The task token is not valid.');
       const [, taskId, leaseId, attempt, signature] = parts;
+      // Checked before the signature only for shape: a token we minted always passes.
+      if (!UUID.test(taskId) || !UUID.test(leaseId) || !/^\d{1,9}$/.test(attempt)) throw new AuthenticationError('The task token is not valid.');
       const expected = Buffer.from(sign(`${taskId}.${leaseId}.${attempt}`));
       const given = Buffer.from(signature);
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AuthenticationError('The task token is not valid.');

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Router, RequestContext } from '../api/router';
+import type { FastifyReply } from 'fastify';
+import type { GyreApp } from '../api/http-app';
 
 /**
  * The web UI: one HTML page, its script and stylesheet. Routing inside the UI uses the URL fragment
@@ -28,27 +29,20 @@ function load(file: string, contentType: string): Asset {
 }
 
 function serve(asset: Asset) {
-  return async (ctx: RequestContext) => {
-    ctx.res.writeHead(200, {
-      ...SECURITY_HEADERS,
-      'Content-Type': asset.contentType,
-      'Content-Length': asset.body.length,
-      'Cache-Control': 'no-cache',
-    });
-    ctx.res.end(ctx.req.method === 'HEAD' ? undefined : asset.body);
-    return undefined;
-  };
+  return async (_request: unknown, reply: FastifyReply) =>
+    reply.headers({ ...SECURITY_HEADERS, 'Content-Type': asset.contentType, 'Cache-Control': 'no-cache' }).send(asset.body);
 }
 
 /** Registers the UI's public routes. The files are read once, here. */
-export function registerUiRoutes(router: Router): void {
+export function registerUiRoutes(app: GyreApp): void {
   const page = load('index.html', 'text/html; charset=utf-8');
   const assets: Record<string, Asset> = {
     '/ui/app.js': load('app.js', 'text/javascript; charset=utf-8'),
     '/ui/ansi.js': load('ansi.js', 'text/javascript; charset=utf-8'),
     '/ui/app.css': load('app.css', 'text/css; charset=utf-8'),
   };
-  router.get('/', serve(page), { public: true });
-  router.get('/login', serve(page), { public: true });
-  for (const [route, asset] of Object.entries(assets)) router.get(route, serve(asset), { public: true });
+  const PUBLIC = { config: { auth: 'public' as const } };
+  app.get('/', PUBLIC, serve(page));
+  app.get('/login', PUBLIC, serve(page));
+  for (const [route, asset] of Object.entries(assets)) app.get(route, PUBLIC, serve(asset));
 }

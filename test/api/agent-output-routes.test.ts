@@ -3,8 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAgentClient } from '../../runtime/agent/http-reporter';
 import { registerAgentOutputRoutes } from '../../runtime/api/agent-output-routes';
-import { startHttpServer, type RunningHttpServer } from '../../runtime/api/http-server';
-import { Router } from '../../runtime/api/router';
+import { createHttpApp, listen, type RunningHttpServer } from '../../runtime/api/http-app';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
 import { createDispatcher } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
@@ -100,7 +99,7 @@ describe('agent output routes', () => {
     expect(await res.json()).toEqual({ message: "refused 'reports/../../escape.txt': '..' would leave the root" });
     const missing = await agentFetch(a.token, a.task.taskId, '/artifacts', { method: 'PUT', body: 'x' });
     expect(missing.status).toBe(400);
-    expect(((await missing.json()) as any).message).toMatch(/artifact path goes in the query/);
+    expect(((await missing.json()) as any).message).toBe('query.path is required');
     await expect(outputOf(a).uploadArtifact(a.task, '../up.txt', bytes('x'))).rejects.toThrow(/'\.\.' would leave the root/);
     expect(await g.gyre.store.query('SELECT 1 FROM artifacts WHERE job_id = $1', [a.task.jobId])).toEqual([]);
   });
@@ -152,16 +151,17 @@ describe('agent output routes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'gyre-limit-blobs-'));
     const log = createLogger({ level: 'silent' });
     const output = createOutputService({ store, blobs: createLocalBlobStore({ root: dir }), log, limits: { artifactBytes: 64 * 1024 } });
-    const router = new Router();
-    registerAgentOutputRoutes(router, {
+    const tokens = createTaskTokens(await loadTaskTokenSecret(store));
+    const app = await createHttpApp({ log, credentials: { user: async () => undefined, task: (t) => tokens.verify(t), runner: async () => undefined } });
+    await registerAgentOutputRoutes(app, {
       store,
       dispatcher: createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } }),
-      tokens: createTaskTokens(await loadTaskTokenSecret(store)),
       output: output.client,
+      limits: { artifactBytes: 64 * 1024 },
     });
     let http: RunningHttpServer | undefined;
     try {
-      http = await startHttpServer({ router, authenticate: async () => undefined, log }, 0, '127.0.0.1');
+      http = await listen(app, 0, '127.0.0.1', false);
       const client = createAgentClient({ url: `http://127.0.0.1:${http.port}`, token: b.token, taskId: b.task.taskId }).output();
       let produced = 0;
       async function* endless(): AsyncIterable<Uint8Array> {
@@ -171,7 +171,7 @@ describe('agent output routes', () => {
           yield new Uint8Array(64 * 1024);
         }
       }
-      await expect(client.uploadArtifact(b.task, 'huge.bin', endless())).rejects.toThrow(/400: the artifact 'huge\.bin' is larger than the limit of 65536 bytes/);
+      await expect(client.uploadArtifact(b.task, 'huge.bin', endless())).rejects.toThrow(/413: an artifact may be at most 65536 bytes/);
       expect(produced).toBeLessThan(64 * 1024 * 1024);
       await client.uploadArtifact(b.task, 'small.bin', bytes('fits'));
       const rows = await store.query<{ path: string; bytes: string }>('SELECT path, bytes FROM artifacts WHERE job_id = $1', [b.task.jobId]);

@@ -43,7 +43,7 @@ describe('config API routes', () => {
     expect(seen['api compile good']['source-yaml']).toMatch(/^version: 2.1/);
     expect(seen['api compile bad'].valid).toBe(false);
     expect(seen['api compile bad'].errors).toEqual([{ message: expect.stringMatching(/^line 2:\d+: workflows\.w\.jobs\[0\]\.nope: job 'nope' is not defined/) }]);
-    expect(seen['api compile no yaml'].error).toMatch(/config_yaml must be a string/);
+    expect(seen['api compile no yaml'].error).toMatch(/^400: body\.config_yaml is required/);
   });
 
   it('POST /api/v2/orbs needs an administrator; GET lists', () => {

@@ -7,13 +7,14 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Router, type RequestContext } from '../../runtime/api/router';
+import { createHttpApp } from '../../runtime/api/http-app';
 import type { ApiClient } from '../../runtime/cli/client';
 import { registerConfigRoutes } from '../../runtime/config/api-routes';
 import { runOrbCommand } from '../../runtime/config/cli';
 import { compileConfig } from '../../runtime/config/compiler';
 import { createOrbRegistry } from '../../runtime/config/orb-registry';
 import { openStore } from '../../runtime/store/open-store';
+import { createLogger } from '../../runtime/logger';
 
 const ORB = (tag: string) => `version: 2.1\nexecutors:\n  default: {docker: [{image: "cimg/base:${tag}"}]}\n`;
 const CORPUS = path.resolve(__dirname, '../..', '../shared/corpus');
@@ -29,13 +30,22 @@ async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: 
 async function main(): Promise<void> {
   const store = await openStore({});
   const registry = createOrbRegistry({ store });
-  const router = new Router();
-  registerConfigRoutes(router, { orbs: registry });
+  // The routes behind the real HTTP boundary, called in process (fastify's inject): an admin token and a member's.
+  const app = await createHttpApp({
+    log: createLogger({ level: 'silent' }),
+    credentials: {
+      user: async (token) => (token === 'admin' || token === 'member' ? { userId: token, login: token, isAdmin: token === 'admin' } : undefined),
+      task: () => {
+        throw new Error('no agents here');
+      },
+      runner: async () => undefined,
+    },
+  });
+  registerConfigRoutes(app, { orbs: registry, compile: (source, trigger) => compileConfig(source, { trigger, orbs: registry }), maxConfigBytes: 16 * 1024 * 1024 });
   const call = async (method: string, url: string, body?: unknown, isAdmin = true) => {
-    const m = router.match(method, url);
-    if (!m || m === 'method') throw new Error(`no route ${method} ${url}`);
-    const ctx = { params: m.params, query: new URLSearchParams(), principal: { userId: 'u', login: 'u', isAdmin }, body: async () => body ?? {} } as unknown as RequestContext;
-    return (await m.handler(ctx)) as { status?: number; json: any };
+    const res = await app.inject({ method: method as 'GET', url, ...(body === undefined ? {} : { payload: body as object }), headers: { 'circle-token': isAdmin ? 'admin' : 'member' } });
+    if (res.statusCode >= 400) throw new Error(`${res.statusCode}: ${res.json().message}`);
+    return { status: res.statusCode, json: res.json() };
   };
   const client: ApiClient = {
     baseUrl: 'http://test',

@@ -51,7 +51,8 @@ describe.each(testStores())('runners and the agent API on %s', (store) => {
   };
 
   beforeAll(async () => {
-    g = await startTestGyre({ store });
+    // Queue gauges are read from the database on a timer, never by a scrape: a short one here.
+    g = await startTestGyre({ store, env: { GYRE_METRICS_REFRESH_MS: '200' } });
     await g.api('POST', '/api/v2/resource-classes', { name: 'acme/small', cpu: 1, memory_mb: 1024, driver: 'runner' });
     runnerToken = (await g.api('POST', '/api/v2/resource-classes/acme%2Fsmall/tokens', {})).token;
   });
@@ -67,7 +68,7 @@ describe.each(testStores())('runners and the agent API on %s', (store) => {
     const { id } = await g.trigger('acme/par');
     // No runner yet: the task waits in the queue (the built-in slots do not serve a runner class).
     await new Promise((r) => setTimeout(r, 700));
-    const metrics = await (await fetch(`${g.url}/metrics`)).text();
+    const metrics = await (await fetch(`${g.gyre.opsUrl}/metrics`)).text();
     expect(metrics).toMatch(/gyre_queue_depth\{resource_class="acme\/small"\} 3/);
     const runner = startRunner({ url: g.url, token: runnerToken, log, workRoot: workRoot(), slots: 2, pollMs: 2000 });
     runners.push(runner);
@@ -77,7 +78,7 @@ describe.each(testStores())('runners and the agent API on %s', (store) => {
     expect(outputs.map((o) => o.trim())).toEqual(['node 0 of 3', 'node 1 of 3', 'node 2 of 3']);
     const agents = await g.gyre.store.query<{ agent_id: string }>(`SELECT DISTINCT agent_id FROM tasks WHERE resource_class = 'acme/small'`);
     expect(agents.map((a) => a.agent_id)).toEqual([runner.id]);
-    const after = await (await fetch(`${g.url}/metrics`)).text();
+    const after = await (await fetch(`${g.gyre.opsUrl}/metrics`)).text();
     expect(after).toMatch(/gyre_queue_wait_seconds_count\{resource_class="acme\/small"\} 3/);
   });
 

@@ -71,6 +71,7 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
   const token = `test-token-${randomBytes(12).toString('hex')}`;
   const settings = readSettings({
     GYRE_PORT: '0',
+    GYRE_OPS_PORT: '0',
     GYRE_HOST: '127.0.0.1',
     GYRE_DATA_DIR: dataDir,
     GYRE_ADMIN_TOKEN: token,

@@ -130,6 +130,8 @@ export async function startNomadStandIn(options: NomadStandInOptions = {}): Prom
     const token = req.headers['x-nomad-token'] as string | undefined;
     requests.push({ method: req.method ?? '', path: url.pathname + url.search, token });
     if (standIn.options.aclToken && token !== standIn.options.aclToken) return send(res, 403, 'Permission denied');
+    // GetStatusLeader: the leader's RPC address, as a JSON string.
+    if (req.method === 'GET' && url.pathname === '/v1/status/leader') return send(res, 200, JSON.stringify('127.0.0.1:4647'));
     if (req.method === 'POST' && url.pathname === '/v1/jobs') {
       const body = await readJson(req).catch(() => undefined);
       const job = body?.Job;

@@ -20,7 +20,7 @@ export function freePort(): Promise<number> {
 export async function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
   const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'server'], {
     cwd: ROOT,
-    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

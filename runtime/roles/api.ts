@@ -1,0 +1,69 @@
+import { registerAgentOutputRoutes } from '../api/agent-output-routes';
+import { registerAgentRoutes, registerResourceClassRoutes } from '../api/agent-routes';
+import { createHttpApp, listen } from '../api/http-app';
+import { registerV2Routes } from '../api/v2-routes';
+import { registerConfigRoutes } from '../config/api-routes';
+import { DEFAULT_LIMITS } from '../config/yaml-loader';
+import { registerHealthRoute } from '../ops/ops-routes';
+import { registerOutputRoutes } from '../output/api-routes';
+import { fileTimingsOfTask } from '../output/output-service';
+import { registerUiRoutes } from '../ui/routes';
+import type { Role } from './role';
+
+/** JSON around a config of the compiler's largest size (a string can double in size escaped). */
+const MAX_CONFIG_BODY_BYTES = DEFAULT_LIMITS.maxChars * 2 + 64 * 1024;
+
+/**
+ * `api`: the REST API (CircleCI v2 shapes), the agent API that runners and Nomad agents call, and
+ * the web UI, on GYRE_PORT (HTTPS with GYRE_TLS_CERT / GYRE_TLS_KEY).
+ */
+export const apiRole: Role = {
+  name: 'api',
+  async start(core) {
+    const { settings, store, dispatcher, output } = core;
+    const log = core.log.child({ role: 'api' });
+    const app = await createHttpApp({
+      log,
+      limits: settings.http,
+      tls: settings.tls,
+      trustProxy: settings.trustProxy,
+      credentials: {
+        user: (token) => core.identity.authenticate(token),
+        task: (token) => core.tokens.verify(token),
+        runner: (token) => core.resourceClasses.classOfRunnerToken(token),
+      },
+    });
+    registerHealthRoute(app, { health: core.health, roles: [...core.roles] });
+    registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES });
+    registerOutputRoutes(app, { store, blobs: core.blobs, projects: core.projects, output, apiUrl: core.webUrl });
+    registerConfigRoutes(app, { orbs: core.orbs, compile: core.compile, maxConfigBytes: MAX_CONFIG_BODY_BYTES });
+    const agentRoutes = await registerAgentRoutes(app, {
+      store,
+      dispatcher,
+      tokens: core.tokens,
+      resourceClasses: core.resourceClasses,
+      leaseTtlMs: settings.leaseTtlMs,
+      testTimings: (taskId) => fileTimingsOfTask(store, taskId),
+    });
+    await registerAgentOutputRoutes(app, { store, dispatcher, output: output.client });
+    registerResourceClassRoutes(app, { resourceClasses: core.resourceClasses });
+    registerUiRoutes(app);
+    let http;
+    try {
+      http = await listen(app, settings.port, settings.host, Boolean(settings.tls));
+    } catch (error) {
+      await agentRoutes.close();
+      await app.close();
+      throw error;
+    }
+    core.apiListening(http.url);
+    return {
+      url: http.url,
+      async stop() {
+        // Long polls and live log followers end first, so closing the listener does not wait on them.
+        await agentRoutes.close();
+        await http.close();
+      },
+    };
+  },
+};

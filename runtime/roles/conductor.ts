@@ -1,0 +1,25 @@
+import { CHANNELS } from '../dispatcher/dispatcher';
+import { PIPELINE_CREATED } from '../triggers/triggers';
+import { every, type Role } from './role';
+
+/** `conductor`: compiles new pipelines' configs, creates their workflows and advances them as jobs finish. */
+export const conductorRole: Role = {
+  name: 'conductor',
+  async start(core) {
+    const { store, conductor } = core;
+    const log = core.log.child({ role: 'conductor' });
+    const onError = (what: string) => (error: unknown) => log.error(what, { error: (error as Error).message });
+    const unlistenCreated = await store.listen(PIPELINE_CREATED, (id) => void conductor.startPipeline(id).catch(onError('pipeline start failed')));
+    const unlistenFinished = await store.listen(CHANNELS.jobFinished, (id) => void conductor.jobFinished(id).catch(onError('workflow advance failed')));
+    // The sweep picks up what a notification lost (a restart, a dropped connection) would leave waiting.
+    await conductor.sweep().catch(onError('sweep failed'));
+    const stopSweep = every(5000, () => conductor.sweep(), onError('sweep failed'));
+    return {
+      async stop() {
+        stopSweep();
+        await unlistenCreated().catch(() => undefined);
+        await unlistenFinished().catch(() => undefined);
+      },
+    };
+  },
+};

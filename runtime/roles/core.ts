@@ -1,0 +1,115 @@
+import { join } from 'node:path';
+import { openBlobStore } from '../blob/open-blob-store';
+import type { BlobStore } from '../blob/blob-store';
+import { createConductor, type CompileFn, type Conductor } from '../conductor/conductor';
+import { compileConfig, createOrbDocumentCache } from '../config/compiler';
+import { createOrbRegistry, type OrbRegistry } from '../config/orb-registry';
+import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher';
+import { createGitForge } from '../forge/git-forge';
+import type { Forge } from '../forge/forge';
+import { createIdentity, type Identity } from '../identity/identity';
+import type { Logger } from '../logger';
+import { registerExecutionMetrics, type ExecutionMetrics } from '../metrics/execution-metrics';
+import { createMetrics, type Metrics } from '../metrics/metrics';
+import { createHealth, type Health } from '../ops/health';
+import { createLogStore, type LogStore } from '../output/logs';
+import { createOutputService, type OutputService } from '../output/output-service';
+import { createProjects, type Projects } from '../projects/projects';
+import { createNomadClient, type NomadClient } from '../scheduler/nomad-client';
+import { createResourceClasses, type ResourceClasses } from '../scheduler/resource-classes';
+import { createTaskTokens, loadTaskTokenSecret, type TaskTokens } from '../scheduler/task-token';
+import type { Settings } from '../settings';
+import type { Store } from '../store/store';
+import { createTriggers, type Triggers } from '../triggers/triggers';
+import type { RoleName } from './names';
+
+/**
+ * What every role is built from: the store and the services over it, made once per process by
+ * `buildCore`, whichever roles the process runs. Services are plain objects over the store; only
+ * roles start loops, listeners and drivers.
+ */
+export interface Core {
+  readonly settings: Settings;
+  readonly log: Logger;
+  readonly roles: ReadonlySet<RoleName>;
+  readonly store: Store;
+  readonly blobs: BlobStore;
+  readonly forge: Forge;
+  readonly identity: Identity;
+  readonly projects: Projects;
+  readonly triggers: Triggers;
+  readonly metrics: Metrics;
+  readonly executionMetrics: ExecutionMetrics;
+  readonly logs: LogStore;
+  readonly output: OutputService;
+  readonly dispatcher: Dispatcher;
+  readonly resourceClasses: ResourceClasses;
+  readonly tokens: TaskTokens;
+  readonly orbs: OrbRegistry;
+  /** Compiles a config for a trigger (the conductor's and the API's compiler). */
+  readonly compile: CompileFn;
+  readonly conductor: Conductor;
+  /** The Nomad cluster, when NOMAD_ADDR is set. */
+  readonly nomad?: NomadClient;
+  readonly health: Health;
+  /** Where users reach Gyre: GYRE_PUBLIC_URL, else the API listener once it listens, else localhost. */
+  webUrl(): string;
+  /** The API role says where it listens (for `webUrl`). */
+  apiListening(url: string): void;
+  /** Things to close when the process stops, last made first. */
+  readonly closers: (() => Promise<void>)[];
+}
+
+export async function buildCore(settings: Settings, log: Logger, store: Store): Promise<Core> {
+  const closers: (() => Promise<void>)[] = [];
+  const forge = createGitForge({ cacheDir: join(settings.dataDir, 'git-mirrors') });
+  const projects = createProjects({ store, forge });
+  const blobs = openBlobStore(settings.blobs, settings.dataDir);
+  const outputLog = log.child({ role: 'output' });
+  const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes });
+  closers.push(() => logs.close());
+  const metrics = createMetrics();
+  const executionMetrics = registerExecutionMetrics(metrics);
+  const dispatcher = createDispatcher({
+    output: logs,
+    store,
+    config: { leaseTtlMs: settings.leaseTtlMs, maxAttempts: settings.maxAttempts },
+    log: log.child({ role: 'dispatcher' }),
+    queueWait: executionMetrics.queueWait,
+  });
+  const orbs = createOrbRegistry({ store });
+  // Parsed orbs are kept between compilations: a published orb version never changes.
+  const orbCache = createOrbDocumentCache();
+  const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs, orbCache });
+  const nomad = settings.nomad ? createNomadClient(settings.nomad) : undefined;
+  let apiUrl: string | undefined;
+  return {
+    settings,
+    log,
+    roles: settings.roles,
+    store,
+    blobs,
+    forge,
+    identity: createIdentity({ store }),
+    projects,
+    triggers: createTriggers({ store, forge, projects }),
+    metrics,
+    executionMetrics,
+    logs,
+    output: createOutputService({ store, blobs, log: outputLog }),
+    dispatcher,
+    resourceClasses: createResourceClasses({ store }),
+    tokens: createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret)),
+    orbs,
+    compile,
+    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs }),
+    nomad,
+    // Nomad is a dependency only of the processes that submit jobs to it.
+    health: createHealth({ store, blobs, nomad: settings.roles.has('scheduler') ? nomad : undefined }),
+    webUrl: () => settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`,
+    apiListening: (url) => {
+      apiUrl = url;
+    },
+    closers,
+  };
+}

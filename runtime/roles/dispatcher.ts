@@ -1,0 +1,30 @@
+import { every, type Role } from './role';
+
+/**
+ * `dispatcher`: the lease reaper (an expired lease ends its attempt and, within the retry limit,
+ * queues the task again) and the queue's metrics. Claims themselves are served by the agent API
+ * and the built-in runner through the dispatcher service.
+ */
+export const dispatcherRole: Role = {
+  name: 'dispatcher',
+  async start(core) {
+    const { store, dispatcher, settings } = core;
+    const log = core.log.child({ role: 'dispatcher' });
+    // The embedded store has one owner, this process: any lease still open belongs to a previous
+    // run that died, so end those attempts now instead of waiting for their expiry.
+    if (store.kind === 'pglite') await dispatcher.reapExpiredLeases({ all: true });
+    const stopReaper = every(Math.max(250, Math.min(5000, settings.leaseTtlMs / 4)), () => dispatcher.reapExpiredLeases(), (error) =>
+      log.error('lease reaper failed', { error: (error as Error).message }),
+    );
+    // The queue gauges are read here on a timer (GYRE_METRICS_REFRESH_MS), never by a scrape.
+    const refresh = () => core.executionMetrics.refresh(store);
+    await refresh().catch(() => undefined);
+    const stopMetrics = every(settings.metricsRefreshMs, refresh, (error) => log.warn('queue metrics refresh failed', { error: (error as Error).message }));
+    return {
+      async stop() {
+        stopReaper();
+        stopMetrics();
+      },
+    };
+  },
+};

@@ -1,0 +1,26 @@
+import { apiRole } from './api';
+import { conductorRole } from './conductor';
+import { dispatcherRole } from './dispatcher';
+import type { RoleName } from './names';
+import { outputRole } from './output';
+import type { Role } from './role';
+import { schedulerRole } from './scheduler';
+
+/**
+ * The role map: every name in ROLE_NAMES has its module here (the type makes a missing one a
+ * compile error), and the Kubernetes constructs deploy exactly these names.
+ */
+export const ROLES: Readonly<Record<RoleName, Role>> = {
+  api: apiRole,
+  conductor: conductorRole,
+  dispatcher: dispatcherRole,
+  scheduler: schedulerRole,
+  output: outputRole,
+};
+
+/**
+ * The order roles start in: the dispatcher first (an embedded server ends a dead run's leases
+ * before anyone can claim), the API before the scheduler (whose agents call it back), the
+ * scheduler last (nothing runs before the roles that watch it are up). Stopped in reverse.
+ */
+export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'api', 'scheduler'];

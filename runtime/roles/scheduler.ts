@@ -1,0 +1,61 @@
+import { join } from 'node:path';
+import { createStepHandlers } from '../agent/steps';
+import { createOutputStepHandlers } from '../agent/steps/output-steps';
+import { createBuiltinDriver } from '../scheduler/builtin-driver';
+import type { Driver } from '../scheduler/driver';
+import { createNomadDriver } from '../scheduler/nomad-driver';
+import type { Role } from './role';
+
+/**
+ * `scheduler`: the drivers that start task agents: the built-in runner (GYRE_RUNNER_SLOTS task
+ * slots in this process; 0 in a cluster, where builds never run beside the control plane) and the
+ * Nomad driver (when NOMAD_ADDR is set).
+ */
+export const schedulerRole: Role = {
+  name: 'scheduler',
+  async start(core) {
+    const { settings, store, dispatcher } = core;
+    const log = core.log.child({ role: 'scheduler' });
+    const drivers: Driver[] = [];
+    try {
+      if (settings.runnerSlots > 0) {
+        const builtin = createBuiltinDriver({
+          store,
+          dispatcher,
+          log,
+          slots: settings.runnerSlots,
+          workRoot: join(settings.dataDir, 'tasks'),
+          resourceClasses: ['*'],
+          heartbeatMs: Math.max(100, Math.floor(settings.leaseTtlMs / 3)),
+          webUrl: core.webUrl(),
+          handlers: createStepHandlers(createOutputStepHandlers(core.output.client)),
+        });
+        await builtin.start();
+        drivers.push(builtin);
+      }
+      if (core.nomad) {
+        const nomad = createNomadDriver({
+          store,
+          dispatcher,
+          resourceClasses: core.resourceClasses,
+          tokens: core.tokens,
+          nomad: core.nomad,
+          log: log.child({ driver: 'nomad' }),
+          gyreUrl: settings.agentCallbackUrl ?? core.webUrl(),
+          agentImage: settings.agentImage,
+          jobTemplate: settings.nomadJobTemplate,
+        });
+        await nomad.start();
+        drivers.push(nomad);
+      }
+    } catch (error) {
+      for (const d of drivers.reverse()) await d.stop().catch(() => undefined);
+      throw error;
+    }
+    return {
+      async stop() {
+        for (const d of drivers) await d.stop();
+      },
+    };
+  },
+};
