@@ -8,7 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import FindMyWay, { type HTTPMethod } from 'find-my-way';
-import { AuthenticationError, PermissionError, RateLimitError, TooLargeError } from '../domain/errors';
+import { AuthenticationError, InputError, PermissionError, RateLimitError, TooLargeError } from '../domain/errors';
 import type { Principal } from '../domain/principal';
 import type { Lease } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
@@ -135,6 +135,18 @@ export function leaseOf(request: FastifyRequest): Lease {
   return request.lease;
 }
 
+/** Where in a parsed input a string holds a NUL (`body.parameters.x`), if anywhere. */
+function nulIn(value: unknown, path: string, depth = 0): string | undefined {
+  if (typeof value === 'string') return value.includes('\0') ? path : undefined;
+  if (value === null || typeof value !== 'object' || depth > 64) return undefined;
+  for (const [key, v] of Object.entries(value)) {
+    if (key.includes('\0')) return `${path} key`;
+    const found = nulIn(v, `${path}.${key.slice(0, 50)}`, depth + 1);
+    if (found) return found;
+  }
+  return undefined;
+}
+
 /** Answers to requests Node's HTTP parser refused, by its error code. */
 const CLIENT_ERRORS: Record<string, [string, string]> = {
   HPE_HEADER_OVERFLOW: ['431 Request Header Fields Too Large', 'The request headers are too large.'],
@@ -183,6 +195,13 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     },
   }) as unknown as GyreApp;
   app.server.headersTimeout = limits.headersTimeoutMs;
+  // CONNECT never reaches routes (Node hands it to a 'connect' listener, or drops the connection
+  // without a word when there is none): answer it like any method no route takes.
+  app.server.on('connect', (_req: IncomingMessage, socket: import('node:net').Socket) => {
+    const body = JSON.stringify({ message: 'CONNECT is not allowed here.' });
+    socket.on('error', () => undefined);
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
 
   // Two validators: query strings, path parameters and headers are text, so numbers and booleans
   // there are coerced; a JSON body is taken as sent (a string is not a number).
@@ -257,6 +276,13 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
       }
     }
     if (identified.failure) throw identified.failure;
+  });
+
+  // PostgreSQL cannot hold a NUL in text: one in any path segment, query value or JSON string is a
+  // 400 naming where it was, here, rather than a query error later.
+  app.addHook('preValidation', async (request) => {
+    const where = nulIn(request.params, 'path') ?? nulIn(request.query, 'query') ?? (Buffer.isBuffer(request.body) ? undefined : nulIn(request.body, 'body'));
+    if (where) throw new InputError(`${where} holds a NUL character, which is not allowed`, where);
   });
 
   app.addHook('onSend', async (_request, reply) => {

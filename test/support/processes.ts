@@ -17,16 +17,16 @@ export function freePort(): Promise<number> {
 }
 
 /** Starts `gyre server` as a child process and waits until /healthz answers. */
-export async function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
+export async function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
   const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'server'], {
     cwd: ROOT,
     env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
+  let out = '';
   child.stderr!.on('data', (d) => (stderr += d));
   const url = await new Promise<string>((resolveUrl, reject) => {
-    let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out} ${stderr}`)), 60_000);
     child.stdout!.on('data', (d) => {
       out += d;
@@ -42,7 +42,7 @@ export async function startServerProcess(env: Record<string, string>): Promise<{
     if ((await fetch(`${url}/healthz`).catch(() => undefined))?.status === 200) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { child, url, stderr: () => stderr };
+  return { child, url, stderr: () => stderr, stdout: () => out };
 }
 
 /** Starts `gyre runner` as a child process in its own process group (so a kill takes its tasks too). */
