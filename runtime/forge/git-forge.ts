@@ -8,12 +8,22 @@ import type { Forge, Revision } from './forge';
 
 const run = promisify(execFile);
 
+/** How long one git command may take (a clone of a large repository included). */
+const GIT_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * The environment git runs with: what it needs to find itself, its configuration and a proxy,
+ * and nothing of the server's own (tokens, DATABASE_URL, keys never reach a child).
+ */
+function gitEnv(): NodeJS.ProcessEnv {
+  const keep = ['PATH', 'HOME', 'TMPDIR', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'GIT_SSL_CAINFO', 'HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY', 'https_proxy', 'http_proxy', 'no_proxy', 'SSH_AUTH_SOCK'];
+  const env: NodeJS.ProcessEnv = { GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' };
+  for (const name of keep) if (process.env[name] !== undefined) env[name] = process.env[name];
+  return env;
+}
+
 async function git(args: string[], cwd?: string): Promise<string> {
-  const { stdout } = await run('git', args, {
-    cwd,
-    maxBuffer: 64 * 1024 * 1024,
-    env: { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' },
-  });
+  const { stdout } = await run('git', args, { cwd, maxBuffer: 64 * 1024 * 1024, env: gitEnv(), timeout: GIT_TIMEOUT_MS, killSignal: 'SIGKILL' });
   return stdout;
 }
 
