@@ -1,3 +1,4 @@
+import { BudgetExceededError, DEFAULT_COMPILE_BUDGETS, type CompileBudgets } from './compile/budget';
 import { Compilation } from './compile/compilation';
 import { isObj, type Obj } from './compile/model';
 import { setupPipeline } from './compile/parameters';
@@ -5,10 +6,11 @@ import { buildScope } from './compile/scope';
 import { planWorkflows } from './compile/workflows';
 import { emitYaml } from './emit-yaml';
 import type { OrbSource } from './orb-source';
-import type { CompileResult, Plan, TriggerContext } from './plan';
+import type { CompileResult, ConfigProblem, Plan, TriggerContext } from './plan';
 import { DEFAULT_LIMITS, loadYaml, type LoadLimits, type Positions } from './yaml-loader';
 
 export type { OrbSource } from './orb-source';
+export { DEFAULT_COMPILE_BUDGETS, type CompileBudgets } from './compile/budget';
 export { parseDuration } from './compile/steps';
 
 export interface CompileOptions {
@@ -16,6 +18,8 @@ export interface CompileOptions {
   readonly orbs?: OrbSource;
   /** Overrides of the input bounds (tests use smaller ones). */
   readonly limits?: Partial<LoadLimits>;
+  /** Overrides of the expansion budgets (expanded size, nodes, time); DEFAULT_COMPILE_BUDGETS otherwise. */
+  readonly budgets?: Partial<CompileBudgets>;
   /**
    * Parsed orb documents kept between compilations (orb versions are immutable, so a long-lived
    * caller such as the conductor can keep one; see createOrbDocumentCache). Without it every
@@ -61,8 +65,19 @@ export function createOrbDocumentCache(maxEntries = 100): OrbDocumentCache {
  */
 export async function compileConfig(source: string, options: CompileOptions): Promise<CompileResult> {
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
-  const c = new Compilation(options, limits);
-  const loaded = loadYaml(source, c.positions, limits);
+  const c = new Compilation(options, limits, { ...DEFAULT_COMPILE_BUDGETS, ...options.budgets });
+  try {
+    return await compile(c, source);
+  } catch (error) {
+    if (!(error instanceof BudgetExceededError)) throw error;
+    // The budget comes first; what was found before it was crossed follows.
+    const crossed = { message: error.message, ...(error.path ? { path: error.path } : {}) };
+    return { ok: false, problems: [crossed, ...distinct(c.problems)].slice(0, 500) };
+  }
+}
+
+async function compile(c: Compilation, source: string): Promise<CompileResult> {
+  const loaded = loadYaml(source, c.positions, c.limits);
   for (const p of loaded.problems) c.problems.push({ message: p.message, ...(p.line ? { line: p.line, column: p.column } : {}) });
   if (loaded.problems.length) return { ok: false, problems: c.problems };
   if (!isObj(loaded.value)) return { ok: false, problems: [{ message: 'a config is a YAML map with version, jobs and workflows' }] };
@@ -81,17 +96,7 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
   const planned = planWorkflows(c, root, scope);
   if (!planned) return { ok: false, problems: c.problems };
 
-  if (c.problems.length) {
-    // The same mistake reached through several matrix instances is reported once.
-    const seen = new Set<string>();
-    const problems = c.problems.filter((p) => {
-      const k = `${p.line}:${p.column}:${p.path}:${p.message}`;
-      if (seen.has(k)) return false;
-      seen.add(k);
-      return true;
-    });
-    return { ok: false, problems };
-  }
+  if (c.problems.length) return { ok: false, problems: distinct(c.problems) };
   const plan: Plan = { setup: root.setup === true, workflows: planned.plans };
   const processed: Obj = { version: 2, ...(root.setup === true ? { setup: true } : {}), jobs: planned.processedJobs, workflows: planned.processedWorkflows };
   // Rendered on first read: the conductor needs the plan at once, the text only when it stores it.
@@ -107,4 +112,15 @@ export async function compileConfig(source: string, options: CompileOptions): Pr
       return compiledYaml;
     },
   };
+}
+
+/** The same mistake reached through several matrix instances is reported once. */
+function distinct(problems: readonly ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const k = `${p.line}:${p.column}:${p.path}:${p.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }

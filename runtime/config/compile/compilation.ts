@@ -3,6 +3,7 @@ import type { ConfigProblem } from '../plan';
 import { substitute, type SubstEnv } from '../substitute';
 import { Positions, type LoadLimits } from '../yaml-loader';
 import type { CompileOptions } from '../compiler';
+import { Budget, type CompileBudgets } from './budget';
 import { resolveExecutor } from './executors';
 import type { Obj, Scope } from './model';
 import { expandSteps, processedStep } from './steps';
@@ -26,10 +27,16 @@ export class Compilation {
   totalSteps = 0;
   stepBudgetReported = false;
 
+  /** What expansion has produced so far, against the compilation's budgets. */
+  readonly budget: Budget;
+
   constructor(
     readonly options: CompileOptions,
     readonly limits: LoadLimits,
-  ) {}
+    budgets: CompileBudgets,
+  ) {
+    this.budget = new Budget(budgets);
+  }
 
   report(message: string, path?: string, container?: unknown, key?: string | number): void {
     if (this.problems.length >= 500) return;
@@ -48,7 +55,7 @@ export class Compilation {
 
   /** Substitutes references through a value, reporting problems against this compilation. */
   subst(value: unknown, env: SubstEnv, path: string, skip?: (path: string) => boolean): unknown {
-    return substitute(value, env, path, this.reporter, this.positions, skip);
+    return substitute(value, env, path, this.reporter, this.positions, skip, this.budget);
   }
 
   // Parameters bind arguments in the caller's scope: a steps argument is expanded, and an executor

@@ -48,6 +48,8 @@ export function expandJob(
     }
     c.positions.copy(body, merged);
   }
+  // The job's own keys are placed in the expanded config as they are (its steps are placed one by one as they expand).
+  for (const [k, v] of Object.entries(merged)) if (k !== 'steps') c.budget.place(v, `${element.path}.${k}`);
   checkExecutorBody(c, merged, element.path);
   const kinds = EXECUTOR_KINDS.filter((k) => has(merged, k));
   if (kinds.length === 0) c.report(`${element.label} has no executor: give it docker, machine, macos or executor`, element.path, def);

@@ -22,6 +22,7 @@ export function expandSteps(c: Compilation, steps: unknown, scope: Scope, path: 
   }
   steps.forEach((step, i) => {
     const p = `${path}[${i}]`;
+    c.budget.tick(() => p);
     if (++c.totalSteps > MAX_TOTAL_STEPS) {
       if (!c.stepBudgetReported) c.report(`the config expands to more than ${MAX_TOTAL_STEPS} steps (commands invoking commands multiply)`, p, steps, i);
       c.stepBudgetReported = true;
@@ -48,6 +49,7 @@ export function expandSteps(c: Compilation, steps: unknown, scope: Scope, path: 
     // unless a command of that name exists.
     if (!BUILTIN_STEPS.has(key) && key.includes('-') && BUILTIN_STEPS.has(key.replace(/-/g, '_')) && !has(scope.commands, key)) key = key.replace(/-/g, '_');
     if (BUILTIN_STEPS.has(key)) {
+      c.budget.place(body, `${p}.${key}`);
       out.push({ key, body, path: `${p}.${key}` });
       return;
     }

@@ -374,7 +374,10 @@ function processedWorkflow(c: Compilation, wf: Obj, instances: Instance[], proce
         if (existing !== undefined && text(existing) !== text(inst.processed)) {
           let k = 2;
           const base = jobKey;
-          while (processedJobs[`${base}-${k}`] !== undefined && text(processedJobs[`${base}-${k}`]) !== text(inst.processed)) k++;
+          while (processedJobs[`${base}-${k}`] !== undefined && text(processedJobs[`${base}-${k}`]) !== text(inst.processed)) {
+            c.budget.tick(() => inst.path);
+            k++;
+          }
           jobKey = `${base}-${k}`;
         }
         processedJobs[jobKey] = inst.processed;
@@ -387,6 +390,7 @@ function processedWorkflow(c: Compilation, wf: Obj, instances: Instance[], proce
       if (inst.filters !== undefined) body.filters = inst.filters;
       if (inst.serialGroup) body['serial-group'] = inst.serialGroup;
       const key = inst.type === 'approval' ? inst.jobRef : jobKey;
+      c.budget.place(body, inst.path);
       return Object.keys(body).length ? { [key]: body } : key;
     }),
   };
