@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
 import type { NomadConnection } from './scheduler/nomad-client';
+import type { CompilerLimits } from './config/compiler-pool';
 
 export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier', 'machines'] as const;
 export type Role = (typeof ROLES)[number];
@@ -51,6 +52,28 @@ export interface Settings {
   readonly blobs: BlobSettings;
   /** GYRE_JOB_OUTPUT_LIMIT_BYTES: output kept per job node; the rest is cut with a marker. */
   readonly jobOutputLimitBytes: number;
+  /**
+   * GYRE_COMPILE_MAX_BYTES, GYRE_COMPILE_MAX_NODES, GYRE_COMPILE_TIMEOUT_MS, GYRE_COMPILE_MEMORY_MB
+   * and GYRE_COMPILE_WORKERS: the budgets of one config compilation, and the worker threads
+   * compilations run in (see runtime/config/compiler-pool.ts).
+   */
+  readonly compile: CompileSettings;
+}
+
+export interface CompileSettings extends CompilerLimits {
+  /** GYRE_COMPILE_WORKERS: worker threads compiling configs at once. */
+  readonly workers: number;
+}
+
+/** The compilation settings alone (the CLI's local `gyre config` commands read them too). */
+export function readCompileSettings(env: Env = process.env): CompileSettings {
+  return {
+    maxBytes: integer(env, 'GYRE_COMPILE_MAX_BYTES', 16 * 1024 * 1024, 1024 * 1024, 1024 ** 3),
+    maxNodes: integer(env, 'GYRE_COMPILE_MAX_NODES', 1_000_000, 10_000, 100_000_000),
+    timeoutMs: integer(env, 'GYRE_COMPILE_TIMEOUT_MS', 10_000, 100, 600_000),
+    memoryMb: integer(env, 'GYRE_COMPILE_MEMORY_MB', 256, 64, 16_384),
+    workers: integer(env, 'GYRE_COMPILE_WORKERS', 2, 1, 64),
+  };
 }
 
 export type BlobSettings =
@@ -167,6 +190,7 @@ export function readSettings(env: Env = process.env): Settings {
     logLevel,
     blobs: blobSettings(env),
     jobOutputLimitBytes: integer(env, 'GYRE_JOB_OUTPUT_LIMIT_BYTES', 1024 ** 3, 1024, 2 ** 50),
+    compile: readCompileSettings(env),
   };
 }
 
