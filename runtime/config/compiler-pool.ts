@@ -36,6 +36,13 @@ export interface CompilerPoolOptions {
    * @default 1000
    */
   readonly graceMs?: number;
+  /**
+   * Config text waiting for a worker, at most, in characters; a compilation asked for beyond it is
+   * answered at once with a compile error (the compiler is busy). Bounds the memory a flood of
+   * large configs can hold while they wait.
+   * @default 256 MiB
+   */
+  readonly maxWaitingChars?: number;
 }
 
 export interface CompilerPool {
@@ -79,7 +86,7 @@ interface Slot {
 
 const failure = (message: string): CompileResult => ({ ok: false, problems: [{ message }] });
 
-export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log, graceMs = 1000 }: CompilerPoolOptions): CompilerPool {
+export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log, graceMs = 1000, maxWaitingChars = 256 * 1024 * 1024 }: CompilerPoolOptions): CompilerPool {
   const limits: CompilerLimits = { ...DEFAULT_COMPILER_LIMITS, ...given };
   if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`workers (${workers}) must be a whole number of at least 1`);
   const budgets: CompileBudgets = { maxBytes: limits.maxBytes, maxNodes: limits.maxNodes, timeoutMs: limits.timeoutMs };
@@ -87,6 +94,7 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
   const queue: Job[] = [];
   let nextJob = 1;
   let closed = false;
+  const waitingChars = () => queue.reduce((n, job) => n + job.source.length, 0);
 
   function spawn(): void {
     const worker = new Worker(WORKER_ENTRY, { resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb } });
@@ -187,6 +195,12 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
     compile(source, { trigger }) {
       if (closed) return Promise.resolve(failure('the config compiler has been stopped (Gyre is shutting down)'));
       if (typeof source !== 'string') return Promise.resolve(failure('the config must be text'));
+      const waiting = waitingChars();
+      if (queue.length > 0 && waiting + source.length > maxWaitingChars) {
+        log.warn('config compiler busy; a compilation was refused', { waiting: queue.length, waitingChars: waiting });
+        const size = waiting < 1024 * 1024 ? `${Math.ceil(waiting / 1024)} KiB` : `${Math.ceil(waiting / 1024 / 1024)} MiB`;
+        return Promise.resolve(failure(`the config compiler is busy (${queue.length} configs, ${size} in all, are waiting for it); try again shortly`));
+      }
       return new Promise<CompileResult>((resolve) => {
         queue.push({ id: nextJob++, source, trigger, resolve });
         dispatch();

@@ -132,6 +132,17 @@ describe('compiler pool', () => {
     expect(firstMessage(missing)).toMatch(/^orb acme\/missing@1.0 is not in the orb registry/);
   });
 
+  it('refuses at once what would overfill the waiting line, and compiles what was waiting', async () => {
+    const p = pool({ workers: 1, limits: { timeoutMs: 1000 }, maxWaitingChars: GOOD.length * 2 });
+    await p.compile(GOOD, { trigger }); // the worker has started
+    const bomb = p.compile(hostileConfig('time-bomb'), { trigger });
+    await new Promise((r) => setTimeout(r, 50));
+    const waiting = [p.compile(GOOD, { trigger }), p.compile(GOOD, { trigger })];
+    expect(firstMessage(await p.compile(GOOD, { trigger }))).toMatch(/^the config compiler is busy \(2 configs, 1 KiB in all, are waiting for it\); try again shortly$/);
+    expect(firstMessage(await bomb)).toMatch(/GYRE_COMPILE_TIMEOUT_MS/);
+    expect((await Promise.all(waiting)).map((r) => r.ok)).toEqual([true, true]);
+  });
+
   it('after close, waiting and new compilations end with a compile error', async () => {
     const p = createCompilerPool({ log: createLogger({ level: 'silent' }), workers: 1, limits: { timeoutMs: 5000 } });
     const running = p.compile(hostileConfig('time-bomb'), { trigger });
