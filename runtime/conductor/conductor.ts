@@ -10,7 +10,11 @@ import type { Queryable, Store } from '../store/store';
 
 export const CONFIG_PATH = '.circleci/config.yml';
 
-/** The compiler as the conductor sees it: config text and trigger in, plan or problems out. */
+/**
+ * The compiler as the conductor sees it: config text and trigger in, plan or problems out. The
+ * composition root passes one backed by the compiler pool (runtime/config/compiler-pool.ts), so a
+ * hostile config compiles off this thread and a crossed budget comes back as problems.
+ */
 export type CompileFn = (source: string, trigger: TriggerContext) => Promise<CompileResult>;
 
 export interface Conductor {
