@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { GyreError } from '../domain/errors';
 import type { Logger } from '../logger';
 import { budgetMessage, DEFAULT_COMPILE_BUDGETS, type CompileBudgets } from './compile/budget';
 import type { OrbSource } from './orb-source';
@@ -12,8 +13,14 @@ import type { CompileResult, TriggerContext } from './plan';
  *
  * Orb lookups stay on this thread (the OrbSource reads the database): a worker asks by message
  * and waits for the answer. A compilation that crosses a budget, or a worker that runs out of
- * memory, times out or crashes, gives a compile error naming the budget; `compile` never rejects.
+ * memory, times out or crashes, gives a compile error naming the budget: that is the config's
+ * doing. When the compiler itself is unavailable (the pool is closing, or too much is waiting)
+ * `compile` rejects with CompilerUnavailableError instead, which says nothing about the config:
+ * the conductor leaves the pipeline pending for its sweep to retry, an API route answers 503.
  */
+
+/** The compiler cannot take this compilation now (shutting down, or busy); try again later. */
+export class CompilerUnavailableError extends GyreError {}
 
 export interface CompilerLimits extends CompileBudgets {
   /** A worker's heap (V8 old generation) in MiB; a worker that needs more is stopped. Setting: GYRE_COMPILE_MEMORY_MB. */
@@ -38,17 +45,20 @@ export interface CompilerPoolOptions {
   readonly graceMs?: number;
   /**
    * Config text waiting for a worker, at most, in characters; a compilation asked for beyond it is
-   * answered at once with a compile error (the compiler is busy). Bounds the memory a flood of
-   * large configs can hold while they wait.
+   * refused at once with CompilerUnavailableError (busy). Bounds the memory a flood of large
+   * configs can hold while they wait.
    * @default 256 MiB
    */
   readonly maxWaitingChars?: number;
 }
 
 export interface CompilerPool {
-  /** Compiles in a worker thread. Resolves to a compile error for any failure; never rejects. */
+  /**
+   * Compiles in a worker thread. Whatever the config does, resolves (to a compile error when it
+   * crosses a budget or kills its worker); rejects only with CompilerUnavailableError.
+   */
   compile(source: string, options: { readonly trigger: TriggerContext }): Promise<CompileResult>;
-  /** Stops the workers; compilations still waiting or running end with a compile error. */
+  /** Stops the workers; compilations still waiting or running reject with CompilerUnavailableError. */
   close(): Promise<void>;
 }
 
@@ -72,6 +82,7 @@ interface Job {
   readonly source: string;
   readonly trigger: TriggerContext;
   readonly resolve: (result: CompileResult) => void;
+  readonly reject: (error: CompilerUnavailableError) => void;
 }
 
 interface Slot {
@@ -85,6 +96,7 @@ interface Slot {
 }
 
 const failure = (message: string): CompileResult => ({ ok: false, problems: [{ message }] });
+const SHUTTING_DOWN = 'the config compiler has been stopped (Gyre is shutting down); try again once it is back';
 
 export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log, graceMs = 1000, maxWaitingChars = 256 * 1024 * 1024 }: CompilerPoolOptions): CompilerPool {
   const limits: CompilerLimits = { ...DEFAULT_COMPILER_LIMITS, ...given };
@@ -131,12 +143,13 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
     }
   }
 
-  function finish(slot: Slot, result: CompileResult): void {
+  function finish(slot: Slot, result: CompileResult | CompilerUnavailableError): void {
     const job = slot.job;
     clearTimeout(slot.timer);
     slot.job = undefined;
     slot.worker.unref();
-    job?.resolve(result);
+    if (result instanceof CompilerUnavailableError) job?.reject(result);
+    else job?.resolve(result);
   }
 
   function onMessage(slot: Slot, message: FromWorker): void {
@@ -170,46 +183,45 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
     slots.delete(slot);
     clearTimeout(slot.timer);
     const job = slot.job;
-    if (job) {
+    if (job && slot.stoppedFor === 'close') finish(slot, new CompilerUnavailableError(SHUTTING_DOWN));
+    else if (job) {
       const reason =
         slot.stoppedFor === 'time'
           ? budgetMessage('time', limits.timeoutMs)
           : slot.error?.code === 'ERR_WORKER_OUT_OF_MEMORY'
             ? budgetMessage('memory', limits.memoryMb)
-            : slot.stoppedFor === 'close'
-              ? 'the config compiler was stopped before it finished (Gyre is shutting down)'
-              : `the config compiler stopped while compiling this config (${slot.error?.message ?? `exit code ${code}`})`;
-      if (slot.stoppedFor !== 'close') log.warn('config compiler worker stopped; a new one replaces it', { reason, threadId: slot.worker.threadId });
+            : `the config compiler stopped while compiling this config (${slot.error?.message ?? `exit code ${code}`})`;
+      log.warn('config compiler worker stopped; a new one replaces it', { reason, threadId: slot.worker.threadId });
       finish(slot, failure(reason));
     } else if (!slot.ready && !closed) {
-      // It died before it could take work: answer the waiting compilations rather than start
-      // workers that would die the same way, over and over.
+      // It died before it could take work: refuse the waiting compilations rather than start
+      // workers that would die the same way, over and over (the next compile tries again).
       const reason = `the config compiler could not start: ${slot.error?.message ?? `exit code ${code}`}`;
       log.error('config compiler worker could not start', { error: slot.error?.message ?? `exit code ${code}` });
-      for (const waiting of queue.splice(0)) waiting.resolve(failure(reason));
+      for (const waiting of queue.splice(0)) waiting.reject(new CompilerUnavailableError(reason));
     }
     dispatch();
   }
 
   return {
     compile(source, { trigger }) {
-      if (closed) return Promise.resolve(failure('the config compiler has been stopped (Gyre is shutting down)'));
+      if (closed) return Promise.reject(new CompilerUnavailableError(SHUTTING_DOWN));
       if (typeof source !== 'string') return Promise.resolve(failure('the config must be text'));
       const waiting = waitingChars();
       if (queue.length > 0 && waiting + source.length > maxWaitingChars) {
         log.warn('config compiler busy; a compilation was refused', { waiting: queue.length, waitingChars: waiting });
         const size = waiting < 1024 * 1024 ? `${Math.ceil(waiting / 1024)} KiB` : `${Math.ceil(waiting / 1024 / 1024)} MiB`;
-        return Promise.resolve(failure(`the config compiler is busy (${queue.length} configs, ${size} in all, are waiting for it); try again shortly`));
+        return Promise.reject(new CompilerUnavailableError(`the config compiler is busy (${queue.length} configs, ${size} in all, are waiting for it); try again shortly`));
       }
-      return new Promise<CompileResult>((resolve) => {
-        queue.push({ id: nextJob++, source, trigger, resolve });
+      return new Promise<CompileResult>((resolve, reject) => {
+        queue.push({ id: nextJob++, source, trigger, resolve, reject });
         dispatch();
       });
     },
 
     async close() {
       closed = true;
-      for (const waiting of queue.splice(0)) waiting.resolve(failure('the config compiler has been stopped (Gyre is shutting down)'));
+      for (const waiting of queue.splice(0)) waiting.reject(new CompilerUnavailableError(SHUTTING_DOWN));
       await Promise.all(
         [...slots].map((slot) => {
           slot.stoppedFor = 'close';

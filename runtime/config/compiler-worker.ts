@@ -1,3 +1,4 @@
+import { setPriority } from 'node:os';
 import { parentPort, type MessagePort } from 'node:worker_threads';
 import { compileConfig, createOrbDocumentCache } from './compiler';
 import type { OrbSource } from './orb-source';
@@ -10,6 +11,17 @@ import type { FromWorker, ToWorker } from './compiler-pool';
  */
 if (!parentPort) throw new Error('compiler-worker.ts runs as a worker thread (see compiler-pool.ts)');
 const port: MessagePort = parentPort;
+
+// On Linux a priority set for "this process" applies to the calling thread alone: the compiler
+// thread gives way to the thread that serves requests and renews leases when both want the CPU.
+// (Elsewhere it would renice the whole process, so it is left alone there.)
+if (process.platform === 'linux') {
+  try {
+    setPriority(0, 10);
+  } catch {
+    // Not allowed here (a restricted container): compile at the normal priority.
+  }
+}
 
 const orbCache = createOrbDocumentCache(32);
 const waiting = new Map<number, { resolve: (v: { version: string; source: string } | undefined) => void; reject: (e: Error) => void }>();

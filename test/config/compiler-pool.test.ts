@@ -1,4 +1,4 @@
-import { createCompilerPool, type CompilerPool, type CompilerPoolOptions } from '../../runtime/config/compiler-pool';
+import { CompilerUnavailableError, createCompilerPool, type CompilerPool, type CompilerPoolOptions } from '../../runtime/config/compiler-pool';
 import { createMemoryOrbSource } from '../../runtime/config/orb-registry';
 import type { OrbSource } from '../../runtime/config/orb-source';
 import type { CompileResult } from '../../runtime/config/plan';
@@ -132,25 +132,30 @@ describe('compiler pool', () => {
     expect(firstMessage(missing)).toMatch(/^orb acme\/missing@1.0 is not in the orb registry/);
   });
 
-  it('refuses at once what would overfill the waiting line, and compiles what was waiting', async () => {
+  it('refuses at once (unavailable, not a compile error) what would overfill the waiting line, and compiles what was waiting', async () => {
     const p = pool({ workers: 1, limits: { timeoutMs: 1000 }, maxWaitingChars: GOOD.length * 2 });
     await p.compile(GOOD, { trigger }); // the worker has started
     const bomb = p.compile(hostileConfig('time-bomb'), { trigger });
     await new Promise((r) => setTimeout(r, 50));
     const waiting = [p.compile(GOOD, { trigger }), p.compile(GOOD, { trigger })];
-    expect(firstMessage(await p.compile(GOOD, { trigger }))).toMatch(/^the config compiler is busy \(2 configs, 1 KiB in all, are waiting for it\); try again shortly$/);
+    const refused = p.compile(GOOD, { trigger });
+    await expect(refused).rejects.toThrow(CompilerUnavailableError);
+    await expect(refused).rejects.toThrow(/^the config compiler is busy \(2 configs, 1 KiB in all, are waiting for it\); try again shortly$/);
     expect(firstMessage(await bomb)).toMatch(/GYRE_COMPILE_TIMEOUT_MS/);
     expect((await Promise.all(waiting)).map((r) => r.ok)).toEqual([true, true]);
   });
 
-  it('after close, waiting and new compilations end with a compile error', async () => {
+  it('after close, running, waiting and new compilations are refused as unavailable (not compile errors)', async () => {
     const p = createCompilerPool({ log: createLogger({ level: 'silent' }), workers: 1, limits: { timeoutMs: 5000 } });
-    const running = p.compile(hostileConfig('time-bomb'), { trigger });
-    const waiting = p.compile(GOOD, { trigger });
+    await p.compile(GOOD, { trigger }); // the worker has started
+    const caught = (r: Promise<unknown>) => r.then(() => 'compiled', (error: unknown) => error);
+    const running = caught(p.compile(hostileConfig('time-bomb'), { trigger }));
+    const waiting = caught(p.compile(GOOD, { trigger }));
     await new Promise((r) => setTimeout(r, 50));
     await p.close();
-    expect(firstMessage(await waiting)).toMatch(/stopped \(Gyre is shutting down\)/);
-    expect(firstMessage(await running)).toMatch(/shutting down/);
-    expect(firstMessage(await p.compile(GOOD, { trigger }))).toMatch(/shutting down/);
+    for (const refused of [await running, await waiting, await caught(p.compile(GOOD, { trigger }))]) {
+      expect(refused).toBeInstanceOf(CompilerUnavailableError);
+      expect((refused as Error).message).toMatch(/^the config compiler has been stopped \(Gyre is shutting down\)/);
+    }
   });
 });

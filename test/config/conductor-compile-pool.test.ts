@@ -41,6 +41,7 @@ describe('the conductor compiling through the pool', () => {
   let pool: CompilerPool;
   let conductor: Conductor;
   let closeLogs: () => Promise<void>;
+  let newPool: () => CompilerPool;
 
   beforeAll(async () => {
     g = await startTestGyre({ env: { GYRE_ROLES: 'api,triggers,dispatcher,output,identity', GYRE_RUNNER_SLOTS: '0' } });
@@ -49,7 +50,8 @@ describe('the conductor compiling through the pool', () => {
     const logs = createLogStore({ store: g.gyre.store, blobs: openBlobStore(settings.blobs, g.dataDir), log, limitBytes: 1024 ** 2 });
     closeLogs = () => logs.close();
     pool = createCompilerPool({ log, limits: { timeoutMs: 2000 } });
-    // What the composition root passes the conductor.
+    newPool = () => (pool = createCompilerPool({ log, limits: { timeoutMs: 2000 } }));
+    // What the composition root passes the conductor (`pool` is replaced by one test).
     const compile: CompileFn = (source, trigger) => pool.compile(source, { trigger });
     conductor = createConductor({
       store: g.gyre.store,
@@ -81,6 +83,18 @@ describe('the conductor compiling through the pool', () => {
     expect(workflows.map((w: { name: string }) => w.name)).toEqual(['w']);
     const config = await g.api('GET', `/api/v2/pipeline/${good.id}/config`);
     expect(config.compiled).toMatch(/^version: 2\n/);
+  });
+
+  it('leaves a pipeline pending while the compiler is unavailable, and starts it once it is back', async () => {
+    await g.addProject('gh/acme/later', { '.circleci/config.yml': GOOD });
+    const { id } = await g.trigger('gh/acme/later');
+    await pool.close();
+    await conductor.startPipeline(id);
+    const pending = await g.api('GET', `/api/v2/pipeline/${id}`);
+    expect([pending.state, pending.errors]).toEqual(['pending', []]);
+    newPool();
+    await conductor.startPipeline(id);
+    expect((await g.api('GET', `/api/v2/pipeline/${id}`)).state).toBe('created');
   });
 
   it('compiles continuations through the pool: a hostile one is refused naming the budget, a good one continues', async () => {
