@@ -87,6 +87,8 @@ interface Job {
 
 interface Slot {
   readonly worker: Worker;
+  /** The worker's thread id (a stopped worker reports -1). */
+  readonly threadId: number;
   ready: boolean;
   job?: Job;
   timer?: NodeJS.Timeout;
@@ -108,14 +110,24 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
   let closed = false;
   const waitingChars = () => queue.reduce((n, job) => n + job.source.length, 0);
 
-  function spawn(): void {
-    const worker = new Worker(WORKER_ENTRY, { resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb } });
-    const slot: Slot = { worker, ready: false };
+  function spawn(): boolean {
+    let worker: Worker;
+    try {
+      worker = new Worker(WORKER_ENTRY, { resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb } });
+    } catch (error) {
+      // Called from event handlers too: nothing may throw out of here.
+      const reason = `the config compiler could not start: ${(error as Error)?.message ?? String(error)}`;
+      log.error('config compiler worker could not start', { error: reason });
+      for (const waiting of queue.splice(0)) waiting.reject(new CompilerUnavailableError(reason));
+      return false;
+    }
+    const slot: Slot = { worker, threadId: worker.threadId, ready: false };
     slots.add(slot);
     worker.unref(); // an idle worker does not keep the process alive; a busy one is ref'd in start()
     worker.on('message', (message: FromWorker) => onMessage(slot, message));
     worker.on('error', (error) => (slot.error = error));
     worker.on('exit', (code) => onExit(slot, code));
+    return true;
   }
 
   function start(slot: Slot, job: Job): void {
@@ -138,7 +150,7 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
     }
     let starting = [...slots].filter((s) => !s.ready).length;
     while (queue.length > starting && slots.size < workers) {
-      spawn();
+      if (!spawn()) return;
       starting++;
     }
   }
@@ -191,7 +203,7 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
           : slot.error?.code === 'ERR_WORKER_OUT_OF_MEMORY'
             ? budgetMessage('memory', limits.memoryMb)
             : `the config compiler stopped while compiling this config (${slot.error?.message ?? `exit code ${code}`})`;
-      log.warn('config compiler worker stopped; a new one replaces it', { reason, threadId: slot.worker.threadId });
+      log.warn('config compiler worker stopped; a new one replaces it', { reason, threadId: slot.threadId });
       finish(slot, failure(reason));
     } else if (!slot.ready && !closed) {
       // It died before it could take work: refuse the waiting compilations rather than start
