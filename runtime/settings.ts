@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
 import type { NomadConnection } from './scheduler/nomad-client';
+import { DEFAULT_COMPILE_BUDGETS } from './config/compile/budget';
 import type { CompilerLimits } from './config/compiler-pool';
 
 export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier', 'machines'] as const;
@@ -68,9 +69,9 @@ export interface CompileSettings extends CompilerLimits {
 /** The compilation settings alone (the CLI's local `gyre config` commands read them too). */
 export function readCompileSettings(env: Env = process.env): CompileSettings {
   return {
-    maxBytes: integer(env, 'GYRE_COMPILE_MAX_BYTES', 16 * 1024 * 1024, 1024 * 1024, 1024 ** 3),
-    maxNodes: integer(env, 'GYRE_COMPILE_MAX_NODES', 1_000_000, 10_000, 100_000_000),
-    timeoutMs: integer(env, 'GYRE_COMPILE_TIMEOUT_MS', 10_000, 100, 600_000),
+    maxBytes: integer(env, 'GYRE_COMPILE_MAX_BYTES', DEFAULT_COMPILE_BUDGETS.maxBytes, 1024 * 1024, 1024 ** 3),
+    maxNodes: integer(env, 'GYRE_COMPILE_MAX_NODES', DEFAULT_COMPILE_BUDGETS.maxNodes, 10_000, 100_000_000),
+    timeoutMs: integer(env, 'GYRE_COMPILE_TIMEOUT_MS', DEFAULT_COMPILE_BUDGETS.timeoutMs, 100, 600_000),
     memoryMb: integer(env, 'GYRE_COMPILE_MEMORY_MB', 256, 64, 16_384),
     workers: integer(env, 'GYRE_COMPILE_WORKERS', 2, 1, 64),
   };
