@@ -138,7 +138,13 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
       void slot.worker.terminate();
     }, limits.timeoutMs + graceMs);
     slot.timer.unref();
-    slot.worker.postMessage({ type: 'compile', id: job.id, source: job.source, trigger: job.trigger, budgets, orbs: orbs !== undefined } satisfies ToWorker);
+    try {
+      slot.worker.postMessage({ type: 'compile', id: job.id, source: job.source, trigger: job.trigger, budgets, orbs: orbs !== undefined } satisfies ToWorker);
+    } catch (error) {
+      // A trigger that cannot be copied to the thread (called from event handlers: nothing may throw out of here).
+      finish(slot, failure(`the config compiler could not be given this compilation: ${(error as Error)?.message ?? String(error)}`));
+      queueMicrotask(dispatch);
+    }
   }
 
   /** Gives waiting jobs to idle workers, and starts workers (up to the pool size) for the rest. */
