@@ -18,6 +18,10 @@ const suites: Record<string, () => Promise<void>> = {
     const { benchConfigCompile } = require('./config-compile') as typeof import('./config-compile');
     await benchConfigCompile();
   },
+  'hostile-compile': async () => {
+    const { benchHostileCompile } = require('./hostile-compile') as typeof import('./hostile-compile');
+    await benchHostileCompile();
+  },
 };
 
 async function main(): Promise<void> {

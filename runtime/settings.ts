@@ -4,6 +4,8 @@ import { ConfigurationError } from './domain/errors';
 import type { NomadConnection } from './scheduler/nomad-client';
 import type { HttpLimits } from './api/http-app';
 import { DEFAULT_API_PORT, DEFAULT_OPS_PORT, ROLE_NAMES, type RoleName } from './roles/names';
+import { DEFAULT_COMPILE_BUDGETS } from './config/compile/budget';
+import type { CompilerLimits } from './config/compiler-pool';
 
 export type Role = RoleName;
 
@@ -65,6 +67,28 @@ export interface Settings {
   readonly trustProxy: string[];
   /** GYRE_HTTP_* and GYRE_RATE_LIMIT_*: the HTTP boundary's bounds. */
   readonly http: HttpLimits;
+  /**
+   * GYRE_COMPILE_MAX_BYTES, GYRE_COMPILE_MAX_NODES, GYRE_COMPILE_TIMEOUT_MS, GYRE_COMPILE_MEMORY_MB
+   * and GYRE_COMPILE_WORKERS: the budgets of one config compilation, and the worker threads
+   * compilations run in (see runtime/config/compiler-pool.ts).
+   */
+  readonly compile: CompileSettings;
+}
+
+export interface CompileSettings extends CompilerLimits {
+  /** GYRE_COMPILE_WORKERS: worker threads compiling configs at once. */
+  readonly workers: number;
+}
+
+/** The compilation settings alone (the CLI's local `gyre config` commands read them too). */
+export function readCompileSettings(env: Env = process.env): CompileSettings {
+  return {
+    maxBytes: integer(env, 'GYRE_COMPILE_MAX_BYTES', DEFAULT_COMPILE_BUDGETS.maxBytes, 1024 * 1024, 1024 ** 3),
+    maxNodes: integer(env, 'GYRE_COMPILE_MAX_NODES', DEFAULT_COMPILE_BUDGETS.maxNodes, 10_000, 100_000_000),
+    timeoutMs: integer(env, 'GYRE_COMPILE_TIMEOUT_MS', DEFAULT_COMPILE_BUDGETS.timeoutMs, 100, 600_000),
+    memoryMb: integer(env, 'GYRE_COMPILE_MEMORY_MB', 256, 64, 16_384),
+    workers: integer(env, 'GYRE_COMPILE_WORKERS', 2, 1, 64),
+  };
 }
 
 export type BlobSettings =
@@ -228,6 +252,7 @@ export function readSettings(env: Env = process.env): Settings {
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     trustProxy,
     http: httpLimits(env),
+    compile: readCompileSettings(env),
   };
 }
 

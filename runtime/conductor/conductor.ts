@@ -2,6 +2,7 @@ import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { AuthenticationError, ConflictError, InputError, NotFoundError } from '../domain/errors';
 import type { JobStatus, WorkflowStatus } from '../domain/model';
 import { isTerminalJobStatus } from '../domain/model';
+import { CompilerUnavailableError } from '../config/compiler-pool';
 import type { CompileResult, ConfigProblem, JobPlan, Plan, Requirement, RequiredStatus, TriggerContext } from '../config/plan';
 import type { Dispatcher } from '../dispatcher/dispatcher';
 import type { Forge } from '../forge/forge';
@@ -10,7 +11,12 @@ import type { Queryable, Store } from '../store/store';
 
 export const CONFIG_PATH = '.circleci/config.yml';
 
-/** The compiler as the conductor sees it: config text and trigger in, plan or problems out. */
+/**
+ * The compiler as the conductor sees it: config text and trigger in, plan or problems out. The
+ * composition root passes one backed by the compiler pool (runtime/config/compiler-pool.ts), so a
+ * hostile config compiles off this thread and a crossed budget comes back as problems. It may
+ * reject with CompilerUnavailableError (shutting down, busy): that says nothing about the config.
+ */
 export type CompileFn = (source: string, trigger: TriggerContext) => Promise<CompileResult>;
 
 export interface Conductor {
@@ -240,6 +246,11 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       try {
         result = await compile(source, triggerContextOf(pipeline, pipeline.parameters));
       } catch (error) {
+        if (error instanceof CompilerUnavailableError) {
+          // Not the config's doing: the pipeline stays pending and the sweep starts it again.
+          log.warn('config compiler unavailable; the pipeline stays pending', { pipelineId, reason: error.message });
+          return;
+        }
         log.error('config compiler crashed', { pipelineId, error: (error as Error).message });
         result = { ok: false, problems: [{ message: `the config compiler failed: ${(error as Error).message}` }] };
       }

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { ApiClient } from '../cli/client';
+import { readCompileSettings } from '../settings';
 import { compileConfig } from './compiler';
 import { packOrbDirectory } from './orb-pack';
 import { createDirectoryOrbSource } from './orb-registry';
@@ -9,6 +10,8 @@ import type { ConfigProblem, TriggerContext } from './plan';
 export interface CommandIo {
   stdout: (s: string) => void;
   stderr: (s: string) => void;
+  /** Where GYRE_COMPILE_MAX_BYTES, _MAX_NODES and _TIMEOUT_MS are read from. @default process.env */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 const CONFIG_USAGE = `usage:
@@ -91,7 +94,9 @@ export async function runConfigCommand(args: string[], io: CommandIo): Promise<n
     ...(flags.tag !== undefined ? { tag: flags.tag } : { branch: flags.branch ?? 'main' }),
     ...(parameters ? { parameters } : {}),
   };
-  const result = await compileConfig(readFileSync(file, 'utf8'), { trigger, ...(orbs ? { orbs } : {}) });
+  // Compiled in this process: the expansion budgets apply, the worker's memory limit does not.
+  const { maxBytes, maxNodes, timeoutMs } = readCompileSettings(io.env ?? process.env);
+  const result = await compileConfig(readFileSync(file, 'utf8'), { trigger, budgets: { maxBytes, maxNodes, timeoutMs }, ...(orbs ? { orbs } : {}) });
   if (!result.ok) {
     for (const p of result.problems) io.stderr(`${formatProblem(file, p)}\n`);
     io.stderr(`${file}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}; the config is not valid\n`);

@@ -26,6 +26,17 @@ export interface SubstEnv {
 
 export type Report = (message: string, path: string, container?: unknown, key?: string | number) => void;
 
+/**
+ * Counts what substitution costs (a compilation's budget). Either method may throw to stop the
+ * compilation; `path` names where it was, and is only called then.
+ */
+export interface SubstMeter {
+  /** Text about to be written, in characters: called before the text is appended. */
+  grow(chars: number, path: () => string): void;
+  /** One value visited. */
+  tick(path: () => string): void;
+}
+
 const WHOLE = /^\s*<<\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>\s*$/;
 const REF = /<<\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>/g;
 const OPEN_SECTION = /<<([#^])\s*((?:parameters|pipeline|matrix)\.[\w.-]+)\s*>>/g;
@@ -120,26 +131,35 @@ function truthyValue(v: unknown): boolean {
   return !(v === null || v === undefined || v === false || v === '' || v === 0 || (Array.isArray(v) && v.length === 0));
 }
 
-export function substituteString(s: string, env: SubstEnv, reportAt: () => (msg: string) => void): unknown {
+export function substituteString(s: string, env: SubstEnv, reportAt: () => (msg: string) => void, grow?: (chars: number) => void): unknown {
   if (!s.includes('<<')) return s;
   const whole = WHOLE.exec(s);
   if (whole) {
     const r = lookupRef(whole[1], env, reportAt);
     return r.handled ? (r.value === undefined ? null : r.value) : s;
   }
-  let out = s;
-  if (out.includes('<<#') || out.includes('<<^')) out = renderSections(out, env, reportAt);
-  return out.replace(REF, (all, ref: string) => {
-    const r = lookupRef(ref, env, reportAt);
-    return r.handled ? inline(r.value, ref, reportAt) : all;
-  });
+  let text = s;
+  if (text.includes('<<#') || text.includes('<<^')) text = renderSections(text, env, reportAt);
+  // Built piece by piece so that the budget is charged before each piece is appended: a string
+  // that would cross it is never built.
+  let out = '';
+  let last = 0;
+  for (const m of text.matchAll(REF)) {
+    const r = lookupRef(m[1], env, reportAt);
+    const piece = r.handled ? inline(r.value, m[1], reportAt) : m[0];
+    grow?.(m.index! - last + piece.length);
+    out += text.slice(last, m.index) + piece;
+    last = m.index! + m[0].length;
+  }
+  grow?.(text.length - last);
+  return out + text.slice(last);
 }
 
 /**
  * Substitutes through a value, returning a new value (positions copied) and leaving the input as
  * it was. `path` names the value in errors.
  */
-export function substitute(value: unknown, env: SubstEnv, path: string, report: Report, positions: Positions, skip?: (path: string) => boolean): unknown {
+export function substitute(value: unknown, env: SubstEnv, path: string, report: Report, positions: Positions, skip?: (path: string) => boolean, meter?: SubstMeter): unknown {
   // The path of the node being visited is kept as a stack of segments and only joined into a
   // string when a problem is reported (or a skip predicate needs it).
   const segs: (string | number)[] = [];
@@ -148,10 +168,12 @@ export function substitute(value: unknown, env: SubstEnv, path: string, report: 
     for (const s of segs) p = typeof s === 'number' ? `${p}[${s}]` : p ? `${p}.${s}` : s;
     return p;
   };
+  const grow = meter ? (chars: number) => meter.grow(chars, pathNow) : undefined;
   const walk = (v: unknown, container: unknown, key: string | number | undefined): unknown => {
+    meter?.tick(pathNow);
     if (typeof v === 'string') {
       if (!v.includes('<<')) return v;
-      return substituteString(v, env, () => (msg: string) => report(msg, pathNow(), container, key));
+      return substituteString(v, env, () => (msg: string) => report(msg, pathNow(), container, key), grow);
     }
     if (v === null || typeof v !== 'object') return v;
     if (skip?.(pathNow())) return v;
