@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
+import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
 import type { NomadConnection } from './scheduler/nomad-client';
 
 export const ROLES = ['api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity', 'audit', 'insights', 'notifier', 'machines'] as const;
@@ -51,6 +52,11 @@ export interface Settings {
   readonly blobs: BlobSettings;
   /** GYRE_JOB_OUTPUT_LIMIT_BYTES: output kept per job node; the rest is cut with a marker. */
   readonly jobOutputLimitBytes: number;
+  /**
+   * GYRE_CACHE_TRUST: `protected` (jobs on a project's protected branches restore only caches saved
+   * on protected branches) or `shared` (every job restores every cache of its project).
+   */
+  readonly cacheTrust: CacheTrust;
 }
 
 export type BlobSettings =
@@ -96,6 +102,13 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const value = Number(raw.trim());
   if (value < min || value > max) throw new ConfigurationError(name, `${value} is out of range (allowed: ${min} to ${max})`);
   return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigurationError(name, `'${raw}' is not allowed (allowed: ${allowed.join(', ')})`);
+  return raw as T;
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {
@@ -167,6 +180,7 @@ export function readSettings(env: Env = process.env): Settings {
     logLevel,
     blobs: blobSettings(env),
     jobOutputLimitBytes: integer(env, 'GYRE_JOB_OUTPUT_LIMIT_BYTES', 1024 ** 3, 1024, 2 ** 50),
+    cacheTrust: oneOf(env, 'GYRE_CACHE_TRUST', CACHE_TRUST_VALUES, 'protected'),
   };
 }
 
