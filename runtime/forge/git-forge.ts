@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { tightenTree } from '../data-dir';
 import { InputError, NotFoundError } from '../domain/errors';
 import type { Forge, Revision } from './forge';
 
@@ -42,8 +43,11 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
     const dir = mirrorOf(repoUrl);
     try {
       if (!existsSync(dir)) {
-        mkdirSync(cacheDir, { recursive: true });
-        await git(['clone', '--mirror', '--quiet', '--', repoUrl, dir]);
+        mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+        // Mirrors are Gyre's alone: later fetches write 0600 (core.sharedRepository), and what the
+        // clone itself wrote (which follows the umask) is tightened after it.
+        await git(['clone', '--mirror', '--quiet', '--config', 'core.sharedRepository=0600', '--', repoUrl, dir]);
+        await tightenTree(dir);
       } else {
         await git(['fetch', '--quiet', '--prune', '--force', 'origin', '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*'], dir);
       }
