@@ -3,14 +3,14 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { tightenTree } from '../data-dir';
 import { InputError, NotFoundError } from '../domain/errors';
 import type { Forge, Revision } from './forge';
 
 const run = promisify(execFile);
 
+/** Runs git with umask 077: what it writes in a mirror (objects, refs, FETCH_HEAD) is Gyre's user's alone. */
 async function git(args: string[], cwd?: string): Promise<string> {
-  const { stdout } = await run('git', args, {
+  const { stdout } = await run('/bin/sh', ['-c', 'umask 077 && exec git "$@"', 'git', ...args], {
     cwd,
     maxBuffer: 64 * 1024 * 1024,
     env: { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' },
@@ -44,10 +44,9 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
     try {
       if (!existsSync(dir)) {
         mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
-        // Mirrors are Gyre's alone: later fetches write 0600 (core.sharedRepository), and what the
-        // clone itself wrote (which follows the umask) is tightened after it.
-        await git(['clone', '--mirror', '--quiet', '--config', 'core.sharedRepository=0600', '--', repoUrl, dir]);
-        await tightenTree(dir);
+        // --no-local: a repository given by a relative path is copied, not hard-linked (a link
+        // would share the source's files, and their modes).
+        await git(['clone', '--mirror', '--quiet', '--no-local', '--', repoUrl, dir]);
       } else {
         await git(['fetch', '--quiet', '--prune', '--force', 'origin', '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*'], dir);
       }

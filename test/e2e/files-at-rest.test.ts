@@ -1,13 +1,14 @@
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
+import { createGitForge } from '../../runtime/forge/git-forge';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
 import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { createLogger } from '../../runtime/logger';
 import { createOutputService } from '../../runtime/output/output-service';
 import { openStore } from '../../runtime/store/open-store';
-import { makeGitRepo } from '../support/gyre';
+import { commitFiles, makeGitRepo } from '../support/gyre';
 import { apiCall, startServerProcess, until } from '../support/processes';
 
 // Files at rest: the data directory is 0700 and what Gyre writes there is its user's alone (0600,
@@ -95,6 +96,20 @@ describe('files at rest', () => {
     expect(blobs.filter((f) => /artifacts|caches|workspaces/.test(f)).length).toBeGreaterThanOrEqual(3);
     expect(new Set(blobs.map((f) => statSync(f).mode & 0o777))).toEqual(new Set([0o600]));
   }, 180_000);
+
+  test('git mirrors are Gyre’s alone, as cloned and after later fetches, whatever the umask', async () => {
+    expect(process.umask() & 0o077).not.toBe(0o077);
+    const repo = makeGitRepo({ 'a.txt': 'a' }, mkdtempSync(join(temp, 'remote-')));
+    const cacheDir = join(temp, 'git-mirrors');
+    const forge = createGitForge({ cacheDir });
+    // A URL that is not a directory path on this disk goes through a mirror.
+    const url = relative(process.cwd(), repo);
+    expect(await forge.defaultBranch(url)).toBe('main');
+    commitFiles(repo, 'main', { 'b.txt': 'b' });
+    await forge.resolve(url, { branch: 'main' });
+    expect(statSync(cacheDir).mode & 0o777).toBe(0o700);
+    expect(openToOthers(cacheDir, () => false)).toEqual([]);
+  });
 
   test('uploads wait in a spool directory of Gyre’s own, in files only its user can read', async () => {
     const store = await openStore({});
