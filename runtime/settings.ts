@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
+import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
 import type { NomadConnection } from './scheduler/nomad-client';
 import type { HttpLimits } from './api/http-app';
 import { DEFAULT_API_PORT, DEFAULT_OPS_PORT, ROLE_NAMES, type RoleName } from './roles/names';
@@ -73,6 +74,11 @@ export interface Settings {
    * compilations run in (see runtime/config/compiler-pool.ts).
    */
   readonly compile: CompileSettings;
+  /**
+   * GYRE_CACHE_TRUST: `protected` (jobs on a project's protected branches restore only caches saved
+   * on protected branches) or `shared` (every job restores every cache of its project).
+   */
+  readonly cacheTrust: CacheTrust;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -161,6 +167,13 @@ function httpLimits(env: Env): HttpLimits {
       agent: integer(env, 'GYRE_RATE_LIMIT_AGENT', 60_000, 0, 100_000_000),
     },
   };
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigurationError(name, `'${raw}' is not allowed (allowed: ${allowed.join(', ')})`);
+  return raw as T;
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {
@@ -253,6 +266,7 @@ export function readSettings(env: Env = process.env): Settings {
     trustProxy,
     http: httpLimits(env),
     compile: readCompileSettings(env),
+    cacheTrust: oneOf(env, 'GYRE_CACHE_TRUST', CACHE_TRUST_VALUES, 'protected'),
   };
 }
 

@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import type { DockerImage } from '../config/plan';
 import { NotFoundError } from '../domain/errors';
 import { globToRegExp, isGlob } from '../output/file-sets';
-import { createTarWriter, END_OF_ARCHIVE, entryHeader, padding, readTar, readTarAs, safeRelativeName, type TarEntry } from '../output/tar';
+import { createTarWriter, DEFAULT_EXTRACT_LIMITS, readTar, readTarAs, safeRelativeName, type ReadTarLimits, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { ecrCredentials } from './ecr-auth';
@@ -247,7 +249,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       const dir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'gyre-extract-'));
       try {
         const file = join(dir, 'checked.tar');
-        const counted = await spoolCheckedTar(file, source, limits.maxBytes);
+        const counted = await spoolCheckedTar(file, source, { maxEntries: limits.maxEntries ?? DEFAULT_EXTRACT_LIMITS.maxEntries, maxBytes: limits.maxBytes ?? DEFAULT_EXTRACT_LIMITS.maxBytes });
         const made = await run(['/bin/sh', '-c', 'mkdir -p "$1"', 'sh', destPath]);
         if (made.exitCode !== 0) throw new Error(`cannot make ${destPath} in the container: ${made.output.trim()}`);
         const { size } = await stat(file);
@@ -500,44 +502,30 @@ async function openArchive(engine: DockerEngine, container: string, path: string
 }
 
 /**
- * Reads a tar stream, checking every entry (readTar's checks, and `maxBytes`), and writes what
+ * Reads a tar stream, checking every entry (readTar's checks, and the limits), and writes what
  * passed to `file` as a tar of its own. Rejects at the first bad entry.
  */
-async function spoolCheckedTar(file: string, source: AsyncIterable<Uint8Array>, maxBytes: number | undefined): Promise<{ entries: number; bytes: number }> {
-  const handle = await open(file, 'w', 0o600);
+async function spoolCheckedTar(file: string, source: AsyncIterable<Uint8Array>, limits: ReadTarLimits): Promise<{ entries: number; bytes: number }> {
+  const writer = createTarWriter();
+  const writing = pipeline(Readable.from(writer.tar), createWriteStream(file, { mode: 0o600, highWaterMark: 1024 * 1024 }));
   try {
-    // Small pieces (headers, padding) are gathered into larger writes.
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    const flush = async () => {
-      const data = Buffer.concat(pending);
-      pending = [];
-      pendingBytes = 0;
-      for (let offset = 0; offset < data.length; ) offset += (await handle.write(data, offset)).bytesWritten;
-    };
-    const write = async (chunk: Buffer) => {
-      pending.push(chunk);
-      pendingBytes += chunk.length;
-      if (pendingBytes >= 1024 * 1024) await flush();
-    };
     const counted = await readThenFinish(source, (tar) =>
       readTar(
         tar,
         async (entry, content) => {
           if (entry.name === '' || entry.name === '.') return;
-          await write(entryHeader(entry));
-          if (entry.type !== 'file') return;
-          for await (const chunk of content) await write(chunk);
-          await write(padding(entry.size));
+          await writer.add(entry, content);
         },
-        { maxBytes },
+        limits,
       ),
     );
-    await write(END_OF_ARCHIVE);
-    await flush();
+    await writer.end();
+    await writing;
     return counted;
-  } finally {
-    await handle.close();
+  } catch (error) {
+    writer.fail(error instanceof Error ? error : new Error(String(error)));
+    await writing.catch(() => undefined);
+    throw error;
   }
 }
 

@@ -57,11 +57,13 @@ export interface Executor {
   archive(root: string, patterns: readonly string[]): Promise<{ readonly tar: AsyncIterable<Uint8Array>; readonly missing: readonly string[] }>;
   /**
    * File transfer into the task: unpacks a tar stream under `dest` (created when missing).
-   * Every entry must pass `checkEntry` (runtime/output/tar.ts): no `..`, absolute names, links
-   * out of `dest`, NUL or over-long names; the first bad entry rejects the whole call with its
-   * UnsafePathError. Later entries overwrite earlier ones. `maxBytes` bounds the content written.
+   * Every entry must pass `checkEntry` and `createArchiveTree` (runtime/output/tar-paths.ts): no
+   * `..`, absolute names, devices or fifos, links out of `dest` (judged at the real place the
+   * link is made, after links earlier in the archive), NUL or over-long names; the first bad
+   * entry rejects the whole call with its UnsafePathError. Later entries overwrite earlier ones.
+   * `maxEntries` and `maxBytes` (file content written) default to DEFAULT_EXTRACT_LIMITS.
    */
-  extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { readonly maxBytes?: number }): Promise<{ readonly entries: number; readonly bytes: number }>;
+  extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { readonly maxEntries?: number; readonly maxBytes?: number }): Promise<{ readonly entries: number; readonly bytes: number }>;
 }
 
 /** Expands a leading `~` to `home`, as a shell would. */

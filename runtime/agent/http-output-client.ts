@@ -54,6 +54,12 @@ export function createHttpOutputClient(api: TaskApi, options: HttpOutputClientOp
       const { cache } = await retried('Finding a cache', opts, () => api.call('POST', '/cache/find', { json: { keys } }));
       return cache ? { id: String(cache.id), key: String(cache.key), bytes: Number(cache.bytes) } : undefined;
     },
+    async withheldCache(_task, keys, opts) {
+      // Answered beside a miss by servers that say why (`withheld`); older ones do not say.
+      const { cache, withheld } = await retried('Finding a cache', opts, () => api.call('POST', '/cache/find', { json: { keys } }));
+      if (cache || !withheld || typeof withheld.key !== 'string' || typeof withheld.reason !== 'string') return undefined;
+      return { key: withheld.key, reason: withheld.reason };
+    },
     openCache: (_task, id, opts) => download(`Downloading the cache ${id}`, `/cache/${encodeURIComponent(id)}`, opts),
     async persistWorkspace(_task, archive, opts) {
       await write('Persisting to the workspace', opts, archive, (headers, stream) => api.call('POST', '/workspace', { headers, stream }));

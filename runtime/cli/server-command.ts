@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { secureDataDir } from '../data-dir';
 import { createLogger } from '../logger';
 import { ConfigurationError } from '../domain/errors';
 import { readSettings } from '../settings';
@@ -28,6 +29,10 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
     throw error;
   }
   const log = createLogger({ level: settings.logLevel });
+  // What this process writes is its user's alone (0600, directories 0700): the data directory,
+  // spools, git mirrors. The data directory is also tightened where an earlier start left it open.
+  process.umask(0o077);
+  await secureDataDir(settings.dataDir, log);
   const gyre = await startGyre(settings, log);
   const lines = [
     `Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}; roles: ${[...settings.roles].join(', ')}).`,

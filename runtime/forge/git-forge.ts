@@ -22,8 +22,15 @@ function gitEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** Runs git with umask 077 (what it writes in a mirror is Gyre's user's alone), a clean environment and a timeout. */
 async function git(args: string[], cwd?: string): Promise<string> {
-  const { stdout } = await run('git', args, { cwd, maxBuffer: 64 * 1024 * 1024, env: gitEnv(), timeout: GIT_TIMEOUT_MS, killSignal: 'SIGKILL' });
+  const { stdout } = await run('/bin/sh', ['-c', 'umask 077 && exec git "$@"', 'git', ...args], {
+    cwd,
+    maxBuffer: 64 * 1024 * 1024,
+    env: gitEnv(),
+    timeout: GIT_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+  });
   return stdout;
 }
 
@@ -52,8 +59,10 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
     const dir = mirrorOf(repoUrl);
     try {
       if (!existsSync(dir)) {
-        mkdirSync(cacheDir, { recursive: true });
-        await git(['clone', '--mirror', '--quiet', '--', repoUrl, dir]);
+        mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+        // --no-local: a repository given by a relative path is copied, not hard-linked (a link
+        // would share the source's files, and their modes).
+        await git(['clone', '--mirror', '--quiet', '--no-local', '--', repoUrl, dir]);
       } else {
         await git(['fetch', '--quiet', '--prune', '--force', 'origin', '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*'], dir);
       }

@@ -1,3 +1,4 @@
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { InputError } from '../domain/errors';
 
 /** One test case as the tests endpoint reports it. */
@@ -18,9 +19,26 @@ interface XmlElement {
   text: string;
 }
 
+/** The largest report read, in UTF-16 code units (what a 64 MiB file of ASCII decodes to). */
+export const MAX_REPORT_CHARS = 64 * 1024 * 1024;
+/** How much of a report is read: bounds a hostile file. */
+export interface XmlLimits {
+  /** Most elements. @default 500_000 */
+  readonly maxElements?: number;
+}
+const MAX_ELEMENTS = 500_000;
+/** Deepest nesting of elements. */
+const MAX_DEPTH = 64;
+
 const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
 
+/**
+ * XML's five predefined entities and character references, in one pass. The parser is told to
+ * expand no entity at all, so a document cannot define any that expand (billion laughs) or that
+ * name a file or URL (external entities); `&name;` for anything else stays as written.
+ */
 function decodeEntities(s: string): string {
+  if (!s.includes('&')) return s;
   return s.replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (whole, e: string) => {
     if (e[0] === '#') {
       const code = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10);
@@ -30,38 +48,70 @@ function decodeEntities(s: string): string {
   });
 }
 
-/** The most elements accepted in one report: bounds a hostile file. */
-const MAX_ELEMENTS = 500_000;
-const MAX_DEPTH = 64;
+/** Whether the prolog (before the root element) declares a DOCTYPE. */
+function declaresDoctype(source: string): boolean {
+  const prolog = /^\uFEFF?(?:\s+|<\?[\s\S]*?\?>|<!--[\s\S]*?-->)*/.exec(source)![0];
+  return source.startsWith('<!DOCTYPE', prolog.length) || source.startsWith('<!doctype', prolog.length);
+}
+
+type Ordered = Record<string, unknown> & { ':@'?: Record<string, string> };
 
 /**
- * A small XML reader for test reports: elements, attributes, text, CDATA, comments, processing
- * instructions; no DTDs (so no entity expansion to blow up).
+ * Reads a test report with fast-xml-parser: elements, attributes, text, CDATA. Comments and
+ * processing instructions are dropped. No DTD: a report that declares a DOCTYPE is refused, and
+ * no entity is expanded beyond XML's predefined five and character references.
  */
-export function parseXml(source: string): XmlElement {
-  const root: XmlElement = { name: '#document', attrs: {}, children: [], text: '' };
-  const stack = [root];
-  let count = 0;
-  const re = /<!--[\s\S]*?-->|<\?[\s\S]*?\?>|<!\[CDATA\[([\s\S]*?)\]\]>|<!DOCTYPE[^>]*>|<\/([^\s>]+)\s*>|<([^\s/>!?]+)((?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(\/?)>|([^<]+)/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(source))) {
-    const top = stack[stack.length - 1];
-    if (m[1] !== undefined) top.text += m[1];
-    else if (m[2] !== undefined) {
-      if (stack.length > 1 && top.name === m[2]) stack.pop();
-      else throw new InputError(`malformed XML: unexpected </${m[2].slice(0, 50)}>`, 'xml');
-    } else if (m[3] !== undefined) {
-      if (++count > MAX_ELEMENTS) throw new InputError(`the report has more than ${MAX_ELEMENTS} elements`, 'xml');
-      const attrs: Record<string, string> = {};
-      for (const a of m[4].matchAll(/([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/g)) attrs[a[1]] = decodeEntities(a[2] ?? a[3] ?? '');
-      const el: XmlElement = { name: m[3], attrs, children: [], text: '' };
-      top.children.push(el);
-      if (!m[5]) {
-        if (stack.length > MAX_DEPTH) throw new InputError('the report nests too deeply', 'xml');
-        stack.push(el);
-      }
-    } else if (m[6] !== undefined) top.text += decodeEntities(m[6]);
+export function parseXml(source: string, limits: XmlLimits = {}): XmlElement {
+  const maxElements = limits.maxElements ?? MAX_ELEMENTS;
+  if (source.length > MAX_REPORT_CHARS) throw new InputError(`the report is larger than ${MAX_REPORT_CHARS / 1024 / 1024} MiB`, 'xml');
+  if (declaresDoctype(source)) throw new InputError('the report declares a DOCTYPE; DTDs and the entities they define are not accepted', 'xml');
+  let elements = 0;
+  const parser = new XMLParser({
+    preserveOrder: true,
+    ignoreAttributes: false,
+    attributeNamePrefix: '',
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: false,
+    processEntities: false,
+    ignoreDeclaration: true,
+    ignorePiTags: true,
+    cdataPropName: '#cdata',
+    maxNestedTags: MAX_DEPTH,
+    updateTag(tagName) {
+      if (++elements > maxElements) throw new InputError(`the report has more than ${maxElements} elements`, 'xml');
+      return tagName;
+    },
+  });
+  let nodes: Ordered[];
+  try {
+    nodes = parser.parse(source) as Ordered[];
+  } catch (error) {
+    if (error instanceof InputError) throw error;
+    const message = (error as Error).message;
+    throw new InputError(/nested tags/i.test(message) ? `the report nests deeper than ${MAX_DEPTH} elements` : `malformed XML: ${message.slice(0, 200)}`, 'xml');
   }
+  // The parser takes what it can of a broken document; a report cut short or mis-nested is
+  // refused instead, as it was before (after parsing, which bounds what the validator reads).
+  const valid = XMLValidator.validate(source);
+  if (valid !== true) throw new InputError(`malformed XML at line ${valid.err.line}, column ${valid.err.col}: ${valid.err.msg.slice(0, 200)}`, 'xml');
+  const convert = (list: Ordered[], into: XmlElement) => {
+    for (const node of list) {
+      const name = Object.keys(node).find((k) => k !== ':@')!;
+      const value = node[name];
+      if (name === '#text') into.text += decodeEntities(String(value));
+      else if (name === '#cdata') for (const part of value as Ordered[]) into.text += String(part['#text'] ?? '');
+      else {
+        const attrs: Record<string, string> = {};
+        for (const [k, v] of Object.entries(node[':@'] ?? {})) attrs[k] = decodeEntities(String(v));
+        const el: XmlElement = { name, attrs, children: [], text: '' };
+        into.children.push(el);
+        convert(value as Ordered[], el);
+      }
+    }
+  };
+  const root: XmlElement = { name: '#document', attrs: {}, children: [], text: '' };
+  convert(nodes, root);
   return root;
 }
 
@@ -70,8 +120,8 @@ export function parseXml(source: string): XmlElement {
  * write it: `<testsuites>` or a bare `<testsuite>`, nested suites, `<failure>`/`<error>` as
  * failures, `<skipped>` as skipped; `file` from the case or its suite (`file`/`filepath`).
  */
-export function parseJUnit(xml: string): TestCase[] {
-  const doc = parseXml(xml);
+export function parseJUnit(xml: string, limits: XmlLimits = {}): TestCase[] {
+  const doc = parseXml(xml, limits);
   const cases: TestCase[] = [];
   const visit = (el: XmlElement, suiteFile: string, suiteName: string) => {
     if (el.name === 'testsuite' || el.name === 'testsuites') {

@@ -53,7 +53,11 @@ export interface LogStoreOptions {
   readonly log: Logger;
   /** Output kept per attempt of a task (a job node); beyond it a marker is written and the rest dropped. */
   readonly limitBytes: number;
-  /** Where spool directories go. @default spoolRoot(), in the temporary directory */
+  /**
+   * Where spool directories go: a directory of Gyre's own, e.g. `spoolDirOf(dataDir)`
+   * (runtime/data-dir.ts), not the shared temporary directory. Made 0700; spools are 0600.
+   * @default spoolRoot(), in the temporary directory
+   */
   readonly spoolRoot?: string;
 }
 
@@ -161,7 +165,7 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
   }
   function spoolDirReady(): Promise<void> {
     spoolDirMade ??= (async () => {
-      await mkdir(spoolDir, { recursive: true });
+      await mkdir(spoolDir, { recursive: true, mode: 0o700 });
       const removed = await sweepSpools(root, spoolDirName).catch(() => 0);
       if (removed > 0) log.info('removed log spools left by processes that ended', { directories: removed });
     })();
@@ -203,7 +207,7 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
       if (seq !== 0) return;
       for (const [other, idle] of spools) if (now - idle.touched > SPOOL_IDLE_MS) dropSpool(other);
       const path = spoolPath();
-      const file = spoolDirReady().then(() => open(path, 'w'));
+      const file = spoolDirReady().then(() => open(path, 'w', 0o600));
       s = { path, file, seqs: [], ends: [], size: 0, writing: file.then(() => undefined), touched: now };
       spools.set(key, s);
     }
@@ -270,7 +274,7 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
     const seqs: number[] = [];
     const ends: number[] = [];
     let total = 0;
-    const file = await open(path, 'w');
+    const file = await open(path, 'w', 0o600);
     try {
       for (let after = -1; ; ) {
         const rows = await store.query<ChunkRow>(

@@ -54,6 +54,12 @@ export interface OutputClient {
   saveCache(task: TaskContext, key: string, archive: Body<Uint8Array>, options?: CallOptions): Promise<'saved' | 'exists'>;
   /** The cache to restore: the first key, in order, that prefixes a saved key; the most recent such save. */
   findCache(task: TaskContext, keys: readonly string[], options?: CallOptions): Promise<{ readonly id: string; readonly key: string; readonly bytes: number } | undefined>;
+  /**
+   * Why `findCache` found nothing for these keys, when it is because of trust: a cache that a
+   * prefix matches exists, but the task runs on a protected branch and the cache was saved on an
+   * unprotected one (docs/security.md). Undefined otherwise, and where the client cannot tell.
+   */
+  withheldCache?(task: TaskContext, keys: readonly string[], options?: CallOptions): Promise<{ readonly key: string; readonly reason: string } | undefined>;
   openCache(task: TaskContext, id: string, options?: DownloadOptions): Promise<Download>;
   persistWorkspace(task: TaskContext, archive: Body<Uint8Array>, options?: CallOptions): Promise<void>;
   /** The workspace layers this task's job sees, in the order to apply them. */

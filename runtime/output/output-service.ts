@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { blobKey, type BlobStore } from '../blob/blob-store';
 import { InputError, TooLargeError } from '../domain/errors';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
+import { jobRefTrust, type CacheTrust } from './cache-trust';
 import type { TestCase } from './junit';
 import { openBody, type Download, type OutputClient } from './output-client';
 import { safeRelativeName } from './tar';
@@ -41,10 +42,10 @@ function size(bytes: number): string {
   return `${+(bytes / unit).toFixed(1)} ${name}`;
 }
 
-/** A stream copied to a temporary file, refusing more than `maxBytes`. */
-async function spool(content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, maxBytes: number, what: string): Promise<{ file: string; bytes: number }> {
-  const file = join(tmpdir(), `gyre-upload-${randomUUID()}`);
-  const out = createWriteStream(file);
+/** A stream copied to a file of Gyre's alone (0600) in `dir`, refusing more than `maxBytes`. */
+async function spool(dir: string, content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, maxBytes: number, what: string): Promise<{ file: string; bytes: number }> {
+  const file = join(dir, `gyre-upload-${randomUUID()}`);
+  const out = createWriteStream(file, { mode: 0o600, flags: 'wx' });
   let bytes = 0;
   try {
     for await (const chunk of content) {
@@ -64,10 +65,10 @@ async function spool(content: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, 
   }
 }
 
-/** Test cases copied to a temporary file as NDJSON, refusing more than `maxBytes` of it. */
-async function spoolCases(cases: AsyncIterable<TestCase> | Iterable<TestCase>, maxBytes: number): Promise<{ file: string; count: number }> {
-  const file = join(tmpdir(), `gyre-tests-${randomUUID()}`);
-  const out = createWriteStream(file);
+/** Test cases copied to a file of Gyre's alone (0600) in `dir` as NDJSON, refusing more than `maxBytes` of it. */
+async function spoolCases(dir: string, cases: AsyncIterable<TestCase> | Iterable<TestCase>, maxBytes: number): Promise<{ file: string; count: number }> {
+  const file = join(dir, `gyre-tests-${randomUUID()}`);
+  const out = createWriteStream(file, { mode: 0o600, flags: 'wx' });
   let bytes = 0;
   let count = 0;
   try {
@@ -150,14 +151,42 @@ export interface OutputServiceOptions {
   readonly blobs: BlobStore;
   readonly log: Logger;
   readonly limits?: Partial<OutputLimits>;
+  /**
+   * Which caches a job on a protected ref (the default branch, or a branch matching the project's
+   * protected patterns) restores: `protected`, only those saved on protected refs; `shared`, all
+   * of its project's (GYRE_CACHE_TRUST). @default 'protected'
+   */
+  readonly cacheTrust?: CacheTrust;
+  /**
+   * Where uploads wait on their way to the blob store: a directory of Gyre's own, e.g.
+   * `spoolDirOf(dataDir)` (runtime/data-dir.ts), made 0700 when missing. @default the temporary directory
+   */
+  readonly spoolDir?: string;
 }
 
 /**
  * The output role's files: the in-process `OutputClient` the built-in runner's steps use, and
  * the read side the API serves.
  */
-export function createOutputService({ store, blobs, log, limits: given = {} }: OutputServiceOptions) {
+export function createOutputService({ store, blobs, log, limits: given = {}, cacheTrust = 'protected', spoolDir }: OutputServiceOptions) {
   const limits = { ...DEFAULT_OUTPUT_LIMITS, ...given };
+  let spoolReady: Promise<string> | undefined;
+  /** The spool directory, made on first use. */
+  const spools = (): Promise<string> => {
+    if (!spoolDir) return Promise.resolve(tmpdir());
+    spoolReady ??= mkdir(spoolDir, { recursive: true, mode: 0o700 }).then(() => spoolDir);
+    spoolReady.catch(() => (spoolReady = undefined));
+    return spoolReady;
+  };
+
+  /**
+   * Whether a job may restore only caches saved on protected refs (it runs on one, under the
+   * `protected` rule), and whether what it saves counts as saved on a protected ref.
+   */
+  const trustOf = async (jobId: string) => {
+    const trust = await jobRefTrust(store, jobId);
+    return { ...trust, protectedOnly: cacheTrust === 'protected' && trust.protected };
+  };
 
   /** A stored cache or layer from `start` on, with its whole size; past the end there is nothing to read. */
   const openBlob = async (row: { blob_key: string; bytes: string }, start = 0): Promise<Download> => {
@@ -175,7 +204,7 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       if ((await earlierAnswer(store, task.jobId, request)) !== undefined) return;
       const id = randomUUID();
       const key = blobKey('artifacts', task.jobId, id);
-      const spooled = await spool(await openBody(content), limits.artifactBytes, `the artifact '${name}'`);
+      const spooled = await spool(await spools(), await openBody(content), limits.artifactBytes, `the artifact '${name}'`);
       try {
         await blobs.put(key, { file: spooled.file });
       } finally {
@@ -192,10 +221,12 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
     },
 
     async cacheExists(task, key) {
+      // A job that restores only protected caches saves its own even where an unprotected one exists.
+      const { protectedOnly } = await trustOf(task.jobId);
       const rows = await store.query(
         `SELECT 1 FROM caches c JOIN jobs j ON j.project_id = c.project_id
-          WHERE j.id = $1 AND c.key = $2 AND c.created_at > now() - make_interval(days => $3)`,
-        [task.jobId, key, limits.cacheTtlDays],
+          WHERE j.id = $1 AND c.key = $2 AND c.created_at > now() - make_interval(days => $3) AND (c.protected OR NOT $4)`,
+        [task.jobId, key, limits.cacheTtlDays, protectedOnly],
       );
       return rows.length > 0;
     },
@@ -207,24 +238,26 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       if (answered !== undefined) return answered === 'exists' ? 'exists' : 'saved';
       const id = randomUUID();
       const [{ project_id: projectId }] = await store.query<{ project_id: string }>('SELECT project_id FROM jobs WHERE id = $1', [task.jobId]);
+      const saver = await trustOf(task.jobId);
       const bKey = blobKey('caches', projectId, `${id}.tar.gz`);
-      const spooled = await spool(await openBody(archive), limits.cacheBytes, `the cache '${key}'`);
+      const spooled = await spool(await spools(), await openBody(archive), limits.cacheBytes, `the cache '${key}'`);
       try {
         await blobs.put(bKey, { file: spooled.file });
       } finally {
         await rm(spooled.file, { force: true });
       }
-      // An expired cache of the same key gives way; a live one wins (caches are immutable).
+      // An expired cache of the same key (and trust level) gives way; a live one wins (caches are immutable).
       const { saved, replaced, earlier } = await store.transaction(async (tx) => {
         const earlier = await claimRequest(tx, task.jobId, request, 'saved');
         if (earlier !== undefined) return { saved: [], replaced: [], earlier };
         const replaced = await tx.query<{ blob_key: string }>(
-          `DELETE FROM caches WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
-          [projectId, key, limits.cacheTtlDays],
+          `DELETE FROM caches WHERE project_id = $1 AND key = $2 AND protected = $4 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
+          [projectId, key, limits.cacheTtlDays, saver.protected],
         );
         const saved = await tx.query(
-          `INSERT INTO caches (id, project_id, key, blob_key, bytes) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, key) DO NOTHING RETURNING id`,
-          [id, projectId, key, bKey, spooled.bytes],
+          `INSERT INTO caches (id, project_id, key, blob_key, bytes, protected) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (project_id, key, protected) DO NOTHING RETURNING id`,
+          [id, projectId, key, bKey, spooled.bytes, saver.protected],
         );
         if (saved.length === 0 && request !== undefined) await tx.query(`UPDATE output_requests SET answer = 'exists' WHERE job_id = $1 AND request_key = $2`, [task.jobId, request]);
         return { saved, replaced, earlier };
@@ -242,24 +275,46 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
     },
 
     async findCache(task, keys) {
+      const { protectedOnly } = await trustOf(task.jobId);
       for (const key of keys) {
         const [row] = await store.query<{ id: string; key: string; bytes: string }>(
           `SELECT c.id, c.key, c.bytes FROM caches c JOIN jobs j ON j.project_id = c.project_id
-            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3)
+            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND (c.protected OR NOT $4)
             ORDER BY c.created_at DESC LIMIT 1`,
-          [task.jobId, likePrefix(key), limits.cacheTtlDays],
+          [task.jobId, likePrefix(key), limits.cacheTtlDays, protectedOnly],
         );
         if (row) return { id: row.id, key: row.key, bytes: Number(row.bytes) };
       }
       return undefined;
     },
 
+    async withheldCache(task, keys) {
+      const trust = await trustOf(task.jobId);
+      if (!trust.protectedOnly) return undefined;
+      for (const key of keys) {
+        const [row] = await store.query<{ key: string }>(
+          `SELECT c.key FROM caches c JOIN jobs j ON j.project_id = c.project_id
+            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND NOT c.protected
+            ORDER BY c.created_at DESC LIMIT 1`,
+          [task.jobId, likePrefix(key), limits.cacheTtlDays],
+        );
+        if (row) {
+          return {
+            key: row.key,
+            reason: `a cache for ${row.key} was saved by a job on an unprotected branch; this job runs on a protected one (${trust.ref}) and restores only caches saved on protected branches (the project's default branch, ${trust.defaultBranch}, and its protected branch patterns; the server setting GYRE_CACHE_TRUST=shared turns this off)`,
+          };
+        }
+      }
+      return undefined;
+    },
+
     async openCache(task, id, options) {
+      const { protectedOnly } = await trustOf(task.jobId);
       const [row] = await store.query<{ blob_key: string; bytes: string }>(
-        'SELECT c.blob_key, c.bytes FROM caches c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2',
-        [task.jobId, id],
+        'SELECT c.blob_key, c.bytes FROM caches c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2 AND (c.protected OR NOT $3)',
+        [task.jobId, id, protectedOnly],
       );
-      if (!row) throw new InputError(`cache ${id} is not in this project`, 'cache');
+      if (!row) throw new InputError(`cache ${id} is not in this project${protectedOnly ? ' or was saved on an unprotected branch' : ''}`, 'cache');
       return openBlob(row, options?.start);
     },
 
@@ -268,7 +323,7 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       if ((await earlierAnswer(store, task.jobId, request)) !== undefined) return;
       const id = randomUUID();
       const key = blobKey('workspaces', task.workflowId, `${id}.tar.gz`);
-      const spooled = await spool(await openBody(archive), limits.workspaceBytes, 'the workspace layer');
+      const spooled = await spool(await spools(), await openBody(archive), limits.workspaceBytes, 'the workspace layer');
       try {
         await blobs.put(key, { file: spooled.file });
       } finally {
@@ -307,7 +362,7 @@ export function createOutputService({ store, blobs, log, limits: given = {} }: O
       if ((await earlierAnswer(store, task.jobId, request)) !== undefined) return;
       // Spooled first, so a body that fails or passes the limit midway stores nothing, and the
       // transaction is not held open while it arrives.
-      const spooled = await spoolCases(await openBody(cases), limits.testResultsBytes);
+      const spooled = await spoolCases(await spools(), await openBody(cases), limits.testResultsBytes);
       try {
         await store.transaction(async (tx) => {
           if ((await claimRequest(tx, task.jobId, request, String(spooled.count))) !== undefined) return;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, InputError, NotFoundError } from '../domain/errors';
 import type { Forge } from '../forge/forge';
+import { checkBranchPatterns } from '../output/cache-trust';
 import type { Store } from '../store/store';
 
 export interface Project {
@@ -10,6 +11,11 @@ export interface Project {
   readonly name: string;
   readonly repoUrl: string;
   readonly defaultBranch: string;
+  /**
+   * Branch patterns protected besides the default branch (`release/*`; `*` within a segment, `**`
+   * across): jobs on protected branches restore only caches saved on protected branches.
+   */
+  readonly protectedBranches: readonly string[];
   readonly createdAt: Date;
 }
 
@@ -18,6 +24,12 @@ export interface Projects {
   add(input: { org: string; name: string; repoUrl: string }): Promise<Project>;
   get(slug: string): Promise<Project>;
   list(options?: { after?: string; limit?: number }): Promise<Project[]>;
+  /**
+   * Sets the branch patterns a project protects besides its default branch (replacing the ones it
+   * had; an empty list leaves only the default branch). Checked by `checkBranchPatterns`: a bad
+   * pattern is an InputError naming it. Returns the project as stored.
+   */
+  setProtectedBranches(slug: string, patterns: readonly unknown[]): Promise<Project>;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -38,6 +50,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     name: r.name as string,
     repoUrl: r.repo_url as string,
     defaultBranch: r.default_branch as string,
+    protectedBranches: (r.protected_branches as string[] | null) ?? [],
     createdAt: new Date(r.created_at as string),
   });
   return {
@@ -60,6 +73,13 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     async get(slug) {
       const canonical = normaliseSlug(slug);
       const [row] = await store.query('SELECT * FROM projects WHERE slug = $1', [canonical]);
+      if (!row) throw new NotFoundError('project', canonical);
+      return fromRow(row);
+    },
+    async setProtectedBranches(slug, patterns) {
+      const canonical = normaliseSlug(slug);
+      const checked = checkBranchPatterns(patterns);
+      const [row] = await store.query('UPDATE projects SET protected_branches = $2 WHERE slug = $1 RETURNING *', [canonical, checked]);
       if (!row) throw new NotFoundError('project', canonical);
       return fromRow(row);
     },

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tightenTree } from '../data-dir';
 import type { Logger } from '../logger';
 import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
@@ -77,18 +78,20 @@ export async function createExampleProject(deps: {
   if (count > 0) return undefined;
   const repo = join(deps.dataDir, 'example-repo');
   if (!existsSync(join(repo, '.git'))) {
-    mkdirSync(join(repo, '.circleci'), { recursive: true });
-    writeFileSync(join(repo, '.circleci', 'config.yml'), EXAMPLE_CONFIG);
-    writeFileSync(join(repo, 'README.md'), '# Example project\n\nCreated by Gyre on first start. Edit `.circleci/config.yml`, commit, and run `gyre trigger gh/gyre/example`.\n');
+    // In the data directory, so Gyre's user's alone (0600, directories 0700), as everything there.
+    mkdirSync(join(repo, '.circleci'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(repo, '.circleci', 'config.yml'), EXAMPLE_CONFIG, { mode: 0o600 });
+    writeFileSync(join(repo, 'README.md'), '# Example project\n\nCreated by Gyre on first start. Edit `.circleci/config.yml`, commit, and run `gyre trigger gh/gyre/example`.\n', { mode: 0o600 });
     const git = (...args: string[]) =>
       execFileSync('git', args, {
         cwd: repo,
         stdio: 'pipe',
         env: { ...process.env, GIT_AUTHOR_NAME: 'Gyre', GIT_AUTHOR_EMAIL: 'gyre@localhost', GIT_COMMITTER_NAME: 'Gyre', GIT_COMMITTER_EMAIL: 'gyre@localhost' },
       });
-    git('init', '--quiet', '--initial-branch=main');
+    git('init', '--quiet', '--initial-branch=main', '--shared=0600');
     git('add', '-A');
     git('commit', '--quiet', '-m', 'Example pipeline');
+    await tightenTree(repo);
   }
   const project = await deps.projects.add({ org: 'gyre', name: 'example', repoUrl: repo });
   const pipeline = await deps.triggers.trigger({ slug: project.slug, type: 'explicit' });

@@ -7,7 +7,8 @@ import { createDockerExecutor } from '../../runtime/agent/docker-executor';
 import type { Executor } from '../../runtime/agent/executor';
 import { createLogger } from '../../runtime/logger';
 import { globToRegExp, isGlob } from '../../runtime/output/file-sets';
-import { END_OF_ARCHIVE, entryHeader, padding, readTar, readTarAs, safeRelativeName, type TarEntry } from '../../runtime/output/tar';
+import { readTar, readTarAs, safeRelativeName, type TarEntry } from '../../runtime/output/tar';
+import { END_OF_ARCHIVE, entryHeader, padding } from '../support/tar';
 import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
 
 /**
@@ -119,9 +120,7 @@ describe('reading an archive named after another directory (readTarAs)', () => {
   it('still refuses a link out of the root unless links pass as they are, checks names always, and skips unread what is not kept', async () => {
     const escaping = entryHeader({ name: '.bin/up', type: 'symlink', size: 0, mode: 0o777, mtime: 0, linkname: '../../../etc' });
     await expect(read(engineArchive([escaping]))).rejects.toThrow(/node_modules\/\.bin\/up'?: the symlink points outside the root/);
-    // A fifo's header: a file header with type flag '6' (the reader does not check header sums).
-    const fifo = Buffer.from(entryHeader({ name: '.bin/fifo', type: 'file', size: 0, mode: 0o644, mtime: 0 }));
-    fifo[156] = '6'.charCodeAt(0);
+    const fifo = entryHeader({ name: '.bin/fifo', type: 'fifo', size: 0, mode: 0o644, mtime: 0 });
     expect(await read(engineArchive([escaping, fifo]), (n) => !n.endsWith('/up') && !n.endsWith('/fifo'))).toHaveLength(3);
     // linksAsIs passes the target on, names are checked all the same.
     const links: string[] = [];
@@ -249,7 +248,9 @@ withEngine('Docker executor file transfer, streamed', () => {
     // Two selections at the top: read from the root's own archive, which holds the link and the fifo too.
     const kept = await entriesOf((await executor.archive('~/mixed', ['keep', 'b.txt', 'other/nothing*'])).tar);
     expect(kept.map((e) => `${e.type} ${e.name}`).sort()).toEqual(['directory keep', 'file b.txt', 'file keep/a.txt']);
-    await expect(executor.archive('~/mixed', ['other']).then(({ tar }) => entriesOf(tar))).rejects.toThrow(/devices, fifos/);
+    // (Read with links as they are: the link to /etc would be refused first otherwise, when it comes first.)
+    const asIs = (tar: AsyncIterable<Uint8Array>) => readTarAs(tar, { rename: (n) => n, linksAsIs: true }, async () => undefined);
+    await expect(executor.archive('~/mixed', ['other']).then(({ tar }) => asIs(tar))).rejects.toThrow(/devices, fifos/);
     // (A restore judges links: extract refuses this one. Reading it back here skips that check.)
     const links: string[] = [];
     const { tar } = await executor.archive('~/mixed', ['other/abs']);

@@ -1,9 +1,10 @@
-import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { archiveLocal, extractLocal } from '../../runtime/agent/file-transfer';
 import { blobKey } from '../../runtime/blob/blob-store';
-import { END_OF_ARCHIVE, entryHeader, padding, safeRelativeName, type TarEntry } from '../../runtime/output/tar';
+import { readTar, safeRelativeName, type TarEntry } from '../../runtime/output/tar';
+import { craftTar, END_OF_ARCHIVE, entryHeader, padding, type CraftedEntry } from '../support/tar';
 
 /** A tar built by hand, so entries can be as hostile as an attacker likes. */
 function craft(entries: (TarEntry & { body?: string })[]): Buffer[] {
@@ -58,6 +59,100 @@ describe('archives and names that would escape their root are refused', () => {
     const entries = [{ name: 'up', type: 'symlink', size: 0, mode: 0o777, mtime: 0, linkname: '..' } as TarEntry, file('up/escaped.txt')];
     await expect(extractLocal(dest, stream(craft(entries)))).rejects.toThrow(/symlink points outside the root/);
     await expect(lstat(join(dir, 'escaped.txt'))).rejects.toThrow();
+  });
+
+  const link = (name: string, target: string): TarEntry => ({ name, type: 'symlink', size: 0, mode: 0o777, mtime: 0, linkname: target });
+  const hard = (name: string, target: string): TarEntry => ({ name, type: 'hardlink', size: 0, mode: 0o644, mtime: 0, linkname: target });
+  /** Every symlink under `root`, with where it really leads. */
+  const linksUnder = async (root: string): Promise<string[]> => {
+    const out: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const entry of await readdir(join(root, rel), { withFileTypes: true })) {
+        const name = rel ? `${rel}/${entry.name}` : entry.name;
+        const path = join(root, name);
+        if (entry.isSymbolicLink()) out.push(`${name} -> ${await readlink(path)} = ${await realpath(path).catch(() => 'nowhere')}`);
+        else if (entry.isDirectory()) await walk(name);
+      }
+    };
+    await walk('');
+    return out;
+  };
+
+  test('a symlink chain: `a/b/c -> .` then `a/b/c/y -> ../../..` would leave a link to the parent; it is refused', async () => {
+    const chain = [link('a/b/c', '.'), link('a/b/c/y', '../../..')];
+    await expect(extractLocal(dest, stream(craft(chain)))).rejects.toThrow(/symlink points outside the root/);
+    // Nothing leads out: only the first, harmless link was made.
+    const links = await linksUnder(dest);
+    expect(links).toEqual([`a/b/c -> . = ${await realpath(join(dest, 'a/b'))}`]);
+    // The check is on the archive itself too (what a Docker extract sees before the Engine does).
+    await expect(readTar(stream(craft(chain)), async () => undefined)).rejects.toThrow(/'\.\.\/\.\.\/\.\.' from 'a\/b'/);
+  });
+
+  test('the same chain through a link already on the disk is refused', async () => {
+    await mkdir(join(dest, 'a/b'), { recursive: true });
+    await symlink('.', join(dest, 'a/b/c'));
+    await expect(extractLocal(dest, stream(craft([link('a/b/c/y', '../../..')])))).rejects.toThrow(/symlink points outside the root \('\.\.\/\.\.\/\.\.' from 'a\/b'\)/);
+    await expect(lstat(join(dest, 'a/b/y'))).rejects.toThrow();
+  });
+
+  test("a link whose target climbs after a name (`x -> a/b/../..`) is refused: a later `a/b -> .` would make it lead out", async () => {
+    await expect(extractLocal(dest, stream(craft([link('x', 'a/b/../..'), link('a/b', '.')])))).rejects.toThrow(/has '\.\.' after a name/);
+    expect(await linksUnder(dest)).toEqual([]);
+  });
+
+  test('a link that descends through a link on the disk leading out is refused', async () => {
+    await mkdir(join(dir, 'outside'));
+    await symlink('../outside', join(dest, 'out'));
+    await expect(extractLocal(dest, stream(craft([link('x', 'out/thing')])))).rejects.toThrow(/through a link already in the destination/);
+    await expect(lstat(join(dest, 'x'))).rejects.toThrow();
+  });
+
+  test('no directory is made before its place is checked (a link on the disk leading out)', async () => {
+    await mkdir(join(dir, 'outside'));
+    await symlink('../outside', join(dest, 'out'));
+    await expect(extractLocal(dest, stream(craft([file('out/made/by/mkdir/file.txt')])))).rejects.toThrow(/symlink that leads outside/);
+    expect(await readdir(join(dir, 'outside'))).toEqual([]);
+    await expect(extractLocal(dest, stream(craft([{ name: 'out/newdir', type: 'directory', size: 0, mode: 0o755, mtime: 0 }])))).rejects.toThrow(/symlink that leads outside/);
+    expect(await readdir(join(dir, 'outside'))).toEqual([]);
+  });
+
+  test('hard links out of the destination are refused, through a link on the disk or to a link', async () => {
+    await mkdir(join(dir, 'outside'));
+    await writeFile(join(dir, 'outside', 'secret'), 'secret');
+    await symlink('../outside', join(dest, 'sub'));
+    await expect(extractLocal(dest, stream(craft([hard('h', 'sub/secret')])))).rejects.toThrow(/symlink that leads outside/);
+    await expect(extractLocal(dest, stream(craft([link('l', 'sub'), hard('h', 'l')])))).rejects.toThrow(/through a link already in the destination|regular file inside/);
+    await expect(lstat(join(dest, 'h'))).rejects.toThrow();
+    // A hard link to a file earlier in the archive is made.
+    await extractLocal(dest, stream(craft([file('f', 'content'), hard('g', 'f')])));
+    expect(await readFile(join(dest, 'g'), 'utf8')).toBe('content');
+  });
+
+  test.each<[string, CraftedEntry]>([
+    ['a character device', { name: 'dev', type: 'character-device', size: 0, mode: 0o666, mtime: 0 }],
+    ['a fifo', { name: 'pipe', type: 'fifo', size: 0, mode: 0o666, mtime: 0 }],
+  ])('%s is refused', async (_what, entry) => {
+    await expect(extractLocal(dest, stream([craftTar([entry])]))).rejects.toThrow(/devices, fifos/);
+    expect(await readdir(dest)).toEqual([]);
+  });
+
+  test('the number of entries is capped', async () => {
+    const many = Array.from({ length: 101 }, (_, i) => file(`f${i}`));
+    await expect(extractLocal(dest, stream(craft(many)), { maxEntries: 100 })).rejects.toThrow(/more than 100 entries/);
+    expect((await readdir(dest)).length).toBeLessThanOrEqual(100);
+  });
+
+  test('a source that goes on with zeros after the end of the archive is not read to its end', async () => {
+    let sent = 0;
+    async function* zeros() {
+      yield* craft([file('a.txt', 'a')]);
+      for (let i = 0; i < 256; i++) {
+        sent += 1024 * 1024;
+        yield Buffer.alloc(1024 * 1024);
+      }
+    }
+    expect(await extractLocal(dest, zeros())).toEqual({ entries: 1, bytes: 1 });
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
   });
 
   test('content beyond the size bound is refused', async () => {

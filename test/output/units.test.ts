@@ -1,5 +1,5 @@
 import { renderCacheKey } from '../../runtime/output/cache-keys';
-import { parseJUnit } from '../../runtime/output/junit';
+import { MAX_REPORT_CHARS, parseJUnit } from '../../runtime/output/junit';
 import { createValueMasker } from '../../runtime/output/masking';
 
 describe('masking', () => {
@@ -56,5 +56,46 @@ describe('JUnit as real tools write it', () => {
 	</testsuite>
 </testsuites>`;
     expect(parseJUnit(go).map((c) => `${c.classname}.${c.name}=${c.result}`)).toEqual(['example.com/pkg.TestA=success', 'example.com/pkg.TestB=failure']);
+  });
+});
+
+describe('hostile JUnit reports', () => {
+  const suite = (body: string) => `<?xml version="1.0"?>\n${body}`;
+
+  test('billion laughs: entities a DOCTYPE defines are never expanded; the report is refused', () => {
+    const levels = Array.from({ length: 9 }, (_, i) => `<!ENTITY lol${i + 1} "${`&lol${i};`.repeat(10)}">`).join('');
+    const xml = suite(`<!DOCTYPE lolz [<!ENTITY lol0 "lol">${levels}]><testsuite><testcase name="&lol9;" classname="c"/></testsuite>`);
+    const started = Date.now();
+    expect(() => parseJUnit(xml)).toThrow(/declares a DOCTYPE; DTDs and the entities they define are not accepted/);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  test('an external entity is never read: the DOCTYPE is refused, and without one `&xxe;` stays as written', () => {
+    const xxe = suite('<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><testsuite><testcase name="&xxe;" classname="c"><failure message="&xxe;"/></testcase></testsuite>');
+    expect(() => parseJUnit(xxe)).toThrow(/DOCTYPE/);
+    const bare = parseJUnit('<testsuite><testcase name="&xxe; &lt;ok&gt; &#65;&#x42;" classname="c"><failure message="&xxe;"/></testcase></testsuite>');
+    expect(bare).toEqual([{ name: '&xxe; <ok> AB', classname: 'c', file: '', result: 'failure', message: '&xxe;', run_time: 0 }]);
+    expect(JSON.stringify(bare)).not.toContain('root:');
+  });
+
+  test('a DOCTYPE written inside CDATA (an HTML page in a failure message) is text, not a DTD', () => {
+    const xml = '<testsuite><testcase name="renders" classname="ui"><failure><![CDATA[<!DOCTYPE html><p>&amp;</p>]]></failure></testcase></testsuite>';
+    expect(parseJUnit(xml)[0].message).toBe('<!DOCTYPE html><p>&amp;</p>');
+  });
+
+  test('deep nesting is refused', () => {
+    const depth = 100_000;
+    const xml = `<testsuites>${'<testsuite>'.repeat(depth)}<testcase name="x"/>${'</testsuite>'.repeat(depth)}</testsuites>`;
+    expect(() => parseJUnit(xml)).toThrow(/nests deeper than 64/);
+  });
+
+  test('too many elements, or too large a report, are refused', () => {
+    expect(() => parseJUnit(`<testsuite>${'<testcase name="t"/>'.repeat(1000)}</testsuite>`, { maxElements: 1000 })).toThrow(/more than 1000 elements/);
+    const big = `<testsuite><testcase name="t"><system-out>${'x'.repeat(MAX_REPORT_CHARS)}</system-out></testcase></testsuite>`;
+    expect(() => parseJUnit(big)).toThrow(/larger than 64 MiB/);
+  });
+
+  test('malformed XML says so', () => {
+    expect(() => parseJUnit('<testsuite><testcase name="a"></testsuite>')).toThrow(/malformed XML at line 1, column \d+: Expected closing tag 'testcase'/);
   });
 });

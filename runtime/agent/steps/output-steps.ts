@@ -417,6 +417,8 @@ export function createOutputStepHandlers(client: OutputClient): Partial<StepHand
     const found = await client.findCache(ctx.task, keys, reported(ctx));
     if (!found) {
       ctx.write(`No cache is found for keys: ${keys.join(', ')}\n`);
+      const withheld = await client.withheldCache?.(ctx.task, keys, reported(ctx));
+      if (withheld) ctx.write(`Not restored: ${withheld.reason}\n`);
       return ok;
     }
     ctx.write(`Found a cache from key ${found.key} (${formatBytes(found.bytes)}); restoring\n`);
