@@ -135,7 +135,9 @@ export async function registerAgentOutputRoutes(app: GyreApp, deps: AgentOutputR
     async (request) => {
       const { task } = await taskOf(request);
       const found = await output.findCache(task, request.body.keys);
-      return { cache: found ? { id: found.id, key: found.key, bytes: found.bytes } : null };
+      // A cache held back by its trust level is named, so the job's output can say why nothing was restored.
+      const withheld = found ? undefined : await output.withheldCache?.(task, request.body.keys);
+      return { cache: found ? { id: found.id, key: found.key, bytes: found.bytes } : null, ...(withheld ? { withheld } : {}) };
     },
   );
 

@@ -9,6 +9,7 @@ import {
   RateLimitError,
   StaleLeaseError,
   TooLargeError,
+  UnavailableError,
 } from '../domain/errors';
 
 /**
@@ -24,7 +25,10 @@ export interface HttpFailure {
 }
 
 export function failureOf(error: unknown): HttpFailure {
-  if (error instanceof GyreError) return { status: statusOfDomainError(error), message: error.message, ...(error instanceof RateLimitError ? { retryAfter: error.retryAfterSeconds } : {}) };
+  if (error instanceof GyreError) {
+    const retryAfter = error instanceof RateLimitError || error instanceof UnavailableError ? error.retryAfterSeconds : undefined;
+    return { status: statusOfDomainError(error), message: error.message, ...(retryAfter === undefined ? {} : { retryAfter }) };
+  }
   const e = error as Partial<FastifyError> & { validation?: ValidationIssue[]; validationContext?: string };
   if (Array.isArray(e.validation)) return { status: 400, message: validationMessage(e.validation, e.validationContext) };
   const code = typeof e.code === 'string' ? e.code : '';
@@ -45,6 +49,7 @@ function statusOfDomainError(error: GyreError): number {
   if (error instanceof ConflictError) return 409;
   if (error instanceof StaleLeaseError) return 409;
   if (error instanceof RateLimitError) return 429;
+  if (error instanceof UnavailableError) return 503;
   return 500;
 }
 

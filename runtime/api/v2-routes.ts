@@ -77,7 +77,10 @@ function continuationParameters(value: unknown): Record<string, ParameterValue> 
 
 export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
   const { store, projects, triggers, conductor } = deps;
-  const view = (p: Awaited<ReturnType<Projects['get']>>) => projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch });
+  const view = (p: Awaited<ReturnType<Projects['get']>>) => ({
+    ...projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch }),
+    protected_branches: p.protectedBranches,
+  });
 
   app.get('/api/v2/me', async (request) => userView(store, principalOf(request).userId));
 
@@ -100,6 +103,18 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
   );
 
   app.get(SLUG, { schema: { params: SlugParams } }, async (request) => view(await projects.get(slugOf(request.params))));
+
+  // Branches whose jobs restore only caches saved on protected branches, beside the default branch
+  // (GYRE_CACHE_TRUST=protected; docs/security.md).
+  app.put(
+    `${SLUG}/protected-branches`,
+    { schema: { params: SlugParams, body: Type.Object({ patterns: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 100 }) }) } },
+    async (request) => {
+      if (!principalOf(request).isAdmin) throw new PermissionError('only an admin can change protected branches');
+      const project = await projects.setProtectedBranches(slugOf(request.params), request.body.patterns);
+      return { protected_branches: project.protectedBranches };
+    },
+  );
 
   app.post(
     `${SLUG}/pipeline`,

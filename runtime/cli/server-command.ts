@@ -1,5 +1,4 @@
 import { parseArgs } from 'node:util';
-import { secureDataDir } from '../data-dir';
 import { createLogger } from '../logger';
 import { ConfigurationError } from '../domain/errors';
 import { readSettings } from '../settings';
@@ -32,7 +31,6 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
   // What this process writes is its user's alone (0600, directories 0700): the data directory,
   // spools, git mirrors. The data directory is also tightened where an earlier start left it open.
   process.umask(0o077);
-  await secureDataDir(settings.dataDir, log);
   const gyre = await startGyre(settings, log);
   const lines = [
     `Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}; roles: ${[...settings.roles].join(', ')}).`,

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { GyreError } from '../domain/errors';
+import { UnavailableError } from '../domain/errors';
 import type { Logger } from '../logger';
 import { budgetMessage, DEFAULT_COMPILE_BUDGETS, type CompileBudgets } from './compile/budget';
 import type { OrbSource } from './orb-source';
@@ -20,7 +20,7 @@ import type { CompileResult, TriggerContext } from './plan';
  */
 
 /** The compiler cannot take this compilation now (shutting down, or busy); try again later. */
-export class CompilerUnavailableError extends GyreError {}
+export class CompilerUnavailableError extends UnavailableError {}
 
 export interface CompilerLimits extends CompileBudgets {
   /** A worker's heap (V8 old generation) in MiB; a worker that needs more is stopped. Setting: GYRE_COMPILE_MEMORY_MB. */

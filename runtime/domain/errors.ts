@@ -53,6 +53,16 @@ export class RateLimitError extends GyreError {
   }
 }
 
+/** A part Gyre needs cannot take the request now (shutting down, or busy); try again later. Answered 503. */
+export class UnavailableError extends GyreError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds = 5,
+  ) {
+    super(message);
+  }
+}
+
 /** The request is valid but conflicts with the current state (e.g. cancel a finished workflow). */
 export class ConflictError extends GyreError {}
 

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { openBlobStore } from '../blob/open-blob-store';
 import type { BlobStore } from '../blob/blob-store';
 import { createConductor, type CompileFn, type Conductor } from '../conductor/conductor';
-import { compileConfig, createOrbDocumentCache } from '../config/compiler';
+import { createCompilerPool } from '../config/compiler-pool';
 import { createOrbRegistry, type OrbRegistry } from '../config/orb-registry';
 import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher';
 import { createGitForge } from '../forge/git-forge';
@@ -12,6 +12,7 @@ import type { Logger } from '../logger';
 import { registerExecutionMetrics, type ExecutionMetrics } from '../metrics/execution-metrics';
 import { createMetrics, type Metrics } from '../metrics/metrics';
 import { createHealth, type Health } from '../ops/health';
+import { spoolDirOf } from '../data-dir';
 import { createLogStore, type LogStore } from '../output/logs';
 import { createOutputService, type OutputService } from '../output/output-service';
 import { createProjects, type Projects } from '../projects/projects';
@@ -66,7 +67,8 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const projects = createProjects({ store, forge });
   const blobs = openBlobStore(settings.blobs, settings.dataDir);
   const outputLog = log.child({ role: 'output' });
-  const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes });
+  const spools = spoolDirOf(settings.dataDir);
+  const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes, spoolRoot: join(spools, 'logs') });
   closers.push(() => logs.close());
   const metrics = createMetrics();
   const executionMetrics = registerExecutionMetrics(metrics);
@@ -78,9 +80,11 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     queueWait: executionMetrics.queueWait,
   });
   const orbs = createOrbRegistry({ store });
-  // Parsed orbs are kept between compilations: a published orb version never changes.
-  const orbCache = createOrbDocumentCache();
-  const compile: CompileFn = (source, trigger) => compileConfig(source, { trigger, orbs, orbCache });
+  // Configs compile in worker threads within their budgets, so a hostile one never stalls this thread.
+  const { workers, ...compileLimits } = settings.compile;
+  const compilerPool = createCompilerPool({ orbs, limits: compileLimits, workers, log: log.child({ role: 'compiler' }) });
+  closers.push(() => compilerPool.close());
+  const compile: CompileFn = (source, trigger) => compilerPool.compile(source, { trigger });
   const nomad = settings.nomad ? createNomadClient(settings.nomad) : undefined;
   let apiUrl: string | undefined;
   return {
@@ -96,7 +100,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     metrics,
     executionMetrics,
     logs,
-    output: createOutputService({ store, blobs, log: outputLog }),
+    output: createOutputService({ store, blobs, log: outputLog, cacheTrust: settings.cacheTrust, spoolDir: join(spools, 'uploads') }),
     dispatcher,
     resourceClasses: createResourceClasses({ store }),
     tokens: createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret)),

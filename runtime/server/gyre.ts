@@ -8,6 +8,7 @@ import type { Settings } from '../settings';
 import { openStore } from '../store/open-store';
 import type { Store } from '../store/store';
 import { createExampleProject } from './example';
+import { secureDataDir } from '../data-dir';
 
 export interface Gyre {
   /** Where the API and UI listen, e.g. http://127.0.0.1:8080 (undefined without the api role). */
@@ -28,6 +29,8 @@ export interface Gyre {
  * START_ORDER. The role map is runtime/roles/registry.ts.
  */
 export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> {
+  // Before anything is written there: the data directory and what Gyre keeps in it are its user's alone.
+  await secureDataDir(settings.dataDir, log);
   const store = await openStore({ databaseUrl: settings.databaseUrl, dataDir: settings.databaseUrl ? undefined : settings.dataDir });
   const running: RunningRole[] = [];
   let ops: RunningHttpServer | undefined;
