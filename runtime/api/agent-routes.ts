@@ -8,7 +8,7 @@ import { MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
 import type { Store } from '../store/store';
 import { InputError } from '../domain/errors';
 import { leaseOf, principalOf, readRawBody, type GyreApp } from './http-app';
-import { Int32, Segment } from './schemas';
+import { Int32, OneOf, Segment } from './schemas';
 import type { FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 
@@ -180,7 +180,7 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
       config: TASK_ROUTE,
       schema: {
         params: StepParams,
-        body: Type.Object({ status: Type.Union(STEP_STATUSES.map((s) => Type.Literal(s))), exit_code: Type.Optional(Type.Union([Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 31 - 1 }), Type.Null()])) }),
+        body: Type.Object({ status: OneOf(STEP_STATUSES), exit_code: Type.Optional(Type.Union([Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 31 - 1 }), Type.Null()])) }),
       },
     },
     async (request) => {
@@ -191,7 +191,7 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
 
   app.post(
     `${TASK}/complete`,
-    { config: TASK_ROUTE, schema: { params: TaskParams, body: Type.Object({ outcome: Type.Union(OUTCOMES.map((o) => Type.Literal(o))) }) } },
+    { config: TASK_ROUTE, schema: { params: TaskParams, body: Type.Object({ outcome: OneOf(OUTCOMES) }) } },
     async (request) => {
       await dispatcher.completeTask(leaseOf(request), request.body.outcome);
       return { ok: true };
@@ -258,7 +258,7 @@ export function registerResourceClassRoutes(app: GyreApp, deps: { resourceClasse
     '/api/v2/concurrency-limits/:scope/*',
     {
       schema: {
-        params: Type.Object({ scope: Type.Union([Type.Literal('project'), Type.Literal('org')]), '*': Type.String({ minLength: 1, maxLength: 300 }) }),
+        params: Type.Object({ scope: OneOf(['project', 'org'] as const), '*': Type.String({ minLength: 1, maxLength: 300 }) }),
         body: Type.Object({ max_running: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()])) }),
       },
     },

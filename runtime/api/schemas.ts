@@ -32,3 +32,6 @@ export const OptionalText = (maxLength: number) => Type.Optional(Type.Union([Typ
 export function given(value: string | null | undefined): string | undefined {
   return value === null || value === undefined || value === '' ? undefined : value;
 }
+
+/** One of these strings; a value outside them is a 400 listing them. */
+export const OneOf = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
