@@ -44,7 +44,7 @@ describe('stacks per environment', () => {
   });
 
   test('an external database is a sensitive variable, not a managed instance', () => {
-    const env = { ...byName('aws-example'), name: 'byo-db', database: { mode: 'external' as const } };
+    const env = { ...byName('aws-example'), name: 'byo-db', database: { mode: 'external' as const, allowedCidrs: ['10.9.0.0/24'], port: 5432 } };
     const [stacks] = build([env]);
     expect(Testing.synth(stacks.infra)).not.toContain('aws_db_instance');
     const server = JSON.parse(Testing.synth(stacks.server));
@@ -82,9 +82,10 @@ describe('air-gapped installs', () => {
 
   test('every image reference in every stack points at the registry', () => {
     const refs = outputs.flatMap((o) => imageReferences(o));
-    // Per environment: 13 runtime roles, edge, nomad, autoscaler, agent (scheduler env and job
-    // template); plus metrics-server's Helm values on AWS.
-    expect(refs).toHaveLength(2 * 18 + 1);
+    // Per environment: 5 runtime roles (container and migration wait), the migration Job, the
+    // Nomad ACL bootstrap Job, edge, nomad, autoscaler, agent (scheduler env and job template);
+    // plus metrics-server's and cluster-autoscaler's Helm values on AWS.
+    expect(refs).toHaveLength(2 * (5 * 2 + 2 + 3 + 2) + 2);
     expect(refs.filter((r) => !r.startsWith(`${registry}/`))).toEqual([]);
   });
 
