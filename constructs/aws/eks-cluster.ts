@@ -37,8 +37,8 @@ export interface EksClusterProps {
 
 /**
  * EKS cluster with a managed node group, an OIDC provider for IAM roles for service accounts (IRSA),
- * secrets encrypted with a dedicated KMS key, and the EBS CSI driver add-on (Nomad servers keep their
- * state on EBS volumes).
+ * secrets encrypted with a dedicated KMS key, the VPC CNI with NetworkPolicy enforcement, and the
+ * EBS CSI driver add-on (Nomad servers keep their state on EBS volumes).
  */
 export class EksCluster extends Construct implements IKubernetesCluster {
   readonly clusterName: string;
@@ -134,6 +134,15 @@ export class EksCluster extends Construct implements IKubernetesCluster {
       updateConfig: { maxUnavailable: 1 },
       launchTemplate: { id: nodeTemplate.id, version: nodeTemplate.latestVersion.toString() },
       lifecycle: { ignoreChanges: ['scaling_config[0].desired_size'], createBeforeDestroy: true },
+    });
+
+    // The VPC CNI's network policy agent enforces NetworkPolicies (off unless configured so).
+    new EksAddon(this, 'VpcCni', {
+      clusterName: cluster.name,
+      addonName: 'vpc-cni',
+      configurationValues: JSON.stringify({ enableNetworkPolicy: 'true' }),
+      resolveConflictsOnCreate: 'OVERWRITE',
+      resolveConflictsOnUpdate: 'PRESERVE',
     });
 
     const ebsCsiRole = this.serviceAccountRole('EbsCsiRole', 'kube-system', 'ebs-csi-controller-sa', `${props.clusterName}-ebs-csi`);

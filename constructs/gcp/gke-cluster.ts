@@ -33,7 +33,8 @@ export interface GkeClusterProps {
 
 /**
  * Private regional GKE cluster: nodes have no public addresses, pods get cloud identities through
- * Workload Identity, and nodes run as a service account that can only write logs and metrics.
+ * Workload Identity, NetworkPolicies are enforced (Dataplane V2), and nodes run as a service
+ * account that can only write logs and metrics.
  */
 export class GkeCluster extends Construct implements IKubernetesCluster {
   readonly clusterName: string;
@@ -71,6 +72,8 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
       deletionProtection: true,
       enableShieldedNodes: true,
       networkingMode: 'VPC_NATIVE',
+      // GKE Dataplane V2 enforces NetworkPolicies (the control plane's namespace denies by default).
+      datapathProvider: 'ADVANCED_DATAPATH',
       ipAllocationPolicy: { clusterSecondaryRangeName: props.podsRangeName, servicesSecondaryRangeName: props.servicesRangeName },
       privateClusterConfig: {
         enablePrivateNodes: true,

@@ -90,6 +90,11 @@ describe('EksCluster', () => {
     });
   });
 
+  test('enforces NetworkPolicies: the VPC CNI add-on runs its network policy agent', () => {
+    const addon = only(synth(), EksAddon.tfResourceType).find((a) => a.addon_name === 'vpc-cni');
+    expect(JSON.parse(addon.configuration_values)).toEqual({ enableNetworkPolicy: 'true' });
+  });
+
   test('has an OIDC provider for IRSA and the EBS CSI add-on with its own role', () => {
     const out = synth();
     expect(out).toHaveResourceWithProperties(IamOpenidConnectProvider, { client_id_list: ['sts.amazonaws.com'] });

@@ -58,6 +58,10 @@ describe('GkeCluster', () => {
     });
   });
 
+  test('enforces NetworkPolicies (Dataplane V2)', () => {
+    expect(synth()).toHaveResourceWithProperties(ContainerCluster, { datapath_provider: 'ADVANCED_DATAPATH' });
+  });
+
   test('without allowed CIDRs the control plane has no public endpoint', () => {
     expect(synth()).toHaveResourceWithProperties(ContainerCluster, {
       private_cluster_config: expect.objectContaining({ enable_private_endpoint: true }),

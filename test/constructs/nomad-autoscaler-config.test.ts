@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Testing } from 'cdktf';
-import { parse } from '@cdktf/hcl2json';
+import { parseHcl as parse } from './hcl';
 import { NomadAutoscaler, NomadAutoscalerProps } from '../../constructs/kubernetes/nomad-autoscaler';
 import { ImageCatalog } from '../../constructs/images';
 

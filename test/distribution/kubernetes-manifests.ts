@@ -87,7 +87,7 @@ export function kubernetesObjects(stack: any): KubernetesObject[] {
     if (!kind) throw new Error(`${type}: no Kubernetes kind is mapped for this resource type; add it to KINDS`);
     for (const [name, resource] of Object.entries(byName)) {
       const body = Object.fromEntries(Object.entries(resource).filter(([k]) => !TERRAFORM_ONLY.has(k)));
-      const object = { apiVersion: kind.apiVersion, kind: kind.kind, ...(convert(body) as Record<string, any>) };
+      const object: Record<string, any> = { apiVersion: kind.apiVersion, kind: kind.kind, ...(convert(body) as Record<string, any>) };
       // The provider takes Secret values in the clear and encodes them itself.
       if (kind.kind === 'Secret' && object.data) {
         object.stringData = object.data;

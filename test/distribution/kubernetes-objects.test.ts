@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Testing } from 'cdktf';
 import { loadEnvironments } from '../../stacks/environment';
 import { addEnvironments } from '../../stacks/app';
-import { parse } from '@cdktf/hcl2json';
+import { parseHcl as parse } from '../constructs/hcl';
 import { parse as parseYaml } from 'yaml';
 import { KubernetesObject, kubernetesObjects, schemaErrors, unknownFields } from './kubernetes-manifests';
 import { mayConnect, podsOf } from './network-policy';
@@ -77,7 +77,7 @@ describe('NetworkPolicies of the server stacks', () => {
     expect(reaching).toEqual([...ROLE_NAMES.map((r) => `gyre-${r}`), 'gyre-migrate-0-1-0'].sort());
     // GCP: the Cloud SQL peering range, as Terraform will resolve it.
     const gcp = setup('gcp-example-server');
-    const cidr = gcp.policies.find((p) => p.metadata.name === 'database').spec.egress[0].to[0].ipBlock.cidr;
+    const cidr = gcp.policies.find((p) => p.metadata.name === 'database')!.spec.egress[0].to[0].ipBlock.cidr;
     expect(cidr).toContain('cross-stack-output-google_compute_global_address');
     const gcpReaching = gcp.pods.filter((p) => mayConnect(gcp.policies, { pod: p }, { ip: cidr }, 5432)).map((p) => p.name).sort();
     expect(gcpReaching).toEqual([...ROLE_NAMES.map((r) => `gyre-${r}`), 'gyre-migrate-0-1-0'].sort());
@@ -166,5 +166,24 @@ describe('across the infra and server stacks', () => {
     const trust = JSON.parse(infra.resource.aws_iam_role[role].assume_role_policy.replace(/\$\{[^}]*\}/g, 'ISSUER'));
     expect(trust.Statement[0].Condition.StringEquals['ISSUER:sub']).toBe(`system:serviceaccount:kube-system:${values.rbac.serviceAccount.name}`);
     expect(Object.values<any>(synthesized['gcp-example-server'].resource.helm_release ?? {}).some((r) => r.chart === 'cluster-autoscaler')).toBe(false);
+  });
+});
+
+describe('pods can read what is mounted for them', () => {
+  test('secret volumes of non-root pods are group-readable and the pod runs with that group', () => {
+    const workloads = objects.filter((o) => ['Deployment', 'StatefulSet', 'Job'].includes(o.object.kind));
+    const problems: string[] = [];
+    for (const w of workloads) {
+      const spec = w.object.spec.template.spec;
+      for (const v of spec.volumes ?? []) {
+        if (!v.secret || v.secret.defaultMode === undefined) continue;
+        const user = spec.securityContext?.runAsUser;
+        const ownerOnly = (v.secret.defaultMode & 0o040) === 0;
+        if (user !== 0 && (ownerOnly || spec.securityContext?.fsGroup === undefined)) {
+          problems.push(`${w.object.metadata.name}: secret volume ${v.name} (mode ${v.secret.defaultMode.toString(8)}) unreadable by uid ${user} (fsGroup ${spec.securityContext?.fsGroup})`);
+        }
+      }
+    }
+    expect(problems).toEqual([]);
   });
 });
