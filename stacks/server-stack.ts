@@ -151,6 +151,7 @@ export class ServerStack extends TerraformStack {
       nomadAddress: nomad.address,
       nomadTlsSecretName: controlPlane.nomadClientTlsSecretName,
       nomadTokenSecretName: 'nomad-autoscaler-token',
+      clientCertificateHash: Fn.sha256(infra.nomadTls.client.certPem),
       target: infra.autoscalerTarget,
       minClients: env.nomad.minClients,
       maxClients: env.nomad.maxClients,

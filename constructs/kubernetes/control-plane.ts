@@ -246,7 +246,11 @@ export class ControlPlane extends Construct {
         template: {
           metadata: {
             labels: podLabels,
-            annotations: { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(OPS_PORT), 'prometheus.io/path': '/metrics' },
+            annotations: {
+              'prometheus.io/scrape': 'true', 'prometheus.io/port': String(OPS_PORT), 'prometheus.io/path': '/metrics',
+              // A renewed Nomad client certificate rolls the scheduler onto it.
+              ...(role.usesNomad ? { 'gyre.dev/tls-hash': Fn.sha256(props.nomad.clientCertPem) } : {}),
+            },
           },
           spec: {
             serviceAccountName: RUNTIME_SERVICE_ACCOUNT,

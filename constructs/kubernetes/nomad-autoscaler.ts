@@ -29,6 +29,8 @@ export interface NomadAutoscalerProps {
   readonly serviceAccountAnnotations: Record<string, string>;
   /** Nomad node class of the client group. @default 'linux-docker' */
   readonly nodeClass?: string;
+  /** Changes when the client certificate is renewed, so the agent restarts onto it. @default - none */
+  readonly clientCertificateHash?: string;
   /** Allocated CPU and memory, in percent, the group is scaled to stay at. @default 70 */
   readonly targetUtilization?: number;
 }
@@ -146,7 +148,10 @@ ${targetConfig.policy.map((l) => `      ${l}`).join('\n')}
         template: {
           metadata: {
             labels: { ...labels, ...CAN_REACH_NOMAD_API, ...CAN_REACH_HTTPS },
-            annotations: { 'gyre.dev/config-hash': Fn.sha256(Fn.jsonencode(config.data)) },
+            annotations: {
+              'gyre.dev/config-hash': Fn.sha256(Fn.jsonencode(config.data)),
+              ...(props.clientCertificateHash ? { 'gyre.dev/tls-hash': props.clientCertificateHash } : {}),
+            },
           },
           spec: {
             serviceAccountName: AUTOSCALER_SERVICE_ACCOUNT,

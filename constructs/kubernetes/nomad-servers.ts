@@ -132,6 +132,8 @@ export class NomadServers extends Construct {
               'prometheus.io/scheme': 'https',
               'prometheus.io/path': '/v1/metrics?format=prometheus',
               'gyre.dev/config-hash': Fn.sha256(Fn.jsonencode(config.data)),
+              // A renewed certificate rolls the servers, one at a time, onto it.
+              'gyre.dev/tls-hash': Fn.sha256(props.serverCertPem),
             },
           },
           spec: {
