@@ -47,7 +47,7 @@ build_runtime_image() {
   cp -a package.json package-lock.json bin runtime "$ctx/"
   mkdir -p "$ctx/images" && cp -a images/ca "$ctx/images/ca"
   # The production dependency tree npm installed here (no dev dependencies, no cdktf providers).
-  (cd "$repo" && npm ls --omit=dev --all --parseable 2>/dev/null) | sed -n "s#^$repo/##p" \
+  { (cd "$repo" && npm ls --omit=dev --all --parseable 2>/dev/null) || true; } | sed -n "s#^$repo/##p" \
     | grep -E '^node_modules/' | grep -vE '^node_modules/(@cdktf|cdktf|constructs)(/|$)' \
     | while read -r dir; do mkdir -p "$ctx/$(dirname "$dir")" && cp -a "$dir" "$ctx/$(dirname "$dir")/"; done
   podman build -q --build-arg "NODE_IMAGE=$base" --build-arg DEPS=context \
