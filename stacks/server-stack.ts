@@ -137,6 +137,10 @@ export class ServerStack extends TerraformStack {
       dependsOn: [nomad.statefulSet],
     });
 
+    // The scheduler's pods start once the ACL Job has written their Nomad token.
+    const aclJob = `${acl.job.terraformResourceType}.${acl.job.friendlyUniqueId}`;
+    controlPlane.deployments.get('scheduler')!.dependsOn = [aclJob];
+
     new ControlPlaneNetworkPolicies(this, 'NetworkPolicies', {
       namespace: controlPlane.namespace,
       cloud: infra.cloud,
@@ -145,7 +149,7 @@ export class ServerStack extends TerraformStack {
       nomadClientCidrs: infra.internalCidrs,
     });
 
-    new NomadAutoscaler(this, 'NomadAutoscaler', {
+    const autoscaler = new NomadAutoscaler(this, 'NomadAutoscaler', {
       namespace: controlPlane.namespace,
       images,
       nomadAddress: nomad.address,
@@ -157,6 +161,8 @@ export class ServerStack extends TerraformStack {
       maxClients: env.nomad.maxClients,
       serviceAccountAnnotations: cluster.identityAnnotation(infra.autoscalerIdentity),
     });
+
+    autoscaler.deployment.dependsOn = [aclJob];
 
     const ingress = controlPlane.loadBalancer.status.get(0).loadBalancer.get(0).ingress;
     new TerraformOutput(this, 'load_balancer_address', {

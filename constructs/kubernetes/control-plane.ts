@@ -86,6 +86,8 @@ export class ControlPlane extends Construct {
   readonly adminToken: string;
   /** Name of this release's migration Job (one per runtime image tag). */
   readonly migrationJobName: string;
+  /** Each role's Deployment. */
+  readonly deployments = new Map<string, DeploymentV1>();
   private readonly databaseCa: DatabaseCa;
 
   constructor(scope: Construct, id: string, props: ControlPlaneProps) {
@@ -235,7 +237,7 @@ export class ControlPlane extends Construct {
       { name: 'ops', containerPort: OPS_PORT },
     ];
 
-    new DeploymentV1(this, `${id}Deployment`, {
+    const deployment = new DeploymentV1(this, `${id}Deployment`, {
       metadata: { name: `gyre-${name}`, namespace: this.namespace, labels },
       // HPAs own the replica count of the api and output roles once deployed.
       lifecycle: role.maxReplicas ? { ignoreChanges: ['spec[0].replicas'] } : undefined,
@@ -316,6 +318,8 @@ export class ControlPlane extends Construct {
         },
       },
     });
+
+    this.deployments.set(name, deployment);
 
     new ServiceV1(this, `${id}Service`, {
       metadata: { name: `gyre-${name}`, namespace: this.namespace, labels },

@@ -65,6 +65,8 @@ export interface NomadAclProps {
 export class NomadAcl extends Construct {
   /** The management token (sensitive). */
   readonly managementToken: string;
+  /** The Job; whatever needs the component tokens depends on it. */
+  readonly job: JobV1;
 
   constructor(scope: Construct, id: string, props: NomadAclProps) {
     super(scope, id);
@@ -105,7 +107,7 @@ export class NomadAcl extends Construct {
       subject: [{ kind: 'ServiceAccount', name: account.metadata.name, namespace: ns }],
     });
 
-    new JobV1(this, 'Job', {
+    this.job = new JobV1(this, 'Job', {
       metadata: { name: 'nomad-acl-bootstrap', namespace: ns, labels: NOMAD_ACL_BOOTSTRAP_LABELS },
       spec: {
         backoffLimit: 6,

@@ -47,6 +47,8 @@ export const AUTOSCALER_HTTP_PORT = 8080;
  * the agent's own list.
  */
 export class NomadAutoscaler extends Construct {
+  readonly deployment: DeploymentV1;
+
   constructor(scope: Construct, id: string, props: NomadAutoscalerProps) {
     super(scope, id);
     if (props.maxClients < props.minClients) {
@@ -138,7 +140,7 @@ ${targetConfig.policy.map((l) => `      ${l}`).join('\n')}
       automountServiceAccountToken: false,
     });
 
-    new DeploymentV1(this, 'Deployment', {
+    this.deployment = new DeploymentV1(this, 'Deployment', {
       metadata: { name: 'nomad-autoscaler', namespace: ns, labels },
       spec: {
         // Exactly one: two autoscalers would fight over the group's size.

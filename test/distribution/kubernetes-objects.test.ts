@@ -187,3 +187,25 @@ describe('pods can read what is mounted for them', () => {
     expect(problems).toEqual([]);
   });
 });
+
+describe('Nomad ACL bootstrap wiring', () => {
+  const server = synthesized['aws-example-server'];
+  const objs = kubernetesObjects(server);
+
+  test('its service account may write only the component token Secrets, and the components wait for the Job', () => {
+    const role = objs.find((o) => o.object.kind === 'Role' && o.object.metadata.name === 'nomad-acl-bootstrap')!.object;
+    expect(role.rules).toEqual([
+      { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+      { apiGroups: [''], resources: ['secrets'], resourceNames: ['gyre-nomad-scheduler-token', 'nomad-autoscaler-token'], verbs: ['get', 'update'] },
+    ]);
+    const job = Object.keys(server.resource.kubernetes_job_v1).find((k) => k.startsWith('NomadAcl_Job'))!;
+    const waiting = Object.values<any>(server.resource.kubernetes_deployment_v1)
+      .filter((d) => (d.depends_on ?? []).includes(`kubernetes_job_v1.${job}`)).map((d) => d.metadata.name).sort();
+    expect(waiting).toEqual(['gyre-scheduler', 'nomad-autoscaler']);
+    // The tokens the components read are the Secrets the Job writes.
+    const tokenSecret = (name: string) => objs.find((o) => o.object.kind === 'Deployment' && o.object.metadata.name === name)!
+      .object.spec.template.spec.containers[0].env.find((e: any) => e.name === 'NOMAD_TOKEN').valueFrom.secretKeyRef;
+    expect(tokenSecret('gyre-scheduler')).toEqual({ name: 'gyre-nomad-scheduler-token', key: 'token' });
+    expect(tokenSecret('nomad-autoscaler')).toEqual({ name: 'nomad-autoscaler-token', key: 'token' });
+  });
+});
