@@ -276,7 +276,7 @@ export class ControlPlane extends Construct {
               envFrom: [{ secretRef: { name: this.runtimeSecretName } }],
               resources: { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '256Mi' } },
               securityContext: RESTRICTED_CONTAINER,
-              volumeMount: [{ name: 'tmp', mountPath: '/tmp' }, ...ca.volumeMount],
+              volumeMount: [{ name: 'data', mountPath: '/var/lib/gyre' }, { name: 'tmp', mountPath: '/tmp' }, ...ca.volumeMount],
             }],
             container: [{
               name: 'gyre',
