@@ -85,6 +85,8 @@ export class AwsInfraStack extends TerraformStack {
       blockedCidrs: env.nomad.blockedCidrs,
       registryAuth: clientRegistryAuth(this, env),
     });
+    // After joining through the load balancer, clients dial the servers' advertised pod addresses.
+    cluster.allowPodPortFrom('NomadRpcFromClients', clients.securityGroupId, 4647, 'Nomad RPC from the Nomad clients to the server pods');
     const autoscalerRole = cluster.serviceAccountRole('AutoscalerRole', GYRE_NAMESPACE, AUTOSCALER_SERVICE_ACCOUNT, `${name}-nomad-autoscaler`);
     clients.grantAutoscaling(autoscalerRole.name);
 

@@ -10,6 +10,7 @@ import { CloudSqlDatabase } from '../constructs/gcp/cloud-sql-database';
 import { GcpNomadClients } from '../constructs/gcp/nomad-clients';
 import { GcpBastion } from '../constructs/gcp/bastion';
 import { NomadTls } from '../constructs/nomad-tls';
+import { ComputeFirewall } from '@cdktf/provider-google/lib/compute-firewall';
 import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, nomadServiceDnsNames } from '../constructs/types';
 import { EnvironmentDefinition } from './environment';
 import { InfraOutputs } from './infra';
@@ -91,6 +92,17 @@ export class GcpInfraStack extends TerraformStack {
       sshRerunCidrs: env.access.sshRerunCidrs,
       blockedCidrs: env.nomad.blockedCidrs,
       registryAuth: clientRegistryAuth(this, env),
+    });
+    // After joining through the load balancer, clients dial the servers' advertised pod addresses
+    // (alias ranges on the nodes).
+    new ComputeFirewall(this, 'NomadRpcFromClients', {
+      name: `${name}-nomad-rpc-to-pods`,
+      project,
+      network: network.networkId,
+      direction: 'INGRESS',
+      sourceTags: [clients.networkTag],
+      targetTags: [cluster.nodeTag],
+      allow: [{ protocol: 'tcp', ports: ['4647'] }],
     });
     const autoscalerAccount = cluster.serviceAccountIdentity('AutoscalerIdentity', GYRE_NAMESPACE, AUTOSCALER_SERVICE_ACCOUNT, `${name}-autoscaler`.slice(0, 30));
     clients.grantAutoscaling(autoscalerAccount.member);

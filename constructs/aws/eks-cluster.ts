@@ -197,6 +197,22 @@ export class EksCluster extends Construct implements IKubernetesCluster {
     });
   }
 
+  /**
+   * Lets machines in a security group reach pods on a port. Pods take VPC addresses on the nodes,
+   * which carry the cluster security group: Nomad clients, once joined, dial the Nomad servers'
+   * pod addresses (4647) that the servers advertise.
+   */
+  allowPodPortFrom(id: string, securityGroupId: string, port: number, description: string): void {
+    new VpcSecurityGroupIngressRule(this, id, {
+      securityGroupId: this.clusterSecurityGroupId,
+      referencedSecurityGroupId: securityGroupId,
+      ipProtocol: 'tcp',
+      fromPort: port,
+      toPort: port,
+      description,
+    });
+  }
+
   /** Makes an IAM principal a cluster administrator through an EKS access entry. */
   grantClusterAdmin(id: string, principalArn: string): void {
     const entry = new EksAccessEntry(this, id, { clusterName: this.clusterName, principalArn, type: 'STANDARD' });

@@ -40,6 +40,8 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
   readonly clusterName: string;
   readonly endpoint: string;
   readonly caCertificate: string;
+  /** Network tag of the nodes (firewall rules that let VMs reach pods target it). */
+  readonly nodeTag: string;
   private readonly project: string;
 
   constructor(scope: Construct, id: string, props: GkeClusterProps) {
@@ -50,6 +52,7 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
       throw new Error(`maxNodesPerZone (${maxNodes}) must be at least 1 and at least minNodesPerZone (${minNodes})`);
     }
     this.project = props.project;
+    this.nodeTag = `${props.clusterName}-node`;
 
     const nodeAccount = new ServiceAccount(this, 'NodeAccount', {
       accountId: `${props.clusterName}-node`.slice(0, 30),
@@ -100,6 +103,7 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
       autoscaling: { minNodeCount: minNodes, maxNodeCount: maxNodes },
       management: { autoRepair: true, autoUpgrade: true },
       nodeConfig: {
+        tags: [this.nodeTag],
         machineType: props.machineType ?? 'n2-standard-4',
         diskSizeGb: 100,
         diskType: 'pd-balanced',

@@ -209,3 +209,25 @@ describe('Nomad ACL bootstrap wiring', () => {
     expect(tokenSecret('nomad-autoscaler')).toEqual({ name: 'nomad-autoscaler-token', key: 'token' });
   });
 });
+
+describe('Nomad clients reach the servers they are told about', () => {
+  // Joined clients dial the servers' advertised addresses: the server pods' own.
+  test('AWS: the nodes\' security group admits Nomad RPC from the clients\' security group', () => {
+    const infra = synthesized['aws-example-infra'];
+    const rules = Object.values<any>(infra.resource.aws_vpc_security_group_ingress_rule);
+    expect(rules).toEqual(expect.arrayContaining([expect.objectContaining({
+      security_group_id: expect.stringContaining('vpc_config[0].cluster_security_group_id'),
+      referenced_security_group_id: expect.stringContaining('aws_security_group.NomadClients_SecurityGroup'),
+      from_port: 4647, to_port: 4647,
+    })]));
+  });
+
+  test('GCP: a firewall rule admits Nomad RPC from the clients\' tag to the nodes carrying the server pods', () => {
+    const infra = synthesized['gcp-example-infra'];
+    const pool = Object.values<any>(infra.resource.google_container_node_pool)[0];
+    const rule = Object.values<any>(infra.resource.google_compute_firewall).find((f) => f.name.endsWith('-nomad-rpc-to-pods'));
+    expect(rule).toMatchObject({ direction: 'INGRESS', allow: [{ protocol: 'tcp', ports: ['4647'] }], target_tags: pool.node_config.tags });
+    const template = Object.values<any>(infra.resource.google_compute_instance_template)[0];
+    expect(rule.source_tags).toEqual(template.tags);
+  });
+});
