@@ -105,6 +105,12 @@ client {
   }
 }
 
+# The servers enforce ACLs; clients must too, or their own endpoints (alloc exec, logs, files)
+# would answer without a token.
+acl {
+  enabled = true
+}
+
 tls {
   http                   = true
   rpc                    = true

@@ -108,6 +108,10 @@ describe('Nomad client bootstrap template', () => {
     expect(gce).toContain('/usr/local/bin/docker-credential-gyre-gce');
   });
 
+  test('clients enforce ACLs like the servers do', () => {
+    expect(renderNomadClientBootstrap(props)).toMatch(/^acl \{\n  enabled = true\n\}$/m);
+  });
+
   test('refuses to render without a DNS resolver', () => {
     expect(() => renderNomadClientBootstrap({ ...props, dnsResolvers: [] })).toThrow(/dnsResolvers \(none\)/);
   });
