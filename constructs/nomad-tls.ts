@@ -75,6 +75,8 @@ export class NomadTls extends Construct {
   }
 }
 
+import type { ClientRegistryAuth } from './nomad-client-bootstrap';
+
 /** What every cloud's Nomad client group takes, whatever machines it runs on. */
 export interface NomadClientGroupProps {
   /** Name of the group and prefix of its resources. */
@@ -96,4 +98,8 @@ export interface NomadClientGroupProps {
   readonly blockedCidrs?: string[];
   /** Root volume size in GiB (images and workspaces live here). @default 200 */
   readonly diskGb?: number;
+  /** How clients pull the agent image from the operator's registry. @default - anonymous pulls */
+  readonly registryAuth?: ClientRegistryAuth;
+  /** Minutes a client being replaced or scaled in gives running tasks. @default 15 */
+  readonly drainDeadlineMinutes?: number;
 }

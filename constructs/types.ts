@@ -36,3 +36,15 @@ export interface IDatabase {
 export const GYRE_NAMESPACE = 'gyre';
 export const RUNTIME_SERVICE_ACCOUNT = 'gyre-runtime';
 export const AUTOSCALER_SERVICE_ACCOUNT = 'nomad-autoscaler';
+
+/** Name of the Service in front of the Nomad servers' HTTP API and RPC. */
+export const NOMAD_SERVICE = 'nomad-server';
+
+/**
+ * Every name the Nomad servers are reached by inside the cluster: the short Service name and its
+ * namespace-qualified forms. The server certificate carries all of them, so the scheduler and
+ * nomad-autoscaler verify it whichever spelling they use.
+ */
+export function nomadServiceDnsNames(namespace: string = GYRE_NAMESPACE): string[] {
+  return [NOMAD_SERVICE, `${NOMAD_SERVICE}.${namespace}`, `${NOMAD_SERVICE}.${namespace}.svc`, `${NOMAD_SERVICE}.${namespace}.svc.cluster.local`];
+}

@@ -15,25 +15,25 @@ curl -fsSL "$MIRROR/gpg.key" | gpg --dearmor -o /usr/share/keyrings/gyre-mirror.
 echo "deb [signed-by=/usr/share/keyrings/gyre-mirror.gpg] $MIRROR/apt $(. /etc/os-release && echo "$VERSION_CODENAME") main" \
   > /etc/apt/sources.list.d/gyre-mirror.list
 apt-get update -q
-apt-get install -y -q docker-ce docker-ce-cli containerd.io "nomad=$NOMAD_VERSION-1"
+apt-get install -y -q docker-ce docker-ce-cli containerd.io "nomad=$NOMAD_VERSION-1" @@EXTRA_PACKAGES@@
 systemctl enable --now docker
 
-# 2. Build containers must not reach the instance metadata address or the operator's blocked CIDRs.
-#    DOCKER-USER is evaluated before Docker's own rules for every container packet.
+# 2. Build containers must not reach the instance metadata address or the operator's blocked CIDRs,
+#    but they do need the network's DNS resolver, which may sit inside a blocked range (the VPC's
+#    base+2 address on AWS) or at the metadata address itself (GCE): port 53 to the resolvers is
+#    let through first. DOCKER-USER is evaluated before Docker's own rules for every container
+#    packet; the first matching rule wins.
 cat > /usr/local/sbin/gyre-container-firewall <<'FIREWALL'
 #!/bin/bash
 set -eu
 iptables -N DOCKER-USER 2>/dev/null || true
 iptables -F DOCKER-USER
-for cidr in 169.254.169.254/32 @@BLOCKED_CIDRS@@; do
-  iptables -A DOCKER-USER -d "$cidr" -j DROP
-done
-iptables -A DOCKER-USER -j RETURN
+@@FIREWALL_RULES@@
 FIREWALL
 chmod 0755 /usr/local/sbin/gyre-container-firewall
 cat > /etc/systemd/system/gyre-container-firewall.service <<'UNIT'
 [Unit]
-Description=Drop container traffic to instance metadata and blocked CIDRs
+Description=Drop container traffic to instance metadata and blocked CIDRs (DNS to the resolvers excepted)
 After=docker.service
 Requires=docker.service
 [Service]
@@ -62,7 +62,11 @@ RandomizedDelaySec=600
 WantedBy=timers.target
 UNIT
 
-# 4. Nomad client with mutual TLS to the servers behind the load balancer.
+# 4. Credentials for pulling the agent image from the operator's registry.
+install -d -m 0700 /etc/nomad.d
+@@REGISTRY_AUTH@@
+
+# 5. Nomad client with mutual TLS to the servers behind the load balancer.
 install -d -m 0700 /etc/nomad.d/tls /opt/nomad/data
 cat > /etc/nomad.d/tls/ca.pem <<'PEM'
 @@CA_PEM@@
@@ -79,6 +83,11 @@ datacenter = "@@DATACENTER@@"
 region     = "@@REGION@@"
 data_dir   = "/opt/nomad/data"
 
+# Stopping the agent (shutdown, replacement, scale-in) drains the node first: running tasks get
+# until the deadline to finish and no new ones are placed here.
+leave_on_interrupt = true
+leave_on_terminate = true
+
 client {
   enabled    = true
   node_class = "@@NODE_CLASS@@"
@@ -89,6 +98,17 @@ client {
   meta {
     cloud = "@@CLOUD@@"
   }
+  drain_on_shutdown {
+    deadline           = "@@DRAIN_DEADLINE@@"
+    force              = false
+    ignore_system_jobs = false
+  }
+}
+
+# The servers enforce ACLs; clients must too, or their own endpoints (alloc exec, logs, files)
+# would answer without a token.
+acl {
+  enabled = true
 }
 
 tls {
@@ -110,9 +130,21 @@ plugin "docker" {
       image       = true
       image_delay = "1h"
     }
+@@DOCKER_AUTH_HCL@@
   }
 }
 HCL
 
+# The drain needs time: systemd waits for it before killing the agent, and stops the agent before
+# Docker on shutdown.
+install -d -m 0755 /etc/systemd/system/nomad.service.d
+cat > /etc/systemd/system/nomad.service.d/gyre-drain.conf <<'UNIT'
+[Unit]
+After=docker.service gyre-container-firewall.service
+Wants=docker.service
+[Service]
+TimeoutStopSec=@@STOP_TIMEOUT_SECONDS@@
+UNIT
+@@LIFECYCLE_WATCH@@
 systemctl daemon-reload
-systemctl enable --now gyre-container-firewall.service gyre-docker-gc.timer nomad
+systemctl enable --now gyre-container-firewall.service gyre-docker-gc.timer nomad @@EXTRA_UNITS@@

@@ -1,6 +1,6 @@
-import { App, LocalBackend, TerraformStack } from 'cdktf';
+import { App, GcsBackend, LocalBackend, S3Backend, TerraformStack } from 'cdktf';
 import { ImageCatalog } from '../constructs/images';
-import { EnvironmentDefinition } from './environment';
+import { EnvironmentDefinition, StateDefinition } from './environment';
 import { AwsInfraStack } from './aws-infra-stack';
 import { GcpInfraStack } from './gcp-infra-stack';
 import { ServerStack } from './server-stack';
@@ -29,17 +29,36 @@ export function addEnvironments(app: App, envs: EnvironmentDefinition[]): Enviro
     const images = new ImageCatalog({ registry: env.registry, gyreTag: env.imageTag, helmRepository: env.helmRepository });
     const server = new ServerStack(app, `${env.name}-server`, { env, images, infra: outputs });
     server.addDependency(infra);
-    useProjectStateFile(infra);
-    useProjectStateFile(server);
+    useStateBackend(infra, env.state);
+    useStateBackend(server, env.state);
     return { infra, server };
   });
 }
 
 /**
- * State in `terraform.<stack>.tfstate` at the project root, spelled relative to the stack's
- * directory (cdktf.out/stacks/<stack>) so synthesized output does not depend on where it ran.
- * Production installs replace this with an S3 or GCS backend (docs/deploying.md).
+ * The environment's state backend. Remote state is always encrypted: S3 with `encrypt` (and the
+ * KMS key when given) and DynamoDB locking; GCS encrypts at rest and locks by itself. The server
+ * stack reads the infra stack's outputs from the same backend. `local` keeps
+ * `terraform.<stack>.tfstate` at the project root, spelled relative to the stack's directory
+ * (cdktf.out/stacks/<stack>) so synthesized output does not depend on where it ran.
  */
-function useProjectStateFile(stack: TerraformStack): void {
-  new LocalBackend(stack, { path: `../../../terraform.${stack.node.id}.tfstate` });
+function useStateBackend(stack: TerraformStack, state: StateDefinition): void {
+  const id = stack.node.id;
+  switch (state.backend) {
+    case 's3':
+      new S3Backend(stack, {
+        bucket: state.bucket,
+        key: `${state.keyPrefix}${id}.tfstate`,
+        region: state.region,
+        encrypt: true,
+        kmsKeyId: state.kmsKeyId,
+        dynamodbTable: state.dynamodbTable,
+      });
+      return;
+    case 'gcs':
+      new GcsBackend(stack, { bucket: state.bucket, prefix: `${state.prefix}${id}`, kmsEncryptionKey: state.kmsEncryptionKey });
+      return;
+    case 'local':
+      new LocalBackend(stack, { path: `../../../terraform.${id}.tfstate` });
+  }
 }

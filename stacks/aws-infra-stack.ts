@@ -10,9 +10,12 @@ import { RdsDatabase } from '../constructs/aws/rds-database';
 import { AwsNomadClients } from '../constructs/aws/nomad-clients';
 import { AwsBastion } from '../constructs/aws/bastion';
 import { NomadTls } from '../constructs/nomad-tls';
-import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT } from '../constructs/types';
+import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, nomadServiceDnsNames } from '../constructs/types';
+import { CLUSTER_AUTOSCALER_SERVICE_ACCOUNT } from '../constructs/kubernetes/cluster-autoscaler';
+import { RDS_CA_BUNDLE_IMAGE_PATH } from '../constructs/aws/rds-ca';
 import { EnvironmentDefinition } from './environment';
 import { InfraOutputs } from './infra';
+import { clientRegistryAuth } from './registry-auth';
 
 export interface AwsInfraStackProps {
   readonly env: EnvironmentDefinition;
@@ -55,6 +58,7 @@ export class AwsInfraStack extends TerraformStack {
     const database = env.database.mode === 'managed'
       ? new RdsDatabase(this, 'Database', {
         name,
+        region: env.region,
         vpcId: network.vpcId,
         subnetIds: network.privateSubnetIds,
         allowedCidrs: [network.cidr],
@@ -64,7 +68,7 @@ export class AwsInfraStack extends TerraformStack {
       })
       : undefined;
 
-    const nomadTls = new NomadTls(this, 'NomadTls', { serverDnsNames: [env.domain] });
+    const nomadTls = new NomadTls(this, 'NomadTls', { serverDnsNames: [env.domain, ...nomadServiceDnsNames(GYRE_NAMESPACE)] });
     const clients = new AwsNomadClients(this, 'NomadClients', {
       name: `${name}-nomad`,
       vpcId: network.vpcId,
@@ -79,7 +83,10 @@ export class AwsInfraStack extends TerraformStack {
       maxClients: env.nomad.maxClients,
       sshRerunCidrs: env.access.sshRerunCidrs,
       blockedCidrs: env.nomad.blockedCidrs,
+      registryAuth: clientRegistryAuth(this, env),
     });
+    // After joining through the load balancer, clients dial the servers' advertised pod addresses.
+    cluster.allowPodPortFrom('NomadRpcFromClients', clients.securityGroupId, 4647, 'Nomad RPC from the Nomad clients to the server pods');
     const autoscalerRole = cluster.serviceAccountRole('AutoscalerRole', GYRE_NAMESPACE, AUTOSCALER_SERVICE_ACCOUNT, `${name}-nomad-autoscaler`);
     clients.grantAutoscaling(autoscalerRole.name);
 
@@ -89,6 +96,10 @@ export class AwsInfraStack extends TerraformStack {
       subnetId: env.access.bastionCidrs.length > 0 ? network.publicSubnetIds[0] : network.privateSubnetIds[0],
       sshAllowedCidrs: env.access.bastionCidrs,
     });
+    // The operator's path to a private API endpoint: the bastion reaches it and may administer.
+    cluster.allowApiAccessFrom('BastionApiAccess', bastion.securityGroupId);
+    cluster.grantClusterAdmin('BastionAccess', bastion.roleArn);
+    const clusterAutoscalerRole = cluster.clusterAutoscalerRole('ClusterAutoscalerRole', CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, `${name}-cluster-autoscaler`);
 
     new TerraformOutput(this, 'cluster_name', { value: cluster.clusterName, description: 'EKS cluster; `aws eks update-kubeconfig --name <this>` for kubectl' });
     new TerraformOutput(this, 'bucket_name', { value: store.bucketName, description: 'S3 bucket holding logs, artifacts, caches, workspaces and test results' });
@@ -101,6 +112,9 @@ export class AwsInfraStack extends TerraformStack {
       cluster,
       objectStore: store,
       databaseUrl: database?.url,
+      databaseCa: database ? { source: 'image', path: RDS_CA_BUNDLE_IMAGE_PATH } : undefined,
+      databaseCidrs: database ? [network.cidr] : undefined,
+      clusterAutoscalerIdentity: clusterAutoscalerRole.arn,
       nomadTls,
       runtimeIdentity: runtimeRole.arn,
       autoscalerIdentity: autoscalerRole.arn,

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
+import { ROLE_NAMES } from '../runtime/roles/names';
 
 /**
  * One environment definition, read from `environments/<name>.yaml`.
@@ -35,13 +36,52 @@ export interface EnvironmentDefinition {
   readonly access: AccessDefinition;
   /** Replicas per runtime role; roles not listed use the role's default. */
   readonly replicas: Record<string, number>;
+  /** Where Terraform keeps this environment's state (it holds every secret of the install). */
+  readonly state: StateDefinition;
 }
+
+/**
+ * Remote state, encrypted: S3 with DynamoDB locking, or GCS (which locks by itself). `local` keeps
+ * `terraform.<stack>.tfstate` files in the checkout and is only for trials.
+ */
+export type StateDefinition =
+  | {
+    readonly backend: 's3';
+    readonly bucket: string;
+    readonly region: string;
+    /** DynamoDB table (partition key `LockID`, a string) that locks the state. */
+    readonly dynamodbTable: string;
+    /** KMS key the state objects are encrypted with. @default - the bucket's default encryption (SSE-S3) */
+    readonly kmsKeyId?: string;
+    /** Prefix of each stack's state key: `<keyPrefix><stack>.tfstate`. @default 'gyre/' */
+    readonly keyPrefix: string;
+  }
+  | {
+    readonly backend: 'gcs';
+    readonly bucket: string;
+    /** Prefix of each stack's state: `<prefix><stack>/default.tfstate`. @default 'gyre/' */
+    readonly prefix: string;
+    /** Cloud KMS key the state is encrypted with. @default - Google-managed encryption */
+    readonly kmsEncryptionKey?: string;
+  }
+  | { readonly backend: 'local' };
+
+/** How Nomad clients authenticate to `registry` to pull the agent image. */
+export type RegistryCredentials =
+  /** ECR (AWS) or Artifact Registry / GCR (GCP) through the machine's own identity. */
+  | { readonly source: 'cloud' }
+  /** A Docker config.json (absolute path, resolved from the environment file's directory). */
+  | { readonly source: 'file'; readonly file: string }
+  /** Anonymous pulls. */
+  | { readonly source: 'none' };
 
 export interface TlsDefinition {
   /** `acm`: the AWS load balancer terminates TLS; `provided`: cert/key files; `self-signed`: generated. */
   readonly mode: 'acm' | 'provided' | 'self-signed';
   readonly certificateArn?: string;
+  /** Absolute path (a relative one in the file is resolved from the environment file's directory). */
   readonly certificateFile?: string;
+  /** Absolute path, resolved like certificateFile. */
   readonly keyFile?: string;
 }
 
@@ -64,11 +104,21 @@ export interface NomadDefinition {
   readonly nomadVersion: string;
   /** CIDRs that build containers must never reach (beyond the metadata address). */
   readonly blockedCidrs: string[];
+  /** How clients authenticate to `registry` for the agent image. */
+  readonly registryCredentials: RegistryCredentials;
 }
 
 export type DatabaseDefinition =
   | { readonly mode: 'managed'; readonly instanceClass: string; readonly storageGb: number; readonly version: string }
-  | { readonly mode: 'external' };
+  | {
+    readonly mode: 'external';
+    /** CA bundle (absolute path) the runtime verifies the server with. @default - Node's built-in CA list */
+    readonly caFile?: string;
+    /** Where the database is: the only addresses runtime pods may reach on its port. @default ['0.0.0.0/0'] */
+    readonly allowedCidrs: string[];
+    /** @default 5432 */
+    readonly port: number;
+  };
 
 export interface AccessDefinition {
   /** CIDRs allowed to reach the UI and API (ports 80 and 443). */
@@ -92,7 +142,7 @@ const NAME = /^[a-z][a-z0-9-]{1,20}$/;
 const HOST = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const KNOWN_TOP_LEVEL = [
   'name', 'cloud', 'region', 'zones', 'project', 'domain', 'tls', 'network', 'kubernetes', 'nomad',
-  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas',
+  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state',
 ];
 
 /** Reads and validates every `*.yaml` file in a directory, sorted by name. */
@@ -113,12 +163,16 @@ export function loadEnvironment(file: string): EnvironmentDefinition {
     throw new EnvironmentError(file, '(file)', `is not valid YAML: ${(e as Error).message}`);
   }
   const base = path.basename(file).replace(/\.ya?ml$/, '');
-  return parseEnvironment(raw, file, base);
+  return parseEnvironment(raw, file, base, path.dirname(path.resolve(file)));
 }
 
-/** Validates a parsed definition; `file` is only used in messages. */
-export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'): EnvironmentDefinition {
-  const r = new Reader(file);
+/**
+ * Validates a parsed definition; `file` is used in messages, and relative paths in it are resolved
+ * from `baseDir` (the environment file's directory) here, at synth time, never by Terraform from the
+ * stack's output directory.
+ */
+export function parseEnvironment(raw: unknown, file: string, defaultName = 'env', baseDir = process.cwd()): EnvironmentDefinition {
+  const r = new Reader(file, baseDir);
   const root = r.object(raw, '(root)');
   for (const key of Object.keys(root)) {
     if (!KNOWN_TOP_LEVEL.includes(key)) {
@@ -149,8 +203,8 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
   const tls: TlsDefinition = {
     mode: tlsMode,
     certificateArn: tlsMode === 'acm' ? r.string(tlsRaw, 'certificateArn', 'tls.certificateArn') : undefined,
-    certificateFile: tlsMode === 'provided' ? r.string(tlsRaw, 'certificateFile', 'tls.certificateFile') : undefined,
-    keyFile: tlsMode === 'provided' ? r.string(tlsRaw, 'keyFile', 'tls.keyFile') : undefined,
+    certificateFile: tlsMode === 'provided' ? r.existingFile(tlsRaw, 'certificateFile', 'tls.certificateFile') : undefined,
+    keyFile: tlsMode === 'provided' ? r.existingFile(tlsRaw, 'keyFile', 'tls.keyFile') : undefined,
   };
 
   const netRaw = r.object(root.network ?? {}, 'network');
@@ -174,6 +228,11 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
     apiAllowedCidrs: r.cidrList(k8sRaw, 'apiAllowedCidrs', 'kubernetes.apiAllowedCidrs'),
   };
 
+  const registry = r.optString(root, 'registry', 'registry');
+  if (registry !== undefined && !/^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)*$/.test(registry)) {
+    throw new EnvironmentError(file, 'registry', `(${JSON.stringify(registry)}) must be a registry host with an optional path, e.g. registry.example.com/gyre`);
+  }
+
   const nomadRaw = r.object(root.nomad ?? {}, 'nomad');
   const clientsRaw = r.object(nomadRaw.clients ?? {}, 'nomad.clients');
   const minClients = r.int(clientsRaw, 'min', 'nomad.clients.min', 1, 0, 1000);
@@ -187,6 +246,7 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
     packageMirror: r.matching(nomadRaw, 'packageMirror', 'nomad.packageMirror', /^https?:\/\/\S+$/, 'an http(s) URL'),
     nomadVersion: r.matching(nomadRaw, 'version', 'nomad.version', /^\d+\.\d+\.\d+$/, 'a version such as 1.9.7', NOMAD_VERSION),
     blockedCidrs: r.cidrList(nomadRaw, 'blockedCidrs', 'nomad.blockedCidrs', []),
+    registryCredentials: registryCredentials(r, nomadRaw, cloud, registry),
   };
 
   const osRaw = r.object(root.objectStore ?? {}, 'objectStore');
@@ -195,7 +255,12 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
   const dbRaw = r.object(root.database ?? { mode: 'managed' }, 'database');
   const dbMode = r.oneOf(dbRaw, 'mode', 'database.mode', ['managed', 'external'] as const);
   const database: DatabaseDefinition = dbMode === 'external'
-    ? { mode: 'external' }
+    ? {
+      mode: 'external',
+      caFile: dbRaw.caFile === undefined ? undefined : r.existingFile(dbRaw, 'caFile', 'database.caFile'),
+      allowedCidrs: r.cidrList(dbRaw, 'allowedCidrs', 'database.allowedCidrs', ['0.0.0.0/0']),
+      port: r.int(dbRaw, 'port', 'database.port', 5432, 1, 65535),
+    }
     : {
       mode: 'managed',
       instanceClass: r.optString(dbRaw, 'instanceClass', 'database.instanceClass') ?? (cloud === 'aws' ? 'db.m6g.large' : 'db-custom-2-7680'),
@@ -203,10 +268,6 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
       version: r.matching(dbRaw, 'version', 'database.version', /^1[4-7]$/, 'a PostgreSQL major version from 14 to 17, quoted', '16'),
     };
 
-  const registry = r.optString(root, 'registry', 'registry');
-  if (registry !== undefined && !/^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)*$/.test(registry)) {
-    throw new EnvironmentError(file, 'registry', `(${JSON.stringify(registry)}) must be a registry host with an optional path, e.g. registry.example.com/gyre`);
-  }
   const imagesRaw = r.object(root.images ?? {}, 'images');
   const imageTag = r.matching(imagesRaw, 'tag', 'images.tag', /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, 'a container image tag', DEFAULT_IMAGE_TAG);
   const helmRaw = r.object(root.helm ?? {}, 'helm');
@@ -222,35 +283,97 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
   const replicasRaw = r.object(root.replicas ?? {}, 'replicas');
   const replicas: Record<string, number> = {};
   for (const role of Object.keys(replicasRaw)) {
-    if (!ROLE_NAMES.includes(role)) {
+    if (!(ROLE_NAMES as readonly string[]).includes(role)) {
       throw new EnvironmentError(file, `replicas.${role}`, `is not a runtime role; allowed: ${ROLE_NAMES.join(', ')}`);
     }
     replicas[role] = r.int(replicasRaw, role, `replicas.${role}`, 1, 0, 50);
   }
 
+  const state = stateDefinition(r, root.state, cloud, region);
+
   return {
     name, file, cloud, region, zones, project, domain, tls, network, kubernetes, nomad, objectStore,
-    database, registry, imageTag, helmRepository, access, replicas,
+    database, registry, imageTag, helmRepository, access, replicas, state,
   };
 }
+
+function stateDefinition(r: Reader, raw: unknown, cloud: 'aws' | 'gcp', region: string): StateDefinition {
+  if (raw === undefined || raw === null) {
+    r.fail('state', `is required: name the remote state, e.g. { backend: ${cloud === 'aws' ? 's3, bucket: …, dynamodbTable: …' : 'gcs, bucket: …'} } (backend: local only for trials)`);
+  }
+  const o = r.object(raw, 'state');
+  const backend = r.oneOf(o, 'backend', 'state.backend', ['s3', 'gcs', 'local'] as const);
+  const allowed: Record<typeof backend, string[]> = {
+    s3: ['backend', 'bucket', 'region', 'dynamodbTable', 'kmsKeyId', 'keyPrefix'],
+    gcs: ['backend', 'bucket', 'prefix', 'kmsEncryptionKey'],
+    local: ['backend'],
+  };
+  for (const key of Object.keys(o)) {
+    if (!allowed[backend].includes(key)) r.fail(`state.${key}`, `is not a setting of the ${backend} backend; allowed: ${allowed[backend].join(', ')}`);
+  }
+  const prefix = (key: string) => {
+    const v = r.matching(o, key, `state.${key}`, /^[A-Za-z0-9._\/-]*$/, 'letters, digits, dots, dashes and slashes', 'gyre/');
+    return v;
+  };
+  switch (backend) {
+    case 's3':
+      return {
+        backend,
+        bucket: r.matching(o, 'bucket', 'state.bucket', BUCKET, 'an S3 bucket name'),
+        region: r.optString(o, 'region', 'state.region') ?? region,
+        dynamodbTable: r.matching(o, 'dynamodbTable', 'state.dynamodbTable', /^[A-Za-z0-9_.-]{3,255}$/, 'a DynamoDB table name (it locks the state)'),
+        kmsKeyId: r.optString(o, 'kmsKeyId', 'state.kmsKeyId'),
+        keyPrefix: prefix('keyPrefix'),
+      };
+    case 'gcs':
+      return {
+        backend,
+        bucket: r.matching(o, 'bucket', 'state.bucket', BUCKET, 'a GCS bucket name'),
+        prefix: prefix('prefix'),
+        kmsEncryptionKey: r.optString(o, 'kmsEncryptionKey', 'state.kmsEncryptionKey'),
+      };
+    case 'local':
+      return { backend };
+  }
+}
+
+/** ECR on AWS; Artifact Registry or Container Registry on GCP. */
+const CLOUD_REGISTRY: Record<'aws' | 'gcp', RegExp> = {
+  aws: /^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com$/,
+  gcp: /^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)$/,
+};
+
+function registryCredentials(r: Reader, nomadRaw: Obj, cloud: 'aws' | 'gcp', registry: string | undefined): RegistryCredentials {
+  const host = registry?.split('/')[0];
+  const cloudHost = host !== undefined && CLOUD_REGISTRY[cloud].test(host);
+  if (nomadRaw.registryCredentials === undefined) {
+    if (registry === undefined) return { source: 'none' };
+    if (cloudHost) return { source: 'cloud' };
+    r.fail('nomad.registryCredentials.source', `is required when registry (${registry}) is not ${cloud === 'aws' ? 'ECR' : 'Artifact Registry or GCR'}: use file (a Docker config.json Nomad clients pull the agent image with) or none (the registry allows anonymous pulls)`);
+  }
+  const o = r.object(nomadRaw.registryCredentials, 'nomad.registryCredentials');
+  const source = r.oneOf(o, 'source', 'nomad.registryCredentials.source', ['cloud', 'file', 'none'] as const);
+  if (source === 'cloud' && !cloudHost) {
+    r.fail('nomad.registryCredentials.source', `(cloud) needs registry to be ${cloud === 'aws' ? 'an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com/…)' : 'Artifact Registry (<region>-docker.pkg.dev/…) or GCR'}; registry is ${registry ?? 'not set'}`);
+  }
+  if (source === 'file') return { source, file: r.existingFile(o, 'file', 'nomad.registryCredentials.file') };
+  return { source };
+}
+
+const BUCKET = /^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$/;
 
 /** Nomad version installed on clients and run as servers unless the environment says otherwise. */
 export const NOMAD_VERSION = '1.9.7';
 /** Runtime image tag used unless the environment pins one. */
 export const DEFAULT_IMAGE_TAG = '0.1.0';
-/** Runtime roles an environment may size (mirrors constructs/kubernetes/roles.ts). */
-const ROLE_NAMES = [
-  'api', 'triggers', 'conductor', 'dispatcher', 'scheduler', 'output', 'contexts', 'cron', 'identity',
-  'audit', 'insights', 'notifier', 'machines',
-];
 
 type Obj = Record<string, unknown>;
 
 /** Small typed accessors that name the file and the dotted field in every failure. */
 class Reader {
-  constructor(private readonly file: string) {}
+  constructor(private readonly file: string, private readonly baseDir: string) {}
 
-  private fail(field: string, detail: string): never {
+  fail(field: string, detail: string): never {
     throw new EnvironmentError(this.file, field, detail);
   }
 
@@ -298,6 +421,16 @@ class Reader {
       if (typeof item !== 'string' || item === '') this.fail(`${field}[${i}]`, `(${JSON.stringify(item)}) must be a non-empty string`);
       return item;
     });
+  }
+
+  /** A path to an existing file, relative to the environment file's directory; returned absolute. */
+  existingFile(o: Obj, key: string, field: string): string {
+    const given = this.string(o, key, field);
+    const resolved = path.resolve(this.baseDir, given);
+    if (!fs.existsSync(resolved) || !fs.statSync(resolved).isFile()) {
+      this.fail(field, `(${JSON.stringify(given)}) is not a file (looked for ${resolved}; relative paths are read from the environment file's directory)`);
+    }
+    return resolved;
   }
 
   cidr(o: Obj, key: string, field: string, dflt: string): string {

@@ -10,9 +10,11 @@ import { CloudSqlDatabase } from '../constructs/gcp/cloud-sql-database';
 import { GcpNomadClients } from '../constructs/gcp/nomad-clients';
 import { GcpBastion } from '../constructs/gcp/bastion';
 import { NomadTls } from '../constructs/nomad-tls';
-import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT } from '../constructs/types';
+import { ComputeFirewall } from '@cdktf/provider-google/lib/compute-firewall';
+import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, nomadServiceDnsNames } from '../constructs/types';
 import { EnvironmentDefinition } from './environment';
 import { InfraOutputs } from './infra';
+import { clientRegistryAuth } from './registry-auth';
 
 export interface GcpInfraStackProps {
   readonly env: EnvironmentDefinition;
@@ -71,7 +73,7 @@ export class GcpInfraStack extends TerraformStack {
       })
       : undefined;
 
-    const nomadTls = new NomadTls(this, 'NomadTls', { serverDnsNames: [env.domain] });
+    const nomadTls = new NomadTls(this, 'NomadTls', { serverDnsNames: [env.domain, ...nomadServiceDnsNames(GYRE_NAMESPACE)] });
     const clients = new GcpNomadClients(this, 'NomadClients', {
       name,
       project,
@@ -89,6 +91,18 @@ export class GcpInfraStack extends TerraformStack {
       maxClients: env.nomad.maxClients,
       sshRerunCidrs: env.access.sshRerunCidrs,
       blockedCidrs: env.nomad.blockedCidrs,
+      registryAuth: clientRegistryAuth(this, env),
+    });
+    // After joining through the load balancer, clients dial the servers' advertised pod addresses
+    // (alias ranges on the nodes).
+    new ComputeFirewall(this, 'NomadRpcFromClients', {
+      name: `${name}-nomad-rpc-to-pods`,
+      project,
+      network: network.networkId,
+      direction: 'INGRESS',
+      sourceTags: [clients.networkTag],
+      targetTags: [cluster.nodeTag],
+      allow: [{ protocol: 'tcp', ports: ['4647'] }],
     });
     const autoscalerAccount = cluster.serviceAccountIdentity('AutoscalerIdentity', GYRE_NAMESPACE, AUTOSCALER_SERVICE_ACCOUNT, `${name}-autoscaler`.slice(0, 30));
     clients.grantAutoscaling(autoscalerAccount.member);
@@ -112,6 +126,8 @@ export class GcpInfraStack extends TerraformStack {
       cluster,
       objectStore: store,
       databaseUrl: database?.url,
+      databaseCa: database ? { source: 'pem', pem: database.caPem } : undefined,
+      databaseCidrs: database ? [database.cidr] : undefined,
       nomadTls,
       runtimeIdentity: runtimeAccount.email,
       autoscalerIdentity: autoscalerAccount.email,

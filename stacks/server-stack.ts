@@ -10,12 +10,17 @@ import { HelmProvider } from '@cdktf/provider-helm/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { TlsProvider } from '@cdktf/provider-tls/lib/provider';
 import { ImageCatalog } from '../constructs/images';
-import { ControlPlane, EdgeTls } from '../constructs/kubernetes/control-plane';
+import { ControlPlane, DatabaseCa, EdgeTls, SCHEDULER_NOMAD_TOKEN_SECRET } from '../constructs/kubernetes/control-plane';
 import { NomadServers } from '../constructs/kubernetes/nomad-servers';
 import { NomadAutoscaler } from '../constructs/kubernetes/nomad-autoscaler';
+import { NomadAcl, AUTOSCALER_POLICY_RULES, SCHEDULER_POLICY_RULES } from '../constructs/kubernetes/nomad-acl';
+import { ControlPlaneNetworkPolicies } from '../constructs/kubernetes/network-policies';
 import { MetricsServer } from '../constructs/kubernetes/metrics-server';
+import { ClusterAutoscaler } from '../constructs/kubernetes/cluster-autoscaler';
 import { EnvironmentDefinition } from './environment';
 import { InfraOutputs } from './infra';
+import { pathFromStackDirectory } from './paths';
+import { GYRE_NAMESPACE, NOMAD_SERVICE } from '../constructs/types';
 
 export interface ServerStackProps {
   readonly env: EnvironmentDefinition;
@@ -53,8 +58,16 @@ export class ServerStack extends TerraformStack {
       databaseUrl = new TerraformVariable(this, 'database_url', {
         type: 'string',
         sensitive: true,
-        description: 'postgres:// URL of the operator-supplied database (set TF_VAR_database_url)',
+        description: 'postgres:// URL of the operator-supplied database (set TF_VAR_database_url); with database.caFile, end it with ?sslmode=verify-full&sslrootcert=/etc/gyre/database-ca/ca.pem',
       }).stringValue;
+    }
+    let databaseCa: DatabaseCa = infra.databaseCa ?? { source: 'none' };
+    let databaseCidrs = infra.databaseCidrs ?? ['0.0.0.0/0'];
+    let databasePort = 5432;
+    if (env.database.mode === 'external') {
+      if (env.database.caFile) databaseCa = { source: 'pem', pem: Fn.file(pathFromStackDirectory(this, env.database.caFile)) };
+      databaseCidrs = env.database.allowedCidrs;
+      databasePort = env.database.port;
     }
 
     let storageClassName = 'standard-rwo';
@@ -69,12 +82,17 @@ export class ServerStack extends TerraformStack {
       });
       storageClassName = 'gyre-gp3';
       new MetricsServer(this, 'MetricsServer', { images });
+      if (infra.clusterAutoscalerIdentity) {
+        new ClusterAutoscaler(this, 'ClusterAutoscaler', { images, clusterName: cluster.clusterName, region: env.region, roleArn: infra.clusterAutoscalerIdentity });
+      }
     }
 
+    // Certificate files are named relative to the environment file; Terraform reads them at plan
+    // time (so the key never lands in cdktf.out) from the stack's directory.
     const tls: EdgeTls = env.tls.mode === 'acm'
       ? { mode: 'acm', certificateArn: env.tls.certificateArn! }
       : env.tls.mode === 'provided'
-        ? { mode: 'provided', certificateFile: env.tls.certificateFile!, keyFile: env.tls.keyFile! }
+        ? { mode: 'provided', certificateFile: pathFromStackDirectory(this, env.tls.certificateFile!), keyFile: pathFromStackDirectory(this, env.tls.keyFile!) }
         : { mode: 'self-signed' };
 
     const controlPlane = new ControlPlane(this, 'ControlPlane', {
@@ -82,10 +100,16 @@ export class ServerStack extends TerraformStack {
       domain: env.domain,
       cloud: infra.cloud,
       databaseUrl,
+      databaseCa,
       blobEnvironment: infra.objectStore.runtimeEnvironment,
       serviceAccountAnnotations: cluster.identityAnnotation(infra.runtimeIdentity),
       tls,
-      nomad: { caPem: infra.nomadTls.caPem, clientCertPem: infra.nomadTls.client.certPem, clientKeyPem: infra.nomadTls.client.keyPem },
+      nomad: {
+        address: `https://${NOMAD_SERVICE}.${GYRE_NAMESPACE}.svc.cluster.local:4646`,
+        caPem: infra.nomadTls.caPem,
+        clientCertPem: infra.nomadTls.client.certPem,
+        clientKeyPem: infra.nomadTls.client.keyPem,
+      },
       loadBalancerSourceRanges: [...env.access.uiCidrs, ...infra.internalCidrs],
       replicas: env.replicas,
     });
@@ -101,23 +125,56 @@ export class ServerStack extends TerraformStack {
       region: infra.nomadTls.region,
     });
 
-    new NomadAutoscaler(this, 'NomadAutoscaler', {
+    const acl = new NomadAcl(this, 'NomadAcl', {
       namespace: controlPlane.namespace,
       images,
       nomadAddress: nomad.address,
-      nomadTlsSecretName: 'gyre-nomad-client-tls',
+      nomadTlsSecretName: controlPlane.nomadClientTlsSecretName,
+      policies: [
+        { name: 'gyre-scheduler', description: 'Gyre scheduler: runs task agent jobs', rules: SCHEDULER_POLICY_RULES, secret: SCHEDULER_NOMAD_TOKEN_SECRET },
+        { name: 'nomad-autoscaler', description: 'nomad-autoscaler: reads allocations, drains and purges clients', rules: AUTOSCALER_POLICY_RULES, secret: 'nomad-autoscaler-token' },
+      ],
+      dependsOn: [nomad.statefulSet],
+    });
+
+    // The scheduler's pods start once the ACL Job has written their Nomad token.
+    const aclJob = `${acl.job.terraformResourceType}.${acl.job.friendlyUniqueId}`;
+    controlPlane.deployments.get('scheduler')!.dependsOn = [aclJob];
+
+    new ControlPlaneNetworkPolicies(this, 'NetworkPolicies', {
+      namespace: controlPlane.namespace,
+      cloud: infra.cloud,
+      databaseCidrs,
+      databasePort,
+      nomadClientCidrs: infra.internalCidrs,
+    });
+
+    const autoscaler = new NomadAutoscaler(this, 'NomadAutoscaler', {
+      namespace: controlPlane.namespace,
+      images,
+      nomadAddress: nomad.address,
+      nomadTlsSecretName: controlPlane.nomadClientTlsSecretName,
+      nomadTokenSecretName: 'nomad-autoscaler-token',
+      clientCertificateHash: Fn.sha256(infra.nomadTls.client.certPem),
       target: infra.autoscalerTarget,
       minClients: env.nomad.minClients,
       maxClients: env.nomad.maxClients,
       serviceAccountAnnotations: cluster.identityAnnotation(infra.autoscalerIdentity),
     });
 
+    autoscaler.deployment.dependsOn = [aclJob];
+
     const ingress = controlPlane.loadBalancer.status.get(0).loadBalancer.get(0).ingress;
     new TerraformOutput(this, 'load_balancer_address', {
       value: Fn.coalesce([ingress.get(0).hostname, ingress.get(0).ip]),
-      description: `Point DNS for ${env.domain} at this address (UI/API on 80/443; Nomad clients use 4647, agents 8585)`,
+      description: `Point DNS for ${env.domain} at this address (UI, API and agents on 443; Nomad clients use 4647)`,
     });
     new TerraformOutput(this, 'admin_token', { value: controlPlane.adminToken, sensitive: true, description: 'GYRE_ADMIN_TOKEN for the first login' });
     new TerraformOutput(this, 'url', { value: `https://${env.domain}`, description: 'Where users reach Gyre' });
+    new TerraformOutput(this, 'nomad_management_token', {
+      value: acl.managementToken,
+      sensitive: true,
+      description: 'Nomad ACL management token (NOMAD_TOKEN) for operators: the nomad CLI from the bastion, through kubectl port-forward',
+    });
   }
 }

@@ -4,6 +4,7 @@ import { SecurityGroup } from '@cdktf/provider-aws/lib/security-group';
 import { DataAwsAmi } from '@cdktf/provider-aws/lib/data-aws-ami';
 import { IamRole } from '@cdktf/provider-aws/lib/iam-role';
 import { IamRolePolicyAttachment } from '@cdktf/provider-aws/lib/iam-role-policy-attachment';
+import { IamRolePolicy } from '@cdktf/provider-aws/lib/iam-role-policy';
 import { IamInstanceProfile } from '@cdktf/provider-aws/lib/iam-instance-profile';
 import { servicePrincipalTrust } from './eks-cluster';
 
@@ -25,6 +26,10 @@ export interface AwsBastionProps {
 export class AwsBastion extends Construct {
   readonly instanceId: string;
   readonly publicIp: string;
+  /** Security group of the instance (grant it the private Kubernetes API). */
+  readonly securityGroupId: string;
+  /** IAM role of the instance (grant it cluster access). */
+  readonly roleArn: string;
 
   constructor(scope: Construct, id: string, props: AwsBastionProps) {
     super(scope, id);
@@ -41,6 +46,14 @@ export class AwsBastion extends Construct {
     });
     const role = new IamRole(this, 'Role', { namePrefix: `${props.name}-bastion-`, assumeRolePolicy: servicePrincipalTrust('ec2.amazonaws.com') });
     new IamRolePolicyAttachment(this, 'Ssm', { role: role.name, policyArn: 'arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore' });
+    // `aws eks update-kubeconfig` on the bastion reads the cluster's endpoint and CA.
+    new IamRolePolicy(this, 'DescribeClusters', {
+      role: role.name,
+      name: 'eks-describe',
+      policy: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: ['eks:DescribeCluster', 'eks:ListClusters'], Resource: ['*'] }] }),
+    });
+    this.securityGroupId = sg.id;
+    this.roleArn = role.arn;
     const profile = new IamInstanceProfile(this, 'InstanceProfile', { namePrefix: `${props.name}-bastion-`, role: role.name });
     const ami = new DataAwsAmi(this, 'AmazonLinux', {
       mostRecent: true,

@@ -8,6 +8,10 @@ import { IamRolePolicyAttachment } from '@cdktf/provider-aws/lib/iam-role-policy
 import { IamOpenidConnectProvider } from '@cdktf/provider-aws/lib/iam-openid-connect-provider';
 import { KmsKey } from '@cdktf/provider-aws/lib/kms-key';
 import { LaunchTemplate } from '@cdktf/provider-aws/lib/launch-template';
+import { EksAccessEntry } from '@cdktf/provider-aws/lib/eks-access-entry';
+import { EksAccessPolicyAssociation } from '@cdktf/provider-aws/lib/eks-access-policy-association';
+import { VpcSecurityGroupIngressRule } from '@cdktf/provider-aws/lib/vpc-security-group-ingress-rule';
+import { IamRolePolicy } from '@cdktf/provider-aws/lib/iam-role-policy';
 import { IKubernetesCluster } from '../types';
 
 export interface EksClusterProps {
@@ -33,8 +37,8 @@ export interface EksClusterProps {
 
 /**
  * EKS cluster with a managed node group, an OIDC provider for IAM roles for service accounts (IRSA),
- * secrets encrypted with a dedicated KMS key, and the EBS CSI driver add-on (Nomad servers keep their
- * state on EBS volumes).
+ * secrets encrypted with a dedicated KMS key, the VPC CNI with NetworkPolicy enforcement, and the
+ * EBS CSI driver add-on (Nomad servers keep their state on EBS volumes).
  */
 export class EksCluster extends Construct implements IKubernetesCluster {
   readonly clusterName: string;
@@ -132,6 +136,15 @@ export class EksCluster extends Construct implements IKubernetesCluster {
       lifecycle: { ignoreChanges: ['scaling_config[0].desired_size'], createBeforeDestroy: true },
     });
 
+    // The VPC CNI's network policy agent enforces NetworkPolicies (off unless configured so).
+    new EksAddon(this, 'VpcCni', {
+      clusterName: cluster.name,
+      addonName: 'vpc-cni',
+      configurationValues: JSON.stringify({ enableNetworkPolicy: 'true' }),
+      resolveConflictsOnCreate: 'OVERWRITE',
+      resolveConflictsOnUpdate: 'PRESERVE',
+    });
+
     const ebsCsiRole = this.serviceAccountRole('EbsCsiRole', 'kube-system', 'ebs-csi-controller-sa', `${props.clusterName}-ebs-csi`);
     new IamRolePolicyAttachment(this, 'EbsCsiPolicy', {
       role: ebsCsiRole.name,
@@ -167,6 +180,84 @@ export class EksCluster extends Construct implements IKubernetesCluster {
         }],
       }),
     });
+  }
+
+  /**
+   * Lets machines in a security group reach the private API endpoint: the control plane's ENIs
+   * carry the cluster security group, which otherwise admits only the nodes.
+   */
+  allowApiAccessFrom(id: string, securityGroupId: string): void {
+    new VpcSecurityGroupIngressRule(this, id, {
+      securityGroupId: this.clusterSecurityGroupId,
+      referencedSecurityGroupId: securityGroupId,
+      ipProtocol: 'tcp',
+      fromPort: 443,
+      toPort: 443,
+      description: 'Kubernetes API from the bastion',
+    });
+  }
+
+  /**
+   * Lets machines in a security group reach pods on a port. Pods take VPC addresses on the nodes,
+   * which carry the cluster security group: Nomad clients, once joined, dial the Nomad servers'
+   * pod addresses (4647) that the servers advertise.
+   */
+  allowPodPortFrom(id: string, securityGroupId: string, port: number, description: string): void {
+    new VpcSecurityGroupIngressRule(this, id, {
+      securityGroupId: this.clusterSecurityGroupId,
+      referencedSecurityGroupId: securityGroupId,
+      ipProtocol: 'tcp',
+      fromPort: port,
+      toPort: port,
+      description,
+    });
+  }
+
+  /** Makes an IAM principal a cluster administrator through an EKS access entry. */
+  grantClusterAdmin(id: string, principalArn: string): void {
+    const entry = new EksAccessEntry(this, id, { clusterName: this.clusterName, principalArn, type: 'STANDARD' });
+    new EksAccessPolicyAssociation(this, `${id}Admin`, {
+      clusterName: this.clusterName,
+      principalArn: entry.principalArn,
+      policyArn: 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy',
+      accessScope: { type: 'cluster' },
+    });
+  }
+
+  /**
+   * The IAM role cluster-autoscaler (kube-system/<serviceAccount>) acts as: it may describe the
+   * account's groups and resize only groups tagged as this cluster's (EKS tags its managed node
+   * groups' Auto Scaling groups so).
+   */
+  clusterAutoscalerRole(id: string, serviceAccount: string, roleName: string): IamRole {
+    const role = this.serviceAccountRole(id, 'kube-system', serviceAccount, roleName);
+    new IamRolePolicy(this, `${id}Policy`, {
+      role: role.name,
+      name: 'cluster-autoscaler',
+      policy: JSON.stringify({
+        Version: '2012-10-17',
+        Statement: [
+          {
+            Sid: 'Describe',
+            Effect: 'Allow',
+            Action: [
+              'autoscaling:DescribeAutoScalingGroups', 'autoscaling:DescribeAutoScalingInstances', 'autoscaling:DescribeLaunchConfigurations',
+              'autoscaling:DescribeScalingActivities', 'autoscaling:DescribeTags', 'ec2:DescribeImages', 'ec2:DescribeInstanceTypes',
+              'ec2:DescribeLaunchTemplateVersions', 'ec2:GetInstanceTypesFromInstanceRequirements', 'eks:DescribeNodegroup',
+            ],
+            Resource: ['*'],
+          },
+          {
+            Sid: 'ResizeThisClustersGroups',
+            Effect: 'Allow',
+            Action: ['autoscaling:SetDesiredCapacity', 'autoscaling:TerminateInstanceInAutoScalingGroup'],
+            Resource: ['*'],
+            Condition: { StringEquals: { [`aws:ResourceTag/k8s.io/cluster-autoscaler/${this.clusterName}`]: 'owned' } },
+          },
+        ],
+      }),
+    });
+    return role;
   }
 
   identityAnnotation(roleArn: string): Record<string, string> {

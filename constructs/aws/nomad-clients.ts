@@ -10,6 +10,11 @@ import { IamInstanceProfile } from '@cdktf/provider-aws/lib/iam-instance-profile
 import { servicePrincipalTrust } from './eks-cluster';
 import type { NomadClientGroupProps } from '../nomad-tls';
 import { renderNomadClientBootstrap } from '../nomad-client-bootstrap';
+import { IamRolePolicyAttachment } from '@cdktf/provider-aws/lib/iam-role-policy-attachment';
+import { cidrHost } from '../cidr';
+
+/** Route 53 Resolver's link-local address, answering in every VPC besides the base+2 address. */
+export const AWS_LINK_LOCAL_RESOLVER = '169.254.169.253';
 
 export interface AwsNomadClientsProps extends NomadClientGroupProps {
   readonly vpcId: string;
@@ -23,7 +28,8 @@ export interface AwsNomadClientsProps extends NomadClientGroupProps {
 
 /**
  * The machines Nomad runs build jobs on: an Auto Scaling group of Ubuntu instances that install
- * Docker and Nomad from the operator's mirror and join the servers over mutual TLS.
+ * Docker and Nomad from the operator's mirror and join the servers over mutual TLS. A termination
+ * lifecycle hook holds an instance being scaled in or refreshed until Nomad has drained it.
  */
 export class AwsNomadClients extends Construct {
   readonly autoScalingGroupName: string;
@@ -34,6 +40,7 @@ export class AwsNomadClients extends Construct {
     super(scope, id);
     const minClients = props.minClients ?? 1;
     const maxClients = props.maxClients ?? 10;
+    const drainDeadlineMinutes = props.drainDeadlineMinutes ?? 15;
     if (minClients < 0 || maxClients < 1 || maxClients < minClients) {
       throw new Error(`maxClients (${maxClients}) must be at least 1 and at least minClients (${minClients})`);
     }
@@ -54,8 +61,12 @@ export class AwsNomadClients extends Construct {
     });
     this.securityGroupId = sg.id;
 
-    // The instances need no AWS permissions beyond being identifiable; the role exists for SSM access.
+    // The instances need no AWS permissions beyond pulling the agent image from ECR (when that is
+    // where it lives); build containers cannot use the role (metadata is blocked for them).
     const role = new IamRole(this, 'Role', { namePrefix: `${props.name}-`, assumeRolePolicy: servicePrincipalTrust('ec2.amazonaws.com') });
+    if (props.registryAuth?.kind === 'ecr') {
+      new IamRolePolicyAttachment(this, 'EcrPull', { role: role.name, policyArn: 'arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly' });
+    }
     const profile = new IamInstanceProfile(this, 'InstanceProfile', { namePrefix: `${props.name}-`, role: role.name });
 
     const ami = new DataAwsAmi(this, 'Ubuntu', {
@@ -76,6 +87,10 @@ export class AwsNomadClients extends Construct {
       clientCertPem: props.tls.client.certPem,
       clientKeyPem: props.tls.client.keyPem,
       blockedCidrs: props.blockedCidrs,
+      // The VPC resolver (base+2) sits inside the VPC range builds are usually blocked from.
+      dnsResolvers: [cidrHost(props.vpcCidr, 2), AWS_LINK_LOCAL_RESOLVER],
+      registryAuth: props.registryAuth,
+      drainDeadlineMinutes,
       region: props.tls.region,
     });
 
@@ -105,6 +120,14 @@ export class AwsNomadClients extends Construct {
       launchTemplate: { id: template.id, version: template.latestVersion.toString() },
       healthCheckType: 'EC2',
       instanceRefresh: { strategy: 'Rolling', preferences: { minHealthyPercentage: 50 } },
+      // Terminating instances wait here while gyre-lifecycle-watch drains Nomad; the hook then
+      // times out and termination continues.
+      initialLifecycleHook: [{
+        name: 'nomad-drain',
+        lifecycleTransition: 'autoscaling:EC2_INSTANCE_TERMINATING',
+        heartbeatTimeout: drainDeadlineMinutes * 60 + 300,
+        defaultResult: 'CONTINUE',
+      }],
       tag: [{ key: 'Name', value: props.name, propagateAtLaunch: true }],
       // nomad-autoscaler owns the desired count once the group exists.
       lifecycle: { ignoreChanges: ['desired_capacity'] },

@@ -4,10 +4,13 @@ import { DbSubnetGroup } from '@cdktf/provider-aws/lib/db-subnet-group';
 import { SecurityGroup } from '@cdktf/provider-aws/lib/security-group';
 import { Password } from '@cdktf/provider-random/lib/password';
 import { IDatabase } from '../types';
+import { RDS_CA_BUNDLE_IMAGE_PATH, RDS_CA_IDENTIFIER, checkRdsBundleCoversRegion } from './rds-ca';
 
 export interface RdsDatabaseProps {
   /** Identifier prefix of the instance. */
   readonly name: string;
+  /** Region of the instance; the runtime image's RDS bundle must hold its CA. */
+  readonly region: string;
   readonly vpcId: string;
   /** Private subnets, in at least two zones. */
   readonly subnetIds: string[];
@@ -25,7 +28,11 @@ export interface RdsDatabaseProps {
   readonly multiAz?: boolean;
 }
 
-/** PostgreSQL on RDS: private, encrypted at rest, TLS required, backups on, protected from deletion. */
+/**
+ * PostgreSQL on RDS: private, encrypted at rest, TLS required and verified (the URL names the RDS
+ * bundle the runtime image ships, and the instance uses the CA that bundle holds), backups on,
+ * protected from deletion.
+ */
 export class RdsDatabase extends Construct implements IDatabase {
   readonly host: string;
   readonly port = 5432;
@@ -38,6 +45,7 @@ export class RdsDatabase extends Construct implements IDatabase {
       throw new Error(`backupRetentionDays (${backupDays}) must be between 1 and 35; backups cannot be turned off`);
     }
     if (props.subnetIds.length < 2) throw new Error(`subnetIds (${props.subnetIds.length}) must list subnets in at least 2 zones`);
+    checkRdsBundleCoversRegion(props.region);
 
     const subnets = new DbSubnetGroup(this, 'Subnets', { namePrefix: `${props.name}-`, subnetIds: props.subnetIds });
     const sg = new SecurityGroup(this, 'SecurityGroup', {
@@ -72,9 +80,11 @@ export class RdsDatabase extends Construct implements IDatabase {
       copyTagsToSnapshot: true,
       autoMinorVersionUpgrade: true,
       performanceInsightsEnabled: true,
+      caCertIdentifier: RDS_CA_IDENTIFIER,
       lifecycle: { ignoreChanges: ['final_snapshot_identifier'] },
     });
     this.host = db.address;
-    this.url = `postgres://gyre:${password.result}@${db.address}:5432/gyre?sslmode=require`;
+    // verify-full: the server's certificate must chain to the bundle and name db.address.
+    this.url = `postgres://gyre:${password.result}@${db.address}:5432/gyre?sslmode=verify-full&sslrootcert=${RDS_CA_BUNDLE_IMAGE_PATH}`;
   }
 }

@@ -7,6 +7,9 @@ import { SqlUser } from '@cdktf/provider-google/lib/sql-user';
 import { Password } from '@cdktf/provider-random/lib/password';
 import { IDatabase } from '../types';
 
+/** Where the runtime finds the instance's CA (the gyre-database-ca ConfigMap, mounted). */
+export const CLOUD_SQL_CA_PATH = '/etc/gyre/database-ca/ca.pem';
+
 export interface CloudSqlDatabaseProps {
   readonly name: string;
   readonly project: string;
@@ -24,13 +27,20 @@ export interface CloudSqlDatabaseProps {
 }
 
 /**
- * Cloud SQL for PostgreSQL on a private address only (VPC peering), TLS required, daily backups
- * with point-in-time recovery, protected from deletion. Storage is encrypted at rest by Google.
+ * Cloud SQL for PostgreSQL on a private address only (VPC peering), TLS required and verified,
+ * daily backups with point-in-time recovery, protected from deletion. Storage is encrypted at rest
+ * by Google. The server certificate comes from Google's CA service (GOOGLE_MANAGED_CAS_CA), which
+ * names the instance's address, so the runtime connects with `sslmode=verify-full` against the
+ * instance's CA (`caPem`, mounted at CLOUD_SQL_CA_PATH).
  */
 export class CloudSqlDatabase extends Construct implements IDatabase {
   readonly host: string;
   readonly port = 5432;
   readonly url: string;
+  /** PEM of the CA chain the instance's server certificate is issued from. */
+  readonly caPem: string;
+  /** The private range the instance's address is allocated from. */
+  readonly cidr: string;
 
   constructor(scope: Construct, id: string, props: CloudSqlDatabaseProps) {
     super(scope, id);
@@ -58,6 +68,9 @@ export class CloudSqlDatabase extends Construct implements IDatabase {
       deletionProtection: true,
       dependsOn: [peering],
       settings: {
+        // Custom tiers (db-custom-*) exist only in the Enterprise edition; without it the API
+        // picks Enterprise Plus for PostgreSQL 16+ and refuses the tier.
+        edition: 'ENTERPRISE',
         tier: props.tier ?? 'db-custom-2-7680',
         availabilityType: props.highAvailability === false ? 'ZONAL' : 'REGIONAL',
         diskType: 'PD_SSD',
@@ -65,7 +78,7 @@ export class CloudSqlDatabase extends Construct implements IDatabase {
         diskAutoresize: true,
         deletionProtectionEnabled: true,
         backupConfiguration: { enabled: true, pointInTimeRecoveryEnabled: true, backupRetentionSettings: { retainedBackups: 14 } },
-        ipConfiguration: { ipv4Enabled: false, privateNetwork: props.networkId, sslMode: 'ENCRYPTED_ONLY' },
+        ipConfiguration: { ipv4Enabled: false, privateNetwork: props.networkId, sslMode: 'ENCRYPTED_ONLY', serverCaMode: 'GOOGLE_MANAGED_CAS_CA' },
         insightsConfig: { queryInsightsEnabled: true },
       },
     });
@@ -73,6 +86,8 @@ export class CloudSqlDatabase extends Construct implements IDatabase {
     const password = new Password(this, 'Password', { length: 40, special: false });
     new SqlUser(this, 'User', { name: 'gyre', instance: instance.name, project: props.project, password: password.result });
     this.host = instance.privateIpAddress;
-    this.url = `postgres://gyre:${password.result}@${instance.privateIpAddress}:5432/gyre?sslmode=require`;
+    this.caPem = instance.serverCaCert.get(0).cert;
+    this.cidr = `${range.address}/${range.prefixLength}`;
+    this.url = `postgres://gyre:${password.result}@${instance.privateIpAddress}:5432/gyre?sslmode=verify-full&sslrootcert=${CLOUD_SQL_CA_PATH}`;
   }
 }

@@ -33,12 +33,15 @@ export interface GkeClusterProps {
 
 /**
  * Private regional GKE cluster: nodes have no public addresses, pods get cloud identities through
- * Workload Identity, and nodes run as a service account that can only write logs and metrics.
+ * Workload Identity, NetworkPolicies are enforced (Dataplane V2), and nodes run as a service
+ * account that can only write logs and metrics.
  */
 export class GkeCluster extends Construct implements IKubernetesCluster {
   readonly clusterName: string;
   readonly endpoint: string;
   readonly caCertificate: string;
+  /** Network tag of the nodes (firewall rules that let VMs reach pods target it). */
+  readonly nodeTag: string;
   private readonly project: string;
 
   constructor(scope: Construct, id: string, props: GkeClusterProps) {
@@ -49,6 +52,7 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
       throw new Error(`maxNodesPerZone (${maxNodes}) must be at least 1 and at least minNodesPerZone (${minNodes})`);
     }
     this.project = props.project;
+    this.nodeTag = `${props.clusterName}-node`;
 
     const nodeAccount = new ServiceAccount(this, 'NodeAccount', {
       accountId: `${props.clusterName}-node`.slice(0, 30),
@@ -71,6 +75,8 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
       deletionProtection: true,
       enableShieldedNodes: true,
       networkingMode: 'VPC_NATIVE',
+      // GKE Dataplane V2 enforces NetworkPolicies (the control plane's namespace denies by default).
+      datapathProvider: 'ADVANCED_DATAPATH',
       ipAllocationPolicy: { clusterSecondaryRangeName: props.podsRangeName, servicesSecondaryRangeName: props.servicesRangeName },
       privateClusterConfig: {
         enablePrivateNodes: true,
@@ -97,6 +103,7 @@ export class GkeCluster extends Construct implements IKubernetesCluster {
       autoscaling: { minNodeCount: minNodes, maxNodeCount: maxNodes },
       management: { autoRepair: true, autoUpgrade: true },
       nodeConfig: {
+        tags: [this.nodeTag],
         machineType: props.machineType ?? 'n2-standard-4',
         diskSizeGb: 100,
         diskType: 'pd-balanced',

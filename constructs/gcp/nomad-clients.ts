@@ -7,7 +7,7 @@ import { ServiceAccount } from '@cdktf/provider-google/lib/service-account';
 import { ProjectIamCustomRole } from '@cdktf/provider-google/lib/project-iam-custom-role';
 import { ProjectIamMember } from '@cdktf/provider-google/lib/project-iam-member';
 import type { NomadClientGroupProps } from '../nomad-tls';
-import { renderNomadClientBootstrap } from '../nomad-client-bootstrap';
+import { METADATA_ADDRESS, renderNomadClientBootstrap } from '../nomad-client-bootstrap';
 
 export interface GcpNomadClientsProps extends NomadClientGroupProps {
   readonly project: string;
@@ -23,7 +23,11 @@ export interface GcpNomadClientsProps extends NomadClientGroupProps {
   readonly cloudAutoscaler?: boolean;
 }
 
-/** Nomad client machines on GCP: instance template, regional managed instance group, firewalls. */
+/**
+ * Nomad client machines on GCP: instance template, regional managed instance group, firewalls.
+ * An instance being replaced drains Nomad as it shuts down (drain_on_shutdown), within the time
+ * Compute Engine gives a shutdown; the group surges new instances before removing old ones.
+ */
 export class GcpNomadClients extends Construct {
   readonly instanceGroupManagerName: string;
   readonly networkTag: string;
@@ -62,12 +66,18 @@ export class GcpNomadClients extends Construct {
       });
     }
 
-    // The machines need no Google API access; a dedicated account keeps them off the default one.
+    // A dedicated account keeps the machines off the default one; it may write logs and, when the
+    // agent image lives in Artifact Registry, read images. Build containers cannot use it
+    // (the metadata address is blocked for them, DNS excepted).
     const account = new ServiceAccount(this, 'Account', {
       accountId: `${props.name}-nomad`.slice(0, 30),
       project: props.project,
       displayName: 'Gyre Nomad clients',
     });
+    const pullsFromArtifactRegistry = props.registryAuth?.kind === 'gce';
+    if (pullsFromArtifactRegistry) {
+      new ProjectIamMember(this, 'ArtifactRegistryReader', { project: props.project, role: 'roles/artifactregistry.reader', member: account.member });
+    }
 
     const template = new ComputeInstanceTemplate(this, 'Template', {
       namePrefix: `${props.name}-nomad-`,
@@ -77,7 +87,10 @@ export class GcpNomadClients extends Construct {
       tags: [this.networkTag],
       disk: [{ sourceImage: 'ubuntu-os-cloud/ubuntu-2404-lts-amd64', diskSizeGb: props.diskGb ?? 200, diskType: 'pd-balanced', boot: true, autoDelete: true }],
       networkInterface: [{ subnetwork: props.subnetworkId }],
-      serviceAccount: { email: account.email, scopes: ['https://www.googleapis.com/auth/logging.write'] },
+      serviceAccount: {
+        email: account.email,
+        scopes: ['https://www.googleapis.com/auth/logging.write', ...(pullsFromArtifactRegistry ? ['https://www.googleapis.com/auth/cloud-platform.read-only'] : [])],
+      },
       shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
       metadata: {
         'enable-oslogin': 'TRUE',
@@ -91,6 +104,10 @@ export class GcpNomadClients extends Construct {
           clientCertPem: props.tls.client.certPem,
           clientKeyPem: props.tls.client.keyPem,
           blockedCidrs: props.blockedCidrs,
+          // GCE's resolver is the metadata address itself: DNS only, the rest of it stays blocked.
+          dnsResolvers: [METADATA_ADDRESS],
+          registryAuth: props.registryAuth,
+          drainDeadlineMinutes: props.drainDeadlineMinutes,
           region: props.tls.region,
         }),
       },

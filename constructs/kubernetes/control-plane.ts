@@ -5,6 +5,7 @@ import { ServiceAccountV1 } from '@cdktf/provider-kubernetes/lib/service-account
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
 import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
 import { DeploymentV1 } from '@cdktf/provider-kubernetes/lib/deployment-v1';
+import { JobV1 } from '@cdktf/provider-kubernetes/lib/job-v1';
 import { ServiceV1 } from '@cdktf/provider-kubernetes/lib/service-v1';
 import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
 import { HorizontalPodAutoscalerV2 } from '@cdktf/provider-kubernetes/lib/horizontal-pod-autoscaler-v2';
@@ -13,29 +14,52 @@ import { PrivateKey } from '@cdktf/provider-tls/lib/private-key';
 import { SelfSignedCert } from '@cdktf/provider-tls/lib/self-signed-cert';
 import { ImageCatalog } from '../images';
 import { GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT } from '../types';
-import { RESTRICTED_CONTAINER, RUNTIME_PORT, RUNTIME_ROLES } from './roles';
+import { OPS_PORT, RESTRICTED_CONTAINER, RUNTIME_PORT, RUNTIME_ROLES, RUNTIME_ROLE_NAMES, RoleSpec } from './roles';
 import { renderEdgeConfig, EDGE_PORTS } from './edge-config';
+import {
+  CAN_REACH_DATABASE, CAN_REACH_GIT_SSH, CAN_REACH_HTTPS, CAN_REACH_NOMAD_API, EDGE_LABELS, MIGRATE_LABELS, SERVES_OPS, roleLabels,
+} from './labels';
 
 /** How TLS for the UI and API (port 443) is terminated. */
 export type EdgeTls =
   | { readonly mode: 'acm'; readonly certificateArn: string }
+  /** Paths as Terraform reads them (relative to the stack's directory; see stacks/paths.ts). */
   | { readonly mode: 'provided'; readonly certificateFile: string; readonly keyFile: string }
   | { readonly mode: 'self-signed' };
+
+/**
+ * The CA the runtime verifies the database server with (`sslmode=verify-full&sslrootcert=…` in
+ * DATABASE_URL). `image`: a bundle shipped in the runtime image (images/ca/); `pem`: a certificate
+ * (or chain) mounted from a ConfigMap at DATABASE_CA_MOUNT; `none`: Node's built-in CA list.
+ */
+export type DatabaseCa =
+  | { readonly source: 'image'; readonly path: string }
+  | { readonly source: 'pem'; readonly pem: string }
+  | { readonly source: 'none' };
+
+/** Directory the database CA ConfigMap is mounted at; the certificate is `ca.pem` in it. */
+export const DATABASE_CA_MOUNT = '/etc/gyre/database-ca';
+/** Directory the runtime image keeps its CA bundles in (images/ca/ in the repository). */
+export const IMAGE_CA_DIR = '/opt/gyre/ca';
+/** Secret (key `token`) the ACL bootstrap Job writes the scheduler's Nomad token to. */
+export const SCHEDULER_NOMAD_TOKEN_SECRET = 'gyre-nomad-scheduler-token';
 
 export interface ControlPlaneProps {
   readonly images: ImageCatalog;
   /** Host name users reach Gyre at. */
   readonly domain: string;
   readonly cloud: 'aws' | 'gcp';
-  /** `postgres://` URL of the database (sensitive). */
+  /** `postgres://` URL of the database (sensitive), naming its CA with `sslrootcert` when verified. */
   readonly databaseUrl: string;
+  /** @default - { source: 'none' } */
+  readonly databaseCa?: DatabaseCa;
   /** BlobStore settings (GYRE_BLOB_STORE and its bucket variables). */
   readonly blobEnvironment: Record<string, string>;
   /** Annotations binding the runtime service account to its cloud identity. */
   readonly serviceAccountAnnotations: Record<string, string>;
   readonly tls: EdgeTls;
-  /** Nomad mutual-TLS material the scheduler role uses to reach the Nomad HTTP API. */
-  readonly nomad: { readonly caPem: string; readonly clientCertPem: string; readonly clientKeyPem: string };
+  /** The Nomad HTTP API the scheduler role submits task agents to, with its mutual-TLS material. */
+  readonly nomad: { readonly address: string; readonly caPem: string; readonly clientCertPem: string; readonly clientKeyPem: string };
   /** CIDRs allowed through the load balancer. */
   readonly loadBalancerSourceRanges: string[];
   /** Replicas per role, overriding the defaults in roles.ts. @default - each role's default */
@@ -45,9 +69,10 @@ export interface ControlPlaneProps {
 }
 
 /**
- * The Gyre control plane on Kubernetes: its namespace, service account, secrets, one Deployment
- * (with Service and PodDisruptionBudget) per runtime role from the one runtime image, HPAs for the
- * api and output roles, and the edge proxy behind a single LoadBalancer Service.
+ * The Gyre control plane on Kubernetes: its namespace, service account, secrets, the migration Job
+ * of this release, one Deployment (with Service and PodDisruptionBudget) per runtime role from the
+ * one runtime image, HPAs for the api and output roles, and the edge proxy behind a single
+ * LoadBalancer Service.
  */
 export class ControlPlane extends Construct {
   readonly namespace: string;
@@ -56,16 +81,24 @@ export class ControlPlane extends Construct {
   readonly loadBalancer: ServiceV1;
   /** Name of the Secret holding the runtime's settings (DATABASE_URL, GYRE_ADMIN_TOKEN). */
   readonly runtimeSecretName = 'gyre-runtime';
+  /** Secret holding the Nomad client certificate (ca.pem, client.pem, client-key.pem). */
+  readonly nomadClientTlsSecretName = 'gyre-nomad-client-tls';
   readonly adminToken: string;
+  /** Name of this release's migration Job (one per runtime image tag). */
+  readonly migrationJobName: string;
+  /** Each role's Deployment. */
+  readonly deployments = new Map<string, DeploymentV1>();
+  private readonly databaseCa: DatabaseCa;
 
   constructor(scope: Construct, id: string, props: ControlPlaneProps) {
     super(scope, id);
     for (const [role, count] of Object.entries(props.replicas ?? {})) {
-      if (!RUNTIME_ROLES.some((r) => r.name === role)) {
-        throw new Error(`replicas.${role} names no runtime role; allowed: ${RUNTIME_ROLES.map((r) => r.name).join(', ')}`);
+      if (!RUNTIME_ROLE_NAMES.includes(role)) {
+        throw new Error(`replicas.${role} names no runtime role; allowed: ${RUNTIME_ROLE_NAMES.join(', ')}`);
       }
       if (!Number.isInteger(count) || count < 0) throw new Error(`replicas.${role} (${count}) must be a whole number, 0 or more`);
     }
+    this.databaseCa = props.databaseCa ?? { source: 'none' };
 
     const ns = new NamespaceV1(this, 'Namespace', {
       metadata: { name: GYRE_NAMESPACE, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } },
@@ -83,9 +116,15 @@ export class ControlPlane extends Construct {
       data: { DATABASE_URL: props.databaseUrl, GYRE_ADMIN_TOKEN: this.adminToken },
     });
     new SecretV1(this, 'NomadClientTls', {
-      metadata: { name: 'gyre-nomad-client-tls', namespace: this.namespace },
+      metadata: { name: this.nomadClientTlsSecretName, namespace: this.namespace },
       data: { 'ca.pem': props.nomad.caPem, 'client.pem': props.nomad.clientCertPem, 'client-key.pem': props.nomad.clientKeyPem },
     });
+    if (this.databaseCa.source === 'pem') {
+      new ConfigMapV1(this, 'DatabaseCa', {
+        metadata: { name: 'gyre-database-ca', namespace: this.namespace },
+        data: { 'ca.pem': this.databaseCa.pem },
+      });
+    }
 
     // The scheduler submits task agents to Nomad from this job template; the agent image is the
     // only image reference in it, so air-gapped installs rewrite it with the others.
@@ -94,37 +133,111 @@ export class ControlPlane extends Construct {
       data: { 'task-agent.json': JSON.stringify(nomadAgentJobTemplate(props.images.ref('agent')), null, 2) },
     });
 
+    this.migrationJobName = this.addMigrationJob(props);
     for (const role of RUNTIME_ROLES) {
-      this.addRole(role.name, props);
+      this.addRole(role, props);
     }
 
     this.loadBalancer = this.addEdge(props);
   }
 
-  private addRole(name: string, props: ControlPlaneProps): void {
-    const role = RUNTIME_ROLES.find((r) => r.name === name)!;
-    const replicas = props.replicas?.[name] ?? role.replicas;
-    const labels = { 'app.kubernetes.io/name': 'gyre', 'app.kubernetes.io/component': name };
-    const id = pascal(name);
-    const scheduler = name === 'scheduler';
-    const env = [
-      { name: 'GYRE_PORT', value: String(RUNTIME_PORT) },
+  /** Environment every runtime container shares (roles, the migration Job, the wait). */
+  private commonEnv(props: ControlPlaneProps): { name: string; value: string }[] {
+    return [
       { name: 'GYRE_DATA_DIR', value: '/var/lib/gyre' },
+      { name: 'GYRE_PUBLIC_URL', value: `https://${props.domain}` },
       { name: 'GYRE_URL', value: `https://${props.domain}` },
+      // Migrations run once per release in the migration Job, never as a pod starts.
+      { name: 'GYRE_MIGRATE', value: 'false' },
+      { name: 'GYRE_EXAMPLE', value: 'false' },
       ...Object.entries(props.blobEnvironment).map(([k, v]) => ({ name: k, value: v })),
-      ...(scheduler
+    ];
+  }
+
+  private databaseCaMount(): { volumeMount: any[]; volume: any[] } {
+    if (this.databaseCa.source !== 'pem') return { volumeMount: [], volume: [] };
+    return {
+      volumeMount: [{ name: 'database-ca', mountPath: DATABASE_CA_MOUNT, readOnly: true }],
+      volume: [{ name: 'database-ca', configMap: { name: 'gyre-database-ca' } }],
+    };
+  }
+
+  /**
+   * `gyre migrate` once per release: the Job is named after the runtime image tag, so an upgrade
+   * (a new tag) replaces it and runs the new release's migrations once, while every Deployment's
+   * pods wait in `gyre migrate --wait` until the schema is the one their code expects.
+   */
+  private addMigrationJob(props: ControlPlaneProps): string {
+    const tag = props.images.tag('runtime').toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 40);
+    const name = `gyre-migrate-${tag}`;
+    const ca = this.databaseCaMount();
+    const labels = { ...MIGRATE_LABELS, ...CAN_REACH_DATABASE };
+    new JobV1(this, 'MigrationJob', {
+      metadata: { name, namespace: this.namespace, labels: MIGRATE_LABELS },
+      spec: {
+        backoffLimit: 3,
+        template: {
+          metadata: { labels },
+          spec: {
+            restartPolicy: 'Never',
+            automountServiceAccountToken: false,
+            securityContext: { runAsNonRoot: true, runAsUser: '10001', runAsGroup: '10001', fsGroup: '10001', seccompProfile: { type: 'RuntimeDefault' } },
+            container: [{
+              name: 'migrate',
+              image: props.images.ref('runtime'),
+              command: ['tini', '--', 'gyre'],
+              args: ['migrate'],
+              env: this.commonEnv(props),
+              envFrom: [{ secretRef: { name: this.runtimeSecretName } }],
+              resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '512Mi' } },
+              securityContext: RESTRICTED_CONTAINER,
+              volumeMount: [{ name: 'data', mountPath: '/var/lib/gyre' }, { name: 'tmp', mountPath: '/tmp' }, ...ca.volumeMount],
+            }],
+            volume: [{ name: 'data', emptyDir: { sizeLimit: '256Mi' } }, { name: 'tmp', emptyDir: { sizeLimit: '256Mi' } }, ...ca.volume],
+          },
+        },
+      },
+      waitForCompletion: true,
+      timeouts: { create: '15m', update: '15m' },
+    });
+    return name;
+  }
+
+  private addRole(role: RoleSpec, props: ControlPlaneProps): void {
+    const name = role.name;
+    const replicas = props.replicas?.[name] ?? role.replicas;
+    const labels = roleLabels(name);
+    const podLabels = {
+      ...labels, ...CAN_REACH_DATABASE, ...CAN_REACH_HTTPS, ...CAN_REACH_GIT_SSH, ...SERVES_OPS,
+      ...(role.usesNomad ? CAN_REACH_NOMAD_API : {}),
+    };
+    const id = pascal(name);
+    const ca = this.databaseCaMount();
+    const env: any[] = [
+      { name: 'GYRE_PORT', value: String(RUNTIME_PORT) },
+      { name: 'GYRE_OPS_PORT', value: String(OPS_PORT) },
+      // Builds never run in control-plane pods: they hold the database URL and the Nomad client key.
+      { name: 'GYRE_RUNNER_SLOTS', value: '0' },
+      ...this.commonEnv(props),
+      ...(role.usesNomad
         ? [
-          { name: 'NOMAD_ADDR', value: 'https://nomad-server:4646' },
+          { name: 'NOMAD_ADDR', value: props.nomad.address },
           { name: 'NOMAD_CACERT', value: '/etc/gyre/nomad/ca.pem' },
           { name: 'NOMAD_CLIENT_CERT', value: '/etc/gyre/nomad/client.pem' },
           { name: 'NOMAD_CLIENT_KEY', value: '/etc/gyre/nomad/client-key.pem' },
+          // Written by the Nomad ACL bootstrap Job; the pod waits for it to exist.
+          { name: 'NOMAD_TOKEN', valueFrom: { secretKeyRef: { name: SCHEDULER_NOMAD_TOKEN_SECRET, key: 'token' } } },
           { name: 'GYRE_AGENT_IMAGE', value: props.images.ref('agent') },
           { name: 'GYRE_NOMAD_JOB_TEMPLATE', value: '/etc/gyre/jobs/task-agent.json' },
         ]
         : []),
     ];
+    const ports = [
+      ...(role.servesApi ? [{ name: 'http', containerPort: RUNTIME_PORT }] : []),
+      { name: 'ops', containerPort: OPS_PORT },
+    ];
 
-    new DeploymentV1(this, `${id}Deployment`, {
+    const deployment = new DeploymentV1(this, `${id}Deployment`, {
       metadata: { name: `gyre-${name}`, namespace: this.namespace, labels },
       // HPAs own the replica count of the api and output roles once deployed.
       lifecycle: role.maxReplicas ? { ignoreChanges: ['spec[0].replicas'] } : undefined,
@@ -134,11 +247,16 @@ export class ControlPlane extends Construct {
         strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '0', maxSurge: '1' } },
         template: {
           metadata: {
-            labels,
-            annotations: { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(RUNTIME_PORT), 'prometheus.io/path': '/metrics' },
+            labels: podLabels,
+            annotations: {
+              'prometheus.io/scrape': 'true', 'prometheus.io/port': String(OPS_PORT), 'prometheus.io/path': '/metrics',
+              // A renewed Nomad client certificate rolls the scheduler onto it.
+              ...(role.usesNomad ? { 'gyre.dev/tls-hash': Fn.sha256(props.nomad.clientCertPem) } : {}),
+            },
           },
           spec: {
             serviceAccountName: RUNTIME_SERVICE_ACCOUNT,
+            // The projected token is how IRSA / Workload Identity authenticate to the bucket.
             automountServiceAccountToken: true,
             securityContext: { runAsNonRoot: true, runAsUser: '10001', runAsGroup: '10001', fsGroup: '10001', seccompProfile: { type: 'RuntimeDefault' } },
             topologySpreadConstraint: [{
@@ -147,26 +265,40 @@ export class ControlPlane extends Construct {
               whenUnsatisfiable: 'ScheduleAnyway',
               labelSelector: [{ matchLabels: labels }],
             }],
+            // Old pods keep serving while this waits: the rolling update only proceeds once the
+            // release's migration Job has brought the schema to what this code expects.
+            initContainer: [{
+              name: 'wait-for-migrations',
+              image: props.images.ref('runtime'),
+              command: ['tini', '--', 'gyre'],
+              args: ['migrate', '--wait'],
+              env: this.commonEnv(props),
+              envFrom: [{ secretRef: { name: this.runtimeSecretName } }],
+              resources: { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '256Mi' } },
+              securityContext: RESTRICTED_CONTAINER,
+              volumeMount: [{ name: 'data', mountPath: '/var/lib/gyre' }, { name: 'tmp', mountPath: '/tmp' }, ...ca.volumeMount],
+            }],
             container: [{
               name: 'gyre',
               image: props.images.ref('runtime'),
-              command: ['gyre'],
+              command: ['tini', '--', 'gyre'],
               args: ['server', `--roles=${name}`],
-              port: [{ name: 'http', containerPort: RUNTIME_PORT }],
+              port: ports,
               env,
               envFrom: [{ secretRef: { name: this.runtimeSecretName } }],
               resources: {
                 requests: { cpu: role.cpuRequest, memory: role.memoryRequest },
                 limits: { memory: role.memoryLimit },
               },
-              startupProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 5, failureThreshold: 60 },
-              readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 10, failureThreshold: 3 },
-              livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 20, failureThreshold: 3, timeoutSeconds: 5 },
+              startupProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 5, failureThreshold: 60 },
+              readinessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 3 },
+              livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 20, failureThreshold: 3, timeoutSeconds: 5 },
               securityContext: RESTRICTED_CONTAINER,
               volumeMount: [
                 { name: 'data', mountPath: '/var/lib/gyre' },
                 { name: 'tmp', mountPath: '/tmp' },
-                ...(scheduler
+                ...ca.volumeMount,
+                ...(role.usesNomad
                   ? [{ name: 'nomad-tls', mountPath: '/etc/gyre/nomad', readOnly: true }, { name: 'jobs', mountPath: '/etc/gyre/jobs', readOnly: true }]
                   : []),
               ],
@@ -174,9 +306,10 @@ export class ControlPlane extends Construct {
             volume: [
               { name: 'data', emptyDir: { sizeLimit: '1Gi' } },
               { name: 'tmp', emptyDir: { sizeLimit: '256Mi' } },
-              ...(scheduler
+              ...ca.volume,
+              ...(role.usesNomad
                 ? [
-                  { name: 'nomad-tls', secret: { secretName: 'gyre-nomad-client-tls', defaultMode: '0400' } },
+                  { name: 'nomad-tls', secret: { secretName: this.nomadClientTlsSecretName, defaultMode: '0440' } },
                   { name: 'jobs', configMap: { name: 'gyre-nomad-job-template' } },
                 ]
                 : []),
@@ -186,9 +319,17 @@ export class ControlPlane extends Construct {
       },
     });
 
+    this.deployments.set(name, deployment);
+
     new ServiceV1(this, `${id}Service`, {
       metadata: { name: `gyre-${name}`, namespace: this.namespace, labels },
-      spec: { selector: labels, port: [{ name: 'http', port: RUNTIME_PORT, targetPort: 'http' }] },
+      spec: {
+        selector: labels,
+        port: [
+          ...(role.servesApi ? [{ name: 'http', port: RUNTIME_PORT, targetPort: 'http' }] : []),
+          { name: 'ops', port: OPS_PORT, targetPort: 'ops' },
+        ],
+      },
     });
 
     new PodDisruptionBudgetV1(this, `${id}Disruption`, {
@@ -210,12 +351,12 @@ export class ControlPlane extends Construct {
   }
 
   private addEdge(props: ControlPlaneProps): ServiceV1 {
-    const labels = { 'app.kubernetes.io/name': 'gyre', 'app.kubernetes.io/component': 'edge' };
+    const labels = EDGE_LABELS;
     const terminateTls = props.tls.mode !== 'acm';
 
     const config = new ConfigMapV1(this, 'EdgeConfig', {
       metadata: { name: 'gyre-edge', namespace: this.namespace },
-      data: { 'nginx.conf': renderEdgeConfig({ namespace: GYRE_NAMESPACE, domain: props.domain, terminateTls }) },
+      data: { 'nginx.conf': renderEdgeConfig({ namespace: GYRE_NAMESPACE, domain: props.domain, terminateTls, apiPort: RUNTIME_PORT }) },
     });
 
     if (props.tls.mode === 'provided' || props.tls.mode === 'self-signed') {
@@ -307,8 +448,6 @@ export class ControlPlane extends Construct {
           // With ACM the load balancer decrypts 443 and hands the edge plain HTTP.
           { name: 'https', port: 443, targetPort: terminateTls ? 'https' : 'https-offload' },
           { name: 'nomad-rpc', port: 4647, targetPort: 'nomad-rpc' },
-          { name: 'output', port: 8585, targetPort: 'output' },
-          { name: 'vm-service', port: 3000, targetPort: 'vm-service' },
         ],
       },
     });

@@ -4,8 +4,6 @@ export const EDGE_PORTS = {
   'https': 8443,
   'https-offload': 8444,
   'nomad-rpc': 4647,
-  'output': 8585,
-  'vm-service': 3000,
 } as const;
 
 export interface EdgeConfigProps {
@@ -13,12 +11,15 @@ export interface EdgeConfigProps {
   readonly domain: string;
   /** Terminate TLS on 8443 with /etc/nginx/tls; otherwise the load balancer already did (ACM). */
   readonly terminateTls: boolean;
+  /** Port of the api role's Service. */
+  readonly apiPort: number;
 }
 
 /**
  * nginx configuration for the edge proxy. One LoadBalancer Service can only select one set of pods,
- * so the edge receives every public port and forwards each to its backend: HTTP(S) to the api role,
- * and raw TCP for Nomad RPC (mutual TLS passes through untouched), the output role and the VM service.
+ * so the edge receives every public port and forwards each to its backend: HTTP(S) to the api role
+ * (the only role that serves HTTP; agents send output through it too), and raw TCP for Nomad RPC
+ * (mutual TLS passes through untouched) to the Nomad servers.
  *
  * No dollar-brace forms: Terraform would read them as its own interpolation.
  */
@@ -51,7 +52,7 @@ http {
   client_max_body_size 5g;
   server_tokens off;
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-  upstream api { server ${svc('gyre-api', 8080)}; }
+  upstream api { server ${svc('gyre-api', props.apiPort)}; }
 
   server {
     listen ${EDGE_PORTS.http};
@@ -85,8 +86,6 @@ ${proxy}
 
 stream {
   server { listen ${EDGE_PORTS['nomad-rpc']}; proxy_pass ${svc('nomad-server', 4647)}; }
-  server { listen ${EDGE_PORTS.output}; proxy_pass ${svc('gyre-output', 8080)}; }
-  server { listen ${EDGE_PORTS['vm-service']}; proxy_pass ${svc('gyre-machines', 8080)}; }
 }
 `;
 }

@@ -7,6 +7,8 @@ import { StatefulSetV1 } from '@cdktf/provider-kubernetes/lib/stateful-set-v1';
 import { PodDisruptionBudgetV1 } from '@cdktf/provider-kubernetes/lib/pod-disruption-budget-v1';
 import { ImageCatalog } from '../images';
 import { RESTRICTED_CONTAINER } from './roles';
+import { NOMAD_SERVER_LABELS } from './labels';
+import { GYRE_NAMESPACE, NOMAD_SERVICE } from '../types';
 
 export interface NomadServersProps {
   readonly namespace: string;
@@ -28,23 +30,28 @@ export interface NomadServersProps {
 
 /**
  * Nomad servers as a StatefulSet inside the cluster: Raft state on persistent volumes, gossip
- * encrypted, RPC and HTTP under mutual TLS. Nomad clients reach them through the load balancer's
- * port 4647; the scheduler role and nomad-autoscaler use the `nomad-server` Service.
+ * encrypted, RPC and HTTP under mutual TLS (clients of the HTTP API must present a certificate
+ * from the Nomad CA too), and ACLs on: every API call needs a token (see NomadAcl). Nomad clients
+ * reach them through the load balancer's port 4647; the scheduler role and nomad-autoscaler use
+ * the `nomad-server` Service.
  */
 export class NomadServers extends Construct {
   /** In-cluster HTTPS address of the Nomad API. */
   readonly address: string;
+  readonly statefulSet: StatefulSetV1;
 
   constructor(scope: Construct, id: string, props: NomadServersProps) {
     super(scope, id);
     const replicas = props.replicas ?? 3;
     if (![1, 3, 5].includes(replicas)) throw new Error(`replicas (${replicas}) must be 1, 3 or 5 (Raft needs an odd quorum)`);
-    const labels = { 'app.kubernetes.io/name': 'nomad', 'app.kubernetes.io/component': 'server' };
+    const labels = NOMAD_SERVER_LABELS;
     const ns = props.namespace;
     const region = props.region ?? 'global';
-    this.address = `https://nomad-server.${ns}.svc.cluster.local:4646`;
+    // DNS names use the namespace's literal name (the namespace prop is its Terraform reference), so
+    // they can be checked against the server certificate's names at synth time.
+    this.address = `https://${NOMAD_SERVICE}.${GYRE_NAMESPACE}.svc.cluster.local:4646`;
 
-    const peers = Array.from({ length: replicas }, (_, i) => `"nomad-server-${i}.nomad-server-headless.${ns}.svc.cluster.local"`);
+    const peers = Array.from({ length: replicas }, (_, i) => `"nomad-server-${i}.nomad-server-headless.${GYRE_NAMESPACE}.svc.cluster.local"`);
     const config = new ConfigMapV1(this, 'Config', {
       metadata: { name: 'nomad-server', namespace: ns },
       data: {
@@ -70,8 +77,12 @@ export class NomadServers extends Construct {
           '  cert_file              = "/nomad/tls/server.pem"',
           '  key_file               = "/nomad/tls/server-key.pem"',
           '  verify_server_hostname = true',
-          '  # Kubelet probes cannot present a client certificate; RPC still requires one.',
-          '  verify_https_client    = false',
+          '  # The HTTP API, like RPC, only answers clients with a certificate from the Nomad CA;',
+          '  # the probes below go through the nomad CLI with the server certificate.',
+          '  verify_https_client    = true',
+          '}',
+          'acl {',
+          '  enabled = true',
           '}',
           'telemetry {',
           '  prometheus_metrics         = true',
@@ -101,11 +112,11 @@ export class NomadServers extends Construct {
       },
     });
     new ServiceV1(this, 'Service', {
-      metadata: { name: 'nomad-server', namespace: ns, labels },
+      metadata: { name: NOMAD_SERVICE, namespace: ns, labels },
       spec: { selector: labels, port: [{ name: 'http', port: 4646 }, { name: 'rpc', port: 4647 }] },
     });
 
-    new StatefulSetV1(this, 'StatefulSet', {
+    this.statefulSet = new StatefulSetV1(this, 'StatefulSet', {
       metadata: { name: 'nomad-server', namespace: ns, labels },
       spec: {
         serviceName: 'nomad-server-headless',
@@ -121,6 +132,8 @@ export class NomadServers extends Construct {
               'prometheus.io/scheme': 'https',
               'prometheus.io/path': '/v1/metrics?format=prometheus',
               'gyre.dev/config-hash': Fn.sha256(Fn.jsonencode(config.data)),
+              // A renewed certificate rolls the servers, one at a time, onto it.
+              'gyre.dev/tls-hash': Fn.sha256(props.serverCertPem),
             },
           },
           spec: {
@@ -140,7 +153,14 @@ export class NomadServers extends Construct {
               command: ['nomad'],
               // Kubernetes expands $(NOMAD_GOSSIP_KEY) from the env below.
               args: ['agent', '-config=/nomad/config/server.hcl', '-encrypt=$(NOMAD_GOSSIP_KEY)'],
-              env: [{ name: 'NOMAD_GOSSIP_KEY', valueFrom: { secretKeyRef: { name: 'nomad-gossip', key: 'key' } } }],
+              env: [
+                { name: 'NOMAD_GOSSIP_KEY', valueFrom: { secretKeyRef: { name: 'nomad-gossip', key: 'key' } } },
+                // For the nomad CLI the probes run: the local agent, with the server's own certificate.
+                { name: 'NOMAD_ADDR', value: 'https://127.0.0.1:4646' },
+                { name: 'NOMAD_CACERT', value: '/nomad/tls/ca.pem' },
+                { name: 'NOMAD_CLIENT_CERT', value: '/nomad/tls/server.pem' },
+                { name: 'NOMAD_CLIENT_KEY', value: '/nomad/tls/server-key.pem' },
+              ],
               port: [
                 { name: 'http', containerPort: 4646 },
                 { name: 'rpc', containerPort: 4647 },
@@ -148,8 +168,15 @@ export class NomadServers extends Construct {
                 { name: 'serf-udp', containerPort: 4648, protocol: 'UDP' },
               ],
               resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '2Gi' } },
-              readinessProbe: { httpGet: { path: '/v1/agent/health?type=server', port: '4646', scheme: 'HTTPS' }, periodSeconds: 10 },
-              livenessProbe: { httpGet: { path: '/v1/agent/health?type=server', port: '4646', scheme: 'HTTPS' }, periodSeconds: 30, initialDelaySeconds: 60 },
+              // The kubelet cannot present a client certificate, so HTTPS probes would fail the TLS
+              // handshake: readiness asks the agent's health endpoint through the CLI (which exits
+              // 0 whatever the status, hence the grep), liveness only needs the port.
+              readinessProbe: {
+                exec: { command: ['/bin/sh', '-c', `nomad operator api '/v1/agent/health?type=server' | grep -q '"ok":true'`] },
+                periodSeconds: 10,
+                timeoutSeconds: 5,
+              },
+              livenessProbe: { tcpSocket: [{ port: '4646' }], periodSeconds: 30, initialDelaySeconds: 60 },
               securityContext: RESTRICTED_CONTAINER,
               volumeMount: [
                 { name: 'data', mountPath: '/nomad/data' },
@@ -159,7 +186,8 @@ export class NomadServers extends Construct {
             }],
             volume: [
               { name: 'config', configMap: { name: 'nomad-server' } },
-              { name: 'tls', secret: { secretName: 'nomad-server-tls', defaultMode: '0400' } },
+              // Group-readable: files are owned by root with the pod's fsGroup, and nomad runs as 1000.
+              { name: 'tls', secret: { secretName: 'nomad-server-tls', defaultMode: '0440' } },
             ],
           },
         },

@@ -1,6 +1,8 @@
+import { DEFAULT_API_PORT, DEFAULT_OPS_PORT, ROLE_NAMES, RoleName } from '../../runtime/roles/names';
+
 /** A runtime role as deployed: one Deployment per role, all from the one runtime image. */
 export interface RoleSpec {
-  readonly name: string;
+  readonly name: RoleName;
   /** Replicas when the environment does not say. */
   readonly replicas: number;
   readonly cpuRequest: string;
@@ -8,31 +10,36 @@ export interface RoleSpec {
   readonly memoryLimit: string;
   /** Scale on CPU with a HorizontalPodAutoscaler between `replicas` and this. */
   readonly maxReplicas?: number;
+  /** The role serves the API and UI on the API port (only `api`); every role serves the ops port. */
+  readonly servesApi?: boolean;
+  /** The role talks to the Nomad HTTP API (only `scheduler`). */
+  readonly usesNomad?: boolean;
 }
 
 /**
- * The roles of DESIGN.md. `machines` (VM provisioning) is later work: it is deployed with zero
- * replicas so its Service exists for the load balancer's port 3000, and an environment turns it on
- * with `replicas: { machines: 1 }`.
+ * Sizing per role. Keyed by the runtime's own role list (runtime/roles/names.ts), so a role with
+ * code behind it cannot lack a Deployment, and a name the runtime does not know cannot have one:
+ * adding a role there fails the type check here until it is sized.
  */
-export const RUNTIME_ROLES: readonly RoleSpec[] = [
-  { name: 'api', replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10 },
-  { name: 'triggers', replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
-  { name: 'conductor', replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi' },
-  { name: 'dispatcher', replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
-  { name: 'scheduler', replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
-  { name: 'output', replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10 },
-  { name: 'contexts', replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
-  { name: 'cron', replicas: 1, cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
-  { name: 'identity', replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
-  { name: 'audit', replicas: 1, cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
-  { name: 'insights', replicas: 1, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
-  { name: 'notifier', replicas: 1, cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
-  { name: 'machines', replicas: 0, cpuRequest: '100m', memoryRequest: '128Mi', memoryLimit: '256Mi' },
-];
+const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
+  api: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10, servesApi: true },
+  conductor: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi' },
+  dispatcher: { replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  scheduler: { replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi', usesNomad: true },
+  output: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10 },
+};
 
-/** Port every role listens on (GYRE_PORT). */
-export const RUNTIME_PORT = 8080;
+/** The roles that have code behind them, in the runtime's order. */
+export const RUNTIME_ROLES: readonly RoleSpec[] = ROLE_NAMES.map((name) => ({ name, ...SIZING[name] }));
+
+/** Names an environment may size (`replicas.<role>`). */
+export const RUNTIME_ROLE_NAMES: readonly string[] = ROLE_NAMES;
+
+/** Port of the API and UI (GYRE_PORT), served only by processes with the `api` role. */
+export const RUNTIME_PORT = DEFAULT_API_PORT;
+
+/** Port every process serves `/healthz` and `/metrics` on (GYRE_OPS_PORT); probed and scraped. */
+export const OPS_PORT = DEFAULT_OPS_PORT;
 
 /** Container security settings every Gyre-managed container runs with. */
 export const RESTRICTED_CONTAINER = {

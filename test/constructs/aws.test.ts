@@ -25,6 +25,14 @@ import { RdsDatabase } from '../../constructs/aws/rds-database';
 import { AwsNomadClients } from '../../constructs/aws/nomad-clients';
 import { AwsBastion } from '../../constructs/aws/bastion';
 import { NomadTls } from '../../constructs/nomad-tls';
+import { RDS_CA_BUNDLE_FILE, RDS_CA_BUNDLE_IMAGE_PATH } from '../../constructs/aws/rds-ca';
+import { EksAccessEntry } from '@cdktf/provider-aws/lib/eks-access-entry';
+import { EksAccessPolicyAssociation } from '@cdktf/provider-aws/lib/eks-access-policy-association';
+import { VpcSecurityGroupIngressRule } from '@cdktf/provider-aws/lib/vpc-security-group-ingress-rule';
+import { IamRolePolicyAttachment } from '@cdktf/provider-aws/lib/iam-role-policy-attachment';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { containerMayReach } from '../images/container-firewall';
 
 Testing.setupJest();
 
@@ -80,6 +88,11 @@ describe('EksCluster', () => {
     expect(synth()).toHaveResourceWithProperties(CfnEksCluster, {
       vpc_config: expect.objectContaining({ endpoint_public_access: false }),
     });
+  });
+
+  test('enforces NetworkPolicies: the VPC CNI add-on runs its network policy agent', () => {
+    const addon = only(synth(), EksAddon.tfResourceType).find((a) => a.addon_name === 'vpc-cni');
+    expect(JSON.parse(addon.configuration_values)).toEqual({ enableNetworkPolicy: 'true' });
   });
 
   test('has an OIDC provider for IRSA and the EBS CSI add-on with its own role', () => {
@@ -152,7 +165,7 @@ describe('S3ObjectStore', () => {
 describe('RdsDatabase', () => {
   test('is encrypted, private, backed up, multi-AZ and protected from deletion', () => {
     const out = Testing.synthScope((scope) => {
-      new RdsDatabase(scope, 'Db', { name: 'gyre-t', vpcId: 'vpc-1', subnetIds: ['a', 'b'], allowedCidrs: ['10.0.0.0/16'] });
+      new RdsDatabase(scope, 'Db', { name: 'gyre-t', region: 'us-east-1', vpcId: 'vpc-1', subnetIds: ['a', 'b'], allowedCidrs: ['10.0.0.0/16'] });
     });
     expect(out).toHaveResourceWithProperties(DbInstance, {
       engine: 'postgres', storage_encrypted: true, publicly_accessible: false, backup_retention_period: 7, deletion_protection: true, multi_az: true,
@@ -163,8 +176,29 @@ describe('RdsDatabase', () => {
   });
 
   test('refuses to turn backups off', () => {
-    expect(() => Testing.synthScope((s) => new RdsDatabase(s, 'D', { name: 'x', vpcId: 'v', subnetIds: ['a', 'b'], allowedCidrs: [], backupRetentionDays: 0 })))
+    expect(() => Testing.synthScope((s) => new RdsDatabase(s, 'D', { name: 'x', region: 'us-east-1', vpcId: 'v', subnetIds: ['a', 'b'], allowedCidrs: [], backupRetentionDays: 0 })))
       .toThrow(/backupRetentionDays \(0\) must be between 1 and 35/);
+  });
+
+  test('the runtime verifies the server: verify-full against the RDS bundle in the image, whose CA the instance uses', () => {
+    let url = '';
+    const out = Testing.synthScope((scope) => {
+      url = new RdsDatabase(scope, 'Db', { name: 'gyre-t', region: 'eu-west-1', vpcId: 'vpc-1', subnetIds: ['a', 'b'], allowedCidrs: ['10.0.0.0/16'] }).url;
+    });
+    const query = new URLSearchParams(url.split('?')[1]);
+    expect(query.get('sslmode')).toBe('verify-full');
+    expect(query.get('sslrootcert')).toBe(RDS_CA_BUNDLE_IMAGE_PATH);
+    expect(out).toHaveResourceWithProperties(DbInstance, { ca_cert_identifier: 'rds-ca-rsa2048-g1' });
+    // The Dockerfile copies images/ca to the directory the URL names.
+    const dockerfile = fs.readFileSync(path.join(__dirname, '..', '..', 'images', 'runtime.Dockerfile'), 'utf8');
+    expect(dockerfile).toMatch(/^COPY images\/ca \.\/ca$/m);
+    expect(dockerfile).toMatch(/^WORKDIR \/opt\/gyre$/m);
+    expect(RDS_CA_BUNDLE_IMAGE_PATH).toBe(`/opt/gyre/ca/${path.basename(RDS_CA_BUNDLE_FILE)}`);
+  });
+
+  test('refuses a region whose CA the shipped bundle lacks', () => {
+    expect(() => Testing.synthScope((s) => new RdsDatabase(s, 'D', { name: 'x', region: 'xx-nowhere-9', vpcId: 'v', subnetIds: ['a', 'b'], allowedCidrs: [] })))
+      .toThrow(/region \(xx-nowhere-9\): rds-global-bundle.pem holds no "Amazon RDS xx-nowhere-9 Root CA RSA2048 G1" certificate/);
   });
 });
 
@@ -200,10 +234,53 @@ describe('AwsNomadClients', () => {
     expect(script).toContain("MIRROR='https://mirror.example.com/pkgs'");
     expect(script).toContain('servers    = ["gyre.example.com:4647"]');
     expect(script).toContain('verify_server_hostname = true');
-    expect(script).toContain('for cidr in 169.254.169.254/32 10.20.0.0/16; do');
     expect(script).toContain('gyre-docker-gc.timer');
     expect(script).toContain('${tls_private_key.Tls_ClientKey');
     expect(script).not.toMatch(/@@[A-Z_]+@@/);
+  });
+
+  test('build containers resolve names through the VPC resolver and reach nothing else in the VPC or the metadata service', () => {
+    const script: string = Object.values(parse(synth()).locals ?? {})[0];
+    for (const proto of ['udp', 'tcp'] as const) {
+      expect(containerMayReach(script, { dst: '10.20.0.2', proto, port: 53 })).toBe(true);
+      expect(containerMayReach(script, { dst: '169.254.169.253', proto, port: 53 })).toBe(true);
+    }
+    expect(containerMayReach(script, { dst: '10.20.0.2', proto: 'tcp', port: 80 })).toBe(false);
+    expect(containerMayReach(script, { dst: '10.20.64.17', proto: 'tcp', port: 5432 })).toBe(false);
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'tcp', port: 80 })).toBe(false);
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'udp', port: 53 })).toBe(false);
+    expect(containerMayReach(script, { dst: '140.82.112.3', proto: 'tcp', port: 443 })).toBe(true);
+  });
+
+  test('a terminating instance is held by a lifecycle hook while Nomad drains it', () => {
+    const out = synth();
+    expect(out).toHaveResourceWithProperties(AutoscalingGroup, {
+      initial_lifecycle_hook: [expect.objectContaining({ lifecycle_transition: 'autoscaling:EC2_INSTANCE_TERMINATING', default_result: 'CONTINUE', heartbeat_timeout: 15 * 60 + 300 })],
+    });
+    const script: string = Object.values(parse(out).locals ?? {})[0];
+    // The watcher stops Nomad when the group terminates the instance; stopping drains first.
+    expect(script).toContain('meta-data/autoscaling/target-lifecycle-state');
+    expect(script).toMatch(/if \[ "\$state" = Terminated \]; then\n\s+systemctl stop nomad/);
+    expect(script).toMatch(/drain_on_shutdown \{\n\s+deadline\s+= "15m"/);
+    expect(script).toContain('leave_on_terminate = true');
+    expect(script).toContain('TimeoutStopSec=1020');
+    expect(script).toMatch(/systemctl enable --now .*gyre-lifecycle-watch.service/);
+  });
+
+  test('with the agent image in ECR, clients pull with the instance role through ecr-login', () => {
+    const out = Testing.synthScope((scope) => {
+      new AwsNomadClients(scope, 'Clients', {
+        name: 'gyre-t-nomad', vpcId: 'vpc-1', vpcCidr: '10.20.0.0/16', subnetIds: ['a', 'b'], tls: new NomadTls(scope, 'Tls'),
+        serverAddress: 'g:4647', packageMirror: 'https://m', nomadVersion: '1.9.7',
+        registryAuth: { kind: 'ecr', registryHost: '123456789012.dkr.ecr.us-east-1.amazonaws.com' },
+      });
+    });
+    expect(out).toHaveResourceWithProperties(IamRolePolicyAttachment, { policy_arn: 'arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly' });
+    const script: string = Object.values(parse(out).locals ?? {})[0];
+    expect(script).toContain('amazon-ecr-credential-helper');
+    expect(script).toContain('{"credHelpers":{"123456789012.dkr.ecr.us-east-1.amazonaws.com":"ecr-login"}}');
+    expect(script).toMatch(/auth \{\n\s+config = "\/etc\/nomad.d\/docker-auth.json"/);
+    expect(synth()).not.toHaveResourceWithProperties(IamRolePolicyAttachment, { policy_arn: 'arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly' });
   });
 
   test('the group is sized from the props and its desired count is left to the autoscaler', () => {
@@ -242,6 +319,25 @@ describe('AwsBastion', () => {
       root_block_device: expect.objectContaining({ encrypted: true }),
     });
     expect(out).toContain('AmazonSSMManagedInstanceCore');
+  });
+
+  test('the bastion reaches the private Kubernetes API and may administer the cluster', () => {
+    const out = Testing.synthScope((scope) => {
+      const cluster = new EksCluster(scope, 'Cluster', { clusterName: 'gyre-t', version: '1.31', subnetIds: ['a', 'b'] });
+      const bastion = new AwsBastion(scope, 'Bastion', { name: 'gyre-t', vpcId: 'vpc-1', subnetId: 'subnet-1' });
+      cluster.allowApiAccessFrom('BastionApi', bastion.securityGroupId);
+      cluster.grantClusterAdmin('BastionAccess', bastion.roleArn);
+    });
+    expect(out).toHaveResourceWithProperties(VpcSecurityGroupIngressRule, {
+      security_group_id: expect.stringContaining('aws_eks_cluster.Cluster_'),
+      referenced_security_group_id: expect.stringContaining('aws_security_group.Bastion_SecurityGroup'),
+      from_port: 443, to_port: 443, ip_protocol: 'tcp',
+    });
+    expect(out).toHaveResourceWithProperties(EksAccessEntry, { principal_arn: expect.stringContaining('aws_iam_role.Bastion_Role'), type: 'STANDARD' });
+    expect(out).toHaveResourceWithProperties(EksAccessPolicyAssociation, {
+      policy_arn: 'arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy', access_scope: { type: 'cluster' },
+    });
+    expect(out).toContain('eks:DescribeCluster');
   });
 
   test('refuses SSH from the whole internet', () => {

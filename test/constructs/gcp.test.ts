@@ -17,7 +17,9 @@ import { ComputeInstance } from '@cdktf/provider-google/lib/compute-instance';
 import { GcpNetwork } from '../../constructs/gcp/network';
 import { GkeCluster } from '../../constructs/gcp/gke-cluster';
 import { GcsObjectStore } from '../../constructs/gcp/gcs-object-store';
-import { CloudSqlDatabase } from '../../constructs/gcp/cloud-sql-database';
+import { CloudSqlDatabase, CLOUD_SQL_CA_PATH } from '../../constructs/gcp/cloud-sql-database';
+import { DATABASE_CA_MOUNT } from '../../constructs/kubernetes/control-plane';
+import { containerMayReach } from '../images/container-firewall';
 import { GcpNomadClients } from '../../constructs/gcp/nomad-clients';
 import { GcpBastion, IAP_RANGE } from '../../constructs/gcp/bastion';
 import { NomadTls } from '../../constructs/nomad-tls';
@@ -54,6 +56,10 @@ describe('GkeCluster', () => {
       master_authorized_networks_config: { cidr_blocks: [{ cidr_block: '198.51.100.0/24', display_name: 'operator' }] },
       remove_default_node_pool: true,
     });
+  });
+
+  test('enforces NetworkPolicies (Dataplane V2)', () => {
+    expect(synth()).toHaveResourceWithProperties(ContainerCluster, { datapath_provider: 'ADVANCED_DATAPATH' });
   });
 
   test('without allowed CIDRs the control plane has no public endpoint', () => {
@@ -116,6 +122,23 @@ describe('CloudSqlDatabase', () => {
     });
   });
 
+  test('a custom tier is in the Enterprise edition, and the runtime verifies the server against the instance\'s CA', () => {
+    let db: CloudSqlDatabase | undefined;
+    const out = Testing.synthScope((s) => { db = new CloudSqlDatabase(s, 'Db', { name: 'gyre-t', project: 'p', region: 'europe-west1', networkId: 'net', tier: 'db-custom-4-15360' }); });
+    expect(out).toHaveResourceWithProperties(SqlDatabaseInstance, {
+      settings: expect.objectContaining({
+        tier: 'db-custom-4-15360',
+        edition: 'ENTERPRISE',
+        ip_configuration: expect.objectContaining({ server_ca_mode: 'GOOGLE_MANAGED_CAS_CA' }),
+      }),
+    });
+    const query = new URLSearchParams(db!.url.split('?')[1]);
+    expect(query.get('sslmode')).toBe('verify-full');
+    expect(query.get('sslrootcert')).toBe(CLOUD_SQL_CA_PATH);
+    expect(CLOUD_SQL_CA_PATH).toBe(`${DATABASE_CA_MOUNT}/ca.pem`);
+    expect(db!.caPem).toMatch(/^\$\{TfToken/);
+  });
+
   test('rejects an unsupported version', () => {
     expect(() => Testing.synthScope((s) => new CloudSqlDatabase(s, 'D', { name: 'x', project: 'p', region: 'r', networkId: 'n', version: '9' })))
       .toThrow('version (9) must be a PostgreSQL major version from 14 to 17');
@@ -146,6 +169,12 @@ describe('GcpNomadClients', () => {
     expect(template.shielded_instance_config.enable_secure_boot).toBe(true);
     expect(template.metadata['enable-oslogin']).toBe('TRUE');
     expect(template.metadata['startup-script']).toContain('servers    = ["gyre.example.net:4647"]');
+  });
+
+  test('build containers resolve names through GCE\'s resolver (the metadata address) and reach nothing else of it', () => {
+    const script: string = resources(synth(), ComputeInstanceTemplate.tfResourceType)[0].metadata['startup-script'];
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'udp', port: 53 })).toBe(true);
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'tcp', port: 80 })).toBe(false);
   });
 
   test('the autoscaler role is bound with a condition naming this group', () => {

@@ -9,8 +9,11 @@ import { ConfigMapV1 } from '@cdktf/provider-kubernetes/lib/config-map-v1';
 import { ControlPlane, ControlPlaneProps } from '../../constructs/kubernetes/control-plane';
 import { NomadServers } from '../../constructs/kubernetes/nomad-servers';
 import { NomadAutoscaler } from '../../constructs/kubernetes/nomad-autoscaler';
+import { JobV1 } from '@cdktf/provider-kubernetes/lib/job-v1';
 import { RUNTIME_ROLES } from '../../constructs/kubernetes/roles';
+import { DATABASE_CA_MOUNT } from '../../constructs/kubernetes/control-plane';
 import { ImageCatalog } from '../../constructs/images';
+import { DEFAULT_API_PORT, DEFAULT_OPS_PORT, ROLE_NAMES } from '../../runtime/roles/names';
 
 Testing.setupJest();
 
@@ -20,31 +23,44 @@ const base: ControlPlaneProps = {
   images, domain: 'gyre.example.com', cloud: 'aws', databaseUrl: 'postgres://u:p@db:5432/gyre',
   blobEnvironment: { GYRE_BLOB_STORE: 's3', GYRE_S3_BUCKET: 'bucket', GYRE_S3_REGION: 'us-east-1' },
   serviceAccountAnnotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/runtime' },
-  tls: { mode: 'self-signed' }, nomad: { caPem: 'ca', clientCertPem: 'cert', clientKeyPem: 'key' },
+  tls: { mode: 'self-signed' }, nomad: { address: 'https://nomad-server.gyre.svc.cluster.local:4646', caPem: 'ca', clientCertPem: 'cert', clientKeyPem: 'key' },
   loadBalancerSourceRanges: ['0.0.0.0/0'],
 };
 const synth = (props: Partial<ControlPlaneProps> = {}) => Testing.synthScope((s) => new ControlPlane(s, 'ControlPlane', { ...base, ...props }));
 const deployment = (out: string, name: string) => resources(out, DeploymentV1.tfResourceType).find((d) => d.metadata.name === name);
 
 describe('ControlPlane', () => {
-  test('one Deployment per runtime role, each `gyre server --roles=<role>` from the one runtime image', () => {
+  test('exactly one Deployment per role with code behind it, each `gyre server --roles=<role>` from the one runtime image', () => {
     const out = synth();
-    for (const role of RUNTIME_ROLES) {
-      const container = deployment(out, `gyre-${role.name}`).spec.template.spec.container[0];
+    const runtimeDeployments = resources(out, DeploymentV1.tfResourceType).filter((d) => d.metadata.name !== 'gyre-edge');
+    expect(runtimeDeployments.map((d) => d.metadata.name).sort()).toEqual(ROLE_NAMES.map((r) => `gyre-${r}`).sort());
+    for (const role of ROLE_NAMES) {
+      const container = deployment(out, `gyre-${role}`).spec.template.spec.container[0];
       expect(container.image).toBe('ghcr.io/gyre-ci/runtime:9.9.9');
-      expect([...container.command, ...container.args]).toEqual(['gyre', 'server', `--roles=${role.name}`]);
+      expect([...container.command, ...container.args]).toEqual(['tini', '--', 'gyre', 'server', `--roles=${role}`]);
+    }
+    expect(out).not.toMatch(/gyre-(triggers|machines|contexts|cron|identity|audit|insights|notifier)\b/);
+  });
+
+  test('every role is probed on /healthz and scraped on /metrics at the ops port; only api exposes the API port', () => {
+    const out = synth();
+    for (const role of ROLE_NAMES) {
+      const d = deployment(out, `gyre-${role}`);
+      const container = d.spec.template.spec.container[0];
+      const env = Object.fromEntries(container.env.map((e: any) => [e.name, e.value]));
+      expect(env.GYRE_OPS_PORT).toBe(String(DEFAULT_OPS_PORT));
+      const ops = container.port.find((p: any) => p.name === 'ops');
+      expect(ops.container_port).toBe(DEFAULT_OPS_PORT);
+      for (const probe of ['startup_probe', 'readiness_probe', 'liveness_probe']) {
+        expect(container[probe].http_get).toEqual({ path: '/healthz', port: 'ops' });
+      }
+      expect(d.spec.template.metadata.annotations).toMatchObject({ 'prometheus.io/port': String(DEFAULT_OPS_PORT), 'prometheus.io/path': '/metrics' });
+      expect(container.port.some((p: any) => p.container_port === DEFAULT_API_PORT)).toBe(role === 'api');
     }
   });
 
-  test('machines is deployed but off by default; an environment can turn it on', () => {
-    expect(deployment(synth(), 'gyre-machines').spec.replicas).toBe('0');
-    expect(deployment(synth({ replicas: { machines: 2 } }), 'gyre-machines').spec.replicas).toBe('2');
-  });
-
-  test('every role has health probes on /healthz, requests and a memory limit, and runs non-root read-only', () => {
+  test('every role has requests and a memory limit, and runs non-root read-only', () => {
     const container = deployment(synth(), 'gyre-dispatcher').spec.template.spec.container[0];
-    expect(container.readiness_probe.http_get).toEqual({ path: '/healthz', port: 'http' });
-    expect(container.liveness_probe.http_get).toEqual({ path: '/healthz', port: 'http' });
     expect(container.resources.requests).toEqual({ cpu: '250m', memory: '256Mi' });
     expect(container.resources.limits).toEqual({ memory: '512Mi' });
     expect(container.security_context).toMatchObject({ run_as_non_root: true, read_only_root_filesystem: true, allow_privilege_escalation: false });
@@ -58,11 +74,61 @@ describe('ControlPlane', () => {
     expect(d.spec.template.metadata.annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/path': '/metrics' });
   });
 
-  test('only the scheduler gets the Nomad client certificate and the agent image', () => {
+  test('no control-plane pod can run builds: the built-in runner is off in every runtime container', () => {
+    const out = synth();
+    const containers = resources(out, DeploymentV1.tfResourceType)
+      .flatMap((d) => d.spec.template.spec.container)
+      .filter((c: any) => c.image.includes('/runtime:'));
+    expect(containers).toHaveLength(ROLE_NAMES.length);
+    for (const c of containers) {
+      const slots = c.env.find((e: any) => e.name === 'GYRE_RUNNER_SLOTS');
+      expect({ container: c.args.join(' '), slots: slots?.value }).toEqual({ container: c.args.join(' '), slots: '0' });
+    }
+    // Nor can anything in the namespace reach a container engine.
+    expect(out).not.toMatch(/docker\.sock|podman\.sock|host_path/);
+  });
+
+  test('migrations run once per release in a Job, and every role waits for them', () => {
+    const out = synth();
+    const jobs = resources(out, JobV1.tfResourceType);
+    expect(jobs.map((j) => j.metadata.name)).toEqual(['gyre-migrate-9-9-9']);
+    const job = jobs[0];
+    expect(job.wait_for_completion).toBe(true);
+    expect([...job.spec.template.spec.container[0].command, ...job.spec.template.spec.container[0].args]).toEqual(['tini', '--', 'gyre', 'migrate']);
+    for (const role of ROLE_NAMES) {
+      const spec = deployment(out, `gyre-${role}`).spec.template.spec;
+      const env = Object.fromEntries(spec.container[0].env.map((e: any) => [e.name, e.value]));
+      expect(env.GYRE_MIGRATE).toBe('false');
+      expect([...spec.init_container[0].command, ...spec.init_container[0].args]).toEqual(['tini', '--', 'gyre', 'migrate', '--wait']);
+      expect(spec.init_container[0].env_from).toEqual([{ secret_ref: { name: 'gyre-runtime' } }]);
+    }
+    // A new release (image tag) is a new Job, so its migrations run once more.
+    const next = Testing.synthScope((s) => new ControlPlane(s, 'ControlPlane', { ...base, images: new ImageCatalog({ gyreTag: '10.0.0' }) }));
+    expect(resources(next, JobV1.tfResourceType).map((j) => j.metadata.name)).toEqual(['gyre-migrate-10-0-0']);
+  });
+
+  test('a database CA given as PEM is mounted where DATABASE_URL\'s sslrootcert points, in every container that connects', () => {
+    const out = synth({ databaseCa: { source: 'pem', pem: '-----BEGIN CERTIFICATE-----' } });
+    expect(resources(out, ConfigMapV1.tfResourceType).find((c) => c.metadata.name === 'gyre-database-ca').data).toEqual({ 'ca.pem': '-----BEGIN CERTIFICATE-----' });
+    const podSpecs = [...resources(out, DeploymentV1.tfResourceType).filter((d) => d.metadata.name !== 'gyre-edge'), ...resources(out, JobV1.tfResourceType)].map((r) => r.spec.template.spec);
+    for (const spec of podSpecs) {
+      for (const c of [...spec.container, ...(spec.init_container ?? [])]) {
+        expect(c.volume_mount).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'database-ca', mount_path: DATABASE_CA_MOUNT })]));
+      }
+    }
+    expect(synth()).not.toContain('gyre-database-ca');
+  });
+
+  test('only the scheduler gets the Nomad client certificate, its ACL token and the agent image', () => {
     const out = synth();
     const names = (d: any) => d.spec.template.spec.container[0].env.map((e: any) => e.name);
-    expect(names(deployment(out, 'gyre-scheduler'))).toEqual(expect.arrayContaining(['NOMAD_ADDR', 'NOMAD_CLIENT_CERT', 'GYRE_AGENT_IMAGE']));
-    expect(names(deployment(out, 'gyre-api'))).not.toContain('NOMAD_CLIENT_CERT');
+    expect(names(deployment(out, 'gyre-scheduler'))).toEqual(expect.arrayContaining(['NOMAD_ADDR', 'NOMAD_CLIENT_CERT', 'NOMAD_TOKEN', 'GYRE_AGENT_IMAGE']));
+    const token = deployment(out, 'gyre-scheduler').spec.template.spec.container[0].env.find((e: any) => e.name === 'NOMAD_TOKEN');
+    expect(token.value_from.secret_key_ref).toEqual({ name: 'gyre-nomad-scheduler-token', key: 'token' });
+    for (const role of ROLE_NAMES.filter((r) => r !== 'scheduler')) {
+      expect(names(deployment(out, `gyre-${role}`))).not.toEqual(expect.arrayContaining(['NOMAD_CLIENT_CERT']));
+      expect(names(deployment(out, `gyre-${role}`))).not.toContain('NOMAD_TOKEN');
+    }
   });
 
   test('HPAs for api and output only, and a PodDisruptionBudget per role', () => {
@@ -74,9 +140,9 @@ describe('ControlPlane', () => {
     expect(resources(out, PodDisruptionBudgetV1.tfResourceType)).toHaveLength(RUNTIME_ROLES.length + 1);
   });
 
-  test('one LoadBalancer exposes 80/443, 4647, 8585 and 3000 through the edge, limited to the source ranges', () => {
+  test('one LoadBalancer exposes 80/443 and 4647 through the edge, limited to the source ranges', () => {
     const lb = resources(synth({ loadBalancerSourceRanges: ['198.51.100.0/24'] }), ServiceV1.tfResourceType).find((s) => s.spec.type === 'LoadBalancer');
-    expect(lb.spec.port.map((p: any) => p.port)).toEqual([80, 443, 4647, 8585, 3000]);
+    expect(lb.spec.port.map((p: any) => p.port)).toEqual([80, 443, 4647]);
     expect(lb.spec.load_balancer_source_ranges).toEqual(['198.51.100.0/24']);
     expect(lb.spec.selector).toEqual({ 'app.kubernetes.io/name': 'gyre', 'app.kubernetes.io/component': 'edge' });
   });
@@ -90,10 +156,15 @@ describe('ControlPlane', () => {
     expect(conf).not.toContain('ssl_certificate');
   });
 
-  test('the edge forwards Nomad RPC to the servers and the output port to the output role', () => {
-    const conf = resources(synth(), ConfigMapV1.tfResourceType).find((c) => c.metadata.name === 'gyre-edge').data['nginx.conf'];
-    expect(conf).toContain('listen 4647; proxy_pass nomad-server.gyre.svc.cluster.local:4647;');
-    expect(conf).toContain('listen 8585; proxy_pass gyre-output.gyre.svc.cluster.local:8080;');
+  test('the edge routes only to listeners: HTTP(S) to the api role\'s API port, 4647 to the Nomad servers', () => {
+    const out = synth();
+    const conf = resources(out, ConfigMapV1.tfResourceType).find((c) => c.metadata.name === 'gyre-edge').data['nginx.conf'];
+    const upstreams = [...conf.matchAll(/(?:server|proxy_pass) ([a-z0-9.-]+\.svc\.cluster\.local):(\d+)/g)].map((m: RegExpMatchArray) => `${m[1]}:${m[2]}`);
+    expect(upstreams.sort()).toEqual(['gyre-api.gyre.svc.cluster.local:8080', 'nomad-server.gyre.svc.cluster.local:4647']);
+    // Each upstream is a Service port whose target the selected pods listen on.
+    const api = resources(out, ServiceV1.tfResourceType).find((s) => s.metadata.name === 'gyre-api');
+    expect(api.spec.port).toEqual(expect.arrayContaining([{ name: 'http', port: DEFAULT_API_PORT, target_port: 'http' }]));
+    expect(deployment(out, 'gyre-api').spec.template.spec.container[0].port).toEqual(expect.arrayContaining([{ name: 'http', container_port: DEFAULT_API_PORT }]));
     expect(conf).toContain('ssl_protocols TLSv1.2 TLSv1.3;');
     expect(conf).not.toContain('${');
   });
@@ -105,7 +176,7 @@ describe('ControlPlane', () => {
   });
 
   test('rejects replicas for a role that does not exist', () => {
-    expect(() => synth({ replicas: { webhooks: 1 } })).toThrow(/replicas.webhooks names no runtime role; allowed: api, triggers/);
+    expect(() => synth({ replicas: { machines: 1 } })).toThrow(`replicas.machines names no runtime role; allowed: ${ROLE_NAMES.join(', ')}`);
   });
 });
 
@@ -121,13 +192,22 @@ describe('NomadServers', () => {
     const c = sts.spec.template.spec.container[0];
     expect(c.image).toBe('docker.io/hashicorp/nomad:1.9.7');
     expect(c.args).toContain('-encrypt=$(NOMAD_GOSSIP_KEY)');
-    expect(c.readiness_probe.http_get.scheme).toBe('HTTPS');
+  });
+
+  test('probes work under verify_https_client: no kubelet HTTPS probe, readiness through the CLI with the server certificate', () => {
+    const c = resources(synth(), StatefulSetV1.tfResourceType)[0].spec.template.spec.container[0];
+    for (const probe of ['readiness_probe', 'liveness_probe', 'startup_probe']) expect(c[probe]?.http_get).toBeUndefined();
+    expect(c.readiness_probe.exec.command.join(' ')).toContain("nomad operator api '/v1/agent/health?type=server'");
+    const env = Object.fromEntries(c.env.map((e: any) => [e.name, e.value]));
+    expect(env).toMatchObject({ NOMAD_ADDR: 'https://127.0.0.1:4646', NOMAD_CLIENT_CERT: '/nomad/tls/server.pem', NOMAD_CLIENT_KEY: '/nomad/tls/server-key.pem' });
   });
 
   test('the server configuration turns on mutual TLS and joins its peers', () => {
     const hcl = resources(synth(), ConfigMapV1.tfResourceType)[0].data['server.hcl'];
     expect(hcl).toContain('rpc                    = true');
     expect(hcl).toContain('verify_server_hostname = true');
+    expect(hcl).toContain('verify_https_client    = true');
+    expect(hcl).toMatch(/acl \{\n  enabled = true\n\}/);
     expect(hcl).toContain('bootstrap_expect = 3');
     expect(hcl).toContain('"nomad-server-2.nomad-server-headless.gyre.svc.cluster.local"');
   });
@@ -141,6 +221,7 @@ describe('NomadAutoscaler', () => {
   test('one replica with its cloud identity, scaling the group between min and max', () => {
     const out = Testing.synthScope((s) => new NomadAutoscaler(s, 'Autoscaler', {
       namespace: 'gyre', images, nomadAddress: 'https://nomad-server:4646', nomadTlsSecretName: 'tls',
+      nomadTokenSecretName: 'nomad-autoscaler-token',
       target: { driver: 'aws-asg', region: 'us-east-1', autoScalingGroupName: 'asg-1' }, minClients: 1, maxClients: 7,
       serviceAccountAnnotations: { 'eks.amazonaws.com/role-arn': 'arn:role' },
     }));

@@ -26,20 +26,30 @@ describe('cdktf synth of the example environments', () => {
     expect(manifest.stacks['aws-example-server'].dependencies).toEqual(['aws-example-infra']);
   });
 
-  test('each stack file is Terraform JSON with its providers and local state', () => {
-    const stack = (id: string) => JSON.parse(fs.readFileSync(path.join(outdir, 'stacks', id, 'cdk.tf.json'), 'utf8'));
+  const stack = (id: string) => JSON.parse(fs.readFileSync(path.join(outdir, 'stacks', id, 'cdk.tf.json'), 'utf8'));
+
+  test('each stack file is Terraform JSON with its providers', () => {
     expect(Object.keys(stack('aws-example-infra').provider)).toEqual(expect.arrayContaining(['aws', 'tls', 'random']));
     expect(Object.keys(stack('gcp-example-infra').provider)).toEqual(expect.arrayContaining(['google', 'tls', 'random']));
     expect(Object.keys(stack('aws-example-server').provider)).toEqual(expect.arrayContaining(['aws', 'kubernetes', 'helm']));
-    expect(stack('gcp-example-server').terraform.backend.local.path).toBe('../../../terraform.gcp-example-server.tfstate');
     expect(stack('aws-example-infra').resource.aws_eks_cluster).toBeDefined();
     expect(stack('gcp-example-infra').resource.google_container_cluster).toBeDefined();
   });
 
-  test('the server stacks read the infra outputs from the infra state', () => {
-    const server = JSON.parse(fs.readFileSync(path.join(outdir, 'stacks', 'gcp-example-server', 'cdk.tf.json'), 'utf8'));
-    expect(server.data.terraform_remote_state['cross-stack-reference-input-gcp-example-infra'].config.path)
-      .toBe('../../../terraform.gcp-example-infra.tfstate');
+  test('state is remote and encrypted, as each environment file names it: S3 with DynamoDB locking, or GCS', () => {
+    expect(stack('aws-example-infra').terraform.backend).toEqual({
+      s3: { bucket: 'example-gyre-tfstate', key: 'gyre/aws-example-infra.tfstate', region: 'us-east-1', encrypt: true, dynamodb_table: 'example-gyre-tfstate-locks' },
+    });
+    expect(stack('aws-example-server').terraform.backend.s3.key).toBe('gyre/aws-example-server.tfstate');
+    expect(stack('gcp-example-server').terraform.backend).toEqual({ gcs: { bucket: 'example-project-gyre-tfstate', prefix: 'gyre/gcp-example-server' } });
+  });
+
+  test('the server stacks read the infra outputs from the infra stack\'s remote state', () => {
+    const ref = stack('aws-example-server').data.terraform_remote_state['cross-stack-reference-input-aws-example-infra'];
+    expect(ref.backend).toBe('s3');
+    expect(ref.config).toMatchObject({ bucket: 'example-gyre-tfstate', key: 'gyre/aws-example-infra.tfstate', encrypt: true });
+    const gcp = stack('gcp-example-server').data.terraform_remote_state['cross-stack-reference-input-gcp-example-infra'];
+    expect(gcp).toMatchObject({ backend: 'gcs', config: { bucket: 'example-project-gyre-tfstate', prefix: 'gyre/gcp-example-infra' } });
   });
 
   test('no stack file mentions the machine it was synthesized on', () => {

@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { ImageCatalog, mirrorPath, readImageManifest } from '../../constructs/images';
-import { renderNomadClientBootstrap } from '../../constructs/nomad-client-bootstrap';
+import { containerFirewallRules, renderNomadClientBootstrap } from '../../constructs/nomad-client-bootstrap';
+import { containerMayReach } from './container-firewall';
+import { DEFAULT_API_PORT, DEFAULT_OPS_PORT } from '../../runtime/roles/names';
 
 const root = path.join(__dirname, '..', '..');
 const read = (f: string) => fs.readFileSync(path.join(root, 'images', f), 'utf8');
@@ -46,10 +48,11 @@ describe('Dockerfiles', () => {
     expect(users[users.length - 1]).not.toMatch(/USER (root|0)(:|$)/);
   });
 
-  test('the runtime image starts `gyre server` and listens on GYRE_PORT 8080', () => {
+  test('the runtime image starts `gyre server` under tini, with the API and ops ports of the runtime', () => {
     const text = read('runtime.Dockerfile');
-    expect(text).toContain('ENTRYPOINT ["gyre"]');
-    expect(text).toContain('GYRE_PORT=8080');
+    expect(text).toContain('ENTRYPOINT ["tini", "--", "gyre"]');
+    expect(text).toContain(`GYRE_PORT=${DEFAULT_API_PORT}`);
+    expect(text).toContain(`GYRE_OPS_PORT=${DEFAULT_OPS_PORT}`);
     expect(text).toContain('/healthz');
   });
 
@@ -63,14 +66,54 @@ describe('Dockerfiles', () => {
 describe('Nomad client bootstrap template', () => {
   const props = {
     cloud: 'aws' as const, packageMirror: 'https://m.example/', nomadVersion: '1.9.7', serverAddress: 'g.example:4647',
-    caPem: 'CA', clientCertPem: 'CERT', clientKeyPem: 'KEY', blockedCidrs: ['10.0.0.0/8', '192.168.0.0/16'],
+    caPem: 'CA', clientCertPem: 'CERT', clientKeyPem: 'KEY', blockedCidrs: ['10.0.0.0/8', '192.168.0.0/16'], dnsResolvers: ['10.0.0.2'],
   };
 
   test('fills every placeholder', () => {
     const script = renderNomadClientBootstrap(props);
     expect(script).not.toMatch(/@@[A-Z_]+@@/);
     expect(script).toContain("MIRROR='https://m.example'");
-    expect(script).toContain('for cidr in 169.254.169.254/32 10.0.0.0/8 192.168.0.0/16; do');
+    expect(containerMayReach(script, { dst: '10.0.0.2', proto: 'udp', port: 53 })).toBe(true);
+    expect(containerMayReach(script, { dst: '192.168.1.1', proto: 'tcp', port: 22 })).toBe(false);
+  });
+
+  test('the DNS exception comes before the drops (a resolver inside a blocked range still answers)', () => {
+    const rules = containerFirewallRules(['10.0.0.2'], ['10.0.0.0/8']);
+    const dns = rules.findIndex((r) => r.includes('-d 10.0.0.2/32 -p udp --dport 53 -j RETURN'));
+    const drop = rules.findIndex((r) => r.includes('-d 10.0.0.0/8 -j DROP'));
+    expect(dns).toBeGreaterThanOrEqual(0);
+    expect(dns).toBeLessThan(drop);
+    // Without the exception the same resolver is unreachable: the evaluator can tell.
+    const withoutDns = renderNomadClientBootstrap({ ...props, dnsResolvers: ['172.31.255.254'] });
+    expect(containerMayReach(withoutDns, { dst: '10.0.0.2', proto: 'udp', port: 53 })).toBe(false);
+  });
+
+  test('on GCE, the metadata address answers DNS for containers and nothing else', () => {
+    const script = renderNomadClientBootstrap({ ...props, cloud: 'gcp', dnsResolvers: ['169.254.169.254'] });
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'udp', port: 53 })).toBe(true);
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'tcp', port: 53 })).toBe(true);
+    expect(containerMayReach(script, { dst: '169.254.169.254', proto: 'tcp', port: 80 })).toBe(false);
+    expect(script).not.toContain('gyre-lifecycle-watch');
+    expect(script).toContain('drain_on_shutdown');
+  });
+
+  test('registry credentials: a Docker config file goes to the docker plugin, and anonymous pulls configure none', () => {
+    const withFile = renderNomadClientBootstrap({ ...props, registryAuth: { kind: 'docker-config', configJson: '{"auths":{"r.example":{"auth":"eA=="}}}' } });
+    expect(withFile).toContain('{"auths":{"r.example":{"auth":"eA=="}}}');
+    expect(withFile).toContain('config = "/etc/nomad.d/docker-auth.json"');
+    expect(withFile).toContain('chmod 0600 /etc/nomad.d/docker-auth.json');
+    expect(renderNomadClientBootstrap(props)).not.toContain('docker-auth.json"');
+    const gce = renderNomadClientBootstrap({ ...props, cloud: 'gcp', dnsResolvers: ['169.254.169.254'], registryAuth: { kind: 'gce', registryHost: 'europe-docker.pkg.dev' } });
+    expect(gce).toContain('{"credHelpers":{"europe-docker.pkg.dev":"gyre-gce"}}');
+    expect(gce).toContain('/usr/local/bin/docker-credential-gyre-gce');
+  });
+
+  test('clients enforce ACLs like the servers do', () => {
+    expect(renderNomadClientBootstrap(props)).toMatch(/^acl \{\n  enabled = true\n\}$/m);
+  });
+
+  test('refuses to render without a DNS resolver', () => {
+    expect(() => renderNomadClientBootstrap({ ...props, dnsResolvers: [] })).toThrow(/dnsResolvers \(none\)/);
   });
 
   test('has no Terraform interpolation sequences of its own', () => {

@@ -2,7 +2,9 @@ import 'cdktf/lib/testing/adapters/jest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { App, Testing } from 'cdktf';
-import { loadEnvironments, EnvironmentDefinition } from '../../stacks/environment';
+import * as os from 'node:os';
+import { parse as parseYaml } from 'yaml';
+import { loadEnvironment, loadEnvironments, EnvironmentDefinition } from '../../stacks/environment';
 import { addEnvironments, EnvironmentStacks } from '../../stacks/app';
 import { readImageManifest } from '../../constructs/images';
 
@@ -44,11 +46,34 @@ describe('stacks per environment', () => {
   });
 
   test('an external database is a sensitive variable, not a managed instance', () => {
-    const env = { ...byName('aws-example'), name: 'byo-db', database: { mode: 'external' as const } };
+    const env = { ...byName('aws-example'), name: 'byo-db', database: { mode: 'external' as const, allowedCidrs: ['10.9.0.0/24'], port: 5432 } };
     const [stacks] = build([env]);
     expect(Testing.synth(stacks.infra)).not.toContain('aws_db_instance');
     const server = JSON.parse(Testing.synth(stacks.server));
     expect(server.variable.database_url).toMatchObject({ sensitive: true, type: 'string' });
+  });
+
+  test('a provided certificate named relative to the environment file is read by Terraform from there', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-envdir-'));
+    fs.mkdirSync(path.join(dir, 'tls'));
+    fs.writeFileSync(path.join(dir, 'tls', 'gyre.crt'), 'CERT');
+    fs.writeFileSync(path.join(dir, 'tls', 'gyre.key'), 'KEY');
+    const raw = { ...parseYaml(fs.readFileSync(path.join(__dirname, '..', '..', 'environments', 'gcp-example.yaml'), 'utf8')), tls: { mode: 'provided', certificateFile: 'tls/gyre.crt', keyFile: 'tls/gyre.key' } };
+    fs.writeFileSync(path.join(dir, 'relative.yaml'), JSON.stringify(raw));
+    const env = loadEnvironment(path.join(dir, 'relative.yaml'));
+    const outdir = path.join(dir, 'elsewhere', 'cdktf.out');
+    fs.mkdirSync(outdir, { recursive: true });
+    const app = new App({ outdir });
+    addEnvironments(app, [env]);
+    app.synth();
+    const stackDir = path.join(outdir, 'stacks', 'relative-server');
+    const server = JSON.parse(fs.readFileSync(path.join(stackDir, 'cdk.tf.json'), 'utf8'));
+    const secret = Object.values<any>(server.resource.kubernetes_secret_v1).find((s) => s.metadata.name === 'gyre-edge-tls');
+    const file = (expr: string) => /^\$\{file\("([^"]+)"\)\}$/.exec(expr)![1];
+    // Terraform runs in the stack's directory: the paths must lead from there to the files.
+    expect(fs.readFileSync(path.resolve(stackDir, file(secret.data['tls.crt'])), 'utf8')).toBe('CERT');
+    expect(fs.readFileSync(path.resolve(stackDir, file(secret.data['tls.key'])), 'utf8')).toBe('KEY');
+    expect(path.isAbsolute(file(secret.data['tls.crt']))).toBe(false);
   });
 
   test('two environments with one name are refused', () => {
@@ -82,9 +107,10 @@ describe('air-gapped installs', () => {
 
   test('every image reference in every stack points at the registry', () => {
     const refs = outputs.flatMap((o) => imageReferences(o));
-    // Per environment: 13 runtime roles, edge, nomad, autoscaler, agent (scheduler env and job
-    // template); plus metrics-server's Helm values on AWS.
-    expect(refs).toHaveLength(2 * 18 + 1);
+    // Per environment: 5 runtime roles (container and migration wait), the migration Job, the
+    // Nomad ACL bootstrap Job, edge, nomad, autoscaler, agent (scheduler env and job template);
+    // plus metrics-server's and cluster-autoscaler's Helm values on AWS.
+    expect(refs).toHaveLength(2 * (5 * 2 + 2 + 3 + 2) + 2);
     expect(refs.filter((r) => !r.startsWith(`${registry}/`))).toEqual([]);
   });
 
