@@ -8,6 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import FindMyWay, { type HTTPMethod } from 'find-my-way';
+import secureJson from 'secure-json-parse';
 import { AuthenticationError, InputError, PermissionError, RateLimitError, TooLargeError } from '../domain/errors';
 import type { Principal } from '../domain/principal';
 import type { Lease } from '../dispatcher/dispatcher';
@@ -183,6 +184,11 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     onConstructorPoisoning: 'error',
     trustProxy: deps.trustProxy?.length ? deps.trustProxy : false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 2048 },
+    // A path that is not valid URL encoding never reaches a route: answered here, in Gyre's words.
+    frameworkErrors: (error, _request, reply) => {
+      const failure = failureOf(error);
+      (reply as FastifyReply).code(failure.status).header('Cache-Control', 'no-store').send({ message: failure.message });
+    },
     // Gyre's own error bodies, also for a request the HTTP parser could not read at all.
     clientErrorHandler: (error, socket) => {
       if (!socket.writable) {
@@ -213,11 +219,16 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
 
   // A JSON body may be empty (`{}`); any content type is read as JSON, as the API always has
   // (clients such as `curl -d` send form encoding). Routes that take raw bytes replace this.
-  const json = app.getDefaultJsonParser('error', 'error');
-  const parseJson = (request: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
+  // `__proto__` and `constructor.prototype` are refused (secure-json-parse), not silently dropped.
+  const parseJson = (_request: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
     const text = String(body);
     if (text.trim() === '') return done(null, {});
-    json(request, text, done);
+    try {
+      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }));
+    } catch (error) {
+      if (/prototype/.test((error as Error).message)) done(new InputError('The request body sets __proto__ or constructor.prototype, which is not allowed.', 'body'));
+      else done(new InputError('The request body is not valid JSON.', 'body'));
+    }
   };
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson);
@@ -300,8 +311,9 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
       return;
     }
     if (failure.retryAfter !== undefined) reply.header('Retry-After', String(failure.retryAfter));
-    // A request whose body was refused before it was read leaves the rest of it on the socket.
-    if (failure.status === 413 || failure.status === 408) reply.header('Connection', 'close');
+    // A refused body is read on and dropped after the answer (bounded by the request timeout), so a
+    // client still sending it sees the answer rather than a reset connection.
+    if (failure.status === 408) reply.header('Connection', 'close');
     reply.code(failure.status).header('Cache-Control', 'no-store').send({ message: failure.message });
   });
 

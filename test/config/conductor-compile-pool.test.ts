@@ -44,7 +44,7 @@ describe('the conductor compiling through the pool', () => {
   let newPool: () => CompilerPool;
 
   beforeAll(async () => {
-    g = await startTestGyre({ env: { GYRE_ROLES: 'api,triggers,dispatcher,output,identity', GYRE_RUNNER_SLOTS: '0' } });
+    g = await startTestGyre({ env: { GYRE_ROLES: 'api,dispatcher,output', GYRE_RUNNER_SLOTS: '0' } });
     const log = createLogger({ level: 'silent' });
     const settings = readSettings({ GYRE_DATA_DIR: g.dataDir });
     const logs = createLogStore({ store: g.gyre.store, blobs: openBlobStore(settings.blobs, g.dataDir), log, limitBytes: 1024 ** 2 });

@@ -10,7 +10,12 @@ export type Obj = Record<string, unknown>;
 export const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
 export const has = (o: Obj, k: string) => Object.prototype.hasOwnProperty.call(o, k);
 
-export const NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
+export const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,254}$/;
+
+/** A name as an error message shows it: long ones cut (a hostile config's names can be megabytes). */
+export function shown(name: string): string {
+  return name.length > 80 ? `${name.slice(0, 60)}… (${name.length} characters)` : name;
+}
 export const ENV_VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const STATUSES: readonly RequiredStatus[] = ['success', 'failed', 'canceled', 'not_run', 'unauthorized', 'terminal'];
 export const BUILTIN_STEPS = new Set([

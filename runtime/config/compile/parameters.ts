@@ -1,5 +1,5 @@
 import type { Compilation } from './compilation';
-import { ENV_VAR_NAME, has, isObj, NAME, type Element, type Obj, type Scope } from './model';
+import { ENV_VAR_NAME, has, isObj, NAME, shown, type Element, type Obj, type Scope } from './model';
 
 /**
  * Parameters: pipeline parameters and pipeline values (bound once per compilation), and the
@@ -17,7 +17,7 @@ export function setupPipeline(c: Compilation, root: Obj): void {
   const decls = isObj(declared) ? declared : {};
   for (const [name, decl] of Object.entries(decls)) {
     const path = `parameters.${name}`;
-    if (!NAME.test(name)) c.report(`pipeline parameter name '${name}' must start with a letter and use only letters, digits, _ and -`, path, decls, name);
+    if (!NAME.test(name)) c.report(`pipeline parameter name '${shown(name)}' must start with a letter and use only letters, digits, _ and - (up to 255)`, path, decls, name);
     if (!isObj(decl)) {
       c.report('a pipeline parameter is declared as a map with type and default', path, decls, name);
       continue;
@@ -153,7 +153,7 @@ export function bindParams(c: Compilation, element: Element, args: Obj, argsPath
       continue;
     }
     const decl = declRaw;
-    if (!NAME.test(name)) c.report(`parameter name '${name}' must start with a letter and use only letters, digits, _ and -`, path, decls, name);
+    if (!NAME.test(name)) c.report(`parameter name '${shown(name)}' must start with a letter and use only letters, digits, _ and - (up to 255)`, path, decls, name);
     checkDecl(c, name, decl, path, decls);
     if (has(args, name)) {
       let v = coerce(c, decl, args[name], `${argsPath}.${name}`, argsContainer, name, `parameter '${name}' of ${element.label}`);

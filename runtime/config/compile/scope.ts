@@ -2,7 +2,7 @@ import type { CachedOrbDocument } from '../compiler';
 import { loadYaml, Positions } from '../yaml-loader';
 import type { Compilation } from './compilation';
 import { checkExecutorBody } from './executors';
-import { has, isObj, NAME, type ElementKind, type Obj, type Scope } from './model';
+import { has, isObj, NAME, shown, type ElementKind, type Obj, type Scope } from './model';
 
 /**
  * The scope pass: the config's (or an orb's) commands, jobs and executors, checked for shape, with
@@ -17,7 +17,7 @@ export async function buildScope(c: Compilation, doc: Obj, label: string, prefix
       return {};
     }
     for (const name of Object.keys(v)) {
-      if (!NAME.test(name)) c.report(`${k.slice(0, -1)} name '${name}' must start with a letter and use only letters, digits, _ and -`, `${prefix}${k}.${name}`, v, name);
+      if (!NAME.test(name)) c.report(`${k.slice(0, -1)} name '${shown(name)}' must start with a letter and use only letters, digits, _ and - (up to 255)`, `${prefix}${k}.${name}`, v, name);
     }
     return v;
   };
