@@ -30,7 +30,7 @@ export async function startServerProcess(env: Record<string, string>): Promise<{
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out} ${stderr}`)), 60_000);
     child.stdout!.on('data', (d) => {
       out += d;
-      const m = /Gyre is running at (http:\/\/[^\s]+) /.exec(out);
+      const m = /Gyre is running at (https?:\/\/[^\s]+) /.exec(out);
       if (m) {
         clearTimeout(timer);
         resolveUrl(m[1]);
@@ -38,7 +38,7 @@ export async function startServerProcess(env: Record<string, string>): Promise<{
     });
     child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
   });
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 100 && url.startsWith("http:"); i++) {
     if ((await fetch(`${url}/healthz`).catch(() => undefined))?.status === 200) break;
     await new Promise((r) => setTimeout(r, 50));
   }
