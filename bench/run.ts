@@ -18,6 +18,10 @@ const suites: Record<string, () => Promise<void>> = {
     const { benchConfigCompile } = require('./config-compile') as typeof import('./config-compile');
     await benchConfigCompile();
   },
+  'hostile-catalogue': async () => {
+    const { benchHostileCatalogue } = require('./hostile-catalogue') as typeof import('./hostile-catalogue');
+    await benchHostileCatalogue();
+  },
   'hostile-compile': async () => {
     const { benchHostileCompile } = require('./hostile-compile') as typeof import('./hostile-compile');
     await benchHostileCompile();
