@@ -26,7 +26,9 @@ Commands:
   logs <job-number> --project <slug> [--node N] [--follow]
                                            print a job's step output; --follow streams it live
   config validate|process|plan <file> ...  check, expand or plan a config file (see docs/config.md)
-  orb import|list ...                      manage the orb registry (see docs/config.md)
+  orb pull|import|list ...                 fetch orbs into a bundle (connected machine), manage the orb registry (see docs/config.md)
+  doctor [--runner-class C] [--nomad-class C] [--ops-url U ...]
+                                           check a live install: API, TLS, token, roles, Nomad, a canary pipeline
   agent --url U --token T                  run the one task a task token names (what Nomad starts)
   runner --url U --token T [--slots N] [--drain]
                                            run tasks of a resource class (see docs/execution.md)
@@ -71,10 +73,10 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         const { runConfigCommand } = require('../config/cli') as typeof import('../config/cli');
         return await runConfigCommand(rest, io);
       }
-      case 'orb': {
-        const { runOrbCommand } = require('../config/cli') as typeof import('../config/cli');
-        return await runOrbCommand(rest, io, clientFrom(io));
-      }
+      case 'orb':
+        return await (require('./orb-command') as typeof import('./orb-command')).orbCommand(rest, io, clientFrom(io));
+      case 'doctor':
+        return await (require('./doctor-command') as typeof import('./doctor-command')).doctorCommand(rest, io);
       case 'agent':
         return await (require('./agent-command') as typeof import('./agent-command')).agentCommand(rest, io);
       case 'runner':

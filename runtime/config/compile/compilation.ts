@@ -22,6 +22,8 @@ export class Compilation {
   readonly expandedStepArgs = new WeakSet<object>();
   /** Imported orbs by `name@version`: each is built once per compilation. */
   readonly orbScopes = new Map<string, Scope>();
+  /** Orb references (`ns/orb@version`) the registry does not have, in the order met. */
+  readonly missingOrbs = new Set<string>();
   pipelineLookup: NameLookup = () => undefined;
   totalJobs = 0;
   totalSteps = 0;

@@ -10,6 +10,8 @@ export function lookup(c: Compilation, scope: Scope, kind: ElementKind, ref: str
     const name = ref.slice(slash + 1);
     const orb = scope.orbs.get(alias);
     if (!orb) {
+      // A missing orb is reported once, where it is imported, with the command that fetches it.
+      if (scope.missingOrbAliases.has(alias)) return undefined;
       const known = [...scope.orbs.keys()];
       c.report(`${singular} '${ref}': no orb '${alias}' is imported${scope.inOrb ? ` in ${scope.label}` : ''} (${known.length ? `imported: ${known.join(', ')}` : 'no orbs are imported'})`, path, container, key);
       return undefined;

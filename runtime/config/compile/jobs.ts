@@ -36,9 +36,12 @@ export function expandJob(
 
   // Executor: a reusable one merged under the job's own keys; environments merge, the job winning.
   let merged: Obj = body;
+  // An executor that did not resolve was reported where it is named (or its orb is missing).
+  let executorUnresolved = false;
   const jobKinds = EXECUTOR_KINDS.filter((k) => has(body, k));
   if (has(body, 'executor')) {
     const base = resolveExecutor(c, body.executor, element.scope, `${element.path}.executor`, body, 'executor', 0);
+    executorUnresolved = Object.keys(base).length === 0;
     // The job's own executor keys replace the executor's (a job may swap the image of a reusable executor).
     const baseKept = jobKinds.length ? Object.fromEntries(Object.entries(base).filter(([k]) => !(EXECUTOR_KINDS as readonly string[]).includes(k))) : base;
     merged = { ...baseKept, ...body };
@@ -52,7 +55,7 @@ export function expandJob(
   for (const [k, v] of Object.entries(merged)) if (k !== 'steps') c.budget.place(v, `${element.path}.${k}`);
   checkExecutorBody(c, merged, element.path);
   const kinds = EXECUTOR_KINDS.filter((k) => has(merged, k));
-  if (kinds.length === 0) c.report(`${element.label} has no executor: give it docker, machine, macos or executor`, element.path, def);
+  if (kinds.length === 0 && !executorUnresolved) c.report(`${element.label} has no executor: give it docker, machine, macos or executor`, element.path, def);
 
   const pre = expandSteps(c, preSteps ?? [], caller, `${argsPath}.pre-steps`, 1, matrixEnv);
   if (body.steps === undefined) c.report(`${element.label} has no steps`, element.path, def);

@@ -53,6 +53,8 @@ export interface Scope {
   readonly jobs: Obj;
   readonly executors: Obj;
   readonly orbs: Map<string, Scope>;
+  /** Aliases whose orb is not in the registry: their elements are not reported again one by one. */
+  readonly missingOrbAliases: Set<string>;
 }
 
 export type ElementKind = 'commands' | 'jobs' | 'executors';

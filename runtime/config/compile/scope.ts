@@ -21,7 +21,7 @@ export async function buildScope(c: Compilation, doc: Obj, label: string, prefix
     }
     return v;
   };
-  const scope: Scope = { label, prefix, inOrb, commands: section('commands'), jobs: section('jobs'), executors: section('executors'), orbs: new Map() };
+  const scope: Scope = { label, prefix, inOrb, commands: section('commands'), jobs: section('jobs'), executors: section('executors'), orbs: new Map(), missingOrbAliases: new Set() };
   for (const [name, ex] of Object.entries(scope.executors)) {
     if (!isObj(ex)) c.report('an executor is a map (docker, machine or macos, and options)', `${prefix}executors.${name}`, scope.executors, name);
     else checkExecutorBody(c, ex, `${prefix}executors.${name}`);
@@ -59,10 +59,27 @@ export async function buildScope(c: Compilation, doc: Obj, label: string, prefix
         }
         const resolved = await importOrb(c, `${m[1]}/${m[2]}`, m[3], path, orbs, alias, depth);
         if (resolved) scope.orbs.set(alias, resolved);
+        else if (c.missingOrbs.has(`${m[1]}/${m[2]}@${m[3]}`)) scope.missingOrbAliases.add(alias);
       }
     }
   }
+  if (depth === 0 && c.missingOrbs.size) reportMissingOrbs(c);
   return scope;
+}
+
+/** Most orbs the summary names; a config naming more is not one a person wrote. */
+const MAX_LISTED_ORBS = 100;
+
+/** One problem listing every missing orb and the commands that bring them into an air-gapped install. */
+function reportMissingOrbs(c: Compilation): void {
+  const refs = [...c.missingOrbs].slice(0, MAX_LISTED_ORBS).map(shown);
+  const more = c.missingOrbs.size - refs.length;
+  const n = c.missingOrbs.size;
+  c.report(
+    `${n} orb${n === 1 ? ' is' : 's are'} missing from Gyre's orb registry: ${refs.join(', ')}${more ? ` and ${more} more` : ''}. ` +
+      `On a machine with internet access run \`gyre orb pull ${refs.join(' ')} --out orbs.bundle\` (it also fetches the orbs they import), ` +
+      'then on this install `gyre orb import orbs.bundle`',
+  );
 }
 
 async function importOrb(c: Compilation, name: string, versionRef: string, path: string, container: unknown, key: string, depth: number): Promise<Scope | undefined> {
@@ -71,7 +88,8 @@ async function importOrb(c: Compilation, name: string, versionRef: string, path:
     return undefined;
   }
   if (!c.options.orbs) {
-    c.report(`orb ${name}@${versionRef} cannot be resolved: no orb registry is configured (import it with gyre orb import, or pass --orb-dir)`, path, container, key);
+    c.missingOrbs.add(`${name}@${versionRef}`);
+    c.report(`orb ${name}@${versionRef} cannot be resolved: no orb registry is configured (pass --orb-dir, or validate against the server)`, path, container, key);
     return undefined;
   }
   let found: { version: string; source: string } | undefined;
@@ -82,7 +100,8 @@ async function importOrb(c: Compilation, name: string, versionRef: string, path:
     return undefined;
   }
   if (!found) {
-    c.report(`orb ${name}@${versionRef} is not in the orb registry (import it with: gyre orb import <file|dir> --name ${name}@<version>)`, path, container, key);
+    c.missingOrbs.add(`${name}@${versionRef}`);
+    c.report(`orb ${name}@${versionRef} is not in the orb registry`, path, container, key);
     return undefined;
   }
   const id = `${name}@${found.version}`;
