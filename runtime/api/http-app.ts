@@ -13,6 +13,7 @@ import { AuthenticationError, InputError, PermissionError, RateLimitError, TooLa
 import type { Principal } from '../domain/principal';
 import type { Lease } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
+import type { Metrics } from '../metrics/metrics';
 import { failureOf } from './http-errors';
 
 /**
@@ -105,6 +106,8 @@ export interface HttpAppDeps {
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
   /** Trust X-Forwarded-For from these proxies (addresses or CIDRs) for the client's address. */
   readonly trustProxy?: string[];
+  /** Where request durations are counted (by route pattern, method and status). */
+  readonly metrics?: Metrics;
 }
 
 /** Reads an API or task token: `Circle-Token` header, HTTP basic (token as user), Bearer, or the UI's cookie. */
@@ -295,6 +298,14 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     const where = nulIn(request.params, 'path') ?? nulIn(request.query, 'query') ?? (Buffer.isBuffer(request.body) ? undefined : nulIn(request.body, 'body'));
     if (where) throw new InputError(`${where} holds a NUL character, which is not allowed`, where);
   });
+
+  if (deps.metrics) {
+    const durations = deps.metrics.histogram('gyre_http_request_duration_seconds', 'Time from a request arriving to its answer sent, by route pattern, method and status.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60], ['route', 'method', 'status']);
+    app.addHook('onResponse', async (request, reply) => {
+      // The route's pattern, never the path: ids and slugs would make a series per request.
+      durations.observe({ route: request.routeOptions.url ?? 'unmatched', method: request.method, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    });
+  }
 
   app.addHook('onSend', async (_request, reply) => {
     reply.header('X-Content-Type-Options', 'nosniff');

@@ -31,6 +31,9 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
   // What this process writes is its user's alone (0600, directories 0700): the data directory,
   // spools, git mirrors. The data directory is also tightened where an earlier start left it open.
   process.umask(0o077);
+  // Every request's work runs inside the HTTP layer's error boundary and every loop catches its own
+  // failures; a promise that still escapes is a bug to log, not a reason to stop serving everyone.
+  process.on('unhandledRejection', (reason) => log.error('unhandled promise rejection (a bug: please report it)', { error: (reason as Error)?.stack ?? String(reason) }));
   const gyre = await startGyre(settings, log);
   const lines = [
     `Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}; roles: ${[...settings.roles].join(', ')}).`,

@@ -27,6 +27,7 @@ export const apiRole: Role = {
       limits: settings.http,
       tls: settings.tls,
       trustProxy: settings.trustProxy,
+      metrics: core.metrics,
       credentials: {
         user: (token) => core.identity.authenticate(token),
         task: (token) => core.tokens.verify(token),

@@ -111,6 +111,9 @@ describe('the ops listener', () => {
       expect(res.status).toBe(200);
       const text = await res.text();
       expect(text).toMatch(/^gyre_process_cpu_seconds_total /m);
+      // Requests are counted by route pattern, never by path.
+      expect(text).toMatch(/^gyre_http_request_duration_seconds_count\{route="\/api\/v2\/projects",method="POST",status="201"\} 1$/m);
+      expect(text).toMatch(/^gyre_http_request_duration_seconds_count\{route="\/api\/v2\/project\/:vcs\/:org\/:repo\/pipeline",method="POST",status="201"\} 1$/m);
       expect(text).not.toMatch(/gyre_queue_depth\{resource_class="acme\/none"\}/);
       // Not on the API listener.
       expect((await get(`${g.url}/metrics`, { 'Circle-Token': g.token })).status).toBe(404);
