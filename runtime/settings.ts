@@ -100,7 +100,8 @@ export function readCompileSettings(env: Env = process.env): CompileSettings {
 export type BlobSettings =
   | { readonly kind: 'local' }
   | { readonly kind: 's3'; readonly bucket: string; readonly region: string; readonly endpoint?: string; readonly forcePathStyle: boolean }
-  | { readonly kind: 'gcs'; readonly bucket: string; readonly endpoint?: string };
+  /** GCS through its JSON API with Application Default Credentials (Workload Identity in the cluster). */
+  | { readonly kind: 'gcs'; readonly bucket: string };
 
 const BUCKET = /^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$/;
 
@@ -125,7 +126,9 @@ function blobSettings(env: Env): BlobSettings {
       return { kind, bucket: bucketOf('GYRE_S3_BUCKET'), region, endpoint, forcePathStyle: boolean(env, 'GYRE_S3_FORCE_PATH_STYLE', false) };
     }
     case 'gcs':
-      return { kind, bucket: bucketOf('GYRE_GCS_BUCKET'), endpoint };
+      // GCS is reached through its own API and credentials, never the S3-compatible one with keys.
+      if (endpoint) throw new ConfigurationError('GYRE_S3_ENDPOINT', 'applies to GYRE_BLOB_STORE=s3 only; GYRE_BLOB_STORE=gcs uses the Cloud Storage JSON API (unset it)');
+      return { kind, bucket: bucketOf('GYRE_GCS_BUCKET') };
     default:
       throw new ConfigurationError('GYRE_BLOB_STORE', `'${kind}' is not a blob store (allowed: local, s3, gcs)`);
   }
