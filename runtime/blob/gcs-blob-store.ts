@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Storage, type StorageOptions } from '@google-cloud/storage';
+import { IdempotencyStrategy, Storage, type StorageOptions } from '@google-cloud/storage';
 import { NotFoundError } from '../domain/errors';
 import { assertBlobKey, type BlobStore } from './blob-store';
 
@@ -30,6 +30,9 @@ const RESUMABLE_FROM_BYTES = 8 * 1024 * 1024;
  */
 export function createGcsBlobStore(options: GcsBlobStoreOptions): BlobStore {
   const storageOptions: StorageOptions = {
+    // Every write names a fresh key or rewrites the same bytes, so any request may be retried
+    // (the library's default retries uploads only under a generation precondition).
+    retryOptions: { autoRetry: true, maxRetries: 4, idempotencyStrategy: IdempotencyStrategy.RetryAlways },
     ...(options.apiEndpoint ? { apiEndpoint: options.apiEndpoint } : {}),
     ...(options.projectId ? { projectId: options.projectId } : {}),
   };

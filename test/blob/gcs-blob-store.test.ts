@@ -70,6 +70,16 @@ describe('GCS blob store', () => {
     await expect(blobs.get(blobKey('workspaces', 'w', 'missing.tar.gz'), { start: 10 })).rejects.toBeInstanceOf(NotFoundError);
   });
 
+  it('retries a write or read GCS answers 503', async () => {
+    const key = blobKey('artifacts', 'job-2', 'b.txt');
+    gcs.failNext(1);
+    await blobs.put(key, Buffer.from('again'));
+    expect(gcs.objects.get(key)?.toString()).toBe('again');
+    gcs.failNext(1);
+    expect((await read(await blobs.get(key))).toString()).toBe('again');
+    expect(gcs.requests.filter((r) => r.path.endsWith('/o') || r.path.endsWith(encodeURIComponent(key)))).toHaveLength(4);
+  });
+
   it('deletes objects, ignoring ones already gone', async () => {
     const key = blobKey('logs', 't', '1', '0.gz');
     await blobs.put(key, Buffer.from('log'));

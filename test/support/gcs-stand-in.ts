@@ -26,6 +26,8 @@ export interface GcsStandIn {
   readonly bucket: string;
   readonly objects: Map<string, Buffer>;
   readonly requests: { method: string; path: string; query: Record<string, string>; authorization: boolean }[];
+  /** Answers the next `n` requests 503 (a transient failure GCS documents as retryable). */
+  failNext(n: number): void;
   stop(): Promise<void>;
 }
 
@@ -35,6 +37,7 @@ export async function startGcsStandIn(bucket = 'gyre-test'): Promise<GcsStandIn>
   const sessions = new Map<string, { name: string; parts: Buffer[]; received: number }>();
   const requests: GcsStandIn['requests'] = [];
   let generation = 1_700_000_000_000_000;
+  let failures = 0;
 
   const error = (res: ServerResponse, code: number, reason: string, message: string) => {
     res.writeHead(code, { 'content-type': 'application/json; charset=UTF-8' });
@@ -73,6 +76,10 @@ export async function startGcsStandIn(bucket = 'gyre-test'): Promise<GcsStandIn>
     const query = Object.fromEntries(url.searchParams);
     requests.push({ method: req.method ?? '', path: url.pathname, query, authorization: req.headers.authorization !== undefined });
     const body = await readBody(req);
+    if (failures > 0) {
+      failures--;
+      return error(res, 503, 'backendError', 'Service Unavailable');
+    }
     const upload = /^\/upload\/storage\/v1\/b\/([^/]+)\/o$/.exec(url.pathname);
     const object = /^\/storage\/v1\/b\/([^/]+)\/o\/([^/]+)$/.exec(url.pathname);
     const bucketOf = (m: RegExpExecArray) => decodeURIComponent(m[1]);
@@ -162,6 +169,7 @@ export async function startGcsStandIn(bucket = 'gyre-test'): Promise<GcsStandIn>
     bucket,
     objects,
     requests,
+    failNext: (n) => void (failures = n),
     stop: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
