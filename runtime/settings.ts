@@ -20,6 +20,14 @@ export interface Settings {
   readonly dataDir: string;
   /** DATABASE_URL: a PostgreSQL server to use instead of the embedded database. */
   readonly databaseUrl?: string;
+  /**
+   * GYRE_MIGRATE: apply pending migrations at start (`true`, the default), or only check that the
+   * schema has every migration this build knows and refuse to start when not (`false`: a cluster,
+   * where `gyre migrate` runs once per release).
+   */
+  readonly migrate: boolean;
+  /** GYRE_RETENTION_DAYS: pipelines older than this are deleted with their output (0 keeps them); projects may set their own. */
+  readonly retentionDays: number;
   /** GYRE_ADMIN_TOKEN: the first admin's API token; generated and printed once when unset. */
   readonly adminToken?: string;
   /** GYRE_PUBLIC_URL: the address users reach Gyre at (links in output and CIRCLE_BUILD_URL). */
@@ -100,7 +108,8 @@ export function readCompileSettings(env: Env = process.env): CompileSettings {
 export type BlobSettings =
   | { readonly kind: 'local' }
   | { readonly kind: 's3'; readonly bucket: string; readonly region: string; readonly endpoint?: string; readonly forcePathStyle: boolean }
-  | { readonly kind: 'gcs'; readonly bucket: string; readonly endpoint?: string };
+  /** GCS through its JSON API with Application Default Credentials (Workload Identity in the cluster). */
+  | { readonly kind: 'gcs'; readonly bucket: string };
 
 const BUCKET = /^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$/;
 
@@ -125,7 +134,9 @@ function blobSettings(env: Env): BlobSettings {
       return { kind, bucket: bucketOf('GYRE_S3_BUCKET'), region, endpoint, forcePathStyle: boolean(env, 'GYRE_S3_FORCE_PATH_STYLE', false) };
     }
     case 'gcs':
-      return { kind, bucket: bucketOf('GYRE_GCS_BUCKET'), endpoint };
+      // GCS is reached through its own API and credentials, never the S3-compatible one with keys.
+      if (endpoint) throw new ConfigurationError('GYRE_S3_ENDPOINT', 'applies to GYRE_BLOB_STORE=s3 only; GYRE_BLOB_STORE=gcs uses the Cloud Storage JSON API (unset it)');
+      return { kind, bucket: bucketOf('GYRE_GCS_BUCKET') };
     default:
       throw new ConfigurationError('GYRE_BLOB_STORE', `'${kind}' is not a blob store (allowed: local, s3, gcs)`);
   }
@@ -184,14 +195,23 @@ function boolean(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigurationError(name, `'${raw}' is not a boolean (allowed: true or false)`);
 }
 
-/** Reads and validates settings; a bad value throws a ConfigurationError naming the setting. */
-export function readSettings(env: Env = process.env): Settings {
-  const port = integer(env, 'GYRE_PORT', DEFAULT_API_PORT, 0, 65535);
+/** Where the database is: DATABASE_URL, else the embedded one under GYRE_DATA_DIR (what `gyre migrate` reads). */
+export function readDatabaseSettings(env: Env = process.env): { readonly dataDir: string; readonly databaseUrl?: string } {
   const dataDir = resolve(env.GYRE_DATA_DIR || '.gyre');
   const databaseUrl = env.DATABASE_URL || undefined;
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigurationError('DATABASE_URL', `'${redact(databaseUrl)}' must be a postgres:// or postgresql:// URL`);
   }
+  return { dataDir, databaseUrl };
+}
+
+/** GYRE_RETENTION_DAYS' bounds: 0 keeps everything; at most 100 years. */
+export const RETENTION_DAYS_MAX = 36_500;
+
+/** Reads and validates settings; a bad value throws a ConfigurationError naming the setting. */
+export function readSettings(env: Env = process.env): Settings {
+  const port = integer(env, 'GYRE_PORT', DEFAULT_API_PORT, 0, 65535);
+  const { dataDir, databaseUrl } = readDatabaseSettings(env);
   const adminToken = env.GYRE_ADMIN_TOKEN || undefined;
   if (adminToken !== undefined && (adminToken.length < 16 || /\s/.test(adminToken))) {
     throw new ConfigurationError('GYRE_ADMIN_TOKEN', 'must be at least 16 characters with no spaces');
@@ -242,6 +262,8 @@ export function readSettings(env: Env = process.env): Settings {
     host,
     dataDir,
     databaseUrl,
+    migrate: boolean(env, 'GYRE_MIGRATE', true),
+    retentionDays: integer(env, 'GYRE_RETENTION_DAYS', 0, 0, RETENTION_DAYS_MAX),
     adminToken,
     publicUrl,
     runnerSlots: integer(env, 'GYRE_RUNNER_SLOTS', 4, 0, 256),

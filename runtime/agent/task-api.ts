@@ -1,3 +1,4 @@
+import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER } from '../domain/agent-api-version';
 import { AuthenticationError, PermissionError, StaleLeaseError } from '../domain/errors';
 
 /**
@@ -39,7 +40,7 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
     try {
       res = await fetch(url, {
         method,
-        headers: { ...init.headers, Authorization: `Bearer ${options.token}`, ...(contentType ? { 'Content-Type': contentType } : {}) },
+        headers: { ...init.headers, Authorization: `Bearer ${options.token}`, [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION), ...(contentType ? { 'Content-Type': contentType } : {}) },
         body: source ? (source.body as unknown as RequestInit['body']) : init.bytes ?? (init.json === undefined ? undefined : JSON.stringify(init.json)),
         ...(source ? { duplex: 'half' } : {}),
         ...(init.signal ? { signal: init.signal } : {}),

@@ -1,3 +1,4 @@
+import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER, agentApiVersionOf } from '../domain/agent-api-version';
 import { readFileSync } from 'node:fs';
 import type { Server, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -279,7 +280,7 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     return { rateKey: `task:${lease.taskId}`, rateMax: limits.rate.agent };
   };
 
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     const identified = await identify(request);
     (request as unknown as Record<symbol, Identified>)[IDENTIFIED] = identified;
     if (identified.rateMax > 0) {
@@ -290,6 +291,13 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
       }
     }
     if (identified.failure) throw identified.failure;
+    // Agents and runners say which agent API they speak; the previous release's (no header) is served too.
+    const auth = request.routeOptions.config?.auth;
+    if (auth === 'task' || auth === 'runner') {
+      // On the raw response, so answers streamed past the framework (downloads) carry it too.
+      reply.raw.setHeader(AGENT_API_VERSION_HEADER, String(AGENT_API_VERSION));
+      agentApiVersionOf(request.headers[AGENT_API_VERSION_HEADER.toLowerCase()]);
+    }
   });
 
   // PostgreSQL cannot hold a NUL in text: one in any path segment, query value or JSON string is a

@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import type { BlobSettings } from '../settings';
 import type { BlobStore } from './blob-store';
 import { createLocalBlobStore } from './local-blob-store';
-import { createS3BlobStore, GCS_XML_ENDPOINT } from './s3-blob-store';
+import { createGcsBlobStore } from './gcs-blob-store';
+import { createS3BlobStore } from './s3-blob-store';
 
 /** The blob store the settings ask for. */
 export function openBlobStore(settings: BlobSettings, dataDir: string): BlobStore {
@@ -12,6 +13,6 @@ export function openBlobStore(settings: BlobSettings, dataDir: string): BlobStor
     case 's3':
       return createS3BlobStore({ bucket: settings.bucket, region: settings.region, endpoint: settings.endpoint, forcePathStyle: settings.forcePathStyle });
     case 'gcs':
-      return createS3BlobStore({ kind: 'gcs', bucket: settings.bucket, region: 'auto', endpoint: settings.endpoint ?? GCS_XML_ENDPOINT, forcePathStyle: true });
+      return createGcsBlobStore({ bucket: settings.bucket });
   }
 }

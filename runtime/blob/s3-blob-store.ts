@@ -9,30 +9,22 @@ export interface S3BlobStoreOptions {
   readonly bucket: string;
   /** @default 'us-east-1' */
   readonly region?: string;
-  /** An S3-compatible endpoint (MinIO, Ceph, GCS's XML API). @default - AWS */
+  /** An S3-compatible endpoint (MinIO, Ceph). @default - AWS */
   readonly endpoint?: string;
   /** Address the bucket in the path rather than the host name. @default false */
   readonly forcePathStyle?: boolean;
   /** Static credentials; without them the SDK's default chain is used (environment, IAM role). */
   readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
-  /** Reported as the store's kind. @default 's3' */
-  readonly kind?: 's3' | 'gcs';
 }
 
-/** GCS's S3-compatible XML API: HMAC keys as credentials, path-style requests. */
-export const GCS_XML_ENDPOINT = 'https://storage.googleapis.com';
-
-/**
- * Blobs in an S3 bucket through the AWS SDK. GCS is served by the same code through its XML API
- * (interoperability mode), which speaks the S3 protocol for the calls used here.
- */
+/** Blobs in an S3 bucket (or an S3-compatible store) through the AWS SDK. GCS has its own: gcs-blob-store.ts. */
 export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
   const config: S3ClientConfig = {
     region: options.region ?? 'us-east-1',
     endpoint: options.endpoint,
     forcePathStyle: options.forcePathStyle ?? false,
     credentials: options.credentials,
-    // Plain signed bodies: S3-compatible stores (and GCS's XML API) do not all read aws-chunked
+    // Plain signed bodies: S3-compatible stores do not all read aws-chunked
     // uploads with trailing checksums, the SDK's newer default.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
@@ -40,7 +32,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
   const client = new S3Client(config);
   const Bucket = options.bucket;
   return {
-    kind: options.kind ?? 's3',
+    kind: 's3',
     async put(key, body) {
       assertBlobKey(key);
       if (body instanceof Uint8Array) {
@@ -65,7 +57,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
       }
     },
     async delete(keys) {
-      // One call per key: GCS's XML API has no multi-object delete.
+      // One call per key: not every S3-compatible store has the multi-object delete.
       for (const key of keys) {
         assertBlobKey(key);
         await client.send(new DeleteObjectCommand({ Bucket, Key: key }));

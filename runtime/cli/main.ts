@@ -18,6 +18,7 @@ const USAGE = `Usage: gyre <command> [options]
 
 Commands:
   server [--roles=<r,…>]                   run Gyre (every role by default, one process); settings from the environment
+  migrate [--wait [--timeout S]]           apply pending database migrations; --wait changes nothing and waits until they are applied
   project add <org>/<repo> --repo <path|url>
                                            register a project backed by a git repository
   trigger <slug> [--branch B | --tag T] [--param k=v ...] [--wait]
@@ -61,6 +62,8 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         await runServer(rest, io);
         return undefined;
       }
+      case 'migrate':
+        return await (require('./migrate-command') as typeof import('./migrate-command')).migrateCommand(rest, io);
       case 'project':
         return await projectCommand(rest, io);
       case 'trigger':

@@ -7,6 +7,7 @@ import { DEFAULT_LIMITS } from '../config/yaml-loader';
 import { registerHealthRoute } from '../ops/ops-routes';
 import { registerOutputRoutes } from '../output/api-routes';
 import { fileTimingsOfTask } from '../output/output-service';
+import { registerRetentionRoutes } from '../retention/api-routes';
 import { registerUiRoutes } from '../ui/routes';
 import type { Role } from './role';
 
@@ -37,6 +38,7 @@ export const apiRole: Role = {
     registerHealthRoute(app, { health: core.health, roles: [...core.roles] });
     registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES });
     registerOutputRoutes(app, { store, blobs: core.blobs, projects: core.projects, output, apiUrl: core.webUrl });
+    registerRetentionRoutes(app, { store, projects: core.projects, defaultDays: settings.retentionDays });
     registerConfigRoutes(app, { orbs: core.orbs, compile: core.compile, maxConfigBytes: MAX_CONFIG_BODY_BYTES });
     const agentRoutes = await registerAgentRoutes(app, {
       store,

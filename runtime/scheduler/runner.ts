@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER } from '../domain/agent-api-version';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { heartbeatEvery, runTask } from '../agent/agent';
@@ -61,7 +62,7 @@ export function startRunner(options: RunnerOptions): Runner {
   async function claim(): Promise<{ token: string; task: TaskContext; leaseTtlMs?: number } | undefined | 'empty'> {
     const res = await fetch(`${base}/api/v2/agent/claim`, {
       method: 'POST',
-      headers: { Authorization: `Bearer ${options.token}`, 'Content-Type': 'application/json' },
+      headers: { Authorization: `Bearer ${options.token}`, 'Content-Type': 'application/json', [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION) },
       body: JSON.stringify({ runner_id: id, wait_ms: options.drain ? 0 : options.pollMs ?? 25_000 }),
       signal: claimAbort.signal,
     });

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { tightenTree } from '../data-dir';
 import { join } from 'node:path';
-import { migrate } from './migrate';
+import { migrate, schemaStatus, SchemaBehindError } from './migrate';
 import { createPgliteStore } from './pglite-store';
 import { createPostgresStore } from './postgres-store';
 import type { Store } from './store';
@@ -11,9 +11,16 @@ export interface OpenStoreOptions {
   readonly databaseUrl?: string;
   /** Where the embedded database lives; undefined means in memory. */
   readonly dataDir?: string;
+  /**
+   * `apply`: bring the schema up to date (GYRE_MIGRATE=true, and the embedded default); `check`:
+   * apply nothing and refuse (SchemaBehindError) a schema that lacks a migration this build knows
+   * (GYRE_MIGRATE=false, where a migration Job applies them); `none`: neither (`gyre migrate`).
+   * @default 'apply'
+   */
+  readonly migrations?: 'apply' | 'check' | 'none';
 }
 
-/** Opens the configured store and brings its schema up to date. */
+/** Opens the configured store and brings its schema up to date (or checks it is, or neither). */
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   let store: Store;
   let dir: string | undefined;
@@ -26,7 +33,17 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     }
     store = await createPgliteStore(dir);
   }
-  await migrate(store);
+  try {
+    const mode = options.migrations ?? 'apply';
+    if (mode === 'apply') await migrate(store);
+    if (mode === 'check') {
+      const { pending } = await schemaStatus(store);
+      if (pending.length > 0) throw new SchemaBehindError(pending);
+    }
+  } catch (error) {
+    await store.close().catch(() => undefined);
+    throw error;
+  }
   // PGlite writes the files it starts a database with 0666 whatever the umask: only Gyre's user
   // may read them (the task-token signing key is in there). Later files follow the umask.
   if (dir) await tightenTree(dir);

@@ -7,6 +7,8 @@ import { blobKey, type BlobStore } from '../../runtime/blob/blob-store';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
 import { createS3BlobStore } from '../../runtime/blob/s3-blob-store';
 import { NotFoundError } from '../../runtime/domain/errors';
+import { createGcsBlobStore } from '../../runtime/blob/gcs-blob-store';
+import { startGcsStandIn } from '../support/gcs-stand-in';
 import { startS3rver } from '../support/s3rver';
 
 async function read(stream: Readable): Promise<Buffer> {
@@ -15,8 +17,11 @@ async function read(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** `get` from a start offset (what a resumed download reads), on a local directory and on S3 (s3rver). */
-describe.each(['local', 's3'] as const)('%s blob store', (kind) => {
+/**
+ * `get` from a start offset (what a resumed download reads), on a local directory, on S3 (s3rver)
+ * and on GCS (the official client against a stand-in of the JSON API).
+ */
+describe.each(['local', 's3', 'gcs'] as const)('%s blob store', (kind) => {
   let blobs: BlobStore;
   let stop: () => Promise<void>;
   // Larger than one read of either store, so an offset is not just a slice of the first chunk.
@@ -28,6 +33,10 @@ describe.each(['local', 's3'] as const)('%s blob store', (kind) => {
       const root = mkdtempSync(join(tmpdir(), 'gyre-blobs-'));
       blobs = createLocalBlobStore({ root });
       stop = async () => rmSync(root, { recursive: true, force: true });
+    } else if (kind === 'gcs') {
+      const gcs = await startGcsStandIn();
+      blobs = createGcsBlobStore({ bucket: gcs.bucket, apiEndpoint: gcs.endpoint, projectId: 'gyre-test' });
+      stop = gcs.stop;
     } else {
       const s3 = await startS3rver();
       blobs = createS3BlobStore({ bucket: s3.bucket, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
