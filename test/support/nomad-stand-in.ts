@@ -4,6 +4,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
+import { nomadBodyCheck, type NomadBodyCheck } from './nomad-api-schema';
 
 /**
  * A stand-in for the Nomad HTTP API (no Nomad binary can run here), covering only what Gyre's
@@ -16,6 +17,11 @@ import { join, resolve } from 'node:path';
  * Every request needs X-Nomad-Token when `aclToken` is set (403 otherwise, as Nomad answers), and
  * a client certificate signed by `tls.ca` when TLS is on. Its one "client" runs an allocation by
  * starting `gyre <Config.args>` with the task's Env, the way the agent image's entrypoint would.
+ *
+ * Every registered job is checked against the JobRegisterRequest schema of that description when
+ * it is there (test/support/nomad-api-schema.ts): a job that does not conform is refused with 400
+ * and its errors kept in `schemaErrors`. That is stricter than Nomad, which drops fields it does
+ * not know without a word; here a misspelt field fails the test that sent it.
  */
 export interface NomadStandInOptions {
   readonly aclToken?: string;
@@ -24,6 +30,16 @@ export interface NomadStandInOptions {
   readonly capacity?: number;
   /** Makes the next N allocations fail at once without running anything (a client lost). */
   failNext?: number;
+  /**
+   * The environment an allocation's agent starts with before the task's Env, as the agent image
+   * would give it. @default process.env (the test's own)
+   */
+  readonly baseEnv?: Record<string, string | undefined>;
+  /**
+   * Checks registered jobs against Nomad's API schema. @default - the check of
+   * ../shared/corpus/nomad/openapi.yaml when it is there, else none
+   */
+  readonly schemaCheck?: NomadBodyCheck | false;
 }
 
 export interface StandInAllocation {
@@ -36,6 +52,8 @@ export interface StandInAllocation {
   TaskGroup: string;
   TaskStates: Record<string, { State: string; Failed: boolean }> | null;
   process?: ChildProcess;
+  /** What the agent wrote (stdout and stderr, the last 64 KiB): why an allocation failed. */
+  output?: string;
 }
 
 export interface NomadStandIn {
@@ -46,6 +64,10 @@ export interface NomadStandIn {
   readonly allocations: StandInAllocation[];
   /** Every request, method and path, in order. */
   readonly requests: { method: string; path: string; token?: string }[];
+  /** Whether registered jobs are checked against Nomad's API schema (see schemaCheck). */
+  readonly schemaChecked: boolean;
+  /** Each refused job's ID and what in it does not conform to Nomad's API schema. */
+  readonly schemaErrors: { jobId: string; errors: string[] }[];
   options: NomadStandInOptions;
   close(): Promise<void>;
 }
@@ -58,6 +80,8 @@ export async function startNomadStandIn(options: NomadStandInOptions = {}): Prom
   const allocations: StandInAllocation[] = [];
   const requests: NomadStandIn['requests'] = [];
   const registered: Record<string, any>[] = [];
+  const schemaErrors: NomadStandIn['schemaErrors'] = [];
+  const schemaCheck = options.schemaCheck === false ? undefined : options.schemaCheck ?? nomadBodyCheck('JobRegisterRequest');
   let index = 1;
   const watchers = new Set<() => void>();
   const bump = () => {
@@ -87,14 +111,19 @@ export async function startNomadStandIn(options: NomadStandInOptions = {}): Prom
       const task = jobs.get(alloc.JobID)!.TaskGroups[0].Tasks[0];
       const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), ...(task.Config?.args ?? [])], {
         cwd: ROOT,
-        env: { ...process.env, GYRE_LOG_LEVEL: 'silent', ...(task.Env ?? {}) },
-        stdio: 'ignore',
+        env: { ...(standIn.options.baseEnv ?? process.env), GYRE_LOG_LEVEL: 'silent', ...(task.Env ?? {}) },
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
+      alloc.output = '';
+      const keep = (d: Buffer) => (alloc.output = (alloc.output + d.toString()).slice(-65_536));
+      child.stdout!.on('data', keep);
+      child.stderr!.on('data', keep);
       alloc.process = child;
       alloc.ClientStatus = 'running';
       alloc.TaskStates = { agent: { State: 'running', Failed: false } };
       alloc.ModifyIndex = bump();
       child.on('exit', (code) => {
+        if (process.env.GYRE_TEST_LOG === '1') console.log(`nomad stand-in: allocation of ${alloc.JobID} exited ${code}:\n${alloc.output}`);
         alloc.process = undefined;
         alloc.ClientStatus = code === 0 ? 'complete' : 'failed';
         alloc.TaskStates = { agent: { State: 'dead', Failed: code !== 0 } };
@@ -136,6 +165,11 @@ export async function startNomadStandIn(options: NomadStandInOptions = {}): Prom
       const body = await readJson(req).catch(() => undefined);
       const job = body?.Job;
       if (!job || typeof job.ID !== 'string' || !job.ID) return send(res, 400, 'Job ID does not match request');
+      const errors = schemaCheck?.(body) ?? [];
+      if (errors.length > 0) {
+        schemaErrors.push({ jobId: job.ID, errors });
+        return send(res, 400, `${errors.length} error(s) occurred (not in Nomad's API schema, JobRegisterRequest):\n${errors.map((e) => `\t* ${e}`).join('\n')}`);
+      }
       if (!JOB_TYPES.has(job.Type)) return send(res, 400, `1 error occurred:\n\t* Invalid job type: "${job.Type}"`);
       const task = job.TaskGroups?.[0]?.Tasks?.[0];
       if (!task?.Name || !task?.Driver) return send(res, 400, '1 error occurred:\n\t* Missing task group or task');
@@ -165,7 +199,7 @@ export async function startNomadStandIn(options: NomadStandInOptions = {}): Prom
       return send(
         res,
         200,
-        allocations.filter((a) => a.JobID === jobId).map(({ process: _process, ...stub }) => ({ ...stub, JobType: 'batch', Namespace: 'default' })),
+        allocations.filter((a) => a.JobID === jobId).map(({ process: _process, output: _output, ...stub }) => ({ ...stub, JobType: 'batch', Namespace: 'default' })),
       );
     }
     const job = /^\/v1\/job\/([^/]+)$/.exec(url.pathname);
@@ -205,6 +239,8 @@ export async function startNomadStandIn(options: NomadStandInOptions = {}): Prom
     registered,
     allocations,
     requests,
+    schemaChecked: Boolean(schemaCheck),
+    schemaErrors,
     options,
     async close() {
       for (const a of allocations) a.process?.kill('SIGKILL');
