@@ -60,7 +60,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
     while (!stopping) {
       let claimed: ClaimedTask | undefined;
       try {
-        claimed = await dispatcher.claim(agentId, options.resourceClasses);
+        claimed = await dispatcher.claim(agentId, options.resourceClasses, 'builtin');
       } catch (error) {
         slotLog.error('claim failed', { error: (error as Error).message });
         await idle(1000);

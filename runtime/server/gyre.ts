@@ -89,9 +89,10 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     const roles = settings.roles;
 
     if (roles.has('dispatcher')) {
-      // The embedded store has one owner, this process: any lease still open belongs to a previous
-      // run that died, so end those attempts now instead of waiting for their expiry.
-      if (store.kind === 'pglite') await dispatcher.reapExpiredLeases({ all: true });
+      // The embedded store has one owner, this process: a lease its built-in runner held belongs to
+      // a previous run that died (and its steps with it), so end those attempts now instead of
+      // waiting for their expiry. Remote runners' leases run their course.
+      if (store.kind === 'pglite') await dispatcher.reapExpiredLeases({ heldBy: 'builtin' });
       timers.push(
         setInterval(() => {
           dispatcher.reapExpiredLeases().catch((error) => log.error('lease reaper failed', { error: (error as Error).message }));
