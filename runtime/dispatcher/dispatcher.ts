@@ -8,6 +8,7 @@ import { checkedChunk, isCompressed, type CompressedChunk } from '../output/log-
 import type { LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
 import { createClaimBatcher } from './claim-batcher';
+import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
 import { leaseGraceMs, type LeaseHolder } from '../domain/leases';
 import { leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, renewLease, type EndingAttempt, type Lease } from './sql/leases';
 
@@ -61,6 +62,8 @@ export interface TaskContext {
   readonly branch?: string;
   readonly tag?: string;
   readonly revision: string;
+  /** The CPU and memory of the task's resource class: a container's limits. */
+  readonly resources?: ResourceSize;
 }
 
 export interface HeartbeatResult {
@@ -212,16 +215,16 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
          UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, lease_id = s.lease_id,
                 lease_expires_at = now() + $2::interval, agent_id = s.agent_id, lease_holder = s.holder, started_at = now()
            FROM slots s WHERE t.id = s.id
-         RETURNING t.id, s.slot, t.node_index, t.job_id, t.attempt, t.lease_expires_at, t.project_slug, t.org,
+         RETURNING t.id, s.slot, t.node_index, t.job_id, t.resource_class, t.attempt, t.lease_expires_at, t.project_slug, t.org,
                    EXTRACT(EPOCH FROM (now() - t.queued_at))::float8 AS waited),
        started AS (
          UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
           WHERE id IN (SELECT job_id FROM claimed) AND status = 'queued')
-       SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
+       SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.resource_class, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
               ${CONTEXT_COLUMNS},
               EXISTS (SELECT 1 FROM concurrency_limits l
                        WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
-         FROM claimed c ${CONTEXT_JOINS.replace('t.job_id', 'c.job_id')}`,
+         FROM claimed c ${contextJoins('c')}`,
       [leaseIds, ttl, agentIds, resourceClasses, leaseIds.length, holders],
     );
   }
@@ -464,6 +467,9 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
 
 type ContextRow = {
   task_id: string;
+  resource_class: string;
+  rc_cpu: string | number | null;
+  rc_memory_mb: number | null;
   node_index: number;
   job_id: string;
   job_name: string;
@@ -482,16 +488,16 @@ type ContextRow = {
   revision: string;
 };
 
-/** The task-context columns, for a query that joins `CONTEXT_JOINS` onto a task row `t`. */
-const CONTEXT_COLUMNS = `j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
+/** The task-context columns, for a query that joins `contextJoins(…)` onto a task row (with its resource_class). */
+const CONTEXT_COLUMNS = `rcl.cpu AS rc_cpu, rcl.memory_mb AS rc_memory_mb, j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
             w.id AS workflow_id, w.name AS workflow_name, p.id AS pipeline_id, p.number AS pipeline_number,
             pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision`;
-const CONTEXT_JOINS = `JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+const contextJoins = (t: string) => `JOIN jobs j ON j.id = ${t}.job_id LEFT JOIN resource_classes rcl ON rcl.name = ${t}.resource_class JOIN workflows w ON w.id = j.workflow_id
        JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id`;
 
 export async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
   const [row] = await store.query<ContextRow>(
-    `SELECT t.id AS task_id, t.node_index, ${CONTEXT_COLUMNS} FROM tasks t ${CONTEXT_JOINS} WHERE t.id = $1`,
+    `SELECT t.id AS task_id, t.node_index, t.resource_class, ${CONTEXT_COLUMNS} FROM tasks t ${contextJoins('t')} WHERE t.id = $1`,
     [taskId],
   );
   return contextOf(row);
@@ -517,5 +523,6 @@ function contextOf(row: ContextRow): TaskContext {
     branch: row.branch ?? undefined,
     tag: row.tag ?? undefined,
     revision: row.revision,
+    resources: resourceSizeOf(row.resource_class, { cpu: row.rc_cpu, memoryMb: row.rc_memory_mb }),
   };
 }

@@ -154,7 +154,7 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
       g = await startTestGyre();
       await g.api('POST', '/api/v2/resource-classes', { name: 'acme/containers', cpu: 1, memory_mb: 1024, driver: 'runner' });
       const token = (await g.api('POST', '/api/v2/resource-classes/acme%2Fcontainers/tokens', {})).token;
-      runner = startRunner({ url: g.url, token, log, workRoot: work, dockerSocket: socket, pollMs: 2000 });
+      runner = startRunner({ url: g.url, token, log, workRoot: work, executor: { choice: 'docker', dockerSocket: socket }, pollMs: 2000 });
     });
     afterAll(async () => {
       runner.stop();
