@@ -50,8 +50,9 @@ export interface AgentOptions {
    */
   readonly leaseTtlMs?: number;
   /**
-   * `performance.now()` when the request that granted or last renewed the lease was sent (the
-   * claim, or the task fetch of `gyre agent`): the lease is counted from there. @default now
+   * `performance.now()` when the request that granted or last renewed the lease was sent (a
+   * claim that did not wait for work, or the task fetch of `gyre agent`): the agent's deadline
+   * counts from there. @default now, and the lease is renewed at once to count from that renewal
    */
   readonly leaseRenewedAt?: number;
   /**
@@ -143,7 +144,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       }, Math.max(10, Math.min(250, margin / 2)))
     : undefined;
 
-  const beat = setInterval(() => {
+  const renew = () => {
     if (lostLease) return;
     const sent = performance.now();
     // A renewal that has not answered by the time the lease would be useless is abandoned.
@@ -160,7 +161,11 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
         if (!loseLease(error)) log.warn('heartbeat failed; will retry', { taskId: task.taskId, error: (error as Error).message });
       },
     );
-  }, options.heartbeatMs);
+  };
+  const beat = setInterval(renew, options.heartbeatMs);
+  // Renewed at once when the start of the lease is not known to the agent: its own deadline then
+  // counts from a renewal it sent, not from when it happened to get the task.
+  if (ttl && options.leaseRenewedAt === undefined) renew();
   const watching = new AbortController();
   reporter.cancelRequested?.(watching.signal).then(
     () => {

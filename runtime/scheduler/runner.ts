@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
 import { heartbeatEvery, runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
@@ -62,8 +61,7 @@ export function startRunner(options: RunnerOptions): Runner {
   let stopping = false;
   let completed = 0;
 
-  async function claim(): Promise<{ token: string; task: TaskContext; leaseTtlMs?: number; askedAt: number } | undefined | 'empty'> {
-    const askedAt = performance.now();
+  async function claim(): Promise<{ token: string; task: TaskContext; leaseTtlMs?: number } | undefined | 'empty'> {
     const res = await fetch(`${base}/api/v2/agent/claim`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${options.token}`, 'Content-Type': 'application/json' },
@@ -77,7 +75,7 @@ export function startRunner(options: RunnerOptions): Runner {
     const body = (await res.json().catch(() => ({}))) as any;
     if (res.status === 401) throw new Error(`the resource-class token was refused by ${base}: ${body.message ?? ''}`);
     if (res.status >= 400) throw new Error(`claim failed with ${res.status}: ${body.message ?? ''}`);
-    return { token: body.token, task: body.task, leaseTtlMs: Number(body.lease_ttl_ms) || undefined, askedAt };
+    return { token: body.token, task: body.task, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
   }
 
   async function slot(n: number): Promise<void> {
@@ -100,7 +98,7 @@ export function startRunner(options: RunnerOptions): Runner {
         if (options.drain) break;
         continue;
       }
-      const { token, task, leaseTtlMs, askedAt } = claimed;
+      const { token, task, leaseTtlMs } = claimed;
       const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId, retry: options.retry });
@@ -114,7 +112,8 @@ export function startRunner(options: RunnerOptions): Runner {
           log: taskLog,
           heartbeatMs: options.heartbeatMs ?? heartbeatEvery(leaseTtlMs),
           leaseTtlMs,
-          leaseRenewedAt: askedAt,
+          // A claim long-polls: when it was sent says nothing of when the lease began. The agent
+          // renews the lease at once and counts from that.
           webUrl: base,
         });
         if ('outcome' in result) completed++;
