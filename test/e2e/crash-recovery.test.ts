@@ -143,6 +143,44 @@ describe('kill -9 of the process that runs a build', () => {
     }, 150_000);
   });
 
+  it('a runner that cannot renew its lease (the server stopped) kills its step before the lease ends, and sends nothing more', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gyre-crash-'));
+    const work = mkdtempSync(join(tmpdir(), 'gyre-crash-runners-'));
+    const sleep = uniqueSleep();
+    const repo = makeGitRepo({ '.circleci/config.yml': config(exchange.url, sleep, 'acme/runners') });
+    dirs.push(dataDir, work, repo);
+    const ttl = 3000;
+    const server = await startServerProcess({ GYRE_DATA_DIR: dataDir, DATABASE_URL: '', GYRE_ADMIN_TOKEN: TOKEN, GYRE_RUNNER_SLOTS: '0', GYRE_LEASE_TTL_MS: String(ttl) });
+    children.push(server.child);
+    const api = (method: string, path: string, body?: unknown) => apiCall(server.url, TOKEN, method, path, body);
+    await api('POST', '/api/v2/resource-classes', { name: 'acme/runners', cpu: 1, memory_mb: 1024, driver: 'runner' });
+    const runnerToken = (await api('POST', '/api/v2/resource-classes/acme%2Frunners/tokens', {})).token as string;
+    await api('POST', '/api/v2/projects', { org: 'acme', name: 'crash', repo_url: repo });
+    const { id } = await api('POST', '/api/v2/project/gh/acme/crash/pipeline', {});
+    const runner = startRunnerProcess(server.url, runnerToken, ['--work-dir', mkdtempSync(join(work, 'r')), '--poll-ms', '1000']);
+    children.push(runner);
+    await until('the first attempt to start its sleep', async () => exchange.get('gate') !== undefined && sleepers(sleep).length > 0, 60_000, 50);
+
+    // The server stops answering: no renewal can succeed, and the server can end nothing either.
+    server.child.kill('SIGSTOP');
+    const stoppedAt = Date.now();
+    try {
+      const deadline = stoppedAt + ttl + 1000;
+      while (sleepers(sleep).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      // Gone by the agent's own deadline (TTL minus a margin since its last renewal), before the lease could end.
+      expect(sleepers(sleep)).toEqual([]);
+      expect(Date.now() - stoppedAt).toBeLessThan(ttl);
+    } finally {
+      server.child.kill('SIGCONT');
+    }
+    expect(runner.output()).toContain('lease not renewed in time; killing the steps and reporting nothing more');
+    const { workflow, jobs } = await finished(api, id);
+    expect(workflow.status).toBe('success');
+    const steps = (await api('GET', `/api/v2/project/gh/acme/crash/job/${jobs[0].job_number}/steps`)).items;
+    expect(steps).toEqual([expect.objectContaining({ attempt: 2, status: 'success' })]);
+    expect({ started: exchange.hits('start'), effects: exchange.hits('effect') }).toEqual({ started: 2, effects: 1 });
+  }, 120_000);
+
   it.each(EXECUTORS.filter(([, , uid]) => uid === undefined))(
     'a gyre runner with %s: the step dies with the runner; the task runs again on another runner once its lease is over',
     async (_label, executorEnv) => {
