@@ -49,9 +49,9 @@ export function sandboxArgs(base: BubblewrapBase, view: SandboxView, command: re
  * What every sandbox starts from, and a probe that it works here (bubblewrap installed, user
  * namespaces allowed). Returns the reason when it does not.
  */
-export function prepareBubblewrap(): { ok: true; base: BubblewrapBase } | { ok: false; reason: string } {
-  const command = ['/usr/bin/bwrap', '/bin/bwrap', '/usr/local/bin/bwrap'].find((p) => existsSync(p));
-  if (!command) return { ok: false, reason: 'bubblewrap (bwrap) is not installed' };
+export function prepareBubblewrap(path?: string): { ok: true; base: BubblewrapBase } | { ok: false; reason: string } {
+  const command = (path ? [path] : ['/usr/bin/bwrap', '/bin/bwrap', '/usr/local/bin/bwrap']).find((p) => existsSync(p));
+  if (!command) return { ok: false, reason: `bubblewrap (bwrap) is not installed${path ? ` at ${path}` : ''}` };
   const args = [
     '--unshare-user',
     '--unshare-pid',

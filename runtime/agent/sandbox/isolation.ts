@@ -57,6 +57,10 @@ export interface IsolationOptions {
   readonly names?: { readonly executor: string; readonly uids: string; readonly require: string };
   /** Where uid locks live. @default /run/gyre-build-uids (or /var/lib/gyre/build-uids without /run) */
   readonly lockDir?: string;
+  /** The uid this process runs as. @default process.getuid() */
+  readonly uid?: number;
+  /** The bubblewrap program. @default the first of /usr/bin/bwrap, /bin/bwrap, /usr/local/bin/bwrap */
+  readonly bubblewrap?: string;
 }
 
 /** What one task gets to run its commands with. */
@@ -119,14 +123,14 @@ export function detectIsolation(options: IsolationOptions): Isolation {
     if (options.requireIsolation) throw new ConfigurationError(names.executor, `'shell' runs builds without isolation, which ${names.require}=true refuses (allowed: auto, sandbox, docker)`);
     return noIsolation('steps run in a shell as this user, without isolation (the executor setting asks for it): builds can read what this user can');
   }
-  if (process.getuid?.() === 0) {
+  if ((options.uid ?? process.getuid?.()) === 0) {
     const uids = options.buildUids ?? DEFAULT_BUILD_UIDS;
     const flock = spawnSync('flock', ['--version'], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' } });
     if (flock.status !== 0) throw new ConfigurationError(names.executor, 'running builds as separate uids needs flock (util-linux), which is not installed');
     const lockDir = options.lockDir ?? (existsSync('/run') ? '/run/gyre-build-uids' : '/var/lib/gyre/build-uids');
     return uidIsolation(uids, lockDir, names.uids);
   }
-  const bwrap = prepareBubblewrap();
+  const bwrap = prepareBubblewrap(options.bubblewrap);
   if (bwrap.ok) return bubblewrapIsolation(bwrap.base);
   const why = `this process is not root (no build uids) and ${bwrap.reason}`;
   if (options.mode === 'sandbox') throw new ConfigurationError(names.executor, `'sandbox' needs isolation, and ${why}`);
