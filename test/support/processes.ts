@@ -52,9 +52,10 @@ export async function startServerProcess(env: Record<string, string>, options: {
 
 /** Starts `gyre runner` as a child process in its own process group (so a kill takes its tasks too). */
 export function startRunnerProcess(url: string, token: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess & { output: () => string } {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'runner', '--url', url, '--token', token, ...args], {
+  // The token goes in the environment, as the README advises (--token shows in `ps`).
+  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'runner', '--url', url, ...args], {
     cwd: ROOT,
-    env: { ...process.env, GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', ...env },
+    env: { ...process.env, GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', GYRE_RUNNER_TOKEN: token, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
   });
