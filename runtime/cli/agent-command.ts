@@ -157,6 +157,7 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
     signal: controller.signal,
     webUrl: url,
   });
+  await execution.isolation.close();
   if ('outcome' in result) {
     io.stderr(`task ${task.taskId}: ${result.outcome}\n`);
     return 0;

@@ -145,6 +145,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
       for (const controller of running.values()) controller.abort('shutdown');
       wakeAll();
       await Promise.all(loops);
+      await execution?.isolation.close();
       for (const off of unlisten) await off().catch(() => undefined);
     },
   };

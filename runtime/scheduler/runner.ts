@@ -148,7 +148,10 @@ export function startRunner(options: RunnerOptions): Runner {
   const done = prepare()
     .then(() => Promise.all(Array.from({ length: Math.max(1, options.slots ?? 1) }, (_, n) => slot(n))))
     .then(() => undefined)
-    .finally(() => clearInterval(watchdog));
+    .finally(async () => {
+      clearInterval(watchdog);
+      await execution?.isolation.close();
+    });
   return {
     id,
     done,

@@ -110,3 +110,55 @@ workflows:
     }
   }, 180_000);
 });
+
+(root ? describe : describe.skip)('a build uid given to the next task', () => {
+  let g: TestGyre;
+  beforeAll(async () => {
+    g = await startTestGyre({ env: { GYRE_EXECUTOR: 'sandbox', GYRE_BUILD_UIDS: '912200-912203', GYRE_RUNNER_SLOTS: '1' } });
+  });
+  afterAll(() => g?.stop());
+
+  it('finds nothing the task before it left where every user may write', async () => {
+    const name = `gyre-leftover-${process.pid}-${Date.now()}`;
+    await g.addProject('acme/reuse', {
+      '.circleci/config.yml': `version: 2.1
+jobs:
+  first:
+    machine: true
+    steps:
+      - run: |
+          id -u
+          umask 077
+          echo first-task-private > /tmp/${name}.txt
+          mkdir /tmp/${name}.d && echo first-task-private > /tmp/${name}.d/inside.txt && chmod 755 /tmp/${name}.d
+          echo first-task-private > /dev/shm/${name}.txt
+  second:
+    machine: true
+    steps:
+      - run: |
+          id -u
+          for f in /tmp/${name}.txt /tmp/${name}.d/inside.txt /dev/shm/${name}.txt; do cat $f 2>/dev/null && echo "LEAK: $f"; done
+          echo looked
+workflows:
+  w:
+    jobs:
+      - first
+      - second: { requires: [first] }
+`,
+    });
+    const leftovers = [`/tmp/${name}.txt`, `/tmp/${name}.d`, `/dev/shm/${name}.txt`];
+    const { id } = await g.trigger('acme/reuse');
+    const { jobs } = await g.waitForPipeline(id, 60_000);
+    const out = async (job: any) => (await g.raw('GET', `/api/v2/project/gh/acme/reuse/job/${job.job_number}/output?step=0`)).text;
+    const [first, second] = [await out(jobs.first), await out(jobs.second)];
+    // One slot: the second task runs as the very uid the first did.
+    expect(second.split('\n')[0]).toBe(first.split('\n')[0]);
+    expect(second).toContain('looked');
+    try {
+      expect(second).not.toContain('LEAK');
+    } finally {
+      for (const leftover of leftovers) rmSync(leftover, { recursive: true, force: true });
+    }
+
+  }, 90_000);
+});

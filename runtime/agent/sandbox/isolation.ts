@@ -98,6 +98,8 @@ export interface Isolation {
   openBox(taskDir: string): Promise<BuildBox>;
   /** Stops what tasks of dead processes left under `workRoot` and removes their directories; returns how many. */
   reapOrphans(workRoot: string): Promise<number>;
+  /** Gives back what it holds between tasks (build uids kept for the next task of a slot). */
+  close(): Promise<void>;
 }
 
 const ROOT = resolve(__dirname, '../../..');
@@ -205,6 +207,7 @@ function noIsolation(summary: string): Isolation {
       for (const taskDir of orphans) await removeTaskDirs(taskDir);
       return orphans.length;
     },
+    async close() {},
   };
 }
 
@@ -257,6 +260,7 @@ function bubblewrapIsolation(base: BubblewrapBase): Isolation {
       for (const taskDir of orphans) await removeTaskDirs(taskDir);
       return orphans.length;
     },
+    async close() {},
   };
 }
 
@@ -279,9 +283,19 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
   const held = new Set<number>();
   const size = range.last - range.first + 1;
   let next = process.pid % size;
+  /**
+   * Uids whose task ended, still locked, with nothing of them running and nothing of them left
+   * readable: a slot's next task takes one, so a busy runner keeps one uid per slot.
+   */
+  const idle: { uid: number; keeper: Keeper }[] = [];
+  let closing = false;
 
   /** Takes a uid no other task on this host holds, and kills whatever it had left running. */
   async function acquire(): Promise<{ uid: number; keeper: Keeper }> {
+    for (let slot = idle.pop(); slot; slot = idle.pop()) {
+      if (slot.keeper.alive()) return slot;
+      held.delete(slot.uid);
+    }
     await makeDir(lockDir, 0o700);
     for (let round = 0; round < 50; round++) {
       for (let i = 0; i < size; i++) {
@@ -351,14 +365,24 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         extract: (dest, tar, limits) => extractAs(helper, { uid, dest, maxBytes: limits?.maxBytes }, tar),
         scriptMode: 0o640,
         scriptGroup: uid,
-      });
-      return {
-        ...box,
-        async close() {
-          await box.close();
+        // Swept and emptied: the uid waits, locked, for the slot's next task.
+        release: async () => {
+          if (!closing && keeper.alive()) {
+            idle.push({ uid, keeper });
+            return;
+          }
+          await keeper.close();
           held.delete(uid);
         },
-      };
+      });
+      return box;
+    },
+    async close() {
+      closing = true;
+      for (const slot of idle.splice(0)) {
+        await slot.keeper.close();
+        held.delete(slot.uid);
+      }
     },
     async reapOrphans(workRoot) {
       const orphans = await orphansIn(workRoot);
@@ -406,6 +430,8 @@ interface ShellBoxParts {
   readonly extract: BuildBox['extract'];
   readonly scriptMode: number;
   readonly scriptGroup?: number;
+  /** Once the task is swept and its directories removed: gives the identity back. @default closes the keeper */
+  readonly release?: () => Promise<void>;
 }
 
 function shellBox(parts: ShellBoxParts): BuildBox {
@@ -459,7 +485,7 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       try {
         await removeTaskDirs(parts.removes ?? parts.home);
       } finally {
-        await parts.keeper?.close();
+        await (parts.release ? parts.release() : parts.keeper?.close());
       }
     },
   };

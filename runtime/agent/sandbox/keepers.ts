@@ -15,8 +15,10 @@ import { once } from 'node:events';
  * starts (what a task before it may have left) and again when its stdin closes, then exits, which
  * releases the lock. Killing is done by a child with the build uid calling `kill -9 -1`: the
  * kernel signals every process that uid may signal, which are exactly its own, whatever process
- * group or session they moved to; the keeper looks in /proc until none is left. The build cannot
- * kill a keeper (root). A line `sweep` on stdin kills the uid's processes now and answers `swept`.
+ * group or session they moved to; the keeper looks in /proc until none is left. Then what the uid
+ * left in the directories every user may write (/tmp, /var/tmp, /dev/shm, …) is handed to root, so
+ * the next task of the uid cannot read it. The build cannot kill a keeper (root). A line `sweep`
+ * on stdin does all that now and answers `swept`.
  */
 const UID_KEEPER = `
 const uid = Number(process.argv[1]);
@@ -35,12 +37,35 @@ const running = () => {
   }
   return n;
 };
-const sweep = () => {
+const kill = () => {
   for (let round = 0; round < 20 && running() > 0; round++) {
     const r = spawnSync('kill', ['-9', '-1'], options);
     if (r.error) spawnSync(process.execPath, ['-e', 'for (let i = 0; i < 100; i++) { try { process.kill(-1, "SIGKILL"); } catch { break; } }'], options);
   }
 };
+// What the uid left where every user may write is handed to root (and a directory closed), so
+// the next task of this uid cannot read it. Nothing is deleted: others may write there too.
+const { lchownSync, lstatSync, chmodSync } = require('node:fs');
+const handBack = () => {
+  let seen = 0;
+  const walk = (dir, sticky) => {
+    let names;
+    try { names = readdirSync(dir); } catch { return; }
+    for (const name of names) {
+      if (++seen > 20000) return;
+      const path = dir + '/' + name;
+      let st;
+      try { st = lstatSync(path); } catch { continue; }
+      if (st.uid === uid || st.gid === uid) {
+        try { lchownSync(path, 0, 0); if (sticky && st.isDirectory()) chmodSync(path, 0o700); } catch {}
+      } else if (st.isDirectory() && (st.mode & 0o002)) walk(path, (st.mode & 0o1000) !== 0);
+    }
+  };
+  for (const dir of ['/tmp', '/var/tmp', '/dev/shm', '/run/lock', '/dev/mqueue']) {
+    try { const st = lstatSync(dir); if (st.isDirectory()) walk(dir, (st.mode & 0o1000) !== 0); } catch {}
+  }
+};
+const sweep = () => { kill(); handBack(); };
 let ending = false;
 const end = () => { if (ending) return; ending = true; sweep(); process.exit(0); };
 sweep();
