@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { heartbeatEvery, runTask } from '../agent/agent';
 import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
-import { forgetSecrets, hideArguments } from '../agent/sandbox/environ';
+import { hideArguments } from '../agent/sandbox/process-title';
 import { ConfigurationError } from '../domain/errors';
 import { createAgentClient } from '../agent/http-reporter';
 import type { RetryPolicy } from '../agent/task-api';
@@ -46,9 +46,9 @@ const EXECUTION_OPTIONS = {
 
 /**
  * The token, from `--token-file` (a file holding it), the environment (`envName`), or `--token`
- * (visible to anyone who lists processes while the command starts: warned). Once read, tokens
- * leave this process's environment and its start block, so no step and no reader of
- * /proc/<pid>/environ finds them, and `--token` is blanked from what `ps` shows.
+ * (visible to anyone who lists processes while the command starts: warned). Tokens in the
+ * environment were taken out of it by bin/gyre.js before anything ran, so no step and no reader
+ * of /proc/<pid>/environ finds them; `--token` is blanked from what `ps` shows.
  */
 function tokenOf(values: Record<string, unknown>, io: CliIo, envName: string, command: string): string {
   let token: string | undefined;
@@ -66,10 +66,7 @@ function tokenOf(values: Record<string, unknown>, io: CliIo, envName: string, co
   } else {
     token = io.env[envName] || undefined;
   }
-  if (io.env === process.env) {
-    forgetSecrets();
-    hideArguments(`gyre ${command}`);
-  }
+  if (io.ownProcess) hideArguments(`gyre ${command}`);
   if (!token) throw new UsageError(`${command} needs --token-file, ${envName} or --token`);
   return token;
 }

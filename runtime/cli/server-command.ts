@@ -3,7 +3,6 @@ import { createLogger } from '../logger';
 import { ConfigurationError } from '../domain/errors';
 import { readSettings } from '../settings';
 import { startGyre } from '../server/gyre';
-import { forgetSecrets } from '../agent/sandbox/environ';
 import type { CliIo } from './main';
 
 /**
@@ -29,9 +28,9 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
     throw error;
   }
   const log = createLogger({ level: settings.logLevel });
-  // The settings hold the secrets now: no child (git, a build) inherits them, and a reader of
-  // /proc/<pid>/environ finds none (what matters most where builds run as this same user).
-  if (io.env === process.env && !forgetSecrets()) log.warn('could not blank the environment this process started with; its secrets stay readable in /proc by its own user');
+  // bin/gyre.js took the secrets out of the environment before anything ran: the settings hold
+  // them, no child (git, a build) inherits them, and /proc/<pid>/environ shows none.
+  if (io.ownProcess && !io.ownProcess.environmentBlanked) log.warn('could not blank the environment this process started with; its secrets stay readable in /proc/<pid>/environ by its own user');
   const gyre = await startGyre(settings, log);
   const lines = [`Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}).`];
   if (gyre.createdAdminToken && !settings.adminToken) {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runTask, type TaskReporter } from '../agent/agent';
@@ -146,6 +147,8 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
       wakeAll();
       await Promise.all(loops);
       await execution?.isolation.close();
+      // An empty work directory goes too (a root server's lives outside its data directory).
+      await rmdir(options.workRoot).catch(() => undefined);
       for (const off of unlisten) await off().catch(() => undefined);
     },
   };

@@ -145,7 +145,8 @@ describe('build isolation: one task cannot reach the server or another task', ()
   it('without isolation (GYRE_EXECUTOR=shell), the server\'s environment holds no secret, and the job\'s environment none either', async () => {
     // No isolation: B's files and the data directory are open to A (that is what the warning
     // says); what Gyre still keeps out of reach is its secrets in environments.
-    const output = await attack({ GYRE_EXECUTOR: 'shell' }, { dirs, exchange, started });
+    // No compile cache: the TypeScript loader then starts its esbuild process, which must not inherit a secret either.
+    const output = await attack({ GYRE_EXECUTOR: 'shell', TSX_DISABLE_CACHE: '1' }, { dirs, exchange, started });
     for (const check of ['find the admin token in an environment', 'see a server secret in its own environment']) expect(output).toContain(`ok: ${check}`);
     expect(output).toContain("LEAK: read B's file");
   }, 120_000);
