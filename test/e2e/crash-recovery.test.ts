@@ -90,6 +90,8 @@ const EXECUTORS: [string, Record<string, string>, number | undefined][] = [
   ...(root && bwrap && readableBy(NOBODY) ? [['bubblewrap, the server an ordinary user', { GYRE_EXECUTOR: 'sandbox', HOME: '/nonexistent' }, NOBODY] as [string, Record<string, string>, number]] : []),
 ];
 
+const ON_POSTGRES = [EXECUTORS.find(([label]) => label === 'build uids') ?? EXECUTORS[0]];
+
 describe('kill -9 of the process that runs a build', () => {
   const dirs: string[] = [];
   const children: ChildProcess[] = [];
@@ -105,8 +107,9 @@ describe('kill -9 of the process that runs a build', () => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
-  describe.each(testStores())('an embedded server (built-in runner), on %s', (store) => {
-    it.each(EXECUTORS)('with %s: the step dies with the server; the retry after restart runs it once', async (_label, executorEnv, uid) => {
+  // Every executor on the embedded database; on PostgreSQL (when there is one) the last of them.
+  describe.each(testStores())('a server with its built-in runner, on %s', (store) => {
+    it.each(store === 'pglite' ? EXECUTORS : ON_POSTGRES)('with %s: the step dies with the server; the retry after restart runs it once', async (_label, executorEnv, uid) => {
       const dataDir = mkdtempSync(join(tmpdir(), 'gyre-crash-'));
       const sleep = uniqueSleep();
       const repo = makeGitRepo({ '.circleci/config.yml': config(exchange.url, sleep) });
