@@ -115,7 +115,11 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
       let stop = () => undefined as void;
       return { done, stop: () => stop() };
     },
-    cleanup: () => box.close(),
+    async cleanup() {
+      await box.close();
+      // An isolation made for this one task gives back what it kept for a next one.
+      if (!isolation) await chosen.close();
+    },
   };
 }
 

@@ -175,6 +175,9 @@ async function orphansIn(workRoot: string): Promise<string[]> {
 }
 
 function noIsolation(summary: string): Isolation {
+  /** Keepers whose task ended (its groups killed), for the next task: one per slot, in effect. */
+  const idle: Keeper[] = [];
+  let closing = false;
   return {
     kind: 'none',
     summary,
@@ -187,18 +190,25 @@ function noIsolation(summary: string): Isolation {
       await makeDir(control, 0o700);
       await makeDir(taskDir, 0o700);
       await writeFile(join(control, 'owner'), OWNER);
-      const keeper = await startGroupKeeper();
+      let keeper = idle.pop();
+      while (keeper && !keeper.alive()) keeper = idle.pop();
+      keeper ??= await startGroupKeeper();
+      const kept = keeper;
       return shellBox({
         home: taskDir,
         control,
         seesHostPaths: true,
         env: {},
-        keeper,
+        keeper: kept,
         spawnIn: (command, env) => spawn(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
         // Without isolation the agent may as well read the tree itself: the build could read the same.
         archive: (root, patterns) => archiveLocal(root, patterns),
         extract: (dest, tar, limits) => extractLocal(dest, tar, limits),
         scriptMode: 0o600,
+        release: async () => {
+          if (!closing && kept.alive()) idle.push(kept);
+          else await kept.close();
+        },
       });
     },
     async reapOrphans(workRoot) {
@@ -207,7 +217,10 @@ function noIsolation(summary: string): Isolation {
       for (const taskDir of orphans) await removeTaskDirs(taskDir);
       return orphans.length;
     },
-    async close() {},
+    async close() {
+      closing = true;
+      for (const keeper of idle.splice(0)) await keeper.close();
+    },
   };
 }
 

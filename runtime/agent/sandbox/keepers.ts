@@ -97,7 +97,7 @@ process.stdin.on('data', (d) => {
     const line = pending.slice(0, i);
     const m = /^group (\\d+)$/.exec(line);
     if (m && Number(m[1]) > 1) groups.add(Number(m[1]));
-    if (line === 'sweep') { kill(); process.stdout.write('swept\\n'); }
+    if (line === 'sweep') { kill(); groups.clear(); process.stdout.write('swept\\n'); }
   }
 });
 process.stdin.on('end', end);
@@ -122,6 +122,9 @@ export interface Keeper {
 }
 
 function keeperOf(child: ChildProcess): Keeper {
+  // A keeper never keeps the agent's process alive: it outlives the agent by design.
+  child.unref();
+  for (const stream of [child.stdin, child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
   let exited = child.exitCode !== null || child.signalCode !== null;
   const exit = once(child, 'exit').then(() => undefined);
   void exit.then(() => (exited = true));
@@ -143,14 +146,18 @@ function keeperOf(child: ChildProcess): Keeper {
     },
     async sweep() {
       if (exited) return;
+      child.ref();
       const answered = new Promise<void>((resolve) => lines.push(() => resolve()));
       child.stdin!.write('sweep\n');
       // A keeper that does not answer is not waited for forever: closing it kills all the same.
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([answered, exit, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
       clearTimeout(timer);
+      child.unref();
     },
     async close() {
+      // Waited for: the keeper is done (its task swept) before this resolves.
+      child.ref();
       child.stdin!.end();
       await exit;
     },
