@@ -40,7 +40,8 @@ const root = process.getuid?.() === 0;
 
   it('an archive picked before a swap reads, after it, only what the build may read', async () => {
     const taskDir = join(workRoot, 'task-1');
-    const executor = await createShellExecutor({ taskDir, isolation: detectIsolation({ mode: 'sandbox', buildUids: { first: 912100, last: 912103 } }) });
+    const isolation = detectIsolation({ mode: 'sandbox', buildUids: { first: 912100, last: 912103 } });
+    const executor = await createShellExecutor({ taskDir, isolation });
     try {
       const made = executor.start(
         // a/big.bin first: the helper streams it and waits on the pipe until the archive is read.
@@ -62,6 +63,7 @@ const root = process.getuid?.() === 0;
       await expect(read).rejects.toThrow(/EACCES: permission denied, open '.*out\/z\/secret.txt'/);
     } finally {
       await executor.cleanup();
+      await isolation.close();
     }
   });
 

@@ -84,6 +84,7 @@ describe('choosing how builds are isolated', () => {
       expect(result).toEqual({ outcome: 'success' });
       expect(Buffer.concat(outputs).toString()).toBe(`${isolation.notice}\nhello\n`);
     } finally {
+      await isolation.close();
       rmSync(taskDir, { recursive: true, force: true });
     }
   });
