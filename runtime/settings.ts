@@ -1,6 +1,8 @@
-import { resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
+import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
 import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
 import type { NomadConnection } from './scheduler/nomad-client';
 import type { HttpLimits } from './api/http-app';
@@ -34,6 +36,17 @@ export interface Settings {
   readonly publicUrl?: string;
   /** GYRE_RUNNER_SLOTS: tasks the built-in runner runs at once. */
   readonly runnerSlots: number;
+  /**
+   * GYRE_EXECUTOR (auto, sandbox, docker, shell), GYRE_BUILD_UIDS, GYRE_REQUIRE_ISOLATION,
+   * GYRE_DOCKER_SOCKET, GYRE_REGISTRY_MIRROR: how the built-in runner runs steps and keeps builds apart.
+   */
+  readonly executor: ExecutorSettings;
+  /**
+   * GYRE_WORK_DIR: where the built-in runner makes task directories. Default `<data dir>/tasks`;
+   * as root with build uids, `/var/lib/gyre/work/<a hash of the data dir>`, a place build uids can
+   * reach without the data directory being open to them.
+   */
+  readonly workDir: string;
   /** GYRE_LEASE_TTL_MS: how long a task lease lasts without a heartbeat. */
   readonly leaseTtlMs: number;
   /** GYRE_MAX_ATTEMPTS: claims of a task before an expired lease is a final infrastructure failure. */
@@ -209,7 +222,7 @@ export function readDatabaseSettings(env: Env = process.env): { readonly dataDir
 export const RETENTION_DAYS_MAX = 36_500;
 
 /** Reads and validates settings; a bad value throws a ConfigurationError naming the setting. */
-export function readSettings(env: Env = process.env): Settings {
+export function readSettings(env: Env = process.env, uid: number | undefined = process.getuid?.()): Settings {
   const port = integer(env, 'GYRE_PORT', DEFAULT_API_PORT, 0, 65535);
   const { dataDir, databaseUrl } = readDatabaseSettings(env);
   const adminToken = env.GYRE_ADMIN_TOKEN || undefined;
@@ -257,6 +270,13 @@ export function readSettings(env: Env = process.env): Settings {
   const agentCallbackUrl = publicUrl ?? (env.GYRE_URL || undefined);
   if (agentCallbackUrl && !/^https?:\/\/[^\s/]+/.test(agentCallbackUrl)) throw new ConfigurationError('GYRE_URL', `'${agentCallbackUrl}' must be an http:// or https:// URL`);
   if (agentSecret !== undefined && agentSecret.length < 32) throw new ConfigurationError('GYRE_AGENT_SECRET', 'must be at least 32 characters');
+  const executor = readExecutorSettings(env);
+  const buildUids = uid === 0 && executor.choice !== 'shell';
+  const workDir = env.GYRE_WORK_DIR
+    ? resolve(env.GYRE_WORK_DIR)
+    : buildUids
+      ? join('/var/lib/gyre/work', createHash('sha256').update(dataDir).digest('hex').slice(0, 12))
+      : join(dataDir, 'tasks');
   return {
     port,
     host,
@@ -267,6 +287,8 @@ export function readSettings(env: Env = process.env): Settings {
     adminToken,
     publicUrl,
     runnerSlots: integer(env, 'GYRE_RUNNER_SLOTS', 4, 0, 256),
+    executor,
+    workDir,
     leaseTtlMs: integer(env, 'GYRE_LEASE_TTL_MS', 30_000, 500, 3_600_000),
     maxAttempts: integer(env, 'GYRE_MAX_ATTEMPTS', 3, 1, 100),
     continuationTtlMs: integer(env, 'GYRE_CONTINUATION_TTL_MS', 6 * 3600_000, 1000, 7 * 24 * 3600_000),

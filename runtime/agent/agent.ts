@@ -1,9 +1,11 @@
+import { performance } from 'node:perf_hooks';
 import { StaleLeaseError } from '../domain/errors';
+import { leaseMarginMs } from '../domain/leases';
 import type { StepStatus } from '../domain/model';
 import type { Step } from '../config/plan';
 import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
-import type { Executor } from './executor';
+import { LEASE_LOST, type Executor } from './executor';
 import { compressChunk, type CompressedChunk } from '../output/log-chunk';
 import { noMasking, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
@@ -14,7 +16,8 @@ import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler
  * sends the same calls over HTTP. Each call may throw StaleLeaseError: the agent has lost the task.
  */
 export interface TaskReporter {
-  heartbeat(): Promise<HeartbeatResult>;
+  /** Renews the lease; `signal` abandons a renewal that takes too long (the agent tries again). */
+  heartbeat(signal?: AbortSignal): Promise<HeartbeatResult>;
   stepStarted(step: { index: number; name: string; type: string }): Promise<void>;
   /** One chunk of a step's output, compressed by the agent; chunks are numbered from 0 and sent in order. */
   output(step: number, seq: number, chunk: CompressedChunk): Promise<void>;
@@ -30,10 +33,28 @@ export interface TaskReporter {
 export interface AgentOptions {
   readonly task: TaskContext;
   readonly reporter: TaskReporter;
-  readonly executor: Executor;
+  /**
+   * Where the steps run, or how to make it (a container to pull and start, a sandbox): made when
+   * the task starts, and a failure to make it fails the job with the reason in the first step's
+   * output, as an image that cannot be pulled does.
+   */
+  readonly executor: Executor | (() => Promise<Executor>);
   readonly log: Logger;
   /** How often to renew the lease. */
   readonly heartbeatMs: number;
+  /**
+   * How long the lease lasts from a renewal. With it the agent keeps its own deadline: when it has
+   * not renewed the lease for this long minus `leaseMarginMs`, on the monotonic clock, it kills
+   * its steps and sends nothing more, before the server could give the task to anyone else.
+   * @default - no deadline of its own (it stops only when a write is refused)
+   */
+  readonly leaseTtlMs?: number;
+  /**
+   * `performance.now()` when the request that granted or last renewed the lease was sent (a
+   * claim that did not wait for work, or the task fetch of `gyre agent`): the agent's deadline
+   * counts from there. @default now, and the lease is renewed at once to count from that renewal
+   */
+  readonly leaseRenewedAt?: number;
   /**
    * Aborted from outside. With reason `'shutdown'` the agent stops its steps and reports nothing
    * (the lease then expires and the task is retried); any other reason is a cancel.
@@ -72,13 +93,15 @@ export function heartbeatEvery(leaseTtlMs: number | undefined): number {
 /** The outcome of running a task: what it reported, or that it lost its lease (or was abandoned at shutdown) and reported nothing. */
 export type AgentResult = { readonly outcome: TaskOutcome } | { readonly lostLease: true };
 
+export { LEASE_LOST } from './executor';
+
 /**
  * Runs one claimed task: every step in order with CircleCI's `when` rules, output streamed in
  * numbered chunks, the lease renewed by heartbeat. It always ends by completing the task unless the
  * lease was lost, in which case someone else owns the task now and nothing more may be written.
  */
 export async function runTask(options: AgentOptions): Promise<AgentResult> {
-  const { task, reporter, executor, log } = options;
+  const { task, reporter, log } = options;
   const handlers = options.handlers ?? createStepHandlers();
   const abort = new AbortController();
   let lostLease = false;
@@ -92,19 +115,43 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
   if (options.signal?.aborted) onOuterAbort();
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
+  const stopForLostLease = (why: string, fields: Record<string, unknown> = {}) => {
+    if (!lostLease) log.warn(`${why}; killing the steps and reporting nothing more`, { taskId: task.taskId, ...fields });
+    lostLease = true;
+    clearInterval(beat);
+    clearInterval(deadline);
+    abort.abort(LEASE_LOST);
+  };
   const loseLease = (error: unknown) => {
     if (error instanceof StaleLeaseError) {
-      if (!lostLease) log.warn('lease lost; stopping without reporting', { taskId: task.taskId });
-      lostLease = true;
-      abort.abort();
+      stopForLostLease('lease lost');
       return true;
     }
     return false;
   };
+  /** Once the lease is lost nothing more is sent: a call made after that fails here, not on the wire. */
+  const fenced = <T>(send: () => Promise<T>): Promise<T> => (lostLease ? Promise.reject(new StaleLeaseError(task.taskId, 'lost by the agent')) : send());
 
-  const beat = setInterval(() => {
-    reporter.heartbeat().then(
+  // The agent's own deadline, on the monotonic clock, counted from when the last renewal that
+  // succeeded was sent (never later than when the server granted it): TTL minus a margin.
+  const ttl = options.leaseTtlMs;
+  const margin = ttl ? leaseMarginMs(ttl) : 0;
+  let renewedAt = options.leaseRenewedAt ?? performance.now();
+  const deadline = ttl
+    ? setInterval(() => {
+        const since = performance.now() - renewedAt;
+        if (since >= ttl - margin) stopForLostLease('lease not renewed in time', { sinceRenewalMs: Math.round(since), leaseTtlMs: ttl });
+      }, Math.max(10, Math.min(250, margin / 2)))
+    : undefined;
+
+  const renew = () => {
+    if (lostLease) return;
+    const sent = performance.now();
+    // A renewal that has not answered by the time the lease would be useless is abandoned.
+    const timeout = ttl ? AbortSignal.timeout(Math.max(50, ttl - margin)) : undefined;
+    reporter.heartbeat(timeout).then(
       (result) => {
+        renewedAt = Math.max(renewedAt, sent);
         if (result.cancelRequested && !canceled) {
           canceled = true;
           abort.abort();
@@ -114,7 +161,11 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
         if (!loseLease(error)) log.warn('heartbeat failed; will retry', { taskId: task.taskId, error: (error as Error).message });
       },
     );
-  }, options.heartbeatMs);
+  };
+  const beat = setInterval(renew, options.heartbeatMs);
+  // Renewed at once when the start of the lease is not known to the agent: its own deadline then
+  // counts from a renewal it sent, not from when it happened to get the task.
+  if (ttl && options.leaseRenewedAt === undefined) renew();
   const watching = new AbortController();
   reporter.cancelRequested?.(watching.signal).then(
     () => {
@@ -126,17 +177,24 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     () => undefined,
   );
 
+  let executor: Executor | undefined;
   try {
+    try {
+      executor = typeof options.executor === 'function' ? await options.executor() : options.executor;
+    } catch (error) {
+      return await environmentFailed(error as Error);
+    }
     const shellDefault = (await executor.hasBash()) ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
     const env = circleEnvironment(task, executor.home, options.webUrl);
     let failed = false;
     let timedOut = false;
+    const stepCtx = { ...options, executor, env, shellDefault, signal: abort.signal, notice: executor.notice };
     for (const [index, step] of task.spec.steps.entries()) {
       if (lostLease || abandoned) break;
       const when = 'when' in step ? step.when : 'on_success';
       const runs = canceled ? false : when === 'always' || (when === 'on_fail' ? failed : !failed);
       if (!runs) continue;
-      const result = await runStep(index, step, { ...options, env, shellDefault, signal: abort.signal });
+      const result = await runStep(index, step, stepCtx);
       if (result === 'lost') break;
       if (result === 'canceled') canceled = true;
       else if (result === 'timedout') {
@@ -147,7 +205,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     if (lostLease || abandoned) return { lostLease: true };
     const outcome: TaskOutcome = canceled ? 'canceled' : timedOut ? 'timedout' : failed ? 'failed' : 'success';
     try {
-      await reporter.complete(outcome);
+      await fenced(() => reporter.complete(outcome));
     } catch (error) {
       if (loseLease(error)) return { lostLease: true };
       throw error;
@@ -155,30 +213,57 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     return { outcome };
   } finally {
     clearInterval(beat);
+    clearInterval(deadline);
     watching.abort();
     options.signal?.removeEventListener('abort', onOuterAbort);
-    await executor.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: (error as Error).message }));
+    await executor?.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: (error as Error).message }));
+  }
+
+  /** No place to run the steps: the first step fails with the reason, and so does the job. */
+  async function environmentFailed(error: Error): Promise<AgentResult> {
+    log.warn('the job environment could not be made', { taskId: task.taskId, error: error.message });
+    const first = task.spec.steps[0];
+    try {
+      if (first) {
+        await fenced(() => reporter.stepStarted({ index: 0, name: first.name, type: first.type }));
+        const text = new TextEncoder().encode(`The job's environment could not be made: ${error.message}\n`);
+        const mask = (options.masker ?? noMasking).stream();
+        await fenced(async () => reporter.output(0, 0, await compressChunk(Buffer.from([...mask.push(text), ...mask.end()]))));
+        await fenced(() => reporter.stepFinished({ index: 0, status: 'failed', exitCode: null }));
+      }
+      if (abandoned) return { lostLease: true };
+      await fenced(() => reporter.complete(canceled ? 'canceled' : 'failed'));
+      return { outcome: canceled ? 'canceled' : 'failed' };
+    } catch (failure) {
+      if (loseLease(failure)) return { lostLease: true };
+      throw failure;
+    }
   }
 
   async function runStep(
     index: number,
     step: Step,
-    ctx: AgentOptions & { env: Record<string, string>; shellDefault: string; signal: AbortSignal },
+    ctx: AgentOptions & { executor: Executor; env: Record<string, string>; shellDefault: string; signal: AbortSignal; notice?: string },
   ): Promise<'success' | 'failed' | 'timedout' | 'canceled' | 'lost'> {
     try {
-      await reporter.stepStarted({ index, name: step.name, type: step.type });
+      await fenced(() => reporter.stepStarted({ index, name: step.name, type: step.type }));
     } catch (error) {
       if (loseLease(error)) return 'lost';
       throw error;
     }
-    const out = createOutputStream((seq, data) => reporter.output(index, seq, data), loseLease);
+    const out = createOutputStream((seq, data) => fenced(() => reporter.output(index, seq, data)), loseLease);
     const mask = (options.masker ?? noMasking).stream();
+    if (ctx.notice) {
+      // Said first in the job's output (e.g. that it runs without isolation), once.
+      out.write(mask.push(new TextEncoder().encode(`${ctx.notice}\n`)));
+      ctx.notice = undefined;
+    }
     const handler = handlers[step.type] as StepHandler<Step>;
     let result: StepResult;
     try {
       result = await handler(step, {
         task,
-        executor,
+        executor: ctx.executor,
         env: ctx.env,
         shellDefault: ctx.shellDefault,
         signal: ctx.signal,
@@ -194,7 +279,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     await out.close();
     if (lostLease || abandoned) return 'lost';
     try {
-      await reporter.stepFinished({ index, status, exitCode });
+      await fenced(() => reporter.stepFinished({ index, status, exitCode }));
     } catch (error) {
       if (loseLease(error)) return 'lost';
       throw error;

@@ -13,6 +13,12 @@ export interface DockerEngine {
    * `raw` is a tar sent as the request body: in memory, or streamed from `body` (`length` bytes).
    */
   stream(method: string, path: string, body?: unknown, headers?: Record<string, string>, raw?: Buffer | Upload): Promise<IncomingMessage>;
+  /**
+   * Attaches to a created container's stdin and holds it open: the connection stays for as long
+   * as this process does (it never keeps the process alive). Destroying it, or the process dying,
+   * closes the container's stdin.
+   */
+  attachStdin(container: string): Promise<{ destroy(): void }>;
 }
 
 /** A request body streamed from a source of known length (the Engine wants a Content-Length). */
@@ -60,6 +66,28 @@ export function createDockerEngine(socketPath: string): DockerEngine {
     });
   return {
     stream,
+    attachStdin(container) {
+      return new Promise((resolve, reject) => {
+        const req = httpRequest({
+          socketPath,
+          method: 'POST',
+          path: `${VERSION}/containers/${encodeURIComponent(container)}/attach?stream=1&stdin=1&stdout=0&stderr=0`,
+          headers: { Host: 'docker', Connection: 'Upgrade', Upgrade: 'tcp' },
+        });
+        req.on('upgrade', (_res, socket) => {
+          socket.on('error', () => undefined);
+          socket.unref();
+          resolve(socket);
+        });
+        req.on('response', (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => reject(new DockerEngineError(res.statusCode ?? 0, `attach to ${container} → ${res.statusCode}: ${Buffer.concat(chunks).toString('utf8')}`)));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    },
     async call(method, path, body, headers) {
       const res = await stream(method, path, body, headers);
       const chunks: Buffer[] = [];

@@ -13,6 +13,9 @@ import { createTarWriter, DEFAULT_EXTRACT_LIMITS, readTar, readTarAs, safeRelati
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { ecrCredentials } from './ecr-auth';
+import { hostname } from 'node:os';
+import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
+import { ownerAlive, processOwner } from './sandbox/owner';
 import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor, type OutputTaker } from './executor';
 
 /**
@@ -34,10 +37,25 @@ export interface DockerExecutorOptions {
   readonly tempDir?: string;
   /** The ECR API endpoint asked for the registry password of an image with `aws_auth`. @default - https://api.ecr.<region>.amazonaws.com */
   readonly ecrEndpoint?: string;
+  /** CPU and memory of the job's resource class: the limits of every container of the task. @default medium's (2 cores, 4 GiB) */
+  readonly resources?: ResourceSize;
+  /** Processes one container may hold at once. @default 4096 */
+  readonly pidsLimit?: number;
+  /** Who runs the task (`containerOwner()`): containers and network carry it, so a watchdog can remove them once it is gone. @default this process */
+  readonly owner?: string;
 }
 
-/** Keeps the primary container alive until it is removed; steps run beside it with exec. */
-const KEEP_ALIVE = ['/bin/sh', '-c', 'trap "exit 0" TERM INT; while :; do sleep 86400 & wait $!; done'];
+/**
+ * Keeps the primary container alive while the agent holds its stdin open (an attach that lasts as
+ * long as the agent's connection); steps run beside it with exec. When the agent dies, SIGKILL
+ * included, the engine closes the container's stdin, the loop ends, and with the container's first
+ * process every step in it dies: a task's processes never outlive the agent that runs it. Shell
+ * builtins only, so any image with a shell keeps it.
+ */
+const KEEP_ALIVE = ['/bin/sh', '-c', 'while IFS= read -r _; do :; done; exit 0'];
+/** The label that names a container's (and network's) owner: `host/pid/start` of the agent process. */
+export const OWNER_LABEL = 'gyre.owner';
+const DEFAULT_PIDS_LIMIT = 4096;
 /** Runs a step: records nothing, makes and enters the working directory, then becomes the shell. */
 const STEP_WRAPPER = 'mkdir -p "$1" && cd "$1" || exit 1; shift; exec "$@"';
 /** Host-side variables that mean nothing inside a container; the image's own values apply. */
@@ -80,6 +98,17 @@ const refText = (r: ImageRef, registry = r.registry) => `${registry}/${r.reposit
 export async function createDockerExecutor(options: DockerExecutorOptions): Promise<Executor> {
   if (options.images.length === 0) throw new Error('the docker executor needs at least one image');
   const engine = createDockerEngine(options.socketPath);
+  const owner = options.owner ?? containerOwner();
+  const size = options.resources ?? resourceSizeOf('medium');
+  // Every container of the task gets the class's limits (services too: they share the machine).
+  const limits = {
+    NanoCpus: Math.round(size.cpu * 1e9),
+    Memory: size.memoryMb * 1024 * 1024,
+    MemorySwap: size.memoryMb * 1024 * 1024,
+    PidsLimit: options.pidsLimit ?? DEFAULT_PIDS_LIMIT,
+  };
+  /** The primary's stdin, held open for as long as this agent lives (see KEEP_ALIVE). */
+  let lifeline: { destroy(): void } | undefined;
   const suffix = `${options.taskId.slice(0, 8)}-${randomBytes(3).toString('hex')}`;
   const network = `gyre-${suffix}`;
   const containers: string[] = [];
@@ -87,6 +116,8 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   const primaryImage = options.images[0];
 
   const cleanup = async () => {
+    lifeline?.destroy();
+    lifeline = undefined;
     for (const id of containers.splice(0).reverse()) {
       await engine.call('DELETE', `/containers/${id}?force=true&v=true`).catch((error) => options.log.warn('container removal failed', { id, error: (error as Error).message }));
     }
@@ -97,7 +128,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   };
 
   try {
-    await engine.call('POST', '/networks/create', { Name: network, Driver: 'bridge', CheckDuplicate: true, Labels: { 'gyre.task': options.taskId } });
+    await engine.call('POST', '/networks/create', { Name: network, Driver: 'bridge', CheckDuplicate: true, Labels: { 'gyre.task': options.taskId, [OWNER_LABEL]: owner } });
     networkMade = true;
     const pulled: string[] = [];
     for (const image of options.images) pulled.push(await ensureImage(engine, image, options));
@@ -105,18 +136,20 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       const primary = index === 0;
       const alias = image.name ?? parseImageRef(image.image).repository.split('/').pop()!;
       const overridden = image.entrypoint !== undefined || image.command !== undefined;
+      const tied = primary && !overridden;
       const { body } = await engine.call('POST', `/containers/create?name=gyre-${suffix}-${index}`, {
         Image: pulled[index],
         Env: Object.entries(image.environment ?? {}).map(([k, v]) => `${k}=${v}`),
         User: image.user ?? '',
-        ...(primary && !overridden ? { Entrypoint: KEEP_ALIVE.slice(0, 1), Cmd: KEEP_ALIVE.slice(1) } : {}),
+        ...(tied ? { Entrypoint: KEEP_ALIVE.slice(0, 1), Cmd: KEEP_ALIVE.slice(1), OpenStdin: true, StdinOnce: true, AttachStdin: true } : {}),
         ...(image.entrypoint ? { Entrypoint: [...image.entrypoint] } : {}),
         ...(image.command ? { Cmd: [...image.command] } : {}),
-        Labels: { 'gyre.task': options.taskId, 'gyre.role': primary ? 'primary' : 'service' },
-        HostConfig: { NetworkMode: network, Init: false },
+        Labels: { 'gyre.task': options.taskId, 'gyre.role': primary ? 'primary' : 'service', [OWNER_LABEL]: owner },
+        HostConfig: { NetworkMode: network, Init: false, ...limits },
         NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [alias] } } },
       });
       containers.push(body.Id);
+      if (tied) lifeline = await engine.attachStdin(body.Id);
       await engine.call('POST', `/containers/${body.Id}/start`);
     }
   } catch (error) {
@@ -263,6 +296,44 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     },
   };
   return executor;
+}
+
+/** This process as a container owner: `host/pid/start`. */
+export function containerOwner(): string {
+  return `${hostname()}/${processOwner().replace(' ', '/')}`;
+}
+
+/**
+ * The watchdog: removes the containers and networks whose owner (an agent process on this host)
+ * is gone, e.g. a runner that was killed. Run at an agent's start and every so often while it
+ * runs; each agent looks after its host's leftovers, whoever left them. Returns how many
+ * containers it removed.
+ */
+export async function removeOrphanedContainers(socketPath: string, log: Logger): Promise<number> {
+  const engine = createDockerEngine(socketPath);
+  const host = hostname();
+  const orphaned = (labels: Record<string, string> | undefined) => {
+    const owner = labels?.[OWNER_LABEL];
+    if (!owner) return false;
+    const [ownerHost, pid, start] = owner.split('/');
+    return ownerHost === host && !ownerAlive(`${pid} ${start}`);
+  };
+  const filters = encodeURIComponent(JSON.stringify({ label: [OWNER_LABEL] }));
+  const { body: list } = await engine.call<{ Id: string; Labels?: Record<string, string> }[]>('GET', `/containers/json?all=true&filters=${filters}`);
+  let removed = 0;
+  for (const c of list ?? []) {
+    if (!orphaned(c.Labels)) continue;
+    await engine.call('DELETE', `/containers/${c.Id}?force=true&v=true`).then(
+      () => removed++,
+      (error) => log.warn('removing an orphaned container failed', { id: c.Id, error: (error as Error).message }),
+    );
+  }
+  const { body: networks } = await engine.call<{ Id: string; Labels?: Record<string, string> }[]>('GET', `/networks?filters=${filters}`);
+  for (const n of networks ?? []) {
+    if (orphaned(n.Labels)) await engine.call('DELETE', `/networks/${n.Id}`).catch(() => undefined);
+  }
+  if (removed > 0) log.warn('removed containers whose agent is gone', { containers: removed });
+  return removed;
 }
 
 /** How `archive` sends what the patterns selected. */

@@ -31,9 +31,22 @@ export interface Execution {
   stop(): void;
 }
 
+/**
+ * The reason an agent aborts its steps with when its lease is lost: executors kill at once (no
+ * SIGTERM grace), since another attempt of the task may soon be claimed.
+ */
+export const LEASE_LOST = 'lease-lost';
+
 export interface Executor {
   /** The home directory commands see (`~`). */
   readonly home: string;
+  /**
+   * Whether a path on this host means the same file to the commands (a shell without isolation).
+   * When not, a checkout of a repository given as a local path is copied in. @default false
+   */
+  readonly seesHostPaths?: boolean;
+  /** Said at the start of the first step's output (e.g. that the build runs without isolation). */
+  readonly notice?: string;
   /** Whether `bash` exists where commands run; otherwise `sh` is the default shell. */
   hasBash(): Promise<boolean>;
   /**

@@ -37,8 +37,8 @@ export function createAgentClient(options: {
     },
     reporter() {
       return {
-        async heartbeat(): Promise<HeartbeatResult> {
-          const body = await asLost(taskId, api.call('POST', '/heartbeat'));
+        async heartbeat(signal): Promise<HeartbeatResult> {
+          const body = await asLost(taskId, api.call('POST', '/heartbeat', { signal }));
           return { leaseExpiresAt: new Date(body.lease_expires_at), cancelRequested: body.cancel_requested === true };
         },
         async stepStarted(step) {

@@ -1,76 +1,67 @@
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { ExecRequest, ExecResult, Execution, Executor } from './executor';
-import { expandHome } from './executor';
-import { archiveLocal, extractLocal } from './file-transfer';
+import { expandHome, LEASE_LOST } from './executor';
+import { detectIsolation, type Isolation } from './sandbox/isolation';
 
 /** How long a stopped command gets between SIGTERM and SIGKILL. */
 const KILL_GRACE_MS = 2000;
 
+export interface ShellExecutorOptions {
+  /** The task's directory, also its `$HOME` (so `~/project` lands inside it). */
+  readonly taskDir: string;
+  /** How the build is kept apart from Gyre and other builds. @default none (Gyre's own user; for tests of other things) */
+  readonly isolation?: Isolation;
+}
+
 /**
- * Runs commands in the host's shell. Each task gets a fresh directory that is also its `$HOME`,
- * so `~/project` lands inside it. Every command runs in its own process group, so stopping it
- * stops whatever it started too.
+ * Runs commands in a shell on this host, in the task's box (`sandbox/isolation.ts`): as a build
+ * uid of its own, in a bubblewrap sandbox, or, without isolation, as Gyre's user. Each command
+ * runs in its own process group, so stopping it stops whatever it started too; the file steps read
+ * and write the task's tree with the build's identity.
  */
-export async function createShellExecutor({ taskDir }: { taskDir: string }): Promise<Executor> {
-  await rm(taskDir, { recursive: true, force: true });
-  await mkdir(join(taskDir, '.gyre'), { recursive: true });
-  // Who owns this directory and which process groups it started: if this process dies, the next
-  // one finds them here and stops what is left (see reapOrphanedTasks).
-  await writeFile(join(taskDir, '.gyre', 'owner'), String(process.pid));
-  let scripts = 0;
-  // Process groups started for this task; whatever is left of them dies with the task.
-  const groups = new Set<number>();
+export async function createShellExecutor({ taskDir, isolation }: ShellExecutorOptions): Promise<Executor> {
+  const chosen = isolation ?? detectIsolation({ mode: 'shell' });
+  const box = await chosen.openBox(taskDir);
   const bash = existsSync('/bin/bash') || existsSync('/usr/bin/bash');
   const resolvePath = (path: string) => {
-    const expanded = expandHome(path, taskDir);
-    return isAbsolute(expanded) ? expanded : join(taskDir, expanded);
+    const expanded = expandHome(path, box.home);
+    return isAbsolute(expanded) ? expanded : join(box.home, expanded);
   };
   return {
-    archive: (root, patterns) => archiveLocal(resolvePath(root), patterns),
-    extract: (dest, tar, limits) => extractLocal(resolvePath(dest), tar, limits),
-    home: taskDir,
+    archive: (root, patterns) => box.archive(resolvePath(root), patterns),
+    extract: (dest, tar, limits) => box.extract(resolvePath(dest), tar, limits),
+    home: box.home,
+    seesHostPaths: box.seesHostPaths,
+    notice: chosen.notice,
     hasBash: async () => bash,
     start(request: ExecRequest, onOutput, signal): Execution {
       const done = (async (): Promise<ExecResult> => {
-        const cwd = expandHome(request.cwd, taskDir);
-        const dir = isAbsolute(cwd) ? cwd : join(taskDir, cwd);
-        await mkdir(dir, { recursive: true });
-        const scriptPath = join(taskDir, '.gyre', `script-${++scripts}.sh`);
-        await writeFile(scriptPath, request.script, { mode: 0o600 });
+        const dir = resolvePath(request.cwd);
+        const scriptPath = await box.writeScript(request.script);
         const [command, ...args] = splitShell(request.shell);
         return new Promise<ExecResult>((resolve) => {
           let timedOut = false;
           let canceled = false;
-          // stdout and stderr share one pipe (`exec … 2>&1` before the real shell starts), so
-          // the log keeps the order in which the command wrote to either, as a terminal would.
-          const child = spawn('/bin/sh', ['-c', 'exec "$@" 2>&1', 'sh', command, ...args, scriptPath], {
-            cwd: dir,
-            env: { ...request.env },
-            detached: true,
-            stdio: ['ignore', 'pipe', 'pipe'],
-          });
-          if (child.pid !== undefined) {
-            groups.add(child.pid);
-            void appendFile(join(taskDir, '.gyre', 'pgids'), `${child.pid}\n`).catch(() => undefined);
-          }
+          // stdout and stderr share one pipe (the box's wrapper runs `exec … 2>&1`), so the log
+          // keeps the order in which the command wrote to either, as a terminal would.
+          const child = box.spawn(dir, [command, ...args, scriptPath], { ...request.env, ...box.env });
           let killTimer: NodeJS.Timeout | undefined;
-          const killGroup = () => {
-            if (child.pid === undefined || child.exitCode !== null) return;
+          const kill = (signalName: NodeJS.Signals) => {
             try {
-              process.kill(-child.pid, 'SIGTERM');
+              process.kill(-child.pid!, signalName);
             } catch {
               /* already gone */
             }
-            killTimer ??= setTimeout(() => {
-              try {
-                process.kill(-child.pid!, 'SIGKILL');
-              } catch {
-                /* already gone */
-              }
-            }, KILL_GRACE_MS);
+          };
+          const killGroup = (now = false) => {
+            if (child.pid === undefined || child.exitCode !== null) return;
+            if (now) {
+              kill('SIGKILL');
+              return;
+            }
+            kill('SIGTERM');
+            killTimer ??= setTimeout(() => kill('SIGKILL'), KILL_GRACE_MS);
           };
           let idle: NodeJS.Timeout | undefined;
           const armIdle = () => {
@@ -99,11 +90,12 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
               () => from.resume(),
             );
           };
-          child.stdout.on('data', (chunk: Buffer) => onData(chunk, child.stdout));
-          child.stderr.on('data', (chunk: Buffer) => onData(chunk, child.stderr)); // only the wrapper's own errors arrive here
+          child.stdout!.on('data', (chunk: Buffer) => onData(chunk, child.stdout!));
+          child.stderr!.on('data', (chunk: Buffer) => onData(chunk, child.stderr!)); // only the wrapper's own errors arrive here
           const onAbort = () => {
             canceled = true;
-            killGroup();
+            // A lost lease kills at once: another attempt of the task may be claimed soon.
+            killGroup(signal.reason === LEASE_LOST);
           };
           if (signal.aborted) onAbort();
           else signal.addEventListener('abort', onAbort, { once: true });
@@ -124,15 +116,9 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
       return { done, stop: () => stop() };
     },
     async cleanup() {
-      for (const pgid of groups) {
-        try {
-          process.kill(-pgid, 'SIGKILL');
-        } catch {
-          /* group already empty */
-        }
-      }
-      groups.clear();
-      await rm(taskDir, { recursive: true, force: true });
+      await box.close();
+      // An isolation made for this one task gives back what it kept for a next one.
+      if (!isolation) await chosen.close();
     },
   };
 }
@@ -141,54 +127,4 @@ export async function createShellExecutor({ taskDir }: { taskDir: string }): Pro
 export function splitShell(shell: string): string[] {
   const parts = shell.match(/"[^"]*"|'[^']*'|\S+/g) ?? [];
   return parts.map((p) => (/^(["']).*\1$/.test(p) ? p.slice(1, -1) : p));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * Stops the processes of task directories whose owning process is gone (a runner that was
- * killed), then removes the directories. A process group is only killed while its leader still
- * runs a script from that directory, so a recycled process id is never hit.
- */
-export async function reapOrphanedTasks(workRoot: string): Promise<number> {
-  let entries: string[];
-  try {
-    entries = await readdir(workRoot);
-  } catch {
-    return 0;
-  }
-  let reaped = 0;
-  for (const entry of entries) {
-    const dir = join(workRoot, entry);
-    const owner = Number(await readFile(join(dir, '.gyre', 'owner'), 'utf8').catch(() => 'NaN'));
-    if (!Number.isInteger(owner) || owner === process.pid || alive(owner)) continue;
-    const pgids = (await readFile(join(dir, '.gyre', 'pgids'), 'utf8').catch(() => ''))
-      .split('\n')
-      .map(Number)
-      .filter((n) => Number.isInteger(n) && n > 1);
-    for (const pgid of pgids) {
-      let cmdline = '';
-      try {
-        cmdline = readFileSync(`/proc/${pgid}/cmdline`, 'utf8');
-      } catch {
-        continue;
-      }
-      if (!cmdline.includes(dir)) continue;
-      try {
-        process.kill(-pgid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    await rm(dir, { recursive: true, force: true });
-    reaped++;
-  }
-  return reaped;
 }

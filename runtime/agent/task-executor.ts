@@ -1,36 +1,136 @@
+import { request } from 'node:http';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigurationError } from '../domain/errors';
 import type { TaskContext } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import { createDockerExecutor } from './docker-executor';
 import type { Executor } from './executor';
+import { DEFAULT_BUILD_UIDS, detectIsolation, parseUidRange, type Isolation, type UidRange } from './sandbox/isolation';
 import { createShellExecutor } from './shell-executor';
+
+/**
+ * Which executor runs a task's steps (GYRE_EXECUTOR, `--executor`):
+ * - `auto`: `docker` jobs in their images when a Docker Engine API socket is configured or found
+ *   (/var/run/docker.sock); everything else in a shell sandbox (a build uid of its own as root,
+ *   bubblewrap otherwise), or, where neither is possible, without isolation, said at start and in
+ *   every job's first lines (GYRE_REQUIRE_ISOLATION=true refuses instead).
+ * - `sandbox`: every job in a shell sandbox, never a container; refuses to start without one.
+ * - `docker`: `docker` jobs in containers (a socket is required); other jobs as `auto` runs them.
+ * - `shell`: every job in a shell as Gyre's own user, without isolation (builds you trust).
+ */
+export const EXECUTOR_CHOICES = ['auto', 'sandbox', 'docker', 'shell'] as const;
+export type ExecutorChoice = (typeof EXECUTOR_CHOICES)[number];
+
+export interface ExecutorSettings {
+  readonly choice: ExecutorChoice;
+  /** GYRE_BUILD_UIDS: uids for builds when Gyre runs as root. @default DEFAULT_BUILD_UIDS (900000-900255) */
+  readonly buildUids?: UidRange;
+  /** GYRE_REQUIRE_ISOLATION: refuse to start rather than run builds without isolation. @default false */
+  readonly requireIsolation?: boolean;
+  /** GYRE_DOCKER_SOCKET: the Docker Engine API socket for `docker` jobs. @default - /var/run/docker.sock when it answers (auto) */
+  readonly dockerSocket?: string;
+  /** GYRE_REGISTRY_MIRROR: a registry mirror (host[:port]) for Docker Hub pulls. */
+  readonly registryMirror?: string;
+}
+
+/** The names a command uses for the executor settings in its messages (env names, or CLI flags). */
+export interface ExecutorSettingNames {
+  readonly executor: string;
+  readonly uids: string;
+  readonly require: string;
+  readonly socket: string;
+}
+
+export const ENV_NAMES: ExecutorSettingNames = { executor: 'GYRE_EXECUTOR', uids: 'GYRE_BUILD_UIDS', require: 'GYRE_REQUIRE_ISOLATION', socket: 'GYRE_DOCKER_SOCKET' };
+
+/** Reads the executor settings from the environment (or flags given as an env-like record); errors name the setting. */
+export function readExecutorSettings(env: Readonly<Record<string, string | undefined>>, names: ExecutorSettingNames = ENV_NAMES): ExecutorSettings {
+  const choice = (env[names.executor] || 'auto') as ExecutorChoice;
+  if (!EXECUTOR_CHOICES.includes(choice)) throw new ConfigurationError(names.executor, `'${choice}' is not an executor (allowed: ${EXECUTOR_CHOICES.join(', ')})`);
+  const buildUids = env[names.uids] ? parseUidRange(env[names.uids]!, names.uids) : DEFAULT_BUILD_UIDS;
+  const raw = env[names.require];
+  let requireIsolation = false;
+  if (raw !== undefined && raw !== '') {
+    if (/^(true|1|yes|on)$/i.test(raw)) requireIsolation = true;
+    else if (!/^(false|0|no|off)$/i.test(raw)) throw new ConfigurationError(names.require, `'${raw}' is not a boolean (allowed: true or false)`);
+  }
+  const dockerSocket = env[names.socket] || undefined;
+  return { choice, buildUids, requireIsolation, dockerSocket, registryMirror: env.GYRE_REGISTRY_MIRROR || undefined };
+}
+
+/** What a process runs tasks with, found once at its start. */
+export interface Execution {
+  readonly isolation: Isolation;
+  /** The Engine socket `docker` jobs run through; undefined: they run in the shell sandbox. */
+  readonly dockerSocket?: string;
+  readonly registryMirror?: string;
+  /** One line for the start-up log. */
+  readonly summary: string;
+}
+
+/** Whether a Docker Engine API answers on this socket. */
+export function engineAnswers(socketPath: string, timeoutMs = 2000): Promise<boolean> {
+  if (!existsSync(socketPath)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/_ping', method: 'GET', timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve((res.statusCode ?? 0) < 400);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+/** Finds the isolation and the container engine the settings ask for; a setting that cannot be met is a ConfigurationError. */
+export async function prepareExecution(settings: ExecutorSettings, names: ExecutorSettingNames = ENV_NAMES): Promise<Execution> {
+  const { choice } = settings;
+  let dockerSocket: string | undefined;
+  if (choice === 'docker') {
+    dockerSocket = settings.dockerSocket ?? '/var/run/docker.sock';
+    if (!(await engineAnswers(dockerSocket))) throw new ConfigurationError(settings.dockerSocket ? names.socket : names.executor, `'docker' needs a Docker Engine API, and none answers on ${dockerSocket}`);
+  } else if (choice === 'auto') {
+    const candidate = settings.dockerSocket ?? '/var/run/docker.sock';
+    if (await engineAnswers(candidate)) dockerSocket = candidate;
+    else if (settings.dockerSocket) throw new ConfigurationError(names.socket, `no Docker Engine API answers on ${settings.dockerSocket}`);
+  }
+  const isolation = detectIsolation({
+    mode: choice === 'shell' ? 'shell' : choice === 'sandbox' ? 'sandbox' : 'auto',
+    buildUids: settings.buildUids,
+    requireIsolation: settings.requireIsolation,
+    names: { executor: names.executor, uids: names.uids, require: names.require },
+  });
+  const summary = dockerSocket ? `docker jobs run in containers through ${dockerSocket}; other jobs: ${isolation.summary}` : isolation.summary;
+  return { isolation, dockerSocket, registryMirror: settings.registryMirror, summary };
+}
 
 export interface TaskExecutorOptions {
   readonly task: TaskContext;
   /** Where the shell executor makes the task's directory. */
   readonly taskDir: string;
   readonly log: Logger;
-  /** A Docker Engine API socket; jobs with `docker:` images run in containers when set. */
-  readonly dockerSocket?: string;
-  readonly registryMirror?: string;
+  readonly execution: Execution;
+  /** Who runs the task (this process): the Docker executor labels its containers with it. */
+  readonly owner?: string;
 }
 
-/**
- * The executor for a task on a runner or a Nomad client: containers for `docker:` jobs when a
- * container engine is configured, the host's shell otherwise (and for `machine:` jobs).
- */
+/** The executor for one task: a container for a `docker` job where an engine is used, the shell sandbox otherwise. */
 export async function createTaskExecutor(options: TaskExecutorOptions): Promise<Executor> {
   const { executor } = options.task.spec;
-  if (executor.kind === 'docker' && options.dockerSocket) {
+  const { execution } = options;
+  if (executor.kind === 'docker' && execution.dockerSocket) {
     return createDockerExecutor({
-      socketPath: options.dockerSocket,
+      socketPath: execution.dockerSocket,
       images: executor.images,
       taskId: options.task.taskId,
       log: options.log,
-      registryMirror: options.registryMirror,
+      registryMirror: execution.registryMirror,
+      resources: options.task.resources,
+      owner: options.owner,
     });
   }
-  return createShellExecutor({ taskDir: options.taskDir });
+  return createShellExecutor({ taskDir: options.taskDir, isolation: execution.isolation });
 }
 
 export const taskDirOf = (root: string, taskId: string, attempt: string | number) => join(root, `${taskId}-${attempt}`);

@@ -1,13 +1,17 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { heartbeatEvery, runTask } from '../agent/agent';
+import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
+import { hideArguments } from '../agent/sandbox/process-title';
+import { ConfigurationError } from '../domain/errors';
 import { createAgentClient } from '../agent/http-reporter';
 import type { RetryPolicy } from '../agent/task-api';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
-import { createTaskExecutor } from '../agent/task-executor';
+import { createTaskExecutor, prepareExecution, readExecutorSettings, type ExecutorSettings } from '../agent/task-executor';
 import { createLogger, type LogLevel } from '../logger';
 import { startRunner } from '../scheduler/runner';
 import type { CliIo } from './main';
@@ -28,6 +32,61 @@ const RETRY_OPTIONS = {
   'retry-attempts': { type: 'string' },
   'retry-seconds': { type: 'string' },
 } as const;
+
+/** The options both agent commands take for their token and for how steps run. */
+const EXECUTION_OPTIONS = {
+  token: { type: 'string' },
+  'token-file': { type: 'string' },
+  executor: { type: 'string' },
+  'build-uids': { type: 'string' },
+  'require-isolation': { type: 'boolean' },
+  'docker-socket': { type: 'string' },
+  'registry-mirror': { type: 'string' },
+} as const;
+
+/**
+ * The token, from `--token-file` (a file holding it), the environment (`envName`), or `--token`
+ * (visible to anyone who lists processes while the command starts: warned). Tokens in the
+ * environment were taken out of it by bin/gyre.js before anything ran, so no step and no reader
+ * of /proc/<pid>/environ finds them; `--token` is blanked from what `ps` shows.
+ */
+function tokenOf(values: Record<string, unknown>, io: CliIo, envName: string, command: string): string {
+  let token: string | undefined;
+  const file = values['token-file'] as string | undefined;
+  if (file) {
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (error) {
+      throw new UsageError(`--token-file ${file} cannot be read: ${(error as Error).message}`);
+    }
+    if (!token) throw new UsageError(`--token-file ${file} is empty`);
+  } else if (values.token !== undefined) {
+    token = values.token as string;
+    io.stderr(`${command}: warning: --token is visible to every user of this host in the process list while gyre starts; use --token-file or ${envName}\n`);
+  } else {
+    token = io.env[envName] || undefined;
+  }
+  if (io.ownProcess) hideArguments(`gyre ${command}`);
+  if (!token) throw new UsageError(`${command} needs --token-file, ${envName} or --token`);
+  return token;
+}
+
+/** Executor settings from the flags, falling back to the environment; errors name the flag. */
+function executorSettingsOf(values: Record<string, unknown>, io: CliIo): ExecutorSettings {
+  const flags: Record<string, string | undefined> = {
+    '--executor': (values.executor as string | undefined) ?? io.env.GYRE_EXECUTOR,
+    '--build-uids': (values['build-uids'] as string | undefined) ?? io.env.GYRE_BUILD_UIDS,
+    '--require-isolation': values['require-isolation'] === true ? 'true' : io.env.GYRE_REQUIRE_ISOLATION,
+    '--docker-socket': (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
+    GYRE_REGISTRY_MIRROR: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
+  };
+  try {
+    return readExecutorSettings(flags, { executor: '--executor', uids: '--build-uids', require: '--require-isolation', socket: '--docker-socket' });
+  } catch (error) {
+    if (error instanceof ConfigurationError) throw new UsageError(error.message);
+    throw error;
+  }
+}
 
 /**
  * How file steps retry transient failures (a dropped connection, a 502/503/504), from
@@ -59,32 +118,43 @@ export function retryPolicyOf(values: Record<string, unknown>, env: Readonly<Rec
 export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, {
     url: { type: 'string' },
-    token: { type: 'string' },
     'work-dir': { type: 'string' },
-    'docker-socket': { type: 'string' },
-    'registry-mirror': { type: 'string' },
+    ...EXECUTION_OPTIONS,
     ...RETRY_OPTIONS,
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
-  const token = (values.token as string | undefined) ?? io.env.GYRE_TASK_TOKEN;
+  const token = tokenOf(values, io, 'GYRE_TASK_TOKEN', 'agent');
   if (!url) throw new UsageError('agent needs --url (or GYRE_URL)');
-  if (!token) throw new UsageError('agent needs --token (or GYRE_TASK_TOKEN)');
+  const settings = executorSettingsOf(values, io);
   const log = createLogger({ level: logLevel(io) });
+  const execution = await prepareExecution(settings, { executor: '--executor', uids: '--build-uids', require: '--require-isolation', socket: '--docker-socket' }).catch((error) => {
+    throw error instanceof ConfigurationError ? new UsageError(error.message) : error;
+  });
+  log.info(`agent: ${execution.summary}`);
+  if (execution.dockerSocket) await removeOrphanedContainers(execution.dockerSocket, log).catch(() => 0);
   const client = createAgentClient({ url, token, retry: retryPolicyOf(values, io.env) });
+  // The task fetch renews the lease: the agent's own deadline counts from when it was sent.
+  const fetchedAt = performance.now();
   const { task, leaseTtlMs } = await client.fetchTask();
   const workDir = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-agent-'));
-  const executor = await createTaskExecutor({
-    task,
-    taskDir: join(workDir, task.taskId),
-    log,
-    dockerSocket: (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
-    registryMirror: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
-  });
+  await execution.isolation.prepareWorkRoot(workDir, '--work-dir');
   const controller = new AbortController();
   // Nomad stops an allocation with SIGTERM (stop on cancel): treat it as a cancel of the task.
   process.once('SIGTERM', () => controller.abort('canceled'));
   const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
-  const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: log.child({ taskId: task.taskId }), heartbeatMs: heartbeatEvery(leaseTtlMs), signal: controller.signal, webUrl: url });
+  const result = await runTask({
+    task,
+    reporter: client.reporter(),
+    executor: () => createTaskExecutor({ task, taskDir: join(workDir, task.taskId), log, execution, owner: containerOwner() }),
+    handlers,
+    log: log.child({ taskId: task.taskId }),
+    heartbeatMs: heartbeatEvery(leaseTtlMs),
+    leaseTtlMs,
+    leaseRenewedAt: fetchedAt,
+    signal: controller.signal,
+    webUrl: url,
+  });
+  await execution.isolation.close();
   if ('outcome' in result) {
     io.stderr(`task ${task.taskId}: ${result.outcome}\n`);
     return 0;
@@ -101,19 +171,17 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
 export async function runnerCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, {
     url: { type: 'string' },
-    token: { type: 'string' },
     slots: { type: 'string' },
     drain: { type: 'boolean' },
     'work-dir': { type: 'string' },
     'poll-ms': { type: 'string' },
-    'docker-socket': { type: 'string' },
-    'registry-mirror': { type: 'string' },
+    ...EXECUTION_OPTIONS,
     ...RETRY_OPTIONS,
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
-  const token = (values.token as string | undefined) ?? io.env.GYRE_RUNNER_TOKEN;
+  const token = tokenOf(values, io, 'GYRE_RUNNER_TOKEN', 'runner');
   if (!url) throw new UsageError('runner needs --url (or GYRE_URL)');
-  if (!token) throw new UsageError('runner needs --token (or GYRE_RUNNER_TOKEN)');
+  const executor = executorSettingsOf(values, io);
   const slots = values.slots === undefined ? 1 : Number(values.slots);
   if (!Number.isInteger(slots) || slots < 1 || slots > 256) throw new UsageError(`--slots (${String(values.slots)}) must be a whole number from 1 to 256`);
   const retry = retryPolicyOf(values, io.env);
@@ -127,8 +195,7 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
     slots,
     drain: values.drain === true,
     pollMs: values['poll-ms'] === undefined ? undefined : Number(values['poll-ms']),
-    dockerSocket: (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
-    registryMirror: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
+    executor,
     retry,
   });
   io.stderr(`runner ${runner.id} polling ${url}\n`);
@@ -138,7 +205,12 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  await runner.done;
+  try {
+    await runner.done;
+  } catch (error) {
+    if (error instanceof ConfigurationError) throw new UsageError(error.message);
+    throw error;
+  }
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);
   io.stderr(`runner ${runner.id} stopped after ${runner.completed()} task(s)\n`);

@@ -10,6 +10,12 @@ export interface CliIo {
   stdout(text: string): void;
   stderr(text: string): void;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * Set when this is the `gyre` program's own process (bin/gyre.js), which took the secrets out of
+   * its environment before anything else ran (`environmentBlanked`: the start block too); the
+   * command may then change the process (its title). Unset for a command run inside another program.
+   */
+  readonly ownProcess?: { readonly environmentBlanked: boolean };
 }
 
 export class UsageError extends Error {}

@@ -34,6 +34,9 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
   // Every request's work runs inside the HTTP layer's error boundary and every loop catches its own
   // failures; a promise that still escapes is a bug to log, not a reason to stop serving everyone.
   process.on('unhandledRejection', (reason) => log.error('unhandled promise rejection (a bug: please report it)', { error: (reason as Error)?.stack ?? String(reason) }));
+  // bin/gyre.js took the secrets out of the environment before anything ran: the settings hold
+  // them, no child (git, a build) inherits them, and /proc/<pid>/environ shows none.
+  if (io.ownProcess && !io.ownProcess.environmentBlanked) log.warn('could not blank the environment this process started with; its secrets stay readable in /proc/<pid>/environ by its own user');
   const gyre = await startGyre(settings, log);
   const lines = [
     `Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}; roles: ${[...settings.roles].join(', ')}).`,

@@ -11,6 +11,8 @@
 
 export interface ClaimRequest<T> {
   readonly agentId: string;
+  /** Who will hold the lease (recorded on it): `builtin`, `runner`, `nomad`. */
+  readonly holder: string;
   /** How many times this request's claim was put back because a concurrency limit was full. */
   races: number;
   resolve(claimed: T | undefined): void;
@@ -30,7 +32,7 @@ export interface ClaimBatcherOptions<T> {
 }
 
 export interface ClaimBatcher<T> {
-  claim(agentId: string, classes: readonly string[]): Promise<T | undefined>;
+  claim(agentId: string, classes: readonly string[], holder?: string): Promise<T | undefined>;
 }
 
 export function createClaimBatcher<T>({ claimFor, maxBatch = 64, maxInFlight = 2 }: ClaimBatcherOptions<T>): ClaimBatcher<T> {
@@ -67,14 +69,14 @@ export function createClaimBatcher<T>({ claimFor, maxBatch = 64, maxInFlight = 2
   };
 
   return {
-    claim(agentId, classes) {
+    claim(agentId, classes, holder = 'runner') {
       const key = [...classes].sort().join('\n');
       let line = lines.get(key);
       if (!line) {
         line = { classes: [...classes], waiting: [], inFlight: 0, scheduled: false };
         lines.set(key, line);
       }
-      const promise = new Promise<T | undefined>((resolve, reject) => line!.waiting.push({ agentId, races: 0, resolve, reject }));
+      const promise = new Promise<T | undefined>((resolve, reject) => line!.waiting.push({ agentId, holder, races: 0, resolve, reject }));
       // Requests made in the same tick go out as one batch.
       if (!line.scheduled) {
         line.scheduled = true;

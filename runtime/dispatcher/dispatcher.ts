@@ -8,6 +8,11 @@ import { checkedChunk, isCompressed, type CompressedChunk } from '../output/log-
 import type { LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
 import { createClaimBatcher } from './claim-batcher';
+import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
+import { leaseGraceMs, type LeaseHolder } from '../domain/leases';
+import { leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, renewLease, type EndingAttempt, type Lease } from './sql/leases';
+
+export type { Lease } from './sql/leases';
 
 /** Channels the dispatcher announces on, so other roles (and other processes) can react. */
 export const CHANNELS = {
@@ -24,15 +29,10 @@ export const CHANNELS = {
 export interface DispatcherConfig {
   /** How long a lease lasts without a heartbeat. */
   readonly leaseTtlMs: number;
+  /** How long after a lease expired its attempt is ended. @default leaseGraceMs(leaseTtlMs) */
+  readonly leaseGraceMs?: number;
   /** Claims of one task before an expired lease makes it a final infrastructure failure. */
   readonly maxAttempts: number;
-}
-
-/** The proof that an agent holds a task: every write it makes carries this. */
-export interface Lease {
-  readonly taskId: string;
-  readonly leaseId: string;
-  readonly attempt: number;
 }
 
 /** What an agent receives when it claims a task. */
@@ -62,6 +62,8 @@ export interface TaskContext {
   readonly branch?: string;
   readonly tag?: string;
   readonly revision: string;
+  /** The CPU and memory of the task's resource class: a container's limits. */
+  readonly resources?: ResourceSize;
 }
 
 export interface HeartbeatResult {
@@ -75,10 +77,17 @@ export type TaskOutcome = Extract<TaskStatus, 'success' | 'failed' | 'canceled' 
 export interface Dispatcher {
   /** Creates the tasks of a build job inside the caller's transaction and marks the job queued. */
   enqueueJob(tx: Queryable, job: { id: string; spec: JobSpec }): Promise<void>;
-  /** Claims the oldest queued task of one of these resource classes (`*`: any), or returns undefined. */
-  claim(agentId: string, resourceClasses: readonly string[]): Promise<ClaimedTask | undefined>;
+  /**
+   * Claims the oldest queued task of one of these resource classes (`*`: any), or returns
+   * undefined. `holder` is recorded on the lease (a server's start ends only its own built-in
+   * runner's leases). @default holder 'runner'
+   */
+  claim(agentId: string, resourceClasses: readonly string[], holder?: LeaseHolder): Promise<ClaimedTask | undefined>;
   heartbeat(lease: Lease): Promise<HeartbeatResult>;
-  /** Whether someone asked for the task to be canceled; a stale lease is a StaleLeaseError. */
+  /**
+   * Whether someone asked the lease's task to stop; StaleLeaseError when the lease is not current.
+   * The check behind the agents' cancellation long-poll (read only: it does not renew the lease).
+   */
   cancelRequested(lease: Lease): Promise<boolean>;
   stepStarted(lease: Lease, step: { index: number; name: string; type: string }): Promise<void>;
   /**
@@ -92,10 +101,11 @@ export interface Dispatcher {
   /** Asks every unfinished task of a job to stop; queued ones are canceled at once. */
   cancelJob(tx: Queryable, jobId: string): Promise<string[]>;
   /**
-   * Ends every attempt whose lease has expired: the task is queued again while attempts remain,
-   * otherwise it is an infrastructure failure. Returns the ids of the tasks it touched.
+   * Ends every attempt whose lease expired more than the grace ago (or, with `heldBy`, every
+   * running attempt that holder held, expired or not): the task is queued again while attempts
+   * remain, otherwise it is an infrastructure failure. Returns the ids of the tasks it touched.
    */
-  reapExpiredLeases(options?: { all?: boolean }): Promise<string[]>;
+  reapExpiredLeases(options?: { heldBy?: LeaseHolder }): Promise<string[]>;
   /**
    * Ends an attempt whose agent is known to be gone (e.g. its Nomad allocation failed) as if its
    * lease had expired: queued again while attempts remain. A lease no longer current is left alone.
@@ -125,18 +135,15 @@ export function resourceClassOf(spec: JobSpec): string {
 export function createDispatcher({ store, config, log, queueWait, output }: DispatcherDeps): Dispatcher {
   const ttl = `${Math.max(1, Math.round(config.leaseTtlMs))} milliseconds`;
 
+  const graceMs = config.leaseGraceMs ?? leaseGraceMs(config.leaseTtlMs);
+
   /**
    * Fencing: the write happens only inside a transaction that first locks the task row and finds
-   * this very lease current and unexpired. Anything else is a stale lease.
+   * this very lease current (`sql/leases.ts`). Anything else is a stale lease.
    */
   async function underLease<T>(lease: Lease, fn: (tx: Queryable) => Promise<T>): Promise<T> {
     return store.transaction(async (tx) => {
-      const rows = await tx.query<{ ok: boolean }>(
-        `SELECT (lease_expires_at > now()) AS ok FROM tasks
-          WHERE id = $1 AND lease_id = $2 AND attempt = $3 AND status = 'running' FOR UPDATE`,
-        [lease.taskId, lease.leaseId, lease.attempt],
-      );
-      if (rows.length === 0 || !rows[0].ok) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+      await lockCurrentLease(tx, lease);
       return fn(tx);
     });
   }
@@ -184,7 +191,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
    * re-counted under an advisory lock afterwards and put back if it went over. `slot` is the
    * 1-based position of the request a row was leased to.
    */
-  async function claimBatch(leaseIds: readonly string[], agentIds: readonly string[], resourceClasses: readonly string[]) {
+  async function claimBatch(leaseIds: readonly string[], agentIds: readonly string[], holders: readonly string[], resourceClasses: readonly string[]) {
     return store.query<ContextRow & { slot: number; attempt: number; lease_expires_at: Date; waited: number; project_slug: string | null; task_org: string | null; limited: boolean }>(
       `WITH picked AS (
          SELECT t.id FROM tasks t
@@ -201,24 +208,24 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           LIMIT $5
           FOR UPDATE SKIP LOCKED),
        slots AS (
-         SELECT p.id, s.lease_id, s.agent_id, s.slot
+         SELECT p.id, s.lease_id, s.agent_id, s.holder, s.slot
            FROM (SELECT id, row_number() OVER () AS slot FROM picked) p
-           JOIN unnest($1::uuid[], $3::text[]) WITH ORDINALITY AS s(lease_id, agent_id, slot) USING (slot)),
+           JOIN unnest($1::uuid[], $3::text[], $6::text[]) WITH ORDINALITY AS s(lease_id, agent_id, holder, slot) USING (slot)),
        claimed AS (
          UPDATE tasks t SET status = 'running', attempt = t.attempt + 1, lease_id = s.lease_id,
-                lease_expires_at = now() + $2::interval, agent_id = s.agent_id, started_at = now()
+                lease_expires_at = now() + $2::interval, agent_id = s.agent_id, lease_holder = s.holder, started_at = now()
            FROM slots s WHERE t.id = s.id
-         RETURNING t.id, s.slot, t.node_index, t.job_id, t.attempt, t.lease_expires_at, t.project_slug, t.org,
+         RETURNING t.id, s.slot, t.node_index, t.job_id, t.resource_class, t.attempt, t.lease_expires_at, t.project_slug, t.org,
                    EXTRACT(EPOCH FROM (now() - t.queued_at))::float8 AS waited),
        started AS (
          UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
           WHERE id IN (SELECT job_id FROM claimed) AND status = 'queued')
-       SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
+       SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.resource_class, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
               ${CONTEXT_COLUMNS},
               EXISTS (SELECT 1 FROM concurrency_limits l
                        WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
-         FROM claimed c ${CONTEXT_JOINS.replace('t.job_id', 'c.job_id')}`,
-      [leaseIds, ttl, agentIds, resourceClasses, leaseIds.length],
+         FROM claimed c ${contextJoins('c')}`,
+      [leaseIds, ttl, agentIds, resourceClasses, leaseIds.length, holders],
     );
   }
 
@@ -226,7 +233,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
   const batcher = createClaimBatcher<ClaimedTask>({
     async claimFor(resourceClasses, requests, retry) {
       const leaseIds = requests.map(() => randomUUID());
-      const rows = await claimBatch(leaseIds, requests.map((r) => r.agentId), resourceClasses);
+      const rows = await claimBatch(leaseIds, requests.map((r) => r.agentId), requests.map((r) => r.holder), resourceClasses);
       const served = new Set<number>();
       for (const row of rows) {
         const slot = Number(row.slot) - 1;
@@ -267,7 +274,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
         if (n > limit.max_running) {
           // No agent has this lease yet, so the task can go back as if never claimed.
           await tx.query(
-            `UPDATE tasks SET status = 'queued', attempt = attempt - 1, lease_id = NULL, lease_expires_at = NULL, agent_id = NULL, started_at = NULL
+            `UPDATE tasks SET status = 'queued', attempt = attempt - 1, lease_id = NULL, lease_expires_at = NULL, agent_id = NULL, lease_holder = NULL, started_at = NULL
               WHERE id = $1 AND lease_id = $2`,
             [taskId, leaseId],
           );
@@ -305,26 +312,19 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskQueued, resourceClass]);
     },
 
-    claim(agentId, resourceClasses) {
-      return batcher.claim(agentId, resourceClasses);
+    claim(agentId, resourceClasses, holder = 'runner') {
+      return batcher.claim(agentId, resourceClasses, holder);
     },
 
-    async heartbeat(lease) {
-      return underLease(lease, async (tx) => {
-        const [row] = await tx.query<{ lease_expires_at: Date; cancel_requested: boolean }>(
-          `UPDATE tasks SET lease_expires_at = now() + $2::interval WHERE id = $1
-           RETURNING lease_expires_at, cancel_requested`,
-          [lease.taskId, ttl],
-        );
-        return { leaseExpiresAt: new Date(row.lease_expires_at), cancelRequested: row.cancel_requested };
-      });
+    heartbeat(lease) {
+      // One statement: renews the lease only if it is current.
+      return renewLease(store, lease, ttl);
     },
 
     async cancelRequested(lease) {
-      return underLease(lease, async (tx) => {
-        const [row] = await tx.query<{ cancel_requested: boolean }>('SELECT cancel_requested FROM tasks WHERE id = $1', [lease.taskId]);
-        return row?.cancel_requested === true;
-      });
+      const state = await leaseState(store, lease);
+      if (!state.current) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+      return state.cancelRequested;
     },
 
     async stepStarted(lease, step) {
@@ -379,7 +379,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     async completeTask(lease, outcome) {
       const finishedJob = await underLease(lease, async (tx) => {
         await tx.query(
-          `UPDATE tasks SET status = $2, stopped_at = now(), lease_id = NULL, lease_expires_at = NULL WHERE id = $1`,
+          `UPDATE tasks SET status = $2, stopped_at = now(), lease_id = NULL, lease_expires_at = NULL, lease_holder = NULL WHERE id = $1`,
           [lease.taskId, outcome],
         );
         return settleJob(tx, lease.taskId);
@@ -407,69 +407,69 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     },
 
     async releaseLease(lease, reason) {
-      const rows = await store.query(
-        `UPDATE tasks SET lease_expires_at = now() - interval '1 millisecond'
-          WHERE id = $1 AND lease_id = $2 AND attempt = $3 AND status = 'running' RETURNING id`,
-        [lease.taskId, lease.leaseId, lease.attempt],
-      );
-      if (rows.length > 0) {
-        log.warn('attempt ended: its agent is gone', { taskId: lease.taskId, attempt: lease.attempt, reason });
-        await this.reapExpiredLeases();
-      }
+      const ended = await endAttempts((tx) => lockAttemptOf(tx, lease));
+      if (ended.length > 0) log.warn('attempt ended: its agent is gone', { taskId: lease.taskId, attempt: lease.attempt, reason });
     },
 
-    async reapExpiredLeases(options = {}) {
-      // `all` ends every running attempt regardless of expiry: used at start-up of the embedded
-      // store, where no other process can hold a lease (PGlite's data dir has one owner).
-      const touched = await store.transaction(async (tx) => {
-        const expired = await tx.query<{ id: string; attempt: number; max_attempts: number; cancel_requested: boolean }>(
-          `SELECT id, attempt, max_attempts, cancel_requested FROM tasks
-            WHERE status = 'running' AND ($1 OR lease_expires_at <= now())
-            ORDER BY id FOR UPDATE SKIP LOCKED`,
-          [options.all === true],
-        );
-        const finishedJobs: string[] = [];
-        for (const task of expired) {
-          await tx.query(
-            `UPDATE steps SET status = 'canceled', stopped_at = now()
-              WHERE task_id = $1 AND attempt = $2 AND status = 'running'`,
-            [task.id, task.attempt],
-          );
-          if (task.cancel_requested) {
-            await tx.query(
-              `UPDATE tasks SET status = 'canceled', lease_id = NULL, lease_expires_at = NULL, stopped_at = now() WHERE id = $1`,
-              [task.id],
-            );
-          } else if (task.attempt < task.max_attempts) {
-            await tx.query(
-              `UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL, agent_id = NULL,
-                      failure_reason = $2, queued_at = now() WHERE id = $1`,
-              [task.id, `attempt ${task.attempt}: the agent stopped renewing its lease`],
-            );
-            await tx.query('SELECT pg_notify($1, (SELECT resource_class FROM tasks WHERE id = $2))', [CHANNELS.taskQueued, task.id]);
-            log.warn('lease expired; task queued again', { taskId: task.id, attempt: task.attempt });
-            continue;
-          } else {
-            await tx.query(
-              `UPDATE tasks SET status = 'infrastructure_fail', lease_id = NULL, lease_expires_at = NULL,
-                      stopped_at = now(), failure_reason = $2 WHERE id = $1`,
-              [task.id, `the agent stopped renewing its lease on attempt ${task.attempt} of ${task.max_attempts}`],
-            );
-            log.warn('lease expired on the last attempt; infrastructure failure', { taskId: task.id });
-          }
-          const jobId = await settleJob(tx, task.id);
-          if (jobId) finishedJobs.push(jobId);
-        }
-        return { ids: expired.map((t) => t.id), finishedJobs };
-      });
-      for (const jobId of touched.finishedJobs) await announceFinished(jobId);
-      return touched.ids;
+    reapExpiredLeases(options = {}) {
+      // `heldBy` ends a holder's running attempts regardless of expiry: used at start-up of the
+      // embedded store for the built-in runner's, whose process (and steps) died before.
+      const { heldBy } = options;
+      return endAttempts((tx) => (heldBy ? lockAttemptsHeldBy(tx, heldBy) : lockLapsedAttempts(tx, graceMs)));
     },
   };
+
+  /**
+   * Ends the attempts `pick` locks, as expired leases end: queued again while attempts remain
+   * (canceled if a cancel was asked), else an infrastructure failure. Returns their task ids.
+   */
+  async function endAttempts(pick: (tx: Queryable) => Promise<EndingAttempt[]>): Promise<string[]> {
+    const touched = await store.transaction(async (tx) => {
+      const expired = await pick(tx);
+      const finishedJobs: string[] = [];
+      for (const task of expired) {
+        await tx.query(
+          `UPDATE steps SET status = 'canceled', stopped_at = now()
+            WHERE task_id = $1 AND attempt = $2 AND status = 'running'`,
+          [task.id, task.attempt],
+        );
+        if (task.cancel_requested) {
+          await tx.query(
+            `UPDATE tasks SET status = 'canceled', lease_id = NULL, lease_expires_at = NULL, lease_holder = NULL, stopped_at = now() WHERE id = $1`,
+            [task.id],
+          );
+        } else if (task.attempt < task.max_attempts) {
+          await tx.query(
+            `UPDATE tasks SET status = 'queued', lease_id = NULL, lease_expires_at = NULL, agent_id = NULL, lease_holder = NULL,
+                    failure_reason = $2, queued_at = now() WHERE id = $1`,
+            [task.id, `attempt ${task.attempt}: the agent stopped renewing its lease`],
+          );
+          await tx.query('SELECT pg_notify($1, (SELECT resource_class FROM tasks WHERE id = $2))', [CHANNELS.taskQueued, task.id]);
+          log.warn('lease expired; task queued again', { taskId: task.id, attempt: task.attempt });
+          continue;
+        } else {
+          await tx.query(
+            `UPDATE tasks SET status = 'infrastructure_fail', lease_id = NULL, lease_expires_at = NULL, lease_holder = NULL,
+                    stopped_at = now(), failure_reason = $2 WHERE id = $1`,
+            [task.id, `the agent stopped renewing its lease on attempt ${task.attempt} of ${task.max_attempts}`],
+          );
+          log.warn('lease expired on the last attempt; infrastructure failure', { taskId: task.id });
+        }
+        const jobId = await settleJob(tx, task.id);
+        if (jobId) finishedJobs.push(jobId);
+      }
+      return { ids: expired.map((t) => t.id), finishedJobs };
+    });
+    for (const jobId of touched.finishedJobs) await announceFinished(jobId);
+    return touched.ids;
+  }
 }
 
 type ContextRow = {
   task_id: string;
+  resource_class: string;
+  rc_cpu: string | number | null;
+  rc_memory_mb: number | null;
   node_index: number;
   job_id: string;
   job_name: string;
@@ -488,16 +488,16 @@ type ContextRow = {
   revision: string;
 };
 
-/** The task-context columns, for a query that joins `CONTEXT_JOINS` onto a task row `t`. */
-const CONTEXT_COLUMNS = `j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
+/** The task-context columns, for a query that joins `contextJoins(…)` onto a task row (with its resource_class). */
+const CONTEXT_COLUMNS = `rcl.cpu AS rc_cpu, rcl.memory_mb AS rc_memory_mb, j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
             w.id AS workflow_id, w.name AS workflow_name, p.id AS pipeline_id, p.number AS pipeline_number,
             pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision`;
-const CONTEXT_JOINS = `JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+const contextJoins = (t: string) => `JOIN jobs j ON j.id = ${t}.job_id LEFT JOIN resource_classes rcl ON rcl.name = ${t}.resource_class JOIN workflows w ON w.id = j.workflow_id
        JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id`;
 
 export async function loadTaskContext(store: Queryable, taskId: string): Promise<TaskContext> {
   const [row] = await store.query<ContextRow>(
-    `SELECT t.id AS task_id, t.node_index, ${CONTEXT_COLUMNS} FROM tasks t ${CONTEXT_JOINS} WHERE t.id = $1`,
+    `SELECT t.id AS task_id, t.node_index, t.resource_class, ${CONTEXT_COLUMNS} FROM tasks t ${contextJoins('t')} WHERE t.id = $1`,
     [taskId],
   );
   return contextOf(row);
@@ -523,5 +523,6 @@ function contextOf(row: ContextRow): TaskContext {
     branch: row.branch ?? undefined,
     tag: row.tag ?? undefined,
     revision: row.revision,
+    resources: resourceSizeOf(row.resource_class, { cpu: row.rc_cpu, memoryMb: row.rc_memory_mb }),
   };
 }

@@ -19,7 +19,8 @@
  *   and, within the retry limit, queues the task again.
  * - agent: the program that runs a task's steps and reports their output and results.
  * - driver: what starts agents: the built-in runner (in-process slots), self-hosted runners, Nomad.
- * - executor: where the agent runs steps: the host shell, or containers (docker).
+ * - executor: where the agent runs steps: a shell on the host (as a build uid of the task's own, in a
+ *   bubblewrap sandbox, or without isolation), or containers (docker). See docs/security.md.
  * - resource class: the named size/kind of machine a job asks for; the dispatcher queues by it.
  * - context: a named, organisation-level set of secret environment variables.
  */

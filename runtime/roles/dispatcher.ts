@@ -10,9 +10,10 @@ export const dispatcherRole: Role = {
   async start(core) {
     const { store, dispatcher, settings } = core;
     const log = core.log.child({ role: 'dispatcher' });
-    // The embedded store has one owner, this process: any lease still open belongs to a previous
-    // run that died, so end those attempts now instead of waiting for their expiry.
-    if (store.kind === 'pglite') await dispatcher.reapExpiredLeases({ all: true });
+    // The embedded store has one owner, this process: a lease its built-in runner held belongs to
+    // a previous run that died (and its steps with it), so end those attempts now instead of
+    // waiting for their expiry. Remote runners' leases run their course.
+    if (store.kind === 'pglite') await dispatcher.reapExpiredLeases({ heldBy: 'builtin' });
     const stopReaper = every(Math.max(250, Math.min(5000, settings.leaseTtlMs / 4)), () => dispatcher.reapExpiredLeases(), (error) =>
       log.error('lease reaper failed', { error: (error as Error).message }),
     );

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createBuiltinDriver } from '../scheduler/builtin-driver';
@@ -24,7 +23,9 @@ export const schedulerRole: Role = {
           dispatcher,
           log,
           slots: settings.runnerSlots,
-          workRoot: join(settings.dataDir, 'tasks'),
+          workRoot: settings.workDir,
+          executor: settings.executor,
+          leaseTtlMs: settings.leaseTtlMs,
           resourceClasses: ['*'],
           heartbeatMs: Math.max(100, Math.floor(settings.leaseTtlMs / 3)),
           webUrl: core.webUrl(),

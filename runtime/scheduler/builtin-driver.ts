@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { runTask, type TaskReporter } from '../agent/agent';
-import { createShellExecutor, reapOrphanedTasks } from '../agent/shell-executor';
+import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
+import { createTaskExecutor, prepareExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
 import { CHANNELS, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
@@ -16,8 +19,12 @@ export interface BuiltinDriverOptions {
   readonly log: Logger;
   /** How many tasks run at once. */
   readonly slots: number;
-  /** Where task directories are made. */
+  /** Where task directories are made (GYRE_WORK_DIR). */
   readonly workRoot: string;
+  /** Which executor runs steps and how builds are isolated (GYRE_EXECUTOR and its settings). @default shell, without isolation */
+  readonly executor?: ExecutorSettings;
+  /** How long a lease lasts: agents stop their steps when they could not renew it in time. */
+  readonly leaseTtlMs?: number;
   /** Resource classes this driver serves; `*` serves every class. */
   readonly resourceClasses: readonly string[];
   readonly heartbeatMs: number;
@@ -34,7 +41,12 @@ export interface BuiltinDriverOptions {
 export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask): TaskReporter {
   const lease = claimed.lease;
   return {
-    heartbeat: () => dispatcher.heartbeat(lease),
+    heartbeat: (signal) => {
+      const beat = dispatcher.heartbeat(lease);
+      if (!signal) return beat;
+      // A renewal stuck in the database past its deadline counts as failed (the agent tries again).
+      return Promise.race([beat, new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }))]);
+    },
     stepStarted: (step) => dispatcher.stepStarted(lease, step),
     output: (step, seq, data) => dispatcher.appendOutput(lease, step, seq, data),
     stepFinished: (step) => dispatcher.stepFinished(lease, step),
@@ -49,6 +61,9 @@ export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask): Tas
 export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   const { store, dispatcher, log } = options;
   const agentId = `builtin-${randomUUID().slice(0, 8)}`;
+  const owner = containerOwner();
+  let execution: Execution | undefined;
+  let watchdog: NodeJS.Timeout | undefined;
   const running = new Map<string, AbortController>();
   let stopping = false;
   let loops: Promise<void>[] = [];
@@ -59,8 +74,9 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
     const slotLog = log.child({ agent: agentId, slot: n });
     while (!stopping) {
       let claimed: ClaimedTask | undefined;
+      const asked = performance.now();
       try {
-        claimed = await dispatcher.claim(agentId, options.resourceClasses);
+        claimed = await dispatcher.claim(agentId, options.resourceClasses, 'builtin');
       } catch (error) {
         slotLog.error('claim failed', { error: (error as Error).message });
         await idle(1000);
@@ -74,15 +90,15 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
       running.set(claimed.task.taskId, controller);
       const taskLog = slotLog.child({ taskId: claimed.task.taskId, job: claimed.task.jobName });
       try {
-        const executor = await createShellExecutor({
-          taskDir: join(options.workRoot, `${claimed.task.taskId}-${claimed.lease.attempt}`),
-        });
+        const task = claimed.task;
         await runTask({
-          task: claimed.task,
+          task,
           reporter: localReporter(dispatcher, claimed),
-          executor,
+          executor: () => createTaskExecutor({ task, taskDir: join(options.workRoot, `${task.taskId}-${claimed!.lease.attempt}`), log: taskLog, execution: execution!, owner }),
           log: taskLog,
           heartbeatMs: options.heartbeatMs,
+          leaseTtlMs: options.leaseTtlMs,
+          leaseRenewedAt: asked,
           signal: controller.signal,
           webUrl: options.webUrl,
           handlers: options.handlers,
@@ -101,8 +117,20 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   return {
     name: 'builtin',
     async start() {
-      const orphans = await reapOrphanedTasks(options.workRoot);
-      if (orphans > 0) log.warn('stopped the processes of tasks left by a runner that died', { tasks: orphans });
+      execution = await prepareExecution(options.executor ?? { choice: 'shell' });
+      if (execution.isolation.kind === 'none' && execution.isolation.notice) log.warn(`built-in runner: ${execution.summary}`);
+      else log.info(`built-in runner: ${execution.summary}`);
+      await execution.isolation.prepareWorkRoot(options.workRoot, 'GYRE_WORK_DIR');
+      const orphans = await execution.isolation.reapOrphans(options.workRoot);
+      if (orphans > 0) log.warn('removed the directories of tasks left by a runner that died', { tasks: orphans });
+      if (execution.dockerSocket) {
+        // The watchdog: containers of agents that died go, now and every minute.
+        const socket = execution.dockerSocket;
+        const sweep = () => removeOrphanedContainers(socket, log).catch((error) => log.warn('container watchdog failed', { error: (error as Error).message }));
+        await sweep();
+        watchdog = setInterval(() => void sweep(), 60_000);
+        watchdog.unref();
+      }
       unlisten.push(await store.listen(CHANNELS.taskQueued, wakeAll));
       unlisten.push(
         await store.listen(CHANNELS.taskCancel, (taskId) => {
@@ -113,10 +141,14 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
     },
     async stop() {
       stopping = true;
+      clearInterval(watchdog);
       // Tasks in hand are abandoned, not canceled: their leases expire and they run again.
       for (const controller of running.values()) controller.abort('shutdown');
       wakeAll();
       await Promise.all(loops);
+      await execution?.isolation.close();
+      // An empty work directory goes too (a root server's lives outside its data directory).
+      await rmdir(options.workRoot).catch(() => undefined);
       for (const off of unlisten) await off().catch(() => undefined);
     },
   };

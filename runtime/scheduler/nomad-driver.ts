@@ -6,6 +6,7 @@ import type { NomadAllocation, NomadClient } from './nomad-client';
 import type { ResourceClass, ResourceClasses } from './resource-classes';
 import type { TaskTokens } from './task-token';
 import { createWakeableSleep } from './wakeable-sleep';
+import { leaseState } from '../dispatcher/sql/leases';
 
 /**
  * The Nomad driver: for each task of a resource class whose driver is `nomad`, one batch job in
@@ -109,8 +110,8 @@ export function createNomadDriver(options: NomadDriverOptions): Driver {
         continue;
       }
       const alloc = allocations.sort((a, b) => b.ModifyIndex - a.ModifyIndex)[0];
-      const [task] = await store.query<{ status: string; lease_id: string | null }>('SELECT status, lease_id FROM tasks WHERE id = $1', [claimed.lease.taskId]);
-      const ours = task?.status === 'running' && task.lease_id === claimed.lease.leaseId;
+      // The one rule for a current lease: this attempt, unexpired on the database's clock.
+      const ours = (await leaseState(store, claimed.lease)).current;
       if (!ours) {
         // The agent reported (or the attempt ended otherwise): the job has done its work.
         if (!alloc || FINISHED.has(alloc.ClientStatus)) {
@@ -160,7 +161,7 @@ export function createNomadDriver(options: NomadDriverOptions): Driver {
           await sleep(options.pollMs ?? 1000);
           continue;
         }
-        const claimed = await dispatcher.claim('nomad-driver', classes.map((c) => c.name));
+        const claimed = await dispatcher.claim('nomad-driver', classes.map((c) => c.name), 'nomad');
         if (!claimed) {
           await sleep(options.pollMs ?? 1000);
           continue;

@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER } from '../domain/agent-api-version';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
 import { heartbeatEvery, runTask } from '../agent/agent';
 import { createAgentClient } from '../agent/http-reporter';
 import type { RetryPolicy } from '../agent/task-api';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
-import { createTaskExecutor } from '../agent/task-executor';
+import { createTaskExecutor, prepareExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
 import type { TaskContext } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 
@@ -32,10 +33,12 @@ export interface RunnerOptions {
   readonly pollMs?: number;
   /** How often a running task's lease is renewed. @default a third of the server's lease TTL (cancels arrive by long-poll) */
   readonly heartbeatMs?: number;
-  /** A Docker Engine API socket: `docker:` jobs run in containers. @default - every job runs in the host's shell */
-  readonly dockerSocket?: string;
-  /** Registry mirror for Docker Hub pulls (host[:port]). */
-  readonly registryMirror?: string;
+  /**
+   * Which executor runs steps and how builds are isolated (`--executor`, GYRE_EXECUTOR and the
+   * settings beside it), or what `prepareExecution` made of them.
+   * @default auto: containers for docker jobs when /var/run/docker.sock answers, else the best sandbox here
+   */
+  readonly executor?: ExecutorSettings | Execution;
   /** How file steps retry transient failures. @default DEFAULT_RETRY_POLICY */
   readonly retry?: Partial<RetryPolicy>;
   /** @default `<hostname>-<random>` */
@@ -100,15 +103,20 @@ export function startRunner(options: RunnerOptions): Runner {
       const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId, retry: options.retry });
-        const executor = await createTaskExecutor({
-          task,
-          taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`),
-          log: taskLog,
-          dockerSocket: options.dockerSocket,
-          registryMirror: options.registryMirror,
-        });
+        const executor = () => createTaskExecutor({ task, taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`), log: taskLog, execution: execution!, owner });
         const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
-        const result = await runTask({ task, reporter: client.reporter(), executor, handlers, log: taskLog, heartbeatMs: options.heartbeatMs ?? heartbeatEvery(leaseTtlMs), webUrl: base });
+        const result = await runTask({
+          task,
+          reporter: client.reporter(),
+          executor,
+          handlers,
+          log: taskLog,
+          heartbeatMs: options.heartbeatMs ?? heartbeatEvery(leaseTtlMs),
+          leaseTtlMs,
+          // A claim long-polls: when it was sent says nothing of when the lease began. The agent
+          // renews the lease at once and counts from that.
+          webUrl: base,
+        });
         if ('outcome' in result) completed++;
       } catch (error) {
         // Could not report: the lease expires and the dispatcher retries the task elsewhere.
@@ -117,7 +125,34 @@ export function startRunner(options: RunnerOptions): Runner {
     }
   }
 
-  const done = Promise.all(Array.from({ length: Math.max(1, options.slots ?? 1) }, (_, n) => slot(n))).then(() => undefined);
+  const owner = containerOwner();
+  let execution: Execution | undefined;
+  let watchdog: NodeJS.Timeout | undefined;
+  /** Isolation and engine found, work directory ready, what dead runners left removed: then slots start. */
+  async function prepare(): Promise<void> {
+    const given = options.executor ?? { choice: 'auto' };
+    execution = 'isolation' in given ? given : await prepareExecution(given);
+    options.log.info(`runner ${id}: ${execution.summary}`);
+    if (execution.isolation.notice) options.log.warn(execution.isolation.notice);
+    await execution.isolation.prepareWorkRoot(options.workRoot, '--work-dir');
+    const orphans = await execution.isolation.reapOrphans(options.workRoot);
+    if (orphans > 0) options.log.warn('removed the directories of tasks left by a runner that died', { tasks: orphans });
+    if (execution.dockerSocket) {
+      const socket = execution.dockerSocket;
+      const sweep = () => removeOrphanedContainers(socket, options.log).catch((error) => options.log.warn('container watchdog failed', { error: (error as Error).message }));
+      await sweep();
+      watchdog = setInterval(() => void sweep(), 60_000);
+      watchdog.unref();
+    }
+  }
+
+  const done = prepare()
+    .then(() => Promise.all(Array.from({ length: Math.max(1, options.slots ?? 1) }, (_, n) => slot(n))))
+    .then(() => undefined)
+    .finally(async () => {
+      clearInterval(watchdog);
+      await execution?.isolation.close();
+    });
   return {
     id,
     done,

@@ -60,7 +60,8 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     expect(first?.task.jobId).toBe(jobId);
     await dispatcher.stepStarted(first!.lease, { index: 0, name: 'hello', type: 'run' });
 
-    await new Promise((r) => setTimeout(r, 400));
+    // Past the lease (300 ms) and its grace (100 ms by default for this TTL).
+    await new Promise((r) => setTimeout(r, 450));
     expect(await dispatcher.reapExpiredLeases()).toContain(first!.lease.taskId);
     const second = await dispatcher.claim('agent-b', ['*']);
     expect(second?.lease.taskId).toBe(first!.lease.taskId);
@@ -100,7 +101,7 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     for (let attempt = 1; attempt <= 2; attempt++) {
       const claimed = await dispatcher.claim(`agent-${attempt}`, ['*']);
       expect(claimed?.lease.attempt).toBe(attempt);
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 350));
       await dispatcher.reapExpiredLeases();
     }
     expect(await dispatcher.claim('agent-3', ['*'])).toBeUndefined();
@@ -125,6 +126,49 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     await dispatcher.completeTask(claims[2].lease, 'success');
     [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
     expect(job.status).toBe('failed');
+  });
+
+  it('refuses every write from the moment a lease expires, but ends the attempt only a grace later', async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 300, maxAttempts: 3, leaseGraceMs: 700 } });
+    const jobId = await queueJob(store, dispatcher);
+    const claimed = (await dispatcher.claim('agent', ['*']))!;
+    await dispatcher.stepStarted(claimed.lease, { index: 0, name: 'hello', type: 'run' });
+    expect(await dispatcher.cancelRequested(claimed.lease)).toBe(false);
+
+    await new Promise((r) => setTimeout(r, 400));
+    // Expired: one rule says the lease is not current, whichever path asks.
+    await expect(dispatcher.heartbeat(claimed.lease)).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.appendOutput(claimed.lease, 0, 0, Buffer.from('late'))).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.stepFinished(claimed.lease, { index: 0, status: 'success', exitCode: 0 })).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.completeTask(claimed.lease, 'success')).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.cancelRequested(claimed.lease)).rejects.toBeInstanceOf(StaleLeaseError);
+    // Within the grace the attempt stays: its agent may still be stopping its steps.
+    expect(await dispatcher.reapExpiredLeases()).not.toContain(claimed.lease.taskId);
+    expect(await dispatcher.claim('agent-2', ['*'])).toBeUndefined();
+
+    await new Promise((r) => setTimeout(r, 700));
+    expect(await dispatcher.reapExpiredLeases()).toContain(claimed.lease.taskId);
+    const again = (await dispatcher.claim('agent-2', ['*']))!;
+    expect(again.lease).toMatchObject({ taskId: claimed.lease.taskId, attempt: 2 });
+    await dispatcher.completeTask(again.lease, 'success');
+    const [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
+    expect(job.status).toBe('success');
+  });
+
+  it("ends only the built-in runner's attempts when asked for its holder's, not a remote runner's", async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+    await queueJob(store, dispatcher);
+    await queueJob(store, dispatcher);
+    const builtin = (await dispatcher.claim('builtin-1', ['*'], 'builtin'))!;
+    const remote = (await dispatcher.claim('some-runner', ['*']))!;
+    expect(await dispatcher.reapExpiredLeases({ heldBy: 'builtin' })).toEqual([builtin.lease.taskId]);
+    // The remote runner's lease is still current; the built-in's task is queued again.
+    await expect(dispatcher.heartbeat(remote.lease)).resolves.toMatchObject({ cancelRequested: false });
+    await expect(dispatcher.heartbeat(builtin.lease)).rejects.toBeInstanceOf(StaleLeaseError);
+    const again = (await dispatcher.claim('builtin-2', ['*'], 'builtin'))!;
+    expect(again.lease).toMatchObject({ taskId: builtin.lease.taskId, attempt: 2 });
+    await dispatcher.completeTask(again.lease, 'success');
+    await dispatcher.completeTask(remote.lease, 'success');
   });
 
   if (kind === 'postgres') {

@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createDockerEngine } from '../../runtime/agent/docker-engine';
-import { createDockerExecutor, parseImageRef } from '../../runtime/agent/docker-executor';
+import { createDockerExecutor, parseImageRef, removeOrphanedContainers } from '../../runtime/agent/docker-executor';
 import type { Executor } from '../../runtime/agent/executor';
 import { createLogger } from '../../runtime/logger';
 import { readTar } from '../../runtime/output/tar';
@@ -11,6 +12,7 @@ import { startRunner, type Runner } from '../../runtime/scheduler/runner';
 import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
 import { startTestGyre, type TestGyre } from '../support/gyre';
 
+const ROOT = resolve(__dirname, '../..');
 const socket = containerSocket();
 if (!socket) console.log('test/execution/docker-executor: skipped, no Docker Engine API socket (set GYRE_TEST_DOCKER_SOCKET or start `podman system service`)');
 const withEngine = socket ? describe : describe.skip;
@@ -147,6 +149,63 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
     }
   }, 60_000);
 
+  it("gives every container of a task its resource class's CPU, memory and process limits", async () => {
+    const taskId = `limits-${Date.now()}`;
+    const executor = await createDockerExecutor({
+      socketPath: socket!,
+      taskId,
+      log,
+      resources: { cpu: 1.5, memoryMb: 300 },
+      pidsLimit: 64,
+      images: [{ image: BUSYBOX_IMAGE }, { image: BUSYBOX_IMAGE, name: 'svc', entrypoint: ['/bin/sh', '-c'], command: ['sleep 300'] }],
+    });
+    try {
+      const containers = await containersOf(taskId);
+      expect(containers).toHaveLength(2);
+      for (const c of containers) {
+        const { body } = await engine.call('GET', `/containers/${c.Id}/json`);
+        expect({ cpu: body.HostConfig.NanoCpus, memory: body.HostConfig.Memory, pids: body.HostConfig.PidsLimit }).toEqual({ cpu: 1_500_000_000, memory: 300 * 1024 * 1024, pids: 64 });
+      }
+    } finally {
+      await executor.cleanup();
+    }
+  }, 60_000);
+
+  it('ends the containers of an agent that is killed: the primary at once, the rest by the watchdog', async () => {
+    const taskId = `orphan-${Date.now()}`;
+    // An agent in a process of its own, killed with SIGKILL while a step runs in its container.
+    const agent = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('tsx/cjs');
+         const { createDockerExecutor } = require(${JSON.stringify(join(ROOT, 'runtime/agent/docker-executor.ts'))});
+         const log = { info() {}, warn() {}, error() {}, child() { return log; } };
+         (async () => {
+           const executor = await createDockerExecutor({ socketPath: ${JSON.stringify(socket)}, taskId: ${JSON.stringify(taskId)}, log,
+             images: [{ image: ${JSON.stringify(BUSYBOX_IMAGE)} }, { image: ${JSON.stringify(BUSYBOX_IMAGE)}, name: 'svc', entrypoint: ['/bin/sh', '-c'], command: ['sleep 300'] }] });
+           executor.start({ script: 'sleep 300', shell: '/bin/sh', env: {}, cwd: '/' }, () => {}, new AbortController().signal);
+           setTimeout(() => process.stdout.write('ready\\n'), 500);
+         })();`,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      agent.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+      agent.once('exit', (code) => reject(new Error(`the agent exited (${code}) before its step ran`)));
+    });
+    const running = async () => (await containersOf(taskId)).filter((c: any) => c.State === 'running').map((c: any) => c.Labels['gyre.role']).sort();
+    expect(await running()).toEqual(['primary', 'service']);
+    agent.kill('SIGKILL');
+    // The primary (and the step in it) dies with the agent's connection to the engine.
+    const deadline = Date.now() + 5000;
+    while ((await running()).includes('primary') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(await running()).toEqual(['service']);
+    // The watchdog of any agent on this host removes what the dead one left.
+    expect(await removeOrphanedContainers(socket!, log)).toBeGreaterThanOrEqual(2);
+    expect(await containersOf(taskId)).toEqual([]);
+  }, 60_000);
+
   describe('a pipeline with a service container, through a runner', () => {
     let g: TestGyre;
     let runner: Runner;
@@ -155,7 +214,7 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
       g = await startTestGyre();
       await g.api('POST', '/api/v2/resource-classes', { name: 'acme/containers', cpu: 1, memory_mb: 1024, driver: 'runner' });
       const token = (await g.api('POST', '/api/v2/resource-classes/acme%2Fcontainers/tokens', {})).token;
-      runner = startRunner({ url: g.url, token, log, workRoot: work, dockerSocket: socket, pollMs: 2000 });
+      runner = startRunner({ url: g.url, token, log, workRoot: work, executor: { choice: 'docker', dockerSocket: socket }, pollMs: 2000 });
     });
     afterAll(async () => {
       runner.stop();

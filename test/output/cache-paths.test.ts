@@ -282,7 +282,7 @@ if (!socket) console.log('test/output/cache-paths: Docker part skipped, no Docke
     g = await startTestGyre();
     await g.api('POST', '/api/v2/resource-classes', { name: 'acme/containers', cpu: 1, memory_mb: 1024, driver: 'runner' });
     const token = (await g.api('POST', '/api/v2/resource-classes/acme%2Fcontainers/tokens', {})).token;
-    runner = startRunner({ url: g.url, token, log: createLogger({ level: 'silent' }), workRoot: work, dockerSocket: socket, pollMs: 500 });
+    runner = startRunner({ url: g.url, token, log: createLogger({ level: 'silent' }), workRoot: work, executor: { choice: 'docker', dockerSocket: socket }, pollMs: 500 });
   }, 60_000);
   afterAll(async () => {
     runner?.stop();

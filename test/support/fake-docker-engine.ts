@@ -87,6 +87,16 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
       json(404, { message: `the fake engine does not answer ${req.method} ${path}` });
     });
   });
+  // An attach (the agent holds the primary container's stdin open) is a connection upgrade.
+  const attached = new Set<import('node:net').Socket>();
+  server.on('upgrade', (req, socket) => {
+    const url = new URL(req.url ?? '/', 'http://engine');
+    requests.push({ method: req.method ?? '', path: decodeURIComponent(url.pathname.replace(/^\/v1\.\d+/, '')), query: url.searchParams, headers: req.headers, body: undefined });
+    attached.add(socket as import('node:net').Socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => attached.delete(socket as import('node:net').Socket));
+    socket.write('HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n');
+  });
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   return {
     socketPath,
@@ -98,6 +108,7 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
           resolve();
         });
         server.closeAllConnections();
+        for (const socket of attached) socket.destroy();
       }),
   };
 }

@@ -77,6 +77,8 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
     GYRE_ADMIN_TOKEN: token,
     GYRE_EXAMPLE: 'false',
     GYRE_RUNNER_SLOTS: '4',
+    // Steps as the test's own user, so fixtures can hand them paths; isolation tests choose theirs.
+    GYRE_EXECUTOR: 'shell',
     ...(database ? { DATABASE_URL: database.url } : {}),
     ...options.env,
   });

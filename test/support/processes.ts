@@ -16,11 +16,16 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Starts `gyre server` as a child process and waits until /healthz answers. */
-export async function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'server'], {
+/**
+ * Starts `gyre server` as a child process and waits until /healthz answers; with `uid`, as that
+ * user (through setpriv, from a test running as root).
+ */
+export async function startServerProcess(env: Record<string, string>, options: { uid?: number } = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
+  const gyre = [process.execPath, join(ROOT, 'bin/gyre.js'), 'server'];
+  const command = options.uid === undefined ? gyre : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', ...gyre];
+  const child = spawn(command[0], command.slice(1), {
     cwd: ROOT,
-    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -47,9 +52,10 @@ export async function startServerProcess(env: Record<string, string>): Promise<{
 
 /** Starts `gyre runner` as a child process in its own process group (so a kill takes its tasks too). */
 export function startRunnerProcess(url: string, token: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess & { output: () => string } {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'runner', '--url', url, '--token', token, ...args], {
+  // The token goes in the environment, as the README advises (--token shows in `ps`).
+  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'runner', '--url', url, ...args], {
     cwd: ROOT,
-    env: { ...process.env, GYRE_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', GYRE_RUNNER_TOKEN: token, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
   });

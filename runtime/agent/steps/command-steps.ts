@@ -1,4 +1,11 @@
+import { execFile } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { CheckoutStep, RunStep } from '../../config/plan';
+import { createTarWriter } from '../../output/tar';
 import type { TaskContext } from '../../dispatcher/dispatcher';
 import type { ExecRequest } from '../executor';
 import { resolveUnder, workingDirectoryOf, type StepContext, type StepHandler, type StepResult } from './step-handler';
@@ -31,12 +38,23 @@ export const runStep: StepHandler<RunStep> = (step, ctx) => {
   );
 };
 
-export const checkoutStep: StepHandler<CheckoutStep> = (step, ctx) => {
+export const checkoutStep: StepHandler<CheckoutStep> = async (step, ctx) => {
   const workingDirectory = workingDirectoryOf(ctx.task);
   const target = step.path ? resolveUnder(step.path, workingDirectory) : workingDirectory;
+  // A repository given as a path on this host is out of the build's reach when it is isolated
+  // (another uid, a sandbox, a container): the agent bundles it and copies the bundle in.
+  const bundled = isLocalRepository(ctx.task.repoUrl) && !ctx.executor.seesHostPaths;
+  if (bundled) {
+    try {
+      await copyBundleIn(ctx);
+    } catch (error) {
+      ctx.write(`Cannot copy ${ctx.task.repoUrl} into the job: ${(error as Error).message}\n`);
+      return { status: 'failed', exitCode: null };
+    }
+  }
   return execute(
     {
-      script: checkoutScript(ctx.task),
+      script: checkoutScript(ctx.task, bundled),
       shell: '/bin/sh -e',
       env: { ...ctx.env, GYRE_CHECKOUT_DIR: target },
       cwd: '~',
@@ -46,19 +64,65 @@ export const checkoutStep: StepHandler<CheckoutStep> = (step, ctx) => {
   );
 };
 
-function checkoutScript(task: TaskContext): string {
+/** Where a bundled repository lands, relative to $HOME; the checkout removes it. */
+const BUNDLE = '.gyre-checkout.bundle';
+
+/** A repository named by a path on this host (not a URL, not `host:path`). */
+export function isLocalRepository(url: string): boolean {
+  return url.startsWith('/') || url.startsWith('./') || url.startsWith('../') || url.startsWith('file://');
+}
+
+/** Bundles every ref of the repository (as the agent, which may read it) and unpacks the bundle into $HOME as the build. */
+async function copyBundleIn(ctx: StepContext): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'gyre-checkout-'));
+  try {
+    const file = join(dir, 'repo.bundle');
+    const repo = ctx.task.repoUrl.replace(/^file:\/\//, '');
+    await promisify(execFile)('git', ['-c', `safe.directory=${repo}`, '-C', repo, 'bundle', 'create', '--quiet', file, '--all'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C' },
+      maxBuffer: 1024 * 1024,
+    });
+    const { size, mtimeMs } = await stat(file);
+    const writer = createTarWriter();
+    const extracting = ctx.executor.extract('~', writer.tar);
+    extracting.catch((error: Error) => writer.fail(error));
+    const writing = writer
+      .add({ name: BUNDLE, type: 'file', size, mode: 0o600, mtime: mtimeMs / 1000 }, createReadStream(file))
+      .then(() => writer.end())
+      .catch((error: Error) => writer.fail(error));
+    await Promise.all([extracting, writing]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function checkoutScript(task: TaskContext, bundled: boolean): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const dir = '"$GYRE_CHECKOUT_DIR"';
-  return [
+  const bundle = `"$HOME/${BUNDLE}"`;
+  const lines = [
     `case ${dir} in "~"*) GYRE_CHECKOUT_DIR="$HOME\${GYRE_CHECKOUT_DIR#\\~}";; esac`,
     `echo "Cloning ${task.repoUrl.replace(/"/g, '')} into $GYRE_CHECKOUT_DIR"`,
     `mkdir -p ${dir}`,
-    `if [ -e ${dir}/.git ]; then cd ${dir} && git fetch --quiet --force origin; else`,
-    `  git clone --quiet --no-checkout -- ${q(task.repoUrl)} ${dir} && cd ${dir}; fi`,
+  ];
+  if (bundled) {
+    lines.push(
+      `if [ -e ${dir}/.git ]; then cd ${dir} && git fetch --quiet --force ${bundle} '+refs/heads/*:refs/remotes/origin/*' '+refs/tags/*:refs/tags/*'; else`,
+      `  git clone --quiet --no-checkout -- ${bundle} ${dir} && cd ${dir} && git remote set-url origin ${q(task.repoUrl)}; fi`,
+      `rm -f ${bundle}`,
+    );
+  } else {
+    lines.push(
+      `if [ -e ${dir}/.git ]; then cd ${dir} && git fetch --quiet --force origin; else`,
+      `  git clone --quiet --no-checkout -- ${q(task.repoUrl)} ${dir} && cd ${dir}; fi`,
+    );
+  }
+  lines.push(
     task.branch ? `git checkout --quiet --force -B ${q(task.branch)} ${q(task.revision)}` : `git checkout --quiet --force ${q(task.revision)}`,
     `git --no-pager log --no-color -1 --format='HEAD is now at %h %s'`,
     '',
-  ].join('\n');
+  );
+  return lines.join('\n');
 }
 
 function formatDuration(ms: number): string {

@@ -1,0 +1,505 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ConfigurationError } from '../../domain/errors';
+import { archiveLocal, extractLocal } from '../file-transfer';
+import { prepareBubblewrap, sandboxArgs, type BubblewrapBase } from './bubblewrap';
+import { startGroupKeeper, startUidKeeper, type Keeper } from './keepers';
+import { archiveAs, extractAs, type HelperLauncher } from './tree-helper';
+import { ownerAlive, processOwner } from './owner';
+
+/**
+ * How a Gyre process keeps the builds it runs in a shell apart from itself and from each other:
+ *
+ * - `uid` (Gyre runs as root): each running task has a uid of its own from a range
+ *   (GYRE_BUILD_UIDS), held through a lock file for as long as the task runs, so no two tasks on
+ *   the host share one. A build cannot read another uid's files or /proc/<pid>/environ, cannot
+ *   signal other processes, and cannot read Gyre's data directory (0700, root's).
+ * - `bubblewrap` (an ordinary user with user namespaces): each step runs in a bubblewrap sandbox
+ *   that sees the host's system directories read-only and the task's own directories, in a pid
+ *   namespace of its own.
+ * - `none` (neither): steps run as Gyre's own user with a clean environment. Gyre says so at start
+ *   and in every job's first lines; GYRE_REQUIRE_ISOLATION=true refuses to start instead.
+ *
+ * Every kind ties a task's processes to the agent: when the agent dies (SIGKILL included) they
+ * die too, so a task never runs twice at once after a crash (keepers.ts, bubblewrap.ts).
+ */
+export type IsolationKind = 'uid' | 'bubblewrap' | 'none';
+
+/** A range of uids for builds, e.g. 900000-900255. */
+export interface UidRange {
+  readonly first: number;
+  readonly last: number;
+}
+
+export const DEFAULT_BUILD_UIDS: UidRange = { first: 900_000, last: 900_255 };
+
+/** Parses `first-last`; the error names `setting`. */
+export function parseUidRange(text: string, setting: string): UidRange {
+  const match = /^\s*(\d{1,10})\s*-\s*(\d{1,10})\s*$/.exec(text);
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (!match || first < 1000 || last > 4_294_967_294 || last < first) {
+    throw new ConfigurationError(setting, `'${text}' is not a range of uids like 900000-900255 (first at least 1000, last at least the first)`);
+  }
+  return { first, last };
+}
+
+export interface IsolationOptions {
+  /** `auto`: the best there is; `sandbox`: refuse to start without isolation; `shell`: none, on purpose. */
+  readonly mode: 'auto' | 'sandbox' | 'shell';
+  readonly buildUids?: UidRange;
+  /** Refuse to start (and never fall back to `none`). */
+  readonly requireIsolation?: boolean;
+  /** Setting names for messages. @default GYRE_EXECUTOR, GYRE_BUILD_UIDS, GYRE_REQUIRE_ISOLATION */
+  readonly names?: { readonly executor: string; readonly uids: string; readonly require: string };
+  /** Where uid locks live. @default /run/gyre-build-uids (or /var/lib/gyre/build-uids without /run) */
+  readonly lockDir?: string;
+  /** The uid this process runs as. @default process.getuid() */
+  readonly uid?: number;
+  /** The bubblewrap program. @default the first of /usr/bin/bwrap, /bin/bwrap, /usr/local/bin/bwrap */
+  readonly bubblewrap?: string;
+}
+
+/** What one task gets to run its commands with. */
+export interface BuildBox {
+  /** $HOME, where the task's files go. */
+  readonly home: string;
+  /** Whether a path on the host means the same file to the build (no isolation). */
+  readonly seesHostPaths: boolean;
+  /** Variables the box adds to every command's environment (TMPDIR for uid builds). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Writes a script only the task can read and it cannot change; returns its path as the build sees it. */
+  writeScript(content: string): Promise<string>;
+  /**
+   * Starts a command in the box, in a process group of its own, in `cwd` (made when missing, as
+   * the build); its stdout carries stdout and stderr merged in order.
+   */
+  spawn(cwd: string, command: readonly string[], env: Readonly<Record<string, string>>): ChildProcess;
+  archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
+  extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }): Promise<{ entries: number; bytes: number }>;
+  /** Kills every process the task started (and, for a uid, everything of that uid). */
+  killAll(): Promise<void>;
+  /** Kills everything, removes the task's directories and gives the identity back. */
+  close(): Promise<void>;
+}
+
+export interface Isolation {
+  readonly kind: IsolationKind;
+  /** How builds are kept apart, in one sentence for the start-up log. */
+  readonly summary: string;
+  /** Set when builds run without isolation because none was possible: said in every job's first lines. */
+  readonly notice?: string;
+  /** Makes `workRoot` (where task directories go) fit for this kind; the error names `setting`. */
+  prepareWorkRoot(workRoot: string, setting: string): Promise<void>;
+  /** Makes the directories of a task and takes a build identity for it. */
+  openBox(taskDir: string): Promise<BuildBox>;
+  /** Stops what tasks of dead processes left under `workRoot` and removes their directories; returns how many. */
+  reapOrphans(workRoot: string): Promise<number>;
+  /** Gives back what it holds between tasks (build uids kept for the next task of a slot). */
+  close(): Promise<void>;
+}
+
+const ROOT = resolve(__dirname, '../../..');
+const HELPER = join(ROOT, 'bin', 'gyre-tree-helper.js');
+/** What the file helper needs to see inside a sandbox: its code and its loader, read-only. */
+const HELPER_CODE = ['bin', 'runtime', 'node_modules', 'package.json', 'tsconfig.json'].map((p) => join(ROOT, p)).filter((p) => existsSync(p));
+
+/** A step's wrapper: stdout and stderr on one pipe, the working directory made and entered as the build. */
+const STEP_WRAPPER = 'mkdir -p "$1" && cd "$1" || exit 1; shift; exec "$@" 2>&1';
+
+export const CONTROL_SUFFIX = '.ctl';
+export const TMP_SUFFIX = '.tmp';
+
+const OWNER = processOwner();
+
+/**
+ * Finds how builds can be kept apart here. `sandbox` (or `requireIsolation`) turns "no way"
+ * into a ConfigurationError that says why; `shell` is `none` on purpose.
+ */
+export function detectIsolation(options: IsolationOptions): Isolation {
+  const names = options.names ?? { executor: 'GYRE_EXECUTOR', uids: 'GYRE_BUILD_UIDS', require: 'GYRE_REQUIRE_ISOLATION' };
+  if (options.mode === 'shell') {
+    if (options.requireIsolation) throw new ConfigurationError(names.executor, `'shell' runs builds without isolation, which ${names.require}=true refuses (allowed: auto, sandbox, docker)`);
+    return noIsolation('steps run in a shell as this user, without isolation (the executor setting asks for it): builds can read what this user can');
+  }
+  if ((options.uid ?? process.getuid?.()) === 0) {
+    const uids = options.buildUids ?? DEFAULT_BUILD_UIDS;
+    const flock = spawnSync('flock', ['--version'], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' } });
+    if (flock.status !== 0) throw new ConfigurationError(names.executor, 'running builds as separate uids needs flock (util-linux), which is not installed');
+    const lockDir = options.lockDir ?? (existsSync('/run') ? '/run/gyre-build-uids' : '/var/lib/gyre/build-uids');
+    return uidIsolation(uids, lockDir, names.uids);
+  }
+  const bwrap = prepareBubblewrap(options.bubblewrap);
+  if (bwrap.ok) return bubblewrapIsolation(bwrap.base);
+  const why = `this process is not root (no build uids) and ${bwrap.reason}`;
+  if (options.mode === 'sandbox') throw new ConfigurationError(names.executor, `'sandbox' needs isolation, and ${why}`);
+  if (options.requireIsolation) throw new ConfigurationError(names.require, `builds cannot be isolated: ${why}`);
+  const notice = `WARNING: this build runs without isolation, as the user Gyre runs as (${why}). It can read what that user can read.`;
+  return { ...noIsolation(`builds run WITHOUT isolation as this user: ${why}. Set ${names.require}=true to refuse instead, or install bubblewrap or a container engine`), notice };
+}
+
+async function makeDir(path: string, mode: number): Promise<void> {
+  await mkdir(path, { recursive: true, mode });
+  const info = await lstat(path);
+  if (!info.isDirectory() || info.uid !== process.getuid?.()) throw new Error(`${path} must be a directory owned by this user`);
+  await chmod(path, mode);
+}
+
+/** Removes a task's leftovers, once nothing of the task runs any more. */
+async function removeTaskDirs(taskDir: string): Promise<void> {
+  await rm(taskDir, { recursive: true, force: true });
+  await rm(taskDir + TMP_SUFFIX, { recursive: true, force: true });
+  await rm(taskDir + CONTROL_SUFFIX, { recursive: true, force: true });
+}
+
+/** Task directories under `workRoot` whose owning process is gone. */
+async function orphansIn(workRoot: string): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(workRoot);
+  } catch {
+    return [];
+  }
+  const orphans: string[] = [];
+  for (const entry of entries) {
+    if (!entry.endsWith(CONTROL_SUFFIX)) continue;
+    const control = join(workRoot, entry);
+    const owner = await readFile(join(control, 'owner'), 'utf8').catch(() => '');
+    if (ownerAlive(owner)) continue;
+    orphans.push(control.slice(0, -CONTROL_SUFFIX.length));
+  }
+  return orphans;
+}
+
+function noIsolation(summary: string): Isolation {
+  /** Keepers whose task ended (its groups killed), for the next task: one per slot, in effect. */
+  const idle: Keeper[] = [];
+  let closing = false;
+  return {
+    kind: 'none',
+    summary,
+    async prepareWorkRoot(workRoot) {
+      await makeDir(workRoot, 0o700);
+    },
+    async openBox(taskDir) {
+      const control = taskDir + CONTROL_SUFFIX;
+      await removeTaskDirs(taskDir);
+      await makeDir(control, 0o700);
+      await makeDir(taskDir, 0o700);
+      await writeFile(join(control, 'owner'), OWNER);
+      let keeper = idle.pop();
+      while (keeper && !keeper.alive()) keeper = idle.pop();
+      keeper ??= await startGroupKeeper();
+      const kept = keeper;
+      return shellBox({
+        home: taskDir,
+        control,
+        seesHostPaths: true,
+        env: {},
+        keeper: kept,
+        spawnIn: (command, env) => spawn(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
+        // Without isolation the agent may as well read the tree itself: the build could read the same.
+        archive: (root, patterns) => archiveLocal(root, patterns),
+        extract: (dest, tar, limits) => extractLocal(dest, tar, limits),
+        scriptMode: 0o600,
+        release: async () => {
+          if (!closing && kept.alive()) idle.push(kept);
+          else await kept.close();
+        },
+      });
+    },
+    async reapOrphans(workRoot) {
+      // Each orphan's keeper killed its process groups when its agent died; what is left is files.
+      const orphans = await orphansIn(workRoot);
+      for (const taskDir of orphans) await removeTaskDirs(taskDir);
+      return orphans.length;
+    },
+    async close() {
+      closing = true;
+      for (const keeper of idle.splice(0)) await keeper.close();
+    },
+  };
+}
+
+/** Where a sandbox sees the task's home (as CircleCI's machine images and cimg images have it) and Gyre's control directory. */
+const SANDBOX_HOME = '/home/circleci';
+const SANDBOX_CONTROL = '/run/gyre-task';
+
+function bubblewrapIsolation(base: BubblewrapBase): Isolation {
+  return {
+    kind: 'bubblewrap',
+    summary: `each step runs in a bubblewrap sandbox (user and pid namespaces; the host's system directories read-only, the task's home at ${SANDBOX_HOME}, nothing of Gyre's)`,
+    async prepareWorkRoot(workRoot) {
+      await makeDir(workRoot, 0o700);
+    },
+    async openBox(taskDir) {
+      const control = taskDir + CONTROL_SUFFIX;
+      const tmp = taskDir + TMP_SUFFIX;
+      await removeTaskDirs(taskDir);
+      await makeDir(control, 0o700);
+      await makeDir(taskDir, 0o700);
+      await makeDir(tmp, 0o700);
+      await writeFile(join(control, 'owner'), OWNER);
+      // Inside, the task's directories sit at fixed paths: nothing says where Gyre keeps them.
+      const mounts = [
+        { source: taskDir, target: SANDBOX_HOME },
+        { source: control, target: SANDBOX_CONTROL, readOnly: true },
+      ];
+      const helperMounts = [...HELPER_CODE, ...nodeDirs()].map((source) => ({ source, readOnly: true }));
+      const helper: HelperLauncher = (args) =>
+        spawn(base.command, sandboxArgs(base, { mounts: [...mounts, ...helperMounts], tmp, cwd: '/' }, [process.execPath, HELPER, ...args]), {
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TSX_DISABLE_CACHE: '1', HOME: SANDBOX_HOME },
+          stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+        });
+      return shellBox({
+        home: SANDBOX_HOME,
+        control,
+        controlSeenAs: SANDBOX_CONTROL,
+        removes: taskDir,
+        seesHostPaths: false,
+        env: {},
+        // The sandbox dies with the agent (--die-with-parent) and takes its pid namespace along.
+        spawnIn: (command, env) => spawn(base.command, sandboxArgs(base, { mounts, tmp, cwd: SANDBOX_HOME }, command), { env: { ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
+        archive: (root, patterns) => archiveAs(helper, { root, patterns }),
+        extract: (dest, tar, limits) => extractAs(helper, { dest, maxBytes: limits?.maxBytes }, tar),
+        scriptMode: 0o600,
+      });
+    },
+    async reapOrphans(workRoot) {
+      const orphans = await orphansIn(workRoot);
+      for (const taskDir of orphans) await removeTaskDirs(taskDir);
+      return orphans.length;
+    },
+    async close() {},
+  };
+}
+
+/** Where node's own files are (a node installed under a home directory is not in /usr). */
+function nodeDirs(): string[] {
+  const prefix = dirname(dirname(process.execPath));
+  return ['/usr', '/bin', '/usr/local'].some((p) => prefix === p || prefix.startsWith(`${p}/`)) ? [] : [prefix];
+}
+
+/** Whether every directory above `path` lets other users pass (o+x). */
+function firstClosedAncestor(path: string): string | undefined {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const info = statSync(dir, { throwIfNoEntry: false });
+    if (info && (info.mode & 0o001) === 0) return dir;
+    if (dir === dirname(dir)) return undefined;
+  }
+}
+
+function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Isolation {
+  const held = new Set<number>();
+  const size = range.last - range.first + 1;
+  let next = process.pid % size;
+  /**
+   * Uids whose task ended, still locked, with nothing of them running and nothing of them left
+   * readable: a slot's next task takes one, so a busy runner keeps one uid per slot.
+   */
+  const idle: { uid: number; keeper: Keeper }[] = [];
+  let closing = false;
+
+  /** Takes a uid no other task on this host holds, and kills whatever it had left running. */
+  async function acquire(): Promise<{ uid: number; keeper: Keeper }> {
+    for (let slot = idle.pop(); slot; slot = idle.pop()) {
+      if (slot.keeper.alive()) return slot;
+      held.delete(slot.uid);
+    }
+    await makeDir(lockDir, 0o700);
+    for (let round = 0; round < 50; round++) {
+      for (let i = 0; i < size; i++) {
+        const uid = range.first + ((next + i) % size);
+        if (held.has(uid)) continue;
+        held.add(uid);
+        let keeper: Keeper | 'busy';
+        try {
+          keeper = await startUidKeeper(uid, join(lockDir, `${uid}.lock`));
+        } catch (error) {
+          held.delete(uid);
+          throw error;
+        }
+        if (keeper === 'busy') {
+          held.delete(uid);
+          continue;
+        }
+        next = (next + i + 1) % size;
+        return { uid, keeper };
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`every build uid of ${uidsSetting} (${range.first}-${range.last}) is in use on this host; give more uids or run fewer tasks at once`);
+  }
+
+  return {
+    kind: 'uid',
+    summary: `each running task runs as a uid of its own (${uidsSetting}=${range.first}-${range.last}), in a directory only that uid can enter`,
+    async prepareWorkRoot(workRoot, setting) {
+      await makeDir(workRoot, 0o711);
+      const closed = firstClosedAncestor(join(workRoot, 'x'));
+      if (closed && closed !== workRoot) {
+        throw new ConfigurationError(setting, `build uids cannot reach task directories in ${workRoot}: ${closed} does not let other users pass (it needs o+x); choose a directory such as /var/lib/gyre/work`);
+      }
+    },
+    async openBox(taskDir) {
+      const control = taskDir + CONTROL_SUFFIX;
+      const tmp = taskDir + TMP_SUFFIX;
+      await removeTaskDirs(taskDir);
+      // The control directory is Gyre's (owner file, scripts): the build may read, never write it.
+      await makeDir(control, 0o700);
+      await writeFile(join(control, 'owner'), OWNER);
+      const { uid, keeper } = await acquire();
+      try {
+        await writeFile(join(control, 'uid'), String(uid));
+        await chown(control, 0, uid);
+        await chmod(control, 0o750);
+        for (const dir of [taskDir, tmp]) {
+          await makeDir(dir, 0o700);
+          await chown(dir, uid, uid);
+        }
+      } catch (error) {
+        await keeper.close();
+        held.delete(uid);
+        throw error;
+      }
+      const helper: HelperLauncher = (args) =>
+        spawn(process.execPath, [HELPER, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TSX_DISABLE_CACHE: '1' }, cwd: '/', stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+      const box = shellBox({
+        home: taskDir,
+        control,
+        seesHostPaths: false,
+        env: { TMPDIR: tmp },
+        keeper,
+        spawnIn: (command, env) => spawn(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, uid, gid: uid, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
+        archive: (root, patterns) => archiveAs(helper, { uid, root, patterns }),
+        extract: (dest, tar, limits) => extractAs(helper, { uid, dest, maxBytes: limits?.maxBytes }, tar),
+        scriptMode: 0o640,
+        scriptGroup: uid,
+        // Swept and emptied: the uid waits, locked, for the slot's next task.
+        release: async () => {
+          if (!closing && keeper.alive()) {
+            idle.push({ uid, keeper });
+            return;
+          }
+          await keeper.close();
+          held.delete(uid);
+        },
+      });
+      return box;
+    },
+    async close() {
+      closing = true;
+      for (const slot of idle.splice(0)) {
+        await slot.keeper.close();
+        held.delete(slot.uid);
+      }
+    },
+    async reapOrphans(workRoot) {
+      const orphans = await orphansIn(workRoot);
+      let reaped = 0;
+      for (const taskDir of orphans) {
+        const uid = Number(await readFile(join(taskDir + CONTROL_SUFFIX, 'uid'), 'utf8').catch(() => 'NaN'));
+        // Shut the uid out of its old directories at once, whatever happens next.
+        for (const dir of [taskDir, taskDir + TMP_SUFFIX]) {
+          await chown(dir, 0, 0).catch(() => undefined);
+          await chmod(dir, 0o700).catch(() => undefined);
+        }
+        if (!Number.isInteger(uid)) {
+          await removeTaskDirs(taskDir);
+          reaped++;
+          continue;
+        }
+        // Removed only while holding the uid with nothing of it running (no race with its files).
+        const keeper = await startUidKeeper(uid, join(lockDir, `${uid}.lock`)).catch(() => 'busy' as const);
+        if (keeper === 'busy') continue;
+        try {
+          await removeTaskDirs(taskDir);
+          reaped++;
+        } finally {
+          await keeper.close();
+        }
+      }
+      return reaped;
+    },
+  };
+}
+
+interface ShellBoxParts {
+  /** $HOME as the build sees it. */
+  readonly home: string;
+  /** The task directory on the host, removed at the end. @default home */
+  readonly removes?: string;
+  readonly control: string;
+  /** The control directory as the build sees it. @default control */
+  readonly controlSeenAs?: string;
+  readonly seesHostPaths: boolean;
+  readonly env: Readonly<Record<string, string>>;
+  readonly keeper?: Keeper;
+  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>) => ChildProcess;
+  readonly archive: BuildBox['archive'];
+  readonly extract: BuildBox['extract'];
+  readonly scriptMode: number;
+  readonly scriptGroup?: number;
+  /** Once the task is swept and its directories removed: gives the identity back. @default closes the keeper */
+  readonly release?: () => Promise<void>;
+}
+
+function shellBox(parts: ShellBoxParts): BuildBox {
+  const groups = new Set<number>();
+  let scripts = 0;
+  let closed = false;
+  const killGroups = () => {
+    for (const pgid of groups) {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  return {
+    home: parts.home,
+    seesHostPaths: parts.seesHostPaths,
+    env: parts.env,
+    async writeScript(content) {
+      // A fresh name each time, in a directory the build cannot write: nothing can be swapped in.
+      const name = `script-${++scripts}-${randomBytes(4).toString('hex')}.sh`;
+      const path = join(parts.control, name);
+      await writeFile(path, content, { mode: parts.scriptMode, flag: 'wx' });
+      if (parts.scriptGroup !== undefined) await chown(path, 0, parts.scriptGroup);
+      return join(parts.controlSeenAs ?? parts.control, name);
+    },
+    spawn(cwd, command, env) {
+      if (closed) throw new Error('the task has ended');
+      const child = parts.spawnIn(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...command], env);
+      if (child.pid !== undefined) {
+        groups.add(child.pid);
+        parts.keeper?.track(child.pid);
+      }
+      return child;
+    },
+    archive: parts.archive,
+    extract: parts.extract,
+    async killAll() {
+      killGroups();
+      await parts.keeper?.sweep();
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      killGroups();
+      // Nothing of the task may run while its files are removed (for a uid: nothing of that uid),
+      // and the identity goes back only after: the next task of that uid finds nothing.
+      await parts.keeper?.sweep();
+      groups.clear();
+      try {
+        await removeTaskDirs(parts.removes ?? parts.home);
+      } finally {
+        await (parts.release ? parts.release() : parts.keeper?.close());
+      }
+    },
+  };
+}

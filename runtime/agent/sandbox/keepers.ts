@@ -1,0 +1,216 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+
+/**
+ * Keepers: small processes, one per running task, that outlive the agent that started them by a
+ * moment. A keeper reads its stdin, a pipe from the agent; when that pipe closes, whether the
+ * agent ended the task or died (SIGKILL included: the kernel closes the pipe), it kills what the
+ * task left running and exits. They run in their own process group, so a signal to the agent's
+ * group does not take them first.
+ */
+
+/**
+ * The uid keeper, run as root under `flock` on the uid's lock file (so one build uid serves one
+ * task on this host at a time, across processes). It kills every process of the uid when it
+ * starts (what a task before it may have left) and again when its stdin closes, then exits, which
+ * releases the lock. Killing is done by a child with the build uid calling `kill -9 -1`: the
+ * kernel signals every process that uid may signal, which are exactly its own, whatever process
+ * group or session they moved to; the keeper looks in /proc until none is left. Then what the uid
+ * left in the directories every user may write (/tmp, /var/tmp, /dev/shm, …) is handed to root, so
+ * the next task of the uid cannot read it. The build cannot kill a keeper (root). A line `sweep`
+ * on stdin does all that now and answers `swept`.
+ */
+const UID_KEEPER = `
+const uid = Number(process.argv[1]);
+const { spawnSync } = require('node:child_process');
+const { readdirSync, readFileSync } = require('node:fs');
+const options = { uid, gid: uid, stdio: 'ignore', env: { PATH: '/usr/bin:/bin' }, cwd: '/' };
+const running = () => {
+  let n = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\\d+$/.test(pid)) continue;
+    try {
+      const status = readFileSync('/proc/' + pid + '/status', 'utf8');
+      const ids = /\\nUid:\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)/.exec(status);
+      if (ids && ids.slice(1).map(Number).includes(uid) && !/\\nState:\\s+Z/.test(status)) n++;
+    } catch {}
+  }
+  return n;
+};
+const kill = () => {
+  for (let round = 0; round < 20 && running() > 0; round++) {
+    const r = spawnSync('kill', ['-9', '-1'], options);
+    if (r.error) spawnSync(process.execPath, ['-e', 'for (let i = 0; i < 100; i++) { try { process.kill(-1, "SIGKILL"); } catch { break; } }'], options);
+  }
+};
+// What the uid left where every user may write is handed to root (and a directory closed), so
+// the next task of this uid cannot read it. Nothing is deleted: others may write there too.
+const { lchownSync, lstatSync, chmodSync } = require('node:fs');
+const handBack = () => {
+  let seen = 0;
+  const walk = (dir, sticky) => {
+    let names;
+    try { names = readdirSync(dir); } catch { return; }
+    for (const name of names) {
+      if (++seen > 20000) return;
+      const path = dir + '/' + name;
+      let st;
+      try { st = lstatSync(path); } catch { continue; }
+      if (st.uid === uid || st.gid === uid) {
+        try { lchownSync(path, 0, 0); if (sticky && st.isDirectory()) chmodSync(path, 0o700); } catch {}
+      } else if (st.isDirectory() && (st.mode & 0o002)) walk(path, (st.mode & 0o1000) !== 0);
+    }
+  };
+  for (const dir of ['/tmp', '/var/tmp', '/dev/shm', '/run/lock', '/dev/mqueue']) {
+    try { const st = lstatSync(dir); if (st.isDirectory()) walk(dir, (st.mode & 0o1000) !== 0); } catch {}
+  }
+};
+const sweep = () => { kill(); handBack(); };
+let ending = false;
+const end = () => { if (ending) return; ending = true; sweep(); process.exit(0); };
+sweep();
+process.stdout.write('ready\\n');
+let pending = '';
+process.stdin.on('data', (d) => {
+  pending += d;
+  for (let i; (i = pending.indexOf('\\n')) >= 0; pending = pending.slice(i + 1)) {
+    if (pending.slice(0, i) === 'sweep') { sweep(); process.stdout.write('swept\\n'); }
+  }
+});
+process.stdin.on('end', end);
+process.stdin.on('error', end);
+`;
+
+/**
+ * The group keeper, for builds that run as Gyre's own user (no isolation): it is told each
+ * process group a step starts (`group <pgid>` lines) and kills them all when its stdin closes.
+ * The build could kill it (same user); that is part of what "no isolation" means.
+ */
+const GROUP_KEEPER = `
+const groups = new Set();
+let pending = '';
+const kill = () => { for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch {} } };
+const end = () => { kill(); process.exit(0); };
+process.stdin.on('data', (d) => {
+  pending += d;
+  for (let i; (i = pending.indexOf('\\n')) >= 0; pending = pending.slice(i + 1)) {
+    const line = pending.slice(0, i);
+    const m = /^group (\\d+)$/.exec(line);
+    if (m && Number(m[1]) > 1) groups.add(Number(m[1]));
+    if (line === 'sweep') { kill(); groups.clear(); process.stdout.write('swept\\n'); }
+  }
+});
+process.stdin.on('end', end);
+process.stdin.on('error', end);
+process.stdout.write('ready\\n');
+`;
+
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Exit code `flock` gives when the lock is held by someone else (`--conflict-exit-code`). */
+const BUSY = 75;
+
+export interface Keeper {
+  /** Tells a group keeper about a process group to kill at the end. */
+  track(pgid: number): void;
+  /** Kills now what it would kill at the end (the uid's processes, or the groups); resolves once done. */
+  sweep(): Promise<void>;
+  /** Closes the pipe: the keeper kills what is left and exits. Resolves when it has. */
+  close(): Promise<void>;
+  /** Whether the keeper still runs. */
+  readonly alive: () => boolean;
+}
+
+function keeperOf(child: ChildProcess): Keeper {
+  // A keeper never keeps the agent's process alive: it outlives the agent by design.
+  child.unref();
+  for (const stream of [child.stdin, child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+  let exited = child.exitCode !== null || child.signalCode !== null;
+  const exit = once(child, 'exit').then(() => undefined);
+  void exit.then(() => (exited = true));
+  let lines: ((line: string) => void)[] = [];
+  let pending = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    pending += d.toString('utf8');
+    for (let i; (i = pending.indexOf('\n')) >= 0; pending = pending.slice(i + 1)) {
+      const line = pending.slice(0, i);
+      const waiting = lines;
+      lines = [];
+      for (const w of waiting) w(line);
+    }
+  });
+  child.stdin!.on('error', () => undefined);
+  return {
+    track(pgid) {
+      if (!exited) child.stdin!.write(`group ${pgid}\n`);
+    },
+    async sweep() {
+      if (exited) return;
+      child.ref();
+      const answered = new Promise<void>((resolve) => lines.push(() => resolve()));
+      child.stdin!.write('sweep\n');
+      // A keeper that does not answer is not waited for forever: closing it kills all the same.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([answered, exit, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+      clearTimeout(timer);
+      child.unref();
+    },
+    async close() {
+      // Waited for: the keeper is done (its task swept) before this resolves.
+      child.ref();
+      child.stdin!.end();
+      await exit;
+    },
+    alive: () => !exited,
+  };
+}
+
+/** Waits for the keeper's `ready` line; undefined when it exited first (with its exit code). */
+async function ready(child: ChildProcess): Promise<{ ok: true } | { ok: false; code: number | null; stderr: string }> {
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  return new Promise((resolve) => {
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d.toString('utf8');
+      if (out.includes('ready\n')) {
+        child.stdout!.off('data', onData);
+        child.off('exit', onExit);
+        resolve({ ok: true });
+      }
+    };
+    const onExit = (code: number | null) => {
+      child.stdout!.off('data', onData);
+      resolve({ ok: false, code, stderr: stderr.trim() });
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', onExit);
+    child.once('error', (error) => resolve({ ok: false, code: null, stderr: error.message }));
+  });
+}
+
+/**
+ * Starts the uid keeper for `uid` under its lock file. Resolves with the keeper once it has
+ * killed whatever the uid had running; `busy` when another task (in this or another process)
+ * holds the uid.
+ */
+export async function startUidKeeper(uid: number, lockFile: string): Promise<Keeper | 'busy'> {
+  const child = spawn('flock', ['--nonblock', '--conflict-exit-code', String(BUSY), lockFile, process.execPath, '-e', UID_KEEPER, String(uid)], {
+    detached: true,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { PATH: SYSTEM_PATH },
+    cwd: '/',
+  });
+  const started = await ready(child);
+  if (started.ok) return keeperOf(child);
+  if (started.code === BUSY) return 'busy';
+  throw new Error(`cannot start the keeper of build uid ${uid} (flock from util-linux is needed): ${started.stderr || `exit ${started.code}`}`);
+}
+
+/** Starts a group keeper (builds without isolation). */
+export async function startGroupKeeper(): Promise<Keeper> {
+  const child = spawn(process.execPath, ['-e', GROUP_KEEPER], { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: {}, cwd: '/' });
+  const started = await ready(child);
+  if (!started.ok) throw new Error(`cannot start the process keeper: ${started.stderr || `exit ${started.code}`}`);
+  return keeperOf(child);
+}
