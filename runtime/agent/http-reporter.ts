@@ -3,7 +3,7 @@ import type { HeartbeatResult, TaskContext } from '../dispatcher/dispatcher';
 import type { OutputClient } from '../output/output-client';
 import type { TaskReporter } from './agent';
 import { createHttpOutputClient } from './http-output-client';
-import { asLost, createTaskApi, type RetryPolicy } from './task-api';
+import { asLost, createTaskApi, withRetries, type RetryPolicy } from './task-api';
 
 /**
  * The agent's side of the agent API: a TaskReporter that sends each call over HTTP with the task
@@ -18,6 +18,13 @@ export interface AgentClient {
   output(): OutputClient;
 }
 
+/**
+ * How the reports a step cannot do without (the task, a step started or finished) ride out an API
+ * pod restarting: transient failures are retried for up to 30 s. The server takes each of them
+ * twice safely (a step's start is inserted once, its end is an update).
+ */
+const REPORT_RETRY: RetryPolicy = { attempts: 20, firstDelayMs: 250, maxDelayMs: 2000, budgetMs: 30_000 };
+
 /** How long one cancel long-poll waits on the server before it is asked again. */
 const CANCEL_POLL_MS = 25_000;
 
@@ -30,9 +37,10 @@ export function createAgentClient(options: {
 }): AgentClient {
   const api = createTaskApi(options);
   const { taskId } = api;
+  const reliably = <T>(what: string, call: () => Promise<T>) => withRetries(what, () => call(), { policy: REPORT_RETRY });
   return {
     async fetchTask() {
-      const body = await api.call('GET', '');
+      const body = await reliably('Fetching the task', () => asLost(taskId, api.call('GET', '')));
       return { task: body.task, cancelRequested: body.cancel_requested === true, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
     },
     reporter() {
@@ -42,7 +50,7 @@ export function createAgentClient(options: {
           return { leaseExpiresAt: new Date(body.lease_expires_at), cancelRequested: body.cancel_requested === true };
         },
         async stepStarted(step) {
-          await asLost(taskId, api.call('POST', `/step/${step.index}/started`, { json: { name: step.name, type: step.type } }));
+          await reliably(`Reporting step ${step.index} started`, () => asLost(taskId, api.call('POST', `/step/${step.index}/started`, { json: { name: step.name, type: step.type } })));
         },
         async output(step, seq, chunk) {
           await asLost(
@@ -54,7 +62,9 @@ export function createAgentClient(options: {
           );
         },
         async stepFinished(step) {
-          await asLost(taskId, api.call('POST', `/step/${step.index}/finished`, { json: { status: step.status, exit_code: step.exitCode ?? null } }));
+          await reliably(`Reporting step ${step.index} finished`, () =>
+            asLost(taskId, api.call('POST', `/step/${step.index}/finished`, { json: { status: step.status, exit_code: step.exitCode ?? null } })),
+          );
         },
         async cancelRequested(signal) {
           // Long-polls the server, which answers as soon as a cancel is asked for (or after a while,
