@@ -449,9 +449,9 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     const auditLog = deps.auditLog;
     app.addHook('onSend', async (request, reply, payload) => {
       const audit = request.audit;
-      if (!audit || audit.recorded) return payload;
       const status = reply.statusCode;
-      if (status === 401 || status === 429) return payload;
+      // A failure is recorded even when the service recorded the change: its transaction rolled back.
+      if (!audit || (status < 400 && audit.recorded) || status === 401 || status === 429) return payload;
       const denied = (request as unknown as Record<symbol, boolean>)[DENIED] === true || status === 403;
       const result = status < 400 ? 'success' : denied ? 'denied' : 'failed';
       if (result === 'success') log.warn('a change was not recorded in its transaction; recording it after the answer', { route: `${request.method} ${request.routeOptions.url}`, action: audit.action });
