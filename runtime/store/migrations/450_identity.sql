@@ -62,9 +62,10 @@ ALTER TABLE api_tokens ADD COLUMN project_id uuid REFERENCES projects(id) ON DEL
 ALTER TABLE api_tokens ADD COLUMN scope text CHECK (scope IS NULL OR scope IN ('read', 'trigger'));
 ALTER TABLE api_tokens ADD COLUMN created_by uuid REFERENCES users(id) ON DELETE CASCADE;
 ALTER TABLE api_tokens ALTER COLUMN user_id DROP NOT NULL;
+-- A project token has a project, a scope and a maker, and no user; any other token has a user only.
 ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_owner CHECK (CASE WHEN kind = 'project'
-  THEN project_id IS NOT NULL AND user_id IS NULL AND scope IS NOT NULL AND created_by IS NOT NULL
-  ELSE user_id IS NOT NULL AND project_id IS NULL AND scope IS NULL END);
+  THEN num_nonnulls(project_id, scope, created_by) = 3 AND user_id IS NULL
+  ELSE num_nonnulls(user_id) = 1 AND num_nonnulls(project_id, scope) = 0 END);
 CREATE INDEX api_tokens_user ON api_tokens (user_id);
 CREATE INDEX api_tokens_project ON api_tokens (project_id);
 CREATE INDEX api_tokens_expires ON api_tokens (expires_at) WHERE expires_at IS NOT NULL;
