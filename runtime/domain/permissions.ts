@@ -133,7 +133,7 @@ export type IdTarget = (typeof ID_TARGETS)[number];
 export const WHO_HOLDS: Record<Permission, string> = {
   authenticated: 'any valid API token',
   'user:self': 'a user (not a project token)',
-  'instance:admin': 'an instance admin',
+  'instance:admin': 'an instance administrator',
   'org:read': "a role in the organisation (admin, member or viewer)",
   'org:admin': "the organisation's admin role",
   'project:read': 'any role on the project or its organisation, or a project token',

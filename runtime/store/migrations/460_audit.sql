@@ -5,7 +5,7 @@
 CREATE TABLE audit_events (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   at timestamptz NOT NULL DEFAULT now(),
-  actor_id uuid,
+  actor_id text,
   actor_login text NOT NULL,
   token_id uuid,
   token_kind text,
