@@ -1360,7 +1360,7 @@
         ),
       );
       const label = h('input', { type: 'text', name: 'label', className: 'token-label', placeholder: 'label', maxLength: 200, attrs: { 'aria-label': 'Label' } });
-      const days = h('input', { type: 'number', name: 'expires', className: 'token-expires', min: 1, max: 3650, placeholder: 'days (none: never)', attrs: { 'aria-label': 'Expires in days' } });
+      const days = h('input', { type: 'number', name: 'expires', className: 'token-expires', min: 1, max: 3650, placeholder: 'expires in days', attrs: { 'aria-label': 'Expires in days' } });
       const scope = options.scope === 'project' ? roleSelect(['read', 'trigger'], 'read', { name: 'scope', className: 'token-scope', attrs: { 'aria-label': 'Scope' } }) : null;
       const form = h(
         'form',
