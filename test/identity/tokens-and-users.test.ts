@@ -205,7 +205,7 @@ describe.each(testStores())('GYRE_ADMIN_TOKEN across restarts (%s)', (store) => 
       let gyre = await start();
       const generated = gyre.createdAdminToken!;
       expect(generated).toMatch(/^gyre_/);
-      const personal = (await (await fetch(`${gyre.url}/api/v2/me/tokens`, { method: 'POST', headers: { 'Circle-Token': generated, 'Content-Type': 'application/json' }, body: '{"label":"ci"}' })).json()).token;
+      const personal = (await (await fetch(`${gyre.url}/api/v2/me/tokens`, { method: 'POST', headers: { 'Circle-Token': generated, 'Content-Type': 'application/json' }, body: '{"label":"ci"}' })).json() as { token: string }).token;
       await gyre.stop();
 
       gyre = await start('first-admin-token-0123456789');
