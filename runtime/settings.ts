@@ -30,6 +30,8 @@ export interface Settings {
   readonly migrate: boolean;
   /** GYRE_RETENTION_DAYS: pipelines older than this are deleted with their output (0 keeps them); projects may set their own. */
   readonly retentionDays: number;
+  /** GYRE_AUDIT_RETENTION_DAYS: audit records older than this are deleted by the audit role (0 keeps them). */
+  readonly auditRetentionDays: number;
   /** GYRE_ADMIN_TOKEN: the first admin's API token; generated and printed once when unset. */
   readonly adminToken?: string;
   /** GYRE_PUBLIC_URL: the address users reach Gyre at (links in output and CIRCLE_BUILD_URL). */
@@ -284,6 +286,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     databaseUrl,
     migrate: boolean(env, 'GYRE_MIGRATE', true),
     retentionDays: integer(env, 'GYRE_RETENTION_DAYS', 0, 0, RETENTION_DAYS_MAX),
+    auditRetentionDays: integer(env, 'GYRE_AUDIT_RETENTION_DAYS', 365, 0, RETENTION_DAYS_MAX),
     adminToken,
     publicUrl,
     runnerSlots: integer(env, 'GYRE_RUNNER_SLOTS', 4, 0, 256),

@@ -27,6 +27,10 @@ const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
   dispatcher: { replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
   scheduler: { replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi', usesNomad: true },
   output: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10 },
+  // Hourly sweeps (expired tokens, role refreshes; audit retention): one replica is enough, and a
+  // second would only repeat idempotent work.
+  identity: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  audit: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
 };
 
 /** The roles that have code behind them, in the runtime's order. */

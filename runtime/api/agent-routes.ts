@@ -1,5 +1,4 @@
 import { Type } from '@sinclair/typebox';
-import { PermissionError } from '../domain/errors';
 import type { StepStatus } from '../domain/model';
 import { CHANNELS, loadTaskContext, type Dispatcher, type TaskOutcome } from '../dispatcher/dispatcher';
 import { validateResourceClass, type ResourceClasses } from '../scheduler/resource-classes';
@@ -7,7 +6,7 @@ import type { TaskTokens } from '../scheduler/task-token';
 import { MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
 import type { Store } from '../store/store';
 import { InputError } from '../domain/errors';
-import { leaseOf, principalOf, readRawBody, type GyreApp } from './http-app';
+import { auditOf, leaseOf, readRawBody, type GyreApp } from './http-app';
 import { Int32, OneOf, Segment } from './schemas';
 import type { FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -234,40 +233,39 @@ function outputChunkOf(request: FastifyRequest, body: Buffer): Uint8Array | Comp
 /** Admin routes for resource classes, their runner tokens, and concurrency limits. */
 export function registerResourceClassRoutes(app: GyreApp, deps: { resourceClasses: ResourceClasses }): void {
   const { resourceClasses } = deps;
-  const admin = (request: FastifyRequest) => {
-    if (!principalOf(request).isAdmin) throw new PermissionError('only an admin can manage resource classes and limits');
-  };
   const view = (rc: { name: string; cpu: number; memoryMb: number; driver: string }) => ({ name: rc.name, cpu: rc.cpu, memory_mb: rc.memoryMb, driver: rc.driver });
-  app.get('/api/v2/resource-classes', async () => ({ items: (await resourceClasses.list()).map(view) }));
-  app.post('/api/v2/resource-classes', { schema: { body: Type.Object({}, { additionalProperties: true }) } }, async (request, reply) => {
-    admin(request);
-    const created = await resourceClasses.add(validateResourceClass(request.body as Record<string, unknown>));
-    reply.code(201);
-    return view(created);
-  });
+  app.get('/api/v2/resource-classes', { config: { permission: 'authenticated' } }, async () => ({ items: (await resourceClasses.list()).map(view) }));
+  app.post(
+    '/api/v2/resource-classes',
+    { config: { permission: 'instance:admin', action: 'resource-class.create' }, schema: { body: Type.Object({}, { additionalProperties: true }) } },
+    async (request, reply) => {
+      const created = await resourceClasses.add(validateResourceClass(request.body as Record<string, unknown>), auditOf(request));
+      reply.code(201);
+      return view(created);
+    },
+  );
   app.post(
     '/api/v2/resource-classes/:name/tokens',
-    { schema: { params: Type.Object({ name: Segment }), body: Type.Object({ label: Type.Optional(Type.String({ maxLength: 200 })) }) } },
+    { config: { permission: 'instance:admin', action: 'runner-token.create' }, schema: { params: Type.Object({ name: Segment }), body: Type.Object({ label: Type.Optional(Type.String({ maxLength: 200 })) }) } },
     async (request, reply) => {
-      admin(request);
       reply.code(201);
-      return { token: await resourceClasses.createRunnerToken(request.params.name, request.body.label ?? '') };
+      return { token: await resourceClasses.createRunnerToken(request.params.name, request.body.label ?? '', auditOf(request)) };
     },
   );
   app.put(
     '/api/v2/concurrency-limits/:scope/*',
     {
+      config: { permission: 'instance:admin', action: 'concurrency-limit.set' },
       schema: {
         params: Type.Object({ scope: OneOf(['project', 'org'] as const), '*': Type.String({ minLength: 1, maxLength: 300 }) }),
         body: Type.Object({ max_running: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()])) }),
       },
     },
     async (request) => {
-      admin(request);
       const { scope } = request.params;
       const key = request.params['*'];
       const max = request.body.max_running ?? undefined;
-      await resourceClasses.setLimit(scope, key, max);
+      await resourceClasses.setLimit(scope, key, max, auditOf(request));
       return { scope, key, max_running: max ?? null };
     },
   );

@@ -10,8 +10,10 @@ import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import FindMyWay, { type HTTPMethod } from 'find-my-way';
 import secureJson from 'secure-json-parse';
-import { AuthenticationError, InputError, PermissionError, RateLimitError, TooLargeError } from '../domain/errors';
+import { AuthenticationError, InputError, NotFoundError, PermissionError, RateLimitError, TooLargeError } from '../domain/errors';
+import { ID_TARGETS, PERMISSIONS, WHO_HOLDS, decide, scopeOf, type AccessTarget, type IdTarget, type Permission, type Standing } from '../domain/permissions';
 import type { Principal } from '../domain/principal';
+import { actorOf, createRequestAudit, type AuditEvent, type RequestAudit } from '../audit/audit-log';
 import type { Lease } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics/metrics';
@@ -21,7 +23,12 @@ import { failureOf } from './http-errors';
  * The HTTP boundary of every Gyre listener, on fastify. What it guarantees, whatever the route:
  *
  * - credentials are read and checked before the body is read (route option `config.auth`:
- *   `user` by default, `task`, `runner` or `public`), and a route's own check comes after;
+ *   `user` by default, `task`, `runner` or `public`);
+ * - a `user` route declares the permission it needs (`config.permission`), and one policy
+ *   (`decide`, runtime/domain/permissions.ts) decides it, also before the body is read: a project
+ *   or organisation the caller cannot see is a 404, one they can see but not act on a 403;
+ * - a route that changes something declares its audit `action`: the service records the change in
+ *   its transaction, and a refused or failed attempt is recorded here;
  * - every request is rate limited per credential, or per address when it has none (or a bad one),
  *   answered 429 with `Retry-After`;
  * - input is validated against the route's schema before its handler runs (a 400 names the field);
@@ -46,10 +53,27 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Who may call the route. @default 'user' */
     auth?: RouteAuth;
+    /**
+     * What a `user` route needs (runtime/domain/permissions.ts). An organisation permission is about
+     * the organisation in `:vcs/:org`; a project permission about the project in `:vcs/:org/:repo`,
+     * or, with `of`, the project of the pipeline, workflow or job in `:id`. A `user` route without
+     * one answers only the instance admin (and the route-permission test fails naming it).
+     */
+    permission?: Permission;
+    /** What `:id` names, for a project permission on a route without `:vcs/:org/:repo`. */
+    of?: IdTarget;
+    /**
+     * The audit action of a route that changes something (`pipeline.trigger`): the route hands
+     * `request.audit` to the service, which records the change in its transaction; refused and failed
+     * attempts are recorded by the boundary. `false` for a route that is not a GET but changes nothing.
+     */
+    action?: string | false;
   }
   interface FastifyRequest {
     /** The caller on `user` routes. */
     principal?: Principal;
+    /** The audit record of a request to a route with an `action`, for the service that makes the change. */
+    audit?: RequestAudit;
     /** The caller's lease on `task` routes. */
     lease?: Lease;
     /** The resource class of the caller's runner token on `runner` routes. */
@@ -98,10 +122,29 @@ export interface Credentials {
   runner(token: string): Promise<string | undefined>;
 }
 
+/** Where a principal stands toward an organisation or project (the identity service's `standing`). */
+export interface Access {
+  standing(principal: Principal, target: AccessTarget): Promise<Standing>;
+}
+
+/** A route as registered, for the route-permission test and the docs. */
+export interface RouteInfo {
+  readonly method: string;
+  readonly url: string;
+  readonly auth: RouteAuth;
+  readonly permission?: Permission;
+  readonly of?: IdTarget;
+  readonly action?: string | false;
+}
+
 export interface HttpAppDeps {
   readonly log: Logger;
   /** How callers' credentials are checked; without it, only `public` routes can be called. */
   readonly credentials?: Credentials;
+  /** Roles toward organisations and projects; without it, only the instance admin passes their permissions. */
+  readonly access?: Access;
+  /** Where refused and failed attempts at audited routes are recorded (and a change a service forgot to record). */
+  readonly auditLog?: { append(event: AuditEvent): Promise<void> };
   readonly limits?: HttpLimits;
   /** PEM files of the listener's certificate (chain) and key; plain HTTP without. */
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
@@ -132,6 +175,53 @@ export function tokenOf(request: FastifyRequest): string | undefined {
 export function principalOf(request: FastifyRequest): Principal {
   if (!request.principal) throw new AuthenticationError();
   return request.principal;
+}
+
+/** The audit record of a request to a route with an `action` (undefined for other routes). */
+export function auditOf(request: FastifyRequest): RequestAudit | undefined {
+  return request.audit;
+}
+
+const ROUTE_TABLES = new WeakMap<object, RouteInfo[]>();
+
+/** Every route registered on an app, in order (HEAD routes fastify adds for GETs left out). */
+export function routesOf(app: GyreApp): readonly RouteInfo[] {
+  return ROUTE_TABLES.get(app) ?? [];
+}
+
+/** The path parameters of a route pattern (`/api/v2/pipeline/:id` → `id`). */
+function paramsOf(url: string): string[] {
+  return [...url.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1]);
+}
+
+/** What a request's permission is about, from its path parameters. */
+function targetOf(permission: Permission, of: IdTarget | undefined, params: Record<string, string>): AccessTarget {
+  for (const [name, value] of Object.entries(params)) {
+    // The policy reads the database before the path is validated: a NUL is refused as validation would refuse it.
+    if (typeof value === 'string' && value.includes('\0')) throw new InputError(`path.${name} holds a NUL character, which is not allowed`, `path.${name}`);
+  }
+  if (of) return { kind: of, id: params.id };
+  const vcs = params.vcs;
+  if (vcs !== 'gh' && vcs !== 'github') {
+    const what = scopeOf(permission) === 'org' ? `organization slug '${vcs}/${params.org}' must look like gh/<org>` : `project slug '${vcs}/${params.org}/${params.repo}' must look like gh/<org>/<repo>`;
+    throw new InputError(what, 'vcs');
+  }
+  if (scopeOf(permission) === 'org') return { kind: 'org', name: params.org };
+  return { kind: 'project', slug: `gh/${params.org}/${params.repo}` };
+}
+
+/** What a target is called in a 404, the same words as for one that does not exist. */
+function notFound(target: AccessTarget): NotFoundError {
+  if (target.kind === 'project') return new NotFoundError('project', target.slug);
+  if (target.kind === 'org') return new NotFoundError('organization', `gh/${target.name}`);
+  return new NotFoundError(target.kind, target.id);
+}
+
+function describeTarget(target: AccessTarget | undefined, standing: Standing | undefined): string {
+  if (!target) return 'this instance';
+  if (target.kind === 'project') return target.slug;
+  if (target.kind === 'org') return `gh/${target.name}`;
+  return `${target.kind} ${target.id}${standing?.org ? ` (of organization gh/${standing.org})` : ''}`;
 }
 
 /** The lease of a `task` route's caller. */
@@ -167,6 +257,8 @@ interface Identified {
   readonly failure?: Error;
 }
 const IDENTIFIED = Symbol('gyre.identified');
+/** Set when the policy refused a request (403, or 404 for what the caller may not see). */
+const DENIED = Symbol('gyre.denied');
 
 /**
  * Makes the app every listener uses. Routes are added by the caller, then `listen`.
@@ -259,7 +351,7 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
       const principal = await credentials.user(token);
       if (!principal) return anonymous(new AuthenticationError('The API token is not valid.'));
       request.principal = principal;
-      return { rateKey: `user:${principal.userId}`, rateMax: limits.rate.token };
+      return { rateKey: `token:${principal.token?.id ?? principal.userId}`, rateMax: limits.rate.token };
     }
     if (auth === 'runner') {
       const resourceClass = token ? await credentials.runner(token) : undefined;
@@ -280,6 +372,35 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     return { rateKey: `task:${lease.taskId}`, rateMax: limits.rate.agent };
   };
 
+  /**
+   * The one policy decision of a `user` request: the route's permission, the caller, and (for an
+   * organisation or project permission) where the caller stands toward the one in the path.
+   */
+  const authorize = async (request: FastifyRequest): Promise<void> => {
+    const principal = principalOf(request);
+    const config = request.routeOptions.config ?? {};
+    const permission = config.permission;
+    const route = `${request.method} ${request.routeOptions.url}`;
+    const target = permission && scopeOf(permission) !== 'instance' ? targetOf(permission, config.of, (request.params ?? {}) as Record<string, string>) : undefined;
+    let standing: Standing | undefined;
+    if (target) standing = deps.access ? await deps.access.standing(principal, target) : { exists: false };
+    if (config.action) {
+      request.audit = createRequestAudit({
+        actor: actorOf(principal),
+        action: config.action,
+        address: request.ip,
+        org: standing?.org ?? (target?.kind === 'org' ? target.name : target?.kind === 'project' ? target.slug.split('/')[1] : undefined),
+        project: target?.kind === 'project' ? target.slug : undefined,
+      });
+    }
+    const decision = permission ? decide(principal, permission, standing) : principal.isAdmin ? 'allow' : 'forbidden';
+    if (decision === 'allow') return;
+    (request as unknown as Record<symbol, boolean>)[DENIED] = true;
+    if (decision === 'not-found' && target) throw notFound(target);
+    if (!permission) throw new PermissionError(`${route} declares no permission, so only an instance admin may call it`);
+    throw new PermissionError(`Your token may not do this on ${describeTarget(target, standing)}: ${route} needs ${permission}, held by ${WHO_HOLDS[permission]}.`);
+  };
+
   app.addHook('onRequest', async (request, reply) => {
     const identified = await identify(request);
     (request as unknown as Record<symbol, Identified>)[IDENTIFIED] = identified;
@@ -291,6 +412,7 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
       }
     }
     if (identified.failure) throw identified.failure;
+    if ((request.routeOptions.config?.auth ?? 'user') === 'user' && request.principal) await authorize(request);
     // Agents and runners say which agent API they speak; the previous release's (no header) is served too.
     const auth = request.routeOptions.config?.auth;
     if (auth === 'task' || auth === 'runner') {
@@ -320,6 +442,37 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     if (deps.tls) reply.header('Strict-Transport-Security', 'max-age=31536000');
   });
 
+  // The attempts a service did not record: refused (the policy's 403 and 404, a handler's 403) and
+  // failed ones (400, 404, 409, 500, …). Recorded before the answer leaves, so a client that sees
+  // the answer finds the record. 401 and 429 are not recorded: there is no actor, or a flood.
+  if (deps.auditLog) {
+    const auditLog = deps.auditLog;
+    app.addHook('onSend', async (request, reply, payload) => {
+      const audit = request.audit;
+      const status = reply.statusCode;
+      // A failure is recorded even when the service recorded the change: its transaction rolled back.
+      if (!audit || (status < 400 && audit.recorded) || status === 401 || status === 429) return payload;
+      const denied = (request as unknown as Record<symbol, boolean>)[DENIED] === true || status === 403;
+      const result = status < 400 ? 'success' : denied ? 'denied' : 'failed';
+      if (result === 'success') log.warn('a change was not recorded in its transaction; recording it after the answer', { route: `${request.method} ${request.routeOptions.url}`, action: audit.action });
+      const message = status >= 400 ? messageOf(payload) : undefined;
+      await auditLog
+        .append({
+          actor: audit.actor,
+          action: audit.action,
+          address: audit.address,
+          org: audit.org,
+          project: audit.project,
+          result,
+          status,
+          target: request.params && (request.params as Record<string, string>).id ? { type: request.routeOptions.config?.of ?? 'id', id: String((request.params as Record<string, string>).id).slice(0, 200) } : undefined,
+          detail: { route: `${request.method} ${request.routeOptions.url}`, ...(message ? { message } : {}), ...(result === 'success' ? { recorded_after_answer: true } : {}) },
+        })
+        .catch((error) => log.error('audit record failed', { action: audit.action, error: (error as Error).message }));
+      return payload;
+    });
+  }
+
   app.setErrorHandler((error, request, reply) => {
     const failure = failureOf(error);
     if (failure.status >= 500 && failure.status !== 503) {
@@ -334,6 +487,28 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     // client still sending it sees the answer rather than a reset connection.
     if (failure.status === 408) reply.header('Connection', 'close');
     reply.code(failure.status).header('Cache-Control', 'no-store').send({ message: failure.message });
+  });
+
+  // Every route is in the route table; a permission that cannot find what it is about is a mistake
+  // in the route, refused as it is registered.
+  const table: RouteInfo[] = [];
+  ROUTE_TABLES.set(app, table);
+  app.addHook('onRoute', (route) => {
+    const methods = (Array.isArray(route.method) ? route.method : [route.method]).filter((m) => m !== 'HEAD');
+    const config = (route.config ?? {}) as { auth?: RouteAuth; permission?: Permission; of?: IdTarget; action?: string | false };
+    const auth = config.auth ?? 'user';
+    const where = `${methods.join(',')} ${route.url}`;
+    if (config.permission !== undefined) {
+      if (!(PERMISSIONS as readonly string[]).includes(config.permission)) throw new Error(`route ${where}: permission '${config.permission}' is not one of ${PERMISSIONS.join(', ')}`);
+      const params = paramsOf(route.url);
+      const scope = scopeOf(config.permission);
+      if (config.of !== undefined && (!(ID_TARGETS as readonly string[]).includes(config.of) || scope !== 'project' || !params.includes('id'))) {
+        throw new Error(`route ${where}: 'of: ${config.of}' needs a project permission and an :id parameter (of: ${ID_TARGETS.join(', ')})`);
+      }
+      if (scope === 'project' && !config.of && !['vcs', 'org', 'repo'].every((p) => params.includes(p))) throw new Error(`route ${where}: ${config.permission} needs :vcs/:org/:repo in the path, or 'of' naming what :id is`);
+      if (scope === 'org' && !['vcs', 'org'].every((p) => params.includes(p))) throw new Error(`route ${where}: ${config.permission} needs :vcs/:org in the path`);
+    }
+    for (const method of methods) table.push({ method, url: route.url, auth, permission: config.permission, of: config.of, action: config.action });
   });
 
   // An unknown path is a 404; a known path under another method is a 405 naming the allowed ones.
@@ -356,6 +531,17 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
   });
 
   return app;
+}
+
+/** An error answer's message, to keep with the record of a refused or failed attempt. */
+function messageOf(payload: unknown): string | undefined {
+  try {
+    const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : undefined;
+    const message = text ? (JSON.parse(text) as { message?: unknown }).message : undefined;
+    return typeof message === 'string' ? message.slice(0, 500) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface RunningHttpServer {

@@ -297,9 +297,9 @@ export async function jobStatus(db: Queryable, jobId: string): Promise<JobStatus
   return row?.status;
 }
 
-/** A user as `GET /me` shows them. */
+/** A user as `GET /me` shows them (CircleCI's fields, and whether they are an instance admin). */
 export async function userView(db: Queryable, userId: string) {
-  const [user] = await db.query<{ id: string; login: string; name: string }>('SELECT id, login, name FROM users WHERE id = $1', [userId]);
+  const [user] = await db.query<{ id: string; login: string; name: string; is_admin: boolean }>('SELECT id, login, name, is_admin FROM users WHERE id = $1', [userId]);
   if (!user) throw new NotFoundError('user', userId);
-  return { id: user.id, login: user.login, name: user.name };
+  return { id: user.id, login: user.login, name: user.name, admin: user.is_admin };
 }

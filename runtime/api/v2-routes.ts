@@ -4,12 +4,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Conductor } from '../conductor/conductor';
 import { CHANNELS } from '../dispatcher/dispatcher';
-import { InputError, NotFoundError, PermissionError } from '../domain/errors';
+import { InputError, NotFoundError } from '../domain/errors';
 import { isTerminalJobStatus } from '../domain/model';
 import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
 import type { LogReader, OutputChunk } from '../output/logs';
-import { drained, principalOf, sendStream, type GyreApp } from './http-app';
+import { auditOf, drained, principalOf, sendStream, type GyreApp } from './http-app';
 import type { ParameterValue, Triggers } from '../triggers/triggers';
 import {
   cursorText,
@@ -82,43 +82,50 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     protected_branches: p.protectedBranches,
   });
 
-  app.get('/api/v2/me', async (request) => userView(store, principalOf(request).userId));
+  app.get('/api/v2/me', { config: { permission: 'user:self' } }, async (request) => userView(store, principalOf(request).userId));
 
-  app.get('/api/v2/projects', { schema: { querystring: PageQuery } }, async (request) => {
+  app.get('/api/v2/projects', { config: { permission: 'authenticated' }, schema: { querystring: PageQuery } }, async (request) => {
     const cursor = decodePageToken<{ after?: string }>(request.query['page-token'], (c) => cursorText(c.after));
     const limit = 50;
-    const rows = await projects.list({ after: cursor?.after, limit: limit + 1 });
+    const rows = await projects.list({ after: cursor?.after, limit: limit + 1, visibleTo: principalOf(request) });
     return { items: rows.slice(0, limit).map(view), next_page_token: rows.length > limit ? encodePageToken({ after: rows[limit - 1].slug }) : null };
   });
 
   app.post(
     '/api/v2/projects',
-    { schema: { body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.String({ minLength: 1, maxLength: 4096 }) }) } },
+    {
+      config: { permission: 'instance:admin', action: 'project.create' },
+      schema: { body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.String({ minLength: 1, maxLength: 4096 }) }) },
+    },
     async (request, reply) => {
-      if (!principalOf(request).isAdmin) throw new PermissionError('only an admin can add projects');
       const { org, name, repo_url: repoUrl } = request.body;
       reply.code(201);
-      return view(await projects.add({ org, name, repoUrl }));
+      return view(await projects.add({ org, name, repoUrl }, auditOf(request)));
     },
   );
 
-  app.get(SLUG, { schema: { params: SlugParams } }, async (request) => view(await projects.get(slugOf(request.params))));
+  app.get(SLUG, { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => view(await projects.get(slugOf(request.params))));
 
   // Branches whose jobs restore only caches saved on protected branches, beside the default branch
   // (GYRE_CACHE_TRUST=protected; docs/security.md).
   app.put(
     `${SLUG}/protected-branches`,
-    { schema: { params: SlugParams, body: Type.Object({ patterns: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 100 }) }) } },
+    {
+      config: { permission: 'project:admin', action: 'project.protected-branches' },
+      schema: { params: SlugParams, body: Type.Object({ patterns: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 100 }) }) },
+    },
     async (request) => {
-      if (!principalOf(request).isAdmin) throw new PermissionError('only an admin can change protected branches');
-      const project = await projects.setProtectedBranches(slugOf(request.params), request.body.patterns);
+      const project = await projects.setProtectedBranches(slugOf(request.params), request.body.patterns, auditOf(request));
       return { protected_branches: project.protectedBranches };
     },
   );
 
   app.post(
     `${SLUG}/pipeline`,
-    { schema: { params: SlugParams, body: Type.Object({ branch: OptionalText(1024), tag: OptionalText(1024), parameters: Type.Optional(Type.Union([Parameters, Type.Null()])) }) } },
+    {
+      config: { permission: 'project:trigger', action: 'pipeline.trigger' },
+      schema: { params: SlugParams, body: Type.Object({ branch: OptionalText(1024), tag: OptionalText(1024), parameters: Type.Optional(Type.Union([Parameters, Type.Null()])) }) },
+    },
     async (request, reply) => {
       const { branch, tag, parameters } = request.body;
       const created = await triggers.trigger({
@@ -128,6 +135,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
         parameters: parameters ?? {},
         actorId: principalOf(request).userId,
         type: 'api',
+        audit: auditOf(request),
       });
       reply.code(201);
       return { id: created.id, number: created.number, state: created.state, created_at: created.createdAt.toISOString() };
@@ -136,18 +144,18 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
 
   app.get(
     `${SLUG}/pipeline`,
-    { schema: { params: SlugParams, querystring: Type.Object({ branch: Type.Optional(Type.String({ maxLength: 1024 })), 'page-token': Type.Optional(Type.String({ maxLength: 1000 })) }) } },
+    { config: { permission: 'project:read' }, schema: { params: SlugParams, querystring: Type.Object({ branch: Type.Optional(Type.String({ maxLength: 1024 })), 'page-token': Type.Optional(Type.String({ maxLength: 1000 })) }) } },
     async (request) => {
       const project = await projects.get(slugOf(request.params));
       return listPipelines(store, project.id, { branch: given(request.query.branch), pageToken: request.query['page-token'] });
     },
   );
 
-  app.get('/api/v2/pipeline/:id', { schema: { params: IdParams } }, async (request) => getPipeline(store, request.params.id));
+  app.get('/api/v2/pipeline/:id', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams } }, async (request) => getPipeline(store, request.params.id));
 
-  app.get('/api/v2/pipeline/:id/workflow', { schema: { params: IdParams } }, async (request) => listWorkflows(store, request.params.id));
+  app.get('/api/v2/pipeline/:id/workflow', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams } }, async (request) => listWorkflows(store, request.params.id));
 
-  app.get('/api/v2/pipeline/:id/config', { schema: { params: IdParams } }, async (request) => pipelineConfig(store, request.params.id));
+  app.get('/api/v2/pipeline/:id/config', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams } }, async (request) => pipelineConfig(store, request.params.id));
 
   // The continuation key authenticates this call (a setup job has no API token), so it is public;
   // its body is bounded by the largest config the compiler takes.
@@ -172,34 +180,38 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     },
   );
 
-  app.get('/api/v2/workflow/:id', { schema: { params: IdParams } }, async (request) => getWorkflow(store, request.params.id));
+  app.get('/api/v2/workflow/:id', { config: { permission: 'project:read', of: 'workflow' }, schema: { params: IdParams } }, async (request) => getWorkflow(store, request.params.id));
 
-  app.get('/api/v2/workflow/:id/job', { schema: { params: IdParams } }, async (request) => listWorkflowJobs(store, request.params.id));
+  app.get('/api/v2/workflow/:id/job', { config: { permission: 'project:read', of: 'workflow' }, schema: { params: IdParams } }, async (request) => listWorkflowJobs(store, request.params.id));
 
-  app.post('/api/v2/workflow/:id/cancel', { schema: { params: IdParams } }, async (request, reply) => {
+  app.post('/api/v2/workflow/:id/cancel', { config: { permission: 'project:trigger', of: 'workflow', action: 'workflow.cancel' }, schema: { params: IdParams } }, async (request, reply) => {
     if (!isUuid(request.params.id)) throw new NotFoundError('workflow', request.params.id);
-    await conductor.cancelWorkflow(request.params.id, principalOf(request).userId);
+    await conductor.cancelWorkflow(request.params.id, principalOf(request).userId, auditOf(request));
     reply.code(202);
     return { message: 'Accepted.' };
   });
 
-  app.post('/api/v2/workflow/:id/approve/:requestId', { schema: { params: Type.Object({ id: Segment, requestId: Segment }) } }, async (request, reply) => {
-    const { id, requestId } = request.params;
-    if (!isUuid(id)) throw new NotFoundError('workflow', id);
-    if (!isUuid(requestId)) throw new NotFoundError('approval request', requestId);
-    await conductor.approveJob(id, requestId, principalOf(request).userId);
-    reply.code(202);
-    return { message: 'Accepted.' };
-  });
+  app.post(
+    '/api/v2/workflow/:id/approve/:requestId',
+    { config: { permission: 'project:trigger', of: 'workflow', action: 'job.approve' }, schema: { params: Type.Object({ id: Segment, requestId: Segment }) } },
+    async (request, reply) => {
+      const { id, requestId } = request.params;
+      if (!isUuid(id)) throw new NotFoundError('workflow', id);
+      if (!isUuid(requestId)) throw new NotFoundError('approval request', requestId);
+      await conductor.approveJob(id, requestId, principalOf(request).userId, auditOf(request));
+      reply.code(202);
+      return { message: 'Accepted.' };
+    },
+  );
 
   const jobOf = async (params: { vcs: string; org: string; repo: string; number: string }) => {
     const project = await projects.get(slugOf(params));
     return findJob(store, project.id, params.number);
   };
 
-  app.get(`${SLUG}/job/:number`, { schema: { params: JobParams } }, async (request) => jobDetails(store, await jobOf(request.params), deps.webUrl()));
+  app.get(`${SLUG}/job/:number`, { config: { permission: 'project:read' }, schema: { params: JobParams } }, async (request) => jobDetails(store, await jobOf(request.params), deps.webUrl()));
 
-  app.get(`${SLUG}/job/:number/steps`, { schema: { params: JobParams, querystring: NodeQuery } }, async (request) => {
+  app.get(`${SLUG}/job/:number/steps`, { config: { permission: 'project:read' }, schema: { params: JobParams, querystring: NodeQuery } }, async (request) => {
     const job = await jobOf(request.params);
     const steps = await jobSteps(store, job.id, request.query.node_index);
     return { items: steps.map(stepView), next_page_token: null };
@@ -207,7 +219,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
 
   app.get(
     `${SLUG}/job/:number/output`,
-    { schema: { params: JobParams, querystring: Type.Object({ node_index: Type.Optional(Int32({ maximum: 9999 })), step: Int32({ maximum: 99_999 }) }) } },
+    { config: { permission: 'project:read' }, schema: { params: JobParams, querystring: Type.Object({ node_index: Type.Optional(Int32({ maximum: 9999 })), step: Int32({ maximum: 99_999 }) }) } },
     async (request, reply) => {
       const job = await jobOf(request.params);
       const nodeIndex = request.query.node_index ?? 0;
@@ -233,7 +245,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     },
   );
 
-  app.get(`${SLUG}/job/:number/output/stream`, { schema: { params: JobParams, querystring: NodeQuery } }, async (request, reply) => {
+  app.get(`${SLUG}/job/:number/output/stream`, { config: { permission: 'project:read' }, schema: { params: JobParams, querystring: NodeQuery } }, async (request, reply) => {
     const job = await jobOf(request.params);
     await followJobOutput(request, reply, deps, job.id, request.query.node_index ?? 0);
   });

@@ -41,6 +41,9 @@ Commands:
                                            run tasks of a resource class (see docs/execution.md)
   resource-class add|list|token ...        manage resource classes and runner tokens
   limit project|org <key> <N|none>         set a concurrency limit
+  user add|list|role|disable|enable ...    users and their roles (instance, gh/<org>, gh/<org>/<repo>)
+  token create|list|revoke ...             personal and project API tokens (shown once)
+  audit [--since T] [--format jsonl]       the audit log (admins)
   tests glob|split ...                     select and split test files inside a job
 
 Environment: GYRE_URL (default http://localhost:8080), GYRE_TOKEN (your API token).
@@ -94,6 +97,12 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         return await (require('./execution-commands') as typeof import('./execution-commands')).resourceClassCommand(rest, io, clientFrom(io));
       case 'limit':
         return await (require('./execution-commands') as typeof import('./execution-commands')).limitCommand(rest, io, clientFrom(io));
+      case 'user':
+        return await (require('./identity-commands') as typeof import('./identity-commands')).userCommand(rest, io, clientFrom(io));
+      case 'token':
+        return await (require('./identity-commands') as typeof import('./identity-commands')).tokenCommand(rest, io, clientFrom(io));
+      case 'audit':
+        return await (require('./identity-commands') as typeof import('./identity-commands')).auditCommand(rest, io, clientFrom(io));
       case 'tests':
         return await (require('./tests-command') as typeof import('./tests-command')).testsCommand(rest, io);
       case undefined:

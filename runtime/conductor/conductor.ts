@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Audit } from '../audit/audit-log';
 import { AuthenticationError, ConflictError, InputError, NotFoundError } from '../domain/errors';
 import type { JobStatus, WorkflowStatus } from '../domain/model';
 import { isTerminalJobStatus } from '../domain/model';
@@ -26,8 +27,10 @@ export interface Conductor {
   advanceWorkflow(workflowId: string): Promise<void>;
   /** Advances the workflow a finished job belongs to. */
   jobFinished(jobId: string): Promise<void>;
-  cancelWorkflow(workflowId: string, actorId?: string): Promise<void>;
-  approveJob(workflowId: string, jobId: string, actorId?: string): Promise<void>;
+  /** Cancels a workflow; `audit` is recorded in the transaction that cancels it. */
+  cancelWorkflow(workflowId: string, actorId?: string, audit?: Audit): Promise<void>;
+  /** Approves an on-hold approval job; `audit` is recorded in the transaction that approves it. */
+  approveJob(workflowId: string, jobId: string, actorId?: string, audit?: Audit): Promise<void>;
   /**
    * Continues a setup pipeline with the configuration its setup job generated. The key
    * authenticates; a pipeline continues at most once, before its key expires.
@@ -276,10 +279,12 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       if (row) await advanceWorkflow(row.workflow_id);
     },
 
-    async cancelWorkflow(workflowId, actorId) {
+    async cancelWorkflow(workflowId, actorId, audit) {
       await store.transaction(async (tx) => {
         const [workflow] = await tx.query<{ status: WorkflowStatus }>('SELECT status FROM workflows WHERE id = $1 FOR UPDATE', [workflowId]);
         if (!workflow) throw new NotFoundError('workflow', workflowId);
+        // Recorded first: a cancel refused below rolls its record back with it.
+        await audit?.record(tx, { target: { type: 'workflow', id: workflowId } });
         if (TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) {
           throw new ConflictError(`workflow ${workflowId} has already finished (${workflow.status})`);
         }
@@ -294,13 +299,15 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       });
     },
 
-    async approveJob(workflowId, jobId, actorId) {
+    async approveJob(workflowId, jobId, actorId, audit) {
       await store.transaction(async (tx) => {
-        const [job] = await tx.query<{ status: JobStatus; type: string }>(
-          'SELECT status, type FROM jobs WHERE id = $1 AND workflow_id = $2 FOR UPDATE',
+        const [job] = await tx.query<{ status: JobStatus; type: string; name: string }>(
+          'SELECT status, type, name FROM jobs WHERE id = $1 AND workflow_id = $2 FOR UPDATE',
           [jobId, workflowId],
         );
         if (!job || job.type !== 'approval') throw new NotFoundError('approval request', jobId);
+        // Recorded first: an approval refused below rolls its record back with it.
+        await audit?.record(tx, { target: { type: 'job', id: jobId }, detail: { workflow: workflowId, job: job.name } });
         if (job.status !== 'on_hold') throw new ConflictError(`approval job ${jobId} is ${job.status}, not on_hold`);
         await tx.query(`UPDATE jobs SET status = 'success', approved_by = $2, stopped_at = now() WHERE id = $1`, [jobId, actorId ?? null]);
         await advanceInTx(tx, workflowId);

@@ -1,6 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { principalOf, type GyreApp } from '../api/http-app';
-import { PermissionError } from '../domain/errors';
+import { auditOf, type GyreApp } from '../api/http-app';
 import type { OrbRegistry } from './orb-registry';
 import type { CompileResult, PipelineValues, TriggerContext } from './plan';
 
@@ -36,6 +35,8 @@ export function registerConfigRoutes(app: GyreApp, deps: ConfigRouteDeps): void 
   app.post(
     '/api/v2/compile-config-with-defaults',
     {
+      // A compilation changes nothing: not audited.
+      config: { permission: 'authenticated', action: false },
       bodyLimit: deps.maxConfigBytes,
       schema: {
         body: Type.Object({
@@ -70,17 +71,16 @@ export function registerConfigRoutes(app: GyreApp, deps: ConfigRouteDeps): void 
 
   app.post(
     '/api/v2/orbs',
-    { bodyLimit: deps.maxConfigBytes, schema: { body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 300 }), version: Type.String({ minLength: 1, maxLength: 100 }), source: Type.String({ minLength: 1 }) }) } },
+    { config: { permission: 'instance:admin', action: 'orb.import' }, bodyLimit: deps.maxConfigBytes, schema: { body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 300 }), version: Type.String({ minLength: 1, maxLength: 100 }), source: Type.String({ minLength: 1 }) }) } },
     async (request, reply) => {
-      if (!principalOf(request).isAdmin) throw new PermissionError('importing orbs needs an administrator');
       const { name, version, source } = request.body;
-      await deps.orbs.publish(name, version, source);
+      await deps.orbs.publish(name, version, source, auditOf(request));
       reply.code(201);
       return { name, version };
     },
   );
 
-  app.get('/api/v2/orbs', async () => {
+  app.get('/api/v2/orbs', { config: { permission: 'authenticated' } }, async () => {
     const items = await deps.orbs.list();
     return { items: items.map((o) => ({ name: o.name, version: o.version, created_at: o.createdAt })) };
   });

@@ -4,6 +4,7 @@ import { ConflictError, InputError } from '../domain/errors';
 import type { Store } from '../store/store';
 import { loadYaml, Positions } from './yaml-loader';
 import type { OrbSource } from './orb-source';
+import type { Audit } from '../audit/audit-log';
 
 /**
  * Gyre's orb registry: orbs are imported into the database (`gyre orb import`) and resolved from
@@ -11,8 +12,8 @@ import type { OrbSource } from './orb-source';
  * `volatile` resolve to the newest published version that matches.
  */
 export interface OrbRegistry extends OrbSource {
-  /** Stores packed orb YAML as `name` ("ns/orb") at `version` ("x.y.z"). */
-  publish(name: string, version: string, source: string): Promise<void>;
+  /** Stores packed orb YAML as `name` ("ns/orb") at `version` ("x.y.z"); `audit` is recorded with it. */
+  publish(name: string, version: string, source: string, audit?: Audit): Promise<void>;
   list(): Promise<{ name: string; version: string; createdAt: string }[]>;
 }
 
@@ -62,15 +63,18 @@ export function validateOrbPublish(name: string, version: string, source: string
 export function createOrbRegistry(deps: { store: Store }): OrbRegistry {
   const { store } = deps;
   return {
-    async publish(name, version, source) {
+    async publish(name, version, source, audit) {
       validateOrbPublish(name, version, source);
       const [major, minor, patch] = parseSemver(version) ?? [-1, -1, -1];
-      const rows = await store.query(
-        `INSERT INTO orb_versions (name, version, major, minor, patch, source) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (name, version) DO NOTHING RETURNING name`,
-        [name, version, major, minor, patch, source],
-      );
-      if (rows.length === 0) throw new ConflictError(`orb ${name}@${version} is already published; versions are immutable, publish a new version`);
+      await store.transaction(async (tx) => {
+        const rows = await tx.query(
+          `INSERT INTO orb_versions (name, version, major, minor, patch, source) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (name, version) DO NOTHING RETURNING name`,
+          [name, version, major, minor, patch, source],
+        );
+        if (rows.length === 0) throw new ConflictError(`orb ${name}@${version} is already published; versions are immutable, publish a new version`);
+        await audit?.record(tx, { target: { type: 'orb', id: `${name}@${version}` } });
+      });
     },
     async resolve(name, versionRef) {
       if (versionRef.startsWith('dev:')) {

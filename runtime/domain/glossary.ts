@@ -23,5 +23,16 @@
  *   bubblewrap sandbox, or without isolation), or containers (docker). See docs/security.md.
  * - resource class: the named size/kind of machine a job asks for; the dispatcher queues by it.
  * - context: a named, organisation-level set of secret environment variables.
+ * - organisation: `gh/<org>`, the owner of projects; made with its first project or explicitly.
+ * - user: someone who calls the API with a token; the instance admin may do everything.
+ * - organisation role / project role: what a user may do in an organisation (admin, member,
+ *   viewer) or on a project (admin, write, read). Not a process role (runtime/roles: api, conductor,
+ *   …), which is what a `gyre server` process runs.
+ * - permission: what a route needs (`project:trigger`); runtime/domain/permissions.ts says which
+ *   roles hold it.
+ * - API token: a personal token (acts as its user) or a project token (acts on one project with a
+ *   scope, read or trigger); stored as a hash, shown once.
+ * - audit record: one mutating action, or a refused or failed attempt at one: who, what, which
+ *   target, when, from where, with what result.
  */
 export {};

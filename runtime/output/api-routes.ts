@@ -27,7 +27,7 @@ export function registerOutputRoutes(app: GyreApp, deps: OutputRouteDeps): void 
   const { store, projects, output } = deps;
   const jobOf = async (params: { vcs: string; org: string; repo: string; number: string }) => findJob(store, (await projects.get(slugOf(params))).id, params.number);
 
-  app.get(`${SLUG}/:number/artifacts`, { schema: { params: JobParams, querystring: PageQuery } }, async (request) => {
+  app.get(`${SLUG}/:number/artifacts`, { config: { permission: 'project:read' }, schema: { params: JobParams, querystring: PageQuery } }, async (request) => {
     const job = await jobOf(request.params);
     const offset = Math.max(0, decodePageToken<{ after?: number }>(request.query['page-token'], (c) => cursorInt(c.after))?.after ?? 0);
     const rows = await jobArtifacts(store, job.id, offset, PAGE + 1);
@@ -64,7 +64,7 @@ export function registerOutputRoutes(app: GyreApp, deps: OutputRouteDeps): void 
     },
   );
 
-  app.get(`${SLUG}/:number/tests`, { schema: { params: JobParams, querystring: PageQuery } }, async (request) => {
+  app.get(`${SLUG}/:number/tests`, { config: { permission: 'project:read' }, schema: { params: JobParams, querystring: PageQuery } }, async (request) => {
     const job = await jobOf(request.params);
     const after = decodePageToken<{ after?: number }>(request.query['page-token'], (c) => cursorInt(c.after))?.after ?? -1;
     const rows = await jobTestResults(store, job.id, after, PAGE + 1);
@@ -75,7 +75,7 @@ export function registerOutputRoutes(app: GyreApp, deps: OutputRouteDeps): void 
     };
   });
 
-  app.get('/api/v2/insights/:vcs/:org/:repo/flaky-tests', { schema: { params: SlugParams } }, async (request) => {
+  app.get('/api/v2/insights/:vcs/:org/:repo/flaky-tests', { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => {
     const project = await projects.get(slugOf(request.params));
     const flaky = await flakyTests(store, project.id);
     return { flaky_tests: flaky, total_flaky_tests: flaky.length };

@@ -1,6 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, InputError, NotFoundError } from '../domain/errors';
+import type { Audit } from '../audit/audit-log';
+import type { Principal } from '../domain/principal';
 import type { Forge } from '../forge/forge';
+import { visibilityOf } from '../identity/identity';
+import { ensureOrg, visibleProjectCondition, visibleProjectParams } from '../identity/sql/members';
 import { checkBranchPatterns } from '../output/cache-trust';
 import type { Store } from '../store/store';
 
@@ -20,16 +24,20 @@ export interface Project {
 }
 
 export interface Projects {
-  /** Registers a project backed by a git repository; its slug is `gh/<org>/<name>`. */
-  add(input: { org: string; name: string; repoUrl: string }): Promise<Project>;
+  /**
+   * Registers a project backed by a git repository; its slug is `gh/<org>/<name>`. The
+   * organisation is made with its first project.
+   */
+  add(input: { org: string; name: string; repoUrl: string }, audit?: Audit): Promise<Project>;
   get(slug: string): Promise<Project>;
-  list(options?: { after?: string; limit?: number }): Promise<Project[]>;
+  /** Projects by slug; with `visibleTo`, only those that principal can see (runtime/domain/permissions.ts). */
+  list(options?: { after?: string; limit?: number; visibleTo?: Principal }): Promise<Project[]>;
   /**
    * Sets the branch patterns a project protects besides its default branch (replacing the ones it
    * had; an empty list leaves only the default branch). Checked by `checkBranchPatterns`: a bad
    * pattern is an InputError naming it. Returns the project as stored.
    */
-  setProtectedBranches(slug: string, patterns: readonly unknown[]): Promise<Project>;
+  setProtectedBranches(slug: string, patterns: readonly unknown[], audit?: Audit): Promise<Project>;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -54,7 +62,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     createdAt: new Date(r.created_at as string),
   });
   return {
-    async add({ org, name, repoUrl }) {
+    async add({ org, name, repoUrl }, audit) {
       if (!NAME.test(org)) throw new InputError(`organization '${org}' may use letters, digits, '.', '_' and '-' (up to 100)`, 'org');
       if (!NAME.test(name)) throw new InputError(`repository name '${name}' may use letters, digits, '.', '_' and '-' (up to 100)`, 'repo');
       if (!repoUrl) throw new InputError('a git repository (path or URL) is required', 'repo_url');
@@ -62,13 +70,17 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
       const existing = await store.query('SELECT 1 FROM projects WHERE slug = $1', [slug]);
       if (existing.length > 0) throw new ConflictError(`project ${slug} already exists`);
       const defaultBranch = await forge.defaultBranch(repoUrl);
-      const [row] = await store.query(
-        `INSERT INTO projects (id, slug, org, name, repo_url, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (slug) DO NOTHING RETURNING *`,
-        [randomUUID(), slug, org, name, repoUrl, defaultBranch],
-      );
-      if (!row) throw new ConflictError(`project ${slug} already exists`);
-      return fromRow(row);
+      return store.transaction(async (tx) => {
+        const made = await ensureOrg(tx, org);
+        const [row] = await tx.query(
+          `INSERT INTO projects (id, slug, org, name, repo_url, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (slug) DO NOTHING RETURNING *`,
+          [randomUUID(), slug, org, name, repoUrl, defaultBranch],
+        );
+        if (!row) throw new ConflictError(`project ${slug} already exists`);
+        await audit?.record(tx, { target: { type: 'project', id: slug }, org, project: slug, detail: { repo_url: repoUrl, ...(made.created ? { organization_created: true } : {}) } });
+        return fromRow(row);
+      });
     },
     async get(slug) {
       const canonical = normaliseSlug(slug);
@@ -76,15 +88,22 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
       if (!row) throw new NotFoundError('project', canonical);
       return fromRow(row);
     },
-    async setProtectedBranches(slug, patterns) {
+    async setProtectedBranches(slug, patterns, audit) {
       const canonical = normaliseSlug(slug);
       const checked = checkBranchPatterns(patterns);
-      const [row] = await store.query('UPDATE projects SET protected_branches = $2 WHERE slug = $1 RETURNING *', [canonical, checked]);
-      if (!row) throw new NotFoundError('project', canonical);
-      return fromRow(row);
+      return store.transaction(async (tx) => {
+        const [row] = await tx.query('UPDATE projects SET protected_branches = $2 WHERE slug = $1 RETURNING *', [canonical, checked]);
+        if (!row) throw new NotFoundError('project', canonical);
+        await audit?.record(tx, { target: { type: 'project', id: canonical }, detail: { patterns: checked } });
+        return fromRow(row);
+      });
     },
-    async list({ after, limit = 50 } = {}) {
-      const rows = await store.query('SELECT * FROM projects WHERE ($1::text IS NULL OR slug > $1) ORDER BY slug LIMIT $2', [after ?? null, limit]);
+    async list({ after, limit = 50, visibleTo } = {}) {
+      const who = visibleProjectParams(visibleTo ? visibilityOf(visibleTo) : { all: true });
+      const rows = await store.query(
+        `SELECT * FROM projects pr WHERE ($1::text IS NULL OR slug > $1) AND ${visibleProjectCondition(3)} ORDER BY slug LIMIT $2`,
+        [after ?? null, limit, ...who],
+      );
       return rows.map(fromRow);
     },
   };

@@ -1,11 +1,10 @@
 import { Type } from '@sinclair/typebox';
-import { principalOf, type GyreApp } from '../api/http-app';
+import { auditOf, type GyreApp } from '../api/http-app';
 import { SlugParams } from '../api/schemas';
-import { PermissionError } from '../domain/errors';
 import type { Projects } from '../projects/projects';
 import { RETENTION_DAYS_MAX } from '../settings';
 import type { Store } from '../store/store';
-import { projectRetention, setProjectRetention } from './retention';
+import { changeProjectRetention, projectRetention } from './retention';
 
 export interface RetentionRouteDeps {
   readonly store: Store;
@@ -25,7 +24,7 @@ export function registerRetentionRoutes(app: GyreApp, deps: RetentionRouteDeps):
   const slugOf = (p: { vcs: string; org: string; repo: string }) => `${p.vcs}/${p.org}/${p.repo}`;
   const view = (days: number | null) => ({ days, default_days: defaultDays, effective_days: days ?? defaultDays });
 
-  app.get(`${SLUG}/retention`, { schema: { params: SlugParams } }, async (request) => {
+  app.get(`${SLUG}/retention`, { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => {
     const project = await projects.get(slugOf(request.params));
     return view(await projectRetention(store, project.id));
   });
@@ -33,6 +32,7 @@ export function registerRetentionRoutes(app: GyreApp, deps: RetentionRouteDeps):
   app.put(
     `${SLUG}/retention`,
     {
+      config: { permission: 'project:admin', action: 'project.retention' },
       schema: {
         params: SlugParams,
         body: Type.Object({
@@ -41,9 +41,8 @@ export function registerRetentionRoutes(app: GyreApp, deps: RetentionRouteDeps):
       },
     },
     async (request) => {
-      if (!principalOf(request).isAdmin) throw new PermissionError('only an admin can change how long a project keeps its pipelines');
       const project = await projects.get(slugOf(request.params));
-      await setProjectRetention(store, project.id, request.body.days);
+      await changeProjectRetention(store, project, request.body.days, auditOf(request));
       return view(request.body.days);
     },
   );

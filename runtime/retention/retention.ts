@@ -1,3 +1,4 @@
+import type { Audit } from '../audit/audit-log';
 import type { BlobStore } from '../blob/blob-store';
 import type { WorkflowStatus } from '../domain/model';
 import type { Logger } from '../logger';
@@ -121,6 +122,14 @@ export async function expiredPipelines(db: Queryable, defaultDays: number, limit
 /** A project's own retention (null: the server's default). */
 export async function setProjectRetention(db: Queryable, projectId: string, days: number | null): Promise<void> {
   await db.query('UPDATE projects SET retention_days = $2 WHERE id = $1', [projectId, days]);
+}
+
+/** Sets a project's retention and records it (`audit`) in one transaction. */
+export async function changeProjectRetention(store: Store, project: { id: string; slug: string }, days: number | null, audit?: Audit): Promise<void> {
+  await store.transaction(async (tx) => {
+    await setProjectRetention(tx, project.id, days);
+    await audit?.record(tx, { target: { type: 'project', id: project.slug }, detail: { days } });
+  });
 }
 
 export async function projectRetention(db: Queryable, projectId: string): Promise<number | null> {

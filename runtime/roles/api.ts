@@ -1,9 +1,12 @@
 import { registerAgentOutputRoutes } from '../api/agent-output-routes';
 import { registerAgentRoutes, registerResourceClassRoutes } from '../api/agent-routes';
-import { createHttpApp, listen } from '../api/http-app';
+import { appendAudit } from '../audit/audit-log';
+import { registerAuditRoutes } from '../audit/api-routes';
+import { createHttpApp, listen, routesOf } from '../api/http-app';
 import { registerV2Routes } from '../api/v2-routes';
 import { registerConfigRoutes } from '../config/api-routes';
 import { DEFAULT_LIMITS } from '../config/yaml-loader';
+import { registerIdentityRoutes } from '../identity/api-routes';
 import { registerHealthRoute } from '../ops/ops-routes';
 import { registerOutputRoutes } from '../output/api-routes';
 import { fileTimingsOfTask } from '../output/output-service';
@@ -34,6 +37,8 @@ export const apiRole: Role = {
         task: (token) => core.tokens.verify(token),
         runner: (token) => core.resourceClasses.classOfRunnerToken(token),
       },
+      access: core.identity,
+      auditLog: { append: (event) => appendAudit(store, event) },
     });
     registerHealthRoute(app, { health: core.health, roles: [...core.roles] });
     registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES });
@@ -50,6 +55,8 @@ export const apiRole: Role = {
     });
     await registerAgentOutputRoutes(app, { store, dispatcher, output: output.client });
     registerResourceClassRoutes(app, { resourceClasses: core.resourceClasses });
+    registerIdentityRoutes(app, { identity: core.identity, projects: core.projects });
+    registerAuditRoutes(app, { store });
     registerUiRoutes(app);
     let http;
     try {
@@ -62,6 +69,7 @@ export const apiRole: Role = {
     core.apiListening(http.url);
     return {
       url: http.url,
+      routes: routesOf(app),
       async stop() {
         // Long polls and live log followers end first, so closing the listener does not wait on them.
         await agentRoutes.close();

@@ -8,6 +8,7 @@ import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher';
 import { createGitForge } from '../forge/git-forge';
 import type { Forge } from '../forge/forge';
 import { createIdentity, type Identity } from '../identity/identity';
+import type { RoleSource } from '../identity/role-sources';
 import type { Logger } from '../logger';
 import { registerExecutionMetrics, type ExecutionMetrics } from '../metrics/execution-metrics';
 import { createMetrics, type Metrics } from '../metrics/metrics';
@@ -37,6 +38,8 @@ export interface Core {
   readonly blobs: BlobStore;
   readonly forge: Forge;
   readonly identity: Identity;
+  /** Keepers of roles held outside Gyre (GitHub repository permissions), refreshed by the identity role. None yet. */
+  readonly roleSources: readonly RoleSource[];
   readonly projects: Projects;
   readonly triggers: Triggers;
   readonly metrics: Metrics;
@@ -95,6 +98,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     blobs,
     forge,
     identity: createIdentity({ store }),
+    roleSources: [],
     projects,
     triggers: createTriggers({ store, forge, projects }),
     metrics,

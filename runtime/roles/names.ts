@@ -6,7 +6,7 @@
  *
  * This file is deliberately free of imports: the cdktf distribution reads it at synth time.
  */
-export const ROLE_NAMES = ['api', 'conductor', 'dispatcher', 'scheduler', 'output'] as const;
+export const ROLE_NAMES = ['api', 'conductor', 'dispatcher', 'scheduler', 'output', 'identity', 'audit'] as const;
 export type RoleName = (typeof ROLE_NAMES)[number];
 
 /** Port of the API and UI (GYRE_PORT) in processes that run the `api` role. */

@@ -1,6 +1,8 @@
 import { apiRole } from './api';
+import { auditRole } from './audit';
 import { conductorRole } from './conductor';
 import { dispatcherRole } from './dispatcher';
+import { identityRole } from './identity';
 import type { RoleName } from './names';
 import { outputRole } from './output';
 import type { Role } from './role';
@@ -16,6 +18,8 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
   dispatcher: dispatcherRole,
   scheduler: schedulerRole,
   output: outputRole,
+  identity: identityRole,
+  audit: auditRole,
 };
 
 /**
@@ -23,4 +27,4 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
  * before anyone can claim), the API before the scheduler (whose agents call it back), the
  * scheduler last (nothing runs before the roles that watch it are up). Stopped in reverse.
  */
-export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'api', 'scheduler'];
+export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'api', 'scheduler'];

@@ -1,3 +1,4 @@
+import type { RouteInfo } from '../api/http-app';
 import type { Core } from './core';
 import type { RoleName } from './names';
 
@@ -11,6 +12,8 @@ export interface Role {
 export interface RunningRole {
   /** The API listener's address, from the `api` role. */
   readonly url?: string;
+  /** The API listener's routes, from the `api` role (the route-permission test reads them). */
+  readonly routes?: readonly RouteInfo[];
   stop(): Promise<void>;
 }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Audit } from '../audit/audit-log';
 import { ConflictError, InputError, NotFoundError } from '../domain/errors';
 import { hashToken } from '../identity/identity';
 import type { Store } from '../store/store';
@@ -15,17 +16,18 @@ export interface ResourceClass {
 }
 
 export interface ResourceClasses {
-  add(rc: ResourceClass): Promise<ResourceClass>;
+  /** `audit`, here and below, is recorded in the transaction of the change. */
+  add(rc: ResourceClass, audit?: Audit): Promise<ResourceClass>;
   list(): Promise<ResourceClass[]>;
   get(name: string): Promise<ResourceClass | undefined>;
   /** Issues a runner token for a class and returns it in clear, once. */
-  createRunnerToken(name: string, label?: string): Promise<string>;
+  createRunnerToken(name: string, label?: string, audit?: Audit): Promise<string>;
   /** The class a runner token belongs to, or undefined for an unknown token. */
   classOfRunnerToken(token: string): Promise<string | undefined>;
   /** Records that a runner asked for work (for the runners list). */
   runnerSeen(runnerId: string, resourceClass: string): Promise<void>;
   /** Sets (or with `undefined` removes) the concurrency limit of a project slug or an organisation. */
-  setLimit(scope: 'project' | 'org', key: string, maxRunning: number | undefined): Promise<void>;
+  setLimit(scope: 'project' | 'org', key: string, maxRunning: number | undefined, audit?: Audit): Promise<void>;
 }
 
 const NAME = /^[a-z0-9][a-z0-9._/-]{0,99}$/i;
@@ -52,13 +54,16 @@ export function createResourceClasses({ store }: { store: Store }): ResourceClas
     driver: r.driver,
   });
   return {
-    async add(rc) {
-      const rows = await store.query<{ name: string }>(
-        `INSERT INTO resource_classes (name, cpu, memory_mb, driver) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING name`,
-        [rc.name, rc.cpu, rc.memoryMb, rc.driver],
-      );
-      if (rows.length === 0) throw new ConflictError(`resource class '${rc.name}' already exists`);
-      return rc;
+    async add(rc, audit) {
+      return store.transaction(async (tx) => {
+        const rows = await tx.query<{ name: string }>(
+          `INSERT INTO resource_classes (name, cpu, memory_mb, driver) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING name`,
+          [rc.name, rc.cpu, rc.memoryMb, rc.driver],
+        );
+        if (rows.length === 0) throw new ConflictError(`resource class '${rc.name}' already exists`);
+        await audit?.record(tx, { target: { type: 'resource-class', id: rc.name }, detail: { cpu: rc.cpu, memory_mb: rc.memoryMb, driver: rc.driver } });
+        return rc;
+      });
     },
     async list() {
       return (await store.query<any>('SELECT name, cpu, memory_mb, driver FROM resource_classes ORDER BY name')).map(row);
@@ -67,11 +72,14 @@ export function createResourceClasses({ store }: { store: Store }): ResourceClas
       const [r] = await store.query<any>('SELECT name, cpu, memory_mb, driver FROM resource_classes WHERE name = $1', [name]);
       return r ? row(r) : undefined;
     },
-    async createRunnerToken(name, label = '') {
+    async createRunnerToken(name, label = '', audit) {
       const rc = await this.get(name);
       if (!rc) throw new NotFoundError('resource class', name);
       const token = `gyre-rc.${randomBytes(24).toString('base64url')}`;
-      await store.query('INSERT INTO runner_tokens (token_hash, resource_class, label) VALUES ($1, $2, $3)', [hashToken(token), name, label]);
+      await store.transaction(async (tx) => {
+        await tx.query('INSERT INTO runner_tokens (token_hash, resource_class, label) VALUES ($1, $2, $3)', [hashToken(token), name, label]);
+        await audit?.record(tx, { target: { type: 'resource-class', id: name }, detail: { label } });
+      });
       return token;
     },
     async runnerSeen(runnerId, resourceClass) {
@@ -85,15 +93,18 @@ export function createResourceClasses({ store }: { store: Store }): ResourceClas
       const [r] = await store.query<{ resource_class: string }>('SELECT resource_class FROM runner_tokens WHERE token_hash = $1', [hashToken(token)]);
       return r?.resource_class;
     },
-    async setLimit(scope, key, maxRunning) {
-      if (maxRunning === undefined) await store.query('DELETE FROM concurrency_limits WHERE scope = $1 AND key = $2', [scope, key]);
-      else {
-        await store.query(
-          `INSERT INTO concurrency_limits (scope, key, max_running) VALUES ($1, $2, $3)
-           ON CONFLICT (scope, key) DO UPDATE SET max_running = EXCLUDED.max_running`,
-          [scope, key, maxRunning],
-        );
-      }
+    async setLimit(scope, key, maxRunning, audit) {
+      await store.transaction(async (tx) => {
+        if (maxRunning === undefined) await tx.query('DELETE FROM concurrency_limits WHERE scope = $1 AND key = $2', [scope, key]);
+        else {
+          await tx.query(
+            `INSERT INTO concurrency_limits (scope, key, max_running) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, key) DO UPDATE SET max_running = EXCLUDED.max_running`,
+            [scope, key, maxRunning],
+          );
+        }
+        await audit?.record(tx, { target: { type: `${scope}-limit`, id: key }, detail: { max_running: maxRunning ?? null } });
+      });
     },
   };
 }

@@ -1,4 +1,4 @@
-import { createHttpApp, listen, type RunningHttpServer } from '../api/http-app';
+import { createHttpApp, listen, type RouteInfo, type RunningHttpServer } from '../api/http-app';
 import type { Logger } from '../logger';
 import { registerOpsRoutes } from '../ops/ops-routes';
 import { buildCore } from '../roles/core';
@@ -13,6 +13,8 @@ import { secureDataDir } from '../data-dir';
 export interface Gyre {
   /** Where the API and UI listen, e.g. http://127.0.0.1:8080 (undefined without the api role). */
   readonly url?: string;
+  /** The API listener's routes (empty without the api role). */
+  readonly routes: readonly RouteInfo[];
   /** Where /healthz and /metrics are served (every process has it). */
   readonly opsUrl: string;
   readonly store: Store;
@@ -51,11 +53,13 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     ops = await listen(opsApp, settings.opsPort, settings.opsHost, false);
 
     let url: string | undefined;
+    let routes: readonly RouteInfo[] = [];
     for (const name of START_ORDER) {
       if (!settings.roles.has(name)) continue;
       const role = await ROLES[name].start(core);
       running.push(role);
       url ??= role.url;
+      routes = role.routes ?? routes;
     }
 
     let example: Gyre['example'];
@@ -65,6 +69,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
 
     return {
       url,
+      routes,
       opsUrl: ops.url,
       store,
       createdAdminToken: admin.created ? admin.token : undefined,

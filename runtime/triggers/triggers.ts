@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Audit } from '../audit/audit-log';
 import { InputError, NotFoundError } from '../domain/errors';
 import type { TriggerType } from '../domain/model';
 import type { Forge } from '../forge/forge';
@@ -16,6 +17,8 @@ export interface TriggerRequest {
   readonly parameters?: Readonly<Record<string, ParameterValue>>;
   readonly actorId?: string;
   readonly type: TriggerType;
+  /** The request's audit record, appended in the transaction that creates the pipeline. */
+  readonly audit?: Audit;
 }
 
 export interface CreatedPipeline {
@@ -56,6 +59,7 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
            VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10) RETURNING created_at`,
           [id, project.id, number, request.type, request.actorId ?? null, ref.branch ?? null, ref.tag ?? null, revision.sha, revision.subject, JSON.stringify(request.parameters ?? {})],
         );
+        await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha } });
         await tx.query('SELECT pg_notify($1, $2)', [PIPELINE_CREATED, id]);
         return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
       });

@@ -6,6 +6,10 @@
  *   #/project/<vcs>/<org>/<repo>          a project's pipelines
  *   #/pipeline/<id>                       a pipeline's workflows, each drawn as a graph of jobs
  *   #/job/<vcs>/<org>/<repo>/<number>     a job's steps and their logs, followed live, and its tests
+ *   #/org/<vcs>/<org>                     an organisation: its projects and members with their roles
+ *   #/members/<vcs>/<org>/<repo>          a project's members with their roles, and its project tokens
+ *   #/tokens                              your personal API tokens
+ *   #/audit                               the audit log (instance admins)
  *
  * Everything that came from the API or from a build is put in the page as text nodes
  * (textContent), never as markup. The page has no inline script or style (the server's CSP
@@ -128,6 +132,10 @@
     project: (slug) => '#/project/' + encodeSlug(slug),
     pipeline: (id) => '#/pipeline/' + encodeURIComponent(id),
     job: (slug, number) => '#/job/' + encodeSlug(slug) + '/' + encodeURIComponent(number),
+    org: (name) => '#/org/gh/' + encodeURIComponent(name),
+    members: (slug) => '#/members/' + encodeSlug(slug),
+    tokens: () => '#/tokens',
+    audit: () => '#/audit',
   };
 
   function parseRoute(hash) {
@@ -147,6 +155,10 @@
     if (kind === 'project' && rest.length >= 3) return { page: 'project', slug: rest.join('/') };
     if (kind === 'pipeline' && rest.length === 1) return { page: 'pipeline', id: rest[0] };
     if (kind === 'job' && rest.length >= 4) return { page: 'job', slug: rest.slice(0, -1).join('/'), number: rest[rest.length - 1] };
+    if (kind === 'org' && rest.length === 2) return { page: 'org', name: rest[1] };
+    if (kind === 'members' && rest.length >= 3) return { page: 'members', slug: rest.join('/') };
+    if (kind === 'tokens' && rest.length === 0) return { page: 'tokens' };
+    if (kind === 'audit' && rest.length === 0) return { page: 'audit' };
     return { page: 'not-found' };
   }
 
@@ -200,6 +212,12 @@
       const res = await request('POST', path, { body: body === undefined ? {} : body });
       return res.status === 204 ? {} : res.json();
     },
+    async put(path, body) {
+      return (await request('PUT', path, { body })).json();
+    },
+    async del(path) {
+      return (await request('DELETE', path)).json();
+    },
   };
 
   const paths = {
@@ -216,6 +234,18 @@
     output: (slug, number, node, step) => paths.job(slug, number) + '/output?node_index=' + encodeURIComponent(node) + '&step=' + encodeURIComponent(step),
     stream: (slug, number, node) => paths.job(slug, number) + '/output/stream?node_index=' + encodeURIComponent(node),
     tests: (slug, number) => '/api/v2/project/' + encodeSlug(slug) + '/' + encodeURIComponent(number) + '/tests',
+    orgs: () => '/api/v2/organizations',
+    org: (name) => '/api/v2/organization/gh/' + encodeURIComponent(name),
+    orgMembers: (name) => paths.org(name) + '/members',
+    orgMember: (name, login) => paths.orgMembers(name) + '/' + encodeURIComponent(login),
+    projectMembers: (slug) => '/api/v2/project/' + encodeSlug(slug) + '/members',
+    projectMember: (slug, login) => paths.projectMembers(slug) + '/' + encodeURIComponent(login),
+    projectTokens: (slug) => '/api/v2/project/' + encodeSlug(slug) + '/tokens',
+    projectToken: (slug, id) => paths.projectTokens(slug) + '/' + encodeURIComponent(id),
+    myTokens: () => '/api/v2/me/tokens',
+    myToken: (id) => paths.myTokens() + '/' + encodeURIComponent(id),
+    audit: (since, pageToken) =>
+      '/api/v2/audit?limit=100' + (since ? '&since=' + encodeURIComponent(since) : '') + (pageToken ? '&page-token=' + encodeURIComponent(pageToken) : ''),
   };
 
   /** Every page of a paged list. */
@@ -345,6 +375,8 @@
     const who = document.getElementById('who');
     fill(
       who,
+      h('a', { href: links.tokens(), className: 'nav-tokens' }, 'Tokens'),
+      me.admin ? h('a', { href: links.audit(), className: 'nav-audit' }, 'Audit') : null,
       h('span', { className: 'login', title: me.name || '' }, me.login || me.name || ''),
       h('button', { type: 'button', className: 'link', onclick: signOut }, 'Sign out'),
     );
@@ -420,7 +452,12 @@
           ),
         )
       : h('p', { className: 'panel muted' }, 'No projects yet. Add one with ', h('code', null, 'gyre project add <org>/<repo> --repo <path>'), '.');
-    fill(main(), h('h1', null, 'Projects'), list);
+    const orgs = await api.get(paths.orgs()).then((b) => b.items || [], () => []);
+    if (!view.alive) return;
+    const orgNav = orgs.length
+      ? h('nav', { className: 'orgs' }, h('span', { className: 'muted' }, 'Organizations:'), orgs.map((o) => h('a', { href: links.org(o.name), className: 'org-link', dataset: { org: o.name } }, o.slug)))
+      : null;
+    fill(main(), h('h1', null, 'Projects'), orgNav, list);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -453,7 +490,7 @@
     const table = h('tbody');
     const more = h('div', { className: 'more' });
     fill(main(),
-      h('h1', null, slug),
+      h('h1', null, slug, h('span', { className: 'spacer' }), h('a', { href: links.members(slug), className: 'members-link' }, 'Members and tokens')),
       h(
         'table',
         { className: 'pipelines' },
@@ -1156,9 +1193,358 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Organisations, members, tokens and the audit log
+
+  const ORG_ROLES = ['admin', 'member', 'viewer'];
+  const PROJECT_ROLES = ['admin', 'write', 'read'];
+
+  function orgOfSlug(slug) {
+    return String(slug).split('/')[1] || '';
+  }
+
+  function formatTime(value) {
+    const t = parseTime(value);
+    return t === null ? '—' : new Date(t).toLocaleString();
+  }
+
+  /** Runs an action of a button or form, reporting a failure in the flash box; answers whether it worked. */
+  async function attempt(what, fn) {
+    try {
+      await fn();
+      return true;
+    } catch (err) {
+      if (err instanceof SignInRequired) {
+        showSignIn();
+        return false;
+      }
+      flash(what + ': ' + err.message);
+      return false;
+    }
+  }
+
+  function roleSelect(roles, value, props) {
+    return h('select', props, roles.map((r) => h('option', { value: r, selected: r === value }, r)));
+  }
+
+  /**
+   * Members with their roles: a table, and for those who may manage it a role picker per member,
+   * a remove button and a form to add someone by login.
+   */
+  function membersSection(view, options) {
+    const section = h('section', { className: 'panel members', dataset: { scope: options.scope } });
+    async function draw() {
+      const members = (await api.get(options.path)).items || [];
+      if (!view.alive) return;
+      const rows = members.map((m) =>
+        h(
+          'tr',
+          { className: 'member-row', dataset: { login: m.login, role: m.role } },
+          h('td', { className: 'mono' }, m.login),
+          h('td', null, m.name || ''),
+          h(
+            'td',
+            null,
+            options.canManage
+              ? roleSelect(options.roles, m.role, {
+                  className: 'member-role',
+                  attrs: { 'aria-label': 'Role of ' + m.login },
+                  onchange: async (e) => {
+                    if (await attempt('Could not change the role of ' + m.login, () => api.put(options.memberPath(m.login), { role: e.target.value }))) await draw();
+                  },
+                })
+              : h('span', { className: 'member-role' }, m.role),
+          ),
+          h('td', { className: 'muted' }, m.source === 'gyre' ? '' : 'from ' + m.source),
+          h(
+            'td',
+            null,
+            options.canManage
+              ? h(
+                  'button',
+                  {
+                    type: 'button',
+                    className: 'danger remove-member',
+                    onclick: async () => {
+                      if (await attempt('Could not remove ' + m.login, () => api.del(options.memberPath(m.login)))) await draw();
+                    },
+                  },
+                  'Remove',
+                )
+              : null,
+          ),
+        ),
+      );
+      const login = h('input', { type: 'text', name: 'login', className: 'add-login', placeholder: 'login', required: true, spellcheck: false, attrs: { 'aria-label': 'Login' } });
+      const role = roleSelect(options.roles, options.roles[options.roles.length - 1], { name: 'role', className: 'add-role', attrs: { 'aria-label': 'Role' } });
+      const add = options.canManage
+        ? h(
+            'form',
+            {
+              className: 'add-member inline-form',
+              onsubmit: async (e) => {
+                e.preventDefault();
+                const who = login.value.trim();
+                if (who && (await attempt('Could not add ' + who, () => api.put(options.memberPath(who), { role: role.value })))) await draw();
+              },
+            },
+            login,
+            role,
+            h('button', { type: 'submit', className: 'primary' }, 'Add member'),
+          )
+        : null;
+      fill(
+        section,
+        h('h2', null, options.title),
+        h('p', { className: 'muted' }, options.help),
+        members.length
+          ? h('table', { className: 'grid members-table' }, h('thead', null, h('tr', null, ['Login', 'Name', 'Role', '', ''].map((t) => h('th', null, t)))), h('tbody', null, rows))
+          : h('p', { className: 'muted no-members' }, 'No members yet.'),
+        add,
+      );
+    }
+    return { section, draw };
+  }
+
+  /** A token just made: shown this once, with a button that copies it. */
+  function newTokenBox(made) {
+    const value = h('code', { className: 'token-value' }, made.token);
+    return h(
+      'div',
+      { className: 'panel new-token', attrs: { role: 'status' } },
+      h('strong', null, 'Copy this token now: it is not shown again.'),
+      ' ',
+      value,
+      ' ',
+      h('button', { type: 'button', className: 'link', onclick: () => navigator.clipboard && navigator.clipboard.writeText(made.token) }, 'Copy'),
+    );
+  }
+
+  /**
+   * Tokens with their label, first characters, dates, and a revoke button; a form makes one, and
+   * its value is shown once above the list.
+   */
+  function tokensSection(view, options) {
+    const section = h('section', { className: 'panel tokens', dataset: { scope: options.scope } });
+    const shown = h('div', { className: 'shown-once' });
+    async function draw() {
+      const tokens = (await api.get(options.path)).items || [];
+      if (!view.alive) return;
+      const rows = tokens.map((t) =>
+        h(
+          'tr',
+          { className: 'token-row' + (t.expired ? ' expired' : ''), dataset: { id: t.id, label: t.label } },
+          h('td', null, t.label),
+          options.scope === 'project' ? h('td', null, t.scope || '') : h('td', { className: 'muted' }, t.kind === 'bootstrap' ? 'admin (GYRE_ADMIN_TOKEN)' : t.kind),
+          h('td', { className: 'mono' }, t.hint + '…'),
+          h('td', null, timeAgo(t.created_at), t.created_by ? h('span', { className: 'muted' }, ' by ' + t.created_by) : null),
+          h('td', null, t.expires_at ? (t.expired ? h('span', { className: 'badge status-failed' }, 'expired') : formatTime(t.expires_at)) : h('span', { className: 'muted' }, 'never')),
+          h('td', null, t.last_used_at ? timeAgo(t.last_used_at) : h('span', { className: 'muted' }, 'never')),
+          h(
+            'td',
+            null,
+            h(
+              'button',
+              {
+                type: 'button',
+                className: 'danger revoke-token',
+                onclick: async () => {
+                  if (await attempt('Could not revoke ' + t.label, () => api.del(options.tokenPath(t.id)))) {
+                    fill(shown);
+                    await draw();
+                  }
+                },
+              },
+              'Revoke',
+            ),
+          ),
+        ),
+      );
+      const label = h('input', { type: 'text', name: 'label', className: 'token-label', placeholder: 'label', maxLength: 200, attrs: { 'aria-label': 'Label' } });
+      const days = h('input', { type: 'number', name: 'expires', className: 'token-expires', min: 1, max: 3650, placeholder: 'expires in days', attrs: { 'aria-label': 'Expires in days' } });
+      const scope = options.scope === 'project' ? roleSelect(['read', 'trigger'], 'read', { name: 'scope', className: 'token-scope', attrs: { 'aria-label': 'Scope' } }) : null;
+      const form = h(
+        'form',
+        {
+          className: 'create-token inline-form',
+          onsubmit: async (e) => {
+            e.preventDefault();
+            const body = { label: label.value.trim() || undefined };
+            if (days.value) body.expires_in_days = Number(days.value);
+            if (scope) body.scope = scope.value;
+            let made = null;
+            if (await attempt('Could not create the token', async () => (made = await api.post(options.path, body)))) {
+              await draw();
+              fill(shown, newTokenBox(made));
+            }
+          },
+        },
+        label,
+        scope,
+        days,
+        h('button', { type: 'submit', className: 'primary' }, 'Create token'),
+      );
+      fill(
+        section,
+        h('h2', null, options.title),
+        h('p', { className: 'muted' }, options.help),
+        shown,
+        tokens.length
+          ? h(
+              'table',
+              { className: 'grid tokens-table' },
+              h('thead', null, h('tr', null, ['Label', options.scope === 'project' ? 'Scope' : 'Kind', 'Starts with', 'Created', 'Expires', 'Last used', ''].map((t) => h('th', null, t)))),
+              h('tbody', null, rows),
+            )
+          : h('p', { className: 'muted no-tokens' }, 'No tokens.'),
+        form,
+      );
+    }
+    return { section, draw };
+  }
+
+  async function orgPage(view, { name }) {
+    setCrumbs({ text: 'Projects', href: links.projects() }, { text: 'gh/' + name });
+    const org = await api.get(paths.org(name));
+    const projects = (await getAll(paths.projects())).filter((p) => p.organization_name === name);
+    if (!view.alive) return;
+    const canManage = Boolean(me && me.admin) || org.role === 'admin';
+    const members = membersSection(view, {
+      scope: 'org',
+      title: 'Members',
+      help: 'Admins manage the organization and every project in it; members read and trigger every project; viewers read them.',
+      roles: ORG_ROLES,
+      canManage,
+      path: paths.orgMembers(name),
+      memberPath: (login) => paths.orgMember(name, login),
+    });
+    fill(
+      main(),
+      h('h1', null, org.slug, org.role ? h('span', { className: 'badge my-role' }, 'your role: ' + org.role) : null),
+      h(
+        'ul',
+        { className: 'cards projects' },
+        projects.map((p) => h('li', null, h('a', { className: 'card', href: links.project(p.slug), dataset: { slug: p.slug } }, h('span', { className: 'card-title' }, p.name), h('span', { className: 'card-sub mono' }, p.slug)))),
+      ),
+      members.section,
+    );
+    await members.draw();
+  }
+
+  async function projectMembersPage(view, { slug }) {
+    setCrumbs({ text: 'Projects', href: links.projects() }, { text: 'gh/' + orgOfSlug(slug), href: links.org(orgOfSlug(slug)) }, { text: slug, href: links.project(slug) }, { text: 'Members and tokens' });
+    // Project tokens are for the project's admins: whether they can be listed says whether this caller manages the project.
+    const canManage = await api.get(paths.projectTokens(slug)).then(
+      () => true,
+      (err) => {
+        if (err instanceof SignInRequired) throw err;
+        if (err.status === 403) return false;
+        throw err;
+      },
+    );
+    if (!view.alive) return;
+    const members = membersSection(view, {
+      scope: 'project',
+      title: 'Members',
+      help: 'Roles on this project, beside what organization roles give: admin (settings, members, tokens), write (trigger, cancel, approve), read.',
+      roles: PROJECT_ROLES,
+      canManage,
+      path: paths.projectMembers(slug),
+      memberPath: (login) => paths.projectMember(slug, login),
+    });
+    const tokens = canManage
+      ? tokensSection(view, {
+          scope: 'project',
+          title: 'Project tokens',
+          help: 'A project token acts on this project only: read its pipelines and output, or (trigger) also start, cancel and approve.',
+          path: paths.projectTokens(slug),
+          tokenPath: (id) => paths.projectToken(slug, id),
+        })
+      : null;
+    fill(main(), h('h1', null, slug), members.section, tokens && tokens.section);
+    await members.draw();
+    if (tokens) await tokens.draw();
+  }
+
+  async function tokensPage(view) {
+    setCrumbs({ text: 'Projects', href: links.projects() }, { text: 'Your tokens' });
+    const tokens = tokensSection(view, {
+      scope: 'personal',
+      title: 'Personal API tokens',
+      help: 'A personal token acts as you, with your roles. Use it as GYRE_TOKEN for the CLI or in the Circle-Token header.',
+      path: paths.myTokens(),
+      tokenPath: (id) => paths.myToken(id),
+    });
+    fill(main(), h('h1', null, 'Your tokens'), tokens.section);
+    await tokens.draw();
+  }
+
+  const AUDIT_SPANS = [
+    ['1h', 'last hour'],
+    ['24h', 'last day'],
+    ['7d', 'last week'],
+    ['30d', 'last 30 days'],
+    ['', 'everything kept'],
+  ];
+
+  async function auditPage(view) {
+    setCrumbs({ text: 'Projects', href: links.projects() }, { text: 'Audit log' });
+    const body = h('tbody');
+    const more = h('div', { className: 'more' });
+    let since = '7d';
+    const span = h(
+      'select',
+      {
+        className: 'audit-since',
+        attrs: { 'aria-label': 'Since' },
+        onchange: (e) => {
+          since = e.target.value;
+          load(null, true);
+        },
+      },
+      AUDIT_SPANS.map(([value, text]) => h('option', { value, selected: value === since }, text)),
+    );
+    function row(e) {
+      const where = e.project || (e.organization ? 'gh/' + e.organization : '');
+      return h(
+        'tr',
+        { className: 'audit-row result-' + cssToken(e.result), dataset: { action: e.action, result: e.result } },
+        h('td', null, h('time', { dateTime: e.time }, formatTime(e.time))),
+        h('td', { className: 'audit-actor' }, e.actor.login, e.actor.token_kind === 'project' ? h('span', { className: 'muted' }, ' (project token)') : null),
+        h('td', { className: 'mono audit-action' }, e.action),
+        h('td', { className: 'audit-target' }, e.target ? e.target.type + ' ' + e.target.id : ''),
+        h('td', null, where),
+        h('td', { className: 'mono muted' }, e.address || ''),
+        h(
+          'td',
+          null,
+          h('span', { className: 'badge status-' + (e.result === 'success' ? 'success' : e.result === 'denied' ? 'failed' : 'canceled') }, e.result + (e.status && e.result !== 'success' ? ' ' + e.status : '')),
+          e.detail && e.detail.message ? h('div', { className: 'muted audit-message' }, String(e.detail.message)) : null,
+        ),
+      );
+    }
+    async function load(pageToken, fresh) {
+      const page = await api.get(paths.audit(since, pageToken));
+      if (!view.alive) return;
+      if (fresh) fill(body);
+      const items = page.items || [];
+      if (fresh && !items.length) body.append(h('tr', null, h('td', { colSpan: 7, className: 'muted' }, 'Nothing recorded in this time.')));
+      for (const e of items) body.append(row(e));
+      fill(more, page.next_page_token ? h('button', { type: 'button', onclick: () => load(page.next_page_token, false) }, 'Load more') : '');
+    }
+    fill(
+      main(),
+      h('h1', null, 'Audit log', h('span', { className: 'spacer' }), span),
+      h('p', { className: 'muted' }, 'Every change made through the API, and every refused or failed attempt at one: who, what, which target, when, from where. ', h('code', null, 'gyre audit --since 24h --format jsonl'), ' exports it.'),
+      h('table', { className: 'grid audit' }, h('thead', null, h('tr', null, ['Time', 'Actor', 'Action', 'Target', 'Where', 'Address', 'Result'].map((t) => h('th', null, t)))), body),
+      more,
+    );
+    await load(null, true);
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // The router
 
-  const pages = { projects: projectsPage, project: projectPage, pipeline: pipelinePage, job: jobPage };
+  const pages = { projects: projectsPage, project: projectPage, pipeline: pipelinePage, job: jobPage, org: orgPage, members: projectMembersPage, tokens: tokensPage, audit: auditPage };
 
   async function route() {
     if (currentView) currentView.dispose();

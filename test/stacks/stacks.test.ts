@@ -7,6 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { loadEnvironment, loadEnvironments, EnvironmentDefinition } from '../../stacks/environment';
 import { addEnvironments, EnvironmentStacks } from '../../stacks/app';
 import { readImageManifest } from '../../constructs/images';
+import { ROLE_NAMES } from '../../runtime/roles/names';
 
 Testing.setupJest();
 
@@ -107,10 +108,10 @@ describe('air-gapped installs', () => {
 
   test('every image reference in every stack points at the registry', () => {
     const refs = outputs.flatMap((o) => imageReferences(o));
-    // Per environment: 5 runtime roles (container and migration wait), the migration Job, the
+    // Per environment: 7 runtime roles (container and migration wait), the migration Job, the
     // Nomad ACL bootstrap Job, edge, nomad, autoscaler, agent (scheduler env and job template);
     // plus metrics-server's and cluster-autoscaler's Helm values on AWS.
-    expect(refs).toHaveLength(2 * (5 * 2 + 2 + 3 + 2) + 2);
+    expect(refs).toHaveLength(2 * (ROLE_NAMES.length * 2 + 2 + 3 + 2) + 2);
     expect(refs.filter((r) => !r.startsWith(`${registry}/`))).toEqual([]);
   });
 

@@ -285,6 +285,106 @@ describe.each(testStores())('web UI on %s', (store) => {
     await page.close();
   }, 60_000);
 
+  test("an admin gives and changes roles on an organization's and a project's member pages, and makes a project token shown once", async () => {
+    await gyre.api('POST', '/api/v2/users', { login: 'uma', name: 'Uma' });
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+    await page.goto(`${gyre.url}/#/`);
+    await page.click('a.org-link[data-org="acme"]', WAIT);
+    expect(page.url()).toBe(`${gyre.url}/#/org/gh/acme`);
+    const org = page.locator('section.members[data-scope="org"]');
+    await org.locator('.no-members').waitFor(WAIT);
+    await org.locator('.add-login').fill('uma');
+    await org.locator('.add-role').selectOption('member');
+    await org.locator('.add-member button[type=submit]').click();
+    await org.locator('tr.member-row[data-login="uma"][data-role="member"]').waitFor(WAIT);
+    await org.locator('tr.member-row[data-login="uma"] select.member-role').selectOption('viewer');
+    await org.locator('tr.member-row[data-login="uma"][data-role="viewer"]').waitFor(WAIT);
+    expect((await gyre.api('GET', '/api/v2/organization/gh/acme/members')).items).toEqual([expect.objectContaining({ login: 'uma', role: 'viewer' })]);
+    await org.locator('tr.member-row[data-login="uma"] button.remove-member').click();
+    await org.locator('.no-members').waitFor(WAIT);
+    expect((await gyre.api('GET', '/api/v2/organization/gh/acme/members')).items).toEqual([]);
+
+    await page.goto(`${gyre.url}/#/project/gh/acme/ui-demo`);
+    await page.click('a.members-link', WAIT);
+    expect(page.url()).toBe(`${gyre.url}/#/members/gh/acme/ui-demo`);
+    const members = page.locator('section.members[data-scope="project"]');
+    await members.locator('.add-login').fill('uma');
+    await members.locator('.add-role').selectOption('write');
+    await members.locator('.add-member button[type=submit]').click();
+    await members.locator('tr.member-row[data-login="uma"][data-role="write"]').waitFor(WAIT);
+
+    const tokens = page.locator('section.tokens[data-scope="project"]');
+    await tokens.locator('.token-label').fill('deployer');
+    await tokens.locator('.token-scope').selectOption('trigger');
+    await tokens.locator('.create-token button[type=submit]').click();
+    const shown = tokens.locator('.new-token .token-value');
+    await shown.waitFor(WAIT);
+    const token = (await shown.textContent())!;
+    expect(token).toMatch(/^gyre_[0-9a-f]{40}$/);
+    const row = tokens.locator('tr.token-row[data-label="deployer"]');
+    expect(await row.textContent()).toContain(`trigger${token.slice(0, 9)}…`);
+    expect((await fetch(`${gyre.url}/api/v2/project/gh/acme/ui-demo/pipeline`, { method: 'POST', headers: { 'Circle-Token': token, 'Content-Type': 'application/json' }, body: '{}' })).status).toBe(201);
+    // Shown once: not after the page is loaded again.
+    await page.reload();
+    await tokens.locator('tr.token-row[data-label="deployer"]').waitFor(WAIT);
+    expect(await page.locator('.new-token').count()).toBe(0);
+    expect(await page.content()).not.toContain(token);
+    await tokens.locator('tr.token-row[data-label="deployer"] button.revoke-token').click();
+    await tokens.locator('.no-tokens').waitFor(WAIT);
+    expect((await fetch(`${gyre.url}/api/v2/project/gh/acme/ui-demo`, { headers: { 'Circle-Token': token } })).status).toBe(401);
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  test('a user makes a personal token on the tokens page, sees it once, and revokes it', async () => {
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+    await page.goto(`${gyre.url}/#/`);
+    await page.click('.who a.nav-tokens', WAIT);
+    const tokens = page.locator('section.tokens[data-scope="personal"]');
+    await tokens.locator('tr.token-row').first().waitFor(WAIT);
+    await tokens.locator('.token-label').fill('laptop');
+    await tokens.locator('.token-expires').fill('30');
+    await tokens.locator('.create-token button[type=submit]').click();
+    const token = (await tokens.locator('.new-token .token-value').textContent({ timeout: WAIT.timeout }))!;
+    expect((await fetch(`${gyre.url}/api/v2/me`, { headers: { 'Circle-Token': token } })).status).toBe(200);
+    const row = tokens.locator('tr.token-row[data-label="laptop"]');
+    expect(await row.locator('td').nth(4).textContent()).not.toBe('never');
+    await row.locator('button.revoke-token').click();
+    await row.waitFor({ state: 'detached', ...WAIT });
+    expect(await page.locator('.new-token').count()).toBe(0);
+    expect((await fetch(`${gyre.url}/api/v2/me`, { headers: { 'Circle-Token': token } })).status).toBe(401);
+    expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  test('an admin reads the audit log; a user who is not an admin has no audit page', async () => {
+    const page = await context.newPage();
+    const problems = watchForProblems(page);
+    await page.goto(`${gyre.url}/#/`);
+    await page.click('.who a.nav-audit', WAIT);
+    const set = page.locator('tr.audit-row[data-action="project.member.set"]').first();
+    await set.waitFor(WAIT);
+    expect(await set.locator('.audit-actor').textContent()).toBe('admin');
+    expect(await set.locator('.audit-target').textContent()).toBe('user uma');
+    await page.locator('tr.audit-row[data-action="token.revoke"][data-result="success"]').first().waitFor(WAIT);
+    await page.selectOption('select.audit-since', '1h');
+    await page.locator('tr.audit-row[data-action="project.token.create"]').first().waitFor(WAIT);
+    expect(problems).toEqual([]);
+    await page.close();
+
+    const nadia = (await gyre.api('POST', '/api/v2/users', { login: 'nadia' })).token;
+    const fresh = await browser.newContext();
+    const other = await fresh.newPage();
+    await other.goto(`${gyre.url}/login#token=${nadia}`);
+    await other.locator('.who .login', { hasText: 'nadia' }).waitFor(WAIT);
+    expect(await other.locator('.who a.nav-audit').count()).toBe(0);
+    await other.goto(`${gyre.url}/#/audit`);
+    await other.locator('.error-panel', { hasText: 'instance:admin' }).waitFor(WAIT);
+    await fresh.close();
+  }, 60_000);
+
   test('without a token the UI asks for one, and refuses a wrong one', async () => {
     const fresh = await browser.newContext();
     const page = await fresh.newPage();

@@ -1,0 +1,44 @@
+import type { AccessTarget, OrgRole, ProjectRole, Standing } from '../../domain/permissions';
+import type { Queryable } from '../../store/store';
+
+/**
+ * Where a user stands toward the organisation or project a request is about: one query per
+ * request, by slug, organisation name, or the id of a pipeline, workflow or job (whose project it
+ * finds). What the caller may do with that is `decide`'s business (runtime/domain/permissions.ts).
+ */
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** From a project row (`pr`) to the user's roles on it and in its organisation. */
+const ROLES_OF_PROJECT = `
+  LEFT JOIN organizations o ON o.name = pr.org
+  LEFT JOIN organization_members om ON om.organization_id = o.id AND om.user_id = $2
+  LEFT JOIN project_members pm ON pm.project_id = pr.id AND pm.user_id = $2`;
+
+const PROJECT_OF: Record<Exclude<AccessTarget['kind'], 'org'>, string> = {
+  project: 'FROM projects pr',
+  pipeline: 'FROM pipelines p JOIN projects pr ON pr.id = p.project_id',
+  workflow: 'FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id',
+  job: 'FROM jobs j JOIN projects pr ON pr.id = j.project_id',
+};
+const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org'>, string> = { project: 'pr.slug', pipeline: 'p.id', workflow: 'w.id', job: 'j.id' };
+
+export async function standingOf(db: Queryable, userId: string, target: AccessTarget): Promise<Standing> {
+  if (target.kind === 'org') {
+    const [row] = await db.query<{ exists: boolean; role: OrgRole | null; in_org: boolean }>(
+      `SELECT (EXISTS (SELECT 1 FROM organizations WHERE name = $1) OR EXISTS (SELECT 1 FROM projects WHERE org = $1)) AS exists,
+              (SELECT m.role FROM organization_members m JOIN organizations o ON o.id = m.organization_id WHERE o.name = $1 AND m.user_id = $2) AS role,
+              EXISTS (SELECT 1 FROM project_members pm JOIN projects pr ON pr.id = pm.project_id WHERE pr.org = $1 AND pm.user_id = $2) AS in_org`,
+      [target.name, userId],
+    );
+    return { exists: row.exists, org: target.name, orgRole: row.role ?? undefined, inOrg: row.in_org };
+  }
+  const key = target.kind === 'project' ? target.slug : target.id;
+  if (target.kind !== 'project' && !UUID.test(key)) return { exists: false };
+  const [row] = await db.query<{ id: string; org: string; org_role: OrgRole | null; project_role: ProjectRole | null }>(
+    `SELECT pr.id, pr.org, om.role AS org_role, pm.role AS project_role ${PROJECT_OF[target.kind]} ${ROLES_OF_PROJECT} WHERE ${KEY_OF[target.kind]} = $1`,
+    [key, userId],
+  );
+  if (!row) return { exists: false };
+  return { exists: true, org: row.org, projectId: row.id, orgRole: row.org_role ?? undefined, projectRole: row.project_role ?? undefined };
+}
