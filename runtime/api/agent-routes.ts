@@ -252,6 +252,21 @@ export function registerResourceClassRoutes(app: GyreApp, deps: { resourceClasse
       return { token: await resourceClasses.createRunnerToken(request.params.name, request.body.label ?? '', auditOf(request)) };
     },
   );
+  app.get(
+    '/api/v2/resource-classes/:name/tokens',
+    { config: { permission: 'instance:admin' }, schema: { params: Type.Object({ name: Segment }) } },
+    async (request) => ({
+      items: (await resourceClasses.listRunnerTokens(request.params.name)).map((t) => ({ id: t.id, label: t.label, created_at: t.createdAt, last_used_at: t.lastUsedAt })),
+    }),
+  );
+  app.delete(
+    '/api/v2/runner-tokens/:id',
+    { config: { permission: 'instance:admin', action: 'runner-token.revoke' }, schema: { params: Type.Object({ id: Segment }) } },
+    async (request, reply) => {
+      await resourceClasses.revokeRunnerToken(request.params.id, auditOf(request));
+      reply.code(204);
+    },
+  );
   app.put(
     '/api/v2/concurrency-limits/:scope/*',
     {

@@ -53,6 +53,16 @@ export interface DoctorOptions {
 /** doctor's own canary project, when no --project is given. */
 export const DOCTOR_PROJECT = 'gh/gyre-doctor/canary';
 
+/**
+ * The project the canary runs in: --project, else doctor's own, in the organisation of the runner
+ * class when one is checked (a runner class serves only its namespace's organisation).
+ */
+export function canaryProjectOf(options: Pick<DoctorOptions, 'project' | 'runnerClass'>): string {
+  if (options.project) return options.project;
+  const namespace = options.runnerClass?.includes('/') ? options.runnerClass.split('/')[0] : undefined;
+  return namespace ? `gh/${namespace}/gyre-doctor-canary` : DOCTOR_PROJECT;
+}
+
 interface ProcessHealth {
   readonly url: string;
   readonly ready: boolean;
@@ -286,7 +296,7 @@ type Api = (method: string, path: string, body?: unknown) => Promise<HttpAnswer>
 const TERMINAL = new Set(['success', 'failed', 'canceled', 'not_run', 'infrastructure_fail', 'timedout', 'terminated-unknown', 'unauthorized']);
 
 async function canary(options: DoctorOptions, api: Api, http: DoctorHttp, targets: CanaryTarget[], add: (c: CheckResult) => CheckResult): Promise<void> {
-  const slug = options.project ?? DOCTOR_PROJECT;
+  const slug = canaryProjectOf(options);
   const slugPath = slug.split('/').map(encodeURIComponent).join('/');
   const setup = await ensureProject(options, api, slug, slugPath);
   add(setup.check);

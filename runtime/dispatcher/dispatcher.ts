@@ -199,6 +199,10 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
             AND (t.resource_class = ANY($4::text[])
                  OR ('*' = ANY($4::text[]) AND NOT EXISTS (
                        SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')))
+            -- A runner class serves only its namespace's organisation, whoever asks for it.
+            AND NOT EXISTS (
+                  SELECT 1 FROM resource_classes rc
+                   WHERE rc.name = t.resource_class AND rc.driver = 'runner' AND split_part(rc.name, '/', 1) IS DISTINCT FROM t.org)
             AND NOT EXISTS (
                   SELECT 1 FROM concurrency_limits l
                    WHERE ((l.scope = 'project' AND l.key = t.project_slug) OR (l.scope = 'org' AND l.key = t.org))

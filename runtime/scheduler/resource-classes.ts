@@ -24,6 +24,10 @@ export interface ResourceClasses {
   createRunnerToken(name: string, label?: string, audit?: Audit): Promise<string>;
   /** The class a runner token belongs to, or undefined for an unknown token. */
   classOfRunnerToken(token: string): Promise<string | undefined>;
+  /** The runner tokens of a class (never the tokens themselves): id, label, when made and last used. */
+  listRunnerTokens(name: string): Promise<RunnerTokenView[]>;
+  /** Revokes a runner token at once: its next claim is refused. */
+  revokeRunnerToken(id: string, audit?: Audit): Promise<void>;
   /** Records that a runner asked for work (for the runners list). */
   runnerSeen(runnerId: string, resourceClass: string): Promise<void>;
   /** Sets (or with `undefined` removes) the concurrency limit of a project slug or an organisation. */
@@ -31,6 +35,23 @@ export interface ResourceClasses {
 }
 
 const NAME = /^[a-z0-9][a-z0-9._/-]{0,99}$/i;
+/**
+ * A runner class is `<namespace>/<name>`, as CircleCI's are; the namespace is the organisation
+ * whose jobs its runners may claim (the org segment of project slugs).
+ */
+const RUNNER_CLASS = /^([A-Za-z0-9][A-Za-z0-9._-]{0,99})\/([a-z0-9][a-z0-9._-]{0,99})$/i;
+
+export interface RunnerTokenView {
+  readonly id: string;
+  readonly label: string;
+  readonly createdAt: string;
+  readonly lastUsedAt: string | null;
+}
+
+/** The organisation a resource class's runners may serve: the namespace of a runner class, else none. */
+export function namespaceOf(resourceClass: string): string | undefined {
+  return RUNNER_CLASS.exec(resourceClass)?.[1];
+}
 
 export function validateResourceClass(input: { name?: unknown; cpu?: unknown; memory?: unknown; memory_mb?: unknown; driver?: unknown }): ResourceClass {
   const name = String(input.name ?? '');
@@ -43,6 +64,9 @@ export function validateResourceClass(input: { name?: unknown; cpu?: unknown; me
   }
   const driver = String(input.driver ?? 'runner');
   if (!(DRIVERS as readonly string[]).includes(driver)) throw new InputError(`driver '${driver}' is not one of ${DRIVERS.join(', ')}`, 'driver');
+  if (driver === 'runner' && !RUNNER_CLASS.test(name)) {
+    throw new InputError(`a runner resource class is named <namespace>/<name>, the namespace being the organisation whose jobs it runs (e.g. acme/linux-large); '${name}' is not`, 'name');
+  }
   return { name, cpu, memoryMb, driver: driver as DriverName };
 }
 
@@ -90,8 +114,31 @@ export function createResourceClasses({ store }: { store: Store }): ResourceClas
       );
     },
     async classOfRunnerToken(token) {
-      const [r] = await store.query<{ resource_class: string }>('SELECT resource_class FROM runner_tokens WHERE token_hash = $1', [hashToken(token)]);
+      // Last use is written at most once a minute per token, not on every claim.
+      const [r] = await store.query<{ resource_class: string }>(
+        `WITH t AS (SELECT token_hash, resource_class, last_used_at FROM runner_tokens WHERE token_hash = $1),
+              touched AS (UPDATE runner_tokens r SET last_used_at = now() FROM t
+                           WHERE r.token_hash = t.token_hash AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute'))
+         SELECT resource_class FROM t`,
+        [hashToken(token)],
+      );
       return r?.resource_class;
+    },
+    async listRunnerTokens(name) {
+      if (!(await this.get(name))) throw new NotFoundError('resource class', name);
+      const rows = await store.query<{ id: string; label: string; created_at: Date; last_used_at: Date | null }>(
+        'SELECT id, label, created_at, last_used_at FROM runner_tokens WHERE resource_class = $1 ORDER BY created_at, id',
+        [name],
+      );
+      return rows.map((r) => ({ id: r.id, label: r.label, createdAt: new Date(r.created_at).toISOString(), lastUsedAt: r.last_used_at ? new Date(r.last_used_at).toISOString() : null }));
+    },
+    async revokeRunnerToken(id, audit) {
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new NotFoundError('runner token', id);
+      await store.transaction(async (tx) => {
+        const rows = await tx.query<{ resource_class: string; label: string }>('DELETE FROM runner_tokens WHERE id = $1 RETURNING resource_class, label', [id]);
+        if (rows.length === 0) throw new NotFoundError('runner token', id);
+        await audit?.record(tx, { target: { type: 'runner-token', id }, detail: { resource_class: rows[0].resource_class, label: rows[0].label } });
+      });
     },
     async setLimit(scope, key, maxRunning, audit) {
       await store.transaction(async (tx) => {

@@ -109,7 +109,7 @@ describe('gyre doctor against a live Gyre', () => {
     await g.api('POST', '/api/v2/resource-classes', { name: 'acme/lonely', cpu: 1, memory_mb: 1024, driver: 'runner' });
     await g.api('POST', '/api/v2/resource-classes', { name: 'acme/nomad', cpu: 1, memory_mb: 1024, driver: 'nomad' });
     const token = (await g.api('POST', '/api/v2/resource-classes/acme%2Flinux/tokens', {})).token;
-    runner = startRunner({ url: g.url, token, log: createLogger({ level: 'silent' }), workRoot: mkdtempSync(join(dir, 'runner-')), slots: 2, pollMs: 2000 });
+    runner = startRunner({ url: g.url, token, log: createLogger({ level: 'silent' }), workRoot: mkdtempSync(join(dir, 'runner-')), slots: 2, pollMs: 2000, executor: { choice: 'shell' } });
   }, 60_000);
   afterAll(async () => {
     runner.stop();
@@ -145,21 +145,21 @@ describe('gyre doctor against a live Gyre', () => {
     ]) {
       expect({ name, status: statusOf(out, name) }).toEqual({ name, status: 'ok' });
     }
-    expect(out).toMatch(new RegExp(`ok {6}canary project {27}gh/gyre-doctor/canary created over ${repo} \\(created\\)\n`));
+    expect(out).toMatch(new RegExp(`ok {6}canary project {27}gh/acme/gyre-doctor-canary created over ${repo} \\(created\\)\n`));
     expect(out).toMatch(/blob store read\/write\s+runner: artifact canary\.txt and cache stored and read back; nomad: artifact canary\.txt and cache stored and read back/);
     // Each half really ran where it says: the runner claimed the runner jobs, Nomad was given the others.
     const agents = await g.gyre.store.query<{ resource_class: string; agent_id: string }>(
-      `SELECT DISTINCT t.resource_class, t.agent_id FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN projects p ON p.id = j.project_id WHERE p.slug = 'gh/gyre-doctor/canary' ORDER BY 1`,
+      `SELECT DISTINCT t.resource_class, t.agent_id FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN projects p ON p.id = j.project_id WHERE p.slug = 'gh/acme/gyre-doctor-canary' ORDER BY 1`,
     );
     expect(agents.filter((a) => a.resource_class === 'acme/linux').map((a) => a.agent_id)).toEqual([runner.id]);
     expect(nomad.registered.filter((j) => j.Meta?.gyre_resource_class === 'acme/nomad').length).toBe(2);
   }, 120_000);
 
-  it('with no class named, the canary runs on the default class, in the project made before', async () => {
+  it('with no class named, the canary runs on the default class, in a project of its own organisation', async () => {
     const r = capture(env);
     expect(await run(['doctor', '--repo', repo], r.io)).toBe(0);
     expect(statusOf(r.out(), 'canary on the default resource class')).toBe('ok');
-    expect(r.out()).toContain(`gh/gyre-doctor/canary (repository ${repo}, current)`);
+    expect(r.out()).toContain(`gh/gyre-doctor/canary created over ${repo}`);
     // Only the API's /healthz was read: Nomad is reported from it (this process runs the scheduler).
     expect(statusOf(r.out(), 'Nomad')).toBe('ok');
   }, 60_000);
@@ -172,7 +172,7 @@ describe('gyre doctor against a live Gyre', () => {
     expect(r.out()).toContain('→ `gyre resource-class list`; start one with `gyre runner --url <GYRE_URL> --token <a token from gyre resource-class token acme/lonely>`');
     expect(statusOf(r.out(), 'blob store read/write')).toBe('skipped');
     expect(r.out()).toMatch(/\n\d+ ok, 1 FAILED, 2 skipped\n$/);
-    const [latest] = (await g.api('GET', '/api/v2/project/gh/gyre-doctor/canary/pipeline')).items;
+    const [latest] = (await g.api('GET', '/api/v2/project/gh/acme/gyre-doctor-canary/pipeline')).items;
     const [workflow] = (await g.api('GET', `/api/v2/pipeline/${latest.id}/workflow`)).items;
     expect(workflow).toMatchObject({ name: 'canary-runner', status: 'canceled' });
   }, 60_000);

@@ -188,6 +188,7 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
         if (route.of === 'pipeline') return fixtures.pipeline;
         if (route.of === 'workflow') return fixtures.workflow;
         if (route.url.startsWith('/api/v2/user/')) return fixtures.userId;
+        if (route.url.startsWith('/api/v2/runner-tokens/')) return '00000000-0000-4000-8000-000000000000';
         return undefined;
       default:
         return undefined;
