@@ -75,14 +75,15 @@ export async function registerAgentOutputRoutes(app: GyreApp, deps: AgentOutputR
     await dispatcher.heartbeat(lease);
   }
 
-  /** The write's options: its Idempotency-Key, if it sent one. */
+  /** The write's options: the caller's lease (the write is stored only under it), and its Idempotency-Key, if it sent one. */
   const writeOptions = (request: FastifyRequest): CallOptions => {
     const key = request.headers['idempotency-key'];
-    if (key === undefined) return {};
+    const lease = leaseOf(request);
+    if (key === undefined) return { lease };
     if (typeof key !== 'string' || !REQUEST_KEY.test(key)) {
       throw new InputError("the Idempotency-Key header must be 1 to 128 letters, digits, '.', '_', ':' or '-'", 'Idempotency-Key');
     }
-    return { requestKey: key };
+    return { requestKey: key, lease };
   };
   const idParam = (id: string, name: string): string => {
     if (!isUuid(id)) throw new InputError(`'${id.slice(0, 100)}' is not a ${name} id`, name);

@@ -1,3 +1,4 @@
+import type { Lease } from '../dispatcher/sql/leases';
 import type { TaskContext } from '../dispatcher/dispatcher';
 import type { TestCase } from './junit';
 
@@ -8,6 +9,26 @@ import type { TestCase } from './junit';
  * again; anything else cannot, so its call is not retried once sending has begun).
  */
 export type Body<T> = AsyncIterable<T> | readonly T[] | (() => AsyncIterable<T> | Iterable<T> | Promise<AsyncIterable<T> | Iterable<T>>);
+
+/**
+ * The same client with `lease` added to every call: what an agent's file steps use, so each of
+ * their writes is fenced by its lease.
+ */
+export function leasedClient(client: OutputClient, lease: Lease): OutputClient {
+  const withLease = <O extends CallOptions>(options?: O): O => ({ ...(options ?? ({} as O)), lease });
+  return {
+    uploadArtifact: (task, path, content, options) => client.uploadArtifact(task, path, content, withLease(options)),
+    cacheExists: (task, key, options) => client.cacheExists(task, key, withLease(options)),
+    saveCache: (task, key, archive, options) => client.saveCache(task, key, archive, withLease(options)),
+    findCache: (task, keys, options) => client.findCache(task, keys, withLease(options)),
+    ...(client.withheldCache ? { withheldCache: (task, keys, options) => client.withheldCache!(task, keys, withLease(options)) } : {}),
+    openCache: (task, id, options) => client.openCache(task, id, withLease(options)),
+    persistWorkspace: (task, archive, options) => client.persistWorkspace(task, archive, withLease(options)),
+    workspaceLayers: (task, options) => client.workspaceLayers(task, withLease(options)),
+    openWorkspaceLayer: (task, id, options) => client.openWorkspaceLayer(task, id, withLease(options)),
+    storeTestResults: (task, cases, options) => client.storeTestResults(task, cases, withLease(options)),
+  };
+}
 
 /** What a file step adds to one call, beside the task. */
 export interface CallOptions {
@@ -22,6 +43,12 @@ export interface CallOptions {
    * Set by the agent API from the request; local callers need none. @default - no deduplication
    */
   readonly requestKey?: string;
+  /**
+   * The lease of the task the write is for: the write is stored only while it is current (in the
+   * transaction that stores it) and its rows carry its attempt. The agent API sets it from the task
+   * token; the built-in runner from its claim. @default - no lease check (tools, tests)
+   */
+  readonly lease?: Lease;
 }
 
 /** What a download adds to a call: where to start, for one resuming after a broken connection. */

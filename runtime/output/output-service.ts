@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { blobKey, type BlobStore } from '../blob/blob-store';
 import { InputError, TooLargeError } from '../domain/errors';
+import { lockCurrentLease } from '../dispatcher/sql/leases';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
 import { jobRefTrust, type CacheTrust } from './cache-trust';
@@ -34,6 +35,14 @@ export const DEFAULT_OUTPUT_LIMITS: OutputLimits = {
   cacheTtlDays: 15,
   testResultsBytes: 256 * 1024 ** 2,
 };
+
+/**
+ * A row (`alias`, with job_id, node_index and attempt) of its node's latest attempt: what an earlier
+ * attempt wrote before it lost its task is not shown, nor attached downstream. Rows written before
+ * attempts were recorded (attempt NULL) count as the latest.
+ */
+const LATEST_ATTEMPT = (alias: string) =>
+  `(${alias}.attempt IS NULL OR ${alias}.attempt = (SELECT t.attempt FROM tasks t WHERE t.job_id = ${alias}.job_id AND t.node_index = ${alias}.node_index))`;
 
 /** A size for people: `256 MiB`, `9.8 KiB`. */
 function size(bytes: number): string {
@@ -211,11 +220,24 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
         await rm(spooled.file, { force: true });
       }
       const earlier = await store.transaction(async (tx) => {
+        // Stored only while the writer's lease is current: an attempt that lost its task writes nothing.
+        if (options?.lease) await lockCurrentLease(tx, options.lease);
         const earlier = await claimRequest(tx, task.jobId, request, 'stored');
         if (earlier === undefined) {
-          await tx.query('INSERT INTO artifacts (id, job_id, node_index, path, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)', [id, task.jobId, task.nodeIndex, name, key, spooled.bytes]);
+          await tx.query('INSERT INTO artifacts (id, job_id, node_index, path, blob_key, bytes, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+            id,
+            task.jobId,
+            task.nodeIndex,
+            name,
+            key,
+            spooled.bytes,
+            options?.lease?.attempt ?? null,
+          ]);
         }
         return earlier;
+      }).catch(async (error) => {
+        await blobs.delete([key]).catch(() => undefined);
+        throw error;
       });
       if (earlier !== undefined) await blobs.delete([key]);
     },
@@ -248,6 +270,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       }
       // An expired cache of the same key (and trust level) gives way; a live one wins (caches are immutable).
       const { saved, replaced, earlier } = await store.transaction(async (tx) => {
+        if (options?.lease) await lockCurrentLease(tx, options.lease);
         const earlier = await claimRequest(tx, task.jobId, request, 'saved');
         if (earlier !== undefined) return { saved: [], replaced: [], earlier };
         const replaced = await tx.query<{ blob_key: string }>(
@@ -255,12 +278,15 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
           [projectId, key, limits.cacheTtlDays, saver.protected],
         );
         const saved = await tx.query(
-          `INSERT INTO caches (id, project_id, key, blob_key, bytes, protected) VALUES ($1, $2, $3, $4, $5, $6)
+          `INSERT INTO caches (id, project_id, key, blob_key, bytes, protected, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (project_id, key, protected) DO NOTHING RETURNING id`,
-          [id, projectId, key, bKey, spooled.bytes, saver.protected],
+          [id, projectId, key, bKey, spooled.bytes, saver.protected, options?.lease?.attempt ?? null],
         );
         if (saved.length === 0 && request !== undefined) await tx.query(`UPDATE output_requests SET answer = 'exists' WHERE job_id = $1 AND request_key = $2`, [task.jobId, request]);
         return { saved, replaced, earlier };
+      }).catch(async (error) => {
+        await blobs.delete([bKey]).catch(() => undefined);
+        throw error;
       });
       // The expired cache's archive goes with its row; nothing else refers to it.
       if (replaced.length > 0) {
@@ -330,11 +356,23 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
         await rm(spooled.file, { force: true });
       }
       const earlier = await store.transaction(async (tx) => {
+        if (options?.lease) await lockCurrentLease(tx, options.lease);
         const earlier = await claimRequest(tx, task.jobId, request, 'stored');
         if (earlier === undefined) {
-          await tx.query('INSERT INTO workspace_layers (id, workflow_id, job_id, node_index, blob_key, bytes) VALUES ($1, $2, $3, $4, $5, $6)', [id, task.workflowId, task.jobId, task.nodeIndex, key, spooled.bytes]);
+          await tx.query('INSERT INTO workspace_layers (id, workflow_id, job_id, node_index, blob_key, bytes, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+            id,
+            task.workflowId,
+            task.jobId,
+            task.nodeIndex,
+            key,
+            spooled.bytes,
+            options?.lease?.attempt ?? null,
+          ]);
         }
         return earlier;
+      }).catch(async (error) => {
+        await blobs.delete([key]).catch(() => undefined);
+        throw error;
       });
       if (earlier !== undefined) await blobs.delete([key]);
     },
@@ -345,7 +383,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       // Upstream jobs in the order they finished; within a job, in the order it persisted.
       return store.query<{ id: string; jobName: string }>(
         `SELECT l.id, j.name AS "jobName" FROM workspace_layers l JOIN jobs j ON j.id = l.job_id
-          WHERE l.workflow_id = $1 AND l.job_id = ANY($2::uuid[])
+          WHERE l.workflow_id = $1 AND l.job_id = ANY($2::uuid[]) AND ${LATEST_ATTEMPT('l')}
           ORDER BY j.stopped_at NULLS LAST, l.created_at, l.id`,
         [task.workflowId, [...upstream]],
       );
@@ -365,14 +403,15 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       const spooled = await spoolCases(await spools(), await openBody(cases), limits.testResultsBytes);
       try {
         await store.transaction(async (tx) => {
+          if (options?.lease) await lockCurrentLease(tx, options.lease);
           if ((await claimRequest(tx, task.jobId, request, String(spooled.count))) !== undefined) return;
           const [job] = await tx.query<{ project_id: string; name: string }>('SELECT project_id, name FROM jobs WHERE id = $1', [task.jobId]);
           for await (const batch of batchesOf(spooled.file, 500)) {
             await tx.query(
-              `INSERT INTO test_results (job_id, project_id, job_name, revision, node_index, name, classname, file, result, message, run_time)
-               SELECT $1, $2, $3, $4, $5, t.name, t.classname, t.file, t.result, t.message, t.run_time
+              `INSERT INTO test_results (job_id, project_id, job_name, revision, node_index, name, classname, file, result, message, run_time, attempt)
+               SELECT $1, $2, $3, $4, $5, t.name, t.classname, t.file, t.result, t.message, t.run_time, $7
                  FROM jsonb_to_recordset($6::jsonb) AS t(name text, classname text, file text, result text, message text, run_time double precision)`,
-              [task.jobId, job.project_id, job.name, task.revision, task.nodeIndex, JSON.stringify(batch)],
+              [task.jobId, job.project_id, job.name, task.revision, task.nodeIndex, JSON.stringify(batch), options?.lease?.attempt ?? null],
             );
           }
         });
@@ -453,7 +492,7 @@ export async function fileTimingsOfTask(db: Queryable, taskId: string): Promise<
 /** A page of a job's artifacts, in path order. */
 export async function jobArtifacts(db: Queryable, jobId: string, offset: number, limit: number) {
   return db.query<{ id: string; path: string; node_index: number }>(
-    'SELECT id, path, node_index FROM artifacts WHERE job_id = $1 ORDER BY node_index, path, id OFFSET $2 LIMIT $3',
+    `SELECT id, path, node_index FROM artifacts a WHERE job_id = $1 AND ${LATEST_ATTEMPT('a')} ORDER BY node_index, path, id OFFSET $2 LIMIT $3`,
     [jobId, offset, limit],
   );
 }
@@ -467,7 +506,7 @@ export async function artifactFile(db: Queryable, id: string): Promise<{ path: s
 /** A page of a job's test results, after the result `after`. */
 export async function jobTestResults(db: Queryable, jobId: string, after: number, limit: number) {
   return db.query<{ id: string; name: string; classname: string; file: string; result: string; message: string; run_time: number }>(
-    'SELECT id, name, classname, file, result, message, run_time FROM test_results WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3',
+    `SELECT id, name, classname, file, result, message, run_time FROM test_results r WHERE job_id = $1 AND id > $2 AND ${LATEST_ATTEMPT('r')} ORDER BY id LIMIT $3`,
     [jobId, after, limit],
   );
 }

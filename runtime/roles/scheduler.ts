@@ -3,6 +3,7 @@ import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createBuiltinDriver } from '../scheduler/builtin-driver';
 import type { Driver } from '../scheduler/driver';
 import { createNomadDriver } from '../scheduler/nomad-driver';
+import { leasedClient } from '../output/output-client';
 import type { Role } from './role';
 
 /**
@@ -29,7 +30,8 @@ export const schedulerRole: Role = {
           resourceClasses: ['*'],
           heartbeatMs: Math.max(100, Math.floor(settings.leaseTtlMs / 3)),
           webUrl: core.webUrl(),
-          handlers: createStepHandlers(createOutputStepHandlers(core.output.client)),
+          // Each task's file steps write through a client bound to its lease: fenced, and stamped with its attempt.
+          handlers: (lease) => createStepHandlers(createOutputStepHandlers(leasedClient(core.output.client, lease))),
         });
         await builtin.start();
         drivers.push(builtin);

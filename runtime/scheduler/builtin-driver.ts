@@ -9,6 +9,7 @@ import { CHANNELS, type ClaimedTask, type Dispatcher } from '../dispatcher/dispa
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
 import type { StepHandlers } from '../agent/steps/step-handler';
+import type { Lease } from '../dispatcher/sql/leases';
 import type { OutputMasker } from '../output/masking';
 import type { Driver } from './driver';
 import { createWakeableSleep } from './wakeable-sleep';
@@ -31,8 +32,11 @@ export interface BuiltinDriverOptions {
   /** When no notification arrives, look for work this often anyway. */
   readonly pollMs?: number;
   readonly webUrl?: string;
-  /** Step handlers for the agents (the output role's file steps). @default createStepHandlers() */
-  readonly handlers?: StepHandlers;
+  /**
+   * Step handlers for one claimed task, given its lease (the output role's file steps write under
+   * it). @default createStepHandlers()
+   */
+  readonly handlers?: (lease: Lease) => StepHandlers;
   /** Masks output before it is sent. @default no masking */
   readonly masker?: OutputMasker;
 }
@@ -101,7 +105,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
           leaseRenewedAt: asked,
           signal: controller.signal,
           webUrl: options.webUrl,
-          handlers: options.handlers,
+          handlers: options.handlers?.(claimed.lease),
           masker: options.masker,
         });
       } catch (error) {
