@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createLogger } from '../../runtime/logger';
 import { startRunner, type Runner } from '../../runtime/scheduler/runner';
+import { until } from '../support/processes';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
 
 const ROOT = resolve(__dirname, '../..');
@@ -67,8 +68,11 @@ describe.each(testStores())('runners and the agent API on %s', (store) => {
     await g.addProject('acme/par', { '.circleci/config.yml': config('acme/small', 'echo "node $CIRCLE_NODE_INDEX of $CIRCLE_NODE_TOTAL"', 3) });
     const { id } = await g.trigger('acme/par');
     // No runner yet: the task waits in the queue (the built-in slots do not serve a runner class).
-    await new Promise((r) => setTimeout(r, 700));
-    const metrics = await (await fetch(`${g.gyre.opsUrl}/metrics`)).text();
+    // The gauge is read from the database on the dispatcher's timer: wait for it to show the three.
+    const metrics = await until('the queue depth on /metrics', async () => {
+      const text = await (await fetch(`${g.gyre.opsUrl}/metrics`)).text();
+      return /gyre_queue_depth\{resource_class="acme\/small"\} 3/.test(text) ? text : undefined;
+    }, 15_000);
     expect(metrics).toMatch(/gyre_queue_depth\{resource_class="acme\/small"\} 3/);
     const runner = startRunner({ url: g.url, token: runnerToken, log, workRoot: workRoot(), slots: 2, pollMs: 2000 });
     runners.push(runner);

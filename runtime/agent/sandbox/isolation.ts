@@ -108,7 +108,8 @@ const HELPER = join(ROOT, 'bin', 'gyre-tree-helper.js');
 const HELPER_CODE = ['bin', 'runtime', 'node_modules', 'package.json', 'tsconfig.json'].map((p) => join(ROOT, p)).filter((p) => existsSync(p));
 
 /** A step's wrapper: stdout and stderr on one pipe, the working directory made and entered as the build. */
-const STEP_WRAPPER = 'mkdir -p "$1" && cd "$1" || exit 1; shift; exec "$@" 2>&1';
+// Steps run with the usual umask (022), whatever the server's own (077: its files are its alone).
+const STEP_WRAPPER = 'umask 022; mkdir -p "$1" && cd "$1" || exit 1; shift; exec "$@" 2>&1';
 
 export const CONTROL_SUFFIX = '.ctl';
 export const TMP_SUFFIX = '.tmp';
@@ -469,6 +470,8 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       const name = `script-${++scripts}-${randomBytes(4).toString('hex')}.sh`;
       const path = join(parts.control, name);
       await writeFile(path, content, { mode: parts.scriptMode, flag: 'wx' });
+      // The mode is set again: writeFile's is cut by the process umask (077 in `gyre server`).
+      await chmod(path, parts.scriptMode);
       if (parts.scriptGroup !== undefined) await chown(path, 0, parts.scriptGroup);
       return join(parts.controlSeenAs ?? parts.control, name);
     },
