@@ -44,6 +44,16 @@ export const DEFAULT_OUTPUT_LIMITS: OutputLimits = {
 const LATEST_ATTEMPT = (alias: string) =>
   `(${alias}.attempt IS NULL OR ${alias}.attempt = (SELECT t.attempt FROM tasks t WHERE t.job_id = ${alias}.job_id AND t.node_index = ${alias}.node_index))`;
 
+/**
+ * Every cache of every trust level as one relation, with `protected` saying which: caches saved on
+ * protected refs are kept in `protected_caches`, every other in `caches` (migration 410).
+ */
+const ALL_CACHES = `(SELECT id, project_id, key, blob_key, bytes, created_at, false AS protected FROM caches
+  UNION ALL SELECT id, project_id, key, blob_key, bytes, created_at, true AS protected FROM protected_caches)`;
+
+/** The table a cache saved at this trust level goes in. */
+const cacheTable = (isProtected: boolean) => (isProtected ? 'protected_caches' : 'caches');
+
 /** A size for people: `256 MiB`, `9.8 KiB`. */
 function size(bytes: number): string {
   const units: [number, string][] = [[1024 ** 3, 'GiB'], [1024 ** 2, 'MiB'], [1024, 'KiB']];
@@ -246,7 +256,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       // A job that restores only protected caches saves its own even where an unprotected one exists.
       const { protectedOnly } = await trustOf(task.jobId);
       const rows = await store.query(
-        `SELECT 1 FROM caches c JOIN jobs j ON j.project_id = c.project_id
+        `SELECT 1 FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
           WHERE j.id = $1 AND c.key = $2 AND c.created_at > now() - make_interval(days => $3) AND (c.protected OR NOT $4)`,
         [task.jobId, key, limits.cacheTtlDays, protectedOnly],
       );
@@ -274,13 +284,13 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
         const earlier = await claimRequest(tx, task.jobId, request, 'saved');
         if (earlier !== undefined) return { saved: [], replaced: [], earlier };
         const replaced = await tx.query<{ blob_key: string }>(
-          `DELETE FROM caches WHERE project_id = $1 AND key = $2 AND protected = $4 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
-          [projectId, key, limits.cacheTtlDays, saver.protected],
+          `DELETE FROM ${cacheTable(saver.protected)} WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
+          [projectId, key, limits.cacheTtlDays],
         );
         const saved = await tx.query(
-          `INSERT INTO caches (id, project_id, key, blob_key, bytes, protected, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (project_id, key, protected) DO NOTHING RETURNING id`,
-          [id, projectId, key, bKey, spooled.bytes, saver.protected, options?.lease?.attempt ?? null],
+          `INSERT INTO ${cacheTable(saver.protected)} (id, project_id, key, blob_key, bytes, attempt) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (project_id, key) DO NOTHING RETURNING id`,
+          [id, projectId, key, bKey, spooled.bytes, options?.lease?.attempt ?? null],
         );
         if (saved.length === 0 && request !== undefined) await tx.query(`UPDATE output_requests SET answer = 'exists' WHERE job_id = $1 AND request_key = $2`, [task.jobId, request]);
         return { saved, replaced, earlier };
@@ -304,7 +314,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       const { protectedOnly } = await trustOf(task.jobId);
       for (const key of keys) {
         const [row] = await store.query<{ id: string; key: string; bytes: string }>(
-          `SELECT c.id, c.key, c.bytes FROM caches c JOIN jobs j ON j.project_id = c.project_id
+          `SELECT c.id, c.key, c.bytes FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
             WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND (c.protected OR NOT $4)
             ORDER BY c.created_at DESC LIMIT 1`,
           [task.jobId, likePrefix(key), limits.cacheTtlDays, protectedOnly],
@@ -319,7 +329,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       if (!trust.protectedOnly) return undefined;
       for (const key of keys) {
         const [row] = await store.query<{ key: string }>(
-          `SELECT c.key FROM caches c JOIN jobs j ON j.project_id = c.project_id
+          `SELECT c.key FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
             WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND NOT c.protected
             ORDER BY c.created_at DESC LIMIT 1`,
           [task.jobId, likePrefix(key), limits.cacheTtlDays],
@@ -337,7 +347,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
     async openCache(task, id, options) {
       const { protectedOnly } = await trustOf(task.jobId);
       const [row] = await store.query<{ blob_key: string; bytes: string }>(
-        'SELECT c.blob_key, c.bytes FROM caches c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2 AND (c.protected OR NOT $3)',
+        `SELECT c.blob_key, c.bytes FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2 AND (c.protected OR NOT $3)`,
         [task.jobId, id, protectedOnly],
       );
       if (!row) throw new InputError(`cache ${id} is not in this project${protectedOnly ? ' or was saved on an unprotected branch' : ''}`, 'cache');
@@ -452,7 +462,10 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
     },
     /** Removes caches older than the expiry, rows and blobs. */
     async sweepExpiredCaches(): Promise<number> {
-      const rows = await store.query<{ blob_key: string }>(`DELETE FROM caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays]);
+      const rows = [
+        ...(await store.query<{ blob_key: string }>(`DELETE FROM caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays])),
+        ...(await store.query<{ blob_key: string }>(`DELETE FROM protected_caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays])),
+      ];
       await blobs.delete(rows.map((r) => r.blob_key)).catch((error) => log.warn('deleting expired cache blobs failed', { error: (error as Error).message }));
       return rows.length;
     },

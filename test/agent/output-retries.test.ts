@@ -148,7 +148,7 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     proxy.fail('PUT', /\/cache$/, { kind: 'drop-after' });
     const client = clientFor(c);
     expect(await client.saveCache(c.task, key, body('cache bytes').open)).toBe('saved');
-    expect(await count('caches WHERE key = $1', [key])).toBe(1);
+    expect(await count('(SELECT id, key, blob_key, created_at FROM caches UNION ALL SELECT id, key, blob_key, created_at FROM protected_caches) c WHERE key = $1', [key])).toBe(1);
     const found = await client.findCache(c.task, [key]);
     expect(await collect(await client.openCache(c.task, found!.id))).toBe('cache bytes');
     // A save of the same key by another step still finds it taken.

@@ -70,7 +70,7 @@ describe('agent output routes', () => {
   });
 
   it('refuses a task token for another task’s cache, workspace layer and artifacts (403), and stores nothing', async () => {
-    const [cache] = await g.gyre.store.query<{ id: string }>(`SELECT id FROM caches WHERE key = 'deps-b'`);
+    const [cache] = await g.gyre.store.query<{ id: string }>(`SELECT id FROM (SELECT id, key, blob_key, created_at FROM caches UNION ALL SELECT id, key, blob_key, created_at FROM protected_caches) c WHERE key = 'deps-b'`);
     const [layer] = await g.gyre.store.query<{ id: string }>('SELECT id FROM workspace_layers WHERE job_id = $1', [b.task.jobId]);
     expect(cache && layer).toBeTruthy();
 
@@ -84,7 +84,7 @@ describe('agent output routes', () => {
     const save = await agentFetch(a.token, b.task.taskId, '/cache?key=poisoned', { method: 'PUT', body: 'poisoned' });
     expect(save.status).toBe(403);
     expect(await g.gyre.store.query('SELECT 1 FROM artifacts WHERE job_id = $1', [b.task.jobId])).toEqual([]);
-    expect(await g.gyre.store.query(`SELECT 1 FROM caches WHERE key = 'poisoned'`)).toEqual([]);
+    expect(await g.gyre.store.query(`SELECT 1 FROM (SELECT id, key, blob_key, created_at FROM caches UNION ALL SELECT id, key, blob_key, created_at FROM protected_caches) c WHERE key = 'poisoned'`)).toEqual([]);
 
     // Under its own task, another project's cache and another workflow's layer are not there to open.
     const client = outputOf(a);

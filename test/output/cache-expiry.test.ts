@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { createTestDatabase } from '../support/database';
 import { makeGitRepo, startTestGyre, testStores, type TestGyre } from '../support/gyre';
 
+/** Caches saved on protected branches (these tests' default branch) and every other, one table each. */
+const CACHE_TABLES = ['caches', 'protected_caches'];
+
 // Each run restores the newest `deps-` cache (or says there was none) and saves its own under its
 // build number, so a run never replaces an older cache by reusing its key.
 const CONFIG = `version: 2.1
@@ -71,7 +74,7 @@ describe.each(testStores())('expired caches on %s', (store) => {
     return { number, restored: output.text.trim() };
   }
 
-  const caches = (g: TestGyre) => g.gyre.store.query<{ key: string; blob_key: string }>('SELECT key, blob_key FROM caches ORDER BY created_at');
+  const caches = (g: TestGyre) => g.gyre.store.query<{ key: string; blob_key: string }>('SELECT key, blob_key FROM (SELECT id, key, blob_key, created_at FROM caches UNION ALL SELECT id, key, blob_key, created_at FROM protected_caches) c ORDER BY created_at');
   const blobPath = (key: string) => join(dataDir, 'blobs', key);
 
   test('an expired cache is not restored, and the sweep deletes its row and its blob', async () => {
@@ -85,7 +88,7 @@ describe.each(testStores())('expired caches on %s', (store) => {
     expect(existsSync(blobPath(old.blob_key))).toBe(true);
 
     // Past the 15-day expiry.
-    await first.gyre.store.query(`UPDATE caches SET created_at = now() - interval '16 days' WHERE key = $1`, [old.key]);
+    for (const table of CACHE_TABLES) await first.gyre.store.query(`UPDATE ${table} SET created_at = now() - interval '16 days' WHERE key = $1`, [old.key]);
     const two = await run(first);
     expect(two.restored).toBe('no cache restored');
     const live = (await caches(first)).find((c) => c.key === `deps-${two.number}`)!;
@@ -123,7 +126,7 @@ describe.each(testStores())('expired caches on %s', (store) => {
       await runFixed();
       const [old] = await fixed();
       expect(existsSync(blobPath(old.blob_key))).toBe(true);
-      await g.gyre.store.query(`UPDATE caches SET created_at = now() - interval '16 days' WHERE key = 'fixed-key'`);
+      for (const table of CACHE_TABLES) await g.gyre.store.query(`UPDATE ${table} SET created_at = now() - interval '16 days' WHERE key = 'fixed-key'`);
       await runFixed();
       const now = await fixed();
       expect(now).toHaveLength(1);

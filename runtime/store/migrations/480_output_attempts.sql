@@ -5,3 +5,4 @@ ALTER TABLE artifacts ADD COLUMN attempt integer;
 ALTER TABLE workspace_layers ADD COLUMN attempt integer;
 ALTER TABLE test_results ADD COLUMN attempt integer;
 ALTER TABLE caches ADD COLUMN attempt integer;
+ALTER TABLE protected_caches ADD COLUMN attempt integer;
