@@ -29,14 +29,21 @@ export function spoolDirOf(dataDir: string): string {
  * Removes group and other bits from `path` and, when `descend`, everything under it (links are
  * not followed, nor changed: a link's own mode means nothing). Gives the paths it changed.
  */
-export async function tightenTree(path: string, options: { descend?: boolean } = {}): Promise<string[]> {
+export async function tightenTree(path: string, options: { descend?: boolean; notOwned?: string[] } = {}): Promise<string[]> {
   const changed: string[] = [];
+  const notOwned = options.notOwned ?? [];
   const visit = async (at: string, depth: number): Promise<void> => {
     const info = await lstat(at).catch(() => undefined);
     if (!info || info.isSymbolicLink()) return;
     if (info.mode & OPEN_BITS) {
-      await chmod(at, info.mode & 0o7700 & ~OPEN_BITS);
-      changed.push(at);
+      try {
+        await chmod(at, info.mode & 0o7700 & ~OPEN_BITS);
+        changed.push(at);
+      } catch (error) {
+        // Not ours to change (a volume mounted for us, owned by root): what is in it still is.
+        if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
+        notOwned.push(at);
+      }
     }
     if (info.isDirectory() && (options.descend ?? true) && depth < 64) {
       for (const name of await readdir(at).catch(() => [] as string[])) await visit(join(at, name), depth + 1);
@@ -53,9 +60,18 @@ export async function tightenTree(path: string, options: { descend?: boolean } =
  */
 export async function secureDataDir(dataDir: string, log: Logger): Promise<{ readonly tightened: readonly string[] }> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const tightened = await tightenTree(dataDir, { descend: false });
-  for (const name of DATA_DIR_ENTRIES) tightened.push(...(await tightenTree(join(dataDir, name))));
-  for (const name of NOT_DESCENDED) tightened.push(...(await tightenTree(join(dataDir, name), { descend: false })));
+  const notOwned: string[] = [];
+  const tightened = await tightenTree(dataDir, { descend: false, notOwned });
+  for (const name of DATA_DIR_ENTRIES) tightened.push(...(await tightenTree(join(dataDir, name), { notOwned })));
+  for (const name of NOT_DESCENDED) tightened.push(...(await tightenTree(join(dataDir, name), { descend: false, notOwned })));
+  if (notOwned.length > 0) {
+    // A data directory mounted for Gyre (a Kubernetes volume, a tmpfs) may belong to root: it stays
+    // as it is, and what Gyre writes in it is still its own (umask 077, explicit modes).
+    log.warn('the data directory (or something in it) is open to others and not Gyre\'s to tighten; keep it on a volume only Gyre uses', {
+      dataDir,
+      first: notOwned.slice(0, 5).join(', '),
+    });
+  }
   if (tightened.length > 0) {
     log.warn('tightened files in the data directory that group or others could reach (now 0600, directories 0700)', {
       dataDir,

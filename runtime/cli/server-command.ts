@@ -37,7 +37,16 @@ export async function runServer(args: string[], io: CliIo): Promise<void> {
   // bin/gyre.js took the secrets out of the environment before anything ran: the settings hold
   // them, no child (git, a build) inherits them, and /proc/<pid>/environ shows none.
   if (io.ownProcess && !io.ownProcess.environmentBlanked) log.warn('could not blank the environment this process started with; its secrets stay readable in /proc/<pid>/environ by its own user');
-  const gyre = await startGyre(settings, log);
+  let gyre;
+  try {
+    gyre = await startGyre(settings, log);
+  } catch (error) {
+    // A start that cannot finish (a database that refuses, a port in use, a directory it may not
+    // write) ends the process with the reason, rather than leave it up and serving nothing.
+    log.error('could not start', { error: (error as Error).message });
+    io.stderr(`gyre server: could not start: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
   const lines = [
     `Gyre is running${gyre.url ? ` at ${gyre.url}` : ''} (${gyre.store.kind === 'pglite' ? `embedded database in ${settings.dataDir}` : 'PostgreSQL'}; roles: ${[...settings.roles].join(', ')}).`,
     `Health and metrics: ${gyre.opsUrl}/healthz and ${gyre.opsUrl}/metrics`,

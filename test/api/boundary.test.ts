@@ -1,4 +1,5 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -167,6 +168,26 @@ describe('the ops listener', () => {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
+
+describe('a start that cannot finish', () => {
+  it('ends the process with exit code 1 and the reason (here: the API port is taken)', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), 'gyre-nostart-'));
+    try {
+      const result = spawnSync(process.execPath, [join(__dirname, '../../bin/gyre.js'), 'server'], {
+        env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: String(port), GYRE_OPS_PORT: '0', GYRE_DATA_DIR: dir, DATABASE_URL: '', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'silent' },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 1, stderr: expect.stringMatching(/gyre server: could not start: .*EADDRINUSE/) });
+    } finally {
+      taken.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 90_000);
