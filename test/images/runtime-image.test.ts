@@ -67,7 +67,10 @@ describeImage(`runtime image ${IMAGE}`, () => {
     try {
       await run('podman', [
         'run', '-d', '--rm', '--name', name, '--read-only', '--user', '10001:10001', '--network', 'host',
-        '--tmpfs', '/var/lib/gyre:rw,mode=1777',
+        // A writable data volume, as the pod's emptyDir is. Podman 4.3 ignores `mode=` on a tmpfs
+        // over an image directory (it copies the image's 0750 root-owned mode up), so `U` hands it
+        // to the container's user instead.
+        '--tmpfs', '/var/lib/gyre:rw,U',
         '-e', `DATABASE_URL=${url}`, '-e', `GYRE_PORT=${apiPort}`, '-e', `GYRE_OPS_PORT=${opsPort}`, '-e', 'GYRE_HOST=127.0.0.1',
         '-e', 'GYRE_RUNNER_SLOTS=0', '-e', 'GYRE_EXAMPLE=false', '-e', 'GYRE_LOG_LEVEL=warn',
         IMAGE, 'server', '--roles=api',
