@@ -1,5 +1,5 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startExchange, type Exchange } from '../support/exchange';
@@ -132,8 +132,15 @@ describe('build isolation: one task cannot reach the server or another task', ()
 
   const root = process.getuid?.() === 0;
   (root ? it : it.skip)('as root: each task runs as a build uid of its own', async () => {
-    const output = await attack({ GYRE_EXECUTOR: 'sandbox', GYRE_BUILD_UIDS: '910000-910015' }, { dirs, exchange, started });
+    // The work root does not exist yet, nor its parent: Gyre makes both (as a first start makes
+    // /var/lib/gyre/work), and must leave them passable for build uids despite its umask of 077.
+    const fresh = mkdtempSync(join(tmpdir(), 'gyre-isolation-work-'));
+    dirs.push(fresh);
+    chmodSync(fresh, 0o711);
+    const workDir = join(fresh, 'made-by-gyre', 'work');
+    const output = await attack({ GYRE_EXECUTOR: 'sandbox', GYRE_BUILD_UIDS: '910000-910015', GYRE_WORK_DIR: workDir }, { dirs, exchange, started });
     expectNoLeak(output);
+    expect(statSync(join(fresh, 'made-by-gyre')).mode & 0o777).toBe(0o711);
   }, 120_000);
 
   const bwrap = spawnSync('bwrap', ['--version']).status === 0;

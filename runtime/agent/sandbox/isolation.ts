@@ -339,6 +339,16 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
     kind: 'uid',
     summary: `each running task runs as a uid of its own (${uidsSetting}=${range.first}-${range.last}), in a directory only that uid can enter`,
     async prepareWorkRoot(workRoot, setting) {
+      // Directories Gyre makes on the way (a first start makes /var/lib/gyre too) must let build
+      // uids pass: made one by one and set to 0711, since the server's umask (077) would close them.
+      const missing: string[] = [];
+      for (let dir = dirname(workRoot); dir !== dirname(dir) && !existsSync(dir); dir = dirname(dir)) missing.unshift(dir);
+      for (const dir of missing) {
+        await mkdir(dir).catch((error: NodeJS.ErrnoException) => {
+          if (error.code !== 'EEXIST') throw error;
+        });
+        await chmod(dir, 0o711);
+      }
       await makeDir(workRoot, 0o711);
       const closed = firstClosedAncestor(join(workRoot, 'x'));
       if (closed && closed !== workRoot) {
