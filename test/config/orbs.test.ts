@@ -4,7 +4,6 @@ import path from 'node:path';
 import { packOrbDirectory } from '../../runtime/config/orb-pack';
 import { compileConfig, createOrbDocumentCache } from '../../runtime/config/compiler';
 import { createMemoryOrbSource, pickVersion } from '../../runtime/config/orb-registry';
-import { CORPUS } from './corpus';
 import { DOCKER } from './helpers';
 
 describe('Orbs', () => {
@@ -97,9 +96,18 @@ workflows: {w: {jobs: [a]}}
   });
 
   it('packs an orb source tree, inlining <<include()>> files', () => {
-    const packed = packOrbDirectory(path.join(CORPUS, 'orbs/slack'));
+    // An orb laid out as `circleci orb pack` expects (src/@orb.yml, a directory per section, scripts
+    // included by path), made here so the test needs nothing outside the repository.
+    const tree = mkdtempSync(path.join(tmpdir(), 'orb-tree-'));
+    for (const dir of ['src/commands', 'src/scripts', 'src/examples']) mkdirSync(path.join(tree, dir), { recursive: true });
+    writeFileSync(path.join(tree, 'src', '@orb.yml'), 'version: 2.1\ndescription: Sends a message\n');
+    writeFileSync(path.join(tree, 'src', 'commands', 'notify.yml'), 'description: Notify\nparameters:\n  text: {type: string, default: hi}\nsteps:\n  - run:\n      name: Notify\n      environment: {TEXT: << parameters.text >>}\n      command: <<include(scripts/notify.sh)>>\n');
+    writeFileSync(path.join(tree, 'src', 'scripts', 'notify.sh'), '#!/bin/sh\necho "notifying: $TEXT"\n');
+    writeFileSync(path.join(tree, 'src', 'examples', 'simple.yml'), 'description: Simple\nusage:\n  version: 2.1\n');
+    const packed = packOrbDirectory(tree);
     expect(packed).toMatch(/^version: 2.1/m);
     expect(packed).toMatch(/^commands:\n {2}notify:/m);
+    expect(packed).toContain('echo "notifying: $TEXT"');
     expect(packed).not.toMatch(/<<include\(/);
     const dir = mkdtempSync(path.join(tmpdir(), 'orb-'));
     mkdirSync(path.join(dir, 'commands'));
