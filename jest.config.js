@@ -1,12 +1,20 @@
-/** Jest runs the TypeScript sources through SWC; `tsc --noEmit` is the separate type check. */
+/**
+ * Jest runs the TypeScript sources through SWC; `tsc --noEmit` is the separate type check.
+ * A few dependencies ship only as ES modules (openid-client and what it builds on, the Octokit
+ * packages): SWC turns those into CommonJS too, since Jest's module system cannot require them.
+ */
+const ESM_ONLY = ['openid-client', 'oauth4webapi', 'jose', '@octokit', 'universal-user-agent', 'json-with-bigint', 'fast-content-type-parse', 'content-type'];
+
 module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
+    '^.+\\.m?js$': ['@swc/jest', { jsc: { parser: { syntax: 'ecmascript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
   },
-  moduleFileExtensions: ['ts', 'js', 'json'],
+  transformIgnorePatterns: [`/node_modules/(?!(${ESM_ONLY.join('|')})/)`],
+  moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'],
   testTimeout: 60000,
   setupFiles: ['<rootDir>/test/setup-env.js'],
 };

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
+import { readSignInSettings, type SignInSettings } from './identity/sign-in/settings';
 import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
 import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
 import type { NomadConnection } from './scheduler/nomad-client';
@@ -102,6 +103,8 @@ export interface Settings {
    * on protected branches) or `shared` (every job restores every cache of its project).
    */
   readonly cacheTrust: CacheTrust;
+  /** Browser sessions and sign-in providers (GYRE_SESSION_*, GYRE_GITHUB_*, GYRE_OIDC_*, GYRE_LDAP_*). */
+  readonly signIn: SignInSettings;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -314,6 +317,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     http: httpLimits(env),
     compile: readCompileSettings(env),
     cacheTrust: oneOf(env, 'GYRE_CACHE_TRUST', CACHE_TRUST_VALUES, 'protected'),
+    signIn: readSignInSettings(env),
   };
 }
 

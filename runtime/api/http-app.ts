@@ -1,4 +1,5 @@
 import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER, agentApiVersionOf } from '../domain/agent-api-version';
+import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Server, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -40,7 +41,7 @@ import { failureOf } from './http-errors';
 
 /** Who may call a route. */
 export type RouteAuth =
-  /** An API token (Circle-Token, basic auth, Bearer, or the UI's cookie): `request.principal`. */
+  /** An API token (Circle-Token, basic auth, Bearer) or the browser session's cookie: `request.principal`. */
   | 'user'
   /** A task token for the task in the path (`:id`): `request.lease`. */
   | 'task'
@@ -116,6 +117,8 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
 export interface Credentials {
   /** The user an API token belongs to. */
   user(token: string): Promise<Principal | undefined>;
+  /** The user a browser session's cookie (SESSION_COOKIE) stands for, and the session's CSRF token. */
+  session?(cookie: string): Promise<{ principal: Principal; csrf: string } | undefined>;
   /** The lease a task token stands for; throws AuthenticationError when it is not a valid token. */
   task(token: string): Lease;
   /** The resource class a runner token belongs to. */
@@ -154,7 +157,13 @@ export interface HttpAppDeps {
   readonly metrics?: Metrics;
 }
 
-/** Reads an API or task token: `Circle-Token` header, HTTP basic (token as user), Bearer, or the UI's cookie. */
+/** The browser session's cookie (HttpOnly; set by sign-in, runtime/identity/sign-in/routes.ts). */
+export const SESSION_COOKIE = 'gyre_session';
+/** The header a write made with the session cookie must carry: the session's CSRF token. */
+export const CSRF_HEADER = 'x-gyre-csrf';
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** Reads an API or task token: `Circle-Token` header, HTTP basic (token as user) or Bearer. */
 export function tokenOf(request: FastifyRequest): string | undefined {
   const header = request.headers['circle-token'];
   if (typeof header === 'string' && header) return header;
@@ -167,8 +176,7 @@ export function tokenOf(request: FastifyRequest): string | undefined {
     }
     if (/^bearer /i.test(auth)) return auth.slice(7).trim() || undefined;
   }
-  const cookie = request.cookies?.['gyre-token'];
-  return cookie || undefined;
+  return undefined;
 }
 
 /** The caller of a `user` route (the hook has made sure there is one). */
@@ -347,6 +355,24 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     if (!credentials) return anonymous(new AuthenticationError('This listener serves no routes that take credentials.'));
     const token = tokenOf(request);
     if (auth === 'user') {
+      const cookie = request.cookies?.[SESSION_COOKIE];
+      if (!token && cookie && credentials.session) {
+        const session = await credentials.session(cookie);
+        if (!session) return anonymous(new AuthenticationError('Your session has ended; sign in again.'));
+        const rate = { rateKey: `session:${session.principal.token?.id ?? session.principal.userId}`, rateMax: limits.rate.token };
+        // A write made with the cookie must prove it comes from Gyre's own pages: the session's
+        // CSRF token, which another site can neither read nor guess, in a header it cannot set.
+        if (!SAFE_METHODS.has(request.method)) {
+          const sent = request.headers[CSRF_HEADER];
+          const given = Buffer.from(typeof sent === 'string' ? sent : '');
+          const expected = Buffer.from(session.csrf);
+          if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+            return { ...rate, failure: new PermissionError(`A change made with the session cookie needs the session's CSRF token in the X-Gyre-CSRF header (GET /auth/session gives it); API clients send a token instead.`) };
+          }
+        }
+        request.principal = session.principal;
+        return rate;
+      }
       if (!token) return anonymous(new AuthenticationError('You must log in first: send your API token in the Circle-Token header.'));
       const principal = await credentials.user(token);
       if (!principal) return anonymous(new AuthenticationError('The API token is not valid.'));

@@ -11,10 +11,12 @@ export type ProjectTokenScope = (typeof PROJECT_TOKEN_SCOPES)[number];
 export type PrincipalToken =
   /** A user's own token (the bootstrap admin's included): it acts with the user's roles. */
   | { readonly id: string; readonly kind: 'personal' }
+  /** A browser session (sign-in): it acts with the user's roles, like a personal token. */
+  | { readonly id: string; readonly kind: 'session' }
   /** A project token: it acts on its one project with its scope, whoever made it, and on nothing else. */
   | { readonly id: string; readonly kind: 'project'; readonly projectId: string; readonly org: string; readonly scope: ProjectTokenScope };
 
-/** A caller authenticated with an API token (header, basic auth or the UI's cookie). */
+/** A caller authenticated with an API token (header or basic auth) or a browser session's cookie. */
 export interface Principal {
   /**
    * The user the token belongs to; for a project token, the user who made it (pipelines it

@@ -7,6 +7,7 @@ import { registerV2Routes } from '../api/v2-routes';
 import { registerConfigRoutes } from '../config/api-routes';
 import { DEFAULT_LIMITS } from '../config/yaml-loader';
 import { registerIdentityRoutes } from '../identity/api-routes';
+import { registerSignInRoutes } from '../identity/sign-in/routes';
 import { registerHealthRoute } from '../ops/ops-routes';
 import { registerOutputRoutes } from '../output/api-routes';
 import { fileTimingsOfTask } from '../output/output-service';
@@ -34,6 +35,7 @@ export const apiRole: Role = {
       metrics: core.metrics,
       credentials: {
         user: (token) => core.identity.authenticate(token),
+        session: (cookie) => core.signIn.session(cookie),
         task: (token) => core.tokens.verify(token),
         runner: (token) => core.resourceClasses.classOfRunnerToken(token),
       },
@@ -57,6 +59,7 @@ export const apiRole: Role = {
     registerResourceClassRoutes(app, { resourceClasses: core.resourceClasses });
     registerIdentityRoutes(app, { identity: core.identity, projects: core.projects });
     registerAuditRoutes(app, { store });
+    registerSignInRoutes(app, { signIn: core.signIn, publicUrl: settings.publicUrl, log });
     registerUiRoutes(app);
     let http;
     try {

@@ -9,6 +9,8 @@ import { createGitForge } from '../forge/git-forge';
 import type { Forge } from '../forge/forge';
 import { createIdentity, type Identity } from '../identity/identity';
 import type { RoleSource } from '../identity/role-sources';
+import { createSignInProviders } from '../identity/sign-in/providers';
+import { createSignIn, type SignIn } from '../identity/sign-in/sign-in';
 import type { Logger } from '../logger';
 import { registerExecutionMetrics, type ExecutionMetrics } from '../metrics/execution-metrics';
 import { createMetrics, type Metrics } from '../metrics/metrics';
@@ -38,8 +40,10 @@ export interface Core {
   readonly blobs: BlobStore;
   readonly forge: Forge;
   readonly identity: Identity;
-  /** Keepers of roles held outside Gyre (GitHub repository permissions), refreshed by the identity role. None yet. */
+  /** Keepers of roles held outside Gyre (GitHub repository permissions), refreshed by the identity role. */
   readonly roleSources: readonly RoleSource[];
+  /** Browser sessions and the sign-in providers configured (GitHub, OpenID Connect, LDAP). */
+  readonly signIn: SignIn;
   readonly projects: Projects;
   readonly triggers: Triggers;
   readonly metrics: Metrics;
@@ -90,6 +94,18 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const compile: CompileFn = (source, trigger) => compilerPool.compile(source, { trigger });
   const nomad = settings.nomad ? createNomadClient(settings.nomad) : undefined;
   let apiUrl: string | undefined;
+  const identity = createIdentity({ store });
+  const signInProviders = createSignInProviders(settings.signIn, { store, log: log.child({ role: 'identity' }) });
+  const signIn = createSignIn({
+    store,
+    identity,
+    providers: signInProviders.providers,
+    roleMaps: settings.signIn.roleMaps,
+    session: settings.signIn.session,
+    createUsers: settings.signIn.createUsers,
+    afterSignIn: signInProviders.afterSignIn,
+    log: log.child({ role: 'identity' }),
+  });
   return {
     settings,
     log,
@@ -97,8 +113,9 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     store,
     blobs,
     forge,
-    identity: createIdentity({ store }),
-    roleSources: [],
+    identity,
+    roleSources: signInProviders.roleSources,
+    signIn,
     projects,
     triggers: createTriggers({ store, forge, projects }),
     metrics,

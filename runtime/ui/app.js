@@ -1,6 +1,7 @@
 /**
- * Gyre's web UI: a single page that reads the REST API (CircleCI API v2 shapes) with the
- * `gyre-token` cookie and routes on the URL fragment:
+ * Gyre's web UI: a single page that reads the REST API (CircleCI API v2 shapes) with the browser
+ * session's cookie (HttpOnly: this script never sees it; every write carries the session's CSRF
+ * token in X-Gyre-CSRF) and routes on the URL fragment:
  *
  *   #/                          projects
  *   #/project/<vcs>/<org>/<repo>          a project's pipelines
@@ -21,7 +22,7 @@
   const Ansi = window.GyreAnsi;
   const POLL_MS = 2000;
   const IDLE_POLL_MS = 10000;
-  const TOKEN_COOKIE = 'gyre-token';
+  const CSRF_HEADER = 'X-Gyre-CSRF';
   const ACTIVE_WORKFLOW = ['running', 'failing', 'on_hold'];
   const ACTIVE_PIPELINE = ['created', 'setup-pending', 'setup', 'pending'];
   const FINISHED_JOB = ['success', 'failed', 'not_run', 'canceled', 'infrastructure_fail', 'timedout', 'terminated-unknown', 'unauthorized'];
@@ -175,8 +176,12 @@
   /** Raised on 401: the whole page turns into the sign-in form. */
   class SignInRequired extends Error {}
 
+  /** The session's CSRF token, from GET /auth/session or a sign-in's answer; sent on every write. */
+  let csrfToken = null;
+
   async function request(method, path, options) {
     const init = { method, credentials: 'same-origin', headers: { Accept: (options && options.accept) || 'application/json' } };
+    if (method !== 'GET' && method !== 'HEAD' && csrfToken) init.headers[CSRF_HEADER] = csrfToken;
     if (options && options.body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(options.body);
@@ -187,7 +192,16 @@
     } catch (err) {
       throw new ApiError(0, 'Cannot reach the Gyre server (' + (err && err.message ? err.message : err) + ')');
     }
-    if (res.status === 401) throw new SignInRequired('sign in required');
+    if (res.status === 401) {
+      let message = 'Sign in required.';
+      try {
+        const body = await res.json();
+        if (body && typeof body.message === 'string') message = body.message;
+      } catch {
+        // not JSON: keep the generic message
+      }
+      throw new SignInRequired(message);
+    }
     if (!res.ok) {
       let message = res.status + ' ' + res.statusText;
       try {
@@ -262,25 +276,35 @@
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Token
+  // Session
 
-  function setToken(token) {
-    const secure = location.protocol === 'https:' ? '; Secure' : '';
-    document.cookie = TOKEN_COOKIE + '=' + encodeURIComponent(token) + '; SameSite=Strict; Path=/' + secure;
+  /** Signs in with an API token: the server answers with the session cookie (HttpOnly) and its CSRF token. */
+  async function signInWithToken(token) {
+    const body = await api.post('/auth/token', { token });
+    csrfToken = body.csrf_token;
+    me = null;
   }
 
-  function clearToken() {
-    document.cookie = TOKEN_COOKIE + '=; SameSite=Strict; Path=/; Max-Age=0';
-  }
-
-  /** `/login#token=…` (the link `npm start` prints): keep the token, then forget the link. */
-  function takeTokenFromFragment() {
+  /** `/login#token=…` (the link `npm start` prints): sign in with it, then forget the link. */
+  async function takeTokenFromFragment() {
     if (!/^#token=/.test(location.hash)) return false;
     const token = new URLSearchParams(location.hash.slice(1)).get('token');
     history.replaceState(null, '', '/#/');
     if (!token) return false;
-    setToken(token);
+    try {
+      await signInWithToken(token);
+    } catch (err) {
+      pendingSignInError = 'The sign-in link was not accepted: ' + err.message;
+    }
     return true;
+  }
+
+  /** `/login#error=…`: a redirect sign-in (GitHub, single sign-on) that did not work, and why. */
+  let pendingSignInError = null;
+  function takeErrorFromFragment() {
+    if (!/^#error=/.test(location.hash)) return;
+    pendingSignInError = new URLSearchParams(location.hash.slice(1)).get('error') || 'The sign-in did not work.';
+    history.replaceState(null, '', '/login');
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -371,6 +395,8 @@
 
   async function loadMe() {
     if (me) return me;
+    const session = await api.get('/auth/session');
+    csrfToken = session.csrf_token;
     me = await api.get(paths.me());
     const who = document.getElementById('who');
     fill(
@@ -383,46 +409,98 @@
     return me;
   }
 
-  function signOut() {
-    clearToken();
+  async function signOut() {
+    try {
+      await api.post('/auth/sign-out');
+    } catch (err) {
+      // The session is gone either way for this page; the server ends it when it can be reached.
+    }
+    csrfToken = null;
     me = null;
     showSignIn();
   }
 
   function showSignIn(message) {
     if (currentView) currentView.dispose();
-    currentView = createView();
+    const view = (currentView = createView());
     me = null;
+    csrfToken = null;
     document.getElementById('who').replaceChildren();
     setCrumbs({ text: 'Sign in' });
+    const shown = message || pendingSignInError || '';
+    pendingSignInError = null;
+    const status = h('p', { className: 'form-error', attrs: { role: 'alert' } }, shown);
+    const providersBox = h('div', { className: 'signin-providers' });
     const input = h('input', { type: 'password', name: 'token', id: 'token', autocomplete: 'off', required: true, spellcheck: false });
-    const status = h('p', { className: 'form-error', attrs: { role: 'alert' } }, message || '');
-    const form = h(
+    const tokenForm = h(
       'form',
-      { className: 'panel signin', onsubmit: (e) => submit(e) },
-      h('h1', null, 'Sign in to Gyre'),
-      h('p', { className: 'muted' }, 'Paste your API token. When the server starts it prints a sign-in link that does this for you.'),
+      { className: 'signin-token', onsubmit: (e) => submitToken(e) },
+      h('p', { className: 'muted' }, 'Or paste an API token. When the server starts it prints a sign-in link that does this for you.'),
       h('label', { htmlFor: 'token' }, 'API token'),
       input,
-      h('button', { type: 'submit', className: 'primary' }, 'Sign in'),
-      status,
+      h('button', { type: 'submit', className: 'primary' }, 'Sign in with token'),
     );
-    async function submit(e) {
+    const panel = h('div', { className: 'panel signin' }, h('h1', null, 'Sign in to Gyre'), providersBox, tokenForm, status);
+    const returnTo = /^#\//.test(location.hash) ? location.hash : '';
+
+    async function finish() {
+      if (location.pathname !== '/') history.replaceState(null, '', '/' + (location.hash || '#/'));
+      route();
+    }
+    async function submitToken(e) {
       e.preventDefault();
       const token = input.value.trim();
       if (!token) return;
-      setToken(token);
       try {
-        await loadMe();
+        await signInWithToken(token);
       } catch (err) {
-        clearToken();
-        status.textContent = err instanceof SignInRequired ? 'That token was not accepted.' : err.message;
+        status.textContent = err.message;
         return;
       }
-      if (location.pathname !== '/') history.replaceState(null, '', '/' + location.hash);
-      route();
+      finish();
     }
-    fill(main(), form);
+    function passwordForm(p) {
+      const user = h('input', { type: 'text', name: 'username', id: 'username-' + p.name, autocomplete: 'username', required: true, spellcheck: false });
+      const pass = h('input', { type: 'password', name: 'password', id: 'password-' + p.name, autocomplete: 'current-password', required: true });
+      return h(
+        'form',
+        {
+          className: 'signin-password',
+          onsubmit: async (e) => {
+            e.preventDefault();
+            try {
+              const body = await api.post('/auth/' + encodeURIComponent(p.name), { username: user.value.trim(), password: pass.value });
+              csrfToken = body.csrf_token;
+            } catch (err) {
+              pass.value = '';
+              status.textContent = err.message;
+              return;
+            }
+            finish();
+          },
+        },
+        h('label', { htmlFor: 'username-' + p.name }, p.label + ': user name'),
+        user,
+        h('label', { htmlFor: 'password-' + p.name }, 'Password'),
+        pass,
+        h('button', { type: 'submit', className: 'primary' }, 'Sign in with ' + p.label),
+      );
+    }
+    api.get('/auth/providers').then(
+      (body) => {
+        if (!view.alive) return;
+        fill(
+          providersBox,
+          ...body.providers.map((p) =>
+            p.kind === 'redirect'
+              ? h('a', { className: 'button primary signin-' + p.name, href: p.start_url + (returnTo ? '?return_to=' + encodeURIComponent(returnTo) : '') }, 'Sign in with ' + p.label)
+              : passwordForm(p),
+          ),
+        );
+      },
+      () => undefined,
+    );
+    fill(main(), panel);
     input.focus();
   }
 
@@ -1567,13 +1645,12 @@
     }
   }
 
-  function start() {
-    takeTokenFromFragment();
-    if (location.pathname === '/login' && document.cookie.split('; ').some((c) => c.startsWith(TOKEN_COOKIE + '='))) {
-      history.replaceState(null, '', '/' + (location.hash || '#/'));
-    }
-    window.addEventListener('hashchange', () => {
-      if (takeTokenFromFragment()) me = null;
+  async function start() {
+    takeErrorFromFragment();
+    await takeTokenFromFragment();
+    if (location.pathname === '/login' && !pendingSignInError) history.replaceState(null, '', '/' + (location.hash || '#/'));
+    window.addEventListener('hashchange', async () => {
+      if (await takeTokenFromFragment()) me = null;
       route();
     });
     route();

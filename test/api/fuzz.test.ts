@@ -141,11 +141,11 @@ function headersArb(t: HostileTarget): fc.Arbitrary<[string, string][]> {
     fc.constant<[string, string]>(['Authorization', `Bearer ${t.other.token}`]),
     fc.constant<[string, string]>(['Authorization', `Bearer ${t.runnerToken}`]),
     fc.constant<[string, string]>(['Authorization', `Basic ${Buffer.from(`${t.token}:`).toString('base64')}`]),
-    fc.constant<[string, string]>(['Cookie', `gyre-token=${encodeURIComponent(t.token)}`]),
+    fc.constant<[string, string]>(['Cookie', `gyre_session=${encodeURIComponent(t.token)}`]),
     value.map<[string, string]>((v) => ['Circle-Token', v]),
     value.map<[string, string]>((v) => ['Authorization', `Bearer ${v}`]),
     value.map<[string, string]>((v) => ['Authorization', `Basic ${v}`]),
-    value.map<[string, string]>((v) => ['Cookie', `gyre-token=${v}; other=${v}`]),
+    value.map<[string, string]>((v) => ['Cookie', `gyre_session=${v}; other=${v}`]),
     fc.constant<[string, string]>(['Authorization', `Bearer gyre-task.${t.claimed.task.taskId}.00000000-0000-0000-0000-000000000000.99999999999.AAAA`]),
   );
   const other = fc.oneof(

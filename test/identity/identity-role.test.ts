@@ -3,18 +3,20 @@ import type { Core } from '../../runtime/roles/core';
 import { identityRole } from '../../runtime/roles/identity';
 
 /**
- * The identity role's loops: expired tokens swept at start (and hourly), and every role source
+ * The identity role's loops: expired tokens and ended sessions swept at start (and hourly), and every role source
  * (the seam GitHub's repository permissions will use) refreshed at start and on its own interval,
  * a failing one logged without stopping the others.
  */
 describe('the identity role', () => {
-  it('sweeps expired tokens at start and refreshes each role source on its interval', async () => {
+  it('sweeps expired tokens and ended sessions at start and refreshes each role source on its interval', async () => {
     const swept: number[] = [];
+    const sessionSweeps: number[] = [];
     const refreshed: string[] = [];
     const lines: string[] = [];
     const core = {
       log: createLogger({ level: 'info', write: (line) => lines.push(line) }),
       identity: { sweepExpiredTokens: async () => (swept.push(Date.now()), 2) },
+      signIn: { sweep: async () => (sessionSweeps.push(Date.now()), 3) },
       roleSources: [
         { name: 'github', intervalMs: 20, refresh: async () => void refreshed.push('github') },
         { name: 'broken', intervalMs: 20, refresh: async () => Promise.reject(new Error('directory unreachable')) },
@@ -23,9 +25,11 @@ describe('the identity role', () => {
     const running = await identityRole.start(core);
     try {
       expect(swept).toHaveLength(1);
+      expect(sessionSweeps).toHaveLength(1);
       await new Promise((r) => setTimeout(r, 120));
       expect(refreshed.length).toBeGreaterThanOrEqual(3);
       expect(lines.some((l) => /expired tokens deleted/.test(l) && /tokens=2/.test(l))).toBe(true);
+      expect(lines.some((l) => /ended sessions deleted/.test(l) && /sessions=3/.test(l))).toBe(true);
       expect(lines.some((l) => /role refresh failed/.test(l) && /source=broken/.test(l) && /directory unreachable/.test(l))).toBe(true);
     } finally {
       await running.stop();

@@ -153,11 +153,16 @@ describe.each(testStores())('web UI on %s', (store) => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
 
-    // The sign-in link keeps the token in the fragment; the UI keeps it in a cookie and drops it from the address.
+    // The sign-in link keeps the token in the fragment; the UI trades it for a session and drops it
+    // from the address. The session cookie is HttpOnly (no script on the page can read it) and is
+    // not the token.
     await page.goto(`${gyre.url}/login#token=${gyre.token}`);
     await page.waitForSelector('a.card[data-slug="gh/acme/ui-demo"]', WAIT);
     expect(page.url()).toBe(`${gyre.url}/#/`);
-    expect((await context.cookies()).find((c) => c.name === 'gyre-token')).toMatchObject({ value: gyre.token, sameSite: 'Strict', path: '/' });
+    const session = (await context.cookies()).find((c) => c.name === 'gyre_session');
+    expect(session).toMatchObject({ httpOnly: true, sameSite: 'Lax', path: '/' });
+    expect(session!.value).not.toContain(gyre.token);
+    expect(await page.evaluate('document.cookie')).not.toContain('gyre_session');
 
     await page.click('a.card[data-slug="gh/acme/ui-demo"]');
     await page.click(`.pipeline-row[data-number="${pipeline.number}"] a.pipeline-link`, WAIT);
@@ -385,21 +390,28 @@ describe.each(testStores())('web UI on %s', (store) => {
     await fresh.close();
   }, 60_000);
 
-  test('without a token the UI asks for one, and refuses a wrong one', async () => {
+  test('without a session the UI asks to sign in, refuses a wrong token, and signing out ends the session', async () => {
     const fresh = await browser.newContext();
     const page = await fresh.newPage();
     const problems = watchForProblems(page);
 
     await page.goto(`${gyre.url}/#/project/gh/acme/ui-demo`);
-    await page.waitForSelector('form.signin input#token', WAIT);
+    await page.waitForSelector('.signin input#token', WAIT);
     await page.fill('#token', 'not-the-token');
-    await page.click('form.signin button[type=submit]');
+    await page.click('form.signin-token button[type=submit]');
     await page.locator('.form-error', { hasText: 'not accepted' }).waitFor(WAIT);
 
     await page.fill('#token', gyre.token);
-    await page.click('form.signin button[type=submit]');
+    await page.click('form.signin-token button[type=submit]');
     // Signing in goes on to the page that was asked for.
     await page.locator(`.pipeline-row[data-number="${pipeline.number}"]`).waitFor(WAIT);
+
+    // Signing out ends the session on the server: its cookie, replayed by anyone, is refused.
+    const session = (await fresh.cookies()).find((c) => c.name === 'gyre_session')!;
+    expect((await fetch(`${gyre.url}/api/v2/me`, { headers: { Cookie: `gyre_session=${session.value}` } })).status).toBe(200);
+    await page.click('.who button.link');
+    await page.waitForSelector('.signin input#token', WAIT);
+    expect((await fetch(`${gyre.url}/api/v2/me`, { headers: { Cookie: `gyre_session=${session.value}` } })).status).toBe(401);
     expect(problems).toEqual([]);
     await fresh.close();
   }, 60_000);
