@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { chromium } from 'playwright-core';
 import { startTestGyre, type TestGyre } from '../support/gyre';
 import { BASE_DN, PEOPLE, slapdMissing, startSlapd } from '../support/slapd';
 
@@ -54,6 +56,27 @@ describeLdap('LDAP sign-in through Gyre', () => {
     const project = await g.api('GET', '/api/v2/project/gh/acme/web/members');
     expect(project.items.find((m: any) => m.login === 'bob')).toMatchObject({ role: 'write' });
   });
+
+  const browserPath = process.env.GYRE_TEST_CHROMIUM || '/usr/bin/chromium';
+  (existsSync(browserPath) ? it : it.skip)("in a browser, the sign-in page's directory form signs Alice in and lands on the page she asked for", async () => {
+    const browser = await chromium.launch({ executablePath: browserPath, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'] });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${g.url}/#/project/gh/acme/web`);
+      await page.locator('form.signin-password').waitFor({ timeout: 20_000 });
+      expect(await page.locator('form.signin-password button[type=submit]').textContent()).toBe('Sign in with Corporate directory');
+      await page.fill('form.signin-password input[name=username]', 'alice');
+      await page.fill('form.signin-password input[name=password]', 'not it');
+      await page.click('form.signin-password button[type=submit]');
+      await page.locator('.form-error', { hasText: 'not right' }).waitFor({ timeout: 20_000 });
+      await page.fill('form.signin-password input[name=password]', PEOPLE.alice.password);
+      await page.click('form.signin-password button[type=submit]');
+      await page.locator('.who .login', { hasText: 'alice' }).waitFor({ timeout: 20_000 });
+      expect(page.url()).toBe(`${g.url}/#/project/gh/acme/web`);
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
 
   it('a wrong password, an unknown user and filter injection in the user name sign nobody in, and are recorded', async () => {
     for (const [username, password] of [

@@ -1,4 +1,5 @@
 import { ConfigurationError } from '../../domain/errors';
+import { checkGitHubUrl, defaultGitHubApiUrl } from './github';
 import { parseRoleMap, type RoleRule } from './role-map';
 import type { SessionSettings } from './sign-in';
 
@@ -94,8 +95,8 @@ export function readSignInSettings(env: Env): SignInSettings {
 
   let github: GitHubSettings | undefined;
   if (together(env, ['GYRE_GITHUB_CLIENT_ID', 'GYRE_GITHUB_CLIENT_SECRET'])) {
-    const webUrl = url(env, 'GYRE_GITHUB_URL', 'https://github.com')!;
-    const apiUrl = url(env, 'GYRE_GITHUB_API_URL', webUrl === 'https://github.com' ? 'https://api.github.com' : `${webUrl}/api/v3`)!;
+    const webUrl = checkGitHubUrl('GYRE_GITHUB_URL', env.GYRE_GITHUB_URL || 'https://github.com');
+    const apiUrl = env.GYRE_GITHUB_API_URL ? checkGitHubUrl('GYRE_GITHUB_API_URL', env.GYRE_GITHUB_API_URL) : defaultGitHubApiUrl(webUrl);
     github = {
       clientId: env.GYRE_GITHUB_CLIENT_ID!,
       clientSecret: env.GYRE_GITHUB_CLIENT_SECRET!,
