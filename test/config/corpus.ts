@@ -9,6 +9,8 @@ import { loadYaml, Positions } from '../../runtime/config/yaml-loader';
 /** Shared data lives beside the repository: <repo>/../shared. */
 export const SHARED = path.resolve(__dirname, '../..', '../shared');
 export const CORPUS = path.join(SHARED, 'corpus');
+/** Whether the shared corpus is beside the repository; tests that read it skip, saying so, when it is not. */
+export const CORPUS_PRESENT = existsSync(CORPUS);
 export const CONFIGS = path.join(CORPUS, 'configs');
 export const FIXTURE_ORBS = path.resolve(__dirname, '../fixtures/orbs');
 

@@ -5,6 +5,7 @@ import { packOrbDirectory } from '../../runtime/config/orb-pack';
 import { compileConfig, createOrbDocumentCache } from '../../runtime/config/compiler';
 import { createMemoryOrbSource, pickVersion } from '../../runtime/config/orb-registry';
 import { DOCKER } from './helpers';
+import { makeOrbSourceTree } from '../support/orb-tree';
 
 describe('Orbs', () => {
   const orbs = createMemoryOrbSource();
@@ -96,14 +97,7 @@ workflows: {w: {jobs: [a]}}
   });
 
   it('packs an orb source tree, inlining <<include()>> files', () => {
-    // An orb laid out as `circleci orb pack` expects (src/@orb.yml, a directory per section, scripts
-    // included by path), made here so the test needs nothing outside the repository.
-    const tree = mkdtempSync(path.join(tmpdir(), 'orb-tree-'));
-    for (const dir of ['src/commands', 'src/scripts', 'src/examples']) mkdirSync(path.join(tree, dir), { recursive: true });
-    writeFileSync(path.join(tree, 'src', '@orb.yml'), 'version: 2.1\ndescription: Sends a message\n');
-    writeFileSync(path.join(tree, 'src', 'commands', 'notify.yml'), 'description: Notify\nparameters:\n  text: {type: string, default: hi}\nsteps:\n  - run:\n      name: Notify\n      environment: {TEXT: << parameters.text >>}\n      command: <<include(scripts/notify.sh)>>\n');
-    writeFileSync(path.join(tree, 'src', 'scripts', 'notify.sh'), '#!/bin/sh\necho "notifying: $TEXT"\n');
-    writeFileSync(path.join(tree, 'src', 'examples', 'simple.yml'), 'description: Simple\nusage:\n  version: 2.1\n');
+    const tree = makeOrbSourceTree();
     const packed = packOrbDirectory(tree);
     expect(packed).toMatch(/^version: 2.1/m);
     expect(packed).toMatch(/^commands:\n {2}notify:/m);

@@ -15,9 +15,9 @@ import { compileConfig } from '../../runtime/config/compiler';
 import { createOrbRegistry } from '../../runtime/config/orb-registry';
 import { openStore } from '../../runtime/store/open-store';
 import { createLogger } from '../../runtime/logger';
+import { makeOrbSourceTree } from '../support/orb-tree';
 
 const ORB = (tag: string) => `version: 2.1\nexecutors:\n  default: {docker: [{image: "cimg/base:${tag}"}]}\n`;
-const CORPUS = path.resolve(__dirname, '../..', '../shared/corpus');
 
 async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: string }> {
   try {
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     return { lines, io: { stdout: (s: string) => lines.push(s), stderr: (s: string) => lines.push(s) } };
   };
   const tree = io();
-  out['cli import tree'] = { code: await runOrbCommand(['import', path.join(CORPUS, 'orbs/slack'), '--name', 'circleci/slack@4.13.3'], tree.io, client), text: tree.lines.join('') };
+  out['cli import tree'] = { code: await runOrbCommand(['import', makeOrbSourceTree(), '--name', 'circleci/slack@4.13.3'], tree.io, client), text: tree.lines.join('') };
   const dir = mkdtempSync(path.join(tmpdir(), 'orb-file-'));
   writeFileSync(path.join(dir, 'orb.yml'), ORB('file'));
   out['cli import file'] = await runOrbCommand(['import', path.join(dir, 'orb.yml'), '--name', 'acme/file@0.0.1'], io().io, client);

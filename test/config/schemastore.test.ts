@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { compileConfig } from '../../runtime/config/compiler';
 import { loadYaml, Positions } from '../../runtime/config/yaml-loader';
@@ -7,9 +7,12 @@ import { CORPUS, corpusOrbSource } from './corpus';
 
 const POSITIVE = path.join(CORPUS, 'schemastore/positive');
 const NEGATIVE = path.join(CORPUS, 'schemastore/negative');
-const positives = readdirSync(POSITIVE).sort();
-const negatives = readdirSync(NEGATIVE).sort();
-const orbs = corpusOrbSource(positives.map((f) => path.join(POSITIVE, f)));
+const present = existsSync(POSITIVE) && existsSync(NEGATIVE);
+if (!present) console.warn(`skipping the SchemaStore fixtures: ${path.join(CORPUS, 'schemastore')} is absent`);
+const positives = present ? readdirSync(POSITIVE).sort() : ['(absent)'];
+const negatives = present ? readdirSync(NEGATIVE).sort() : ['(absent)'];
+const orbs = present ? corpusOrbSource(positives.map((f) => path.join(POSITIVE, f))) : undefined;
+const describeFixtures = present ? describe : describe.skip;
 
 /**
  * SchemaStore's fixtures test a JSON schema, so some reference jobs and pipeline parameters they never
@@ -40,7 +43,7 @@ function completeSchemaFixture(text: string): string {
   return emitYaml({ ...doc, ...(Object.keys(jobs).length ? { jobs } : {}), ...(Object.keys(params).length ? { parameters: params } : {}) });
 }
 
-describe('SchemaStore positive fixtures', () => {
+describeFixtures('SchemaStore positive fixtures', () => {
   it.each(positives.filter((f) => f !== 'chromeless.json'))('%s compiles', async (file) => {
     const r = await compileConfig(completeSchemaFixture(readFileSync(path.join(POSITIVE, file), 'utf8')), { trigger: { branch: 'main' }, orbs });
     expect(r.ok ? [] : r.problems).toEqual([]);
@@ -54,7 +57,7 @@ describe('SchemaStore positive fixtures', () => {
   });
 });
 
-describe('SchemaStore negative fixtures', () => {
+describeFixtures('SchemaStore negative fixtures', () => {
   const expected: Record<string, RegExp> = {
     'conflicting-resource-class.yml': /resource_class is given both inside machine and beside it/,
     'invalid-job-name-format.yml': /job name 'this_name_is valid until \. or , then bye_bye' must start with a letter/,
