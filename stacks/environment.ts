@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
+import { readSignInSettings } from '../runtime/identity/sign-in/settings';
 import { ROLE_NAMES } from '../runtime/roles/names';
 
 /**
@@ -36,6 +37,12 @@ export interface EnvironmentDefinition {
   readonly access: AccessDefinition;
   /** Replicas per runtime role; roles not listed use the role's default. */
   readonly replicas: Record<string, number>;
+  /**
+   * Sign-in settings (GYRE_SESSION_*, GYRE_SIGN_IN_*, GYRE_GITHUB_*, GYRE_OIDC_*, GYRE_LDAP_*) for
+   * the control plane, checked at synth as the runtime checks them. A value `{ fromEnv: NAME }` is
+   * read from the operator's environment at synth, so client secrets need not be in the file.
+   */
+  readonly signIn: Record<string, string>;
   /** Where Terraform keeps this environment's state (it holds every secret of the install). */
   readonly state: StateDefinition;
 }
@@ -142,8 +149,10 @@ const NAME = /^[a-z][a-z0-9-]{1,20}$/;
 const HOST = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const KNOWN_TOP_LEVEL = [
   'name', 'cloud', 'region', 'zones', 'project', 'domain', 'tls', 'network', 'kubernetes', 'nomad',
-  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state',
+  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn',
 ];
+/** The settings `signIn` may hold: sign-in's own, nothing that would change another part of Gyre. */
+const SIGN_IN_SETTING = /^GYRE_(SESSION|SIGN_IN|GITHUB|OIDC|LDAP)_[A-Z0-9_]+$/;
 
 /** Reads and validates every `*.yaml` file in a directory, sorted by name. */
 export function loadEnvironments(dir: string): EnvironmentDefinition[] {
@@ -290,11 +299,38 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
   }
 
   const state = stateDefinition(r, root.state, cloud, region);
+  const signIn = signInDefinition(r, root.signIn, domain);
 
   return {
     name, file, cloud, region, zones, project, domain, tls, network, kubernetes, nomad, objectStore,
-    database, registry, imageTag, helmRepository, access, replicas, state,
+    database, registry, imageTag, helmRepository, access, replicas, state, signIn,
   };
+}
+
+function signInDefinition(r: Reader, raw: unknown, domain: string): Record<string, string> {
+  const o = r.object(raw ?? {}, 'signIn');
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(o)) {
+    if (!SIGN_IN_SETTING.test(key)) r.fail(`signIn.${key}`, 'is not a sign-in setting (GYRE_SESSION_*, GYRE_SIGN_IN_*, GYRE_GITHUB_*, GYRE_OIDC_*, GYRE_LDAP_*; README: Sign-in)');
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
+      out[key] = String(value);
+    } else if (value && typeof value === 'object' && Object.keys(value).join() === 'fromEnv' && typeof (value as { fromEnv: unknown }).fromEnv === 'string') {
+      const name = (value as { fromEnv: string }).fromEnv;
+      const found = process.env[name];
+      if (!found) r.fail(`signIn.${key}`, `reads the environment variable ${name}, which is not set where cdktf runs`);
+      out[key] = found;
+    } else {
+      r.fail(`signIn.${key}`, 'must be a string, or { fromEnv: NAME } to read it from the environment at synth');
+    }
+  }
+  // Checked now, as the runtime will check it at start: a bad setting fails the synth, not the pods.
+  try {
+    readSignInSettings({ ...out, GYRE_PUBLIC_URL: `https://${domain}` });
+  } catch (error) {
+    const setting = (error as { setting?: string }).setting;
+    r.fail(setting ? `signIn.${setting}` : 'signIn', (error as Error).message.replace(/^[A-Z0-9_]+: /, ''));
+  }
+  return out;
 }
 
 function stateDefinition(r: Reader, raw: unknown, cloud: 'aws' | 'gcp', region: string): StateDefinition {

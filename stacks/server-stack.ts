@@ -112,6 +112,7 @@ export class ServerStack extends TerraformStack {
       },
       loadBalancerSourceRanges: [...env.access.uiCidrs, ...infra.internalCidrs],
       replicas: env.replicas,
+      signIn: env.signIn,
     });
 
     const nomad = new NomadServers(this, 'NomadServers', {

@@ -66,6 +66,8 @@ export interface ControlPlaneProps {
   readonly replicas?: Record<string, number>;
   /** Admin token for the runtime. @default - a random 48-character token */
   readonly adminToken?: string;
+  /** Sign-in settings (GYRE_OIDC_*, GYRE_LDAP_*, GYRE_GITHUB_*…), kept in the runtime Secret with the other credentials. */
+  readonly signIn?: Record<string, string>;
 }
 
 /**
@@ -113,7 +115,7 @@ export class ControlPlane extends Construct {
     this.adminToken = props.adminToken ?? new Password(this, 'AdminToken', { length: 48, special: false }).result;
     new SecretV1(this, 'RuntimeSecret', {
       metadata: { name: this.runtimeSecretName, namespace: this.namespace },
-      data: { DATABASE_URL: props.databaseUrl, GYRE_ADMIN_TOKEN: this.adminToken },
+      data: { ...(props.signIn ?? {}), DATABASE_URL: props.databaseUrl, GYRE_ADMIN_TOKEN: this.adminToken },
     });
     new SecretV1(this, 'NomadClientTls', {
       metadata: { name: this.nomadClientTlsSecretName, namespace: this.namespace },

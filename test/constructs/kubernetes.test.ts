@@ -66,6 +66,14 @@ describe('ControlPlane', () => {
     expect(container.security_context).toMatchObject({ run_as_non_root: true, read_only_root_filesystem: true, allow_privilege_escalation: false });
   });
 
+  test('sign-in settings go into the runtime Secret every role reads, and cannot replace the database URL or admin token', () => {
+    const out = synth({ signIn: { GYRE_OIDC_ISSUER: 'https://example.okta.com', GYRE_OIDC_CLIENT_SECRET: 'okta-secret', DATABASE_URL: 'postgres://evil' } });
+    const secret = resources(out, 'kubernetes_secret_v1').find((r) => r.metadata.name === 'gyre-runtime');
+    expect(secret.data).toMatchObject({ GYRE_OIDC_ISSUER: 'https://example.okta.com', GYRE_OIDC_CLIENT_SECRET: 'okta-secret', DATABASE_URL: 'postgres://u:p@db:5432/gyre' });
+    // No Deployment carries the secret in its spec: they read it from the Secret.
+    expect(JSON.stringify(resources(out, DeploymentV1.tfResourceType))).not.toContain('okta-secret');
+  });
+
   test('the runtime is configured through the documented variables and scraped by Prometheus', () => {
     const d = deployment(synth(), 'gyre-api');
     const env = Object.fromEntries(d.spec.template.spec.container[0].env.map((e: any) => [e.name, e.value]));

@@ -47,8 +47,23 @@ describe('environment definitions', () => {
     ['nomad.registryCredentials.source', (d: any) => { d.nomad.registryCredentials = { source: 'cloud' }; }, /nomad.registryCredentials.source \(cloud\) needs registry to be an ECR registry/],
     ['project', (d: any) => { d.cloud = 'gcp'; }, /project is required when cloud is gcp/],
     ['unknown field', (d: any) => { d.nodes = 3; }, /nodes is not a known field; allowed: name, cloud/],
+    ['signIn setting', (d: any) => { d.signIn = { DATABASE_URL: 'postgres://elsewhere' }; }, /signIn.DATABASE_URL is not a sign-in setting/],
+    ['signIn value', (d: any) => { d.signIn = { GYRE_OIDC_ISSUER: 'http://idp.example.com', GYRE_OIDC_CLIENT_ID: 'gyre', GYRE_OIDC_CLIENT_SECRET: 's' }; }, /signIn.GYRE_OIDC_ISSUER 'http:\/\/idp.example.com' must be an https:\/\/ URL/],
+    ['signIn pair', (d: any) => { d.signIn = { GYRE_LDAP_URL: 'ldaps://ldap.example.com' }; }, /signIn.GYRE_LDAP_USER_BASE is required with GYRE_LDAP_URL/],
+    ['signIn fromEnv', (d: any) => { d.signIn = { GYRE_GITHUB_CLIENT_ID: 'id', GYRE_GITHUB_CLIENT_SECRET: { fromEnv: 'GYRE_TEST_UNSET_SECRET' } }; }, /signIn.GYRE_GITHUB_CLIENT_SECRET reads the environment variable GYRE_TEST_UNSET_SECRET, which is not set/],
   ])('a bad %s is refused with the file, field and what is allowed', (_field, patch, message) => {
     expect(parse(patch)).toThrow(message);
+  });
+
+  test('sign-in settings are checked at synth, and a secret can come from the environment instead of the file', () => {
+    process.env.GYRE_TEST_OKTA_SECRET = 'from-the-environment';
+    try {
+      const env = parseEnvironment({ ...valid(), signIn: { GYRE_OIDC_ISSUER: 'https://example.okta.com', GYRE_OIDC_CLIENT_ID: 'gyre', GYRE_OIDC_CLIENT_SECRET: { fromEnv: 'GYRE_TEST_OKTA_SECRET' }, GYRE_OIDC_ROLES: 'ci-admins=instance:admin' } }, 'environments/prod.yaml', 'prod');
+      expect(env.signIn).toEqual({ GYRE_OIDC_ISSUER: 'https://example.okta.com', GYRE_OIDC_CLIENT_ID: 'gyre', GYRE_OIDC_CLIENT_SECRET: 'from-the-environment', GYRE_OIDC_ROLES: 'ci-admins=instance:admin' });
+      expect(parseEnvironment(valid(), 'environments/prod.yaml', 'prod').signIn).toEqual({});
+    } finally {
+      delete process.env.GYRE_TEST_OKTA_SECRET;
+    }
   });
 
   test('relative paths are resolved from the environment file\'s directory, whatever the working directory', () => {

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { exchangeWebFlowCode, getWebFlowAuthorizationUrl } from '@octokit/oauth-methods';
 import { request } from '@octokit/request';
 import { ConfigurationError } from '../../domain/errors';
+import { checkGitHubUrl, defaultGitHubApiUrl } from './github-urls';
 import { SignInError, type ExternalIdentity, type RedirectProvider, type SignInTransaction } from './provider';
 
 /**
@@ -52,28 +53,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const CODE = /^[A-Za-z0-9._-]{1,512}$/;
 const ERROR_CODE = /^[a-z_]{1,64}$/;
 
-/** A GitHub address checked as a setting: http(s), no credentials, query or fragment; http only on loopback. */
-export function checkGitHubUrl(setting: string, value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new ConfigurationError(setting, `'${value.slice(0, 200)}' is not a URL (e.g. https://github.com or https://ghe.example.com)`);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigurationError(setting, `'${url.protocol}' is not allowed: use an https:// address`);
-  if (url.protocol === 'http:' && !isLoopback(url.hostname)) throw new ConfigurationError(setting, `http:// is allowed only for a loopback address (localhost, 127.0.0.1, [::1]); use https:// for ${url.hostname}`);
-  if (url.username || url.password) throw new ConfigurationError(setting, 'must not carry a user name or password');
-  if (url.search || url.hash) throw new ConfigurationError(setting, 'must not have a query or fragment');
-  return url.toString().replace(/\/+$/, '');
-}
 
-/** The REST API address that goes with a GitHub web address. */
-export function defaultGitHubApiUrl(webUrl: string): string {
-  const url = new URL(webUrl);
-  if (url.hostname === 'github.com') return 'https://api.github.com';
-  if (url.hostname.endsWith('.ghe.com')) return `${url.protocol}//api.${url.host}`;
-  return `${webUrl.replace(/\/+$/, '')}/api/v3`;
-}
 
 /**
  * A GitHub OAuth sign-in provider. Settings are checked here: a bad one throws `ConfigurationError`
@@ -190,9 +170,6 @@ function sameSecret(given: string | null, kept: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function isLoopback(hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
-}
 
 /**
  * A SignInError with a message safe to show; its `cause` says what GitHub answered (an OAuth error
@@ -213,3 +190,5 @@ export function describeGitHubError(error: unknown, timeoutMs?: number): string 
   if (e?.response && typeof e.status === 'number') return `GitHub answered HTTP ${e.status}${data && typeof data.message === 'string' ? `: ${data.message.slice(0, 200)}` : ''}`;
   return `GitHub could not be reached: ${String(e?.message ?? error).slice(0, 200)}`;
 }
+
+export { checkGitHubUrl, defaultGitHubApiUrl };

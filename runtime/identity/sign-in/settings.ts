@@ -1,5 +1,5 @@
 import { ConfigurationError } from '../../domain/errors';
-import { checkGitHubUrl, defaultGitHubApiUrl } from './github';
+import { checkGitHubUrl, defaultGitHubApiUrl } from './github-urls';
 import { parseRoleMap, type RoleRule } from './role-map';
 import type { SessionSettings } from './sign-in';
 
