@@ -4,16 +4,45 @@ import type { Executor } from '../runtime/agent/executor';
 import { createShellExecutor } from '../runtime/agent/shell-executor';
 import type { TaskContext } from '../runtime/dispatcher/dispatcher';
 import { createLogger } from '../runtime/logger';
-import { createValueMasker } from '../runtime/output/masking';
 
 /**
  * The log ingestion benchmark's step: an agent runs a task whose one step prints varied log lines
- * as fast as the agent takes them, with the masking hook on. Used in the server's process (the
- * built-in runner's case) and in an agent process of its own (bench/remote-agent.ts).
+ * as fast as the agent takes them, with or without secrets to mask. Used in the server's process
+ * (the built-in runner's case) and in an agent process of its own (bench/remote-agent.ts).
  */
 
-/** Secrets the masking hook looks for in every chunk (none occur in the output: the cost is the search). */
-export const SECRETS = ['s3cr3t-token-value-0001', 'AKIAEXAMPLEKEY123456', 'hunter2-but-longer', 'ghp_abcdefghijklmnop0123', 'xoxb-1234-5678-abcdef'];
+/** Masking on: the task carries 100 secrets, which the agent masks as it does a real task's. */
+export type Masking = 'off' | 'on';
+
+/**
+ * 100 secrets shaped as real ones are (GitHub and Slack tokens, AWS key pairs, passwords with
+ * punctuation, UUIDs, a few long ones: a private key, a service-account JSON), the same every
+ * run. None occurs in the output: the cost measured is the search, in all the encoded forms.
+ */
+export const SECRETS: Readonly<Record<string, string>> = (() => {
+  let seed = 0x2545f491;
+  const random = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+  const pick = (alphabet: string, n: number) => Array.from({ length: n }, () => alphabet[Math.floor(random() * alphabet.length)]).join('');
+  const alnum = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  const hex = '0123456789abcdef';
+  const shapes = [
+    () => `ghp_${pick(alnum, 36)}`,
+    () => `xoxb-${pick('0123456789', 12)}-${pick('0123456789', 13)}-${pick(alnum, 24)}`,
+    () => `AKIA${pick('ABCDEFGHIJKLMNOPQRSTUVWXYZ234567', 16)}`,
+    () => pick(`${alnum}/+`, 40),
+    () => pick(`${alnum}!#%&*-_.:;?@^~ `, 20),
+    () => `${pick(hex, 8)}-${pick(hex, 4)}-${pick(hex, 4)}-${pick(hex, 4)}-${pick(hex, 12)}`,
+    () => pick(hex, 64),
+    () => `postgres://app:${pick(alnum, 24)}@db.internal:5432/app`,
+  ];
+  const env: Record<string, string> = {};
+  for (let i = 0; i < 97; i++) env[`SECRET_${i}`] = shapes[i % shapes.length]();
+  const lines = (n: number) => Array.from({ length: n }, () => pick(`${alnum}/+`, 64)).join('\n');
+  env.DEPLOY_KEY = `-----BEGIN OPENSSH PRIVATE KEY-----\n${lines(25)}\n-----END OPENSSH PRIVATE KEY-----\n`;
+  env.GCLOUD_SERVICE_KEY = JSON.stringify({ type: 'service_account', project_id: 'acme-prod', private_key_id: pick(hex, 40), private_key: `-----BEGIN PRIVATE KEY-----\n${lines(26)}\n-----END PRIVATE KEY-----\n`, client_email: 'ci@acme-prod.iam.gserviceaccount.com' }, null, 2);
+  env.NPM_TOKEN = `npm_${pick(alnum, 36)}`;
+  return env;
+})();
 
 /** Reads of a pipe: what an executor hands the agent at a time. */
 const BLOCK = 64 * 1024;
@@ -75,13 +104,18 @@ function printingExecutor(inner: Executor, bytes: number, blocks: { data: Buffer
 /** Made on first use: a process that only serves the benchmark's agent never builds them. */
 let blocks: { data: Buffer; lines: number }[] | undefined;
 
-/** Runs `task` with `reporter`, its step printing `bytes` of log lines; how long it took and the lines printed. */
-export async function timedLoudStep(task: TaskContext, reporter: TaskReporter, bytes: number, workDir: string): Promise<{ seconds: number; lines: number }> {
+/**
+ * Runs `task` with `reporter`, its step printing `bytes` of log lines; how long it took and the
+ * lines printed. With masking on, the task carries SECRETS and the agent builds its masker from
+ * them, as for a real task (the time includes building it).
+ */
+export async function timedLoudStep(task: TaskContext, reporter: TaskReporter, bytes: number, workDir: string, masking: Masking): Promise<{ seconds: number; lines: number }> {
   const log = createLogger({ level: 'error' });
   const printed = { lines: 0 };
   const executor = printingExecutor(await createShellExecutor({ taskDir: join(workDir, 'bench-task') }), bytes, (blocks ??= logBlocks()), printed);
   const t0 = performance.now();
-  const result = await runTask({ task, reporter, executor, log, heartbeatMs: 20_000, masker: createValueMasker(SECRETS) });
+  const secretTask: TaskContext = masking === 'on' ? { ...task, secrets: { env: SECRETS } } : task;
+  const result = await runTask({ task: secretTask, reporter, executor, log, heartbeatMs: 20_000 });
   const seconds = (performance.now() - t0) / 1000;
   if (!('outcome' in result) || result.outcome !== 'success') throw new Error(`bench task did not succeed: ${JSON.stringify(result)}`);
   return { seconds, lines: printed.lines };

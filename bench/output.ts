@@ -9,7 +9,7 @@ import { localReporter } from '../runtime/scheduler/builtin-driver';
 import { readSettings } from '../runtime/settings';
 import { startTestGyre, type TestGyre } from '../test/support/gyre';
 import { configOnClass, runnerClass } from '../test/support/runner-tasks';
-import { SECRETS, timedLoudStep } from './log-printer';
+import { SECRETS, timedLoudStep, type Masking } from './log-printer';
 import { median, ms, percentile } from './stats';
 
 const ROOT = join(__dirname, '..');
@@ -34,8 +34,13 @@ const REMOTE_STEP = configOnClass(REMOTE_CLASS);
  */
 type AgentPath = 'in-process' | 'http';
 
-/** Steps of `bytes` each, run by an agent in the server's process; seconds and lines of each. */
-async function inProcessSteps(g: TestGyre, bytes: number, runs: number): Promise<{ seconds: number; lines: number }[]> {
+type Timed = { masking: Masking; seconds: number; lines: number };
+
+/**
+ * Steps of `bytes` each, run by an agent in the server's process, masking off and on in turn (so
+ * drift in the machine's speed falls on both alike); seconds and lines of each.
+ */
+async function inProcessSteps(g: TestGyre, bytes: number, runs: number): Promise<Timed[]> {
   const log = createLogger({ level: 'error' });
   const settings = readSettings({ GYRE_DATA_DIR: g.dataDir });
   const logs = createLogStore({ store: g.gyre.store, blobs: openBlobStore(settings.blobs, g.dataDir), log, limitBytes: 4 * 1024 ** 3 });
@@ -46,14 +51,15 @@ async function inProcessSteps(g: TestGyre, bytes: number, runs: number): Promise
     await g.trigger('gh/bench/loud');
     let claimed;
     while (!(claimed = await dispatcher.claim('bench', ['*']))) await new Promise((r) => setTimeout(r, 10));
-    results.push(await timedLoudStep(claimed.task, localReporter(dispatcher, claimed), bytes, g.dataDir));
+    const masking: Masking = run % 2 === 0 ? 'off' : 'on';
+    results.push({ masking, ...(await timedLoudStep(claimed.task, localReporter(dispatcher, claimed), bytes, g.dataDir, masking)) });
   }
   await logs.close();
   return results;
 }
 
 /** The same steps, run by bench/remote-agent.ts in a process of its own, over HTTP with a runner token. */
-async function remoteSteps(g: TestGyre, bytes: number, runs: number): Promise<{ seconds: number; lines: number }[]> {
+async function remoteSteps(g: TestGyre, bytes: number, runs: number): Promise<Timed[]> {
   const token = await runnerClass(g, REMOTE_CLASS);
   await g.addProject('gh/bench/remote', { '.circleci/config.yml': REMOTE_STEP });
   for (let run = 0; run < runs; run++) await g.trigger('gh/bench/remote');
@@ -67,16 +73,28 @@ async function remoteSteps(g: TestGyre, bytes: number, runs: number): Promise<{ 
   return out
     .trim()
     .split('\n')
-    .map((line) => JSON.parse(line) as { seconds: number; lines: number });
+    .map((line) => JSON.parse(line) as Timed);
 }
 
+/**
+ * Log ingestion with masking off and with the task's 100 secrets masked (`runs` steps of each,
+ * alternating): both medians, and the ratio of the median times (masked / off; 1.10 is 10% slower).
+ */
 async function ingestion(g: TestGyre, kind: string, path: AgentPath, bytes: number, runs: number): Promise<void> {
-  const steps = path === 'in-process' ? await inProcessSteps(g, bytes, runs) : await remoteSteps(g, bytes, runs);
-  const rates = steps.map((s) => bytes / 1e6 / s.seconds);
-  const lineRates = steps.map((s) => s.lines / s.seconds);
+  const steps = path === 'in-process' ? await inProcessSteps(g, bytes, 2 * runs) : await remoteSteps(g, bytes, 2 * runs);
+  const figures = (masking: Masking) => {
+    const of = steps.filter((s) => s.masking === masking);
+    const rates = of.map((s) => bytes / 1e6 / s.seconds);
+    return {
+      seconds: median(of.map((s) => s.seconds)),
+      text: `median ${median(rates).toFixed(1)} MB/s, ${Math.round(median(of.map((s) => s.lines / s.seconds))).toLocaleString('en')} lines/s (${rates.map((r) => r.toFixed(1)).join(', ')})`,
+    };
+  };
+  const off = figures('off');
+  const on = figures('on');
   console.log(
-    `log ingestion agent → output → stored (${kind}, agent ${path === 'http' ? 'in its own process, over HTTP' : 'in the server process'}, ${bytes / 1e6} MB per step, masking ${SECRETS.length} values): ` +
-      `median ${median(rates).toFixed(1)} MB/s, ${Math.round(median(lineRates)).toLocaleString('en')} lines/s (${runs} runs: ${rates.map((r) => r.toFixed(1)).join(', ')})`,
+    `log ingestion agent → output → stored (${kind}, agent ${path === 'http' ? 'in its own process, over HTTP' : 'in the server process'}, ${bytes / 1e6} MB per step, ${runs} runs each):\n` +
+      `  masking off: ${off.text}\n  masking ${Object.keys(SECRETS).length} secrets: ${on.text}\n  masked / off time: ${(on.seconds / off.seconds).toFixed(3)}`,
   );
 }
 

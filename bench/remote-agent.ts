@@ -1,13 +1,14 @@
 /**
  * A remote agent for the log ingestion benchmark, in a process of its own as `gyre runner` and
  * `gyre agent` are: claims `runs` tasks with a runner token, one at a time, runs each with the
- * printing step (bench/log-printer.ts), and prints one JSON line per task: `{"seconds", "lines"}`.
+ * printing step (bench/log-printer.ts), masking off and on in turn (off first), and prints one
+ * JSON line per task: `{"masking", "seconds", "lines"}`.
  *
  * Usage: node bin/run-ts.js bench/remote-agent.ts <url> <runner-token> <bytes> <runs> <work-dir>
  */
 import { createAgentClient } from '../runtime/agent/http-reporter';
 import { claimTasks } from '../test/support/runner-tasks';
-import { timedLoudStep } from './log-printer';
+import { timedLoudStep, type Masking } from './log-printer';
 
 async function main(): Promise<void> {
   const [url, runnerToken, bytes, runs, workDir] = process.argv.slice(2);
@@ -15,7 +16,8 @@ async function main(): Promise<void> {
   for (let run = 0; run < Number(runs); run++) {
     const [{ token, task }] = await claimTasks(url, runnerToken, 1, 'bench-remote-agent');
     const reporter = createAgentClient({ url, token, taskId: task.taskId }).reporter();
-    console.log(JSON.stringify(await timedLoudStep(task, reporter, Number(bytes), workDir)));
+    const masking: Masking = run % 2 === 0 ? 'off' : 'on';
+    console.log(JSON.stringify({ masking, ...(await timedLoudStep(task, reporter, Number(bytes), workDir, masking)) }));
   }
 }
 

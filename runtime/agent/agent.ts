@@ -7,7 +7,7 @@ import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/di
 import type { Logger } from '../logger';
 import { LEASE_LOST, type Executor } from './executor';
 import { compressChunk, type CompressedChunk } from '../output/log-chunk';
-import { noMasking, type OutputMasker } from '../output/masking';
+import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
 import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler';
 
@@ -23,6 +23,11 @@ export interface TaskReporter {
   output(step: number, seq: number, chunk: CompressedChunk): Promise<void>;
   stepFinished(step: { index: number; status: StepStatus; exitCode?: number | null }): Promise<void>;
   complete(outcome: TaskOutcome): Promise<void>;
+  /**
+   * The task's secrets, opened for this lease (runtime/secrets/task-secrets.ts): its variables, or
+   * why it may not have them. Optional: without it the task runs with none.
+   */
+  secrets?(): Promise<{ readonly env: Readonly<Record<string, string>> } | { readonly refused: string }>;
   /**
    * Resolves as soon as someone asks this task to stop, rather than at the next heartbeat.
    * Optional: without it a cancel arrives with a heartbeat. Rejects once `signal` aborts.
@@ -64,7 +69,10 @@ export interface AgentOptions {
   readonly webUrl?: string;
   /** How each step type runs. @default createStepHandlers() */
   readonly handlers?: StepHandlers;
-  /** Every chunk of output passes through this before it is sent. @default no masking */
+  /**
+   * Every chunk of output, each step's name and each error message passes through this before it
+   * is sent. @default a masker of the task's secrets (`secretValuesOf`), or none when it has none
+   */
   readonly masker?: OutputMasker;
 }
 
@@ -74,6 +82,8 @@ export interface AgentOptions {
  */
 const MAX_CHUNK = 2 * 1024 * 1024;
 const FLUSH_MS = 50;
+/** How often a step's masker is asked for what it held back while the step prints nothing. */
+const QUIET_FLUSH_MS = 200;
 /**
  * Output a step may have written and the agent not yet sent: past it, the command waits (its
  * output is not read) until the sends bring it down to half. It bounds an agent's memory when a
@@ -101,8 +111,26 @@ export { LEASE_LOST } from './executor';
  * lease was lost, in which case someone else owns the task now and nothing more may be written.
  */
 export async function runTask(options: AgentOptions): Promise<AgentResult> {
-  const { task, reporter, log } = options;
+  const { reporter, log } = options;
+  // The task's secrets are asked for under the lease, by the agent that holds it (never sent with
+  // the task): a refusal (a context the job may no longer use) fails the job with the reason.
+  let secretsRefused: string | undefined;
+  let task = options.task;
+  if (!task.secrets && reporter.secrets) {
+    let answer: Awaited<ReturnType<NonNullable<TaskReporter['secrets']>>>;
+    try {
+      answer = await reporter.secrets();
+    } catch (error) {
+      if (error instanceof StaleLeaseError) return { lostLease: true };
+      throw error;
+    }
+    if ('refused' in answer) secretsRefused = answer.refused;
+    else task = { ...task, secrets: { env: answer.env } };
+  }
   const handlers = options.handlers ?? createStepHandlers();
+  const masker = options.masker ?? createSecretMasker(secretValuesOf(task));
+  /** A name or message as it may be sent or logged: the task's secrets masked. */
+  const hide = (text: string) => maskText(masker, text);
   const abort = new AbortController();
   let lostLease = false;
   let canceled = false;
@@ -180,15 +208,18 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
   let executor: Executor | undefined;
   try {
     try {
+      if (secretsRefused) throw new Error(`Unauthorized: ${secretsRefused}`);
       executor = typeof options.executor === 'function' ? await options.executor() : options.executor;
     } catch (error) {
       return await environmentFailed(error as Error);
     }
     const shellDefault = (await executor.hasBash()) ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
-    const env = circleEnvironment(task, executor.home, options.webUrl);
+    // The task's secrets first: the built-in variables, then the config's `environment:` (merged
+    // in by the run step), win over them, as in CircleCI.
+    const env = { ...secretEnvironment(task, log), ...circleEnvironment(task, executor.home, options.webUrl) };
     let failed = false;
     let timedOut = false;
-    const stepCtx = { ...options, executor, env, shellDefault, signal: abort.signal, notice: executor.notice };
+    const stepCtx = { ...options, task, executor, env, shellDefault, signal: abort.signal, notice: executor.notice };
     for (const [index, step] of task.spec.steps.entries()) {
       if (lostLease || abandoned) break;
       const when = 'when' in step ? step.when : 'on_success';
@@ -216,18 +247,18 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     clearInterval(deadline);
     watching.abort();
     options.signal?.removeEventListener('abort', onOuterAbort);
-    await executor?.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: (error as Error).message }));
+    await executor?.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: hide((error as Error).message) }));
   }
 
   /** No place to run the steps: the first step fails with the reason, and so does the job. */
   async function environmentFailed(error: Error): Promise<AgentResult> {
-    log.warn('the job environment could not be made', { taskId: task.taskId, error: error.message });
+    log.warn('the job environment could not be made', { taskId: task.taskId, error: hide(error.message) });
     const first = task.spec.steps[0];
     try {
       if (first) {
-        await fenced(() => reporter.stepStarted({ index: 0, name: first.name, type: first.type }));
+        await fenced(() => reporter.stepStarted({ index: 0, name: hide(first.name), type: first.type }));
         const text = new TextEncoder().encode(`The job's environment could not be made: ${error.message}\n`);
-        const mask = (options.masker ?? noMasking).stream();
+        const mask = masker.stream();
         await fenced(async () => reporter.output(0, 0, await compressChunk(Buffer.from([...mask.push(text), ...mask.end()]))));
         await fenced(() => reporter.stepFinished({ index: 0, status: 'failed', exitCode: null }));
       }
@@ -246,16 +277,23 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     ctx: AgentOptions & { executor: Executor; env: Record<string, string>; shellDefault: string; signal: AbortSignal; notice?: string },
   ): Promise<'success' | 'failed' | 'timedout' | 'canceled' | 'lost'> {
     try {
-      await fenced(() => reporter.stepStarted({ index, name: step.name, type: step.type }));
+      await fenced(() => reporter.stepStarted({ index, name: hide(step.name), type: step.type }));
     } catch (error) {
       if (loseLease(error)) return 'lost';
       throw error;
     }
     const out = createOutputStream((seq, data) => fenced(() => reporter.output(index, seq, data)), loseLease);
-    const mask = (options.masker ?? noMasking).stream();
+    const mask = masker.stream();
+    // A step gone quiet gets what the masker held back (all but what may still begin a secret).
+    const quiet = mask.flush
+      ? setInterval(() => {
+          const released = mask.flush!();
+          if (released.length > 0) out.write(released);
+        }, QUIET_FLUSH_MS)
+      : undefined;
     if (ctx.notice) {
       // Said first in the job's output (e.g. that it runs without isolation), once.
-      out.write(mask.push(new TextEncoder().encode(`${ctx.notice}\n`)));
+      mask.pushEach(new TextEncoder().encode(`${ctx.notice}\n`), out.write);
       ctx.notice = undefined;
     }
     const handler = handlers[step.type] as StepHandler<Step>;
@@ -267,14 +305,15 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
         env: ctx.env,
         shellDefault: ctx.shellDefault,
         signal: ctx.signal,
-        write: (chunk) => out.write(mask.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk)),
+        write: (chunk) => mask.pushEach(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk, out.write),
       });
     } catch (error) {
       // A handler that throws is a failed step with the reason in its log, never a lost task.
-      out.write(mask.push(new TextEncoder().encode(`\n${(error as Error).message}\n`)));
+      mask.pushEach(new TextEncoder().encode(`\n${(error as Error).message}\n`), out.write);
       result = { status: 'failed', exitCode: null };
     }
     const { status, exitCode } = result;
+    clearInterval(quiet);
     out.write(mask.end());
     await out.close();
     if (lostLease || abandoned) return 'lost';
@@ -286,6 +325,46 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     }
     return status;
   }
+}
+
+/** What an environment variable's name may be: a name a shell can expand. */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The values the agent masks for a task: each of `task.secrets.env`, and the value of each
+ * variable named in `task.secrets.names` wherever it is set (the job's `environment:`, a docker
+ * image's, a run step's, or the agent's own environment `agentEnv`). Too short ones are left to
+ * the masker to skip.
+ */
+export function secretValuesOf(task: TaskContext, agentEnv: Readonly<Record<string, string | undefined>> = process.env): string[] {
+  const values = Object.values(task.secrets?.env ?? {});
+  const names = task.secrets?.names ?? [];
+  if (names.length === 0) return values;
+  const environments: Readonly<Record<string, string | undefined>>[] = [task.spec.environment, agentEnv];
+  if (task.spec.executor.kind === 'docker') for (const image of task.spec.executor.images) if (image.environment) environments.push(image.environment);
+  for (const step of task.spec.steps) if (step.type === 'run' && step.environment) environments.push(step.environment);
+  for (const name of names) {
+    for (const environment of environments) {
+      const value = Object.prototype.hasOwnProperty.call(environment, name) ? environment[name] : undefined;
+      if (typeof value === 'string') values.push(value);
+    }
+  }
+  return values;
+}
+
+/**
+ * The task's secret variables that can be set in a step's environment. A name that is not a
+ * shell name (`A=B`, empty, with a space) or a value with a NUL byte could not be set, or would
+ * set something else (a container's `NAME=value` list): it is left out and the agent's log names
+ * it, never its value.
+ */
+function secretEnvironment(task: TaskContext, log: Logger): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(task.secrets?.env ?? {})) {
+    if (ENV_NAME.test(name) && typeof value === 'string' && !value.includes('\0')) env[name] = value;
+    else log.warn('a secret was not set in the job environment: its name must be letters, digits and _ (not starting with a digit), its value without NUL bytes', { taskId: task.taskId, name: JSON.stringify(name).slice(0, 200) });
+  }
+  return env;
 }
 
 /** The CircleCI built-in environment variables of a task. */

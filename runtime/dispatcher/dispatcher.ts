@@ -64,6 +64,15 @@ export interface TaskContext {
   readonly revision: string;
   /** The CPU and memory of the task's resource class: a container's limits. */
   readonly resources?: ResourceSize;
+  /**
+   * The job's secrets, in plaintext for the agent holding the lease only (never stored with the
+   * task). `env`: its contexts' and project's environment variables; the agent sets them in every
+   * step's environment, where the built-in `CIRCLE_*` variables, `PATH` and `HOME`, and the
+   * config's `environment:` win over them, as in CircleCI. `names`: variables set elsewhere (the
+   * config's `environment:`, or the agent's own environment) whose values are secret too. The
+   * agent masks every value of both (4 characters or more) in output and step names.
+   */
+  readonly secrets?: { readonly env: Readonly<Record<string, string>>; readonly names?: readonly string[] };
 }
 
 export interface HeartbeatResult {
