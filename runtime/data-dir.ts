@@ -17,7 +17,7 @@ const OPEN_BITS = 0o077;
  * it is: a data directory pointed at a folder with other things in it loses nobody's modes.
  * `tasks` holds the build's own directories (their owner sets their modes): only it is tightened.
  */
-export const DATA_DIR_ENTRIES = ['pgdata', 'blobs', 'git-mirrors', 'spools', 'example-repo'] as const;
+export const DATA_DIR_ENTRIES = ['pgdata', 'blobs', 'git-mirrors', 'spools', 'example-repo', 'secrets'] as const;
 const NOT_DESCENDED = ['tasks'] as const;
 
 /** Where the server's spools (log spools, uploads on their way to the blob store) live. */

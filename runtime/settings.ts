@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
 import { readSignInSettings, type SignInSettings } from './identity/sign-in/settings';
+import { readSecretsSettings, type SecretsSettings } from './secrets/settings';
 import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
 import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
 import type { NomadConnection } from './scheduler/nomad-client';
@@ -105,6 +106,8 @@ export interface Settings {
   readonly cacheTrust: CacheTrust;
   /** Browser sessions and sign-in providers (GYRE_SESSION_*, GYRE_GITHUB_*, GYRE_OIDC_*, GYRE_LDAP_*). */
   readonly signIn: SignInSettings;
+  /** How secrets are encrypted at rest (GYRE_SECRETS_*: the key wrapper and its key). */
+  readonly secrets: SecretsSettings;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -318,6 +321,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     compile: readCompileSettings(env),
     cacheTrust: oneOf(env, 'GYRE_CACHE_TRUST', CACHE_TRUST_VALUES, 'protected'),
     signIn: readSignInSettings(env),
+    secrets: readSecretsSettings(env, dataDir),
   };
 }
 

@@ -31,6 +31,8 @@ const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
   // second would only repeat idempotent work.
   identity: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
   audit: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  // Hourly: OIDC signing keys due for replacement, secrets re-wrapped after a key rotation.
+  contexts: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
 };
 
 /** The roles that have code behind them, in the runtime's order. */

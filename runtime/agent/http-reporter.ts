@@ -45,6 +45,10 @@ export function createAgentClient(options: {
     },
     reporter() {
       return {
+        async secrets() {
+          const body = await reliably('Fetching the task\'s secrets', () => asLost(taskId, api.call('GET', '/secrets')));
+          return typeof body.refused === 'string' ? { refused: body.refused as string } : { env: (body.env ?? {}) as Record<string, string> };
+        },
         async heartbeat(signal): Promise<HeartbeatResult> {
           const body = await asLost(taskId, api.call('POST', '/heartbeat', { signal }));
           return { leaseExpiresAt: new Date(body.lease_expires_at), cancelRequested: body.cancel_requested === true };

@@ -10,6 +10,7 @@ import { auditOf, leaseOf, readRawBody, type GyreApp } from './http-app';
 import { Int32, OneOf, Segment } from './schemas';
 import type { FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { TaskSecrets } from '../secrets/task-secrets';
 
 /**
  * The agent API, under /api/v2/agent. Two kinds of caller, neither a user:
@@ -28,6 +29,8 @@ export interface AgentRouteDeps {
   readonly leaseTtlMs: number;
   /** Seconds per test file of a task's job from stored test results (the output role's), for `tests split --split-by=timings`. */
   readonly testTimings: (taskId: string) => Promise<{ file: string; seconds: number }[]>;
+  /** The task's secrets, for its agent only (runtime/secrets/task-secrets.ts); without it tasks get none. */
+  readonly taskSecrets?: TaskSecrets;
 }
 
 /** The longest a claim waits for work before answering 204. */
@@ -106,6 +109,14 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
     // The heartbeat doubles as the check that this lease is still current.
     const beat = await dispatcher.heartbeat(lease);
     return { task: await loadTaskContext(store, lease.taskId), lease_expires_at: beat.leaseExpiresAt, lease_ttl_ms: deps.leaseTtlMs, cancel_requested: beat.cancelRequested };
+  });
+
+  // The one answer that holds secrets in clear: to the agent holding the task's lease, on request,
+  // never cached by anyone on the way.
+  app.get(`${TASK}/secrets`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request, reply) => {
+    reply.header('Cache-Control', 'no-store');
+    const answer = deps.taskSecrets ? await deps.taskSecrets.forLease(leaseOf(request)) : { env: {} };
+    return 'refused' in answer ? { refused: answer.refused } : { env: answer.env };
   });
 
   app.post(`${TASK}/heartbeat`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {

@@ -12,7 +12,7 @@ import addFormats from 'ajv-formats';
 import FindMyWay, { type HTTPMethod } from 'find-my-way';
 import secureJson from 'secure-json-parse';
 import { AuthenticationError, InputError, NotFoundError, PermissionError, RateLimitError, TooLargeError } from '../domain/errors';
-import { ID_TARGETS, PERMISSIONS, WHO_HOLDS, decide, scopeOf, type AccessTarget, type IdTarget, type Permission, type Standing } from '../domain/permissions';
+import { ID_TARGETS, PERMISSIONS, WHO_HOLDS, decide, idTargetScope, scopeOf, type AccessTarget, type IdTarget, type Permission, type Standing } from '../domain/permissions';
 import type { Principal } from '../domain/principal';
 import { actorOf, createRequestAudit, type AuditEvent, type RequestAudit } from '../audit/audit-log';
 import type { Lease } from '../dispatcher/dispatcher';
@@ -57,7 +57,8 @@ declare module 'fastify' {
     /**
      * What a `user` route needs (runtime/domain/permissions.ts). An organisation permission is about
      * the organisation in `:vcs/:org`; a project permission about the project in `:vcs/:org/:repo`,
-     * or, with `of`, the project of the pipeline, workflow or job in `:id`. A `user` route without
+     * or, with `of`, the project of the pipeline, workflow or job in `:id` (or the organisation or
+     * project whose id `:id` is: `org-id`, `project-id`). A `user` route without
      * one answers only the instance admin (and the route-permission test fails naming it).
      */
     permission?: Permission;
@@ -222,6 +223,7 @@ function targetOf(permission: Permission, of: IdTarget | undefined, params: Reco
 function notFound(target: AccessTarget): NotFoundError {
   if (target.kind === 'project') return new NotFoundError('project', target.slug);
   if (target.kind === 'org') return new NotFoundError('organization', `gh/${target.name}`);
+  if (target.kind === 'org-id' || target.kind === 'project-id') return new NotFoundError(target.kind === 'org-id' ? 'organization' : 'project', target.id);
   return new NotFoundError(target.kind, target.id);
 }
 
@@ -528,11 +530,11 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
       if (!(PERMISSIONS as readonly string[]).includes(config.permission)) throw new Error(`route ${where}: permission '${config.permission}' is not one of ${PERMISSIONS.join(', ')}`);
       const params = paramsOf(route.url);
       const scope = scopeOf(config.permission);
-      if (config.of !== undefined && (!(ID_TARGETS as readonly string[]).includes(config.of) || scope !== 'project' || !params.includes('id'))) {
-        throw new Error(`route ${where}: 'of: ${config.of}' needs a project permission and an :id parameter (of: ${ID_TARGETS.join(', ')})`);
+      if (config.of !== undefined && (!(ID_TARGETS as readonly string[]).includes(config.of) || scope !== idTargetScope(config.of) || !params.includes('id'))) {
+        throw new Error(`route ${where}: 'of: ${config.of}' needs an :id parameter and a permission about what it names (of: ${ID_TARGETS.join(', ')}; org-id with an org permission, the others with a project permission)`);
       }
       if (scope === 'project' && !config.of && !['vcs', 'org', 'repo'].every((p) => params.includes(p))) throw new Error(`route ${where}: ${config.permission} needs :vcs/:org/:repo in the path, or 'of' naming what :id is`);
-      if (scope === 'org' && !['vcs', 'org'].every((p) => params.includes(p))) throw new Error(`route ${where}: ${config.permission} needs :vcs/:org in the path`);
+      if (scope === 'org' && !config.of && !['vcs', 'org'].every((p) => params.includes(p))) throw new Error(`route ${where}: ${config.permission} needs :vcs/:org in the path, or 'of: org-id' naming what :id is`);
     }
     for (const method of methods) table.push({ method, url: route.url, auth, permission: config.permission, of: config.of, action: config.action });
   });

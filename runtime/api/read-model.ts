@@ -164,6 +164,8 @@ export interface JobRecord {
   type: string;
   spec: { parallelism?: number; executor?: { kind: string }; resourceClass?: string } | null;
   contexts: string[];
+  /** Why the job ended without running (a context it may not use), as API v2's `messages`. */
+  messages: { type: string; message: string; reason?: string }[] | null;
   workflow_id: string;
   workflow_name: string;
   pipeline_id: string;
@@ -180,7 +182,7 @@ export interface JobRecord {
 export async function findJob(db: Queryable, projectId: string, number: string): Promise<JobRecord> {
   if (!/^\d{1,9}$/.test(number)) throw new NotFoundError('job', number);
   const [row] = await db.query<JobRecord>(
-    `SELECT j.id, j.name, j.number, j.status, j.type, j.spec, j.contexts, j.workflow_id, w.name AS workflow_name, w.pipeline_id,
+    `SELECT j.id, j.name, j.number, j.status, j.type, j.spec, j.contexts, j.messages, j.workflow_id, w.name AS workflow_name, w.pipeline_id,
             j.queued_at, j.started_at, j.stopped_at, pr.slug, pr.id AS project_id, pr.name AS project_name, pr.org, pr.repo_url
        FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN projects pr ON pr.id = j.project_id
       WHERE j.project_id = $1 AND j.number = $2`,
@@ -208,7 +210,7 @@ export async function jobDetails(db: Queryable, job: JobRecord, webUrl: string) 
     pipeline: { id: job.pipeline_id },
     duration: started !== undefined && stopped !== undefined ? stopped - started : null,
     created_at: iso(job.queued_at),
-    messages: [],
+    messages: job.messages ?? [],
     contexts: (job.contexts ?? []).map((name) => ({ name })),
     organization: { name: job.org },
     queued_at: iso(job.queued_at),

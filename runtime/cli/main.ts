@@ -44,6 +44,10 @@ Commands:
   user add|list|role|disable|enable ...    users and their roles (instance, gh/<org>, gh/<org>/<repo>)
   token create|list|revoke ...             personal and project API tokens (shown once)
   audit [--since T] [--format jsonl]       the audit log (admins)
+  context list|create|delete <org> [name]  an organization's contexts (admins create and delete)
+  context env list|set|unset <org> <context> [NAME]
+                                           a context's variables; set reads the value from standard input
+  env list|set|unset <slug> [NAME]         a project's environment variables; set reads the value from standard input
   tests glob|split ...                     select and split test files inside a job
 
 Environment: GYRE_URL (default http://localhost:8080), GYRE_TOKEN (your API token).
@@ -105,6 +109,10 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         return await (require('./identity-commands') as typeof import('./identity-commands')).auditCommand(rest, io, clientFrom(io));
       case 'tests':
         return await (require('./tests-command') as typeof import('./tests-command')).testsCommand(rest, io);
+      case 'context':
+        return await (require('./secrets-commands') as typeof import('./secrets-commands')).contextCommand(rest, io, clientFrom(io));
+      case 'env':
+        return await (require('./secrets-commands') as typeof import('./secrets-commands')).envCommand(rest, io, clientFrom(io));
       case undefined:
       case 'help':
       case '--help':

@@ -7,6 +7,7 @@ import { CompilerUnavailableError } from '../config/compiler-pool';
 import type { CompileResult, ConfigProblem, JobPlan, Plan, Requirement, RequiredStatus, TriggerContext } from '../config/plan';
 import type { Dispatcher } from '../dispatcher/dispatcher';
 import type { Forge } from '../forge/forge';
+import type { Contexts, ResolveInput } from '../secrets/contexts';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
 
@@ -48,6 +49,8 @@ export interface ConductorDeps {
   readonly log: Logger;
   /** How long a setup pipeline's continuation key stays valid. @default 6 hours */
   readonly continuationTtlMs?: number;
+  /** Decides whether a job may have the contexts it names (runtime/secrets); without it, every job may. */
+  readonly contexts?: Pick<Contexts, 'authorize'>;
 }
 
 interface JobRow {
@@ -58,6 +61,7 @@ interface JobRow {
   requires: Requirement[];
   spec: JobPlan['spec'] | null;
   project_id: string;
+  contexts: string[];
 }
 
 /** A finished job's status in the vocabulary `requires` uses. */
@@ -79,7 +83,7 @@ function requirementStatusOf(status: JobStatus): Exclude<RequiredStatus, 'termin
 const FAILED_JOB_STATUSES: readonly JobStatus[] = ['failed', 'infrastructure_fail', 'timedout', 'terminated-unknown'];
 const TERMINAL_WORKFLOW_STATUSES: readonly WorkflowStatus[] = ['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized'];
 
-export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000 }: ConductorDeps): Conductor {
+export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000, contexts }: ConductorDeps): Conductor {
   async function markErrored(pipelineId: string, errors: { type: string; message: string }[]): Promise<void> {
     await store.query(
       `UPDATE pipelines SET state = 'errored', errors = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`,
@@ -87,13 +91,46 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     );
   }
 
-  async function queueJob(tx: Queryable, job: JobRow): Promise<void> {
+  /**
+   * Numbers a job and queues it; a job naming contexts its pipeline may not use ends `unauthorized`
+   * instead, with the reason in its messages, and never reaches an agent (as CircleCI does).
+   */
+  async function queueJob(tx: Queryable, job: JobRow): Promise<'queued' | 'unauthorized'> {
     const [{ job_seq: number }] = await tx.query<{ job_seq: number }>(
       'UPDATE projects SET job_seq = job_seq + 1 WHERE id = $1 RETURNING job_seq',
       [job.project_id],
     );
     await tx.query('UPDATE jobs SET number = $2 WHERE id = $1', [job.id, number]);
+    if (contexts && job.contexts.length > 0) {
+      const verdict = await contexts.authorize(await contextInput(tx, job), tx);
+      if (!verdict.ok) {
+        await tx.query(
+          `UPDATE jobs SET status = 'unauthorized', started_at = now(), stopped_at = now(), messages = $2 WHERE id = $1`,
+          [job.id, JSON.stringify([{ type: 'error', message: verdict.reason, reason: 'unauthorized' }])],
+        );
+        return 'unauthorized';
+      }
+    }
     await dispatcher.enqueueJob(tx, { id: job.id, spec: job.spec! });
+    return 'queued';
+  }
+
+  /** What the contexts' restrictions are decided on: the project, its organisation, the pipeline's ref and actor. */
+  async function contextInput(tx: Queryable, job: JobRow): Promise<ResolveInput> {
+    const [row] = await tx.query<{ org_id: string; branch: string | null; tag: string | null; actor_id: string | null; number: number }>(
+      `SELECT o.id AS org_id, p.branch, p.tag, p.actor_id, p.number
+         FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN pipelines p ON p.id = w.pipeline_id
+         JOIN projects pr ON pr.id = j.project_id JOIN organizations o ON o.name = pr.org
+        WHERE j.id = $1`,
+      [job.id],
+    );
+    return {
+      orgId: row?.org_id ?? '',
+      projectId: job.project_id,
+      contextNames: job.contexts,
+      pipeline: { branch: row?.branch ?? undefined, tag: row?.tag ?? undefined, values: row ? { 'pipeline.number': row.number } : {} },
+      actor: { userId: row?.actor_id ?? undefined },
+    };
   }
 
   /**
@@ -107,7 +144,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     );
     if (!workflow || TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) return;
     const jobs = await tx.query<JobRow>(
-      'SELECT id, name, type, status, requires, spec, project_id FROM jobs WHERE workflow_id = $1 ORDER BY position',
+      'SELECT id, name, type, status, requires, spec, project_id, contexts FROM jobs WHERE workflow_id = $1 ORDER BY position',
       [workflowId],
     );
     const byName = new Map(jobs.map((j) => [j.name, j]));
@@ -141,8 +178,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
           job.status = 'success';
           await tx.query(`UPDATE jobs SET status = 'success', started_at = now(), stopped_at = now() WHERE id = $1`, [job.id]);
         } else {
-          job.status = 'queued';
-          await queueJob(tx, job);
+          job.status = await queueJob(tx, job);
         }
       }
     }

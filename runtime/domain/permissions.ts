@@ -123,11 +123,20 @@ export function decide(principal: Principal, permission: Permission, standing?: 
 export type AccessTarget =
   | { readonly kind: 'project'; readonly slug: string }
   | { readonly kind: 'org'; readonly name: string }
-  | { readonly kind: 'pipeline' | 'workflow' | 'job'; readonly id: string };
+  | { readonly kind: 'pipeline' | 'workflow' | 'job'; readonly id: string }
+  /** An organisation or a project by its id (the `/org/{orgID}/…` routes). */
+  | { readonly kind: 'org-id' | 'project-id'; readonly id: string }
+  /** A context (runtime/secrets): its organisation. */
+  | { readonly kind: 'context'; readonly id: string };
 
-/** The kinds of id a route's `:id` can name, whose project the policy finds. */
-export const ID_TARGETS = ['pipeline', 'workflow', 'job'] as const;
+/** The kinds of id a route's `:id` can name, whose project (or, for `org-id`, organisation) the policy finds. */
+export const ID_TARGETS = ['pipeline', 'workflow', 'job', 'org-id', 'project-id', 'context'] as const;
 export type IdTarget = (typeof ID_TARGETS)[number];
+
+/** What an id target is about: `org-id` and `context` an organisation (for an `org:` permission), the others a project (for a `project:` one). */
+export function idTargetScope(target: IdTarget): 'org' | 'project' {
+  return target === 'org-id' || target === 'context' ? 'org' : 'project';
+}
 
 /** Who holds a permission, in words, for 403 messages and the docs. */
 export const WHO_HOLDS: Record<Permission, string> = {

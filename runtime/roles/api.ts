@@ -8,6 +8,8 @@ import { registerConfigRoutes } from '../config/api-routes';
 import { DEFAULT_LIMITS } from '../config/yaml-loader';
 import { registerIdentityRoutes } from '../identity/api-routes';
 import { registerSignInRoutes } from '../identity/sign-in/routes';
+import { registerSecretsRoutes } from '../secrets/api-routes';
+import { registerOidcRoutes } from '../secrets/oidc-routes';
 import { registerHealthRoute } from '../ops/ops-routes';
 import { registerOutputRoutes } from '../output/api-routes';
 import { fileTimingsOfTask } from '../output/output-service';
@@ -54,12 +56,15 @@ export const apiRole: Role = {
       resourceClasses: core.resourceClasses,
       leaseTtlMs: settings.leaseTtlMs,
       testTimings: (taskId) => fileTimingsOfTask(store, taskId),
+      taskSecrets: core.taskSecrets,
     });
     await registerAgentOutputRoutes(app, { store, dispatcher, output: output.client });
     registerResourceClassRoutes(app, { resourceClasses: core.resourceClasses });
     registerIdentityRoutes(app, { identity: core.identity, projects: core.projects });
     registerAuditRoutes(app, { store });
     registerSignInRoutes(app, { signIn: core.signIn, publicUrl: settings.publicUrl, log });
+    registerSecretsRoutes(app, { contexts: core.contexts, projects: core.projects, access: core.identity });
+    registerOidcRoutes(app, { issuer: core.oidc });
     registerUiRoutes(app);
     let http;
     try {

@@ -11,6 +11,11 @@ import { createIdentity, type Identity } from '../identity/identity';
 import type { RoleSource } from '../identity/role-sources';
 import { createSignInProviders } from '../identity/sign-in/providers';
 import { createSignIn, type SignIn } from '../identity/sign-in/sign-in';
+import { createContexts, type Contexts } from '../secrets/contexts';
+import { createOidcIssuer, type OidcIssuer } from '../secrets/oidc-tokens';
+import { createSecretBox, type SecretBox } from '../secrets/secret-box';
+import { createTaskSecrets, type TaskSecrets } from '../secrets/task-secrets';
+import { createKeyWrapper } from '../secrets/settings';
 import type { Logger } from '../logger';
 import { registerExecutionMetrics, type ExecutionMetrics } from '../metrics/execution-metrics';
 import { createMetrics, type Metrics } from '../metrics/metrics';
@@ -44,6 +49,14 @@ export interface Core {
   readonly roleSources: readonly RoleSource[];
   /** Browser sessions and the sign-in providers configured (GitHub, OpenID Connect, LDAP). */
   readonly signIn: SignIn;
+  /** Seals and opens secrets at rest (contexts' and projects' variables, OIDC signing keys). */
+  readonly secretBox: SecretBox;
+  /** Contexts and project environment variables. */
+  readonly contexts: Contexts;
+  /** OIDC tokens for jobs, and the per-organisation issuers' discovery and keys. */
+  readonly oidc: OidcIssuer;
+  /** A task's secrets, opened for the agent that holds its lease. */
+  readonly taskSecrets: TaskSecrets;
   readonly projects: Projects;
   readonly triggers: Triggers;
   readonly metrics: Metrics;
@@ -106,6 +119,9 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     afterSignIn: signInProviders.afterSignIn,
     log: log.child({ role: 'identity' }),
   });
+  const secretBox = createSecretBox(createKeyWrapper(settings.secrets));
+  const contexts = createContexts({ store, box: secretBox });
+  const oidc = createOidcIssuer({ store, box: secretBox, publicUrl: () => settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}` });
   return {
     settings,
     log,
@@ -116,6 +132,10 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     identity,
     roleSources: signInProviders.roleSources,
     signIn,
+    secretBox,
+    contexts,
+    oidc,
+    taskSecrets: createTaskSecrets({ store, contexts, oidc, log: log.child({ role: 'secrets' }) }),
     projects,
     triggers: createTriggers({ store, forge, projects }),
     metrics,
@@ -127,7 +147,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     tokens: createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret)),
     orbs,
     compile,
-    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs }),
+    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs, contexts }),
     nomad,
     // Nomad is a dependency only of the processes that submit jobs to it.
     health: createHealth({ store, blobs, nomad: settings.roles.has('scheduler') ? nomad : undefined }),

@@ -1,6 +1,7 @@
 import { apiRole } from './api';
 import { auditRole } from './audit';
 import { conductorRole } from './conductor';
+import { contextsRole } from './contexts';
 import { dispatcherRole } from './dispatcher';
 import { identityRole } from './identity';
 import type { RoleName } from './names';
@@ -20,6 +21,7 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
   output: outputRole,
   identity: identityRole,
   audit: auditRole,
+  contexts: contextsRole,
 };
 
 /**
@@ -27,4 +29,4 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
  * before anyone can claim), the API before the scheduler (whose agents call it back), the
  * scheduler last (nothing runs before the roles that watch it are up). Stopped in reverse.
  */
-export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'api', 'scheduler'];
+export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'api', 'scheduler'];

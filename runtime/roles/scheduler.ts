@@ -32,6 +32,7 @@ export const schedulerRole: Role = {
           webUrl: core.webUrl(),
           // Each task's file steps write through a client bound to its lease: fenced, and stamped with its attempt.
           handlers: (lease) => createStepHandlers(createOutputStepHandlers(leasedClient(core.output.client, lease))),
+          taskSecrets: core.taskSecrets,
         });
         await builtin.start();
         drivers.push(builtin);

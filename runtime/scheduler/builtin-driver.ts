@@ -13,6 +13,7 @@ import type { Lease } from '../dispatcher/sql/leases';
 import type { OutputMasker } from '../output/masking';
 import type { Driver } from './driver';
 import { createWakeableSleep } from './wakeable-sleep';
+import type { TaskSecrets } from '../secrets/task-secrets';
 
 export interface BuiltinDriverOptions {
   readonly store: Store;
@@ -37,14 +38,17 @@ export interface BuiltinDriverOptions {
    * it). @default createStepHandlers()
    */
   readonly handlers?: (lease: Lease) => StepHandlers;
-  /** Masks output before it is sent. @default no masking */
+  /** Masks output before it is sent. @default a masker of each task's secrets */
   readonly masker?: OutputMasker;
+  /** Opens each task's secrets for its agent (runtime/secrets/task-secrets.ts); without it tasks get none. */
+  readonly taskSecrets?: TaskSecrets;
 }
 
 /** A reporter that calls the dispatcher in-process under one lease. */
-export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask): TaskReporter {
+export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, taskSecrets?: TaskSecrets): TaskReporter {
   const lease = claimed.lease;
   return {
+    ...(taskSecrets ? { secrets: () => taskSecrets.forLease(lease) } : {}),
     heartbeat: (signal) => {
       const beat = dispatcher.heartbeat(lease);
       if (!signal) return beat;
@@ -97,7 +101,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
         const task = claimed.task;
         await runTask({
           task,
-          reporter: localReporter(dispatcher, claimed),
+          reporter: localReporter(dispatcher, claimed, options.taskSecrets),
           executor: () => createTaskExecutor({ task, taskDir: join(options.workRoot, `${task.taskId}-${claimed!.lease.attempt}`), log: taskLog, execution: execution!, owner }),
           log: taskLog,
           heartbeatMs: options.heartbeatMs,

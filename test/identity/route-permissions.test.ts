@@ -131,6 +131,11 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
     // Tokens for the revoke routes to aim at, that no caller here uses.
     fixtures.meToken = (await admin('POST', '/api/v2/me/tokens', { label: 'spare' })).id;
     fixtures.projectToken = (await admin('POST', '/api/v2/project/gh/acme/app/tokens', { scope: 'read', label: 'spare' })).id;
+    // A context of gh/acme for the /context/:id routes (runtime/secrets), when they are served.
+    if (g.gyre.routes.some((r) => r.url === '/api/v2/context')) fixtures.context = (await admin('POST', '/api/v2/context', { name: 'matrix', owner: { slug: 'gh/acme' } })).id;
+    // The organisation and project by id, for the OIDC custom-claims routes.
+    fixtures.orgId = (await admin('GET', '/api/v2/organization/gh/acme')).id;
+    fixtures.projectId = (await admin('GET', '/api/v2/project/gh/acme/app')).id;
 
     const { id } = await g.trigger('gh/acme/app');
     fixtures.pipeline = id;
@@ -181,12 +186,19 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
       case 'scope':
         return 'project';
       case 'name':
-        return 'no-such-thing';
+        return route.url.includes('/environment-variable/') ? 'MATRIX_VAR' : 'no-such-thing';
+      case 'orgID':
+        return fixtures.orgId;
+      case 'restrictionId':
+        return '00000000-0000-4000-8000-000000000000';
       case 'signature':
         return 'not-a-signature';
       case 'id':
         if (route.of === 'pipeline') return fixtures.pipeline;
         if (route.of === 'workflow') return fixtures.workflow;
+        if (route.of === 'context') return fixtures.context;
+        if (route.of === 'org-id') return fixtures.orgId;
+        if (route.of === 'project-id') return fixtures.projectId;
         if (route.url.startsWith('/api/v2/user/')) return fixtures.userId;
         if (route.url.startsWith('/api/v2/runner-tokens/')) return '00000000-0000-4000-8000-000000000000';
         return undefined;
@@ -201,11 +213,17 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
     if (/\/members\/:login$/.test(route.url)) return { role: route.url.includes('/organization/') ? 'viewer' : 'read' };
     if (route.url.endsWith('/tokens') && route.url.includes('/project/')) return { scope: 'read', label: 'from the matrix' };
     if (route.url === '/api/v2/project/:vcs/:org/:repo') return { repo_url: '/nowhere' };
+    if (route.url.endsWith('/environment-variable/:name')) return { value: 'matrix value' };
+    if (route.url.endsWith('/envvar')) return { name: 'MATRIX_VAR', value: 'matrix value' };
+    if (route.url.endsWith('/restrictions')) return { restriction_type: 'group', restriction_value: 'matrix' };
     return {};
   }
 
   /** The 404 a target that does not exist answers: an invisible one must answer the same. */
   function notFoundMessage(route: RouteInfo): string | undefined {
+    if (route.of === 'context') return `context not found: ${fixtures.context}`;
+    if (route.of === 'org-id') return `organization not found: ${fixtures.orgId}`;
+    if (route.of === 'project-id') return `project not found: ${fixtures.projectId}`;
     const scope = route.permission?.split(':')[0];
     if (scope === 'org') return 'organization not found: gh/acme';
     if (scope !== 'project') return undefined;
@@ -238,6 +256,10 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
         const token = tokens.get(who);
         const res = await send(route.method, path, token, bodyOf(route));
         calls.push({ route, who, status: res.status, message: res.json?.message });
+        // The context every /context/:id route aims at comes back after a caller deleted it, for the next caller.
+        if (route.method === 'DELETE' && route.url === '/api/v2/context/:id' && res.status === 200) {
+          await g.gyre.store.query(`INSERT INTO contexts (id, organization_id, name) SELECT $1, id, 'matrix' FROM organizations WHERE name = 'acme'`, [fixtures.context]);
+        }
         const where = `${route.method} ${route.url} as ${who}: ${res.status} ${res.json?.message ?? ''}`;
         if (route.auth === 'public') {
           if (res.status === 401 || res.status === 403) problems.push(`${where} (a public route)`);

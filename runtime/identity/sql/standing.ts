@@ -15,15 +15,25 @@ const ROLES_OF_PROJECT = `
   LEFT JOIN organization_members om ON om.organization_id = o.id AND om.user_id = $2
   LEFT JOIN project_members pm ON pm.project_id = pr.id AND pm.user_id = $2`;
 
-const PROJECT_OF: Record<Exclude<AccessTarget['kind'], 'org'>, string> = {
+const PROJECT_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'context'>, string> = {
   project: 'FROM projects pr',
+  'project-id': 'FROM projects pr',
   pipeline: 'FROM pipelines p JOIN projects pr ON pr.id = p.project_id',
   workflow: 'FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id',
   job: 'FROM jobs j JOIN projects pr ON pr.id = j.project_id',
 };
-const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org'>, string> = { project: 'pr.slug', pipeline: 'p.id', workflow: 'w.id', job: 'j.id' };
+const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'context'>, string> = { project: 'pr.slug', 'project-id': 'pr.id', pipeline: 'p.id', workflow: 'w.id', job: 'j.id' };
 
 export async function standingOf(db: Queryable, userId: string, target: AccessTarget): Promise<Standing> {
+  if (target.kind === 'org-id') {
+    const [org] = UUID.test(target.id) ? await db.query<{ name: string }>('SELECT name FROM organizations WHERE id = $1', [target.id]) : [];
+    return org ? standingOf(db, userId, { kind: 'org', name: org.name }) : { exists: false };
+  }
+  // A context (runtime/secrets) belongs to an organisation: the caller stands toward it as toward that.
+  if (target.kind === 'context') {
+    const [context] = UUID.test(target.id) ? await db.query<{ name: string }>('SELECT o.name FROM contexts c JOIN organizations o ON o.id = c.organization_id WHERE c.id = $1', [target.id]) : [];
+    return context ? standingOf(db, userId, { kind: 'org', name: context.name }) : { exists: false };
+  }
   if (target.kind === 'org') {
     const [row] = await db.query<{ exists: boolean; role: OrgRole | null; in_org: boolean }>(
       `SELECT (EXISTS (SELECT 1 FROM organizations WHERE name = $1) OR EXISTS (SELECT 1 FROM projects WHERE org = $1)) AS exists,

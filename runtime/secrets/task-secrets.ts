@@ -1,0 +1,103 @@
+import { StaleLeaseError } from '../domain/errors';
+import type { Lease } from '../dispatcher/sql/leases';
+import { LEASE_IS_CURRENT } from '../dispatcher/sql/leases';
+import type { Logger } from '../logger';
+import type { Store } from '../store/store';
+import type { Contexts } from './contexts';
+import { vcsOriginOf, type OidcIssuer } from './oidc-tokens';
+
+/**
+ * What a task's agent receives of its secrets, asked for by the agent itself under its lease (the
+ * agent API's `GET …/secrets` with its task token, or in process for the built-in runner), never
+ * put in a claim answer, a Nomad job or a task row: the project's environment variables, those of
+ * the contexts the job names (when its pipeline may use them), and its OIDC tokens.
+ */
+export type TaskSecretsAnswer =
+  | { readonly env: Readonly<Record<string, string>> }
+  /** The job may not have a context it names (it changed since the job was queued): the agent fails the job with this. */
+  | { readonly refused: string };
+
+export interface TaskSecrets {
+  /** The secrets of the lease's task; StaleLeaseError when the lease is not current. */
+  forLease(lease: Lease): Promise<TaskSecretsAnswer>;
+}
+
+export interface TaskSecretsDeps {
+  readonly store: Store;
+  readonly contexts: Pick<Contexts, 'resolveForTask'>;
+  /** Mints CIRCLE_OIDC_TOKEN and CIRCLE_OIDC_TOKEN_V2; without it jobs get none. */
+  readonly oidc?: Pick<OidcIssuer, 'mint'>;
+  readonly log: Logger;
+}
+
+interface TaskRow {
+  job_id: string;
+  contexts: string[];
+  project_id: string;
+  org_id: string | null;
+  repo_url: string;
+  pipeline_id: string;
+  workflow_id: string;
+  branch: string | null;
+  tag: string | null;
+  actor_id: string | null;
+  number: number;
+}
+
+export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
+  const { store, log } = deps;
+  return {
+    async forLease(lease) {
+      const [row] = await store.query<TaskRow>(
+        `SELECT j.id AS job_id, j.contexts, j.project_id, o.id AS org_id, pr.repo_url, w.pipeline_id, j.workflow_id,
+                p.branch, p.tag, p.actor_id, p.number
+           FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+           JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
+           LEFT JOIN organizations o ON o.name = pr.org
+          WHERE ${LEASE_IS_CURRENT}`,
+        [lease.taskId, lease.leaseId, lease.attempt],
+      );
+      if (!row) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+      if (!row.org_id) return { refused: `the project's organization does not exist` };
+      const resolved = await deps.contexts.resolveForTask({
+        orgId: row.org_id,
+        projectId: row.project_id,
+        contextNames: row.contexts ?? [],
+        pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, values: { 'pipeline.number': row.number } },
+        actor: { userId: row.actor_id ?? undefined },
+      });
+      if (!resolved.ok) return { refused: resolved.reason };
+      const env: Record<string, string> = { ...resolved.env };
+      if (deps.oidc) {
+        try {
+          const contextIds = row.contexts?.length
+            ? (await store.query<{ id: string }>(`SELECT id FROM contexts WHERE organization_id = $1 AND name = ANY($2::text[]) ORDER BY name`, [row.org_id, row.contexts])).map((c) => c.id)
+            : [];
+          let vcsOrigin: string | undefined;
+          try {
+            vcsOrigin = vcsOriginOf(row.repo_url);
+          } catch {
+            vcsOrigin = undefined;
+          }
+          const ref = row.tag ? `refs/tags/${row.tag}` : row.branch ? `refs/heads/${row.branch}` : undefined;
+          const tokens = await deps.oidc.mint({
+            orgId: row.org_id,
+            projectId: row.project_id,
+            userId: row.actor_id ?? undefined,
+            contextIds,
+            ...(vcsOrigin && ref ? { vcsOrigin, vcsRef: ref } : {}),
+            pipelineId: row.pipeline_id,
+            workflowId: row.workflow_id,
+            jobId: row.job_id,
+          });
+          env.CIRCLE_OIDC_TOKEN = tokens.v1;
+          env.CIRCLE_OIDC_TOKEN_V2 = tokens.v2;
+        } catch (error) {
+          // A job runs without OIDC tokens rather than not at all (a branch name the `sub` cannot hold).
+          log.warn('no OIDC tokens for this job', { task: lease.taskId, error: (error as Error).message });
+        }
+      }
+      return { env };
+    },
+  };
+}

@@ -1,0 +1,115 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { startTestGyre, type TestGyre } from '../support/gyre';
+
+/**
+ * Secrets as a team uses them, through a whole Gyre: a project variable and a context variable
+ * reach a job's steps and nowhere else in clear. The job prints them plainly and encoded, and the
+ * log shows masks; the job's API answers, the config endpoint, the audit log, every table and every
+ * stored blob hold no plaintext afterwards; a job naming a context its pipeline may not use ends
+ * `unauthorized` with the reason and never runs.
+ */
+
+const PROJECT_SECRET = 'proj-s3cr3t-value-7a41';
+const CONTEXT_SECRET = 'ctx-t0ken-9f02-delta';
+
+const CONFIG = `version: 2.1
+jobs:
+  deploy:
+    docker: [{ image: cimg/base:stable }]
+    steps:
+      - run:
+          name: use the secrets
+          command: |
+            echo "project: $PROJECT_TOKEN"
+            echo "context: $DEPLOY_KEY"
+            printf '%s' "$DEPLOY_KEY" | base64
+            node -e 'console.log(encodeURIComponent(process.env.DEPLOY_KEY + "/x"), JSON.stringify(process.env.PROJECT_TOKEN))' 2>/dev/null || true
+            test -n "$CIRCLE_OIDC_TOKEN" && echo "oidc token present"
+  forbidden:
+    docker: [{ image: cimg/base:stable }]
+    steps:
+      - run: echo "should never run"
+workflows:
+  main:
+    jobs:
+      - deploy:
+          context: [deploy-creds]
+      - forbidden:
+          context: [release-only]
+`;
+
+/** Every file under a directory, recursively. */
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    const info = statSync(path);
+    if (info.isDirectory()) out.push(...filesUnder(path));
+    else out.push(path);
+  }
+  return out;
+}
+
+describe('secrets through a whole Gyre', () => {
+  let g: TestGyre;
+  beforeAll(async () => {
+    g = await startTestGyre();
+    await g.addProject('gh/acme/shop', { '.circleci/config.yml': CONFIG });
+    await g.api('POST', '/api/v2/project/gh/acme/shop/envvar', { name: 'PROJECT_TOKEN', value: PROJECT_SECRET });
+    const creds = await g.api('POST', '/api/v2/context', { name: 'deploy-creds', owner: { slug: 'gh/acme' } });
+    await g.api('PUT', `/api/v2/context/${creds.id}/environment-variable/DEPLOY_KEY`, { value: CONTEXT_SECRET });
+    // A context only pipelines of the release branch may use.
+    const release = await g.api('POST', '/api/v2/context', { name: 'release-only', owner: { slug: 'gh/acme' } });
+    await g.api('PUT', `/api/v2/context/${release.id}/environment-variable/RELEASE_KEY`, { value: 'release-key-never-seen' });
+    await g.api('POST', `/api/v2/context/${release.id}/restrictions`, { restriction_type: 'expression', restriction_value: 'pipeline.git.branch == "release"' });
+  }, 60_000);
+  afterAll(() => g?.stop());
+
+  it('the job gets its variables, its output shows masks, and nothing else holds a value in clear', async () => {
+    const { id } = await g.trigger('gh/acme/shop');
+    const { jobs } = await g.waitForPipeline(id, 60_000);
+    expect(jobs.deploy.status).toBe('success');
+    const output = await g.raw('GET', `/api/v2/project/gh/acme/shop/job/${jobs.deploy.job_number}/output?step=0`);
+    expect(output.text).toContain('project: ********');
+    expect(output.text).toContain('context: ********');
+    expect(output.text).toContain('oidc token present');
+    for (const form of [PROJECT_SECRET, CONTEXT_SECRET, Buffer.from(CONTEXT_SECRET).toString('base64'), encodeURIComponent(`${CONTEXT_SECRET}/x`)]) {
+      expect(output.text).not.toContain(form);
+    }
+
+    // The unauthorized job: ended with the reason, never run.
+    expect(jobs.forbidden.status).toBe('unauthorized');
+    const details = await g.api('GET', `/api/v2/project/gh/acme/shop/job/${jobs.forbidden.job_number}`);
+    expect(details.messages).toEqual([expect.objectContaining({ reason: 'unauthorized', message: expect.stringMatching(/release-only/) })]);
+
+    // Everything the API says about the project, its contexts and the pipeline.
+    const answers = await Promise.all([
+      g.raw('GET', '/api/v2/project/gh/acme/shop/envvar'),
+      g.raw('GET', '/api/v2/project/gh/acme/shop/envvar/PROJECT_TOKEN'),
+      g.raw('GET', '/api/v2/context?owner-slug=gh/acme'),
+      g.raw('GET', `/api/v2/pipeline/${id}/config`),
+      g.raw('GET', '/api/v2/audit?limit=100'),
+      g.raw('GET', `/api/v2/project/gh/acme/shop/job/${jobs.deploy.job_number}`),
+    ]);
+    for (const answer of answers) {
+      expect(answer.text).not.toContain(PROJECT_SECRET);
+      expect(answer.text).not.toContain(CONTEXT_SECRET);
+    }
+    expect(answers[0].body.items).toEqual([expect.objectContaining({ name: 'PROJECT_TOKEN', value: 'xxxx7a41' })]);
+
+    // The database: every row of every table, as text.
+    const tables = await g.gyre.store.query<{ tablename: string }>(`SELECT tablename FROM pg_tables WHERE schemaname = 'public'`);
+    for (const { tablename } of tables) {
+      const rows = await g.gyre.store.query<{ row: string }>(`SELECT t::text AS row FROM "${tablename}" t`);
+      for (const { row } of rows) {
+        expect({ tablename, leak: row.includes(PROJECT_SECRET) || row.includes(CONTEXT_SECRET) }).toEqual({ tablename, leak: false });
+      }
+    }
+    // The blob store and the rest of the data directory (logs, spools), byte for byte.
+    for (const file of filesUnder(g.dataDir).filter((f) => !f.includes('pgdata'))) {
+      const bytes = readFileSync(file);
+      expect({ file, leak: bytes.includes(PROJECT_SECRET) || bytes.includes(CONTEXT_SECRET) }).toEqual({ file, leak: false });
+    }
+  }, 90_000);
+});
