@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
 import { readSignInSettings, type SignInSettings } from './identity/sign-in/settings';
+import { readOidcSettings, type OidcSettings } from './secrets/oidc-publish';
 import { readSecretsSettings, type SecretsSettings } from './secrets/settings';
 import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
 import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
@@ -104,10 +105,12 @@ export interface Settings {
    * on protected branches) or `shared` (every job restores every cache of its project).
    */
   readonly cacheTrust: CacheTrust;
-  /** Browser sessions and sign-in providers (GYRE_SESSION_*, GYRE_GITHUB_*, GYRE_OIDC_*, GYRE_LDAP_*). */
+  /** Browser sessions and sign-in providers (GYRE_SESSION_*, GYRE_GITHUB_*, GYRE_JOB_OIDC_*, GYRE_LDAP_*). */
   readonly signIn: SignInSettings;
   /** How secrets are encrypted at rest (GYRE_SECRETS_*: the key wrapper and its key). */
   readonly secrets: SecretsSettings;
+  /** Jobs' OIDC issuer and where its documents are published (GYRE_JOB_OIDC_*). */
+  readonly oidc: OidcSettings;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -322,6 +325,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     cacheTrust: oneOf(env, 'GYRE_CACHE_TRUST', CACHE_TRUST_VALUES, 'protected'),
     signIn: readSignInSettings(env),
     secrets: readSecretsSettings(env, dataDir),
+    oidc: readOidcSettings(env),
   };
 }
 

@@ -48,6 +48,8 @@ Commands:
   context env list|set|unset <org> <context> [NAME]
                                            a context's variables; set reads the value from standard input
   env list|set|unset <slug> [NAME]         a project's environment variables; set reads the value from standard input
+  secrets rotate-key [--no-rewrap]         add a new current key to the local key file and re-wrap every secret under it
+  secrets rewrap [--batch-size N]          re-wrap secrets still under an older key (after a KMS or Vault rotation)
   tests glob|split ...                     select and split test files inside a job
 
 Environment: GYRE_URL (default http://localhost:8080), GYRE_TOKEN (your API token).
@@ -111,6 +113,8 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         return await (require('./tests-command') as typeof import('./tests-command')).testsCommand(rest, io);
       case 'context':
         return await (require('./secrets-commands') as typeof import('./secrets-commands')).contextCommand(rest, io, clientFrom(io));
+      case 'secrets':
+        return await (require('./secrets-key-command') as typeof import('./secrets-key-command')).secretsCommand(rest, io);
       case 'env':
         return await (require('./secrets-commands') as typeof import('./secrets-commands')).envCommand(rest, io, clientFrom(io));
       case undefined:

@@ -1,16 +1,15 @@
-import { VARIABLE_TABLES } from '../secrets/contexts';
+import { publishOidcDocuments } from '../secrets/oidc-tokens';
 import { rewrapAll } from '../secrets/rewrap';
+import { SEALED_TABLES } from '../secrets/sealed-tables';
 import { every, type Role } from './role';
-
-/** Every table of sealed secrets: contexts' and projects' variables, and the OIDC signing keys. */
-const SEALED_TABLES = [...VARIABLE_TABLES, { table: 'oidc_signing_keys', keyColumns: ['kid'] }];
 
 /**
  * `contexts`: keeps secrets' keys current. At start and hourly it replaces the OIDC signing keys
  * that are due (older than 30 days; the retired key stays published until the tokens it signed
  * expire), and re-wraps the data keys of sealed values still wrapped by an older wrapping key (after
  * GYRE_SECRETS_KEY_FILE gained a key, or a KMS key was rotated), in batches, while Gyre serves.
- * Contexts, variables and their restrictions are served by the API; values are opened only for the
+ * With GYRE_JOB_OIDC_PUBLISH_BUCKET it also publishes every organisation's OIDC discovery documents at
+ * start and hourly. Contexts, variables and their restrictions are served by the API; values are opened only for the
  * agent that holds a task's lease.
  */
 export const contextsRole: Role = {
@@ -18,6 +17,17 @@ export const contextsRole: Role = {
   async start(core) {
     const log = core.log.child({ role: 'contexts' });
     const sweep = async () => {
+      // The public bucket may be new, or have missed a change while it refused writes: publish every
+      // organisation's documents at start and hourly (key changes publish themselves as they happen).
+      if (core.oidcPublisher) {
+        try {
+          const orgs = await core.store.query<{ id: string }>('SELECT id FROM organizations ORDER BY id');
+          const written = await publishOidcDocuments(core.oidc, core.oidcPublisher, orgs.map((o) => o.id));
+          log.info('OIDC discovery documents published', { organizations: orgs.length, objects: written.length });
+        } catch (error) {
+          log.error('publishing OIDC discovery documents failed (cloud token services cannot verify new keys until this works)', { error: (error as Error).message });
+        }
+      }
       try {
         const rotated = await core.oidc.rotateDue();
         if (rotated.length > 0) log.info('OIDC signing keys replaced', { organizations: rotated.length });

@@ -12,7 +12,8 @@ import type { RoleSource } from '../identity/role-sources';
 import { createSignInProviders } from '../identity/sign-in/providers';
 import { createSignIn, type SignIn } from '../identity/sign-in/sign-in';
 import { createContexts, type Contexts } from '../secrets/contexts';
-import { createOidcIssuer, type OidcIssuer } from '../secrets/oidc-tokens';
+import { createOidcPublisher } from '../secrets/oidc-publish';
+import { createOidcIssuer, publishOidcDocuments, type OidcIssuer, type PutObject } from '../secrets/oidc-tokens';
 import { createSecretBox, type SecretBox } from '../secrets/secret-box';
 import { createTaskSecrets, type TaskSecrets } from '../secrets/task-secrets';
 import { createKeyWrapper } from '../secrets/settings';
@@ -55,6 +56,8 @@ export interface Core {
   readonly contexts: Contexts;
   /** OIDC tokens for jobs, and the per-organisation issuers' discovery and keys. */
   readonly oidc: OidcIssuer;
+  /** Writes OIDC discovery documents to the public bucket (GYRE_JOB_OIDC_PUBLISH_BUCKET); unset when not configured. */
+  readonly oidcPublisher?: PutObject;
   /** A task's secrets, opened for the agent that holds its lease. */
   readonly taskSecrets: TaskSecrets;
   readonly projects: Projects;
@@ -121,7 +124,14 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   });
   const secretBox = createSecretBox(createKeyWrapper(settings.secrets));
   const contexts = createContexts({ store, box: secretBox });
-  const oidc = createOidcIssuer({ store, box: secretBox, publicUrl: () => settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}` });
+  // With GYRE_JOB_OIDC_PUBLISH_BUCKET, every key change is copied to the public bucket before the new key signs.
+  const oidcPublisher = settings.oidc.publish ? createOidcPublisher(settings.oidc.publish) : undefined;
+  const oidc: OidcIssuer = createOidcIssuer({
+    store,
+    box: secretBox,
+    publicUrl: () => settings.oidc.issuerUrl ?? settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`,
+    ...(oidcPublisher ? { onKeysChanged: async (orgId: string) => void (await publishOidcDocuments(oidc, oidcPublisher, [orgId])) } : {}),
+  });
   return {
     settings,
     log,
@@ -135,6 +145,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     secretBox,
     contexts,
     oidc,
+    oidcPublisher,
     taskSecrets: createTaskSecrets({ store, contexts, oidc, log: log.child({ role: 'secrets' }) }),
     projects,
     triggers: createTriggers({ store, forge, projects }),

@@ -12,7 +12,7 @@ import * as sql from './sql/oidc';
  * organisation, with CircleCI's claim names, so a cloud's trust policy written for CircleCI
  * (`oidc.circleci.com/org/<id>:sub`, `oidc.circleci.com/project-id`, …) works unchanged once its
  * provider URL is Gyre's issuer, `<GYRE_PUBLIC_URL>/org/<organization id>` (or
- * GYRE_OIDC_PUBLISH_URL's, when the documents are published to a public bucket).
+ * GYRE_JOB_OIDC_ISSUER_URL's, when the documents are published to a public bucket).
  *
  * - `iss`: the organisation's issuer; `aud`: the organisation id, or the custom claims' audience;
  *   `iat`, `exp` (one hour later, or the custom claims' `ttl`), `jti`.
@@ -141,7 +141,7 @@ export interface OidcIssuerOptions {
   readonly store: Store;
   /** Seals private keys at rest; the key wrapper behind it is the only way to open them. */
   readonly box: SecretBox;
-  /** The base of issuer URLs: GYRE_OIDC_PUBLISH_URL when set, else GYRE_PUBLIC_URL (read per call, so it may be known only once the server listens). */
+  /** The base of issuer URLs: GYRE_JOB_OIDC_ISSUER_URL when set, else GYRE_PUBLIC_URL (read per call, so it may be known only once the server listens). */
   publicUrl(): string;
   readonly now?: () => Date;
   /** Days a key signs before it is replaced. @default 30 */
@@ -452,9 +452,9 @@ export type PutObject = (key: string, body: Buffer, contentType: string) => Prom
 /**
  * Publishes organisations' discovery documents to a public bucket, as objects
  * `org/<id>/.well-known/jwks-pub.json` and `org/<id>/.well-known/openid-configuration`, for
- * verifiers that cannot reach Gyre (the issuer's base URL, GYRE_OIDC_PUBLISH_URL, is then the
+ * verifiers that cannot reach Gyre (the issuer's base URL, GYRE_JOB_OIDC_ISSUER_URL, is then the
  * bucket's). The JWKS goes first, so a verifier never reads a configuration whose keys are not
- * out yet. Run it after every key change (`onKeysChanged`) and for every organisation at start.
+ * out yet. Run it after every key change (`onKeysChanged`) and for every organisation at start and hourly (the `contexts` role).
  * Answers the keys written.
  */
 export async function publishOidcDocuments(issuer: Pick<OidcIssuer, 'jwks' | 'discovery'>, putObject: PutObject, orgIds: readonly string[]): Promise<string[]> {

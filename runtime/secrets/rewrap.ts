@@ -58,6 +58,8 @@ export interface RewrapOptions {
   readonly batchSize?: number;
   /** Data keys unwrapped and wrapped at once (calls to a key service in flight). @default 8 */
   readonly concurrency?: number;
+  /** Called after each batch with the table and the rows it has moved so far (progress on long runs). */
+  readonly onProgress?: (table: string, rewrapped: number) => void;
 }
 
 const DEFAULT_COLUMNS: SealedColumns = { ciphertext: 'ciphertext', iv: 'iv', tag: 'tag', wrappedKey: 'wrapped_key', keyId: 'key_id' };
@@ -94,7 +96,7 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
   return results;
 }
 
-async function rewrapTable(store: Store, box: SecretBox, spec: SealedTable, options: Required<RewrapOptions>): Promise<RewrapCounts & { keyId: string }> {
+async function rewrapTable(store: Store, box: SecretBox, spec: SealedTable, options: Required<Omit<RewrapOptions, 'onProgress'>> & Pick<RewrapOptions, 'onProgress'>): Promise<RewrapCounts & { keyId: string }> {
   const table = quote(spec.table, 'table', true);
   if (spec.keyColumns.length === 0) throw new Error(`table ${spec.table}: name the columns that identify a row (keyColumns)`);
   const keys = spec.keyColumns.map((c) => quote(c, `table ${spec.table}: key column`));
@@ -152,6 +154,7 @@ async function rewrapTable(store: Store, box: SecretBox, spec: SealedTable, opti
     for (;;) {
       const result = await store.transaction((tx) => batch(tx, current, after));
       progress += result.done;
+      if (result.done > 0) options.onProgress?.(spec.table, rewrapped + progress);
       if (result.count < options.batchSize) break;
       after = result.last;
     }
@@ -176,7 +179,7 @@ export async function rewrapAll(store: Store, box: SecretBox, tables: readonly S
   const counts: RewrapCounts[] = [];
   let keyId: string | undefined;
   for (const spec of tables) {
-    const { keyId: movedTo, ...table } = await rewrapTable(store, box, spec, { batchSize, concurrency });
+    const { keyId: movedTo, ...table } = await rewrapTable(store, box, spec, { batchSize, concurrency, onProgress: options.onProgress });
     counts.push(table);
     keyId = movedTo;
   }
