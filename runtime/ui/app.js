@@ -9,6 +9,9 @@
  *   #/job/<vcs>/<org>/<repo>/<number>     a job's steps and their logs, followed live, and its tests
  *   #/org/<vcs>/<org>                     an organisation: its projects and members with their roles
  *   #/members/<vcs>/<org>/<repo>          a project's members with their roles, and its project tokens
+ *   #/envvars/<vcs>/<org>/<repo>          a project's environment variables        (settings.js)
+ *   #/contexts/<vcs>/<org>                an organisation's contexts               (settings.js)
+ *   #/contexts/<vcs>/<org>/<id>           a context's variables and restrictions   (settings.js)
  *   #/tokens                              your personal API tokens
  *   #/audit                               the audit log (instance admins)
  *
@@ -135,6 +138,9 @@
     job: (slug, number) => '#/job/' + encodeSlug(slug) + '/' + encodeURIComponent(number),
     org: (name) => '#/org/gh/' + encodeURIComponent(name),
     members: (slug) => '#/members/' + encodeSlug(slug),
+    envvars: (slug) => '#/envvars/' + encodeSlug(slug),
+    contexts: (name) => '#/contexts/gh/' + encodeURIComponent(name),
+    context: (name, id) => links.contexts(name) + '/' + encodeURIComponent(id),
     tokens: () => '#/tokens',
     audit: () => '#/audit',
   };
@@ -158,6 +164,9 @@
     if (kind === 'job' && rest.length >= 4) return { page: 'job', slug: rest.slice(0, -1).join('/'), number: rest[rest.length - 1] };
     if (kind === 'org' && rest.length === 2) return { page: 'org', name: rest[1] };
     if (kind === 'members' && rest.length >= 3) return { page: 'members', slug: rest.join('/') };
+    if (kind === 'envvars' && rest.length >= 3) return { page: 'envvars', slug: rest.join('/') };
+    if (kind === 'contexts' && rest.length === 2) return { page: 'contexts', org: rest[1] };
+    if (kind === 'contexts' && rest.length === 3) return { page: 'context', org: rest[1], id: rest[2] };
     if (kind === 'tokens' && rest.length === 0) return { page: 'tokens' };
     if (kind === 'audit' && rest.length === 0) return { page: 'audit' };
     return { page: 'not-found' };
@@ -568,7 +577,14 @@
     const table = h('tbody');
     const more = h('div', { className: 'more' });
     fill(main(),
-      h('h1', null, slug, h('span', { className: 'spacer' }), h('a', { href: links.members(slug), className: 'members-link' }, 'Members and tokens')),
+      h(
+        'h1',
+        null,
+        slug,
+        h('span', { className: 'spacer' }),
+        h('a', { href: links.envvars(slug), className: 'envvars-link' }, 'Environment variables'),
+        h('a', { href: links.members(slug), className: 'members-link' }, 'Members and tokens'),
+      ),
       h(
         'table',
         { className: 'pipelines' },
@@ -1497,7 +1513,14 @@
     });
     fill(
       main(),
-      h('h1', null, org.slug, org.role ? h('span', { className: 'badge my-role' }, 'your role: ' + org.role) : null),
+      h(
+        'h1',
+        null,
+        org.slug,
+        org.role ? h('span', { className: 'badge my-role' }, 'your role: ' + org.role) : null,
+        h('span', { className: 'spacer' }),
+        h('a', { href: links.contexts(name), className: 'contexts-link' }, 'Contexts'),
+      ),
       h(
         'ul',
         { className: 'cards projects' },
@@ -1622,7 +1645,22 @@
   // ---------------------------------------------------------------------------------------------
   // The router
 
-  const pages = { projects: projectsPage, project: projectPage, pipeline: pipelinePage, job: jobPage, org: orgPage, members: projectMembersPage, tokens: tokensPage, audit: auditPage };
+  // The secrets pages live in settings.js and get this page's helpers from here.
+  const settings = window.GyreSettings.create({ h, fill, main, api, getAll, setCrumbs, links, encodeSlug, orgOfSlug, timeAgo, SignInRequired, showSignIn });
+
+  const pages = {
+    projects: projectsPage,
+    project: projectPage,
+    pipeline: pipelinePage,
+    job: jobPage,
+    org: orgPage,
+    members: projectMembersPage,
+    envvars: settings.projectVariablesPage,
+    contexts: settings.contextsPage,
+    context: settings.contextPage,
+    tokens: tokensPage,
+    audit: auditPage,
+  };
 
   async function route() {
     if (currentView) currentView.dispose();

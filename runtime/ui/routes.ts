@@ -39,6 +39,7 @@ export function registerUiRoutes(app: GyreApp): void {
   const assets: Record<string, Asset> = {
     '/ui/app.js': load('app.js', 'text/javascript; charset=utf-8'),
     '/ui/ansi.js': load('ansi.js', 'text/javascript; charset=utf-8'),
+    '/ui/settings.js': load('settings.js', 'text/javascript; charset=utf-8'),
     '/ui/app.css': load('app.css', 'text/css; charset=utf-8'),
   };
   const PUBLIC = { config: { auth: 'public' as const } };
