@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import type { Queryable, Row, Store } from './store';
 
@@ -11,12 +13,31 @@ function toBuffer(value: unknown): Buffer {
 }
 
 /**
+ * A blank cluster (a data directory just after initdb, from PGlite's `dumpDataDir`) that a new
+ * database starts from instead of running initdb again, which is most of the time PGlite takes to
+ * start a database. The test run sets it once (test/global-setup.js): hundreds of databases, two
+ * seconds each. A data directory that already holds a cluster is opened as it is.
+ */
+let blankCluster: Blob | undefined;
+
+export function useBlankCluster(image: Blob | undefined): void {
+  blankCluster = image;
+}
+
+/** Whether `dataDir` still needs a cluster made (in memory, or a directory without PG_VERSION). */
+function isNew(dataDir: string | undefined): boolean {
+  if (dataDir === undefined || dataDir.startsWith('memory://')) return true;
+  return !existsSync(join(dataDir, 'PG_VERSION'));
+}
+
+/**
  * The embedded store. PGlite is one connection: statements from concurrent callers are serialised
  * by PGlite itself, and a transaction holds the connection until it ends, so keep them short.
  * `dataDir` undefined means in memory (tests).
  */
 export async function createPgliteStore(dataDir?: string): Promise<Store> {
   const db = await PGlite.create(dataDir, {
+    ...(blankCluster && isNew(dataDir) ? { loadDataDir: blankCluster } : {}),
     // A bytea parameter goes as its bytes: PGlite binds a value that is a byte array in binary
     // format, so there is no hex text to build, encode and parse (a 1 MiB value is stored about
     // twice as fast). The serializer's declared type says string, hence the cast.
