@@ -40,10 +40,11 @@ export interface AgentOptions {
   readonly reporter: TaskReporter;
   /**
    * Where the steps run, or how to make it (a container to pull and start, a sandbox): made when
-   * the task starts, and a failure to make it fails the job with the reason in the first step's
-   * output, as an image that cannot be pulled does.
+   * the task starts, given the task with the secrets this agent received for it (registry
+   * credentials may name them), and a failure to make it fails the job with the reason in the
+   * first step's output, as an image that cannot be pulled does.
    */
-  readonly executor: Executor | (() => Promise<Executor>);
+  readonly executor: Executor | ((task: TaskContext) => Promise<Executor>);
   readonly log: Logger;
   /** How often to renew the lease. */
   readonly heartbeatMs: number;
@@ -209,7 +210,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
   try {
     try {
       if (secretsRefused) throw new Error(`Unauthorized: ${secretsRefused}`);
-      executor = typeof options.executor === 'function' ? await options.executor() : options.executor;
+      executor = typeof options.executor === 'function' ? await options.executor(task) : options.executor;
     } catch (error) {
       return await environmentFailed(error as Error);
     }

@@ -13,6 +13,7 @@ import { createTarWriter, DEFAULT_EXTRACT_LIMITS, readTar, readTarAs, safeRelati
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
 import { ecrCredentials } from './ecr-auth';
+import { expandImageCredentials } from './image-credentials';
 import { hostname } from 'node:os';
 import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
 import { ownerAlive, processOwner } from './sandbox/owner';
@@ -35,8 +36,16 @@ export interface DockerExecutorOptions {
   readonly registryMirror?: string;
   /** Where `extract` spools a checked archive before sending it to the Engine. @default os.tmpdir() */
   readonly tempDir?: string;
+  /**
+   * The task's secret variables (its project's, its contexts', its OIDC tokens): `$NAME` and
+   * `${NAME}` in an image's `auth` and `aws_auth` are expanded from them before anything is pulled,
+   * and a name they lack fails the start naming it and the image. @default - none: only values as written
+   */
+  readonly secrets?: Readonly<Record<string, string>>;
   /** The ECR API endpoint asked for the registry password of an image with `aws_auth`. @default - https://api.ecr.<region>.amazonaws.com */
   readonly ecrEndpoint?: string;
+  /** The STS API endpoint asked for a role's credentials by an image with `aws_auth.oidc_role_arn`. @default - https://sts.<region>.amazonaws.com */
+  readonly stsEndpoint?: string;
   /** CPU and memory of the job's resource class: the limits of every container of the task. @default medium's (2 cores, 4 GiB) */
   readonly resources?: ResourceSize;
   /** Processes one container may hold at once. @default 4096 */
@@ -97,6 +106,9 @@ const refText = (r: ImageRef, registry = r.registry) => `${registry}/${r.reposit
 
 export async function createDockerExecutor(options: DockerExecutorOptions): Promise<Executor> {
   if (options.images.length === 0) throw new Error('the docker executor needs at least one image');
+  // Every reference is expanded before anything is made, so a missing variable fails the same way
+  // whether or not this engine already has the image.
+  const images = options.images.map((image) => expandImageCredentials(image, options.secrets ?? {}));
   const engine = createDockerEngine(options.socketPath);
   const owner = options.owner ?? containerOwner();
   const size = options.resources ?? resourceSizeOf('medium');
@@ -113,7 +125,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   const network = `gyre-${suffix}`;
   const containers: string[] = [];
   let networkMade = false;
-  const primaryImage = options.images[0];
+  const primaryImage = images[0];
 
   const cleanup = async () => {
     lifeline?.destroy();
@@ -131,8 +143,8 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     await engine.call('POST', '/networks/create', { Name: network, Driver: 'bridge', CheckDuplicate: true, Labels: { 'gyre.task': options.taskId, [OWNER_LABEL]: owner } });
     networkMade = true;
     const pulled: string[] = [];
-    for (const image of options.images) pulled.push(await ensureImage(engine, image, options));
-    for (const [index, image] of options.images.entries()) {
+    for (const image of images) pulled.push(await ensureImage(engine, image, options));
+    for (const [index, image] of images.entries()) {
       const primary = index === 0;
       const alias = image.name ?? parseImageRef(image.image).repository.split('/').pop()!;
       const overridden = image.entrypoint !== undefined || image.command !== undefined;
@@ -662,7 +674,8 @@ async function readAll(res: AsyncIterable<unknown>): Promise<string> {
 /**
  * Makes an image present: used as is when the engine has it, otherwise pulled (through the
  * registry mirror for Docker Hub images, then tagged with the name the job used), with the job's
- * `auth` as the registry credentials, or for an ECR image, a password got with its `aws_auth`.
+ * `auth` as the registry credentials, or for an ECR image, a password got with its `aws_auth`
+ * (both with their references expanded already).
  * Returns the name to create containers from.
  */
 async function ensureImage(engine: DockerEngine, image: DockerImage, options: DockerExecutorOptions): Promise<string> {
@@ -677,7 +690,18 @@ async function ensureImage(engine: DockerEngine, image: DockerImage, options: Do
   const viaMirror = mirror && ref.registry === 'docker.io';
   const from = viaMirror ? refText(ref, mirror) : refText(ref);
   const headers: Record<string, string> = {};
-  const auth = image.auth ?? (image.awsAuth ? await ecrCredentials({ registry: ref.registry, awsAuth: image.awsAuth, endpoint: options.ecrEndpoint }) : undefined);
+  const auth =
+    image.auth ??
+    (image.awsAuth
+      ? await ecrCredentials({
+          registry: ref.registry,
+          awsAuth: image.awsAuth,
+          endpoint: options.ecrEndpoint,
+          webIdentityToken: options.secrets?.CIRCLE_OIDC_TOKEN,
+          stsEndpoint: options.stsEndpoint,
+          sessionName: `gyre-${options.taskId.slice(0, 40)}`.replace(/[^\w+=,.@-]/g, '-'),
+        })
+      : undefined);
   if (auth) {
     // URL-safe base64 *with* padding: Docker and Podman decode it with Go's padded URL encoding,
     // and refuse the header ("unexpected EOF") when the padding is left off.

@@ -128,6 +128,8 @@ export async function createTaskExecutor(options: TaskExecutorOptions): Promise<
       registryMirror: execution.registryMirror,
       resources: options.task.resources,
       owner: options.owner,
+      // What `$NAME` in the images' auth and aws_auth is expanded from, just before the pull.
+      secrets: options.task.secrets?.env,
     });
   }
   return createShellExecutor({ taskDir: options.taskDir, isolation: execution.isolation });

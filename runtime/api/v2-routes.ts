@@ -6,7 +6,7 @@ import type { Conductor } from '../conductor/conductor';
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { InputError, NotFoundError } from '../domain/errors';
 import { isTerminalJobStatus } from '../domain/model';
-import type { Projects } from '../projects/projects';
+import type { Project, Projects } from '../projects/projects';
 import type { Store } from '../store/store';
 import type { LogReader, OutputChunk } from '../output/logs';
 import { auditOf, drained, principalOf, sendStream, type GyreApp } from './http-app';
@@ -117,6 +117,25 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     async (request) => {
       const project = await projects.setProtectedBranches(slugOf(request.params), request.body.patterns, auditOf(request));
       return { protected_branches: project.protectedBranches };
+    },
+  );
+
+  // CircleCI's project settings (`advanced`), those Gyre has: whether pipelines of pull requests
+  // from forks get the project's variables and contexts (docs/security.md, "Forked pull requests").
+  const settingsView = (p: Project) => ({ advanced: { forks_receive_secret_env_vars: p.forksReceiveSecretEnvVars } });
+  app.get(`${SLUG}/settings`, { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => settingsView(await projects.get(slugOf(request.params))));
+  app.patch(
+    `${SLUG}/settings`,
+    {
+      config: { permission: 'project:admin', action: 'project.settings' },
+      schema: {
+        params: SlugParams,
+        body: Type.Object({ advanced: Type.Optional(Type.Object({ forks_receive_secret_env_vars: Type.Optional(Type.Boolean()) }, { additionalProperties: false })) }, { additionalProperties: false }),
+      },
+    },
+    async (request) => {
+      const change = { forksReceiveSecretEnvVars: request.body.advanced?.forks_receive_secret_env_vars };
+      return settingsView(await projects.updateSettings(slugOf(request.params), change, auditOf(request)));
     },
   );
 

@@ -145,7 +145,8 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   const result = await runTask({
     task,
     reporter: client.reporter(),
-    executor: () => createTaskExecutor({ task, taskDir: join(workDir, task.taskId), log, execution, owner: containerOwner() }),
+    // Given the task with its secrets (image credentials may name them).
+    executor: (withSecrets) => createTaskExecutor({ task: withSecrets, taskDir: join(workDir, task.taskId), log, execution, owner: containerOwner() }),
     handlers,
     log: log.child({ taskId: task.taskId }),
     heartbeatMs: heartbeatEvery(leaseTtlMs),

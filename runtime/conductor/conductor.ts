@@ -115,10 +115,10 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     return 'queued';
   }
 
-  /** What the contexts' restrictions are decided on: the project, its organisation, the pipeline's ref and actor. */
+  /** What the contexts' restrictions are decided on: the project, its organisation, the pipeline's ref, actor and whether it is a fork's. */
   async function contextInput(tx: Queryable, job: JobRow): Promise<ResolveInput> {
-    const [row] = await tx.query<{ org_id: string; branch: string | null; tag: string | null; actor_id: string | null; number: number }>(
-      `SELECT o.id AS org_id, p.branch, p.tag, p.actor_id, p.number
+    const [row] = await tx.query<{ org_id: string; branch: string | null; tag: string | null; actor_id: string | null; number: number; from_fork: boolean }>(
+      `SELECT o.id AS org_id, p.branch, p.tag, p.actor_id, p.number, p.from_fork
          FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN pipelines p ON p.id = w.pipeline_id
          JOIN projects pr ON pr.id = j.project_id JOIN organizations o ON o.name = pr.org
         WHERE j.id = $1`,
@@ -128,7 +128,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       orgId: row?.org_id ?? '',
       projectId: job.project_id,
       contextNames: job.contexts,
-      pipeline: { branch: row?.branch ?? undefined, tag: row?.tag ?? undefined, values: row ? { 'pipeline.number': row.number } : {} },
+      pipeline: { branch: row?.branch ?? undefined, tag: row?.tag ?? undefined, fork: row?.from_fork === true, values: row ? { 'pipeline.number': row.number } : {} },
       actor: { userId: row?.actor_id ?? undefined },
     };
   }

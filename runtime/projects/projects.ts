@@ -20,7 +20,18 @@ export interface Project {
    * across): jobs on protected branches restore only caches saved on protected branches.
    */
   readonly protectedBranches: readonly string[];
+  /**
+   * Whether pipelines of pull requests from forks get the project's variables and the contexts
+   * their jobs name (CircleCI's `forks_receive_secret_env_vars`). Off, they get neither, and a job
+   * naming a context ends `unauthorized`.
+   */
+  readonly forksReceiveSecretEnvVars: boolean;
   readonly createdAt: Date;
+}
+
+/** The project settings Gyre has, by CircleCI's names (`PATCH /project/{slug}/settings`, `advanced`). */
+export interface ProjectSettingsChange {
+  readonly forksReceiveSecretEnvVars?: boolean;
 }
 
 export interface Projects {
@@ -38,6 +49,8 @@ export interface Projects {
    * pattern is an InputError naming it. Returns the project as stored.
    */
   setProtectedBranches(slug: string, patterns: readonly unknown[], audit?: Audit): Promise<Project>;
+  /** Changes the settings given (the others stay as they are). Returns the project as stored. */
+  updateSettings(slug: string, change: ProjectSettingsChange, audit?: Audit): Promise<Project>;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -59,6 +72,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     repoUrl: r.repo_url as string,
     defaultBranch: r.default_branch as string,
     protectedBranches: (r.protected_branches as string[] | null) ?? [],
+    forksReceiveSecretEnvVars: r.forks_receive_secret_env_vars === true,
     createdAt: new Date(r.created_at as string),
   });
   return {
@@ -95,6 +109,19 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
         const [row] = await tx.query('UPDATE projects SET protected_branches = $2 WHERE slug = $1 RETURNING *', [canonical, checked]);
         if (!row) throw new NotFoundError('project', canonical);
         await audit?.record(tx, { target: { type: 'project', id: canonical }, detail: { patterns: checked } });
+        return fromRow(row);
+      });
+    },
+    async updateSettings(slug, change, audit) {
+      const canonical = normaliseSlug(slug);
+      return store.transaction(async (tx) => {
+        const [row] = await tx.query(
+          'UPDATE projects SET forks_receive_secret_env_vars = COALESCE($2, forks_receive_secret_env_vars) WHERE slug = $1 RETURNING *',
+          [canonical, change.forksReceiveSecretEnvVars ?? null],
+        );
+        if (!row) throw new NotFoundError('project', canonical);
+        const detail = change.forksReceiveSecretEnvVars === undefined ? {} : { forks_receive_secret_env_vars: change.forksReceiveSecretEnvVars };
+        await audit?.record(tx, { target: { type: 'project', id: canonical }, detail });
         return fromRow(row);
       });
     },

@@ -98,11 +98,12 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
       running.set(claimed.task.taskId, controller);
       const taskLog = slotLog.child({ taskId: claimed.task.taskId, job: claimed.task.jobName });
       try {
-        const task = claimed.task;
+        const { task, lease } = claimed;
         await runTask({
           task,
           reporter: localReporter(dispatcher, claimed, options.taskSecrets),
-          executor: () => createTaskExecutor({ task, taskDir: join(options.workRoot, `${task.taskId}-${claimed!.lease.attempt}`), log: taskLog, execution: execution!, owner }),
+          // The task as the agent has it, with its secrets: image credentials may name them.
+          executor: (withSecrets) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${lease.attempt}`), log: taskLog, execution: execution!, owner }),
           log: taskLog,
           heartbeatMs: options.heartbeatMs,
           leaseTtlMs: options.leaseTtlMs,

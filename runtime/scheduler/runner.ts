@@ -103,7 +103,8 @@ export function startRunner(options: RunnerOptions): Runner {
       const taskLog = log.child({ taskId: task.taskId, job: task.jobName });
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId, retry: options.retry });
-        const executor = () => createTaskExecutor({ task, taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`), log: taskLog, execution: execution!, owner });
+        // Given the task with its secrets (image credentials may name them).
+        const executor = (withSecrets: TaskContext) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`), log: taskLog, execution: execution!, owner });
         const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
         const result = await runTask({
           task,

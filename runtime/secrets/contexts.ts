@@ -60,7 +60,9 @@ export interface Contexts {
    * false`, with a reason naming the context) when a context is not one of the project's
    * organisation, or any of its restrictions does not let this task through: the project must be
    * one of its project restrictions, the actor in one of its groups, and every expression true
-   * (one that cannot be evaluated is false). The only place a value is opened; nothing is opened
+   * (one that cannot be evaluated is false). A task of a forked pull request's pipeline, in a
+   * project that does not pass secrets to forks, gets an empty environment, and is refused when it
+   * names any context. The only place a value is opened; nothing is opened
    * for a refused task. Throws when a value cannot be opened (its wrapping key is gone, the KMS does
    * not answer, or the row was tampered with): that is no answer about the task.
    */
@@ -154,6 +156,11 @@ export interface ResolveInput {
   readonly pipeline: {
     readonly branch?: string;
     readonly tag?: string;
+    /**
+     * The pipeline builds a pull request from a fork: unless the project allows it
+     * (`forks_receive_secret_env_vars`), its tasks get no variables and naming a context is refused.
+     */
+    readonly fork?: boolean;
     /** Pipeline parameters: never read here (they cannot decide whether a context is available). */
     readonly parameters?: Readonly<Record<string, unknown>>;
     /**
@@ -465,6 +472,7 @@ export function createContexts({ store, box }: { store: Store; box: SecretBox })
       if (!checked.ok) return checked;
       const { project, contexts } = checked;
       const env: Record<string, string> = {};
+      if (checked.withheld) return { ok: true, env };
       const open = async (rows: sql.SealedRow[], aad: (name: string) => string) => {
         for (const row of rows) {
           if (row.name === '__proto__') continue;
@@ -489,6 +497,12 @@ export function createContexts({ store, box }: { store: Store; box: SecretBox })
       if (!project) return refuse(`project ${input.projectId} does not exist`);
       if (project.organization_id !== input.orgId) return refuse(`project ${project.slug} is not in organization ${input.orgId}`);
       if (input.contextNames.length > MAX_CONTEXTS_PER_TASK) return refuse(`a job may name at most ${MAX_CONTEXTS_PER_TASK} contexts (this one names ${input.contextNames.length})`);
+      // A fork's author wrote this config: it gets none of the project's secrets unless the project
+      // says forks may have them (CircleCI's "Pass secrets to builds from forked pull requests").
+      const withheld = input.pipeline.fork === true && !project.forks_receive_secret_env_vars;
+      if (withheld && input.contextNames.length > 0) {
+        return refuse(`Unauthorized: contexts are not passed to pipelines of forked pull requests (project ${project.slug} does not pass secrets to forks: forks_receive_secret_env_vars is off)`);
+      }
 
       const values: Record<string, ExpressionValue> = { 'job.ssh.enabled': false, ...(input.pipeline.values ?? {}) };
       if (input.pipeline.branch !== undefined) values['pipeline.git.branch'] = input.pipeline.branch;
@@ -523,6 +537,6 @@ export function createContexts({ store, box }: { store: Store; box: SecretBox })
         contexts.push(context);
       }
 
-      return { ok: true as const, project, contexts };
+      return { ok: true as const, project, contexts, withheld };
   }
 }

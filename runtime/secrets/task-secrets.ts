@@ -10,7 +10,10 @@ import { vcsOriginOf, type OidcIssuer } from './oidc-tokens';
  * What a task's agent receives of its secrets, asked for by the agent itself under its lease (the
  * agent API's `GET …/secrets` with its task token, or in process for the built-in runner), never
  * put in a claim answer, a Nomad job or a task row: the project's environment variables, those of
- * the contexts the job names (when its pipeline may use them), and its OIDC tokens.
+ * the contexts the job names (when its pipeline may use them), and its OIDC tokens. A pipeline of a
+ * forked pull request gets no variables unless its project allows it (Contexts.resolveForTask), but
+ * still its OIDC tokens: they hold no secret, name the pipeline's own ref, and CircleCI issues them
+ * to forks too.
  */
 export type TaskSecretsAnswer =
   | { readonly env: Readonly<Record<string, string>> }
@@ -42,6 +45,7 @@ interface TaskRow {
   tag: string | null;
   actor_id: string | null;
   number: number;
+  from_fork: boolean;
 }
 
 export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
@@ -50,7 +54,7 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
     async forLease(lease) {
       const [row] = await store.query<TaskRow>(
         `SELECT j.id AS job_id, j.contexts, j.project_id, o.id AS org_id, pr.repo_url, w.pipeline_id, j.workflow_id,
-                p.branch, p.tag, p.actor_id, p.number
+                p.branch, p.tag, p.actor_id, p.number, p.from_fork
            FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
            JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
            LEFT JOIN organizations o ON o.name = pr.org
@@ -63,7 +67,7 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
         orgId: row.org_id,
         projectId: row.project_id,
         contextNames: row.contexts ?? [],
-        pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, values: { 'pipeline.number': row.number } },
+        pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, fork: row.from_fork === true, values: { 'pipeline.number': row.number } },
         actor: { userId: row.actor_id ?? undefined },
       });
       if (!resolved.ok) return { refused: resolved.reason };

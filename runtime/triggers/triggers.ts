@@ -17,6 +17,12 @@ export interface TriggerRequest {
   readonly parameters?: Readonly<Record<string, ParameterValue>>;
   readonly actorId?: string;
   readonly type: TriggerType;
+  /**
+   * The pipeline builds a pull request from a fork: its jobs get no project variables and no
+   * contexts unless the project allows it (`forks_receive_secret_env_vars`, docs/security.md).
+   * Set by what knows it (the GitHub webhook); the API's trigger route never sets it. @default false
+   */
+  readonly fork?: boolean;
   /** The request's audit record, appended in the transaction that creates the pipeline. */
   readonly audit?: Audit;
 }
@@ -55,11 +61,11 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
           [project.id],
         );
         const [row] = await tx.query<{ created_at: Date }>(
-          `INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters)
-           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10) RETURNING created_at`,
-          [id, project.id, number, request.type, request.actorId ?? null, ref.branch ?? null, ref.tag ?? null, revision.sha, revision.subject, JSON.stringify(request.parameters ?? {})],
+          `INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork)
+           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING created_at`,
+          [id, project.id, number, request.type, request.actorId ?? null, ref.branch ?? null, ref.tag ?? null, revision.sha, revision.subject, JSON.stringify(request.parameters ?? {}), request.fork === true],
         );
-        await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha } });
+        await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
         await tx.query('SELECT pg_notify($1, $2)', [PIPELINE_CREATED, id]);
         return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
       });

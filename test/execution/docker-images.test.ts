@@ -4,6 +4,7 @@ import type { Executor } from '../../runtime/agent/executor';
 import { createLogger } from '../../runtime/logger';
 import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
 import { startEcrStandIn, type EcrStandIn } from '../support/ecr-stand-in';
+import { startStsStandIn, type StsStandIn } from '../support/sts-stand-in';
 import { startFakeDockerEngine, type EngineRequest, type FakeDockerEngine } from '../support/fake-docker-engine';
 
 /**
@@ -128,9 +129,93 @@ describe('Docker executor pulls of ECR images with aws_auth', () => {
     await expect(createDockerExecutor({ socketPath: engine.socketPath, taskId: 'ecr-2', log, ecrEndpoint: ecr.url, images: [{ image: `${registry}/team/app:7`, awsAuth }] })).rejects.toThrow(
       `ECR GetAuthorizationToken for ${registry} → 400: The security token included in the request is invalid.`,
     );
-    await expect(createDockerExecutor({ socketPath: engine.socketPath, taskId: 'ecr-3', log, ecrEndpoint: ecr.url, images: [{ image: `${registry}/team/app:7`, awsAuth: { oidc_role_arn: 'arn:aws:iam::123456789012:role/ci' } }] })).rejects.toThrow(/oidc_role_arn is not supported/);
+    await expect(createDockerExecutor({ socketPath: engine.socketPath, taskId: 'ecr-3', log, ecrEndpoint: ecr.url, images: [{ image: `${registry}/team/app:7`, awsAuth: { oidc_role_arn: 'arn:aws:iam::123456789012:role/ci' } }] })).rejects.toThrow(/oidc_role_arn needs the job's OIDC token/);
     await expect(createDockerExecutor({ socketPath: engine.socketPath, taskId: 'ecr-4', log, ecrEndpoint: ecr.url, images: [{ image: 'registry.corp:5000/team/app:7', awsAuth }] })).rejects.toThrow(/aws_auth is for Amazon ECR images.*registry\.corp:5000/);
     expect(calls(engine, 'POST', /^\/images\/create$/)).toEqual([]);
+  });
+});
+
+/**
+ * `$NAME` in an image's `auth` and `aws_auth`: the job spec holds the reference, and the executor
+ * expands it from the task's secrets as it pulls. What reaches the engine (the X-Registry-Auth
+ * header) and ECR is what a registry that wants those credentials would get.
+ */
+describe('Docker executor registry credentials that name the task\'s variables', () => {
+  const registry = '123456789012.dkr.ecr.us-west-2.amazonaws.com';
+  let engine: FakeDockerEngine;
+  let ecr: EcrStandIn | undefined;
+  let sts: StsStandIn | undefined;
+  afterEach(async () => {
+    await engine?.close();
+    await ecr?.close();
+    await sts?.close();
+    ecr = sts = undefined;
+  });
+
+  it('expands $NAME and ${NAME} from the secrets and hands the values to the engine; other values go as written', async () => {
+    engine = await startFakeDockerEngine();
+    const secrets = { REG_USER: 'deploy-bot', REG_PASS: 'hunter2-from-a-context' };
+    const images = [
+      { image: 'registry.corp:5000/team/app:1', auth: { username: '$REG_USER', password: '${REG_PASS}' } },
+      // A plaintext password in the config, `$` and all: CircleCI allows it.
+      { image: 'registry.corp:5000/team/db:1', auth: { username: 'plain', password: 'pa$REG_PASS$' } },
+    ];
+    const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: 'refs-1', log, images, secrets });
+    await executor.cleanup();
+    const pulls = calls(engine, 'POST', /^\/images\/create$/);
+    expect(pulls.map((p) => decodeRegistryAuth(p.headers['x-registry-auth']))).toEqual([
+      { username: 'deploy-bot', password: 'hunter2-from-a-context', serveraddress: 'registry.corp:5000' },
+      { username: 'plain', password: 'pa$REG_PASS$', serveraddress: 'registry.corp:5000' },
+    ]);
+  });
+
+  it('a name the task has no variable for fails the start naming it and the image, before anything is made, with no value in the message', async () => {
+    engine = await startFakeDockerEngine({ images: ['registry.corp:5000/team/app:2'] });
+    const secrets = { REG_USER: 'deploy-bot', OTHER: 'other-secret-value' };
+    const error: Error = await createDockerExecutor({
+      socketPath: engine.socketPath,
+      taskId: 'refs-2',
+      log,
+      secrets,
+      // The engine has this image already: the job fails all the same, as it would on an engine that has to pull it.
+      images: [{ image: 'registry.corp:5000/team/app:2', auth: { username: '$REG_USER', password: '$DOCKER_PASS' } }],
+    }).then(
+      () => new Error('the executor started'),
+      (e) => e,
+    );
+    expect(error.message).toMatch(/^cannot pull registry\.corp:5000\/team\/app:2: auth\.password is \$DOCKER_PASS, and this job has no variable DOCKER_PASS/);
+    for (const value of Object.values(secrets)) expect(error.message).not.toContain(value);
+    expect(engine.requests).toEqual([]);
+  });
+
+  it("expands aws_auth's keys from the secrets and signs ECR's GetAuthorizationToken with them", async () => {
+    engine = await startFakeDockerEngine();
+    ecr = await startEcrStandIn({ status: 200, body: { authorizationData: [{ authorizationToken: Buffer.from('AWS:ecr-password').toString('base64'), expiresAt: 1_900_000_000 }] } });
+    const secrets = { AWS_KEY: 'AKIAFROMPROJECTVAR01', AWS_SECRET: 'secret/from+project' };
+    const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: 'refs-3', log, ecrEndpoint: ecr.url, secrets, images: [{ image: `${registry}/team/app:7`, awsAuth: { aws_access_key_id: '$AWS_KEY', aws_secret_access_key: '${AWS_SECRET}' } }] });
+    await executor.cleanup();
+    expect(ecr.problems).toEqual([]);
+    expect(String(ecr.requests[0].headers.authorization)).toMatch(/^AWS4-HMAC-SHA256 Credential=AKIAFROMPROJECTVAR01\/\d{8}\/us-west-2\/ecr\/aws4_request, /);
+    expect(decodeRegistryAuth(calls(engine, 'POST', /^\/images\/create$/)[0].headers['x-registry-auth'])).toEqual({ username: 'AWS', password: 'ecr-password', serveraddress: registry });
+  });
+
+  it("with aws_auth.oidc_role_arn, assumes the role with the task's CIRCLE_OIDC_TOKEN and pulls with ECR's password for it", async () => {
+    engine = await startFakeDockerEngine();
+    sts = await startStsStandIn({
+      output: {
+        Credentials: { AccessKeyId: 'ASIAROLESESSION00002', SecretAccessKey: 'role-secret', SessionToken: 'role-session-token', Expiration: '2030-01-01T00:00:00Z' },
+        AssumedRoleUser: { Arn: 'arn:aws:sts::123456789012:assumed-role/pull/gyre-refs-4', AssumedRoleId: 'AROAEXAMPLE:gyre-refs-4' },
+      },
+    });
+    ecr = await startEcrStandIn({ status: 200, body: { authorizationData: [{ authorizationToken: Buffer.from('AWS:role-ecr-password').toString('base64'), expiresAt: 1_900_000_000 }] } });
+    const secrets = { CIRCLE_OIDC_TOKEN: 'header.claims.signature-of-the-job', ROLE: 'arn:aws:iam::123456789012:role/pull' };
+    const executor = await createDockerExecutor({ socketPath: engine.socketPath, taskId: 'refs-4', log, ecrEndpoint: ecr.url, stsEndpoint: sts.url, secrets, images: [{ image: `${registry}/team/app:8`, awsAuth: { oidc_role_arn: '$ROLE' } }] });
+    await executor.cleanup();
+    expect(sts.problems).toEqual([]);
+    expect(sts.requests.map((r) => [r.params.RoleArn, r.params.WebIdentityToken, r.params.RoleSessionName])).toEqual([[secrets.ROLE, secrets.CIRCLE_OIDC_TOKEN, 'gyre-refs-4']]);
+    expect(ecr.problems).toEqual([]);
+    expect(String(ecr.requests[0].headers.authorization)).toMatch(/Credential=ASIAROLESESSION00002\//);
+    expect(decodeRegistryAuth(calls(engine, 'POST', /^\/images\/create$/)[0].headers['x-registry-auth'])).toEqual({ username: 'AWS', password: 'role-ecr-password', serveraddress: registry });
   });
 });
 

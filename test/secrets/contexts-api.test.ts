@@ -413,6 +413,24 @@ describe('contexts and project environment variables', () => {
       expect((await contexts.resolveForTask({ ...prod, contextNames: ['deploy-env', 'prod'] })).ok).toBe(false);
     });
 
+    it('gives a forked pull request’s task nothing, and refuses it any context, unless the project passes secrets to forks', async () => {
+      const fork = { ...base(), pipeline: { branch: 'pull/7', fork: true } };
+      expect(await contexts.resolveForTask({ ...fork, contextNames: [] })).toEqual({ ok: true, env: {} });
+      const refused = { ok: false, reason: 'Unauthorized: contexts are not passed to pipelines of forked pull requests (project gh/acme/app does not pass secrets to forks: forks_receive_secret_env_vars is off)' };
+      expect(await contexts.resolveForTask({ ...fork, contextNames: ['deploy-env'] })).toEqual(refused);
+      // The conductor asks before it queues the job, and hears the same.
+      expect(await contexts.authorize({ ...fork, contextNames: ['deploy-env'] })).toEqual(refused);
+
+      await projects.updateSettings('gh/acme/app', { forksReceiveSecretEnvVars: true });
+      try {
+        expect(await contexts.resolveForTask({ ...fork, contextNames: ['deploy-env'] })).toEqual({ ok: true, env: expect.objectContaining({ API_TOKEN: SECRETS.projectToken, SHARED: SECRETS.shared }) });
+        // Allowed for forks is not more than a branch gets: the context's restrictions still hold.
+        expect(await contexts.resolveForTask({ ...fork, contextNames: ['prod'] })).toEqual({ ok: false, reason: expect.stringMatching(/^Unauthorized: context "prod" (is restricted|has an expression restriction)/) });
+      } finally {
+        await projects.updateSettings('gh/acme/app', { forksReceiveSecretEnvVars: false });
+      }
+    });
+
     it('evaluates CircleCI’s expression language, failing closed on errors whatever surrounds them', () => {
       const holds = (source: string, values: Record<string, string | number | boolean>) => parseContextExpression(source).evaluate(values).allowed;
       const v = { 'pipeline.git.branch': 'main', 'pipeline.number': 42, 'job.ssh.enabled': false, 'pipeline.trigger_source': 'api' };

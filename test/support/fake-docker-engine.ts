@@ -52,6 +52,11 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
         res.end(body === undefined ? undefined : JSON.stringify(body));
       };
       let m: RegExpExecArray | null;
+      // Whether an engine answers here (a Gyre server with GYRE_DOCKER_SOCKET asks at start).
+      if (req.method === 'GET' && path === '/_ping') {
+        res.writeHead(200, { 'Content-Type': 'text/plain' });
+        return res.end('OK');
+      }
       if (req.method === 'GET' && (m = /^\/images\/(.+)\/json$/.exec(path))) return images.has(m[1]) ? json(200, { Id: 'sha256:0' }) : json(404, { message: `No such image: ${m[1]}` });
       if (req.method === 'POST' && path === '/images/create') {
         res.writeHead(200, { 'Content-Type': 'application/json' });

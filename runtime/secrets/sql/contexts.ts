@@ -63,10 +63,20 @@ export async function orgByName(db: Queryable, name: string): Promise<OrgRow | u
   return row;
 }
 
-/** A project with the id of its organisation (null when the organisation has no row yet). */
-export async function projectById(db: Queryable, id: string): Promise<{ id: string; slug: string; org: string; organization_id: string | null } | undefined> {
-  const [row] = await db.query<{ id: string; slug: string; org: string; organization_id: string | null }>(
-    'SELECT pr.id, pr.slug, pr.org, o.id AS organization_id FROM projects pr LEFT JOIN organizations o ON o.name = pr.org WHERE pr.id = $1',
+export interface ProjectRow {
+  id: string;
+  slug: string;
+  org: string;
+  /** null when the organisation has no row yet. */
+  organization_id: string | null;
+  /** Whether pipelines of forked pull requests get the project's variables and contexts. */
+  forks_receive_secret_env_vars: boolean;
+}
+
+/** A project with the id of its organisation and what its secrets may reach. */
+export async function projectById(db: Queryable, id: string): Promise<ProjectRow | undefined> {
+  const [row] = await db.query<ProjectRow>(
+    'SELECT pr.id, pr.slug, pr.org, o.id AS organization_id, pr.forks_receive_secret_env_vars FROM projects pr LEFT JOIN organizations o ON o.name = pr.org WHERE pr.id = $1',
     [id],
   );
   return row;
