@@ -23,6 +23,17 @@ export interface IObjectStore {
   grantReadWrite(principal: string): void;
 }
 
+/**
+ * The key that wraps the data keys of secrets (contexts' and projects' variables): one key every
+ * runtime pod uses, so a value one pod seals opens in any other.
+ */
+export interface ISecretsKey {
+  /** Settings that point the runtime's KeyWrapper at this key (GYRE_SECRETS_KEY_WRAPPER and the key's name). */
+  readonly runtimeEnvironment: Record<string, string>;
+  /** Lets a cloud identity (an IAM role name on AWS, an IAM member on GCP) wrap and unwrap data keys with this key, and no other. */
+  grantEncryptDecrypt(principal: string): void;
+}
+
 /** The PostgreSQL database the runtime stores state in. */
 export interface IDatabase {
   /** Host name or private address. */

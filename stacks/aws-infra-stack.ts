@@ -6,6 +6,7 @@ import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { AwsNetwork } from '../constructs/aws/network';
 import { EksCluster } from '../constructs/aws/eks-cluster';
 import { S3ObjectStore } from '../constructs/aws/s3-object-store';
+import { AwsSecretsKey } from '../constructs/aws/secrets-key';
 import { RdsDatabase } from '../constructs/aws/rds-database';
 import { AwsNomadClients } from '../constructs/aws/nomad-clients';
 import { AwsBastion } from '../constructs/aws/bastion';
@@ -54,6 +55,14 @@ export class AwsInfraStack extends TerraformStack {
     });
     const runtimeRole = cluster.serviceAccountRole('RuntimeRole', GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, `${name}-runtime`);
     store.grantReadWrite(runtimeRole.name);
+    // One key for every pod: a value one pod seals opens in all (unless the environment uses Vault).
+    const secrets = env.secrets;
+    const secretsKey = secrets.keyWrapper === 'aws-kms'
+      ? new AwsSecretsKey(this, 'SecretsWrappingKey', secrets.existingKey
+        ? { keyArn: secrets.existingKey }
+        : { alias: `alias/${name}-secrets`, rotationDays: secrets.rotationDays, deletionWindowDays: secrets.deletionWindowDays, description: `Gyre ${env.name}: wraps the data keys of secrets` })
+      : undefined;
+    secretsKey?.grantEncryptDecrypt(runtimeRole.name);
 
     const database = env.database.mode === 'managed'
       ? new RdsDatabase(this, 'Database', {
@@ -106,11 +115,13 @@ export class AwsInfraStack extends TerraformStack {
     new TerraformOutput(this, 'nomad_client_group', { value: clients.autoScalingGroupName, description: 'Auto Scaling group of Nomad clients (scaled by nomad-autoscaler)' });
     new TerraformOutput(this, 'bastion_instance_id', { value: bastion.instanceId, description: '`aws ssm start-session --target <this>` to reach the VPC' });
     if (database) new TerraformOutput(this, 'database_host', { value: database.host, description: 'RDS PostgreSQL address (private)' });
+    if (secretsKey) new TerraformOutput(this, 'secrets_key', { value: secretsKey.keyArn, description: 'KMS key that wraps the data keys of secrets (contexts, project variables, OIDC signing keys)' });
 
     this.outputs = {
       cloud: 'aws',
       cluster,
       objectStore: store,
+      secretsKey,
       databaseUrl: database?.url,
       databaseCa: database ? { source: 'image', path: RDS_CA_BUNDLE_IMAGE_PATH } : undefined,
       databaseCidrs: database ? [network.cidr] : undefined,

@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { parse } from 'yaml';
 import { readSignInSettings } from '../runtime/identity/sign-in/settings';
 import { ROLE_NAMES } from '../runtime/roles/names';
+import { KEY_ARN } from '../constructs/aws/secrets-key';
+import { CRYPTO_KEY_NAME } from '../constructs/gcp/secrets-key';
 
 /**
  * One environment definition, read from `environments/<name>.yaml`.
@@ -43,6 +45,8 @@ export interface EnvironmentDefinition {
    * read from the operator's environment at synth, so client secrets need not be in the file.
    */
   readonly signIn: Record<string, string>;
+  /** Where secrets' data keys are wrapped: one key every pod shares. @default - a KMS key the infra stack makes */
+  readonly secrets: SecretsDefinition;
   /** Where Terraform keeps this environment's state (it holds every secret of the install). */
   readonly state: StateDefinition;
 }
@@ -72,6 +76,35 @@ export type StateDefinition =
     readonly kmsEncryptionKey?: string;
   }
   | { readonly backend: 'local' };
+
+/**
+ * The key that wraps the data keys of secrets (GYRE_SECRETS_KEY_WRAPPER): the cloud's KMS, with a
+ * key the infra stack makes (or the operator's), or a transit key in the operator's Vault.
+ */
+export type SecretsDefinition =
+  | {
+    readonly keyWrapper: 'aws-kms' | 'gcp-kms';
+    /** The operator's key: a KMS key ARN (AWS) or a CryptoKey name (GCP). @default - the infra stack makes one */
+    readonly existingKey?: string;
+    /** Days between automatic rotations of the key made. @default 365 */
+    readonly rotationDays: number;
+    /** Days a deleted key can still be restored (AWS: the deletion window; GCP: destroy scheduled duration). @default 30 */
+    readonly deletionWindowDays: number;
+  }
+  | { readonly keyWrapper: 'vault-transit'; readonly vault: VaultDefinition };
+
+export interface VaultDefinition {
+  /** VAULT_ADDR: `https://host[:port]`. */
+  readonly address: string;
+  /** GYRE_SECRETS_VAULT_TRANSIT_KEY: the transit key's name. */
+  readonly key: string;
+  /** GYRE_SECRETS_VAULT_TRANSIT_MOUNT. @default 'transit' */
+  readonly mount: string;
+  /** VAULT_NAMESPACE (Vault Enterprise, HCP). @default - none */
+  readonly namespace?: string;
+  /** VAULT_TOKEN, read from the environment cdktf runs in (sensitive; it goes into the runtime Secret). */
+  readonly token: string;
+}
 
 /** How Nomad clients authenticate to `registry` to pull the agent image. */
 export type RegistryCredentials =
@@ -149,7 +182,7 @@ const NAME = /^[a-z][a-z0-9-]{1,20}$/;
 const HOST = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const KNOWN_TOP_LEVEL = [
   'name', 'cloud', 'region', 'zones', 'project', 'domain', 'tls', 'network', 'kubernetes', 'nomad',
-  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn',
+  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn', 'secrets',
 ];
 /** The settings `signIn` may hold: sign-in's own, nothing that would change another part of Gyre. */
 const SIGN_IN_SETTING = /^GYRE_(SESSION|SIGN_IN|GITHUB|OIDC|LDAP)_[A-Z0-9_]+$/;
@@ -300,10 +333,69 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
 
   const state = stateDefinition(r, root.state, cloud, region);
   const signIn = signInDefinition(r, root.signIn, domain);
+  const secrets = secretsDefinition(r, root.secrets, cloud);
 
   return {
     name, file, cloud, region, zones, project, domain, tls, network, kubernetes, nomad, objectStore,
-    database, registry, imageTag, helmRepository, access, replicas, state, signIn,
+    database, registry, imageTag, helmRepository, access, replicas, state, signIn, secrets,
+  };
+}
+
+/** Vault names as the runtime checks them (runtime/secrets/settings.ts), kept here so synth does not load the KMS clients. */
+const TRANSIT_KEY = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
+const TRANSIT_MOUNT = /^(?!\.{1,2}(\/|$))[A-Za-z0-9._-]+(\/(?!\.{1,2}(\/|$))[A-Za-z0-9._-]+)*$/;
+const VAULT_ADDRESS = /^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/?$/;
+
+function secretsDefinition(r: Reader, raw: unknown, cloud: 'aws' | 'gcp'): SecretsDefinition {
+  const kms = cloud === 'aws' ? 'aws-kms' : 'gcp-kms';
+  const o = r.object(raw ?? {}, 'secrets');
+  if (o.keyWrapper === 'local') {
+    r.fail('secrets.keyWrapper', `(local) is not for a cluster install: each pod's key file is its own, so a secret one pod seals would not open in another; use ${kms} or vault-transit`);
+  }
+  const keyWrapper = o.keyWrapper === undefined ? kms : r.oneOf(o, 'keyWrapper', 'secrets.keyWrapper', [kms, 'vault-transit'] as const);
+  const allowed = keyWrapper === 'vault-transit'
+    ? ['keyWrapper', 'vault']
+    : ['keyWrapper', 'existingKey', 'rotationDays', 'deletionWindowDays'];
+  for (const key of Object.keys(o)) {
+    if (!allowed.includes(key)) r.fail(`secrets.${key}`, `is not a setting of keyWrapper ${keyWrapper}; allowed: ${allowed.join(', ')}`);
+  }
+  if (keyWrapper !== 'vault-transit') {
+    const existingKey = cloud === 'aws'
+      ? o.existingKey === undefined ? undefined : r.matching(o, 'existingKey', 'secrets.existingKey', KEY_ARN, 'a KMS key ARN, arn:aws:kms:<region>:<account>:key/<key id> (not an alias: permissions are granted on the key)')
+      : o.existingKey === undefined ? undefined : r.matching(o, 'existingKey', 'secrets.existingKey', CRYPTO_KEY_NAME, 'a CryptoKey name, projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>');
+    if (existingKey !== undefined) {
+      for (const made of ['rotationDays', 'deletionWindowDays']) {
+        if (o[made] !== undefined) r.fail(`secrets.${made}`, `applies only to the key the infra stack makes; with secrets.existingKey, rotate and protect your key where it lives`);
+      }
+    }
+    return {
+      keyWrapper,
+      existingKey,
+      rotationDays: r.int(o, 'rotationDays', 'secrets.rotationDays', 365, 90, 2560),
+      deletionWindowDays: r.int(o, 'deletionWindowDays', 'secrets.deletionWindowDays', 30, 7, 30),
+    };
+  }
+  if (o.vault === undefined) r.fail('secrets.vault', 'is required when secrets.keyWrapper is vault-transit: { address, key, token: { fromEnv: NAME } }');
+  const v = r.object(o.vault, 'secrets.vault');
+  const vaultFields = ['address', 'key', 'mount', 'namespace', 'token'];
+  for (const key of Object.keys(v)) {
+    if (!vaultFields.includes(key)) r.fail(`secrets.vault.${key}`, `is not a Vault setting; allowed: ${vaultFields.join(', ')}`);
+  }
+  const token = v.token as { fromEnv?: unknown } | undefined;
+  if (!token || typeof token !== 'object' || Object.keys(token).join() !== 'fromEnv' || typeof token.fromEnv !== 'string' || token.fromEnv === '') {
+    r.fail('secrets.vault.token', 'must be { fromEnv: NAME }: the token is read from the environment cdktf runs in, never written in the file');
+  }
+  const tokenValue = process.env[token.fromEnv as string];
+  if (!tokenValue) r.fail('secrets.vault.token', `reads the environment variable ${token.fromEnv as string}, which is not set where cdktf runs`);
+  return {
+    keyWrapper,
+    vault: {
+      address: r.matching(v, 'address', 'secrets.vault.address', VAULT_ADDRESS, 'an https:// address of Vault, https://host[:port]'),
+      key: r.matching(v, 'key', 'secrets.vault.key', TRANSIT_KEY, 'a transit key name (letters, digits, \'.\', \'_\', \'-\')'),
+      mount: r.matching(v, 'mount', 'secrets.vault.mount', TRANSIT_MOUNT, 'a mount path (segments of letters, digits, \'.\', \'_\', \'-\', joined by \'/\')', 'transit'),
+      namespace: v.namespace === undefined ? undefined : r.matching(v, 'namespace', 'secrets.vault.namespace', TRANSIT_MOUNT, 'a Vault namespace path (segments joined by \'/\')'),
+      token: tokenValue,
+    },
   };
 }
 

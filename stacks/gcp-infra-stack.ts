@@ -6,6 +6,7 @@ import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { GcpNetwork } from '../constructs/gcp/network';
 import { GkeCluster } from '../constructs/gcp/gke-cluster';
 import { GcsObjectStore } from '../constructs/gcp/gcs-object-store';
+import { GcpSecretsKey } from '../constructs/gcp/secrets-key';
 import { CloudSqlDatabase } from '../constructs/gcp/cloud-sql-database';
 import { GcpNomadClients } from '../constructs/gcp/nomad-clients';
 import { GcpBastion } from '../constructs/gcp/bastion';
@@ -60,6 +61,14 @@ export class GcpInfraStack extends TerraformStack {
     });
     const runtimeAccount = cluster.serviceAccountIdentity('RuntimeIdentity', GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, `${name}-runtime`.slice(0, 30));
     store.grantReadWrite(runtimeAccount.member);
+    // One key for every pod: a value one pod seals opens in all (unless the environment uses Vault).
+    const secrets = env.secrets;
+    const secretsKey = secrets.keyWrapper === 'gcp-kms'
+      ? new GcpSecretsKey(this, 'SecretsWrappingKey', secrets.existingKey
+        ? { project, location: env.region, keyRingName: name, cryptoKeyName: secrets.existingKey }
+        : { project, location: env.region, keyRingName: name, rotationDays: secrets.rotationDays, destroyScheduledDays: secrets.deletionWindowDays })
+      : undefined;
+    secretsKey?.grantEncryptDecrypt(runtimeAccount.member);
 
     const database = env.database.mode === 'managed'
       ? new CloudSqlDatabase(this, 'Database', {
@@ -120,11 +129,13 @@ export class GcpInfraStack extends TerraformStack {
     new TerraformOutput(this, 'nomad_client_group', { value: clients.instanceGroupManagerName, description: 'Managed instance group of Nomad clients' });
     new TerraformOutput(this, 'bastion_instance', { value: bastion.instanceName, description: '`gcloud compute ssh <this> --tunnel-through-iap` to reach the VPC' });
     if (database) new TerraformOutput(this, 'database_host', { value: database.host, description: 'Cloud SQL private address' });
+    if (secretsKey) new TerraformOutput(this, 'secrets_key', { value: secretsKey.cryptoKeyName, description: 'Cloud KMS key that wraps the data keys of secrets (contexts, project variables, OIDC signing keys)' });
 
     this.outputs = {
       cloud: 'gcp',
       cluster,
       objectStore: store,
+      secretsKey,
       databaseUrl: database?.url,
       databaseCa: database ? { source: 'pem', pem: database.caPem } : undefined,
       databaseCidrs: database ? [database.cidr] : undefined,

@@ -1,6 +1,6 @@
 import { NomadTls } from '../constructs/nomad-tls';
 import { AutoscalerTarget } from '../constructs/kubernetes/nomad-autoscaler';
-import { IKubernetesCluster, IObjectStore } from '../constructs/types';
+import { IKubernetesCluster, IObjectStore, ISecretsKey } from '../constructs/types';
 import { DatabaseCa } from '../constructs/kubernetes/control-plane';
 
 /** What an `<env>-infra` stack hands its `<env>-server` stack (wired as Terraform outputs). */
@@ -8,6 +8,8 @@ export interface InfraOutputs {
   readonly cloud: 'aws' | 'gcp';
   readonly cluster: IKubernetesCluster;
   readonly objectStore: IObjectStore;
+  /** The KMS key secrets' data keys are wrapped with. @default - none: the environment uses Vault transit */
+  readonly secretsKey?: ISecretsKey;
   /** URL of the managed database. @default - the operator supplies DATABASE_URL at deploy time */
   readonly databaseUrl?: string;
   /** The CA the managed database's certificate chains to. @default - the environment's database.caFile, if any */

@@ -10,7 +10,7 @@ import { HelmProvider } from '@cdktf/provider-helm/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { TlsProvider } from '@cdktf/provider-tls/lib/provider';
 import { ImageCatalog } from '../constructs/images';
-import { ControlPlane, DatabaseCa, EdgeTls, SCHEDULER_NOMAD_TOKEN_SECRET } from '../constructs/kubernetes/control-plane';
+import { ControlPlane, DatabaseCa, EdgeTls, KeyWrapperSettings, SCHEDULER_NOMAD_TOKEN_SECRET } from '../constructs/kubernetes/control-plane';
 import { NomadServers } from '../constructs/kubernetes/nomad-servers';
 import { NomadAutoscaler } from '../constructs/kubernetes/nomad-autoscaler';
 import { NomadAcl, AUTOSCALER_POLICY_RULES, SCHEDULER_POLICY_RULES } from '../constructs/kubernetes/nomad-acl';
@@ -95,6 +95,7 @@ export class ServerStack extends TerraformStack {
         ? { mode: 'provided', certificateFile: pathFromStackDirectory(this, env.tls.certificateFile!), keyFile: pathFromStackDirectory(this, env.tls.keyFile!) }
         : { mode: 'self-signed' };
 
+    const keyWrapper = keyWrapperSettings(env, infra);
     const controlPlane = new ControlPlane(this, 'ControlPlane', {
       images,
       domain: env.domain,
@@ -113,6 +114,7 @@ export class ServerStack extends TerraformStack {
       loadBalancerSourceRanges: [...env.access.uiCidrs, ...infra.internalCidrs],
       replicas: env.replicas,
       signIn: env.signIn,
+      keyWrapper,
     });
 
     const nomad = new NomadServers(this, 'NomadServers', {
@@ -148,6 +150,7 @@ export class ServerStack extends TerraformStack {
       databaseCidrs,
       databasePort,
       nomadClientCidrs: infra.internalCidrs,
+      httpsPorts: env.secrets.keyWrapper === 'vault-transit' ? [portOf(env.secrets.vault.address)] : [],
     });
 
     const autoscaler = new NomadAutoscaler(this, 'NomadAutoscaler', {
@@ -178,4 +181,32 @@ export class ServerStack extends TerraformStack {
       description: 'Nomad ACL management token (NOMAD_TOKEN) for operators: the nomad CLI from the bastion, through kubectl port-forward',
     });
   }
+}
+
+/**
+ * The runtime's key wrapper: the infra stack's KMS key, or the environment's Vault, whose token
+ * goes into the runtime Secret (and so into the state, never into a manifest).
+ */
+function keyWrapperSettings(env: EnvironmentDefinition, infra: InfraOutputs): KeyWrapperSettings {
+  const secrets = env.secrets;
+  if (secrets.keyWrapper !== 'vault-transit') {
+    if (!infra.secretsKey) throw new Error(`${env.file}: secrets.keyWrapper (${secrets.keyWrapper}) needs the infra stack's secrets key, and it has none`);
+    return { environment: infra.secretsKey.runtimeEnvironment };
+  }
+  const vault = secrets.vault;
+  return {
+    environment: {
+      GYRE_SECRETS_KEY_WRAPPER: 'vault-transit',
+      VAULT_ADDR: vault.address,
+      GYRE_SECRETS_VAULT_TRANSIT_MOUNT: vault.mount,
+      GYRE_SECRETS_VAULT_TRANSIT_KEY: vault.key,
+      ...(vault.namespace ? { VAULT_NAMESPACE: vault.namespace } : {}),
+    },
+    credentials: { VAULT_TOKEN: vault.token },
+  };
+}
+
+/** The port an https:// address names (443 when it names none). */
+function portOf(address: string): number {
+  return Number(new URL(address).port || 443);
 }

@@ -41,6 +41,24 @@ export type DatabaseCa =
 export const DATABASE_CA_MOUNT = '/etc/gyre/database-ca';
 /** Directory the runtime image keeps its CA bundles in (images/ca/ in the repository). */
 export const IMAGE_CA_DIR = '/opt/gyre/ca';
+/**
+ * Where the runtime wraps the data keys of secrets. Every pod must use the same key: a local key
+ * file (the runtime's default) is each pod's own, so a value one pod sealed would not open in another.
+ */
+export interface KeyWrapperSettings {
+  /** GYRE_SECRETS_KEY_WRAPPER (`aws-kms`, `gcp-kms` or `vault-transit`) and the settings naming its key; in every runtime container's environment. */
+  readonly environment: Record<string, string>;
+  /** The wrapper's credentials (VAULT_TOKEN), kept in the runtime Secret, never in a manifest. @default {} */
+  readonly credentials?: Record<string, string>;
+}
+
+/** Key wrappers a cluster install may use (all pods share the key). */
+export const SHARED_KEY_WRAPPERS = ['aws-kms', 'gcp-kms', 'vault-transit'] as const;
+/** Settings a key wrapper's environment may hold. */
+const KEY_WRAPPER_SETTING = /^(GYRE_SECRETS_[A-Z0-9_]+|VAULT_ADDR|VAULT_NAMESPACE)$/;
+/** Credentials a key wrapper may be given. */
+const KEY_WRAPPER_CREDENTIALS = ['VAULT_TOKEN'];
+
 /** Secret (key `token`) the ACL bootstrap Job writes the scheduler's Nomad token to. */
 export const SCHEDULER_NOMAD_TOKEN_SECRET = 'gyre-nomad-scheduler-token';
 
@@ -68,6 +86,8 @@ export interface ControlPlaneProps {
   readonly adminToken?: string;
   /** Sign-in settings (GYRE_OIDC_*, GYRE_LDAP_*, GYRE_GITHUB_*…), kept in the runtime Secret with the other credentials. */
   readonly signIn?: Record<string, string>;
+  /** The key every pod wraps secrets' data keys with (a cloud KMS key or Vault transit). */
+  readonly keyWrapper: KeyWrapperSettings;
 }
 
 /**
@@ -101,6 +121,7 @@ export class ControlPlane extends Construct {
       if (!Number.isInteger(count) || count < 0) throw new Error(`replicas.${role} (${count}) must be a whole number, 0 or more`);
     }
     this.databaseCa = props.databaseCa ?? { source: 'none' };
+    checkKeyWrapper(props.keyWrapper);
 
     const ns = new NamespaceV1(this, 'Namespace', {
       metadata: { name: GYRE_NAMESPACE, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } },
@@ -115,7 +136,7 @@ export class ControlPlane extends Construct {
     this.adminToken = props.adminToken ?? new Password(this, 'AdminToken', { length: 48, special: false }).result;
     new SecretV1(this, 'RuntimeSecret', {
       metadata: { name: this.runtimeSecretName, namespace: this.namespace },
-      data: { ...(props.signIn ?? {}), DATABASE_URL: props.databaseUrl, GYRE_ADMIN_TOKEN: this.adminToken },
+      data: { ...(props.signIn ?? {}), ...(props.keyWrapper.credentials ?? {}), DATABASE_URL: props.databaseUrl, GYRE_ADMIN_TOKEN: this.adminToken },
     });
     new SecretV1(this, 'NomadClientTls', {
       metadata: { name: this.nomadClientTlsSecretName, namespace: this.namespace },
@@ -153,6 +174,7 @@ export class ControlPlane extends Construct {
       { name: 'GYRE_MIGRATE', value: 'false' },
       { name: 'GYRE_EXAMPLE', value: 'false' },
       ...Object.entries(props.blobEnvironment).map(([k, v]) => ({ name: k, value: v })),
+      ...Object.entries(props.keyWrapper.environment).map(([k, v]) => ({ name: k, value: v })),
     ];
   }
 
@@ -478,6 +500,21 @@ export function nomadAgentJobTemplate(agentImage: string): Record<string, unknow
       }],
     },
   };
+}
+
+/** Refuses a key wrapper the pods would not share, and a credential headed for a manifest. */
+function checkKeyWrapper(keyWrapper: KeyWrapperSettings): void {
+  const wrapper = keyWrapper.environment.GYRE_SECRETS_KEY_WRAPPER;
+  if (!(SHARED_KEY_WRAPPERS as readonly string[]).includes(wrapper)) {
+    throw new Error(`keyWrapper.environment.GYRE_SECRETS_KEY_WRAPPER (${wrapper ?? 'unset'}) must be one of: ${SHARED_KEY_WRAPPERS.join(', ')}; a local key file is each pod's own, so a secret one pod seals would not open in another`);
+  }
+  for (const name of Object.keys(keyWrapper.environment)) {
+    if (KEY_WRAPPER_CREDENTIALS.includes(name)) throw new Error(`keyWrapper.environment.${name} is a credential: pass it in keyWrapper.credentials, which the runtime Secret holds`);
+    if (!KEY_WRAPPER_SETTING.test(name)) throw new Error(`keyWrapper.environment.${name} is not a key wrapper setting; allowed: GYRE_SECRETS_*, VAULT_ADDR, VAULT_NAMESPACE`);
+  }
+  for (const name of Object.keys(keyWrapper.credentials ?? {})) {
+    if (!KEY_WRAPPER_CREDENTIALS.includes(name)) throw new Error(`keyWrapper.credentials.${name} is not a key wrapper credential; allowed: ${KEY_WRAPPER_CREDENTIALS.join(', ')}`);
+  }
 }
 
 function pascal(name: string): string {

@@ -21,6 +21,8 @@ export interface ControlPlaneNetworkPoliciesProps {
   readonly databasePort?: number;
   /** Ranges Nomad clients connect from (they reach the servers' RPC port directly after joining). */
   readonly nomadClientCidrs: string[];
+  /** Ports besides 443 the roles may open HTTPS connections on (Vault's, e.g. 8200). @default [] */
+  readonly httpsPorts?: number[];
 }
 
 type Peer = { podSelector?: { matchLabels: Record<string, string> }; namespaceSelector?: Record<string, never>; ipBlock?: { cidr: string } };
@@ -41,6 +43,10 @@ export class ControlPlaneNetworkPolicies extends Construct {
   constructor(scope: Construct, id: string, props: ControlPlaneNetworkPoliciesProps) {
     super(scope, id);
     if (props.databaseCidrs.length === 0) throw new Error('databaseCidrs (none) must list where the database is');
+    const httpsPorts = [...new Set(props.httpsPorts ?? [])].filter((p) => p !== 443);
+    for (const port of httpsPorts) {
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`httpsPorts (${port}) must be port numbers from 1 to 65535`);
+    }
     const ns = props.namespace;
     const policy = (name: string, selector: Record<string, string>, ingress?: Rule[], egress?: Rule[]) => {
       const types = [...(ingress ? ['Ingress'] : []), ...(egress ? ['Egress'] : [])];
@@ -62,7 +68,7 @@ export class ControlPlaneNetworkPolicies extends Construct {
     policy('database', CAN_REACH_DATABASE, undefined,
       [{ to: props.databaseCidrs.map(cidr), ports: [tcp(props.databasePort ?? 5432)] }]);
     policy('https', CAN_REACH_HTTPS, undefined, [
-      { ports: [tcp(443)] },
+      { ports: [tcp(443), ...httpsPorts.map(tcp)] },
       ...(props.cloud === 'gcp' ? GKE_METADATA_ENDPOINTS.map((m) => ({ to: [cidr(m.cidr)], ports: [tcp(m.port)] })) : []),
     ]);
     policy('git-ssh', CAN_REACH_GIT_SSH, undefined, [{ ports: [tcp(22)] }]);

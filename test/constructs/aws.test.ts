@@ -21,6 +21,9 @@ import { Instance } from '@cdktf/provider-aws/lib/instance';
 import { AwsNetwork } from '../../constructs/aws/network';
 import { EksCluster } from '../../constructs/aws/eks-cluster';
 import { S3ObjectStore } from '../../constructs/aws/s3-object-store';
+import { AwsSecretsKey } from '../../constructs/aws/secrets-key';
+import { KmsKey } from '@cdktf/provider-aws/lib/kms-key';
+import { KmsAlias } from '@cdktf/provider-aws/lib/kms-alias';
 import { RdsDatabase } from '../../constructs/aws/rds-database';
 import { AwsNomadClients } from '../../constructs/aws/nomad-clients';
 import { AwsBastion } from '../../constructs/aws/bastion';
@@ -159,6 +162,56 @@ describe('S3ObjectStore', () => {
 
   test('rejects a zero-day expiry', () => {
     expect(() => Testing.synthScope((s) => new S3ObjectStore(s, 'S', { region: 'r', expireAfterDays: 0 }))).toThrow(/expireAfterDays \(0\)/);
+  });
+});
+
+describe('AwsSecretsKey', () => {
+  const synth = (props: ConstructorParameters<typeof AwsSecretsKey>[2] = { alias: 'alias/gyre-prod-secrets' }) => Testing.synthScope((scope) => {
+    new AwsSecretsKey(scope, 'SecretsKey', props).grantEncryptDecrypt('runtime-role');
+  });
+
+  test('a symmetric key that rotates itself, with an alias and the longest deletion window', () => {
+    const out = synth();
+    expect(out).toHaveResourceWithProperties(KmsKey, {
+      key_usage: 'ENCRYPT_DECRYPT', customer_master_key_spec: 'SYMMETRIC_DEFAULT', enable_key_rotation: true, rotation_period_in_days: 365, deletion_window_in_days: 30,
+    });
+    expect(out).toHaveResourceWithProperties(KmsAlias, { name: 'alias/gyre-prod-secrets', target_key_id: expect.stringMatching(/^\$\{aws_kms_key\.SecretsKey_\w+\.key_id\}$/) });
+  });
+
+  test('the role may wrap and unwrap data keys with this key only, with Gyre\'s encryption context', () => {
+    const [grant] = only(synth(), IamRolePolicy.tfResourceType);
+    expect(grant.role).toBe('runtime-role');
+    const policy = JSON.parse(grant.policy);
+    expect(policy.Statement.flatMap((s: any) => s.Action).sort()).toEqual(['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey']);
+    const keyArn = expect.stringMatching(/^\$\{aws_kms_key\.SecretsKey_\w+\.arn\}$/);
+    expect(policy.Statement.flatMap((s: any) => s.Resource)).toEqual([keyArn, keyArn]);
+    expect(policy.Statement.find((s: any) => s.Action.includes('kms:Decrypt')).Condition).toEqual({ StringEquals: { 'kms:EncryptionContext:service': 'gyre' } });
+  });
+
+  test('the runtime is pointed at the key by its ARN', () => {
+    Testing.synthScope((scope) => {
+      const key = new AwsSecretsKey(scope, 'K', {});
+      expect(key.runtimeEnvironment).toEqual({ GYRE_SECRETS_KEY_WRAPPER: 'aws-kms', GYRE_SECRETS_AWS_KMS_KEY_ID: key.keyArn });
+      expect(key.keyArn).toMatch(/TfToken/);
+    });
+  });
+
+  test('an existing key is granted on, and nothing is made', () => {
+    const arn = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+    const out = synth({ keyArn: arn });
+    expect(out).not.toHaveResource(KmsKey);
+    expect(out).not.toHaveResource(KmsAlias);
+    expect(JSON.parse(only(out, IamRolePolicy.tfResourceType)[0].policy).Statement.flatMap((s: any) => s.Resource)).toEqual([arn, arn]);
+  });
+
+  test.each([
+    [{ keyArn: 'alias/gyre' }, /keyArn \(alias\/gyre\) must be a KMS key ARN/],
+    [{ keyArn: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', alias: 'alias/x' }, /alias applies only to a key this construct makes/],
+    [{ rotationDays: 30 }, /rotationDays \(30\) must be a whole number of days from 90 to 2560/],
+    [{ deletionWindowDays: 3 }, /deletionWindowDays \(3\) must be a whole number of days from 7 to 30/],
+    [{ alias: 'alias/aws/s3' }, /alias \(alias\/aws\/s3\) must be alias\/<name>/],
+  ])('refuses %j', (props, message) => {
+    expect(() => synth(props)).toThrow(message);
   });
 });
 

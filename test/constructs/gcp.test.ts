@@ -17,6 +17,11 @@ import { ComputeInstance } from '@cdktf/provider-google/lib/compute-instance';
 import { GcpNetwork } from '../../constructs/gcp/network';
 import { GkeCluster } from '../../constructs/gcp/gke-cluster';
 import { GcsObjectStore } from '../../constructs/gcp/gcs-object-store';
+import { GcpSecretsKey } from '../../constructs/gcp/secrets-key';
+import { KmsKeyRing } from '@cdktf/provider-google/lib/kms-key-ring';
+import { KmsCryptoKey } from '@cdktf/provider-google/lib/kms-crypto-key';
+import { KmsCryptoKeyIamMember } from '@cdktf/provider-google/lib/kms-crypto-key-iam-member';
+import { KmsKeyRingIamMember } from '@cdktf/provider-google/lib/kms-key-ring-iam-member';
 import { CloudSqlDatabase, CLOUD_SQL_CA_PATH } from '../../constructs/gcp/cloud-sql-database';
 import { DATABASE_CA_MOUNT } from '../../constructs/kubernetes/control-plane';
 import { containerMayReach } from '../images/container-firewall';
@@ -105,6 +110,50 @@ describe('GcsObjectStore', () => {
   test('grants object access on this bucket, not the project', () => {
     expect(synth()).toHaveResourceWithProperties(StorageBucketIamMember, { role: 'roles/storage.objectUser', member: 'serviceAccount:r@p.iam.gserviceaccount.com' });
     expect(synth()).not.toHaveResource(ProjectIamMember);
+  });
+});
+
+describe('GcpSecretsKey', () => {
+  const base = { project: 'p', location: 'europe-west1', keyRingName: 'gyre-prod' };
+  const synth = (props: Partial<ConstructorParameters<typeof GcpSecretsKey>[2]> = {}) => Testing.synthScope((s) => {
+    new GcpSecretsKey(s, 'SecretsKey', { ...base, ...props }).grantEncryptDecrypt('serviceAccount:r@p.iam.gserviceaccount.com');
+  });
+
+  test('a key ring of its own and a symmetric key rotated on a schedule, its versions destroyed only after 30 days', () => {
+    const out = synth({ rotationDays: 90 });
+    expect(out).toHaveResourceWithProperties(KmsKeyRing, { name: 'gyre-prod', project: 'p', location: 'europe-west1' });
+    expect(out).toHaveResourceWithProperties(KmsCryptoKey, {
+      name: 'secrets', key_ring: expect.stringMatching(/^\$\{google_kms_key_ring\.SecretsKey_KeyRing_\w+\.id\}$/), purpose: 'ENCRYPT_DECRYPT', rotation_period: '7776000s', destroy_scheduled_duration: '2592000s',
+    });
+  });
+
+  test('the service account may encrypt and decrypt with this key, not the ring or the project', () => {
+    const out = synth();
+    expect(out).toHaveResourceWithProperties(KmsCryptoKeyIamMember, {
+      crypto_key_id: expect.stringMatching(/^\$\{google_kms_crypto_key\.SecretsKey_\w+\.id\}$/), role: 'roles/cloudkms.cryptoKeyEncrypterDecrypter', member: 'serviceAccount:r@p.iam.gserviceaccount.com',
+    });
+    expect(out).not.toHaveResource(KmsKeyRingIamMember);
+    expect(out).not.toHaveResource(ProjectIamMember);
+  });
+
+  test('an existing key is granted on, and nothing is made', () => {
+    const name = 'projects/sec/locations/global/keyRings/ops/cryptoKeys/gyre';
+    const out = synth({ cryptoKeyName: name });
+    expect(out).not.toHaveResource(KmsKeyRing);
+    expect(out).not.toHaveResource(KmsCryptoKey);
+    expect(out).toHaveResourceWithProperties(KmsCryptoKeyIamMember, { crypto_key_id: name, role: 'roles/cloudkms.cryptoKeyEncrypterDecrypter' });
+    Testing.synthScope((scope) => {
+      expect(new GcpSecretsKey(scope, 'K', { ...base, cryptoKeyName: name }).runtimeEnvironment).toEqual({ GYRE_SECRETS_KEY_WRAPPER: 'gcp-kms', GYRE_SECRETS_GCP_KMS_KEY: name });
+    });
+  });
+
+  test.each([
+    [{ cryptoKeyName: 'projects/p/keyRings/r/cryptoKeys/k' }, /cryptoKeyName \(projects\/p\/keyRings\/r\/cryptoKeys\/k\) must be projects\/<project>\/locations/],
+    [{ cryptoKeyName: 'projects/p/locations/l/keyRings/r/cryptoKeys/k', rotationDays: 90 }, /rotationDays applies only to a key this construct makes/],
+    [{ rotationDays: 0 }, /rotationDays \(0\) must be a whole number of days/],
+    [{ keyRingName: 'gyre prod' }, /keyRingName \(gyre prod\) must be 1 to 63 letters/],
+  ])('refuses %j', (props, message) => {
+    expect(() => synth(props)).toThrow(message);
   });
 });
 

@@ -25,6 +25,7 @@ const base: ControlPlaneProps = {
   serviceAccountAnnotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/runtime' },
   tls: { mode: 'self-signed' }, nomad: { address: 'https://nomad-server.gyre.svc.cluster.local:4646', caPem: 'ca', clientCertPem: 'cert', clientKeyPem: 'key' },
   loadBalancerSourceRanges: ['0.0.0.0/0'],
+  keyWrapper: { environment: { GYRE_SECRETS_KEY_WRAPPER: 'aws-kms', GYRE_SECRETS_AWS_KMS_KEY_ID: 'arn:aws:kms:us-east-1:123456789012:key/0b6a3c1e-0000-4000-8000-000000000001' } },
 };
 const synth = (props: Partial<ControlPlaneProps> = {}) => Testing.synthScope((s) => new ControlPlane(s, 'ControlPlane', { ...base, ...props }));
 const deployment = (out: string, name: string) => resources(out, DeploymentV1.tfResourceType).find((d) => d.metadata.name === name);
@@ -72,6 +73,49 @@ describe('ControlPlane', () => {
     expect(secret.data).toMatchObject({ GYRE_OIDC_ISSUER: 'https://example.okta.com', GYRE_OIDC_CLIENT_SECRET: 'okta-secret', DATABASE_URL: 'postgres://u:p@db:5432/gyre' });
     // No Deployment carries the secret in its spec: they read it from the Secret.
     expect(JSON.stringify(resources(out, DeploymentV1.tfResourceType))).not.toContain('okta-secret');
+  });
+
+  test('every runtime container (roles, their waits, the migration Job) wraps secrets with the one shared key', () => {
+    const out = synth();
+    const podSpecs = [...resources(out, DeploymentV1.tfResourceType).filter((d) => d.metadata.name !== 'gyre-edge'), ...resources(out, JobV1.tfResourceType)].map((r) => r.spec.template.spec);
+    const containers = podSpecs.flatMap((spec) => [...spec.container, ...(spec.init_container ?? [])]);
+    expect(containers).toHaveLength(ROLE_NAMES.length * 2 + 1);
+    for (const c of containers) {
+      const env = Object.fromEntries(c.env.map((e: any) => [e.name, e.value]));
+      expect({ container: `${c.name} ${c.args.join(' ')}`, ...env }).toMatchObject({
+        container: `${c.name} ${c.args.join(' ')}`,
+        GYRE_SECRETS_KEY_WRAPPER: 'aws-kms',
+        GYRE_SECRETS_AWS_KMS_KEY_ID: 'arn:aws:kms:us-east-1:123456789012:key/0b6a3c1e-0000-4000-8000-000000000001',
+      });
+    }
+  });
+
+  test('a key wrapper\'s credential (Vault\'s token) goes into the runtime Secret only, never into a manifest or ConfigMap', () => {
+    const out = synth({
+      keyWrapper: {
+        environment: { GYRE_SECRETS_KEY_WRAPPER: 'vault-transit', VAULT_ADDR: 'https://vault.example.com:8200', GYRE_SECRETS_VAULT_TRANSIT_KEY: 'gyre' },
+        credentials: { VAULT_TOKEN: 'hvs.vault-token-value' },
+      },
+    });
+    const secret = resources(out, 'kubernetes_secret_v1').find((r) => r.metadata.name === 'gyre-runtime');
+    expect(secret.data).toMatchObject({ VAULT_TOKEN: 'hvs.vault-token-value', DATABASE_URL: 'postgres://u:p@db:5432/gyre' });
+    const elsewhere = Object.entries<Record<string, any>>(JSON.parse(out).resource)
+      .flatMap(([type, byName]) => Object.values(byName).map((r) => ({ type, name: r.metadata?.name, r })))
+      .filter(({ type, name }) => !(type === 'kubernetes_secret_v1' && name === 'gyre-runtime'));
+    expect(elsewhere.filter(({ r }) => JSON.stringify(r).includes('hvs.vault-token-value')).map(({ type, name }) => `${type} ${name}`)).toEqual([]);
+    expect(elsewhere.some(({ type }) => type === ConfigMapV1.tfResourceType)).toBe(true);
+    const env = Object.fromEntries(deployment(out, 'gyre-contexts').spec.template.spec.container[0].env.map((e: any) => [e.name, e.value]));
+    expect(env).toMatchObject({ GYRE_SECRETS_KEY_WRAPPER: 'vault-transit', VAULT_ADDR: 'https://vault.example.com:8200' });
+  });
+
+  test.each([
+    ['a local key file', { environment: { GYRE_SECRETS_KEY_WRAPPER: 'local' } }, /keyWrapper.environment.GYRE_SECRETS_KEY_WRAPPER \(local\) must be one of: aws-kms, gcp-kms, vault-transit; a local key file is each pod's own/],
+    ['no wrapper', { environment: {} }, /keyWrapper.environment.GYRE_SECRETS_KEY_WRAPPER \(unset\) must be one of/],
+    ['a token in the manifests', { environment: { GYRE_SECRETS_KEY_WRAPPER: 'vault-transit', VAULT_TOKEN: 't' } }, /keyWrapper.environment.VAULT_TOKEN is a credential: pass it in keyWrapper.credentials/],
+    ['another setting', { environment: { GYRE_SECRETS_KEY_WRAPPER: 'aws-kms', DATABASE_URL: 'postgres://elsewhere' } }, /keyWrapper.environment.DATABASE_URL is not a key wrapper setting/],
+    ['another credential', { environment: { GYRE_SECRETS_KEY_WRAPPER: 'vault-transit' }, credentials: { GYRE_ADMIN_TOKEN: 'x' } }, /keyWrapper.credentials.GYRE_ADMIN_TOKEN is not a key wrapper credential; allowed: VAULT_TOKEN/],
+  ])('refuses %s as the key wrapper', (_what, keyWrapper, message) => {
+    expect(() => synth({ keyWrapper })).toThrow(message);
   });
 
   test('the runtime is configured through the documented variables and scraped by Prometheus', () => {

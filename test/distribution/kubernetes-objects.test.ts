@@ -143,6 +143,8 @@ describe('across the infra and server stacks', () => {
     expect(binding).toMatchObject({ role: 'roles/iam.workloadIdentityUser', member: 'serviceAccount:example-project.svc.id.goog[gyre/gyre-runtime]' });
     const bucketGrants = Object.values<any>(infra.resource.google_storage_bucket_iam_member);
     expect(bucketGrants.map((g) => g.member)).toEqual([`\${google_service_account.${gsa}.member}`]);
+    // The same account, alone, may use the Cloud KMS key that wraps secrets.
+    expect(Object.values<any>(infra.resource.google_kms_crypto_key_iam_member).map((g) => g.member)).toEqual([`\${google_service_account.${gsa}.member}`]);
     for (const role of ROLE_NAMES) {
       const d = objs.find((o) => o.object.kind === 'Deployment' && o.object.metadata.name === `gyre-${role}`)!.object;
       expect(d.spec.template.spec.serviceAccountName).toBe('gyre-runtime');
@@ -150,7 +152,8 @@ describe('across the infra and server stacks', () => {
       const names = env.map((e: any) => e.name);
       expect(env.find((e: any) => e.name === 'GYRE_BLOB_STORE').value).toBe('gcs');
       expect(names).toContain('GYRE_GCS_BUCKET');
-      expect(names.filter((n: string) => /HMAC|ACCESS_KEY|SECRET|GYRE_S3_|GOOGLE_APPLICATION_CREDENTIALS/.test(n))).toEqual([]);
+      // (GYRE_SECRETS_* name the KMS key, reached as the same identity.)
+      expect(names.filter((n: string) => /HMAC|ACCESS_KEY|_SECRET($|_)|GYRE_S3_|GOOGLE_APPLICATION_CREDENTIALS/.test(n))).toEqual([]);
     }
     for (const stack of Object.values(synthesized)) expect(Object.keys(stack.resource ?? {})).not.toContain('google_storage_hmac_key');
   });

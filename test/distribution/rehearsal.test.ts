@@ -2,7 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { Client } from 'pg';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { SCHEDULER_NOMAD_TOKEN_SECRET } from '../../constructs/kubernetes/control-plane';
@@ -19,6 +22,7 @@ import { nomadBodyCheck } from '../support/nomad-api-schema';
 import { startNomadStandIn, type NomadStandIn } from '../support/nomad-stand-in';
 import { apiCall, until } from '../support/processes';
 import { startS3rver } from '../support/s3rver';
+import { AWS_KMS_STAND_IN_CREDENTIALS, startAwsKmsStandIn, type AwsKmsStandIn } from '../support/aws-kms-stand-in';
 
 /**
  * A rehearsal of the cluster install on this machine. The aws-example server stack is synthesized
@@ -26,8 +30,9 @@ import { startS3rver } from '../support/s3rver';
  * process: the container's command and arguments, its environment from `env`, `envFrom` and the
  * image, its volumes as directories, its named ports as local ports. What only the cloud has is
  * mapped to something local: the RDS instance to a fresh database on this machine's PostgreSQL,
- * the S3 bucket to s3rver, the in-cluster Nomad to a stand-in of its HTTP API (with the manifest's
- * mutual TLS and ACL token), the load balancer's https://<domain> to the api Deployment's port.
+ * the S3 bucket to s3rver, the KMS key that wraps secrets to a key of a stand-in of KMS's API, the
+ * in-cluster Nomad to a stand-in of its HTTP API (with the manifest's mutual TLS and ACL token),
+ * the load balancer's https://<domain> to the api Deployment's port.
  *
  * As Kubernetes would: the migration Job and the pods (the manifests' replicas, up to two) start
  * together, each pod's init container (`gyre migrate --wait`) holds its main container until the
@@ -56,6 +61,64 @@ function makeNomadCertificates(dir: string) {
   }
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
   return { ca: read('ca.pem'), serverCert: read('server.pem'), serverKey: read('server-key.pem'), clientCert: read('client.pem'), clientKey: read('client-key.pem') };
+}
+
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+const bytesOf = (data: SourceData): string | Buffer =>
+  typeof data === 'string' ? data : ArrayBuffer.isView(data) ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data);
+
+/** SHA-256 and HMAC-SHA256 in the shape Smithy's signer takes. */
+class Sha256 {
+  private hash;
+  constructor(private readonly secret?: SourceData) {
+    this.hash = this.fresh();
+  }
+  private fresh() {
+    return this.secret === undefined ? createHash('sha256') : createHmac('sha256', bytesOf(this.secret));
+  }
+  update(data: SourceData): void {
+    this.hash.update(bytesOf(data));
+  }
+  async digest(): Promise<Uint8Array> {
+    return this.hash.digest();
+  }
+  reset(): void {
+    this.hash = this.fresh();
+  }
+}
+
+/**
+ * IAM, as far as the pods' one identity goes. A pod's IRSA role is one set of credentials for the
+ * bucket and the KMS key; here s3rver knows only its own key pair and the KMS stand-in only its
+ * own, so the pods hold s3rver's and this proxy, in front of the KMS stand-in, checks that a
+ * request was signed with them and signs it again, unchanged, with the stand-in's.
+ */
+async function startKmsIdentityProxy(target: string, region: string, podKeyId: string) {
+  const signer = new SignatureV4({ service: 'kms', region, credentials: AWS_KMS_STAND_IN_CREDENTIALS, sha256: Sha256 });
+  const to = new URL(target);
+  const refused: string[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => void (async () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      if (!String(req.headers.authorization).startsWith(`AWS4-HMAC-SHA256 Credential=${podKeyId}/`)) refused.push(`${req.headers['x-amz-target']}: not signed as the pods' identity`);
+      const headers = { host: to.host, 'content-type': String(req.headers['content-type']), 'x-amz-target': String(req.headers['x-amz-target']) };
+      const signed = await signer.sign({ method: 'POST', protocol: 'http:', hostname: to.hostname, port: Number(to.port), path: '/', query: {}, headers, body });
+      const forward = httpRequest({ host: to.hostname, port: to.port, method: 'POST', path: '/', headers: signed.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      forward.end(body);
+    })());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    refused,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 /** The pipeline: build → (test ×2, lint) → deploy; steps wait on gate files the test opens. */
@@ -178,6 +241,9 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
   let workloads: Workload[] = [];
   let nomad: NomadStandIn;
   let s3: Awaited<ReturnType<typeof startS3rver>>;
+  let kms: AwsKmsStandIn;
+  let kmsProxy: Awaited<ReturnType<typeof startKmsIdentityProxy>>;
+  let kmsKeyArn = '';
   let database: Awaited<ReturnType<typeof createTestDatabase>>;
   let apiUrl = '';
   let pipelineId = '';
@@ -238,6 +304,9 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
       baseEnv: { PATH: process.env.PATH, HOME: agentHome, TMPDIR: agentHome, LANG: 'C.UTF-8', GYRE_EXECUTOR: 'shell' },
     });
     s3 = await startS3rver();
+    kms = await startAwsKmsStandIn(environment.region);
+    kmsKeyArn = kms.createKey();
+    kmsProxy = await startKmsIdentityProxy(kms.url, environment.region, 'S3RVER');
     database = await createTestDatabase();
 
     const stack = synthesizeServerStack(ENVIRONMENT);
@@ -250,6 +319,7 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
       [/cross-stack-output-random_passwordDatabase_Password_\w+result$/, 'rds-password'],
       [/cross-stack-output-aws_db_instanceDatabase_Instance_\w+address$/, 'gyre-db.rds.internal'],
       [/cross-stack-output-aws_s3_bucketObjectStore_Bucket_\w+bucket$/, s3.bucket],
+      [/cross-stack-output-aws_kms_keySecretsWrappingKey_\w+arn$/, kmsKeyArn],
       [/cross-stack-output-tls_self_signed_certNomadTls_Ca_\w+cert_pem$/, certs.ca],
       [/cross-stack-output-tls_locally_signed_certNomadTls_ClientCert_\w+cert_pem$/, certs.clientCert],
       [/cross-stack-output-tls_private_keyNomadTls_ClientKey_\w+private_key_pem$/, certs.clientKey],
@@ -294,11 +364,18 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
           }
           map('DATABASE_URL', database.url);
         }
+        // The keys stand in for the pod's IRSA role, for the bucket and the KMS key alike.
+        const role = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' };
         if (out.GYRE_BLOB_STORE === 's3') {
           if (out.GYRE_S3_BUCKET !== s3.bucket) throw new Error(`${where}: GYRE_S3_BUCKET is ${out.GYRE_S3_BUCKET}`);
-          // s3rver at its address; the keys stand in for the pod's IRSA role.
-          Object.assign(out, { GYRE_S3_ENDPOINT: s3.endpoint, GYRE_S3_FORCE_PATH_STYLE: 'true', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' });
+          // s3rver at its address.
+          Object.assign(out, { GYRE_S3_ENDPOINT: s3.endpoint, GYRE_S3_FORCE_PATH_STYLE: 'true', ...role });
         }
+        if (out.GYRE_SECRETS_KEY_WRAPPER !== 'aws-kms' || out.GYRE_SECRETS_AWS_KMS_KEY_ID !== kmsKeyArn) {
+          throw new Error(`${where}: GYRE_SECRETS_KEY_WRAPPER is ${out.GYRE_SECRETS_KEY_WRAPPER} with key ${out.GYRE_SECRETS_AWS_KMS_KEY_ID}, not the infra stack's KMS key`);
+        }
+        // The KMS stand-in at its address (as a VPC endpoint would be named), through IAM's stand-in.
+        Object.assign(out, { GYRE_SECRETS_AWS_KMS_ENDPOINT: kmsProxy.url, ...role });
         // The pod's own network namespace: loopback here.
         out.GYRE_HOST = '127.0.0.1';
         for (const [name, value] of Object.entries(out)) {
@@ -428,6 +505,8 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
     await apiService?.close();
     await nomad?.close();
     await s3?.stop();
+    await kmsProxy?.close();
+    await kms?.close();
     await database?.drop();
     for (const pod of allPods) pod.remove();
     if (work) rmSync(work, { recursive: true, force: true });
@@ -569,6 +648,56 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
     }
     expect(nomad.schemaErrors).toEqual([]);
   });
+  test('a secret sealed by one api pod opens in a job whose agent asks the other, through the one KMS key', async () => {
+    const value = `rehearsal-${randomBytes(12).toString('hex')}`;
+    const digest = createHash('sha256').update(value).digest('hex');
+    const [writer, reader] = replicas('api');
+    expect(reader).toBeDefined();
+    // Written through one pod: it seals the value (KMS Encrypt of its data key).
+    const direct = (method: string, path: string, body?: unknown) => apiCall(writer.pod.url('http', ''), adminToken, method, path, body);
+    const context = await direct('POST', '/api/v2/context', { name: 'rehearsal-deploy', owner: { slug: 'gh/acme' } });
+    await direct('PUT', `/api/v2/context/${context.id}/environment-variable/DEPLOY_KEY`, { value });
+    const repo = makeGitRepo({
+      '.circleci/config.yml': `version: 2.1
+jobs:
+  use-secret:
+    docker: [{ image: cimg/base:stable }]
+    resource_class: acme/nomad
+    steps:
+      - run: test "$(printf %s "$DEPLOY_KEY" | sha256sum | cut -d' ' -f1)" = "${digest}" && echo "the secret opened"
+workflows:
+  w:
+    jobs:
+      - use-secret: { context: [rehearsal-deploy] }
+`,
+    }, mkdtempSync(join(work, 'repo-')));
+    await api('POST', '/api/v2/projects', { org: 'acme', name: 'secrets', repo_url: repo });
+    // Opened by the other: the writer is down, so every call of the job's agent reaches the reader.
+    await kill(writer);
+    let job: any;
+    try {
+      const { id } = await api('POST', '/api/v2/project/gh/acme/secrets/pipeline', {});
+      job = await until('the job to end', async () => {
+        const [workflow] = (await api('GET', `/api/v2/pipeline/${id}/workflow`)).items;
+        const [j] = workflow ? (await api('GET', `/api/v2/workflow/${workflow.id}/job`)).items : [];
+        return j && !['queued', 'running', 'blocked'].includes(j.status) ? j : undefined;
+      }, 90_000);
+    } finally {
+      await start(writer);
+    }
+    const steps = (await api('GET', `/api/v2/project/gh/acme/secrets/job/${job.job_number}/steps`)).items as any[];
+    const outputs = await Promise.all(steps.map(async (step) =>
+      (await fetch(`${apiUrl}/api/v2/project/gh/acme/secrets/job/${job.job_number}/output?step=${step.index}`, { headers: { 'Circle-Token': adminToken } })).text()));
+    expect({ status: job.status, output: outputs.join('') }).toEqual({ status: 'success', output: expect.stringContaining('the secret opened\n') });
+    // At rest the data key is wrapped by the infra stack's key, which saw only data keys.
+    const [row] = await sql<{ key_id: string }>('SELECT key_id FROM context_variables WHERE context_id = $1', [context.id]);
+    expect(row.key_id).toBe(`aws-kms:${kmsKeyArn}`);
+    expect(kms.requests.map((r) => r.target)).toEqual(expect.arrayContaining(['TrentService.Encrypt', 'TrentService.Decrypt']));
+    expect(kms.plaintexts.every((p) => p.length === 32)).toBe(true);
+    expect(kms.problems).toEqual([]);
+    expect(kmsProxy.refused).toEqual([]);
+  }, 120_000);
+
   // Found by this rehearsal (see the report on issue 16): the agent does not retry a step's
   // "started" or "finished" report, nor fetching its task, when the API does not answer for a
   // moment; it exits, Nomad's allocation fails, the driver ends the attempt at once and the next

@@ -51,8 +51,26 @@ describe('environment definitions', () => {
     ['signIn value', (d: any) => { d.signIn = { GYRE_OIDC_ISSUER: 'http://idp.example.com', GYRE_OIDC_CLIENT_ID: 'gyre', GYRE_OIDC_CLIENT_SECRET: 's' }; }, /signIn.GYRE_OIDC_ISSUER 'http:\/\/idp.example.com' must be an https:\/\/ URL/],
     ['signIn pair', (d: any) => { d.signIn = { GYRE_LDAP_URL: 'ldaps://ldap.example.com' }; }, /signIn.GYRE_LDAP_USER_BASE is required with GYRE_LDAP_URL/],
     ['signIn fromEnv', (d: any) => { d.signIn = { GYRE_GITHUB_CLIENT_ID: 'id', GYRE_GITHUB_CLIENT_SECRET: { fromEnv: 'GYRE_TEST_UNSET_SECRET' } }; }, /signIn.GYRE_GITHUB_CLIENT_SECRET reads the environment variable GYRE_TEST_UNSET_SECRET, which is not set/],
+    ['secrets.keyWrapper (local)', (d: any) => { d.secrets = { keyWrapper: 'local' }; }, /secrets.keyWrapper \(local\) is not for a cluster install: each pod's key file is its own.*use aws-kms or vault-transit/],
+    ['secrets.keyWrapper (another cloud\'s)', (d: any) => { d.secrets = { keyWrapper: 'gcp-kms' }; }, /secrets.keyWrapper \("gcp-kms"\) must be one of: aws-kms, vault-transit/],
+    ['secrets.existingKey (an alias)', (d: any) => { d.secrets = { existingKey: 'alias/gyre' }; }, /secrets.existingKey \("alias\/gyre"\) must be a KMS key ARN, arn:aws:kms:<region>:<account>:key\/<key id> \(not an alias/],
+    ['secrets.existingKey (GCP)', (d: any) => { d.cloud = 'gcp'; d.project = 'p'; d.region = 'us-east1'; d.zones = ['us-east1-b', 'us-east1-c']; d.state = { backend: 'local' }; d.secrets = { existingKey: 'projects/p/keyRings/r/cryptoKeys/k' }; }, /secrets.existingKey \("projects\/p\/keyRings\/r\/cryptoKeys\/k"\) must be a CryptoKey name, projects\/<project>\/locations/],
+    ['secrets.rotationDays', (d: any) => { d.secrets = { rotationDays: 30 }; }, /secrets.rotationDays \(30\) must be a whole number from 90 to 2560/],
+    ['secrets.deletionWindowDays', (d: any) => { d.secrets = { deletionWindowDays: 60 }; }, /secrets.deletionWindowDays \(60\) must be a whole number from 7 to 30/],
+    ['secrets.rotationDays with an existing key', (d: any) => { d.secrets = { existingKey: 'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', rotationDays: 90 }; }, /secrets.rotationDays applies only to the key the infra stack makes/],
+    ['secrets field', (d: any) => { d.secrets = { keyWrapper: 'vault-transit', existingKey: 'x', vault: {} }; }, /secrets.existingKey is not a setting of keyWrapper vault-transit; allowed: keyWrapper, vault/],
+    ['secrets.vault', (d: any) => { d.secrets = { keyWrapper: 'vault-transit' }; }, /secrets.vault is required when secrets.keyWrapper is vault-transit/],
+    ['secrets.vault.token in the file', (d: any) => { d.secrets = { keyWrapper: 'vault-transit', vault: { address: 'https://vault.example.com', key: 'gyre', token: 'hvs.in-the-file' } }; }, /secrets.vault.token must be \{ fromEnv: NAME \}: the token is read from the environment cdktf runs in, never written in the file/],
+    ['secrets.vault.token unset', (d: any) => { d.secrets = { keyWrapper: 'vault-transit', vault: { address: 'https://vault.example.com', key: 'gyre', token: { fromEnv: 'GYRE_TEST_UNSET_VAULT_TOKEN' } } }; }, /secrets.vault.token reads the environment variable GYRE_TEST_UNSET_VAULT_TOKEN, which is not set where cdktf runs/],
+    ['secrets.vault.address', (d: any) => { process.env.GYRE_TEST_SET_VAULT_TOKEN = 't'; d.secrets = { keyWrapper: 'vault-transit', vault: { address: 'http://vault.example.com:8200', key: 'gyre', token: { fromEnv: 'GYRE_TEST_SET_VAULT_TOKEN' } } }; }, /secrets.vault.address \("http:\/\/vault.example.com:8200"\) must be an https:\/\/ address of Vault/],
+    ['secrets.vault.key', (d: any) => { process.env.GYRE_TEST_SET_VAULT_TOKEN = 't'; d.secrets = { keyWrapper: 'vault-transit', vault: { address: 'https://vault.example.com', key: '..', token: { fromEnv: 'GYRE_TEST_SET_VAULT_TOKEN' } } }; }, /secrets.vault.key \(".."\) must be a transit key name/],
+    ['secrets.vault field', (d: any) => { d.secrets = { keyWrapper: 'vault-transit', vault: { address: 'https://vault.example.com', key: 'gyre', roleId: 'x' } }; }, /secrets.vault.roleId is not a Vault setting; allowed: address, key, mount, namespace, token/],
   ])('a bad %s is refused with the file, field and what is allowed', (_field, patch, message) => {
-    expect(parse(patch)).toThrow(message);
+    try {
+      expect(parse(patch)).toThrow(message);
+    } finally {
+      delete process.env.GYRE_TEST_SET_VAULT_TOKEN;
+    }
   });
 
   test('sign-in settings are checked at synth, and a secret can come from the environment instead of the file', () => {
@@ -63,6 +81,27 @@ describe('environment definitions', () => {
       expect(parseEnvironment(valid(), 'environments/prod.yaml', 'prod').signIn).toEqual({});
     } finally {
       delete process.env.GYRE_TEST_OKTA_SECRET;
+    }
+  });
+
+  test('secrets default to a KMS key the infra stack makes, rotated yearly, with a 30-day deletion window', () => {
+    expect(parseEnvironment(valid(), 'e.yaml').secrets).toEqual({ keyWrapper: 'aws-kms', existingKey: undefined, rotationDays: 365, deletionWindowDays: 30 });
+    const gcp = parseEnvironment({ ...valid(), cloud: 'gcp', project: 'p', region: 'us-east1', zones: ['us-east1-b', 'us-east1-c'], state: { backend: 'local' } }, 'e.yaml');
+    expect(gcp.secrets).toMatchObject({ keyWrapper: 'gcp-kms', rotationDays: 365 });
+    const own = 'arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab';
+    expect(parseEnvironment({ ...valid(), secrets: { existingKey: own } }, 'e.yaml').secrets).toMatchObject({ keyWrapper: 'aws-kms', existingKey: own });
+  });
+
+  test('Vault transit takes its token from the environment cdktf runs in, not from the file', () => {
+    process.env.GYRE_TEST_VAULT_TOKEN = 'hvs.from-the-environment';
+    try {
+      const env = parseEnvironment({ ...valid(), secrets: { keyWrapper: 'vault-transit', vault: { address: 'https://vault.example.com:8200', key: 'gyre', namespace: 'ci/prod', token: { fromEnv: 'GYRE_TEST_VAULT_TOKEN' } } } }, 'e.yaml');
+      expect(env.secrets).toEqual({
+        keyWrapper: 'vault-transit',
+        vault: { address: 'https://vault.example.com:8200', key: 'gyre', mount: 'transit', namespace: 'ci/prod', token: 'hvs.from-the-environment' },
+      });
+    } finally {
+      delete process.env.GYRE_TEST_VAULT_TOKEN;
     }
   });
 
