@@ -5,7 +5,23 @@
 const { closeSync, openSync, readFileSync, readSync, writeSync } = require('node:fs');
 
 /** What `gyre server`, `gyre runner` and `gyre agent` read once and keep out of their environment. */
-const SECRET_VARIABLES = ['GYRE_ADMIN_TOKEN', 'DATABASE_URL', 'GYRE_AGENT_SECRET', 'NOMAD_TOKEN', 'GYRE_RUNNER_TOKEN', 'GYRE_TASK_TOKEN', 'GYRE_TOKEN'];
+const SECRET_VARIABLES = [
+  'GYRE_ADMIN_TOKEN',
+  'DATABASE_URL',
+  'GYRE_AGENT_SECRET',
+  'NOMAD_TOKEN',
+  'GYRE_RUNNER_TOKEN',
+  'GYRE_TASK_TOKEN',
+  'GYRE_TOKEN',
+  // Sign-in, the GitHub App and the key wrapper: read from the settings, never needed by a child.
+  'GYRE_GITHUB_CLIENT_SECRET',
+  'GYRE_GITHUB_TOKEN',
+  'GYRE_GITHUB_WEBHOOK_SECRET',
+  'GYRE_OIDC_CLIENT_SECRET',
+  'GYRE_LDAP_BIND_PASSWORD',
+  'GYRE_METRICS_TOKEN',
+  'VAULT_TOKEN',
+];
 
 /**
  * Removes the secret variables from this process's environment (so no child inherits them),

@@ -48,7 +48,7 @@ jobs:
           check "signal the server" "kill -0 $SPID"
           check "list the data directory" "ls -A '$DATA' | grep -q ."
           check "read a file of the data directory" "find '$DATA' -type f -size +0 -exec cat {} + | head -c 1 | grep -q ."
-          check "see a server secret in its own environment" "env | grep -E '^(GYRE_ADMIN_TOKEN|DATABASE_URL|GYRE_AGENT_SECRET)='"
+          check "see a server secret in its own environment" "env | grep -E '^(GYRE_ADMIN_TOKEN|DATABASE_URL|GYRE_AGENT_SECRET|GYRE_METRICS_TOKEN|GYRE_GITHUB_WEBHOOK_SECRET|GYRE_GITHUB_CLIENT_SECRET|GYRE_OIDC_CLIENT_SECRET|GYRE_LDAP_BIND_PASSWORD|VAULT_TOKEN)='"
           curl -sf -X PUT --data done $X/k/a-done
 workflows:
   w:
@@ -77,7 +77,7 @@ async function attack(env: Record<string, string>, options: { uid?: number; dirs
   if (options.uid !== undefined) {
     for (const dir of [dataDir, repo]) spawnSync('chown', ['-R', `${options.uid}:${options.uid}`, dir]);
   }
-  const server = await startServerProcess({ GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: TOKEN, DATABASE_URL: '', ...env }, { uid: options.uid });
+  const server = await startServerProcess({ GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: TOKEN, GYRE_METRICS_TOKEN: 'metrics-secret-of-the-server', DATABASE_URL: '', ...env }, { uid: options.uid });
   options.started.push(server.child);
   options.exchange.set('server-pid', String(server.child.pid));
   options.exchange.set('data-dir', dataDir);
