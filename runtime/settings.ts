@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigurationError } from './domain/errors';
 import { readSignInSettings, type SignInSettings } from './identity/sign-in/settings';
+import { readGitHubAppSettings, type GitHubAppSettings } from './github/settings';
 import { readOidcSettings, type OidcSettings } from './secrets/oidc-publish';
 import { readSecretsSettings, type SecretsSettings } from './secrets/settings';
 import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
@@ -111,6 +112,16 @@ export interface Settings {
   readonly secrets: SecretsSettings;
   /** Jobs' OIDC issuer and where its documents are published (GYRE_JOB_OIDC_*). */
   readonly oidc: OidcSettings;
+  /**
+   * The GitHub App (GYRE_GITHUB_APP_ID, GYRE_GITHUB_APP_PRIVATE_KEY_FILE, GYRE_GITHUB_WEBHOOK_SECRET
+   * or _FILE, with GYRE_GITHUB_URL / GYRE_GITHUB_API_URL): webhooks, private checkouts, pull requests.
+   */
+  readonly github?: GitHubAppSettings;
+  /**
+   * GYRE_CRON_INTERVAL_MS: how often the `cron` role looks for due schedule ticks. Ticks fall on
+   * whole minutes, so the default is late by at most 10 s; tests and operators may shorten it.
+   */
+  readonly cronIntervalMs: number;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -326,6 +337,8 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     signIn: readSignInSettings(env),
     secrets: readSecretsSettings(env, dataDir),
     oidc: readOidcSettings(env),
+    github: readGitHubAppSettings(env),
+    cronIntervalMs: integer(env, 'GYRE_CRON_INTERVAL_MS', 10_000, 50, 600_000),
   };
 }
 

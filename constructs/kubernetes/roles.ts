@@ -33,6 +33,9 @@ const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
   audit: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
   // Hourly: OIDC signing keys due for replacement, secrets re-wrapped after a key rotation.
   contexts: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  // Scheduled pipelines: every tick is a claimed row, so a second replica fires nothing twice and
+  // keeps schedules on time while the first restarts.
+  cron: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
 };
 
 /** The roles that have code behind them, in the runtime's order. */

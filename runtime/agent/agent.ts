@@ -27,7 +27,7 @@ export interface TaskReporter {
    * The task's secrets, opened for this lease (runtime/secrets/task-secrets.ts): its variables, or
    * why it may not have them. Optional: without it the task runs with none.
    */
-  secrets?(): Promise<{ readonly env: Readonly<Record<string, string>> } | { readonly refused: string }>;
+  secrets?(): Promise<{ readonly env: Readonly<Record<string, string>>; readonly gitToken?: string } | { readonly refused: string }>;
   /**
    * Resolves as soon as someone asks this task to stop, rather than at the next heartbeat.
    * Optional: without it a cancel arrives with a heartbeat. Rejects once `signal` aborts.
@@ -126,7 +126,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       throw error;
     }
     if ('refused' in answer) secretsRefused = answer.refused;
-    else task = { ...task, secrets: { env: answer.env } };
+    else task = { ...task, secrets: { env: answer.env, ...(answer.gitToken ? { gitToken: answer.gitToken } : {}) } };
   }
   const handlers = options.handlers ?? createStepHandlers();
   const masker = options.masker ?? createSecretMasker(secretValuesOf(task));
@@ -332,13 +332,14 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
- * The values the agent masks for a task: each of `task.secrets.env`, and the value of each
+ * The values the agent masks for a task: each of `task.secrets.env`, its checkout token, and the value of each
  * variable named in `task.secrets.names` wherever it is set (the job's `environment:`, a docker
  * image's, a run step's, or the agent's own environment `agentEnv`). Too short ones are left to
  * the masker to skip.
  */
 export function secretValuesOf(task: TaskContext, agentEnv: Readonly<Record<string, string | undefined>> = process.env): string[] {
   const values = Object.values(task.secrets?.env ?? {});
+  if (task.secrets?.gitToken) values.push(task.secrets.gitToken);
   const names = task.secrets?.names ?? [];
   if (names.length === 0) return values;
   const environments: Readonly<Record<string, string | undefined>>[] = [task.spec.environment, agentEnv];
@@ -392,6 +393,17 @@ export function circleEnvironment(task: TaskContext, home: string, webUrl?: stri
   };
   if (task.branch) env.CIRCLE_BRANCH = task.branch;
   if (task.tag) env.CIRCLE_TAG = task.tag;
+  const pr = task.pullRequest;
+  if (pr) {
+    env.CIRCLE_PULL_REQUEST = pr.url;
+    env.CIRCLE_PULL_REQUESTS = pr.url;
+    // As CircleCI: these three only for a fork's pull request.
+    if (pr.fork) {
+      env.CIRCLE_PR_NUMBER = String(pr.number);
+      if (pr.headRepo) env.CIRCLE_PR_REPONAME = pr.headRepo;
+      if (pr.author) env.CIRCLE_PR_USERNAME = pr.author;
+    }
+  }
   if (webUrl) env.CIRCLE_BUILD_URL = `${webUrl.replace(/\/+$/, '')}/#/job/${task.projectSlug}/${task.jobNumber}`;
   return env;
 }

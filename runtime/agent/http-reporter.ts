@@ -47,7 +47,8 @@ export function createAgentClient(options: {
       return {
         async secrets() {
           const body = await reliably('Fetching the task\'s secrets', () => asLost(taskId, api.call('GET', '/secrets')));
-          return typeof body.refused === 'string' ? { refused: body.refused as string } : { env: (body.env ?? {}) as Record<string, string> };
+          if (typeof body.refused === 'string') return { refused: body.refused as string };
+          return { env: (body.env ?? {}) as Record<string, string>, ...(typeof body.git_token === 'string' && body.git_token ? { gitToken: body.git_token as string } : {}) };
         },
         async heartbeat(signal): Promise<HeartbeatResult> {
           const body = await asLost(taskId, api.call('POST', '/heartbeat', { signal }));

@@ -116,7 +116,7 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
   app.get(`${TASK}/secrets`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request, reply) => {
     reply.header('Cache-Control', 'no-store');
     const answer = deps.taskSecrets ? await deps.taskSecrets.forLease(leaseOf(request)) : { env: {} };
-    return 'refused' in answer ? { refused: answer.refused } : { env: answer.env };
+    return 'refused' in answer ? { refused: answer.refused } : { env: answer.env, ...(answer.gitToken ? { git_token: answer.gitToken } : {}) };
   });
 
   app.post(`${TASK}/heartbeat`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {

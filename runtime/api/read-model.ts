@@ -108,11 +108,14 @@ function workflowView(r: Record<string, unknown>) {
     name: r.name,
     project_slug: r.slug,
     status: r.status,
-    started_by: r.actor_id ?? null,
+    // A rerun is started by whoever asked for it; other workflows by the pipeline's actor.
+    started_by: r.started_by ?? r.actor_id ?? null,
     pipeline_number: r.pipeline_number,
     created_at: iso(r.created_at),
     stopped_at: iso(r.stopped_at),
     ...(r.tag ? { tag: r.tag } : {}),
+    // Gyre's: the workflow this one reran (CircleCI's Workflow has no field for the link).
+    ...(r.rerun_of ? { rerun_of: r.rerun_of } : {}),
   };
 }
 
@@ -134,15 +137,18 @@ export async function listWorkflows(db: Queryable, pipelineId: string) {
 
 export async function listWorkflowJobs(db: Queryable, workflowId: string) {
   await getWorkflow(db, workflowId);
+  // A job a rerun copied rather than ran shows the number of the job that ran, as CircleCI shows it.
   const rows = await db.query<Record<string, unknown> & { name: string; id: string; requires: Requirement[] }>(
-    `SELECT j.*, pr.slug FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.workflow_id = $1 ORDER BY j.position`,
+    `SELECT j.*, COALESCE(j.number, ran.number) AS shown_number, pr.slug
+       FROM jobs j JOIN projects pr ON pr.id = j.project_id LEFT JOIN jobs ran ON ran.id = j.copied_from
+      WHERE j.workflow_id = $1 ORDER BY j.position`,
     [workflowId],
   );
   const idByName = new Map(rows.map((r) => [r.name, r.id]));
   const items = rows.map((r) => ({
-    canceled_by: undefined,
+    canceled_by: r.canceled_by ?? undefined,
     dependencies: r.requires.map((req) => idByName.get(req.job)).filter((id): id is string => Boolean(id)),
-    job_number: r.number ?? undefined,
+    job_number: r.shown_number ?? undefined,
     id: r.id,
     started_at: iso(r.started_at),
     name: r.name,

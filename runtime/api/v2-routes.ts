@@ -95,7 +95,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     '/api/v2/projects',
     {
       config: { permission: 'instance:admin', action: 'project.create' },
-      schema: { body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.String({ minLength: 1, maxLength: 4096 }) }) },
+      schema: { body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }) },
     },
     async (request, reply) => {
       const { org, name, repo_url: repoUrl } = request.body;
@@ -120,21 +120,38 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     },
   );
 
-  // CircleCI's project settings (`advanced`), those Gyre has: whether pipelines of pull requests
-  // from forks get the project's variables and contexts (docs/security.md, "Forked pull requests").
-  const settingsView = (p: Project) => ({ advanced: { forks_receive_secret_env_vars: p.forksReceiveSecretEnvVars } });
+  // CircleCI's project settings (`advanced`), those Gyre has (runtime/projects/projects.ts says what
+  // each does). A setting Gyre does not have, or a value that is not a boolean, is a 400 naming it.
+  const settingsView = (p: Project) => ({
+    advanced: {
+      autocancel_builds: p.autocancelBuilds,
+      build_fork_prs: p.buildForkPrs,
+      build_prs_only: p.buildPrsOnly,
+      forks_receive_secret_env_vars: p.forksReceiveSecretEnvVars,
+      set_github_status: p.setGithubStatus,
+    },
+  });
+  const Setting = Type.Optional(Type.Boolean());
+  const Advanced = Type.Object(
+    { autocancel_builds: Setting, build_fork_prs: Setting, build_prs_only: Setting, forks_receive_secret_env_vars: Setting, set_github_status: Setting },
+    { additionalProperties: false },
+  );
   app.get(`${SLUG}/settings`, { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => settingsView(await projects.get(slugOf(request.params))));
   app.patch(
     `${SLUG}/settings`,
     {
       config: { permission: 'project:admin', action: 'project.settings' },
-      schema: {
-        params: SlugParams,
-        body: Type.Object({ advanced: Type.Optional(Type.Object({ forks_receive_secret_env_vars: Type.Optional(Type.Boolean()) }, { additionalProperties: false })) }, { additionalProperties: false }),
-      },
+      schema: { params: SlugParams, body: Type.Object({ advanced: Type.Optional(Advanced) }, { additionalProperties: false }) },
     },
     async (request) => {
-      const change = { forksReceiveSecretEnvVars: request.body.advanced?.forks_receive_secret_env_vars };
+      const advanced = request.body.advanced ?? {};
+      const change = {
+        autocancelBuilds: advanced.autocancel_builds,
+        buildForkPrs: advanced.build_fork_prs,
+        buildPrsOnly: advanced.build_prs_only,
+        forksReceiveSecretEnvVars: advanced.forks_receive_secret_env_vars,
+        setGithubStatus: advanced.set_github_status,
+      };
       return settingsView(await projects.updateSettings(slugOf(request.params), change, auditOf(request)));
     },
   );

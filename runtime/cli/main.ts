@@ -25,8 +25,9 @@ const USAGE = `Usage: gyre <command> [options]
 Commands:
   server [--roles=<r,…>]                   run Gyre (every role by default, one process); settings from the environment
   migrate [--wait [--timeout S]]           apply pending database migrations; --wait changes nothing and waits until they are applied
-  project add <org>/<repo> --repo <path|url>
-                                           register a project backed by a git repository
+  project add <org>/<repo> [--repo <path|url>]
+                                           register a project backed by a git repository (without
+                                           --repo: the repository the GitHub App is installed on)
   trigger <slug> [--branch B | --tag T] [--param k=v ...] [--wait]
                                            start a pipeline; --wait follows it to the end
   pipelines <slug>                         list a project's recent pipelines
@@ -168,11 +169,11 @@ async function projectCommand(args: string[], io: CliIo): Promise<number> {
   if (sub !== 'add') throw new UsageError(sub ? `unknown project command '${sub}' (allowed: add)` : 'project needs a subcommand: add');
   if (!name || !/^[^/]+\/[^/]+$/.test(name)) throw new UsageError('project add needs <org>/<repo>');
   const repo = values.repo as string | undefined;
-  if (!repo) throw new UsageError('project add needs --repo <path-or-git-url>');
   // A local path is sent absolute: the server resolves paths from its own working directory.
-  const repoUrl = existsSync(repo) ? resolve(repo) : repo;
+  // Without --repo, the server finds <org>/<repo> through its GitHub App's installations.
+  const repoUrl = repo === undefined ? undefined : existsSync(repo) ? resolve(repo) : repo;
   const [org, repoName] = name.split('/');
-  const project = await clientFrom(io).request<{ slug: string }>('POST', '/api/v2/projects', { org, name: repoName, repo_url: repoUrl });
+  const project = await clientFrom(io).request<{ slug: string }>('POST', '/api/v2/projects', { org, name: repoName, ...(repoUrl ? { repo_url: repoUrl } : {}) });
   io.stdout(`${project.slug}\n`);
   return 0;
 }

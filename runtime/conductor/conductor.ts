@@ -10,6 +10,11 @@ import type { Forge } from '../forge/forge';
 import type { Contexts, ResolveInput } from '../secrets/contexts';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
+import { cancelRedundantWorkflows } from './auto-cancel';
+import { CHANNELS } from '../dispatcher/dispatcher';
+import { checkRerunRequest, jobsToRerun, type RerunRequest } from './reruns';
+import { copyWorkspaceLayers, insertCopiedJob, insertRerunJob, insertRerunWorkflow, jobsOfWorkflow, lockWorkflowToRerun } from './sql/reruns';
+import { cancelWaitingJob, lockJobToCancel, recordCanceledBy } from './sql/cancels';
 
 export const CONFIG_PATH = '.circleci/config.yml';
 
@@ -32,6 +37,17 @@ export interface Conductor {
   cancelWorkflow(workflowId: string, actorId?: string, audit?: Audit): Promise<void>;
   /** Approves an on-hold approval job; `audit` is recorded in the transaction that approves it. */
   approveJob(workflowId: string, jobId: string, actorId?: string, audit?: Audit): Promise<void>;
+  /**
+   * Reruns a finished workflow as a new workflow of the same pipeline, linked to it (`rerun_of`)
+   * and started by `actorId`: the jobs `jobsToRerun` picks run again, the others are copied with
+   * their results. Returns the new workflow's id; `audit` is recorded in the transaction.
+   */
+  rerunWorkflow(workflowId: string, request: RerunRequest, actorId?: string, audit?: Audit): Promise<string>;
+  /**
+   * Cancels one job: a waiting or queued one never runs, a running one's agent is told to stop
+   * its steps; the jobs that require it then become not_run. `audit` is recorded in the transaction.
+   */
+  cancelJob(jobId: string, actorId?: string, audit?: Audit): Promise<void>;
   /**
    * Continues a setup pipeline with the configuration its setup job generated. The key
    * authenticates; a pipeline continues at most once, before its key expires.
@@ -115,10 +131,14 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     return 'queued';
   }
 
-  /** What the contexts' restrictions are decided on: the project, its organisation, the pipeline's ref, actor and whether it is a fork's. */
+  /**
+   * What the contexts' restrictions are decided on: the project, its organisation, the pipeline's
+   * ref, whether it is a fork's, and the actor: whoever started the workflow (a rerun's is who
+   * asked for it, so a rerun never borrows the original actor's access), else the pipeline's.
+   */
   async function contextInput(tx: Queryable, job: JobRow): Promise<ResolveInput> {
     const [row] = await tx.query<{ org_id: string; branch: string | null; tag: string | null; actor_id: string | null; number: number; from_fork: boolean }>(
-      `SELECT o.id AS org_id, p.branch, p.tag, p.actor_id, p.number, p.from_fork
+      `SELECT o.id AS org_id, p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork
          FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN pipelines p ON p.id = w.pipeline_id
          JOIN projects pr ON pr.id = j.project_id JOIN organizations o ON o.name = pr.org
         WHERE j.id = $1`,
@@ -198,6 +218,29 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
   }
 
   /**
+   * Cancels a workflow in the caller's transaction: its waiting jobs end canceled, its queued and
+   * running ones are canceled through the dispatcher (a running step is stopped through its lease).
+   * What `cancelWorkflow` and auto-cancel (./auto-cancel.ts) do.
+   */
+  async function cancelInTx(tx: Queryable, workflowId: string, actorId?: string, audit?: Audit): Promise<void> {
+    const [workflow] = await tx.query<{ status: WorkflowStatus }>('SELECT status FROM workflows WHERE id = $1 FOR UPDATE', [workflowId]);
+    if (!workflow) throw new NotFoundError('workflow', workflowId);
+    // Recorded first: a cancel refused below rolls its record back with it.
+    await audit?.record(tx, { target: { type: 'workflow', id: workflowId } });
+    if (TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) {
+      throw new ConflictError(`workflow ${workflowId} has already finished (${workflow.status})`);
+    }
+    await tx.query('UPDATE workflows SET cancel_requested = true, canceled_by = $2 WHERE id = $1', [workflowId, actorId ?? null]);
+    await tx.query(
+      `UPDATE jobs SET status = 'canceled', stopped_at = now() WHERE workflow_id = $1 AND status IN ('blocked', 'on_hold')`,
+      [workflowId],
+    );
+    const active = await tx.query<{ id: string }>(`SELECT id FROM jobs WHERE workflow_id = $1 AND status IN ('queued', 'running')`, [workflowId]);
+    for (const job of active) await dispatcher.cancelJob(tx, job.id);
+    await advanceInTx(tx, workflowId);
+  }
+
+  /**
    * Inserts a plan's workflows and jobs after the pipeline's existing ones and starts them, in the
    * caller's transaction. A setup plan's jobs receive the pipeline's continuation key.
    */
@@ -248,6 +291,9 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         );
       }
       await tx.query(`UPDATE pipelines SET state = 'created', updated_at = now() WHERE id = $1`, [pipelineId]);
+      // Before the new workflows queue jobs (which locks the project's row): older workflows are
+      // locked first, as a job finishing in one takes its workflow and then the project.
+      await cancelRedundantWorkflows(tx, pipelineId, cancelInTx);
       await insertWorkflows(tx, pipelineId, projectId, plan, continuationKey);
     });
   }
@@ -267,10 +313,18 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         default_branch: string;
         trigger_type: string;
         slug: string;
+        schedule_id: string | null;
+        schedule_name: string | null;
+        scheduled_workflow_cron: string | null;
       }>(
-        `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.parameters, p.project_id, p.trigger_type,
-                pr.repo_url, pr.default_branch, pr.slug
-           FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = $1`,
+        `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.base_revision, p.parameters, p.project_id, p.trigger_type,
+                pr.repo_url, pr.default_branch, pr.slug, s.id AS schedule_id, s.name AS schedule_name, sw.cron AS scheduled_workflow_cron
+           FROM pipelines p JOIN projects pr ON pr.id = p.project_id
+           -- The schedule or scheduled workflow whose tick started it (runtime/schedules), if any.
+           LEFT JOIN schedule_ticks t ON t.pipeline_id = p.id
+           LEFT JOIN schedules s ON s.id = t.schedule_id
+           LEFT JOIN scheduled_workflows sw ON sw.id = t.scheduled_workflow_id
+          WHERE p.id = $1`,
         [pipelineId],
       );
       if (!pipeline) throw new NotFoundError('pipeline', pipelineId);
@@ -316,23 +370,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     },
 
     async cancelWorkflow(workflowId, actorId, audit) {
-      await store.transaction(async (tx) => {
-        const [workflow] = await tx.query<{ status: WorkflowStatus }>('SELECT status FROM workflows WHERE id = $1 FOR UPDATE', [workflowId]);
-        if (!workflow) throw new NotFoundError('workflow', workflowId);
-        // Recorded first: a cancel refused below rolls its record back with it.
-        await audit?.record(tx, { target: { type: 'workflow', id: workflowId } });
-        if (TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) {
-          throw new ConflictError(`workflow ${workflowId} has already finished (${workflow.status})`);
-        }
-        await tx.query('UPDATE workflows SET cancel_requested = true, canceled_by = $2 WHERE id = $1', [workflowId, actorId ?? null]);
-        await tx.query(
-          `UPDATE jobs SET status = 'canceled', stopped_at = now() WHERE workflow_id = $1 AND status IN ('blocked', 'on_hold')`,
-          [workflowId],
-        );
-        const active = await tx.query<{ id: string }>(`SELECT id FROM jobs WHERE workflow_id = $1 AND status IN ('queued', 'running')`, [workflowId]);
-        for (const job of active) await dispatcher.cancelJob(tx, job.id);
-        await advanceInTx(tx, workflowId);
-      });
+      await store.transaction((tx) => cancelInTx(tx, workflowId, actorId, audit));
     },
 
     async approveJob(workflowId, jobId, actorId, audit) {
@@ -347,6 +385,56 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         if (job.status !== 'on_hold') throw new ConflictError(`approval job ${jobId} is ${job.status}, not on_hold`);
         await tx.query(`UPDATE jobs SET status = 'success', approved_by = $2, stopped_at = now() WHERE id = $1`, [jobId, actorId ?? null]);
         await advanceInTx(tx, workflowId);
+      });
+    },
+
+    async rerunWorkflow(workflowId, request, actorId, audit) {
+      const rerunId = randomUUID();
+      await store.transaction(async (tx) => {
+        const workflow = await lockWorkflowToRerun(tx, workflowId);
+        if (!workflow) throw new NotFoundError('workflow', workflowId);
+        // Recorded first: a rerun refused below rolls its record back with it.
+        await audit?.record(tx, {
+          target: { type: 'workflow', id: workflowId },
+          detail: { rerun: rerunId, from_failed: request.fromFailed === true, ...(request.jobs?.length ? { jobs: request.jobs.slice(0, 100), sparse_tree: request.sparseTree === true } : {}) },
+        });
+        checkRerunRequest(request);
+        if (!TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) {
+          throw new ConflictError(`workflow ${workflowId} is ${workflow.status}: a workflow is rerun once it has finished (cancel it to stop it first)`);
+        }
+        const jobs = await jobsOfWorkflow(tx, workflowId);
+        const rerun = jobsToRerun(workflowId, jobs, request);
+        await insertRerunWorkflow(tx, { id: rerunId, of: workflowId, startedBy: actorId ?? null });
+        for (const job of jobs) {
+          if (rerun.has(job.id)) await insertRerunJob(tx, rerunId, randomUUID(), job.id);
+          else await insertCopiedJob(tx, rerunId, randomUUID(), job.id);
+        }
+        await copyWorkspaceLayers(tx, workflowId, rerunId);
+        await advanceInTx(tx, rerunId);
+      });
+      return rerunId;
+    },
+
+    async cancelJob(jobId, actorId, audit) {
+      await store.transaction(async (tx) => {
+        const job = await lockJobToCancel(tx, jobId);
+        if (!job) throw new NotFoundError('job', jobId);
+        // Recorded first: a cancel refused below rolls its record back with it.
+        await audit?.record(tx, { target: { type: 'job', id: jobId }, detail: { workflow: job.workflow_id, job: job.name, ...(job.number ? { number: job.number } : {}) } });
+        if (isTerminalJobStatus(job.status)) {
+          throw new ConflictError(`job ${job.number ?? jobId} (${job.name}) has already finished: it is ${job.status}`);
+        }
+        if (job.status === 'blocked' || job.status === 'on_hold') {
+          await cancelWaitingJob(tx, jobId, actorId ?? null);
+        } else {
+          await recordCanceledBy(tx, jobId, actorId ?? null);
+          // Queued tasks end here; running ones are told through their lease (heartbeat and the
+          // agents' cancellation long-poll), and the job settles when their agents report.
+          await dispatcher.cancelJob(tx, jobId);
+        }
+        await advanceInTx(tx, job.workflow_id);
+        // Delivered at commit: followers of the job's output see it end without waiting for a poll.
+        if (job.status !== 'running') await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.jobFinished, jobId]);
       });
     },
 
@@ -365,10 +453,18 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         default_branch: string;
         trigger_type: string;
         slug: string;
+        schedule_id: string | null;
+        schedule_name: string | null;
+        scheduled_workflow_cron: string | null;
       }>(
-        `SELECT p.id, p.project_id, p.number, p.branch, p.tag, p.revision, p.continuation_key, p.continued_at, p.trigger_type,
-                (p.continuation_expires_at <= now()) AS expired, pr.repo_url, pr.default_branch, pr.slug
-           FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.continuation_key = $1`,
+        `SELECT p.id, p.project_id, p.number, p.branch, p.tag, p.revision, p.base_revision, p.continuation_key, p.continued_at, p.trigger_type,
+                (p.continuation_expires_at <= now()) AS expired, pr.repo_url, pr.default_branch, pr.slug,
+                s.id AS schedule_id, s.name AS schedule_name, sw.cron AS scheduled_workflow_cron
+           FROM pipelines p JOIN projects pr ON pr.id = p.project_id
+           LEFT JOIN schedule_ticks t ON t.pipeline_id = p.id
+           LEFT JOIN schedules s ON s.id = t.schedule_id
+           LEFT JOIN scheduled_workflows sw ON sw.id = t.scheduled_workflow_id
+          WHERE p.continuation_key = $1`,
         [key],
       );
       // The lookup is by exact key; the constant-time compare keeps timing from telling how close a guess was.
@@ -431,6 +527,11 @@ interface PipelineFacts {
   default_branch: string;
   trigger_type: string;
   slug: string;
+  schedule_id?: string | null;
+  schedule_name?: string | null;
+  scheduled_workflow_cron?: string | null;
+  /** What a pull request's pipeline is compared with (`pipeline.git.base_revision`; set by the GitHub webhook). */
+  base_revision?: string | null;
 }
 
 /** What the compiler knows of the trigger: the ref, the parameters and the `pipeline.*` values. */
@@ -443,6 +544,7 @@ function triggerContextOf(p: PipelineFacts, parameters: Record<string, string | 
       id: p.id,
       number: p.number,
       revision: p.revision,
+      ...(p.base_revision ? { baseRevision: p.base_revision } : {}),
       branch: p.branch ?? undefined,
       tag: p.tag ?? undefined,
       projectGitUrl: p.repo_url,
@@ -450,6 +552,8 @@ function triggerContextOf(p: PipelineFacts, parameters: Record<string, string | 
       projectSlug: p.slug,
       defaultBranch: p.default_branch,
       triggerSource: p.trigger_type,
+      ...(p.schedule_id ? { scheduleId: p.schedule_id, scheduleName: p.schedule_name ?? '' } : {}),
+      ...(p.scheduled_workflow_cron ? { scheduledWorkflowCron: p.scheduled_workflow_cron } : {}),
     },
   };
 }

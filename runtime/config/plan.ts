@@ -33,7 +33,14 @@ export interface PipelineValues {
   readonly tag?: string;
   readonly defaultBranch?: string;
   readonly triggerSource?: string;
+  /** `<< pipeline.schedule.name >>` and `.id`: the schedule (API v2) that started the pipeline. */
   readonly scheduleName?: string;
+  readonly scheduleId?: string;
+  /**
+   * The cron of the scheduled workflow (`triggers: - schedule: {cron}`) whose tick started the
+   * pipeline: of the workflows with `triggers`, only those with this cron run.
+   */
+  readonly scheduledWorkflowCron?: string;
 }
 
 /** The result of compiling a config for one trigger. */

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { StaleLeaseError } from '../domain/errors';
-import type { JobStatus, StepStatus, TaskStatus } from '../domain/model';
+import type { JobStatus, PipelinePullRequest, StepStatus, TaskStatus } from '../domain/model';
 import type { JobSpec } from '../config/plan';
 import type { Queryable, Store } from '../store/store';
 import type { Logger } from '../logger';
@@ -72,7 +72,19 @@ export interface TaskContext {
    * config's `environment:`, or the agent's own environment) whose values are secret too. The
    * agent masks every value of both (4 characters or more) in output and step names.
    */
-  readonly secrets?: { readonly env: Readonly<Record<string, string>>; readonly names?: readonly string[] };
+  readonly secrets?: {
+    readonly env: Readonly<Record<string, string>>;
+    readonly names?: readonly string[];
+    /** The token the checkout step reads the repository with (a GitHub App installation's), when it needs one; masked like the rest. */
+    readonly gitToken?: string;
+  };
+  /**
+   * A ref the checkout fetches besides branches and tags, because the revision is on none of
+   * them: `refs/pull/<n>/head` for a fork's pull request.
+   */
+  readonly checkoutRef?: string;
+  /** The pull request the pipeline builds: CIRCLE_PULL_REQUEST, CIRCLE_PR_* (runtime/agent/agent.ts). */
+  readonly pullRequest?: PipelinePullRequest;
 }
 
 export interface HeartbeatResult {
@@ -499,12 +511,14 @@ type ContextRow = {
   branch: string | null;
   tag: string | null;
   revision: string;
+  checkout_ref: string | null;
+  pull_request: PipelinePullRequest | null;
 };
 
 /** The task-context columns, for a query that joins `contextJoins(…)` onto a task row (with its resource_class). */
 const CONTEXT_COLUMNS = `rcl.cpu AS rc_cpu, rcl.memory_mb AS rc_memory_mb, j.id AS job_id, j.name AS job_name, j.number AS job_number, j.spec,
             w.id AS workflow_id, w.name AS workflow_name, p.id AS pipeline_id, p.number AS pipeline_number,
-            pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision`;
+            pr.slug, pr.org, pr.name AS project_name, pr.repo_url, p.branch, p.tag, p.revision, p.checkout_ref, p.pull_request`;
 const contextJoins = (t: string) => `JOIN jobs j ON j.id = ${t}.job_id LEFT JOIN resource_classes rcl ON rcl.name = ${t}.resource_class JOIN workflows w ON w.id = j.workflow_id
        JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id`;
 
@@ -536,6 +550,8 @@ function contextOf(row: ContextRow): TaskContext {
     branch: row.branch ?? undefined,
     tag: row.tag ?? undefined,
     revision: row.revision,
+    ...(row.checkout_ref ? { checkoutRef: row.checkout_ref } : {}),
+    ...(row.pull_request ? { pullRequest: row.pull_request } : {}),
     resources: resourceSizeOf(row.resource_class, { cpu: row.rc_cpu, memoryMb: row.rc_memory_mb }),
   };
 }

@@ -22,6 +22,9 @@
  * - executor: where the agent runs steps: a shell on the host (as a build uid of the task's own, in a
  *   bubblewrap sandbox, or without isolation), or containers (docker). See docs/security.md.
  * - resource class: the named size/kind of machine a job asks for; the dispatcher queues by it.
+ * - schedule: what starts pipelines by the clock: a project's schedule of the v2 API (a timetable
+ *   in UTC, an actor, parameters with a branch or tag), or a workflow's legacy `triggers: schedule`
+ *   cron (a scheduled workflow). A tick is one time a schedule fires; it is a row, claimed once.
  * - context: a named, organisation-level set of secret environment variables.
  * - organisation: `gh/<org>`, the owner of projects; made with its first project or explicitly.
  * - user: someone who calls the API with a token; the instance admin may do everything.

@@ -59,5 +59,29 @@ export const TERMINAL_TASK_STATUSES: readonly TaskStatus[] = ['success', 'failed
 /** A step's outcome within one task. */
 export type StepStatus = 'running' | 'success' | 'failed' | 'canceled' | 'skipped' | 'timedout';
 
-/** What kind of run a pipeline was started by. */
-export type TriggerType = 'api' | 'webhook' | 'schedule' | 'explicit';
+/**
+ * What kind of run a pipeline was started by (API v2's `trigger.type`, and `pipeline.trigger_source`
+ * in config): `scheduled_pipeline` by a schedule of the v2 API, `schedule` by a workflow's legacy
+ * `triggers: schedule` (only those workflows run).
+ */
+export type TriggerType = 'api' | 'webhook' | 'schedule' | 'scheduled_pipeline' | 'explicit';
+
+/**
+ * The pull request a pipeline builds (a GitHub webhook's), as its jobs see it: `CIRCLE_PULL_REQUEST`,
+ * `CIRCLE_PULL_REQUESTS`, and for a fork's `CIRCLE_PR_NUMBER`, `CIRCLE_PR_REPONAME`,
+ * `CIRCLE_PR_USERNAME`. Stored with the pipeline (`pipelines.pull_request`).
+ */
+export interface PipelinePullRequest {
+  readonly number: number;
+  /** The pull request's page on GitHub. */
+  readonly url: string;
+  /** Its head is another repository (a fork). */
+  readonly fork: boolean;
+  /** The head repository's owner and name (the fork's), unless the fork was deleted. */
+  readonly headOwner?: string;
+  readonly headRepo?: string;
+  /** The head branch's name (in the head repository). */
+  readonly headRef: string;
+  /** Who opened it (their GitHub login). */
+  readonly author?: string;
+}

@@ -1,7 +1,8 @@
 /**
  * The `Forge` seam: where project source lives. The embedded default reads git repositories
- * (local paths or any URL git can fetch); GitHub / GitHub Enterprise come later behind the same
- * interface.
+ * (local paths or any URL git can fetch, runtime/forge/git-forge.ts); with a GitHub App, the
+ * repositories on its GitHub (github.com or GitHub Enterprise Server) that it is installed on are
+ * read through GitHub's API as the installation (runtime/github/forge.ts), the others as before.
  */
 export interface Revision {
   /** Full commit SHA. */
@@ -17,4 +18,10 @@ export interface Forge {
   resolve(repoUrl: string, ref: { branch?: string; tag?: string }): Promise<Revision>;
   /** A file's content at a revision, or undefined when the file does not exist there. */
   readFile(repoUrl: string, sha: string, path: string): Promise<string | undefined>;
+  /**
+   * The clone URL of the repository `<org>/<name>`, when the forge can find it by name (a GitHub
+   * App installed on it): `gyre project add <org>/<repo>` without a path or URL. Undefined when it
+   * cannot. Optional: a forge of plain git repositories finds nothing by name.
+   */
+  locate?(org: string, name: string): Promise<string | undefined>;
 }

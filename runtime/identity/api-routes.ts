@@ -151,10 +151,10 @@ export function registerIdentityRoutes(app: GyreApp, deps: IdentityRouteDeps): v
   });
 
   // CircleCI's "create a project" (`POST /project/{slug}`): an organisation admin adds a project to it.
-  // Gyre needs the repository to build from.
+  // Gyre needs the repository to build from: `repo_url`, or a GitHub App installed on it.
   app.post(
     SLUG,
-    { config: { permission: 'org:admin', action: 'project.create' }, schema: { params: SlugParams, body: Type.Object({ repo_url: Type.String({ minLength: 1, maxLength: 4096 }) }) } },
+    { config: { permission: 'org:admin', action: 'project.create' }, schema: { params: SlugParams, body: Type.Object({ repo_url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }) } },
     async (request, reply) => {
       const { org, repo } = request.params;
       const project = await projects.add({ org, name: repo, repoUrl: request.body.repo_url }, auditOf(request));

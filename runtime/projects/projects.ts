@@ -26,20 +26,42 @@ export interface Project {
    * naming a context ends `unauthorized`.
    */
   readonly forksReceiveSecretEnvVars: boolean;
+  /**
+   * Whether a new pipeline on a branch other than the default one cancels the unfinished workflows
+   * of the older pipelines on that branch (CircleCI's `autocancel_builds`; off by default).
+   */
+  readonly autocancelBuilds: boolean;
+  /** Whether pull requests from forks start pipelines (CircleCI's `build_fork_prs`; off by default). */
+  readonly buildForkPrs: boolean;
+  /**
+   * Whether pushes start pipelines only on branches with an open pull request; the default branch
+   * always builds (CircleCI's `build_prs_only`; off by default).
+   */
+  readonly buildPrsOnly: boolean;
+  /** Whether workflows report their status on the commit (CircleCI's `set_github_status`; on by default). */
+  readonly setGithubStatus: boolean;
   readonly createdAt: Date;
 }
 
-/** The project settings Gyre has, by CircleCI's names (`PATCH /project/{slug}/settings`, `advanced`). */
+/**
+ * The project settings Gyre has (`PATCH /project/{slug}/settings`, `advanced`, where each has
+ * CircleCI's snake_case name, as its column does). A setting left out stays as it is.
+ */
 export interface ProjectSettingsChange {
   readonly forksReceiveSecretEnvVars?: boolean;
+  readonly autocancelBuilds?: boolean;
+  readonly buildForkPrs?: boolean;
+  readonly buildPrsOnly?: boolean;
+  readonly setGithubStatus?: boolean;
 }
 
 export interface Projects {
   /**
    * Registers a project backed by a git repository; its slug is `gh/<org>/<name>`. The
-   * organisation is made with its first project.
+   * organisation is made with its first project. Without `repoUrl`, the forge finds the repository
+   * `<org>/<name>` by name (a GitHub App installed on it), or the project is refused.
    */
-  add(input: { org: string; name: string; repoUrl: string }, audit?: Audit): Promise<Project>;
+  add(input: { org: string; name: string; repoUrl?: string }, audit?: Audit): Promise<Project>;
   get(slug: string): Promise<Project>;
   /** Projects by slug; with `visibleTo`, only those that principal can see (runtime/domain/permissions.ts). */
   list(options?: { after?: string; limit?: number; visibleTo?: Principal }): Promise<Project[]>;
@@ -73,13 +95,19 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     defaultBranch: r.default_branch as string,
     protectedBranches: (r.protected_branches as string[] | null) ?? [],
     forksReceiveSecretEnvVars: r.forks_receive_secret_env_vars === true,
+    autocancelBuilds: r.autocancel_builds === true,
+    buildForkPrs: r.build_fork_prs === true,
+    buildPrsOnly: r.build_prs_only === true,
+    setGithubStatus: r.set_github_status !== false,
     createdAt: new Date(r.created_at as string),
   });
   return {
-    async add({ org, name, repoUrl }, audit) {
+    async add({ org, name, repoUrl: given }, audit) {
       if (!NAME.test(org)) throw new InputError(`organization '${org}' may use letters, digits, '.', '_' and '-' (up to 100)`, 'org');
       if (!NAME.test(name)) throw new InputError(`repository name '${name}' may use letters, digits, '.', '_' and '-' (up to 100)`, 'repo');
-      if (!repoUrl) throw new InputError('a git repository (path or URL) is required', 'repo_url');
+      const repoUrl = given || (await forge.locate?.(org, name));
+      // The API's words for a missing field, since it is the body's repo_url that is missing.
+      if (!repoUrl) throw new InputError(`body.repo_url is required (a git repository's path or URL)${forge.locate ? `: the GitHub App is not installed on ${org}/${name}` : ''}`, 'repo_url');
       const slug = `gh/${org}/${name}`;
       const existing = await store.query('SELECT 1 FROM projects WHERE slug = $1', [slug]);
       if (existing.length > 0) throw new ConflictError(`project ${slug} already exists`);
@@ -115,12 +143,30 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     async updateSettings(slug, change, audit) {
       const canonical = normaliseSlug(slug);
       return store.transaction(async (tx) => {
+        const values = {
+          forks_receive_secret_env_vars: change.forksReceiveSecretEnvVars,
+          autocancel_builds: change.autocancelBuilds,
+          build_fork_prs: change.buildForkPrs,
+          build_prs_only: change.buildPrsOnly,
+          set_github_status: change.setGithubStatus,
+        };
         const [row] = await tx.query(
-          'UPDATE projects SET forks_receive_secret_env_vars = COALESCE($2, forks_receive_secret_env_vars) WHERE slug = $1 RETURNING *',
-          [canonical, change.forksReceiveSecretEnvVars ?? null],
+          `UPDATE projects SET forks_receive_secret_env_vars = COALESCE($2, forks_receive_secret_env_vars),
+                  autocancel_builds = COALESCE($3, autocancel_builds), build_fork_prs = COALESCE($4, build_fork_prs),
+                  build_prs_only = COALESCE($5, build_prs_only), set_github_status = COALESCE($6, set_github_status)
+            WHERE slug = $1 RETURNING *`,
+          [
+            canonical,
+            values.forks_receive_secret_env_vars ?? null,
+            values.autocancel_builds ?? null,
+            values.build_fork_prs ?? null,
+            values.build_prs_only ?? null,
+            values.set_github_status ?? null,
+          ],
         );
         if (!row) throw new NotFoundError('project', canonical);
-        const detail = change.forksReceiveSecretEnvVars === undefined ? {} : { forks_receive_secret_env_vars: change.forksReceiveSecretEnvVars };
+        // The record names the settings the change gave, with their new values.
+        const detail = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined));
         await audit?.record(tx, { target: { type: 'project', id: canonical }, detail });
         return fromRow(row);
       });

@@ -4,7 +4,10 @@ import { appendAudit } from '../audit/audit-log';
 import { registerAuditRoutes } from '../audit/api-routes';
 import { createHttpApp, listen, routesOf } from '../api/http-app';
 import { registerV2Routes } from '../api/v2-routes';
+import { registerRerunRoutes } from '../api/rerun-routes';
 import { registerConfigRoutes } from '../config/api-routes';
+import { registerGitHubWebhookRoute } from '../github/routes';
+import { createGitHubWebhooks } from '../github/webhooks';
 import { DEFAULT_LIMITS } from '../config/yaml-loader';
 import { registerIdentityRoutes } from '../identity/api-routes';
 import { registerSignInRoutes } from '../identity/sign-in/routes';
@@ -14,6 +17,7 @@ import { registerHealthRoute } from '../ops/ops-routes';
 import { registerOutputRoutes } from '../output/api-routes';
 import { fileTimingsOfTask } from '../output/output-service';
 import { registerRetentionRoutes } from '../retention/api-routes';
+import { registerScheduleRoutes } from '../schedules/api-routes';
 import { registerUiRoutes } from '../ui/routes';
 import type { Role } from './role';
 
@@ -46,6 +50,7 @@ export const apiRole: Role = {
     });
     registerHealthRoute(app, { health: core.health, roles: [...core.roles] });
     registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES });
+    registerRerunRoutes(app, { store, projects: core.projects, conductor: core.conductor });
     registerOutputRoutes(app, { store, blobs: core.blobs, projects: core.projects, output, apiUrl: core.webUrl });
     registerRetentionRoutes(app, { store, projects: core.projects, defaultDays: settings.retentionDays });
     registerConfigRoutes(app, { orbs: core.orbs, compile: core.compile, maxConfigBytes: MAX_CONFIG_BODY_BYTES });
@@ -65,7 +70,13 @@ export const apiRole: Role = {
     registerSignInRoutes(app, { signIn: core.signIn, publicUrl: settings.publicUrl, log });
     registerSecretsRoutes(app, { contexts: core.contexts, projects: core.projects, access: core.identity });
     registerOidcRoutes(app, { issuer: core.oidc });
+    registerScheduleRoutes(app, { schedules: core.schedules, projects: core.projects });
     registerUiRoutes(app);
+    if (core.github && settings.github) {
+      // GitHub's deliveries: public, signed with the webhook secret (runtime/github/webhooks.ts).
+      const webhooks = createGitHubWebhooks({ store, app: core.github, webhookSecret: settings.github.webhookSecret, projects: core.projects, triggers: core.triggers, forge: core.forge, log: log.child({ github: 'webhooks' }) });
+      await registerGitHubWebhookRoute(app, { webhooks });
+    }
     let http;
     try {
       http = await listen(app, settings.port, settings.host, Boolean(settings.tls));

@@ -6,6 +6,8 @@ import { createCompilerPool } from '../config/compiler-pool';
 import { createOrbRegistry, type OrbRegistry } from '../config/orb-registry';
 import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher';
 import { createGitForge } from '../forge/git-forge';
+import { createGitHubApp, gitTokenOf, type GitHubApp } from '../github/app';
+import { createGitHubForge } from '../github/forge';
 import type { Forge } from '../forge/forge';
 import { createIdentity, type Identity } from '../identity/identity';
 import type { RoleSource } from '../identity/role-sources';
@@ -25,6 +27,7 @@ import { spoolDirOf } from '../data-dir';
 import { createLogStore, type LogStore } from '../output/logs';
 import { createOutputService, type OutputService } from '../output/output-service';
 import { createProjects, type Projects } from '../projects/projects';
+import { createSchedules, type Schedules } from '../schedules/schedules';
 import { createNomadClient, type NomadClient } from '../scheduler/nomad-client';
 import { createResourceClasses, type ResourceClasses } from '../scheduler/resource-classes';
 import { createTaskTokens, loadTaskTokenSecret, type TaskTokens } from '../scheduler/task-token';
@@ -45,6 +48,11 @@ export interface Core {
   readonly store: Store;
   readonly blobs: BlobStore;
   readonly forge: Forge;
+  /**
+   * The GitHub App, when it is configured (GYRE_GITHUB_APP_ID, …): its installations' clients and
+   * tokens (`octokitFor`, runtime/github/app.ts), the forge's reads, the webhooks' route.
+   */
+  readonly github?: GitHubApp;
   readonly identity: Identity;
   /** Keepers of roles held outside Gyre (GitHub repository permissions), refreshed by the identity role. */
   readonly roleSources: readonly RoleSource[];
@@ -62,6 +70,8 @@ export interface Core {
   readonly taskSecrets: TaskSecrets;
   readonly projects: Projects;
   readonly triggers: Triggers;
+  /** Scheduled pipelines (API v2 schedules), fired by the cron role. */
+  readonly schedules: Schedules;
   readonly metrics: Metrics;
   readonly executionMetrics: ExecutionMetrics;
   readonly logs: LogStore;
@@ -86,7 +96,10 @@ export interface Core {
 
 export async function buildCore(settings: Settings, log: Logger, store: Store): Promise<Core> {
   const closers: (() => Promise<void>)[] = [];
-  const forge = createGitForge({ cacheDir: join(settings.dataDir, 'git-mirrors') });
+  const gitForge = createGitForge({ cacheDir: join(settings.dataDir, 'git-mirrors') });
+  // With a GitHub App, its repositories are read through GitHub's API as their installation.
+  const github = settings.github ? createGitHubApp(settings.github, { store, log: log.child({ role: 'github' }) }) : undefined;
+  const forge = github ? createGitHubForge({ app: github, fallback: gitForge }) : gitForge;
   const projects = createProjects({ store, forge });
   const blobs = openBlobStore(settings.blobs, settings.dataDir);
   const outputLog = log.child({ role: 'output' });
@@ -139,6 +152,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     store,
     blobs,
     forge,
+    github,
     identity,
     roleSources: signInProviders.roleSources,
     signIn,
@@ -146,9 +160,10 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     contexts,
     oidc,
     oidcPublisher,
-    taskSecrets: createTaskSecrets({ store, contexts, oidc, log: log.child({ role: 'secrets' }) }),
+    taskSecrets: createTaskSecrets({ store, contexts, oidc, log: log.child({ role: 'secrets' }), ...(github ? { gitToken: gitTokenOf(github) } : {}) }),
     projects,
     triggers: createTriggers({ store, forge, projects }),
+    schedules: createSchedules({ store }),
     metrics,
     executionMetrics,
     logs,

@@ -2,6 +2,7 @@ import { apiRole } from './api';
 import { auditRole } from './audit';
 import { conductorRole } from './conductor';
 import { contextsRole } from './contexts';
+import { cronRole } from './cron';
 import { dispatcherRole } from './dispatcher';
 import { identityRole } from './identity';
 import type { RoleName } from './names';
@@ -22,6 +23,7 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
   identity: identityRole,
   audit: auditRole,
   contexts: contextsRole,
+  cron: cronRole,
 };
 
 /**
@@ -29,4 +31,4 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
  * before anyone can claim), the API before the scheduler (whose agents call it back), the
  * scheduler last (nothing runs before the roles that watch it are up). Stopped in reverse.
  */
-export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'api', 'scheduler'];
+export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'cron', 'api', 'scheduler'];

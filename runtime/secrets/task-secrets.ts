@@ -16,7 +16,15 @@ import { vcsOriginOf, type OidcIssuer } from './oidc-tokens';
  * to forks too.
  */
 export type TaskSecretsAnswer =
-  | { readonly env: Readonly<Record<string, string>> }
+  | {
+      readonly env: Readonly<Record<string, string>>;
+      /**
+       * A short-lived token the checkout step reads the project's repository with (a GitHub App
+       * installation's, for that one repository, contents: read), when the repository needs one.
+       * Only the checkout step's git gets it (never a step's environment); the agent masks it.
+       */
+      readonly gitToken?: string;
+    }
   /** The job may not have a context it names (it changed since the job was queued): the agent fails the job with this. */
   | { readonly refused: string };
 
@@ -28,6 +36,12 @@ export interface TaskSecrets {
 export interface TaskSecretsDeps {
   readonly store: Store;
   readonly contexts: Pick<Contexts, 'resolveForTask'>;
+  /**
+   * A checkout token for a repository URL (runtime/github/app.ts `gitTokenOf`), or undefined when
+   * it needs none. Forks' pipelines get it too: their checkout reads the same repository, and the
+   * token reads nothing else. Without it, checkouts are anonymous.
+   */
+  readonly gitToken?: (repoUrl: string) => Promise<string | undefined>;
   /** Mints CIRCLE_OIDC_TOKEN and CIRCLE_OIDC_TOKEN_V2; without it jobs get none. */
   readonly oidc?: Pick<OidcIssuer, 'mint'>;
   readonly log: Logger;
@@ -43,6 +57,7 @@ interface TaskRow {
   workflow_id: string;
   branch: string | null;
   tag: string | null;
+  /** Who started the workflow: a rerun's is who asked for it (never the original actor), else the pipeline's actor. */
   actor_id: string | null;
   number: number;
   from_fork: boolean;
@@ -54,7 +69,7 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
     async forLease(lease) {
       const [row] = await store.query<TaskRow>(
         `SELECT j.id AS job_id, j.contexts, j.project_id, o.id AS org_id, pr.repo_url, w.pipeline_id, j.workflow_id,
-                p.branch, p.tag, p.actor_id, p.number, p.from_fork
+                p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork
            FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
            JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
            LEFT JOIN organizations o ON o.name = pr.org
@@ -101,7 +116,10 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
           log.warn('no OIDC tokens for this job', { task: lease.taskId, error: (error as Error).message });
         }
       }
-      return { env };
+      // GitHub not answering is the secrets' failure, as the database not answering is: the task is
+      // not run without its checkout token (a remote agent asks again; an abandoned lease is retried).
+      const gitToken = deps.gitToken ? await deps.gitToken(row.repo_url) : undefined;
+      return gitToken ? { env, gitToken } : { env };
     },
   };
 }

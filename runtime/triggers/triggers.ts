@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Audit } from '../audit/audit-log';
 import { InputError, NotFoundError } from '../domain/errors';
 import type { TriggerType } from '../domain/model';
-import type { Forge } from '../forge/forge';
+import type { Forge, Revision } from '../forge/forge';
 import type { Projects } from '../projects/projects';
-import type { Store } from '../store/store';
+import type { Queryable, Store } from '../store/store';
 
 export const PIPELINE_CREATED = 'gyre_pipeline_created';
 
@@ -25,6 +25,17 @@ export interface TriggerRequest {
   readonly fork?: boolean;
   /** The request's audit record, appended in the transaction that creates the pipeline. */
   readonly audit?: Audit;
+  /**
+   * The commit to build, when the trigger already knows it (a webhook names the commit pushed):
+   * the forge is not asked what the branch or tag points at now. @default - resolved by the forge
+   */
+  readonly revision?: Revision;
+  /**
+   * Runs in the transaction that creates the pipeline, after its row is written (a webhook records
+   * its delivery and what it started there, and what the pipeline builds of a pull request). A throw
+   * rolls the pipeline back and is thrown to the caller.
+   */
+  readonly withinTransaction?: (tx: Queryable, pipeline: { readonly id: string; readonly number: number; readonly projectId: string; readonly revision: Revision }) => Promise<void>;
 }
 
 export interface CreatedPipeline {
@@ -45,9 +56,9 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
       if (request.branch && request.tag) throw new InputError('give a branch or a tag, not both', 'tag');
       const project = await projects.get(request.slug);
       const ref = request.tag ? { tag: request.tag } : { branch: request.branch || project.defaultBranch };
-      let revision;
+      let revision = request.revision;
       try {
-        revision = await forge.resolve(project.repoUrl, ref);
+        revision ??= await forge.resolve(project.repoUrl, ref);
       } catch (error) {
         if (error instanceof NotFoundError) {
           throw new InputError(`${error.kind} '${error.id}' does not exist in ${project.slug}'s repository`, error.kind);
@@ -66,6 +77,7 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
           [id, project.id, number, request.type, request.actorId ?? null, ref.branch ?? null, ref.tag ?? null, revision.sha, revision.subject, JSON.stringify(request.parameters ?? {}), request.fork === true],
         );
         await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
+        await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
         await tx.query('SELECT pg_notify($1, $2)', [PIPELINE_CREATED, id]);
         return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
       });

@@ -5,7 +5,7 @@ import { createLogger } from '../../runtime/logger';
 import type { JobSpec } from '../../runtime/config/plan';
 import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
-import { createTestDatabase, testStores } from '../support/database';
+import { openTestStore, testStores } from '../support/database';
 
 const spec = (parallelism = 1): JobSpec => ({
   executor: { kind: 'shell' },
@@ -39,14 +39,7 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
   const log = createLogger({ level: 'silent' });
 
   beforeAll(async () => {
-    if (kind === 'postgres') {
-      const db = await createTestDatabase();
-      drop = db.drop;
-      databaseUrl = db.url;
-      store = await openStore({ databaseUrl });
-    } else {
-      store = await openStore({});
-    }
+    ({ store, drop, url: databaseUrl } = await openTestStore(kind));
   });
   afterAll(async () => {
     await store.close();

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { createGitHubRoleSource, SYNC_ACTION, type GitHubRoleSource } from '../../runtime/identity/github-roles';
 import { createIdentity, type Identity } from '../../runtime/identity/identity';
 import { dropSourcedRole, keepSourcedRole } from '../../runtime/identity/sql/github-roles';
-import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
-import { createTestDatabase, testStores } from '../support/database';
+import { openTestStore, testStores } from '../support/database';
 import { githubResponseCheck, startGitHubStandIn, type GitHubStandIn } from '../support/github-standin';
 
 /**
@@ -57,13 +56,7 @@ describe.each(testStores())('GitHub repository roles (%s)', (kind) => {
   const permissionRequests = () => gh.requests.filter((r) => r.path.endsWith('/permission'));
 
   beforeAll(async () => {
-    if (kind === 'postgres') {
-      const db = await createTestDatabase();
-      drop = db.drop;
-      store = await openStore({ databaseUrl: db.url });
-    } else {
-      store = await openStore({});
-    }
+    ({ store, drop } = await openTestStore(kind));
     identity = createIdentity({ store });
     gh = await startGitHubStandIn({ accounts: Object.values(ACCOUNTS) });
     source = createGitHubRoleSource({ store, apiUrl: gh.apiUrl, token: gh.serverToken, timeoutMs: 300, intervalMs: 60_000 });

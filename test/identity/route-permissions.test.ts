@@ -133,6 +133,10 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
     fixtures.projectToken = (await admin('POST', '/api/v2/project/gh/acme/app/tokens', { scope: 'read', label: 'spare' })).id;
     // A context of gh/acme for the /context/:id routes (runtime/secrets), when they are served.
     if (g.gyre.routes.some((r) => r.url === '/api/v2/context')) fixtures.context = (await admin('POST', '/api/v2/context', { name: 'matrix', owner: { slug: 'gh/acme' } })).id;
+    // A schedule of gh/acme/app for the /schedule/:id routes (runtime/schedules), at an hour it does not fire in during the test.
+    const SCHEDULE = { timetable: { 'per-hour': 1, 'hours-of-day': [(new Date().getUTCHours() + 12) % 24], 'days-of-week': ['MON'] }, 'attribution-actor': 'system', parameters: { branch: 'main' } };
+    Object.assign(fixtures, { scheduleBody: JSON.stringify({ name: 'from the matrix', ...SCHEDULE }) });
+    fixtures.schedule = (await admin('POST', '/api/v2/project/gh/acme/app/schedule', { name: 'matrix', ...SCHEDULE })).id;
     // The organisation and project by id, for the OIDC custom-claims routes.
     fixtures.orgId = (await admin('GET', '/api/v2/organization/gh/acme')).id;
     fixtures.projectId = (await admin('GET', '/api/v2/project/gh/acme/app')).id;
@@ -145,7 +149,7 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
       const build = jobs.find((j: any) => j.name === 'build');
       const hold = jobs.find((j: any) => j.name === 'hold');
       if (build?.status === 'success' && hold?.status === 'on_hold') {
-        Object.assign(fixtures, { workflow: wf.id, job: String(build.job_number), approval: hold.id });
+        Object.assign(fixtures, { workflow: wf.id, job: String(build.job_number), jobId: build.id, approval: hold.id });
         break;
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -196,7 +200,9 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
       case 'id':
         if (route.of === 'pipeline') return fixtures.pipeline;
         if (route.of === 'workflow') return fixtures.workflow;
+        if (route.of === 'job') return fixtures.jobId;
         if (route.of === 'context') return fixtures.context;
+        if (route.of === 'schedule') return fixtures.schedule;
         if (route.of === 'org-id') return fixtures.orgId;
         if (route.of === 'project-id') return fixtures.projectId;
         if (route.url.startsWith('/api/v2/user/')) return fixtures.userId;
@@ -216,12 +222,16 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
     if (route.url.endsWith('/environment-variable/:name')) return { value: 'matrix value' };
     if (route.url.endsWith('/envvar')) return { name: 'MATRIX_VAR', value: 'matrix value' };
     if (route.url.endsWith('/restrictions')) return { restriction_type: 'group', restriction_value: 'matrix' };
+    if (route.method === 'POST' && route.url.endsWith('/schedule')) return JSON.parse(fixtures.scheduleBody);
+    // Reruns only the approval the workflow cancel before it left canceled: nothing runs.
+    if (route.url.endsWith('/rerun')) return { from_failed: true };
     return {};
   }
 
   /** The 404 a target that does not exist answers: an invisible one must answer the same. */
   function notFoundMessage(route: RouteInfo): string | undefined {
     if (route.of === 'context') return `context not found: ${fixtures.context}`;
+    if (route.of === 'schedule') return `schedule not found: ${fixtures.schedule}`;
     if (route.of === 'org-id') return `organization not found: ${fixtures.orgId}`;
     if (route.of === 'project-id') return `project not found: ${fixtures.projectId}`;
     const scope = route.permission?.split(':')[0];
@@ -229,6 +239,7 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
     if (scope !== 'project') return undefined;
     if (route.of === 'pipeline') return `pipeline not found: ${fixtures.pipeline}`;
     if (route.of === 'workflow') return `workflow not found: ${fixtures.workflow}`;
+    if (route.of === 'job') return `job not found: ${fixtures.jobId}`;
     return 'project not found: gh/acme/app';
   }
 
@@ -259,6 +270,13 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
         // The context every /context/:id route aims at comes back after a caller deleted it, for the next caller.
         if (route.method === 'DELETE' && route.url === '/api/v2/context/:id' && res.status === 200) {
           await g.gyre.store.query(`INSERT INTO contexts (id, organization_id, name) SELECT $1, id, 'matrix' FROM organizations WHERE name = 'acme'`, [fixtures.context]);
+        }
+        // Likewise the schedule every /schedule/:id route aims at.
+        if (route.method === 'DELETE' && route.url === '/api/v2/schedule/:id' && res.status === 200) {
+          await g.gyre.store.query(
+            `INSERT INTO schedules (id, project_id, name, timetable, attribution_actor, parameters) SELECT $1, id, 'matrix', $2, 'system', '{"branch": "main"}' FROM projects WHERE slug = 'gh/acme/app'`,
+            [fixtures.schedule, JSON.stringify(JSON.parse(fixtures.scheduleBody).timetable)],
+          );
         }
         const where = `${route.method} ${route.url} as ${who}: ${res.status} ${res.json?.message ?? ''}`;
         if (route.auth === 'public') {

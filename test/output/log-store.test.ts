@@ -12,9 +12,8 @@ import { StaleLeaseError } from '../../runtime/domain/errors';
 import { createLogger } from '../../runtime/logger';
 import { createLogStore, truncationMarker, type LogReader, type LogStore } from '../../runtime/output/logs';
 import { migrate } from '../../runtime/store/migrate';
-import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
-import { createTestDatabase, testStores } from '../support/database';
+import { openTestStore, testStores } from '../support/database';
 
 const log = createLogger({ level: 'silent' });
 
@@ -66,13 +65,7 @@ describe.each(testStores())('step output on %s', (kind) => {
   const opened: LogStore[] = [];
 
   beforeAll(async () => {
-    if (kind === 'postgres') {
-      const db = await createTestDatabase();
-      drop = db.drop;
-      store = await openStore({ databaseUrl: db.url });
-    } else {
-      store = await openStore({});
-    }
+    ({ store, drop } = await openTestStore(kind));
     blobDir = mkdtempSync(join(tmpdir(), 'gyre-log-blobs-'));
     blobs = createLocalBlobStore({ root: blobDir });
   });
@@ -270,15 +263,7 @@ describe.each(testStores())('step output on %s', (kind) => {
   it('reads and moves chunks stored before compression came in, after the migration that brought it', async () => {
     // A database of its own: its schema goes back to before the migration, gets chunks stored the
     // way they were then, and is migrated again.
-    let store: Store;
-    let dropOwn: (() => Promise<void>) | undefined;
-    if (kind === 'postgres') {
-      const db = await createTestDatabase();
-      dropOwn = db.drop;
-      store = await openStore({ databaseUrl: db.url });
-    } else {
-      store = await openStore({});
-    }
+    const { store, drop: dropOwn } = await openTestStore(kind);
     try {
       await compressedAfterUncompressed(store);
     } finally {

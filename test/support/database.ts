@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
+import { openStore } from '../../runtime/store/open-store';
+import type { Store } from '../../runtime/store/store';
 
 export type StoreKind = 'pglite' | 'postgres';
 
@@ -30,3 +32,13 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
   };
 }
 
+
+/**
+ * A migrated store of `kind`: a fresh database on the PostgreSQL server DATABASE_URL names (its
+ * `url`; `drop` removes it once the store is closed), or PGlite in memory (no `drop`).
+ */
+export async function openTestStore(kind: StoreKind): Promise<{ store: Store; url?: string; drop?: () => Promise<void> }> {
+  if (kind === 'pglite') return { store: await openStore({}) };
+  const db = await createTestDatabase();
+  return { store: await openStore({ databaseUrl: db.url }), url: db.url, drop: db.drop };
+}

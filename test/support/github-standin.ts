@@ -1,9 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import Ajv, { type ValidateFunction } from 'ajv';
-import addFormats from 'ajv-formats';
+import { githubSchemaCheck, type GitHubSchemaCheck } from './github-openapi';
 
 /**
  * A stand-in of GitHub (Enterprise Server shaped: the web host serves OAuth, `/api/v3` the REST
@@ -348,85 +346,12 @@ export async function startGitHubStandIn(options: { clientId?: string; clientSec
   };
 }
 
-/** GitHub's REST API description (api.github.com) from @octokit/openapi, read once. */
-let description: { paths: Record<string, Record<string, { operationId?: string; responses?: Record<string, unknown> }>>; components: Record<string, Record<string, unknown>> } | undefined;
-function openapi() {
-  description ??= JSON.parse(readFileSync(require.resolve('@octokit/openapi/generated/api.github.com.json'), 'utf8'));
-  return description!;
-}
-
-/** Where the description puts an operation: its path and method; undefined when it has no such operation. */
-export function describedOperation(operationId: string): { path: string; method: string } | undefined {
-  for (const [path, item] of Object.entries(openapi().paths)) {
-    for (const [method, op] of Object.entries(item)) if (op && typeof op === 'object' && op.operationId === operationId) return { path, method };
-  }
-  return undefined;
-}
+export { describedOperation } from './github-openapi';
 
 /** Errors of one answer body against the description's schema for it; empty when it conforms. */
-export type GitHubResponseCheck = (body: unknown) => string[];
+export type GitHubResponseCheck = GitHubSchemaCheck;
 
-const checks = new Map<string, ValidateFunction | undefined>();
-
-/**
- * A check of an answer of `operationId` with `status` against the JSON schema GitHub's description
- * gives it, $refs resolved; undefined when the description lists no such answer. Objects are closed
- * (a field the schema does not list is an error) unless the schema says otherwise, so a misspelt
- * field in the stand-in is caught too.
- */
+/** A check of an answer of `operationId` with `status` against GitHub's description (test/support/github-openapi.ts). */
 export function githubResponseCheck(operationId: string, status = 200): GitHubResponseCheck | undefined {
-  const key = `${operationId} ${status}`;
-  if (!checks.has(key)) checks.set(key, compile(operationId, status));
-  const validate = checks.get(key);
-  if (!validate) return undefined;
-  return (body) => (validate(body) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}`));
-}
-
-function compile(operationId: string, status: number): ValidateFunction | undefined {
-  const doc = openapi();
-  const at = describedOperation(operationId);
-  if (!at) throw new Error(`GitHub's OpenAPI description has no operation ${operationId}`);
-  let response = doc.paths[at.path][at.method].responses?.[String(status)] as { $ref?: string; content?: Record<string, { schema?: unknown }> } | undefined;
-  if (response?.$ref) response = pointer(doc, response.$ref) as typeof response;
-  const schema = response?.content?.['application/json']?.schema;
-  if (!schema) return undefined;
-  // Only the component schemas this answer reaches, closed to unlisted fields.
-  const schemas: Record<string, unknown> = {};
-  const reach = (node: unknown) => {
-    if (!node || typeof node !== 'object') return;
-    if (Array.isArray(node)) return node.forEach(reach);
-    for (const [k, v] of Object.entries(node)) {
-      if (k === '$ref' && typeof v === 'string' && v.startsWith('#/components/schemas/')) {
-        const name = v.slice('#/components/schemas/'.length);
-        if (!(name in schemas)) {
-          schemas[name] = structuredClone(doc.components.schemas[name]);
-          reach(schemas[name]);
-        }
-      } else reach(v);
-    }
-  };
-  const root = structuredClone(schema) as Record<string, unknown>;
-  reach(root);
-  close(root);
-  close(schemas);
-  const ajv = new Ajv({ allErrors: true, strict: false });
-  addFormats(ajv);
-  ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isInteger(n) });
-  return ajv.compile({ ...root, components: { schemas } });
-}
-
-function pointer(doc: unknown, ref: string): unknown {
-  return ref
-    .slice(2)
-    .split('/')
-    .reduce<unknown>((node, part) => (node as Record<string, unknown>)?.[part.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
-}
-
-/** Marks every object schema with listed properties as closed to other properties. */
-function close(node: unknown): void {
-  if (!node || typeof node !== 'object') return;
-  if (Array.isArray(node)) return node.forEach(close);
-  const schema = node as Record<string, unknown>;
-  if (schema.properties && typeof schema.properties === 'object' && schema.additionalProperties === undefined) schema.additionalProperties = false;
-  for (const value of Object.values(schema)) close(value);
+  return githubSchemaCheck(operationId, status);
 }

@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
-import { createTestDatabase, testStores } from '../support/database';
+import { openTestStore, testStores } from '../support/database';
 import { KNOWN_BREAKS } from '../support/migration-lint';
 
 interface Captured {
@@ -60,13 +59,7 @@ describe.each(testStores())(`the previous release's queries on this schema (%s)`
   let store: Store;
   let drop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    if (kind === 'postgres') {
-      const db = await createTestDatabase();
-      drop = db.drop;
-      store = await openStore({ databaseUrl: db.url });
-    } else {
-      store = await openStore({});
-    }
+    ({ store, drop } = await openTestStore(kind));
   });
   afterAll(async () => {
     await store?.close();

@@ -56,13 +56,31 @@ export const checkoutStep: StepHandler<CheckoutStep> = async (step, ctx) => {
     {
       script: checkoutScript(ctx.task, bundled),
       shell: '/bin/sh -e',
-      env: { ...ctx.env, GYRE_CHECKOUT_DIR: target },
+      env: { ...ctx.env, GYRE_CHECKOUT_DIR: target, GIT_TERMINAL_PROMPT: '0', ...(bundled ? {} : gitAuthEnvironment(ctx.task)) },
       cwd: '~',
       noOutputTimeoutMs: DEFAULT_NO_OUTPUT_TIMEOUT_MS,
     },
     ctx,
   );
 };
+
+/**
+ * How the checkout's git sends the task's checkout token (a GitHub App installation's): an HTTP
+ * header for the repository's host, through git's configuration in the environment
+ * (GIT_CONFIG_COUNT, git 2.31 and later) of the checkout alone. It is on no command line (`ps` shows
+ * those to everyone), in no file of the checkout (`.git/config` keeps the plain URL), and in no
+ * other step's environment; GitHub takes it as the password of `x-access-token`.
+ */
+export function gitAuthEnvironment(task: TaskContext): Record<string, string> {
+  const token = task.secrets?.gitToken;
+  if (!token || !/^https?:\/\//.test(task.repoUrl)) return {};
+  const origin = new URL(task.repoUrl).origin;
+  return {
+    GIT_CONFIG_COUNT: '1',
+    GIT_CONFIG_KEY_0: `http.${origin}/.extraheader`,
+    GIT_CONFIG_VALUE_0: `Authorization: Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`,
+  };
+}
 
 /** Where a bundled repository lands, relative to $HOME; the checkout removes it. */
 const BUNDLE = '.gyre-checkout.bundle';
@@ -116,6 +134,10 @@ function checkoutScript(task: TaskContext, bundled: boolean): string {
       `if [ -e ${dir}/.git ]; then cd ${dir} && git fetch --quiet --force origin; else`,
       `  git clone --quiet --no-checkout -- ${q(task.repoUrl)} ${dir} && cd ${dir}; fi`,
     );
+  }
+  // A fork's pull request is on no branch of the repository: its ref is fetched too.
+  if (task.checkoutRef && /^refs\/[A-Za-z0-9._\/-]{1,200}$/.test(task.checkoutRef) && !task.checkoutRef.includes('..')) {
+    lines.push(`git fetch --quiet --force origin ${q(`+${task.checkoutRef}:refs/remotes/origin/${task.checkoutRef.slice('refs/'.length)}`)}`);
   }
   lines.push(
     task.branch ? `git checkout --quiet --force -B ${q(task.branch)} ${q(task.revision)}` : `git checkout --quiet --force ${q(task.revision)}`,

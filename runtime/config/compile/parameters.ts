@@ -58,7 +58,7 @@ export function setupPipeline(c: Compilation, root: Obj): void {
     'pipeline.git.branch.is_default': branch !== '' && branch === p.defaultBranch,
     'pipeline.trigger_source': p.triggerSource ?? '',
     'pipeline.schedule.name': p.scheduleName ?? '',
-    'pipeline.schedule.id': '',
+    'pipeline.schedule.id': p.scheduleId ?? '',
     'pipeline.in_setup': root.setup === true,
   };
   c.pipelineLookup = (name: string) => {

@@ -68,6 +68,8 @@ interface TriggerFacts {
   /** The tag, or the branch, that filters admit or refuse. */
   readonly triggerName: string;
   readonly legacySchedule: boolean;
+  /** On a scheduled workflow's tick, its cron: only `triggers` with this cron admit. */
+  readonly scheduledWorkflowCron?: string;
 }
 
 /** Plans the workflows of `root`; undefined when the config is refused before any is expanded. */
@@ -84,6 +86,7 @@ export function planWorkflows(c: Compilation, root: Obj, scope: Scope): PlannedW
     tagTrigger,
     triggerName: tagTrigger ? trigger.tag! : (trigger.branch ?? trigger.pipeline?.branch ?? ''),
     legacySchedule: trigger.pipeline?.triggerSource === 'schedule',
+    scheduledWorkflowCron: trigger.pipeline?.scheduledWorkflowCron,
   };
   if (!withinJobBound(c, all)) return undefined;
 
@@ -164,6 +167,7 @@ function runsForTrigger(c: Compilation, wf: Obj, wfPath: string, facts: TriggerF
         c.report('a trigger is {schedule: {cron, filters}}', `${wfPath}.triggers[${i}]`, schedules, i);
         return;
       }
+      if (facts.scheduledWorkflowCron !== undefined && s.cron !== facts.scheduledWorkflowCron) return;
       try {
         if (onSchedule && isObj(s.filters) && admitsName(s.filters.branches, facts.triggerName)) admitted = true;
         if (onSchedule && !isObj(s.filters)) admitted = true;

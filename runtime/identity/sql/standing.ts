@@ -3,8 +3,8 @@ import type { Queryable } from '../../store/store';
 
 /**
  * Where a user stands toward the organisation or project a request is about: one query per
- * request, by slug, organisation name, or the id of a pipeline, workflow or job (whose project it
- * finds). What the caller may do with that is `decide`'s business (runtime/domain/permissions.ts).
+ * request, by slug, organisation name, or the id of a pipeline, workflow, job or schedule (whose
+ * project it finds). What the caller may do with that is `decide`'s business (runtime/domain/permissions.ts).
  */
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -21,8 +21,9 @@ const PROJECT_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'conte
   pipeline: 'FROM pipelines p JOIN projects pr ON pr.id = p.project_id',
   workflow: 'FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id',
   job: 'FROM jobs j JOIN projects pr ON pr.id = j.project_id',
+  schedule: 'FROM schedules s JOIN projects pr ON pr.id = s.project_id',
 };
-const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'context'>, string> = { project: 'pr.slug', 'project-id': 'pr.id', pipeline: 'p.id', workflow: 'w.id', job: 'j.id' };
+const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'context'>, string> = { project: 'pr.slug', 'project-id': 'pr.id', pipeline: 'p.id', workflow: 'w.id', job: 'j.id', schedule: 's.id' };
 
 export async function standingOf(db: Queryable, userId: string, target: AccessTarget): Promise<Standing> {
   if (target.kind === 'org-id') {
