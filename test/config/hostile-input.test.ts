@@ -2,10 +2,13 @@ import { compileSafeRegex } from '../../runtime/config/safe-regex';
 import { compile, DOCKER } from './helpers';
 
 /**
- * Each hostile input is refused (or answered) with a clear message in well under 100 ms. The time
- * is the best of three runs after a warm-up, so that a busy CI machine's scheduling noise does not
- * count as the input's cost (a quadratic or exponential path takes seconds on every run).
+ * Each hostile input is refused (or answered) with a clear message at a linear cost: tens of
+ * milliseconds here. The bound each test asserts, BLOW_UP_MS, is far above that and far below what
+ * a quadratic or exponential path costs on these inputs (tens of seconds to forever), so it
+ * catches a blow-up without failing on a busy machine (a CI run once measured 299 ms of CPU for
+ * a case that takes 20).
  */
+const BLOW_UP_MS = 2000;
 /**
  * The CPU time one compilation costs this process (best of three after a warm-up). CPU time, not
  * wall time: the suite runs test files in parallel on two cores, so wall time measures the
@@ -31,7 +34,7 @@ describe('hostile input', () => {
     const { value, ms } = await timed(() => compile(yaml));
     expect(value.ok).toBe(false);
     expect(!value.ok && value.problems[0].message).toMatch(/aliases expand to more than \d+ nodes/);
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(BLOW_UP_MS);
   });
 
   it('10,000-deep nesting is an error (flow and block)', async () => {
@@ -39,7 +42,7 @@ describe('hostile input', () => {
       const { value, ms } = await timed(() => compile(yaml));
       expect(value.ok).toBe(false);
       expect(!value.ok && value.problems[0].message).toMatch(/nesting|indentation/);
-      expect(ms).toBeLessThan(100);
+      expect(ms).toBeLessThan(BLOW_UP_MS);
     }
   });
 
@@ -48,7 +51,7 @@ describe('hostile input', () => {
     const { value, ms } = await timed(() => compile(yaml));
     expect(value.ok).toBe(false);
     expect(!value.ok && value.problems[0].message).toMatch(/characters; the limit is/);
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(BLOW_UP_MS);
   });
 
   it('/(a+)+$/ against a 100,000-character branch name answers without backtracking', async () => {
@@ -61,10 +64,10 @@ workflows:
 `;
     const hostile = await timed(() => compile(yaml, { branch: 'a'.repeat(100_000) + 'b' }));
     expect(hostile.value.ok && hostile.value.plan.workflows).toEqual([]); // no match: the job is filtered out
-    expect(hostile.ms).toBeLessThan(100);
+    expect(hostile.ms).toBeLessThan(BLOW_UP_MS);
     const matching = await timed(() => compile(yaml, { branch: 'a'.repeat(100_000) }));
     expect(matching.value.ok && matching.value.plan.workflows[0].jobs.map((j) => j.name)).toEqual(['j']);
-    expect(matching.ms).toBeLessThan(100);
+    expect(matching.ms).toBeLessThan(BLOW_UP_MS);
   });
 
   it('the same pattern in a matches statement, and huge repetition counts, stay bounded', async () => {
@@ -77,7 +80,7 @@ workflows:
 `;
     const { value, ms } = await timed(() => compile(yaml));
     expect(value.ok && value.plan.workflows).toEqual([]);
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(BLOW_UP_MS);
     expect(() => compileSafeRegex('((a{1000}){1000}){1000}')).toThrow(/pattern is too large/);
   });
 
@@ -93,7 +96,7 @@ workflows: {w: {jobs: [j]}}
 `;
     const { value, ms } = await timed(() => compile(yaml));
     expect(value.ok && value.plan.workflows[0].jobs[0].spec!.steps[0]).toMatchObject({ type: 'run' });
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(BLOW_UP_MS);
   });
 
   it('a command that invokes itself is an error, not a stack overflow', async () => {
@@ -114,7 +117,7 @@ workflows: {w: {jobs: [j]}}
     const { value, ms } = await timed(() => compile(yaml));
     expect(value.ok).toBe(false);
     expect(!value.ok && value.problems[0].message).toMatch(/expands to more than 10000 steps/);
-    expect(ms).toBeLessThan(300);
+    expect(ms).toBeLessThan(BLOW_UP_MS);
   });
 
   it('a large workflow repeated through aliases is bounded', async () => {
@@ -129,7 +132,7 @@ ${many}
     const { value: r, ms } = await timed(() => compile(yaml));
     expect(r.ok).toBe(false);
     expect(!r.ok && r.problems[0].message).toMatch(/more than 5000 jobs across its workflows/);
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(BLOW_UP_MS);
   });
 
   it('a matrix product too large to run is an error', async () => {
