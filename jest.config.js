@@ -5,10 +5,38 @@
  */
 const ESM_ONLY = ['openid-client', 'oauth4webapi', 'jose', '@octokit', 'universal-user-agent', 'universal-github-app-jwt', 'before-after-hook', 'json-with-bigint', 'fast-content-type-parse', 'content-type'];
 
+/**
+ * `npm test` runs the suite in two groups: most files two at a time (this kind of machine has two
+ * cores and most tests wait on processes, timers and sockets), then, one at a time, the files whose
+ * assertions depend on timing: short leases that heartbeats must renew, event-loop lag, request
+ * timeouts, processes racing for one row. GYRE_TEST_GROUP picks a group; unset, every file runs.
+ */
+const SERIAL = [
+  'test/e2e/heartbeat.test.ts',
+  'test/e2e/crash-recovery.test.ts',
+  'test/execution/failures.test.ts',
+  'test/execution/nomad-driver.test.ts',
+  'test/dispatcher/dispatcher.test.ts',
+  'test/output/attempts.test.ts',
+  'test/config/compiler-pool.test.ts',
+  'test/config/conductor-compile-pool.test.ts',
+  'test/api/hostile-compile-server.test.ts',
+  'test/api/boundary.test.ts',
+  'test/schedules/schedules-postgres.test.ts',
+];
+const group = process.env.GYRE_TEST_GROUP;
+if (group !== undefined && group !== 'parallel' && group !== 'serial') {
+  throw new Error(`GYRE_TEST_GROUP '${group}' is not a group (allowed: parallel, serial; unset runs every file)`);
+}
+const escape = (path) => path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const serialPattern = `<rootDir>/(${SERIAL.map(escape).join('|')})$`;
+
 module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  ...(group === 'parallel' ? { testPathIgnorePatterns: ['/node_modules/', serialPattern] } : {}),
+  ...(group === 'serial' ? { testRegex: SERIAL.map((p) => `/${escape(p)}$`), testMatch: undefined } : {}),
   transform: {
     '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
     '^.+\\.m?js$': ['@swc/jest', { jsc: { parser: { syntax: 'ecmascript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
