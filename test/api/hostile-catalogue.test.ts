@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -78,6 +79,25 @@ describe('the hostile-input catalogue', () => {
   it('has at least 150 cases across the public API, the agent API, compilation, names, archives and reports', () => {
     expect(HOSTILE_CASES.length + ARCHIVES.length + REPORTS.length).toBeGreaterThanOrEqual(150);
     expect(new Set(HOSTILE_CASES.map((c) => `${c.group}: ${c.name}`)).size).toBe(HOSTILE_CASES.length);
+  });
+
+  it('a client that closes the connection in the middle of an upload ends its own request and nothing else', async () => {
+    const before = t.stderr().length;
+    for (const path of [`/api/v2/agent/task/${t.claimed.task.taskId}/test-results`, `/api/v2/agent/task/${t.claimed.task.taskId}/artifacts`]) {
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(t.port, '127.0.0.1', () => {
+          socket.write(`PUT ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.claimed.token}\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{"name":"a"`);
+          setTimeout(() => {
+            socket.destroy();
+            resolve();
+          }, 200);
+        });
+        socket.on('error', reject);
+      });
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(t.stderr().slice(before)).not.toMatch(/request failed/);
+    await healthy();
   });
 
   it.each(HOSTILE_CASES.map((c) => [`${c.group}: ${c.name}`, c] as const))('%s', async (_name, c) => {
