@@ -57,6 +57,20 @@ export interface Conductor {
   sweep(): Promise<void>;
 }
 
+/** A workflow that started (`ended` false, status `running`) or ended (its final status). */
+export interface WorkflowTransition {
+  readonly workflowId: string;
+  readonly status: WorkflowStatus;
+  readonly ended: boolean;
+}
+
+/**
+ * Told of every workflow that starts (a new pipeline's, a continuation's, a rerun) and ends, in the
+ * transaction that makes it so: what it writes (outbox deliveries: commit statuses) commits or
+ * rolls back with the change. It must not call out of the process.
+ */
+export type WorkflowListener = (tx: Queryable, transition: WorkflowTransition) => Promise<void>;
+
 export interface ConductorDeps {
   readonly store: Store;
   readonly forge: Forge;
@@ -67,6 +81,8 @@ export interface ConductorDeps {
   readonly continuationTtlMs?: number;
   /** Decides whether a job may have the contexts it names (runtime/secrets); without it, every job may. */
   readonly contexts?: Pick<Contexts, 'authorize'>;
+  /** Told when workflows start and end (GitHub commit statuses, runtime/github/statuses.ts). */
+  readonly onWorkflow?: WorkflowListener;
 }
 
 interface JobRow {
@@ -99,7 +115,7 @@ function requirementStatusOf(status: JobStatus): Exclude<RequiredStatus, 'termin
 const FAILED_JOB_STATUSES: readonly JobStatus[] = ['failed', 'infrastructure_fail', 'timedout', 'terminated-unknown'];
 const TERMINAL_WORKFLOW_STATUSES: readonly WorkflowStatus[] = ['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized'];
 
-export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000, contexts }: ConductorDeps): Conductor {
+export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000, contexts, onWorkflow }: ConductorDeps): Conductor {
   async function markErrored(pipelineId: string, errors: { type: string; message: string }[]): Promise<void> {
     await store.query(
       `UPDATE pipelines SET state = 'errored', errors = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`,
@@ -210,6 +226,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         status,
         terminal,
       ]);
+      if (terminal) await onWorkflow?.(tx, { workflowId, status, ended: true });
     }
   }
 
@@ -256,6 +273,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         workflow.name,
         next + offset,
       ]);
+      await onWorkflow?.(tx, { workflowId, status: 'running', ended: false });
       for (const [jobPosition, job] of workflow.jobs.entries()) {
         const spec = job.spec && continuationKey ? { ...job.spec, environment: { ...job.spec.environment, CIRCLE_CONTINUATION_KEY: continuationKey } } : job.spec;
         await tx.query(
@@ -405,6 +423,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         const jobs = await jobsOfWorkflow(tx, workflowId);
         const rerun = jobsToRerun(workflowId, jobs, request);
         await insertRerunWorkflow(tx, { id: rerunId, of: workflowId, startedBy: actorId ?? null });
+        await onWorkflow?.(tx, { workflowId: rerunId, status: 'running', ended: false });
         for (const job of jobs) {
           if (rerun.has(job.id)) await insertRerunJob(tx, rerunId, randomUUID(), job.id);
           else await insertCopiedJob(tx, rerunId, randomUUID(), job.id);

@@ -1,8 +1,15 @@
 import { CHANNELS } from '../dispatcher/dispatcher';
+import { createOutboxSender } from '../outbox/sender';
 import { PIPELINE_CREATED } from '../triggers/triggers';
 import { every, type Role } from './role';
 
-/** `conductor`: compiles new pipelines' configs, creates their workflows and advances them as jobs finish. */
+/**
+ * `conductor`: compiles new pipelines' configs, creates their workflows and advances them as jobs
+ * finish. It also sends the outbox (runtime/outbox): the effects those state changes have outside
+ * Gyre, written in the same transactions (commit statuses on GitHub), posted with retries and
+ * backoff. The conductor runs in every install and makes most of what the outbox holds; any number
+ * of conductor processes send it, each delivery claimed by one (`FOR UPDATE SKIP LOCKED`).
+ */
 export const conductorRole: Role = {
   name: 'conductor',
   async start(core) {
@@ -14,9 +21,12 @@ export const conductorRole: Role = {
     // The sweep picks up what a notification lost (a restart, a dropped connection) would leave waiting.
     await conductor.sweep().catch(onError('sweep failed'));
     const stopSweep = every(5000, () => conductor.sweep(), onError('sweep failed'));
+    const outbox = createOutboxSender({ store, log: log.child({ outbox: 'sender' }), handlers: core.outboxHandlers });
+    await outbox.start();
     return {
       async stop() {
         stopSweep();
+        await outbox.stop();
         await unlistenCreated().catch(() => undefined);
         await unlistenFinished().catch(() => undefined);
       },

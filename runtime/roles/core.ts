@@ -8,6 +8,8 @@ import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher';
 import { createGitForge } from '../forge/git-forge';
 import { createGitHubApp, gitTokenOf, type GitHubApp } from '../github/app';
 import { createGitHubForge } from '../github/forge';
+import { createGitHubStatuses, GITHUB_STATUS } from '../github/statuses';
+import type { OutboxHandler } from '../outbox/outbox';
 import type { Forge } from '../forge/forge';
 import { createIdentity, type Identity } from '../identity/identity';
 import type { RoleSource } from '../identity/role-sources';
@@ -83,6 +85,11 @@ export interface Core {
   /** Compiles a config for a trigger (the conductor's and the API's compiler). */
   readonly compile: CompileFn;
   readonly conductor: Conductor;
+  /**
+   * The outbox's handlers by kind (runtime/outbox): what the sender in the conductor role
+   * delivers. `github-status` with a GitHub App.
+   */
+  readonly outboxHandlers: Readonly<Record<string, OutboxHandler>>;
   /** The Nomad cluster, when NOMAD_ADDR is set. */
   readonly nomad?: NomadClient;
   readonly health: Health;
@@ -123,6 +130,9 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const compile: CompileFn = (source, trigger) => compilerPool.compile(source, { trigger });
   const nomad = settings.nomad ? createNomadClient(settings.nomad) : undefined;
   let apiUrl: string | undefined;
+  const webUrl = () => settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`;
+  // Workflows report their status on the commit through the outbox (runtime/github/statuses.ts).
+  const statuses = github ? createGitHubStatuses({ app: github, webUrl }) : undefined;
   const identity = createIdentity({ store });
   const signInProviders = createSignInProviders(settings.signIn, { store, log: log.child({ role: 'identity' }) });
   const signIn = createSignIn({
@@ -173,11 +183,12 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     tokens: createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret)),
     orbs,
     compile,
-    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs, contexts }),
+    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs, contexts, onWorkflow: statuses?.onWorkflow }),
+    outboxHandlers: statuses ? { [GITHUB_STATUS]: statuses.handler } : {},
     nomad,
     // Nomad is a dependency only of the processes that submit jobs to it.
     health: createHealth({ store, blobs, nomad: settings.roles.has('scheduler') ? nomad : undefined }),
-    webUrl: () => settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`,
+    webUrl,
     apiListening: (url) => {
       apiUrl = url;
     },

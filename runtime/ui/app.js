@@ -6,6 +6,7 @@
  *   #/                          projects
  *   #/project/<vcs>/<org>/<repo>          a project's pipelines
  *   #/pipeline/<id>                       a pipeline's workflows, each drawn as a graph of jobs
+ *   #/pipeline/<id>/workflows/<id>        the same, scrolled to one workflow (commit statuses link here)
  *   #/job/<vcs>/<org>/<repo>/<number>     a job's steps and their logs, followed live, and its tests
  *   #/org/<vcs>/<org>                     an organisation: its projects and members with their roles
  *   #/members/<vcs>/<org>/<repo>          a project's members with their roles, and its project tokens
@@ -161,6 +162,7 @@
     const [kind, ...rest] = parts;
     if (kind === 'project' && rest.length >= 3) return { page: 'project', slug: rest.join('/') };
     if (kind === 'pipeline' && rest.length === 1) return { page: 'pipeline', id: rest[0] };
+    if (kind === 'pipeline' && rest.length === 3 && rest[1] === 'workflows') return { page: 'pipeline', id: rest[0], workflowId: rest[2] };
     if (kind === 'job' && rest.length >= 4) return { page: 'job', slug: rest.slice(0, -1).join('/'), number: rest[rest.length - 1] };
     if (kind === 'org' && rest.length === 2) return { page: 'org', name: rest[1] };
     if (kind === 'members' && rest.length >= 3) return { page: 'members', slug: rest.join('/') };
@@ -680,7 +682,7 @@
   // ---------------------------------------------------------------------------------------------
   // A pipeline: workflows and their job graphs
 
-  async function pipelinePage(view, { id }) {
+  async function pipelinePage(view, { id, workflowId }) {
     const pipeline = await api.get(paths.pipeline(id));
     if (!view.alive) return;
     const slug = pipeline.project_slug;
@@ -690,6 +692,7 @@
     const workflowsBox = h('div', { className: 'workflows' });
     fill(main(), header, workflowsBox);
     const drawn = new Map(); // workflow id → { section, signature }
+    let scrolled = false;
 
     function drawHeader(p, workflows) {
       const vcs = p.vcs || {};
@@ -730,6 +733,13 @@
           return section;
         });
         fill(workflowsBox, ...sections);
+        // A link to one workflow (a commit status on GitHub) shows that one, once it is drawn.
+        const linked = workflowId && drawn.get(workflowId);
+        if (linked) {
+          linked.section.classList.add('linked');
+          if (!scrolled) linked.section.scrollIntoView({ block: 'start' });
+          scrolled = true;
+        }
       }
       return pipelineIsActive(p, workflows);
     }

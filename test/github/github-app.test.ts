@@ -317,7 +317,7 @@ describe.each(testStores())('the GitHub App (%s)', (store) => {
       expect({ operation, ...describedOperation(operation!) }).toEqual({ operation, ...served });
       expect(describedOperationOnGhes(operation!)).toMatchObject(served);
     }
-    expect([...used].sort()).toEqual(['apps/create-installation-access-token', 'apps/get-repo-installation', 'git/get-commit', 'git/get-ref', 'git/get-tag', 'repos/get', 'repos/get-branch', 'repos/get-content'].sort());
+    expect([...used].sort()).toEqual(['apps/create-installation-access-token', 'apps/get-repo-installation', 'git/get-commit', 'git/get-ref', 'git/get-tag', 'repos/get', 'repos/get-branch', 'repos/get-content', 'repos/create-commit-status'].sort());
     for (const { operation, status, body } of gh.sent) {
       const check = githubSchemaCheck(operation, status);
       expect({ operation, status, errors: check ? check(body).slice(0, 5) : 'no schema' }).toEqual({ operation, status, errors: [] });

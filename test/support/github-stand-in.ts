@@ -18,7 +18,9 @@ import { githubDescription } from './github-openapi';
  *   body's `repositories` and `permissions` narrow the token, as GitHub's do);
  * - REST, as an installation (a token it minted, for the repositories it covers):
  *   `GET /repos/{owner}/{repo}`, `…/branches/{branch}`, `…/git/ref/{ref}`, `…/git/tags/{sha}`,
- *   `…/git/commits/{sha}`, `…/contents/{path}?ref=` (raw or JSON);
+ *   `…/git/commits/{sha}`, `…/contents/{path}?ref=` (raw or JSON), and
+ *   `POST /repos/{owner}/{repo}/statuses/{sha}` (a commit of the repository, with a token that may
+ *   write statuses; recorded in `statuses`, or refused or failed as `failStatuses` says);
  * - git's smart HTTP (`/{owner}/{repo}.git/…`, read only) through `git http-backend`: a private
  *   repository wants an installation token that covers it as the basic-auth password (401 and a
  *   `WWW-Authenticate` challenge without one, as GitHub answers);
@@ -54,6 +56,13 @@ export interface GitHubAppStandIn {
   readonly received: { operation: string; body: unknown }[];
   /** Tokens minted: to whom and for what. */
   readonly tokens: { token: string; installationId: number; repositories?: readonly string[]; permissions?: Record<string, string> }[];
+  /** Commit statuses posted and accepted, in the order they came. */
+  readonly statuses: CommitStatus[];
+  /**
+   * The next `times` status posts are answered with `status` instead of being recorded: 422
+   * (GitHub's "Validation Failed", a refusal) or 502 (a server error, to be retried).
+   */
+  failStatuses(status: 422 | 502, times: number): void;
   /** git requests: the repository, the service, and whether it was let through. */
   readonly gitRequests: { repository: string; service: string; status: number }[];
   /** Webhook payloads, from GitHub's examples, checked against its schemas. */
@@ -66,6 +75,16 @@ export interface GitHubAppStandIn {
   /** Every operation the stand-in serves, as it serves it: `{ operation: { method, path } }`. */
   readonly operations: Readonly<Record<string, { method: string; path: string }>>;
   stop(): Promise<void>;
+}
+
+/** A commit status as GitHub took it. */
+export interface CommitStatus {
+  readonly repository: string;
+  readonly sha: string;
+  readonly state: string;
+  readonly context: string;
+  readonly description: string | null;
+  readonly target_url: string | null;
 }
 
 export interface StandInRepository {
@@ -99,6 +118,7 @@ export const STAND_IN_OPERATIONS = {
   'git/get-tag': { method: 'get', path: '/repos/{owner}/{repo}/git/tags/{tag_sha}' },
   'git/get-commit': { method: 'get', path: '/repos/{owner}/{repo}/git/commits/{commit_sha}' },
   'repos/get-content': { method: 'get', path: '/repos/{owner}/{repo}/contents/{path}' },
+  'repos/create-commit-status': { method: 'post', path: '/repos/{owner}/{repo}/statuses/{sha}' },
 } as const;
 
 const HTTP_BACKEND = '/usr/lib/git-core/git-http-backend';
@@ -113,6 +133,8 @@ interface Token {
   readonly installationId: number;
   /** Lower-case full names the token may read; undefined: every repository of the installation. */
   readonly repositories?: ReadonlySet<string>;
+  /** What the token may do; undefined: everything the installation may. */
+  readonly permissions?: Readonly<Record<string, string>>;
   readonly expiresAt: number;
 }
 
@@ -135,6 +157,9 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
   const received: GitHubAppStandIn['received'] = [];
   const tokenLog: GitHubAppStandIn['tokens'] = [];
   const gitRequests: GitHubAppStandIn['gitRequests'] = [];
+  const statuses: CommitStatus[] = [];
+  let statusFailures: { status: 422 | 502; times: number } = { status: 502, times: 0 };
+  let nextStatusId = 1;
   let nextRepoId = 700_000;
   let nextInstallationId = 40_000;
   let base = '';
@@ -215,7 +240,7 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
       }
       const token = `ghs_${randomBytes(18).toString('base64url').replace(/[-_]/g, 'x').slice(0, 36)}`;
       const expiresAt = Date.now() + 3600_000;
-      tokens.set(token, { installationId: installation.id, repositories: names, expiresAt });
+      tokens.set(token, { installationId: installation.id, repositories: names, permissions: body?.permissions, expiresAt });
       tokenLog.push({ token, installationId: installation.id, repositories: body?.repositories, permissions: body?.permissions });
       return answer(operation, 201, {
         token,
@@ -274,6 +299,36 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
       case 'git/get-commit': {
         if (tryGit('cat-file', '-t', params.commit_sha)?.trim() !== 'commit') return error(operation, 404, 'Not Found');
         return answer(operation, 200, gitCommitBody(repository, commitOf(git, params.commit_sha), apiUrl, base));
+      }
+      case 'repos/create-commit-status': {
+        const body = (await readJson(req)) as { state?: string; target_url?: string | null; description?: string | null; context?: string } | undefined;
+        received.push({ operation, body: body ?? {} });
+        if (auth.token.permissions && auth.token.permissions.statuses !== 'write') return error(operation, 403, 'Resource not accessible by integration');
+        if (statusFailures.times > 0) {
+          statusFailures.times--;
+          if (statusFailures.status === 502) return error(operation, 502, 'Server Error');
+          return error(operation, 422, 'Validation Failed');
+        }
+        if (tryGit('cat-file', '-t', params.sha)?.trim() !== 'commit') return error(operation, 422, `No commit found for SHA: ${params.sha}`);
+        if (!body || !['error', 'failure', 'pending', 'success'].includes(body.state ?? '')) return error(operation, 422, 'Validation Failed');
+        if ((body.description ?? '').length > 140) return error(operation, 422, 'Validation Failed');
+        const context = body.context ?? 'default';
+        statuses.push({ repository: repository.fullName, sha: params.sha, state: body.state!, context, description: body.description ?? null, target_url: body.target_url ?? null });
+        const id = nextStatusId++;
+        const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+        return answer(operation, 201, {
+          url: `${apiUrl}/repos/${repository.fullName}/statuses/${params.sha}`,
+          avatar_url: `${base}/avatars/app/${appId}`,
+          id,
+          node_id: nodeId('StatusContext', id),
+          state: body.state,
+          description: body.description ?? null,
+          target_url: body.target_url ?? null,
+          context,
+          created_at: now,
+          updated_at: now,
+          creator: simpleUser({ login: 'gyre-ci[bot]', id: 41_000_000 + appId, type: 'Bot' }, apiUrl, base),
+        });
       }
       case 'repos/get-content': {
         const ref = url.searchParams.get('ref') ?? repository.defaultBranch;
@@ -500,6 +555,10 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
     sent,
     received,
     tokens: tokenLog,
+    statuses,
+    failStatuses(status, times) {
+      statusFailures = { status, times };
+    },
     gitRequests,
     payloads: createWebhookPayloads(base, apiUrl),
     operations: STAND_IN_OPERATIONS,
@@ -567,7 +626,8 @@ function checkJwt(token: string, key: KeyObject, appId: number): boolean {
 const nodeId = (kind: string, id: string | number) => Buffer.from(`0:${kind}${id}`).toString('base64');
 
 function simpleUser(account: { login: string; id: number; type?: string }, apiUrl: string, base: string) {
-  const api = `${apiUrl}/users/${account.login}`;
+  // A bot's login (`name[bot]`) is percent-encoded in its addresses, as GitHub's are.
+  const api = `${apiUrl}/users/${encodeURIComponent(account.login)}`;
   return {
     login: account.login,
     id: account.id,
@@ -575,7 +635,7 @@ function simpleUser(account: { login: string; id: number; type?: string }, apiUr
     avatar_url: `${base}/avatars/u/${account.id}`,
     gravatar_id: '',
     url: api,
-    html_url: `${base}/${account.login}`,
+    html_url: `${base}/${encodeURIComponent(account.login)}`,
     followers_url: `${api}/followers`,
     following_url: `${api}/following{/other_user}`,
     gists_url: `${api}/gists{/gist_id}`,
