@@ -154,19 +154,31 @@ workflows:
   console.log(`cache of ${megabytes} MB of incompressible files (${kind}, local blob store): save median ${median(save).toFixed(1)} MB/s, restore median ${median(restore).toFixed(1)} MB/s (3 runs)`);
 }
 
+/** Log ingestion with masking off and on, both agent paths, on one store. */
+async function ingestionOn(kind: 'pglite' | 'postgres'): Promise<void> {
+  const g = await startTestGyre({ store: kind, env: { GYRE_RUNNER_SLOTS: '0' } });
+  try {
+    await ingestion(g, kind, 'in-process', 100_000_000, 5);
+    await ingestion(g, kind, 'http', 100_000_000, 5);
+  } finally {
+    await g.stop();
+  }
+}
+
+const storeKinds = () => (process.env.DATABASE_URL ? (['pglite', 'postgres'] as const) : (['pglite'] as const));
+
+/** `npm run bench -- masking`: log ingestion only, masking off and with 100 secrets. */
+export async function benchMasking(): Promise<void> {
+  console.log('\n## Masking');
+  for (const kind of storeKinds()) await ingestionOn(kind);
+}
+
 /** Log ingestion, live-follow latency and cache throughput, on PGlite and (with DATABASE_URL) PostgreSQL. */
 export async function benchOutput(): Promise<void> {
-  const kinds = process.env.DATABASE_URL ? (['pglite', 'postgres'] as const) : (['pglite'] as const);
   console.log('\n## Output');
-  for (const kind of kinds) {
-    let g = await startTestGyre({ store: kind, env: { GYRE_RUNNER_SLOTS: '0' } });
-    try {
-      await ingestion(g, kind, 'in-process', 100_000_000, 5);
-      await ingestion(g, kind, 'http', 100_000_000, 5);
-    } finally {
-      await g.stop();
-    }
-    g = await startTestGyre({ store: kind, env: { GYRE_RUNNER_SLOTS: '2' } });
+  for (const kind of storeKinds()) {
+    await ingestionOn(kind);
+    const g = await startTestGyre({ store: kind, env: { GYRE_RUNNER_SLOTS: '2' } });
     try {
       await liveFollow(g, kind);
       await caches(g, kind);

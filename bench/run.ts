@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: every benchmark, printing its figures (medians and percentiles over repeated
- * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one.
+ * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one;
+ * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on).
  */
 import { benchPipelineLatency } from './pipeline-latency';
 
@@ -13,6 +14,10 @@ const suites: Record<string, () => Promise<void>> = {
   output: async () => {
     const { benchOutput } = require('./output') as typeof import('./output');
     await benchOutput();
+  },
+  masking: async () => {
+    const { benchMasking } = require('./output') as typeof import('./output');
+    await benchMasking();
   },
   config: async () => {
     const { benchConfigCompile } = require('./config-compile') as typeof import('./config-compile');
@@ -28,11 +33,14 @@ const suites: Record<string, () => Promise<void>> = {
   },
 };
 
+/** Parts of another suite, run only when named (`output` already runs `masking`). */
+const ONLY_WHEN_NAMED = new Set(['masking']);
+
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
   for (const name of wanted) if (!suites[name]) throw new Error(`unknown benchmark '${name}' (allowed: ${Object.keys(suites).join(', ')})`);
   for (const [name, run] of Object.entries(suites)) {
-    if (wanted.length && !wanted.includes(name)) continue;
+    if (wanted.length ? !wanted.includes(name) : ONLY_WHEN_NAMED.has(name)) continue;
     await run();
   }
 }
