@@ -37,14 +37,24 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
     const contentType = init.json !== undefined ? 'application/json' : init.bytes || init.stream ? 'application/octet-stream' : undefined;
     const source = init.stream ? tracked(init.stream) : undefined;
     let res: Response;
-    try {
-      res = await fetch(url, {
+    const send = () =>
+      fetch(url, {
         method,
         headers: { ...init.headers, Authorization: `Bearer ${options.token}`, [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION), ...(contentType ? { 'Content-Type': contentType } : {}) },
         body: source ? (source.body as unknown as RequestInit['body']) : init.bytes ?? (init.json === undefined ? undefined : JSON.stringify(init.json)),
         ...(source ? { duplex: 'half' } : {}),
         ...(init.signal ? { signal: init.signal } : {}),
       } as RequestInit);
+    try {
+      try {
+        res = await send();
+      } catch (error) {
+        // A kept-alive connection the server closed just as this request went out is reset before
+        // any answer: an idempotent request with a body it still holds is sent once more, on a new
+        // connection, as HTTP clients do (RFC 9110 §9.2.2). Anything else is the caller's to retry.
+        if (source || !IDEMPOTENT.has(method) || !isConnectionReset(error) || init.signal?.aborted) throw error;
+        res = await send();
+      }
     } catch (error) {
       // A body that failed to produce (a broken archive) is the reason, not "fetch failed".
       throw source?.error() ?? error;
@@ -69,6 +79,14 @@ export function createTaskApi(options: { url: string; token: string; taskId?: st
       return text ? safeJson(text) : undefined;
     },
   };
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
+
+/** Whether `fetch` failed because the connection was reset or closed before an answer came. */
+function isConnectionReset(error: unknown): boolean {
+  const cause = (error as { cause?: { code?: string } })?.cause;
+  return (error as Error | undefined)?.name === 'TypeError' && ['ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE'].includes(cause?.code ?? '');
 }
 
 /** A failure the server (or a proxy in front of it) answered with a status other than 401, 403 and 409. */

@@ -257,10 +257,9 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     proxy.fail('GET', path, { kind: 'status', status: 504 });
     expect(await collect(await client.openCache(c.task, found!.id, noted(notes)))).toBe(content);
     expect(proxy.count('GET', path)).toBe(3);
-    expect(notes.map((n) => n.replace(/in \d+\.\ds/, 'in Ns'))).toEqual([
-      expect.stringMatching(/^Downloading the cache \S+ failed \(.+\); retrying in Ns \(attempt 2 of 5\)$/),
-      `Downloading the cache ${found!.id} failed (HTTP 504); retrying in Ns (attempt 3 of 5)`,
-    ]);
+    // The reset before any answer is sent again at once by the task API (a GET is idempotent), so
+    // only the 504 costs the step a retry and a note.
+    expect(notes.map((n) => n.replace(/in \d+\.\ds/, 'in Ns'))).toEqual([`Downloading the cache ${found!.id} failed (HTTP 504); retrying in Ns (attempt 2 of 5)`]);
     // Nothing had arrived: neither try asked for a range.
     expect(proxy.requests.filter((r) => path.test(r.path)).map((r) => r.headers.range)).toEqual([undefined, undefined, undefined]);
   });
