@@ -502,9 +502,11 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
   }
 
   app.setErrorHandler((error, request, reply) => {
-    // A client that closed the connection before its body was complete: nothing failed here, and
-    // no answer can reach it.
-    const cutOff = request.raw.readableAborted && !request.raw.complete;
+    // A client that closed the connection before its body was complete (Node's `aborted`, from the
+    // request stream): nothing failed here, and no answer can reach it. Only that error: a body
+    // the handler itself stopped reading (a refusal) keeps its own answer.
+    const e = error as { code?: unknown; message?: unknown };
+    const cutOff = e.code === 'ECONNRESET' && e.message === 'aborted';
     const failure = cutOff ? { status: 400, message: 'The request body was cut off: the client closed the connection.' } : failureOf(error);
     if (failure.status >= 500 && failure.status !== 503) {
       log.error('request failed', { method: request.method, path: request.url.slice(0, 300), error: (error as Error).stack ?? String(error) });
