@@ -27,17 +27,10 @@ const COLUMNS = `s.id, s.project_id, pr.slug, s.name, s.description, s.timetable
   u.login AS actor_login, u.name AS actor_name, s.parameters, s.next_fire_at, s.created_at, s.updated_at`;
 const FROM = 'schedules s JOIN projects pr ON pr.id = s.project_id LEFT JOIN users u ON u.id = s.actor_id';
 
-export interface NewSchedule {
+/** A schedule to insert: what a change sets, and its id and project. */
+export interface NewSchedule extends ScheduleChange {
   readonly id: string;
   readonly projectId: string;
-  readonly name: string;
-  readonly description: string | null;
-  readonly timetable: Timetable;
-  readonly attributionActor: AttributionActor;
-  readonly actorId: string;
-  readonly parameters: ScheduleParameters;
-  readonly nextFireAt: Date | undefined;
-  readonly now: Date;
 }
 
 /** Inserts a schedule; false when the project has one of that name already. */
