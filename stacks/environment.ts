@@ -1,7 +1,9 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { readSignInSettings } from '../runtime/identity/sign-in/settings';
+import { defaultGitHubApiUrl } from '../runtime/identity/sign-in/github-urls';
 import { ROLE_NAMES } from '../runtime/roles/names';
 import { KEY_ARN } from '../constructs/aws/secrets-key';
 import { CRYPTO_KEY_NAME } from '../constructs/gcp/secrets-key';
@@ -47,6 +49,8 @@ export interface EnvironmentDefinition {
   readonly signIn: Record<string, string>;
   /** Where secrets' data keys are wrapped: one key every pod shares. @default - a KMS key the infra stack makes */
   readonly secrets: SecretsDefinition;
+  /** The GitHub App Gyre acts as (GitHub.com or GitHub Enterprise Server). @default - no GitHub App */
+  readonly github?: GitHubDefinition;
   /** Where Terraform keeps this environment's state (it holds every secret of the install). */
   readonly state: StateDefinition;
 }
@@ -104,6 +108,29 @@ export interface VaultDefinition {
   readonly namespace?: string;
   /** VAULT_TOKEN, read from the environment cdktf runs in (sensitive; it goes into the runtime Secret). */
   readonly token: string;
+}
+
+/**
+ * The GitHub App (runtime/github/settings.ts reads the same settings): its id and addresses go in
+ * the environment of the roles that act as the app; its private key and webhook secret are files
+ * that Terraform reads at plan time into a write-only value of a Kubernetes Secret, so neither is
+ * in the synthesized JSON or in Terraform state.
+ */
+export interface GitHubDefinition {
+  /** GYRE_GITHUB_APP_ID: the app's numeric App ID (its settings page, "About"; not its client id). */
+  readonly appId: string;
+  /** GYRE_GITHUB_URL: where people and git reach GitHub (no trailing slash). @default 'https://github.com' */
+  readonly webUrl: string;
+  /** GYRE_GITHUB_API_URL: GitHub's REST API. @default - from webUrl: https://api.github.com, https://api.<name>.ghe.com, or <webUrl>/api/v3 (GitHub Enterprise Server) */
+  readonly apiUrl: string;
+  /** The app's private key (PEM, as GitHub hands it out), absolute path. */
+  readonly privateKeyFile: string;
+  /** A file holding the app's webhook secret (16 characters or more), absolute path. */
+  readonly webhookSecretFile: string;
+  /** CA certificate(s) (PEM) that GitHub Enterprise Server's HTTPS certificate chains to, absolute path. @default - Node's built-in CA list */
+  readonly caFile?: string;
+  /** GYRE_GITHUB_TIMEOUT_MS: how long one call to GitHub may take. @default - the runtime's (15000) */
+  readonly timeoutMs?: number;
 }
 
 /** How Nomad clients authenticate to `registry` to pull the agent image. */
@@ -182,10 +209,14 @@ const NAME = /^[a-z][a-z0-9-]{1,20}$/;
 const HOST = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const KNOWN_TOP_LEVEL = [
   'name', 'cloud', 'region', 'zones', 'project', 'domain', 'tls', 'network', 'kubernetes', 'nomad',
-  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn', 'secrets',
+  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn', 'secrets', 'github',
 ];
 /** The settings `signIn` may hold: sign-in's own, nothing that would change another part of Gyre. */
 const SIGN_IN_SETTING = /^GYRE_(SESSION|SIGN_IN|GITHUB|OIDC|LDAP)_[A-Z0-9_]+$/;
+/** GitHub App settings: they belong in `github:`, which mounts the key and secret as files on the roles that use them. */
+const GITHUB_APP_SETTING = /^GYRE_GITHUB_(APP_[A-Z0-9_]+|WEBHOOK_SECRET(_FILE)?|TIMEOUT_MS)$/;
+/** The fields of `github:`. */
+const GITHUB_FIELDS = ['appId', 'webUrl', 'apiUrl', 'privateKeyFile', 'webhookSecretFile', 'caFile', 'timeoutMs'];
 
 /** Reads and validates every `*.yaml` file in a directory, sorted by name. */
 export function loadEnvironments(dir: string): EnvironmentDefinition[] {
@@ -332,12 +363,14 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
   }
 
   const state = stateDefinition(r, root.state, cloud, region);
-  const signIn = signInDefinition(r, root.signIn, domain);
+  const github = root.github === undefined ? undefined : githubDefinition(r, root.github);
+  const signIn = signInDefinition(r, root.signIn, domain, github);
   const secrets = secretsDefinition(r, root.secrets, cloud);
 
   return {
     name, file, cloud, region, zones, project, domain, tls, network, kubernetes, nomad, objectStore,
     database, registry, imageTag, helmRepository, access, replicas, state, signIn, secrets,
+    ...(github ? { github } : {}),
   };
 }
 
@@ -399,11 +432,103 @@ function secretsDefinition(r: Reader, raw: unknown, cloud: 'aws' | 'gcp'): Secre
   };
 }
 
-function signInDefinition(r: Reader, raw: unknown, domain: string): Record<string, string> {
+/** A GitHub address for a cluster: https only (a pod's loopback is not GitHub), no credentials, query or fragment. */
+function githubUrl(r: Reader, o: Obj, key: string, example: string, dflt?: string): string {
+  const field = `github.${key}`;
+  const given = o[key] === undefined && dflt !== undefined ? dflt : r.string(o, key, field);
+  let url: URL;
+  try {
+    url = new URL(given);
+  } catch {
+    r.fail(field, `(${JSON.stringify(given.slice(0, 200))}) is not a URL; allowed: an https:// address such as ${example}`);
+  }
+  if (url.protocol !== 'https:') r.fail(field, `(${JSON.stringify(given.slice(0, 200))}) must be an https:// address such as ${example}`);
+  if (url.username || url.password) r.fail(field, 'must not carry a user name or password: the app authenticates with its private key');
+  if (url.search || url.hash) r.fail(field, `(${JSON.stringify(given.slice(0, 200))}) must not have a query or fragment; allowed: an https:// address such as ${example}`);
+  return url.toString().replace(/\/+$/, '');
+}
+
+/** An address as githubUrl returns it, for comparing; the value itself when it is no URL. */
+function normalUrl(value: string): string {
+  try {
+    return new URL(value).toString().replace(/\/+$/, '');
+  } catch {
+    return value;
+  }
+}
+
+/** A file Terraform can read with file(): valid UTF-8 text. The value is never put in a message. */
+function textFile(r: Reader, o: Obj, key: string, field: string): { path: string; text: string } {
+  const file = r.existingFile(o, key, field);
+  const bytes = fs.readFileSync(file);
+  const text = bytes.toString('utf8');
+  if (!Buffer.from(text, 'utf8').equals(bytes)) r.fail(field, `(${JSON.stringify(o[key])}) must be UTF-8 text: Terraform reads it with file()`);
+  return { path: file, text };
+}
+
+function githubDefinition(r: Reader, raw: unknown): GitHubDefinition {
+  const o = r.object(raw, 'github');
+  for (const key of Object.keys(o)) {
+    if (GITHUB_FIELDS.includes(key)) continue;
+    if (key === 'privateKey' || key === 'webhookSecret') {
+      r.fail(`github.${key}`, `is not a field: secrets are never written in the environment file; put it in a file and name that in github.${key}File`);
+    }
+    r.fail(`github.${key}`, `is not a GitHub App setting; allowed: ${GITHUB_FIELDS.join(', ')}`);
+  }
+  const example = 'https://github.com or https://ghe.example.com';
+  if (o.appId === undefined || o.appId === null) r.fail('github.appId', 'is required with github: the numeric App ID from the app\'s settings page, e.g. 123456');
+  const appId = String(o.appId);
+  if ((typeof o.appId !== 'number' && typeof o.appId !== 'string') || !/^[1-9]\d{0,15}$/.test(appId) || !Number.isSafeInteger(Number(appId))) {
+    r.fail('github.appId', `(${JSON.stringify(o.appId)}) must be the app's numeric App ID from its settings page, e.g. 123456 (not its client id)`);
+  }
+  const webUrl = githubUrl(r, o, 'webUrl', example, 'https://github.com');
+  const apiUrl = o.apiUrl === undefined ? defaultGitHubApiUrl(webUrl) : githubUrl(r, o, 'apiUrl', 'https://api.github.com or https://ghe.example.com/api/v3');
+
+  if (o.privateKeyFile === undefined) r.fail('github.privateKeyFile', 'is required with github: the app\'s private key (.pem) as downloaded from its settings page');
+  const key = textFile(r, o, 'privateKeyFile', 'github.privateKeyFile');
+  let keyType: string | undefined;
+  try {
+    keyType = createPrivateKey(key.text).asymmetricKeyType;
+  } catch {
+    keyType = undefined;
+  }
+  if (keyType !== 'rsa') {
+    r.fail('github.privateKeyFile', `(${JSON.stringify(o.privateKeyFile)}) is not an RSA private key in PEM form${keyType ? ` (it is an ${keyType} key)` : ''}; allowed: the .pem generated on the app's settings page`);
+  }
+
+  if (o.webhookSecretFile === undefined) r.fail('github.webhookSecretFile', 'is required with github: a file holding the app\'s webhook secret (Gyre refuses unsigned deliveries)');
+  const secret = textFile(r, o, 'webhookSecretFile', 'github.webhookSecretFile');
+  // The runtime drops one trailing newline from the file, as this does.
+  if (secret.text.replace(/\r?\n$/, '').length < 16) {
+    r.fail('github.webhookSecretFile', `(${JSON.stringify(o.webhookSecretFile)}) must hold a webhook secret of at least 16 characters (a random value, e.g. \`openssl rand -hex 32\`)`);
+  }
+
+  let caFile: string | undefined;
+  if (o.caFile !== undefined) {
+    const ca = textFile(r, o, 'caFile', 'github.caFile');
+    const pems = ca.text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+    try {
+      if (pems.length === 0) throw new Error('no certificate');
+      pems.forEach((pem) => new X509Certificate(pem));
+    } catch {
+      r.fail('github.caFile', `(${JSON.stringify(o.caFile)}) must hold PEM certificates (-----BEGIN CERTIFICATE-----): the CA GitHub Enterprise Server's certificate chains to`);
+    }
+    caFile = ca.path;
+  }
+  const timeoutMs = o.timeoutMs === undefined ? undefined : r.int(o, 'timeoutMs', 'github.timeoutMs', 15_000, 100, 300_000);
+  return {
+    appId, webUrl, apiUrl, privateKeyFile: key.path, webhookSecretFile: secret.path,
+    ...(caFile ? { caFile } : {}),
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+  };
+}
+
+function signInDefinition(r: Reader, raw: unknown, domain: string, github?: GitHubDefinition): Record<string, string> {
   const o = r.object(raw ?? {}, 'signIn');
   const out: Record<string, string> = {};
   for (const [key, value] of Object.entries(o)) {
     if (!SIGN_IN_SETTING.test(key)) r.fail(`signIn.${key}`, 'is not a sign-in setting (GYRE_SESSION_*, GYRE_SIGN_IN_*, GYRE_GITHUB_*, GYRE_OIDC_*, GYRE_LDAP_*; README: Sign-in)');
+    if (GITHUB_APP_SETTING.test(key)) r.fail(`signIn.${key}`, 'is a GitHub App setting, not a sign-in one: set the app in the github: section (appId, privateKeyFile, webhookSecretFile, timeoutMs), which mounts its key and secret on the roles that use them');
     if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
       out[key] = String(value);
     } else if (value && typeof value === 'object' && Object.keys(value).join() === 'fromEnv' && typeof (value as { fromEnv: unknown }).fromEnv === 'string') {
@@ -413,6 +538,20 @@ function signInDefinition(r: Reader, raw: unknown, domain: string): Record<strin
       out[key] = found;
     } else {
       r.fail(`signIn.${key}`, 'must be a string, or { fromEnv: NAME } to read it from the environment at synth');
+    }
+  }
+  // One Gyre talks to one GitHub: sign-in with GitHub and the app use the same addresses.
+  if (github) {
+    for (const [setting, field, value] of [['GYRE_GITHUB_URL', 'webUrl', github.webUrl], ['GYRE_GITHUB_API_URL', 'apiUrl', github.apiUrl]] as const) {
+      if (out[setting] !== undefined && normalUrl(out[setting]) !== value) {
+        r.fail(`signIn.${setting}`, `(${out[setting]}) differs from github.${field} (${value}); one Gyre talks to one GitHub: leave it out and sign-in uses github.${field}`);
+      }
+    }
+    // Every role reads sign-in's settings (the runtime Secret), so sign-in with GitHub and the
+    // identity role's repository-role refresh reach the app's GitHub, not github.com.
+    if (Object.keys(out).some((k) => k.startsWith('GYRE_GITHUB_'))) {
+      out.GYRE_GITHUB_URL = github.webUrl;
+      out.GYRE_GITHUB_API_URL = github.apiUrl;
     }
   }
   // Checked now, as the runtime will check it at start: a bad setting fails the synth, not the pods.

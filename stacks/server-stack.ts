@@ -10,7 +10,7 @@ import { HelmProvider } from '@cdktf/provider-helm/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { TlsProvider } from '@cdktf/provider-tls/lib/provider';
 import { ImageCatalog } from '../constructs/images';
-import { ControlPlane, DatabaseCa, EdgeTls, KeyWrapperSettings, SCHEDULER_NOMAD_TOKEN_SECRET } from '../constructs/kubernetes/control-plane';
+import { ControlPlane, DatabaseCa, EdgeTls, GitHubAppProps, KeyWrapperSettings, SCHEDULER_NOMAD_TOKEN_SECRET } from '../constructs/kubernetes/control-plane';
 import { NomadServers } from '../constructs/kubernetes/nomad-servers';
 import { NomadAutoscaler } from '../constructs/kubernetes/nomad-autoscaler';
 import { NomadAcl, AUTOSCALER_POLICY_RULES, SCHEDULER_POLICY_RULES } from '../constructs/kubernetes/nomad-acl';
@@ -96,6 +96,11 @@ export class ServerStack extends TerraformStack {
         : { mode: 'self-signed' };
 
     const keyWrapper = keyWrapperSettings(env, infra);
+    const github = gitHubApp(this, env);
+    if (github) {
+      // The app's key and webhook secret are write-only attributes, which Terraform has had since 1.11.
+      this.addOverride('terraform.required_version', MIN_TERRAFORM_WITH_WRITE_ONLY);
+    }
     const controlPlane = new ControlPlane(this, 'ControlPlane', {
       images,
       domain: env.domain,
@@ -115,6 +120,7 @@ export class ServerStack extends TerraformStack {
       replicas: env.replicas,
       signIn: env.signIn,
       keyWrapper,
+      github,
     });
 
     const nomad = new NomadServers(this, 'NomadServers', {
@@ -150,7 +156,11 @@ export class ServerStack extends TerraformStack {
       databaseCidrs,
       databasePort,
       nomadClientCidrs: infra.internalCidrs,
-      httpsPorts: env.secrets.keyWrapper === 'vault-transit' ? [portOf(env.secrets.vault.address)] : [],
+      httpsPorts: [
+        ...(env.secrets.keyWrapper === 'vault-transit' ? [portOf(env.secrets.vault.address)] : []),
+        // GitHub Enterprise Server may answer on another port than 443.
+        ...(env.github ? [portOf(env.github.webUrl), portOf(env.github.apiUrl)] : []),
+      ],
     });
 
     const autoscaler = new NomadAutoscaler(this, 'NomadAutoscaler', {
@@ -181,6 +191,28 @@ export class ServerStack extends TerraformStack {
       description: 'Nomad ACL management token (NOMAD_TOKEN) for operators: the nomad CLI from the bastion, through kubectl port-forward',
     });
   }
+}
+
+/** Terraform versions that can plan a stack with write-only attributes (the GitHub App's Secret). */
+export const MIN_TERRAFORM_WITH_WRITE_ONLY = '>= 1.11.0';
+
+/**
+ * The GitHub App of the environment: its key, webhook secret and CA named by path from the stack's
+ * directory, so Terraform reads them at plan time and no value lands in cdktf.out.
+ */
+function gitHubApp(scope: Construct, env: EnvironmentDefinition): GitHubAppProps | undefined {
+  const github = env.github;
+  if (!github) return undefined;
+  const read = (file: string) => Fn.file(pathFromStackDirectory(scope, file));
+  return {
+    appId: github.appId,
+    webUrl: github.webUrl,
+    apiUrl: github.apiUrl,
+    privateKeyPem: read(github.privateKeyFile),
+    webhookSecret: read(github.webhookSecretFile),
+    ...(github.caFile ? { caPem: read(github.caFile) } : {}),
+    ...(github.timeoutMs !== undefined ? { timeoutMs: github.timeoutMs } : {}),
+  };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { Construct } from 'constructs';
-import { Fn } from 'cdktf';
+import { Fn, Token } from 'cdktf';
 import { NamespaceV1 } from '@cdktf/provider-kubernetes/lib/namespace-v1';
 import { ServiceAccountV1 } from '@cdktf/provider-kubernetes/lib/service-account-v1';
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
@@ -59,6 +59,38 @@ const KEY_WRAPPER_SETTING = /^(GYRE_SECRETS_[A-Z0-9_]+|VAULT_ADDR|VAULT_NAMESPAC
 /** Credentials a key wrapper may be given. */
 const KEY_WRAPPER_CREDENTIALS = ['VAULT_TOKEN'];
 
+/**
+ * The GitHub App the roles marked `usesGitHub` (roles.ts) act as; the settings are the runtime's
+ * (runtime/github/settings.ts, README: GitHub).
+ */
+export interface GitHubAppProps {
+  /** GYRE_GITHUB_APP_ID: the app's numeric App ID. */
+  readonly appId: string;
+  /** GYRE_GITHUB_URL: where people and git reach GitHub, `https://`. */
+  readonly webUrl: string;
+  /** GYRE_GITHUB_API_URL: GitHub's REST API, `https://` (`https://ghe.example.com/api/v3` for GitHub Enterprise Server). */
+  readonly apiUrl: string;
+  /**
+   * The app's private key (PEM) as Terraform reads it at plan time (`Fn.file(…)`), never a literal:
+   * it is only ever written to a write-only attribute, so it is neither in the synthesized JSON nor
+   * in the state.
+   */
+  readonly privateKeyPem: string;
+  /** The webhook secret, as Terraform reads it (`Fn.file(…)`), like `privateKeyPem`. */
+  readonly webhookSecret: string;
+  /** CA certificates (PEM) GitHub Enterprise Server's certificate chains to, given to Node as NODE_EXTRA_CA_CERTS. @default - Node's built-in CA list */
+  readonly caPem?: string;
+  /** GYRE_GITHUB_TIMEOUT_MS. @default - the runtime's (15000) */
+  readonly timeoutMs?: number;
+}
+
+/** Secret holding the GitHub App's private key and webhook secret (write-only in Terraform). */
+export const GITHUB_APP_SECRET = 'gyre-github-app';
+/** Where the roles that act as the GitHub App find its key (`private-key.pem`) and webhook secret (`webhook-secret`). */
+export const GITHUB_APP_MOUNT = '/etc/gyre/github';
+/** Where GitHub Enterprise Server's CA (`ca.pem`) is mounted when one is given. */
+export const GITHUB_CA_MOUNT = '/etc/gyre/github-ca';
+
 /** Secret (key `token`) the ACL bootstrap Job writes the scheduler's Nomad token to. */
 export const SCHEDULER_NOMAD_TOKEN_SECRET = 'gyre-nomad-scheduler-token';
 
@@ -88,6 +120,8 @@ export interface ControlPlaneProps {
   readonly signIn?: Record<string, string>;
   /** The key every pod wraps secrets' data keys with (a cloud KMS key or Vault transit). */
   readonly keyWrapper: KeyWrapperSettings;
+  /** The GitHub App, given to the roles that act as it (roles.ts `usesGitHub`). @default - no GitHub App */
+  readonly github?: GitHubAppProps;
 }
 
 /**
@@ -111,6 +145,8 @@ export class ControlPlane extends Construct {
   /** Each role's Deployment. */
   readonly deployments = new Map<string, DeploymentV1>();
   private readonly databaseCa: DatabaseCa;
+  /** Changes when the app's key or webhook secret does, so the pods that read them at start roll. */
+  private githubRevision?: string;
 
   constructor(scope: Construct, id: string, props: ControlPlaneProps) {
     super(scope, id);
@@ -122,6 +158,7 @@ export class ControlPlane extends Construct {
     }
     this.databaseCa = props.databaseCa ?? { source: 'none' };
     checkKeyWrapper(props.keyWrapper);
+    if (props.github) checkGitHubApp(props.github);
 
     const ns = new NamespaceV1(this, 'Namespace', {
       metadata: { name: GYRE_NAMESPACE, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } },
@@ -156,6 +193,8 @@ export class ControlPlane extends Construct {
       data: { 'task-agent.json': JSON.stringify(nomadAgentJobTemplate(props.images.ref('agent')), null, 2) },
     });
 
+    if (props.github) this.addGitHubApp(props.github);
+
     this.migrationJobName = this.addMigrationJob(props);
     for (const role of RUNTIME_ROLES) {
       this.addRole(role, props);
@@ -176,6 +215,55 @@ export class ControlPlane extends Construct {
       ...Object.entries(props.blobEnvironment).map(([k, v]) => ({ name: k, value: v })),
       ...Object.entries(props.keyWrapper.environment).map(([k, v]) => ({ name: k, value: v })),
     ];
+  }
+
+  /**
+   * The app's key and webhook secret in a Secret whose data is write-only (`data_wo`, Terraform
+   * 1.11 or later): Terraform reads the files at plan time and hands them to Kubernetes without
+   * keeping them in the plan or the state. A write-only value is only sent again when its revision
+   * changes, so the revision follows a hash of the two.
+   */
+  private addGitHubApp(github: GitHubAppProps): void {
+    const hash = Fn.substr(Fn.sha256(Fn.join('\n', [github.privateKeyPem, github.webhookSecret])), 0, 12);
+    this.githubRevision = hash;
+    new SecretV1(this, 'GitHubApp', {
+      metadata: { name: GITHUB_APP_SECRET, namespace: this.namespace },
+      dataWo: { 'private-key.pem': github.privateKeyPem, 'webhook-secret': github.webhookSecret },
+      dataWoRevision: Fn.parseint(hash, 16),
+    });
+    if (github.caPem !== undefined) {
+      new ConfigMapV1(this, 'GitHubCa', {
+        metadata: { name: 'gyre-github-ca', namespace: this.namespace },
+        data: { 'ca.pem': github.caPem },
+      });
+    }
+  }
+
+  /** What a role that acts as the GitHub App adds to its pod: settings, the key and secret as files, the CA. */
+  private githubAppPod(role: RoleSpec, github: GitHubAppProps | undefined): { env: any[]; volumeMount: any[]; volume: any[]; annotations: Record<string, string> } {
+    if (!role.usesGitHub || !github) return { env: [], volumeMount: [], volume: [], annotations: {} };
+    const ca = github.caPem !== undefined;
+    return {
+      env: [
+        { name: 'GYRE_GITHUB_APP_ID', value: github.appId },
+        { name: 'GYRE_GITHUB_APP_PRIVATE_KEY_FILE', value: `${GITHUB_APP_MOUNT}/private-key.pem` },
+        { name: 'GYRE_GITHUB_WEBHOOK_SECRET_FILE', value: `${GITHUB_APP_MOUNT}/webhook-secret` },
+        { name: 'GYRE_GITHUB_URL', value: github.webUrl },
+        { name: 'GYRE_GITHUB_API_URL', value: github.apiUrl },
+        ...(github.timeoutMs !== undefined ? [{ name: 'GYRE_GITHUB_TIMEOUT_MS', value: String(github.timeoutMs) }] : []),
+        ...(ca ? [{ name: 'NODE_EXTRA_CA_CERTS', value: `${GITHUB_CA_MOUNT}/ca.pem` }] : []),
+      ],
+      volumeMount: [
+        { name: 'github-app', mountPath: GITHUB_APP_MOUNT, readOnly: true },
+        ...(ca ? [{ name: 'github-ca', mountPath: GITHUB_CA_MOUNT, readOnly: true }] : []),
+      ],
+      volume: [
+        { name: 'github-app', secret: { secretName: GITHUB_APP_SECRET, defaultMode: '0440' } },
+        ...(ca ? [{ name: 'github-ca', configMap: { name: 'gyre-github-ca' } }] : []),
+      ],
+      // The runtime reads the key and secret once, at start: a new one rolls these pods.
+      annotations: { 'gyre.dev/github-app-revision': this.githubRevision! },
+    };
   }
 
   private databaseCaMount(): { volumeMount: any[]; volume: any[] } {
@@ -237,6 +325,7 @@ export class ControlPlane extends Construct {
     };
     const id = pascal(name);
     const ca = this.databaseCaMount();
+    const github = this.githubAppPod(role, props.github);
     const env: any[] = [
       { name: 'GYRE_PORT', value: String(RUNTIME_PORT) },
       { name: 'GYRE_OPS_PORT', value: String(OPS_PORT) },
@@ -255,6 +344,7 @@ export class ControlPlane extends Construct {
           { name: 'GYRE_NOMAD_JOB_TEMPLATE', value: '/etc/gyre/jobs/task-agent.json' },
         ]
         : []),
+      ...github.env,
     ];
     const ports = [
       ...(role.servesApi ? [{ name: 'http', containerPort: RUNTIME_PORT }] : []),
@@ -276,6 +366,7 @@ export class ControlPlane extends Construct {
               'prometheus.io/scrape': 'true', 'prometheus.io/port': String(OPS_PORT), 'prometheus.io/path': '/metrics',
               // A renewed Nomad client certificate rolls the scheduler onto it.
               ...(role.usesNomad ? { 'gyre.dev/tls-hash': Fn.sha256(props.nomad.clientCertPem) } : {}),
+              ...github.annotations,
             },
           },
           spec: {
@@ -325,6 +416,7 @@ export class ControlPlane extends Construct {
                 ...(role.usesNomad
                   ? [{ name: 'nomad-tls', mountPath: '/etc/gyre/nomad', readOnly: true }, { name: 'jobs', mountPath: '/etc/gyre/jobs', readOnly: true }]
                   : []),
+                ...github.volumeMount,
               ],
             }],
             volume: [
@@ -337,6 +429,7 @@ export class ControlPlane extends Construct {
                   { name: 'jobs', configMap: { name: 'gyre-nomad-job-template' } },
                 ]
                 : []),
+              ...github.volume,
             ],
           },
         },
@@ -514,6 +607,28 @@ function checkKeyWrapper(keyWrapper: KeyWrapperSettings): void {
   }
   for (const name of Object.keys(keyWrapper.credentials ?? {})) {
     if (!KEY_WRAPPER_CREDENTIALS.includes(name)) throw new Error(`keyWrapper.credentials.${name} is not a key wrapper credential; allowed: ${KEY_WRAPPER_CREDENTIALS.join(', ')}`);
+  }
+}
+
+/** Refuses a GitHub App the runtime would refuse at start, and a key or secret headed for cdktf.out. */
+function checkGitHubApp(github: GitHubAppProps): void {
+  if (!/^[1-9]\d{0,15}$/.test(github.appId)) throw new Error(`github.appId (${github.appId}) must be the app's numeric App ID, e.g. 123456`);
+  for (const field of ['webUrl', 'apiUrl'] as const) {
+    let url: URL | undefined;
+    try {
+      url = new URL(github[field]);
+    } catch {
+      url = undefined;
+    }
+    if (!url || url.protocol !== 'https:' || url.username || url.password || url.search || url.hash) {
+      throw new Error(`github.${field} (${github[field]}) must be an https:// address with no credentials, query or fragment, e.g. ${field === 'webUrl' ? 'https://ghe.example.com' : 'https://ghe.example.com/api/v3'}`);
+    }
+  }
+  for (const field of ['privateKeyPem', 'webhookSecret'] as const) {
+    if (!Token.isUnresolved(github[field])) throw new Error(`github.${field} must be read by Terraform at plan time (Fn.file(<path>)), not given as a value: a value would be written to cdktf.out`);
+  }
+  if (github.timeoutMs !== undefined && (!Number.isInteger(github.timeoutMs) || github.timeoutMs < 100 || github.timeoutMs > 300_000)) {
+    throw new Error(`github.timeoutMs (${github.timeoutMs}) must be a whole number of milliseconds from 100 to 300000`);
   }
 }
 

@@ -14,6 +14,14 @@ export interface RoleSpec {
   readonly servesApi?: boolean;
   /** The role talks to the Nomad HTTP API (only `scheduler`). */
   readonly usesNomad?: boolean;
+  /**
+   * The role acts as the GitHub App when the environment has one: it gets the app's settings and
+   * its private key and webhook secret as files. `api` (webhooks, adding projects, pipelines
+   * triggered through the API, installation tokens for checkouts), `conductor` (reads configs from
+   * GitHub, sends commit statuses through the outbox) and `cron` (scheduled pipelines resolve their
+   * branch and read their config on GitHub).
+   */
+  readonly usesGitHub?: boolean;
 }
 
 /**
@@ -22,8 +30,8 @@ export interface RoleSpec {
  * adding a role there fails the type check here until it is sized.
  */
 const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
-  api: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10, servesApi: true },
-  conductor: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi' },
+  api: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10, servesApi: true, usesGitHub: true },
+  conductor: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', usesGitHub: true },
   dispatcher: { replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
   scheduler: { replicas: 2, cpuRequest: '250m', memoryRequest: '256Mi', memoryLimit: '512Mi', usesNomad: true },
   output: { replicas: 2, cpuRequest: '500m', memoryRequest: '512Mi', memoryLimit: '1Gi', maxReplicas: 10 },
@@ -35,7 +43,7 @@ const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
   contexts: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
   // Scheduled pipelines: every tick is a claimed row, so a second replica fires nothing twice and
   // keeps schedules on time while the first restarts.
-  cron: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  cron: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi', usesGitHub: true },
 };
 
 /** The roles that have code behind them, in the runtime's order. */

@@ -27,7 +27,7 @@ export const KINDS: Record<string, { apiVersion: string; kind: string; model: st
 };
 
 /** Terraform-only arguments of a resource, not part of the object. */
-const TERRAFORM_ONLY = new Set(['//', 'lifecycle', 'depends_on', 'provider', 'count', 'for_each', 'timeouts', 'wait_for_completion', 'wait_for_rollout', 'wait_for_load_balancer']);
+const TERRAFORM_ONLY = new Set(['//', 'lifecycle', 'depends_on', 'provider', 'count', 'for_each', 'timeouts', 'wait_for_completion', 'wait_for_rollout', 'wait_for_load_balancer', 'data_wo_revision']);
 
 /** Provider block names whose Kubernetes field is a list under another name. */
 const LIST_RENAMES: Record<string, string> = {
@@ -58,7 +58,7 @@ function convert(value: unknown, key?: string): unknown {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
       // Maps whose keys are data, not field names.
-      if (['labels', 'annotations', 'match_labels', 'data', 'parameters', 'requests', 'limits', 'node_selector', 'string_data'].includes(k)) {
+      if (['labels', 'annotations', 'match_labels', 'data', 'data_wo', 'parameters', 'requests', 'limits', 'node_selector', 'string_data'].includes(k)) {
         out[camel(k)] = v;
         continue;
       }
@@ -88,10 +88,12 @@ export function kubernetesObjects(stack: any): KubernetesObject[] {
     for (const [name, resource] of Object.entries(byName)) {
       const body = Object.fromEntries(Object.entries(resource).filter(([k]) => !TERRAFORM_ONLY.has(k)));
       const object: Record<string, any> = { apiVersion: kind.apiVersion, kind: kind.kind, ...(convert(body) as Record<string, any>) };
-      // The provider takes Secret values in the clear and encodes them itself.
-      if (kind.kind === 'Secret' && object.data) {
-        object.stringData = object.data;
+      // The provider takes Secret values in the clear and encodes them itself; write-only values
+      // (`data_wo`, kept out of the state) become the Secret's data just the same.
+      if (kind.kind === 'Secret' && (object.data || object.dataWo)) {
+        object.stringData = { ...(object.data ?? {}), ...(object.dataWo ?? {}) };
         delete object.data;
+        delete object.dataWo;
       }
       found.push({ address: `${type}.${name}`, type, object });
     }
