@@ -106,3 +106,32 @@ function close(node: unknown): void {
   if (schema.properties && typeof schema.properties === 'object' && schema.additionalProperties === undefined) schema.additionalProperties = false;
   for (const value of Object.values(schema)) close(value);
 }
+
+/**
+ * GitHub's "simple user" object for an account, as its REST API and webhook payloads embed it: the
+ * addresses under `apiUrl` (…/api/v3 on Enterprise Server) and `webUrl`. A bot's login
+ * (`name[bot]`) is percent-encoded in its addresses, as GitHub's are.
+ */
+export function githubSimpleUser(account: { login: string; id: number; type?: string }, apiUrl: string, webUrl: string) {
+  const api = `${apiUrl}/users/${encodeURIComponent(account.login)}`;
+  return {
+    login: account.login,
+    id: account.id,
+    node_id: Buffer.from(`04:User${account.id}`).toString('base64'),
+    avatar_url: `${webUrl}/avatars/u/${account.id}`,
+    gravatar_id: '',
+    url: api,
+    html_url: `${webUrl}/${encodeURIComponent(account.login)}`,
+    followers_url: `${api}/followers`,
+    following_url: `${api}/following{/other_user}`,
+    gists_url: `${api}/gists{/gist_id}`,
+    starred_url: `${api}/starred{/owner}{/repo}`,
+    subscriptions_url: `${api}/subscriptions`,
+    organizations_url: `${api}/orgs`,
+    repos_url: `${api}/repos`,
+    events_url: `${api}/events{/privacy}`,
+    received_events_url: `${api}/received_events`,
+    type: account.type ?? 'User',
+    site_admin: false,
+  };
+}

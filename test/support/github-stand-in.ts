@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import Ajv, { type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
-import { githubDescription } from './github-openapi';
+import { githubDescription, githubSimpleUser } from './github-openapi';
 
 /**
  * A stand-in of GitHub (Enterprise Server shaped: the web host serves git, `/api/v3` the REST API)
@@ -327,7 +327,7 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
           context,
           created_at: now,
           updated_at: now,
-          creator: simpleUser({ login: 'gyre-ci[bot]', id: 41_000_000 + appId, type: 'Bot' }, apiUrl, base),
+          creator: githubSimpleUser({ login: 'gyre-ci[bot]', id: 41_000_000 + appId, type: 'Bot' }, apiUrl, base),
         });
       }
       case 'repos/get-content': {
@@ -383,7 +383,7 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
   function installationBody(i: Installation) {
     return {
       id: i.id,
-      account: simpleUser(i.account, apiUrl, base),
+      account: githubSimpleUser(i.account, apiUrl, base),
       repository_selection: 'selected',
       access_tokens_url: `${apiUrl}/app/installations/${i.id}/access_tokens`,
       repositories_url: `${apiUrl}/installation/repositories`,
@@ -625,30 +625,6 @@ function checkJwt(token: string, key: KeyObject, appId: number): boolean {
 
 const nodeId = (kind: string, id: string | number) => Buffer.from(`0:${kind}${id}`).toString('base64');
 
-function simpleUser(account: { login: string; id: number; type?: string }, apiUrl: string, base: string) {
-  // A bot's login (`name[bot]`) is percent-encoded in its addresses, as GitHub's are.
-  const api = `${apiUrl}/users/${encodeURIComponent(account.login)}`;
-  return {
-    login: account.login,
-    id: account.id,
-    node_id: nodeId('User', account.id),
-    avatar_url: `${base}/avatars/u/${account.id}`,
-    gravatar_id: '',
-    url: api,
-    html_url: `${base}/${encodeURIComponent(account.login)}`,
-    followers_url: `${api}/followers`,
-    following_url: `${api}/following{/other_user}`,
-    gists_url: `${api}/gists{/gist_id}`,
-    starred_url: `${api}/starred{/owner}{/repo}`,
-    subscriptions_url: `${api}/subscriptions`,
-    organizations_url: `${api}/orgs`,
-    repos_url: `${api}/repos`,
-    events_url: `${api}/events{/privacy}`,
-    received_events_url: `${api}/received_events`,
-    type: account.type ?? 'User',
-    site_admin: false,
-  };
-}
 
 /** GitHub's own example of an answer, from its description, to fill in. */
 function example(name: string): Record<string, any> {
@@ -669,7 +645,7 @@ function rehome(value: unknown, from: string[], to: string[]): any {
 
 function fullRepositoryBody(r: StandInRepository, base: string, apiUrl: string) {
   const body = rehome(example('full-repository-default-response'), ['https://api.github.com', 'https://github.com', 'git:github.com', 'git@github.com:', 'octocat/Hello-World'], [apiUrl, base, `git:${new URL(base).host}`, `git@${new URL(base).hostname}:`, r.fullName]);
-  const owner = simpleUser({ login: r.owner, id: 9001, type: 'Organization' }, apiUrl, base);
+  const owner = githubSimpleUser({ login: r.owner, id: 9001, type: 'Organization' }, apiUrl, base);
   Object.assign(body, {
     id: r.id,
     node_id: nodeId('Repository', r.id),
@@ -809,7 +785,7 @@ function createWebhookPayloads(base: string, apiUrl: string): WebhookPayloads {
     if (errors.length) throw new Error(`the stand-in's ${definition} payload does not match GitHub's schema: ${errors.slice(0, 5).join('; ')}`);
     return payload;
   };
-  const user = (s: Sender) => ({ ...simpleUser({ login: s.login, id: s.id, type: 'User' }, apiUrl, base) });
+  const user = (s: Sender) => ({ ...githubSimpleUser({ login: s.login, id: s.id, type: 'User' }, apiUrl, base) });
   /** An example's repository, moved onto this one (ids, names, addresses). */
   const repo = (template: Record<string, any>, r: StandInRepository) => {
     const moved = rehome(template, ['https://api.github.com', 'https://github.com', 'git://github.com/', 'git@github.com:', 'Codertocat/Hello-World', 'Codertocat'], [apiUrl, base, `git://${new URL(base).host}/`, `git@${new URL(base).hostname}:`, r.fullName, r.owner]);

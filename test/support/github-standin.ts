@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { githubSchemaCheck, type GitHubSchemaCheck } from './github-openapi';
+import { githubSchemaCheck, githubSimpleUser, type GitHubSchemaCheck } from './github-openapi';
 
 /**
  * A stand-in of GitHub (Enterprise Server shaped: the web host serves OAuth, `/api/v3` the REST
@@ -132,29 +132,8 @@ export async function startGitHubStandIn(options: { clientId?: string; clientSec
     else json(res, status, body);
   };
 
-  const simpleUser = (a: GitHubAccount) => {
-    const api = `${base}/api/v3/users/${a.login}`;
-    return {
-      login: a.login,
-      id: a.id,
-      node_id: Buffer.from(`04:User${a.id}`).toString('base64'),
-      avatar_url: `${base}/avatars/u/${a.id}`,
-      gravatar_id: '',
-      url: api,
-      html_url: `${base}/${a.login}`,
-      followers_url: `${api}/followers`,
-      following_url: `${api}/following{/other_user}`,
-      gists_url: `${api}/gists{/gist_id}`,
-      starred_url: `${api}/starred{/owner}{/repo}`,
-      subscriptions_url: `${api}/subscriptions`,
-      organizations_url: `${api}/orgs`,
-      repos_url: `${api}/repos`,
-      events_url: `${api}/events{/privacy}`,
-      received_events_url: `${api}/received_events`,
-      type: 'User',
-      site_admin: false,
-    };
-  };
+  const simpleUser = (a: GitHubAccount) => githubSimpleUser(a, `${base}/api/v3`, base);
+
   const privateUser = (a: GitHubAccount) => ({
     ...simpleUser(a),
     user_view_type: 'private',
