@@ -103,7 +103,7 @@ export function maskedForms(value: string): string[] {
  * characters, and `true`/`false`, are not masked, as in CircleCI.
  *
  * The search costs about the same whatever the number of values: one look-up of 4 bytes every
- * (shortest form − 3) bytes, at most every 8 (so a stream holds back only a few bytes), in a
+ * (shortest form − 3) bytes, at most every 16 (so a stream holds back only a few bytes), in a
  * table of the 4-byte sequences the forms hold; only where one is found does an Aho–Corasick automaton of all the forms run, over the bytes a form holding it
  * could cover. Short values (4 to 8 characters) make the look-ups denser and the search slower.
  */
@@ -316,9 +316,11 @@ const GRAM = 4;
 /**
  * The longest stride between looked-up grams, whatever the forms' length: what a stream holds
  * back while nothing looks like a secret is about one stride, so output keeps arriving live (a
- * 2 KB private key would otherwise hold back 2 KB, and a slow step's lines until its end).
+ * 2 KB private key would otherwise hold back 2 KB, and a slow step's lines until its end). 16
+ * rather than 8 halves the look-ups, which are nearly all the cost of masking real secrets (20
+ * characters and more): 100 MB of log lines with 100 such secrets went from about 165 to 85 ms.
  */
-const MAX_STEP = 8;
+const MAX_STEP = 16;
 
 /** A gram as one 32-bit number (the bytes little-endian). */
 const gramAt = (data: Uint8Array, i: number): number => data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24);
