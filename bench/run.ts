@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every benchmark, printing its figures (medians and percentiles over repeated
  * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one;
- * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on).
+ * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on);
+ * `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL).
  */
 import { benchPipelineLatency } from './pipeline-latency';
 
@@ -26,6 +27,14 @@ const suites: Record<string, () => Promise<void>> = {
   'hostile-catalogue': async () => {
     const { benchHostileCatalogue } = require('./hostile-catalogue') as typeof import('./hostile-catalogue');
     await benchHostileCatalogue();
+  },
+  insights: async () => {
+    const { benchInsights } = require('./insights') as typeof import('./insights');
+    await benchInsights();
+  },
+  api: async () => {
+    const { benchApiThroughput } = require('./api-throughput') as typeof import('./api-throughput');
+    await benchApiThroughput();
   },
   'hostile-compile': async () => {
     const { benchHostileCompile } = require('./hostile-compile') as typeof import('./hostile-compile');

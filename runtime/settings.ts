@@ -5,6 +5,7 @@ import { ConfigurationError } from './domain/errors';
 import { readSignInSettings, type SignInSettings } from './identity/sign-in/settings';
 import { readGitHubAppSettings, type GitHubAppSettings } from './github/settings';
 import { readOidcSettings, type OidcSettings } from './secrets/oidc-publish';
+import { readNotificationSettings, type NotificationSettings } from './notifications/settings';
 import { readSecretsSettings, type SecretsSettings } from './secrets/settings';
 import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
 import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
@@ -57,6 +58,11 @@ export interface Settings {
   readonly leaseTtlMs: number;
   /** GYRE_MAX_ATTEMPTS: claims of a task before an expired lease is a final infrastructure failure. */
   readonly maxAttempts: number;
+  /**
+   * GYRE_UNSERVED_CLASS_TIMEOUT_MS: how long a job of a class no driver serves (macOS, Windows,
+   * Arm without a runner registered for it) waits for one before it fails naming what to register.
+   */
+  readonly unservedClassTimeoutMs: number;
   /** GYRE_CONTINUATION_TTL_MS: how long a setup pipeline may be continued after its setup workflow starts. */
   readonly continuationTtlMs: number;
   /** GYRE_ROLES: comma-separated roles to run, or `all`. */
@@ -122,6 +128,17 @@ export interface Settings {
    * whole minutes, so the default is late by at most 10 s; tests and operators may shorten it.
    */
   readonly cronIntervalMs: number;
+  /**
+   * GYRE_SMTP_URL, GYRE_SMTP_FROM, GYRE_WEBHOOKS_ALLOW_PRIVATE, GYRE_WEBHOOKS_ALLOW_HTTP,
+   * GYRE_WEBHOOK_TIMEOUT_MS, GYRE_NOTIFICATION_KEEP_DAYS: how the notifier role sends
+   * (docs/notifications.md).
+   */
+  readonly notifications: NotificationSettings;
+  /**
+   * GYRE_INSIGHTS_INTERVAL_MS: how often the `insights` role rolls up the workflows that ended since
+   * its last pass (docs/insights.md); insights lag the end of a workflow by at most this.
+   */
+  readonly insightsIntervalMs: number;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -314,6 +331,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     workDir,
     leaseTtlMs: integer(env, 'GYRE_LEASE_TTL_MS', 30_000, 500, 3_600_000),
     maxAttempts: integer(env, 'GYRE_MAX_ATTEMPTS', 3, 1, 100),
+    unservedClassTimeoutMs: integer(env, 'GYRE_UNSERVED_CLASS_TIMEOUT_MS', 600_000, 1000, 7 * 24 * 3600_000),
     continuationTtlMs: integer(env, 'GYRE_CONTINUATION_TTL_MS', 6 * 3600_000, 1000, 7 * 24 * 3600_000),
     roles,
     example: boolean(env, 'GYRE_EXAMPLE', true),
@@ -339,6 +357,8 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     oidc: readOidcSettings(env),
     github: readGitHubAppSettings(env),
     cronIntervalMs: integer(env, 'GYRE_CRON_INTERVAL_MS', 10_000, 50, 600_000),
+    notifications: readNotificationSettings(env),
+    insightsIntervalMs: integer(env, 'GYRE_INSIGHTS_INTERVAL_MS', 30_000, 50, 3_600_000),
   };
 }
 

@@ -44,6 +44,10 @@ const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
   // Scheduled pipelines: every tick is a claimed row, so a second replica fires nothing twice and
   // keeps schedules on time while the first restarts.
   cron: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi', usesGitHub: true },
+  // Insights rollups: replicas take turns on one cursor, so a second one only stands by.
+  insights: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  // Outbound webhooks, email and Slack: each delivery is a claimed outbox row, so two replicas send nothing twice.
+  notifier: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
 };
 
 /** The roles that have code behind them, in the runtime's order. */

@@ -3,13 +3,15 @@ import { StaleLeaseError } from '../domain/errors';
 import { leaseMarginMs } from '../domain/leases';
 import type { StepStatus } from '../domain/model';
 import type { Step } from '../config/plan';
-import type { HeartbeatResult, TaskContext, TaskOutcome } from '../dispatcher/dispatcher';
+import type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKeys } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import { LEASE_LOST, type Executor } from './executor';
 import { compressChunk, type CompressedChunk } from '../output/log-chunk';
 import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
+import { sshKeySecretValues } from './steps/ssh-key-steps';
 import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler';
+import { HALT_MARKER, jobFiles, type TestTiming } from './job-tools/job-dir';
 
 /**
  * What an agent reports to, bound to one lease. In-process it calls the dispatcher; a remote agent
@@ -27,12 +29,17 @@ export interface TaskReporter {
    * The task's secrets, opened for this lease (runtime/secrets/task-secrets.ts): its variables, or
    * why it may not have them. Optional: without it the task runs with none.
    */
-  secrets?(): Promise<{ readonly env: Readonly<Record<string, string>>; readonly gitToken?: string } | { readonly refused: string }>;
+  secrets?(): Promise<{ readonly env: Readonly<Record<string, string>>; readonly gitToken?: string; readonly sshKeys?: TaskSshKeys } | { readonly refused: string }>;
   /**
    * Resolves as soon as someone asks this task to stop, rather than at the next heartbeat.
    * Optional: without it a cancel arrives with a heartbeat. Rejects once `signal` aborts.
    */
   cancelRequested?(signal: AbortSignal): Promise<void>;
+  /**
+   * The test results of the last successful run of this job in its project, for the in-job
+   * `circleci tests split --split-by=timings`. Optional: without it the job gets no timings.
+   */
+  testTimings?(): Promise<readonly TestTiming[]>;
 }
 
 export interface AgentOptions {
@@ -126,7 +133,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       throw error;
     }
     if ('refused' in answer) secretsRefused = answer.refused;
-    else task = { ...task, secrets: { env: answer.env, ...(answer.gitToken ? { gitToken: answer.gitToken } : {}) } };
+    else task = { ...task, secrets: { env: answer.env, ...(answer.gitToken ? { gitToken: answer.gitToken } : {}), ...(answer.sshKeys ? { sshKeys: answer.sshKeys } : {}) } };
   }
   const handlers = options.handlers ?? createStepHandlers();
   const masker = options.masker ?? createSecretMasker(secretValuesOf(task));
@@ -218,6 +225,11 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     // The task's secrets first: the built-in variables, then the config's `environment:` (merged
     // in by the run step), win over them, as in CircleCI.
     const env = { ...secretEnvironment(task, log), ...circleEnvironment(task, executor.home, options.webUrl) };
+    const jobDir = await installJobDir(executor);
+    if (jobDir) {
+      env.GYRE_JOB_DIR = jobDir;
+      env.PATH = `${jobDir}/bin:${env.PATH}`;
+    }
     let failed = false;
     let timedOut = false;
     const stepCtx = { ...options, task, executor, env, shellDefault, signal: abort.signal, notice: executor.notice };
@@ -228,6 +240,13 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       if (!runs) continue;
       const result = await runStep(index, step, stepCtx);
       if (result === 'lost') break;
+      // `circleci-agent step halt` in this step: no later step runs (`when: always` ones neither),
+      // and the job ends as its steps so far decide, success unless one failed (as CircleCI does).
+      if (jobDir && step.type === 'run' && result !== 'canceled' && (await halted(executor))) {
+        if (result === 'timedout') timedOut = true;
+        if (result === 'failed' || result === 'timedout') failed = true;
+        break;
+      }
       if (result === 'canceled') canceled = true;
       else if (result === 'timedout') {
         failed = true;
@@ -249,6 +268,39 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     watching.abort();
     options.signal?.removeEventListener('abort', onOuterAbort);
     await executor?.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: hide((error as Error).message) }));
+  }
+
+  /**
+   * Writes Gyre's directory into the job (the in-job CLI and the timings of the job's last
+   * successful run) and returns where the commands see it. Without it the job still runs: a
+   * failure is logged, and `circleci` is then missing from the job, as on an executor with none.
+   */
+  async function installJobDir(executor: Executor): Promise<string | undefined> {
+    if (!executor.jobDir) return undefined;
+    let timings: readonly TestTiming[] = [];
+    try {
+      timings = (await reporter.testTimings?.()) ?? [];
+    } catch (error) {
+      if (loseLease(error)) return undefined;
+      log.warn('the test timings of earlier runs could not be fetched; tests split by timings falls back to names', { taskId: task.taskId, error: hide((error as Error).message) });
+    }
+    try {
+      await executor.jobDir.install(jobFiles(timings));
+      return executor.jobDir.path;
+    } catch (error) {
+      log.warn('the in-job circleci command could not be installed', { taskId: task.taskId, error: hide((error as Error).message) });
+      return undefined;
+    }
+  }
+
+  /** Whether a step asked for the job to end (`circleci-agent step halt`). */
+  async function halted(executor: Executor): Promise<boolean> {
+    try {
+      return (await executor.jobDir?.has(HALT_MARKER)) === true;
+    } catch (error) {
+      log.warn('could not look for the step halt marker', { taskId: task.taskId, error: hide((error as Error).message) });
+      return false;
+    }
   }
 
   /** No place to run the steps: the first step fails with the reason, and so does the job. */
@@ -332,7 +384,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
- * The values the agent masks for a task: each of `task.secrets.env`, its checkout token, and the value of each
+ * The values the agent masks for a task: each of `task.secrets.env`, its checkout token, its SSH private keys (whole and line by line), and the value of each
  * variable named in `task.secrets.names` wherever it is set (the job's `environment:`, a docker
  * image's, a run step's, or the agent's own environment `agentEnv`). Too short ones are left to
  * the masker to skip.
@@ -340,6 +392,7 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export function secretValuesOf(task: TaskContext, agentEnv: Readonly<Record<string, string | undefined>> = process.env): string[] {
   const values = Object.values(task.secrets?.env ?? {});
   if (task.secrets?.gitToken) values.push(task.secrets.gitToken);
+  values.push(...sshKeySecretValues(task.secrets?.sshKeys));
   const names = task.secrets?.names ?? [];
   if (names.length === 0) return values;
   const environments: Readonly<Record<string, string | undefined>>[] = [task.spec.environment, agentEnv];

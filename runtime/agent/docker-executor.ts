@@ -17,6 +17,7 @@ import { expandImageCredentials } from './image-credentials';
 import { hostname } from 'node:os';
 import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
 import { ownerAlive, processOwner } from './sandbox/owner';
+import { jobFilesTar } from './job-tools/job-dir';
 import { expandHome, type ExecRequest, type ExecResult, type Execution, type Executor, type OutputTaker } from './executor';
 
 /**
@@ -66,7 +67,13 @@ const KEEP_ALIVE = ['/bin/sh', '-c', 'while IFS= read -r _; do :; done; exit 0']
 export const OWNER_LABEL = 'gyre.owner';
 const DEFAULT_PIDS_LIMIT = 4096;
 /** Runs a step: records nothing, makes and enters the working directory, then becomes the shell. */
-const STEP_WRAPPER = 'mkdir -p "$1" && cd "$1" || exit 1; shift; exec "$@"';
+const STEP_WRAPPER = 'mkdir -p "$1" && cd "$1" || exit 1; shift; [ -z "$GYRE_JOB_DIR" ] || { PATH="$GYRE_JOB_DIR/bin:${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"; export PATH; }; exec "$@"';
+/**
+ * Gyre's directory in the primary container (the in-job CLI, timings, the halt marker): at the
+ * root, made by the Engine (as root, whoever the image's user is), writable by any user of the
+ * container; the step wrapper puts its `bin` first on the image's PATH.
+ */
+const JOB_DIR = '/.gyre-job';
 /** Host-side variables that mean nothing inside a container; the image's own values apply. */
 const HOST_ONLY = new Set(['PATH', 'HOME']);
 
@@ -182,6 +189,20 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
 
   const executor: Executor = {
     home,
+    jobDir: {
+      path: JOB_DIR,
+      async install(files) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of jobFilesTar(files, { prefix: `${JOB_DIR.slice(1)}/`, dirMode: 0o777 })) chunks.push(Buffer.from(chunk));
+        const body = Buffer.concat(chunks);
+        const res = await engine.stream('PUT', `/containers/${primaryId}/archive?path=${encodeURIComponent('/')}`, undefined, {}, body);
+        const text = await readAll(res);
+        if ((res.statusCode ?? 0) >= 400) throw new DockerEngineError(res.statusCode ?? 0, `writing ${JOB_DIR} → ${res.statusCode}: ${text}`);
+      },
+      async has(name) {
+        return (await statPath(engine, primaryId, posix.join(JOB_DIR, name))) !== undefined;
+      },
+    },
     async hasBash() {
       bash ??= (await run(['/bin/sh', '-c', 'command -v bash'])).exitCode === 0;
       return bash;

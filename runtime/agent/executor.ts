@@ -1,3 +1,5 @@
+import type { JobFile } from './job-tools/job-dir';
+
 /**
  * The `Executor` seam: where an agent runs a task's commands. The embedded default is the host's
  * shell; the Docker Engine API (Docker or Podman) comes behind the same interface.
@@ -47,6 +49,11 @@ export interface Executor {
   readonly seesHostPaths?: boolean;
   /** Said at the start of the first step's output (e.g. that the build runs without isolation). */
   readonly notice?: string;
+  /**
+   * Gyre's directory in the job (`GYRE_JOB_DIR`: the in-job `circleci` CLI, timings, the `step
+   * halt` marker; runtime/agent/job-tools/job-dir.ts). @default - none: the job has no in-job CLI
+   */
+  readonly jobDir?: JobDir;
   /** Whether `bash` exists where commands run; otherwise `sh` is the default shell. */
   hasBash(): Promise<boolean>;
   /**
@@ -77,6 +84,16 @@ export interface Executor {
    * `maxEntries` and `maxBytes` (file content written) default to DEFAULT_EXTRACT_LIMITS.
    */
   extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { readonly maxEntries?: number; readonly maxBytes?: number }): Promise<{ readonly entries: number; readonly bytes: number }>;
+}
+
+/** Where an executor keeps Gyre's files for the job's commands. */
+export interface JobDir {
+  /** The directory as the commands see it (absolute); its `bin` goes first on their PATH. */
+  readonly path: string;
+  /** Writes the files into it, the directory itself writable by the job's user. */
+  install(files: readonly JobFile[]): Promise<void>;
+  /** Whether a step left a file of this name in it (never following a link). */
+  has(name: string): Promise<boolean>;
 }
 
 /** Expands a leading `~` to `home`, as a shell would. */

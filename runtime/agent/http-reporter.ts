@@ -3,7 +3,9 @@ import type { HeartbeatResult, TaskContext } from '../dispatcher/dispatcher';
 import type { OutputClient } from '../output/output-client';
 import type { TaskReporter } from './agent';
 import { createHttpOutputClient } from './http-output-client';
+import { parseTaskSshKeys } from './steps/ssh-key-steps';
 import { asLost, createTaskApi, withRetries, type RetryPolicy } from './task-api';
+import type { TestTiming } from './job-tools/job-dir';
 
 /**
  * The agent's side of the agent API: a TaskReporter that sends each call over HTTP with the task
@@ -48,7 +50,8 @@ export function createAgentClient(options: {
         async secrets() {
           const body = await reliably('Fetching the task\'s secrets', () => asLost(taskId, api.call('GET', '/secrets')));
           if (typeof body.refused === 'string') return { refused: body.refused as string };
-          return { env: (body.env ?? {}) as Record<string, string>, ...(typeof body.git_token === 'string' && body.git_token ? { gitToken: body.git_token as string } : {}) };
+          const sshKeys = parseTaskSshKeys(body.ssh_keys);
+          return { env: (body.env ?? {}) as Record<string, string>, ...(typeof body.git_token === 'string' && body.git_token ? { gitToken: body.git_token as string } : {}), ...(sshKeys ? { sshKeys } : {}) };
         },
         async heartbeat(signal): Promise<HeartbeatResult> {
           const body = await asLost(taskId, api.call('POST', '/heartbeat', { signal }));
@@ -89,6 +92,10 @@ export function createAgentClient(options: {
             }
           }
         },
+        async testTimings() {
+          const body = await asLost(taskId, api.call('GET', '/previous-test-results'));
+          return parsePreviousTestResults(body);
+        },
         async complete(outcome) {
           // Completion must arrive: retry transient failures, never a refusal.
           for (let attempt = 0; ; attempt++) {
@@ -105,4 +112,18 @@ export function createAgentClient(options: {
     },
     output: () => createHttpOutputClient(api, { retry: options.retry }),
   };
+}
+
+/** The answer of `GET …/previous-test-results`, as timings; anything not of its shape is left out. */
+export function parsePreviousTestResults(body: unknown): TestTiming[] {
+  const items = (body as { items?: unknown } | null)?.items;
+  if (!Array.isArray(items)) return [];
+  const out: TestTiming[] = [];
+  for (const item of items) {
+    if (!item || typeof item !== 'object') continue;
+    const { file, classname, name, run_time: seconds } = item as Record<string, unknown>;
+    if (typeof file !== 'string' || typeof classname !== 'string' || typeof name !== 'string' || typeof seconds !== 'number') continue;
+    out.push({ file, classname, name, seconds });
+  }
+  return out;
 }

@@ -1,8 +1,13 @@
 import { existsSync } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { lstat } from 'node:fs/promises';
+import { isAbsolute, join, posix } from 'node:path';
 import type { ExecRequest, ExecResult, Execution, Executor } from './executor';
 import { expandHome, LEASE_LOST } from './executor';
 import { detectIsolation, type Isolation } from './sandbox/isolation';
+import { jobFilesTar } from './job-tools/job-dir';
+
+/** Gyre's directory in a shell job, under its home (the only place the build may write). */
+const JOB_DIR = '.gyre-job';
 
 /** How long a stopped command gets between SIGTERM and SIGKILL. */
 const KILL_GRACE_MS = 2000;
@@ -28,7 +33,17 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
     const expanded = expandHome(path, box.home);
     return isAbsolute(expanded) ? expanded : join(box.home, expanded);
   };
+  const jobDirPath = posix.join(box.home, JOB_DIR);
   return {
+    jobDir: {
+      path: jobDirPath,
+      // Written as the build (its own identity, in its own box), so the build may use and change it.
+      install: async (files) => {
+        await box.extract(jobDirPath, jobFilesTar(files));
+      },
+      // Every kind of box keeps the task's home at taskDir on this host; a stat, not a process.
+      has: async (name) => (await lstat(join(taskDir, JOB_DIR, name)).catch(() => undefined)) !== undefined,
+    },
     archive: (root, patterns) => box.archive(resolvePath(root), patterns),
     extract: (dest, tar, limits) => box.extract(resolvePath(dest), tar, limits),
     home: box.home,

@@ -11,6 +11,7 @@ import { Int32, OneOf, Segment } from './schemas';
 import type { FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { TaskSecrets } from '../secrets/task-secrets';
+import { previousTestResults } from '../output/previous-test-results';
 
 /**
  * The agent API, under /api/v2/agent. Two kinds of caller, neither a user:
@@ -116,7 +117,9 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
   app.get(`${TASK}/secrets`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request, reply) => {
     reply.header('Cache-Control', 'no-store');
     const answer = deps.taskSecrets ? await deps.taskSecrets.forLease(leaseOf(request)) : { env: {} };
-    return 'refused' in answer ? { refused: answer.refused } : { env: answer.env, ...(answer.gitToken ? { git_token: answer.gitToken } : {}) };
+    return 'refused' in answer
+      ? { refused: answer.refused }
+      : { env: answer.env, ...(answer.gitToken ? { git_token: answer.gitToken } : {}), ...('sshKeys' in answer && answer.sshKeys ? { ssh_keys: answer.sshKeys } : {}) };
   });
 
   app.post(`${TASK}/heartbeat`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
@@ -212,6 +215,15 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
     const lease = leaseOf(request);
     await dispatcher.heartbeat(lease);
     return { items: await deps.testTimings(lease.taskId) };
+  });
+
+  // The tests of the last successful run of this task's job, in its own project only: what the
+  // in-job `circleci tests split --split-by=timings` weighs tests with (runtime/agent/job-tools).
+  app.get(`${TASK}/previous-test-results`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+    const lease = leaseOf(request);
+    await dispatcher.heartbeat(lease);
+    const { jobNumber, items } = await previousTestResults(store, lease.taskId);
+    return { job_number: jobNumber, items };
   });
 
   return {

@@ -70,6 +70,11 @@ declare module 'fastify' {
      * attempts are recorded by the boundary. `false` for a route that is not a GET but changes nothing.
      */
     action?: string | false;
+    /**
+     * Also take the API token from the `circle-token` query parameter, as CircleCI's v1.1 API and
+     * the clients written for it send it (runtime/api/v1-routes.ts). Logged paths redact it.
+     */
+    tokenInQuery?: boolean;
   }
   interface FastifyRequest {
     /** The caller on `user` routes. */
@@ -164,7 +169,11 @@ export const SESSION_COOKIE = 'gyre_session';
 export const CSRF_HEADER = 'x-gyre-csrf';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-/** Reads an API or task token: `Circle-Token` header, HTTP basic (token as user) or Bearer. */
+/**
+ * Reads an API or task token: `Circle-Token` header, HTTP basic (token as user), Bearer, a bare
+ * `Authorization: <token>` (what the circleci CLI sends to `/graphql-unstable`), or, on routes
+ * that take it (`config.tokenInQuery`), the `circle-token` query parameter.
+ */
 export function tokenOf(request: FastifyRequest): string | undefined {
   const header = request.headers['circle-token'];
   if (typeof header === 'string' && header) return header;
@@ -176,8 +185,26 @@ export function tokenOf(request: FastifyRequest): string | undefined {
       if (user) return user;
     }
     if (/^bearer /i.test(auth)) return auth.slice(7).trim() || undefined;
+    // A scheme with nothing after it (`Bearer `, trimmed by Node to `Bearer`) is no token; any
+    // other single word is a bare token, as the circleci CLI sends it.
+    if (/^[\x21-\x7e]+$/.test(auth) && !/^(bearer|basic)$/i.test(auth)) return auth;
+  }
+  if (request.routeOptions.config?.tokenInQuery) {
+    const query = (request.query ?? {}) as Record<string, unknown>;
+    const value = query['circle-token'];
+    if (typeof value === 'string' && value) return value;
   }
   return undefined;
+}
+
+/** `/api/v2/project/gh%2Facme%2Fwidgets/…` (and `/insights/…`) as `/api/v2/project/gh/acme/widgets/…`; any other URL as it is. */
+export function rewriteEncodedSlug(url: string): string {
+  return url.replace(/^(\/api\/v2\/(?:project|insights)\/)([^/?#%]+)%2[Ff]([^/?#%]+)%2[Ff]([^/?#]+)/, '$1$2/$3/$4');
+}
+
+/** A request path as it may be logged: a `circle-token` query parameter's value redacted. */
+export function loggablePath(url: string): string {
+  return url.replace(/([?&]circle-token=)[^&#]*/gi, '$1[redacted]');
 }
 
 /** The caller of a `user` route (the hook has made sure there is one). */
@@ -290,6 +317,9 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     onConstructorPoisoning: 'error',
     trustProxy: deps.trustProxy?.length ? deps.trustProxy : false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 2048 },
+    // CircleCI's clients send a project slug as one encoded segment (`project/gh%2Facme%2Fwidgets`,
+    // as the API v2 spec's examples do): it is routed as the three segments it stands for.
+    rewriteUrl: (req) => rewriteEncodedSlug(req.url ?? '/'),
     // A path that is not valid URL encoding never reaches a route: answered here, in Gyre's words.
     frameworkErrors: (error, _request, reply) => {
       const failure = failureOf(error);
@@ -322,6 +352,9 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
   addFormats(ajvText);
   addFormats(ajvBody);
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? ajvBody : ajvText).compile(schema as object) as never);
+  // Response schemas document a route (GET /api/v2/openapi.json); they never reshape its answer (a
+  // schema-driven serializer would drop fields a schema leaves out, and coerce the rest).
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
   // A JSON body may be empty (`{}`); any content type is read as JSON, as the API always has
   // (clients such as `curl -d` send form encoding). Routes that take raw bytes replace this.
@@ -509,7 +542,7 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
     const cutOff = e.code === 'ECONNRESET' && e.message === 'aborted';
     const failure = cutOff ? { status: 400, message: 'The request body was cut off: the client closed the connection.' } : failureOf(error);
     if (failure.status >= 500 && failure.status !== 503) {
-      log.error('request failed', { method: request.method, path: request.url.slice(0, 300), error: (error as Error).stack ?? String(error) });
+      log.error('request failed', { method: request.method, path: loggablePath(request.url).slice(0, 300), error: (error as Error).stack ?? String(error) });
     }
     if (reply.sent || reply.raw.headersSent) {
       reply.raw.destroy();

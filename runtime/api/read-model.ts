@@ -1,7 +1,10 @@
 import { InputError, NotFoundError } from '../domain/errors';
 import type { JobStatus } from '../domain/model';
 import type { Requirement } from '../config/plan';
+import { visibleOrgs, visibleProjectCondition, visibleProjectParams, type Visibility } from '../identity/sql/members';
+import type { Project } from '../projects/projects';
 import type { Queryable } from '../store/store';
+import { UNSERVED_REASON } from '../scheduler/unserved-classes';
 
 /**
  * Reads for the API, shaped as CircleCI API v2 answers them. Plain SQL, one function per view.
@@ -48,7 +51,21 @@ export function projectView(r: Record<string, unknown>) {
     name: r.name,
     organization_name: r.org,
     organization_slug: `gh/${r.org}`,
+    organization_id: r.organization_id,
     vcs_info: { vcs_url: r.repo_url, default_branch: r.default_branch, provider: 'GitHub' },
+  };
+}
+
+/** A project's settings as CircleCI's project_settings (`advanced`), those Gyre has. */
+export function settingsOf(p: Project) {
+  return {
+    advanced: {
+      autocancel_builds: p.autocancelBuilds,
+      build_fork_prs: p.buildForkPrs,
+      build_prs_only: p.buildPrsOnly,
+      forks_receive_secret_env_vars: p.forksReceiveSecretEnvVars,
+      set_github_status: p.setGithubStatus,
+    },
   };
 }
 
@@ -66,7 +83,8 @@ function pipelineView(r: Record<string, unknown>) {
     trigger_parameters: r.parameters ?? {},
     state: r.state,
     created_at: iso(r.created_at),
-    trigger: { type: r.trigger_type, received_at: iso(r.created_at), actor: { login: r.actor_login ?? 'gyre', avatar_url: null } },
+    // Gyre's `schedule` (a workflow's `triggers: schedule`) is CircleCI's scheduled_pipeline to clients.
+    trigger: { type: r.trigger_type === 'schedule' ? 'scheduled_pipeline' : r.trigger_type, received_at: iso(r.created_at), actor: { login: r.actor_login ?? 'gyre', avatar_url: null } },
     vcs: {
       provider_name: 'GitHub',
       target_repository_url: r.repo_url,
@@ -86,18 +104,107 @@ export async function getPipeline(db: Queryable, id: string) {
   return pipelineView(row);
 }
 
-export async function listPipelines(db: Queryable, projectId: string, options: { branch?: string; pageToken?: string | null; limit?: number }): Promise<Page<ReturnType<typeof pipelineView>>> {
+/** A pipeline of a project by its number (`/project/{slug}/pipeline/{number}`). */
+export async function getPipelineByNumber(db: Queryable, projectId: string, number: string) {
+  if (!/^\d{1,9}$/.test(number)) throw new NotFoundError('pipeline', number);
+  const [row] = await db.query(`SELECT ${PIPELINE_COLUMNS} FROM ${PIPELINE_FROM} WHERE p.project_id = $1 AND p.number = $2`, [projectId, Number(number)]);
+  if (!row) throw new NotFoundError('pipeline', number);
+  return pipelineView(row);
+}
+
+/**
+ * A project's pipelines, newest first; with `actorId`, only those that user triggered
+ * (`/pipeline/mine`).
+ */
+export async function listPipelines(
+  db: Queryable,
+  projectId: string,
+  options: { branch?: string; actorId?: string; pageToken?: string | null; limit?: number },
+): Promise<Page<ReturnType<typeof pipelineView>>> {
   const limit = options.limit ?? 20;
   const cursor = decodePageToken<{ before?: number }>(options.pageToken, (c) => cursorInt(c.before));
   const rows = await db.query(
     `SELECT ${PIPELINE_COLUMNS} FROM ${PIPELINE_FROM}
       WHERE p.project_id = $1 AND ($2::text IS NULL OR p.branch = $2) AND ($3::int IS NULL OR p.number < $3)
+        AND ($5::uuid IS NULL OR p.actor_id = $5)
       ORDER BY p.number DESC LIMIT $4`,
-    [projectId, options.branch ?? null, cursor?.before ?? null, limit + 1],
+    [projectId, options.branch ?? null, cursor?.before ?? null, limit + 1, options.actorId ?? null],
   );
   const more = rows.length > limit;
   const items = rows.slice(0, limit).map(pipelineView);
   return { items, next_page_token: more ? encodePageToken({ before: items[items.length - 1].number }) : null };
+}
+
+/**
+ * Pipelines of every project a caller can see (`GET /pipeline`), newest first: of one organisation
+ * (`orgName`), and with `actorId` only those that user triggered.
+ */
+export async function listVisiblePipelines(
+  db: Queryable,
+  options: { who: Visibility; orgName?: string; actorId?: string; pageToken?: string | null; limit?: number },
+): Promise<Page<ReturnType<typeof pipelineView>>> {
+  // An organisation the caller cannot see answers as one that does not exist.
+  if (options.orgName !== undefined && !(await visibleOrgs(db, options.who)).some((o) => o.name === options.orgName)) throw new NotFoundError('organization', `gh/${options.orgName}`);
+  const limit = options.limit ?? 20;
+  // Newest first across projects: by creation time, the id breaking ties.
+  // The cursor is the last item's creation time in whole microseconds (as PostgreSQL keeps it: a
+  // millisecond ISO time would skip rows at a page's edge) and its id; a token holding anything
+  // else is refused as not ours.
+  const cursor = decodePageToken<{ at: string; id: string }>(options.pageToken, (c) => typeof c.at === 'string' && /^\d{1,18}$/.test(c.at) && typeof c.id === 'string' && isUuid(c.id));
+  const rows = await db.query(
+    `SELECT ${PIPELINE_COLUMNS}, (extract(epoch FROM p.created_at) * 1000000)::bigint::text AS at_us FROM ${PIPELINE_FROM}
+      WHERE ($1::text IS NULL OR pr.org = $1) AND ($2::uuid IS NULL OR p.actor_id = $2)
+        AND ($3::bigint IS NULL OR (p.created_at, p.id) < ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', $4::uuid))
+        AND ${visibleProjectCondition(6)}
+      ORDER BY p.created_at DESC, p.id DESC LIMIT $5`,
+    [options.orgName ?? null, options.actorId ?? null, cursor?.at ?? null, cursor?.id ?? null, limit + 1, ...visibleProjectParams(options.who)],
+  );
+  const more = rows.length > limit;
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return { items: page.map(pipelineView), next_page_token: more ? encodePageToken({ at: String(last.at_us), id: last.id }) : null };
+}
+
+/**
+ * A pipeline's values (`GET /pipeline/{id}/values`): the `pipeline.*` values its config was
+ * compiled with, as runtime/config/compile/parameters.ts gives them, from what the pipeline keeps.
+ */
+export async function pipelineValues(db: Queryable, id: string): Promise<Record<string, string | number | boolean>> {
+  if (!isUuid(id)) throw new NotFoundError('pipeline', id);
+  const [row] = await db.query<{
+    id: string;
+    number: number;
+    state: string;
+    branch: string | null;
+    tag: string | null;
+    revision: string | null;
+    base_revision: string | null;
+    trigger_type: string;
+    slug: string;
+    repo_url: string;
+    default_branch: string;
+  }>(
+    `SELECT p.id, p.number, p.state, p.branch, p.tag, p.revision, p.base_revision, p.trigger_type, pr.slug, pr.repo_url, pr.default_branch
+       FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = $1`,
+    [id],
+  );
+  if (!row) throw new NotFoundError('pipeline', id);
+  const branch = row.branch ?? '';
+  return {
+    'pipeline.id': row.id,
+    'pipeline.number': row.number,
+    'pipeline.project.git_url': row.repo_url,
+    'pipeline.project.type': 'github',
+    'pipeline.project.slug': row.slug,
+    'pipeline.git.tag': row.tag ?? '',
+    'pipeline.git.branch': branch,
+    'pipeline.git.revision': row.revision ?? '',
+    'pipeline.git.base_revision': row.base_revision ?? '',
+    'pipeline.git.default_branch': row.default_branch,
+    'pipeline.git.branch.is_default': branch !== '' && branch === row.default_branch,
+    'pipeline.trigger_source': row.trigger_type,
+    'pipeline.in_setup': row.state === 'setup' || row.state === 'setup-pending',
+  };
 }
 
 function workflowView(r: Record<string, unknown>) {
@@ -154,12 +261,21 @@ export async function listWorkflowJobs(db: Queryable, workflowId: string) {
     name: r.name,
     approved_by: r.approved_by ?? undefined,
     project_slug: r.slug,
-    status: r.status,
+    status: shownJobStatus(r.status as JobStatus, r.messages as JobRecord['messages']),
     type: r.type === 'approval' ? 'approval' : 'build',
     stopped_at: iso(r.stopped_at),
     ...(r.type === 'approval' ? { approval_request_id: r.id } : {}),
   }));
   return { items, next_page_token: null };
+}
+
+/**
+ * A queued job that waits for a class no driver serves (its message says which runner to
+ * register; runtime/scheduler/unserved-classes.ts) is shown `not_running`, as CircleCI shows a job
+ * that waits for a self-hosted runner; it is `queued` in the store, and claimable.
+ */
+export function shownJobStatus(status: JobStatus, messages: JobRecord['messages']): JobStatus {
+  return status === 'queued' && (messages ?? []).some((m) => m.reason === UNSERVED_REASON) ? 'not_running' : status;
 }
 
 export interface JobRecord {
@@ -211,7 +327,7 @@ export async function jobDetails(db: Queryable, job: JobRecord, webUrl: string) 
     name: job.name,
     executor: { type: job.spec?.executor?.kind ?? 'docker', resource_class: job.spec?.resourceClass ?? 'medium' },
     parallelism: job.spec?.parallelism ?? 1,
-    status: job.status,
+    status: shownJobStatus(job.status, job.messages),
     number: job.number,
     pipeline: { id: job.pipeline_id },
     duration: started !== undefined && stopped !== undefined ? stopped - started : null,

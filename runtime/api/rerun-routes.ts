@@ -6,6 +6,7 @@ import type { Store } from '../store/store';
 import { auditOf, principalOf, type GyreApp } from './http-app';
 import { findJob, isUuid } from './read-model';
 import { IdParams, Segment } from './schemas';
+import { Message, RerunShape } from './v2-shapes';
 
 /**
  * Reruns and cancels of CircleCI's API v2: `POST /workflow/{id}/rerun`, and job cancel by number
@@ -46,7 +47,7 @@ export function registerRerunRoutes(app: GyreApp, deps: RerunRouteDeps): void {
 
   app.post(
     '/api/v2/workflow/:id/rerun',
-    { config: { permission: 'project:trigger', of: 'workflow', action: 'workflow.rerun' }, schema: { params: IdParams, body: RerunBody } },
+    { config: { permission: 'project:trigger', of: 'workflow', action: 'workflow.rerun' }, schema: { params: IdParams, body: RerunBody, response: { 202: RerunShape } } },
     async (request, reply) => {
       if (!isUuid(request.params.id)) throw new NotFoundError('workflow', request.params.id);
       const body = request.body ?? {};
@@ -63,7 +64,7 @@ export function registerRerunRoutes(app: GyreApp, deps: RerunRouteDeps): void {
 
   app.post(
     '/api/v2/project/:vcs/:org/:repo/job/:number/cancel',
-    { config: { permission: 'project:trigger', action: 'job.cancel' }, schema: { params: JobNumberParams } },
+    { config: { permission: 'project:trigger', action: 'job.cancel' }, schema: { params: JobNumberParams, response: { 200: Message } } },
     async (request) => {
       const { vcs, org, repo, number } = request.params;
       const project = await projects.get(`${vcs}/${org}/${repo}`);
@@ -73,7 +74,7 @@ export function registerRerunRoutes(app: GyreApp, deps: RerunRouteDeps): void {
     },
   );
 
-  app.post('/api/v2/jobs/:id/cancel', { config: { permission: 'project:trigger', of: 'job', action: 'job.cancel' }, schema: { params: IdParams } }, async (request) => {
+  app.post('/api/v2/jobs/:id/cancel', { config: { permission: 'project:trigger', of: 'job', action: 'job.cancel' }, schema: { params: IdParams, response: { 200: Message } } }, async (request) => {
     if (!isUuid(request.params.id)) throw new NotFoundError('job', request.params.id);
     await conductor.cancelJob(request.params.id, principalOf(request).userId, auditOf(request));
     return ACCEPTED;

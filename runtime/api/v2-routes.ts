@@ -6,7 +6,7 @@ import type { Conductor } from '../conductor/conductor';
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { InputError, NotFoundError } from '../domain/errors';
 import { isTerminalJobStatus } from '../domain/model';
-import type { Project, Projects } from '../projects/projects';
+import type { Projects } from '../projects/projects';
 import type { Store } from '../store/store';
 import type { LogReader, OutputChunk } from '../output/logs';
 import { auditOf, drained, principalOf, sendStream, type GyreApp } from './http-app';
@@ -27,12 +27,28 @@ import {
   listWorkflows,
   pipelineConfig,
   projectView,
+  settingsOf,
   stepOutput,
   stepView,
   taskOfNode,
   userView,
 } from './read-model';
 import { given, IdParams, Int32, OptionalText, PageQuery, Parameters, Segment, SlugParams } from './schemas';
+import {
+  JobDetailsShape,
+  Message,
+  PipelineConfigShape,
+  PipelineCreation,
+  PipelineList,
+  PipelineShape,
+  ProjectList,
+  ProjectSettingsShape,
+  ProjectShape,
+  UserShape,
+  WorkflowJobList,
+  WorkflowList,
+  WorkflowShape,
+} from './v2-shapes';
 
 export interface V2RouteDeps {
   readonly store: Store;
@@ -78,13 +94,13 @@ function continuationParameters(value: unknown): Record<string, ParameterValue> 
 export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
   const { store, projects, triggers, conductor } = deps;
   const view = (p: Awaited<ReturnType<Projects['get']>>) => ({
-    ...projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, repo_url: p.repoUrl, default_branch: p.defaultBranch }),
+    ...projectView({ id: p.id, slug: p.slug, name: p.name, org: p.org, organization_id: p.organizationId, repo_url: p.repoUrl, default_branch: p.defaultBranch }),
     protected_branches: p.protectedBranches,
   });
 
-  app.get('/api/v2/me', { config: { permission: 'user:self' } }, async (request) => userView(store, principalOf(request).userId));
+  app.get('/api/v2/me', { config: { permission: 'user:self' }, schema: { response: { 200: UserShape } } }, async (request) => userView(store, principalOf(request).userId));
 
-  app.get('/api/v2/projects', { config: { permission: 'authenticated' }, schema: { querystring: PageQuery } }, async (request) => {
+  app.get('/api/v2/projects', { config: { permission: 'authenticated' }, schema: { querystring: PageQuery, response: { 200: ProjectList } } }, async (request) => {
     const cursor = decodePageToken<{ after?: string }>(request.query['page-token'], (c) => cursorText(c.after));
     const limit = 50;
     const rows = await projects.list({ after: cursor?.after, limit: limit + 1, visibleTo: principalOf(request) });
@@ -95,7 +111,10 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     '/api/v2/projects',
     {
       config: { permission: 'instance:admin', action: 'project.create' },
-      schema: { body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }) },
+      schema: {
+        body: Type.Object({ org: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), repo_url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }),
+        response: { 201: ProjectShape },
+      },
     },
     async (request, reply) => {
       const { org, name, repo_url: repoUrl } = request.body;
@@ -104,7 +123,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     },
   );
 
-  app.get(SLUG, { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => view(await projects.get(slugOf(request.params))));
+  app.get(SLUG, { config: { permission: 'project:read' }, schema: { params: SlugParams, response: { 200: ProjectShape } } }, async (request) => view(await projects.get(slugOf(request.params))));
 
   // Branches whose jobs restore only caches saved on protected branches, beside the default branch
   // (GYRE_CACHE_TRUST=protected; docs/security.md).
@@ -122,26 +141,18 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
 
   // CircleCI's project settings (`advanced`), those Gyre has (runtime/projects/projects.ts says what
   // each does). A setting Gyre does not have, or a value that is not a boolean, is a 400 naming it.
-  const settingsView = (p: Project) => ({
-    advanced: {
-      autocancel_builds: p.autocancelBuilds,
-      build_fork_prs: p.buildForkPrs,
-      build_prs_only: p.buildPrsOnly,
-      forks_receive_secret_env_vars: p.forksReceiveSecretEnvVars,
-      set_github_status: p.setGithubStatus,
-    },
-  });
+  const settingsView = settingsOf;
   const Setting = Type.Optional(Type.Boolean());
   const Advanced = Type.Object(
     { autocancel_builds: Setting, build_fork_prs: Setting, build_prs_only: Setting, forks_receive_secret_env_vars: Setting, set_github_status: Setting },
     { additionalProperties: false },
   );
-  app.get(`${SLUG}/settings`, { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => settingsView(await projects.get(slugOf(request.params))));
+  app.get(`${SLUG}/settings`, { config: { permission: 'project:read' }, schema: { params: SlugParams, response: { 200: ProjectSettingsShape } } }, async (request) => settingsView(await projects.get(slugOf(request.params))));
   app.patch(
     `${SLUG}/settings`,
     {
       config: { permission: 'project:admin', action: 'project.settings' },
-      schema: { params: SlugParams, body: Type.Object({ advanced: Type.Optional(Advanced) }, { additionalProperties: false }) },
+      schema: { params: SlugParams, body: Type.Object({ advanced: Type.Optional(Advanced) }, { additionalProperties: false }), response: { 200: ProjectSettingsShape } },
     },
     async (request) => {
       const advanced = request.body.advanced ?? {};
@@ -160,7 +171,11 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     `${SLUG}/pipeline`,
     {
       config: { permission: 'project:trigger', action: 'pipeline.trigger' },
-      schema: { params: SlugParams, body: Type.Object({ branch: OptionalText(1024), tag: OptionalText(1024), parameters: Type.Optional(Type.Union([Parameters, Type.Null()])) }) },
+      schema: {
+        params: SlugParams,
+        body: Type.Object({ branch: OptionalText(1024), tag: OptionalText(1024), parameters: Type.Optional(Type.Union([Parameters, Type.Null()])) }),
+        response: { 201: PipelineCreation },
+      },
     },
     async (request, reply) => {
       const { branch, tag, parameters } = request.body;
@@ -180,18 +195,21 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
 
   app.get(
     `${SLUG}/pipeline`,
-    { config: { permission: 'project:read' }, schema: { params: SlugParams, querystring: Type.Object({ branch: Type.Optional(Type.String({ maxLength: 1024 })), 'page-token': Type.Optional(Type.String({ maxLength: 1000 })) }) } },
+    {
+      config: { permission: 'project:read' },
+      schema: { params: SlugParams, querystring: Type.Object({ branch: Type.Optional(Type.String({ maxLength: 1024 })), 'page-token': Type.Optional(Type.String({ maxLength: 1000 })) }), response: { 200: PipelineList } },
+    },
     async (request) => {
       const project = await projects.get(slugOf(request.params));
       return listPipelines(store, project.id, { branch: given(request.query.branch), pageToken: request.query['page-token'] });
     },
   );
 
-  app.get('/api/v2/pipeline/:id', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams } }, async (request) => getPipeline(store, request.params.id));
+  app.get('/api/v2/pipeline/:id', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams, response: { 200: PipelineShape } } }, async (request) => getPipeline(store, request.params.id));
 
-  app.get('/api/v2/pipeline/:id/workflow', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams } }, async (request) => listWorkflows(store, request.params.id));
+  app.get('/api/v2/pipeline/:id/workflow', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams, response: { 200: WorkflowList } } }, async (request) => listWorkflows(store, request.params.id));
 
-  app.get('/api/v2/pipeline/:id/config', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams } }, async (request) => pipelineConfig(store, request.params.id));
+  app.get('/api/v2/pipeline/:id/config', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams, response: { 200: PipelineConfigShape } } }, async (request) => pipelineConfig(store, request.params.id));
 
   // The continuation key authenticates this call (a setup job has no API token), so it is public;
   // its body is bounded by the largest config the compiler takes.
@@ -206,6 +224,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
           configuration: Type.String({ minLength: 1 }),
           parameters: Type.Optional(Type.Union([Parameters, Type.String(), Type.Null()])),
         }),
+        response: { 200: Message },
       },
     },
     async (request) => {
@@ -216,11 +235,11 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     },
   );
 
-  app.get('/api/v2/workflow/:id', { config: { permission: 'project:read', of: 'workflow' }, schema: { params: IdParams } }, async (request) => getWorkflow(store, request.params.id));
+  app.get('/api/v2/workflow/:id', { config: { permission: 'project:read', of: 'workflow' }, schema: { params: IdParams, response: { 200: WorkflowShape } } }, async (request) => getWorkflow(store, request.params.id));
 
-  app.get('/api/v2/workflow/:id/job', { config: { permission: 'project:read', of: 'workflow' }, schema: { params: IdParams } }, async (request) => listWorkflowJobs(store, request.params.id));
+  app.get('/api/v2/workflow/:id/job', { config: { permission: 'project:read', of: 'workflow' }, schema: { params: IdParams, response: { 200: WorkflowJobList } } }, async (request) => listWorkflowJobs(store, request.params.id));
 
-  app.post('/api/v2/workflow/:id/cancel', { config: { permission: 'project:trigger', of: 'workflow', action: 'workflow.cancel' }, schema: { params: IdParams } }, async (request, reply) => {
+  app.post('/api/v2/workflow/:id/cancel', { config: { permission: 'project:trigger', of: 'workflow', action: 'workflow.cancel' }, schema: { params: IdParams, response: { 202: Message } } }, async (request, reply) => {
     if (!isUuid(request.params.id)) throw new NotFoundError('workflow', request.params.id);
     await conductor.cancelWorkflow(request.params.id, principalOf(request).userId, auditOf(request));
     reply.code(202);
@@ -229,7 +248,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
 
   app.post(
     '/api/v2/workflow/:id/approve/:requestId',
-    { config: { permission: 'project:trigger', of: 'workflow', action: 'job.approve' }, schema: { params: Type.Object({ id: Segment, requestId: Segment }) } },
+    { config: { permission: 'project:trigger', of: 'workflow', action: 'job.approve' }, schema: { params: Type.Object({ id: Segment, requestId: Segment }), response: { 202: Message } } },
     async (request, reply) => {
       const { id, requestId } = request.params;
       if (!isUuid(id)) throw new NotFoundError('workflow', id);
@@ -245,7 +264,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     return findJob(store, project.id, params.number);
   };
 
-  app.get(`${SLUG}/job/:number`, { config: { permission: 'project:read' }, schema: { params: JobParams } }, async (request) => jobDetails(store, await jobOf(request.params), deps.webUrl()));
+  app.get(`${SLUG}/job/:number`, { config: { permission: 'project:read' }, schema: { params: JobParams, response: { 200: JobDetailsShape } } }, async (request) => jobDetails(store, await jobOf(request.params), deps.webUrl()));
 
   app.get(`${SLUG}/job/:number/steps`, { config: { permission: 'project:read' }, schema: { params: JobParams, querystring: NodeQuery } }, async (request) => {
     const job = await jobOf(request.params);

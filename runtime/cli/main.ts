@@ -49,6 +49,9 @@ Commands:
   context env list|set|unset <org> <context> [NAME]
                                            a context's variables; set reads the value from standard input
   env list|set|unset <slug> [NAME]         a project's environment variables; set reads the value from standard input
+  ssh-key add|list|remove <slug> ...       a project's additional SSH keys (add_ssh_keys); add reads the private key from --file or standard input
+  ssh-key checkout list|create|delete <slug> ...
+                                           a project's checkout keys; create prints the public key to add to the repository
   secrets rotate-key [--no-rewrap]         add a new current key to the local key file and re-wrap every secret under it
   secrets rewrap [--batch-size N]          re-wrap secrets still under an older key (after a KMS or Vault rotation)
   tests glob|split ...                     select and split test files inside a job
@@ -118,6 +121,8 @@ export async function run(argv: string[], io: CliIo): Promise<number | undefined
         return await (require('./secrets-key-command') as typeof import('./secrets-key-command')).secretsCommand(rest, io);
       case 'env':
         return await (require('./secrets-commands') as typeof import('./secrets-commands')).envCommand(rest, io, clientFrom(io));
+      case 'ssh-key':
+        return await (require('./ssh-key-commands') as typeof import('./ssh-key-commands')).sshKeyCommand(rest, io, clientFrom(io));
       case undefined:
       case 'help':
       case '--help':

@@ -10,6 +10,7 @@ import type { Forge } from '../forge/forge';
 import type { Contexts, ResolveInput } from '../secrets/contexts';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
+import { eventValues, expressionValuesOf } from '../triggers/pipeline-event';
 import { cancelRedundantWorkflows } from './auto-cancel';
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { checkRerunRequest, jobsToRerun, type RerunRequest } from './reruns';
@@ -71,6 +72,15 @@ export interface WorkflowTransition {
  */
 export type WorkflowListener = (tx: Queryable, transition: WorkflowTransition) => Promise<void>;
 
+/**
+ * Told, in the transaction that advances a workflow, that some of its jobs may have ended since it
+ * was last advanced (every job's end advances its workflow, and the sweep advances any workflow a
+ * lost notification left behind): it finds which, and writes what their ends cause (outbound
+ * webhooks' `job-completed`) idempotently. Called before the workflow's own end is told. It must
+ * not call out of the process.
+ */
+export type JobsListener = (tx: Queryable, advanced: { readonly workflowId: string }) => Promise<void>;
+
 export interface ConductorDeps {
   readonly store: Store;
   readonly forge: Forge;
@@ -83,6 +93,8 @@ export interface ConductorDeps {
   readonly contexts?: Pick<Contexts, 'authorize'>;
   /** Told when workflows start and end (GitHub commit statuses, runtime/github/statuses.ts). */
   readonly onWorkflow?: WorkflowListener;
+  /** Told when a workflow is advanced, for the jobs that ended (runtime/notifications). */
+  readonly onJobsEnded?: JobsListener;
 }
 
 interface JobRow {
@@ -115,7 +127,7 @@ function requirementStatusOf(status: JobStatus): Exclude<RequiredStatus, 'termin
 const FAILED_JOB_STATUSES: readonly JobStatus[] = ['failed', 'infrastructure_fail', 'timedout', 'terminated-unknown'];
 const TERMINAL_WORKFLOW_STATUSES: readonly WorkflowStatus[] = ['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized'];
 
-export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000, contexts, onWorkflow }: ConductorDeps): Conductor {
+export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000, contexts, onWorkflow, onJobsEnded }: ConductorDeps): Conductor {
   async function markErrored(pipelineId: string, errors: { type: string; message: string }[]): Promise<void> {
     await store.query(
       `UPDATE pipelines SET state = 'errored', errors = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`,
@@ -153,8 +165,8 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
    * asked for it, so a rerun never borrows the original actor's access), else the pipeline's.
    */
   async function contextInput(tx: Queryable, job: JobRow): Promise<ResolveInput> {
-    const [row] = await tx.query<{ org_id: string; branch: string | null; tag: string | null; actor_id: string | null; number: number; from_fork: boolean }>(
-      `SELECT o.id AS org_id, p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork
+    const [row] = await tx.query<{ org_id: string; branch: string | null; tag: string | null; actor_id: string | null; number: number; from_fork: boolean; trigger_type: string; event: unknown }>(
+      `SELECT o.id AS org_id, p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork, p.trigger_type, p.event
          FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN pipelines p ON p.id = w.pipeline_id
          JOIN projects pr ON pr.id = j.project_id JOIN organizations o ON o.name = pr.org
         WHERE j.id = $1`,
@@ -164,7 +176,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       orgId: row?.org_id ?? '',
       projectId: job.project_id,
       contextNames: job.contexts,
-      pipeline: { branch: row?.branch ?? undefined, tag: row?.tag ?? undefined, fork: row?.from_fork === true, values: row ? { 'pipeline.number': row.number } : {} },
+      pipeline: { branch: row?.branch ?? undefined, tag: row?.tag ?? undefined, fork: row?.from_fork === true, values: row ? expressionValuesOf(row) : {} },
       actor: { userId: row?.actor_id ?? undefined },
     };
   }
@@ -218,6 +230,7 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         }
       }
     }
+    await onJobsEnded?.(tx, { workflowId });
     const status = workflowStatusOf(jobs.map((j) => j.status), workflow.canceled);
     if (status !== workflow.status) {
       const terminal = TERMINAL_WORKFLOW_STATUSES.includes(status);
@@ -334,8 +347,9 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         schedule_id: string | null;
         schedule_name: string | null;
         scheduled_workflow_cron: string | null;
+        event: unknown;
       }>(
-        `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.base_revision, p.parameters, p.project_id, p.trigger_type,
+        `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.base_revision, p.parameters, p.project_id, p.trigger_type, p.event,
                 pr.repo_url, pr.default_branch, pr.slug, s.id AS schedule_id, s.name AS schedule_name, sw.cron AS scheduled_workflow_cron
            FROM pipelines p JOIN projects pr ON pr.id = p.project_id
            -- The schedule or scheduled workflow whose tick started it (runtime/schedules), if any.
@@ -475,8 +489,9 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         schedule_id: string | null;
         schedule_name: string | null;
         scheduled_workflow_cron: string | null;
+        event: unknown;
       }>(
-        `SELECT p.id, p.project_id, p.number, p.branch, p.tag, p.revision, p.base_revision, p.continuation_key, p.continued_at, p.trigger_type,
+        `SELECT p.id, p.project_id, p.number, p.branch, p.tag, p.revision, p.base_revision, p.continuation_key, p.continued_at, p.trigger_type, p.event,
                 (p.continuation_expires_at <= now()) AS expired, pr.repo_url, pr.default_branch, pr.slug,
                 s.id AS schedule_id, s.name AS schedule_name, sw.cron AS scheduled_workflow_cron
            FROM pipelines p JOIN projects pr ON pr.id = p.project_id
@@ -551,6 +566,8 @@ interface PipelineFacts {
   scheduled_workflow_cron?: string | null;
   /** What a pull request's pipeline is compared with (`pipeline.git.base_revision`; set by the GitHub webhook). */
   base_revision?: string | null;
+  /** What started it (`pipeline.event.*`; null before events were stored). */
+  event?: unknown;
 }
 
 /** What the compiler knows of the trigger: the ref, the parameters and the `pipeline.*` values. */
@@ -573,6 +590,7 @@ function triggerContextOf(p: PipelineFacts, parameters: Record<string, string | 
       triggerSource: p.trigger_type,
       ...(p.schedule_id ? { scheduleId: p.schedule_id, scheduleName: p.schedule_name ?? '' } : {}),
       ...(p.scheduled_workflow_cron ? { scheduledWorkflowCron: p.scheduled_workflow_cron } : {}),
+      event: eventValues(p.event, p.trigger_type),
     },
   };
 }

@@ -4,7 +4,7 @@ import type { OrbRegistry } from './orb-registry';
 import type { CompileResult, PipelineValues, TriggerContext } from './plan';
 
 /** Maps the `pipeline_values` the circleci CLI sends (`pipeline.git.branch`, …) onto ours. */
-function pipelineValuesFrom(v: Record<string, unknown> | undefined): PipelineValues {
+export function pipelineValuesFrom(v: Record<string, unknown> | undefined): PipelineValues {
   const s = (k: string) => (v && v[k] !== undefined && v[k] !== null ? String(v[k]) : undefined);
   const number = v?.['pipeline.number'];
   return {
@@ -17,7 +17,16 @@ function pipelineValuesFrom(v: Record<string, unknown> | undefined): PipelineVal
     ...(s('pipeline.git.branch') ? { branch: s('pipeline.git.branch') } : {}),
     ...(s('pipeline.git.tag') ? { tag: s('pipeline.git.tag') } : {}),
     ...(s('pipeline.trigger_source') ? { triggerSource: s('pipeline.trigger_source') } : {}),
+    ...(eventOf(v) ? { event: eventOf(v) } : {}),
   };
+}
+
+/** The `pipeline.event.*` values among those the CLI sent, scalars only. */
+function eventOf(v: Record<string, unknown> | undefined): Record<string, string | number | boolean> | undefined {
+  const event = Object.fromEntries(
+    Object.entries(v ?? {}).filter((e): e is [string, string | number | boolean] => e[0].startsWith('pipeline.event.') && ['string', 'number', 'boolean'].includes(typeof e[1])),
+  );
+  return Object.keys(event).length ? event : undefined;
 }
 
 export interface ConfigRouteDeps {

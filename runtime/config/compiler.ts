@@ -5,6 +5,7 @@ import { setupPipeline } from './compile/parameters';
 import { buildScope } from './compile/scope';
 import { planWorkflows } from './compile/workflows';
 import { emitYaml } from './emit-yaml';
+import { guardedSoFar, unguard } from './substitute';
 import type { OrbSource } from './orb-source';
 import type { CompileResult, ConfigProblem, Plan, TriggerContext } from './plan';
 import { DEFAULT_LIMITS, loadYaml, type LoadLimits, type Positions } from './yaml-loader';
@@ -91,14 +92,17 @@ async function compile(c: Compilation, source: string): Promise<CompileResult> {
   setupPipeline(c, original);
 
   // Pipeline values and parameters first (they may appear in the orbs stanza); inline orbs keep theirs.
+  const guardedBefore = guardedSoFar();
   const root = c.subst(original, { pipeline: c.pipelineLookup }, '', (p) => /^orbs\.[^.[]+$/.test(p)) as Obj;
   const scope = await buildScope(c, root, 'config', '', false, 0);
   const planned = planWorkflows(c, root, scope);
   if (!planned) return { ok: false, problems: c.problems };
 
   if (c.problems.length) return { ok: false, problems: distinct(c.problems) };
-  const plan: Plan = { setup: root.setup === true, workflows: planned.plans };
-  const processed: Obj = { version: 2, ...(root.setup === true ? { setup: true } : {}), jobs: planned.processedJobs, workflows: planned.processedWorkflows };
+  // A pipeline value that read as a reference was guarded from the later passes: given back now.
+  const done = guardedSoFar() === guardedBefore ? <T>(v: T) => v : unguard;
+  const plan: Plan = done({ setup: root.setup === true, workflows: planned.plans });
+  const processed: Obj = done({ version: 2, ...(root.setup === true ? { setup: true } : {}), jobs: planned.processedJobs, workflows: planned.processedWorkflows });
   // Rendered on first read: the conductor needs the plan at once, the text only when it stores it.
   let compiledYaml: string | undefined;
   return {

@@ -41,6 +41,11 @@ export interface PipelineValues {
    * pipeline: of the workflows with `triggers`, only those with this cron run.
    */
   readonly scheduledWorkflowCron?: string;
+  /**
+   * The `pipeline.event.*` values by full name (`pipeline.event.name`: `push`, `pull_request`,
+   * `api`, `schedule`; runtime/triggers/pipeline-event.ts). Any other `pipeline.event.*` is ''.
+   */
+  readonly event?: Readonly<Record<string, string | number | boolean>>;
 }
 
 /** The result of compiling a config for one trigger. */

@@ -6,8 +6,10 @@ import type { Positions } from './yaml-loader';
  *
  * A string that is only one reference keeps the referenced value's type (a number stays a number,
  * a steps list stays a list). Values inserted are never scanned again, so an argument cannot smuggle
- * references into the scope it is passed to. Namespaces an environment does not handle are left as
- * they are for a later pass (or for bash: `cat << EOF >> file` is not a reference).
+ * references into the scope it is passed to, and a pipeline value (a branch, a pull request's title)
+ * is guarded from the passes after the one that inserts it (`unguard` ends that). Namespaces an
+ * environment does not handle are left as they are for a later pass (or for bash:
+ * `cat << EOF >> file` is not a reference).
  */
 
 export interface SubstEnv {
@@ -81,6 +83,52 @@ function renderSections(s: string, env: SubstEnv, reportAt: () => (msg: string) 
 
 type Lookup = { handled: false } | { handled: true; value: unknown };
 
+/**
+ * Stands for `<<` in a pipeline value that would read as a reference (a pull request titled
+ * `Fix << parameters.x >>`, a branch `x<<pipeline.id>>`): a pipeline value is inserted by the first
+ * pass, and the job and command passes after it must not read it as config. `unguard` puts the
+ * `<<` back once every pass is done. A private-use character: no config or value has a use for it.
+ */
+const GUARD = '\uE000';
+const INSERTED_REF = /<<(?=[#^/]?\s*(?:parameters|pipeline|matrix)\.)/g;
+
+/** How many values have been guarded in this process: a compilation that saw it unchanged need not unguard. */
+let guardedValues = 0;
+export const guardedSoFar = (): number => guardedValues;
+
+function guardInserted(value: unknown): unknown {
+  if (typeof value !== 'string' || !value.includes('<<')) return value;
+  const guarded = value.replace(INSERTED_REF, GUARD);
+  if (guarded !== value) guardedValues++;
+  return guarded;
+}
+
+/**
+ * The compiled config with every guarded `<<` of an inserted pipeline value given back, changed in
+ * place (it is the compilation's own output).
+ */
+export function unguard<T>(value: T): T {
+  const walk = (v: unknown): unknown => {
+    if (typeof v === 'string') return v.includes(GUARD) ? v.split(GUARD).join('<<') : v;
+    if (v === null || typeof v !== 'object') return v;
+    // Written only where something changed: what holds a guarded value was made by this
+    // compilation's substitution, and shared values (an orb's cached definitions) are left alone.
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const n = walk(v[i]);
+        if (n !== v[i]) v[i] = n;
+      }
+      return v;
+    }
+    for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
+      const n = walk(item);
+      if (n !== item) (v as Record<string, unknown>)[k] = n;
+    }
+    return v;
+  };
+  return walk(value) as T;
+}
+
 function lookupRef(ref: string, env: SubstEnv, report: () => (msg: string) => void): Lookup {
   if (ref.startsWith('parameters.')) {
     if (env.noParams) {
@@ -107,7 +155,7 @@ function lookupRef(ref: string, env: SubstEnv, report: () => (msg: string) => vo
       );
       return { handled: true, value: '' };
     }
-    return { handled: true, value: found.value };
+    return { handled: true, value: guardInserted(found.value) };
   }
   if (!env.matrix) return { handled: false };
   const name = ref.slice('matrix.'.length);

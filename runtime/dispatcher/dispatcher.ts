@@ -11,6 +11,7 @@ import { createClaimBatcher } from './claim-batcher';
 import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
 import { leaseGraceMs, type LeaseHolder } from '../domain/leases';
 import { leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, renewLease, type EndingAttempt, type Lease } from './sql/leases';
+import { isPlatformClass, PLATFORM_CLASS_PATTERN, platformResourceClass, timedOutMessage, UNSERVED_REASON, waitingMessage } from '../scheduler/unserved-classes';
 
 export type { Lease } from './sql/leases';
 
@@ -33,6 +34,11 @@ export interface DispatcherConfig {
   readonly leaseGraceMs?: number;
   /** Claims of one task before an expired lease makes it a final infrastructure failure. */
   readonly maxAttempts: number;
+  /**
+   * How long a task of a class no driver serves (macOS, Windows, Arm: ../scheduler/unserved-classes.ts)
+   * waits for a runner to be registered before it fails. @default 600000 (GYRE_UNSERVED_CLASS_TIMEOUT_MS)
+   */
+  readonly unservedClassTimeoutMs?: number;
 }
 
 /** What an agent receives when it claims a task. */
@@ -77,6 +83,8 @@ export interface TaskContext {
     readonly names?: readonly string[];
     /** The token the checkout step reads the repository with (a GitHub App installation's), when it needs one; masked like the rest. */
     readonly gitToken?: string;
+    /** The project's SSH keys this job uses (runtime/secrets/ssh-keys.ts); private halves masked like the rest. */
+    readonly sshKeys?: TaskSshKeys;
   };
   /**
    * A ref the checkout fetches besides branches and tags, because the revision is on none of
@@ -85,6 +93,30 @@ export interface TaskContext {
   readonly checkoutRef?: string;
   /** The pull request the pipeline builds: CIRCLE_PULL_REQUEST, CIRCLE_PR_* (runtime/agent/agent.ts). */
   readonly pullRequest?: PipelinePullRequest;
+}
+
+/**
+ * The SSH keys a task gets, when its pipeline may have them (not a fork's, unless its project
+ * passes secrets to forks): the checkout key when the job checks out a repository over SSH, and
+ * the additional keys its `add_ssh_keys` steps select (all of them when a step names none).
+ */
+export interface TaskSshKeys {
+  readonly checkout?: TaskSshKey;
+  readonly additional: readonly TaskSshKey[];
+  /** Why the task gets no keys though it uses some (a fork's pipeline): `add_ssh_keys` says it and adds none. */
+  readonly withheld?: string;
+}
+
+export interface TaskSshKey {
+  /** As `ssh-keygen -l -E md5` prints it, without `MD5:` (c9:0b:…). */
+  readonly fingerprint: string;
+  /** As `ssh-keygen -l` prints it (SHA256:…). */
+  readonly fingerprintSha256: string;
+  /** The host the key is for (an additional key's; '' for every host). */
+  readonly hostname: string;
+  /** PEM text, ending in a newline. */
+  readonly privateKey: string;
+  readonly publicKey: string;
 }
 
 export interface HeartbeatResult {
@@ -132,6 +164,12 @@ export interface Dispatcher {
    * lease had expired: queued again while attempts remain. A lease no longer current is left alone.
    */
   releaseLease(lease: Lease, reason: string): Promise<void>;
+  /**
+   * Fails the tasks of classes no driver serves (no resource class of that name was registered)
+   * that have waited longer than `unservedClassTimeoutMs`, their jobs with a message naming the
+   * runner to register. Returns the ids of the jobs that failed.
+   */
+  failUnservedTasks(): Promise<string[]>;
 }
 
 export interface DispatcherDeps {
@@ -148,15 +186,18 @@ export interface DispatcherDeps {
 const MAX_LIMIT_RACES = 3;
 
 const DEFAULT_RESOURCE_CLASS = 'medium';
+/** GYRE_UNSERVED_CLASS_TIMEOUT_MS's default: 10 minutes. */
+export const DEFAULT_UNSERVED_CLASS_TIMEOUT_MS = 600_000;
 
 export function resourceClassOf(spec: JobSpec): string {
-  return spec.resourceClass ?? DEFAULT_RESOURCE_CLASS;
+  return spec.resourceClass ?? platformResourceClass(spec) ?? DEFAULT_RESOURCE_CLASS;
 }
 
 export function createDispatcher({ store, config, log, queueWait, output }: DispatcherDeps): Dispatcher {
   const ttl = `${Math.max(1, Math.round(config.leaseTtlMs))} milliseconds`;
 
   const graceMs = config.leaseGraceMs ?? leaseGraceMs(config.leaseTtlMs);
+  const unservedTimeoutMs = config.unservedClassTimeoutMs ?? DEFAULT_UNSERVED_CLASS_TIMEOUT_MS;
 
   /**
    * Fencing: the write happens only inside a transaction that first locks the task row and finds
@@ -219,11 +260,16 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           WHERE t.status = 'queued' AND NOT t.cancel_requested
             AND (t.resource_class = ANY($4::text[])
                  OR ('*' = ANY($4::text[]) AND NOT EXISTS (
-                       SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')))
-            -- A runner class serves only its namespace's organisation, whoever asks for it.
+                       SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')
+                     -- macOS, Windows and Arm classes only where an admin registered the class.
+                     AND (t.resource_class !~ '${PLATFORM_CLASS_PATTERN}'
+                          OR EXISTS (SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class))))
+            -- A runner class serves only its namespace's organisation, whoever asks for it (a
+            -- platform class such as macos.m1.medium.gen1 has none: its runners serve every one).
             AND NOT EXISTS (
                   SELECT 1 FROM resource_classes rc
-                   WHERE rc.name = t.resource_class AND rc.driver = 'runner' AND split_part(rc.name, '/', 1) IS DISTINCT FROM t.org)
+                   WHERE rc.name = t.resource_class AND rc.driver = 'runner' AND rc.name LIKE '%/%'
+                     AND split_part(rc.name, '/', 1) IS DISTINCT FROM t.org)
             AND NOT EXISTS (
                   SELECT 1 FROM concurrency_limits l
                    WHERE ((l.scope = 'project' AND l.key = t.project_slug) OR (l.scope = 'org' AND l.key = t.org))
@@ -243,7 +289,9 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
          RETURNING t.id, s.slot, t.node_index, t.job_id, t.resource_class, t.attempt, t.lease_expires_at, t.project_slug, t.org,
                    EXTRACT(EPOCH FROM (now() - t.queued_at))::float8 AS waited),
        started AS (
-         UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
+         UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now()),
+                -- The reason it waited (a class no runner served yet) is no longer true.
+                messages = COALESCE((SELECT jsonb_agg(m) FROM jsonb_array_elements(messages) m WHERE m->>'reason' IS DISTINCT FROM '${UNSERVED_REASON}'), '[]'::jsonb)
           WHERE id IN (SELECT job_id FROM claimed) AND status = 'queued')
        SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.resource_class, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
               ${CONTEXT_COLUMNS},
@@ -333,6 +381,14 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
         );
       }
       await tx.query(`UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $1`, [job.id]);
+      if (isPlatformClass(resourceClass)) {
+        // No driver serves it until an admin registers the class: the job says so while it waits.
+        await tx.query(
+          `UPDATE jobs SET messages = messages || jsonb_build_array(jsonb_build_object('type', 'warning', 'reason', $2::text, 'message', $3::text))
+            WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM resource_classes WHERE name = $4)`,
+          [job.id, UNSERVED_REASON, waitingMessage(resourceClass, unservedTimeoutMs), resourceClass],
+        );
+      }
       // NOTIFY inside a transaction is delivered at commit, so claimers never see a task early.
       await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskQueued, resourceClass]);
     },
@@ -434,6 +490,36 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     async releaseLease(lease, reason) {
       const ended = await endAttempts((tx) => lockAttemptOf(tx, lease));
       if (ended.length > 0) log.warn('attempt ended: its agent is gone', { taskId: lease.taskId, attempt: lease.attempt, reason });
+    },
+
+    async failUnservedTasks() {
+      const failed = await store.transaction(async (tx) => {
+        const tasks = await tx.query<{ id: string; job_id: string; resource_class: string }>(
+          `UPDATE tasks t SET status = 'failed', stopped_at = now()
+            WHERE t.id IN (
+                  SELECT q.id FROM tasks q
+                   WHERE q.status = 'queued' AND q.resource_class ~ '${PLATFORM_CLASS_PATTERN}'
+                     AND q.queued_at <= now() - make_interval(secs => $1::float8 / 1000)
+                     AND NOT EXISTS (SELECT 1 FROM resource_classes rc WHERE rc.name = q.resource_class)
+                   ORDER BY q.queued_at LIMIT 500 FOR UPDATE SKIP LOCKED)
+           RETURNING t.id, t.job_id, t.resource_class`,
+          [unservedTimeoutMs],
+        );
+        const jobs: string[] = [];
+        for (const task of tasks) {
+          await tx.query(`UPDATE jobs SET messages = jsonb_build_array(jsonb_build_object('type', 'error', 'reason', $2::text, 'message', $3::text)) WHERE id = $1`, [
+            task.job_id,
+            UNSERVED_REASON,
+            timedOutMessage(task.resource_class, unservedTimeoutMs),
+          ]);
+          const finished = await settleJob(tx, task.id);
+          if (finished) jobs.push(finished);
+        }
+        return jobs;
+      });
+      for (const jobId of failed) await announceFinished(jobId);
+      if (failed.length > 0) log.warn('jobs failed: no runner was registered for their resource class', { jobs: failed.length });
+      return failed;
     },
 
     reapExpiredLeases(options = {}) {

@@ -129,10 +129,12 @@ export type AccessTarget =
   /** A context (runtime/secrets): its organisation. */
   | { readonly kind: 'context'; readonly id: string }
   /** A schedule (runtime/schedules): its project. */
-  | { readonly kind: 'schedule'; readonly id: string };
+  | { readonly kind: 'schedule'; readonly id: string }
+  /** An outbound webhook (runtime/notifications): its project. */
+  | { readonly kind: 'webhook'; readonly id: string };
 
 /** The kinds of id a route's `:id` can name, whose project (or, for `org-id`, organisation) the policy finds. */
-export const ID_TARGETS = ['pipeline', 'workflow', 'job', 'org-id', 'project-id', 'context', 'schedule'] as const;
+export const ID_TARGETS = ['pipeline', 'workflow', 'job', 'org-id', 'project-id', 'context', 'schedule', 'webhook'] as const;
 export type IdTarget = (typeof ID_TARGETS)[number];
 
 /** What an id target is about: `org-id` and `context` an organisation (for an `org:` permission), the others a project (for a `project:` one). */

@@ -5,6 +5,7 @@ import type { Forge } from '../forge/forge';
 import type { Logger } from '../logger';
 import type { Project, Projects } from '../projects/projects';
 import type { Queryable, Store } from '../store/store';
+import { pullRequestEvent, type PipelineEvent } from '../triggers/pipeline-event';
 import type { Triggers } from '../triggers/triggers';
 import type { GitHubApp, RepositoryName } from './app';
 import { claimDelivery, finishDelivery, forgetDelivery, sweepDeliveries } from './sql/deliveries';
@@ -83,6 +84,8 @@ const DELIVERY_ID = /^[A-Za-z0-9-]{1,100}$/;
 const EVENT_NAME = /^[a-z_]{1,64}$/;
 const SKIP = /\[(ci skip|skip ci)\]/i;
 const SWEEP_EVERY_MS = 60 * 60_000;
+/** `pipeline.event.name` and `.action` of a push (and of a tag's create). */
+const PUSH: PipelineEvent = { name: 'push', action: 'push' };
 
 /** A delivery that loses the race to start a pipeline for the same commit and ref as another. */
 class AlreadyTriggered extends ConflictError {
@@ -187,7 +190,7 @@ export function createGitHubWebhooks(deps: GitHubWebhooksDeps): GitHubWebhooks {
     const message = p.head_commit?.message ?? (sha ? await commitMessage(repository, sha) : '');
     if (SKIP.test(message)) return { message: `The head commit says [ci skip] or [skip ci]; nothing is built.` };
     const revision = sha ? { sha, subject: firstLine(message) } : undefined;
-    if (tag) return start(id, { project, tag, revision, key: revision ? `tag:${tag}:${revision.sha}` : undefined, sender: p.sender });
+    if (tag) return start(id, { project, tag, revision, key: revision ? `tag:${tag}:${revision.sha}` : undefined, sender: p.sender, event: PUSH });
 
     const defaultBranch = p.repository.default_branch || project.defaultBranch;
     const [pr] = await openPullRequestsOfBranch(store, p.repository.id, p.repository.full_name, branch!);
@@ -200,6 +203,7 @@ export function createGitHubWebhooks(deps: GitHubWebhooksDeps): GitHubWebhooks {
       revision,
       key: `branch:${branch}:${sha}`,
       sender: p.sender,
+      event: pr ? { ...PUSH, prUrl: pr.htmlUrl } : PUSH,
       ...(pr ? { pullRequest: { number: pr.number, url: pr.htmlUrl, fork: false, headOwner: repository.owner, headRepo: repository.repo, headRef: pr.headRef, ...(pr.authorLogin ? { author: pr.authorLogin } : {}) }, baseRevision: pr.baseSha } : {}),
     });
   }
@@ -215,7 +219,8 @@ export function createGitHubWebhooks(deps: GitHubWebhooksDeps): GitHubWebhooks {
     if (!resolved) return { message: `The tag ${p.ref} no longer exists; nothing to build.` };
     const message = await commitMessage(repository, resolved.sha);
     if (SKIP.test(message)) return { message: `The head commit says [ci skip] or [skip ci]; nothing is built.` };
-    return start(id, { project: found.project, tag: p.ref, revision: { sha: resolved.sha, subject: firstLine(message) || resolved.subject }, key: `tag:${p.ref}:${resolved.sha}`, sender: p.sender });
+    // Named `push` as the tag's push delivery would be: whichever of the two arrives first starts the pipeline.
+    return start(id, { project: found.project, tag: p.ref, revision: { sha: resolved.sha, subject: firstLine(message) || resolved.subject }, key: `tag:${p.ref}:${resolved.sha}`, sender: p.sender, event: PUSH });
   }
 
   async function onPullRequest(id: string, p: Payload<'pull_request'>): Promise<Outcome> {
@@ -254,6 +259,7 @@ export function createGitHubWebhooks(deps: GitHubWebhooksDeps): GitHubWebhooks {
       key: `branch:${branch}:${pr.head.sha}`,
       sender: p.sender,
       fork,
+      event: pullRequestEvent(p.action, pr),
       baseRevision: pr.base.sha,
       ...(fork ? { checkoutRef: `refs/pull/${pr.number}/head` } : {}),
       pullRequest: { number: pr.number, url: pr.html_url, fork, ...(headOwner && headName ? { headOwner, headRepo: headName } : {}), headRef: pr.head.ref, ...(pr.user?.login ? { author: pr.user.login } : {}) },
@@ -272,6 +278,8 @@ export function createGitHubWebhooks(deps: GitHubWebhooksDeps): GitHubWebhooks {
     readonly baseRevision?: string;
     readonly checkoutRef?: string;
     readonly pullRequest?: PipelinePullRequest;
+    /** What happened, for `pipeline.event.*`. */
+    readonly event: PipelineEvent;
   }
 
   /** Starts a pipeline, unless this commit on this ref already started one; the delivery is marked done in its transaction. */
@@ -289,6 +297,7 @@ export function createGitHubWebhooks(deps: GitHubWebhooksDeps): GitHubWebhooks {
       ...(s.revision ? { revision: s.revision } : {}),
       ...(actorId ? { actorId } : {}),
       fork: s.fork === true,
+      event: s.event,
       withinTransaction: async (tx, pipeline) => {
         const key = s.key ?? `tag:${s.tag}:${pipeline.revision.sha}`;
         if (!(await claimTrigger(tx, pipeline.projectId, key, pipeline.id))) {

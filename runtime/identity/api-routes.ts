@@ -1,6 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import { auditOf, principalOf, type GyreApp } from '../api/http-app';
-import { cursorText, decodePageToken, encodePageToken, projectView } from '../api/read-model';
+import { cursorText, decodePageToken, encodePageToken, settingsOf } from '../api/read-model';
+import { ProjectSettingsShape } from '../api/v2-shapes';
+import { ConflictError, NotFoundError, PermissionError } from '../domain/errors';
 import { OneOf, PageQuery, Segment, SlugParams } from '../api/schemas';
 import { ORG_ROLES, PROJECT_ROLES } from '../domain/permissions';
 import { PROJECT_TOKEN_SCOPES } from '../domain/principal';
@@ -150,16 +152,31 @@ export function registerIdentityRoutes(app: GyreApp, deps: IdentityRouteDeps): v
     return { message: 'Member removed.' };
   });
 
-  // CircleCI's "create a project" (`POST /project/{slug}`): an organisation admin adds a project to it.
-  // Gyre needs the repository to build from: `repo_url`, or a GitHub App installed on it.
+  // CircleCI's "create a project" (`POST /project/{slug}`): an organisation admin adds a project to it,
+  // answered with its settings (CircleCI's project_settings). Gyre needs the repository to build from:
+  // the GitHub App installed on it, or `repo_url`, a path or URL the server itself reads, which only
+  // an instance admin may give (as on POST /api/v2/projects): an organisation's admin must not point
+  // Gyre at another organisation's repository on its disk or at hosts only the server reaches.
   app.post(
     SLUG,
-    { config: { permission: 'org:admin', action: 'project.create' }, schema: { params: SlugParams, body: Type.Object({ repo_url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }) } },
+    {
+      config: { permission: 'org:admin', action: 'project.create' },
+      schema: { params: SlugParams, body: Type.Object({ repo_url: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })) }), response: { 201: ProjectSettingsShape } },
+    },
     async (request, reply) => {
       const { org, repo } = request.params;
+      // A project that exists is a 409 whoever asks (its organisation's admins can see it anyway).
+      const existing = await projects.get(slugOf(request.params)).catch((error: unknown) => {
+        if (error instanceof NotFoundError) return undefined;
+        throw error;
+      });
+      if (existing) throw new ConflictError(`project ${existing.slug} already exists`);
+      if (request.body.repo_url !== undefined && !principalOf(request).isAdmin) {
+        throw new PermissionError('body.repo_url (a path or URL the server reads) may be given by an instance admin only; without it, Gyre finds the repository through the GitHub App installed on it');
+      }
       const project = await projects.add({ org, name: repo, repoUrl: request.body.repo_url }, auditOf(request));
       reply.code(201);
-      return projectView({ id: project.id, slug: project.slug, name: project.name, org: project.org, repo_url: project.repoUrl, default_branch: project.defaultBranch });
+      return settingsOf(project);
     },
   );
 

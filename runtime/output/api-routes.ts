@@ -70,7 +70,8 @@ export function registerOutputRoutes(app: GyreApp, deps: OutputRouteDeps): void 
     const rows = await jobTestResults(store, job.id, after, PAGE + 1);
     const page = rows.slice(0, PAGE);
     return {
-      items: page.map(({ id: _id, ...t }) => ({ ...t, run_time: Number(t.run_time) })),
+      // `source`, the program that wrote the results, is not known: CircleCI's answer without one.
+      items: page.map(({ id: _id, ...t }) => ({ ...t, source: '', run_time: Number(t.run_time) })),
       next_page_token: rows.length > PAGE ? encodePageToken({ after: Number(page[page.length - 1].id) }) : null,
     };
   });
@@ -78,6 +79,6 @@ export function registerOutputRoutes(app: GyreApp, deps: OutputRouteDeps): void 
   app.get('/api/v2/insights/:vcs/:org/:repo/flaky-tests', { config: { permission: 'project:read' }, schema: { params: SlugParams } }, async (request) => {
     const project = await projects.get(slugOf(request.params));
     const flaky = await flakyTests(store, project.id);
-    return { flaky_tests: flaky, total_flaky_tests: flaky.length };
+    return { 'flaky-tests': flaky, 'total-flaky-tests': flaky.length };
   });
 }

@@ -7,7 +7,15 @@ import type { Queryable } from '../store/store';
  * every other branch are unprotected. With the `protected` rule (the default) a job on a protected
  * ref restores only caches saved by jobs on protected refs, so a feature branch cannot plant files
  * into the default branch's jobs through a cache; `shared` lets every job restore every cache of
- * its project, as before. docs/security.md says it for people.
+ * its project, as before.
+ *
+ * Forks are apart whatever the rule and the project's settings: a job of a pipeline of a forked
+ * pull request (`pipelines.from_fork`) is never on a protected ref (even where a pattern such as
+ * `pull/**` would match its branch), and what it saves goes in `fork_caches` under its pull
+ * request (the branch `pull/<n>`), restored only by jobs of that pull request's pipelines. It
+ * restores its own pull request's caches, and the project's others only when the project passes
+ * secrets to forks (`forks_receive_secret_env_vars`: such a fork's author may read what the
+ * project's jobs can, as CircleCI shares caches with forks then). docs/security.md says it for people.
  */
 export type CacheTrust = 'protected' | 'shared';
 
@@ -57,15 +65,47 @@ export function isProtectedBranch(branch: string | null | undefined, defaultBran
   return branch === defaultBranch || patterns.some((p) => branchPatternToRegExp(p).test(branch));
 }
 
-/** The ref a job runs on and whether it is protected, from its pipeline and project. */
-export async function jobRefTrust(db: Queryable, jobId: string): Promise<{ readonly ref: string; readonly protected: boolean; readonly defaultBranch: string }> {
-  const [row] = await db.query<{ branch: string | null; tag: string | null; default_branch: string; protected_branches: string[] }>(
-    `SELECT p.branch, p.tag, pr.default_branch, pr.protected_branches
+/** Where a job's caches come from and go to. */
+export interface JobCacheTrust {
+  /** `branch main`, `tag v1`, for messages. */
+  readonly ref: string;
+  /** The job runs on a protected ref: what it saves counts as saved on one. Never for a fork's. */
+  readonly protected: boolean;
+  readonly defaultBranch: string;
+  /** The fork's pull request (`pull/<n>`) whose caches the job saves and restores; null unless its pipeline is a fork's. */
+  readonly forkScope: string | null;
+  /** The job may restore the project's caches that no fork saved (every job but a fork's, unless the project passes secrets to forks). */
+  readonly readsProjectCaches: boolean;
+}
+
+/** The ref a job runs on, whether it is protected, and whether it is a fork's, from its pipeline and project. */
+export async function jobRefTrust(db: Queryable, jobId: string): Promise<JobCacheTrust> {
+  const [row] = await db.query<{ pipeline_id: string; branch: string | null; tag: string | null; from_fork: boolean; default_branch: string; protected_branches: string[]; forks_receive_secret_env_vars: boolean }>(
+    `SELECT p.id AS pipeline_id, p.branch, p.tag, p.from_fork, pr.default_branch, pr.protected_branches, pr.forks_receive_secret_env_vars
        FROM jobs j JOIN workflows w ON w.id = j.workflow_id JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
       WHERE j.id = $1`,
     [jobId],
   );
   if (!row) throw new InputError(`job ${jobId} is not known`, 'job');
   const ref = row.branch ? `branch ${row.branch}` : row.tag ? `tag ${row.tag}` : 'no branch';
-  return { ref, protected: isProtectedBranch(row.branch, row.default_branch, row.protected_branches ?? []), defaultBranch: row.default_branch };
+  if (row.from_fork) {
+    // A fork's pipeline builds as `pull/<n>`; one without a branch (none is made) keeps to itself.
+    return { ref, protected: false, defaultBranch: row.default_branch, forkScope: row.branch ?? `pipeline ${row.pipeline_id}`, readsProjectCaches: row.forks_receive_secret_env_vars === true };
+  }
+  return { ref, protected: isProtectedBranch(row.branch, row.default_branch, row.protected_branches ?? []), defaultBranch: row.default_branch, forkScope: null, readsProjectCaches: true };
+}
+
+/**
+ * The SQL condition under which a cache row (alias `c`, with `protected` and `scope`, null unless
+ * a fork saved it) may be restored by a job, its parameters numbered from `$first`: the job's
+ * `protectedOnly`, `readsProjectCaches` and `forkScope`, in that order (`cacheVisibilityParams`).
+ */
+export function cacheVisibleSql(first: number): string {
+  const [protectedOnly, readsProject, scope] = [first, first + 1, first + 2].map((n) => `$${n}`);
+  return `(CASE WHEN c.scope IS NULL THEN (c.protected OR NOT ${protectedOnly}::boolean) AND ${readsProject}::boolean ELSE c.scope = ${scope}::text END)`;
+}
+
+/** The parameters `cacheVisibleSql` names, in its order. */
+export function cacheVisibilityParams(trust: JobCacheTrust & { readonly protectedOnly: boolean }): [boolean, boolean, string | null] {
+  return [trust.protectedOnly, trust.readsProjectCaches, trust.forkScope];
 }

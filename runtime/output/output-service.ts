@@ -10,7 +10,7 @@ import { InputError, TooLargeError } from '../domain/errors';
 import { lockCurrentLease } from '../dispatcher/sql/leases';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
-import { jobRefTrust, type CacheTrust } from './cache-trust';
+import { cacheVisibilityParams, cacheVisibleSql, jobRefTrust, type CacheTrust } from './cache-trust';
 import type { TestCase } from './junit';
 import { openBody, type Download, type OutputClient } from './output-client';
 import { safeRelativeName } from './tar';
@@ -45,13 +45,16 @@ const LATEST_ATTEMPT = (alias: string) =>
   `(${alias}.attempt IS NULL OR ${alias}.attempt = (SELECT t.attempt FROM tasks t WHERE t.job_id = ${alias}.job_id AND t.node_index = ${alias}.node_index))`;
 
 /**
- * Every cache of every trust level as one relation, with `protected` saying which: caches saved on
- * protected refs are kept in `protected_caches`, every other in `caches` (migration 410).
+ * Every cache of every trust level as one relation, with `protected` and `scope` saying which:
+ * caches saved on protected refs are kept in `protected_caches`, those of forks' pipelines in
+ * `fork_caches` with their pull request as `scope` (migration 600), every other in `caches`
+ * (migration 410). Who may restore which: `cacheVisibleSql` (./cache-trust.ts).
  */
-const ALL_CACHES = `(SELECT id, project_id, key, blob_key, bytes, created_at, false AS protected FROM caches
-  UNION ALL SELECT id, project_id, key, blob_key, bytes, created_at, true AS protected FROM protected_caches)`;
+const ALL_CACHES = `(SELECT id, project_id, key, blob_key, bytes, created_at, false AS protected, NULL::text AS scope FROM caches
+  UNION ALL SELECT id, project_id, key, blob_key, bytes, created_at, true AS protected, NULL::text AS scope FROM protected_caches
+  UNION ALL SELECT id, project_id, key, blob_key, bytes, created_at, false AS protected, scope FROM fork_caches)`;
 
-/** The table a cache saved at this trust level goes in. */
+/** The table a cache saved at this trust level goes in (a fork's go in `fork_caches`, by scope). */
 const cacheTable = (isProtected: boolean) => (isProtected ? 'protected_caches' : 'caches');
 
 /** A size for people: `256 MiB`, `9.8 KiB`. */
@@ -200,7 +203,8 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
 
   /**
    * Whether a job may restore only caches saved on protected refs (it runs on one, under the
-   * `protected` rule), and whether what it saves counts as saved on a protected ref.
+   * `protected` rule), whether what it saves counts as saved on a protected ref, and whether it is
+   * a fork's (its caches are its pull request's alone).
    */
   const trustOf = async (jobId: string) => {
     const trust = await jobRefTrust(store, jobId);
@@ -253,12 +257,13 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
     },
 
     async cacheExists(task, key) {
-      // A job that restores only protected caches saves its own even where an unprotected one exists.
-      const { protectedOnly } = await trustOf(task.jobId);
+      // A job that restores only protected caches saves its own even where an unprotected one
+      // exists; a fork's saves its own where it may restore none of that key.
+      const trust = await trustOf(task.jobId);
       const rows = await store.query(
         `SELECT 1 FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
-          WHERE j.id = $1 AND c.key = $2 AND c.created_at > now() - make_interval(days => $3) AND (c.protected OR NOT $4)`,
-        [task.jobId, key, limits.cacheTtlDays, protectedOnly],
+          WHERE j.id = $1 AND c.key = $2 AND c.created_at > now() - make_interval(days => $3) AND ${cacheVisibleSql(4)}`,
+        [task.jobId, key, limits.cacheTtlDays, ...cacheVisibilityParams(trust)],
       );
       return rows.length > 0;
     },
@@ -278,20 +283,33 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       } finally {
         await rm(spooled.file, { force: true });
       }
-      // An expired cache of the same key (and trust level) gives way; a live one wins (caches are immutable).
+      // An expired cache of the same key (and trust level, or fork scope) gives way; a live one wins (caches are immutable).
       const { saved, replaced, earlier } = await store.transaction(async (tx) => {
         if (options?.lease) await lockCurrentLease(tx, options.lease);
         const earlier = await claimRequest(tx, task.jobId, request, 'saved');
         if (earlier !== undefined) return { saved: [], replaced: [], earlier };
-        const replaced = await tx.query<{ blob_key: string }>(
-          `DELETE FROM ${cacheTable(saver.protected)} WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
-          [projectId, key, limits.cacheTtlDays],
-        );
-        const saved = await tx.query(
-          `INSERT INTO ${cacheTable(saver.protected)} (id, project_id, key, blob_key, bytes, attempt) VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (project_id, key) DO NOTHING RETURNING id`,
-          [id, projectId, key, bKey, spooled.bytes, options?.lease?.attempt ?? null],
-        );
+        const scope = saver.forkScope;
+        const replaced = scope !== null
+          ? await tx.query<{ blob_key: string }>(
+              `DELETE FROM fork_caches WHERE project_id = $1 AND scope = $4 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
+              [projectId, key, limits.cacheTtlDays, scope],
+            )
+          : await tx.query<{ blob_key: string }>(
+              `DELETE FROM ${cacheTable(saver.protected)} WHERE project_id = $1 AND key = $2 AND created_at <= now() - make_interval(days => $3) RETURNING blob_key`,
+              [projectId, key, limits.cacheTtlDays],
+            );
+        // A fork's pipeline saves into its pull request's scope only, whatever the project's settings.
+        const saved = scope !== null
+          ? await tx.query(
+              `INSERT INTO fork_caches (id, project_id, scope, key, blob_key, bytes, attempt) VALUES ($1, $2, $7, $3, $4, $5, $6)
+               ON CONFLICT (project_id, scope, key) DO NOTHING RETURNING id`,
+              [id, projectId, key, bKey, spooled.bytes, options?.lease?.attempt ?? null, scope],
+            )
+          : await tx.query(
+              `INSERT INTO ${cacheTable(saver.protected)} (id, project_id, key, blob_key, bytes, attempt) VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (project_id, key) DO NOTHING RETURNING id`,
+              [id, projectId, key, bKey, spooled.bytes, options?.lease?.attempt ?? null],
+            );
         if (saved.length === 0 && request !== undefined) await tx.query(`UPDATE output_requests SET answer = 'exists' WHERE job_id = $1 AND request_key = $2`, [task.jobId, request]);
         return { saved, replaced, earlier };
       }).catch(async (error) => {
@@ -311,13 +329,13 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
     },
 
     async findCache(task, keys) {
-      const { protectedOnly } = await trustOf(task.jobId);
+      const trust = await trustOf(task.jobId);
       for (const key of keys) {
         const [row] = await store.query<{ id: string; key: string; bytes: string }>(
           `SELECT c.id, c.key, c.bytes FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
-            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND (c.protected OR NOT $4)
+            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND ${cacheVisibleSql(4)}
             ORDER BY c.created_at DESC LIMIT 1`,
-          [task.jobId, likePrefix(key), limits.cacheTtlDays, protectedOnly],
+          [task.jobId, likePrefix(key), limits.cacheTtlDays, ...cacheVisibilityParams(trust)],
         );
         if (row) return { id: row.id, key: row.key, bytes: Number(row.bytes) };
       }
@@ -326,18 +344,33 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
 
     async withheldCache(task, keys) {
       const trust = await trustOf(task.jobId);
-      if (!trust.protectedOnly) return undefined;
+      // A fork's job is told nothing of the caches it may not restore (not even their keys).
+      if (trust.forkScope !== null) return undefined;
       for (const key of keys) {
-        const [row] = await store.query<{ key: string }>(
-          `SELECT c.key FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
-            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND NOT c.protected
+        if (trust.protectedOnly) {
+          const [row] = await store.query<{ key: string }>(
+            `SELECT c.key FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id
+              WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3) AND NOT c.protected AND c.scope IS NULL
+              ORDER BY c.created_at DESC LIMIT 1`,
+            [task.jobId, likePrefix(key), limits.cacheTtlDays],
+          );
+          if (row) {
+            return {
+              key: row.key,
+              reason: `a cache for ${row.key} was saved by a job on an unprotected branch; this job runs on a protected one (${trust.ref}) and restores only caches saved on protected branches (the project's default branch, ${trust.defaultBranch}, and its protected branch patterns; the server setting GYRE_CACHE_TRUST=shared turns this off)`,
+            };
+          }
+        }
+        const [fork] = await store.query<{ key: string; scope: string }>(
+          `SELECT c.key, c.scope FROM fork_caches c JOIN jobs j ON j.project_id = c.project_id
+            WHERE j.id = $1 AND c.key LIKE $2 AND c.created_at > now() - make_interval(days => $3)
             ORDER BY c.created_at DESC LIMIT 1`,
           [task.jobId, likePrefix(key), limits.cacheTtlDays],
         );
-        if (row) {
+        if (fork) {
           return {
-            key: row.key,
-            reason: `a cache for ${row.key} was saved by a job on an unprotected branch; this job runs on a protected one (${trust.ref}) and restores only caches saved on protected branches (the project's default branch, ${trust.defaultBranch}, and its protected branch patterns; the server setting GYRE_CACHE_TRUST=shared turns this off)`,
+            key: fork.key,
+            reason: `a cache for ${fork.key} was saved by a pipeline of a pull request from a fork (${fork.scope}); a fork's caches are restored only by the pipelines of that pull request`,
           };
         }
       }
@@ -345,12 +378,15 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
     },
 
     async openCache(task, id, options) {
-      const { protectedOnly } = await trustOf(task.jobId);
+      const trust = await trustOf(task.jobId);
       const [row] = await store.query<{ blob_key: string; bytes: string }>(
-        `SELECT c.blob_key, c.bytes FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2 AND (c.protected OR NOT $3)`,
-        [task.jobId, id, protectedOnly],
+        `SELECT c.blob_key, c.bytes FROM ${ALL_CACHES} c JOIN jobs j ON j.project_id = c.project_id WHERE j.id = $1 AND c.id = $2 AND ${cacheVisibleSql(3)}`,
+        [task.jobId, id, ...cacheVisibilityParams(trust)],
       );
-      if (!row) throw new InputError(`cache ${id} is not in this project${protectedOnly ? ' or was saved on an unprotected branch' : ''}`, 'cache');
+      if (!row) {
+        const why = trust.forkScope !== null ? ` or is not one this fork's pull request may restore` : trust.protectedOnly ? ' or was saved on an unprotected branch or by a fork' : ' or was saved by a fork';
+        throw new InputError(`cache ${id} is not in this project${why}`, 'cache');
+      }
       return openBlob(row, options?.start);
     },
 
@@ -465,6 +501,7 @@ export function createOutputService({ store, blobs, log, limits: given = {}, cac
       const rows = [
         ...(await store.query<{ blob_key: string }>(`DELETE FROM caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays])),
         ...(await store.query<{ blob_key: string }>(`DELETE FROM protected_caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays])),
+        ...(await store.query<{ blob_key: string }>(`DELETE FROM fork_caches WHERE created_at <= now() - make_interval(days => $1) RETURNING blob_key`, [limits.cacheTtlDays])),
       ];
       await blobs.delete(rows.map((r) => r.blob_key)).catch((error) => log.warn('deleting expired cache blobs failed', { error: (error as Error).message }));
       return rows.length;
@@ -524,15 +561,68 @@ export async function jobTestResults(db: Queryable, jobId: string, after: number
   );
 }
 
-/** Tests that both passed and failed on the same revision, most often first. */
+/** How long a test stays flaky without flaking again, as CircleCI counts it. */
+const FLAKY_DAYS = 14;
+
+/**
+ * Tests that both passed and failed on the same revision in the last 14 days, most often first, in
+ * CircleCI's shape: each with the latest run in which it failed (its workflow, pipeline and job),
+ * how many revisions it flaked on, and the seconds its failed runs took (`time-wasted`).
+ */
 export async function flakyTests(db: Queryable, projectId: string) {
-  const rows = await db.query<{ name: string; classname: string; file: string; job_name: string; times_flaked: string }>(
-    `SELECT name, classname, file, job_name, count(*) AS times_flaked FROM (
-       SELECT name, classname, file, job_name, revision FROM test_results WHERE project_id = $1
+  const rows = await db.query<{
+    name: string;
+    classname: string;
+    file: string;
+    job_name: string;
+    times_flaked: string;
+    time_wasted: number;
+    job_number: number | null;
+    workflow_id: string;
+    workflow_name: string;
+    workflow_created_at: Date | string;
+    pipeline_number: number;
+  }>(
+    `WITH flaky AS (
+       SELECT name, classname, file, job_name, revision FROM test_results
+        WHERE project_id = $1 AND created_at > now() - make_interval(days => ${FLAKY_DAYS})
         GROUP BY name, classname, file, job_name, revision
-       HAVING bool_or(result = 'success') AND bool_or(result = 'failure')) flaky
-      GROUP BY name, classname, file, job_name ORDER BY count(*) DESC, classname, name LIMIT 1000`,
+       HAVING bool_or(result = 'success') AND bool_or(result = 'failure')),
+     failed AS (
+       SELECT r.name, r.classname, r.file, r.job_name, r.job_id, r.run_time, r.created_at, r.id
+         FROM test_results r JOIN flaky f USING (name, classname, file, job_name, revision)
+        WHERE r.project_id = $1 AND r.result = 'failure'),
+     counted AS (
+       SELECT f.name, f.classname, f.file, f.job_name, count(*) AS times_flaked,
+              (SELECT COALESCE(sum(x.run_time), 0) FROM failed x
+                WHERE (x.name, x.classname, x.file, x.job_name) = (f.name, f.classname, f.file, f.job_name)) AS time_wasted
+         FROM flaky f GROUP BY f.name, f.classname, f.file, f.job_name),
+     latest AS (
+       SELECT DISTINCT ON (name, classname, file, job_name) name, classname, file, job_name, job_id
+         FROM failed ORDER BY name, classname, file, job_name, created_at DESC, id DESC)
+     SELECT c.name, c.classname, c.file, c.job_name, c.times_flaked, c.time_wasted,
+            j.number AS job_number, w.id AS workflow_id, w.name AS workflow_name, w.created_at AS workflow_created_at, p.number AS pipeline_number
+       FROM counted c
+       JOIN latest l USING (name, classname, file, job_name)
+       JOIN jobs j ON j.id = l.job_id
+       JOIN workflows w ON w.id = j.workflow_id
+       JOIN pipelines p ON p.id = w.pipeline_id
+      ORDER BY c.times_flaked DESC, c.classname, c.name LIMIT 1000`,
     [projectId],
   );
-  return rows.map((r) => ({ test_name: r.name, classname: r.classname, file: r.file, job_name: r.job_name, times_flaked: Number(r.times_flaked) }));
+  return rows.map((r) => ({
+    'test-name': r.name,
+    classname: r.classname,
+    file: r.file,
+    // The program that wrote the results is not known, as for a job's tests.
+    source: '',
+    'job-name': r.job_name,
+    'job-number': r.job_number ?? 0,
+    'workflow-id': r.workflow_id,
+    'workflow-name': r.workflow_name,
+    'workflow-created-at': new Date(r.workflow_created_at).toISOString(),
+    'pipeline-number': r.pipeline_number,
+    'times-flaked': Number(r.times_flaked),
+    'time-wasted': Math.round(Number(r.time_wasted)),
+  }));
 }

@@ -12,6 +12,8 @@ export interface Project {
   readonly id: string;
   readonly slug: string;
   readonly org: string;
+  /** The id of the organisation `org` (API v2's `organization_id`). */
+  readonly organizationId: string;
   readonly name: string;
   readonly repoUrl: string;
   readonly defaultBranch: string;
@@ -77,6 +79,9 @@ export interface Projects {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
+/** The id of project `pr`'s organisation, as a column (organisations are made with their first project). */
+const ORGANIZATION_ID = '(SELECT o.id FROM organizations o WHERE o.name = pr.org) AS organization_id';
+
 /** Accepts `gh/org/repo`, `github/org/repo` and `org/repo`, and gives the canonical `gh/org/repo`. */
 export function normaliseSlug(slug: string): string {
   const parts = slug.split('/');
@@ -90,6 +95,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     id: r.id as string,
     slug: r.slug as string,
     org: r.org as string,
+    organizationId: r.organization_id as string,
     name: r.name as string,
     repoUrl: r.repo_url as string,
     defaultBranch: r.default_branch as string,
@@ -116,8 +122,8 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
         const made = await ensureOrg(tx, org);
         const [row] = await tx.query(
           `INSERT INTO projects (id, slug, org, name, repo_url, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (slug) DO NOTHING RETURNING *`,
-          [randomUUID(), slug, org, name, repoUrl, defaultBranch],
+           ON CONFLICT (slug) DO NOTHING RETURNING *, $7::uuid AS organization_id`,
+          [randomUUID(), slug, org, name, repoUrl, defaultBranch, made.org.id],
         );
         if (!row) throw new ConflictError(`project ${slug} already exists`);
         await audit?.record(tx, { target: { type: 'project', id: slug }, org, project: slug, detail: { repo_url: repoUrl, ...(made.created ? { organization_created: true } : {}) } });
@@ -126,7 +132,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     },
     async get(slug) {
       const canonical = normaliseSlug(slug);
-      const [row] = await store.query('SELECT * FROM projects WHERE slug = $1', [canonical]);
+      const [row] = await store.query(`SELECT pr.*, ${ORGANIZATION_ID} FROM projects pr WHERE pr.slug = $1`, [canonical]);
       if (!row) throw new NotFoundError('project', canonical);
       return fromRow(row);
     },
@@ -134,7 +140,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
       const canonical = normaliseSlug(slug);
       const checked = checkBranchPatterns(patterns);
       return store.transaction(async (tx) => {
-        const [row] = await tx.query('UPDATE projects SET protected_branches = $2 WHERE slug = $1 RETURNING *', [canonical, checked]);
+        const [row] = await tx.query(`UPDATE projects pr SET protected_branches = $2 WHERE slug = $1 RETURNING pr.*, ${ORGANIZATION_ID}`, [canonical, checked]);
         if (!row) throw new NotFoundError('project', canonical);
         await audit?.record(tx, { target: { type: 'project', id: canonical }, detail: { patterns: checked } });
         return fromRow(row);
@@ -151,10 +157,10 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
           set_github_status: change.setGithubStatus,
         };
         const [row] = await tx.query(
-          `UPDATE projects SET forks_receive_secret_env_vars = COALESCE($2, forks_receive_secret_env_vars),
+          `UPDATE projects pr SET forks_receive_secret_env_vars = COALESCE($2, forks_receive_secret_env_vars),
                   autocancel_builds = COALESCE($3, autocancel_builds), build_fork_prs = COALESCE($4, build_fork_prs),
                   build_prs_only = COALESCE($5, build_prs_only), set_github_status = COALESCE($6, set_github_status)
-            WHERE slug = $1 RETURNING *`,
+            WHERE slug = $1 RETURNING pr.*, ${ORGANIZATION_ID}`,
           [
             canonical,
             values.forks_receive_secret_env_vars ?? null,
@@ -174,7 +180,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     async list({ after, limit = 50, visibleTo } = {}) {
       const who = visibleProjectParams(visibleTo ? visibilityOf(visibleTo) : { all: true });
       const rows = await store.query(
-        `SELECT * FROM projects pr WHERE ($1::text IS NULL OR slug > $1) AND ${visibleProjectCondition(3)} ORDER BY slug LIMIT $2`,
+        `SELECT pr.*, ${ORGANIZATION_ID} FROM projects pr WHERE ($1::text IS NULL OR slug > $1) AND ${visibleProjectCondition(3)} ORDER BY slug LIMIT $2`,
         [after ?? null, limit, ...who],
       );
       return rows.map(fromRow);

@@ -4,15 +4,24 @@ import { appendAudit } from '../audit/audit-log';
 import { registerAuditRoutes } from '../audit/api-routes';
 import { createHttpApp, listen, routesOf } from '../api/http-app';
 import { registerV2Routes } from '../api/v2-routes';
+import { registerV1Routes } from '../api/v1-routes';
+import { registerGraphqlRoutes } from '../api/graphql/routes';
+import { createCredentialCache } from '../identity/credential-cache';
 import { registerRerunRoutes } from '../api/rerun-routes';
+import { registerPipelineRoutes } from '../api/pipeline-routes';
+import { collectRoutes, registerOpenApiRoute } from '../api/openapi';
 import { registerConfigRoutes } from '../config/api-routes';
 import { registerGitHubWebhookRoute } from '../github/routes';
 import { createGitHubWebhooks } from '../github/webhooks';
 import { DEFAULT_LIMITS } from '../config/yaml-loader';
 import { registerIdentityRoutes } from '../identity/api-routes';
+import { registerInsightsRoutes } from '../insights/api-routes';
+import { createInsights } from '../insights/insights';
 import { registerSignInRoutes } from '../identity/sign-in/routes';
 import { registerSecretsRoutes } from '../secrets/api-routes';
 import { registerOidcRoutes } from '../secrets/oidc-routes';
+import { registerSshKeyRoutes } from '../secrets/ssh-key-routes';
+import { registerNotificationRoutes } from '../notifications/api-routes';
 import { registerHealthRoute } from '../ops/ops-routes';
 import { registerOutputRoutes } from '../output/api-routes';
 import { fileTimingsOfTask } from '../output/output-service';
@@ -33,6 +42,8 @@ export const apiRole: Role = {
   async start(core) {
     const { settings, store, dispatcher, output } = core;
     const log = core.log.child({ role: 'api' });
+    // Tokens and roles of the API's hot path, cleared by any change to them (credential-cache.ts).
+    const credentials = await createCredentialCache({ identity: core.identity, store });
     const app = await createHttpApp({
       log,
       limits: settings.http,
@@ -40,17 +51,29 @@ export const apiRole: Role = {
       trustProxy: settings.trustProxy,
       metrics: core.metrics,
       credentials: {
-        user: (token) => core.identity.authenticate(token),
+        user: (token) => credentials.authenticate(token),
         session: (cookie) => core.signIn.session(cookie),
         task: (token) => core.tokens.verify(token),
         runner: (token) => core.resourceClasses.classOfRunnerToken(token),
       },
-      access: core.identity,
+      access: credentials,
       auditLog: { append: (event) => appendAudit(store, event) },
+    });
+    // Every API v2 route from here on is in GET /api/v2/openapi.json.
+    const described = collectRoutes(app);
+    // A change made through this process is in force for its very next request, before any
+    // NOTIFY arrives: a write that succeeded clears the cache as its answer goes out.
+    app.addHook('onSend', async (request, reply, payload) => {
+      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400) credentials.clear();
+      return payload;
     });
     registerHealthRoute(app, { health: core.health, roles: [...core.roles] });
     registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES });
+    registerV1Routes(app, { store, projects: core.projects, logs: core.logs, webUrl: core.webUrl, signArtifact: (id) => output.signArtifact(id) });
+    registerGraphqlRoutes(app, { orbs: core.orbs, compile: core.compile, maxBodyBytes: MAX_CONFIG_BODY_BYTES, log });
     registerRerunRoutes(app, { store, projects: core.projects, conductor: core.conductor });
+    registerPipelineRoutes(app, { store, projects: core.projects, triggers: core.triggers });
+    registerOpenApiRoute(app, described);
     registerOutputRoutes(app, { store, blobs: core.blobs, projects: core.projects, output, apiUrl: core.webUrl });
     registerRetentionRoutes(app, { store, projects: core.projects, defaultDays: settings.retentionDays });
     registerConfigRoutes(app, { orbs: core.orbs, compile: core.compile, maxConfigBytes: MAX_CONFIG_BODY_BYTES });
@@ -69,8 +92,11 @@ export const apiRole: Role = {
     registerAuditRoutes(app, { store });
     registerSignInRoutes(app, { signIn: core.signIn, publicUrl: settings.publicUrl, log });
     registerSecretsRoutes(app, { contexts: core.contexts, projects: core.projects, access: core.identity });
+    registerSshKeyRoutes(app, { sshKeys: core.sshKeys, projects: core.projects });
     registerOidcRoutes(app, { issuer: core.oidc });
     registerScheduleRoutes(app, { schedules: core.schedules, projects: core.projects });
+    registerNotificationRoutes(app, { webhooks: core.webhooks, projects: core.projects, access: core.identity });
+    registerInsightsRoutes(app, { insights: createInsights({ store }), projects: core.projects });
     registerUiRoutes(app);
     if (core.github && settings.github) {
       // GitHub's deliveries: public, signed with the webhook secret (runtime/github/webhooks.ts).
@@ -83,6 +109,7 @@ export const apiRole: Role = {
     } catch (error) {
       await agentRoutes.close();
       await app.close();
+      await credentials.close();
       throw error;
     }
     core.apiListening(http.url);
@@ -93,6 +120,7 @@ export const apiRole: Role = {
         // Long polls and live log followers end first, so closing the listener does not wait on them.
         await agentRoutes.close();
         await http.close();
+        await credentials.close();
       },
     };
   },

@@ -8,8 +8,10 @@ import { createDispatcher, type Dispatcher } from '../dispatcher/dispatcher';
 import { createGitForge } from '../forge/git-forge';
 import { createGitHubApp, gitTokenOf, type GitHubApp } from '../github/app';
 import { createGitHubForge } from '../github/forge';
-import { createGitHubStatuses, GITHUB_STATUS } from '../github/statuses';
+import { createGitHubStatuses, GITHUB_STATUS, workflowWebUrl } from '../github/statuses';
 import type { OutboxHandler } from '../outbox/outbox';
+import { createNotifierEvents } from '../notifications/events';
+import { createWebhooks, type Webhooks } from '../notifications/webhooks';
 import type { Forge } from '../forge/forge';
 import { createIdentity, type Identity } from '../identity/identity';
 import type { RoleSource } from '../identity/role-sources';
@@ -19,6 +21,7 @@ import { createContexts, type Contexts } from '../secrets/contexts';
 import { createOidcPublisher } from '../secrets/oidc-publish';
 import { createOidcIssuer, publishOidcDocuments, type OidcIssuer, type PutObject } from '../secrets/oidc-tokens';
 import { createSecretBox, type SecretBox } from '../secrets/secret-box';
+import { createSshKeys, type SshKeys } from '../secrets/ssh-keys';
 import { createTaskSecrets, type TaskSecrets } from '../secrets/task-secrets';
 import { createKeyWrapper } from '../secrets/settings';
 import type { Logger } from '../logger';
@@ -68,6 +71,8 @@ export interface Core {
   readonly oidc: OidcIssuer;
   /** Writes OIDC discovery documents to the public bucket (GYRE_JOB_OIDC_PUBLISH_BUCKET); unset when not configured. */
   readonly oidcPublisher?: PutObject;
+  /** Projects' checkout keys and additional SSH keys. */
+  readonly sshKeys: SshKeys;
   /** A task's secrets, opened for the agent that holds its lease. */
   readonly taskSecrets: TaskSecrets;
   readonly projects: Projects;
@@ -90,6 +95,8 @@ export interface Core {
    * delivers. `github-status` with a GitHub App.
    */
   readonly outboxHandlers: Readonly<Record<string, OutboxHandler>>;
+  /** Projects' outbound webhooks and email and Slack notifications (runtime/notifications; sent by the notifier role). */
+  readonly webhooks: Webhooks;
   /** The Nomad cluster, when NOMAD_ADDR is set. */
   readonly nomad?: NomadClient;
   readonly health: Health;
@@ -118,7 +125,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const dispatcher = createDispatcher({
     output: logs,
     store,
-    config: { leaseTtlMs: settings.leaseTtlMs, maxAttempts: settings.maxAttempts },
+    config: { leaseTtlMs: settings.leaseTtlMs, maxAttempts: settings.maxAttempts, unservedClassTimeoutMs: settings.unservedClassTimeoutMs },
     log: log.child({ role: 'dispatcher' }),
     queueWait: executionMetrics.queueWait,
   });
@@ -133,6 +140,8 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const webUrl = () => settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`;
   // Workflows report their status on the commit through the outbox (runtime/github/statuses.ts).
   const statuses = github ? createGitHubStatuses({ app: github, webUrl }) : undefined;
+  // Webhooks, email and Slack on workflows' and jobs' ends, through the outbox (runtime/notifications).
+  const notifierEvents = createNotifierEvents({ webUrl: (pipelineId, workflowId) => workflowWebUrl(webUrl(), pipelineId, workflowId) });
   const identity = createIdentity({ store });
   const signInProviders = createSignInProviders(settings.signIn, { store, log: log.child({ role: 'identity' }) });
   const signIn = createSignIn({
@@ -147,6 +156,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   });
   const secretBox = createSecretBox(createKeyWrapper(settings.secrets));
   const contexts = createContexts({ store, box: secretBox });
+  const sshKeys = createSshKeys({ store, box: secretBox });
   // With GYRE_JOB_OIDC_PUBLISH_BUCKET, every key change is copied to the public bucket before the new key signs.
   const oidcPublisher = settings.oidc.publish ? createOidcPublisher(settings.oidc.publish) : undefined;
   const oidc: OidcIssuer = createOidcIssuer({
@@ -170,7 +180,8 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     contexts,
     oidc,
     oidcPublisher,
-    taskSecrets: createTaskSecrets({ store, contexts, oidc, log: log.child({ role: 'secrets' }), ...(github ? { gitToken: gitTokenOf(github) } : {}) }),
+    sshKeys,
+    taskSecrets: createTaskSecrets({ store, contexts, oidc, sshKeys, log: log.child({ role: 'secrets' }), ...(github ? { gitToken: gitTokenOf(github) } : {}) }),
     projects,
     triggers: createTriggers({ store, forge, projects }),
     schedules: createSchedules({ store }),
@@ -183,8 +194,15 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     tokens: createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret)),
     orbs,
     compile,
-    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs, contexts, onWorkflow: statuses?.onWorkflow }),
+    conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs, contexts,
+      onWorkflow: async (tx, transition) => {
+        await statuses?.onWorkflow(tx, transition);
+        await notifierEvents.onWorkflow(tx, transition);
+      },
+      onJobsEnded: notifierEvents.onJobsEnded,
+    }),
     outboxHandlers: statuses ? { [GITHUB_STATUS]: statuses.handler } : {},
+    webhooks: createWebhooks({ store, box: secretBox, policy: settings.notifications.destinations }),
     nomad,
     // Nomad is a dependency only of the processes that submit jobs to it.
     health: createHealth({ store, blobs, nomad: settings.roles.has('scheduler') ? nomad : undefined }),

@@ -17,6 +17,11 @@ export const dispatcherRole: Role = {
     const stopReaper = every(Math.max(250, Math.min(5000, settings.leaseTtlMs / 4)), () => dispatcher.reapExpiredLeases(), (error) =>
       log.error('lease reaper failed', { error: (error as Error).message }),
     );
+    // Jobs of classes no driver serves (macOS, Windows, Arm without runners) fail once they waited
+    // GYRE_UNSERVED_CLASS_TIMEOUT_MS; looked for often enough to be late by a small part of it.
+    const stopUnserved = every(Math.max(250, Math.min(10_000, settings.unservedClassTimeoutMs / 10)), () => dispatcher.failUnservedTasks(), (error) =>
+      log.error('failing jobs of unserved classes failed', { error: (error as Error).message }),
+    );
     // The queue gauges are read here on a timer (GYRE_METRICS_REFRESH_MS), never by a scrape.
     const refresh = () => core.executionMetrics.refresh(store);
     await refresh().catch(() => undefined);
@@ -24,6 +29,7 @@ export const dispatcherRole: Role = {
     return {
       async stop() {
         stopReaper();
+        stopUnserved();
         stopMetrics();
       },
     };

@@ -5,6 +5,8 @@ import { contextsRole } from './contexts';
 import { cronRole } from './cron';
 import { dispatcherRole } from './dispatcher';
 import { identityRole } from './identity';
+import { insightsRole } from './insights';
+import { notifierRole } from './notifier';
 import type { RoleName } from './names';
 import { outputRole } from './output';
 import type { Role } from './role';
@@ -24,6 +26,8 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
   audit: auditRole,
   contexts: contextsRole,
   cron: cronRole,
+  insights: insightsRole,
+  notifier: notifierRole,
 };
 
 /**
@@ -31,4 +35,4 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
  * before anyone can claim), the API before the scheduler (whose agents call it back), the
  * scheduler last (nothing runs before the roles that watch it are up). Stopped in reverse.
  */
-export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'cron', 'api', 'scheduler'];
+export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'cron', 'insights', 'notifier', 'api', 'scheduler'];

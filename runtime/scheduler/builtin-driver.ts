@@ -13,6 +13,7 @@ import type { Lease } from '../dispatcher/sql/leases';
 import type { OutputMasker } from '../output/masking';
 import type { Driver } from './driver';
 import { createWakeableSleep } from './wakeable-sleep';
+import { previousTestResults } from '../output/previous-test-results';
 import type { TaskSecrets } from '../secrets/task-secrets';
 
 export interface BuiltinDriverOptions {
@@ -45,9 +46,17 @@ export interface BuiltinDriverOptions {
 }
 
 /** A reporter that calls the dispatcher in-process under one lease. */
-export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, taskSecrets?: TaskSecrets): TaskReporter {
+export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, taskSecrets?: TaskSecrets, store?: Store): TaskReporter {
   const lease = claimed.lease;
   return {
+    ...(store
+      ? {
+          testTimings: async () => {
+            await dispatcher.heartbeat(lease);
+            return (await previousTestResults(store, lease.taskId)).items.map((r) => ({ file: r.file, classname: r.classname, name: r.name, seconds: r.run_time }));
+          },
+        }
+      : {}),
     ...(taskSecrets ? { secrets: () => taskSecrets.forLease(lease) } : {}),
     heartbeat: (signal) => {
       const beat = dispatcher.heartbeat(lease);
@@ -101,7 +110,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
         const { task, lease } = claimed;
         await runTask({
           task,
-          reporter: localReporter(dispatcher, claimed, options.taskSecrets),
+          reporter: localReporter(dispatcher, claimed, options.taskSecrets, store),
           // The task as the agent has it, with its secrets: image credentials may name them.
           executor: (withSecrets) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${lease.attempt}`), log: taskLog, execution: execution!, owner }),
           log: taskLog,

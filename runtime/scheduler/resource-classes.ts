@@ -3,6 +3,7 @@ import type { Audit } from '../audit/audit-log';
 import { ConflictError, InputError, NotFoundError } from '../domain/errors';
 import { hashToken } from '../identity/identity';
 import type { Store } from '../store/store';
+import { isPlatformClass } from './unserved-classes';
 
 export const DRIVERS = ['builtin', 'runner', 'nomad'] as const;
 export type DriverName = (typeof DRIVERS)[number];
@@ -64,8 +65,10 @@ export function validateResourceClass(input: { name?: unknown; cpu?: unknown; me
   }
   const driver = String(input.driver ?? 'runner');
   if (!(DRIVERS as readonly string[]).includes(driver)) throw new InputError(`driver '${driver}' is not one of ${DRIVERS.join(', ')}`, 'driver');
-  if (driver === 'runner' && !RUNNER_CLASS.test(name)) {
-    throw new InputError(`a runner resource class is named <namespace>/<name>, the namespace being the organisation whose jobs it runs (e.g. acme/linux-large); '${name}' is not`, 'name');
+  // A platform class (macos.*, windows.*, arm.*) is the class jobs ask for by CircleCI's name;
+  // its runners serve every organisation's jobs of that class (unserved-classes.ts).
+  if (driver === 'runner' && !RUNNER_CLASS.test(name) && !isPlatformClass(name)) {
+    throw new InputError(`a runner resource class is named <namespace>/<name>, the namespace being the organisation whose jobs it runs (e.g. acme/linux-large), or is a macOS, Windows or Arm class (macos.m1.medium.gen1, windows.medium, arm.medium); '${name}' is not`, 'name');
   }
   return { name, cpu, memoryMb, driver: driver as DriverName };
 }

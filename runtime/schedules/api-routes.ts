@@ -10,8 +10,9 @@ import { DAYS_OF_WEEK, MONTHS } from './timetable';
  * createSchedule, listSchedulesForProject, getScheduleById, updateSchedule, deleteScheduleById):
  * anyone who may read the project sees its schedules; who may trigger its pipelines (the write
  * role, or a project token with the trigger scope) creates, changes and deletes them. The body's
- * shape is checked here; what it means (ranges, days of the week or of the month, branch or tag)
- * by the service, whose refusals name the field and what is allowed.
+ * shape is checked here; what it means (ranges, days of the week or of the month, the time zone,
+ * branch or tag) by the service, whose refusals name the field and what is allowed. The timetable
+ * takes one field CircleCI's does not: `time-zone` (./timetable.ts).
  */
 export interface ScheduleRouteDeps {
   readonly schedules: Schedules;
@@ -30,6 +31,8 @@ const Timetable = Type.Object(
     'days-of-week': Type.Optional(Type.Array(OneOf(DAYS_OF_WEEK), { maxItems: 7 * 4 })),
     'days-of-month': Type.Optional(Type.Array(Type.Integer(), { maxItems: 31 * 4 })),
     months: Type.Optional(Type.Array(OneOf(MONTHS), { maxItems: 12 * 4 })),
+    // Gyre's own field: an IANA time zone name, checked (and refused by name) by the service.
+    'time-zone': Type.Optional(Type.String({ maxLength: 256 })),
   },
   { additionalProperties: false },
 );

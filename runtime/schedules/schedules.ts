@@ -6,7 +6,7 @@ import type { Principal } from '../domain/principal';
 import type { Project } from '../projects/projects';
 import type { Store } from '../store/store';
 import { deleteSchedule, insertSchedule, scheduleById, scheduleNamed, schedulesOfProject, updateSchedule, type AttributionActor, type ScheduleParameters, type ScheduleRow } from './sql/schedules';
-import { checkTimetable, mergeTimetable, timetableCadence, type Timetable } from './timetable';
+import { checkTimetable, DEFAULT_TIME_ZONE, mergeTimetable, timetableCadence, type Timetable } from './timetable';
 
 /**
  * Schedules (CircleCI API v2 `/project/{slug}/schedule`, `/schedule/{id}`): what the API creates,
@@ -131,7 +131,8 @@ function viewOf(row: ScheduleRow): ScheduleView {
     id: row.id,
     name: row.name,
     description: row.description,
-    timetable: row.timetable,
+    // Timetables stored before time zones existed have none: they are UTC.
+    timetable: { ...row.timetable, 'time-zone': row.timetable['time-zone'] ?? DEFAULT_TIME_ZONE },
     'project-slug': row.slug,
     actor: user,
     parameters: row.parameters,

@@ -3,8 +3,13 @@ import type { Lease } from '../dispatcher/sql/leases';
 import { LEASE_IS_CURRENT } from '../dispatcher/sql/leases';
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
+import type { Step } from '../config/plan';
+import type { TaskSshKeys } from '../dispatcher/dispatcher';
+import { isSshRepositoryUrl } from '../domain/repository-url';
 import type { Contexts } from './contexts';
 import { vcsOriginOf, type OidcIssuer } from './oidc-tokens';
+import type { SshKeys, TaskSshKeysInput } from './ssh-keys';
+import { expressionValuesOf } from '../triggers/pipeline-event';
 
 /**
  * What a task's agent receives of its secrets, asked for by the agent itself under its lease (the
@@ -13,7 +18,8 @@ import { vcsOriginOf, type OidcIssuer } from './oidc-tokens';
  * the contexts the job names (when its pipeline may use them), and its OIDC tokens. A pipeline of a
  * forked pull request gets no variables unless its project allows it (Contexts.resolveForTask), but
  * still its OIDC tokens: they hold no secret, name the pipeline's own ref, and CircleCI issues them
- * to forks too.
+ * to forks too. The project's SSH keys go only to a job that uses them (a checkout over SSH, an
+ * `add_ssh_keys` step), and to a fork's only as its variables do.
  */
 export type TaskSecretsAnswer =
   | {
@@ -24,6 +30,8 @@ export type TaskSecretsAnswer =
        * Only the checkout step's git gets it (never a step's environment); the agent masks it.
        */
       readonly gitToken?: string;
+      /** The SSH keys the job uses (runtime/secrets/ssh-keys.ts), private halves in clear; the agent masks them. */
+      readonly sshKeys?: TaskSshKeys;
     }
   /** The job may not have a context it names (it changed since the job was queued): the agent fails the job with this. */
   | { readonly refused: string };
@@ -44,6 +52,8 @@ export interface TaskSecretsDeps {
   readonly gitToken?: (repoUrl: string) => Promise<string | undefined>;
   /** Mints CIRCLE_OIDC_TOKEN and CIRCLE_OIDC_TOKEN_V2; without it jobs get none. */
   readonly oidc?: Pick<OidcIssuer, 'mint'>;
+  /** Opens the project's SSH keys a job uses; without it jobs get none. */
+  readonly sshKeys?: Pick<SshKeys, 'forTask'>;
   readonly log: Logger;
 }
 
@@ -61,6 +71,21 @@ interface TaskRow {
   actor_id: string | null;
   number: number;
   from_fork: boolean;
+  /** What started the pipeline: `pipeline.trigger_source` and `pipeline.event.*` for expressions. */
+  trigger_type: string;
+  event: unknown;
+  steps: Step[] | null;
+}
+
+/** Which of the project's SSH keys a job's steps use: the checkout key for a checkout over SSH, and what its `add_ssh_keys` steps select. */
+export function sshKeysUsedBy(steps: readonly Step[], repoUrl: string): Omit<TaskSshKeysInput, 'projectId' | 'fork'> {
+  const checkout = isSshRepositoryUrl(repoUrl) && steps.some((s) => s.type === 'checkout');
+  let additional: 'all' | string[] = [];
+  for (const step of steps) {
+    if (step.type !== 'add_ssh_keys' || additional === 'all') continue;
+    additional = step.fingerprints === undefined ? 'all' : [...additional, ...step.fingerprints.filter((f): f is string => typeof f === 'string')];
+  }
+  return { checkout, additional };
 }
 
 export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
@@ -69,7 +94,7 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
     async forLease(lease) {
       const [row] = await store.query<TaskRow>(
         `SELECT j.id AS job_id, j.contexts, j.project_id, o.id AS org_id, pr.repo_url, w.pipeline_id, j.workflow_id,
-                p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork
+                p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork, p.trigger_type, p.event, j.spec -> 'steps' AS steps
            FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
            JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
            LEFT JOIN organizations o ON o.name = pr.org
@@ -82,7 +107,7 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
         orgId: row.org_id,
         projectId: row.project_id,
         contextNames: row.contexts ?? [],
-        pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, fork: row.from_fork === true, values: { 'pipeline.number': row.number } },
+        pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, fork: row.from_fork === true, values: expressionValuesOf(row) },
         actor: { userId: row.actor_id ?? undefined },
       });
       if (!resolved.ok) return { refused: resolved.reason };
@@ -119,7 +144,10 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
       // GitHub not answering is the secrets' failure, as the database not answering is: the task is
       // not run without its checkout token (a remote agent asks again; an abandoned lease is retried).
       const gitToken = deps.gitToken ? await deps.gitToken(row.repo_url) : undefined;
-      return gitToken ? { env, gitToken } : { env };
+      const sshKeys = deps.sshKeys
+        ? await deps.sshKeys.forTask({ projectId: row.project_id, fork: row.from_fork === true, ...sshKeysUsedBy(Array.isArray(row.steps) ? row.steps : [], row.repo_url) })
+        : undefined;
+      return { env, ...(gitToken ? { gitToken } : {}), ...(sshKeys ? { sshKeys } : {}) };
     },
   };
 }

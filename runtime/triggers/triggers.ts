@@ -5,6 +5,7 @@ import type { TriggerType } from '../domain/model';
 import type { Forge, Revision } from '../forge/forge';
 import type { Projects } from '../projects/projects';
 import type { Queryable, Store } from '../store/store';
+import { eventOfTrigger, type PipelineEvent } from './pipeline-event';
 
 export const PIPELINE_CREATED = 'gyre_pipeline_created';
 
@@ -23,6 +24,11 @@ export interface TriggerRequest {
    * Set by what knows it (the GitHub webhook); the API's trigger route never sets it. @default false
    */
   readonly fork?: boolean;
+  /**
+   * What happened (`pipeline.event.*`, ./pipeline-event.ts), when the trigger knows more than its
+   * type says (the GitHub webhook: `pull_request` and its action). @default - from `type`
+   */
+  readonly event?: PipelineEvent;
   /** The request's audit record, appended in the transaction that creates the pipeline. */
   readonly audit?: Audit;
   /**
@@ -72,9 +78,22 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
           [project.id],
         );
         const [row] = await tx.query<{ created_at: Date }>(
-          `INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork)
-           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING created_at`,
-          [id, project.id, number, request.type, request.actorId ?? null, ref.branch ?? null, ref.tag ?? null, revision.sha, revision.subject, JSON.stringify(request.parameters ?? {}), request.fork === true],
+          `INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
+           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING created_at`,
+          [
+            id,
+            project.id,
+            number,
+            request.type,
+            request.actorId ?? null,
+            ref.branch ?? null,
+            ref.tag ?? null,
+            revision.sha,
+            revision.subject,
+            JSON.stringify(request.parameters ?? {}),
+            request.fork === true,
+            JSON.stringify(request.event ?? eventOfTrigger(request.type)),
+          ],
         );
         await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
         await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });

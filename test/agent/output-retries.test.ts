@@ -172,7 +172,7 @@ describe.each(testStores())('file steps of a remote agent through a faulty netwo
     expect(notes).toHaveLength(1);
     expect(await count('test_results WHERE job_id = $1', [c.task.jobId])).toBe(3000);
     const tests = await testsOf(c);
-    expect(tests[7]).toEqual({ name: 'retried 7', classname: 'retried', file: 'retried.test.js', result: 'failure', message: 'expected 1, got 2', run_time: 0.07 });
+    expect(tests[7]).toEqual({ name: 'retried 7', classname: 'retried', file: 'retried.test.js', result: 'failure', message: 'expected 1, got 2', run_time: 0.07, source: '' });
   });
 
   it('stores nothing of test results whose one upload broke off midway', async () => {

@@ -50,6 +50,7 @@ const ROUTES = [
   'PUT /api/v2/agent/task/{task}/step/{n}/output/{n}',
   'POST /api/v2/agent/task/{task}/step/{n}/finished',
   'GET /api/v2/agent/task/{task}/test-timings',
+  'GET /api/v2/agent/task/{task}/previous-test-results',
   'PUT /api/v2/agent/task/{task}/artifacts',
   'GET /api/v2/agent/task/{task}/cache',
   'POST /api/v2/agent/task/{task}/cache/find',

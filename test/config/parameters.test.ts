@@ -122,6 +122,34 @@ workflows:
     expect(ps[0].message).toMatch(/pipeline parameter 'nope' was supplied but is not declared/);
   });
 
+  it('a pipeline value that reads like a reference (a pull request title, a branch) is inserted as text, never read as config by a later pass', async () => {
+    const yaml = `version: 2.1
+jobs:
+  a:
+    parameters:
+      x: {type: string, default: job-x}
+    docker: [{image: cimg/base:stable}]
+    steps:
+      - run: "echo << pipeline.event.github.pull_request.title >> / << pipeline.git.branch >> / << parameters.x >>"
+      - run:
+          name: << pipeline.event.github.pull_request.title >>
+          command: "true"
+workflows:
+  w:
+    jobs: [a]
+`;
+    const title = 'Fix << parameters.x >> and <<pipeline.git.revision>> and <<# parameters.x >>on<</ parameters.x >>, cat << EOF';
+    const r = await plan(yaml, { branch: 'x<<pipeline.id>>', pipeline: { event: { 'pipeline.event.github.pull_request.title': title } } });
+    const steps = r.plan.workflows[0].jobs[0].spec!.steps as readonly { command?: string; name?: string }[];
+    // Before, the job pass read the title's `<< parameters.x >>` (job-x) and its section, and an
+    // unknown parameter in a title failed the pipeline.
+    expect(steps[0].command).toBe(`echo ${title} / x<<pipeline.id>> / job-x`);
+    expect(steps[1].name).toBe(title);
+    expect(r.compiledYaml).toContain('x<<pipeline.id>>');
+    expect(r.compiledYaml).not.toContain('\uE000');
+    await expect(plan(yaml, { branch: 'main', pipeline: { event: { 'pipeline.event.github.pull_request.title': 'Fix << parameters.nope >>' } } })).resolves.toBeTruthy();
+  });
+
   it('pipeline parameters must have defaults and a scalar type', async () => {
     const ps = await problems(`version: 2.1
 parameters:

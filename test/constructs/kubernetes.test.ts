@@ -40,7 +40,7 @@ describe('ControlPlane', () => {
       expect(container.image).toBe('ghcr.io/gyre-ci/runtime:9.9.9');
       expect([...container.command, ...container.args]).toEqual(['tini', '--', 'gyre', 'server', `--roles=${role}`]);
     }
-    expect(out).not.toMatch(/gyre-(triggers|machines|insights|notifier)\b/);
+    expect(out).not.toMatch(/gyre-(triggers|machines)\b/);
   });
 
   test('every role is probed on /healthz and scraped on /metrics at the ops port; only api exposes the API port', () => {

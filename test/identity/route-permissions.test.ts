@@ -140,6 +140,10 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
     // The organisation and project by id, for the OIDC custom-claims routes.
     fixtures.orgId = (await admin('GET', '/api/v2/organization/gh/acme')).id;
     fixtures.projectId = (await admin('GET', '/api/v2/project/gh/acme/app')).id;
+    // An outbound webhook of gh/acme/app for the /webhook/:id routes (runtime/notifications).
+    if (g.gyre.routes.some((r) => r.url === '/api/v2/webhook')) {
+      fixtures.webhook = (await admin('POST', '/api/v2/webhook', { name: 'matrix', events: ['workflow-completed'], url: 'https://hooks.example.com/matrix', 'verify-tls': true, 'signing-secret': 'matrix secret', scope: { id: fixtures.projectId, type: 'project' } })).id;
+    }
 
     const { id } = await g.trigger('gh/acme/app');
     fixtures.pipeline = id;
@@ -193,16 +197,25 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
         return route.url.includes('/environment-variable/') ? 'MATRIX_VAR' : 'no-such-thing';
       case 'orgID':
         return fixtures.orgId;
+      case 'fingerprint':
+        return 'c9:0b:1c:4f:d5:65:56:b9:ad:88:f9:81:2b:37:74:2f';
       case 'restrictionId':
         return '00000000-0000-4000-8000-000000000000';
       case 'signature':
         return 'not-a-signature';
+      // API v1.1 (runtime/api/v1-routes.ts): a branch's builds, a step's output on parallel run 0.
+      case 'branch':
+        return 'main';
+      case 'step':
+      case 'index':
+        return '0';
       case 'id':
         if (route.of === 'pipeline') return fixtures.pipeline;
         if (route.of === 'workflow') return fixtures.workflow;
         if (route.of === 'job') return fixtures.jobId;
         if (route.of === 'context') return fixtures.context;
         if (route.of === 'schedule') return fixtures.schedule;
+        if (route.of === 'webhook') return fixtures.webhook;
         if (route.of === 'org-id') return fixtures.orgId;
         if (route.of === 'project-id') return fixtures.projectId;
         if (route.url.startsWith('/api/v2/user/')) return fixtures.userId;
@@ -232,6 +245,7 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
   function notFoundMessage(route: RouteInfo): string | undefined {
     if (route.of === 'context') return `context not found: ${fixtures.context}`;
     if (route.of === 'schedule') return `schedule not found: ${fixtures.schedule}`;
+    if (route.of === 'webhook') return `webhook not found: ${fixtures.webhook}`;
     if (route.of === 'org-id') return `organization not found: ${fixtures.orgId}`;
     if (route.of === 'project-id') return `project not found: ${fixtures.projectId}`;
     const scope = route.permission?.split(':')[0];
@@ -276,6 +290,14 @@ describe.each(testStores())('every route × every role (%s)', (store) => {
           await g.gyre.store.query(
             `INSERT INTO schedules (id, project_id, name, timetable, attribution_actor, parameters) SELECT $1, id, 'matrix', $2, 'system', '{"branch": "main"}' FROM projects WHERE slug = 'gh/acme/app'`,
             [fixtures.schedule, JSON.stringify(JSON.parse(fixtures.scheduleBody).timetable)],
+          );
+        }
+        // Likewise the webhook every /webhook/:id route aims at (its secret is not opened by these routes).
+        if (route.method === 'DELETE' && route.url === '/api/v2/webhook/:id' && res.status === 200) {
+          await g.gyre.store.query(
+            `INSERT INTO webhooks (id, project_id, name, url, events, secret_hint, ciphertext, iv, tag, wrapped_key, key_id)
+             SELECT $1, id, 'matrix', 'https://hooks.example.com/matrix', '{workflow-completed}', 'xxxx', '\\x00', '\\x00', '\\x00', '\\x00', 'none' FROM projects WHERE slug = 'gh/acme/app'`,
+            [fixtures.webhook],
           );
         }
         const where = `${route.method} ${route.url} as ${who}: ${res.status} ${res.json?.message ?? ''}`;

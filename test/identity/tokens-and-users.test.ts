@@ -1,3 +1,4 @@
+import { DEFAULT_CREDENTIAL_CACHE_TTL_MS } from '../../runtime/identity/credential-cache';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,6 +133,8 @@ describe.each(testStores())('users and tokens (%s)', (store) => {
     // A minute later, the next use is noted.
     await g.gyre.store.query(`UPDATE api_tokens SET last_used_at = last_used_at - interval '61 seconds' WHERE id = $1`, [made.id]);
     const backdated = await lastUsed();
+    // The API keeps a token's check in memory for up to 2 s (runtime/identity/credential-cache.ts); a minute later it has long gone.
+    await new Promise((resolve) => setTimeout(resolve, DEFAULT_CREDENTIAL_CACHE_TTL_MS + 100));
     await as(made.token, 'GET', '/api/v2/me');
     expect((await lastUsed())!.getTime()).toBeGreaterThan(backdated!.getTime());
     expect((await as(g.token, 'GET', '/api/v2/me/tokens')).body.items.find((t: any) => t.id === made.id).last_used_at).not.toBeNull();

@@ -36,7 +36,7 @@ describe.each(testStores())('flaky tests on %s', (store) => {
 
   beforeAll(async () => {
     markerDir = mkdtempSync(join(tmpdir(), 'gyre-flaky-'));
-    gyre = await startTestGyre({ store });
+    gyre = await startTestGyre({ store, spec: 'fail' });
     await gyre.addProject('gh/acme/flaky', { '.circleci/config.yml': config(join(markerDir, 'ran-once')) });
   }, 60_000);
 
@@ -45,27 +45,46 @@ describe.each(testStores())('flaky tests on %s', (store) => {
     if (markerDir) rmSync(markerDir, { recursive: true, force: true });
   });
 
-  async function runOnce(): Promise<{ revision: string; results: Record<string, string> }> {
+  async function runOnce(): Promise<{ revision: string; number: number; jobNumber: number; results: Record<string, string> }> {
     const { id } = await gyre.trigger('gh/acme/flaky');
     const { pipeline, jobs } = await gyre.waitForPipeline(id);
     expect(jobs.unit.status).toBe('success');
     const tests = (await gyre.api('GET', `/api/v2/project/gh/acme/flaky/${jobs.unit.job_number}/tests`)).items;
-    return { revision: pipeline.vcs.revision, results: Object.fromEntries(tests.map((t: any) => [t.name, t.result])) };
+    return { revision: pipeline.vcs.revision, number: pipeline.number, jobNumber: jobs.unit.job_number, results: Object.fromEntries(tests.map((t: any) => [t.name, t.result])) };
   }
 
   test('a test that passed and failed on the same revision is reported, one that always passed is not', async () => {
     const first = await runOnce();
     expect(first.results).toEqual({ always: 'success', sometimes: 'failure' });
     // One failure alone is not flakiness.
-    expect(await gyre.api('GET', '/api/v2/insights/gh/acme/flaky/flaky-tests')).toEqual({ flaky_tests: [], total_flaky_tests: 0 });
+    expect(await gyre.api('GET', '/api/v2/insights/gh/acme/flaky/flaky-tests')).toEqual({ 'flaky-tests': [], 'total-flaky-tests': 0 });
 
     const second = await runOnce();
     expect(second.results).toEqual({ always: 'success', sometimes: 'success' });
     expect(second.revision).toBe(first.revision);
 
-    expect(await gyre.api('GET', '/api/v2/insights/gh/acme/flaky/flaky-tests')).toEqual({
-      flaky_tests: [{ test_name: 'sometimes', classname: 'net.retry', file: 'test/retry.test.js', job_name: 'unit', times_flaked: 1 }],
-      total_flaky_tests: 1,
+    // CircleCI's shape: the test, with the latest run in which it failed (the first pipeline's).
+    const flaky = await gyre.api('GET', '/api/v2/insights/gh/acme/flaky/flaky-tests');
+    const firstPipeline = (await gyre.api('GET', '/api/v2/project/gh/acme/flaky/pipeline')).items.find((p: any) => p.number === first.number);
+    const [workflow] = (await gyre.api('GET', `/api/v2/pipeline/${firstPipeline.id}/workflow`)).items;
+    expect(flaky).toEqual({
+      'flaky-tests': [
+        {
+          'test-name': 'sometimes',
+          classname: 'net.retry',
+          file: 'test/retry.test.js',
+          source: '',
+          'job-name': 'unit',
+          'job-number': first.jobNumber,
+          'workflow-id': workflow.id,
+          'workflow-name': 'main',
+          'workflow-created-at': workflow.created_at,
+          'pipeline-number': first.number,
+          'times-flaked': 1,
+          'time-wasted': 0,
+        },
+      ],
+      'total-flaky-tests': 1,
     });
   }, 90_000);
 });

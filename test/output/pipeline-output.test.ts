@@ -108,9 +108,9 @@ describe.each(['local', 's3'] as const)('output on %s blob storage', (kind) => {
     // Test results.
     const tests = await g.api('GET', `/api/v2/project/${slug}/${produce}/tests`);
     expect(tests.items).toEqual([
-      { name: 'adds & carries', classname: 'math adds', file: 'src/math.test.js', result: 'success', message: '', run_time: 0.012 },
-      { name: 'by zero', classname: 'math divides', file: 'src/math.test.js', result: 'failure', message: 'expected Infinity', run_time: 0.3 },
-      { name: 'later', classname: 'math skips', file: '', result: 'skipped', message: '', run_time: 0 },
+      { name: 'adds & carries', classname: 'math adds', file: 'src/math.test.js', result: 'success', message: '', run_time: 0.012, source: '' },
+      { name: 'by zero', classname: 'math divides', file: 'src/math.test.js', result: 'failure', message: 'expected Infinity', run_time: 0.3, source: '' },
+      { name: 'later', classname: 'math skips', file: '', result: 'skipped', message: '', run_time: 0, source: '' },
     ]);
 
     // Workspace: layered, later jobs overwrite earlier ones, globs respected.

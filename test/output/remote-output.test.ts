@@ -129,8 +129,8 @@ describe.each(CASES)('file steps on a remote agent (%s, %s driver)', (store, dri
 
     const tests = (await g.api('GET', `/api/v2/project/${slug}/${produce}/tests`)).items;
     expect(tests).toEqual([
-      { name: 'sends the bytes', classname: 'remote.upload', file: 'test/upload.test.js', result: 'success', message: '', run_time: 0.25 },
-      { name: 'refuses a stale lease', classname: 'remote.upload', file: 'test/upload.test.js', result: 'failure', message: 'expected 409', run_time: 0.5 },
+      { name: 'sends the bytes', classname: 'remote.upload', file: 'test/upload.test.js', result: 'success', message: '', run_time: 0.25, source: '' },
+      { name: 'refuses a stale lease', classname: 'remote.upload', file: 'test/upload.test.js', result: 'failure', message: 'expected 409', run_time: 0.5, source: '' },
     ]);
   }, 180_000);
 });

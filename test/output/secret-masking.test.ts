@@ -277,7 +277,8 @@ describe('the agent with a task that carries secrets', () => {
     expect(names).toEqual([`Deploy with ${MASK}`, 'fails']);
     const lines = output(0).split('\n');
     expect(lines[0]).toBe(`token=${MASK} greeting=from-config db=${MASK} home=${home}`);
-    expect(lines[1]).toBe(`path=${process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'}`);
+    // The host's PATH, after the job directory's bin (the in-job circleci command).
+    expect(lines[1]).toBe(`path=${home}/.gyre-job/bin:${process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'}`);
     expect(lines[2]).toBe('1');
     expect(output(1)).toBe(`\ncannot deploy: ${MASK} was refused\n`);
   });

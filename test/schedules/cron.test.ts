@@ -162,6 +162,25 @@ describe.each(testStores())('cron passes (%s)', (kind) => {
     expect(new Date(row.next_fire_at).toISOString()).toBe('2026-01-08T03:00:00.000Z');
   });
 
+  it('fires a schedule on its time zone clock, once across the spring-forward night, with cron passes every minute', async () => {
+    const schedules = createSchedules({ store, now });
+    const cron = createCron({ store, triggers, log, now });
+    clock = new Date('2026-03-28T12:00:00Z');
+    // 02:00 and 02:30 in Berlin; on 2026-03-29 the clocks jump from 02:00 to 03:00.
+    const made = await schedules.create(project, { name: 'berlin night', timetable: { 'per-hour': 2, 'hours-of-day': [2], 'days-of-week': EVERY_DAY, 'time-zone': 'Europe/Berlin' }, 'attribution-actor': 'system', parameters: { branch: 'main' } }, user);
+    expect(made.timetable['time-zone']).toBe('Europe/Berlin');
+    // A pass every minute from 23:00 UTC (midnight in Berlin) to 02:00 UTC (04:00 summer time).
+    for (let t = Date.parse('2026-03-28T23:00:05Z'); t <= Date.parse('2026-03-29T02:00:05Z'); t += 60_000) {
+      clock = new Date(t);
+      await cron.pass();
+    }
+    // One run that night, at 03:00 summer time (01:00 UTC), not two and not none.
+    expect((await pipelinesOf(made.id)).map((p) => p.fire_at.toISOString())).toEqual(['2026-03-29T01:00:00.000Z']);
+    const [row] = await store.query<{ next_fire_at: Date }>('SELECT next_fire_at FROM schedules WHERE id = $1', [made.id]);
+    // The next night is summer time: 02:00 in Berlin is 00:00 UTC.
+    expect(new Date(row.next_fire_at).toISOString()).toBe('2026-03-30T00:00:00.000Z');
+  });
+
   it('takes over a claim whose process stopped before firing, and the slow process cannot fire it too', async () => {
     const schedules = createSchedules({ store, now });
     clock = new Date('2026-01-05T10:00:30Z');

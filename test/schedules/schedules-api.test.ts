@@ -65,7 +65,8 @@ describe('schedules API', () => {
       id: expect.stringMatching(/^[0-9a-f-]{36}$/),
       name: 'nightly-ish',
       description: 'twice an hour',
-      timetable: { 'per-hour': 2, 'hours-of-day': [LATER], 'days-of-week': ['MON', 'WED'] },
+      // Gyre's time-zone field says the hours are UTC's when none was given.
+      timetable: { 'per-hour': 2, 'hours-of-day': [LATER], 'days-of-week': ['MON', 'WED'], 'time-zone': 'UTC' },
       'project-slug': 'gh/acme/app',
       actor: admin,
       parameters: { branch: 'main', deploy: true },
@@ -81,7 +82,7 @@ describe('schedules API', () => {
       name: 'nightly-ish',
       description: null,
       // days-of-month replaces days-of-week; the rest stays.
-      timetable: { 'per-hour': 2, 'hours-of-day': [LATER], 'days-of-month': [1, 15], months: ['JAN'] },
+      timetable: { 'per-hour': 2, 'hours-of-day': [LATER], 'days-of-month': [1, 15], months: ['JAN'], 'time-zone': 'UTC' },
       actor: { id: '00000000-0000-0000-0000-000000000000', login: 'system-actor', name: 'Scheduled' },
       parameters: { branch: 'main', deploy: true },
     });
@@ -91,6 +92,28 @@ describe('schedules API', () => {
     const gone = await g.raw('GET', `/api/v2/schedule/${id}`);
     expect(gone).toMatchObject({ status: 404, body: { message: `schedule not found: ${id}` } });
     expect((await g.raw('DELETE', `/api/v2/schedule/${id}`)).status).toBe(404);
+  });
+
+  it('takes an IANA time zone, keeps it, and fires on its clock', async () => {
+    const created = await post({ name: 'berlin mornings', timetable: { ...timetable, 'hours-of-day': [9], 'time-zone': 'europe/berlin' }, 'attribution-actor': 'system', parameters: { branch: 'main' } });
+    expect(created.status).toBe(201);
+    expect(created.body.timetable).toEqual({ 'per-hour': 2, 'hours-of-day': [9], 'days-of-week': ['MON', 'WED'], 'time-zone': 'Europe/Berlin' });
+    const id = created.body.id;
+    // Its next tick is 09:00 in Berlin: 07:00 or 08:00 UTC, never 09:00 UTC.
+    const [row] = await g.gyre.store.query<{ next_fire_at: Date }>('SELECT next_fire_at FROM schedules WHERE id = $1', [id]);
+    const berlinHour = Number(new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Berlin', hour: '2-digit', hourCycle: 'h23' }).format(new Date(row.next_fire_at)));
+    expect(berlinHour).toBe(9);
+    expect([7, 8]).toContain(new Date(row.next_fire_at).getUTCHours());
+    // A PATCH of other fields keeps the zone; one naming another zone replaces it.
+    expect((await g.api('PATCH', `/api/v2/schedule/${id}`, { timetable: { 'hours-of-day': [10] } })).timetable).toMatchObject({ 'hours-of-day': [10], 'time-zone': 'Europe/Berlin' });
+    expect((await g.api('PATCH', `/api/v2/schedule/${id}`, { timetable: { 'time-zone': 'America/New_York' } })).timetable).toMatchObject({ 'hours-of-day': [10], 'time-zone': 'America/New_York' });
+    const refused = await g.raw('PATCH', `/api/v2/schedule/${id}`, { body: JSON.stringify({ timetable: { 'time-zone': 'Europe/Nowhere' } }) });
+    expect(refused).toMatchObject({ status: 400, body: { message: expect.stringMatching(/^timetable\.time-zone "Europe\/Nowhere" is not a time zone/) } });
+    expect((await g.api('GET', `/api/v2/schedule/${id}`)).timetable['time-zone']).toBe('America/New_York');
+    // A schedule stored before time zones existed reads as UTC.
+    await g.gyre.store.query(`UPDATE schedules SET timetable = timetable - 'time-zone' WHERE id = $1`, [id]);
+    expect((await g.api('GET', `/api/v2/schedule/${id}`)).timetable['time-zone']).toBe('UTC');
+    await g.api('DELETE', `/api/v2/schedule/${id}`);
   });
 
   it('lists a project schedules in pages', async () => {
@@ -114,6 +137,10 @@ describe('schedules API', () => {
     ['a day of the week misspelt', { timetable: { ...timetable, 'days-of-week': ['Monday'] } }, /^body\.timetable\.days-of-week\.0 must be one of "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"$/],
     ['an unknown timetable field', { timetable: { ...timetable, per_hour: 1 } }, /^body\.timetable has a property 'per_hour' that is not allowed here$/],
     ['a timetable that never fires', { timetable: { 'per-hour': 1, 'hours-of-day': [1], 'days-of-month': [31], months: ['FEB', 'APR'] } }, /^timetable never fires/],
+    ['an unknown time zone', { timetable: { ...timetable, 'time-zone': 'Mars/Olympus_Mons' } }, /^timetable\.time-zone "Mars\/Olympus_Mons" is not a time zone: give an IANA time zone name such as Europe\/Berlin, America\/New_York or UTC \(the default\)$/],
+    ['an offset for a time zone', { timetable: { ...timetable, 'time-zone': '+02:00' } }, /^timetable\.time-zone "\+02:00" is not a time zone: give an IANA time zone name such as Europe\/Berlin/],
+    ['a time zone that is not a string', { timetable: { ...timetable, 'time-zone': 1 } }, /^body\.timetable\.time-zone must be/],
+    ['a time zone of 300 characters', { timetable: { ...timetable, 'time-zone': 'A'.repeat(300) } }, /^body\.timetable\.time-zone /],
     ['no branch or tag', { parameters: { deploy: true } }, /^parameters must hold branch or tag/],
     ['both branch and tag', { parameters: { branch: 'main', tag: 'v1' } }, /^parameters must hold branch or tag, not both$/],
     ['an empty branch', { parameters: { branch: ' ' } }, /^parameters\.branch must be a non-empty string naming a branch$/],
@@ -164,8 +191,10 @@ describe('schedules API', () => {
     expect(workflows.map((w) => w.name)).toEqual(['on-push']);
     // The cron role reads the schedule from the compiled config, then (made due) fires it.
     await waitFor(async () => (await g.gyre.store.query(`SELECT 1 FROM scheduled_workflows WHERE cron = '0 * * * *' AND branch = 'main'`)).length === 1 || undefined);
+    // Clients see it as CircleCI's scheduled_pipeline, as the API v2 schedules' pipelines before it.
+    const before = new Set((await g.api('GET', '/api/v2/project/gh/acme/app/pipeline')).items.map((p: any) => p.id));
     await g.gyre.store.query(`UPDATE scheduled_workflows SET next_fire_at = date_trunc('hour', now())`);
-    const scheduled = await waitFor(async () => (await g.api('GET', '/api/v2/project/gh/acme/app/pipeline')).items.find((p: any) => p.trigger.type === 'schedule'));
+    const scheduled = await waitFor(async () => (await g.api('GET', '/api/v2/project/gh/acme/app/pipeline')).items.find((p: any) => !before.has(p.id) && p.trigger.type === 'scheduled_pipeline'));
     expect(scheduled).toMatchObject({ trigger: { actor: { login: 'gyre' } }, vcs: { branch: 'main' } });
     const ran = await g.waitForPipeline(scheduled.id);
     expect(ran.workflows.map((w) => w.name)).toEqual(['hourly']);

@@ -10,6 +10,15 @@ export function testStores(): StoreKind[] {
   return process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
 }
 
+/**
+ * One store, for a long end-to-end flow whose queries other files already run on both stores:
+ * PostgreSQL when DATABASE_URL is set (what a cluster runs), else the embedded one. Keeps CI's time
+ * for what only differs between stores where the store is what is tested.
+ */
+export function flowStore(): StoreKind[] {
+  return process.env.DATABASE_URL ? ['postgres'] : ['pglite'];
+}
+
 /** Makes a fresh, empty database on the PostgreSQL server DATABASE_URL names; drop() removes it. */
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const base = process.env.DATABASE_URL;

@@ -46,7 +46,9 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
       const url = new URL(req.url ?? '/', 'http://engine');
       const path = decodeURIComponent(url.pathname.replace(/^\/v1\.\d+/, ''));
       const text = Buffer.concat(chunks).toString('utf8');
-      requests.push({ method: req.method ?? '', path, query: url.searchParams, headers: req.headers, body: text ? JSON.parse(text) : undefined });
+      // JSON bodies parsed; others (the tar of a PUT …/archive) kept as they came, their size recorded.
+      const isJson = String(req.headers['content-type'] ?? 'application/json').startsWith('application/json');
+      requests.push({ method: req.method ?? '', path, query: url.searchParams, headers: req.headers, body: !text ? undefined : isJson ? JSON.parse(text) : { bytes: chunks.reduce((n, c) => n + c.length, 0) } });
       const json = (status: number, body?: unknown) => {
         res.writeHead(status, { 'Content-Type': 'application/json' });
         res.end(body === undefined ? undefined : JSON.stringify(body));
@@ -88,6 +90,10 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
         return res.end(Buffer.concat([header, payload]));
       }
       if (req.method === 'GET' && /^\/exec\/[^/]+\/json$/.test(path)) return json(200, { Running: false, ExitCode: 0 });
+      // Files written into a container (the agent's job directory: the in-job circleci command),
+      // and none there to find (no step asked to halt).
+      if (req.method === 'PUT' && /^\/containers\/[^/]+\/archive$/.test(path)) return json(200);
+      if (req.method === 'HEAD' && /^\/containers\/[^/]+\/archive$/.test(path)) return json(404);
       if (req.method === 'DELETE') return json(204);
       json(404, { message: `the fake engine does not answer ${req.method} ${path}` });
     });

@@ -6,9 +6,10 @@ import { dirname, join } from 'node:path';
 import { createLogger } from '../../runtime/logger';
 import { startGyre, type Gyre } from '../../runtime/server/gyre';
 import { readSettings } from '../../runtime/settings';
+import { checkAnswer, type SpecViolation } from './circleci-spec';
 import { createTestDatabase, type StoreKind } from './database';
 
-export { testStores, type StoreKind } from './database';
+export { flowStore, testStores, type StoreKind } from './database';
 
 /** Makes a git repository with these files committed on `main`; returns its path. */
 export function makeGitRepo(files: Record<string, string>, dir = mkdtempSync(join(tmpdir(), 'gyre-repo-'))): string {
@@ -54,12 +55,23 @@ export interface TestGyre {
   firstJobNumber(pipelineId: string, timeoutMs?: number): Promise<number>;
   /** Waits until every workflow of the pipeline has ended (or the pipeline errored). */
   waitForPipeline(id: string, timeoutMs?: number): Promise<{ pipeline: any; workflows: any[]; jobs: Record<string, any> }>;
+  /**
+   * Answers made through `api` and `raw` that do not fit CircleCI's API v2 description (a 2xx status
+   * it does not list, or a JSON body outside its schema), in the order they came.
+   */
+  readonly specViolations: SpecViolation[];
   stop(): Promise<void>;
 }
 
 export interface TestGyreOptions {
   readonly store?: StoreKind;
   readonly env?: Record<string, string>;
+  /**
+   * `fail`: an answer through `api` or `raw` that does not fit CircleCI's API v2 description throws,
+   * failing the test that asked for it (GYRE_TEST_SPEC=fail does this for every test).
+   * @default - violations are only collected (`specViolations`)
+   */
+  readonly spec?: 'fail';
 }
 
 const TERMINAL = new Set(['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized']);
@@ -85,6 +97,7 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
   const gyre = await startGyre(settings, createLogger({ level: process.env.GYRE_TEST_LOG === '1' ? 'info' : 'silent' }));
   const url = gyre.url!;
   const repos: string[] = [];
+  const specViolations: SpecViolation[] = [];
 
   const raw: TestGyre['raw'] = async (method, path, init = {}) => {
     const res = await fetch(url + path, { method, body: init.body, headers: { 'Circle-Token': token, 'Content-Type': 'application/json', ...init.headers } });
@@ -94,6 +107,11 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
       body = text ? JSON.parse(text) : undefined;
     } catch {
       body = undefined;
+    }
+    const violation = body === undefined ? undefined : checkAnswer(method, path, res.status, body, res.headers.get('content-type') ?? '');
+    if (violation) {
+      specViolations.push(violation);
+      if ((options.spec ?? process.env.GYRE_TEST_SPEC) === 'fail') throw new Error(`${violation.request} does not fit CircleCI's API v2 description (${violation.operation}): ${violation.problems.join('; ')}`);
     }
     return { status: res.status, body, text };
   };
@@ -110,6 +128,7 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
     gyre,
     api,
     raw,
+    specViolations,
     async addProject(slug, files) {
       const [org, name] = slug.replace(/^gh\//, '').split('/');
       const repo = makeGitRepo(files);

@@ -8,6 +8,7 @@ import type { CheckoutStep, RunStep } from '../../config/plan';
 import { createTarWriter } from '../../output/tar';
 import type { TaskContext } from '../../dispatcher/dispatcher';
 import type { ExecRequest } from '../executor';
+import { checkoutSshEnvironment, installCheckoutKey } from './ssh-key-steps';
 import { resolveUnder, workingDirectoryOf, type StepContext, type StepHandler, type StepResult } from './step-handler';
 
 export const DEFAULT_NO_OUTPUT_TIMEOUT_MS = 10 * 60 * 1000;
@@ -52,11 +53,21 @@ export const checkoutStep: StepHandler<CheckoutStep> = async (step, ctx) => {
       return { status: 'failed', exitCode: null };
     }
   }
+  // A repository read over SSH is read with the project's checkout key, when it has one.
+  const ssh = bundled ? undefined : checkoutSshEnvironment(ctx.task);
+  if (ssh) {
+    try {
+      await installCheckoutKey(ctx, ssh.files);
+    } catch (error) {
+      ctx.write(`Cannot put the checkout key into the job: ${(error as Error).message}\n`);
+      return { status: 'failed', exitCode: null };
+    }
+  }
   return execute(
     {
       script: checkoutScript(ctx.task, bundled),
       shell: '/bin/sh -e',
-      env: { ...ctx.env, GYRE_CHECKOUT_DIR: target, GIT_TERMINAL_PROMPT: '0', ...(bundled ? {} : gitAuthEnvironment(ctx.task)) },
+      env: { ...ctx.env, GYRE_CHECKOUT_DIR: target, GIT_TERMINAL_PROMPT: '0', ...(bundled ? {} : gitAuthEnvironment(ctx.task)), ...(ssh?.env ?? {}) },
       cwd: '~',
       noOutputTimeoutMs: DEFAULT_NO_OUTPUT_TIMEOUT_MS,
     },

@@ -1,5 +1,6 @@
 import type { Step } from '../../config/plan';
 import { checkoutStep, runStep } from './command-steps';
+import { addSshKeysStep } from './ssh-key-steps';
 import type { StepHandler, StepHandlers } from './step-handler';
 
 /** A step type this agent cannot run yet fails the job with a message, rather than being skipped. */
@@ -14,7 +15,7 @@ export function createStepHandlers(overrides: Partial<StepHandlers> = {}): StepH
     run: runStep,
     checkout: checkoutStep,
     setup_remote_docker: unsupported,
-    add_ssh_keys: unsupported,
+    add_ssh_keys: addSshKeysStep,
     save_cache: unsupported,
     restore_cache: unsupported,
     store_artifacts: unsupported,

@@ -61,6 +61,9 @@ export function setupPipeline(c: Compilation, root: Obj): void {
     'pipeline.schedule.id': p.scheduleId ?? '',
     'pipeline.in_setup': root.setup === true,
   };
+  for (const [name, value] of Object.entries(p.event ?? {})) {
+    if (name.startsWith('pipeline.event.') && ['string', 'number', 'boolean'].includes(typeof value)) values[name] = value;
+  }
   c.pipelineLookup = (name: string) => {
     if (has(values, name)) return { value: values[name] };
     if (name.startsWith('pipeline.parameters.')) {

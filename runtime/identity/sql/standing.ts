@@ -22,8 +22,9 @@ const PROJECT_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'conte
   workflow: 'FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id',
   job: 'FROM jobs j JOIN projects pr ON pr.id = j.project_id',
   schedule: 'FROM schedules s JOIN projects pr ON pr.id = s.project_id',
+  webhook: 'FROM webhooks wh JOIN projects pr ON pr.id = wh.project_id',
 };
-const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'context'>, string> = { project: 'pr.slug', 'project-id': 'pr.id', pipeline: 'p.id', workflow: 'w.id', job: 'j.id', schedule: 's.id' };
+const KEY_OF: Record<Exclude<AccessTarget['kind'], 'org' | 'org-id' | 'context'>, string> = { project: 'pr.slug', 'project-id': 'pr.id', pipeline: 'p.id', workflow: 'w.id', job: 'j.id', schedule: 's.id', webhook: 'wh.id' };
 
 export async function standingOf(db: Queryable, userId: string, target: AccessTarget): Promise<Standing> {
   if (target.kind === 'org-id') {

@@ -1,0 +1,33 @@
+import type { Queryable } from '../store/store';
+
+/** At most this many tests go to a job for splitting (a bound on the answer, not a real suite's size). */
+export const MAX_PREVIOUS_TEST_RESULTS = 200_000;
+
+/**
+ * The test results of the last successful run of a task's job: the most recent job of the same
+ * name in the task's own project (never another's) that ended `success` before this job was
+ * queued, each node's latest attempt. Every node of a job gets the same run, so every node
+ * computes the same split. `run_time` is in seconds. Empty when there was no such run.
+ */
+export async function previousTestResults(db: Queryable, taskId: string): Promise<{ jobNumber: number | null; items: { file: string; classname: string; name: string; run_time: number }[] }> {
+  const [previous] = await db.query<{ id: string; number: number }>(
+    `WITH me AS (SELECT j.id, j.project_id, j.name, j.queued_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1)
+     SELECT j.id, j.number FROM jobs j, me
+      WHERE j.id IN (SELECT DISTINCT r.job_id FROM test_results r WHERE r.project_id = me.project_id AND r.job_name = me.name AND r.created_at <= me.queued_at)
+        AND j.project_id = me.project_id AND j.name = me.name AND j.id <> me.id
+        AND j.status = 'success' AND j.stopped_at <= me.queued_at
+      ORDER BY j.stopped_at DESC, j.number DESC
+      LIMIT 1`,
+    [taskId],
+  );
+  if (!previous) return { jobNumber: null, items: [] };
+  const items = await db.query<{ file: string; classname: string; name: string; run_time: number }>(
+    `SELECT r.file, r.classname, r.name, r.run_time FROM test_results r
+      WHERE r.job_id = $1
+        AND (r.attempt IS NULL OR r.attempt = (SELECT t.attempt FROM tasks t WHERE t.job_id = r.job_id AND t.node_index = r.node_index))
+      ORDER BY r.id
+      LIMIT $2`,
+    [previous.id, MAX_PREVIOUS_TEST_RESULTS],
+  );
+  return { jobNumber: Number(previous.number), items: items.map((r) => ({ ...r, run_time: Number(r.run_time) })) };
+}
