@@ -1,5 +1,5 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { ApiClient } from './client';
+import { day, orgSlug, parseCommand as parse, seg, slugPath, table } from './command-args';
 import type { CliIo } from './main';
 import { UsageError } from './main';
 
@@ -13,38 +13,6 @@ import { UsageError } from './main';
 
 /** Reads a value for `name`: standard input by default. */
 export type ValueReader = (name: string, io: CliIo) => Promise<string>;
-
-function parse(args: string[], options: NonNullable<ParseArgsConfig['options']> = {}) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
-
-const seg = encodeURIComponent;
-
-/** `acme` or `gh/acme` → `gh/acme`. */
-function orgSlug(org: string | undefined): string {
-  const name = (org ?? '').replace(/^(gh|github)\//, '');
-  if (!name || name.includes('/')) throw new UsageError(`'${org ?? ''}' is not an organization (<org> or gh/<org>)`);
-  return `gh/${name}`;
-}
-
-const slugPath = (slug: string | undefined) => {
-  const parts = (slug ?? '').split('/');
-  const full = parts.length === 2 ? ['gh', ...parts] : parts;
-  if (full.length !== 3 || full.some((p) => !p)) throw new UsageError(`'${slug ?? ''}' is not a project slug (gh/<org>/<repo>)`);
-  return full.map(seg).join('/');
-};
-
-/** Rows as aligned columns, the last one left ragged. */
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd() + '\n').join('');
-}
-
-const day = (iso: string | null | undefined) => (iso ? iso.slice(0, 16).replace('T', ' ') : '-');
 
 /** Every item of a paged list. */
 async function all<T>(client: ApiClient, path: string): Promise<T[]> {

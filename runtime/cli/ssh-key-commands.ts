@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { ApiClient } from './client';
+import { day, parseCommand as parse, seg, slugPath, table } from './command-args';
 import type { CliIo } from './main';
 import { UsageError } from './main';
 
@@ -14,32 +14,6 @@ import { UsageError } from './main';
 
 /** Reads the private key: the file named, or all of standard input. */
 export type KeyReader = (file: string | undefined, io: CliIo) => Promise<string>;
-
-function parse(args: string[], options: NonNullable<ParseArgsConfig['options']> = {}): { positionals: string[]; values: Record<string, string | undefined> } {
-  try {
-    const { positionals, values } = parseArgs({ args, options, allowPositionals: true, strict: true });
-    return { positionals, values: values as Record<string, string | undefined> };
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
-
-const seg = encodeURIComponent;
-
-const slugPath = (slug: string | undefined) => {
-  const parts = (slug ?? '').split('/');
-  const full = parts.length === 2 ? ['gh', ...parts] : parts;
-  if (full.length !== 3 || full.some((p) => !p)) throw new UsageError(`'${slug ?? ''}' is not a project slug (gh/<org>/<repo>)`);
-  return full.map(seg).join('/');
-};
-
-/** Rows as aligned columns, the last one left ragged. */
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd() + '\n').join('');
-}
-
-const day = (iso: string | null | undefined) => (iso ? iso.slice(0, 16).replace('T', ' ') : '-');
 
 interface SshKeyJson {
   hostname: string;

@@ -13,7 +13,7 @@ import { createLogger } from '../../runtime/logger';
 import type { OutputClient } from '../../runtime/output/output-client';
 import { createOutputService } from '../../runtime/output/output-service';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 import { freePort } from '../support/processes';
 import { claimTasks, configOnClass, runnerClass, type Claimed } from '../support/runner-tasks';
 
@@ -61,7 +61,7 @@ const digestOf = (b: Buffer) => ({ sha256: createHash('sha256').update(b).digest
  * where they broke off (or fail when the server cannot resume them), and test results are stored
  * all or nothing.
  */
-describe.each(testStores())('file steps of a remote agent through a faulty network (%s)', (store) => {
+describe.each(flowStore())('file steps of a remote agent through a faulty network (%s)', (store) => {
   let g: TestGyre;
   let proxy: FaultProxy;
   const claimed: Claimed[] = [];

@@ -7,7 +7,7 @@
  */
 import * as circleciApi from 'circleci-api';
 import CircleCI from 'circle-client';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites><testsuite name="math" tests="2" failures="1">
@@ -46,7 +46,7 @@ function pointAt(url: string): void {
   (CircleCI as unknown as { baseUrl: string }).baseUrl = `${url}/api/v2`;
 }
 
-describe.each(testStores())('CircleCI published clients against Gyre (%s)', (store) => {
+describe.each(flowStore())('CircleCI published clients against Gyre (%s)', (store) => {
   let g: TestGyre;
   let dev: string;
   let outsider: string;

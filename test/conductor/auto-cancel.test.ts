@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cancelRedundantWorkflows } from '../../runtime/conductor/auto-cancel';
-import { startTestGyre, testStores, commitFiles, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, commitFiles, type TestGyre } from '../support/gyre';
 
 /**
  * Auto-cancel of redundant workflows (CircleCI's `autocancel_builds`), through a whole Gyre with the
@@ -58,7 +58,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined> | T | 
   }
 }
 
-describe.each(testStores())('auto-cancel of redundant workflows (%s)', (store) => {
+describe.each(flowStore())('auto-cancel of redundant workflows (%s)', (store) => {
   let g: TestGyre;
   let pidDir: string;
 
@@ -107,7 +107,16 @@ describe.each(testStores())('auto-cancel of redundant workflows (%s)', (store) =
         return undefined;
       }
     });
-    expect(readFileSync(`/proc/${pid}/comm`, 'utf8').trim()).toBe('sleep');
+    // The pid is written just before the shell becomes `sleep` (exec): wait for that, not race it.
+    const comm = () => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      } catch {
+        return undefined;
+      }
+    };
+    await until('the slow job’s shell to exec sleep', () => (comm() === 'sleep' ? true : undefined));
+    expect(comm()).toBe('sleep');
     const slowWorkflow = await workflowOf(slow.id, (s) => s === 'running');
 
     const fresh = await trigger('auto', { branch: 'feature' });

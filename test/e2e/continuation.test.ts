@@ -1,4 +1,4 @@
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 const CONTINUED = `version: 2.1
 parameters:
@@ -49,7 +49,7 @@ workflows:
     jobs: [generate]
 `;
 
-describe.each(testStores())('setup workflows and continuation on %s', (store) => {
+describe.each(flowStore())('setup workflows and continuation on %s', (store) => {
   let g: TestGyre;
   beforeAll(async () => {
     g = await startTestGyre({ store });

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * Reruns (`POST /workflow/{id}/rerun`) and job cancels (`POST /project/{slug}/job/{n}/cancel`,
@@ -86,7 +86,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const NO_SUCH_ID = '00000000-0000-4000-8000-000000000000';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe.each(testStores())('reruns and job cancels on %s', (store) => {
+describe.each(flowStore())('reruns and job cancels on %s', (store) => {
   let g: TestGyre;
   let me: { id: string };
   const flagDir = mkdtempSync(join(tmpdir(), 'gyre-rerun-flag-'));

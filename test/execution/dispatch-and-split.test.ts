@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type CliIo } from '../../runtime/cli/main';
 import { splitFiles } from '../../runtime/cli/tests-command';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 function captureIo(env: Record<string, string | undefined> = {}) {
   let out = '';
@@ -12,7 +12,7 @@ function captureIo(env: Record<string, string | undefined> = {}) {
   return { io, out: () => out, err: () => err };
 }
 
-describe.each(testStores())('dispatching on %s: resource classes, limits, fair queueing', (store) => {
+describe.each(flowStore())('dispatching on %s: resource classes, limits, fair queueing', (store) => {
   let g: TestGyre;
   const work = mkdtempSync(join(tmpdir(), 'gyre-limits-'));
   beforeAll(async () => {

@@ -1,4 +1,4 @@
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 import { claimTasks } from '../support/runner-tasks';
 
 /**
@@ -17,7 +17,7 @@ workflows:
     jobs: [work]
 `;
 
-describe.each(testStores())('runner scope on %s', (store) => {
+describe.each(flowStore())('runner scope on %s', (store) => {
   let g: TestGyre;
   beforeAll(async () => {
     g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0' } });

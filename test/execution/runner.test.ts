@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { createLogger } from '../../runtime/logger';
 import { startRunner, type Runner } from '../../runtime/scheduler/runner';
 import { until } from '../support/processes';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -39,7 +39,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
-describe.each(testStores())('runners and the agent API on %s', (store) => {
+describe.each(flowStore())('runners and the agent API on %s', (store) => {
   let g: TestGyre;
   let runnerToken: string;
   const runners: Runner[] = [];

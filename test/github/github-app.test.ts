@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { run } from '../../runtime/cli/main';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 import { describedOperation, describedOperationOnGhes, githubSchemaCheck } from '../support/github-openapi';
 import { startGitHubAppStandIn, type GitHubAppStandIn, type Sender, type StandInRepository } from '../support/github-stand-in';
 
@@ -43,7 +43,7 @@ workflows:
 const DEV: Sender = { login: 'octo-dev', id: 583_231 };
 const STRANGER: Sender = { login: 'outside-contributor', id: 777_001 };
 
-describe.each(testStores())('the GitHub App (%s)', (store) => {
+describe.each(flowStore())('the GitHub App (%s)', (store) => {
   let gh: GitHubAppStandIn;
   let g: TestGyre;
   let repo: StandInRepository;

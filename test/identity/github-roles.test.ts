@@ -3,7 +3,7 @@ import { createGitHubRoleSource, SYNC_ACTION, type GitHubRoleSource } from '../.
 import { createIdentity, type Identity } from '../../runtime/identity/identity';
 import { dropSourcedRole, keepSourcedRole } from '../../runtime/identity/sql/github-roles';
 import type { Store } from '../../runtime/store/store';
-import { openTestStore, testStores } from '../support/database';
+import { flowStore, openTestStore } from '../support/database';
 import { githubResponseCheck, startGitHubStandIn, type GitHubStandIn } from '../support/github-standin';
 
 /**
@@ -23,7 +23,7 @@ const ACCOUNTS = {
   grace: { id: 107, login: 'grace' },
 };
 
-describe.each(testStores())('GitHub repository roles (%s)', (kind) => {
+describe.each(flowStore())('GitHub repository roles (%s)', (kind) => {
   let store: Store;
   let drop: (() => Promise<void>) | undefined;
   let identity: Identity;

@@ -1,5 +1,5 @@
 import type { RouteInfo } from '../../runtime/api/http-app';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * Every route × every kind of caller, with the routes read from the running server's router (its
@@ -63,7 +63,7 @@ interface Call {
   readonly message?: string;
 }
 
-describe.each(testStores())('every route × every role (%s)', (store) => {
+describe.each(flowStore())('every route × every role (%s)', (store) => {
   let g: TestGyre;
   const tokens = new Map<Who, string>();
   const tokenIds = new Map<Who, string>();

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createInsightsRollup } from '../../runtime/insights/rollup';
 import { checkAnswer } from '../support/circleci-spec';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * The insights operations of API v2 over HTTP (runtime/insights/), on a known history written
@@ -66,7 +66,7 @@ const HISTORY: readonly RunSpec[] = [
   { key: 'X1', workflow: 'build', branch: 'main', status: 'running', ago: 1 * H, d: null, jobs: [{ name: 'compile', status: 'running', q: 1, d: 0 }] },
 ];
 
-describe.each(testStores())('insights over the API (%s)', (store) => {
+describe.each(flowStore())('insights over the API (%s)', (store) => {
   let g: TestGyre;
   let T: number;
   const ids: Record<string, string> = {};

@@ -12,7 +12,7 @@ import type { TarEntry } from '../../runtime/output/tar';
 import { END_OF_ARCHIVE, entryHeader, padding } from '../support/tar';
 import { startRunner, type Runner } from '../../runtime/scheduler/runner';
 import { BUSYBOX_IMAGE, containerSocket } from '../support/container-engine';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 // Caches of paths outside $HOME, on the built-in runner (each task has its own home under the data
 // directory) and in containers: absolute paths restore to the same place, paths under $HOME into the
@@ -103,7 +103,7 @@ function craftedCache(entries: { entry: TarEntry; content?: string }[]): AsyncIt
 const file = (name: string, content: string) => ({ entry: { name, type: 'file' as const, size: 0, mode: 0o644, mtime: 1_700_000_000 }, content });
 const marker = (root: string[], home: string[] = []) => file('.gyre-cache.json', JSON.stringify({ layout: 2, home, root }));
 
-describe.each(testStores())('cache paths outside $HOME on %s', (store) => {
+describe.each(flowStore())('cache paths outside $HOME on %s', (store) => {
   let g: TestGyre;
   const temp = mkdtempSync(join(tmpdir(), 'gyre-cache-paths-'));
   const workingDirectory = join(temp, 'app');

@@ -5,7 +5,7 @@ import { branchPatternToRegExp, checkBranchPatterns, isProtectedBranch } from '.
 import { createOutputService } from '../../runtime/output/output-service';
 import { createProjects } from '../../runtime/projects/projects';
 import { readSettings } from '../../runtime/settings';
-import { commitFiles, startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, commitFiles, startTestGyre, type TestGyre } from '../support/gyre';
 
 // Caches across trust levels: a job on a protected branch (the default branch, or one matching
 // the project's protected patterns) restores only caches saved on protected branches, so a
@@ -51,7 +51,7 @@ describe('which branches are protected', () => {
   });
 });
 
-describe.each(testStores())('caches across trust levels on %s', (store) => {
+describe.each(flowStore())('caches across trust levels on %s', (store) => {
   let g: TestGyre;
   let repo: string;
   beforeAll(async () => {

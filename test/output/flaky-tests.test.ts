@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 // A test is flaky when it both passed and failed on the same revision. The job's command decides
 // by a marker file outside the repository: the first run writes it and fails `sometimes`, the
@@ -30,7 +30,7 @@ workflows:
 `;
 }
 
-describe.each(testStores())('flaky tests on %s', (store) => {
+describe.each(flowStore())('flaky tests on %s', (store) => {
   let gyre: TestGyre;
   let markerDir: string;
 

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 const BYTES = 200_000_000;
 
-describe.each(testStores())('a step printing %s 200 MB', (store) => {
+describe.each(flowStore())('a step printing %s 200 MB', (store) => {
   let g: TestGyre;
   beforeAll(async () => {
     g = await startTestGyre({ store });

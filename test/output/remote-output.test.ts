@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy';
-import { startTestGyre, testStores, type StoreKind, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, testStores, type StoreKind, type TestGyre } from '../support/gyre';
 import { startNomadStandIn, type NomadStandIn } from '../support/nomad-stand-in';
 import { killGroup, startRunnerProcess } from '../support/processes';
 
@@ -141,7 +141,7 @@ describe.each(CASES)('file steps on a remote agent (%s, %s driver)', (store, dri
  * lost after the server stored them, downloads dropped before their first byte, 502/503s. The jobs
  * succeed, each file arrives exactly once, and the step output says what was retried.
  */
-describe.each(testStores())('file steps on a remote agent through a faulty network (%s)', (store) => {
+describe.each(flowStore())('file steps on a remote agent through a faulty network (%s)', (store) => {
   let g: TestGyre;
   let proxy: FaultProxy;
   let runner: ReturnType<typeof startRunnerProcess> | undefined;

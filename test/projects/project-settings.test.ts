@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createGitForge } from '../../runtime/forge/git-forge';
 import { createProjects, type Projects } from '../../runtime/projects/projects';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * CircleCI's project settings (`GET`/`PATCH /api/v2/project/{slug}/settings`), those Gyre has:
@@ -55,7 +55,7 @@ const FIELDS = {
 } as const;
 const NAMES = Object.keys(FIELDS) as (keyof typeof FIELDS)[];
 
-describe.each(testStores())('project settings (%s)', (store) => {
+describe.each(flowStore())('project settings (%s)', (store) => {
   let g: TestGyre;
   let projects: Projects;
   let forgeCache: string;

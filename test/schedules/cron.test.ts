@@ -12,7 +12,7 @@ import { createSchedules } from '../../runtime/schedules/schedules';
 import { scheduledWorkflowsOfProject } from '../../runtime/schedules/sql/scheduled-workflows';
 import type { Store } from '../../runtime/store/store';
 import { createTriggers, type Triggers } from '../../runtime/triggers/triggers';
-import { openTestStore, testStores } from '../support/database';
+import { flowStore, openTestStore } from '../support/database';
 import { makeGitRepo } from '../support/gyre';
 
 /**
@@ -55,7 +55,7 @@ workflows:
 const EVERY_DAY = ['MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT', 'SUN'];
 const ALL_HOURS = Array.from({ length: 24 }, (_, h) => h);
 
-describe.each(testStores())('cron passes (%s)', (kind) => {
+describe.each(flowStore())('cron passes (%s)', (kind) => {
   let store: Store;
   let drop: (() => Promise<void>) | undefined;
   let triggers: Triggers;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createGitForge } from '../../runtime/forge/git-forge';
 import { createProjects } from '../../runtime/projects/projects';
 import { createTriggers, type Triggers } from '../../runtime/triggers/triggers';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * Pull requests from forks, through a whole Gyre: their author wrote the config, so unless the
@@ -53,7 +53,7 @@ workflows:
           context: [deploy-creds]
 `;
 
-describe.each(testStores())('pipelines of pull requests from forks (%s)', (store) => {
+describe.each(flowStore())('pipelines of pull requests from forks (%s)', (store) => {
   let g: TestGyre;
   let triggers: Triggers;
   let forgeCache: string;

@@ -9,7 +9,7 @@ import { run, type CliIo } from '../../runtime/cli/main';
 import { createLocalKeyWrapper, defaultKeyFile } from '../../runtime/secrets/local-key-wrapper';
 import { createSecretBox } from '../../runtime/secrets/secret-box';
 import { createSshKeys } from '../../runtime/secrets/ssh-keys';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * A project's SSH keys over the API (runtime/secrets/ssh-key-routes.ts): checkout keys in API v2's
@@ -73,7 +73,7 @@ const wireOfLine = (line: string) => Buffer.from(line.split(' ')[1], 'base64');
 /** A private key's PEM body lines (what must never be stored or answered in clear). */
 const bodyLines = (pem: string) => pem.split('\n').filter((l) => l.length >= 16 && !l.startsWith('-----'));
 
-describe.each(testStores())('project SSH keys over the API (%s)', (store) => {
+describe.each(flowStore())('project SSH keys over the API (%s)', (store) => {
   let g: TestGyre;
   const tokens: Record<string, string> = {};
   const CK = '/api/v2/project/gh/acme/app/checkout-key';

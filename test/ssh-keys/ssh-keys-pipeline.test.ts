@@ -7,7 +7,7 @@ import sshpk from 'sshpk';
 import { createGitForge } from '../../runtime/forge/git-forge';
 import { createProjects } from '../../runtime/projects/projects';
 import { createTriggers, type Triggers } from '../../runtime/triggers/triggers';
-import { makeGitRepo, startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, makeGitRepo, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * SSH keys in jobs, through a whole Gyre (the built-in runner, steps as this user):
@@ -92,7 +92,7 @@ workflows:
     jobs: [build]
 `;
 
-describe.each(testStores())('SSH keys in jobs (%s)', (store) => {
+describe.each(flowStore())('SSH keys in jobs (%s)', (store) => {
   let g: TestGyre;
   let triggers: Triggers;
   let forgeCache: string;

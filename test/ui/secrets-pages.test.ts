@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { startTestGyre, testStores, type StoreKind, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type StoreKind, type TestGyre } from '../support/gyre';
 
 // The secrets pages in Chromium against a whole Gyre, as a user sees them: an admin adds a project
 // variable and sees only its masked form, then and after a reload; makes a context, gives it a
@@ -60,7 +60,7 @@ async function everythingOn(page: Page): Promise<string> {
   return [await page.content(), await page.locator('body').innerText(), fields].join('\n');
 }
 
-(present ? describe.each(testStores()) : describe.skip.each(['(no Chromium)']))('secrets pages on %s', (store) => {
+(present ? describe.each(flowStore()) : describe.skip.each(['(no Chromium)']))('secrets pages on %s', (store) => {
   let gyre: TestGyre;
   let browser: Browser;
   let admin: BrowserContext;

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 // The web UI in Debian's Chromium against a real Gyre: a user signs in with the link the server
 // prints, finds the pipeline, opens a job, and watches a log line arrive that the build prints
@@ -105,7 +105,7 @@ function watchForProblems(page: Page): string[] {
   return problems;
 }
 
-describe.each(testStores())('web UI on %s', (store) => {
+describe.each(flowStore())('web UI on %s', (store) => {
   let gyre: TestGyre;
   let browser: Browser;
   let context: BrowserContext;
