@@ -6,9 +6,10 @@
 const ESM_ONLY = ['openid-client', 'oauth4webapi', 'jose', '@octokit', 'universal-user-agent', 'universal-github-app-jwt', 'before-after-hook', 'json-with-bigint', 'fast-content-type-parse', 'content-type'];
 
 /**
- * `npm test` runs the suite in two groups: most files three at a time (this kind of machine has two
- * cores; most tests wait on processes, timers and sockets, and three at once measured 15% sooner
- * than two), then, one at a time, the files whose
+ * `npm test` runs the suite in two groups: most files two at a time (this kind of machine has two
+ * cores and most tests wait on processes, timers and sockets; three at once was 15% sooner but
+ * stalled the machine enough to break kept-alive connections and browser waits), then, one at a
+ * time, the files whose
  * assertions depend on timing: short leases that heartbeats must renew, event-loop lag, request
  * timeouts, processes racing for one row, keep-alive connections. GYRE_TEST_GROUP picks a group; unset, every file runs.
  */
