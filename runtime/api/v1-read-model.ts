@@ -2,6 +2,7 @@ import type { JobStatus } from '../domain/model';
 import type { Requirement } from '../config/plan';
 import { visibleProjectCondition, visibleProjectParams, type Visibility } from '../identity/sql/members';
 import type { Queryable } from '../store/store';
+import type { StepRecord } from './read-model';
 
 /**
  * Reads for CircleCI's API v1.1, the shapes its clients (the `circleci-api` npm package, scripts
@@ -175,17 +176,8 @@ export function buildSummary(row: BuildRow, urls: V1Urls) {
   };
 }
 
-export interface ActionRow {
-  task_id: string;
-  node_index: number;
-  attempt: number;
-  index: number;
-  name: string;
-  type: string;
-  status: string;
-  exit_code: number | null;
-  started_at: unknown;
-  stopped_at: unknown;
+/** A step of a job (the v2 read model's record), with whether it has output. */
+export interface ActionRow extends StepRecord {
   has_output: boolean;
 }
 
