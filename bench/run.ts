@@ -2,12 +2,21 @@
  * `npm run bench`: every benchmark, printing its figures (medians and percentiles over repeated
  * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one;
  * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on);
- * `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL).
+ * `npm run bench -- latency` measures Gyre as a user sees it (its own process, over REST), `peers`
+ * the same beside Buildbot when it is installed; `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL).
  */
 import { benchPipelineLatency } from './pipeline-latency';
 
 const suites: Record<string, () => Promise<void>> = {
   pipelines: () => benchPipelineLatency(),
+  latency: async () => {
+    const { benchUserLatency } = require('./user-view') as typeof import('./user-view');
+    await benchUserLatency();
+  },
+  peers: async () => {
+    const { benchPeers } = require('./user-view') as typeof import('./user-view');
+    await benchPeers();
+  },
   execution: async () => {
     const { benchExecution } = require('./execution') as typeof import('./execution');
     await benchExecution();
@@ -42,8 +51,8 @@ const suites: Record<string, () => Promise<void>> = {
   },
 };
 
-/** Parts of another suite, run only when named (`output` already runs `masking`). */
-const ONLY_WHEN_NAMED = new Set(['masking']);
+/** Parts of another suite, run only when named (`output` already runs `masking`, `peers` runs `latency`). */
+const ONLY_WHEN_NAMED = new Set(['masking', 'latency']);
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

@@ -10,6 +10,7 @@ import { readSecretsSettings, type SecretsSettings } from './secrets/settings';
 import { readExecutorSettings, type ExecutorSettings } from './agent/task-executor';
 import { CACHE_TRUST_VALUES, type CacheTrust } from './output/cache-trust';
 import type { NomadConnection } from './scheduler/nomad-client';
+import { readMachineSettings, type MachineSettings } from './machines/machine-settings';
 import type { HttpLimits } from './api/http-app';
 import { DEFAULT_API_PORT, DEFAULT_OPS_PORT, ROLE_NAMES, type RoleName } from './roles/names';
 import { DEFAULT_COMPILE_BUDGETS } from './config/compile/budget';
@@ -139,6 +140,8 @@ export interface Settings {
    * its last pass (docs/insights.md); insights lag the end of a workflow by at most this.
    */
   readonly insightsIntervalMs: number;
+  /** GYRE_MACHINE_PROVIDER and GYRE_MACHINE_*: the machine executor (runtime/machines); unset: `machine:` jobs run on the built-in runner. */
+  readonly machines?: MachineSettings;
 }
 
 export interface CompileSettings extends CompilerLimits {
@@ -359,6 +362,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     cronIntervalMs: integer(env, 'GYRE_CRON_INTERVAL_MS', 10_000, 50, 600_000),
     notifications: readNotificationSettings(env),
     insightsIntervalMs: integer(env, 'GYRE_INSIGHTS_INTERVAL_MS', 30_000, 50, 3_600_000),
+    machines: readMachineSettings(env),
   };
 }
 

@@ -10,6 +10,7 @@ import { AwsSecretsKey } from '../constructs/aws/secrets-key';
 import { RdsDatabase } from '../constructs/aws/rds-database';
 import { AwsNomadClients } from '../constructs/aws/nomad-clients';
 import { AwsBastion } from '../constructs/aws/bastion';
+import { AwsMachineExecutor } from '../constructs/aws/machine-executor';
 import { NomadTls } from '../constructs/nomad-tls';
 import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, nomadServiceDnsNames } from '../constructs/types';
 import { CLUSTER_AUTOSCALER_SERVICE_ACCOUNT } from '../constructs/kubernetes/cluster-autoscaler';
@@ -108,6 +109,23 @@ export class AwsInfraStack extends TerraformStack {
     // The operator's path to a private API endpoint: the bastion reaches it and may administer.
     cluster.allowApiAccessFrom('BastionApiAccess', bastion.securityGroupId);
     cluster.grantClusterAdmin('BastionAccess', bastion.roleArn);
+    // `machine:` jobs on a VM each (the machines role), when the environment maps images.
+    const machines = env.machines
+      ? new AwsMachineExecutor(this, 'Machines', {
+        name: `${name}-machines`,
+        installationId: name,
+        region: env.region,
+        vpcId: network.vpcId,
+        subnetIds: network.privateSubnetIds,
+        images: env.machines.images,
+        instanceTypes: env.machines.instanceTypes,
+        spot: env.machines.spot,
+        controlPlaneCidrs: env.machines.controlPlaneCidrs ?? [network.cidr],
+        egressCidrs: env.machines.egressCidrs,
+        diskGb: env.machines.diskGb,
+      })
+      : undefined;
+    machines?.grantLaunch(runtimeRole.name);
     const clusterAutoscalerRole = cluster.clusterAutoscalerRole('ClusterAutoscalerRole', CLUSTER_AUTOSCALER_SERVICE_ACCOUNT, `${name}-cluster-autoscaler`);
 
     new TerraformOutput(this, 'cluster_name', { value: cluster.clusterName, description: 'EKS cluster; `aws eks update-kubeconfig --name <this>` for kubectl' });
@@ -131,6 +149,7 @@ export class AwsInfraStack extends TerraformStack {
       autoscalerIdentity: autoscalerRole.arn,
       autoscalerTarget: { driver: 'aws-asg', region: env.region, autoScalingGroupName: clients.autoScalingGroupName },
       internalCidrs: [network.cidr],
+      ...(machines ? { machines: { provider: 'aws' as const, installationId: name, config: machines.config } } : {}),
     };
   }
 }

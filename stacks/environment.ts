@@ -7,6 +7,7 @@ import { defaultGitHubApiUrl } from '../runtime/identity/sign-in/github-urls';
 import { ROLE_NAMES } from '../runtime/roles/names';
 import { KEY_ARN } from '../constructs/aws/secrets-key';
 import { CRYPTO_KEY_NAME } from '../constructs/gcp/secrets-key';
+import { readNotificationSettings } from '../runtime/notifications/settings';
 
 /**
  * One environment definition, read from `environments/<name>.yaml`.
@@ -51,6 +52,10 @@ export interface EnvironmentDefinition {
   readonly secrets: SecretsDefinition;
   /** The GitHub App Gyre acts as (GitHub.com or GitHub Enterprise Server). @default - no GitHub App */
   readonly github?: GitHubDefinition;
+  /** The SMTP server the notifier role sends notification emails through. @default - no email is sent */
+  readonly smtp?: SmtpDefinition;
+  /** The machine executor (`machine:` jobs on a VM each; the `machines` role). @default - machine jobs are not given VMs */
+  readonly machines?: MachinesDefinition;
   /** Where Terraform keeps this environment's state (it holds every secret of the install). */
   readonly state: StateDefinition;
 }
@@ -133,6 +138,27 @@ export interface GitHubDefinition {
   readonly timeoutMs?: number;
 }
 
+/**
+ * The SMTP server (GYRE_SMTP_URL, GYRE_SMTP_FROM; runtime/notifications/settings.ts): its address,
+ * TLS mode, user and sender go in the notifier's environment; the password is a file that Terraform
+ * reads at plan time into a write-only value of a Kubernetes Secret (as the GitHub App's key), so it
+ * is neither in the synthesized JSON nor in Terraform state.
+ */
+export interface SmtpDefinition {
+  /** The server's DNS name or IPv4 address. */
+  readonly host: string;
+  /** @default - 465 with tls: tls, 587 otherwise */
+  readonly port: number;
+  /** `starttls` (required upgrade), `tls` (TLS from the start, smtps://) or `opportunistic` (upgrade when offered; no password). @default 'starttls' */
+  readonly tls: 'starttls' | 'tls' | 'opportunistic';
+  /** The user to authenticate as. @default - no authentication */
+  readonly user?: string;
+  /** A file holding the user's password (trailing newlines are dropped), absolute path. Required with user. */
+  readonly passwordFile?: string;
+  /** GYRE_SMTP_FROM: the sender, `Name <address>` or an address. @default 'Gyre <gyre@<domain>>' */
+  readonly from: string;
+}
+
 /** How Nomad clients authenticate to `registry` to pull the agent image. */
 export type RegistryCredentials =
   /** ECR (AWS) or Artifact Registry / GCR (GCP) through the machine's own identity. */
@@ -187,6 +213,24 @@ export type DatabaseDefinition =
     readonly port: number;
   };
 
+/**
+ * `machines:`: the images `machine: image:` may name, each an AMI (aws) or a source image (gcp)
+ * the distribution makes a launch template / instance template from, and how machines are sized
+ * and may connect.
+ */
+export interface MachinesDefinition {
+  /** `machine: image:` (e.g. `ubuntu-2204:current`; `default` for `machine: true`) → AMI id or GCE source image. */
+  readonly images: Record<string, string>;
+  /** Resource class → instance (machine) type. @default {} */
+  readonly instanceTypes: Record<string, string>;
+  readonly spot: boolean;
+  /** Where machines reach the control plane over HTTPS. @default - the network's CIDR (an internal load balancer) */
+  readonly controlPlaneCidrs?: string[];
+  /** Further destinations jobs may reach on any port. @default [] (none: the control plane only) */
+  readonly egressCidrs: string[];
+  readonly diskGb: number;
+}
+
 export interface AccessDefinition {
   /** CIDRs allowed to reach the UI and API (ports 80 and 443). */
   readonly uiCidrs: string[];
@@ -209,7 +253,7 @@ const NAME = /^[a-z][a-z0-9-]{1,20}$/;
 const HOST = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const KNOWN_TOP_LEVEL = [
   'name', 'cloud', 'region', 'zones', 'project', 'domain', 'tls', 'network', 'kubernetes', 'nomad',
-  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn', 'secrets', 'github',
+  'objectStore', 'database', 'registry', 'images', 'helm', 'access', 'replicas', 'state', 'signIn', 'secrets', 'github', 'smtp', 'machines',
 ];
 /** The settings `signIn` may hold: sign-in's own, nothing that would change another part of Gyre. */
 const SIGN_IN_SETTING = /^GYRE_(SESSION|SIGN_IN|GITHUB|OIDC|LDAP)_[A-Z0-9_]+$/;
@@ -217,6 +261,10 @@ const SIGN_IN_SETTING = /^GYRE_(SESSION|SIGN_IN|GITHUB|OIDC|LDAP)_[A-Z0-9_]+$/;
 const GITHUB_APP_SETTING = /^GYRE_GITHUB_(APP_[A-Z0-9_]+|WEBHOOK_SECRET(_FILE)?|TIMEOUT_MS)$/;
 /** The fields of `github:`. */
 const GITHUB_FIELDS = ['appId', 'webUrl', 'apiUrl', 'privateKeyFile', 'webhookSecretFile', 'caFile', 'timeoutMs'];
+/** The fields of `smtp:`. */
+const SMTP_FIELDS = ['host', 'port', 'tls', 'user', 'passwordFile', 'from'];
+/** A DNS name or an IPv4 address. */
+const SMTP_HOST = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 /** Reads and validates every `*.yaml` file in a directory, sorted by name. */
 export function loadEnvironments(dir: string): EnvironmentDefinition[] {
@@ -366,12 +414,85 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
   const github = root.github === undefined ? undefined : githubDefinition(r, root.github);
   const signIn = signInDefinition(r, root.signIn, domain, github);
   const secrets = secretsDefinition(r, root.secrets, cloud);
+  const smtp = root.smtp === undefined ? undefined : smtpDefinition(r, root.smtp, domain);
+  const machines = root.machines === undefined ? undefined : machinesDefinition(r, root.machines, cloud);
 
   return {
     name, file, cloud, region, zones, project, domain, tls, network, kubernetes, nomad, objectStore,
     database, registry, imageTag, helmRepository, access, replicas, state, signIn, secrets,
     ...(github ? { github } : {}),
+    ...(smtp ? { smtp } : {}),
+    ...(machines ? { machines } : {}),
   };
+}
+
+const MACHINES_FIELDS = ['images', 'instanceTypes', 'spot', 'controlPlaneCidrs', 'egressCidrs', 'diskGb'];
+
+function machinesDefinition(r: Reader, raw: unknown, cloud: 'aws' | 'gcp'): MachinesDefinition {
+  const o = r.object(raw, 'machines');
+  for (const key of Object.keys(o)) if (!MACHINES_FIELDS.includes(key)) r.fail(`machines.${key}`, `is not a machines setting; allowed: ${MACHINES_FIELDS.join(', ')}`);
+  const stringMap = (key: string, check?: (v: string, field: string) => void) => {
+    const m = r.object(o[key] ?? {}, `machines.${key}`);
+    const out: Record<string, string> = {};
+    for (const k of Object.keys(m)) {
+      const v = m[k];
+      if (typeof v !== 'string' || !v) r.fail(`machines.${key}.${k}`, `(${JSON.stringify(v)}) must be a non-empty string`);
+      check?.(v, `machines.${key}.${k}`);
+      out[k] = v;
+    }
+    return out;
+  };
+  const images = stringMap('images', (v, field) => {
+    if (cloud === 'aws' && !/^ami-[0-9a-f]{8,17}$/.test(v)) r.fail(field, `(${JSON.stringify(v)}) must be an AMI id, e.g. ami-0123456789abcdef0`);
+    if (cloud === 'gcp' && !/^(projects\/[^/]+\/global\/images\/|https:\/\/)/.test(v)) r.fail(field, `(${JSON.stringify(v)}) must be a source image, e.g. projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts`);
+  });
+  if (Object.keys(images).length === 0) r.fail('machines.images', 'maps no machine image; e.g. { "ubuntu-2204:current": ' + (cloud === 'aws' ? '"ami-0123456789abcdef0" }' : '"projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts" }'));
+  if (o.spot !== undefined && typeof o.spot !== 'boolean') r.fail('machines.spot', `(${JSON.stringify(o.spot)}) must be true or false`);
+  return {
+    images,
+    instanceTypes: stringMap('instanceTypes'),
+    spot: o.spot === true,
+    ...(o.controlPlaneCidrs === undefined ? {} : { controlPlaneCidrs: r.cidrList(o, 'controlPlaneCidrs', 'machines.controlPlaneCidrs') }),
+    egressCidrs: r.cidrList(o, 'egressCidrs', 'machines.egressCidrs', []),
+    diskGb: r.int(o, 'diskGb', 'machines.diskGb', 100, 10, 16_384),
+  };
+}
+
+function smtpDefinition(r: Reader, raw: unknown, domain: string): SmtpDefinition {
+  const o = r.object(raw, 'smtp');
+  for (const key of Object.keys(o)) {
+    if (SMTP_FIELDS.includes(key)) continue;
+    if (key === 'password' || key === 'url') {
+      r.fail(`smtp.${key}`, 'is not a field: secrets are never written in the environment file; put the password in a file and name that in smtp.passwordFile');
+    }
+    r.fail(`smtp.${key}`, `is not an SMTP setting; allowed: ${SMTP_FIELDS.join(', ')}`);
+  }
+  const host = r.matching(o, 'host', 'smtp.host', SMTP_HOST, 'a DNS name or an IPv4 address, e.g. smtp.example.com');
+  const tls = o.tls === undefined ? 'starttls' : r.oneOf(o, 'tls', 'smtp.tls', ['starttls', 'tls', 'opportunistic'] as const);
+  const port = r.int(o, 'port', 'smtp.port', tls === 'tls' ? 465 : 587, 1, 65535);
+  const user = r.optString(o, 'user', 'smtp.user');
+  if (user !== undefined && /[\r\n]/.test(user)) r.fail('smtp.user', 'must be on one line');
+  let passwordFile: string | undefined;
+  if (o.passwordFile !== undefined) {
+    if (user === undefined) r.fail('smtp.passwordFile', 'needs smtp.user: the server is authenticated to as a user');
+    if (tls === 'opportunistic') r.fail('smtp.passwordFile', 'cannot go with smtp.tls opportunistic: the password could be sent in the clear to a server that offers no STARTTLS; use starttls or tls');
+    const password = textFile(r, o, 'passwordFile', 'smtp.passwordFile');
+    if (password.text.replace(/\r?\n$/, '') === '') r.fail('smtp.passwordFile', `(${JSON.stringify(o.passwordFile)}) is empty`);
+    if (/[\r\n]/.test(password.text.replace(/\r?\n$/, ''))) r.fail('smtp.passwordFile', `(${JSON.stringify(o.passwordFile)}) must hold the password on one line`);
+    passwordFile = password.path;
+  } else if (user !== undefined) {
+    r.fail('smtp.passwordFile', 'is required with smtp.user: a file holding the user\'s password');
+  }
+  const from = o.from === undefined ? `Gyre <gyre@${domain}>` : r.string(o, 'from', 'smtp.from');
+  if (/[$%]\{/.test(from)) r.fail('smtp.from', `(${JSON.stringify(from.slice(0, 100))}) must not hold \${ or %{ (Terraform would read it as an expression)`);
+  // Checked now, as the runtime will check it at start (the password stands in as x).
+  try {
+    readNotificationSettings({ GYRE_SMTP_URL: `${tls === 'tls' ? 'smtps' : 'smtp'}://${user === undefined ? '' : `${encodeURIComponent(user)}:x@`}${host}:${port}`, GYRE_SMTP_FROM: from });
+  } catch (error) {
+    const setting = (error as { setting?: string }).setting;
+    r.fail(setting === 'GYRE_SMTP_FROM' ? 'smtp.from' : 'smtp', (error as Error).message.replace(/^[A-Z0-9_]+: /, ''));
+  }
+  return { host, port, tls, from, ...(user !== undefined ? { user } : {}), ...(passwordFile ? { passwordFile } : {}) };
 }
 
 /** Vault names as the runtime checks them (runtime/secrets/settings.ts), kept here so synth does not load the KMS clients. */

@@ -14,6 +14,7 @@ import { NomadTls } from '../constructs/nomad-tls';
 import { ComputeFirewall } from '@cdktf/provider-google/lib/compute-firewall';
 import { AUTOSCALER_SERVICE_ACCOUNT, GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT, nomadServiceDnsNames } from '../constructs/types';
 import { EnvironmentDefinition } from './environment';
+import { GcpMachineExecutor } from '../constructs/gcp/machine-executor';
 import { InfraOutputs } from './infra';
 import { clientRegistryAuth } from './registry-auth';
 
@@ -125,6 +126,24 @@ export class GcpInfraStack extends TerraformStack {
     });
 
     new TerraformOutput(this, 'cluster_name', { value: cluster.clusterName, description: 'GKE cluster; `gcloud container clusters get-credentials <this> --region <region>`' });
+    // `machine:` jobs on a VM each (the machines role), when the environment maps images.
+    const machines = env.machines
+      ? new GcpMachineExecutor(this, 'Machines', {
+        name: `${name}-machines`,
+        project,
+        zone: env.zones[0],
+        networkId: network.networkId,
+        subnetworkId: network.subnetworkId,
+        images: env.machines.images,
+        instanceTypes: env.machines.instanceTypes,
+        spot: env.machines.spot,
+        controlPlaneCidrs: env.machines.controlPlaneCidrs ?? [network.cidr],
+        egressCidrs: env.machines.egressCidrs,
+        diskGb: env.machines.diskGb,
+      })
+      : undefined;
+    machines?.grantLaunch(runtimeAccount.member);
+
     new TerraformOutput(this, 'bucket_name', { value: store.bucketName, description: 'GCS bucket holding logs, artifacts, caches, workspaces and test results' });
     new TerraformOutput(this, 'nomad_client_group', { value: clients.instanceGroupManagerName, description: 'Managed instance group of Nomad clients' });
     new TerraformOutput(this, 'bastion_instance', { value: bastion.instanceName, description: '`gcloud compute ssh <this> --tunnel-through-iap` to reach the VPC' });
@@ -144,6 +163,7 @@ export class GcpInfraStack extends TerraformStack {
       autoscalerIdentity: autoscalerAccount.email,
       autoscalerTarget: { driver: 'gce-mig', project, region: env.region, instanceGroupManagerName: clients.instanceGroupManagerName },
       internalCidrs: [network.cidr, network.podsCidr],
+      ...(machines ? { machines: { provider: 'gcp' as const, installationId: name, config: machines.config } } : {}),
     };
   }
 }

@@ -1,7 +1,7 @@
 import { NomadTls } from '../constructs/nomad-tls';
 import { AutoscalerTarget } from '../constructs/kubernetes/nomad-autoscaler';
 import { IKubernetesCluster, IObjectStore, ISecretsKey } from '../constructs/types';
-import { DatabaseCa } from '../constructs/kubernetes/control-plane';
+import { DatabaseCa, MachinesProps } from '../constructs/kubernetes/control-plane';
 
 /** What an `<env>-infra` stack hands its `<env>-server` stack (wired as Terraform outputs). */
 export interface InfraOutputs {
@@ -26,4 +26,6 @@ export interface InfraOutputs {
   readonly internalCidrs: string[];
   /** EKS: the IAM role cluster-autoscaler acts as (GKE scales its node pool itself). */
   readonly clusterAutoscalerIdentity?: string;
+  /** The machine executor's settings for the `machines` role. @default - the environment has no `machines:` */
+  readonly machines?: MachinesProps;
 }

@@ -10,7 +10,7 @@ import { HelmProvider } from '@cdktf/provider-helm/lib/provider';
 import { RandomProvider } from '@cdktf/provider-random/lib/provider';
 import { TlsProvider } from '@cdktf/provider-tls/lib/provider';
 import { ImageCatalog } from '../constructs/images';
-import { ControlPlane, DatabaseCa, EdgeTls, GitHubAppProps, KeyWrapperSettings, SCHEDULER_NOMAD_TOKEN_SECRET } from '../constructs/kubernetes/control-plane';
+import { ControlPlane, DatabaseCa, EdgeTls, GitHubAppProps, KeyWrapperSettings, SCHEDULER_NOMAD_TOKEN_SECRET, SmtpProps } from '../constructs/kubernetes/control-plane';
 import { NomadServers } from '../constructs/kubernetes/nomad-servers';
 import { NomadAutoscaler } from '../constructs/kubernetes/nomad-autoscaler';
 import { NomadAcl, AUTOSCALER_POLICY_RULES, SCHEDULER_POLICY_RULES } from '../constructs/kubernetes/nomad-acl';
@@ -97,8 +97,9 @@ export class ServerStack extends TerraformStack {
 
     const keyWrapper = keyWrapperSettings(env, infra);
     const github = gitHubApp(this, env);
-    if (github) {
-      // The app's key and webhook secret are write-only attributes, which Terraform has had since 1.11.
+    const smtp = smtpServer(this, env);
+    if (github || smtp) {
+      // The app's key and webhook secret, and the SMTP URL, are write-only attributes, which Terraform has had since 1.11.
       this.addOverride('terraform.required_version', MIN_TERRAFORM_WITH_WRITE_ONLY);
     }
     const controlPlane = new ControlPlane(this, 'ControlPlane', {
@@ -121,6 +122,8 @@ export class ServerStack extends TerraformStack {
       signIn: env.signIn,
       keyWrapper,
       github,
+      smtp,
+      machines: infra.machines,
     });
 
     const nomad = new NomadServers(this, 'NomadServers', {
@@ -161,6 +164,7 @@ export class ServerStack extends TerraformStack {
         // GitHub Enterprise Server may answer on another port than 443.
         ...(env.github ? [portOf(env.github.webUrl), portOf(env.github.apiUrl)] : []),
       ],
+      smtpPort: env.smtp?.port,
     });
 
     const autoscaler = new NomadAutoscaler(this, 'NomadAutoscaler', {
@@ -212,6 +216,20 @@ function gitHubApp(scope: Construct, env: EnvironmentDefinition): GitHubAppProps
     webhookSecret: read(github.webhookSecretFile),
     ...(github.caFile ? { caPem: read(github.caFile) } : {}),
     ...(github.timeoutMs !== undefined ? { timeoutMs: github.timeoutMs } : {}),
+  };
+}
+
+/** The SMTP server of the environment: its password named by path from the stack's directory, read by Terraform at plan time. */
+function smtpServer(scope: Construct, env: EnvironmentDefinition): SmtpProps | undefined {
+  const smtp = env.smtp;
+  if (!smtp) return undefined;
+  return {
+    host: smtp.host,
+    port: smtp.port,
+    tls: smtp.tls,
+    from: smtp.from,
+    ...(smtp.user !== undefined ? { user: smtp.user } : {}),
+    ...(smtp.passwordFile ? { password: Fn.file(pathFromStackDirectory(scope, smtp.passwordFile)) } : {}),
   };
 }
 

@@ -13,11 +13,12 @@ import { Password } from '@cdktf/provider-random/lib/password';
 import { PrivateKey } from '@cdktf/provider-tls/lib/private-key';
 import { SelfSignedCert } from '@cdktf/provider-tls/lib/self-signed-cert';
 import { ImageCatalog } from '../images';
+import type { MachineExecutorConfig } from '../machine-images';
 import { GYRE_NAMESPACE, RUNTIME_SERVICE_ACCOUNT } from '../types';
 import { OPS_PORT, RESTRICTED_CONTAINER, RUNTIME_PORT, RUNTIME_ROLES, RUNTIME_ROLE_NAMES, RoleSpec } from './roles';
 import { renderEdgeConfig, EDGE_PORTS } from './edge-config';
 import {
-  CAN_REACH_DATABASE, CAN_REACH_GIT_SSH, CAN_REACH_HTTPS, CAN_REACH_NOMAD_API, EDGE_LABELS, MIGRATE_LABELS, SERVES_OPS, roleLabels,
+  CAN_REACH_DATABASE, CAN_REACH_GIT_SSH, CAN_REACH_HTTPS, CAN_REACH_NOMAD_API, CAN_REACH_SMTP, EDGE_LABELS, MIGRATE_LABELS, SERVES_OPS, roleLabels,
 } from './labels';
 
 /** How TLS for the UI and API (port 443) is terminated. */
@@ -91,8 +92,49 @@ export const GITHUB_APP_MOUNT = '/etc/gyre/github';
 /** Where GitHub Enterprise Server's CA (`ca.pem`) is mounted when one is given. */
 export const GITHUB_CA_MOUNT = '/etc/gyre/github-ca';
 
+/**
+ * How the notifier reaches the SMTP server: `starttls` upgrades the connection before anything is
+ * sent and refuses a server that cannot (`smtp://…?requireTLS=true`); `tls` is TLS from the start
+ * (`smtps://`, usually port 465); `opportunistic` upgrades only when the server offers it, so it
+ * may send in the clear, and is refused with a password.
+ */
+export type SmtpTlsMode = 'starttls' | 'tls' | 'opportunistic';
+export const SMTP_TLS_MODES: readonly SmtpTlsMode[] = ['starttls', 'tls', 'opportunistic'];
+
+/** The SMTP server the roles marked `usesSmtp` (roles.ts: the notifier) send email through (runtime/notifications/settings.ts). */
+export interface SmtpProps {
+  /** The server's DNS name or IPv4 address. */
+  readonly host: string;
+  /** @default - 465 with tls, 587 otherwise */
+  readonly port?: number;
+  /** @default 'starttls' */
+  readonly tls?: SmtpTlsMode;
+  /** The user to authenticate as. @default - no authentication */
+  readonly user?: string;
+  /**
+   * The user's password as Terraform reads it at plan time (`Fn.file(…)`), never a literal: it is
+   * only ever written into a write-only attribute, so it is neither in the synthesized JSON nor in
+   * the state. Required with `user`. Trailing newlines of the file are dropped.
+   */
+  readonly password?: string;
+  /** GYRE_SMTP_FROM: the sender, `Name <address>` or an address. */
+  readonly from: string;
+}
+
+/** Secret (key `url`: GYRE_SMTP_URL, the password in it) the notifier reads; write-only in Terraform. */
+export const SMTP_SECRET = 'gyre-smtp';
+
 /** Secret (key `token`) the ACL bootstrap Job writes the scheduler's Nomad token to. */
 export const SCHEDULER_NOMAD_TOKEN_SECRET = 'gyre-nomad-scheduler-token';
+
+/** The machine executor's settings, for the `machines` role (runtime/machines/machine-settings.ts). */
+export interface MachinesProps {
+  readonly provider: 'aws' | 'gcp';
+  /** GYRE_INSTALLATION_ID: the tag every machine carries; the launch permissions are scoped to it. */
+  readonly installationId: string;
+  /** GYRE_MACHINE_CONFIG's content (may hold Terraform references, e.g. subnet ids). */
+  readonly config: MachineExecutorConfig;
+}
 
 export interface ControlPlaneProps {
   readonly images: ImageCatalog;
@@ -122,6 +164,10 @@ export interface ControlPlaneProps {
   readonly keyWrapper: KeyWrapperSettings;
   /** The GitHub App, given to the roles that act as it (roles.ts `usesGitHub`). @default - no GitHub App */
   readonly github?: GitHubAppProps;
+  /** The SMTP server notification emails go through, given to the roles that send (roles.ts `usesSmtp`). @default - no email is sent */
+  readonly smtp?: SmtpProps;
+  /** The machine executor, given to the `machines` role. @default - none: the machines role runs no replicas */
+  readonly machines?: MachinesProps;
 }
 
 /**
@@ -147,6 +193,8 @@ export class ControlPlane extends Construct {
   private readonly databaseCa: DatabaseCa;
   /** Changes when the app's key or webhook secret does, so the pods that read them at start roll. */
   private githubRevision?: string;
+  /** Changes when the SMTP URL (the password in it) does, so the pods that read it at start roll. */
+  private smtpRevision?: string;
 
   constructor(scope: Construct, id: string, props: ControlPlaneProps) {
     super(scope, id);
@@ -159,6 +207,7 @@ export class ControlPlane extends Construct {
     this.databaseCa = props.databaseCa ?? { source: 'none' };
     checkKeyWrapper(props.keyWrapper);
     if (props.github) checkGitHubApp(props.github);
+    if (props.smtp) checkSmtp(props.smtp);
 
     const ns = new NamespaceV1(this, 'Namespace', {
       metadata: { name: GYRE_NAMESPACE, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } },
@@ -194,6 +243,13 @@ export class ControlPlane extends Construct {
     });
 
     if (props.github) this.addGitHubApp(props.github);
+    if (props.smtp) this.addSmtp(props.smtp);
+    if (props.machines) {
+      new ConfigMapV1(this, 'MachineConfig', {
+        metadata: { name: 'gyre-machine-config', namespace: this.namespace },
+        data: { 'machines.json': Fn.jsonencode(props.machines.config) },
+      });
+    }
 
     this.migrationJobName = this.addMigrationJob(props);
     for (const role of RUNTIME_ROLES) {
@@ -239,7 +295,51 @@ export class ControlPlane extends Construct {
     }
   }
 
+  /**
+   * GYRE_SMTP_URL, made by Terraform at plan time with the password read from its file, in a
+   * Secret whose data is write-only (as the GitHub App's): the password is in neither the plan,
+   * the state, nor a manifest. Its revision follows a hash of the URL.
+   */
+  private addSmtp(smtp: SmtpProps): void {
+    const url = smtpUrl(smtp);
+    const hash = Fn.substr(Fn.sha256(url), 0, 12);
+    this.smtpRevision = hash;
+    new SecretV1(this, 'Smtp', {
+      metadata: { name: SMTP_SECRET, namespace: this.namespace },
+      dataWo: { url },
+      dataWoRevision: Fn.parseint(hash, 16),
+    });
+  }
+
+  /** What a role that sends email adds to its pod: the URL from the SMTP Secret, the sender, and a label to reach the server. */
+  private smtpPod(role: RoleSpec, smtp: SmtpProps | undefined): { env: any[]; labels: Record<string, string>; annotations: Record<string, string> } {
+    if (!role.usesSmtp || !smtp) return { env: [], labels: {}, annotations: {} };
+    return {
+      env: [
+        { name: 'GYRE_SMTP_URL', valueFrom: { secretKeyRef: { name: SMTP_SECRET, key: 'url' } } },
+        { name: 'GYRE_SMTP_FROM', value: smtp.from },
+      ],
+      labels: CAN_REACH_SMTP,
+      // The runtime reads the URL once, at start: a new password rolls these pods.
+      annotations: { 'gyre.dev/smtp-revision': this.smtpRevision! },
+    };
+  }
+
   /** What a role that acts as the GitHub App adds to its pod: settings, the key and secret as files, the CA. */
+  /** The `machines` role's provider, installation id and image map (mounted from the ConfigMap). */
+  private machinesPod(role: RoleSpec, machines: MachinesProps | undefined): { env: any[]; volumeMount: any[]; volume: any[] } {
+    if (role.name !== 'machines' || !machines) return { env: [], volumeMount: [], volume: [] };
+    return {
+      env: [
+        { name: 'GYRE_MACHINE_PROVIDER', value: machines.provider },
+        { name: 'GYRE_INSTALLATION_ID', value: machines.installationId },
+        { name: 'GYRE_MACHINE_CONFIG', value: '/etc/gyre/machines/machines.json' },
+      ],
+      volumeMount: [{ name: 'machines', mountPath: '/etc/gyre/machines', readOnly: true }],
+      volume: [{ name: 'machines', configMap: { name: 'gyre-machine-config' } }],
+    };
+  }
+
   private githubAppPod(role: RoleSpec, github: GitHubAppProps | undefined): { env: any[]; volumeMount: any[]; volume: any[]; annotations: Record<string, string> } {
     if (!role.usesGitHub || !github) return { env: [], volumeMount: [], volume: [], annotations: {} };
     const ca = github.caPem !== undefined;
@@ -317,7 +417,8 @@ export class ControlPlane extends Construct {
 
   private addRole(role: RoleSpec, props: ControlPlaneProps): void {
     const name = role.name;
-    const replicas = props.replicas?.[name] ?? role.replicas;
+    // The machines role has nothing to do without a machine executor.
+    const replicas = props.replicas?.[name] ?? (name === 'machines' && !props.machines ? 0 : role.replicas);
     const labels = roleLabels(name);
     const podLabels = {
       ...labels, ...CAN_REACH_DATABASE, ...CAN_REACH_HTTPS, ...CAN_REACH_GIT_SSH, ...SERVES_OPS,
@@ -326,6 +427,8 @@ export class ControlPlane extends Construct {
     const id = pascal(name);
     const ca = this.databaseCaMount();
     const github = this.githubAppPod(role, props.github);
+    const smtp = this.smtpPod(role, props.smtp);
+    const machines = this.machinesPod(role, props.machines);
     const env: any[] = [
       { name: 'GYRE_PORT', value: String(RUNTIME_PORT) },
       { name: 'GYRE_OPS_PORT', value: String(OPS_PORT) },
@@ -345,6 +448,8 @@ export class ControlPlane extends Construct {
         ]
         : []),
       ...github.env,
+      ...smtp.env,
+      ...machines.env,
     ];
     const ports = [
       ...(role.servesApi ? [{ name: 'http', containerPort: RUNTIME_PORT }] : []),
@@ -361,12 +466,13 @@ export class ControlPlane extends Construct {
         strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '0', maxSurge: '1' } },
         template: {
           metadata: {
-            labels: podLabels,
+            labels: { ...podLabels, ...smtp.labels },
             annotations: {
               'prometheus.io/scrape': 'true', 'prometheus.io/port': String(OPS_PORT), 'prometheus.io/path': '/metrics',
               // A renewed Nomad client certificate rolls the scheduler onto it.
               ...(role.usesNomad ? { 'gyre.dev/tls-hash': Fn.sha256(props.nomad.clientCertPem) } : {}),
               ...github.annotations,
+              ...smtp.annotations,
             },
           },
           spec: {
@@ -417,6 +523,7 @@ export class ControlPlane extends Construct {
                   ? [{ name: 'nomad-tls', mountPath: '/etc/gyre/nomad', readOnly: true }, { name: 'jobs', mountPath: '/etc/gyre/jobs', readOnly: true }]
                   : []),
                 ...github.volumeMount,
+                ...machines.volumeMount,
               ],
             }],
             volume: [
@@ -430,6 +537,7 @@ export class ControlPlane extends Construct {
                 ]
                 : []),
               ...github.volume,
+              ...machines.volume,
             ],
           },
         },
@@ -611,6 +719,48 @@ function checkKeyWrapper(keyWrapper: KeyWrapperSettings): void {
 }
 
 /** Refuses a GitHub App the runtime would refuse at start, and a key or secret headed for cdktf.out. */
+/** A DNS name or an IPv4 address (a cluster's SMTP relay may have either). */
+const SMTP_HOST = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** The port an SMTP server listens on when none is given: 465 for TLS from the start, 587 (submission) otherwise. */
+export function defaultSmtpPort(tls: SmtpTlsMode): number {
+  return tls === 'tls' ? 465 : 587;
+}
+
+/**
+ * GYRE_SMTP_URL as the runtime reads it: `smtps://` or `smtp://`, the user and password
+ * percent-encoded, `?requireTLS=true` for starttls. The password is a Terraform expression, so
+ * Terraform encodes it (urlencode writes a space as `+`, which in a URL's user info is a plus).
+ */
+export function smtpUrl(smtp: SmtpProps): string {
+  const tls = smtp.tls ?? 'starttls';
+  const port = smtp.port ?? defaultSmtpPort(tls);
+  const scheme = tls === 'tls' ? 'smtps' : 'smtp';
+  const query = tls === 'starttls' ? '?requireTLS=true' : '';
+  if (smtp.user === undefined) return `${scheme}://${smtp.host}:${port}${query}`;
+  const user = encodeURIComponent(smtp.user);
+  if (smtp.password === undefined) return `${scheme}://${user}@${smtp.host}:${port}${query}`;
+  // One expression (not a token inside a literal): Terraform reads the file, drops its trailing
+  // newline and percent-encodes it at plan time.
+  const password = Fn.replace(Fn.urlencode(Fn.chomp(smtp.password)), '+', '%20');
+  return Fn.join('', [`${scheme}://${user}:`, password, `@${smtp.host}:${port}${query}`]);
+}
+
+function checkSmtp(smtp: SmtpProps): void {
+  const tls = smtp.tls ?? 'starttls';
+  if (!SMTP_TLS_MODES.includes(tls)) throw new Error(`smtp.tls (${tls}) must be one of: ${SMTP_TLS_MODES.join(', ')}`);
+  if (!SMTP_HOST.test(smtp.host)) throw new Error(`smtp.host (${smtp.host}) must be a DNS name or an IPv4 address, e.g. smtp.example.com`);
+  if (smtp.port !== undefined && (!Number.isInteger(smtp.port) || smtp.port < 1 || smtp.port > 65535)) throw new Error(`smtp.port (${smtp.port}) must be a port number from 1 to 65535`);
+  if (smtp.user !== undefined && (smtp.user === '' || /[\r\n]/.test(smtp.user))) throw new Error('smtp.user must be a non-empty user name on one line');
+  if (smtp.password !== undefined) {
+    if (!Token.isUnresolved(smtp.password)) throw new Error('smtp.password must be read by Terraform at plan time (Fn.file(<path>)), not given as a value: a value would be written to cdktf.out');
+    if (smtp.user === undefined) throw new Error('smtp.password needs smtp.user: the server is authenticated to as a user');
+    if (tls === 'opportunistic') throw new Error('smtp.password with smtp.tls opportunistic could be sent in the clear to a server that offers no STARTTLS; use starttls or tls');
+  }
+  if (/[\r\n]/.test(smtp.from) || !smtp.from.includes('@') || smtp.from.length > 320) throw new Error(`smtp.from (${smtp.from.slice(0, 100)}) must be a sender on one line: an address, or Name <address>`);
+  if (/[$%]\{/.test(smtp.from)) throw new Error(`smtp.from (${smtp.from.slice(0, 100)}) must not hold \${ or %{: Terraform would read it as an expression`);
+}
+
 function checkGitHubApp(github: GitHubAppProps): void {
   if (!/^[1-9]\d{0,15}$/.test(github.appId)) throw new Error(`github.appId (${github.appId}) must be the app's numeric App ID, e.g. 123456`);
   for (const field of ['webUrl', 'apiUrl'] as const) {

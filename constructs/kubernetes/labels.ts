@@ -18,6 +18,8 @@ export const CAN_REACH_DATABASE = { 'gyre.dev/database': 'true' };
 export const CAN_REACH_NOMAD_API = { 'gyre.dev/nomad-api': 'true' };
 /** May open HTTPS connections to the outside (object storage, cloud and forge APIs). */
 export const CAN_REACH_HTTPS = { 'gyre.dev/https': 'true' };
+/** May connect to the SMTP server the environment names, on its port (the notifier role, when there is one). */
+export const CAN_REACH_SMTP = { 'gyre.dev/smtp': 'true' };
 /** May clone over SSH (git remotes of projects). */
 export const CAN_REACH_GIT_SSH = { 'gyre.dev/git-ssh': 'true' };
 /** Serves /healthz and /metrics on the ops port, which any pod in the cluster may scrape. */

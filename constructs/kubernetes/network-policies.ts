@@ -3,7 +3,7 @@ import { NetworkPolicyV1 } from '@cdktf/provider-kubernetes/lib/network-policy-v
 import { EDGE_PORTS } from './edge-config';
 import { OPS_PORT, RUNTIME_PORT } from './roles';
 import {
-  CAN_REACH_DATABASE, CAN_REACH_GIT_SSH, CAN_REACH_HTTPS, CAN_REACH_NOMAD_API, EDGE_LABELS, NOMAD_SERVER_LABELS, SERVES_OPS, roleLabels,
+  CAN_REACH_DATABASE, CAN_REACH_GIT_SSH, CAN_REACH_HTTPS, CAN_REACH_NOMAD_API, CAN_REACH_SMTP, EDGE_LABELS, NOMAD_SERVER_LABELS, SERVES_OPS, roleLabels,
 } from './labels';
 
 /** Where the GKE metadata server answers Workload Identity token requests. */
@@ -23,6 +23,8 @@ export interface ControlPlaneNetworkPoliciesProps {
   readonly nomadClientCidrs: string[];
   /** Ports besides 443 the roles may open HTTPS connections on (Vault's, e.g. 8200). @default [] */
   readonly httpsPorts?: number[];
+  /** The SMTP server's port, which pods labelled gyre.dev/smtp may reach. @default - no SMTP server: no such rule */
+  readonly smtpPort?: number;
 }
 
 type Peer = { podSelector?: { matchLabels: Record<string, string> }; namespaceSelector?: Record<string, never>; ipBlock?: { cidr: string } };
@@ -46,6 +48,9 @@ export class ControlPlaneNetworkPolicies extends Construct {
     const httpsPorts = [...new Set(props.httpsPorts ?? [])].filter((p) => p !== 443);
     for (const port of httpsPorts) {
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`httpsPorts (${port}) must be port numbers from 1 to 65535`);
+    }
+    if (props.smtpPort !== undefined && (!Number.isInteger(props.smtpPort) || props.smtpPort < 1 || props.smtpPort > 65535)) {
+      throw new Error(`smtpPort (${props.smtpPort}) must be a port number from 1 to 65535`);
     }
     const ns = props.namespace;
     const policy = (name: string, selector: Record<string, string>, ingress?: Rule[], egress?: Rule[]) => {
@@ -72,6 +77,7 @@ export class ControlPlaneNetworkPolicies extends Construct {
       ...(props.cloud === 'gcp' ? GKE_METADATA_ENDPOINTS.map((m) => ({ to: [cidr(m.cidr)], ports: [tcp(m.port)] })) : []),
     ]);
     policy('git-ssh', CAN_REACH_GIT_SSH, undefined, [{ ports: [tcp(22)] }]);
+    if (props.smtpPort !== undefined) policy('smtp', CAN_REACH_SMTP, undefined, [{ ports: [tcp(props.smtpPort)] }]);
     policy('nomad-api-clients', CAN_REACH_NOMAD_API, undefined, [{ to: [pods(NOMAD_SERVER_LABELS)], ports: [tcp(4646)] }]);
     policy('nomad-servers', NOMAD_SERVER_LABELS,
       [

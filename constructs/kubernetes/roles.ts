@@ -22,6 +22,11 @@ export interface RoleSpec {
    * branch and read their config on GitHub).
    */
   readonly usesGitHub?: boolean;
+  /**
+   * The role sends email when the environment names an SMTP server (`notifier`, the only role that
+   * sends): it gets GYRE_SMTP_URL from the SMTP Secret and GYRE_SMTP_FROM, and may reach the server's port.
+   */
+  readonly usesSmtp?: boolean;
 }
 
 /**
@@ -47,7 +52,11 @@ const SIZING: { readonly [R in RoleName]: Omit<RoleSpec, 'name'> } = {
   // Insights rollups: replicas take turns on one cursor, so a second one only stands by.
   insights: { replicas: 1, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
   // Outbound webhooks, email and Slack: each delivery is a claimed outbox row, so two replicas send nothing twice.
-  notifier: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi' },
+  notifier: { replicas: 2, cpuRequest: '100m', memoryRequest: '256Mi', memoryLimit: '512Mi', usesSmtp: true },
+  // The machine executor: claims are exclusive and sweeps idempotent, so one replica is enough and
+  // a restarted one loses nothing (machines are tagged; its first sweep finds them). The Compute
+  // Engine client alone loads ~190 MB of API descriptions, hence the larger limit.
+  machines: { replicas: 1, cpuRequest: '100m', memoryRequest: '384Mi', memoryLimit: '768Mi' },
 };
 
 /** The roles that have code behind them, in the runtime's order. */

@@ -3,7 +3,7 @@ import { StaleLeaseError } from '../domain/errors';
 import { leaseMarginMs } from '../domain/leases';
 import type { StepStatus } from '../domain/model';
 import type { Step } from '../config/plan';
-import type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKeys } from '../dispatcher/dispatcher';
+import type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKeys } from '../agent-contract';
 import type { Logger } from '../logger';
 import { LEASE_LOST, type Executor } from './executor';
 import { compressChunk, type CompressedChunk } from '../output/log-chunk';

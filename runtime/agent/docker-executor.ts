@@ -12,7 +12,7 @@ import { globToRegExp, isGlob } from '../output/file-sets';
 import { createTarWriter, DEFAULT_EXTRACT_LIMITS, readTar, readTarAs, safeRelativeName, type ReadTarLimits, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
 import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
-import { ecrCredentials } from './ecr-auth';
+import type { ecrCredentials as EcrCredentials } from './ecr-auth';
 import { expandImageCredentials } from './image-credentials';
 import { hostname } from 'node:os';
 import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
@@ -189,6 +189,13 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
 
   const executor: Executor = {
     home,
+    // The task network's gateway: an address of this host that its containers reach.
+    async hostAddress() {
+      const { body } = await engine.call<any>('GET', `/networks/${network}`);
+      const gateway = (body?.IPAM?.Config ?? []).map((c: { Gateway?: string }) => c.Gateway).find((g: string | undefined) => g && !g.includes(':'));
+      if (!gateway) throw new Error(`the task network ${network} has no IPv4 gateway`);
+      return String(gateway);
+    },
     jobDir: {
       path: JOB_DIR,
       async install(files) {
@@ -714,7 +721,8 @@ async function ensureImage(engine: DockerEngine, image: DockerImage, options: Do
   const auth =
     image.auth ??
     (image.awsAuth
-      ? await ecrCredentials({
+      ? // The AWS SDK is loaded only for a job that pulls from ECR.
+        await (require('./ecr-auth') as { ecrCredentials: typeof EcrCredentials }).ecrCredentials({
           registry: ref.registry,
           awsAuth: image.awsAuth,
           endpoint: options.ecrEndpoint,

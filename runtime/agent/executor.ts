@@ -1,4 +1,5 @@
 import type { JobFile } from './job-tools/job-dir';
+import type { RemoteDockerSession } from './remote-docker/session';
 
 /**
  * The `Executor` seam: where an agent runs a task's commands. The embedded default is the host's
@@ -54,6 +55,13 @@ export interface Executor {
    * halt` marker; runtime/agent/job-tools/job-dir.ts). @default - none: the job has no in-job CLI
    */
   readonly jobDir?: JobDir;
+  /**
+   * The address of this host as the commands reach it (a container job: its network's gateway),
+   * where a service for the job listens (the remote Docker engine's TLS port). @default - 127.0.0.1
+   */
+  hostAddress?(): Promise<string>;
+  /** `setup_remote_docker` for this task (runtime/agent/remote-docker/). @default - none: the step fails saying how to enable it */
+  readonly remoteDocker?: RemoteDockerSession;
   /** Whether `bash` exists where commands run; otherwise `sh` is the default shell. */
   hasBash(): Promise<boolean>;
   /**

@@ -3,7 +3,9 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { TestCase } from '../output/junit';
 import type { Body, CallOptions, Download, OutputClient } from '../output/output-client';
-import { asLost, createRetries, DEFAULT_RETRY_POLICY, TransientError, withRetries, type RetryPolicy, type TaskApi } from './task-api';
+import { IDEMPOTENCY_KEY_HEADER } from '../agent-contract';
+import { asLost, type AgentApiClient, type Upload } from './agent-api-client';
+import { createRetries, DEFAULT_RETRY_POLICY, TransientError, withRetries, type RetryPolicy } from './retries';
 
 export interface HttpOutputClientOptions {
   /** How transient failures (a dropped connection, a 502/503/504) are retried. @default DEFAULT_RETRY_POLICY */
@@ -14,7 +16,7 @@ export interface HttpOutputClientOptions {
 const NDJSON_PIECE_BYTES = 64 * 1024;
 
 /**
- * The OutputClient of a remote agent: each call is one request to the agent API with the task
+ * The OutputClient of a remote agent: each call is one request of the AgentApiClient with the task
  * token, archives and artifact files streamed both ways. The server takes the task from the token,
  * so the `task` argument of each method is not sent. A lost lease or refused token is a
  * StaleLeaseError, as for the reporter.
@@ -24,54 +26,55 @@ const NDJSON_PIECE_BYTES = 64 * 1024;
  * however many attempts reached it. A download that breaks after some bytes resumes from the
  * first byte it lacks (a `Range` request), under the same policy.
  */
-export function createHttpOutputClient(api: TaskApi, options: HttpOutputClientOptions = {}): OutputClient {
+export function createHttpOutputClient(api: AgentApiClient, options: HttpOutputClientOptions = {}): OutputClient {
   const policy: RetryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retry };
 
   const retried = <T>(what: string, opts: CallOptions | undefined, attempt: () => Promise<T>, canRetry?: () => boolean) =>
     withRetries(what, () => asLost(api.taskId, attempt()), { policy, onRetry: opts?.onRetry, canRetry });
 
   /** One write: the same key on every attempt, the body opened anew for each. */
-  const write = <T>(what: string, opts: CallOptions | undefined, body: Body<T>, send: (headers: Record<string, string>, body: AsyncIterable<T>) => Promise<any>) => {
-    const headers = { 'Idempotency-Key': randomUUID() };
+  const write = <T, A>(what: string, opts: CallOptions | undefined, body: Body<T>, send: (headers: Record<string, string>, body: AsyncIterable<T>) => Promise<A>) => {
+    const headers = { [IDEMPOTENCY_KEY_HEADER]: randomUUID() };
     const source = reopenable(body);
     return retried(what, opts, async () => send(headers, await source.open()), source.canRetry);
   };
+  const upload = (headers: Record<string, string>, stream: AsyncIterable<Uint8Array>): Upload => ({ headers, stream });
 
-  const download = (what: string, rest: string, opts: CallOptions | undefined) => resumable(api, what, rest, createRetries(what, { policy, onRetry: opts?.onRetry }));
+  const download = (what: string, open: OpenDownload, opts: CallOptions | undefined) => resumable(api.taskId, what, open, createRetries(what, { policy, onRetry: opts?.onRetry }));
 
   return {
     async uploadArtifact(_task, path, content, opts) {
-      await write(`Uploading the artifact ${path}`, opts, content, (headers, stream) => api.call('PUT', '/artifacts', { query: { path }, headers, stream }));
+      await write(`Uploading the artifact ${path}`, opts, content, (headers, stream) => api.uploadArtifact(path, upload(headers, stream)));
     },
     async cacheExists(_task, key, opts) {
-      return (await retried('Looking up the cache', opts, () => api.call('GET', '/cache', { query: { key } }))).exists === true;
+      return (await retried('Looking up the cache', opts, () => api.cacheExists(key))).exists;
     },
     async saveCache(_task, key, archive, opts) {
-      const { result } = await write(`Saving the cache ${key}`, opts, archive, (headers, stream) => api.call('PUT', '/cache', { query: { key }, headers, stream }));
-      return result === 'exists' ? 'exists' : 'saved';
+      const { result } = await write(`Saving the cache ${key}`, opts, archive, (headers, stream) => api.saveCache(key, upload(headers, stream)));
+      return result;
     },
     async findCache(_task, keys, opts) {
-      const { cache } = await retried('Finding a cache', opts, () => api.call('POST', '/cache/find', { json: { keys } }));
-      return cache ? { id: String(cache.id), key: String(cache.key), bytes: Number(cache.bytes) } : undefined;
+      const { cache } = await retried('Finding a cache', opts, () => api.findCache(keys));
+      return cache ? { id: cache.id, key: cache.key, bytes: cache.bytes } : undefined;
     },
     async withheldCache(_task, keys, opts) {
       // Answered beside a miss by servers that say why (`withheld`); older ones do not say.
-      const { cache, withheld } = await retried('Finding a cache', opts, () => api.call('POST', '/cache/find', { json: { keys } }));
-      if (cache || !withheld || typeof withheld.key !== 'string' || typeof withheld.reason !== 'string') return undefined;
+      const { cache, withheld } = await retried('Finding a cache', opts, () => api.findCache(keys));
+      if (cache || !withheld) return undefined;
       return { key: withheld.key, reason: withheld.reason };
     },
-    openCache: (_task, id, opts) => download(`Downloading the cache ${id}`, `/cache/${encodeURIComponent(id)}`, opts),
+    openCache: (_task, id, opts) => download(`Downloading the cache ${id}`, (headers) => api.openCache(id, headers), opts),
     async persistWorkspace(_task, archive, opts) {
-      await write('Persisting to the workspace', opts, archive, (headers, stream) => api.call('POST', '/workspace', { headers, stream }));
+      await write('Persisting to the workspace', opts, archive, (headers, stream) => api.persistWorkspace(upload(headers, stream)));
     },
     async workspaceLayers(_task, opts) {
-      const { items } = await retried('Listing the workspace layers', opts, () => api.call('GET', '/workspace/layers'));
-      return (items as { id: string; job_name: string }[]).map((l) => ({ id: l.id, jobName: l.job_name }));
+      const { items } = await retried('Listing the workspace layers', opts, () => api.workspaceLayers());
+      return items.map((l) => ({ id: l.id, jobName: l.job_name }));
     },
-    openWorkspaceLayer: (_task, id, opts) => download(`Downloading the workspace layer ${id}`, `/workspace/layers/${encodeURIComponent(id)}`, opts),
+    openWorkspaceLayer: (_task, id, opts) => download(`Downloading the workspace layer ${id}`, (headers) => api.openWorkspaceLayer(id, headers), opts),
     async storeTestResults(_task, cases, opts) {
       // One request for all of them: the server stores the lot or nothing.
-      await write('Storing the test results', opts, cases, (headers, stream) => api.call('PUT', '/test-results', { headers, stream: ndjson(stream) }));
+      await write('Storing the test results', opts, cases, (headers, stream) => api.storeTestResults(upload(headers, ndjson(stream))));
     },
   };
 }
@@ -118,7 +121,10 @@ async function* ndjson(cases: AsyncIterable<TestCase>): AsyncIterable<Uint8Array
  * ignored the range, or the object changed) fails, for the consumer must never get a byte twice
  * or miss one.
  */
-async function resumable(api: TaskApi, what: string, rest: string, retries: ReturnType<typeof createRetries>): Promise<Download> {
+/** Opens a download: the whole object, or (with `Range` and `If-Range` headers) its rest. */
+type OpenDownload = (headers?: Record<string, string>) => Promise<Response>;
+
+async function resumable(taskId: string, what: string, request: OpenDownload, retries: ReturnType<typeof createRetries>): Promise<Download> {
   let received = 0;
   let size: number | undefined;
   let etag: string | undefined;
@@ -126,7 +132,7 @@ async function resumable(api: TaskApi, what: string, rest: string, retries: Retu
   /** One request: the whole object, or its rest once bytes have arrived. */
   const open = async (): Promise<Readable> => {
     if (received === 0) {
-      const res = await asLost(api.taskId, api.request('GET', rest));
+      const res = await asLost(taskId, request());
       // Only a strong ETag says the bytes are the same ones: a weak one (W/"…") cannot resume. Nor
       // can a body a proxy re-encoded: its ranges and length count bytes this side never sees.
       const tag = res.headers.get('etag');
@@ -138,7 +144,7 @@ async function resumable(api: TaskApi, what: string, rest: string, retries: Retu
     }
     const cannot = (why: string) => new Error(`${what} broke off after ${received} bytes and cannot resume: ${why}; the step stops rather than use part of it`);
     if (etag === undefined) throw cannot('the server gave no ETag to ask for the rest of the same object with (a Gyre server before resumable downloads?)');
-    const res = await asLost(api.taskId, api.request('GET', rest, { headers: { Range: `bytes=${received}-`, 'If-Range': etag } }));
+    const res = await asLost(taskId, request({ Range: `bytes=${received}-`, 'If-Range': etag }));
     const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
     const [from, to, total] = range ? range.slice(1).map(Number) : [];
     if (res.status !== 206 || !range || from !== received || to !== total - 1 || (size !== undefined && total !== size)) {

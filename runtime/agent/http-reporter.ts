@@ -1,16 +1,18 @@
+import type { HeartbeatResult, TaskContext } from '../agent-contract';
 import { AuthenticationError, PermissionError, StaleLeaseError } from '../domain/errors';
-import type { HeartbeatResult, TaskContext } from '../dispatcher/dispatcher';
 import type { OutputClient } from '../output/output-client';
 import type { TaskReporter } from './agent';
+import { AgentApiClient, asLost } from './agent-api-client';
 import { createHttpOutputClient } from './http-output-client';
 import { parseTaskSshKeys } from './steps/ssh-key-steps';
-import { asLost, createTaskApi, withRetries, type RetryPolicy } from './task-api';
+import { withRetries, type RetryPolicy } from './retries';
 import type { TestTiming } from './job-tools/job-dir';
 
 /**
- * The agent's side of the agent API: a TaskReporter that sends each call over HTTP with the task
- * token. A 409 means the lease is gone (StaleLeaseError); 401/403 mean the token is not good for
- * this task, which is as final as a lost lease. Other failures throw and the agent retries them.
+ * The agent's side of the agent API: a TaskReporter (and the file steps' OutputClient) over the
+ * one AgentApiClient, with the task token. A 409 means the lease is gone (StaleLeaseError);
+ * 401/403 mean the token is not good for this task, which is as final as a lost lease. Other
+ * failures (an answer not of the contract's shape among them) throw and the agent retries them.
  */
 export interface AgentClient {
   /** The task this token stands for, and whether it was canceled already. */
@@ -37,42 +39,34 @@ export function createAgentClient(options: {
   /** How file steps retry transient failures. @default DEFAULT_RETRY_POLICY */
   retry?: Partial<RetryPolicy>;
 }): AgentClient {
-  const api = createTaskApi(options);
+  const api = new AgentApiClient(options);
   const { taskId } = api;
   const reliably = <T>(what: string, call: () => Promise<T>) => withRetries(what, () => call(), { policy: REPORT_RETRY });
   return {
     async fetchTask() {
-      const body = await reliably('Fetching the task', () => asLost(taskId, api.call('GET', '')));
-      return { task: body.task, cancelRequested: body.cancel_requested === true, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
+      const body = await reliably('Fetching the task', () => asLost(taskId, api.task()));
+      return { task: body.task, cancelRequested: body.cancel_requested, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
     },
     reporter() {
       return {
         async secrets() {
-          const body = await reliably('Fetching the task\'s secrets', () => asLost(taskId, api.call('GET', '/secrets')));
-          if (typeof body.refused === 'string') return { refused: body.refused as string };
+          const body = await reliably("Fetching the task's secrets", () => asLost(taskId, api.secrets()));
+          if ('refused' in body) return { refused: body.refused };
           const sshKeys = parseTaskSshKeys(body.ssh_keys);
-          return { env: (body.env ?? {}) as Record<string, string>, ...(typeof body.git_token === 'string' && body.git_token ? { gitToken: body.git_token as string } : {}), ...(sshKeys ? { sshKeys } : {}) };
+          return { env: body.env, ...(body.git_token ? { gitToken: body.git_token } : {}), ...(sshKeys ? { sshKeys } : {}) };
         },
         async heartbeat(signal): Promise<HeartbeatResult> {
-          const body = await asLost(taskId, api.call('POST', '/heartbeat', { signal }));
-          return { leaseExpiresAt: new Date(body.lease_expires_at), cancelRequested: body.cancel_requested === true };
+          const body = await asLost(taskId, api.heartbeat(signal));
+          return { leaseExpiresAt: new Date(body.lease_expires_at), cancelRequested: body.cancel_requested };
         },
         async stepStarted(step) {
-          await reliably(`Reporting step ${step.index} started`, () => asLost(taskId, api.call('POST', `/step/${step.index}/started`, { json: { name: step.name, type: step.type } })));
+          await reliably(`Reporting step ${step.index} started`, () => asLost(taskId, api.stepStarted(step.index, { name: step.name, type: step.type })));
         },
         async output(step, seq, chunk) {
-          await asLost(
-            taskId,
-            api.call('PUT', `/step/${step}/output/${seq}`, {
-              bytes: chunk.gzip,
-              headers: { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': String(chunk.rawBytes) },
-            }),
-          );
+          await asLost(taskId, api.stepOutput(step, seq, chunk));
         },
         async stepFinished(step) {
-          await reliably(`Reporting step ${step.index} finished`, () =>
-            asLost(taskId, api.call('POST', `/step/${step.index}/finished`, { json: { status: step.status, exit_code: step.exitCode ?? null } })),
-          );
+          await reliably(`Reporting step ${step.index} finished`, () => asLost(taskId, api.stepFinished(step.index, { status: step.status, exit_code: step.exitCode ?? null })));
         },
         async cancelRequested(signal) {
           // Long-polls the server, which answers as soon as a cancel is asked for (or after a while,
@@ -81,9 +75,9 @@ export function createAgentClient(options: {
           for (let failures = 0; ; ) {
             signal.throwIfAborted();
             try {
-              const body = await api.call('GET', '/cancellation', { query: { wait_ms: String(CANCEL_POLL_MS) }, signal });
+              const body = await api.cancellation(CANCEL_POLL_MS, signal);
               failures = 0;
-              if (body?.cancel_requested === true) return;
+              if (body.cancel_requested) return;
             } catch (error) {
               signal.throwIfAborted();
               if (error instanceof StaleLeaseError || error instanceof AuthenticationError || error instanceof PermissionError) throw error;
@@ -93,14 +87,13 @@ export function createAgentClient(options: {
           }
         },
         async testTimings() {
-          const body = await asLost(taskId, api.call('GET', '/previous-test-results'));
-          return parsePreviousTestResults(body);
+          return parsePreviousTestResults(await asLost(taskId, api.previousTestResults()));
         },
         async complete(outcome) {
           // Completion must arrive: retry transient failures, never a refusal.
           for (let attempt = 0; ; attempt++) {
             try {
-              await asLost(taskId, api.call('POST', '/complete', { json: { outcome } }));
+              await asLost(taskId, api.complete(outcome));
               return;
             } catch (error) {
               if (error instanceof StaleLeaseError || attempt >= 10) throw error;
@@ -114,7 +107,7 @@ export function createAgentClient(options: {
   };
 }
 
-/** The answer of `GET …/previous-test-results`, as timings; anything not of its shape is left out. */
+/** The items of `GET …/previous-test-results`, as timings; an item not of its shape is left out. */
 export function parsePreviousTestResults(body: unknown): TestTiming[] {
   const items = (body as { items?: unknown } | null)?.items;
   if (!Array.isArray(items)) return [];

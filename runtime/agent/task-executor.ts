@@ -1,13 +1,18 @@
 import { request } from 'node:http';
 import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigurationError } from '../domain/errors';
-import type { TaskContext } from '../dispatcher/dispatcher';
+import type { TaskContext } from '../agent-contract';
 import type { Logger } from '../logger';
 import { createDockerExecutor } from './docker-executor';
 import type { Executor } from './executor';
 import { DEFAULT_BUILD_UIDS, detectIsolation, parseUidRange, type Isolation, type UidRange } from './sandbox/isolation';
 import { createShellExecutor } from './shell-executor';
+import { createPodmanRemoteDocker } from './remote-docker/podman-provider';
+import type { RemoteDockerProvider } from './remote-docker/provider';
+import { withRemoteDocker } from './remote-docker/session';
 
 /**
  * Which executor runs a task's steps (GYRE_EXECUTOR, `--executor`):
@@ -32,7 +37,19 @@ export interface ExecutorSettings {
   readonly dockerSocket?: string;
   /** GYRE_REGISTRY_MIRROR: a registry mirror (host[:port]) for Docker Hub pulls. */
   readonly registryMirror?: string;
+  /**
+   * GYRE_REMOTE_DOCKER: who provides `setup_remote_docker` engines: `off` (the step fails saying
+   * how to enable it) or `podman` (a Podman service of the job's own on this host). @default off
+   */
+  readonly remoteDocker?: RemoteDockerChoice;
+  /** GYRE_REMOTE_DOCKER_DIR: where the Podman provider keeps engines and layer caches. @default <os tmpdir>/gyre-remote-docker */
+  readonly remoteDockerDir?: string;
+  /** GYRE_REMOTE_DOCKER_IMAGES: images of this host's Podman every remote engine starts with (comma-separated). @default none */
+  readonly remoteDockerImages?: readonly string[];
 }
+
+export const REMOTE_DOCKER_CHOICES = ['off', 'podman'] as const;
+export type RemoteDockerChoice = (typeof REMOTE_DOCKER_CHOICES)[number];
 
 /** The names a command uses for the executor settings in its messages (env names, or CLI flags). */
 export interface ExecutorSettingNames {
@@ -56,7 +73,9 @@ export function readExecutorSettings(env: Readonly<Record<string, string | undef
     else if (!/^(false|0|no|off)$/i.test(raw)) throw new ConfigurationError(names.require, `'${raw}' is not a boolean (allowed: true or false)`);
   }
   const dockerSocket = env[names.socket] || undefined;
-  return { choice, buildUids, requireIsolation, dockerSocket, registryMirror: env.GYRE_REGISTRY_MIRROR || undefined };
+  const remoteDocker = (env.GYRE_REMOTE_DOCKER || 'off') as RemoteDockerChoice;
+  if (!REMOTE_DOCKER_CHOICES.includes(remoteDocker)) throw new ConfigurationError('GYRE_REMOTE_DOCKER', `'${remoteDocker}' is not a remote Docker provider (allowed: ${REMOTE_DOCKER_CHOICES.join(', ')})`);
+  return { choice, buildUids, requireIsolation, dockerSocket, registryMirror: env.GYRE_REGISTRY_MIRROR || undefined, remoteDocker, remoteDockerDir: env.GYRE_REMOTE_DOCKER_DIR || undefined, remoteDockerImages: (env.GYRE_REMOTE_DOCKER_IMAGES ?? '').split(',').map((i) => i.trim()).filter(Boolean) };
 }
 
 /** What a process runs tasks with, found once at its start. */
@@ -65,6 +84,8 @@ export interface Execution {
   /** The Engine socket `docker` jobs run through; undefined: they run in the shell sandbox. */
   readonly dockerSocket?: string;
   readonly registryMirror?: string;
+  /** Where `setup_remote_docker` gets engines; undefined: the step fails saying how to enable it. */
+  readonly remoteDocker?: RemoteDockerProvider;
   /** One line for the start-up log. */
   readonly summary: string;
 }
@@ -101,8 +122,19 @@ export async function prepareExecution(settings: ExecutorSettings, names: Execut
     requireIsolation: settings.requireIsolation,
     names: { executor: names.executor, uids: names.uids, require: names.require },
   });
-  const summary = dockerSocket ? `docker jobs run in containers through ${dockerSocket}; other jobs: ${isolation.summary}` : isolation.summary;
-  return { isolation, dockerSocket, registryMirror: settings.registryMirror, summary };
+  let remoteDocker: RemoteDockerProvider | undefined;
+  if (settings.remoteDocker === 'podman') {
+    const version = spawnSync('podman', ['--version'], { encoding: 'utf8', timeout: 10_000 });
+    if (version.status !== 0) throw new ConfigurationError('GYRE_REMOTE_DOCKER', `'podman' needs Podman on this host, and \`podman --version\` failed: ${(version.error?.message ?? version.stderr ?? '').trim()}`);
+    const podman = createPodmanRemoteDocker({ stateDir: settings.remoteDockerDir ?? join(tmpdir(), 'gyre-remote-docker'), preloadImages: settings.remoteDockerImages });
+    // What an agent that died on this host left (a service still running, its storage) goes first.
+    await podman.sweep();
+    remoteDocker = podman;
+  }
+  const summary =
+    (dockerSocket ? `docker jobs run in containers through ${dockerSocket}; other jobs: ${isolation.summary}` : isolation.summary) +
+    (remoteDocker ? `; setup_remote_docker: ${remoteDocker.description}` : '');
+  return { isolation, dockerSocket, registryMirror: settings.registryMirror, remoteDocker, summary };
 }
 
 export interface TaskExecutorOptions {
@@ -117,6 +149,20 @@ export interface TaskExecutorOptions {
 
 /** The executor for one task: a container for a `docker` job where an engine is used, the shell sandbox otherwise. */
 export async function createTaskExecutor(options: TaskExecutorOptions): Promise<Executor> {
+  const { execution } = options;
+  const made = await createExecutorOf(options);
+  // setup_remote_docker's engine lives with the executor: torn down by its cleanup.
+  if (!execution.remoteDocker) return made;
+  return withRemoteDocker(made, {
+    provider: execution.remoteDocker,
+    task: options.task,
+    log: options.log,
+    // A shell job's /tmp is shared with the host's other jobs: its certificate stays in its home.
+    ...(made.hostAddress ? {} : { certDir: `${made.home}/.docker-certs` }),
+  });
+}
+
+async function createExecutorOf(options: TaskExecutorOptions): Promise<Executor> {
   const { executor } = options.task.spec;
   const { execution } = options;
   if (executor.kind === 'docker' && execution.dockerSocket) {

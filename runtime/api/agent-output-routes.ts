@@ -2,13 +2,25 @@ import { StringDecoder } from 'node:string_decoder';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import {
+  AGENT_ROUTES,
+  ArtifactQuery,
+  CacheFindBody,
+  CacheKeyQuery,
+  IDEMPOTENCY_KEY_HEADER,
+  type CacheExistsAnswer,
+  type CacheFindAnswer,
+  type OkAnswer,
+  type SaveCacheAnswer,
+  type WorkspaceLayersAnswer,
+} from '../agent-contract';
 import { InputError } from '../domain/errors';
 import { loadTaskContext, type Dispatcher, type Lease, type TaskContext } from '../dispatcher/dispatcher';
 import type { TestCase } from '../output/junit';
 import type { CallOptions, Download, OutputClient } from '../output/output-client';
 import { DEFAULT_OUTPUT_LIMITS, type OutputLimits } from '../output/output-service';
 import type { Store } from '../store/store';
-import { TASK, TaskParams } from './agent-routes';
+import { TaskParams } from './agent-routes';
 import { boundedBody, leaseOf, sendStream, type GyreApp } from './http-app';
 import { isUuid } from './read-model';
 import { Segment } from './schemas';
@@ -45,14 +57,15 @@ export interface AgentOutputRouteDeps {
 }
 
 const RESULTS: readonly TestCase['result'][] = ['success', 'failure', 'skipped'];
-const MAX_KEYS = 100;
 /** Longest line of a test-results body: one test case as JSON. */
 const MAX_CASE_BYTES = 1024 * 1024;
 /** Largest JSON test-results body (what agents before NDJSON sent). */
 const MAX_JSON_RESULTS_BYTES = 32 * 1024 * 1024;
 const REQUEST_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 const TASK_ROUTE = { auth: 'task' } as const;
-const KeyQuery = (what: string) => Type.Object({ key: Type.String({ minLength: 1, maxLength: 900, description: what }) });
+const OK: OkAnswer = { ok: true };
+// Paths, request bodies and answers are the agent contract's (runtime/agent-contract/).
+const ROUTES = AGENT_ROUTES;
 
 export async function registerAgentOutputRoutes(app: GyreApp, deps: AgentOutputRouteDeps): Promise<void> {
   const { store, dispatcher, output } = deps;
@@ -77,7 +90,7 @@ export async function registerAgentOutputRoutes(app: GyreApp, deps: AgentOutputR
 
   /** The write's options: the caller's lease (the write is stored only under it), and its Idempotency-Key, if it sent one. */
   const writeOptions = (request: FastifyRequest): CallOptions => {
-    const key = request.headers['idempotency-key'];
+    const key = request.headers[IDEMPOTENCY_KEY_HEADER.toLowerCase()];
     const lease = leaseOf(request);
     if (key === undefined) return { lease };
     if (typeof key !== 'string' || !REQUEST_KEY.test(key)) {
@@ -97,71 +110,67 @@ export async function registerAgentOutputRoutes(app: GyreApp, deps: AgentOutputR
     raw.addContentTypeParser('*', (_request, _payload, done) => done(null));
 
     raw.put(
-      `${TASK}/artifacts`,
-      { config: TASK_ROUTE, schema: { params: TaskParams, querystring: Type.Object({ path: Type.String({ minLength: 1, maxLength: 4096 }) }) } },
+      ROUTES.uploadArtifact.path,
+      { config: TASK_ROUTE, schema: { params: TaskParams, querystring: ArtifactQuery } },
       async (request) => {
         const { lease, task } = await taskOf(request);
         await output.uploadArtifact(task, request.query.path, bodyOf(request, lease, limits.artifactBytes, 'an artifact'), writeOptions(request));
-        return { ok: true };
+        return OK;
       },
     );
 
-    raw.put(`${TASK}/cache`, { config: TASK_ROUTE, schema: { params: TaskParams, querystring: KeyQuery('the cache key') } }, async (request) => {
+    raw.put(ROUTES.saveCache.path, { config: TASK_ROUTE, schema: { params: TaskParams, querystring: CacheKeyQuery } }, async (request) => {
       const { lease, task } = await taskOf(request);
-      return { result: await output.saveCache(task, request.query.key, bodyOf(request, lease, limits.cacheBytes, 'a cache'), writeOptions(request)) };
+      return { result: await output.saveCache(task, request.query.key, bodyOf(request, lease, limits.cacheBytes, 'a cache'), writeOptions(request)) } satisfies SaveCacheAnswer;
     });
 
-    raw.post(`${TASK}/workspace`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+    raw.post(ROUTES.persistWorkspace.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
       const { lease, task } = await taskOf(request);
       await output.persistWorkspace(task, bodyOf(request, lease, limits.workspaceBytes, 'a workspace layer'), writeOptions(request));
-      return { ok: true };
+      return OK;
     });
 
-    raw.put(`${TASK}/test-results`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+    raw.put(ROUTES.storeTestResults.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
       const { lease, task } = await taskOf(request);
       // Parsed as it arrives; a bad line stops the upload, and nothing of it is stored.
       await output.storeTestResults(task, testCasesIn(bodyOf(request, lease, limits.testResultsBytes, 'the test results')), writeOptions(request));
-      return { ok: true };
+      return OK;
     });
   });
 
-  app.get(`${TASK}/cache`, { config: TASK_ROUTE, schema: { params: TaskParams, querystring: KeyQuery('the cache key') } }, async (request) => {
+  app.get(ROUTES.cacheExists.path, { config: TASK_ROUTE, schema: { params: TaskParams, querystring: CacheKeyQuery } }, async (request) => {
     const { task } = await taskOf(request);
-    return { exists: await output.cacheExists(task, request.query.key) };
+    return { exists: await output.cacheExists(task, request.query.key) } satisfies CacheExistsAnswer;
   });
 
-  app.post(
-    `${TASK}/cache/find`,
-    { config: TASK_ROUTE, schema: { params: TaskParams, body: Type.Object({ keys: Type.Array(Type.String({ minLength: 1, maxLength: 900 }), { minItems: 1, maxItems: MAX_KEYS }) }) } },
-    async (request) => {
-      const { task } = await taskOf(request);
-      const found = await output.findCache(task, request.body.keys);
-      // A cache held back by its trust level is named, so the job's output can say why nothing was restored.
-      const withheld = found ? undefined : await output.withheldCache?.(task, request.body.keys);
-      return { cache: found ? { id: found.id, key: found.key, bytes: found.bytes } : null, ...(withheld ? { withheld } : {}) };
-    },
-  );
+  app.post(ROUTES.findCache.path, { config: TASK_ROUTE, schema: { params: TaskParams, body: CacheFindBody } }, async (request): Promise<CacheFindAnswer> => {
+    const { task } = await taskOf(request);
+    const found = await output.findCache(task, request.body.keys);
+    // A cache held back by its trust level is named, so the job's output can say why nothing was restored.
+    const withheld = found ? undefined : await output.withheldCache?.(task, request.body.keys);
+    return { cache: found ? { id: found.id, key: found.key, bytes: found.bytes } : null, ...(withheld ? { withheld } : {}) };
+  });
 
-  app.get(`${TASK}/cache/:cache`, { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, cache: Segment }) } }, async (request, reply) => {
+  app.get(ROUTES.openCache.path, { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, cache: Segment }) } }, async (request, reply) => {
     const { task } = await taskOf(request);
     const id = idParam(request.params.cache, 'cache');
     await sendDownload(request, reply, `"cache-${id}"`, (start) => output.openCache(task, id, { start }));
   });
 
-  app.get(`${TASK}/workspace/layers`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+  app.get(ROUTES.workspaceLayers.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const { task } = await taskOf(request);
     const layers = await output.workspaceLayers(task);
-    return { items: layers.map((l) => ({ id: l.id, job_name: l.jobName })) };
+    return { items: layers.map((l) => ({ id: l.id, job_name: l.jobName })) } satisfies WorkspaceLayersAnswer;
   });
 
-  app.get(`${TASK}/workspace/layers/:layer`, { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, layer: Segment }) } }, async (request, reply) => {
+  app.get(ROUTES.openWorkspaceLayer.path, { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, layer: Segment }) } }, async (request, reply) => {
     const { task } = await taskOf(request);
     const id = idParam(request.params.layer, 'layer');
     await sendDownload(request, reply, `"layer-${id}"`, (start) => output.openWorkspaceLayer(task, id, { start }));
   });
 
   app.post(
-    `${TASK}/test-results`,
+    ROUTES.storeTestResultsJson.path,
     { config: TASK_ROUTE, bodyLimit: MAX_JSON_RESULTS_BYTES, schema: { params: TaskParams, body: Type.Object({ cases: Type.Array(Type.Unknown()) }) } },
     async (request) => {
       const { task } = await taskOf(request);

@@ -1,6 +1,21 @@
 import { Type } from '@sinclair/typebox';
-import type { StepStatus } from '../domain/model';
-import { CHANNELS, loadTaskContext, type Dispatcher, type TaskOutcome } from '../dispatcher/dispatcher';
+import {
+  AGENT_ROUTES,
+  CancellationQuery,
+  ClaimBody,
+  CompleteBody,
+  OUTPUT_BYTES_HEADER,
+  StepFinishedBody,
+  StepStartedBody,
+  type CancellationAnswer,
+  type ClaimAnswer,
+  type HeartbeatAnswer,
+  type OkAnswer,
+  type SecretsAnswer,
+  type TaskAnswer,
+  type TestTimingsAnswer,
+} from '../agent-contract';
+import { CHANNELS, loadTaskContext, type Dispatcher } from '../dispatcher/dispatcher';
 import { validateResourceClass, type ResourceClasses } from '../scheduler/resource-classes';
 import type { TaskTokens } from '../scheduler/task-token';
 import { MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
@@ -36,10 +51,10 @@ export interface AgentRouteDeps {
 
 /** The longest a claim waits for work before answering 204. */
 const MAX_WAIT_MS = 30_000;
-const OUTCOMES: readonly TaskOutcome[] = ['success', 'failed', 'canceled', 'timedout'];
-const STEP_STATUSES: readonly StepStatus[] = ['success', 'failed', 'canceled', 'skipped', 'timedout'];
+const OK: OkAnswer = { ok: true };
 
-export const TASK = '/api/v2/agent/task/:id';
+// Paths, request bodies and answers are the agent contract's (runtime/agent-contract/), which the
+// agent's client speaks too; this file adds what only the server knows (auth, bounds of ids).
 export const TaskParams = Type.Object({ id: Segment });
 const StepParams = Type.Object({ id: Segment, index: Int32({ maximum: 100_000 }) });
 const TASK_ROUTE = { auth: 'task' } as const;
@@ -60,11 +75,8 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
   const unlistenCancel = await store.listen(CHANNELS.taskCancel, wakeCanceled);
 
   app.post(
-    '/api/v2/agent/claim',
-    {
-      config: { auth: 'runner' },
-      schema: { body: Type.Object({ runner_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })), wait_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }) },
-    },
+    AGENT_ROUTES.claim.path,
+    { config: { auth: 'runner' }, schema: { body: ClaimBody } },
     async (request, reply) => {
       const resourceClass = request.runnerClass!;
       const runnerId = request.body.runner_id ?? 'runner';
@@ -90,7 +102,7 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
           if (gone || closed) return reply.code(204).send();
           const claimed = await dispatcher.claim(runnerId, [resourceClass]);
           if (claimed) {
-            return { token: tokens.mint(claimed.lease), lease_expires_at: claimed.leaseExpiresAt, lease_ttl_ms: deps.leaseTtlMs, task: claimed.task };
+            return { token: tokens.mint(claimed.lease), lease_expires_at: claimed.leaseExpiresAt.toISOString(), lease_ttl_ms: deps.leaseTtlMs, task: claimed.task } satisfies ClaimAnswer;
           }
           const left = deadline - Date.now();
           if (left <= 0 || gone || closed) return reply.code(204).send();
@@ -105,16 +117,21 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
     },
   );
 
-  app.get(TASK, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+  app.get(AGENT_ROUTES.task.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const lease = leaseOf(request);
     // The heartbeat doubles as the check that this lease is still current.
     const beat = await dispatcher.heartbeat(lease);
-    return { task: await loadTaskContext(store, lease.taskId), lease_expires_at: beat.leaseExpiresAt, lease_ttl_ms: deps.leaseTtlMs, cancel_requested: beat.cancelRequested };
+    return {
+      task: await loadTaskContext(store, lease.taskId),
+      lease_expires_at: beat.leaseExpiresAt.toISOString(),
+      lease_ttl_ms: deps.leaseTtlMs,
+      cancel_requested: beat.cancelRequested,
+    } satisfies TaskAnswer;
   });
 
   // The one answer that holds secrets in clear: to the agent holding the task's lease, on request,
   // never cached by anyone on the way.
-  app.get(`${TASK}/secrets`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request, reply) => {
+  app.get(AGENT_ROUTES.secrets.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request, reply): Promise<SecretsAnswer> => {
     reply.header('Cache-Control', 'no-store');
     const answer = deps.taskSecrets ? await deps.taskSecrets.forLease(leaseOf(request)) : { env: {} };
     return 'refused' in answer
@@ -122,15 +139,15 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
       : { env: answer.env, ...(answer.gitToken ? { git_token: answer.gitToken } : {}), ...('sshKeys' in answer && answer.sshKeys ? { ssh_keys: answer.sshKeys } : {}) };
   });
 
-  app.post(`${TASK}/heartbeat`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+  app.post(AGENT_ROUTES.heartbeat.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const beat = await dispatcher.heartbeat(leaseOf(request));
-    return { lease_expires_at: beat.leaseExpiresAt, cancel_requested: beat.cancelRequested };
+    return { lease_expires_at: beat.leaseExpiresAt.toISOString(), cancel_requested: beat.cancelRequested } satisfies HeartbeatAnswer;
   });
 
   app.get(
-    `${TASK}/cancellation`,
-    { config: TASK_ROUTE, schema: { params: TaskParams, querystring: Type.Object({ wait_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }) } },
-    async (request, reply) => {
+    AGENT_ROUTES.cancellation.path,
+    { config: TASK_ROUTE, schema: { params: TaskParams, querystring: CancellationQuery } },
+    async (request, reply): Promise<CancellationAnswer> => {
       const lease = leaseOf(request);
       const deadline = Date.now() + Math.min(MAX_WAIT_MS, request.query.wait_ms ?? 0);
       let wake!: () => void;
@@ -161,14 +178,10 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
     },
   );
 
-  app.post(
-    `${TASK}/step/:index/started`,
-    { config: TASK_ROUTE, schema: { params: StepParams, body: Type.Object({ name: Type.Optional(Type.String({ maxLength: 4096 })), type: Type.Optional(Type.String({ maxLength: 100 })) }) } },
-    async (request) => {
-      await dispatcher.stepStarted(leaseOf(request), { index: request.params.index, name: request.body.name ?? '', type: request.body.type ?? 'run' });
-      return { ok: true };
-    },
-  );
+  app.post(AGENT_ROUTES.stepStarted.path, { config: TASK_ROUTE, schema: { params: StepParams, body: StepStartedBody } }, async (request) => {
+    await dispatcher.stepStarted(leaseOf(request), { index: request.params.index, name: request.body.name ?? '', type: request.body.type ?? 'run' });
+    return OK;
+  });
 
   // Output chunks arrive as raw bytes (or gzip members): this scope reads bodies itself.
   await app.register(async (scope) => {
@@ -176,50 +189,36 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_request, _payload, done) => done(null));
     raw.put(
-      `${TASK}/step/:index/output/:seq`,
+      AGENT_ROUTES.stepOutput.path,
       { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, index: Int32({ maximum: 100_000 }), seq: Int32() }) } },
       async (request) => {
         const lease = leaseOf(request);
         const data = await readRawBody(request, MAX_RAW_CHUNK_BYTES, 'an output chunk');
         await dispatcher.appendOutput(lease, request.params.index, request.params.seq, outputChunkOf(request, data));
-        return { ok: true };
+        return OK;
       },
     );
   });
 
-  app.post(
-    `${TASK}/step/:index/finished`,
-    {
-      config: TASK_ROUTE,
-      schema: {
-        params: StepParams,
-        body: Type.Object({ status: OneOf(STEP_STATUSES), exit_code: Type.Optional(Type.Union([Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 31 - 1 }), Type.Null()])) }),
-      },
-    },
-    async (request) => {
-      await dispatcher.stepFinished(leaseOf(request), { index: request.params.index, status: request.body.status, exitCode: request.body.exit_code ?? null });
-      return { ok: true };
-    },
-  );
+  app.post(AGENT_ROUTES.stepFinished.path, { config: TASK_ROUTE, schema: { params: StepParams, body: StepFinishedBody } }, async (request) => {
+    await dispatcher.stepFinished(leaseOf(request), { index: request.params.index, status: request.body.status, exitCode: request.body.exit_code ?? null });
+    return OK;
+  });
 
-  app.post(
-    `${TASK}/complete`,
-    { config: TASK_ROUTE, schema: { params: TaskParams, body: Type.Object({ outcome: OneOf(OUTCOMES) }) } },
-    async (request) => {
-      await dispatcher.completeTask(leaseOf(request), request.body.outcome);
-      return { ok: true };
-    },
-  );
+  app.post(AGENT_ROUTES.complete.path, { config: TASK_ROUTE, schema: { params: TaskParams, body: CompleteBody } }, async (request) => {
+    await dispatcher.completeTask(leaseOf(request), request.body.outcome);
+    return OK;
+  });
 
-  app.get(`${TASK}/test-timings`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+  app.get(AGENT_ROUTES.testTimings.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const lease = leaseOf(request);
     await dispatcher.heartbeat(lease);
-    return { items: await deps.testTimings(lease.taskId) };
+    return { items: await deps.testTimings(lease.taskId) } satisfies TestTimingsAnswer;
   });
 
   // The tests of the last successful run of this task's job, in its own project only: what the
   // in-job `circleci tests split --split-by=timings` weighs tests with (runtime/agent/job-tools).
-  app.get(`${TASK}/previous-test-results`, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
+  app.get(AGENT_ROUTES.previousTestResults.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const lease = leaseOf(request);
     await dispatcher.heartbeat(lease);
     const { jobNumber, items } = await previousTestResults(store, lease.taskId);
@@ -245,10 +244,10 @@ function outputChunkOf(request: FastifyRequest, body: Buffer): Uint8Array | Comp
   const encoding = String(request.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
   if (encoding === 'identity') return body;
   if (encoding !== 'gzip') throw new InputError(`Content-Encoding '${encoding.slice(0, 100)}' is not supported for output chunks (allowed: gzip, identity)`, 'Content-Encoding');
-  const header = request.headers['x-gyre-output-bytes'];
+  const header = request.headers[OUTPUT_BYTES_HEADER.toLowerCase()];
   const rawBytes = Number(header);
   if (header === undefined || String(header).trim() === '' || !Number.isSafeInteger(rawBytes) || rawBytes < 0) {
-    throw new InputError(`a gzip output chunk needs X-Gyre-Output-Bytes, the number of bytes it holds (got '${String(header ?? '').slice(0, 100)}')`, 'X-Gyre-Output-Bytes');
+    throw new InputError(`a gzip output chunk needs ${OUTPUT_BYTES_HEADER}, the number of bytes it holds (got '${String(header ?? '').slice(0, 100)}')`, OUTPUT_BYTES_HEADER);
   }
   return { gzip: body, rawBytes };
 }

@@ -1,4 +1,5 @@
 import { InputError, NotFoundError } from '../domain/errors';
+import { SYSTEM_ACTOR_ID } from '../domain/principal';
 import type { JobStatus } from '../domain/model';
 import type { Requirement } from '../config/plan';
 import { visibleOrgs, visibleProjectCondition, visibleProjectParams, type Visibility } from '../identity/sql/members';
@@ -215,8 +216,9 @@ function workflowView(r: Record<string, unknown>) {
     name: r.name,
     project_slug: r.slug,
     status: r.status,
-    // A rerun is started by whoever asked for it; other workflows by the pipeline's actor.
-    started_by: r.started_by ?? r.actor_id ?? null,
+    // A rerun is started by whoever asked for it; other workflows by the pipeline's actor, and
+    // those no user started (schedules as the system, unlinked GitHub senders) by the system actor.
+    started_by: r.started_by ?? r.actor_id ?? SYSTEM_ACTOR_ID,
     pipeline_number: r.pipeline_number,
     created_at: iso(r.created_at),
     stopped_at: iso(r.stopped_at),

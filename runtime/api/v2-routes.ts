@@ -7,6 +7,7 @@ import { CHANNELS } from '../dispatcher/dispatcher';
 import { InputError, NotFoundError } from '../domain/errors';
 import { isTerminalJobStatus } from '../domain/model';
 import type { Projects } from '../projects/projects';
+import type { PipelineViewCache } from './pipeline-view-cache';
 import type { Store } from '../store/store';
 import type { LogReader, OutputChunk } from '../output/logs';
 import { auditOf, drained, principalOf, sendStream, type GyreApp } from './http-app';
@@ -61,6 +62,8 @@ export interface V2RouteDeps {
   readonly logs?: LogReader;
   /** Largest continuation body (the configuration a setup job generated), in bytes. */
   readonly maxContinuationBytes: number;
+  /** Answers of `GET /pipeline/{id}` kept in memory (pipeline-view-cache.ts). @default - none: every request reads */
+  readonly pipelineViews?: PipelineViewCache;
 }
 
 const SLUG = '/api/v2/project/:vcs/:org/:repo';
@@ -205,7 +208,11 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
     },
   );
 
-  app.get('/api/v2/pipeline/:id', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams, response: { 200: PipelineShape } } }, async (request) => getPipeline(store, request.params.id));
+  app.get('/api/v2/pipeline/:id', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams, response: { 200: PipelineShape } } }, async (request) => {
+    const id = request.params.id;
+    if (!deps.pipelineViews) return getPipeline(store, id);
+    return deps.pipelineViews.get(id, () => getPipeline(store, id), (pipeline) => pipeline.state === 'created' || pipeline.state === 'errored');
+  });
 
   app.get('/api/v2/pipeline/:id/workflow', { config: { permission: 'project:read', of: 'pipeline' }, schema: { params: IdParams, response: { 200: WorkflowList } } }, async (request) => listWorkflows(store, request.params.id));
 

@@ -103,7 +103,7 @@ export const WorkflowShape = Documented(
       name: Type.String(),
       project_slug: Type.String(),
       status: Type.String({ enum: WORKFLOW_STATUSES }),
-      started_by: Nullable(Uuid),
+      started_by: Type.String({ format: 'uuid', description: 'the user who started it; 00000000-0000-0000-0000-000000000000 (the system actor) when no user did: a schedule attributed to the system, a webhook from an unlinked GitHub account' }),
       pipeline_number: Type.Integer(),
       created_at: Time,
       stopped_at: Nullable(Time),

@@ -8,7 +8,7 @@ import { containerOwner, removeOrphanedContainers } from '../agent/docker-execut
 import { hideArguments } from '../agent/sandbox/process-title';
 import { ConfigurationError } from '../domain/errors';
 import { createAgentClient } from '../agent/http-reporter';
-import type { RetryPolicy } from '../agent/task-api';
+import type { RetryPolicy } from '../agent/retries';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createTaskExecutor, prepareExecution, readExecutorSettings, type ExecutorSettings } from '../agent/task-executor';
@@ -79,6 +79,9 @@ function executorSettingsOf(values: Record<string, unknown>, io: CliIo): Executo
     '--require-isolation': values['require-isolation'] === true ? 'true' : io.env.GYRE_REQUIRE_ISOLATION,
     '--docker-socket': (values['docker-socket'] as string | undefined) ?? io.env.GYRE_DOCKER_SOCKET,
     GYRE_REGISTRY_MIRROR: (values['registry-mirror'] as string | undefined) ?? io.env.GYRE_REGISTRY_MIRROR,
+    GYRE_REMOTE_DOCKER: io.env.GYRE_REMOTE_DOCKER,
+    GYRE_REMOTE_DOCKER_DIR: io.env.GYRE_REMOTE_DOCKER_DIR,
+    GYRE_REMOTE_DOCKER_IMAGES: io.env.GYRE_REMOTE_DOCKER_IMAGES,
   };
   try {
     return readExecutorSettings(flags, { executor: '--executor', uids: '--build-uids', require: '--require-isolation', socket: '--docker-socket' });

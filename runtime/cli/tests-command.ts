@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER } from '../domain/agent-api-version';
+import { AgentApiClient } from '../agent/agent-api-client';
 import { globPatternToRegExp } from '../output/file-sets';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -83,12 +83,9 @@ async function loadTimings(file: string | undefined, io: CliIo): Promise<Map<str
   const url = io.env.GYRE_URL;
   const token = io.env.GYRE_TASK_TOKEN;
   if (!url || !token) return undefined;
-  const taskId = token.split('.')[1];
   try {
-    const res = await fetch(`${url.replace(/\/+$/, '')}/api/v2/agent/task/${taskId}/test-timings`, { headers: { Authorization: `Bearer ${token}`, [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION) } });
-    if (res.status !== 200) return undefined;
-    const body = (await res.json()) as { items?: { file: string; seconds: number }[] };
-    return new Map((body.items ?? []).map((t) => [t.file, Number(t.seconds)]));
+    const body = await new AgentApiClient({ url, token }).testTimings();
+    return new Map(body.items.map((t) => [t.file, t.seconds]));
   } catch {
     return undefined;
   }

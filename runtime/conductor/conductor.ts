@@ -128,10 +128,11 @@ const FAILED_JOB_STATUSES: readonly JobStatus[] = ['failed', 'infrastructure_fai
 const TERMINAL_WORKFLOW_STATUSES: readonly WorkflowStatus[] = ['success', 'failed', 'error', 'canceled', 'not_run', 'unauthorized'];
 
 export function createConductor({ store, forge, compile, dispatcher, log, continuationTtlMs = 6 * 3600_000, contexts, onWorkflow, onJobsEnded }: ConductorDeps): Conductor {
-  async function markErrored(pipelineId: string, errors: { type: string; message: string }[]): Promise<void> {
+  /** Ends a pending pipeline as errored; with the config it read, when it got that far. */
+  async function markErrored(pipelineId: string, errors: { type: string; message: string }[], source?: string): Promise<void> {
     await store.query(
-      `UPDATE pipelines SET state = 'errored', errors = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`,
-      [pipelineId, JSON.stringify(errors)],
+      `UPDATE pipelines SET state = 'errored', errors = $2, config_source = COALESCE($3, config_source), updated_at = now() WHERE id = $1 AND state = 'pending'`,
+      [pipelineId, JSON.stringify(errors), source ?? null],
     );
   }
 
@@ -309,7 +310,13 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     for (const id of workflowIds) await advanceInTx(tx, id);
   }
 
-  async function createWorkflows(pipelineId: string, projectId: string, plan: Plan): Promise<void> {
+  /** The config as read and as compiled, written with the pipeline's move to `created`. */
+  interface Configs {
+    readonly source: string;
+    readonly compiled: string;
+  }
+
+  async function createWorkflows(pipelineId: string, projectId: string, plan: Plan, configs: Configs): Promise<void> {
     await store.transaction(async (tx) => {
       const [pipeline] = await tx.query<{ state: string }>('SELECT state FROM pipelines WHERE id = $1 FOR UPDATE', [pipelineId]);
       if (!pipeline || pipeline.state !== 'pending') return; // someone else got here first
@@ -321,7 +328,11 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
           [pipelineId, continuationKey, `${continuationTtlMs} milliseconds`],
         );
       }
-      await tx.query(`UPDATE pipelines SET state = 'created', updated_at = now() WHERE id = $1`, [pipelineId]);
+      await tx.query(`UPDATE pipelines SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now() WHERE id = $1`, [
+        pipelineId,
+        configs.source,
+        configs.compiled,
+      ]);
       // Before the new workflows queue jobs (which locks the project's row): older workflows are
       // locked first, as a job finishing in one takes its workflow and then the project.
       await cancelRedundantWorkflows(tx, pipelineId, cancelInTx);
@@ -366,7 +377,8 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         await markErrored(pipelineId, [{ type: 'config', message: `${CONFIG_PATH} was not found at revision ${pipeline.revision}` }]);
         return;
       }
-      await store.query('UPDATE pipelines SET config_source = $2 WHERE id = $1', [pipelineId, source]);
+      // The config is written with the pipeline's next state (one statement, not one per stage):
+      // the source with a compile error, both source and compiled form with its workflows.
       let result: CompileResult;
       try {
         result = await compile(source, triggerContextOf(pipeline, pipeline.parameters));
@@ -383,15 +395,19 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         await markErrored(
           pipelineId,
           result.problems.map((p) => ({ type: 'config', message: formatProblem(p) })),
+          source,
         );
         return;
       }
-      await store.query('UPDATE pipelines SET config_compiled = $2 WHERE id = $1', [pipelineId, result.compiledYaml]);
       if (result.plan.workflows.length === 0) {
-        await store.query(`UPDATE pipelines SET state = 'created', updated_at = now() WHERE id = $1 AND state = 'pending'`, [pipelineId]);
+        await store.query(`UPDATE pipelines SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now() WHERE id = $1 AND state = 'pending'`, [
+          pipelineId,
+          source,
+          result.compiledYaml,
+        ]);
         return;
       }
-      await createWorkflows(pipelineId, pipeline.project_id, result.plan);
+      await createWorkflows(pipelineId, pipeline.project_id, result.plan, { source, compiled: result.compiledYaml });
     },
 
     advanceWorkflow,

@@ -8,9 +8,11 @@ import { checkedChunk, isCompressed, type CompressedChunk } from '../output/log-
 import type { LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
 import { createClaimBatcher } from './claim-batcher';
-import { resourceSizeOf, type ResourceSize } from '../domain/resource-sizes';
+import { resourceSizeOf } from '../domain/resource-sizes';
 import { leaseGraceMs, type LeaseHolder } from '../domain/leases';
+import type { HeartbeatResult, TaskContext, TaskOutcome } from '../agent-contract/task-context';
 import { leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, renewLease, type EndingAttempt, type Lease } from './sql/leases';
+import { MACHINE_CLAIM, machineImageOf, NO_MACHINE_TASKS } from '../machines/machine-tasks';
 import { isPlatformClass, PLATFORM_CLASS_PATTERN, platformResourceClass, timedOutMessage, UNSERVED_REASON, waitingMessage } from '../scheduler/unserved-classes';
 
 export type { Lease } from './sql/leases';
@@ -48,84 +50,8 @@ export interface ClaimedTask {
   readonly task: TaskContext;
 }
 
-/** Everything about the task an agent needs to run it. */
-export interface TaskContext {
-  readonly taskId: string;
-  readonly nodeIndex: number;
-  readonly parallelism: number;
-  readonly jobId: string;
-  readonly jobName: string;
-  readonly jobNumber: number;
-  readonly spec: JobSpec;
-  readonly workflowId: string;
-  readonly workflowName: string;
-  readonly pipelineId: string;
-  readonly pipelineNumber: number;
-  readonly projectSlug: string;
-  readonly projectOrg: string;
-  readonly projectName: string;
-  readonly repoUrl: string;
-  readonly branch?: string;
-  readonly tag?: string;
-  readonly revision: string;
-  /** The CPU and memory of the task's resource class: a container's limits. */
-  readonly resources?: ResourceSize;
-  /**
-   * The job's secrets, in plaintext for the agent holding the lease only (never stored with the
-   * task). `env`: its contexts' and project's environment variables; the agent sets them in every
-   * step's environment, where the built-in `CIRCLE_*` variables, `PATH` and `HOME`, and the
-   * config's `environment:` win over them, as in CircleCI. `names`: variables set elsewhere (the
-   * config's `environment:`, or the agent's own environment) whose values are secret too. The
-   * agent masks every value of both (4 characters or more) in output and step names.
-   */
-  readonly secrets?: {
-    readonly env: Readonly<Record<string, string>>;
-    readonly names?: readonly string[];
-    /** The token the checkout step reads the repository with (a GitHub App installation's), when it needs one; masked like the rest. */
-    readonly gitToken?: string;
-    /** The project's SSH keys this job uses (runtime/secrets/ssh-keys.ts); private halves masked like the rest. */
-    readonly sshKeys?: TaskSshKeys;
-  };
-  /**
-   * A ref the checkout fetches besides branches and tags, because the revision is on none of
-   * them: `refs/pull/<n>/head` for a fork's pull request.
-   */
-  readonly checkoutRef?: string;
-  /** The pull request the pipeline builds: CIRCLE_PULL_REQUEST, CIRCLE_PR_* (runtime/agent/agent.ts). */
-  readonly pullRequest?: PipelinePullRequest;
-}
-
-/**
- * The SSH keys a task gets, when its pipeline may have them (not a fork's, unless its project
- * passes secrets to forks): the checkout key when the job checks out a repository over SSH, and
- * the additional keys its `add_ssh_keys` steps select (all of them when a step names none).
- */
-export interface TaskSshKeys {
-  readonly checkout?: TaskSshKey;
-  readonly additional: readonly TaskSshKey[];
-  /** Why the task gets no keys though it uses some (a fork's pipeline): `add_ssh_keys` says it and adds none. */
-  readonly withheld?: string;
-}
-
-export interface TaskSshKey {
-  /** As `ssh-keygen -l -E md5` prints it, without `MD5:` (c9:0b:…). */
-  readonly fingerprint: string;
-  /** As `ssh-keygen -l` prints it (SHA256:…). */
-  readonly fingerprintSha256: string;
-  /** The host the key is for (an additional key's; '' for every host). */
-  readonly hostname: string;
-  /** PEM text, ending in a newline. */
-  readonly privateKey: string;
-  readonly publicKey: string;
-}
-
-export interface HeartbeatResult {
-  readonly leaseExpiresAt: Date;
-  /** The task was canceled: the agent should stop its steps and finish as canceled. */
-  readonly cancelRequested: boolean;
-}
-
-export type TaskOutcome = Extract<TaskStatus, 'success' | 'failed' | 'canceled' | 'timedout'>;
+// The task context, heartbeat answer and outcome are the agent contract's: the agent reads them too.
+export type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKey, TaskSshKeys } from '../agent-contract/task-context';
 
 export interface Dispatcher {
   /** Creates the tasks of a build job inside the caller's transaction and marks the job queued. */
@@ -258,12 +184,15 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       `WITH picked AS (
          SELECT t.id FROM tasks t
           WHERE t.status = 'queued' AND NOT t.cancel_requested
-            AND (t.resource_class = ANY($4::text[])
+            -- A machine job's task goes to the machine driver ('${MACHINE_CLAIM}') where one runs
+            -- (its process's built-in runner then claims with '${NO_MACHINE_TASKS}'), else to the classes' drivers.
+            AND ((t.machine_image IS NOT NULL AND '${MACHINE_CLAIM}' = ANY($4::text[]))
+                 OR ((t.machine_image IS NULL OR NOT '${NO_MACHINE_TASKS}' = ANY($4::text[])) AND (t.resource_class = ANY($4::text[])
                  OR ('*' = ANY($4::text[]) AND NOT EXISTS (
                        SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class AND rc.driver <> 'builtin')
                      -- macOS, Windows and Arm classes only where an admin registered the class.
                      AND (t.resource_class !~ '${PLATFORM_CLASS_PATTERN}'
-                          OR EXISTS (SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class))))
+                          OR EXISTS (SELECT 1 FROM resource_classes rc WHERE rc.name = t.resource_class))))))
             -- A runner class serves only its namespace's organisation, whoever asks for it (a
             -- platform class such as macos.m1.medium.gen1 has none: its runners serve every one).
             AND NOT EXISTS (
@@ -374,10 +303,12 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
         [owner?.slug ?? null],
       );
       for (let node = 0; node < parallelism; node++) {
+        // A machine job whose class an admin gave to runners or Nomad runs there, not on a machine of its own.
         await tx.query(
-          `INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts, project_slug, org, fair_rank)
-           VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)`,
-          [randomUUID(), job.id, node, resourceClass, config.maxAttempts, owner?.slug ?? null, owner?.org ?? null, ahead + node],
+          `INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts, project_slug, org, fair_rank, machine_image)
+           VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8,
+                   CASE WHEN EXISTS (SELECT 1 FROM resource_classes WHERE name = $4 AND driver <> 'builtin') THEN NULL ELSE $9::text END)`,
+          [randomUUID(), job.id, node, resourceClass, config.maxAttempts, owner?.slug ?? null, owner?.org ?? null, ahead + node, machineImageOf(job.spec)],
         );
       }
       await tx.query(`UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $1`, [job.id]);

@@ -24,5 +24,5 @@ export function leaseGraceMs(leaseTtlMs: number): number {
   return Math.round(clamp(leaseTtlMs / 5, 100, 10_000));
 }
 
-/** Who holds a lease (recorded on the task): a server's built-in runner, a self-hosted runner, the Nomad driver. */
-export type LeaseHolder = 'builtin' | 'runner' | 'nomad';
+/** Who holds a lease (recorded on the task): a server's built-in runner, a self-hosted runner, the Nomad driver, the machine driver. */
+export type LeaseHolder = 'builtin' | 'runner' | 'nomad' | 'machine';

@@ -3,6 +3,14 @@
  * (`permissions.ts`) decide with it. Identity (users, tokens) belongs to the domain, not to the router.
  */
 
+/**
+ * The actor of what no Gyre user started: a pipeline a schedule attributed to the system started, a
+ * push or pull request from a GitHub account no Gyre user is linked to. CircleCI names its
+ * scheduling actor `system-actor`; Gyre gives it this fixed id wherever API v2 needs a user's id (a
+ * workflow's `started_by`, a schedule's `actor.id`). No user has it.
+ */
+export const SYSTEM_ACTOR_ID = '00000000-0000-0000-0000-000000000000';
+
 /** What a project token may do on its project: `read` its pipelines, jobs and output; `trigger` also starts, cancels and approves. */
 export const PROJECT_TOKEN_SCOPES = ['read', 'trigger'] as const;
 export type ProjectTokenScope = (typeof PROJECT_TOKEN_SCOPES)[number];

@@ -41,8 +41,15 @@ async function git(args: string[], cwd?: string): Promise<string> {
  * to what the repository has now. Calls for one repository are serialised: two fetches into one
  * mirror at once would fight over its lock files.
  */
+/** Files kept in memory by commit and path (least recently read go first), and the largest kept. */
+const CACHED_FILES = 64;
+const CACHED_FILE_MAX_CHARS = 256 * 1024;
+/** A commit named by its full id (SHA-1 or SHA-256): what it holds cannot change. */
+const FULL_SHA = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+
 export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
   const queues = new Map<string, Promise<unknown>>();
+  const files = new Map<string, string>();
   const serial = <T>(repoUrl: string, fn: () => Promise<T>): Promise<T> => {
     const prev = queues.get(repoUrl) ?? Promise.resolve();
     const next = prev.then(fn, fn);
@@ -95,15 +102,31 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
         return { sha, subject };
       }),
 
-    readFile: (repoUrl, sha, path) =>
-      serial(repoUrl, async () => {
+    readFile: (repoUrl, sha, path) => {
+      // A file at a commit never changes: the config of a commit triggered again (a schedule on a
+      // quiet branch, a rerun, a button pressed twice) is read from memory, not from a git process.
+      const key = FULL_SHA.test(sha) ? `${repoUrl}\0${sha}\0${path}` : undefined;
+      const known = key === undefined ? undefined : files.get(key);
+      if (known !== undefined) {
+        files.delete(key!);
+        files.set(key!, known);
+        return Promise.resolve(known);
+      }
+      return serial(repoUrl, async () => {
         const dir = localGitDir(repoUrl) ?? (existsSync(mirrorOf(repoUrl)) ? mirrorOf(repoUrl) : await fetchMirror(repoUrl));
+        let text: string;
         try {
-          return await git(['show', `${sha}:${path}`], dir);
+          text = await git(['show', `${sha}:${path}`], dir);
         } catch {
           return undefined;
         }
-      }),
+        if (key !== undefined && text.length <= CACHED_FILE_MAX_CHARS) {
+          files.set(key, text);
+          if (files.size > CACHED_FILES) files.delete(files.keys().next().value!);
+        }
+        return text;
+      });
+    },
   };
 }
 

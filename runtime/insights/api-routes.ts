@@ -81,6 +81,12 @@ export function registerInsightsRoutes(app: GyreApp, deps: InsightsRouteDeps): v
   );
 
   app.get(
+    `${PROJECT}/workflows/:name/test-metrics`,
+    { ...read, schema: { params: WorkflowParams, querystring: Type.Object({ ...Branches }) } },
+    async (request) => insights.testMetrics(await projects.get(slugOf(request.params)), request.params.name, branchOf(request.query)),
+  );
+
+  app.get(
     `${INSIGHTS}/time-series/:vcs/:org/:repo/workflows/:name/jobs`,
     { ...read, schema: { params: WorkflowParams, querystring: Type.Object({ ...Branches, ...Dates, granularity: Type.Optional(OneOf(['daily', 'hourly'] as const)) }) } },
     async (request) => {

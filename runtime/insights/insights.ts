@@ -5,6 +5,7 @@ import type { Store } from '../store/store';
 import { durationMetrics, mttr, successRate, throughput, trend } from './metrics';
 import { KEEP_DAYS } from './rollup';
 import { namesSince, orgIdOf, projectsOfOrg, tallies, workflowRuns, type BranchScope, type GroupKey, type Scope, type Tally } from './sql/read';
+import { latestRuns, testTotals, type RecentRun, type TestFigures, type TestTotals } from './sql/tests';
 import { DAY_MS, HOUR_MS, dateRange, dayOf, daysOf, previousWindow, reportingWindow, type ReportingWindow, type Window } from './window';
 
 /**
@@ -26,6 +27,7 @@ export interface Insights {
   workflowJobs(project: Project, workflowName: string, options: BranchChoice & { reportingWindow?: ReportingWindow; jobName?: string; pageToken?: string }): Promise<unknown>;
   workflowSummary(project: Project, workflowName: string, options: BranchChoice & { reportingWindow?: ReportingWindow }): Promise<unknown>;
   jobTimeseries(project: Project, workflowName: string, options: BranchChoice & { granularity?: 'daily' | 'hourly'; startDate?: string; endDate?: string }): Promise<unknown>;
+  testMetrics(project: Project, workflowName: string, options: BranchChoice): Promise<unknown>;
   branches(project: Project, workflowName?: string): Promise<unknown>;
   projectSummary(project: Project, options: { reportingWindow?: ReportingWindow; branches?: readonly string[]; workflowNames?: readonly string[] }): Promise<unknown>;
   orgSummary(org: string, options: { reportingWindow?: ReportingWindow; projectNames?: readonly string[] }): Promise<unknown>;
@@ -38,6 +40,25 @@ export interface InsightsDeps {
   /** Items per page of the paged lists. */
   readonly pageSize?: number;
 }
+
+/** How many of a workflow's latest runs the test metrics are of (as CircleCI's). */
+export const TEST_METRICS_RUNS = 10;
+/** How many tests the most-failed and slowest lists hold. */
+export const TEST_METRICS_TOP = 10;
+
+/** A test as the test-metrics lists give it. Gyre does not know which program wrote the results: `source` is ''. */
+const testView = (t: TestFigures) => ({
+  test_name: t.name,
+  classname: t.classname,
+  file: t.file,
+  source: '',
+  job_name: t.job_name,
+  total_runs: Number(t.total_runs),
+  failed_runs: Number(t.failed_runs),
+  // Seconds, to the millisecond (JUnit reports give times in seconds with a fraction).
+  p95_duration: t.p95 === null ? null : Math.round(Number(t.p95) * 1000) / 1000,
+  flaky: t.flaky,
+});
 
 /** The most branches the branches operation lists (as CircleCI's). */
 const MAX_BRANCHES = 5000;
@@ -68,6 +89,36 @@ const key = (...values: string[]) => JSON.stringify(values);
 function withoutTotal<T extends { total: number }>(d: T): Omit<T, 'total'> {
   const { total: _total, ...rest } = d;
   return rest;
+}
+
+/**
+ * The test-metrics answer, in CircleCI's shape: the runs that stored test results, newest first,
+ * with their counts (JUnit errors are failures, so `error` is 0), and the most failed and slowest tests.
+ */
+function testMetricsOf(runs: readonly RecentRun[], totals: TestTotals | undefined) {
+  const counted = new Map((totals?.runs ?? []).map((r) => [r.workflow_id, r]));
+  const testRuns = runs
+    .filter((r) => counted.has(r.workflow_id))
+    .map((r) => {
+      const c = counted.get(r.workflow_id)!;
+      const ran = c.success + c.failure;
+      return {
+        pipeline_number: Number(r.pipeline_number),
+        workflow_id: r.workflow_id,
+        success_rate: ran === 0 ? 0 : c.success / ran,
+        test_counts: { error: 0, failure: c.failure, skipped: c.skipped, success: c.success, total: c.total },
+      };
+    });
+  const total = testRuns.reduce((sum, r) => sum + r.test_counts.total, 0);
+  return {
+    average_test_count: testRuns.length === 0 ? 0 : Math.round(total / testRuns.length),
+    most_failed_tests: (totals?.mostFailed ?? []).map(testView),
+    most_failed_tests_extra: totals?.mostFailedExtra ?? 0,
+    slowest_tests: (totals?.slowest ?? []).map(testView),
+    slowest_tests_extra: totals?.slowestExtra ?? 0,
+    total_test_runs: total,
+    test_runs: testRuns,
+  };
 }
 
 export function createInsights(deps: InsightsDeps): Insights {
@@ -237,6 +288,15 @@ export function createInsights(deps: InsightsDeps): Insights {
         })
         .sort((a, b) => (a.timestamp === b.timestamp ? (a.name < b.name ? -1 : 1) : a.timestamp < b.timestamp ? -1 : 1));
       return { items, next_page_token: null };
+    },
+
+    async testMetrics(project, workflowName, options) {
+      const scope = branchScope(project, options);
+      // '*' is no branch (as in tallies); every other name is looked up as given.
+      if (typeof scope === 'object' && scope.name === '*') return testMetricsOf([], undefined);
+      const runs = await latestRuns(store, project.id, workflowName, typeof scope === 'object' ? scope.name : undefined, TEST_METRICS_RUNS);
+      const totals = await testTotals(store, runs.map((r) => r.workflow_id), TEST_METRICS_TOP);
+      return testMetricsOf(runs, totals);
     },
 
     async branches(project, workflowName) {

@@ -1,4 +1,4 @@
-import { createTransport, type Transporter } from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import type { Logger } from '../logger';
 import { DeliveryRefused, type OutboxHandler } from '../outbox/outbox';
 import type { SecretBox } from '../secrets/secret-box';
@@ -41,7 +41,8 @@ const sealedOf = (row: sql.SealedColumns) => ({ ciphertext: row.ciphertext, iv: 
 
 export function createNotifierSenders({ store, box, settings, resolve }: SenderDeps): NotifierSenders {
   let mailer: Transporter | undefined;
-  const mailerOf = () => (mailer ??= createTransport(settings.smtp!.url));
+  // nodemailer is loaded with the first mail: most installs send none.
+  const mailerOf = () => (mailer ??= (require('nodemailer') as typeof import('nodemailer')).createTransport(settings.smtp!.url));
 
   /** Records what a failed attempt met, then throws it on for the outbox to retry or give up. */
   async function attemptFailed(deliveryId: string, attempt: number, started: number, error: unknown, answer?: { status?: number; response?: string }): Promise<never> {

@@ -1,5 +1,4 @@
-import type { Lease } from '../dispatcher/sql/leases';
-import type { TaskContext } from '../dispatcher/dispatcher';
+import type { Lease, TaskContext } from '../agent-contract';
 import type { TestCase } from './junit';
 
 /**

@@ -41,7 +41,7 @@ export const DEFAULT_OUTPUT_LIMITS: OutputLimits = {
  * attempt wrote before it lost its task is not shown, nor attached downstream. Rows written before
  * attempts were recorded (attempt NULL) count as the latest.
  */
-const LATEST_ATTEMPT = (alias: string) =>
+export const LATEST_ATTEMPT = (alias: string) =>
   `(${alias}.attempt IS NULL OR ${alias}.attempt = (SELECT t.attempt FROM tasks t WHERE t.job_id = ${alias}.job_id AND t.node_index = ${alias}.node_index))`;
 
 /**

@@ -7,6 +7,7 @@ import { registerV2Routes } from '../api/v2-routes';
 import { registerV1Routes } from '../api/v1-routes';
 import { registerGraphqlRoutes } from '../api/graphql/routes';
 import { createCredentialCache } from '../identity/credential-cache';
+import { createPipelineViewCache } from '../api/pipeline-view-cache';
 import { registerRerunRoutes } from '../api/rerun-routes';
 import { registerPipelineRoutes } from '../api/pipeline-routes';
 import { collectRoutes, registerOpenApiRoute } from '../api/openapi';
@@ -44,6 +45,8 @@ export const apiRole: Role = {
     const log = core.log.child({ role: 'api' });
     // Tokens and roles of the API's hot path, cleared by any change to them (credential-cache.ts).
     const credentials = await createCredentialCache({ identity: core.identity, store });
+    // Answers of GET /pipeline/{id}, what clients poll, dropped by any change to them (pipeline-view-cache.ts).
+    const pipelineViews = await createPipelineViewCache({ store });
     const app = await createHttpApp({
       log,
       limits: settings.http,
@@ -64,11 +67,14 @@ export const apiRole: Role = {
     // A change made through this process is in force for its very next request, before any
     // NOTIFY arrives: a write that succeeded clears the cache as its answer goes out.
     app.addHook('onSend', async (request, reply, payload) => {
-      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400) credentials.clear();
+      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400) {
+        credentials.clear();
+        pipelineViews.clear();
+      }
       return payload;
     });
     registerHealthRoute(app, { health: core.health, roles: [...core.roles] });
-    registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES });
+    registerV2Routes(app, { store, projects: core.projects, triggers: core.triggers, conductor: core.conductor, webUrl: core.webUrl, logs: core.logs, maxContinuationBytes: MAX_CONFIG_BODY_BYTES, pipelineViews });
     registerV1Routes(app, { store, projects: core.projects, logs: core.logs, webUrl: core.webUrl, signArtifact: (id) => output.signArtifact(id) });
     registerGraphqlRoutes(app, { orbs: core.orbs, compile: core.compile, maxBodyBytes: MAX_CONFIG_BODY_BYTES, log });
     registerRerunRoutes(app, { store, projects: core.projects, conductor: core.conductor });
@@ -110,6 +116,7 @@ export const apiRole: Role = {
       await agentRoutes.close();
       await app.close();
       await credentials.close();
+      await pipelineViews.close();
       throw error;
     }
     core.apiListening(http.url);
@@ -121,6 +128,7 @@ export const apiRole: Role = {
         await agentRoutes.close();
         await http.close();
         await credentials.close();
+        await pipelineViews.close();
       },
     };
   },

@@ -6,6 +6,7 @@ import { cronRole } from './cron';
 import { dispatcherRole } from './dispatcher';
 import { identityRole } from './identity';
 import { insightsRole } from './insights';
+import { machinesRole } from './machines';
 import { notifierRole } from './notifier';
 import type { RoleName } from './names';
 import { outputRole } from './output';
@@ -28,11 +29,12 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
   cron: cronRole,
   insights: insightsRole,
   notifier: notifierRole,
+  machines: machinesRole,
 };
 
 /**
  * The order roles start in: the dispatcher first (an embedded server ends a dead run's leases
  * before anyone can claim), the API before the scheduler (whose agents call it back), the
- * scheduler last (nothing runs before the roles that watch it are up). Stopped in reverse.
+ * scheduler and the machines last (nothing runs before the roles that watch it are up). Stopped in reverse.
  */
-export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'cron', 'insights', 'notifier', 'api', 'scheduler'];
+export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'cron', 'insights', 'notifier', 'api', 'scheduler', 'machines'];

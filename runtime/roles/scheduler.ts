@@ -4,6 +4,7 @@ import { createBuiltinDriver } from '../scheduler/builtin-driver';
 import type { Driver } from '../scheduler/driver';
 import { createNomadDriver } from '../scheduler/nomad-driver';
 import { leasedClient } from '../output/output-client';
+import { NO_MACHINE_TASKS } from '../machines/machine-tasks';
 import type { Role } from './role';
 
 /**
@@ -27,7 +28,8 @@ export const schedulerRole: Role = {
           workRoot: settings.workDir,
           executor: settings.executor,
           leaseTtlMs: settings.leaseTtlMs,
-          resourceClasses: ['*'],
+          // Where this process's machine driver runs `machine:` jobs, the built-in slots leave them to it.
+          resourceClasses: settings.machines && core.roles.has('machines') ? ['*', NO_MACHINE_TASKS] : ['*'],
           heartbeatMs: Math.max(100, Math.floor(settings.leaseTtlMs / 3)),
           webUrl: core.webUrl(),
           // Each task's file steps write through a client bound to its lease: fenced, and stamped with its attempt.

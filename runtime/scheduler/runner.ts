@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { AGENT_API_VERSION, AGENT_API_VERSION_HEADER } from '../domain/agent-api-version';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
 import { heartbeatEvery, runTask } from '../agent/agent';
+import { AgentApiClient } from '../agent/agent-api-client';
 import { createAgentClient } from '../agent/http-reporter';
-import type { RetryPolicy } from '../agent/task-api';
+import type { RetryPolicy } from '../agent/retries';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
 import { createTaskExecutor, prepareExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
-import type { TaskContext } from '../dispatcher/dispatcher';
+import { taskTokenParts, type TaskContext } from '../agent-contract';
 import type { Logger } from '../logger';
 
 /**
@@ -57,25 +57,15 @@ export interface Runner {
 
 export function startRunner(options: RunnerOptions): Runner {
   const id = options.runnerId ?? `${hostname()}-${randomUUID().slice(0, 8)}`;
-  const base = options.url.replace(/\/+$/, '');
+  const api = new AgentApiClient({ url: options.url, token: options.token, taskId: '' });
+  const base = api.url;
   const claimAbort = new AbortController();
   let stopping = false;
   let completed = 0;
 
   async function claim(): Promise<{ token: string; task: TaskContext; leaseTtlMs?: number } | undefined | 'empty'> {
-    const res = await fetch(`${base}/api/v2/agent/claim`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${options.token}`, 'Content-Type': 'application/json', [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION) },
-      body: JSON.stringify({ runner_id: id, wait_ms: options.drain ? 0 : options.pollMs ?? 25_000 }),
-      signal: claimAbort.signal,
-    });
-    if (res.status === 204) {
-      await res.arrayBuffer();
-      return 'empty';
-    }
-    const body = (await res.json().catch(() => ({}))) as any;
-    if (res.status === 401) throw new Error(`the resource-class token was refused by ${base}: ${body.message ?? ''}`);
-    if (res.status >= 400) throw new Error(`claim failed with ${res.status}: ${body.message ?? ''}`);
+    const body = await api.claim({ runner_id: id, wait_ms: options.drain ? 0 : options.pollMs ?? 25_000 }, claimAbort.signal);
+    if (body === 'empty') return 'empty';
     return { token: body.token, task: body.task, leaseTtlMs: Number(body.lease_ttl_ms) || undefined };
   }
 
@@ -104,7 +94,7 @@ export function startRunner(options: RunnerOptions): Runner {
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId, retry: options.retry });
         // Given the task with its secrets (image credentials may name them).
-        const executor = (withSecrets: TaskContext) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${token.split('.')[3]}`), log: taskLog, execution: execution!, owner });
+        const executor = (withSecrets: TaskContext) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${taskTokenParts(token).attempt}`), log: taskLog, execution: execution!, owner });
         const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
         const result = await runTask({
           task,

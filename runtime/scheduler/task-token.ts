@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthenticationError } from '../domain/errors';
-import type { Lease } from '../dispatcher/dispatcher';
+import { TASK_TOKEN_PREFIX, taskTokenBody, type Lease } from '../agent-contract/task-context';
 import type { Store } from '../store/store';
 
 /**
@@ -14,14 +14,14 @@ export interface TaskTokens {
   verify(token: string): Lease;
 }
 
-const PREFIX = 'gyre-task';
+const PREFIX = TASK_TOKEN_PREFIX;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function createTaskTokens(secret: string): TaskTokens {
   const sign = (body: string) => createHmac('sha256', secret).update(body).digest('base64url');
   return {
     mint(lease) {
-      const body = `${lease.taskId}.${lease.leaseId}.${lease.attempt}`;
+      const body = taskTokenBody(lease);
       return `${PREFIX}.${body}.${sign(body)}`;
     },
     verify(token) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Audit } from '../audit/audit-log';
 import { decodePageToken, encodePageToken } from '../api/read-model';
 import { ConflictError, InputError, NotFoundError } from '../domain/errors';
-import type { Principal } from '../domain/principal';
+import { SYSTEM_ACTOR_ID, type Principal } from '../domain/principal';
 import type { Project } from '../projects/projects';
 import type { Store } from '../store/store';
 import { deleteSchedule, insertSchedule, scheduleById, scheduleNamed, schedulesOfProject, updateSchedule, type AttributionActor, type ScheduleParameters, type ScheduleRow } from './sql/schedules';
@@ -15,7 +15,7 @@ import { checkTimetable, DEFAULT_TIME_ZONE, mergeTimetable, timetableCadence, ty
  */
 
 /** The schedule's actor as the API shows it when pipelines run as no user (`attribution-actor: system`). */
-export const SYSTEM_ACTOR_VIEW = { id: '00000000-0000-0000-0000-000000000000', login: 'system-actor', name: 'Scheduled' } as const;
+export const SYSTEM_ACTOR_VIEW = { id: SYSTEM_ACTOR_ID, login: 'system-actor', name: 'Scheduled' } as const;
 
 /** A schedule as API v2 shows it. */
 export interface ScheduleView {

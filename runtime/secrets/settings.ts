@@ -1,8 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigurationError } from '../domain/errors';
-import { createAwsKmsKeyWrapper } from './aws-kms-key-wrapper';
-import { createGcpKmsKeyWrapper, isCryptoKeyName } from './gcp-kms-key-wrapper';
 import { createLocalKeyWrapper, defaultKeyFile } from './local-key-wrapper';
 import type { KeyWrapper } from './secret-box';
 import { createVaultTransitKeyWrapper } from './vault-transit-key-wrapper';
@@ -83,6 +81,8 @@ export function readSecretsSettings(env: Env, dataDir: string): SecretsSettings 
     }
     case 'gcp-kms': {
       const gcpKmsKeyName = required(env, 'GYRE_SECRETS_GCP_KMS_KEY', wrapper);
+      // Loaded only when Google's KMS is configured: its SDK is large (see openKeyWrapper).
+      const { isCryptoKeyName } = require('./gcp-kms-key-wrapper') as typeof import('./gcp-kms-key-wrapper');
       if (!isCryptoKeyName(gcpKmsKeyName)) throw new ConfigurationError('GYRE_SECRETS_GCP_KMS_KEY', `'${gcpKmsKeyName}' is not a CryptoKey name (projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>)`);
       const gcpKmsEndpoint = env.GYRE_SECRETS_GCP_KMS_ENDPOINT || undefined;
       if (gcpKmsEndpoint !== undefined && !URL_SETTING.test(gcpKmsEndpoint) && !/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(gcpKmsEndpoint)) {
@@ -118,10 +118,15 @@ export function createKeyWrapper(settings: SecretsSettings): KeyWrapper {
   switch (settings.wrapper) {
     case 'local':
       return createLocalKeyWrapper({ file: settings.keyFile });
-    case 'aws-kms':
+    // The cloud SDKs are loaded only for the wrapper that uses them.
+    case 'aws-kms': {
+      const { createAwsKmsKeyWrapper } = require('./aws-kms-key-wrapper') as typeof import('./aws-kms-key-wrapper');
       return createAwsKmsKeyWrapper({ keyId: settings.awsKmsKeyId!, endpoint: settings.awsKmsEndpoint });
-    case 'gcp-kms':
+    }
+    case 'gcp-kms': {
+      const { createGcpKmsKeyWrapper } = require('./gcp-kms-key-wrapper') as typeof import('./gcp-kms-key-wrapper');
       return createGcpKmsKeyWrapper({ keyName: settings.gcpKmsKeyName!, apiEndpoint: settings.gcpKmsEndpoint });
+    }
     case 'vault-transit':
       return createVaultTransitKeyWrapper({
         address: settings.vaultAddr!,

@@ -31,6 +31,14 @@ function isNew(dataDir: string | undefined): boolean {
 }
 
 /**
+ * PGlite's own start parameters, and a smaller buffer pool: PGlite touches all of
+ * `shared_buffers` (PostgreSQL's default 128 MB) at start, so the default costs a server about
+ * 120 MiB of memory before it stores anything. A CI server's working set is small, and what does
+ * not fit is read through the host's page cache.
+ */
+const START_PARAMS = [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'];
+
+/**
  * The embedded store. PGlite is one connection: statements from concurrent callers are serialised
  * by PGlite itself, and a transaction holds the connection until it ends, so keep them short.
  * `dataDir` undefined means in memory (tests).
@@ -38,6 +46,7 @@ function isNew(dataDir: string | undefined): boolean {
 export async function createPgliteStore(dataDir?: string): Promise<Store> {
   const db = await PGlite.create(dataDir, {
     ...(blankCluster && isNew(dataDir) ? { loadDataDir: blankCluster } : {}),
+    startParams: START_PARAMS,
     // A bytea parameter goes as its bytes: PGlite binds a value that is a byte array in binary
     // format, so there is no hex text to build, encode and parse (a 1 MiB value is stored about
     // twice as fast). The serializer's declared type says string, hence the cast.

@@ -69,7 +69,7 @@ const CSRF_HEADER = 'X-Gyre-CSRF';
  * @property {string} project_slug
  * @property {string} created_at
  * @property {string | null} [stopped_at]
- * @property {string | null} [started_by]
+ * @property {string} [started_by] the user who started it, or the system actor (00000000-0000-0000-0000-000000000000)
  * @property {string} [tag]
  * @property {string} [rerun_of] Gyre's: the workflow this one reran
  */
@@ -155,6 +155,70 @@ const CSRF_HEADER = 'X-Gyre-CSRF';
  * @property {string} created_at
  * @property {string | null} stopped_at
  * @property {string | null} status
+ */
+
+/** @typedef {'workflow-completed' | 'job-completed'} WebhookEvent */
+
+/**
+ * CircleCI's outbound webhook (GET /webhook?scope-id=…&scope-type=project). `signing-secret` is
+ * masked: `xxxx`, and the last four characters of a secret of 16 or more.
+ * @typedef {{
+ *   id: string, scope: { id: string, type: 'project' }, name: string, events: WebhookEvent[], url: string,
+ *   'verify-tls': boolean, 'signing-secret': string, 'created-at': string, 'updated-at': string
+ * }} Webhook
+ */
+
+/**
+ * What creates a webhook (POST /webhook).
+ * @typedef {{
+ *   name: string, events: WebhookEvent[], url: string, 'verify-tls': boolean, 'signing-secret': string,
+ *   scope: { id: string, type: 'project' }
+ * }} WebhookInput
+ */
+
+/**
+ * One attempt of a delivery and the receiver's answer.
+ * @typedef {object} DeliveryAnswer
+ * @property {number} attempt
+ * @property {string} at
+ * @property {number} duration_ms
+ * @property {number | null} status_code HTTP status (for email, the SMTP reply code)
+ * @property {string | null} response the first characters of the receiver's answer
+ * @property {string | null} error
+ */
+
+/**
+ * One delivery in a delivery log (Gyre's own: GET /webhook/{id}/deliveries, GET /project/{slug}/notifications/deliveries).
+ * @typedef {object} Delivery
+ * @property {string} id
+ * @property {'webhook' | 'email' | 'slack'} channel
+ * @property {string} event
+ * @property {string} subject_id the workflow or job the event is about
+ * @property {'pending' | 'delivered' | 'skipped' | 'failed'} state
+ * @property {number} attempts
+ * @property {string | null} next_attempt_at
+ * @property {string | null} last_error
+ * @property {string} created_at
+ * @property {string | null} finished_at
+ * @property {DeliveryAnswer[]} answers
+ */
+
+/**
+ * A project's email and Slack notifications (Gyre's own: GET|PUT /project/{slug}/notifications).
+ * @typedef {object} NotificationSettings
+ * @property {string[]} emails
+ * @property {boolean} on_failed
+ * @property {boolean} on_fixed
+ * @property {string | null} slack_webhook_url masked to its host (`xxxx@hooks.slack.com`), or null
+ */
+
+/**
+ * A change to them: a field left out keeps its value; `slack_webhook_url: null` removes the URL.
+ * @typedef {object} NotificationSettingsInput
+ * @property {string[]} [emails]
+ * @property {boolean} [on_failed]
+ * @property {boolean} [on_fixed]
+ * @property {string | null} [slack_webhook_url]
  */
 
 /** @typedef {'last-24-hours' | 'last-7-days' | 'last-30-days' | 'last-60-days' | 'last-90-days'} ReportingWindow */
@@ -352,6 +416,17 @@ export const paths = {
   restrictions: (id) => paths.context(id) + '/restrictions',
   /** @param {string} id @param {string} restrictionId */
   restriction: (id, restrictionId) => paths.restrictions(id) + '/' + encodeURIComponent(restrictionId),
+  /** @param {string} projectId */
+  webhooks: (projectId) => V2 + '/webhook' + query({ 'scope-id': projectId, 'scope-type': 'project' }),
+  newWebhook: () => V2 + '/webhook',
+  /** @param {string} id */
+  webhook: (id) => V2 + '/webhook/' + encodeURIComponent(id),
+  /** @param {string} id */
+  webhookDeliveries: (id) => paths.webhook(id) + '/deliveries',
+  /** @param {string} slug */
+  notifications: (slug) => project(slug) + '/notifications',
+  /** @param {string} slug */
+  notificationDeliveries: (slug) => paths.notifications(slug) + '/deliveries',
 };
 
 /**
@@ -438,3 +513,18 @@ export const insightsWorkflows = (slug, options) => getAll(paths.insightsWorkflo
  * @returns {Promise<WorkflowRun[]>}
  */
 export const insightsWorkflowRuns = async (slug, name, options) => (await api.get(paths.insightsWorkflowRuns(slug, name, options))).items || [];
+
+/** A project's outbound webhooks (at most 5). @param {string} projectId @returns {Promise<Webhook[]>} */
+export const listWebhooks = (projectId) => getAll(paths.webhooks(projectId));
+/** @param {WebhookInput} input @returns {Promise<Webhook>} */
+export const createWebhook = (input) => api.post(paths.newWebhook(), input);
+/** @param {string} id @returns {Promise<{ message: string }>} */
+export const deleteWebhook = (id) => api.del(paths.webhook(id));
+/** A webhook's newest deliveries (one page of 50). @param {string} id @returns {Promise<Page<Delivery>>} */
+export const listWebhookDeliveries = (id) => api.get(paths.webhookDeliveries(id));
+/** @param {string} slug @returns {Promise<NotificationSettings>} */
+export const getNotificationSettings = (slug) => api.get(paths.notifications(slug));
+/** @param {string} slug @param {NotificationSettingsInput} input @returns {Promise<NotificationSettings>} */
+export const putNotificationSettings = (slug, input) => api.put(paths.notifications(slug), input);
+/** A project's newest email and Slack deliveries (one page of 50). @param {string} slug @returns {Promise<Page<Delivery>>} */
+export const listNotificationDeliveries = (slug) => api.get(paths.notificationDeliveries(slug));

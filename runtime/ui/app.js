@@ -17,6 +17,7 @@ import { auditPage } from './views/audit.js';
 import { insightsPage } from './views/insights.js';
 import { jobPage } from './views/job.js';
 import { orgPage, projectMembersPage } from './views/members.js';
+import { projectNotificationsPage, projectWebhooksPage } from './views/notifications.js';
 import { pipelinePage } from './views/pipeline.js';
 import { projectPage } from './views/project.js';
 import { projectsPage } from './views/projects.js';
@@ -33,6 +34,8 @@ const pages = {
   org: orgPage,
   members: projectMembersPage,
   envvars: projectVariablesPage,
+  webhooks: projectWebhooksPage,
+  notifications: projectNotificationsPage,
   contexts: contextsPage,
   context: contextPage,
   tokens: tokensPage,

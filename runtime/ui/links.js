@@ -11,6 +11,8 @@
  *   #/org/<vcs>/<org>                     an organisation: its projects and members with their roles
  *   #/members/<vcs>/<org>/<repo>          a project's members with their roles, and its project tokens
  *   #/envvars/<vcs>/<org>/<repo>          a project's environment variables
+ *   #/webhooks/<vcs>/<org>/<repo>         a project's outbound webhooks and their delivery logs
+ *   #/notifications/<vcs>/<org>/<repo>    a project's email and Slack notifications and their log
  *   #/contexts/<vcs>/<org>                an organisation's contexts
  *   #/contexts/<vcs>/<org>/<id>           a context's variables and restrictions
  *   #/tokens                              your personal API tokens
@@ -36,6 +38,10 @@ export const links = {
   members: (slug) => '#/members/' + encodeSlug(slug),
   /** @param {string} slug */
   envvars: (slug) => '#/envvars/' + encodeSlug(slug),
+  /** @param {string} slug */
+  webhooks: (slug) => '#/webhooks/' + encodeSlug(slug),
+  /** @param {string} slug */
+  notifications: (slug) => '#/notifications/' + encodeSlug(slug),
   /** @param {string} name */
   contexts: (name) => '#/contexts/gh/' + encodeURIComponent(name),
   /** @param {string} name @param {string} id */
@@ -76,6 +82,8 @@ export function parseRoute(hash) {
   if (kind === 'org' && rest.length === 2) return { page: 'org', name: rest[1] };
   if (kind === 'members' && rest.length >= 3) return { page: 'members', slug: rest.join('/') };
   if (kind === 'envvars' && rest.length >= 3) return { page: 'envvars', slug: rest.join('/') };
+  if (kind === 'webhooks' && rest.length >= 3) return { page: 'webhooks', slug: rest.join('/') };
+  if (kind === 'notifications' && rest.length >= 3) return { page: 'notifications', slug: rest.join('/') };
   if (kind === 'contexts' && rest.length === 2) return { page: 'contexts', org: rest[1] };
   if (kind === 'contexts' && rest.length === 3) return { page: 'context', org: rest[1], id: rest[2] };
   if (kind === 'tokens' && rest.length === 0) return { page: 'tokens' };

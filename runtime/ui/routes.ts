@@ -40,6 +40,7 @@ export const UI_FILES: readonly string[] = [
   'views/job.js',
   'views/log.js',
   'views/members.js',
+  'views/notifications.js',
   'views/pipeline.js',
   'views/project.js',
   'views/projects.js',

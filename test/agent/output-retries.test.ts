@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { createHttpOutputClient } from '../../runtime/agent/http-output-client';
 import { createAgentClient } from '../../runtime/agent/http-reporter';
 import { retryPolicyOf } from '../../runtime/cli/agent-command';
-import { createTaskApi, type RetryPolicy } from '../../runtime/agent/task-api';
+import { AgentApiClient } from '../../runtime/agent/agent-api-client';
+import type { RetryPolicy } from '../../runtime/agent/retries';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import type { TestCase } from '../../runtime/output/junit';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
@@ -70,7 +71,7 @@ describe.each(flowStore())('file steps of a remote agent through a faulty networ
   const claim = () => claimed[next++];
 
   const clientFor = (c: Claimed, notes: string[] = [], retry: Partial<RetryPolicy> = NO_WAIT, url = proxy.url): OutputClient & { notes: string[] } => {
-    const client = createHttpOutputClient(createTaskApi({ url, token: c.token, taskId: c.task.taskId }), { retry });
+    const client = createHttpOutputClient(new AgentApiClient({ url, token: c.token, taskId: c.task.taskId }), { retry });
     return Object.assign(Object.create(client), client, { notes });
   };
   const noted = (notes: string[]) => ({ onRetry: (m: string) => notes.push(m) });

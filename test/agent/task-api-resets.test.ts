@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { createTaskApi } from '../../runtime/agent/task-api';
+import { AgentApiClient } from '../../runtime/agent/agent-api-client';
 
 /**
  * A server that resets the first connection of each request it sees (as a kept-alive connection
@@ -39,15 +39,15 @@ describe("the agent's task API when a connection is reset before the answer", ()
     resetNext = true;
   });
 
-  const api = () => createTaskApi({ url, token: 'gyre-task.t1.x.1.sig', taskId: 't1' });
+  const api = () => new AgentApiClient({ url, token: 'gyre-task.t1.x.1.sig', taskId: 't1' });
 
   it('sends a PUT (an output chunk) once more and gets its answer', async () => {
-    expect(await api().call('PUT', '/step/0/output/0', { bytes: Buffer.from('chunk') })).toEqual({ ok: true });
+    await expect(api().stepOutput(0, 0, { gzip: Buffer.from('chunk'), rawBytes: 5 })).resolves.toBeUndefined();
     expect(seen).toEqual(['PUT /api/v2/agent/task/t1/step/0/output/0 HTTP/1.1', 'PUT /api/v2/agent/task/t1/step/0/output/0 HTTP/1.1']);
   });
 
   it('does not send a POST twice: the reset is the caller’s to handle', async () => {
-    await expect(api().call('POST', '/step/0/finished', { json: { exit_code: 0 } })).rejects.toThrow(/fetch failed/);
+    await expect(api().stepFinished(0, { status: 'success', exit_code: 0 })).rejects.toThrow(/fetch failed/);
     expect(seen).toEqual(['POST /api/v2/agent/task/t1/step/0/finished HTTP/1.1']);
   });
 });

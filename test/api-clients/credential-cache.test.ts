@@ -6,7 +6,9 @@
 import { createCredentialCache, DEFAULT_CREDENTIAL_CACHE_TTL_MS, IDENTITY_CHANGED_CHANNEL } from '../../runtime/identity/credential-cache';
 import type { AccessTarget, Standing } from '../../runtime/domain/permissions';
 import type { Principal } from '../../runtime/domain/principal';
+import { DEFAULT_PIPELINE_VIEW_TTL_MS, PIPELINE_CHANGED_CHANNEL } from '../../runtime/api/pipeline-view-cache';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { until } from '../support/processes';
 
 describe('the credential cache, alone', () => {
   const alice: Principal = { userId: 'u1', login: 'alice', isAdmin: false, token: { id: 't1', kind: 'personal' } };
@@ -160,5 +162,23 @@ describe.each(testStores())('revocation through the API (%s)', (store) => {
     expect(await untilStatus(user.token, 200)).toBeLessThanOrEqual(DEFAULT_CREDENTIAL_CACHE_TTL_MS + 1500);
     await g.gyre.store.query(`DELETE FROM api_tokens WHERE user_id = $1`, [user.id]);
     expect(await untilStatus(user.token, 401)).toBeLessThanOrEqual(DEFAULT_CREDENTIAL_CACHE_TTL_MS + 1500);
+  });
+
+  it("a pipeline's answer is kept, and a change another process makes to it shows as soon as its NOTIFY arrives", async () => {
+    const errorsOf = async () => ((await fetch(`${g.url}/api/v2/pipeline/${pipelineId}`, { headers: { 'Circle-Token': g.token } }).then((r) => r.json())) as { errors: { message: string }[] }).errors;
+    await until('the pipeline to be created', async () => (await g.api('GET', `/api/v2/pipeline/${pipelineId}`)).state === 'created');
+    expect(await errorsOf()).toEqual([]);
+    const heard: string[] = [];
+    const unlisten = await g.gyre.store.listen(PIPELINE_CHANGED_CHANNEL, (payload) => heard.push(payload));
+    // As the GitHub status writer does, from another process: only the database and its NOTIFY.
+    await g.gyre.store.query(`UPDATE pipelines SET errors = errors || '[{"type":"plan","message":"set by another process"}]'::jsonb WHERE id = $1`, [pipelineId]);
+    const started = Date.now();
+    while (!(await errorsOf()).some((e) => e.message === 'set by another process')) {
+      if (Date.now() - started > DEFAULT_PIPELINE_VIEW_TTL_MS + 1500) throw new Error('the change did not show');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // Migration 660 names the pipeline that changed, so only its answer is dropped.
+    await until('the NOTIFY of the change', async () => heard.includes(pipelineId));
+    await unlisten();
   });
 });

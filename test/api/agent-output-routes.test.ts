@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AGENT_ROUTES, agentPath, checkAnswer, ClaimAnswer } from '../../runtime/agent-contract';
 import { createAgentClient } from '../../runtime/agent/http-reporter';
 import { registerAgentOutputRoutes } from '../../runtime/api/agent-output-routes';
 import { createHttpApp, listen, type RunningHttpServer } from '../../runtime/api/http-app';
@@ -53,6 +54,15 @@ describe('agent output routes', () => {
   }, 60_000);
   afterAll(async () => {
     await g?.stop();
+  });
+
+  it('serves every route of the agent contract, as the agent or a runner calls it, and claims answer as the contract says', async () => {
+    const served = g.gyre.routes.filter((r) => r.url.startsWith('/api/v2/agent/')).map((r) => `${r.method} ${r.url} (${r.auth})`);
+    const contract = Object.entries(AGENT_ROUTES).map(([name, r]) => `${r.method} ${r.path} (${name === 'claim' ? 'runner' : 'task'})`);
+    expect(served.sort()).toEqual(contract.sort());
+    // The paths the agent builds are the ones served, parameters encoded.
+    expect(agentPath('stepOutput', { id: 'a/b', index: 2, seq: 0 })).toBe('/api/v2/agent/task/a%2Fb/step/2/output/0');
+    expect(checkAnswer(ClaimAnswer, a, 'POST claim').task.taskId).toBe(a.task.taskId);
   });
 
   it('round-trips a cache and a workspace layer for the caller’s own task', async () => {

@@ -79,6 +79,31 @@ describe.each(flowStore())('pipelines and projects of API v2 (%s)', (store) => {
     expect((await as('alice', 'GET', '/api/v2/project/gh/acme/app/pipeline/mine')).body.items[0].trigger.actor.login).toBe('alice');
   });
 
+  it('names who started each workflow: the user who triggered it, or the system actor when no user did', async () => {
+    const alices = (await as('alice', 'POST', '/api/v2/project/gh/acme/app/pipeline', { branch: 'main' })).body;
+    let workflows: any[] = [];
+    for (const deadline = Date.now() + 15_000; workflows.length === 0 && Date.now() < deadline; ) {
+      workflows = (await g.api('GET', `/api/v2/pipeline/${alices.id}/workflow`)).items;
+      if (workflows.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(workflows.map((w) => w.started_by)).toEqual([users.alice.id]);
+    expect((await g.api('GET', `/api/v2/workflow/${workflows[0].id}`)).started_by).toBe(users.alice.id);
+
+    // A pipeline no user started (a schedule attributed to the system, a push from an unlinked GitHub account).
+    const [{ id: pipelineId }] = await g.gyre.store.query<{ id: string }>(
+      `INSERT INTO pipelines (id, project_id, number, state, trigger_type, branch, revision, commit_subject)
+       SELECT gen_random_uuid(), project_id, 90001, 'created', 'schedule', branch, revision, commit_subject FROM pipelines WHERE id = $1 RETURNING id`,
+      [alices.id],
+    );
+    const [{ id: workflowId }] = await g.gyre.store.query<{ id: string }>(
+      `INSERT INTO workflows (id, pipeline_id, name, status, created_at, stopped_at) VALUES (gen_random_uuid(), $1, 'nightly', 'success', now(), now()) RETURNING id`,
+      [pipelineId],
+    );
+    // Both answers are checked against CircleCI's description (spec: 'fail'), which requires a uuid.
+    expect((await g.api('GET', `/api/v2/workflow/${workflowId}`)).started_by).toBe('00000000-0000-0000-0000-000000000000');
+    expect((await g.api('GET', `/api/v2/pipeline/${pipelineId}/workflow`)).items.map((w: any) => w.started_by)).toEqual(['00000000-0000-0000-0000-000000000000']);
+  });
+
   it('lists the pipelines of every project a caller can see across GET /pipeline, newest first, page by page', async () => {
     await g.trigger('gh/acme/app');
     const rival = await g.trigger('gh/rival/thing');

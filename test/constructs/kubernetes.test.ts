@@ -40,7 +40,7 @@ describe('ControlPlane', () => {
       expect(container.image).toBe('ghcr.io/gyre-ci/runtime:9.9.9');
       expect([...container.command, ...container.args]).toEqual(['tini', '--', 'gyre', 'server', `--roles=${role}`]);
     }
-    expect(out).not.toMatch(/gyre-(triggers|machines)\b/);
+    expect(out).not.toMatch(/gyre-(triggers|runners)\b/);
   });
 
   test('every role is probed on /healthz and scraped on /metrics at the ops port; only api exposes the API port', () => {
@@ -228,7 +228,7 @@ describe('ControlPlane', () => {
   });
 
   test('rejects replicas for a role that does not exist', () => {
-    expect(() => synth({ replicas: { machines: 1 } })).toThrow(`replicas.machines names no runtime role; allowed: ${ROLE_NAMES.join(', ')}`);
+    expect(() => synth({ replicas: { runners: 1 } })).toThrow(`replicas.runners names no runtime role; allowed: ${ROLE_NAMES.join(', ')}`);
   });
 });
 

@@ -6,7 +6,7 @@ import { createSignIn, SIGN_IN_FAILURES, type SignIn } from '../../runtime/ident
 import { createLogger } from '../../runtime/logger';
 import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
 /**
  * Browser sessions: signing in with a token gives an HttpOnly session cookie that works until
@@ -27,7 +27,7 @@ function setCookies(res: Response): Map<string, { value: string; attributes: str
   return out;
 }
 
-describe.each(testStores())('browser sessions over HTTP (%s)', (store) => {
+describe.each(flowStore())('browser sessions over HTTP (%s)', (store) => {
   let g: TestGyre;
   beforeAll(async () => {
     g = await startTestGyre({ store });

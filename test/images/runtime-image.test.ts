@@ -1,5 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
@@ -21,7 +22,27 @@ function imagePresent(): boolean {
   }
 }
 
-const present = imagePresent();
+/**
+ * .ci/run builds the image in the background while the tests run, and writes the build's exit
+ * status to the file GYRE_TEST_RUNTIME_IMAGE_BUILD names when it ends (its output beside it, with
+ * `.log`): then these tests wait for it, and fail with its output if it failed.
+ */
+const BUILD_STATUS = process.env.GYRE_TEST_RUNTIME_IMAGE_BUILD;
+
+async function imageBuilt(): Promise<void> {
+  if (!BUILD_STATUS) return;
+  const deadline = Date.now() + 15 * 60_000;
+  while (!existsSync(BUILD_STATUS)) {
+    if (Date.now() > deadline) throw new Error(`the runtime image build (.ci/run) did not end within 15 minutes; its output so far:\n${tail(`${BUILD_STATUS}.log`)}`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  const status = readFileSync(BUILD_STATUS, 'utf8').trim();
+  if (status !== '0') throw new Error(`the runtime image build (.ci/run) failed with status ${status}:\n${tail(`${BUILD_STATUS}.log`)}`);
+}
+
+const tail = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').slice(-40).join('\n') : '(no output)');
+
+const present = BUILD_STATUS !== undefined || imagePresent();
 const databaseUrl = process.env.DATABASE_URL;
 if (!present) console.warn(`skipping runtime image tests: ${IMAGE} is not built (bash .ci/run builds it; see .ci/runtime-image.sh)`);
 const describeImage = present ? describe : describe.skip;
@@ -36,6 +57,8 @@ const freePort = () => new Promise<number>((resolve, reject) => {
 });
 
 describeImage(`runtime image ${IMAGE}`, () => {
+  beforeAll(imageBuilt, 16 * 60_000);
+
   const podmanRun = (args: string[]) => run('podman', ['run', '--rm', '--read-only', '--user', '10001:10001', ...args], { timeout: 60_000 });
 
   test('has git, ssh and the CA certificates the runtime uses', async () => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createInsightsRollup } from '../../runtime/insights/rollup';
+import { parseJUnit } from '../../runtime/output/junit';
 import { checkAnswer } from '../support/circleci-spec';
 import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
 
@@ -66,6 +67,34 @@ const HISTORY: readonly RunSpec[] = [
   { key: 'X1', workflow: 'build', branch: 'main', status: 'running', ago: 1 * H, d: null, jobs: [{ name: 'compile', status: 'running', q: 1, d: 0 }] },
 ];
 
+/** A JUnit report as jest-junit writes it: [name, seconds, 'pass' | 'fail' | 'skip']. */
+const junit = (file: string, cases: readonly (readonly [string, number, 'pass' | 'fail' | 'skip'])[]) =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<testsuites><testsuite name="${file}" file="${file}">` +
+  cases
+    .map(([name, time, result]) => `<testcase classname="${file}" name="${name}" time="${time}">${result === 'fail' ? '<failure message="expected 1 to be 2"/>' : result === 'skip' ? '<skipped/>' : ''}</testcase>`)
+    .join('') +
+  '</testsuite></testsuites>';
+const MANY = Array.from({ length: 12 }, (_, i) => `case ${String(i).padStart(2, '0')}`);
+/** Test results: two runs of ci on main (the second a rerun on the same revision), one on each of two feature branches. */
+const TESTED_RUNS = [
+  {
+    key: 'C1', branch: 'main', status: 'failed', ago: 2 * D, revision: 'aaa111',
+    tests: {
+      unit: junit('src/math.test.ts', [['adds', 0.5, 'pass'], ['divides', 2.0, 'fail'], ['rounds', 0.1, 'fail'], ['someday', 0, 'skip']]),
+      lint: junit('style', [['style', 3.0, 'pass']]),
+    },
+  },
+  {
+    key: 'C2', branch: 'main', status: 'failed', ago: 1 * D, revision: 'aaa111',
+    tests: {
+      unit: junit('src/math.test.ts', [['adds', 0.7, 'pass'], ['divides', 4.0, 'pass'], ['rounds', 0.3, 'fail'], ['someday', 0, 'skip']]),
+      lint: junit('style', [['style', 1.0, 'pass']]),
+    },
+  },
+  { key: 'C3', branch: 'feat/y', status: 'failed', ago: 20 * H, revision: 'bbb222', tests: { unit: junit('src/math.test.ts', [['adds', 9.0, 'fail']]) } },
+  { key: 'C4', branch: 'feat/many', status: 'failed', ago: 10 * H, revision: 'ccc333', tests: { unit: junit('src/many.test.ts', MANY.map((n) => [n, 50, 'fail'] as const)) } },
+] as const;
+
 describe.each(flowStore())('insights over the API (%s)', (store) => {
   let g: TestGyre;
   let T: number;
@@ -125,20 +154,37 @@ describe.each(flowStore())('insights over the API (%s)', (store) => {
   const rollUp = () => createInsightsRollup({ store: g.gyre.store }).pass();
 
   beforeAll(async () => {
-    g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0', GYRE_INSIGHTS_INTERVAL_MS: '3600000' } });
+    g = await startTestGyre({ store, spec: 'fail', env: { GYRE_RUNNER_SLOTS: '0', GYRE_INSIGHTS_INTERVAL_MS: '3600000' } });
     await g.addProject('gh/acme/app', { '.circleci/config.yml': 'version: 2.1\n' });
     await g.addProject('gh/acme/empty', { '.circleci/config.yml': 'version: 2.1\n' });
     await g.addProject('gh/rival/thing', { '.circleci/config.yml': 'version: 2.1\n' });
+    await g.addProject('gh/lab/suite', { '.circleci/config.yml': 'version: 2.1\n' });
     T = Math.floor(Date.now() / 1000) * 1000;
     for (const run of HISTORY) await insertRun('gh/acme/app', run);
     await insertRun('gh/rival/thing', { key: 'Z1', workflow: 'build', branch: 'main', status: 'failed', ago: 1 * D, d: 999, jobs: [] });
     // 105 runs of a nightly workflow, for the pages of the runs list.
     for (let i = 0; i < 105; i++) await insertRun('gh/acme/app', { key: `N${i}`, workflow: 'nightly', branch: 'main', status: 'success', ago: 20 * D + i * H, d: 10 + i, jobs: [] });
-    expect(await rollUp()).toBe(HISTORY.length - 1 + 1 + 105);
+    // Workflows whose jobs stored test results, in a project of another organisation.
+    for (const run of TESTED_RUNS) {
+      const jobs = Object.keys(run.tests).map((name) => ({ name, status: name === 'unit' ? 'failed' : 'success', q: 1, d: 30 }));
+      await insertRun('gh/lab/suite', { key: run.key, workflow: 'ci', branch: run.branch, status: run.status, ago: run.ago, d: 60, jobs });
+      for (const [job, xml] of Object.entries(run.tests)) {
+        const [{ id: jobId, project_id: projectId }] = await g.gyre.store.query<{ id: string; project_id: string }>('SELECT id, project_id FROM jobs WHERE workflow_id = $1 AND name = $2', [ids[run.key], job]);
+        // What store_test_results keeps (runtime/output/output-service.ts): one row per parsed test case.
+        for (const c of parseJUnit(xml)) {
+          await g.gyre.store.query(
+            `INSERT INTO test_results (job_id, project_id, job_name, revision, node_index, name, classname, file, result, message, run_time) VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10)`,
+            [jobId, projectId, job, run.revision, c.name, c.classname, c.file, c.result, c.message, c.run_time],
+          );
+        }
+      }
+    }
+    expect(await rollUp()).toBe(HISTORY.length - 1 + 1 + 105 + TESTED_RUNS.length);
 
-    for (const login of ['outsider', 'reader', 'project-only']) tokens[login] = (await g.api('POST', '/api/v2/users', { login })).token;
+    for (const login of ['outsider', 'reader', 'project-only', 'lab-member']) tokens[login] = (await g.api('POST', '/api/v2/users', { login })).token;
     await g.api('PUT', '/api/v2/organization/gh/acme/members/reader', { role: 'viewer' });
     await g.api('PUT', '/api/v2/project/gh/acme/app/members/project-only', { role: 'read' });
+    await g.api('PUT', '/api/v2/project/gh/lab/suite/members/lab-member', { role: 'read' });
   }, 120_000);
   afterAll(() => g?.stop());
 
@@ -307,6 +353,73 @@ describe.each(flowStore())('insights over the API (%s)', (store) => {
     expect((await ok('/api/v2/insights/gh/acme/app/branches?workflow-name=deploy')).branches).toEqual(['main']);
   });
 
+  describe('test metrics of a workflow, from the JUnit results its jobs stored', () => {
+    const metrics = (query = '', who?: string) => get(`/api/v2/insights/gh/lab/suite/workflows/ci/test-metrics${query}`, who);
+
+
+    it('counts the tests of each run on the default branch, newest first, and lists the most failed and slowest tests', async () => {
+      const res = await metrics();
+      expect(res.status).toBe(200);
+      const body = res.body;
+      const [first, second] = [TESTED_RUNS[0], TESTED_RUNS[1]].map((r) => ids[r.key]);
+      expect(body.test_runs).toEqual([
+        { pipeline_number: expect.any(Number), workflow_id: second, success_rate: 3 / 4, test_counts: { error: 0, failure: 1, skipped: 1, success: 3, total: 5 } },
+        { pipeline_number: expect.any(Number), workflow_id: first, success_rate: 2 / 4, test_counts: { error: 0, failure: 2, skipped: 1, success: 2, total: 5 } },
+      ]);
+      expect(body.test_runs[0].pipeline_number).toBe(body.test_runs[1].pipeline_number + 1);
+      expect(body).toMatchObject({ total_test_runs: 10, average_test_count: 5, most_failed_tests_extra: 0, slowest_tests_extra: 0 });
+      // rounds failed both times; divides failed once and passed on the same revision: flaky.
+      expect(body.most_failed_tests).toEqual([
+        { test_name: 'rounds', classname: 'src/math.test.ts', file: 'src/math.test.ts', source: '', job_name: 'unit', total_runs: 2, failed_runs: 2, p95_duration: 0.29, flaky: false },
+        { test_name: 'divides', classname: 'src/math.test.ts', file: 'src/math.test.ts', source: '', job_name: 'unit', total_runs: 2, failed_runs: 1, p95_duration: 3.9, flaky: true },
+      ]);
+      // p95 between the two runs' times (2 and 4 s: 3.9); the skipped test never ran, so it is in neither list.
+      expect(body.slowest_tests.map((t: any) => [t.job_name, t.test_name, t.p95_duration, t.total_runs, t.failed_runs])).toEqual([
+        ['unit', 'divides', 3.9, 2, 1],
+        ['lint', 'style', 2.9, 2, 0],
+        ['unit', 'adds', 0.69, 2, 0],
+        ['unit', 'rounds', 0.29, 2, 2],
+      ]);
+    });
+
+    it('takes one branch by name, or every branch, and keeps the lists to ten with the count of ties left out', async () => {
+      const feature = (await metrics('?branch=feat%2Fy')).body;
+      expect(feature.test_runs.map((r: any) => [r.workflow_id, r.test_counts.total, r.success_rate])).toEqual([[ids.C3, 1, 0]]);
+      expect(feature.most_failed_tests.map((t: any) => [t.test_name, t.failed_runs, t.p95_duration])).toEqual([['adds', 1, 9]]);
+
+      const crowded = (await metrics('?branch=feat%2Fmany')).body;
+      expect(crowded.most_failed_tests.map((t: any) => t.test_name)).toEqual(MANY.slice(0, 10));
+      expect([crowded.most_failed_tests_extra, crowded.slowest_tests.length, crowded.slowest_tests_extra]).toEqual([2, 10, 2]);
+
+      const all = (await metrics('?all-branches=true')).body;
+      expect(all.test_runs.map((r: any) => r.workflow_id)).toEqual([ids.C4, ids.C3, ids.C2, ids.C1]);
+      expect([all.total_test_runs, all.average_test_count]).toEqual([10 + 1 + 12, Math.round(23 / 4)]);
+      // rounds (2 failures), then the twelve that failed every run before divides and adds (once each, in 2 and 3 runs).
+      expect(all.most_failed_tests.map((t: any) => t.test_name)).toEqual(['rounds', ...MANY.slice(0, 9)]);
+      expect(all.most_failed_tests_extra).toBe(3 + 2);
+      expect(all.slowest_tests[0]).toMatchObject({ test_name: 'case 00', p95_duration: 50 });
+
+      // A workflow without stored tests, or with no runs at all, answers empty figures.
+      for (const path of ['/api/v2/insights/gh/acme/app/workflows/build/test-metrics', '/api/v2/insights/gh/lab/suite/workflows/nothing/test-metrics']) {
+        expect((await ok(path))).toEqual({ average_test_count: 0, most_failed_tests: [], most_failed_tests_extra: 0, slowest_tests: [], slowest_tests_extra: 0, total_test_runs: 0, test_runs: [] });
+      }
+      const both = await metrics('?branch=main&all-branches=true');
+      expect([both.status, both.body.message]).toEqual([400, expect.stringMatching(/either branch or all-branches/)]);
+    });
+
+    it("answers a member of another project 404, as for a project that does not exist, and the project's member its figures", async () => {
+      for (const who of ['outsider', 'project-only', 'reader']) {
+        const res = await metrics('?all-branches=true', who);
+        expect([who, res.status, res.body.message]).toEqual([who, 404, 'project not found: gh/lab/suite']);
+      }
+      const member = await metrics('?all-branches=true', 'lab-member');
+      expect([member.status, member.body.total_test_runs]).toEqual([200, 23]);
+      // The lab member reads nothing of acme's either.
+      expect((await get('/api/v2/insights/gh/acme/app/workflows/build/test-metrics', 'lab-member')).status).toBe(404);
+      expect((await fetch(`${g.url}/api/v2/insights/gh/lab/suite/workflows/ci/test-metrics`)).status).toBe(401);
+    });
+  });
+
   it("summarises a project's page: the project, each workflow, each workflow on each branch, with trends", async () => {
     const body = await ok('/api/v2/insights/pages/gh/acme/app/summary?reporting-window=last-7-days');
     // 9 runs in the last 7 days (build on main 6, on feat/x 2, deploy 1), 1090 s, 4 of 8 not canceled succeeded; before them, O1.
@@ -387,10 +500,12 @@ describe.each(flowStore())('insights over the API (%s)', (store) => {
       const runs = await ok(`/api/v2/insights/gh/acme/app/workflows/${encodeURIComponent(name)}`);
       expect(runs.items).toEqual([]);
       expect((await ok(`/api/v2/insights/gh/acme/app/workflows/${encodeURIComponent(name)}/summary`)).metrics.total_runs).toBe(0);
+      expect((await ok(`/api/v2/insights/gh/lab/suite/workflows/${encodeURIComponent(name)}/test-metrics?all-branches=true`)).test_runs).toEqual([]);
     }
     // '*' is the rollup's key for all branches: asked for as a branch by name, it is no branch.
     expect((await ok('/api/v2/insights/gh/acme/app/workflows?branch=*')).items).toEqual([]);
     expect((await ok('/api/v2/insights/gh/acme/app/workflows/build/jobs?branch=*')).items).toEqual([]);
+    expect((await ok('/api/v2/insights/gh/lab/suite/workflows/ci/test-metrics?branch=*')).total_test_runs).toBe(0);
   });
 
   it('answers a user without access to the project 404, as for a project that does not exist; org summaries need an organisation role', async () => {
@@ -399,6 +514,7 @@ describe.each(flowStore())('insights over the API (%s)', (store) => {
       '/api/v2/insights/gh/acme/app/workflows/build',
       '/api/v2/insights/gh/acme/app/workflows/build/jobs',
       '/api/v2/insights/gh/acme/app/workflows/build/summary',
+      '/api/v2/insights/gh/acme/app/workflows/build/test-metrics',
       '/api/v2/insights/time-series/gh/acme/app/workflows/build/jobs',
       '/api/v2/insights/gh/acme/app/branches',
       '/api/v2/insights/pages/gh/acme/app/summary',

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestDatabase } from '../support/database';
-import { makeGitRepo, startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, makeGitRepo, startTestGyre, type TestGyre } from '../support/gyre';
 
 /** Caches saved on protected branches (these tests' default branch) and every other, one table each. */
 const CACHE_TABLES = ['caches', 'protected_caches'];
@@ -24,7 +24,7 @@ workflows:
     jobs: [build]
 `;
 
-describe.each(testStores())('expired caches on %s', (store) => {
+describe.each(flowStore())('expired caches on %s', (store) => {
   let dataDir: string;
   let repo: string;
   let database: { url: string; drop(): Promise<void> } | undefined;

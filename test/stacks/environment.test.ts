@@ -38,7 +38,7 @@ describe('environment definitions', () => {
     ['database.mode', (d: any) => { d.database = { mode: 'sqlite' }; }, /database.mode \("sqlite"\) must be one of: managed, external/],
     ['registry', (d: any) => { d.registry = 'https://registry.example.com'; }, /registry \("https:\/\/registry.example.com"\) must be a registry host/],
     ['replicas', (d: any) => { d.replicas = { web: 2 }; }, `replicas.web is not a runtime role; allowed: ${ROLE_NAMES.join(', ')}`],
-    ['replicas (a role with no code behind it)', (d: any) => { d.replicas = { machines: 1 }; }, `replicas.machines is not a runtime role; allowed: ${ROLE_NAMES.join(', ')}`],
+    ['replicas (a role with no code behind it)', (d: any) => { d.replicas = { runners: 1 }; }, `replicas.runners is not a runtime role; allowed: ${ROLE_NAMES.join(', ')}`],
     ['state', (d: any) => { delete d.state; }, /state is required: name the remote state, e.g. \{ backend: s3/],
     ['state.backend', (d: any) => { d.state = { backend: 'consul' }; }, /state.backend \("consul"\) must be one of: s3, gcs, local/],
     ['state.dynamodbTable', (d: any) => { delete d.state.dynamodbTable; }, /state.dynamodbTable is required/],

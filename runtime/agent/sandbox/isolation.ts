@@ -8,6 +8,7 @@ import { archiveLocal, extractLocal } from '../file-transfer';
 import { prepareBubblewrap, sandboxArgs, type BubblewrapBase } from './bubblewrap';
 import { startGroupKeeper, startUidKeeper, type Keeper } from './keepers';
 import { archiveAs, extractAs, type HelperLauncher } from './tree-helper';
+import { helperBundle, HELPER_THROUGH_LOADER } from './helper-bundle';
 import { ownerAlive, processOwner } from './owner';
 
 /**
@@ -103,7 +104,6 @@ export interface Isolation {
 }
 
 const ROOT = resolve(__dirname, '../../..');
-const HELPER = join(ROOT, 'bin', 'gyre-tree-helper.js');
 /** What the file helper needs to see inside a sandbox: its code and its loader, read-only. */
 const HELPER_CODE = ['bin', 'runtime', 'node_modules', 'package.json', 'tsconfig.json'].map((p) => join(ROOT, p)).filter((p) => existsSync(p));
 
@@ -249,9 +249,11 @@ function bubblewrapIsolation(base: BubblewrapBase): Isolation {
         { source: taskDir, target: SANDBOX_HOME },
         { source: control, target: SANDBOX_CONTROL, readOnly: true },
       ];
-      const helperMounts = [...HELPER_CODE, ...nodeDirs()].map((source) => ({ source, readOnly: true }));
+      // The bundled helper needs only its own directory; through the loader, Gyre's code and node_modules.
+      const bundled = await helperBundle();
+      const helperMounts = [...(bundled ? [dirname(bundled)] : HELPER_CODE), ...nodeDirs()].map((source) => ({ source, readOnly: true }));
       const helper: HelperLauncher = (args) =>
-        spawn(base.command, sandboxArgs(base, { mounts: [...mounts, ...helperMounts], tmp, cwd: '/' }, [process.execPath, HELPER, ...args]), {
+        spawn(base.command, sandboxArgs(base, { mounts: [...mounts, ...helperMounts], tmp, cwd: '/' }, [process.execPath, bundled ?? HELPER_THROUGH_LOADER, ...args]), {
           env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TSX_DISABLE_CACHE: '1', HOME: SANDBOX_HOME },
           stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
         });
@@ -376,8 +378,9 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         held.delete(uid);
         throw error;
       }
+      const bundled = await helperBundle();
       const helper: HelperLauncher = (args) =>
-        spawn(process.execPath, [HELPER, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TSX_DISABLE_CACHE: '1' }, cwd: '/', stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+        spawn(process.execPath, [bundled ?? HELPER_THROUGH_LOADER, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TSX_DISABLE_CACHE: '1' }, cwd: '/', stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
       const box = shellBox({
         home: taskDir,
         control,

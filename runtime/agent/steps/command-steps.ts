@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { CheckoutStep, RunStep } from '../../config/plan';
 import { createTarWriter } from '../../output/tar';
-import type { TaskContext } from '../../dispatcher/dispatcher';
+import type { TaskContext } from '../../agent-contract';
 import type { ExecRequest } from '../executor';
 import { checkoutSshEnvironment, installCheckoutKey } from './ssh-key-steps';
 import { resolveUnder, workingDirectoryOf, type StepContext, type StepHandler, type StepResult } from './step-handler';

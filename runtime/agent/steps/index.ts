@@ -1,6 +1,7 @@
 import type { Step } from '../../config/plan';
 import { checkoutStep, runStep } from './command-steps';
 import { addSshKeysStep } from './ssh-key-steps';
+import { setupRemoteDockerStep } from './remote-docker-step';
 import type { StepHandler, StepHandlers } from './step-handler';
 
 /** A step type this agent cannot run yet fails the job with a message, rather than being skipped. */
@@ -14,7 +15,7 @@ export function createStepHandlers(overrides: Partial<StepHandlers> = {}): StepH
   return {
     run: runStep,
     checkout: checkoutStep,
-    setup_remote_docker: unsupported,
+    setup_remote_docker: setupRemoteDockerStep,
     add_ssh_keys: addSshKeysStep,
     save_cache: unsupported,
     restore_cache: unsupported,

@@ -1,5 +1,5 @@
 import type { AddSshKeysStep } from '../../config/plan';
-import type { TaskSshKey, TaskSshKeys } from '../../dispatcher/dispatcher';
+import type { TaskSshKey, TaskSshKeys } from '../../agent-contract';
 import { createTarWriter } from '../../output/tar';
 import type { StepContext, StepHandler, StepResult } from './step-handler';
 

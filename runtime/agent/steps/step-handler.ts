@@ -1,5 +1,5 @@
 import type { Step } from '../../config/plan';
-import type { TaskContext } from '../../dispatcher/dispatcher';
+import type { TaskContext } from '../../agent-contract';
 import type { Executor } from '../executor';
 
 /** What a step handler gets to run one step. */

@@ -1,13 +1,10 @@
 import { StaleLeaseError } from '../../domain/errors';
 import type { LeaseHolder } from '../../domain/leases';
 import type { Queryable } from '../../store/store';
+import type { Lease } from '../../agent-contract/task-context';
 
-/** The proof that an agent holds a task: every write it makes carries this. */
-export interface Lease {
-  readonly taskId: string;
-  readonly leaseId: string;
-  readonly attempt: number;
-}
+/** The proof that an agent holds a task (the agent contract's: it is what a task token carries). */
+export type { Lease };
 
 /**
  * The one rule for "this lease is current", on the task row `t` with `$1` task id, `$2` lease id,

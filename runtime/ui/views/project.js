@@ -109,6 +109,8 @@ export async function projectPage(view, { slug }) {
       h('a', { href: links.insights(slug), className: 'insights-link' }, 'Insights'),
       h('a', { href: links.envvars(slug), className: 'envvars-link' }, 'Environment variables'),
       h('a', { href: links.members(slug), className: 'members-link' }, 'Members and tokens'),
+      h('a', { href: links.webhooks(slug), className: 'webhooks-link' }, 'Webhooks'),
+      h('a', { href: links.notifications(slug), className: 'notifications-link' }, 'Notifications'),
     ),
     triggerForm(slug, project && project.vcs_info && project.vcs_info.default_branch),
     h(

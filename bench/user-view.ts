@@ -1,0 +1,383 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestDatabase } from '../test/support/database';
+import { makeGitRepo } from '../test/support/gyre';
+import { apiCall, startServerProcess } from '../test/support/processes';
+import { median, percentile } from './stats';
+
+/**
+ * `npm run bench -- latency`: speed as a user measures it (issue #19). Gyre runs as its own process
+ * with `npm start` settings (`gyre server`: embedded PGlite in a fresh data directory, the built-in
+ * runner with its default 4 slots, the default executor, which without a container engine is the
+ * sandboxed shell with build uids, and a project secret so masking has work to do); with
+ * DATABASE_URL, a second server on a fresh PostgreSQL database. The project's one job is one `run`
+ * step, no checkout, whose command writes `date +%s.%N` to a file: bash's `/dev/tcp` file, a
+ * loopback socket this process listens on (the sandbox shows a task nothing of the host's
+ * filesystem to write to, and a socket says at once when the command ran).
+ *
+ * Per server: 3 warm-ups, then 30 triggers 150 ms apart, each timed from the moment the REST
+ * trigger request is sent to the time the command wrote (median, p90, p99), and the trigger
+ * request's own time; then 100 pipelines triggered back to back, one request after the other →
+ * pipelines a second until the last command ran; server RSS (VmRSS of the server's pid) idle after
+ * start and after the runs. Each figure is the median over BENCH_ROUNDS rounds (default 3), each on
+ * a fresh server.
+ *
+ * `npm run bench -- peers` does the same and measures Debian's Buildbot (`buildbot`,
+ * `buildbot-worker`) the same way in the same run: a master on SQLite, 2 workers on loopback, a
+ * builder whose one step writes `date +%s.%N`; its trigger request is a change sent to the master's
+ * PB change source (Debian ships no buildbot-www, so the REST force scheduler cannot be served),
+ * answered once the change is stored. Prints the ratios Gyre/Buildbot.
+ */
+export async function benchUserLatency(): Promise<Figures[]> {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const results: Figures[] = [];
+  const stores: ('pglite' | 'postgres')[] = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+  for (const store of stores) results.push(await rounded(`Gyre ${store === 'pglite' ? 'embedded (PGlite)' : 'on PostgreSQL'}, 4 slots`, rounds, (receiver) => gyreTarget(store, receiver)));
+  printTable(results);
+  return results;
+}
+
+export async function benchPeers(): Promise<void> {
+  // BENCH_SKIP_GYRE=1 measures Buildbot alone (to check a Buildbot install without waiting for Gyre's rounds).
+  const gyre = process.env.BENCH_SKIP_GYRE === '1' ? [] : await benchUserLatency();
+  if (!buildbotInstalled()) {
+    console.log('\nBuildbot is not installed (apt-get install buildbot buildbot-worker): no peer comparison.');
+    return;
+  }
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const buildbot = await rounded('Buildbot 3.7 (SQLite, 2 workers)', rounds, buildbotTarget);
+  printTable([...gyre, buildbot]);
+  console.log('\nGyre / Buildbot (times: below 1 means Gyre is faster; pipelines a second: above 1 means Gyre is faster)');
+  for (const g of gyre) {
+    console.log(
+      `  ${g.name}: trigger → command median ${(g.latency.p50 / buildbot.latency.p50).toFixed(2)}×, p99 ${(g.latency.p99 / buildbot.latency.p99).toFixed(2)}×, ` +
+        `pipelines/s ${(g.rate / buildbot.rate).toFixed(2)}×, trigger request ${(g.request / buildbot.request).toFixed(2)}×`,
+    );
+  }
+}
+
+/** What one round measures against a running system. */
+interface Target {
+  readonly name: string;
+  /** Sends one trigger request whose command will report `n`; resolves when the request is answered. */
+  trigger(n: number): Promise<void>;
+  rssMiB(): number;
+  stop(): Promise<void>;
+}
+
+interface Figures {
+  name: string;
+  latency: { p50: number; p90: number; p99: number };
+  request: number;
+  rate: number;
+  rssIdle: number;
+  rssAfter: number;
+}
+
+const WARMUPS = 3;
+const RUNS = 30;
+const GAP_MS = 150;
+const BACK_TO_BACK = 100;
+
+async function rounded(name: string, rounds: number, start: (receiver: Receiver) => Promise<Target>): Promise<Figures> {
+  const each: Figures[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const receiver = await listen();
+    const target = await start(receiver);
+    try {
+      each.push(await measure(target, receiver));
+      const f = each[each.length - 1];
+      console.log(
+        `  ${name}, round ${r + 1}: trigger → command p50 ${f.latency.p50.toFixed(1)} ms (p90 ${f.latency.p90.toFixed(1)}, p99 ${f.latency.p99.toFixed(1)}), ` +
+          `request ${f.request.toFixed(1)} ms, ${f.rate.toFixed(1)} pipelines/s, RSS ${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`,
+      );
+    } finally {
+      await target.stop();
+      receiver.close();
+    }
+  }
+  const m = (pick: (f: Figures) => number) => median(each.map(pick));
+  return {
+    name,
+    latency: { p50: m((f) => f.latency.p50), p90: m((f) => f.latency.p90), p99: m((f) => f.latency.p99) },
+    request: m((f) => f.request),
+    rate: m((f) => f.rate),
+    rssIdle: m((f) => f.rssIdle),
+    rssAfter: m((f) => f.rssAfter),
+  };
+}
+
+async function measure(target: Target, receiver: Receiver): Promise<Figures> {
+  await new Promise((r) => setTimeout(r, 2000)); // let start-up work (migrations, the first claims) settle
+  const rssIdle = target.rssMiB();
+  let n = 0;
+  const latencies: number[] = [];
+  const requests: number[] = [];
+  for (let i = 0; i < WARMUPS + RUNS; i++) {
+    const id = ++n;
+    const ran = receiver.when(id);
+    const sent = now();
+    await target.trigger(id);
+    const answered = now();
+    const at = await withTimeout(ran, 60_000, `${target.name}: command ${id} did not run`);
+    if (i >= WARMUPS) {
+      latencies.push(at - sent);
+      requests.push(answered - sent);
+    }
+    await new Promise((r) => setTimeout(r, GAP_MS));
+  }
+  await new Promise((r) => setTimeout(r, 1000)); // the last pipelines finish
+  const ids = Array.from({ length: BACK_TO_BACK }, () => ++n);
+  const all = Promise.all(ids.map((id) => receiver.when(id)));
+  const t0 = now();
+  for (const id of ids) await target.trigger(id);
+  const times = await withTimeout(all, 300_000, `${target.name}: back-to-back pipelines did not all run`);
+  const rate = BACK_TO_BACK / ((Math.max(...times) - t0) / 1000);
+  await new Promise((r) => setTimeout(r, 2000));
+  const rssAfter = target.rssMiB();
+  return {
+    name: target.name,
+    latency: { p50: median(latencies), p90: percentile(latencies, 90), p99: percentile(latencies, 99) },
+    request: median(requests),
+    rate,
+    rssIdle,
+    rssAfter,
+  };
+}
+
+function printTable(results: readonly Figures[]): void {
+  const row = (label: string, cell: (f: Figures) => string) => console.log(`| ${label} | ${results.map(cell).join(' | ')} |`);
+  console.log(`\n## Speed as a user measures it (medians of ${process.env.BENCH_ROUNDS ?? 3} rounds, each on a fresh server)\n`);
+  console.log(`| | ${results.map((f) => f.name).join(' | ')} |`);
+  console.log(`|---|${results.map(() => '---|').join('')}`);
+  row(`trigger → step command running, median of ${RUNS} (p90, p99)`, (f) => `${f.latency.p50.toFixed(1)} ms (${f.latency.p90.toFixed(1)}, ${f.latency.p99.toFixed(1)})`);
+  row('trigger request answered, median', (f) => `${f.request.toFixed(1)} ms`);
+  row(`${BACK_TO_BACK} one-job no-op pipelines back to back → last command ran`, (f) => `${f.rate.toFixed(1)}/s`);
+  row('server RSS idle → after the runs', (f) => `${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`);
+}
+
+/** Wall-clock time in ms with sub-millisecond precision, on the same clock as `date +%s.%N`. */
+const now = () => performance.timeOrigin + performance.now();
+
+interface Receiver {
+  readonly port: number;
+  /** When the command reporting `n` wrote its time (ms since the epoch). */
+  when(n: number): Promise<number>;
+  close(): void;
+}
+
+/** A loopback listener for the lines `<n> <date +%s.%N>` the step commands write. */
+function listen(): Promise<Receiver> {
+  const seen = new Map<number, number>();
+  const waiting = new Map<number, (t: number) => void>();
+  const server: Server = createServer((socket) => {
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d) => (text += d));
+    socket.on('end', () => {
+      for (const line of text.split('\n')) {
+        const m = /^(\d+) (\d+\.\d+)/.exec(line.trim());
+        if (!m) continue;
+        const n = Number(m[1]);
+        const t = Number(m[2]) * 1000;
+        seen.set(n, t);
+        waiting.get(n)?.(t);
+      }
+    });
+    socket.on('error', () => undefined);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      resolve({
+        port: (server.address() as { port: number }).port,
+        when: (n) => (seen.has(n) ? Promise.resolve(seen.get(n)!) : new Promise((r) => waiting.set(n, r))),
+        close: () => server.close(),
+      });
+    });
+  });
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** The command both systems run: one line to the receiver, written by bash to its /dev/tcp file. */
+const report = (port: number, n: string) => `echo "${n} $(date +%s.%N)" > /dev/tcp/127.0.0.1/${port}`;
+
+async function gyreTarget(store: 'pglite' | 'postgres', receiver: Receiver): Promise<Target> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gyre-bench-user-'));
+  const token = `bench-${randomBytes(12).toString('hex')}`;
+  const db = store === 'postgres' ? await createTestDatabase() : undefined;
+  const config = `version: 2.1
+jobs:
+  report:
+    docker: [{ image: cimg/base:current }]
+    steps:
+      - run: '${report(receiver.port, '<< pipeline.parameters.n >>')}'
+parameters:
+  n: { type: integer, default: 0 }
+workflows:
+  w:
+    jobs: [report]
+`;
+  const repo = makeGitRepo({ '.circleci/config.yml': config });
+  // `npm start` settings: only what a test harness must set differs (a fresh data dir, a known
+  // admin token, ports chosen by the kernel, no example project).
+  const server = await startServerProcess({
+    GYRE_DATA_DIR: dataDir,
+    GYRE_ADMIN_TOKEN: token,
+    GYRE_EXECUTOR: 'auto',
+    GYRE_LOG_LEVEL: 'info',
+    DATABASE_URL: db?.url ?? '',
+  });
+  const api = (method: string, path: string, body?: unknown) => apiCall(server.url, token, method, path, body);
+  const slug = `gh/bench/report`;
+  await api('POST', '/api/v2/projects', { org: 'bench', name: 'report', repo_url: repo });
+  // Masking on: the project has a secret, so every line of output is scanned for it.
+  await api('POST', `/api/v2/project/${slug}/envvar`, { name: 'BENCH_SECRET', value: randomBytes(16).toString('hex') });
+  const pid = server.child.pid!;
+  return {
+    name: `Gyre ${store}`,
+    async trigger(n) {
+      const res = await fetch(`${server.url}/api/v2/project/${slug}/pipeline`, {
+        method: 'POST',
+        headers: { 'Circle-Token': token, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ parameters: { n } }),
+      });
+      const text = await res.text();
+      if (res.status >= 300) throw new Error(`trigger → ${res.status} ${text}`);
+    },
+    rssMiB: () => rssOf(pid),
+    async stop() {
+      server.child.kill('SIGTERM');
+      await new Promise((r) => {
+        const timer = setTimeout(() => (server.child.kill('SIGKILL'), r(undefined)), 15_000);
+        server.child.once('exit', () => (clearTimeout(timer), r(undefined)));
+      });
+      await db?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+      rmSync(repo, { recursive: true, force: true });
+    },
+  };
+}
+
+function buildbotInstalled(): boolean {
+  return existsSync('/usr/bin/buildbot') && existsSync('/usr/bin/buildbot-worker');
+}
+
+async function buildbotTarget(receiver: Receiver): Promise<Target> {
+  const root = mkdtempSync(join(tmpdir(), 'gyre-bench-buildbot-'));
+  const master = join(root, 'master');
+  const pbPort = await freePort();
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8', cwd: root });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+  };
+  run('buildbot', ['create-master', '-r', master]);
+  writeFileSync(
+    join(master, 'master.cfg'),
+    `from buildbot.plugins import changes, schedulers, steps, util, worker
+c = BuildmasterConfig = {}
+c['buildbotNetUsageData'] = None
+c['workers'] = [worker.Worker('w1', 'pass'), worker.Worker('w2', 'pass')]
+c['protocols'] = {'pb': {'port': 'tcp:${pbPort}:interface=127.0.0.1'}}
+c['change_source'] = [changes.PBChangeSource(user='bench', passwd='bench')]
+c['schedulers'] = [schedulers.AnyBranchScheduler(name='each-change', treeStableTimer=None, builderNames=['report'])]
+f = util.BuildFactory()
+f.addStep(steps.ShellCommand(command=['bash', '-c', util.Interpolate('${report(receiver.port, '%(prop:n)s').replace('+%s.%N', '+%%s.%%N')}')]))
+c['builders'] = [util.BuilderConfig(name='report', workernames=['w1', 'w2'], factory=f, collapseRequests=False)]
+c['title'] = 'bench'
+c['buildbotURL'] = 'http://127.0.0.1/'
+c['db'] = {'db_url': 'sqlite:///state.sqlite'}
+`,
+  );
+  run('buildbot', ['start', master]);
+  for (const w of ['w1', 'w2']) {
+    run('buildbot-worker', ['create-worker', join(root, w), `127.0.0.1:${pbPort}`, w, 'pass']);
+    run('buildbot-worker', ['start', join(root, w)]);
+  }
+  const pid = Number(readFileSync(join(master, 'twistd.pid'), 'utf8').trim());
+  // One long-lived client sends changes over PB, as `buildbot sendchange` does once per process.
+  const sender = startChangeSender(pbPort);
+  await new Promise((r) => setTimeout(r, 3000)); // the workers attach
+  return {
+    name: 'Buildbot',
+    trigger: (n) => sender.send(n),
+    rssMiB: () => rssOf(pid),
+    async stop() {
+      sender.child.kill('SIGTERM');
+      for (const w of ['w1', 'w2']) spawnSync('buildbot-worker', ['stop', join(root, w)]);
+      spawnSync('buildbot', ['stop', master]);
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A Python process that sends a change per line read (`<n>`) and prints `<n>` once the master stored it. */
+function startChangeSender(pbPort: number): { child: ChildProcess; send(n: number): Promise<void> } {
+  const script = `
+import sys
+from twisted.internet import reactor, stdio
+from twisted.protocols.basic import LineReceiver
+from buildbot.clients.sendchange import Sender
+sender = Sender('127.0.0.1:${pbPort}', auth=('bench', 'bench'))
+class Lines(LineReceiver):
+    delimiter = b'\\n'
+    def lineReceived(self, line):
+        n = line.decode().strip()
+        d = sender.send('main', n, 'bench', ['f'], who='bench', properties={'n': n})
+        d.addCallbacks(lambda _: self.sendLine(('ok ' + n).encode()), lambda e: self.sendLine(('error ' + n + ' ' + str(e.value)).encode()))
+stdio.StandardIO(Lines())
+reactor.run()
+`;
+  // Debian's python, the one its buildbot package is installed for.
+  const child = spawn('/usr/bin/python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const waiting = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  child.on('exit', (code) => {
+    for (const w of waiting.values()) w.reject(new Error(`the buildbot change sender exited (${code})`));
+    waiting.clear();
+  });
+  let buffer = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    buffer += d;
+    let i;
+    while ((i = buffer.indexOf('\n')) >= 0) {
+      const [word, n, ...rest] = buffer.slice(0, i).trim().split(' ');
+      buffer = buffer.slice(i + 1);
+      const w = waiting.get(n);
+      waiting.delete(n);
+      if (word === 'ok') w?.resolve();
+      else w?.reject(new Error(`buildbot change ${n}: ${rest.join(' ')}`));
+    }
+  });
+  return {
+    child,
+    send: (n) =>
+      new Promise<void>((resolve, reject) => {
+        waiting.set(String(n), { resolve, reject });
+        child.stdin!.write(`${n}\n`);
+      }),
+  };
+}
