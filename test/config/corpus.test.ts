@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { compileConfig } from '../../runtime/config/compiler';
 import type { CompileResult, TriggerContext } from '../../runtime/config/plan';
 import { CORPUS, CORPUS_PRESENT, corpusConfig, corpusFiles, corpusOrbSource } from './corpus';
@@ -26,7 +28,17 @@ function defaultBranch(text: string): string {
   return /\bmaster\b/.test(text) && !/\bmain\b/.test(text) ? 'master' : 'main';
 }
 
-(CORPUS_PRESENT ? describe.each(corpusFiles()) : describe.skip.each(['(corpus absent)']))('%s', (file) => {
+/**
+ * Without the corpus, the same tests are declared skipped, by the names its pinned plans carry:
+ * Jest then keeps those snapshots rather than report them obsolete, which fails a run.
+ */
+function pinnedFiles(): string[] {
+  const snap = readFileSync(join(__dirname, '__snapshots__', 'corpus.test.ts.snap'), 'utf8');
+  const names = [...snap.matchAll(/^exports\[`(.+?) compiles for a (?:push to the default branch|push to a feature branch|tag) \d+`\]/gm)].map((m) => m[1]);
+  return [...new Set(names)];
+}
+
+(CORPUS_PRESENT ? describe.each(corpusFiles()) : describe.skip.each(pinnedFiles()))('%s', (file) => {
   const text = CORPUS_PRESENT ? corpusConfig(file) : '';
   const compile = (trigger: TriggerContext) => compileConfig(text, { trigger, orbs });
 
@@ -42,7 +54,7 @@ function defaultBranch(text: string): string {
     expect(summary(r)).toMatchSnapshot();
   });
 
-  if (/^\s*tags:/m.test(text)) {
+  if (CORPUS_PRESENT ? /^\s*tags:/m.test(text) : true) {
     it('compiles for a tag', async () => {
       const r = await compile({ tag: 'v1.2.3' });
       expect(r.ok ? [] : r.problems).toEqual([]);

@@ -8,7 +8,7 @@ import { createLogger } from '../../runtime/logger';
 import { startGyre } from '../../runtime/server/gyre';
 import { readSettings } from '../../runtime/settings';
 import { createTestDatabase } from '../support/database';
-import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
+import { flowStore, startTestGyre, testStores, type TestGyre } from '../support/gyre';
 
 /**
  * Users and API tokens as people use them: `gyre user` and `gyre token` against a running server,
@@ -184,7 +184,8 @@ describe.each(testStores())('users and tokens (%s)', (store) => {
   });
 });
 
-describe.each(testStores())('GYRE_ADMIN_TOKEN across restarts (%s)', (store) => {
+// Two restarts of a server: a flow, on the store flowStore picks (the token queries run on both above).
+describe.each(flowStore())('GYRE_ADMIN_TOKEN across restarts (%s)', (store) => {
   it('a new value replaces the bootstrap token (a generated one too); the admin’s other tokens stay', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'gyre-admin-token-'));
     const database = store === 'postgres' ? await createTestDatabase() : undefined;
