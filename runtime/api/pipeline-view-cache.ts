@@ -1,4 +1,5 @@
 import { IDENTITY_CHANGED_CHANNEL } from '../identity/credential-cache';
+import { ExpiringMap } from '../domain/expiring-map';
 import type { Store } from '../store/store';
 
 /** The channel migration 660 notifies on: a pipeline's id when its row changes, `*` for many at once. */
@@ -45,7 +46,7 @@ export async function createPipelineViewCache(options: PipelineViewCacheOptions)
   const ttl = options.ttlMs ?? DEFAULT_PIPELINE_VIEW_TTL_MS;
   const max = options.maxEntries ?? 10_000;
   const now = options.now ?? Date.now;
-  const views = new Map<string, { value: unknown; until: number }>();
+  const views = new ExpiringMap<unknown>(max, now);
   let generation = 0;
 
   const clear = () => {
@@ -63,16 +64,12 @@ export async function createPipelineViewCache(options: PipelineViewCacheOptions)
   return {
     clear,
     async get<T>(id: string, load: () => Promise<T>, settled: (view: T) => boolean): Promise<T> {
-      const entry = views.get(id);
-      if (entry) {
-        if (entry.until > now()) return entry.value as T;
-        views.delete(id);
-      }
+      const cached = views.get(id);
+      if (cached !== undefined) return cached as T;
       const seen = generation;
       const value = await load();
       if (seen === generation && settled(value)) {
-        if (views.size >= max) views.delete(views.keys().next().value as string);
-        views.set(id, { value, until: now() + ttl });
+        views.set(id, value, now() + ttl);
       }
       return value;
     },

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { AccessTarget, Standing } from '../domain/permissions';
 import type { Principal } from '../domain/principal';
+import { ExpiringMap } from '../domain/expiring-map';
 import type { Store } from '../store/store';
 
 /** The channel migration 615 notifies on a change to tokens, users, organisations, projects or memberships. */
@@ -34,11 +35,6 @@ export interface CredentialCache {
   close(): Promise<void>;
 }
 
-interface Entry<T> {
-  readonly value: T;
-  readonly until: number;
-}
-
 /**
  * The answers of `authenticate` and `standing` for the requests of the API's hot path, kept in
  * memory so a GET costs one query rather than three. Correctness before speed:
@@ -60,8 +56,8 @@ export async function createCredentialCache(options: CredentialCacheOptions): Pr
   const ttl = options.ttlMs ?? DEFAULT_CREDENTIAL_CACHE_TTL_MS;
   const max = options.maxEntries ?? 10_000;
   const now = options.now ?? Date.now;
-  const principals = new Map<string, Entry<Principal>>();
-  const standings = new Map<string, Entry<Standing>>();
+  const principals = new ExpiringMap<Principal>(max, now);
+  const standings = new ExpiringMap<Standing>(max, now);
   let generation = 0;
 
   const clear = () => {
@@ -71,41 +67,29 @@ export async function createCredentialCache(options: CredentialCacheOptions): Pr
   };
   const unlisten = await options.store.listen(IDENTITY_CHANGED_CHANNEL, clear);
 
-  const keep = <T>(map: Map<string, Entry<T>>, key: string, value: T, until: number) => {
-    if (map.size >= max) map.delete(map.keys().next().value as string);
-    map.set(key, { value, until });
-  };
-  const fresh = <T>(map: Map<string, Entry<T>>, key: string): T | undefined => {
-    const entry = map.get(key);
-    if (!entry) return undefined;
-    if (entry.until > now()) return entry.value;
-    map.delete(key);
-    return undefined;
-  };
-
   return {
     clear,
     async authenticate(token) {
       if (!token || token.length > 1024) return undefined;
       // Keyed by a hash: the cache never holds a token in the clear.
       const key = createHash('sha256').update(token).digest('base64');
-      const cached = fresh(principals, key);
+      const cached = principals.get(key);
       if (cached) return cached;
       const seen = generation;
       const principal = await options.identity.authenticate(token);
       if (principal && seen === generation) {
         const expires = await expiryOf(principal);
-        keep(principals, key, principal, Math.min(now() + ttl, expires ?? Infinity));
+        principals.set(key, principal, Math.min(now() + ttl, expires ?? Infinity));
       }
       return principal;
     },
     async standing(principal, target) {
       const key = `${principal.userId}\u0000${target.kind}\u0000${'slug' in target ? target.slug : 'name' in target ? target.name : target.id}`;
-      const cached = fresh(standings, key);
+      const cached = standings.get(key);
       if (cached) return cached;
       const seen = generation;
       const standing = await options.identity.standing(principal, target);
-      if (standing.exists && seen === generation) keep(standings, key, standing, now() + ttl);
+      if (standing.exists && seen === generation) standings.set(key, standing, now() + ttl);
       return standing;
     },
     async close() {
