@@ -65,9 +65,13 @@ export const apiRole: Role = {
     // Every API v2 route from here on is in GET /api/v2/openapi.json.
     const described = collectRoutes(app);
     // A change made through this process is in force for its very next request, before any
-    // NOTIFY arrives: a write that succeeded clears the cache as its answer goes out.
+    // NOTIFY arrives: a write that succeeded clears the caches as its answer goes out. Not the
+    // agents' and runners' writes (output chunks, heartbeats, step reports, claims, many a second
+    // while builds run): they change no token, role or pipeline row, and clearing on each would
+    // leave the caches empty whenever anything is building.
     app.addHook('onSend', async (request, reply, payload) => {
-      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400) {
+      const auth = request.routeOptions.config?.auth ?? 'user';
+      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400 && auth !== 'task' && auth !== 'runner') {
         credentials.clear();
         pipelineViews.clear();
       }
