@@ -40,6 +40,8 @@ describe('choosing how builds are isolated', () => {
     });
     expect(() => readExecutorSettings({ GYRE_EXECUTOR: 'vm' })).toThrow("GYRE_EXECUTOR: 'vm' is not an executor (allowed: auto, sandbox, docker, shell)");
     expect(() => readExecutorSettings({ GYRE_REQUIRE_ISOLATION: 'maybe' })).toThrow("GYRE_REQUIRE_ISOLATION: 'maybe' is not a boolean");
+    expect(readExecutorSettings({ GYRE_REMOTE_DOCKER: 'podman', GYRE_REMOTE_DOCKER_IMAGES: ' localhost/a:1, ,b ' })).toMatchObject({ remoteDocker: 'podman', remoteDockerImages: ['localhost/a:1', 'b'] });
+    expect(() => readExecutorSettings({ GYRE_REMOTE_DOCKER: 'dockerd' })).toThrow("GYRE_REMOTE_DOCKER: 'dockerd' is not a remote Docker provider (allowed: off, podman)");
     expect(() => parseUidRange('100-50', 'GYRE_BUILD_UIDS')).toThrow(/^GYRE_BUILD_UIDS: '100-50' is not a range of uids like 900000-900255/);
     expect(() => parseUidRange('0-10', 'GYRE_BUILD_UIDS')).toThrow(/first at least 1000/);
   });
