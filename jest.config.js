@@ -57,6 +57,8 @@ module.exports = {
   testSequencer: '<rootDir>/test/sequencer.js',
   testTimeout: 60000,
   setupFiles: ['<rootDir>/test/setup-env.js'],
+  // Every answer Gyre gives under /api/v2/ in any test is checked against CircleCI's API v2 description.
+  setupFilesAfterEnv: ['<rootDir>/test/setup-spec-watch.ts'],
   globalSetup: '<rootDir>/test/global-setup.js',
   globalTeardown: '<rootDir>/test/global-teardown.js',
 };

@@ -41,7 +41,7 @@ describe.each(flowStore())('pipelines and projects of API v2 (%s)', (store) => {
   };
 
   beforeAll(async () => {
-    g = await startTestGyre({ store, env: { GYRE_RATE_LIMIT_TOKEN: '0' }, spec: 'fail' });
+    g = await startTestGyre({ store, env: { GYRE_RATE_LIMIT_TOKEN: '0' } });
     repo = await g.addProject('gh/acme/app', { '.circleci/config.yml': CONFIG });
     await g.addProject('gh/rival/thing', { '.circleci/config.yml': CONFIG });
     for (const login of ['alice', 'bob', 'outsider', 'owner']) {
@@ -99,7 +99,7 @@ describe.each(flowStore())('pipelines and projects of API v2 (%s)', (store) => {
       `INSERT INTO workflows (id, pipeline_id, name, status, created_at, stopped_at) VALUES (gen_random_uuid(), $1, 'nightly', 'success', now(), now()) RETURNING id`,
       [pipelineId],
     );
-    // Both answers are checked against CircleCI's description (spec: 'fail'), which requires a uuid.
+    // Both answers are checked against CircleCI's description (every answer is, test/setup-spec-watch.ts), which requires a uuid.
     expect((await g.api('GET', `/api/v2/workflow/${workflowId}`)).started_by).toBe('00000000-0000-0000-0000-000000000000');
     expect((await g.api('GET', `/api/v2/pipeline/${pipelineId}/workflow`)).items.map((w: any) => w.started_by)).toEqual(['00000000-0000-0000-0000-000000000000']);
   });

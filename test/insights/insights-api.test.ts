@@ -154,7 +154,7 @@ describe.each(flowStore())('insights over the API (%s)', (store) => {
   const rollUp = () => createInsightsRollup({ store: g.gyre.store }).pass();
 
   beforeAll(async () => {
-    g = await startTestGyre({ store, spec: 'fail', env: { GYRE_RUNNER_SLOTS: '0', GYRE_INSIGHTS_INTERVAL_MS: '3600000' } });
+    g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0', GYRE_INSIGHTS_INTERVAL_MS: '3600000' } });
     await g.addProject('gh/acme/app', { '.circleci/config.yml': 'version: 2.1\n' });
     await g.addProject('gh/acme/empty', { '.circleci/config.yml': 'version: 2.1\n' });
     await g.addProject('gh/rival/thing', { '.circleci/config.yml': 'version: 2.1\n' });

@@ -68,7 +68,6 @@ describe('outbound webhooks and notifications', () => {
     smtp = await startSmtpServer();
     g = await startTestGyre({
       store: 'pglite',
-      spec: 'fail',
       env: { GYRE_WEBHOOKS_ALLOW_PRIVATE: 'true', GYRE_WEBHOOKS_ALLOW_HTTP: 'true', GYRE_SMTP_URL: smtp.url, GYRE_SMTP_FROM: 'Gyre CI <ci@gyre.test>' },
     });
     repo = await g.addProject('gh/acme/app', { '.circleci/config.yml': CONFIG });

@@ -36,7 +36,7 @@ describe.each(flowStore())('flaky tests on %s', (store) => {
 
   beforeAll(async () => {
     markerDir = mkdtempSync(join(tmpdir(), 'gyre-flaky-'));
-    gyre = await startTestGyre({ store, spec: 'fail' });
+    gyre = await startTestGyre({ store });
     await gyre.addProject('gh/acme/flaky', { '.circleci/config.yml': config(join(markerDir, 'ran-once')) });
   }, 60_000);
 
