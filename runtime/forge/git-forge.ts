@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { InputError, NotFoundError } from '../domain/errors';
 import type { Forge, Revision } from './forge';
+import { createCatFile, type CatFile } from './cat-file';
 
 const run = promisify(execFile);
 
@@ -47,9 +48,26 @@ const CACHED_FILE_MAX_CHARS = 256 * 1024;
 /** A commit named by its full id (SHA-1 or SHA-256): what it holds cannot change. */
 const FULL_SHA = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 
-export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
+/** What a commit's message begins with, as `git log --format=%s` gives it: its first paragraph on one line. */
+export function subjectOf(commit: Buffer): string {
+  const text = commit.toString('utf8');
+  const body = text.indexOf('\n\n');
+  if (body < 0) return '';
+  const message = text.slice(body + 2).replace(/^\n+/, '');
+  const end = message.indexOf('\n\n');
+  return (end < 0 ? message : message.slice(0, end)).split('\n').map((l) => l.trim()).join(' ').trim();
+}
+
+export function createGitForge({ cacheDir }: { cacheDir: string }): Forge & { close(): void } {
   const queues = new Map<string, Promise<unknown>>();
   const files = new Map<string, string>();
+  /** A resident reader per git directory (runtime/forge/cat-file.ts). */
+  const readers = new Map<string, CatFile>();
+  const readerOf = (dir: string) => {
+    let reader = readers.get(dir);
+    if (!reader) readers.set(dir, (reader = createCatFile({ gitDir: dir, env: gitEnv() })));
+    return reader;
+  };
   const serial = <T>(repoUrl: string, fn: () => Promise<T>): Promise<T> => {
     const prev = queues.get(repoUrl) ?? Promise.resolve();
     const next = prev.then(fn, fn);
@@ -92,14 +110,9 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
         const dir = await fetchMirror(repoUrl);
         const name = ref.tag ? `refs/tags/${ref.tag}` : `refs/heads/${ref.branch}`;
         if (!ref.tag && !ref.branch) throw new InputError('a branch or a tag is required', 'branch');
-        let out: string;
-        try {
-          out = await git(['log', '-1', '--format=%H%n%s', `${name}^{commit}`, '--'], dir);
-        } catch {
-          throw new NotFoundError(ref.tag ? 'tag' : 'branch', ref.tag ?? ref.branch ?? '');
-        }
-        const [sha, subject = ''] = out.split('\n');
-        return { sha, subject };
+        const commit = await readerOf(dir).read(`${name}^{commit}`);
+        if (!commit || commit.type !== 'commit') throw new NotFoundError(ref.tag ? 'tag' : 'branch', ref.tag ?? ref.branch ?? '');
+        return { sha: commit.oid, subject: subjectOf(commit.content) };
       }),
 
     readFile: (repoUrl, sha, path) => {
@@ -114,18 +127,20 @@ export function createGitForge({ cacheDir }: { cacheDir: string }): Forge {
       }
       return serial(repoUrl, async () => {
         const dir = localGitDir(repoUrl) ?? (existsSync(mirrorOf(repoUrl)) ? mirrorOf(repoUrl) : await fetchMirror(repoUrl));
-        let text: string;
-        try {
-          text = await git(['show', `${sha}:${path}`], dir);
-        } catch {
-          return undefined;
-        }
+        const blob = await readerOf(dir).read(`${sha}:${path}`);
+        if (!blob || blob.type !== 'blob') return undefined;
+        const text = blob.content.toString('utf8');
         if (key !== undefined && text.length <= CACHED_FILE_MAX_CHARS) {
           files.set(key, text);
           if (files.size > CACHED_FILES) files.delete(files.keys().next().value!);
         }
         return text;
       });
+    },
+
+    close() {
+      for (const reader of readers.values()) reader.close();
+      readers.clear();
     },
   };
 }

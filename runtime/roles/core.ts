@@ -111,6 +111,7 @@ export interface Core {
 export async function buildCore(settings: Settings, log: Logger, store: Store): Promise<Core> {
   const closers: (() => Promise<void>)[] = [];
   const gitForge = createGitForge({ cacheDir: join(settings.dataDir, 'git-mirrors') });
+  closers.push(async () => gitForge.close());
   // With a GitHub App, its repositories are read through GitHub's API as their installation.
   const github = settings.github ? createGitHubApp(settings.github, { store, log: log.child({ role: 'github' }) }) : undefined;
   const forge = github ? createGitHubForge({ app: github, fallback: gitForge }) : gitForge;
