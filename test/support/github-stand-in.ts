@@ -1,7 +1,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createHmac, generateKeyPairSync, randomBytes, verify as verifySignature, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -576,8 +577,10 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
         'x-github-hook-installation-target-id': String(appId),
       };
       if (secret !== null) headers['x-hub-signature-256'] = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-      const res = await fetch(`${to.replace(/\/+$/, '')}/webhooks/github`, { method: 'POST', headers, body });
-      const text = await res.text();
+      // A connection of its own per delivery, as GitHub makes: a kept-alive one the server is just
+      // closing (after a stall of a loaded machine) would reset the delivery.
+      const res = await postOnce(`${to.replace(/\/+$/, '')}/webhooks/github`, headers, body);
+      const text = res.text;
       let parsed: unknown;
       try {
         parsed = JSON.parse(text);
@@ -592,6 +595,20 @@ export async function startGitHubAppStandIn(): Promise<GitHubAppStandIn> {
       rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/** One POST on a new connection (no keep-alive). */
+function postOnce(url: string, headers: Record<string, string>, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 function randomUUIDish(): string {
