@@ -3,7 +3,8 @@
  * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one;
  * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on);
  * `npm run bench -- latency` measures Gyre as a user sees it (its own process, over REST), `peers`
- * the same beside Buildbot when it is installed; `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL).
+ * the same beside Buildbot when it is installed; `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL);
+ * `npm run bench -- memory` an embedded server's RSS on a first start, a restart and after pipelines.
  */
 import { benchPipelineLatency } from './pipeline-latency';
 
@@ -16,6 +17,10 @@ const suites: Record<string, () => Promise<void>> = {
   peers: async () => {
     const { benchPeers } = require('./user-view') as typeof import('./user-view');
     await benchPeers();
+  },
+  memory: async () => {
+    const { benchMemory } = require('./memory') as typeof import('./memory');
+    await benchMemory();
   },
   execution: async () => {
     const { benchExecution } = require('./execution') as typeof import('./execution');
@@ -51,8 +56,8 @@ const suites: Record<string, () => Promise<void>> = {
   },
 };
 
-/** Parts of another suite, run only when named (`output` already runs `masking`, `peers` runs `latency`). */
-const ONLY_WHEN_NAMED = new Set(['masking', 'latency']);
+/** Run only when named: parts of another suite (`output` already runs `masking`, `peers` runs `latency`), and `memory` (minutes of server starts). */
+const ONLY_WHEN_NAMED = new Set(['masking', 'latency', 'memory']);
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

@@ -163,7 +163,7 @@ function printTable(results: readonly Figures[]): void {
 /** Wall-clock time in ms with sub-millisecond precision, on the same clock as `date +%s.%N`. */
 const now = () => performance.timeOrigin + performance.now();
 
-interface Receiver {
+export interface Receiver {
   readonly port: number;
   /** When the command reporting `n` wrote its time (ms since the epoch). */
   when(n: number): Promise<number>;
@@ -171,7 +171,7 @@ interface Receiver {
 }
 
 /** A loopback listener for the lines `<n> <date +%s.%N>` the step commands write. */
-function listen(): Promise<Receiver> {
+export function listen(): Promise<Receiver> {
   const seen = new Map<number, number>();
   const waiting = new Map<number, (t: number) => void>();
   const server: Server = createServer((socket) => {
@@ -206,13 +206,13 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
   return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]).finally(() => clearTimeout(timer));
 }
 
-function rssOf(pid: number): number {
+export function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
 /** The command both systems run: one line to the receiver, written by bash to its /dev/tcp file. */
-const report = (port: number, n: string) => `echo "${n} $(date +%s.%N)" > /dev/tcp/127.0.0.1/${port}`;
+export const report = (port: number, n: string) => `echo "${n} $(date +%s.%N)" > /dev/tcp/127.0.0.1/${port}`;
 
 async function gyreTarget(store: 'pglite' | 'postgres', receiver: Receiver): Promise<Target> {
   const dataDir = mkdtempSync(join(tmpdir(), 'gyre-bench-user-'));

@@ -2,7 +2,8 @@ import { mkdirSync } from 'node:fs';
 import { tightenTree } from '../data-dir';
 import { join } from 'node:path';
 import { migrate, schemaStatus, SchemaBehindError } from './migrate';
-import { createPgliteStore } from './pglite-store';
+import { prepareNewDatabase } from './new-database';
+import { createPgliteStore, wouldRunInitdb } from './pglite-store';
 import { createPostgresStore } from './postgres-store';
 import type { Store } from './store';
 
@@ -24,17 +25,19 @@ export interface OpenStoreOptions {
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   let store: Store;
   let dir: string | undefined;
+  const mode = options.migrations ?? 'apply';
   if (options.databaseUrl) {
     store = await createPostgresStore({ connectionString: options.databaseUrl });
   } else {
     if (options.dataDir) {
       dir = join(options.dataDir, 'pgdata');
       mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // A first start: made (and migrated) in a process that gives its memory back when it ends.
+      if (wouldRunInitdb(dir)) await prepareNewDatabase(dir, { migrate: mode === 'apply' });
     }
     store = await createPgliteStore(dir);
   }
   try {
-    const mode = options.migrations ?? 'apply';
     if (mode === 'apply') await migrate(store);
     if (mode === 'check') {
       const { pending } = await schemaStatus(store);

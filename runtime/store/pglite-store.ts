@@ -31,6 +31,16 @@ function isNew(dataDir: string | undefined): boolean {
 }
 
 /**
+ * Whether opening `dataDir` would run PGlite's initdb: a directory without a cluster, and no blank
+ * cluster image to start it from. initdb runs a second PGlite beside the first and copies the
+ * cluster it made over as a tar; the process that does it keeps hundreds of MiB it never uses
+ * again (see runtime/store/new-database.ts).
+ */
+export function wouldRunInitdb(dataDir: string): boolean {
+  return !blankCluster && isNew(dataDir);
+}
+
+/**
  * PGlite's own start parameters, and a smaller buffer pool: PGlite touches all of
  * `shared_buffers` (PostgreSQL's default 128 MB) at start, so the default costs a server about
  * 120 MiB of memory before it stores anything. A CI server's working set is small, and what does
