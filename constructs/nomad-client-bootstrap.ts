@@ -45,6 +45,28 @@ export interface NomadClientBootstrapProps {
   readonly nodeClass?: string;
   /** Hours an unused image may stay before the garbage collector removes it. @default 4 */
   readonly gcAfterHours?: number;
+  /**
+   * Pull-through caches of Docker Hub the engine pulls through (`registry-mirrors` in
+   * /etc/docker/daemon.json), e.g. `https://hub-cache.example.com`. @default - pulls go to Docker Hub
+   */
+  readonly registryMirrors?: string[];
+}
+
+/** A registry mirror as Docker takes it: a scheme and a host, nothing after. */
+const REGISTRY_MIRROR = /^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/?$/;
+
+/** /etc/docker/daemon.json of a client. */
+export function dockerDaemonConfig(registryMirrors: readonly string[] = []): Record<string, unknown> {
+  registryMirrors.forEach((mirror, i) => {
+    if (!REGISTRY_MIRROR.test(mirror)) throw new Error(`registryMirrors[${i}] (${mirror}) must be an https:// URL of a host with no path, e.g. https://hub-cache.example.com`);
+  });
+  return {
+    ...(registryMirrors.length > 0 ? { 'registry-mirrors': registryMirrors.map((m) => m.replace(/\/$/, '')) } : {}),
+    // Container log files (a chatty service container's, for a whole job) stay bounded: steps'
+    // output reaches Gyre through the agent, not through these files.
+    'log-driver': 'json-file',
+    'log-opts': { 'max-size': '10m', 'max-file': '3' },
+  };
 }
 
 /**
@@ -89,6 +111,7 @@ export function renderNomadClientBootstrap(props: NomadClientBootstrapProps): st
     EXTRA_PACKAGES: auth.packages.join(' '),
     REGISTRY_AUTH: auth.setup,
     DOCKER_AUTH_HCL: auth.hcl,
+    DOCKER_DAEMON_JSON: JSON.stringify(dockerDaemonConfig(props.registryMirrors), null, 2),
     LIFECYCLE_WATCH: watch,
     EXTRA_UNITS: props.cloud === 'aws' ? 'gyre-lifecycle-watch.service' : '',
   };

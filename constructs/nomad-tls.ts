@@ -100,6 +100,8 @@ export interface NomadClientGroupProps {
   readonly diskGb?: number;
   /** How clients pull the agent image from the operator's registry. @default - anonymous pulls */
   readonly registryAuth?: ClientRegistryAuth;
+  /** Pull-through caches of Docker Hub the clients' engines pull through. @default - pulls go to Docker Hub */
+  readonly registryMirrors?: string[];
   /** Minutes a client being replaced or scaled in gives running tasks. @default 15 */
   readonly drainDeadlineMinutes?: number;
 }

@@ -10,6 +10,13 @@ NOMAD_VERSION='@@NOMAD_VERSION@@'
 export DEBIAN_FRONTEND=noninteractive
 
 # 1. Docker and Nomad come from the operator's package mirror, so clients need no internet access.
+#    The engine's settings are in place before Docker first starts: Docker Hub pulls go through the
+#    operator's pull-through cache (registry-mirrors) when one is named, so every client does not
+#    fetch every job image from the internet.
+install -d -m 0755 /etc/docker
+cat > /etc/docker/daemon.json <<'JSON'
+@@DOCKER_DAEMON_JSON@@
+JSON
 install -d -m 0755 /usr/share/keyrings
 curl -fsSL "$MIRROR/gpg.key" | gpg --dearmor -o /usr/share/keyrings/gyre-mirror.gpg
 echo "deb [signed-by=/usr/share/keyrings/gyre-mirror.gpg] $MIRROR/apt $(. /etc/os-release && echo "$VERSION_CODENAME") main" \
@@ -62,7 +69,8 @@ RandomizedDelaySec=600
 WantedBy=timers.target
 UNIT
 
-# 4. Credentials for pulling the agent image from the operator's registry.
+# 4. Credentials for pulling the agent image from the operator's registry (the docker plugin's
+#    auth config below; jobs' own images are pulled with their `auth`, as CircleCI does).
 install -d -m 0700 /etc/nomad.d
 @@REGISTRY_AUTH@@
 
@@ -123,8 +131,11 @@ tls {
 plugin "docker" {
   config {
     allow_privileged = false
+    # Host volumes: the agent of a `docker` job gets this client's Docker socket bind-mounted, and
+    # starts the job's containers beside its own (never mounting anything into them). Only Gyre's
+    # scheduler may submit jobs (ACLs on), so no one else can ask for a host path.
     volumes {
-      enabled = false
+      enabled = true
     }
     gc {
       image       = true

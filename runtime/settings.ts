@@ -81,6 +81,12 @@ export interface Settings {
   readonly agentImage: string;
   /** GYRE_NOMAD_JOB_TEMPLATE: a JSON file with the Nomad job every task's job starts from, parsed. */
   readonly nomadJobTemplate?: Record<string, unknown>;
+  /**
+   * GYRE_NOMAD_DOCKER_SOCKET: the Docker Engine socket on the Nomad clients, mounted into the agent
+   * of each `docker` job so it runs the job's images there; `none`: `docker` jobs run in the
+   * agent's container as shell jobs. @default /var/run/docker.sock
+   */
+  readonly nomadEngineSocket?: string;
   /** GYRE_URL: the address agents started by Nomad call back to (GYRE_PUBLIC_URL wins when set). */
   readonly agentCallbackUrl?: string;
   /** GYRE_LOG_LEVEL: info, warn, error or silent. */
@@ -309,6 +315,11 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
       throw new ConfigurationError('GYRE_NOMAD_JOB_TEMPLATE', `cannot read a JSON job from ${env.GYRE_NOMAD_JOB_TEMPLATE}: ${(error as Error).message}`);
     }
   }
+  const engineSocketSetting = env.GYRE_NOMAD_DOCKER_SOCKET || '/var/run/docker.sock';
+  if (engineSocketSetting !== 'none' && !/^\/[^\s]*$/.test(engineSocketSetting)) {
+    throw new ConfigurationError('GYRE_NOMAD_DOCKER_SOCKET', `'${engineSocketSetting}' must be an absolute path on the Nomad clients, or none`);
+  }
+  const nomadEngineSocket = engineSocketSetting === 'none' ? undefined : engineSocketSetting;
   const agentCallbackUrl = publicUrl ?? (env.GYRE_URL || undefined);
   if (agentCallbackUrl && !/^https?:\/\/[^\s/]+/.test(agentCallbackUrl)) throw new ConfigurationError('GYRE_URL', `'${agentCallbackUrl}' must be an http:// or https:// URL`);
   if (agentSecret !== undefined && agentSecret.length < 32) throw new ConfigurationError('GYRE_AGENT_SECRET', 'must be at least 32 characters');
@@ -342,6 +353,7 @@ export function readSettings(env: Env = process.env, uid: number | undefined = p
     nomad,
     agentImage: env.GYRE_AGENT_IMAGE || 'ghcr.io/gyre-ci/agent:0.1.0',
     nomadJobTemplate,
+    nomadEngineSocket,
     agentCallbackUrl,
     logLevel,
     blobs: blobSettings(env),

@@ -94,6 +94,7 @@ export class AwsInfraStack extends TerraformStack {
       sshRerunCidrs: env.access.sshRerunCidrs,
       blockedCidrs: env.nomad.blockedCidrs,
       registryAuth: clientRegistryAuth(this, env),
+      registryMirrors: env.nomad.registryMirrors,
     });
     // After joining through the load balancer, clients dial the servers' advertised pod addresses.
     cluster.allowPodPortFrom('NomadRpcFromClients', clients.securityGroupId, 4647, 'Nomad RPC from the Nomad clients to the server pods');

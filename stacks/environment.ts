@@ -199,6 +199,8 @@ export interface NomadDefinition {
   readonly blockedCidrs: string[];
   /** How clients authenticate to `registry` for the agent image. */
   readonly registryCredentials: RegistryCredentials;
+  /** Pull-through caches of Docker Hub (https:// URLs) the clients' engines pull job images through. */
+  readonly registryMirrors: string[];
 }
 
 export type DatabaseDefinition =
@@ -368,6 +370,10 @@ export function parseEnvironment(raw: unknown, file: string, defaultName = 'env'
     nomadVersion: r.matching(nomadRaw, 'version', 'nomad.version', /^\d+\.\d+\.\d+$/, 'a version such as 1.9.7', NOMAD_VERSION),
     blockedCidrs: r.cidrList(nomadRaw, 'blockedCidrs', 'nomad.blockedCidrs', []),
     registryCredentials: registryCredentials(r, nomadRaw, cloud, registry),
+    registryMirrors: r.stringList(nomadRaw, 'registryMirrors', 'nomad.registryMirrors', []).map((mirror, i) => {
+      if (!/^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/?$/.test(mirror)) throw new EnvironmentError(file, `nomad.registryMirrors[${i}]`, `(${JSON.stringify(mirror)}) must be an https:// URL of a host with no path, e.g. https://hub-cache.example.com`);
+      return mirror;
+    }),
   };
 
   const osRaw = r.object(root.objectStore ?? {}, 'objectStore');

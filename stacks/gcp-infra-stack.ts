@@ -102,6 +102,7 @@ export class GcpInfraStack extends TerraformStack {
       sshRerunCidrs: env.access.sshRerunCidrs,
       blockedCidrs: env.nomad.blockedCidrs,
       registryAuth: clientRegistryAuth(this, env),
+      registryMirrors: env.nomad.registryMirrors,
     });
     // After joining through the load balancer, clients dial the servers' advertised pod addresses
     // (alias ranges on the nodes).

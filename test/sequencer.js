@@ -12,9 +12,9 @@ const durations = require('./durations.json');
 
 /**
  * Files that wait for something .ci/run makes in the background while the tests run (the runtime
- * image): they go last, when it is long done.
+ * image, which the Docker-jobs-on-Nomad test runs as its agent): they go last, when it is long done.
  */
-const LAST = ['test/images/runtime-image.test.ts'];
+const LAST = ['test/images/runtime-image.test.ts', 'test/execution/nomad-docker.test.ts'];
 
 class LongestFirst extends TestSequencer {
   sort(tests) {

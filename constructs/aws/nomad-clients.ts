@@ -90,6 +90,7 @@ export class AwsNomadClients extends Construct {
       // The VPC resolver (base+2) sits inside the VPC range builds are usually blocked from.
       dnsResolvers: [cidrHost(props.vpcCidr, 2), AWS_LINK_LOCAL_RESOLVER],
       registryAuth: props.registryAuth,
+      registryMirrors: props.registryMirrors,
       drainDeadlineMinutes,
       region: props.tls.region,
     });

@@ -107,6 +107,7 @@ export class GcpNomadClients extends Construct {
           // GCE's resolver is the metadata address itself: DNS only, the rest of it stays blocked.
           dnsResolvers: [METADATA_ADDRESS],
           registryAuth: props.registryAuth,
+          registryMirrors: props.registryMirrors,
           drainDeadlineMinutes: props.drainDeadlineMinutes,
           region: props.tls.region,
         }),

@@ -339,8 +339,18 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
 }
 
 /** This process as a container owner: `host/pid/start`. */
-export function containerOwner(): string {
-  return `${hostname()}/${processOwner().replace(' ', '/')}`;
+export function containerOwner(env: Readonly<Record<string, string | undefined>> = process.env): string {
+  return `${ownerHost(env)}/${processOwner().replace(' ', '/')}`;
+}
+
+/**
+ * The "host" part of an owner: the host name, or in a Nomad allocation its id. Agents of different
+ * allocations on one client share its engine, and may share its host name (network_mode "host")
+ * but not their pid namespaces: none can tell whether another's process lives, so none takes
+ * another's containers for orphans.
+ */
+function ownerHost(env: Readonly<Record<string, string | undefined>>): string {
+  return env.NOMAD_ALLOC_ID ? `nomad-alloc-${env.NOMAD_ALLOC_ID}` : hostname();
 }
 
 /**
@@ -351,7 +361,7 @@ export function containerOwner(): string {
  */
 export async function removeOrphanedContainers(socketPath: string, log: Logger): Promise<number> {
   const engine = createDockerEngine(socketPath);
-  const host = hostname();
+  const host = ownerHost(process.env);
   const orphaned = (labels: Record<string, string> | undefined) => {
     const owner = labels?.[OWNER_LABEL];
     if (!owner) return false;

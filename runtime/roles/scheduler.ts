@@ -50,6 +50,7 @@ export const schedulerRole: Role = {
           gyreUrl: settings.agentCallbackUrl ?? core.webUrl(),
           agentImage: settings.agentImage,
           jobTemplate: settings.nomadJobTemplate,
+          engineSocket: settings.nomadEngineSocket,
         });
         await nomad.start();
         drivers.push(nomad);

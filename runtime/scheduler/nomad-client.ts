@@ -30,7 +30,14 @@ export interface NomadAllocation {
   readonly ClientStatus: string;
   readonly DesiredStatus: string;
   readonly ModifyIndex: number;
-  readonly TaskStates?: Record<string, { State: string; Failed: boolean }> | null;
+  readonly TaskStates?: Record<string, NomadTaskState> | null;
+}
+
+/** A task's state in an allocation, with the events that say why it failed (TaskState, TaskEvent). */
+export interface NomadTaskState {
+  readonly State: string;
+  readonly Failed: boolean;
+  readonly Events?: readonly { readonly Type: string; readonly DisplayMessage?: string; readonly ValidationError?: string; readonly DriverError?: string }[] | null;
 }
 
 /** The few Nomad HTTP API calls the driver uses. */

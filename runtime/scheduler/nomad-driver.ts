@@ -35,6 +35,12 @@ export interface NomadDriverOptions {
   readonly pollMs?: number;
   /** Blocking-query wait for allocation changes, in seconds. @default 5 */
   readonly watchWaitSeconds?: number;
+  /**
+   * GYRE_NOMAD_DOCKER_SOCKET: the container engine's socket on the Nomad clients, bind-mounted into
+   * the agent of every `docker` job so that it runs the job's images beside itself on the client's
+   * engine. @default - none: `docker` jobs run in the agent's own container, as a shell job
+   */
+  readonly engineSocket?: string;
 }
 
 export const nomadJobId = (taskId: string, attempt: number) => `gyre-task-${taskId}-${attempt}`;
@@ -58,8 +64,17 @@ export function defaultJobTemplate(): Record<string, unknown> {
   };
 }
 
-/** Fills the template for one task: ids, agent image and arguments, environment, resources, constraint. */
-export function buildNomadJob(template: Record<string, unknown>, input: { claimed: ClaimedTask; token: string; gyreUrl: string; agentImage: string; resourceClass: ResourceClass }): Record<string, any> {
+/** Where the agent finds the client's engine socket inside its container. */
+export const AGENT_ENGINE_SOCKET = '/var/run/docker.sock';
+
+/**
+ * Fills the template for one task: ids, agent image and arguments, environment, resources,
+ * constraint; and for a `docker` job with `engineSocket` set, the client's engine.
+ */
+export function buildNomadJob(
+  template: Record<string, unknown>,
+  input: { claimed: ClaimedTask; token: string; gyreUrl: string; agentImage: string; resourceClass: ResourceClass; engineSocket?: string },
+): Record<string, any> {
   const job = structuredClone((template.Job ?? template) as Record<string, any>);
   const { claimed, resourceClass } = input;
   const id = nomadJobId(claimed.lease.taskId, claimed.lease.attempt);
@@ -79,7 +94,26 @@ export function buildNomadJob(template: Record<string, unknown>, input: { claime
   task.Config = { ...(task.Config ?? {}), image: input.agentImage, args: ['agent'] };
   task.Env = { ...(task.Env ?? {}), GYRE_URL: input.gyreUrl, GYRE_TASK_TOKEN: input.token };
   task.Resources = { ...(task.Resources ?? {}), CPU: Math.round(resourceClass.cpu * 1000), MemoryMB: resourceClass.memoryMb };
+  if (input.engineSocket && claimed.task.spec.executor.kind === 'docker') {
+    // The agent starts the job's primary and service containers on the client's engine, as
+    // siblings of its own container (never inside it, and never with the socket: the executor
+    // mounts nothing into them); each gets the class's CPU and memory as its limits. The socket is
+    // root's, and whoever holds it is root on the client anyway, so the agent runs as root in its
+    // container; it runs no step of the job itself. Nomad's docker plugin must allow host volumes
+    // (`volumes { enabled = true }`, as the distribution's client bootstrap sets).
+    task.Config.mount = [...(task.Config.mount ?? []), { type: 'bind', source: input.engineSocket, target: AGENT_ENGINE_SOCKET, readonly: false }];
+    task.Env.GYRE_DOCKER_SOCKET = AGENT_ENGINE_SOCKET;
+    task.User = 'root';
+  }
   return job;
+}
+
+/** Why an allocation ended, from its task's last event (a validation error, a pull failure), or ''. */
+export function allocationFailure(alloc: NomadAllocation): string {
+  const events = Object.values(alloc.TaskStates ?? {}).flatMap((state) => state.Events ?? []);
+  const last = [...events].reverse().find((e) => e.DisplayMessage || e.ValidationError || e.DriverError);
+  if (!last) return '';
+  return `${last.Type}: ${last.DisplayMessage || last.ValidationError || last.DriverError}`;
 }
 
 const FINISHED = new Set(['complete', 'failed', 'lost']);
@@ -127,7 +161,8 @@ export function createNomadDriver(options: NomadDriverOptions): Driver {
         // The allocation ended but the agent never completed the task: end this attempt now
         // instead of waiting out the lease, so it is retried (or fails) promptly.
         log.warn('Nomad allocation ended before the agent reported', { jobId, status: alloc.ClientStatus });
-        await dispatcher.releaseLease(claimed.lease, `Nomad allocation ${alloc.ID} ended ${alloc.ClientStatus} before the agent reported`).catch(() => undefined);
+        const why = allocationFailure(alloc);
+        await dispatcher.releaseLease(claimed.lease, `Nomad allocation ${alloc.ID} ended ${alloc.ClientStatus} before the agent reported${why ? ` (${why})` : ''}`).catch(() => undefined);
         await nomad.deregisterJob(jobId, true).catch(() => undefined);
         return;
       }
@@ -137,7 +172,7 @@ export function createNomadDriver(options: NomadDriverOptions): Driver {
 
   async function submit(claimed: ClaimedTask, resourceClass: ResourceClass): Promise<void> {
     const token = options.tokens.mint(claimed.lease);
-    const job = buildNomadJob(template, { claimed, token, gyreUrl: options.gyreUrl, agentImage: options.agentImage, resourceClass });
+    const job = buildNomadJob(template, { claimed, token, gyreUrl: options.gyreUrl, agentImage: options.agentImage, resourceClass, engineSocket: options.engineSocket });
     let stopped = false;
     const entry = { claimed, jobId: job.ID as string, stop: () => (stopped = true) };
     inFlight.set(claimed.lease.taskId, entry);

@@ -336,6 +336,34 @@ describe('AwsNomadClients', () => {
     expect(synth()).not.toHaveResourceWithProperties(IamRolePolicyAttachment, { policy_arn: 'arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly' });
   });
 
+  test('the engine pulls Docker Hub images through the pull-through cache, and the docker plugin lets the agent mount the engine socket', () => {
+    const out = Testing.synthScope((scope) => {
+      new AwsNomadClients(scope, 'Clients', {
+        name: 'gyre-t-nomad', vpcId: 'vpc-1', vpcCidr: '10.20.0.0/16', subnetIds: ['a', 'b'], tls: new NomadTls(scope, 'Tls'),
+        serverAddress: 'g:4647', packageMirror: 'https://m', nomadVersion: '1.9.7', registryMirrors: ['https://hub-cache.example.com'],
+        registryAuth: { kind: 'docker-config', configJson: '{"auths":{"registry.example.com":{"auth":"dTpw"}}}' },
+      });
+    });
+    const script: string = Object.values(parse(out).locals ?? {})[0];
+    // daemon.json is written before Docker is installed, so the engine starts with it.
+    const daemon = /cat > \/etc\/docker\/daemon.json <<'JSON'\n([\s\S]*?)\nJSON\n/.exec(script);
+    expect(JSON.parse(daemon![1])).toMatchObject({ 'registry-mirrors': ['https://hub-cache.example.com'] });
+    expect(script.indexOf('/etc/docker/daemon.json')).toBeLessThan(script.indexOf('apt-get install'));
+    expect(script).toMatch(/plugin "docker" \{\n\s+config \{[\s\S]*volumes \{\n\s+enabled = true\n\s+\}[\s\S]*auth \{\n\s+config = "\/etc\/nomad.d\/docker-auth.json"/);
+    expect(script).toContain('allow_privileged = false');
+    expect(script).toContain('{"auths":{"registry.example.com":{"auth":"dTpw"}}}');
+    // Without a cache, Docker Hub is pulled from directly.
+    const plain: string = Object.values(parse(synth()).locals ?? {})[0];
+    expect(JSON.parse(/cat > \/etc\/docker\/daemon.json <<'JSON'\n([\s\S]*?)\nJSON\n/.exec(plain)![1])).not.toHaveProperty('registry-mirrors');
+  });
+
+  test('rejects a registry mirror Docker would not take', () => {
+    expect(() => Testing.synthScope((s) => new AwsNomadClients(s, 'C', {
+      name: 'x', vpcId: 'v', vpcCidr: '10.0.0.0/16', subnetIds: [], tls: new NomadTls(s, 'T'), serverAddress: 'a:4647',
+      packageMirror: 'https://m', nomadVersion: '1.9.7', registryMirrors: ['http://hub-cache.example.com'],
+    }))).toThrow('registryMirrors[0] (http://hub-cache.example.com) must be an https:// URL of a host with no path');
+  });
+
   test('the group is sized from the props and its desired count is left to the autoscaler', () => {
     expect(synth()).toHaveResourceWithProperties(AutoscalingGroup, {
       min_size: 2, max_size: 8, lifecycle: expect.objectContaining({ ignore_changes: ['desired_capacity'] }),

@@ -80,6 +80,9 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
     const task = job.TaskGroups[0].Tasks[0];
     expect(task).toMatchObject({ Driver: 'docker', Config: { image: 'registry.local/gyre/agent:test', args: ['agent'] }, Resources: { CPU: 2000, MemoryMB: 4096 } });
     expect(task.Env).toEqual({ GYRE_URL: g.url, GYRE_TASK_TOKEN: expect.stringMatching(/^gyre-task\./) });
+    // A `machine` job's agent gets no container engine: no socket mounted, not root.
+    expect(task.Config.mount).toBeUndefined();
+    expect(task.User).toBeUndefined();
     expect(nomad.requests.every((r) => r.token === 'nomad-acl-secret')).toBe(true);
     expect(nomad.requests.some((r) => /\/allocations\?index=\d+&wait=5s/.test(r.path))).toBe(true);
     // After the agent reported, the job is purged.

@@ -34,6 +34,7 @@ describe('environment definitions', () => {
     ['kubernetes.version', (d: any) => { d.kubernetes.version = 1.3; }, /kubernetes.version \(1.3\) must be a non-empty string/],
     ['nomad.clients.max', (d: any) => { d.nomad.clients = { min: 5, max: 2 }; }, /nomad.clients.max \(2\) must be at least nomad.clients.min \(5\)/],
     ['nomad.packageMirror', (d: any) => { d.nomad.packageMirror = 'ftp://x'; }, /nomad.packageMirror \("ftp:\/\/x"\) must be an http\(s\) URL/],
+    ['nomad.registryMirrors', (d: any) => { d.nomad.registryMirrors = ['https://hub-cache.example.com/v2']; }, /nomad.registryMirrors\[0\] \("https:\/\/hub-cache.example.com\/v2"\) must be an https:\/\/ URL of a host with no path/],
     ['access.uiCidrs', (d: any) => { d.access.uiCidrs = ['10.0.0.0/33']; }, /access.uiCidrs\[0\] \("10.0.0.0\/33"\) must be an IPv4 CIDR/],
     ['database.mode', (d: any) => { d.database = { mode: 'sqlite' }; }, /database.mode \("sqlite"\) must be one of: managed, external/],
     ['registry', (d: any) => { d.registry = 'https://registry.example.com'; }, /registry \("https:\/\/registry.example.com"\) must be a registry host/],
