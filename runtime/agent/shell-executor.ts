@@ -37,8 +37,11 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
   return {
     jobDir: {
       path: jobDirPath,
-      // Written as the build (its own identity, in its own box), so the build may use and change it.
+      // Written before anything of the build has run, by the agent itself and handed to the build
+      // (no helper process: most of a task's start-up otherwise); else as the build, through the
+      // helper. Either way the build owns it, and may use and change it.
       install: async (files) => {
+        if (await box.seed(JOB_DIR, files)) return;
         await box.extract(jobDirPath, jobFilesTar(files));
       },
       // Every kind of box keeps the task's home at taskDir on this host; a stat, not a process.

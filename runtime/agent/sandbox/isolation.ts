@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { chmod, chown, lchown, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, posix, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigurationError } from '../../domain/errors';
 import { archiveLocal, extractLocal } from '../file-transfer';
@@ -81,10 +81,26 @@ export interface BuildBox {
   spawn(cwd: string, command: readonly string[], env: Readonly<Record<string, string>>): ChildProcess;
   archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
   extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }): Promise<{ entries: number; bytes: number }>;
+  /**
+   * Writes Gyre's own files (the job directory) into a new directory `dir` of the home, given
+   * relative to it, with the agent's own file calls and then hands them to the build's identity:
+   * no helper process. Only while nothing has run in the box yet (no command, no file step): the
+   * home is then as the agent made it, so there is no link or file of the build's to be fooled by.
+   * False once something has run, or when `dir` exists: the caller writes them as the build
+   * (`extract`).
+   */
+  seed(dir: string, files: readonly SeedFile[]): Promise<boolean>;
   /** Kills every process the task started (and, for a uid, everything of that uid). */
   killAll(): Promise<void>;
   /** Kills everything, removes the task's directories and gives the identity back. */
   close(): Promise<void>;
+}
+
+/** A file `seed` writes: a path relative to the new directory (no `..`), its mode and content. */
+export interface SeedFile {
+  readonly path: string;
+  readonly mode: number;
+  readonly content: Uint8Array;
 }
 
 export interface Isolation {
@@ -392,6 +408,7 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         extract: (dest, tar, limits) => extractAs(helper, { uid, dest, maxBytes: limits?.maxBytes }, tar),
         scriptMode: 0o640,
         scriptGroup: uid,
+        buildUid: uid,
         // Swept and emptied: the uid waits, locked, for the slot's next task.
         release: async () => {
           if (!closing && keeper.alive()) {
@@ -457,6 +474,8 @@ interface ShellBoxParts {
   readonly extract: BuildBox['extract'];
   readonly scriptMode: number;
   readonly scriptGroup?: number;
+  /** The uid (and group) the build runs as, when it is not this process's: what `seed` hands files to. */
+  readonly buildUid?: number;
   /** Once the task is swept and its directories removed: gives the identity back. @default closes the keeper */
   readonly release?: () => Promise<void>;
 }
@@ -465,6 +484,14 @@ function shellBox(parts: ShellBoxParts): BuildBox {
   const groups = new Set<number>();
   let scripts = 0;
   let closed = false;
+  /** Whether anything has run in the box as the build (a command, a file helper): `seed` is over then. */
+  let ran = false;
+  const asBuild =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    (...args: A): R => {
+      ran = true;
+      return fn(...args);
+    };
   const killGroups = () => {
     for (const pgid of groups) {
       try {
@@ -490,6 +517,7 @@ function shellBox(parts: ShellBoxParts): BuildBox {
     },
     spawn(cwd, command, env) {
       if (closed) throw new Error('the task has ended');
+      ran = true;
       const child = parts.spawnIn(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...command], env);
       if (child.pid !== undefined) {
         groups.add(child.pid);
@@ -497,8 +525,37 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       }
       return child;
     },
-    archive: parts.archive,
-    extract: parts.extract,
+    archive: asBuild(parts.archive),
+    extract: asBuild(parts.extract),
+    async seed(dir, files) {
+      if (ran || closed) return false;
+      const base = join(parts.removes ?? parts.home, dir);
+      if (!isSeedPath(dir) || files.some((f) => !isSeedPath(f.path))) throw new Error(`seed: '${dir}' or one of its files is not a plain relative path`);
+      try {
+        await mkdir(base, { mode: 0o755 });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw error;
+      }
+      const made = [base];
+      const dirs = [...new Set(files.map((f) => posix.dirname(f.path)).filter((d) => d !== '.'))].sort();
+      for (const d of dirs) {
+        await mkdir(join(base, d), { mode: 0o755 });
+        made.push(join(base, d));
+      }
+      for (const file of files) {
+        const path = join(base, file.path);
+        await writeFile(path, file.content, { mode: file.mode, flag: 'wx' });
+        made.push(path);
+      }
+      // Modes again (the server's umask, 077, cuts what mkdir and writeFile set), then the owner.
+      for (const path of made) {
+        const file = files.find((f) => join(base, f.path) === path);
+        await chmod(path, file ? file.mode : 0o755);
+        if (parts.buildUid !== undefined) await lchown(path, parts.buildUid, parts.buildUid);
+      }
+      return true;
+    },
     async killAll() {
       killGroups();
       await parts.keeper?.sweep();
@@ -518,4 +575,9 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       }
     },
   };
+}
+
+/** A relative path of plain names: no `..`, `.`, empty or absolute segments. */
+function isSeedPath(path: string): boolean {
+  return path.length > 0 && !path.startsWith('/') && path.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
 }

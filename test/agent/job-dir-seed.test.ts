@@ -1,0 +1,90 @@
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { detectIsolation, type BuildBox, type Isolation } from '../../runtime/agent/sandbox/isolation';
+import { jobFiles, jobFilesTar } from '../../runtime/agent/job-tools/job-dir';
+import { createShellExecutor } from '../../runtime/agent/shell-executor';
+
+/**
+ * The job directory (the in-job `circleci` command, test timings) is written by the agent itself
+ * before anything of the build has run, and handed to the build's uid: no helper process per task.
+ * What a user would notice if that were wrong: a job that cannot run `circleci` or leave the halt
+ * marker, or (the attack) a build that gets the agent to write as root through a link it planted.
+ */
+const root = process.getuid?.() === 0;
+(root ? describe : describe.skip)('the job directory written before the build runs (build uids, as root)', () => {
+  let workRoot: string;
+  let isolation: Isolation;
+  beforeAll(() => {
+    workRoot = mkdtempSync(join(tmpdir(), 'gyre-seed-work-'));
+    chmodSync(workRoot, 0o711);
+    isolation = detectIsolation({ mode: 'sandbox', buildUids: { first: 912200, last: 912203 } });
+  });
+  afterAll(async () => {
+    await isolation?.close();
+    rmSync(workRoot, { recursive: true, force: true });
+  });
+
+  const run = async (box: BuildBox, script: string) => {
+    const child = box.spawn(box.home, ['/bin/sh', '-c', script], { PATH: '/usr/bin:/bin', HOME: box.home });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    return { code, out };
+  };
+
+  it('belongs to the build: it runs circleci from it and leaves the halt marker in it', async () => {
+    const taskDir = join(workRoot, 'task-a');
+    const executor = await createShellExecutor({ taskDir, isolation });
+    try {
+      await executor.jobDir!.install(jobFiles([{ file: 'a.test.js', classname: 'a', name: 'adds', seconds: 1.5 }]));
+      const dir = join(taskDir, '.gyre-job');
+      const uid = statSync(taskDir).uid;
+      expect(uid).toBeGreaterThanOrEqual(912200);
+      for (const path of [dir, join(dir, 'bin'), join(dir, 'bin', 'circleci'), join(dir, 'timings')]) expect(lstatSync(path).uid).toBe(uid);
+      expect(statSync(join(dir, 'bin', 'circleci')).mode & 0o777).toBe(0o755);
+      expect(statSync(join(dir, 'timings')).mode & 0o777).toBe(0o644);
+      const made = executor.start(
+        { script: 'id -u; printf "a.test.js\\nb.test.js\\n" | ~/.gyre-job/bin/circleci tests split --split-by=name --total=2 --index=0; touch ~/.gyre-job/halt && echo halted', shell: '/bin/sh -e', env: { PATH: '/usr/bin:/bin', HOME: taskDir }, cwd: '~' },
+        () => undefined,
+        new AbortController().signal,
+      );
+      const result = await made.done;
+      expect(result.exitCode).toBe(0);
+      expect(await executor.jobDir!.has('halt')).toBe(true);
+    } finally {
+      await executor.cleanup();
+    }
+  });
+
+  it('once the build has run, the agent no longer writes there itself: a planted link leads nowhere', async () => {
+    const taskDir = join(workRoot, 'task-b');
+    const rootOnly = mkdtempSync(join(tmpdir(), 'gyre-root-only-'));
+    const box = await isolation.openBox(taskDir);
+    try {
+      // The build plants the job directory's name as a link to a directory only root may write.
+      expect((await run(box, `ln -s ${rootOnly} .gyre-job`)).code).toBe(0);
+      expect(await box.seed('.gyre-job', jobFiles([]))).toBe(false);
+      // What the executor does then: writes as the build, which may not write there.
+      await expect(box.extract(join(box.home, '.gyre-job'), jobFilesTar(jobFiles([])))).rejects.toThrow(/EACCES|permission denied/i);
+      expect(readdirSync(rootOnly)).toEqual([]);
+      // And a path that climbs out is refused outright.
+      await expect(box.seed('../x', [])).resolves.toBe(false);
+    } finally {
+      await box.close();
+      rmSync(rootOnly, { recursive: true, force: true });
+    }
+  });
+
+  it('is not written over a directory that is already there', async () => {
+    const taskDir = join(workRoot, 'task-c');
+    const box = await isolation.openBox(taskDir);
+    try {
+      await expect(box.seed('../x', [])).rejects.toThrow(/not a plain relative path/);
+      expect(await box.seed('.gyre-job', jobFiles([]))).toBe(true);
+      expect(await box.seed('.gyre-job', jobFiles([]))).toBe(false);
+    } finally {
+      await box.close();
+    }
+  });
+});
