@@ -1,7 +1,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
-import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeEngineCertificates } from '../../runtime/agent/remote-docker/certificates';
 import { createPodmanRemoteDocker } from '../../runtime/agent/remote-docker/podman-provider';
@@ -22,18 +23,39 @@ const withPodman = why ? describe.skip : describe;
 const log = createLogger({ level: 'silent' });
 
 /** An Engine API call over the engine's TLS port, with (or without) a client certificate. */
-function callEngine(host: string, path: string, tls: { ca: string; cert?: string; key?: string }): Promise<{ status: number; body: string }> {
+function callEngine(host: string, path: string, tls: { ca: string; cert?: string; key?: string }, method = 'GET', body?: unknown): Promise<{ status: number; body: string }> {
   const url = new URL(host.replace(/^tcp:/, 'https:'));
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: Number(url.port), path, ca: tls.ca, cert: tls.cert, key: tls.key, timeout: 5000 }, (res) => {
+    const req = request({ host: url.hostname, port: Number(url.port), path, method, ca: tls.ca, cert: tls.cert, key: tls.key, timeout: 30_000, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.end();
+    req.end(body ? JSON.stringify(body) : undefined);
   });
+}
+
+type Engine = Awaited<ReturnType<ReturnType<typeof createPodmanRemoteDocker>['provision']>>;
+const tlsOf = (engine: Engine) => ({ ca: engine.clientTls['ca.pem'], cert: engine.clientTls['cert.pem'], key: engine.clientTls['key.pem'] });
+
+/** Starts a busybox container in the engine, as `docker run -d` does; returns its id and address. */
+async function startIn(engine: Engine, script: string): Promise<{ id: string; ip: string }> {
+  const created = await callEngine(engine.host, '/v1.41/containers/create', tlsOf(engine), 'POST', { Image: BUSYBOX_IMAGE, Cmd: ['sh', '-c', script], Tty: true });
+  const { Id: id } = JSON.parse(created.body);
+  expect((await callEngine(engine.host, `/v1.41/containers/${id}/start`, tlsOf(engine), 'POST')).status).toBe(204);
+  const inspect = JSON.parse((await callEngine(engine.host, `/v1.41/containers/${id}/json`, tlsOf(engine))).body);
+  return { id, ip: inspect.NetworkSettings.IPAddress };
+}
+
+/** `docker run --rm` of a busybox script in the engine: its output (a terminal's) and exit status. */
+async function runIn(engine: Engine, script: string): Promise<{ status: number; output: string }> {
+  const { id } = await startIn(engine, script);
+  const { StatusCode } = JSON.parse((await callEngine(engine.host, `/v1.41/containers/${id}/wait`, tlsOf(engine), 'POST')).body);
+  const output = (await callEngine(engine.host, `/v1.41/containers/${id}/logs?stdout=1&stderr=1`, tlsOf(engine))).body;
+  await callEngine(engine.host, `/v1.41/containers/${id}?force=1`, tlsOf(engine), 'DELETE');
+  return { status: StatusCode, output };
 }
 
 describe('setup_remote_docker without a provider', () => {
@@ -74,6 +96,42 @@ withPodman('the local Podman remote Docker provider', () => {
     expect(readdirSync(join(state, 'engines'))).toEqual([]);
     expect(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })).not.toContain(join(state, 'engines', dirs[0]));
   }, 30_000);
+
+  it('fences each engine: its containers reach its own, not another engine\'s, and together stay within the resource class', async () => {
+    const provider = createPodmanRemoteDocker({ stateDir: state, log, preloadImages: [BUSYBOX_IMAGE], pidsLimit: 200 });
+    const request = { projectSlug: 'gh/acme/fence', dockerLayerCaching: true, reachableAt: '127.0.0.1', resources: { cpu: 1, memoryMb: 256 } };
+    // Two jobs of one project at once, both with layer caching.
+    const [a, b] = await Promise.all([provider.provision({ ...request, taskId: 'fence-a' }), provider.provision({ ...request, taskId: 'fence-b' })]);
+    // A TCP server of this host, on an address that is not loopback: the way out of an engine.
+    const hostIp = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal && !i.address.startsWith('10.88.'))!.address;
+    const hostServer = createServer((socket) => socket.end('host-answers\n'));
+    await new Promise<void>((resolve) => hostServer.listen(0, '0.0.0.0', resolve));
+    const ids: string[] = [];
+    try {
+      // Each got a cache of its own, never one both write to.
+      ids.push(...readdirSync(join(state, 'engines')));
+      const roots = ids.map((id) => readFileSync(join(state, 'engines', id, 'root-path'), 'utf8'));
+      expect(new Set(roots).size).toBe(2);
+      expect([a.summary, b.summary].join('\n')).toMatch(/new layer cache[^]*new layer cache/);
+      const serverA = await startIn(a, 'echo from-engine-a > /tmp/who; httpd -f -p 8081 -h /tmp');
+      const serverB = await startIn(b, 'echo from-engine-b > /tmp/who; httpd -f -p 8080 -h /tmp');
+      const get = (from: Engine, ip: string, port: number) => runIn(from, `printf 'GET /who HTTP/1.0\\r\\n\\r\\n' | nc -w 1 ${ip} ${port} | tail -1`);
+      expect((await get(b, serverB.ip, 8080)).output).toMatch(/from-engine-b/);
+      expect((await get(b, serverA.ip, 8081)).output).not.toMatch(/from-engine-a/);
+      expect((await runIn(a, `nc -w 1 ${hostIp} ${(hostServer.address() as { port: number }).port}`)).output).toMatch(/host-answers/);
+      // 256 MiB for the engine and its containers: a container that takes 400 MB is killed (its own limit is none).
+      expect(await runIn(a, 'dd if=/dev/zero of=/dev/null bs=400M count=1 2>/dev/null; echo status=$?')).toMatchObject({ output: expect.stringMatching(/status=137/) });
+      // 200 processes for the engine: a fork bomb's 300 stop short, while the other engine's are not counted.
+      expect((await runIn(a, 'for i in $(seq 300); do sleep 1 & done 2>&1 | tail -1; wait')).output).toMatch(/can't fork/);
+      expect((await runIn(b, 'for i in $(seq 150); do sleep 1 & done; wait; echo all-forked')).output).toMatch(/all-forked/);
+    } finally {
+      hostServer.close();
+      await Promise.all([a.teardown(), b.teardown()]);
+    }
+    // Nothing of the fences is left: no namespace, no link, no cgroup.
+    const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    expect(ids.map((id) => ({ netns: netns.includes(`gyre-rd-${id}`), cgroup: existsSync(`/sys/fs/cgroup/pids/gyre-rd/${id}`) }))).toEqual(ids.map(() => ({ netns: false, cgroup: false })));
+  }, 90_000);
 
   describe('a docker job that builds and runs an image, through a runner', () => {
     let g: TestGyre;
@@ -144,5 +202,39 @@ workflows:
       while (Date.now() < deadline && (left().dirs.length > 0 || left().service)) await new Promise((r) => setTimeout(r, 200));
       expect(left()).toEqual({ dirs: [], service: false });
     }, 90_000);
+
+    it('docker_layer_caching: the project\'s next job builds from the cache; another project\'s job sees none of it', async () => {
+      // A RUN whose output differs on every real run: the same marker twice means the layer was reused.
+      const job = (extra = '') => `
+    resource_class: acme/docker
+    docker:
+      - image: ${CLI_IMAGE}
+    steps:
+      - run: printf 'FROM ${BUSYBOX_IMAGE}\\nRUN head -c 8 /dev/urandom | od -An -tx1 | tr -d " " > /marker\\nCMD ["cat", "/marker"]\\n' > Dockerfile
+      - setup_remote_docker:
+          docker_layer_caching: true
+      - run: |${extra}
+          docker build -t localhost/dlc:1 . > build.log 2>&1 || cat build.log
+          grep -o 'Using cache' build.log | head -1 || true
+          docker run --rm localhost/dlc:1`;
+      const config = (jobs: string, workflow: string) => `version: 2.1\njobs:${jobs}\nworkflows:\n  w:\n    jobs: ${workflow}\n`;
+      await g.addProject('acme/dlc', { '.circleci/config.yml': config(`\n  first:${job()}\n  second:${job()}`, '[first, {second: {requires: [first]}}]') });
+      await g.addProject('acme/other', { '.circleci/config.yml': config(`\n  peek:${job(`\n          docker images --format '{{.Repository}}' | sort | tr '\\n' ' '; echo`)}`, '[peek]') });
+      const outputOf = async (slug: string, job: any) => (await fetch(`${g.url}/api/v2/project/gh/${slug}/job/${job.job_number}/output?node_index=0&step=2`, { headers: { 'Circle-Token': g.token } })).text();
+      const dlc = await g.waitForPipeline((await g.trigger('acme/dlc')).id, 90_000);
+      const other = await g.waitForPipeline((await g.trigger('acme/other')).id, 60_000);
+      const [first, second, peek] = [await outputOf('acme/dlc', dlc.jobs.first), await outputOf('acme/dlc', dlc.jobs.second), await outputOf('acme/other', other.jobs.peek)];
+      if (dlc.jobs.second.status !== 'success') console.log(await Promise.all([0, 1, 2].map((step) => fetch(`${g.url}/api/v2/project/gh/acme/dlc/job/${dlc.jobs.second.job_number}/output?node_index=0&step=${step}`, { headers: { 'Circle-Token': g.token } }).then((r) => r.text()))), first);
+      expect([dlc.jobs.first.status, dlc.jobs.second.status, other.jobs.peek.status]).toEqual(['success', 'success', 'success']);
+      const marker = /^[0-9a-f]{16}$/m;
+      expect(first).toMatch(marker);
+      expect(first).not.toMatch(/Using cache/);
+      // The second job's build reused the first's layer: same marker, and the builder says so.
+      expect(second).toBe(`Using cache\n${first.match(marker)![0]}\n`);
+      // Another project's engine has only the preloaded base image: neither the image nor a layer of acme/dlc (its build ran the RUN afresh).
+      expect(peek.split('\n')[0]).toBe(`${BUSYBOX_IMAGE.replace(/:.*/, '')} `);
+      expect(peek).not.toMatch(/Using cache/);
+      expect(peek.match(marker)![0]).not.toBe(first.match(marker)![0]);
+    }, 150_000);
   });
 });

@@ -5,9 +5,11 @@ import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { resourceSizeOf } from '../../domain/resource-sizes';
 import type { Logger } from '../../logger';
 import { ownerAlive, processOwner } from '../sandbox/owner';
 import { makeEngineCertificates } from './certificates';
+import { ensureHostRules, makeEngineFence, removeEngineFence, type EngineFence } from './engine-fence';
 import type { RemoteDockerEngine, RemoteDockerProvider, RemoteDockerRequest } from './provider';
 import { startTlsProxy } from './tls-proxy';
 
@@ -15,13 +17,18 @@ import { startTlsProxy } from './tls-proxy';
  * The local Podman provider: each job's engine is a `podman system service` of its own on this
  * host, with its own storage (`--root`, `--runroot`, `--tmpdir`, `--network-config-dir` under
  * `stateDir`), listening on a unix socket only Gyre uses; the job reaches it through a TLS proxy
- * (mutual TLS, a CA per engine) on the address the job sees this host at. Needs Podman and root
- * (as the Docker executor's rootful Podman does).
+ * (mutual TLS, a CA per engine) on the address the job sees this host at. The service runs in a
+ * fence of its own (engine-fence.ts): a network namespace, so its containers reach no other
+ * engine's nor the host engine's, and cgroups bounding it and all its containers by the job's
+ * resource class. Needs Podman, root, iptables and cgroup v1 (as the Docker executor's rootful
+ * Podman does).
  *
  * Layout under `stateDir`:
  * - `engines/<id>/`: one engine: `owner` (the agent process), `task`, `pid` (the service's), its
  *   storage `root/` (or, with layer caching, the path of the project's cache in `root-path`) and
- *   `networks/`; its run-time state and socket are in `<runDir>/<id>/`. Both removed when the job ends.
+ *   `networks/`; its run-time state and socket are in `<runDir>/<id>/` (with layer caching
+ *   `<runDir>/<cache name>/`, in `run-path`: Podman's database in the cache insists on the same
+ *   paths). Both removed when the job ends.
  * - `layers/<project hash>-<n>/`: a project's kept image storage (`docker_layer_caching: true`);
  *   `<n>.lock` holds the owner using it, so two jobs of a project never share one at once (the
  *   second gets the next `n`, cold, as on CircleCI).
@@ -46,6 +53,10 @@ export interface PodmanRemoteDockerOptions {
   readonly preloadImages?: readonly string[];
   /** Layer caches kept per project (concurrent jobs of a project beyond it run cold). @default 4 */
   readonly cachesPerProject?: number;
+  /** Processes (threads included) an engine and all its containers may hold at once. @default 4096 */
+  readonly pidsLimit?: number;
+  /** Addresses of the engines' links to the host, a /30 each (engine-fence.ts). @default 198.18.0.0/16 */
+  readonly uplinkRange?: string;
 }
 
 export function createPodmanRemoteDocker(options: PodmanRemoteDockerOptions): RemoteDockerProvider & { sweep(): Promise<number> } {
@@ -56,18 +67,20 @@ export function createPodmanRemoteDocker(options: PodmanRemoteDockerOptions): Re
   const owner = processOwner();
   const description = 'a Podman engine of its own on this host';
   const warn = (message: string, fields: Record<string, unknown>) => options.log?.warn(message, fields);
+  /** The host's firewall rules for the engines' links, made at the first engine. */
+  let hostRules: Promise<void> | undefined;
 
   /**
    * Podman's global flags for one engine's storage. Its run-time state is in `runDir`, a short
    * path (Podman refuses a runroot over 50 characters; a socket path has its own limit).
    */
-  const globals = (dir: string, runDir: string, root: string) => ['--root', root, '--runroot', join(runDir, 'run'), '--tmpdir', join(runDir, 'tmp'), '--network-config-dir', join(dir, 'networks'), '--events-backend', 'file'];
+  const globals = (dir: string, runDir: string, root: string) => ['--cgroup-manager', 'cgroupfs', '--root', root, '--runroot', join(runDir, 'run'), '--tmpdir', join(runDir, 'tmp'), '--network-config-dir', join(dir, 'networks'), '--events-backend', 'file'];
   /** The engine's run directory: under /run as root (tmpfs, gone at reboot), the temporary directory otherwise. */
   const runDirOf = (id: string) => join(runBase, id);
 
-  const run = (args: string[], timeoutMs = 60_000) =>
+  const run = (args: string[], timeoutMs = 60_000, file = podman) =>
     new Promise<{ code: number | null; output: string }>((resolve) => {
-      const child = spawn(podman, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+      const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
       let output = '';
       child.stdout.on('data', (d) => (output += d));
       child.stderr.on('data', (d) => (output += d));
@@ -115,14 +128,25 @@ export function createPodmanRemoteDocker(options: PodmanRemoteDockerOptions): Re
   /** Stops an engine's service and every container it started, and removes its storage (not a kept layer cache's images). */
   async function destroy(dir: string): Promise<void> {
     const pid = Number(await readFile(join(dir, 'pid'), 'utf8').catch(() => ''));
-    if (pid > 0 && isEngineProcess(pid, dir)) await stopProcess(pid);
     const cached = await readFile(join(dir, 'root-path'), 'utf8').catch(() => '');
     const root = cached || join(dir, 'root');
-    const runDir = runDirOf(basename(dir));
+    const runDir = (await readFile(join(dir, 'run-path'), 'utf8').catch(() => '')) || runDirOf(basename(dir));
     const flags = globals(dir, runDir, root);
-    // Containers outlive the service (conmon keeps them): they are removed through the storage.
-    await run([...flags, 'rm', '--all', '--force', '--time', '0']);
-    await run([...flags, 'pod', 'rm', '--all', '--force']);
+    // Containers outlive the service (conmon keeps them): they are removed through the storage,
+    // inside the engine's namespaces while it runs (their mounts and networks are there only).
+    const removeContainers = async (inEngine: boolean) => {
+      const wrap = (args: string[]) => (inEngine ? run(['-t', String(pid), '-m', '-n', podman, ...args], 60_000, 'nsenter') : run(args));
+      await wrap([...flags, 'rm', '--all', '--force', '--time', '0']);
+      await wrap([...flags, 'pod', 'rm', '--all', '--force']);
+    };
+    const alive = pid > 0 && isEngineProcess(pid, dir);
+    if (alive) {
+      await removeContainers(true);
+      await stopProcess(pid);
+    }
+    // Whatever is left in its cgroups is killed; its network namespace and cgroups go.
+    await removeEngineFence(basename(dir)).catch((error) => warn('a remote engine\'s namespace or cgroups could not be removed', { dir, error: (error as Error).message }));
+    if (!alive) await removeContainers(false);
     if (cached) {
       await run([...flags, 'volume', 'rm', '--all', '--force']);
       await rm(`${cached}.lock`, { force: true });
@@ -141,26 +165,39 @@ export function createPodmanRemoteDocker(options: PodmanRemoteDockerOptions): Re
       await mkdir(enginesDir, { recursive: true, mode: 0o700 });
       const id = randomBytes(6).toString('hex');
       const dir = join(enginesDir, id);
-      const runDir = runDirOf(id);
+      let runDir = runDirOf(id);
       await mkdir(dir, { mode: 0o700 });
-      await mkdir(runDir, { recursive: true, mode: 0o700 });
       await writeFile(join(dir, 'task'), req.taskId);
       await writeFile(join(dir, 'owner'), owner);
       let child: ChildProcess | undefined;
       let proxy: Awaited<ReturnType<typeof startTlsProxy>> | undefined;
       let cacheNote = 'no layer cache (docker_layer_caching is off)';
+      let fence: EngineFence | undefined;
       try {
+        hostRules ??= ensureHostRules(options.uplinkRange).catch((error) => {
+          hostRules = undefined;
+          throw new Error(`the host's firewall rules for remote engines could not be made (needs root and iptables): ${(error as Error).message}`);
+        });
+        await hostRules;
+        const size = req.resources ?? resourceSizeOf('medium');
+        fence = await makeEngineFence(id, { uplinkRange: options.uplinkRange, limits: { cpu: size.cpu, memoryMb: size.memoryMb, pids: options.pidsLimit ?? 4096 } });
         let root = join(dir, 'root');
         if (req.dockerLayerCaching) {
           const cache = await takeLayerCache(req.projectSlug);
           if (cache) {
             root = cache.root;
+            // Podman's database in the cache records its run-time paths: each job of the cache uses the same ones.
+            runDir = join(runBase, basename(cache.root));
+            await writeFile(join(dir, 'run-path'), runDir);
+            await rm(runDir, { recursive: true, force: true });
             await writeFile(join(dir, 'root-path'), cache.root);
             cacheNote = existsSync(join(cache.root, 'libpod')) ? 'the project\'s layer cache from an earlier job' : 'a new layer cache for the project (empty this time)';
           } else cacheNote = 'no layer cache: every cache of this project is in use by another job';
         }
+        await mkdir(runDir, { recursive: true, mode: 0o700 });
         const socketPath = join(runDir, 'engine.sock');
-        child = spawn(podman, [...globals(dir, runDir, root), 'system', 'service', '--time=0', `unix://${socketPath}`], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+        const fenced = fence.command([podman, ...globals(dir, runDir, root), 'system', 'service', '--time=0', `unix://${socketPath}`]);
+        child = spawn(fenced.file, fenced.args, { env: fenced.env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
         let stderr = '';
         child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
         // The engine never keeps this process alive; the teardown stops it.
@@ -181,7 +218,7 @@ export function createPodmanRemoteDocker(options: PodmanRemoteDockerOptions): Re
         return {
           host,
           clientTls: certs.client,
-          summary: `${description} at ${host} (${cacheNote})`,
+          summary: `${description} at ${host} (${cacheNote}; ${fence.summary})`,
           teardown() {
             torn ??= (async () => {
               await engineProxy.close();

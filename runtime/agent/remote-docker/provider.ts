@@ -1,3 +1,5 @@
+import type { ResourceSize } from '../../domain/resource-sizes';
+
 /**
  * The `RemoteDockerProvider` seam: where `setup_remote_docker` gets a Docker engine for one job.
  * The engine is the job's own (its own storage: it never sees the host's or another job's
@@ -19,6 +21,8 @@ export interface RemoteDockerRequest {
   readonly projectSlug: string;
   /** Keep the engine's images for the project's next job (`docker_layer_caching: true`). */
   readonly dockerLayerCaching: boolean;
+  /** The CPU and memory of the job's resource class: what the engine and all its containers get together. @default medium's */
+  readonly resources?: ResourceSize;
   /**
    * The address of this host as the job's commands reach it (the gateway of a container job's
    * network, 127.0.0.1 for a shell job): a provider that serves the engine from this host listens

@@ -51,6 +51,7 @@ export function withRemoteDocker(executor: Executor, options: RemoteDockerOption
         taskId: options.task.taskId,
         projectSlug: options.task.projectSlug,
         dockerLayerCaching: step.dockerLayerCaching === true,
+        resources: options.task.resources,
         reachableAt,
         signal,
       });
