@@ -228,7 +228,13 @@ function workflowView(r: Record<string, unknown>) {
   };
 }
 
-const WORKFLOW_SELECT = `SELECT w.*, p.number AS pipeline_number, p.actor_id, p.tag, pr.slug
+/**
+ * A workflow's `tag` is CircleCI's: `setup` for the workflows of a setup configuration (those made
+ * before the pipeline was continued; the continued ones are made in the continuing transaction,
+ * at its `continued_at`), else none. Not the pipeline's git tag.
+ */
+const WORKFLOW_SELECT = `SELECT w.*, p.number AS pipeline_number, p.actor_id, pr.slug,
+       CASE WHEN p.continuation_key IS NOT NULL AND (p.continued_at IS NULL OR w.created_at < p.continued_at) THEN 'setup' END AS tag
   FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id`;
 
 export async function getWorkflow(db: Queryable, id: string) {

@@ -71,6 +71,9 @@ describe.each(flowStore())('setup workflows and continuation on %s', (store) => 
       ['setup', 'success'],
       ['real-work', 'success'],
     ]);
+    // As CircleCI marks them: the setup configuration's workflow is tagged `setup`, the continued one not.
+    expect(workflows.map((w) => w.tag ?? null)).toEqual(['setup', null]);
+    expect((await g.api('GET', `/api/v2/workflow/${workflows[0].id}`)).tag).toBe('setup');
     const jobs = (await g.api('GET', `/api/v2/workflow/${workflows[1].id}/job`)).items;
     const steps = (await g.api('GET', `/api/v2/project/gh/acme/dynamic/job/${jobs[0].job_number}/steps`)).items;
     const output = await fetch(`${g.url}/api/v2/project/gh/acme/dynamic/job/${jobs[0].job_number}/output?step=${steps[0].index}`, {
