@@ -1,9 +1,10 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { screen } from '../../runtime/agent/remote-docker/api-filter';
 import { makeEngineCertificates } from '../../runtime/agent/remote-docker/certificates';
 import { createPodmanRemoteDocker } from '../../runtime/agent/remote-docker/podman-provider';
 import { setupRemoteDockerStep } from '../../runtime/agent/steps/remote-docker-step';
@@ -65,6 +66,71 @@ describe('setup_remote_docker without a provider', () => {
     const result = await setupRemoteDockerStep({ type: 'setup_remote_docker', name: 'Setup a remote Docker engine' }, ctx);
     expect(result.status).toBe('failed');
     expect(output).toMatch(/GYRE_REMOTE_DOCKER=podman/);
+  });
+});
+
+describe('the remote Docker API filter', () => {
+  /** What the proxy says to a request: 'allowed', or the refusal's message. */
+  const verdict = (method: string, target: string, body?: unknown, upgrade = false) => {
+    const s = screen(method, target, upgrade);
+    if (!s.allow) return s.message;
+    return (body !== undefined && s.checkBody?.(body)) || 'allowed';
+  };
+
+  it('reads bodies as the engine\'s Go decoder does: any case, every duplicate, no look-alike keys', () => {
+    expect(verdict('POST', '/v1.41/containers/create', { hostconfig: { privileged: true } })).toMatch(/^--privileged: remote Docker in Gyre does not allow it/);
+    expect(verdict('POST', '/v1.41/containers/create', { HostConfig: { Privileged: false, PRIVILEGED: true } })).toMatch(/--privileged/);
+    // U+017F folds onto s in Go: "ſecurityOpt" would be SecurityOpt.
+    expect(verdict('POST', '/containers/create', { HostConfig: { '\u017fecurityOpt': ['seccomp=unconfined'] } })).toMatch(/not a Docker Engine API field/);
+    expect(verdict('POST', '/v1.41/containers/create', { Image: 'busybox', HostConfig: { Binds: ['data:/data:ro'], Mounts: [{ Type: 'tmpfs', Target: '/t' }], NetworkMode: 'mynet', IpcMode: 'private', PidMode: 'container:abc', SecurityOpt: ['no-new-privileges'], MaskedPaths: null, LogConfig: { Type: '', Config: { 'max-size': '1m' } } } })).toBe('allowed');
+  });
+
+  it('refuses the host\'s namespaces, files and devices however they are spelled, and the API families a CLI job does not need', () => {
+    expect({
+      nsNetwork: verdict('POST', '/containers/create', { HostConfig: { NetworkMode: 'ns:/proc/1/ns/net' } }),
+      slirp: verdict('POST', '/containers/create', { HostConfig: { NetworkMode: 'slirp4netns:allow_host_loopback=true' } }),
+      endpoint: verdict('POST', '/containers/create', { NetworkingConfig: { EndpointsConfig: { host: {} } } }),
+      relativeBind: verdict('POST', '/containers/create', { HostConfig: { Binds: ['./x:/x'] } }),
+      volumePath: verdict('POST', '/containers/create', { HostConfig: { Mounts: [{ Type: 'volume', Source: '/etc', Target: '/x' }] } }),
+      devices: verdict('POST', '/containers/create', { HostConfig: { Devices: [{ PathOnHost: '/dev/sda' }] } }),
+      runtime: verdict('POST', '/containers/create', { HostConfig: { Runtime: 'other' } }),
+      transport: verdict('POST', '/v1.41/images/create?fromImage=docker-archive:/root/x.tar'),
+      importPath: verdict('POST', '/images/create?fromSrc=/etc/shadow'),
+      buildTag: verdict('POST', '/build?t=dir:/etc/cron.d'),
+      buildSecret: verdict('POST', '/build?secrets=id%3Dx%2Csrc%3D%2Froot'),
+      buildFile: verdict('POST', '/build?dockerfile=../../../etc/shadow'),
+      update: verdict('POST', '/v1.41/containers/x/update', { Devices: [{ PathOnHost: '/dev/mem' }] }),
+      startBody: verdict('POST', '/v1.23/containers/x/start', { Binds: ['/:/host'] }),
+      pushTo: verdict('POST', '/images/x/push?destination=oci:/etc/cron.d'),
+      encoded: verdict('POST', '/v1.41/libpod%2Fcontainers/create'),
+      unclean: verdict('GET', '/v1.41/containers/../libpod/info'),
+      libpod: verdict('GET', '/v4.3.1/libpod/info'),
+      upgradeCreate: verdict('POST', '/v1.41/containers/create', undefined, true),
+      unknown: verdict('GET', '/v1.41/grpc'),
+      session: verdict('POST', '/session'),
+    }).toEqual({
+      nsNetwork: expect.stringMatching(/^--network ns:\/proc\/1\/ns\/net: remote Docker/),
+      slirp: expect.stringMatching(/^--network slirp4netns/),
+      endpoint: expect.stringMatching(/^--network host/),
+      relativeBind: expect.stringMatching(/^-v \.\/x:\/x/),
+      volumePath: expect.stringMatching(/^--mount type=volume,source=\/etc/),
+      devices: expect.stringMatching(/^--device/),
+      runtime: expect.stringMatching(/^--runtime other/),
+      transport: expect.stringMatching(/docker-archive:\/root\/x.tar/),
+      importPath: expect.stringMatching(/docker import of \/etc\/shadow/),
+      buildTag: expect.stringMatching(/dir:\/etc\/cron.d/),
+      buildSecret: expect.stringMatching(/the build option secrets/),
+      buildFile: expect.stringMatching(/outside the build context/),
+      update: expect.stringMatching(/^--device/),
+      startBody: expect.stringMatching(/^-v \/:\/host/),
+      pushTo: expect.stringMatching(/oci:\/etc\/cron.d/),
+      encoded: expect.stringMatching(/not a path/),
+      unclean: expect.stringMatching(/not a path/),
+      libpod: expect.stringMatching(/libpod API/),
+      upgradeCreate: expect.stringMatching(/only attach and exec start/),
+      unknown: expect.stringMatching(/not part of the Docker Engine API/),
+      session: expect.stringMatching(/not part of the Docker Engine API/),
+    });
   });
 });
 
@@ -131,6 +197,75 @@ withPodman('the local Podman remote Docker provider', () => {
     // Nothing of the fences is left: no namespace, no link, no cgroup.
     const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
     expect(ids.map((id) => ({ netns: netns.includes(`gyre-rd-${id}`), cgroup: existsSync(`/sys/fs/cgroup/pids/gyre-rd/${id}`) }))).toEqual(ids.map(() => ({ netns: false, cgroup: false })));
+  }, 90_000);
+
+  it('refuses every way out to the host through the job\'s docker CLI with a message naming the option; ordinary runs, attach, exec, build and named volumes still work', async () => {
+    const provider = createPodmanRemoteDocker({ stateDir: state, log, preloadImages: [BUSYBOX_IMAGE] });
+    const engine = await provider.provision({ taskId: 'filter-1', projectSlug: 'gh/acme/filter', dockerLayerCaching: false, reachableAt: '127.0.0.1' });
+    const certs = mkdtempSync(join(tmpdir(), 'gyre-rd-certs-'));
+    try {
+      for (const [file, content] of Object.entries(engine.clientTls)) writeFileSync(join(certs, file), content);
+      const b = BUSYBOX_IMAGE;
+      // Each attempt prints its name and the daemon's error (the docker CLI's own words).
+      const attempts: Record<string, string> = {
+        privileged: `docker run --rm --privileged ${b} true`,
+        rootBind: `docker run --rm -v /:/host ${b} true`,
+        mountBind: `docker run --rm --mount type=bind,src=/,dst=/host ${b} true`,
+        pidHost: `docker run --rm --pid host ${b} true`,
+        networkHost: `docker run --rm --network host ${b} true`,
+        capAdd: `docker run --rm --cap-add SYS_ADMIN ${b} true`,
+        seccomp: `docker run --rm --security-opt seccomp=unconfined ${b} true`,
+        bindVolume: 'docker volume create --opt type=none --opt o=bind --opt device=/ hostroot',
+        execPrivileged: 'docker exec --privileged keeper true',
+        buildHost: 'docker build --network host -t h:1 /tmp/ctx',
+      };
+      const script = [
+        `docker run -d --name keeper ${b} sleep 60 >/dev/null`,
+        `mkdir /tmp/ctx && printf 'FROM ${b}\\nRUN echo built > /b\\nCMD ["cat", "/b"]\\n' > /tmp/ctx/Dockerfile`,
+        ...Object.entries(attempts).map(([name, command]) => `echo "${name}=$(${command} 2>&1 | grep -o 'Error response from daemon: .*' | head -1)"`),
+        // What must keep working: output of a run, stdin through attach (docker run -i), a terminal, exec with stdin, a named volume, a build.
+        `docker run --rm ${b} echo run-output`,
+        `echo attach-stdin | docker run --rm -i ${b} cat`,
+        `docker run --rm -t ${b} echo tty-output`,
+        'echo exec-stdin | docker exec -i keeper cat',
+        `docker volume create data >/dev/null && docker run --rm -v data:/d ${b} sh -c 'echo in-volume > /d/f' && docker run --rm --mount type=volume,src=data,dst=/d ${b} cat /d/f`,
+        `docker build -q -t localhost/f:1 /tmp/ctx >/dev/null && docker run --rm localhost/f:1`,
+      ].join('\n');
+      const cli = await new Promise<{ code: number; output: string }>((resolve) =>
+        execFile('podman', ['run', '--rm', '--network', 'host', '-v', `${certs}:/certs:ro`, '-e', `DOCKER_HOST=${engine.host}`, '-e', 'DOCKER_TLS_VERIFY=1', '-e', 'DOCKER_CERT_PATH=/certs', CLI_IMAGE, 'sh', '-c', script], { timeout: 60_000 }, (error, stdout, stderr) =>
+          resolve({ code: error ? Number(error.code ?? 1) : 0, output: stdout + stderr }),
+        ),
+      );
+      const refusedWith = (option: string) => `Error response from daemon: ${option}: remote Docker in Gyre does not allow it (the job's engine runs as root on the agent's host, so this would reach the host)`;
+      const said = Object.fromEntries(cli.output.split('\n').filter((line) => /^\w+=/.test(line)).map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1).replace(/\.$/, '')]));
+      expect(said).toEqual({
+        privileged: refusedWith('--privileged'),
+        rootBind: refusedWith("-v /:/host (a bind mount of the host's files; named volumes are allowed)"),
+        mountBind: refusedWith("--mount type=bind (bind and other mounts of the host's files; volume and tmpfs mounts are allowed)"),
+        pidHost: refusedWith('--pid host'),
+        networkHost: refusedWith('--network host'),
+        capAdd: refusedWith('--cap-add SYS_ADMIN'),
+        seccomp: refusedWith('--security-opt seccomp=unconfined'),
+        bindVolume: expect.stringMatching(/^Error response from daemon: docker volume create --opt \w+=\S+ \(only tmpfs volumes may have options\): remote Docker in Gyre does not allow it/),
+        execPrivileged: refusedWith('docker exec --privileged'),
+        buildHost: refusedWith('docker build --network host'),
+      });
+      expect(cli.output.split('\n').filter((line) => line && !/^\w+=/.test(line))).toEqual(['run-output', 'attach-stdin', 'tty-output\r', 'exec-stdin', 'in-volume', 'built']);
+      // What the docker CLI cannot send to Podman (--device needs the server's OS) or never sends (libpod) is refused as well.
+      const refused = {
+        devices: await callEngine(engine.host, '/v1.41/containers/create', tlsOf(engine), 'POST', { Image: BUSYBOX_IMAGE, HostConfig: { Devices: [{ PathOnHost: '/dev/sda', PathInContainer: '/dev/sda', CgroupPermissions: 'rwm' }] } }),
+        libpod: await callEngine(engine.host, '/v4.0.0/libpod/containers/create', tlsOf(engine), 'POST', { image: BUSYBOX_IMAGE, privileged: true }),
+      };
+      expect(refused).toEqual({
+        devices: { status: 403, body: JSON.stringify({ message: refusedWith('--device').replace('Error response from daemon: ', '') }) },
+        libpod: { status: 403, body: expect.stringMatching(/^\{"message":"Podman's libpod API \(only the Docker Engine API is served\): remote Docker in Gyre does not allow it/) },
+      });
+      // None of the refused containers was made: only the keeper is left.
+      expect(JSON.parse((await callEngine(engine.host, '/v1.41/containers/json?all=1', tlsOf(engine))).body).map((c: { Names: string[] }) => c.Names)).toEqual([['/keeper']]);
+    } finally {
+      await engine.teardown();
+      rmSync(certs, { recursive: true, force: true });
+    }
   }, 90_000);
 
   describe('a docker job that builds and runs an image, through a runner', () => {
