@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 
@@ -76,11 +78,32 @@ export async function killGroup(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-export async function apiCall(url: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(url + path, { method, headers: { 'Circle-Token': token, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  if (res.status >= 400) throw new Error(`${method} ${path} → ${res.status} ${text}`);
-  return text ? JSON.parse(text) : undefined;
+/**
+ * One API call on a connection of its own: a kept-alive connection the server is closing as the
+ * request goes out (its 5 s idle timer firing while a loaded machine stalls the client) would fail
+ * the call with "other side closed" before the server saw it.
+ */
+export function apiCall(url: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const headers: Record<string, string> = { 'Circle-Token': token, 'Content-Type': 'application/json', ...(payload !== undefined ? { 'Content-Length': String(Buffer.byteLength(payload)) } : {}) };
+  return new Promise((resolvePromise, reject) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url + path, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if ((res.statusCode ?? 0) >= 400) return reject(new Error(`${method} ${path} → ${res.statusCode} ${text}`));
+        try {
+          resolvePromise(text ? JSON.parse(text) : undefined);
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
