@@ -71,7 +71,8 @@ workflows:
   const env = { GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: token, GYRE_EXECUTOR: 'auto', GYRE_LOG_LEVEL: 'info', DATABASE_URL: '' };
   const start = async () => {
     const t0 = performance.now();
-    const server = await startServerProcess(env);
+    // A user's first start: the database is made here, not copied from the tests' migrated one.
+    const server = await startServerProcess(env, { firstStart: true });
     const readyMs = performance.now() - t0;
     await sleep(2000);
     return { server, readyMs, rss: rssOf(server.child.pid!) };

@@ -9,6 +9,7 @@ import { ROLE_NAMES } from '../../runtime/roles/names';
 import { ROLES, START_ORDER } from '../../runtime/roles/registry';
 import { startTestGyre, type TestGyre } from '../support/gyre';
 import { startServerProcess } from '../support/processes';
+import { seedEmbeddedDatabase } from '../support/embedded-database';
 
 /**
  * The HTTP boundary's promises a user or an operator notices: rate limits answered 429 with
@@ -141,6 +142,7 @@ describe('the ops listener', () => {
 
   it('runs in every process: a conductor-only server has no API listener but answers its probes on the ops port', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gyre-roles-'));
+    await seedEmbeddedDatabase(dir);
     const child = spawn(process.execPath, [join(__dirname, '../../bin/gyre.js'), 'server', '--roles=conductor'], {
       env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_OPS_PORT: '0', GYRE_DATA_DIR: dir, DATABASE_URL: '', GYRE_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -179,6 +181,7 @@ describe('a start that cannot finish', () => {
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
     const port = (taken.address() as { port: number }).port;
     const dir = mkdtempSync(join(tmpdir(), 'gyre-nostart-'));
+    await seedEmbeddedDatabase(dir);
     try {
       const result = spawnSync(process.execPath, [join(__dirname, '../../bin/gyre.js'), 'server'], {
         env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: String(port), GYRE_OPS_PORT: '0', GYRE_DATA_DIR: dir, DATABASE_URL: '', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'silent' },

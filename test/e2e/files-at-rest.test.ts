@@ -67,7 +67,7 @@ describe('files at rest', () => {
     chmodSync(join(dataDir, 'notes.txt'), 0o644);
     const repo = makeGitRepo({ '.circleci/config.yml': CONFIG }, mkdtempSync(join(temp, 'repo-')));
 
-    const server = await startServerProcess({ GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: TOKEN, GYRE_LOG_LEVEL: 'warn', DATABASE_URL: '' });
+    const server = await startServerProcess({ GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: TOKEN, GYRE_LOG_LEVEL: 'warn', DATABASE_URL: '' }, { firstStart: true });
     try {
       const api = (method: string, path: string, body?: unknown) => apiCall(server.url, TOKEN, method, path, body);
       await api('POST', '/api/v2/projects', { org: 'acme', name: 'rest', repo_url: repo });

@@ -50,7 +50,8 @@ describe('npm start on a fresh machine', () => {
       // Nothing about executors is set: the defaults decide (GYRE_EXECUTOR empty is `auto`).
       const server = await startServerProcess(
         { GYRE_DATA_DIR: dataDir, DATABASE_URL: '', GYRE_ADMIN_TOKEN: TOKEN, GYRE_EXAMPLE: 'true', GYRE_EXECUTOR: '', GYRE_LOG_LEVEL: 'info', ...(uid !== undefined ? { HOME: '/nonexistent' } : {}) },
-        { uid },
+        // A user's first start: the database is made and migrated here, not copied.
+        { uid, firstStart: true },
       );
       children.push(server.child);
       // Read at once. The new database was made and migrated in a child process

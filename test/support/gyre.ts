@@ -8,6 +8,7 @@ import { startGyre, type Gyre } from '../../runtime/server/gyre';
 import { readSettings } from '../../runtime/settings';
 import { checkAnswer, type SpecViolation } from './circleci-spec';
 import { createTestDatabase, type StoreKind } from './database';
+import { seedEmbeddedDatabase } from './embedded-database';
 
 export { flowStore, testStores, type StoreKind } from './database';
 
@@ -88,6 +89,8 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
     ...(database ? { DATABASE_URL: database.url } : {}),
     ...options.env,
   });
+  // The embedded database starts from a migrated copy rather than initdb and every migration.
+  if (!settings.databaseUrl) await seedEmbeddedDatabase(settings.dataDir);
   const gyre = await startGyre(settings, createLogger({ level: process.env.GYRE_TEST_LOG === '1' ? 'info' : 'silent' }));
   const url = gyre.url!;
   const repos: string[] = [];

@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { seedEmbeddedDatabase } from './embedded-database';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -22,7 +23,14 @@ export function freePort(): Promise<number> {
  * Starts `gyre server` as a child process and waits until /healthz answers; with `uid`, as that
  * user (through setpriv, from a test running as root).
  */
-export async function startServerProcess(env: Record<string, string>, options: { uid?: number } = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
+export async function startServerProcess(env: Record<string, string>, options: { uid?: number; firstStart?: boolean } = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
+  // An embedded server on a data directory without a database starts from a migrated copy, unless
+  // the test is about a first start (test/support/embedded-database.ts).
+  const embedded = env.DATABASE_URL === '' || (env.DATABASE_URL === undefined && !process.env.DATABASE_URL);
+  if (env.GYRE_DATA_DIR && embedded && !options.firstStart) {
+    await seedEmbeddedDatabase(env.GYRE_DATA_DIR);
+    if (options.uid !== undefined) spawnSync('chown', ['-R', `${options.uid}:${options.uid}`, join(env.GYRE_DATA_DIR, 'pgdata')]);
+  }
   const gyre = [process.execPath, join(ROOT, 'bin/gyre.js'), 'server'];
   const command = options.uid === undefined ? gyre : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', ...gyre];
   const child = spawn(command[0], command.slice(1), {
