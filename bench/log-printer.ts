@@ -1,3 +1,6 @@
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../runtime/agent/agent';
 import type { Executor } from '../runtime/agent/executor';
@@ -119,4 +122,36 @@ export async function timedLoudStep(task: TaskContext, reporter: TaskReporter, b
   const seconds = (performance.now() - t0) / 1000;
   if (!('outcome' in result) || result.outcome !== 'success') throw new Error(`bench task did not succeed: ${JSON.stringify(result)}`);
   return { seconds, lines: printed.lines };
+}
+
+/**
+ * What single-core `gzip -1` does with the same bytes on this machine, in MB/s (median of `runs`):
+ * the bar issue #19 set for log ingestion over HTTP. The bytes the step prints (the same blocks,
+ * `bytes` of them) are written to a file first, so the figure is gzip's own, not a pipe's.
+ */
+export async function gzipOneRate(bytes: number, runs = 3): Promise<number[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'gyre-bench-gzip-'));
+  const file = join(dir, 'log');
+  try {
+    const all = (blocks ??= logBlocks());
+    const fd = openSync(file, 'w');
+    try {
+      for (let sent = 0, i = 0; sent < bytes; sent += BLOCK, i++) {
+        const data = all[i % all.length].data;
+        writeSync(fd, data, 0, Math.min(BLOCK, bytes - sent));
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const rates: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      const t0 = performance.now();
+      const result = spawnSync('gzip', ['-1', '-c', file], { stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 1 << 20 });
+      if (result.status !== 0) throw new Error(`gzip -1 failed: ${result.error?.message ?? result.stderr?.toString()}`);
+      rates.push(bytes / 1e6 / ((performance.now() - t0) / 1000));
+    }
+    return rates;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

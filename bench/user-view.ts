@@ -4,6 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createPgliteStore } from '../runtime/store/pglite-store';
+import { createPostgresStore } from '../runtime/store/postgres-store';
+import type { Store } from '../runtime/store/store';
 import { createTestDatabase } from '../test/support/database';
 import { makeGitRepo } from '../test/support/gyre';
 import { apiCall, startServerProcess } from '../test/support/processes';
@@ -63,14 +66,53 @@ export async function benchPeers(): Promise<void> {
 /** What one round measures against a running system. */
 interface Target {
   readonly name: string;
-  /** Sends one trigger request whose command will report `n`; resolves when the request is answered. */
-  trigger(n: number): Promise<void>;
+  /** Sends one trigger request whose command will report `n`; resolves when the request is answered, with the pipeline's id when there is one. */
+  trigger(n: number): Promise<string | void>;
   rssMiB(): number;
+  /** Where the time of each measured trigger went, from the rows it left (Gyre only; may stop the server). */
+  stages?(runs: readonly Run[]): Promise<Stages>;
   stop(): Promise<void>;
 }
 
+/** One measured trigger: its pipeline, and the bench's clock when the request was sent and answered and when the command ran. */
+interface Run {
+  readonly pipelineId: string;
+  readonly sent: number;
+  readonly answered: number;
+  readonly ran: number;
+}
+
+/**
+ * Milliseconds from the trigger request being sent to each stage, medians over the measured
+ * triggers. The stages are the database's own times (`now()`, the start of the transaction that
+ * wrote the row), on the same host clock as the bench's and the command's `date +%s.%N`.
+ */
+interface Stages {
+  /** The trigger's transaction began: the request was read, authenticated, validated and the ref resolved. */
+  pipelineRow: number;
+  answered: number;
+  /** The conductor's transaction that wrote the workflows and queued the task began: config read and compiled. */
+  workflowRows: number;
+  /** A slot's claim of the task. */
+  claimed: number;
+  /** The agent recorded the step's start: secrets opened, executor and job directory made. */
+  stepStarted: number;
+  /** The step's own command wrote its time: the executor spawned the shell. */
+  commandRan: number;
+}
+
+const STAGE_LABELS: [keyof Stages, string][] = [
+  ['pipelineRow', 'trigger transaction began (request read, authenticated, validated, ref resolved)'],
+  ['answered', 'trigger request answered'],
+  ['workflowRows', 'conductor wrote the workflow and queued the task (config read and compiled)'],
+  ['claimed', 'task claimed by a built-in slot'],
+  ['stepStarted', "step start recorded (the task's secrets opened, executor and job directory made)"],
+  ['commandRan', "the step's command ran (the sandboxed shell spawned)"],
+];
+
 interface Figures {
   name: string;
+  stages?: Stages;
   latency: { p50: number; p90: number; p99: number };
   request: number;
   rate: number;
@@ -89,8 +131,9 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
     const receiver = await listen();
     const target = await start(receiver);
     try {
-      each.push(await measure(target, receiver));
-      const f = each[each.length - 1];
+      const { figures: f, runs } = await measure(target, receiver);
+      if (target.stages) f.stages = await target.stages(runs);
+      each.push(f);
       console.log(
         `  ${name}, round ${r + 1}: trigger → command p50 ${f.latency.p50.toFixed(1)} ms (p90 ${f.latency.p90.toFixed(1)}, p99 ${f.latency.p99.toFixed(1)}), ` +
           `request ${f.request.toFixed(1)} ms, ${f.rate.toFixed(1)} pipelines/s, RSS ${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`,
@@ -101,8 +144,12 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
     }
   }
   const m = (pick: (f: Figures) => number) => median(each.map(pick));
+  const withStages = each.filter((f) => f.stages);
   return {
     name,
+    ...(withStages.length
+      ? { stages: Object.fromEntries(STAGE_LABELS.map(([key]) => [key, median(withStages.map((f) => f.stages![key]))])) as unknown as Stages }
+      : {}),
     latency: { p50: m((f) => f.latency.p50), p90: m((f) => f.latency.p90), p99: m((f) => f.latency.p99) },
     request: m((f) => f.request),
     rate: m((f) => f.rate),
@@ -111,22 +158,24 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
   };
 }
 
-async function measure(target: Target, receiver: Receiver): Promise<Figures> {
+async function measure(target: Target, receiver: Receiver): Promise<{ figures: Figures; runs: Run[] }> {
   await new Promise((r) => setTimeout(r, 2000)); // let start-up work (migrations, the first claims) settle
   const rssIdle = target.rssMiB();
   let n = 0;
   const latencies: number[] = [];
   const requests: number[] = [];
+  const runs: Run[] = [];
   for (let i = 0; i < WARMUPS + RUNS; i++) {
     const id = ++n;
     const ran = receiver.when(id);
     const sent = now();
-    await target.trigger(id);
+    const pipelineId = await target.trigger(id);
     const answered = now();
     const at = await withTimeout(ran, 60_000, `${target.name}: command ${id} did not run`);
     if (i >= WARMUPS) {
       latencies.push(at - sent);
       requests.push(answered - sent);
+      if (pipelineId) runs.push({ pipelineId, sent, answered, ran: at });
     }
     await new Promise((r) => setTimeout(r, GAP_MS));
   }
@@ -140,13 +189,49 @@ async function measure(target: Target, receiver: Receiver): Promise<Figures> {
   await new Promise((r) => setTimeout(r, 2000));
   const rssAfter = target.rssMiB();
   return {
-    name: target.name,
-    latency: { p50: median(latencies), p90: percentile(latencies, 90), p99: percentile(latencies, 99) },
-    request: median(requests),
-    rate,
-    rssIdle,
-    rssAfter,
+    figures: {
+      name: target.name,
+      latency: { p50: median(latencies), p90: percentile(latencies, 90), p99: percentile(latencies, 99) },
+      request: median(requests),
+      rate,
+      rssIdle,
+      rssAfter,
+    },
+    runs,
   };
+}
+
+/** The rows' times of each measured pipeline's one task and step, in ms since the epoch. */
+const STAGE_QUERY = `SELECT p.id,
+    extract(epoch FROM p.created_at) * 1000 AS pipeline_row,
+    extract(epoch FROM w.created_at) * 1000 AS workflow_rows,
+    extract(epoch FROM t.started_at) * 1000 AS claimed,
+    extract(epoch FROM max(s.started_at)) * 1000 AS step_started
+  FROM pipelines p
+  JOIN workflows w ON w.pipeline_id = p.id
+  JOIN jobs j ON j.workflow_id = w.id
+  JOIN tasks t ON t.job_id = j.id
+  JOIN steps s ON s.task_id = t.id AND s.attempt = t.attempt
+  WHERE p.id = ANY($1::uuid[])
+  GROUP BY p.id, p.created_at, w.created_at, t.started_at`;
+
+async function stagesFrom(store: Store, runs: readonly Run[]): Promise<Stages> {
+  const rows = await store.query<{ id: string; pipeline_row: string; workflow_rows: string; claimed: string; step_started: string }>(STAGE_QUERY, [runs.map((r) => r.pipelineId)]);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const each = runs.flatMap((run) => {
+    const row = byId.get(run.pipelineId);
+    if (!row) return [];
+    return [{
+      pipelineRow: Number(row.pipeline_row) - run.sent,
+      answered: run.answered - run.sent,
+      workflowRows: Number(row.workflow_rows) - run.sent,
+      claimed: Number(row.claimed) - run.sent,
+      stepStarted: Number(row.step_started) - run.sent,
+      commandRan: run.ran - run.sent,
+    } satisfies Stages];
+  });
+  if (each.length === 0) throw new Error('no measured pipeline left the rows the stages are read from');
+  return Object.fromEntries(STAGE_LABELS.map(([key]) => [key, median(each.map((e) => e[key]))])) as unknown as Stages;
 }
 
 function printTable(results: readonly Figures[]): void {
@@ -158,6 +243,12 @@ function printTable(results: readonly Figures[]): void {
   row('trigger request answered, median', (f) => `${f.request.toFixed(1)} ms`);
   row(`${BACK_TO_BACK} one-job no-op pipelines back to back → last command ran`, (f) => `${f.rate.toFixed(1)}/s`);
   row('server RSS idle → after the runs', (f) => `${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`);
+  const staged = results.filter((f) => f.stages);
+  if (staged.length === 0) return;
+  console.log(`\n### Where the time goes: ms from the trigger request being sent, medians of the ${RUNS} measured triggers (the rows' own times)\n`);
+  console.log(`| stage | ${staged.map((f) => f.name).join(' | ')} |`);
+  console.log(`|---|${staged.map(() => '---|').join('')}`);
+  for (const [key, label] of STAGE_LABELS) console.log(`| ${label} | ${staged.map((f) => f.stages![key].toFixed(1)).join(' | ')} |`);
 }
 
 /** Wall-clock time in ms with sub-millisecond precision, on the same clock as `date +%s.%N`. */
@@ -239,13 +330,21 @@ workflows:
     GYRE_EXECUTOR: 'auto',
     GYRE_LOG_LEVEL: 'info',
     DATABASE_URL: db?.url ?? '',
-  });
+  }, { firstStart: true });
   const api = (method: string, path: string, body?: unknown) => apiCall(server.url, token, method, path, body);
   const slug = `gh/bench/report`;
   await api('POST', '/api/v2/projects', { org: 'bench', name: 'report', repo_url: repo });
   // Masking on: the project has a secret, so every line of output is scanned for it.
   await api('POST', `/api/v2/project/${slug}/envvar`, { name: 'BENCH_SECRET', value: randomBytes(16).toString('hex') });
   const pid = server.child.pid!;
+  const stopServer = async () => {
+    if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+    server.child.kill('SIGTERM');
+    await new Promise((r) => {
+      const timer = setTimeout(() => (server.child.kill('SIGKILL'), r(undefined)), 15_000);
+      server.child.once('exit', () => (clearTimeout(timer), r(undefined)));
+    });
+  };
   return {
     name: `Gyre ${store}`,
     async trigger(n) {
@@ -256,14 +355,22 @@ workflows:
       });
       const text = await res.text();
       if (res.status >= 300) throw new Error(`trigger → ${res.status} ${text}`);
+      return (JSON.parse(text) as { id: string }).id;
     },
     rssMiB: () => rssOf(pid),
+    async stages(runs) {
+      // PostgreSQL is read beside the running server; the embedded database once the server is
+      // stopped (PGlite is one process's).
+      if (!db) await stopServer();
+      const store = db ? await createPostgresStore({ connectionString: db.url }) : await createPgliteStore(join(dataDir, 'pgdata'));
+      try {
+        return await stagesFrom(store, runs);
+      } finally {
+        await store.close();
+      }
+    },
     async stop() {
-      server.child.kill('SIGTERM');
-      await new Promise((r) => {
-        const timer = setTimeout(() => (server.child.kill('SIGKILL'), r(undefined)), 15_000);
-        server.child.once('exit', () => (clearTimeout(timer), r(undefined)));
-      });
+      await stopServer();
       await db?.drop();
       rmSync(dataDir, { recursive: true, force: true });
       rmSync(repo, { recursive: true, force: true });
