@@ -120,6 +120,12 @@ export { LEASE_LOST } from './executor';
  */
 export async function runTask(options: AgentOptions): Promise<AgentResult> {
   const { reporter, log } = options;
+  // The test timings of earlier runs (for the job directory) are read beside the secrets: each is
+  // a round trip under the lease on the way to the first command.
+  const timingsRead = reporter.testTimings?.().then(
+    (timings) => ({ timings }),
+    (error: unknown) => ({ error }),
+  );
   // The task's secrets are asked for under the lease, by the agent that holds it (never sent with
   // the task): a refusal (a context the job may no longer use) fails the job with the reason.
   let secretsRefused: string | undefined;
@@ -278,9 +284,10 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
   async function installJobDir(executor: Executor): Promise<string | undefined> {
     if (!executor.jobDir) return undefined;
     let timings: readonly TestTiming[] = [];
-    try {
-      timings = (await reporter.testTimings?.()) ?? [];
-    } catch (error) {
+    const read = await timingsRead;
+    if (read && 'timings' in read) timings = read.timings ?? [];
+    else if (read) {
+      const { error } = read;
       if (loseLease(error)) return undefined;
       log.warn('the test timings of earlier runs could not be fetched; tests split by timings falls back to names', { taskId: task.taskId, error: hide((error as Error).message) });
     }

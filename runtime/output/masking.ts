@@ -5,6 +5,8 @@
 export interface OutputMasker {
   /** Starts one step's output. The stream may hold back a tail to catch a value split across writes. */
   stream(): MaskStream;
+  /** Masks a whole text at once, as `maskText` does through a stream (a masker may do it sooner). */
+  text?(text: string): string;
 }
 
 export interface MaskStream {
@@ -117,10 +119,37 @@ export function createSecretMasker(values: readonly string[]): OutputMasker {
   }
   if (patterns.size === 0) return noMasking;
   const forms = [...patterns.values()];
-  const filter = buildFilter(forms);
-  const automaton = buildAutomaton(forms);
   const longest = Math.max(...forms.map((form) => form.length));
-  return { stream: () => maskStream(automaton, filter, longest) };
+  // Built when output first needs them, not when the task starts: for a task with OIDC tokens
+  // (two values of 1.6 kB, 28 kB of forms) they took 10–20 ms of a task's start on a server
+  // whose code had not yet been optimised, on the way to the first command.
+  let built: { automaton: Automaton; filter: Filter } | undefined;
+  const build = () => (built ??= { filter: buildFilter(forms), automaton: buildAutomaton(forms) });
+  return {
+    stream: () => {
+      let real: MaskStream | undefined;
+      const open = () => {
+        if (real) return real;
+        const { automaton, filter } = build();
+        return (real = maskStream(automaton, filter, longest));
+      };
+      return {
+        push: (chunk) => open().push(chunk),
+        pushEach: (chunk, take) => open().pushEach(chunk, take),
+        // Nothing pushed, nothing held.
+        end: () => (real ? real.end() : EMPTY),
+        flush: () => (real?.flush ? real.flush() : EMPTY),
+      };
+    },
+    // A text that holds no form at all is returned as it is, without the automaton (a step's name
+    // is masked before its command starts).
+    text: (text) => {
+      const bytes = Buffer.from(text);
+      if (!forms.some((form) => bytes.includes(form))) return text;
+      const { automaton, filter } = build();
+      return maskWithStream(maskStream(automaton, filter, longest), bytes);
+    },
+  };
 }
 
 /**
@@ -131,16 +160,20 @@ export const createValueMasker = createSecretMasker;
 /** Masks a whole text at once: a step's name, an error message. */
 export function maskText(masker: OutputMasker, text: string): string {
   if (masker === noMasking) return text;
-  const stream = masker.stream();
-  const head = stream.push(Buffer.from(text));
+  if (masker.text) return masker.text(text);
+  return maskWithStream(masker.stream(), Buffer.from(text));
+}
+
+function maskWithStream(stream: MaskStream, bytes: Buffer): string {
+  const head = stream.push(bytes);
   const tail = stream.end();
   return Buffer.concat([head, tail]).toString();
 }
 
 /**
  * An Aho–Corasick automaton over bytes. States are numbered breadth first, so a state's children
- * are the consecutive states `childStart[s]` up to `childStart[s + 1]`. The first DENSE_ROWS
- * states (the shallow ones, where the search spends nearly all its time) have a full row of 256
+ * are the consecutive states `childStart[s]` up to `childStart[s + 1]`. The shallow states (see
+ * DENSE_ROWS, where the search spends nearly all its time) have a full row of 256
  * transitions; deeper ones follow their children, then their failure links.
  */
 interface Automaton {
@@ -161,10 +194,13 @@ interface Automaton {
 }
 
 /**
- * Transition rows kept in full: 1024 rows of 256 × 4 bytes is 1 MiB per masker, and covers the
- * first two bytes of a hundred values in all their forms.
+ * Transition rows kept in full: the states at most DENSE_DEPTH bytes into a form, up to 1024 rows
+ * of 256 × 4 bytes (1 MiB, the first bytes of a hundred values in all their forms). Only the
+ * shallow states need them (the search spends nearly all its time there); a full 1024 rows for
+ * every masker cost a task's start 5–10 ms of filling and encoding rows no search would use.
  */
 const DENSE_ROWS = 1024;
+const DENSE_DEPTH = 3;
 
 function buildAutomaton(patterns: Buffer[]): Automaton {
   patterns.sort(Buffer.compare);
@@ -219,7 +255,9 @@ function buildAutomaton(patterns: Buffer[]): Automaton {
   }
   for (let s = 0; s < nodes; s++) for (let c = childStart[s]; c < childStart[s + 1]; c++) depth[c] = depth[s] + 1;
 
-  const denseRows = Math.min(nodes, DENSE_ROWS);
+  let shallow = 0;
+  while (shallow < nodes && depth[shallow] <= DENSE_DEPTH) shallow++;
+  const denseRows = Math.min(shallow, DENSE_ROWS);
   const dense = new Int32Array(denseRows * 256);
   const fail = new Int32Array(nodes);
   const matchLength = new Int32Array(nodes);

@@ -88,8 +88,45 @@ export function sshKeysUsedBy(steps: readonly Step[], repoUrl: string): Omit<Tas
   return { checkout, additional };
 }
 
+/** A settled promise's value, or its error thrown. */
+function settled<T>(result: PromiseSettledResult<T>): T {
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
+}
+
 export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
   const { store, log } = deps;
+
+  /** The job's OIDC tokens; none (and a warning) when they cannot be made. */
+  async function mintTokens(oidc: NonNullable<TaskSecretsDeps['oidc']>, row: TaskRow, orgId: string, taskId: string): Promise<{ v1: string; v2: string } | undefined> {
+    try {
+      const contextIds = row.contexts?.length
+        ? (await store.query<{ id: string }>(`SELECT id FROM contexts WHERE organization_id = $1 AND name = ANY($2::text[]) ORDER BY name`, [orgId, row.contexts])).map((c) => c.id)
+        : [];
+      let vcsOrigin: string | undefined;
+      try {
+        vcsOrigin = vcsOriginOf(row.repo_url);
+      } catch {
+        vcsOrigin = undefined;
+      }
+      const ref = row.tag ? `refs/tags/${row.tag}` : row.branch ? `refs/heads/${row.branch}` : undefined;
+      return await oidc.mint({
+        orgId,
+        projectId: row.project_id,
+        userId: row.actor_id ?? undefined,
+        contextIds,
+        ...(vcsOrigin && ref ? { vcsOrigin, vcsRef: ref } : {}),
+        pipelineId: row.pipeline_id,
+        workflowId: row.workflow_id,
+        jobId: row.job_id,
+      });
+    } catch (error) {
+      // A job runs without OIDC tokens rather than not at all (a branch name the `sub` cannot hold).
+      log.warn('no OIDC tokens for this job', { task: taskId, error: (error as Error).message });
+      return undefined;
+    }
+  }
+
   return {
     async forLease(lease) {
       const [row] = await store.query<TaskRow>(
@@ -103,50 +140,34 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
       );
       if (!row) throw new StaleLeaseError(lease.taskId, lease.leaseId);
       if (!row.org_id) return { refused: `the project's organization does not exist` };
-      const resolved = await deps.contexts.resolveForTask({
+      // What the answer is made of is read at once, not one after the other (on the way to every
+      // task's first command): the contexts' variables, the OIDC tokens, the checkout token and
+      // the SSH keys. Only reads; a refusal still wins over what else failed, as before.
+      const resolving = deps.contexts.resolveForTask({
         orgId: row.org_id,
         projectId: row.project_id,
         contextNames: row.contexts ?? [],
         pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, fork: row.from_fork === true, values: expressionValuesOf(row) },
         actor: { userId: row.actor_id ?? undefined },
       });
-      if (!resolved.ok) return { refused: resolved.reason };
-      const env: Record<string, string> = { ...resolved.env };
-      if (deps.oidc) {
-        try {
-          const contextIds = row.contexts?.length
-            ? (await store.query<{ id: string }>(`SELECT id FROM contexts WHERE organization_id = $1 AND name = ANY($2::text[]) ORDER BY name`, [row.org_id, row.contexts])).map((c) => c.id)
-            : [];
-          let vcsOrigin: string | undefined;
-          try {
-            vcsOrigin = vcsOriginOf(row.repo_url);
-          } catch {
-            vcsOrigin = undefined;
-          }
-          const ref = row.tag ? `refs/tags/${row.tag}` : row.branch ? `refs/heads/${row.branch}` : undefined;
-          const tokens = await deps.oidc.mint({
-            orgId: row.org_id,
-            projectId: row.project_id,
-            userId: row.actor_id ?? undefined,
-            contextIds,
-            ...(vcsOrigin && ref ? { vcsOrigin, vcsRef: ref } : {}),
-            pipelineId: row.pipeline_id,
-            workflowId: row.workflow_id,
-            jobId: row.job_id,
-          });
-          env.CIRCLE_OIDC_TOKEN = tokens.v1;
-          env.CIRCLE_OIDC_TOKEN_V2 = tokens.v2;
-        } catch (error) {
-          // A job runs without OIDC tokens rather than not at all (a branch name the `sub` cannot hold).
-          log.warn('no OIDC tokens for this job', { task: lease.taskId, error: (error as Error).message });
-        }
-      }
+      const minting = deps.oidc ? mintTokens(deps.oidc, row, row.org_id, lease.taskId) : Promise.resolve(undefined);
       // GitHub not answering is the secrets' failure, as the database not answering is: the task is
       // not run without its checkout token (a remote agent asks again; an abandoned lease is retried).
-      const gitToken = deps.gitToken ? await deps.gitToken(row.repo_url) : undefined;
-      const sshKeys = deps.sshKeys
-        ? await deps.sshKeys.forTask({ projectId: row.project_id, fork: row.from_fork === true, ...sshKeysUsedBy(Array.isArray(row.steps) ? row.steps : [], row.repo_url) })
-        : undefined;
+      const gitTokening = deps.gitToken ? deps.gitToken(row.repo_url) : Promise.resolve(undefined);
+      const sshKeying = deps.sshKeys
+        ? deps.sshKeys.forTask({ projectId: row.project_id, fork: row.from_fork === true, ...sshKeysUsedBy(Array.isArray(row.steps) ? row.steps : [], row.repo_url) })
+        : Promise.resolve(undefined);
+      const [resolvedOf, tokensOf, gitTokenOf, sshKeysOf] = await Promise.allSettled([resolving, minting, gitTokening, sshKeying]);
+      const resolved = settled(resolvedOf);
+      if (!resolved.ok) return { refused: resolved.reason };
+      const env: Record<string, string> = { ...resolved.env };
+      const tokens = settled(tokensOf);
+      if (tokens) {
+        env.CIRCLE_OIDC_TOKEN = tokens.v1;
+        env.CIRCLE_OIDC_TOKEN_V2 = tokens.v2;
+      }
+      const gitToken = settled(gitTokenOf);
+      const sshKeys = settled(sshKeysOf);
       return { env, ...(gitToken ? { gitToken } : {}), ...(sshKeys ? { sshKeys } : {}) };
     },
   };

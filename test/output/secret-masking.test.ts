@@ -195,6 +195,12 @@ describe('the secret masker', () => {
   test('maskText masks a whole text at once, as a step name', () => {
     expect(maskText(createSecretMasker([TOKEN]), `Deploy with ${TOKEN}`)).toBe(`Deploy with ${MASK}`);
     expect(maskText(noMasking, 'Deploy')).toBe('Deploy');
+    // The same masker for a text, then a step's output; each of the value's forms, in a text too.
+    const masker = createSecretMasker([TOKEN]);
+    expect(maskText(masker, 'Deploy to production')).toBe('Deploy to production');
+    for (const form of maskedForms(TOKEN)) expect(maskText(masker, `pre ${form} post`)).toBe(`pre ${MASK} post`);
+    expect(through(masker, Buffer.from(`token ${TOKEN} twice ${TOKEN}\n`), [7]).out).toBe(`token ${MASK} twice ${MASK}\n`);
+    expect(maskText(masker, `${TOKEN}${TOKEN} and ${TOKEN.slice(0, -1)}`)).toBe(`${MASK} and ${TOKEN.slice(0, -1)}`);
   });
 });
 
