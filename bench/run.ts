@@ -4,7 +4,8 @@
  * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on);
  * `npm run bench -- latency` measures Gyre as a user sees it (its own process, over REST), `peers`
  * the same beside Buildbot when it is installed; `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL);
- * `npm run bench -- memory` an embedded server's RSS on a first start, a restart and after pipelines.
+ * `npm run bench -- memory` an embedded server's RSS on a first start, a restart and after pipelines;
+ * `npm run bench -- docker` a Docker-executor job's start beside a bare `podman run`.
  */
 import { benchPipelineLatency } from './pipeline-latency';
 
@@ -49,6 +50,10 @@ const suites: Record<string, () => Promise<void>> = {
   api: async () => {
     const { benchApiThroughput } = require('./api-throughput') as typeof import('./api-throughput');
     await benchApiThroughput();
+  },
+  docker: async () => {
+    const { benchDockerStart } = require('./docker-start') as typeof import('./docker-start');
+    await benchDockerStart();
   },
   'hostile-compile': async () => {
     const { benchHostileCompile } = require('./hostile-compile') as typeof import('./hostile-compile');

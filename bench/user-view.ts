@@ -261,8 +261,8 @@ export interface Receiver {
   close(): void;
 }
 
-/** A loopback listener for the lines `<n> <date +%s.%N>` the step commands write. */
-export function listen(): Promise<Receiver> {
+/** A listener (on loopback unless told) for the lines `<n> <date +%s.%N>` the step commands write. */
+export function listen(address = '127.0.0.1'): Promise<Receiver> {
   const seen = new Map<number, number>();
   const waiting = new Map<number, (t: number) => void>();
   const server: Server = createServer((socket) => {
@@ -282,7 +282,7 @@ export function listen(): Promise<Receiver> {
     socket.on('error', () => undefined);
   });
   return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, address, () => {
       resolve({
         port: (server.address() as { port: number }).port,
         when: (n) => (seen.has(n) ? Promise.resolve(seen.get(n)!) : new Promise((r) => waiting.set(n, r))),
