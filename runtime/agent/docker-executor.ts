@@ -184,8 +184,11 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     const exitCode = await done.promise;
     return { output: Buffer.concat(chunks).toString('utf8'), exitCode };
   };
-  const home = (await run(['/bin/sh', '-c', 'printf %s "$HOME"'])).output.trim() || '/root';
-  let bash: boolean | undefined;
+  // One exec for both (each is a round trip through the engine on the way to the first step):
+  // the image's $HOME, and whether it has bash.
+  const probe = (await run(['/bin/sh', '-c', 'printf "%s\\n" "$HOME"; if command -v bash >/dev/null 2>&1; then echo bash; else echo no-bash; fi'])).output.split('\n');
+  const home = probe[0].trim() || '/root';
+  const bash = probe[1]?.trim() === 'bash';
 
   const executor: Executor = {
     home,
@@ -211,7 +214,6 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       },
     },
     async hasBash() {
-      bash ??= (await run(['/bin/sh', '-c', 'command -v bash'])).exitCode === 0;
       return bash;
     },
     start(request: ExecRequest, onOutput: OutputTaker, signal: AbortSignal): Execution {
