@@ -99,8 +99,10 @@ workflows:
       await res.arrayBuffer();
     });
   } finally {
-    server.child.kill('SIGTERM');
-    await new Promise((r) => server.child.once('exit', r));
+    if (server.child.exitCode === null && server.child.signalCode === null) {
+      server.child.kill('SIGTERM');
+      await new Promise((r) => server.child.once('exit', r));
+    }
     rmSync(dataDir, { recursive: true, force: true });
     rmSync(repo, { recursive: true, force: true });
   }
