@@ -518,6 +518,14 @@ export const insightsWorkflowRuns = async (slug, name, options) => (await api.ge
 export const listWebhooks = (projectId) => getAll(paths.webhooks(projectId));
 /** @param {WebhookInput} input @returns {Promise<Webhook>} */
 export const createWebhook = (input) => api.post(paths.newWebhook(), input);
+/**
+ * Changes a webhook (PUT /webhook/{id}): a field left out keeps its value, so a signing secret
+ * left out is kept.
+ * @param {string} id
+ * @param {Partial<Omit<WebhookInput, 'scope'>>} input
+ * @returns {Promise<Webhook>}
+ */
+export const updateWebhook = (id, input) => api.put(paths.webhook(id), input);
 /** @param {string} id @returns {Promise<{ message: string }>} */
 export const deleteWebhook = (id) => api.del(paths.webhook(id));
 /** A webhook's newest deliveries (one page of 50). @param {string} id @returns {Promise<Page<Delivery>>} */

@@ -115,6 +115,58 @@ async function pageText(page: Page): Promise<string> {
     expect(problems).toEqual([]);
   }, 30_000);
 
+  test('an admin changes a webhook in place: what is left untouched keeps its value, the secret stays masked, and a refused URL keeps the form open with the reason', async () => {
+    const hook = page.locator('section.webhook[data-name="build events"]');
+    const id = (await hook.getAttribute('data-id'))!;
+    await hook.locator('button.edit-webhook-button').click();
+    const form = hook.locator('form.edit-webhook');
+    await form.waitFor(WAIT);
+    // Filled with what the API has; the secret is write-only, so its field is empty.
+    expect(await form.locator('input.webhook-name').inputValue()).toBe('build events');
+    expect(await form.locator('input.webhook-url').inputValue()).toBe(`${receiver.url}/hook`);
+    expect(await form.locator('input.webhook-secret').inputValue()).toBe('');
+    expect(await form.locator('input.webhook-event:checked').count()).toBe(2);
+
+    // Only job-completed, no TLS check; the secret left empty is kept.
+    await form.locator('input.webhook-event[value="workflow-completed"]').uncheck();
+    await form.locator('input.webhook-verify-tls').uncheck();
+    await form.locator('button[type=submit]').click();
+    await hook.locator('form.edit-webhook').waitFor({ state: 'detached', ...WAIT });
+    expect(await hook.locator('.webhook-events').textContent()).toBe('job-completed');
+    expect(await hook.locator('.webhook-tls').textContent()).toBe('no');
+    expect(await hook.locator('.webhook-shown-secret').textContent()).toBe('xxxx8801');
+    expect(await gyre.api('GET', `/api/v2/webhook/${id}`)).toMatchObject({ name: 'build events', events: ['job-completed'], 'verify-tls': false, 'signing-secret': 'xxxx8801' });
+
+    // A metadata address is refused in the server's words; nothing changes and the form stays as typed.
+    await hook.locator('button.edit-webhook-button').click();
+    await form.locator('input.webhook-url').fill(METADATA_URL);
+    await form.locator('button[type=submit]').click();
+    const problem = page.locator('.webhooks-problem', { hasText: '169.254.169.254' });
+    await problem.waitFor(WAIT);
+    expect(await problem.textContent()).toMatch(/^Could not save the webhook build events: .*169\.254\.169\.254/);
+    expect(await form.locator('input.webhook-url').inputValue()).toBe(METADATA_URL);
+    expect((await gyre.api('GET', `/api/v2/webhook/${id}`)).url).toBe(`${receiver.url}/hook`);
+
+    // Back to both events with TLS checked and a new secret, which the page shows only masked.
+    await form.locator('input.webhook-url').fill(`${receiver.url}/hook`);
+    await form.locator('input.webhook-event[value="workflow-completed"]').check();
+    await form.locator('input.webhook-verify-tls').check();
+    await form.locator('input.webhook-secret').fill('whsec-changed-in-the-page-9902');
+    await form.locator('button[type=submit]').click();
+    await hook.locator('form.edit-webhook').waitFor({ state: 'detached', ...WAIT });
+    expect(await hook.locator('.webhook-shown-secret').textContent()).toBe('xxxx9902');
+    expect(await gyre.api('GET', `/api/v2/webhook/${id}`)).toMatchObject({ events: ['workflow-completed', 'job-completed'], 'verify-tls': true, 'signing-secret': 'xxxx9902' });
+    expect(await pageText(page)).not.toContain('whsec-changed-in-the-page-9902');
+
+    // Cancel leaves it as it is.
+    await hook.locator('button.edit-webhook-button').click();
+    await form.locator('input.webhook-name').fill('renamed but cancelled');
+    await form.locator('button.cancel-edit').click();
+    await hook.locator('form.edit-webhook').waitFor({ state: 'detached', ...WAIT });
+    expect((await gyre.api('GET', `/api/v2/webhook/${id}`)).name).toBe('build events');
+    expect(problems).toEqual([]);
+  }, 30_000);
+
   test("a build's deliveries to the receiver appear in the webhook's log on the page, each attempt's answer as the API gives it; deleting the webhook takes it away", async () => {
     const hook = page.locator('section.webhook[data-name="build events"]');
     const id = (await hook.getAttribute('data-id'))!;

@@ -19,6 +19,7 @@ import {
   listWebhookDeliveries,
   listWebhooks,
   putNotificationSettings,
+  updateWebhook,
 } from '../api.js';
 import { act, deleteButton, fact, fill, formatTime, h, main, problemBox, setCrumbs, statusBadge, timeAgo } from '../dom.js';
 import { links, orgOfSlug } from '../links.js';
@@ -119,16 +120,31 @@ const anyPending = (deliveries) => deliveries.some((d) => d.state === 'pending')
 // -------------------------------------------------------------------------------------------
 // Outbound webhooks
 
-function webhookForm(projectId, problem, onCreated) {
-  const name = h('input', { type: 'text', name: 'name', className: 'webhook-name', placeholder: 'name', required: true, maxLength: 256, autocomplete: 'off', attrs: { 'aria-label': 'Name' } });
-  const url = h('input', { type: 'text', name: 'url', className: 'webhook-url', placeholder: 'https://example.com/hooks/ci', required: true, maxLength: 2048, spellcheck: false, autocomplete: 'off', inputMode: 'url', attrs: { 'aria-label': 'URL' } });
-  const secret = h('input', { type: 'password', name: 'signing-secret', className: 'webhook-secret', placeholder: 'signing secret', required: true, maxLength: 1024, autocomplete: 'new-password', spellcheck: false, attrs: { 'aria-label': 'Signing secret' } });
-  const events = EVENTS.map(([value, label]) => checkbox('webhook-event', true, label, value));
-  const verify = checkbox('webhook-verify-tls', true, 'Verify TLS certificates');
+/**
+ * The form that adds a webhook, or, given `hook`, changes that one in place: filled with what the
+ * API answered, its signing secret left empty (write-only: empty keeps it), with Save and Cancel.
+ * A refusal is shown in `problem` and the form keeps what was typed.
+ */
+function webhookForm({ projectId, hook, problem, onSaved, onCancel }) {
+  const name = h('input', { type: 'text', name: 'name', className: 'webhook-name', placeholder: 'name', required: true, maxLength: 256, autocomplete: 'off', value: hook ? hook.name : '', attrs: { 'aria-label': 'Name' } });
+  const url = h('input', { type: 'text', name: 'url', className: 'webhook-url', placeholder: 'https://example.com/hooks/ci', required: true, maxLength: 2048, spellcheck: false, autocomplete: 'off', inputMode: 'url', value: hook ? hook.url : '', attrs: { 'aria-label': 'URL' } });
+  const secret = h('input', {
+    type: 'password',
+    name: 'signing-secret',
+    className: 'webhook-secret',
+    placeholder: hook ? 'new signing secret (empty keeps ' + hook['signing-secret'] + ')' : 'signing secret',
+    required: !hook,
+    maxLength: 1024,
+    autocomplete: 'new-password',
+    spellcheck: false,
+    attrs: { 'aria-label': hook ? 'New signing secret' : 'Signing secret' },
+  });
+  const events = EVENTS.map(([value, label]) => checkbox('webhook-event', hook ? hook.events.includes(value) : true, label, value));
+  const verify = checkbox('webhook-verify-tls', hook ? hook['verify-tls'] : true, 'Verify TLS certificates');
   const form = h(
     'form',
     {
-      className: 'create-webhook',
+      className: hook ? 'edit-webhook' : 'create-webhook',
       onsubmit: async (e) => {
         e.preventDefault();
         const input = {
@@ -136,17 +152,27 @@ function webhookForm(projectId, problem, onCreated) {
           url: url.value.trim(),
           events: events.filter((c) => c.input.checked).map((c) => c.input.value),
           'verify-tls': verify.input.checked,
-          'signing-secret': secret.value,
-          scope: { id: projectId, type: 'project' },
         };
-        if (await act(problem, 'Could not add the webhook ' + input.name, () => createWebhook(input))) {
+        if (hook) {
+          const change = secret.value ? { ...input, 'signing-secret': secret.value } : input;
+          if (await act(problem, 'Could not save the webhook ' + hook.name, () => updateWebhook(hook.id, change))) await onSaved();
+        } else if (await act(problem, 'Could not add the webhook ' + input.name, () => createWebhook({ ...input, 'signing-secret': secret.value, scope: { id: projectId, type: 'project' } }))) {
           form.reset();
-          await onCreated();
+          await onSaved();
         }
       },
     },
     h('div', { className: 'inline-form' }, name, url, secret),
-    h('div', { className: 'inline-form' }, h('span', { className: 'muted' }, 'Send'), events.map((c) => c.label), verify.label, h('span', { className: 'spacer' }), h('button', { type: 'submit', className: 'primary' }, 'Add webhook')),
+    h(
+      'div',
+      { className: 'inline-form' },
+      h('span', { className: 'muted' }, 'Send'),
+      events.map((c) => c.label),
+      verify.label,
+      h('span', { className: 'spacer' }),
+      hook ? h('button', { type: 'button', className: 'cancel-edit', onclick: onCancel }, 'Cancel') : null,
+      h('button', { type: 'submit', className: 'primary' }, hook ? 'Save' : 'Add webhook'),
+    ),
   );
   return form;
 }
@@ -158,12 +184,23 @@ export async function projectWebhooksPage(view, { slug }) {
   const problem = problemBox('webhooks-problem');
   const list = h('div', { className: 'webhook-list' });
   const opened = new Set();
+  /** The webhooks being changed, by id, with their open forms: kept across redraws, so a poll keeps what is typed. */
+  const editing = new Map();
 
   /** Reads the webhooks and their logs and draws them; answers whether a delivery is still pending. */
   async function draw() {
     const hooks = await listWebhooks(project.id);
     const logs = await Promise.all(hooks.map((w) => listWebhookDeliveries(w.id)));
     if (!view.alive) return false;
+    for (const id of editing.keys()) if (!hooks.some((w) => w.id === id)) editing.delete(id);
+    const done = (id) => async () => {
+      editing.delete(id);
+      await draw();
+    };
+    const editForm = (w) => {
+      if (!editing.has(w.id)) editing.set(w.id, webhookForm({ hook: w, problem, onSaved: done(w.id), onCancel: done(w.id) }));
+      return editing.get(w.id);
+    };
     fill(
       list,
       hooks.length
@@ -176,11 +213,16 @@ export async function projectWebhooksPage(view, { slug }) {
                 null,
                 h('span', { className: 'webhook-title' }, w.name),
                 h('span', { className: 'spacer' }),
+                editing.has(w.id)
+                  ? null
+                  : h('button', { type: 'button', className: 'edit-webhook-button', onclick: () => { editForm(w); void act(problem, 'Could not read the webhooks', draw); } }, 'Edit'),
                 deleteButton('delete-webhook', 'Delete', 'Delete the webhook ' + w.name + ' with its delivery log? Deliveries still waiting are not sent.', async () => {
                   if (await act(problem, 'Could not delete the webhook ' + w.name, () => deleteWebhook(w.id))) await draw();
                 }),
               ),
-              h(
+              editing.has(w.id)
+                ? editForm(w)
+                : h(
                 'dl',
                 { className: 'facts' },
                 fact('URL', h('span', { className: 'mono webhook-shown-url' }, w.url)),
@@ -225,7 +267,7 @@ export async function projectWebhooksPage(view, { slug }) {
         h('code', null, 'circleci-signature: v1=<HMAC-SHA256>'),
         ') when a workflow or job ends. A project has at most 5. The signing secret is write-only. Deliveries that fail are tried again with backoff; each attempt’s answer is in the log.',
       ),
-      webhookForm(project.id, problem, draw),
+      webhookForm({ projectId: project.id, problem, onSaved: draw }),
       problem,
     ),
     list,
