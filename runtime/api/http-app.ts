@@ -75,6 +75,13 @@ declare module 'fastify' {
      * the clients written for it send it (runtime/api/v1-routes.ts). Logged paths redact it.
      */
     tokenInQuery?: boolean;
+    /**
+     * A write that changes nothing the API's caches hold (runtime/roles/api.ts): no token, user,
+     * organisation, project's name or membership, and no existing pipeline. A trigger is one: the
+     * pipeline it makes is new, and no cache keeps an answer about what does not exist yet. Every
+     * other successful write clears them as its answer goes out.
+     */
+    keepsCaches?: true;
   }
   interface FastifyRequest {
     /** The caller on `user` routes. */

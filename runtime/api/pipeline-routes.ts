@@ -94,7 +94,7 @@ export function registerPipelineRoutes(app: GyreApp, deps: PipelineRouteDeps): v
   app.post(
     `${SLUG}/pipeline/run`,
     {
-      config: { permission: 'project:trigger', action: 'pipeline.trigger' },
+      config: { permission: 'project:trigger', action: 'pipeline.trigger', keepsCaches: true },
       schema: { params: SlugParams, body: Type.Union([PipelineRunBody, Type.Null()]), response: { 201: PipelineCreation } },
     },
     async (request, reply) => {

@@ -173,7 +173,7 @@ export function registerV2Routes(app: GyreApp, deps: V2RouteDeps): void {
   app.post(
     `${SLUG}/pipeline`,
     {
-      config: { permission: 'project:trigger', action: 'pipeline.trigger' },
+      config: { permission: 'project:trigger', action: 'pipeline.trigger', keepsCaches: true },
       schema: {
         params: SlugParams,
         body: Type.Object({ branch: OptionalText(1024), tag: OptionalText(1024), parameters: Type.Optional(Type.Union([Parameters, Type.Null()])) }),

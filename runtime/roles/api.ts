@@ -68,10 +68,13 @@ export const apiRole: Role = {
     // NOTIFY arrives: a write that succeeded clears the caches as its answer goes out. Not the
     // agents' and runners' writes (output chunks, heartbeats, step reports, claims, many a second
     // while builds run): they change no token, role or pipeline row, and clearing on each would
-    // leave the caches empty whenever anything is building.
+    // leave the caches empty whenever anything is building. Nor a trigger's (`keepsCaches`): it
+    // makes a new pipeline and changes nothing cached, and clearing on each made every trigger of
+    // a busy project authenticate and authorise from the database again.
     app.addHook('onSend', async (request, reply, payload) => {
-      const auth = request.routeOptions.config?.auth ?? 'user';
-      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400 && auth !== 'task' && auth !== 'runner') {
+      const config = request.routeOptions.config ?? {};
+      const auth = config.auth ?? 'user';
+      if (request.method !== 'GET' && request.method !== 'HEAD' && reply.statusCode < 400 && auth !== 'task' && auth !== 'runner' && !config.keepsCaches) {
         credentials.clear();
         pipelineViews.clear();
       }

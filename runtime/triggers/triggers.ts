@@ -73,17 +73,18 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
       }
       const id = randomUUID();
       const created = await store.transaction(async (tx) => {
-        const [{ pipeline_seq: number }] = await tx.query<{ pipeline_seq: number }>(
-          'UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $1 RETURNING pipeline_seq',
-          [project.id],
-        );
-        const [row] = await tx.query<{ created_at: Date }>(
-          `INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
-           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING created_at`,
+        // One statement, one round trip: the project's next number, the pipeline row, and the
+        // NOTIFY the conductor wakes on (delivered when the transaction commits).
+        const [row] = await tx.query<{ number: number; created_at: Date }>(
+          `WITH seq AS (UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $2 RETURNING pipeline_seq),
+                made AS (
+                  INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
+                  SELECT $1::uuid, $2::uuid, pipeline_seq, 'pending', $3::text, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::jsonb, $10::boolean, $11::jsonb FROM seq
+                  RETURNING number, created_at)
+           SELECT made.number, made.created_at FROM made CROSS JOIN (SELECT pg_notify($12::text, $13::text)) AS told`,
           [
             id,
             project.id,
-            number,
             request.type,
             request.actorId ?? null,
             ref.branch ?? null,
@@ -93,11 +94,14 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
             JSON.stringify(request.parameters ?? {}),
             request.fork === true,
             JSON.stringify(request.event ?? eventOfTrigger(request.type)),
+            PIPELINE_CREATED,
+            id,
           ],
         );
+        if (!row) throw new NotFoundError('project', request.slug);
+        const number = row.number;
         await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
         await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
-        await tx.query('SELECT pg_notify($1, $2)', [PIPELINE_CREATED, id]);
         return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
       });
       return created;
