@@ -141,11 +141,12 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
    * instead, with the reason in its messages, and never reaches an agent (as CircleCI does).
    */
   async function queueJob(tx: Queryable, job: JobRow): Promise<'queued' | 'unauthorized'> {
-    const [{ job_seq: number }] = await tx.query<{ job_seq: number }>(
-      'UPDATE projects SET job_seq = job_seq + 1 WHERE id = $1 RETURNING job_seq',
-      [job.project_id],
+    // The project's next job number, taken and given in one statement.
+    await tx.query(
+      `WITH seq AS (UPDATE projects SET job_seq = job_seq + 1 WHERE id = $1 RETURNING job_seq)
+       UPDATE jobs SET number = seq.job_seq FROM seq WHERE jobs.id = $2`,
+      [job.project_id, job.id],
     );
-    await tx.query('UPDATE jobs SET number = $2 WHERE id = $1', [job.id, number]);
     if (contexts && job.contexts.length > 0) {
       const verdict = await contexts.authorize(await contextInput(tx, job), tx);
       if (!verdict.ok) {
@@ -276,17 +277,16 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
    * caller's transaction. A setup plan's jobs receive the pipeline's continuation key.
    */
   async function insertWorkflows(tx: Queryable, pipelineId: string, projectId: string, plan: Plan, continuationKey?: string): Promise<void> {
-    const [{ next }] = await tx.query<{ next: number }>('SELECT COALESCE(max(position) + 1, 0)::int AS next FROM workflows WHERE pipeline_id = $1', [pipelineId]);
     const workflowIds: string[] = [];
-    for (const [offset, workflow] of plan.workflows.entries()) {
+    for (const workflow of plan.workflows) {
       const workflowId = randomUUID();
       workflowIds.push(workflowId);
-      await tx.query(`INSERT INTO workflows (id, pipeline_id, name, status, position) VALUES ($1, $2, $3, 'running', $4)`, [
-        workflowId,
-        pipelineId,
-        workflow.name,
-        next + offset,
-      ]);
+      // After the pipeline's workflows so far (a continuation's follow the setup's).
+      await tx.query(
+        `INSERT INTO workflows (id, pipeline_id, name, status, position)
+         SELECT $1, $2, $3, 'running', COALESCE(max(position) + 1, 0)::int FROM workflows WHERE pipeline_id = $2`,
+        [workflowId, pipelineId, workflow.name],
+      );
       await onWorkflow?.(tx, { workflowId, status: 'running', ended: false });
       for (const [jobPosition, job] of workflow.jobs.entries()) {
         const spec = job.spec && continuationKey ? { ...job.spec, environment: { ...job.spec.environment, CIRCLE_CONTINUATION_KEY: continuationKey } } : job.spec;
@@ -318,21 +318,17 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
 
   async function createWorkflows(pipelineId: string, projectId: string, plan: Plan, configs: Configs): Promise<void> {
     await store.transaction(async (tx) => {
-      const [pipeline] = await tx.query<{ state: string }>('SELECT state FROM pipelines WHERE id = $1 FOR UPDATE', [pipelineId]);
-      if (!pipeline || pipeline.state !== 'pending') return; // someone else got here first
-      let continuationKey: string | undefined;
-      if (plan.setup) {
-        continuationKey = randomBytes(32).toString('base64url');
-        await tx.query(
-          `UPDATE pipelines SET continuation_key = $2, continuation_expires_at = now() + $3::interval WHERE id = $1`,
-          [pipelineId, continuationKey, `${continuationTtlMs} milliseconds`],
-        );
-      }
-      await tx.query(`UPDATE pipelines SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now() WHERE id = $1`, [
-        pipelineId,
-        configs.source,
-        configs.compiled,
-      ]);
+      // The move to `created` takes the pipeline's row: a second conductor that read it pending
+      // waits here, then finds it created and does nothing.
+      const continuationKey = plan.setup ? randomBytes(32).toString('base64url') : undefined;
+      const moved = await tx.query<{ id: string }>(
+        `UPDATE pipelines SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now(),
+                continuation_key = COALESCE($4::text, continuation_key),
+                continuation_expires_at = CASE WHEN $4::text IS NULL THEN continuation_expires_at ELSE now() + $5::interval END
+          WHERE id = $1 AND state = 'pending' RETURNING id`,
+        [pipelineId, configs.source, configs.compiled, continuationKey ?? null, `${continuationTtlMs} milliseconds`],
+      );
+      if (moved.length === 0) return; // someone else got here first
       // Before the new workflows queue jobs (which locks the project's row): older workflows are
       // locked first, as a job finishing in one takes its workflow and then the project.
       await cancelRedundantWorkflows(tx, pipelineId, cancelInTx);

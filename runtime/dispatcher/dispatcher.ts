@@ -291,27 +291,35 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     async enqueueJob(tx, job) {
       const parallelism = Math.max(1, job.spec.parallelism || 1);
       const resourceClass = resourceClassOf(job.spec);
-      const [owner] = await tx.query<{ slug: string; org: string }>(
-        `SELECT pr.slug, pr.org FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1`,
-        [job.id],
-      );
       // Fair queueing: a task's rank is how many tasks of its project already wait. Claims take
       // the lowest rank first, so a project that queues a hundred tasks does not starve one that
       // queues a single task after it: projects take turns.
-      const [{ ahead }] = await tx.query<{ ahead: number }>(
-        `SELECT count(*)::int AS ahead FROM tasks WHERE status = 'queued' AND project_slug = $1`,
-        [owner?.slug ?? null],
+      const [owner] = await tx.query<{ slug: string; org: string; ahead: number }>(
+        `SELECT pr.slug, pr.org, (SELECT count(*)::int FROM tasks t WHERE t.status = 'queued' AND t.project_slug = pr.slug) AS ahead
+           FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1`,
+        [job.id],
       );
-      for (let node = 0; node < parallelism; node++) {
-        // A machine job whose class an admin gave to runners or Nomad runs there, not on a machine of its own.
-        await tx.query(
-          `INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts, project_slug, org, fair_rank, machine_image)
-           VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8,
-                   CASE WHEN EXISTS (SELECT 1 FROM resource_classes WHERE name = $4 AND driver <> 'builtin') THEN NULL ELSE $9::text END)`,
-          [randomUUID(), job.id, node, resourceClass, config.maxAttempts, owner?.slug ?? null, owner?.org ?? null, ahead + node, machineImageOf(job.spec)],
-        );
-      }
-      await tx.query(`UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $1`, [job.id]);
+      // One statement for the job's tasks (one per parallel node) and its move to queued. A
+      // machine job whose class an admin gave to runners or Nomad runs there, not on a machine of its own.
+      await tx.query(
+        `WITH made AS (
+           INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts, project_slug, org, fair_rank, machine_image)
+           SELECT n.id, $2::uuid, (n.node - 1)::int, 'queued', $3::text, $4::int, $5::text, $6::text, $7::int + (n.node - 1)::int,
+                  CASE WHEN EXISTS (SELECT 1 FROM resource_classes WHERE name = $3::text AND driver <> 'builtin') THEN NULL ELSE $8::text END
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS n(id, node)
+           RETURNING 1)
+         UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $2::uuid`,
+        [
+          Array.from({ length: parallelism }, () => randomUUID()),
+          job.id,
+          resourceClass,
+          config.maxAttempts,
+          owner?.slug ?? null,
+          owner?.org ?? null,
+          owner?.ahead ?? 0,
+          machineImageOf(job.spec),
+        ],
+      );
       if (isPlatformClass(resourceClass)) {
         // No driver serves it until an admin registers the class: the job says so while it waits.
         await tx.query(

@@ -88,10 +88,9 @@ export function createNotifierEvents({ webUrl }: { webUrl: (pipelineId: string, 
 
   const onJobsEnded: JobsListener = async (tx, { workflowId }) => {
     // Cheap when no webhook wants jobs: one indexed look-up per advance of the workflow.
-    const projectId = await sql.projectOfWorkflow(tx, workflowId);
-    if (!projectId) return;
-    const webhooks = await sql.webhooksForEvent(tx, projectId, 'job-completed');
-    if (webhooks.length === 0) return;
+    const found = await sql.webhooksOfWorkflow(tx, workflowId, 'job-completed');
+    if (!found || found.webhooks.length === 0) return;
+    const { projectId, webhooks } = found;
     const jobs = await sql.endedJobs(tx, workflowId, TERMINAL_JOB_STATUSES);
     if (jobs.length === 0) return;
     const have = await sql.deliveredSubjects(

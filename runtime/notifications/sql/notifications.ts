@@ -175,10 +175,21 @@ export async function workflowFacts(db: Queryable, workflowId: string, urlOf: (p
   };
 }
 
-/** The project a workflow belongs to. */
-export async function projectOfWorkflow(db: Queryable, workflowId: string): Promise<string | undefined> {
-  const [row] = await db.query<{ project_id: string }>('SELECT p.project_id FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id WHERE w.id = $1', [workflowId]);
-  return row?.project_id;
+/**
+ * The project a workflow belongs to and its webhooks that want `event`, in one look-up (the
+ * conductor asks on every advance of every workflow; nearly always the answer is none).
+ */
+export async function webhooksOfWorkflow(db: Queryable, workflowId: string, event: string): Promise<{ projectId: string; webhooks: { id: string; name: string }[] } | undefined> {
+  const rows = await db.query<{ project_id: string; id: string | null; name: string | null }>(
+    `SELECT p.project_id, wh.id, wh.name
+       FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id
+       LEFT JOIN webhooks wh ON wh.project_id = p.project_id AND $2 = ANY(wh.events)
+      WHERE w.id = $1
+      ORDER BY wh.created_at, wh.id`,
+    [workflowId, event],
+  );
+  if (rows.length === 0) return undefined;
+  return { projectId: rows[0].project_id, webhooks: rows.filter((r) => r.id !== null).map((r) => ({ id: r.id!, name: r.name! })) };
 }
 
 /**
