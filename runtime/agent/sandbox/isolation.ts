@@ -125,7 +125,9 @@ const HELPER_CODE = ['bin', 'runtime', 'node_modules', 'package.json', 'tsconfig
 
 /** A step's wrapper: stdout and stderr on one pipe, the working directory made and entered as the build. */
 // Steps run with the usual umask (022), whatever the server's own (077: its files are its alone).
-const STEP_WRAPPER = 'umask 022; mkdir -p "$1" && cd "$1" || exit 1; shift; exec "$@" 2>&1';
+// `mkdir` is a program, `[` a builtin: a directory that is there (nearly always) costs no exec,
+// which was a tenth of a step's start here (3 of 30 ms from spawn to the command).
+const STEP_WRAPPER = 'umask 022; { [ -d "$1" ] || mkdir -p "$1"; } && cd "$1" || exit 1; shift; exec "$@" 2>&1';
 
 export const CONTROL_SUFFIX = '.ctl';
 export const TMP_SUFFIX = '.tmp';
