@@ -66,14 +66,19 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
           const child = box.spawn(dir, [command, ...args, scriptPath], { ...request.env, ...box.env });
           let killTimer: NodeJS.Timeout | undefined;
           const kill = (signalName: NodeJS.Signals) => {
+            // Asked before the launcher said its pid: sent the moment it does.
+            if (child.pid === undefined) {
+              child.once('spawn', () => kill(signalName));
+              return;
+            }
             try {
-              process.kill(-child.pid!, signalName);
+              process.kill(-child.pid, signalName);
             } catch {
               /* already gone */
             }
           };
           const killGroup = (now = false) => {
-            if (child.pid === undefined || child.exitCode !== null) return;
+            if (child.exitCode !== null || child.signalCode !== null) return;
             if (now) {
               kill('SIGKILL');
               return;

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { chmod, chown, lchown, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -10,6 +10,7 @@ import { startGroupKeeper, startUidKeeper, type Keeper } from './keepers';
 import { archiveAs, extractAs, type HelperLauncher } from './tree-helper';
 import { helperBundle, HELPER_THROUGH_LOADER } from './helper-bundle';
 import { ownerAlive, processOwner } from './owner';
+import { stepLauncher, type StepProcess } from './step-launcher';
 
 /**
  * How a Gyre process keeps the builds it runs in a shell apart from itself and from each other:
@@ -78,7 +79,7 @@ export interface BuildBox {
    * Starts a command in the box, in a process group of its own, in `cwd` (made when missing, as
    * the build); its stdout carries stdout and stderr merged in order.
    */
-  spawn(cwd: string, command: readonly string[], env: Readonly<Record<string, string>>): ChildProcess;
+  spawn(cwd: string, command: readonly string[], env: Readonly<Record<string, string>>): StepProcess;
   archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
   extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }): Promise<{ entries: number; bytes: number }>;
   /**
@@ -219,7 +220,7 @@ function noIsolation(summary: string): Isolation {
         seesHostPaths: true,
         env: {},
         keeper: kept,
-        spawnIn: (command, env) => spawn(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
+        spawnIn: (command, env) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env } }),
         // Without isolation the agent may as well read the tree itself: the build could read the same.
         archive: (root, patterns) => archiveLocal(root, patterns),
         extract: (dest, tar, limits) => extractLocal(dest, tar, limits),
@@ -283,7 +284,7 @@ function bubblewrapIsolation(base: BubblewrapBase): Isolation {
         seesHostPaths: false,
         env: {},
         // The sandbox dies with the agent (--die-with-parent) and takes its pid namespace along.
-        spawnIn: (command, env) => spawn(base.command, sandboxArgs(base, { mounts, tmp, cwd: SANDBOX_HOME }, command), { env: { ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
+        spawnIn: (command, env) => stepLauncher().launch(base.command, sandboxArgs(base, { mounts, tmp, cwd: SANDBOX_HOME }, command), { env: { ...env } }),
         archive: (root, patterns) => archiveAs(helper, { root, patterns }),
         extract: (dest, tar, limits) => extractAs(helper, { dest, maxBytes: limits?.maxBytes }, tar),
         scriptMode: 0o600,
@@ -405,7 +406,7 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         seesHostPaths: false,
         env: { TMPDIR: tmp },
         keeper,
-        spawnIn: (command, env) => spawn(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, uid, gid: uid, detached: true, stdio: ['ignore', 'pipe', 'pipe'] }),
+        spawnIn: (command, env) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, uid, gid: uid }),
         archive: (root, patterns) => archiveAs(helper, { uid, root, patterns }),
         extract: (dest, tar, limits) => extractAs(helper, { uid, dest, maxBytes: limits?.maxBytes }, tar),
         scriptMode: 0o640,
@@ -471,7 +472,8 @@ interface ShellBoxParts {
   readonly seesHostPaths: boolean;
   readonly env: Readonly<Record<string, string>>;
   readonly keeper?: Keeper;
-  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>) => ChildProcess;
+  /** Starts a step (through the launcher: ./step-launcher.ts) in its own process group, stdin closed, stdout and stderr piped. */
+  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>) => StepProcess;
   readonly archive: BuildBox['archive'];
   readonly extract: BuildBox['extract'];
   readonly scriptMode: number;
@@ -521,10 +523,14 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       if (closed) throw new Error('the task has ended');
       ran = true;
       const child = parts.spawnIn(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...command], env);
-      if (child.pid !== undefined) {
-        groups.add(child.pid);
-        parts.keeper?.track(child.pid);
-      }
+      // Its pid comes a moment later, from the launcher. A task that ended in that moment kills it
+      // at once: nothing started for a task outlives it.
+      child.once('spawn', () => {
+        const pid = child.pid!;
+        groups.add(pid);
+        parts.keeper?.track(pid);
+        if (closed) killGroups();
+      });
       return child;
     },
     archive: asBuild(parts.archive),
