@@ -117,6 +117,8 @@ class LaunchedStep extends EventEmitter implements StepProcess {
   readonly stderr = new PassThrough();
   /** The output connection arrived (or never will: the step did not start). */
   private outputDone = false;
+  /** Its output connection has been taken: a second one naming it is refused. */
+  connected = false;
   private exited = false;
   private closed = false;
 
@@ -190,11 +192,14 @@ export function createStepLauncher(): StepLauncher {
       header += text.slice(0, at);
       socket.off('data', onData);
       socket.pause();
+      // The launcher says the pid on its stdout and connects here: either may be read first, so
+      // the connection is taken for any step it was asked to start, once.
       const step = header.length <= MAX_HEADER ? steps.get(header) : undefined;
-      if (!step || step.pid === undefined) {
+      if (!step || step.connected) {
         socket.destroy();
         return;
       }
+      step.connected = true;
       const rest = chunk.subarray(Buffer.byteLength(text.slice(0, at + 1), 'latin1'));
       if (rest.length > 0) socket.unshift(rest);
       socket.pipe(step.stdout);
