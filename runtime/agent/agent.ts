@@ -47,11 +47,12 @@ export interface AgentOptions {
   readonly reporter: TaskReporter;
   /**
    * Where the steps run, or how to make it (a container to pull and start, a sandbox): made when
-   * the task starts, given the task with the secrets this agent received for it (registry
-   * credentials may name them), and a failure to make it fails the job with the reason in the
-   * first step's output, as an image that cannot be pulled does.
+   * the task starts, while its secrets are read, given the task as claimed and `withSecrets`, the
+   * task with the secrets this agent received for it, for a factory that needs them (registry
+   * credentials may name them; it rejects when the task may not have them). A failure to make it
+   * fails the job with the reason in the first step's output, as an image that cannot be pulled does.
    */
-  readonly executor: Executor | ((task: TaskContext) => Promise<Executor>);
+  readonly executor: Executor | ((task: TaskContext, withSecrets: () => Promise<TaskContext>) => Promise<Executor>);
   readonly log: Logger;
   /** How often to renew the lease. */
   readonly heartbeatMs: number;
@@ -120,31 +121,8 @@ export { LEASE_LOST } from './executor';
  */
 export async function runTask(options: AgentOptions): Promise<AgentResult> {
   const { reporter, log } = options;
-  // The test timings of earlier runs (for the job directory) are read beside the secrets: each is
-  // a round trip under the lease on the way to the first command.
-  const timingsRead = reporter.testTimings?.().then(
-    (timings) => ({ timings }),
-    (error: unknown) => ({ error }),
-  );
-  // The task's secrets are asked for under the lease, by the agent that holds it (never sent with
-  // the task): a refusal (a context the job may no longer use) fails the job with the reason.
-  let secretsRefused: string | undefined;
-  let task = options.task;
-  if (!task.secrets && reporter.secrets) {
-    let answer: Awaited<ReturnType<NonNullable<TaskReporter['secrets']>>>;
-    try {
-      answer = await reporter.secrets();
-    } catch (error) {
-      if (error instanceof StaleLeaseError) return { lostLease: true };
-      throw error;
-    }
-    if ('refused' in answer) secretsRefused = answer.refused;
-    else task = { ...task, secrets: { env: answer.env, ...(answer.gitToken ? { gitToken: answer.gitToken } : {}), ...(answer.sshKeys ? { sshKeys: answer.sshKeys } : {}) } };
-  }
-  const handlers = options.handlers ?? createStepHandlers();
-  const masker = options.masker ?? createSecretMasker(secretValuesOf(task));
-  /** A name or message as it may be sent or logged: the task's secrets masked. */
-  const hide = (text: string) => maskText(masker, text);
+  // The lease is kept from the moment the agent has the task: reading its secrets and making its
+  // executor can take longer than a heartbeat, and the agent's deadline counts from the claim.
   const abort = new AbortController();
   let lostLease = false;
   let canceled = false;
@@ -158,7 +136,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
 
   const stopForLostLease = (why: string, fields: Record<string, unknown> = {}) => {
-    if (!lostLease) log.warn(`${why}; killing the steps and reporting nothing more`, { taskId: task.taskId, ...fields });
+    if (!lostLease) log.warn(`${why}; killing the steps and reporting nothing more`, { taskId: options.task.taskId, ...fields });
     lostLease = true;
     clearInterval(beat);
     clearInterval(deadline);
@@ -172,7 +150,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     return false;
   };
   /** Once the lease is lost nothing more is sent: a call made after that fails here, not on the wire. */
-  const fenced = <T>(send: () => Promise<T>): Promise<T> => (lostLease ? Promise.reject(new StaleLeaseError(task.taskId, 'lost by the agent')) : send());
+  const fenced = <T>(send: () => Promise<T>): Promise<T> => (lostLease ? Promise.reject(new StaleLeaseError(options.task.taskId, 'lost by the agent')) : send());
 
   // The agent's own deadline, on the monotonic clock, counted from when the last renewal that
   // succeeded was sent (never later than when the server granted it): TTL minus a margin.
@@ -200,7 +178,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
         }
       },
       (error) => {
-        if (!loseLease(error)) log.warn('heartbeat failed; will retry', { taskId: task.taskId, error: (error as Error).message });
+        if (!loseLease(error)) log.warn('heartbeat failed; will retry', { taskId: options.task.taskId, error: (error as Error).message });
       },
     );
   };
@@ -219,26 +197,71 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     () => undefined,
   );
 
+  // The test timings of earlier runs (for the job directory) are read beside the secrets: each is
+  // a round trip under the lease on the way to the first command.
+  const timingsRead = reporter.testTimings?.().then(
+    (timings) => ({ timings }),
+    (error: unknown) => ({ error }),
+  );
+  // The task's secrets are asked for under the lease, by the agent that holds it (never sent with
+  // the task): a refusal (a context the job may no longer use) fails the job with the reason.
+  const secretsRead = readSecrets(options.task, reporter);
+  const withSecrets = async (): Promise<TaskContext> => {
+    const read = await secretsRead;
+    if ('lostLease' in read) throw new StaleLeaseError(options.task.taskId, 'lost by the agent');
+    if (read.refused) throw new Error(`Unauthorized: ${read.refused}`);
+    return read.task;
+  };
+  // Meanwhile the executor is made and the job directory written, which need no secret (a
+  // factory that does waits for them itself): on the way to the first command.
+  const prepared = prepareExecutor(options, withSecrets, timingsRead);
+  /** Stops keeping the lease and watching for a cancel: the task has ended here. */
+  const letGo = () => {
+    clearInterval(beat);
+    clearInterval(deadline);
+    watching.abort();
+    options.signal?.removeEventListener('abort', onOuterAbort);
+  };
+  const answer = await secretsRead.catch(async (error: unknown) => {
+    letGo();
+    await dispose(prepared);
+    throw error;
+  });
+  if ('lostLease' in answer) {
+    letGo();
+    await dispose(prepared);
+    return { lostLease: true };
+  }
+  const secretsRefused = answer.refused;
+  const task = answer.task;
+  const handlers = options.handlers ?? createStepHandlers();
+  const masker = options.masker ?? createSecretMasker(secretValuesOf(task));
+  /** A name or message as it may be sent or logged: the task's secrets masked. */
+  const hide = (text: string) => maskText(masker, text);
   let executor: Executor | undefined;
   try {
+    const ready = await prepared;
+    executor = ready.executor;
     try {
       if (secretsRefused) throw new Error(`Unauthorized: ${secretsRefused}`);
-      executor = typeof options.executor === 'function' ? await options.executor(task) : options.executor;
+      if ('failed' in ready) throw ready.failed;
     } catch (error) {
       return await environmentFailed(error as Error);
     }
-    const shellDefault = (await executor.hasBash()) ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
+    if ('hasBashFailed' in ready) throw ready.hasBashFailed;
+    const shellDefault = ready.hasBash ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
     // The task's secrets first: the built-in variables, then the config's `environment:` (merged
     // in by the run step), win over them, as in CircleCI.
-    const env = { ...secretEnvironment(task, log), ...circleEnvironment(task, executor.home, options.webUrl) };
-    const jobDir = await installJobDir(executor);
+    const made = ready.executor;
+    const env = { ...secretEnvironment(task, log), ...circleEnvironment(task, made.home, options.webUrl) };
+    const jobDir = jobDirOf(ready.jobDir);
     if (jobDir) {
       env.GYRE_JOB_DIR = jobDir;
       env.PATH = `${jobDir}/bin:${env.PATH}`;
     }
     let failed = false;
     let timedOut = false;
-    const stepCtx = { ...options, task, executor, env, shellDefault, signal: abort.signal, notice: executor.notice };
+    const stepCtx = { ...options, task, executor: made, env, shellDefault, signal: abort.signal, notice: made.notice };
     for (const [index, step] of task.spec.steps.entries()) {
       if (lostLease || abandoned) break;
       const when = 'when' in step ? step.when : 'on_success';
@@ -248,7 +271,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       if (result === 'lost') break;
       // `circleci-agent step halt` in this step: no later step runs (`when: always` ones neither),
       // and the job ends as its steps so far decide, success unless one failed (as CircleCI does).
-      if (jobDir && step.type === 'run' && result !== 'canceled' && (await halted(executor))) {
+      if (jobDir && step.type === 'run' && result !== 'canceled' && (await halted(made))) {
         if (result === 'timedout') timedOut = true;
         if (result === 'failed' || result === 'timedout') failed = true;
         break;
@@ -269,35 +292,21 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     }
     return { outcome };
   } finally {
-    clearInterval(beat);
-    clearInterval(deadline);
-    watching.abort();
-    options.signal?.removeEventListener('abort', onOuterAbort);
+    letGo();
     await executor?.cleanup().catch((error) => log.warn('cleanup failed', { taskId: task.taskId, error: hide((error as Error).message) }));
   }
 
   /**
-   * Writes Gyre's directory into the job (the in-job CLI and the timings of the job's last
-   * successful run) and returns where the commands see it. Without it the job still runs: a
-   * failure is logged, and `circleci` is then missing from the job, as on an executor with none.
+   * Where the commands see Gyre's directory in the job, once its writing (prepareExecutor) is
+   * known: what went wrong on the way is logged here, with the task's secrets masked. Without it
+   * the job still runs, and `circleci` is then missing from the job, as on an executor with none.
    */
-  async function installJobDir(executor: Executor): Promise<string | undefined> {
-    if (!executor.jobDir) return undefined;
-    let timings: readonly TestTiming[] = [];
-    const read = await timingsRead;
-    if (read && 'timings' in read) timings = read.timings ?? [];
-    else if (read) {
-      const { error } = read;
-      if (loseLease(error)) return undefined;
-      log.warn('the test timings of earlier runs could not be fetched; tests split by timings falls back to names', { taskId: task.taskId, error: hide((error as Error).message) });
+  function jobDirOf(written: JobDirWritten): string | undefined {
+    if (written.timingsFailed !== undefined && !loseLease(written.timingsFailed)) {
+      log.warn('the test timings of earlier runs could not be fetched; tests split by timings falls back to names', { taskId: task.taskId, error: hide((written.timingsFailed as Error).message) });
     }
-    try {
-      await executor.jobDir.install(jobFiles(timings));
-      return executor.jobDir.path;
-    } catch (error) {
-      log.warn('the in-job circleci command could not be installed', { taskId: task.taskId, error: hide((error as Error).message) });
-      return undefined;
-    }
+    if (written.failed !== undefined) log.warn('the in-job circleci command could not be installed', { taskId: task.taskId, error: hide((written.failed as Error).message) });
+    return written.path;
   }
 
   /** Whether a step asked for the job to end (`circleci-agent step halt`). */
@@ -389,6 +398,75 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
 
 /** What an environment variable's name may be: a name a shell can expand. */
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+type SecretsRead = { readonly task: TaskContext; readonly refused?: string } | { readonly lostLease: true };
+
+/** The task with its secrets from `reporter`, or why it may not have them, or that the lease is lost. */
+async function readSecrets(task: TaskContext, reporter: TaskReporter): Promise<SecretsRead> {
+  if (task.secrets || !reporter.secrets) return { task };
+  let answer: Awaited<ReturnType<NonNullable<TaskReporter['secrets']>>>;
+  try {
+    answer = await reporter.secrets();
+  } catch (error) {
+    if (error instanceof StaleLeaseError) return { lostLease: true };
+    throw error;
+  }
+  if ('refused' in answer) return { task, refused: answer.refused };
+  return { task: { ...task, secrets: { env: answer.env, ...(answer.gitToken ? { gitToken: answer.gitToken } : {}), ...(answer.sshKeys ? { sshKeys: answer.sshKeys } : {}) } } };
+}
+
+/** Gyre's directory in the job: where it is, or what stopped it (logged by the agent, masked). */
+interface JobDirWritten {
+  readonly path?: string;
+  readonly timingsFailed?: unknown;
+  readonly failed?: unknown;
+}
+
+/** The executor made, whether it has bash, and the job directory written; or why it could not be made. */
+type Prepared =
+  | { readonly executor: Executor; readonly hasBash: boolean; readonly jobDir: JobDirWritten }
+  | { readonly executor: Executor; readonly hasBashFailed: unknown }
+  | { readonly executor?: undefined; readonly failed: unknown };
+
+/**
+ * Makes the task's executor, asks whether it has bash and writes Gyre's directory into the job
+ * (the in-job CLI and the timings of the job's last successful run). Never rejects: what failed
+ * is in the answer, for the agent to report once it knows the secrets to mask.
+ */
+async function prepareExecutor(
+  options: AgentOptions,
+  withSecrets: () => Promise<TaskContext>,
+  timingsRead: Promise<{ timings: readonly TestTiming[] } | { error: unknown }> | undefined,
+): Promise<Prepared> {
+  let executor: Executor;
+  try {
+    executor = typeof options.executor === 'function' ? await options.executor(options.task, withSecrets) : options.executor;
+  } catch (failed) {
+    return { failed };
+  }
+  let hasBash: boolean;
+  try {
+    hasBash = await executor.hasBash();
+  } catch (hasBashFailed) {
+    return { executor, hasBashFailed };
+  }
+  if (!executor.jobDir) return { executor, hasBash, jobDir: {} };
+  const read = await timingsRead;
+  const timingsFailed = read && 'error' in read ? read.error : undefined;
+  const timings = read && 'timings' in read ? (read.timings ?? []) : [];
+  try {
+    await executor.jobDir.install(jobFiles(timings));
+    return { executor, hasBash, jobDir: { path: executor.jobDir.path, timingsFailed } };
+  } catch (failed) {
+    return { executor, hasBash, jobDir: { timingsFailed, failed } };
+  }
+}
+
+/** Cleans up the executor of a task that ends before it runs anything (its lease lost). */
+async function dispose(prepared: Promise<Prepared>): Promise<void> {
+  const { executor } = await prepared;
+  await executor?.cleanup().catch(() => undefined);
+}
 
 /**
  * The values the agent masks for a task: each of `task.secrets.env`, its checkout token, its SSH private keys (whole and line by line), and the value of each

@@ -138,7 +138,13 @@ export async function prepareExecution(settings: ExecutorSettings, names: Execut
 }
 
 export interface TaskExecutorOptions {
+  /** The task as claimed: its secrets are still being read when the executor is made. */
   readonly task: TaskContext;
+  /**
+   * The task with its secrets, once the agent has them (rejects when it may not have them): only
+   * the Docker executor waits for it, to expand image credentials. @default the task as given
+   */
+  readonly withSecrets?: () => Promise<TaskContext>;
   /** Where the shell executor makes the task's directory. */
   readonly taskDir: string;
   readonly log: Logger;
@@ -175,7 +181,7 @@ async function createExecutorOf(options: TaskExecutorOptions): Promise<Executor>
       resources: options.task.resources,
       owner: options.owner,
       // What `$NAME` in the images' auth and aws_auth is expanded from, just before the pull.
-      secrets: options.task.secrets?.env,
+      secrets: (options.withSecrets ? await options.withSecrets() : options.task).secrets?.env,
     });
   }
   return createShellExecutor({ taskDir: options.taskDir, isolation: execution.isolation });

@@ -149,7 +149,7 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
     task,
     reporter: client.reporter(),
     // Given the task with its secrets (image credentials may name them).
-    executor: (withSecrets) => createTaskExecutor({ task: withSecrets, taskDir: join(workDir, task.taskId), log, execution, owner: containerOwner() }),
+    executor: (claimed, withSecrets) => createTaskExecutor({ task: claimed, withSecrets, taskDir: join(workDir, task.taskId), log, execution, owner: containerOwner() }),
     handlers,
     log: log.child({ taskId: task.taskId }),
     heartbeatMs: heartbeatEvery(leaseTtlMs),

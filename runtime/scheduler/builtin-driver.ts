@@ -112,7 +112,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
           task,
           reporter: localReporter(dispatcher, claimed, options.taskSecrets, store),
           // The task as the agent has it, with its secrets: image credentials may name them.
-          executor: (withSecrets) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${lease.attempt}`), log: taskLog, execution: execution!, owner }),
+          executor: (claimed, withSecrets) => createTaskExecutor({ task: claimed, withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${lease.attempt}`), log: taskLog, execution: execution!, owner }),
           log: taskLog,
           heartbeatMs: options.heartbeatMs,
           leaseTtlMs: options.leaseTtlMs,

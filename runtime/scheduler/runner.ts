@@ -94,7 +94,7 @@ export function startRunner(options: RunnerOptions): Runner {
       try {
         const client = createAgentClient({ url: base, token, taskId: task.taskId, retry: options.retry });
         // Given the task with its secrets (image credentials may name them).
-        const executor = (withSecrets: TaskContext) => createTaskExecutor({ task: withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${taskTokenParts(token).attempt}`), log: taskLog, execution: execution!, owner });
+        const executor = (claimed: TaskContext, withSecrets: () => Promise<TaskContext>) => createTaskExecutor({ task: claimed, withSecrets, taskDir: join(options.workRoot, `${task.taskId}-${taskTokenParts(token).attempt}`), log: taskLog, execution: execution!, owner });
         const handlers = createStepHandlers(createOutputStepHandlers(client.output()));
         const result = await runTask({
           task,

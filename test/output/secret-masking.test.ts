@@ -13,6 +13,7 @@ import { createOutputStepHandlers } from '../../runtime/agent/steps/output-steps
 import type { JobSpec, RunStep } from '../../runtime/config/plan';
 import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { createLogger } from '../../runtime/logger';
+import { StaleLeaseError } from '../../runtime/domain/errors';
 import { decompressChunk } from '../../runtime/output/log-chunk';
 import { createSecretMasker, MASK, maskedForms, maskText, noMasking, type OutputMasker } from '../../runtime/output/masking';
 import { startTestGyre, type TestGyre } from '../support/gyre';
@@ -287,6 +288,118 @@ describe('the agent with a task that carries secrets', () => {
     expect(lines[1]).toBe(`path=${home}/.gyre-job/bin:${process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'}`);
     expect(lines[2]).toBe('1');
     expect(output(1)).toBe(`\ncannot deploy: ${MASK} was refused\n`);
+  });
+
+  /** A reporter whose secrets answer when the test says, and that counts the calls before it did. */
+  function heldSecrets(answer: () => Promise<Awaited<ReturnType<NonNullable<TaskReporter['secrets']>>>>) {
+    const recording = recordingReporter();
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const reporter: TaskReporter = { ...recording.reporter, secrets: () => released.then(answer) };
+    return { ...recording, reporter, release };
+  }
+  const exists = (path: string) => {
+    try {
+      statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  test('the executor is made and the job directory written while the secrets are read, and the steps then get them, masked', async () => {
+    const task = taskWith([run('deploy', 'echo "token=$DEPLOY_TOKEN"; command -v circleci >/dev/null && echo "cli=yes"')], {}, undefined);
+    const { reporter, output, release } = heldSecrets(async () => ({ env: { DEPLOY_TOKEN: TOKEN } }));
+    let made: Executor | undefined;
+    const running = runTask({ task, reporter, log, heartbeatMs: 10_000, executor: async () => (made = await shell()) });
+    // The secrets have not answered: the sandbox and the in-job command are there all the same.
+    for (let i = 0; i < 200 && !(made?.jobDir && exists(join(made.jobDir.path, 'bin', 'circleci'))); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(made?.jobDir && exists(join(made.jobDir.path, 'bin', 'circleci'))).toBe(true);
+    expect(output(0)).toBe('');
+    release();
+    expect(await running).toEqual({ outcome: 'success' });
+    expect(output(0)).toBe(`token=${MASK}\ncli=yes\n`);
+  });
+
+  test('an executor that needs the secrets (image credentials) waits for them through withSecrets; the task it is first given has none', async () => {
+    const task = taskWith([run('pull', 'true')], {}, undefined);
+    const { reporter, release } = heldSecrets(async () => ({ env: { REGISTRY_PASSWORD: TOKEN } }));
+    const seen: { before?: unknown; after?: string } = {};
+    const running = runTask({
+      task,
+      reporter,
+      log,
+      heartbeatMs: 10_000,
+      executor: async (claimed, withSecrets) => {
+        seen.before = claimed.secrets;
+        seen.after = (await withSecrets()).secrets?.env.REGISTRY_PASSWORD;
+        return shell();
+      },
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(seen).toEqual({ before: undefined });
+    release();
+    expect(await running).toEqual({ outcome: 'success' });
+    expect(seen.after).toBe(TOKEN);
+  });
+
+  test('secrets refused: the job fails with the reason, a waiting executor is never made, and a sandbox made beside is removed', async () => {
+    const task = taskWith([run('deploy', 'echo ran')], {}, undefined);
+    const waiting = heldSecrets(async () => ({ refused: 'the context deploy-keys is restricted to the main branch' }));
+    let pulled = false;
+    waiting.release();
+    const refusedWaiting = await runTask({
+      task,
+      reporter: waiting.reporter,
+      log,
+      heartbeatMs: 10_000,
+      executor: async (_claimed, withSecrets) => {
+        await withSecrets();
+        pulled = true;
+        return shell();
+      },
+    });
+    expect(refusedWaiting).toEqual({ outcome: 'failed' });
+    expect(pulled).toBe(false);
+    expect(waiting.output(0)).toContain('Unauthorized: the context deploy-keys is restricted to the main branch');
+
+    const beside = heldSecrets(async () => ({ refused: 'the context deploy-keys is restricted to the main branch' }));
+    let made: Executor | undefined;
+    const running = runTask({ task, reporter: beside.reporter, log, heartbeatMs: 10_000, executor: async () => (made = await shell()) });
+    for (let i = 0; i < 200 && !made; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(made && exists(made.home)).toBe(true);
+    beside.release();
+    expect(await running).toEqual({ outcome: 'failed' });
+    expect(beside.output(0)).toBe("The job's environment could not be made: Unauthorized: the context deploy-keys is restricted to the main branch\n");
+    expect(exists(made!.home)).toBe(false);
+  });
+
+  test('a lease lost while the secrets are read ends the task at once, and the sandbox made beside is removed', async () => {
+    const task = taskWith([run('deploy', 'echo ran')], {}, undefined);
+    const { reporter, output, release } = heldSecrets(async () => {
+      throw new StaleLeaseError('t-secrets', 'lease-1');
+    });
+    let made: Executor | undefined;
+    const running = runTask({ task, reporter, log, heartbeatMs: 10_000, executor: async () => (made = await shell()) });
+    for (let i = 0; i < 200 && !made; i++) await new Promise((r) => setTimeout(r, 10));
+    release();
+    expect(await running).toEqual({ lostLease: true });
+    expect(output(0)).toBe('');
+    expect(exists(made!.home)).toBe(false);
+  });
+
+  test('secrets that take longer than the lease to answer: the lease is renewed meanwhile and the steps run', async () => {
+    const task = taskWith([run('deploy', 'echo "token=$DEPLOY_TOKEN"')], {}, undefined);
+    const held = heldSecrets(async () => ({ env: { DEPLOY_TOKEN: TOKEN } }));
+    let beats = 0;
+    const reporter: TaskReporter = { ...held.reporter, heartbeat: async () => (beats++, { leaseExpiresAt: new Date(Date.now() + 400), cancelRequested: false }) };
+    // The lease was granted as the task was claimed (now): 400 ms, renewed every 100 ms.
+    const running = runTask({ task, reporter, log, heartbeatMs: 100, leaseTtlMs: 400, leaseRenewedAt: performance.now(), executor: shell });
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(beats).toBeGreaterThanOrEqual(5);
+    held.release();
+    expect(await running).toEqual({ outcome: 'success' });
+    expect(held.output(0)).toBe(`token=${MASK}\n`);
   });
 
   test('a job environment that cannot be made reports its reason masked, under a masked step name', async () => {
