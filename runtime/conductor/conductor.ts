@@ -97,15 +97,21 @@ export interface ConductorDeps {
   readonly onJobsEnded?: JobsListener;
 }
 
+/** What advancing a workflow reads of it. */
+interface WorkflowState {
+  status: WorkflowStatus;
+  canceled: boolean;
+}
+
 interface JobRow {
   id: string;
   name: string;
   type: JobPlan['type'];
   status: JobStatus;
-  requires: Requirement[];
+  requires: readonly Requirement[];
   spec: JobPlan['spec'] | null;
   project_id: string;
-  contexts: string[];
+  contexts: readonly string[];
 }
 
 /** A finished job's status in the vocabulary `requires` uses. */
@@ -188,15 +194,32 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
    * put on hold, for approvals); one with a requirement that can no longer be met becomes not_run.
    */
   async function advanceInTx(tx: Queryable, workflowId: string): Promise<void> {
-    const [workflow] = await tx.query<{ status: WorkflowStatus; canceled_by: string | null; canceled: boolean }>(
-      `SELECT status, canceled_by, cancel_requested AS canceled FROM workflows WHERE id = $1 FOR UPDATE`,
+    const [workflow] = await tx.query<WorkflowState>(
+      `SELECT status, cancel_requested AS canceled FROM workflows WHERE id = $1 FOR UPDATE`,
       [workflowId],
     );
+    await advanceLockedInTx(tx, workflowId, workflow);
+  }
+
+  /** advanceInTx for a workflow the caller has locked (`workflow` its row; undefined for none). */
+  async function advanceLockedInTx(tx: Queryable, workflowId: string, workflow: WorkflowState | undefined): Promise<void> {
     if (!workflow || TERMINAL_WORKFLOW_STATUSES.includes(workflow.status)) return;
+    // A statement after the lock: it sees every job that ended before the lock was granted.
     const jobs = await tx.query<JobRow>(
       'SELECT id, name, type, status, requires, spec, project_id, contexts FROM jobs WHERE workflow_id = $1 ORDER BY position',
       [workflowId],
     );
+    // Called when a job ended (or may have): the listener looks for ended jobs whatever this pass decides.
+    await decideJobs(tx, workflowId, workflow, jobs, true);
+  }
+
+  /**
+   * The loop of advanceInTx over a workflow's jobs as given (locked, or inserted by this
+   * transaction), then its status. `jobsEnded`: whether jobs may have ended before this pass; the
+   * jobs listener runs then, or when this pass ended one.
+   */
+  async function decideJobs(tx: Queryable, workflowId: string, workflow: WorkflowState, jobs: JobRow[], jobsEnded: boolean): Promise<void> {
+    let endedHere = false;
     const byName = new Map(jobs.map((j) => [j.name, j]));
     for (let changed = true; changed; ) {
       changed = false;
@@ -220,19 +243,22 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
         changed = true;
         if (verdict === 'never' || workflow.canceled) {
           job.status = verdict === 'never' ? 'not_run' : 'canceled';
+          endedHere = true;
           await tx.query('UPDATE jobs SET status = $2, stopped_at = now() WHERE id = $1', [job.id, job.status]);
         } else if (job.type === 'approval') {
           job.status = 'on_hold';
           await tx.query(`UPDATE jobs SET status = 'on_hold' WHERE id = $1`, [job.id]);
         } else if (job.type === 'no-op') {
           job.status = 'success';
+          endedHere = true;
           await tx.query(`UPDATE jobs SET status = 'success', started_at = now(), stopped_at = now() WHERE id = $1`, [job.id]);
         } else {
           job.status = await queueJob(tx, job);
+          if (job.status === 'unauthorized') endedHere = true;
         }
       }
     }
-    await onJobsEnded?.(tx, { workflowId });
+    if (jobsEnded || endedHere) await onJobsEnded?.(tx, { workflowId });
     const status = workflowStatusOf(jobs.map((j) => j.status), workflow.canceled);
     if (status !== workflow.status) {
       const terminal = TERMINAL_WORKFLOW_STATUSES.includes(status);
@@ -277,37 +303,49 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
    * caller's transaction. A setup plan's jobs receive the pipeline's continuation key.
    */
   async function insertWorkflows(tx: Queryable, pipelineId: string, projectId: string, plan: Plan, continuationKey?: string): Promise<void> {
-    const workflowIds: string[] = [];
+    const inserted: { workflowId: string; jobs: JobRow[] }[] = [];
     for (const workflow of plan.workflows) {
       const workflowId = randomUUID();
-      workflowIds.push(workflowId);
-      // After the pipeline's workflows so far (a continuation's follow the setup's).
+      const jobs: JobRow[] = workflow.jobs.map((job) => ({
+        id: randomUUID(),
+        name: job.name,
+        type: job.type,
+        status: 'blocked',
+        requires: job.requires,
+        spec: job.spec && continuationKey ? { ...job.spec, environment: { ...job.spec.environment, CIRCLE_CONTINUATION_KEY: continuationKey } } : (job.spec ?? null),
+        project_id: projectId,
+        contexts: job.contexts,
+      }));
+      // The workflow, after the pipeline's workflows so far (a continuation's follow the
+      // setup's), and its jobs in one statement.
       await tx.query(
-        `INSERT INTO workflows (id, pipeline_id, name, status, position)
-         SELECT $1, $2, $3, 'running', COALESCE(max(position) + 1, 0)::int FROM workflows WHERE pipeline_id = $2`,
-        [workflowId, pipelineId, workflow.name],
+        `WITH w AS (
+           INSERT INTO workflows (id, pipeline_id, name, status, position)
+           SELECT $1, $2, $3, 'running', COALESCE(max(position) + 1, 0)::int FROM workflows WHERE pipeline_id = $2
+           RETURNING id)
+         INSERT INTO jobs (id, workflow_id, project_id, name, type, status, position, requires, contexts, spec)
+         SELECT j.id, w.id, $4::uuid, j.name, j.type, 'blocked', (j.position - 1)::int, j.requires::jsonb, j.contexts::jsonb, j.spec::jsonb
+           FROM w CROSS JOIN unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                WITH ORDINALITY AS j(id, name, type, requires, contexts, spec, position)`,
+        [
+          workflowId,
+          pipelineId,
+          workflow.name,
+          projectId,
+          jobs.map((j) => j.id),
+          jobs.map((j) => j.name),
+          jobs.map((j) => j.type),
+          jobs.map((j) => JSON.stringify(j.requires)),
+          jobs.map((j) => JSON.stringify(j.contexts)),
+          jobs.map((j) => (j.spec ? JSON.stringify(j.spec) : null)),
+        ],
       );
       await onWorkflow?.(tx, { workflowId, status: 'running', ended: false });
-      for (const [jobPosition, job] of workflow.jobs.entries()) {
-        const spec = job.spec && continuationKey ? { ...job.spec, environment: { ...job.spec.environment, CIRCLE_CONTINUATION_KEY: continuationKey } } : job.spec;
-        await tx.query(
-          `INSERT INTO jobs (id, workflow_id, project_id, name, type, status, position, requires, contexts, spec)
-           VALUES ($1, $2, $3, $4, $5, 'blocked', $6, $7, $8, $9)`,
-          [
-            randomUUID(),
-            workflowId,
-            projectId,
-            job.name,
-            job.type,
-            jobPosition,
-            JSON.stringify(job.requires),
-            JSON.stringify(job.contexts),
-            spec ? JSON.stringify(spec) : null,
-          ],
-        );
-      }
+      inserted.push({ workflowId, jobs });
     }
-    for (const id of workflowIds) await advanceInTx(tx, id);
+    // Decided from what was just written (this transaction's rows, which no one else sees yet):
+    // no read of them back, and no ended job to look for.
+    for (const { workflowId, jobs } of inserted) await decideJobs(tx, workflowId, { status: 'running', canceled: false }, jobs, false);
   }
 
   /** The config as read and as compiled, written with the pipeline's move to `created`. */
@@ -409,8 +447,14 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
     advanceWorkflow,
 
     async jobFinished(jobId) {
-      const [row] = await store.query<{ workflow_id: string }>('SELECT workflow_id FROM jobs WHERE id = $1', [jobId]);
-      if (row) await advanceWorkflow(row.workflow_id);
+      // The job's workflow found and locked in one statement (a job never changes workflow).
+      await store.transaction(async (tx) => {
+        const [workflow] = await tx.query<WorkflowState & { id: string }>(
+          `SELECT id, status, cancel_requested AS canceled FROM workflows WHERE id = (SELECT workflow_id FROM jobs WHERE id = $1) FOR UPDATE`,
+          [jobId],
+        );
+        if (workflow) await advanceLockedInTx(tx, workflow.id, workflow);
+      });
     },
 
     async cancelWorkflow(workflowId, actorId, audit) {

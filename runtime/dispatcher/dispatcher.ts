@@ -1,17 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { StaleLeaseError } from '../domain/errors';
-import type { JobStatus, PipelinePullRequest, StepStatus, TaskStatus } from '../domain/model';
+import type { PipelinePullRequest, StepStatus } from '../domain/model';
 import type { JobSpec } from '../config/plan';
 import type { Queryable, Store } from '../store/store';
 import type { Logger } from '../logger';
 import { checkedChunk, isCompressed, type CompressedChunk } from '../output/log-chunk';
-import type { LogSink } from '../output/logs';
+import type { Fenced, LogSink } from '../output/logs';
 import type { Histogram } from '../metrics/metrics';
 import { createClaimBatcher } from './claim-batcher';
 import { resourceSizeOf } from '../domain/resource-sizes';
 import { leaseGraceMs, type LeaseHolder } from '../domain/leases';
 import type { HeartbeatResult, TaskContext, TaskOutcome } from '../agent-contract/task-context';
-import { leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, renewLease, type EndingAttempt, type Lease } from './sql/leases';
+import { LEASE_IS_CURRENT, leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, queryUnderLease, renewLease, writeUnderLease, type EndingAttempt, type Lease } from './sql/leases';
 import { MACHINE_CLAIM, machineImageOf, NO_MACHINE_TASKS } from '../machines/machine-tasks';
 import { isPlatformClass, PLATFORM_CLASS_PATTERN, platformResourceClass, timedOutMessage, UNSERVED_REASON, waitingMessage } from '../scheduler/unserved-classes';
 
@@ -28,6 +28,26 @@ export const CHANNELS = {
   /** Payload: JSON `{ taskId, attempt, step }`. New output or a step changed. */
   taskOutput: 'gyre_task_output',
 } as const;
+
+/**
+ * Ends a job (`$1`, its row locked by the caller) once none of its tasks is queued or running,
+ * with the status its tasks decide: an infrastructure failure, else a failure, else a timeout,
+ * else a cancel, else success. A job already ended is left alone. Announces on `$2` (unless null) at commit.
+ */
+const SETTLE_JOB = `
+  WITH s AS (
+    SELECT coalesce(bool_or(status IN ('queued', 'running')), true) AS open, array_agg(status) AS statuses FROM tasks WHERE job_id = $1
+  ), settled AS (
+    UPDATE jobs j SET stopped_at = now(), status = CASE
+        WHEN 'infrastructure_fail' = ANY (s.statuses) THEN 'infrastructure_fail'
+        WHEN 'failed' = ANY (s.statuses) THEN 'failed'
+        WHEN 'timedout' = ANY (s.statuses) THEN 'timedout'
+        WHEN 'canceled' = ANY (s.statuses) THEN 'canceled'
+        ELSE 'success' END
+      FROM s WHERE j.id = $1 AND NOT s.open AND j.status IN ('queued', 'running')
+    RETURNING j.id
+  )
+  SELECT id, CASE WHEN $2::text IS NOT NULL THEN pg_notify($2, id::text) END FROM settled`;
 
 export interface DispatcherConfig {
   /** How long a lease lasts without a heartbeat. */
@@ -145,25 +165,19 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
    * status. Runs in the caller's transaction; returns the job id when the job finished now.
    */
   async function settleJob(tx: Queryable, taskId: string): Promise<string | undefined> {
-    const [job] = await tx.query<{ id: string; status: JobStatus }>(
-      `SELECT j.id, j.status FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE t.id = $1 FOR UPDATE OF j`,
-      [taskId],
-    );
-    if (!job || !['queued', 'running'].includes(job.status)) return undefined;
-    const tasks = await tx.query<{ status: TaskStatus }>('SELECT status FROM tasks WHERE job_id = $1', [job.id]);
-    if (tasks.some((t) => t.status === 'queued' || t.status === 'running')) return undefined;
-    const statuses = new Set(tasks.map((t) => t.status));
-    const jobStatus: JobStatus = statuses.has('infrastructure_fail')
-      ? 'infrastructure_fail'
-      : statuses.has('failed')
-        ? 'failed'
-        : statuses.has('timedout')
-          ? 'timedout'
-          : statuses.has('canceled')
-            ? 'canceled'
-            : 'success';
-    await tx.query(`UPDATE jobs SET status = $2, stopped_at = now() WHERE id = $1`, [job.id, jobStatus]);
-    return job.id;
+    const [job] = await tx.query<{ id: string }>(`SELECT j.id FROM jobs j JOIN tasks t ON t.job_id = j.id WHERE t.id = $1 FOR UPDATE OF j`, [taskId]);
+    return job ? settleLockedJob(tx, job.id, false) : undefined;
+  }
+
+  /**
+   * settleJob for a job whose row the caller's transaction has locked: a statement of its own, so
+   * it sees every sibling that finished before the lock was granted (one that finishes later waits
+   * for the lock, then sees this task's end). With `announce`, the job's end is announced at commit
+   * (otherwise the caller announces it).
+   */
+  async function settleLockedJob(tx: Queryable, jobId: string, announce: boolean): Promise<string | undefined> {
+    const [settled] = await tx.query<{ id: string }>(SETTLE_JOB, [jobId, announce ? CHANNELS.jobFinished : null]);
+    return settled?.id;
   }
 
   async function announceFinished(jobId: string | undefined): Promise<void> {
@@ -299,7 +313,8 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
            FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1`,
         [job.id],
       );
-      // One statement for the job's tasks (one per parallel node) and its move to queued. A
+      // One statement for the job's tasks (one per parallel node), its move to queued and the
+      // NOTIFY that wakes claimers (delivered at commit, so no claimer sees a task early). A
       // machine job whose class an admin gave to runners or Nomad runs there, not on a machine of its own.
       await tx.query(
         `WITH made AS (
@@ -307,8 +322,9 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
            SELECT n.id, $2::uuid, (n.node - 1)::int, 'queued', $3::text, $4::int, $5::text, $6::text, $7::int + (n.node - 1)::int,
                   CASE WHEN EXISTS (SELECT 1 FROM resource_classes WHERE name = $3::text AND driver <> 'builtin') THEN NULL ELSE $8::text END
              FROM unnest($1::uuid[]) WITH ORDINALITY AS n(id, node)
-           RETURNING 1)
-         UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $2::uuid`,
+           RETURNING 1),
+         queued AS (UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $2::uuid RETURNING 1)
+         SELECT pg_notify($9::text, $3::text)`,
         [
           Array.from({ length: parallelism }, () => randomUUID()),
           job.id,
@@ -318,6 +334,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           owner?.org ?? null,
           owner?.ahead ?? 0,
           machineImageOf(job.spec),
+          CHANNELS.taskQueued,
         ],
       );
       if (isPlatformClass(resourceClass)) {
@@ -328,8 +345,6 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           [job.id, UNSERVED_REASON, waitingMessage(resourceClass, unservedTimeoutMs), resourceClass],
         );
       }
-      // NOTIFY inside a transaction is delivered at commit, so claimers never see a task early.
-      await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskQueued, resourceClass]);
     },
 
     claim(agentId, resourceClasses, holder = 'runner') {
@@ -348,15 +363,16 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     },
 
     async stepStarted(lease, step) {
-      await underLease(lease, (tx) =>
-        tx.query(
-          `INSERT INTO steps (task_id, attempt, index, name, type, status, started_at)
-           VALUES ($1, $2, $3, $4, $5, 'running', now())
-           ON CONFLICT (task_id, attempt, index) DO NOTHING`,
-          [lease.taskId, lease.attempt, step.index, step.name, step.type],
-        ),
+      // On the path to every step's command: the fenced write and its announcement are one statement.
+      await writeUnderLease(
+        store,
+        lease,
+        `INSERT INTO steps (task_id, attempt, index, name, type, status, started_at)
+         SELECT lease.id, $3, $4, $5, $6, 'running', now() FROM lease
+         ON CONFLICT (task_id, attempt, index) DO NOTHING`,
+        [step.index, step.name, step.type, CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step: step.index })],
+        'SELECT pg_notify($7, $8) FROM lease',
       );
-      await notifyOutput(lease, step.index);
     },
 
     async appendOutput(lease, step, seq, data) {
@@ -369,7 +385,21 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       };
       if (output) {
         // The output role compresses (or checks) the chunk first and takes the lease for the write only.
-        await output.appendChunk((write) => underLease(lease, (tx) => announced(tx, write)), lease.taskId, lease.attempt, step, seq, data);
+        const announcement = [CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step })];
+        const fenced: Fenced = {
+          transaction: (write) => underLease(lease, (tx) => announced(tx, write)),
+          statement: (ctes, values, select, changed) => {
+            const n = 3 + values.length;
+            return queryUnderLease(
+              store,
+              lease,
+              `${ctes}, announced AS (SELECT pg_notify($${n + 1}, $${n + 2}) FROM ${changed})`,
+              [...values, ...announcement],
+              `SELECT r.*, (SELECT count(*) FROM announced) AS announced FROM (${select}) r`,
+            );
+          },
+        };
+        await output.appendChunk(fenced, lease.taskId, lease.attempt, step, seq, data);
       } else {
         const raw = isCompressed(data) ? await checkedChunk(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
         await underLease(lease, (tx) =>
@@ -385,27 +415,34 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     },
 
     async stepFinished(lease, step) {
-      await underLease(lease, (tx) =>
-        tx.query(
-          `UPDATE steps SET status = $4, exit_code = $5, stopped_at = now()
-            WHERE task_id = $1 AND attempt = $2 AND index = $3`,
-          [lease.taskId, lease.attempt, step.index, step.status, step.exitCode ?? null],
-        ),
+      await writeUnderLease(
+        store,
+        lease,
+        `UPDATE steps s SET status = $5, exit_code = $6, stopped_at = now()
+           FROM lease WHERE s.task_id = lease.id AND s.attempt = $3 AND s.index = $4`,
+        [step.index, step.status, step.exitCode ?? null],
       );
       await output?.stepFinished(lease.taskId, lease.attempt, step.index);
       await notifyOutput(lease, step.index);
     },
 
     async completeTask(lease, outcome) {
-      const finishedJob = await underLease(lease, async (tx) => {
-        await tx.query(
-          `UPDATE tasks SET status = $2, stopped_at = now(), lease_id = NULL, lease_expires_at = NULL, lease_holder = NULL WHERE id = $1`,
-          [lease.taskId, outcome],
+      // Two statements in one transaction: the attempt ended under its lease, with the job's row
+      // locked (task, then job, as every path locks them) and the output followers told; then the
+      // job settled from a snapshot taken once the lock was held. Both announcements go at commit.
+      await store.transaction(async (tx) => {
+        const [ended] = await tx.query<{ job_id: string }>(
+          `WITH lease AS (SELECT t.id FROM tasks t WHERE ${LEASE_IS_CURRENT} FOR UPDATE),
+                ended AS (
+                  UPDATE tasks t SET status = $4, stopped_at = now(), lease_id = NULL, lease_expires_at = NULL, lease_holder = NULL
+                    FROM lease WHERE t.id = lease.id RETURNING t.job_id),
+                job AS (SELECT j.id FROM jobs j JOIN ended ON j.id = ended.job_id FOR UPDATE OF j)
+           SELECT job.id AS job_id, pg_notify($5, $6) FROM job`,
+          [lease.taskId, lease.leaseId, lease.attempt, outcome, CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step: -1 })],
         );
-        return settleJob(tx, lease.taskId);
+        if (!ended) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+        await settleLockedJob(tx, ended.job_id, true);
       });
-      await notifyOutput(lease, -1);
-      await announceFinished(finishedJob);
     },
 
     async cancelJob(tx, jobId) {

@@ -50,9 +50,13 @@ export interface NotifierEvents {
 export function createNotifierEvents({ webUrl }: { webUrl: (pipelineId: string, workflowId: string) => string }): NotifierEvents {
   const onWorkflow: WorkflowListener = async (tx, { workflowId, ended }) => {
     if (!ended) return;
+    // One query when nothing is wanted (no webhook on the event, no email or Slack set up).
+    const listeners = await sql.workflowListenersOf(tx, workflowId, 'workflow-completed');
+    const settings = listeners?.settings && (listeners.settings.emails.length > 0 || listeners.settings.key_id) ? listeners.settings : undefined;
+    if (!listeners || (listeners.webhooks.length === 0 && !settings)) return;
     const facts = await sql.workflowFacts(tx, workflowId, webUrl);
     if (!facts) return;
-    for (const webhook of await sql.webhooksForEvent(tx, facts.project.id, 'workflow-completed')) {
+    for (const webhook of listeners.webhooks) {
       const id = randomUUID();
       await enqueueDelivery(tx, {
         id,
@@ -65,13 +69,11 @@ export function createNotifierEvents({ webUrl }: { webUrl: (pipelineId: string, 
         body: workflowCompletedBody(facts, webhook, id),
       });
     }
-    await notify(tx, facts);
+    if (settings) await notify(tx, facts, settings);
   };
 
   /** Email and Slack, when the project has them and the workflow failed or is fixed. */
-  async function notify(tx: Queryable, facts: WorkflowFacts): Promise<void> {
-    const settings = await sql.notificationSettingsOf(tx, facts.project.id);
-    if (!settings || (settings.emails.length === 0 && !settings.key_id)) return;
+  async function notify(tx: Queryable, facts: WorkflowFacts, settings: NonNullable<sql.WorkflowListeners['settings']>): Promise<void> {
     const previous = facts.workflow.status === 'success' ? await sql.previousOutcome(tx, facts) : undefined;
     const kind = notificationKindOf(facts.workflow.status, previous, settings);
     if (!kind) return;

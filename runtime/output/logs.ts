@@ -8,8 +8,21 @@ import type { Logger } from '../logger';
 import { asBuffer, checkChunk, checkedChunk, compressChunk, decompressChunk, isCompressed, type CompressedChunk } from './log-chunk';
 import type { Queryable, Store } from '../store/store';
 
-/** Runs a write inside a transaction that holds the task's lease (the dispatcher's fencing). */
-export type Fenced = <T>(write: (tx: Queryable) => Promise<T>) => Promise<T>;
+/**
+ * Writes fenced by the task's lease (the dispatcher's fencing), announced to output followers
+ * when they change something.
+ */
+export interface Fenced {
+  /** Runs `write` inside a transaction that holds the lease. */
+  transaction<T>(write: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * One statement under the lease (one round trip): `ctes` follow a CTE named `lease` (one row
+   * while the lease is current, none otherwise) that the first takes its rows from; `$1` is the
+   * task id, `$3` the attempt, `values` are `$4` on. The announcement is made when the CTE named
+   * `changed` gives a row. The rows of `select` (at least one while the lease is current).
+   */
+  statement<T>(ctes: string, values: readonly unknown[], select: string, changed: string): Promise<T[]>;
+}
 
 /** Where the dispatcher hands output to: chunks while a step runs, the move when it ends. */
 export interface LogSink {
@@ -126,27 +139,34 @@ interface Spool {
 }
 
 /**
- * Stores a chunk in one statement: unless this seq (or the whole step, moved) is already stored, it
- * adds the chunk's length to the attempt's counter while that stays within the cap, and inserts
- * the chunk only when the counter moved. Runs under the task's row lock, so it sees every earlier
- * append of the attempt. Neither `known` nor `stored`: the cap is reached or would be crossed.
+ * Stores a chunk in one statement under the lease (Fenced.statement's `$1` task id, `$3` attempt;
+ * `$4` step, `$5` seq, `$6` gzip, `$7` raw bytes, `$8` the cap): unless this seq (or the whole
+ * step, moved) is already stored, it adds the chunk's length to the attempt's counter while that
+ * stays within the cap, and inserts the chunk only when the counter moved. The counter's upsert
+ * sees every earlier append of the attempt (it waits for the row); `known` is read from the
+ * statement's snapshot, so a retry racing its original fails on the chunk's key instead, and is
+ * undone whole (UNIQUE_VIOLATION; appendChunk then looks again). Neither `known` nor `stored`: the
+ * cap is reached or would be crossed, and nothing was written.
  */
 const APPEND = `
-  WITH known AS (
-    SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4)
-        OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3) AS known
+  known AS (
+    SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $3 AND step_index = $4 AND seq = $5)
+        OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $3 AND step_index = $4) AS known
+      FROM lease
   ), counted AS (
     INSERT INTO task_output AS o (task_id, attempt, bytes)
-    SELECT $1, $2, $6::bigint FROM known WHERE NOT known AND $6::bigint <= $7::bigint
+    SELECT $1, $3, $7::bigint FROM known WHERE NOT known AND $7::bigint <= $8::bigint
     ON CONFLICT (task_id, attempt) DO UPDATE SET bytes = o.bytes + EXCLUDED.bytes
-     WHERE NOT o.truncated AND o.bytes + EXCLUDED.bytes <= $7::bigint
+     WHERE NOT o.truncated AND o.bytes + EXCLUDED.bytes <= $8::bigint
     RETURNING bytes
   ), stored AS (
     INSERT INTO log_chunks (task_id, attempt, step_index, seq, gzip, raw_bytes)
-    SELECT $1, $2, $3, $4, $5, $6::int FROM counted
+    SELECT $1, $3, $4, $5, $6, $7::int FROM counted
     RETURNING seq
-  )
-  SELECT known, EXISTS (SELECT 1 FROM stored) AS stored FROM known`;
+  )`;
+const APPENDED = 'SELECT known, EXISTS (SELECT 1 FROM stored) AS stored FROM known';
+/** PostgreSQL's SQLSTATE for a duplicate key. */
+const UNIQUE_VIOLATION = '23505';
 
 const KNOWN = `SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4)
                    OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3) AS known`;
@@ -364,16 +384,27 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
         chunk = cut ? undefined : await compressChunk(raw);
       }
       const rawOf = async () => (raw ??= await checkedChunk(chunk!));
-      const result = await fenced(async (tx) => {
+      const result = await (async (): Promise<{ capped: boolean; stored?: { member: Buffer; bytes: number } }> => {
+        // Within the cap (all but the last chunk of the loudest steps): one statement.
         if (!cut && chunk) {
-          const [row] = await tx.query<{ known: boolean; stored: boolean }>(APPEND, [taskId, attempt, step, seq, chunk.gzip, chunk.rawBytes, limitBytes]);
+          const row = await fenced.statement<{ known: boolean; stored: boolean }>(APPEND, [step, seq, chunk.gzip, chunk.rawBytes, limitBytes], APPENDED, 'stored').then(
+            ([appended]) => appended,
+            (error: unknown) => {
+              // A retry racing its original: `known` was read before the original committed, so its
+              // insert met the original's row and the whole statement (its count too) was undone.
+              // The transaction below looks again, after the lease's lock.
+              if ((error as { code?: string }).code === UNIQUE_VIOLATION) return { known: false, stored: false };
+              throw error;
+            },
+          );
           if (row.stored) return { capped: false, stored: { member: chunk.gzip, bytes: chunk.rawBytes } };
           if (row.known) return { capped: false };
-        } else if ((await tx.query<{ known: boolean }>(KNOWN, [taskId, attempt, step, seq]))[0].known) {
-          return { capped: false };
         }
-        return appendAtCap(tx, taskId, attempt, step, seq, rawOf);
-      });
+        return fenced.transaction(async (tx) => {
+          if ((await tx.query<{ known: boolean }>(KNOWN, [taskId, attempt, step, seq]))[0].known) return { capped: false };
+          return appendAtCap(tx, taskId, attempt, step, seq, rawOf);
+        });
+      })();
       if (result.stored) spool(`${attemptKey}/${step}`, seq, result.stored.member, result.stored.bytes);
       if (result.capped) {
         if (cutOff.size >= CUT_OFF_MEMORY) cutOff.clear();

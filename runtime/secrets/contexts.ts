@@ -468,6 +468,10 @@ export function createContexts({ store, box }: { store: Store; box: SecretBox })
     },
 
     async resolveForTask(input) {
+      // The project's sealed variables are read beside the checks (on the way to every task's first
+      // command); nothing read is opened unless the checks let the task through.
+      const projectRows = UUID.test(input.projectId) ? sql.sealedVariables(store, sql.PROJECT_VARIABLES, input.projectId) : Promise.resolve([]);
+      projectRows.catch(() => undefined);
       const checked = await check(input);
       if (!checked.ok) return checked;
       const { project, contexts } = checked;
@@ -479,7 +483,7 @@ export function createContexts({ store, box }: { store: Store; box: SecretBox })
           env[row.name] = await box.open(sql.sealedOf(row), aad(row.name));
         }
       };
-      await open(await sql.sealedVariables(store, sql.PROJECT_VARIABLES, project.id), (name) => projectAad(project.id, name));
+      await open(await projectRows, (name) => projectAad(project.id, name));
       for (const context of contexts) await open(await sql.sealedVariables(store, sql.CONTEXT_VARIABLES, context.id), (name) => contextAad(context.id, name));
       return { ok: true, env };
     },

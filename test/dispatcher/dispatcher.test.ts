@@ -133,6 +133,9 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     await expect(dispatcher.heartbeat(claimed.lease)).rejects.toBeInstanceOf(StaleLeaseError);
     await expect(dispatcher.appendOutput(claimed.lease, 0, 0, Buffer.from('late'))).rejects.toBeInstanceOf(StaleLeaseError);
     await expect(dispatcher.stepFinished(claimed.lease, { index: 0, status: 'success', exitCode: 0 })).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(dispatcher.stepStarted(claimed.lease, { index: 1, name: 'late', type: 'run' })).rejects.toBeInstanceOf(StaleLeaseError);
+    // Refused writes wrote nothing: the first step still runs, and the late one was not recorded.
+    expect(await store.query('SELECT index, status FROM steps WHERE task_id = $1 ORDER BY index', [claimed.lease.taskId])).toEqual([{ index: 0, status: 'running' }]);
     await expect(dispatcher.completeTask(claimed.lease, 'success')).rejects.toBeInstanceOf(StaleLeaseError);
     await expect(dispatcher.cancelRequested(claimed.lease)).rejects.toBeInstanceOf(StaleLeaseError);
     // Within the grace the attempt stays: its agent may still be stopping its steps.
@@ -205,16 +208,58 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
       }
     });
 
+    it('settles a parallel job once, with the status its nodes decide, when its nodes finish at the same moment on two servers', async () => {
+      const other = await openStore({ databaseUrl });
+      const dispatchers = [createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } }), createDispatcher({ store: other, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } })];
+      const finished: string[] = [];
+      const unlisten = await store.listen('gyre_job_finished', (jobId) => finished.push(jobId));
+      try {
+        await store.query(`UPDATE tasks SET status = 'canceled' WHERE status IN ('queued', 'running')`);
+        for (let round = 0; round < 5; round++) {
+          const jobId = await queueJob(store, dispatchers[0], 6);
+          const claims = [];
+          for (let i = 0; i < 6; i++) claims.push((await dispatchers[i % 2].claim(`racer-${round}-${i}`, ['*']))!);
+          // One node fails (a different one each round); all six end at once, from both servers.
+          await Promise.all(claims.map((c, i) => dispatchers[i % 2].completeTask(c.lease, i === round % 6 ? 'failed' : 'success')));
+          const [job] = await store.query<{ status: string; stopped_at: Date | null }>('SELECT status, stopped_at FROM jobs WHERE id = $1', [jobId]);
+          expect(job.status).toBe('failed');
+          expect(job.stopped_at).not.toBeNull();
+          for (let i = 0; i < 50 && !finished.includes(jobId); i++) await new Promise((r) => setTimeout(r, 10));
+          await new Promise((r) => setTimeout(r, 100));
+          expect(finished.filter((id) => id === jobId)).toHaveLength(1);
+        }
+      } finally {
+        await unlisten();
+        await other.close();
+      }
+    });
+
     it('leases each task of a batched claim to the agent that asked, across competing servers', async () => {
       // Two dispatchers on their own connection pools stand for two server replicas; each batches
       // the claims of its own agents into shared statements.
       const other = await openStore({ databaseUrl });
       const dispatchers = [createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } }), createDispatcher({ store: other, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } })];
+      const blocker = await openStore({ databaseUrl });
+      let release = () => {};
       try {
         await store.query(`UPDATE tasks SET status = 'canceled' WHERE status IN ('queued', 'running')`);
-        for (let i = 0; i < 10; i++) await queueJob(store, dispatchers[0], 12);
+        const jobIds: string[] = [];
+        for (let i = 0; i < 10; i++) jobIds.push(await queueJob(store, dispatchers[0], 12));
+        // The replicas' first statements are made to overlap, whatever the machine's scheduler
+        // does: a third connection holds the jobs' rows, so each statement picks and leases its
+        // tasks (skipping the rows the other has locked) and then waits to mark their jobs
+        // running. Once both wait, the rows are let go; the race for the rest follows freely.
+        const released = new Promise<void>((r) => (release = r));
+        let held!: () => void;
+        const holding = new Promise<void>((r) => (held = r));
+        const hold = blocker.transaction(async (tx) => {
+          await tx.query('SELECT id FROM jobs WHERE id = ANY($1::uuid[]) FOR UPDATE', [jobIds]);
+          held();
+          await released;
+        });
+        await holding;
         const byAgent = new Map<string, string[]>();
-        await Promise.all(
+        const racing = Promise.all(
           Array.from({ length: 24 }, async (_, n) => {
             const agent = `replica-${n % 2}-agent-${n}`;
             for (;;) {
@@ -224,16 +269,32 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
             }
           }),
         );
+        const deadline = Date.now() + 20_000;
+        for (;;) {
+          const [{ n }] = await store.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%picked AS%'`,
+          );
+          if (n >= 2) break;
+          if (Date.now() > deadline) throw new Error(`only ${n} of the two replicas' claims reached the held jobs in 20 s`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        release();
+        await hold;
+        await racing;
         const all = [...byAgent.values()].flat();
         expect(all).toHaveLength(120);
         expect(new Set(all).size).toBe(120);
-        // Both replicas took part, and the database records the agent each task went to.
-        expect([...byAgent.keys()].some((a) => a.startsWith('replica-0'))).toBe(true);
-        expect([...byAgent.keys()].some((a) => a.startsWith('replica-1'))).toBe(true);
+        // Both replicas' overlapping first statements leased tasks: each skipped what the other held.
+        for (const replica of ['replica-0', 'replica-1']) {
+          expect([...byAgent].filter(([a]) => a.startsWith(replica)).flatMap(([, ids]) => ids).length).toBeGreaterThanOrEqual(12);
+        }
+        // The database records the agent each task went to.
         const rows = await store.query<{ id: string; agent_id: string }>(`SELECT id, agent_id FROM tasks WHERE status = 'running'`);
         const recorded = new Map(rows.map((r) => [r.id, r.agent_id]));
         for (const [agent, ids] of byAgent) for (const id of ids) expect(recorded.get(id)).toBe(agent);
       } finally {
+        release();
+        await blocker.close();
         await other.close();
       }
     });

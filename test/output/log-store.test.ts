@@ -238,6 +238,20 @@ describe.each(testStores())('step output on %s', (kind) => {
     }
   });
 
+  it('stores each chunk once, and counts it once, when retries race the original on two processes', async () => {
+    const one = processWith();
+    const other = processWith();
+    const claimed = await runningStep(one.dispatcher);
+    const sent = Array.from({ length: 20 }, (_, seq) => output(50_000 + seq));
+    for (const [seq, data] of sent.entries()) {
+      // The original and two retries at once: none fails, one is stored.
+      await Promise.all([one, other, one].map(({ dispatcher }) => dispatcher.appendOutput(claimed.lease, 0, seq, data)));
+    }
+    expect(text(await readAll(one.logs, claimed)).equals(Buffer.concat(sent))).toBe(true);
+    const [counter] = await store.query<{ bytes: number }>('SELECT bytes FROM task_output WHERE task_id = $1', [claimed.lease.taskId]);
+    expect(Number(counter.bytes)).toBe(sent.reduce((n, d) => n + d.length, 0));
+  });
+
   it('moves a step byte-identical when another process stored some of its chunks', async () => {
     const one = processWith();
     const other = processWith();

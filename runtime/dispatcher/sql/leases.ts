@@ -25,6 +25,29 @@ export async function lockCurrentLease(tx: Queryable, lease: Lease): Promise<voi
   if (rows.length === 0) throw new StaleLeaseError(lease.taskId, lease.leaseId);
 }
 
+/**
+ * One write fenced by `lease` in one statement (one round trip, no transaction of its own): the
+ * task row is locked as in lockCurrentLease, in a CTE named `lease` (one row, `id`, when the lease
+ * is current, none otherwise), and `write` takes its rows FROM `lease`, so it writes nothing under
+ * a stale lease. `then` is the statement's result (`SELECT 1 FROM lease` unless given; a NOTIFY
+ * there is sent only if the write was made, at commit). StaleLeaseError when the lease is not current.
+ * `$1`–`$3` are the lease's; `values` are `$4` on.
+ */
+export async function writeUnderLease(q: Queryable, lease: Lease, write: string, values: readonly unknown[], then = 'SELECT 1 FROM lease'): Promise<void> {
+  await queryUnderLease(q, lease, `written AS (${write})`, values, then);
+}
+
+/**
+ * writeUnderLease with several CTEs after `lease` (`ctes`, e.g. `a AS (…), b AS (…)`, the first
+ * taking its rows FROM `lease`) and the rows of `select`, which must give at least one row when
+ * the lease is current and none otherwise (select FROM `lease`, or from a CTE that does).
+ */
+export async function queryUnderLease<T>(q: Queryable, lease: Lease, ctes: string, values: readonly unknown[], select: string): Promise<T[]> {
+  const rows = await q.query<T>(`WITH lease AS (SELECT t.id FROM tasks t WHERE ${LEASE_IS_CURRENT} FOR UPDATE), ${ctes} ${select}`, [...params(lease), ...values]);
+  if (rows.length === 0) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+  return rows;
+}
+
 /** Extends a current lease by `ttl` (an interval, e.g. `30000 milliseconds`) from now; StaleLeaseError otherwise. */
 export async function renewLease(q: Queryable, lease: Lease, ttl: string): Promise<{ leaseExpiresAt: Date; cancelRequested: boolean }> {
   const [row] = await q.query<{ lease_expires_at: Date; cancel_requested: boolean }>(

@@ -74,11 +74,6 @@ export async function deleteWebhook(tx: Queryable, id: string): Promise<boolean>
   return (await tx.query('DELETE FROM webhooks WHERE id = $1 RETURNING id', [id])).length > 0;
 }
 
-/** The webhooks of a project that want an event: their id and name (what a body names). */
-export function webhooksForEvent(db: Queryable, projectId: string, event: string): Promise<{ id: string; name: string }[]> {
-  return db.query<{ id: string; name: string }>('SELECT id, name FROM webhooks WHERE project_id = $1 AND $2 = ANY(events) ORDER BY created_at, id', [projectId, event]);
-}
-
 // --- Project notification settings ---------------------------------------------------------------
 
 export interface NotificationSettingsRow extends Partial<SealedColumns> {
@@ -172,6 +167,38 @@ export async function workflowFacts(db: Queryable, workflowId: string, urlOf: (p
     // Every organisation has its row since 450_identity; the project's id stands in should one not.
     organization: { id: r.org_id ?? r.project_id, name: r.org_name },
     url: urlOf(r.pipeline_id, r.workflow_id),
+  };
+}
+
+/** What a project wants to hear when one of its workflows ends (workflowListenersOf). */
+export interface WorkflowListeners {
+  readonly projectId: string;
+  /** The project's webhooks on the event, oldest first. */
+  readonly webhooks: { id: string; name: string }[];
+  /** The project's email and Slack settings, when it has any: what decides whether they are sent. */
+  readonly settings?: { emails: string[]; on_failed: boolean; on_fixed: boolean; key_id: string | null };
+}
+
+/**
+ * A workflow's project, its webhooks on `event` and its notification settings, in one query (an
+ * ended workflow's listeners are looked up on every pipeline's path; most projects have none).
+ */
+export async function workflowListenersOf(db: Queryable, workflowId: string, event: string): Promise<WorkflowListeners | undefined> {
+  const [row] = await db.query<{ project_id: string; webhooks: { id: string; name: string }[]; has_settings: boolean; emails: string[] | null; on_failed: boolean | null; on_fixed: boolean | null; key_id: string | null }>(
+    `SELECT p.project_id,
+            coalesce((SELECT json_agg(json_build_object('id', wh.id, 'name', wh.name) ORDER BY wh.created_at, wh.id)
+                        FROM webhooks wh WHERE wh.project_id = p.project_id AND $2 = ANY(wh.events)), '[]'::json) AS webhooks,
+            n.project_id IS NOT NULL AS has_settings, n.emails, n.on_failed, n.on_fixed, n.key_id
+       FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id
+       LEFT JOIN project_notifications n ON n.project_id = p.project_id
+      WHERE w.id = $1`,
+    [workflowId, event],
+  );
+  if (!row) return undefined;
+  return {
+    projectId: row.project_id,
+    webhooks: row.webhooks,
+    ...(row.has_settings ? { settings: { emails: row.emails ?? [], on_failed: row.on_failed === true, on_fixed: row.on_fixed === true, key_id: row.key_id } } : {}),
   };
 }
 
