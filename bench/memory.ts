@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createTestDatabase } from '../test/support/database';
 import { makeGitRepo } from '../test/support/gyre';
 import { apiCall, startServerProcess } from '../test/support/processes';
 import { median } from './stats';
@@ -15,14 +16,27 @@ import { listen, report, rssOf } from './user-view';
  * server is stopped and started again on that data directory (a restart), measured the same way;
  * then BENCH_PIPELINES (default 200) one-job no-op pipelines are triggered back to back on the
  * restarted server and its VmRSS is read 2 s after the last command ran. Medians over BENCH_ROUNDS
- * (default 3) rounds, each on a fresh data directory.
+ * (default 3) rounds, each on a fresh data directory. With DATABASE_URL, the same again for a
+ * server on PostgreSQL (a fresh database each round; issue #19: under 200 MiB after 1,000 pipelines).
  */
 export async function benchMemory(): Promise<void> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const pipelines = Number(process.env.BENCH_PIPELINES ?? 200);
+  await benchStore('Embedded server memory', rounds, pipelines, undefined);
+  if (process.env.DATABASE_URL) await benchStore('Server on PostgreSQL memory', rounds, pipelines, process.env.DATABASE_URL);
+}
+
+async function benchStore(title: string, rounds: number, pipelines: number, databaseUrl: string | undefined): Promise<void> {
   const each: Round[] = [];
+  console.log(`\n${title}:`);
   for (let r = 0; r < rounds; r++) {
-    const round = await oneRound(pipelines);
+    const database = databaseUrl ? await createTestDatabase() : undefined;
+    let round: Round;
+    try {
+      round = await oneRound(pipelines, database?.url ?? '');
+    } finally {
+      await database?.drop();
+    }
     each.push(round);
     console.log(
       `  round ${r + 1}: first start ready in ${round.firstReadyMs.toFixed(0)} ms, RSS ${round.firstRss.toFixed(0)} MiB; ` +
@@ -31,11 +45,11 @@ export async function benchMemory(): Promise<void> {
     );
   }
   const m = (pick: (f: Round) => number) => median(each.map(pick)).toFixed(0);
-  console.log(`\n## Embedded server memory (medians of ${rounds} rounds, each on a fresh data directory)\n`);
+  console.log(`\n## ${title} (medians of ${rounds} rounds, each on a fresh data directory${databaseUrl ? ' and database' : ''})\n`);
   console.log('| | time to ready | VmRSS 2 s after ready |');
   console.log('|---|---|---|');
-  console.log(`| first start (new data directory) | ${m((f) => f.firstReadyMs)} ms | ${m((f) => f.firstRss)} MiB |`);
-  console.log(`| restart on that data directory | ${m((f) => f.restartReadyMs)} ms | ${m((f) => f.restartRss)} MiB |`);
+  console.log(`| first start (new data directory${databaseUrl ? ', new database' : ''}) | ${m((f) => f.firstReadyMs)} ms | ${m((f) => f.firstRss)} MiB |`);
+  console.log(`| restart on that data directory${databaseUrl ? ' and database' : ''} | ${m((f) => f.restartReadyMs)} ms | ${m((f) => f.restartRss)} MiB |`);
   if (pipelines > 0) console.log(`| after ${pipelines} no-op pipelines back to back (restarted server) | | ${m((f) => f.afterRss)} MiB |`);
 }
 
@@ -49,7 +63,7 @@ interface Round {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function oneRound(pipelines: number): Promise<Round> {
+async function oneRound(pipelines: number, databaseUrl: string): Promise<Round> {
   const dataDir = mkdtempSync(join(tmpdir(), 'gyre-bench-memory-'));
   const token = `bench-${randomBytes(12).toString('hex')}`;
   const receiver = await listen();
@@ -68,7 +82,7 @@ workflows:
 `,
   });
   // `npm start` settings; only what a harness must set differs (known admin token, kernel-chosen ports, no example).
-  const env = { GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: token, GYRE_EXECUTOR: 'auto', GYRE_LOG_LEVEL: 'info', DATABASE_URL: '' };
+  const env = { GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: token, GYRE_EXECUTOR: 'auto', GYRE_LOG_LEVEL: 'info', DATABASE_URL: databaseUrl };
   const start = async () => {
     const t0 = performance.now();
     // A user's first start: the database is made here, not copied from the tests' migrated one.

@@ -1,4 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S MALLOC_ARENA_MAX=1 node --max-semi-space-size=4 --liftoff-only
+// The process's memory settings are on the line above, so `npm start`, the image's `gyre` and an
+// installed `gyre` all start with them (docs/speed.md, "Memory"): one malloc arena instead of one
+// per thread (the threads' arenas held 50-100 MiB of freed memory), a young generation of at
+// most 3 x 4 MiB instead of 3 x 16, and WebAssembly (PGlite, the embedded database) on V8's
+// baseline compiler only: optimizing PGlite's functions took ~55 MiB and 2 CPU-seconds of a start.
 // The `gyre` command. Sources are TypeScript; tsx compiles them on load so there is no build step.
 // Secrets are taken out of the environment first: nothing started from here inherits them.
 const { takeSecrets } = require('./secrets');

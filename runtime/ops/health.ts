@@ -12,7 +12,11 @@ export interface HealthReport {
 }
 
 export interface Health {
-  /** The dependencies' state, at most `cacheMs` old (probes from many sources cost one check). */
+  /**
+   * The dependencies' state. A report younger than `cacheMs` is reused (probes from many sources
+   * cost one check); an older one starts a new check, and the answer waits for it at most
+   * `answerWithinMs` before falling back to the last completed report.
+   */
   check(): Promise<HealthReport>;
 }
 
@@ -25,6 +29,12 @@ export interface HealthDeps {
   readonly timeoutMs?: number;
   /** How long a report is reused. @default 1000 */
   readonly cacheMs?: number;
+  /**
+   * How long an answer waits for a new check when an earlier report exists. Below the kubelet's
+   * probe timeout (1 s by default), so a dependency that is slow but answering, on a busy machine,
+   * never makes a probe time out. @default 500
+   */
+  readonly answerWithinMs?: number;
 }
 
 const PROBE_KEY = 'health/probe-never-written';
@@ -32,10 +42,17 @@ const PROBE_KEY = 'health/probe-never-written';
 /**
  * Readiness: the process is ready when the database answers a query, the blob store answers a
  * read (a missing object is an answer), and Nomad has a leader (where Nomad is used).
+ *
+ * A check is never on a probe's clock: a probe that finds the last report stale starts a new
+ * check and answers with it if it ends within `answerWithinMs`, else with the last completed
+ * report (a dependency that stopped answering is reported by the next probe, once the check's own
+ * `timeoutMs` has passed). Only the first probe waits for a whole check, as there is nothing else
+ * to answer with.
  */
 export function createHealth(deps: HealthDeps): Health {
   const timeoutMs = deps.timeoutMs ?? 2000;
   const cacheMs = deps.cacheMs ?? 1000;
+  const answerWithinMs = deps.answerWithinMs ?? 500;
   const within = async (what: () => Promise<unknown>): Promise<CheckResult> => {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -59,17 +76,34 @@ export function createHealth(deps: HealthDeps): Health {
     },
     ...(deps.nomad ? { nomad: () => deps.nomad!.leader() } : {}),
   };
-  let last: { at: number; report: Promise<HealthReport> } | undefined;
-  return {
-    check() {
-      const now = Date.now();
-      if (last && now - last.at < cacheMs) return last.report;
-      const report = (async () => {
-        const entries = await Promise.all(Object.entries(checks).map(async ([name, fn]) => [name, await within(fn)] as const));
-        return { ok: entries.every(([, r]) => r.ok), checks: Object.fromEntries(entries) };
-      })();
-      last = { at: now, report };
+  /** The last completed report and when its check started. */
+  let completed: { at: number; report: HealthReport } | undefined;
+  let running: Promise<HealthReport> | undefined;
+  const refresh = (): Promise<HealthReport> => {
+    if (running) return running;
+    const at = Date.now();
+    running = (async () => {
+      const entries = await Promise.all(Object.entries(checks).map(async ([name, fn]) => [name, await within(fn)] as const));
+      const report: HealthReport = { ok: entries.every(([, r]) => r.ok), checks: Object.fromEntries(entries) };
+      completed = { at, report };
+      running = undefined;
       return report;
+    })();
+    return running;
+  };
+  return {
+    async check() {
+      if (completed && Date.now() - completed.at < cacheMs) return completed.report;
+      const fresh = refresh();
+      if (!completed) return fresh;
+      const last = completed.report;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<HealthReport>((resolve) => (timer = setTimeout(() => resolve(last), answerWithinMs)));
+      try {
+        return await Promise.race([fresh, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     },
   };
 }

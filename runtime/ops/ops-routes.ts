@@ -12,6 +12,12 @@ export interface OpsRouteDeps {
   readonly roles: readonly string[];
   /** When set, /metrics needs `Authorization: Bearer <token>`. */
   readonly metricsToken?: string;
+  /**
+   * Whether the process's roles have started. The ops listener opens first (probes get an answer
+   * while roles start); until they have, /healthz is 503 `starting`, so no traffic is sent to an
+   * API port that does not listen yet. @default always started
+   */
+  readonly started?: () => boolean;
 }
 
 /**
@@ -27,9 +33,13 @@ export function registerOpsRoutes(app: GyreApp, deps: OpsRouteDeps): void {
   });
 }
 
-/** `GET /healthz`: 200 `{ status: 'ok', roles, checks }` when every dependency answers, else 503 naming the ones that did not. */
-export function registerHealthRoute(app: GyreApp, deps: Pick<OpsRouteDeps, 'health' | 'roles'>): void {
+/** `GET /healthz`: 200 `{ status: 'ok', roles, checks }` when the roles have started and every dependency answers, else 503 (`starting`, or naming the dependencies that did not answer). */
+export function registerHealthRoute(app: GyreApp, deps: Pick<OpsRouteDeps, 'health' | 'roles' | 'started'>): void {
   app.get('/healthz', { config: { auth: 'public' } }, async (_request, reply) => {
+    if (deps.started && !deps.started()) {
+      reply.code(503).header('Cache-Control', 'no-store');
+      return { status: 'starting', roles: deps.roles, checks: {} };
+    }
     const report = await deps.health.check();
     reply.code(report.ok ? 200 : 503).header('Cache-Control', 'no-store');
     return { status: report.ok ? 'ok' : 'unavailable', roles: deps.roles, checks: report.checks };

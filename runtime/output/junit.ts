@@ -1,4 +1,4 @@
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import type * as FastXmlParser from 'fast-xml-parser';
 import { InputError } from '../domain/errors';
 
 /** One test case as the tests endpoint reports it. */
@@ -66,6 +66,8 @@ export function parseXml(source: string, limits: XmlLimits = {}): XmlElement {
   if (source.length > MAX_REPORT_CHARS) throw new InputError(`the report is larger than ${MAX_REPORT_CHARS / 1024 / 1024} MiB`, 'xml');
   if (declaresDoctype(source)) throw new InputError('the report declares a DOCTYPE; DTDs and the entities they define are not accepted', 'xml');
   let elements = 0;
+  // fast-xml-parser loads on the first report, not with the server (issue #19).
+  const { XMLParser, XMLValidator } = require('fast-xml-parser') as typeof FastXmlParser;
   const parser = new XMLParser({
     preserveOrder: true,
     ignoreAttributes: false,

@@ -229,10 +229,10 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
     return key;
   };
 
-  /** The organisation's active key, made (or replaced when due) first if needed. */
-  const signingKey = async (orgId: string): Promise<{ kid: string; key: CryptoKey }> => {
+  /** The organisation's active key (`read`: its row as just read), made (or replaced when due) first if needed. */
+  const signingKey = async (orgId: string, read?: sql.SigningKeyRow): Promise<{ kid: string; key: CryptoKey }> => {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const row = await sql.activeKey(store, orgId);
+      const row = attempt === 0 && read ? read : await sql.activeKey(store, orgId);
       if (row && row.retires_at.getTime() > now().getTime()) return { kid: row.kid, key: await privateKeyOf(row) };
       await once(orgId, () => replaceKey(orgId, row?.kid));
     }
@@ -247,11 +247,17 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
 
     async mint(input) {
       checkMintInput(input);
-      if (!(await sql.projectOfOrg(store, input.orgId, input.projectId))) throw new NotFoundError('project', `${input.projectId} of organization ${input.orgId}`);
-      const custom = await sql.claimsForToken(store, input.orgId, input.projectId);
+      // On the way to every task's first command: the three reads are asked at once, and the two
+      // tokens signed at once. A key is made only once the project is known to be the organisation's.
+      const [project, custom, active] = await Promise.all([
+        sql.projectOfOrg(store, input.orgId, input.projectId),
+        sql.claimsForToken(store, input.orgId, input.projectId),
+        sql.activeKey(store, input.orgId),
+      ]);
+      if (!project) throw new NotFoundError('project', `${input.projectId} of organization ${input.orgId}`);
       const audience = custom.project?.audience ?? custom.org?.audience ?? [input.orgId];
       const ttlSeconds = Math.floor(parseTtl(custom.project?.ttl ?? custom.org?.ttl ?? DEFAULT_TTL, 'ttl') / 1000);
-      const { kid, key } = await signingKey(input.orgId);
+      const { kid, key } = await signingKey(input.orgId, active);
       const iat = Math.floor(now().getTime() / 1000);
       const v1Subject = `org/${input.orgId}/project/${input.projectId}/user/${input.userId ?? NO_USER}`;
       const fromRepository = input.vcsOrigin !== undefined && input.vcsRef !== undefined;
@@ -272,7 +278,8 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
         ...(fromRepository ? { [OIDC_CLAIMS.vcsOrigin]: input.vcsOrigin, [OIDC_CLAIMS.vcsRef]: input.vcsRef } : {}),
       };
       const sign = (sub: string) => new SignJWT({ ...claims, sub, jti: randomUUID() }).setProtectedHeader({ alg: OIDC_ALG, kid, typ: 'JWT' }).sign(key);
-      return { v1: await sign(v1Subject), v2: await sign(v2Subject) };
+      const [v1, v2] = await Promise.all([sign(v1Subject), sign(v2Subject)]);
+      return { v1, v2 };
     },
 
     async jwks(orgId) {

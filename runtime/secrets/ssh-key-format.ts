@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import sshpk from 'sshpk';
+import type Sshpk from 'sshpk';
 import { InputError } from '../domain/errors';
 
 /**
@@ -28,7 +28,11 @@ const KEY_TYPES = new Set(['rsa', 'ecdsa', 'ed25519']);
 /** OpenSSH refuses RSA keys shorter than this (RequiredRSASize). */
 const MIN_RSA_BITS = 1024;
 
-function pairOf(key: sshpk.PrivateKey, privateKey: string, comment: string): SshKeyPair {
+/** sshpk loads on first use, not with the server: an embedded server that never sees a key does not hold it (issue #19). */
+let loadedSshpk: typeof Sshpk | undefined;
+const sshpk = (): typeof Sshpk => (loadedSshpk ??= require('sshpk') as typeof Sshpk);
+
+function pairOf(key: Sshpk.PrivateKey, privateKey: string, comment: string): SshKeyPair {
   const pub = key.toPublic();
   pub.comment = comment;
   return {
@@ -45,7 +49,7 @@ function pairOf(key: sshpk.PrivateKey, privateKey: string, comment: string): Ssh
  */
 export function generateSshKeyPair(comment: string): SshKeyPair {
   const { privateKey } = generateKeyPairSync('ed25519');
-  const key = sshpk.parsePrivateKey(privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 'pem');
+  const key = sshpk().parsePrivateKey(privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 'pem');
   key.comment = comment;
   return pairOf(key, ensureNewline(key.toString('openssh')), comment);
 }
@@ -73,9 +77,9 @@ export function parseSshPrivateKey(text: unknown, field = 'private_key'): SshKey
     throw new InputError(`${field} is not a private key in PEM form: it must be one block from -----BEGIN … PRIVATE KEY----- to -----END … PRIVATE KEY----- (RSA, EC, PKCS#8 or OPENSSH)`, field);
   }
   if (/^Proc-Type: 4,ENCRYPTED/m.test(normalised)) throw new InputError(`${field} is encrypted with a passphrase; give it without one (ssh-keygen -p -N '' -f <file>): a job has no one to type it`, field);
-  let key: sshpk.PrivateKey;
+  let key: Sshpk.PrivateKey;
   try {
-    key = sshpk.parsePrivateKey(normalised, 'auto');
+    key = sshpk().parsePrivateKey(normalised, 'auto');
   } catch (error) {
     if ((error as Error).name === 'KeyEncryptedError') {
       throw new InputError(`${field} is encrypted with a passphrase; give it without one (ssh-keygen -p -N '' -f <file>): a job has no one to type it`, field);

@@ -49,7 +49,8 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
     const admin = await core.identity.ensureAdmin(settings.adminToken);
 
     const opsApp = await createHttpApp({ log: log.child({ listener: 'ops' }), limits: settings.http });
-    registerOpsRoutes(opsApp, { health: core.health, metrics: core.metrics, roles: [...settings.roles], metricsToken: settings.metricsToken });
+    let started = false;
+    registerOpsRoutes(opsApp, { health: core.health, metrics: core.metrics, roles: [...settings.roles], metricsToken: settings.metricsToken, started: () => started });
     ops = await listen(opsApp, settings.opsPort, settings.opsHost, false);
 
     let url: string | undefined;
@@ -61,6 +62,7 @@ export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> 
       url ??= role.url;
       routes = role.routes ?? routes;
     }
+    started = true;
 
     let example: Gyre['example'];
     if (settings.example && settings.roles.has('api')) {

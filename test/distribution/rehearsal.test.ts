@@ -279,6 +279,12 @@ describeWithDatabase(`a rehearsal of the ${ENVIRONMENT} cluster on this machine`
   /** SIGKILLs a pod's main container, as a crash or the OOM killer would. */
   const kill = async (rp: RolePod) => {
     rp.down = true;
+    // A container that ended on its own before this kill is a failure of its own: say how it ended
+    // and what it printed last (CI once met one with no SIGKILL to see).
+    const { exitCode, signalCode } = rp.process.child;
+    if (exitCode !== null || signalCode !== null) {
+      throw new Error(`${rp.pod.name} had already ended (exit code ${exitCode}, signal ${signalCode}) before it was killed; its last output:\n${rp.process.output().slice(-4000)}`);
+    }
     await rp.process.kill();
     expect(rp.process.child.signalCode).toBe('SIGKILL');
     note(`${rp.pod.name} killed`);

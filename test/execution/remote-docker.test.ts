@@ -186,7 +186,10 @@ withPodman('the local Podman remote Docker provider', () => {
       expect((await get(b, serverA.ip, 8081)).output).not.toMatch(/from-engine-a/);
       expect((await runIn(a, `nc -w 1 ${hostIp} ${(hostServer.address() as { port: number }).port}`)).output).toMatch(/host-answers/);
       // 256 MiB for the engine and its containers: a container that takes 400 MB is killed (its own limit is none).
+      const cwdBefore = readdirSync(process.cwd());
       expect(await runIn(a, 'dd if=/dev/zero of=/dev/null bs=400M count=1 2>/dev/null; echo status=$?')).toMatchObject({ output: expect.stringMatching(/status=137/) });
+      // The kill's marker (conmon's `oom` file) stays in the engine's directory, not in the agent's working directory.
+      expect(readdirSync(process.cwd()).filter((f) => !cwdBefore.includes(f))).toEqual([]);
       // 200 processes for the engine: a fork bomb's 300 stop short, while the other engine's are not counted.
       expect((await runIn(a, 'for i in $(seq 300); do sleep 1 & done 2>&1 | tail -1; wait')).output).toMatch(/can't fork/);
       expect((await runIn(b, 'for i in $(seq 150); do sleep 1 & done; wait; echo all-forked')).output).toMatch(/all-forked/);

@@ -312,17 +312,23 @@ export async function probeOnce(pod: LocalPod, probe: Record<string, any>): Prom
   }
 }
 
+/** How long a probe lets a container go on failing it: (initialDelaySeconds) + failureThreshold × periodSeconds. */
+const probeWindowMs = (probe: Record<string, any>) => ((probe.initialDelaySeconds ?? 0) + (probe.failureThreshold ?? 3) * (probe.periodSeconds ?? 10)) * 1000;
+
 /**
- * Waits as the kubelet does for a started container to be ready: its startup probe (within
- * failureThreshold × periodSeconds), then its readiness probe; both asked every `everyMs` here
- * rather than every periodSeconds, to keep the rehearsal short. Fails at once if the process exits.
+ * Waits as the kubelet does for a started container to be ready: its startup probe (the kubelet
+ * restarts the container after failureThreshold × periodSeconds), then its readiness probe. A
+ * failing readiness probe restarts nothing (the pod just gets no traffic), so the wait for it is
+ * bounded by what would: the liveness probe's window. Both are asked every `everyMs` here rather
+ * than every periodSeconds, to keep the rehearsal short. Fails at once if the process exits.
  */
 export async function waitReady(pod: LocalPod, proc: LocalProcess, container: Record<string, any>, everyMs = 200): Promise<void> {
   let exited: number | null | undefined;
   void proc.exited.then((code) => (exited = code));
   for (const [kind, probe] of [['startup', container.startupProbe], ['readiness', container.readinessProbe]] as const) {
     if (!probe) continue;
-    const deadline = Date.now() + (probe.failureThreshold ?? 3) * (probe.periodSeconds ?? 10) * 1000;
+    const restartsAfter = kind === 'readiness' && container.livenessProbe ? container.livenessProbe : probe;
+    const deadline = Date.now() + Math.max(probeWindowMs(probe), probeWindowMs(restartsAfter));
     for (;;) {
       if (exited !== undefined) throw new Error(`${proc.name} exited (${exited}) before its ${kind} probe passed:\n${proc.output()}`);
       if (await probeOnce(pod, probe)) break;

@@ -2,10 +2,27 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { seedEmbeddedDatabase } from './embedded-database';
 
 const ROOT = resolve(__dirname, '../..');
+
+/**
+ * `gyre` as its `#!/usr/bin/env -S VAR=value node --flag` line starts it (what `npm start` and the
+ * image run), with this test's Node: the environment it sets and the command line before `args`.
+ */
+export function gyreCommand(args: readonly string[]): { command: string[]; env: Record<string, string> } {
+  const shebang = readFileSync(join(ROOT, 'bin/gyre.js'), 'utf8').split('\n', 1)[0];
+  const words = shebang.replace(/^#!\/usr\/bin\/env -S /, '').split(/\s+/);
+  const env: Record<string, string> = {};
+  while (/^[A-Z_]+=/.test(words[0])) {
+    const [name, value] = words.shift()!.split('=');
+    env[name] = value;
+  }
+  if (words.shift() !== 'node') throw new Error(`bin/gyre.js starts with '${shebang}', not env -S [VAR=value ...] node [flags]`);
+  return { command: [process.execPath, ...words, join(ROOT, 'bin/gyre.js'), ...args], env };
+}
 
 /** A free TCP port on 127.0.0.1 (so a restarted server can come back at the same address). */
 export function freePort(): Promise<number> {
@@ -31,11 +48,11 @@ export async function startServerProcess(env: Record<string, string>, options: {
     await seedEmbeddedDatabase(env.GYRE_DATA_DIR);
     if (options.uid !== undefined) spawnSync('chown', ['-R', `${options.uid}:${options.uid}`, join(env.GYRE_DATA_DIR, 'pgdata')]);
   }
-  const gyre = [process.execPath, join(ROOT, 'bin/gyre.js'), 'server'];
-  const command = options.uid === undefined ? gyre : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', ...gyre];
+  const gyre = gyreCommand(['server']);
+  const command = options.uid === undefined ? gyre.command : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', ...gyre.command];
   const child = spawn(command[0], command.slice(1), {
     cwd: ROOT,
-    env: { ...process.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', ...env },
+    env: { ...process.env, ...gyre.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -63,9 +80,10 @@ export async function startServerProcess(env: Record<string, string>, options: {
 /** Starts `gyre runner` as a child process in its own process group (so a kill takes its tasks too). */
 export function startRunnerProcess(url: string, token: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess & { output: () => string } {
   // The token goes in the environment, as the README advises (--token shows in `ps`).
-  const child = spawn(process.execPath, [join(ROOT, 'bin/gyre.js'), 'runner', '--url', url, ...args], {
+  const gyre = gyreCommand(['runner', '--url', url, ...args]);
+  const child = spawn(gyre.command[0], gyre.command.slice(1), {
     cwd: ROOT,
-    env: { ...process.env, GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', GYRE_RUNNER_TOKEN: token, ...env },
+    env: { ...process.env, ...gyre.env, GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', GYRE_RUNNER_TOKEN: token, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
   });

@@ -1,6 +1,6 @@
 import { generateKeyPair, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import forge from 'node-forge';
+import type Forge from 'node-forge';
 import type { ClientTlsFiles } from './provider';
 
 /** What one remote engine's TLS needs: its own CA, the engine's server certificate, the job's client certificate. */
@@ -24,6 +24,8 @@ const VALID_MS = 2 * 24 * 3600 * 1000;
  */
 export async function makeEngineCertificates(serverIp: string, name = 'gyre-remote-docker'): Promise<EngineCertificates> {
   const [caKeys, serverKeys, clientKeys] = await Promise.all([newKey(), newKey(), newKey()]);
+  // node-forge loads here, on an engine's first certificates, not with the agent (issue #19).
+  const forge = require('node-forge') as typeof Forge;
   const caKey = forge.pki.privateKeyFromPem(caKeys.privateKey);
   const now = Date.now();
   const make = (subjectCn: string, publicKeyPem: string, extensions: object[]) => {

@@ -197,7 +197,9 @@ export function createPodmanRemoteDocker(options: PodmanRemoteDockerOptions): Re
         await mkdir(runDir, { recursive: true, mode: 0o700 });
         const socketPath = join(runDir, 'engine.sock');
         const fenced = fence.command([podman, ...globals(dir, runDir, root), 'system', 'service', '--time=0', `unix://${socketPath}`]);
-        child = spawn(fenced.file, fenced.args, { env: fenced.env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+        // In the engine's own directory: conmon writes an \`oom\` marker into its working directory when
+        // a container is killed for memory, which must not land in Gyre's (read-only in the image).
+        child = spawn(fenced.file, fenced.args, { env: fenced.env, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
         let stderr = '';
         child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
         // The engine never keeps this process alive; the teardown stops it.

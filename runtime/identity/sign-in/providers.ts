@@ -3,8 +3,6 @@ import type { Store } from '../../store/store';
 import { createGitHubRoleSource } from '../github-roles';
 import type { RoleSource } from '../role-sources';
 import { createGitHubProvider } from './github';
-import { createLdapProvider } from './ldap';
-import { createOidcProvider } from './oidc';
 import type { SignInProvider } from './provider';
 import type { SignInSettings } from './settings';
 
@@ -34,10 +32,13 @@ export function createSignInProviders(settings: SignInSettings, deps: { store: S
   }
   if (settings.oidc) {
     const o = settings.oidc;
+    // openid-client and ldapts load only when their provider is configured (memory: issue #19).
+    const { createOidcProvider } = require('./oidc') as typeof import('./oidc');
     providers.push(createOidcProvider({ issuer: o.issuer, clientId: o.clientId, clientSecret: o.clientSecret, label: o.label, scopes: [...o.scopes], groupsClaim: o.groupsClaim, loginClaim: o.loginClaim, allowInsecureHttp: o.allowInsecureHttp }));
   }
   if (settings.ldap) {
     const l = settings.ldap;
+    const { createLdapProvider } = require('./ldap') as typeof import('./ldap');
     providers.push(createLdapProvider({ ...l }));
   }
   return { providers, roleSources, afterSignIn };
