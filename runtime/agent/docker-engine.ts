@@ -16,9 +16,12 @@ export interface DockerEngine {
   /**
    * Attaches to a created container's stdin and holds it open: the connection stays for as long
    * as this process does (it never keeps the process alive). Destroying it, or the process dying,
-   * closes the container's stdin.
+   * closes the container's stdin. With `onStdout`, the container's stdout comes back on the same
+   * connection (a non-TTY container's frames, split): `onStdout` gets its bytes in order, and
+   * `undefined` once the connection has closed. Once it returns `false`, the rest of the stdout is
+   * read and dropped, and `onStdout` is called no more.
    */
-  attachStdin(container: string): Promise<{ destroy(): void }>;
+  attachStdin(container: string, onStdout?: (data: Buffer | undefined) => boolean | void): Promise<{ destroy(): void }>;
 }
 
 /** A request body streamed from a source of known length (the Engine wants a Content-Length). */
@@ -66,17 +69,28 @@ export function createDockerEngine(socketPath: string): DockerEngine {
     });
   return {
     stream,
-    attachStdin(container) {
+    attachStdin(container, onStdout) {
       return new Promise((resolve, reject) => {
         const req = httpRequest({
           socketPath,
           method: 'POST',
-          path: `${VERSION}/containers/${encodeURIComponent(container)}/attach?stream=1&stdin=1&stdout=0&stderr=0`,
+          path: `${VERSION}/containers/${encodeURIComponent(container)}/attach?stream=1&stdin=1&stdout=${onStdout ? 1 : 0}&stderr=0`,
           headers: { Host: 'docker', Connection: 'Upgrade', Upgrade: 'tcp' },
         });
-        req.on('upgrade', (_res, socket) => {
+        req.on('upgrade', (_res, socket, head) => {
           socket.on('error', () => undefined);
           socket.unref();
+          if (onStdout) {
+            let wanted = true;
+            const frames = demultiplex((data, stream) => {
+              if (wanted && stream === 1 && onStdout(data) === false) wanted = false;
+            });
+            // Read, never paused: what the container writes later is dropped, not left to block it.
+            const take = (chunk: Buffer) => (wanted ? frames.push(chunk) : undefined);
+            if (head.length > 0) take(head);
+            socket.on('data', take);
+            socket.once('close', () => wanted && onStdout(undefined));
+          }
           resolve(socket);
         });
         req.on('response', (res) => {

@@ -53,6 +53,8 @@ export interface DockerExecutorOptions {
   readonly pidsLimit?: number;
   /** Who runs the task (`containerOwner()`): containers and network carry it, so a watchdog can remove them once it is gone. @default this process */
   readonly owner?: string;
+  /** How long the primary's keep-alive is waited for to say the image's home and shell, before an exec asks instead. @default 10 s */
+  readonly probeWaitMs?: number;
 }
 
 /**
@@ -60,9 +62,25 @@ export interface DockerExecutorOptions {
  * long as the agent's connection); steps run beside it with exec. When the agent dies, SIGKILL
  * included, the engine closes the container's stdin, the loop ends, and with the container's first
  * process every step in it dies: a task's processes never outlive the agent that runs it. Shell
- * builtins only, so any image with a shell keeps it.
+ * builtins only, so any image with a shell keeps it. First it prints what the executor needs to
+ * know of the image (PROBE) on its stdout, which the agent's attach carries: an exec (about 100 ms
+ * through Podman) fewer on the way to the first step.
  */
-const KEEP_ALIVE = ['/bin/sh', '-c', 'while IFS= read -r _; do :; done; exit 0'];
+const PROBE = 'printf "%s\\n" "$HOME"; if command -v bash >/dev/null 2>&1; then echo bash; else echo no-bash; fi';
+const KEEP_ALIVE = ['/bin/sh', '-c', `${PROBE}; while IFS= read -r _; do :; done; exit 0`];
+/** More than this before the probe's two lines (a $HOME of that size?) and the executor asks with an exec. */
+const PROBE_MAX_CHARS = 16 * 1024;
+
+/** What `printed` settles with, or undefined once `ms` have passed (or when there is nothing to wait for). */
+async function printedWithin(printed: Promise<string | undefined> | undefined, ms: number): Promise<string | undefined> {
+  if (!printed) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([printed, new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 /** The label that names a container's (and network's) owner: `host/pid/start` of the agent process. */
 export const OWNER_LABEL = 'gyre.owner';
 const DEFAULT_PIDS_LIMIT = 4096;
@@ -133,6 +151,8 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   const containers: string[] = [];
   let networkMade = false;
   const primaryImage = images[0];
+  /** What the primary's keep-alive printed (PROBE), when it runs one; undefined if its connection closed first. */
+  let probed: Promise<string | undefined> | undefined;
 
   const cleanup = async () => {
     lifeline?.destroy();
@@ -168,7 +188,21 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
         NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [alias] } } },
       });
       containers.push(body.Id);
-      if (tied) lifeline = await engine.attachStdin(body.Id);
+      if (tied) {
+        // The keep-alive's first two lines, read before any step runs; what a step may later write
+        // to the keep-alive's stdout (/proc/1/fd/1) is dropped unread.
+        let printed = '';
+        let settle!: (text: string | undefined) => void;
+        probed = new Promise((resolve) => (settle = resolve));
+        lifeline = await engine.attachStdin(body.Id, (data) => {
+          if (data === undefined) return settle(undefined);
+          printed += data.toString('utf8');
+          if (printed.split('\n').length > 2) settle(printed);
+          else if (printed.length <= PROBE_MAX_CHARS) return true;
+          else settle(undefined);
+          return false;
+        });
+      }
       await engine.call('POST', `/containers/${body.Id}/start`);
     }
   } catch (error) {
@@ -184,9 +218,9 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     const exitCode = await done.promise;
     return { output: Buffer.concat(chunks).toString('utf8'), exitCode };
   };
-  // One exec for both (each is a round trip through the engine on the way to the first step):
-  // the image's $HOME, and whether it has bash.
-  const probe = (await run(['/bin/sh', '-c', 'printf "%s\\n" "$HOME"; if command -v bash >/dev/null 2>&1; then echo bash; else echo no-bash; fi'])).output.split('\n');
+  // The image's $HOME and whether it has bash: printed by the primary's keep-alive as it started,
+  // or, for a primary that runs its own entrypoint or command, one exec for both.
+  const probe = ((await printedWithin(probed, options.probeWaitMs ?? 10_000)) ?? (await run(['/bin/sh', '-c', PROBE])).output).split('\n');
   const home = probe[0].trim() || '/root';
   const bash = probe[1]?.trim() === 'bash';
 

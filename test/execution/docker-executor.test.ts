@@ -70,6 +70,41 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
     expect(await containersOf(taskId)).toEqual([]);
   }, 60_000);
 
+  it("knows the image user's home and whether the image has bash, whether the primary keeps its entrypoint or runs its own", async () => {
+    // Kept: the agent's keep-alive runs as the primary's first process and says both as it
+    // starts. Overridden: the image's own entrypoint runs, and the executor asks with an exec.
+    const cases = [
+      { label: 'keep-alive', image: { image: BUSYBOX_IMAGE, user: 'nobody' } },
+      { label: 'own entrypoint', image: { image: BUSYBOX_IMAGE, user: 'nobody', entrypoint: ['/bin/sh', '-c'], command: ['sleep 300'] } },
+      { label: 'keep-alive as root', image: { image: BUSYBOX_IMAGE } },
+    ];
+    const seen: Record<string, unknown> = {};
+    for (const { label, image } of cases) {
+      // The keep-alive is waited for a minute here: if it never said, the start would take that long.
+      const started = Date.now();
+      const executor = await createDockerExecutor({ socketPath: socket!, taskId: `h-${Date.now()}`, log, images: [image], probeWaitMs: 60_000 });
+      try {
+        seen[label] = { home: executor.home, bash: await executor.hasBash(), tilde: (await exec(executor, 'cd ~ && pwd', { cwd: '/' })).output.trim(), startedWithin20s: Date.now() - started < 20_000 };
+      } finally {
+        await executor.cleanup();
+      }
+    }
+    // A step may write to the keep-alive's stdout, which the agent's attach carries: it is dropped,
+    // and neither the step nor the next one waits on it.
+    const executor = await createDockerExecutor({ socketPath: socket!, taskId: `w-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
+    try {
+      expect(await exec(executor, 'head -c 20000000 /dev/zero > /proc/1/fd/1; echo wrote', { timeoutMs: 60_000 })).toMatchObject({ exitCode: 0, output: 'wrote\n' });
+      expect(await exec(executor, 'echo next')).toMatchObject({ exitCode: 0, output: 'next\n' });
+    } finally {
+      await executor.cleanup();
+    }
+    expect(seen).toEqual({
+      'keep-alive': { home: '/tmp', bash: false, tilde: '/tmp', startedWithin20s: true },
+      'own entrypoint': { home: '/tmp', bash: false, tilde: '/tmp', startedWithin20s: true },
+      'keep-alive as root': { home: '/root', bash: false, tilde: '/root', startedWithin20s: true },
+    });
+  }, 240_000);
+
   it('stops a step on cancel and on an output timeout', async () => {
     const executor = await createDockerExecutor({ socketPath: socket!, taskId: `c-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
     try {

@@ -29,10 +29,19 @@ export interface FakeDockerEngineOptions {
 /**
  * A recording stand-in for the Docker Engine API on a unix socket, for what cannot happen here: a
  * pull from a registry (nothing can be pulled on this machine). It answers what the Docker
- * executor asks while starting a task (images, pull, tag, network, containers, the exec that reads
- * $HOME) in the shapes of the Engine API v1.41; the same calls are exercised against Podman's
+ * executor asks while starting a task (images, pull, tag, network, containers, the attach that
+ * carries the keep-alive's $HOME, the exec that reads it otherwise) in the shapes of the Engine API v1.41; the same calls are exercised against Podman's
  * socket in test/execution/docker-executor.test.ts.
  */
+/** One frame of a non-TTY container's multiplexed output on stdout: stream 1, three zero bytes, length, payload. */
+function stdoutFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const header = Buffer.alloc(8);
+  header[0] = 1;
+  header.writeUInt32BE(payload.length, 4);
+  return Buffer.concat([header, payload]);
+}
+
 export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {}): Promise<FakeDockerEngine> {
   const dir = mkdtempSync(join(tmpdir(), 'gyre-fake-engine-'));
   const socketPath = join(dir, 'engine.sock');
@@ -82,12 +91,8 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
       if (req.method === 'POST' && /^\/containers\/[^/]+\/exec$/.test(path)) return json(201, { Id: `exec-${++ids}` });
       if (req.method === 'POST' && /^\/exec\/[^/]+\/start$/.test(path)) {
         // A non-TTY exec's output, multiplexed: stream 1 (stdout), three zero bytes, length, payload.
-        const payload = Buffer.from('/root');
-        const header = Buffer.alloc(8);
-        header[0] = 1;
-        header.writeUInt32BE(payload.length, 4);
         res.writeHead(200, { 'Content-Type': 'application/vnd.docker.raw-stream' });
-        return res.end(Buffer.concat([header, payload]));
+        return res.end(stdoutFrame('/root'));
       }
       if (req.method === 'GET' && /^\/exec\/[^/]+\/json$/.test(path)) return json(200, { Running: false, ExitCode: 0 });
       // Files written into a container (the agent's job directory: the in-job circleci command),
@@ -107,6 +112,9 @@ export async function startFakeDockerEngine(options: FakeDockerEngineOptions = {
     socket.on('error', () => undefined);
     socket.on('close', () => attached.delete(socket as import('node:net').Socket));
     socket.write('HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n');
+    // With stdout, what the agent's keep-alive prints as it starts (its image's $HOME and whether
+    // it has bash), multiplexed as a non-TTY container's stdout is.
+    if (url.searchParams.get('stdout') === '1') socket.write(stdoutFrame('/root\nno-bash\n'));
   });
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   return {
