@@ -8,7 +8,14 @@ const { mkdtempSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
 
+const WASM_BASELINE = join(__dirname, 'support/wasm-baseline.js');
+
 module.exports = async function globalSetup() {
+  // WebAssembly on the baseline compiler only, here (a serial run's tests run in this process) and
+  // in every Node process started from here (test/support/wasm-baseline.js says why).
+  require(WASM_BASELINE);
+  const given = process.env.NODE_OPTIONS ?? '';
+  if (!given.includes(WASM_BASELINE)) process.env.NODE_OPTIONS = `${given} --require ${JSON.stringify(WASM_BASELINE)}`.trim();
   const { PGlite } = require('@electric-sql/pglite');
   const db = await PGlite.create();
   const image = await db.dumpDataDir('none');

@@ -168,7 +168,11 @@ describe('kill -9 of the process that runs a build', () => {
     } finally {
       server.child.kill('SIGCONT');
     }
-    expect(runner.output()).toContain('lease not renewed in time; killing the steps and reporting nothing more');
+    // The runner says why, in the line it writes before it kills the step; the test may see the
+    // step gone before it has read that line from the runner's pipe.
+    const why = 'lease not renewed in time; killing the steps and reporting nothing more';
+    await until('the runner to say why it killed the step', async () => runner.output().includes(why), 5000, 50).catch(() => undefined);
+    expect(runner.output()).toContain(why);
     const { workflow, jobs } = await finished(api, id);
     expect(workflow.status).toBe('success');
     const steps = (await api('GET', `/api/v2/project/gh/acme/crash/job/${jobs[0].job_number}/steps`)).items;
