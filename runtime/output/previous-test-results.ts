@@ -4,22 +4,28 @@ import type { Queryable } from '../store/store';
 export const MAX_PREVIOUS_TEST_RESULTS = 200_000;
 
 /**
+ * The job of the last successful run of a task's job that stored test results (`$1`: the task).
+ * Asked for every task: when the job never stored a test result (most jobs), the first EXISTS,
+ * one index probe evaluated once, ends it; the jobs of that name are not read (they were, one
+ * by one, with a probe each: time growing with the project's history).
+ */
+export const PREVIOUS_RUN = `WITH me AS (SELECT j.id, j.project_id, j.name, j.queued_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1)
+     SELECT j.id, j.number FROM me, jobs j
+      WHERE EXISTS (SELECT 1 FROM test_results r, me m WHERE r.project_id = m.project_id AND r.job_name = m.name AND r.created_at <= m.queued_at)
+        AND j.project_id = me.project_id AND j.name = me.name AND j.id <> me.id
+        AND j.status = 'success' AND j.stopped_at <= me.queued_at
+        AND EXISTS (SELECT 1 FROM test_results r WHERE r.job_id = j.id AND r.project_id = me.project_id AND r.job_name = me.name AND r.created_at <= me.queued_at)
+      ORDER BY j.stopped_at DESC, j.number DESC
+      LIMIT 1`;
+
+/**
  * The test results of the last successful run of a task's job: the most recent job of the same
  * name in the task's own project (never another's) that ended `success` before this job was
  * queued, each node's latest attempt. Every node of a job gets the same run, so every node
  * computes the same split. `run_time` is in seconds. Empty when there was no such run.
  */
 export async function previousTestResults(db: Queryable, taskId: string): Promise<{ jobNumber: number | null; items: { file: string; classname: string; name: string; run_time: number }[] }> {
-  const [previous] = await db.query<{ id: string; number: number }>(
-    `WITH me AS (SELECT j.id, j.project_id, j.name, j.queued_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1)
-     SELECT j.id, j.number FROM jobs j, me
-      WHERE j.id IN (SELECT DISTINCT r.job_id FROM test_results r WHERE r.project_id = me.project_id AND r.job_name = me.name AND r.created_at <= me.queued_at)
-        AND j.project_id = me.project_id AND j.name = me.name AND j.id <> me.id
-        AND j.status = 'success' AND j.stopped_at <= me.queued_at
-      ORDER BY j.stopped_at DESC, j.number DESC
-      LIMIT 1`,
-    [taskId],
-  );
+  const [previous] = await db.query<{ id: string; number: number }>(PREVIOUS_RUN, [taskId]);
   if (!previous) return { jobNumber: null, items: [] };
   const items = await db.query<{ file: string; classname: string; name: string; run_time: number }>(
     `SELECT r.file, r.classname, r.name, r.run_time FROM test_results r
