@@ -15,13 +15,20 @@ export interface DockerEngine {
   stream(method: string, path: string, body?: unknown, headers?: Record<string, string>, raw?: Buffer | Upload): Promise<IncomingMessage>;
   /**
    * Attaches to a created container's stdin and holds it open: the connection stays for as long
-   * as this process does (it never keeps the process alive). Destroying it, or the process dying,
-   * closes the container's stdin. With `onStdout`, the container's stdout comes back on the same
-   * connection (a non-TTY container's frames, split): `onStdout` gets its bytes in order, and
-   * `undefined` once the connection has closed. Once it returns `false`, the rest of the stdout is
-   * read and dropped, and `onStdout` is called no more.
+   * as this process does (it never keeps the process alive). What is written to it is the
+   * container's stdin; destroying it, or the process dying, closes that. With `onStdout`, the
+   * container's stdout comes back on the same connection (a non-TTY container's frames, split):
+   * `onStdout` gets its bytes in order, and `undefined` once the connection has closed. A promise
+   * it returns holds the reading until it settles (the container's writes then wait); otherwise
+   * the stdout is read as it comes.
    */
-  attachStdin(container: string, onStdout?: (data: Buffer | undefined) => boolean | void): Promise<{ destroy(): void }>;
+  attachStdin(container: string, onStdout?: (data: Buffer | undefined) => void | Promise<void>): Promise<AttachedStdin>;
+}
+
+/** A container's stdin, attached (DockerEngine.attachStdin). */
+export interface AttachedStdin {
+  write(data: string | Buffer): void;
+  destroy(): void;
 }
 
 /** A request body streamed from a source of known length (the Engine wants a Content-Length). */
@@ -81,15 +88,21 @@ export function createDockerEngine(socketPath: string): DockerEngine {
           socket.on('error', () => undefined);
           socket.unref();
           if (onStdout) {
-            let wanted = true;
+            const waits: Promise<void>[] = [];
             const frames = demultiplex((data, stream) => {
-              if (wanted && stream === 1 && onStdout(data) === false) wanted = false;
+              if (stream !== 1) return;
+              const wait = onStdout(data);
+              if (wait) waits.push(wait);
             });
-            // Read, never paused: what the container writes later is dropped, not left to block it.
-            const take = (chunk: Buffer) => (wanted ? frames.push(chunk) : undefined);
+            const take = (chunk: Buffer) => {
+              frames.push(chunk);
+              if (waits.length === 0) return;
+              socket.pause();
+              void Promise.allSettled(waits.splice(0)).then(() => socket.resume());
+            };
             if (head.length > 0) take(head);
             socket.on('data', take);
-            socket.once('close', () => wanted && onStdout(undefined));
+            socket.once('close', () => onStdout(undefined));
           }
           resolve(socket);
         });

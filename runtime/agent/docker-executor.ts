@@ -11,7 +11,7 @@ import { NotFoundError } from '../domain/errors';
 import { globToRegExp, isGlob } from '../output/file-sets';
 import { createTarWriter, DEFAULT_EXTRACT_LIMITS, readTar, readTarAs, safeRelativeName, type ReadTarLimits, type TarEntry } from '../output/tar';
 import type { Logger } from '../logger';
-import { createDockerEngine, demultiplex, DockerEngineError, type DockerEngine } from './docker-engine';
+import { createDockerEngine, demultiplex, DockerEngineError, type AttachedStdin, type DockerEngine } from './docker-engine';
 import type { ecrCredentials as EcrCredentials } from './ecr-auth';
 import { expandImageCredentials } from './image-credentials';
 import { hostname } from 'node:os';
@@ -59,16 +59,35 @@ export interface DockerExecutorOptions {
 
 /**
  * Keeps the primary container alive while the agent holds its stdin open (an attach that lasts as
- * long as the agent's connection); steps run beside it with exec. When the agent dies, SIGKILL
- * included, the engine closes the container's stdin, the loop ends, and with the container's first
- * process every step in it dies: a task's processes never outlive the agent that runs it. Shell
- * builtins only, so any image with a shell keeps it. First it prints what the executor needs to
- * know of the image (PROBE) on its stdout, which the agent's attach carries: an exec (about 100 ms
- * through Podman) fewer on the way to the first step.
+ * long as the agent's connection). When the agent dies, SIGKILL included, the engine closes the
+ * container's stdin, the loop ends, and with the container's first process every step in it dies:
+ * a task's processes never outlive the agent that runs it. Shell builtins only, so any image with
+ * a shell keeps it. First it prints that it runs steps (STEPS_MARKER) and what the executor needs
+ * to know of the image (PROBE) on its stdout, which the agent's attach carries: an exec (about 100
+ * ms through Podman) fewer on the way to the first step.
+ *
+ * Then it runs steps: each line on its stdin is `<nonce> <command>`, a shell command the agent
+ * quoted (`inKeepAlive`); the keep-alive runs it in a subshell, stdin from /dev/null and stderr on
+ * stdout, in the background (the keep-alive goes on reading its stdin, so the agent's death still
+ * ends the container at once), and the background subshell then prints
+ * `\036<nonce>:<exit status>\036`. The step's output is the container's stdout, read through the
+ * same attach: no exec to start it, which through Podman takes 45-100 ms before the command runs.
+ * `_nl` holds a newline, for the quoted command to stay one line.
  */
 const PROBE = 'printf "%s\\n" "$HOME"; if command -v bash >/dev/null 2>&1; then echo bash; else echo no-bash; fi';
-const KEEP_ALIVE = ['/bin/sh', '-c', `${PROBE}; while IFS= read -r _; do :; done; exit 0`];
-/** More than this before the probe's two lines (a $HOME of that size?) and the executor asks with an exec. */
+const STEPS_MARKER = ':gyre-steps:1';
+const KEEP_ALIVE = [
+  '/bin/sh',
+  '-c',
+  `echo ${STEPS_MARKER}; ${PROBE}; _nl='\n'; while IFS= read -r _l; do ( ( eval "\${_l#* }" ) </dev/null 2>&1; printf '\\036%s:%s\\036' "\${_l%% *}" "$?" ) & done; exit 0`,
+];
+/** A quoted command longer than this (a huge environment) runs with an exec: the keep-alive's `read` takes a byte at a time. */
+const KEEP_ALIVE_MAX_LINE = 64 * 1024;
+/** What an environment variable's name must be for the keep-alive to export it. */
+const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** `value` as one single-quoted shell word on one line (a newline becomes the keep-alive's `$_nl`). */
+const keepAliveQuote = (value: string) => `'${value.replace(/'/g, `'\\''`).replace(/\n/g, `'"$_nl"'`)}'`;
+/** More than this before the probe's lines (a $HOME of that size?) and the executor asks with an exec. */
 const PROBE_MAX_CHARS = 16 * 1024;
 
 /** What `printed` settles with, or undefined once `ms` have passed (or when there is nothing to wait for). */
@@ -145,7 +164,9 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     PidsLimit: options.pidsLimit ?? DEFAULT_PIDS_LIMIT,
   };
   /** The primary's stdin, held open for as long as this agent lives (see KEEP_ALIVE). */
-  let lifeline: { destroy(): void } | undefined;
+  let lifeline: AttachedStdin | undefined;
+  /** Where the keep-alive's stdout goes once it has said what it knows: the step it runs, else nowhere. */
+  let stepOutput: ((data: Buffer | undefined) => void | Promise<void>) | undefined;
   const suffix = `${options.taskId.slice(0, 8)}-${randomBytes(3).toString('hex')}`;
   const network = `gyre-${suffix}`;
   const containers: string[] = [];
@@ -189,18 +210,29 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       });
       containers.push(body.Id);
       if (tied) {
-        // The keep-alive's first two lines, read before any step runs; what a step may later write
-        // to the keep-alive's stdout (/proc/1/fd/1) is dropped unread.
+        // The keep-alive's first lines, read before any step runs; later, a step's output while the
+        // keep-alive runs one, and nothing otherwise (what a step left running writes between steps
+        // is dropped, never left to block it).
         let printed = '';
+        let probing = true;
         let settle!: (text: string | undefined) => void;
         probed = new Promise((resolve) => (settle = resolve));
         lifeline = await engine.attachStdin(body.Id, (data) => {
-          if (data === undefined) return settle(undefined);
+          if (!probing) return stepOutput?.(data);
+          if (data === undefined) {
+            probing = false;
+            return settle(undefined);
+          }
           printed += data.toString('utf8');
-          if (printed.split('\n').length > 2) settle(printed);
-          else if (printed.length <= PROBE_MAX_CHARS) return true;
-          else settle(undefined);
-          return false;
+          const lines = printed.split('\n');
+          // An engine's keep-alive that does not run steps (an older one) prints the probe alone.
+          if (lines.length > (lines[0] === STEPS_MARKER ? 3 : 2)) {
+            probing = false;
+            settle(printed);
+          } else if (printed.length > PROBE_MAX_CHARS) {
+            probing = false;
+            settle(undefined);
+          }
         });
       }
       await engine.call('POST', `/containers/${body.Id}/start`);
@@ -220,9 +252,95 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
   };
   // The image's $HOME and whether it has bash: printed by the primary's keep-alive as it started,
   // or, for a primary that runs its own entrypoint or command, one exec for both.
-  const probe = ((await printedWithin(probed, options.probeWaitMs ?? 10_000)) ?? (await run(['/bin/sh', '-c', PROBE])).output).split('\n');
+  const printed = await printedWithin(probed, options.probeWaitMs ?? 10_000);
+  let probe = (printed ?? (await run(['/bin/sh', '-c', PROBE])).output).split('\n');
+  /** Whether steps run through the keep-alive (else each with an exec). */
+  let keepAliveRuns = printed !== undefined && probe[0] === STEPS_MARKER;
+  if (probe[0] === STEPS_MARKER) probe = probe.slice(1);
   const home = probe[0].trim() || '/root';
   const bash = probe[1]?.trim() === 'bash';
+  /** Whether a step runs in the keep-alive now (steps of a task run one at a time; anything else takes an exec). */
+  let keepAliveBusy = false;
+
+  /**
+   * Runs `cmd` with `env` added through the keep-alive (see KEEP_ALIVE), as execIn would with an
+   * exec; undefined when it cannot (no keep-alive that runs steps, one busy or given up on, or a
+   * command it cannot carry: a variable name that is not a shell name, a NUL, a very long line).
+   */
+  const inKeepAlive = (cmd: string[], env: string[], onOutput: (data: Uint8Array) => void | Promise<void>): { promise: Promise<number | null>; abandon(): void; killed(): void } | undefined => {
+    if (!keepAliveRuns || keepAliveBusy || !lifeline) return undefined;
+    const exports: string[] = [];
+    for (const pair of env) {
+      const eq = pair.indexOf('=');
+      const name = pair.slice(0, eq);
+      if (eq < 0 || !SHELL_NAME.test(name)) return undefined;
+      exports.push(`${name}=${keepAliveQuote(pair.slice(eq + 1))}`);
+    }
+    const command = `${exports.length ? `export ${exports.join(' ')}; ` : ''}exec ${cmd.map(keepAliveQuote).join(' ')}`;
+    if (command.includes('\0') || command.length > KEEP_ALIVE_MAX_LINE) return undefined;
+    const nonce = randomBytes(12).toString('hex');
+    const marker = Buffer.from(`\x1e${nonce}:`);
+    keepAliveBusy = true;
+    let settle!: (code: number | null) => void;
+    let fail!: (error: Error) => void;
+    const promise = new Promise<number | null>((resolve, reject) => {
+      settle = resolve;
+      fail = reject;
+    });
+    /** Bytes that may be the start of the marker, held back until the next ones say. */
+    let held: Buffer = Buffer.alloc(0);
+    /** What came after the marker: the exit status, up to the closing \036. */
+    let status: string | undefined;
+    const end = (then: () => void) => {
+      stepOutput = undefined;
+      keepAliveBusy = false;
+      then();
+    };
+    stepOutput = (data) => {
+      if (data === undefined) {
+        keepAliveRuns = false;
+        return end(() => fail(new Error('the primary container ended while the step ran')));
+      }
+      let out: Buffer | undefined;
+      if (status === undefined) {
+        const all = held.length > 0 ? Buffer.concat([held, data]) : data;
+        const at = all.indexOf(marker);
+        if (at >= 0) {
+          out = all.subarray(0, at);
+          status = all.subarray(at + marker.length).toString('latin1');
+          held = Buffer.alloc(0);
+        } else {
+          let keep = Math.min(marker.length - 1, all.length);
+          while (keep > 0 && !all.subarray(all.length - keep).equals(marker.subarray(0, keep))) keep--;
+          out = all.subarray(0, all.length - keep);
+          held = Buffer.from(all.subarray(all.length - keep));
+        }
+      } else status += data.toString('latin1');
+      const wait = out && out.length > 0 ? onOutput(out) : undefined;
+      const close = status?.indexOf('\x1e') ?? -1;
+      if (status !== undefined && close >= 0) {
+        const code = Number(status.slice(0, close));
+        end(() => settle(Number.isInteger(code) ? code : null));
+      }
+      return wait;
+    };
+    lifeline.write(`${nonce} ${command}\n`);
+    const mine = stepOutput;
+    return {
+      promise,
+      abandon() {
+        if (stepOutput !== mine) return;
+        // The step may still run in the keep-alive: later steps take an exec each.
+        keepAliveRuns = false;
+        end(() => settle(null));
+      },
+      // Every process of the container but the keep-alive was killed, the subshell that would
+      // have said the status too: the step has ended, killed.
+      killed() {
+        if (stepOutput === mine) end(() => settle(null));
+      },
+    };
+  };
 
   const executor: Executor = {
     home,
@@ -268,30 +386,24 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
           stop();
         }, request.noOutputTimeoutMs);
       };
-      const exec = execIn(
-        engine,
-        primaryId,
-        {
-          Cmd: ['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...request.shell.split(/\s+/).filter(Boolean), '-c', request.script],
-          Env: env,
-          User: primaryImage.user ?? '',
-        },
-        (data) => {
-          arm();
-          const caughtUp = onOutput(data);
-          if (!caughtUp) return undefined;
-          // The stream is not read until the agent catches up; the no-output timer waits too.
-          clearTimeout(timer);
-          return caughtUp.then(arm, arm);
-        },
-      );
+      const cmd = ['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...request.shell.split(/\s+/).filter(Boolean), '-c', request.script];
+      const take = (data: Uint8Array) => {
+        arm();
+        const caughtUp = onOutput(data);
+        if (!caughtUp) return undefined;
+        // The stream is not read until the agent catches up; the no-output timer waits too.
+        clearTimeout(timer);
+        return caughtUp.then(arm, arm);
+      };
+      const kept = inKeepAlive(cmd, env, take);
+      const exec = kept ?? execIn(engine, primaryId, { Cmd: cmd, Env: env, User: primaryImage.user ?? '' }, take);
       let stopped = false;
       // Every process in the primary container but its init goes: the step and whatever it started.
       // (Steps of one task run one at a time, so this never reaches another task's work.)
       const stop = () => {
         if (stopped) return;
         stopped = true;
-        void run(['/bin/sh', '-c', 'kill -KILL -1 2>/dev/null; true']).catch(() => undefined);
+        void run(['/bin/sh', '-c', 'kill -KILL -1 2>/dev/null; true']).then(() => kept?.killed(), () => undefined);
         // If the stream does not end on its own (a process kept it open), stop waiting for it.
         setTimeout(() => exec.abandon(), 3000).unref();
       };

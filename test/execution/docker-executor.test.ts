@@ -89,12 +89,17 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
         await executor.cleanup();
       }
     }
-    // A step may write to the keep-alive's stdout, which the agent's attach carries: it is dropped,
-    // and neither the step nor the next one waits on it.
+    // A step's output is the keep-alive's stdout (/proc/1/fd/1), which the agent's attach carries.
+    // What a process a step left running writes there between steps is read and dropped: it never
+    // blocks that process, the container or the next step.
     const executor = await createDockerExecutor({ socketPath: socket!, taskId: `w-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
     try {
-      expect(await exec(executor, 'head -c 20000000 /dev/zero > /proc/1/fd/1; echo wrote', { timeoutMs: 60_000 })).toMatchObject({ exitCode: 0, output: 'wrote\n' });
-      expect(await exec(executor, 'echo next')).toMatchObject({ exitCode: 0, output: 'next\n' });
+      const loud = await exec(executor, 'head -c 20000000 /dev/zero > /proc/1/fd/1; echo wrote', { timeoutMs: 60_000 });
+      expect({ exitCode: loud.exitCode, bytes: loud.output.length, end: loud.output.slice(-6) }).toEqual({ exitCode: 0, bytes: 20_000_006, end: 'wrote\n' });
+      expect(await exec(executor, '(sleep 1; head -c 5000000 /dev/zero > /proc/1/fd/1; touch /tmp/written) >/dev/null 2>&1 & echo started')).toMatchObject({ exitCode: 0, output: 'started\n' });
+      await new Promise((r) => setTimeout(r, 6000));
+      // Blocked on a paused stream, the writer would never have finished.
+      expect(await exec(executor, 'test -e /tmp/written && echo next')).toMatchObject({ exitCode: 0, output: 'next\n' });
     } finally {
       await executor.cleanup();
     }
@@ -104,6 +109,36 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
       'keep-alive as root': { home: '/root', bash: false, tilde: '/root', startedWithin20s: true },
     });
   }, 240_000);
+
+  it('runs steps through the keep-alive with any environment value and output, and with an exec what it cannot carry', async () => {
+    const executor = await createDockerExecutor({ socketPath: socket!, taskId: `k-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
+    try {
+      // Values that would run commands if the keep-alive's line were not quoted whole.
+      const hostile = {
+        QUOTE: "'; touch /tmp/pwned-quote; echo '",
+        SUBST: '$(touch /tmp/pwned-subst)`touch /tmp/pwned-tick`',
+        LINES: 'one\ntwo\n; touch /tmp/pwned-line\n',
+        SLASH: 'back\\slash \\n \\036 %s %b',
+      };
+      const script = 'printf "%s|%s|%s|%s\\n" "$QUOTE" "$SUBST" "$LINES" "$SLASH"; ls /tmp | grep -c pwned || true';
+      expect(await exec(executor, script, { env: hostile })).toMatchObject({
+        exitCode: 0,
+        output: `${hostile.QUOTE}|${hostile.SUBST}|${hostile.LINES}|${hostile.SLASH}\n0\n`,
+      });
+      // Output that looks like a step's end (the keep-alive's trailer, with a nonce the step cannot know) is output.
+      expect(await exec(executor, 'printf "\\036%s:0\\036 and more" deadbeef; exit 5')).toMatchObject({ exitCode: 5, output: '\u001edeadbeef:0\u001e and more' });
+      // A name the shell cannot export (the keep-alive's line would break) goes through an exec.
+      // (An exec'd process's parent is outside the container: its PPID is 0. The keep-alive's steps have a parent inside.)
+      expect(await exec(executor, 'echo "ran $PLAIN $PPID"', { env: { 'odd-name; touch /tmp/pwned-name': 'x', PLAIN: 'too' } })).toMatchObject({ exitCode: 0, output: 'ran too 0\n' });
+      expect(await exec(executor, '[ "$PPID" != 0 ] && echo "in the keep-alive"')).toMatchObject({ exitCode: 0, output: 'in the keep-alive\n' });
+      expect(await exec(executor, 'ls /tmp | grep -c pwned || true')).toMatchObject({ output: '0\n' });
+      expect(await exec(executor, 'echo "${#BIG}"', { env: { BIG: 'x'.repeat(100_000) } })).toMatchObject({ exitCode: 0, output: '100000\n' });
+      // Steps one after another, as fast as the agent asks: each gets its own output and status.
+      for (let i = 0; i < 20; i++) expect(await exec(executor, `echo step-${i}; exit ${i % 3}`)).toMatchObject({ exitCode: i % 3, output: `step-${i}\n` });
+    } finally {
+      await executor.cleanup();
+    }
+  }, 60_000);
 
   it('stops a step on cancel and on an output timeout', async () => {
     const executor = await createDockerExecutor({ socketPath: socket!, taskId: `c-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
