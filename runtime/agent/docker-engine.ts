@@ -29,6 +29,9 @@ export interface DockerEngine {
 export interface AttachedStdin {
   write(data: string | Buffer): void;
   destroy(): void;
+  /** Keeps this process alive while the connection is open (while something runs through it), or no longer. */
+  ref(): void;
+  unref(): void;
 }
 
 /** A request body streamed from a source of known length (the Engine wants a Content-Length). */

@@ -281,6 +281,9 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     const nonce = randomBytes(12).toString('hex');
     const marker = Buffer.from(`\x1e${nonce}:`);
     keepAliveBusy = true;
+    // A running step keeps the agent's process alive, as an exec's open stream does.
+    const line = lifeline;
+    line.ref();
     let settle!: (code: number | null) => void;
     let fail!: (error: Error) => void;
     const promise = new Promise<number | null>((resolve, reject) => {
@@ -294,6 +297,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
     const end = (then: () => void) => {
       stepOutput = undefined;
       keepAliveBusy = false;
+      line.unref();
       then();
     };
     stepOutput = (data) => {
@@ -324,7 +328,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       }
       return wait;
     };
-    lifeline.write(`${nonce} ${command}\n`);
+    line.write(`${nonce} ${command}\n`);
     const mine = stepOutput;
     return {
       promise,
