@@ -90,7 +90,7 @@ export function createNotifierEvents({ webUrl }: { webUrl: (pipelineId: string, 
 
   const onJobsEnded: JobsListener = async (tx, { workflowId }) => {
     // Cheap when no webhook wants jobs: one indexed look-up per advance of the workflow.
-    const found = await sql.webhooksOfWorkflow(tx, workflowId, 'job-completed');
+    const found = await sql.workflowListenersOf(tx, workflowId, 'job-completed');
     if (!found || found.webhooks.length === 0) return;
     const { projectId, webhooks } = found;
     const jobs = await sql.endedJobs(tx, workflowId, TERMINAL_JOB_STATUSES);

@@ -180,8 +180,9 @@ export interface WorkflowListeners {
 }
 
 /**
- * A workflow's project, its webhooks on `event` and its notification settings, in one query (an
- * ended workflow's listeners are looked up on every pipeline's path; most projects have none).
+ * A workflow's project, its webhooks on `event` and its notification settings, in one query (the
+ * conductor asks on every advance of every workflow, and when one ends; nearly always the answer
+ * is none).
  */
 export async function workflowListenersOf(db: Queryable, workflowId: string, event: string): Promise<WorkflowListeners | undefined> {
   const [row] = await db.query<{ project_id: string; webhooks: { id: string; name: string }[]; has_settings: boolean; emails: string[] | null; on_failed: boolean | null; on_fixed: boolean | null; key_id: string | null }>(
@@ -200,23 +201,6 @@ export async function workflowListenersOf(db: Queryable, workflowId: string, eve
     webhooks: row.webhooks,
     ...(row.has_settings ? { settings: { emails: row.emails ?? [], on_failed: row.on_failed === true, on_fixed: row.on_fixed === true, key_id: row.key_id } } : {}),
   };
-}
-
-/**
- * The project a workflow belongs to and its webhooks that want `event`, in one look-up (the
- * conductor asks on every advance of every workflow; nearly always the answer is none).
- */
-export async function webhooksOfWorkflow(db: Queryable, workflowId: string, event: string): Promise<{ projectId: string; webhooks: { id: string; name: string }[] } | undefined> {
-  const rows = await db.query<{ project_id: string; id: string | null; name: string | null }>(
-    `SELECT p.project_id, wh.id, wh.name
-       FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id
-       LEFT JOIN webhooks wh ON wh.project_id = p.project_id AND $2 = ANY(wh.events)
-      WHERE w.id = $1
-      ORDER BY wh.created_at, wh.id`,
-    [workflowId, event],
-  );
-  if (rows.length === 0) return undefined;
-  return { projectId: rows[0].project_id, webhooks: rows.filter((r) => r.id !== null).map((r) => ({ id: r.id!, name: r.name! })) };
 }
 
 /**
