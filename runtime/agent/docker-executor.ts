@@ -87,6 +87,7 @@ const KEEP_ALIVE_MAX_LINE = 64 * 1024;
 const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** `value` as one single-quoted shell word on one line (a newline becomes the keep-alive's `$_nl`). */
 const keepAliveQuote = (value: string) => `'${value.replace(/'/g, `'\\''`).replace(/\n/g, `'"$_nl"'`)}'`;
+const NOTHING = Buffer.alloc(0);
 /** More than this before the probe's lines (a $HOME of that size?) and the executor asks with an exec. */
 const PROBE_MAX_CHARS = 16 * 1024;
 
@@ -291,7 +292,7 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
       fail = reject;
     });
     /** Bytes that may be the start of the marker, held back until the next ones say. */
-    let held: Buffer = Buffer.alloc(0);
+    let held: Buffer = NOTHING;
     /** What came after the marker: the exit status, up to the closing \036. */
     let status: string | undefined;
     const end = (then: () => void) => {
@@ -312,12 +313,12 @@ export async function createDockerExecutor(options: DockerExecutorOptions): Prom
         if (at >= 0) {
           out = all.subarray(0, at);
           status = all.subarray(at + marker.length).toString('latin1');
-          held = Buffer.alloc(0);
+          held = NOTHING;
         } else {
           let keep = Math.min(marker.length - 1, all.length);
           while (keep > 0 && !all.subarray(all.length - keep).equals(marker.subarray(0, keep))) keep--;
           out = all.subarray(0, all.length - keep);
-          held = Buffer.from(all.subarray(all.length - keep));
+          held = keep > 0 ? Buffer.from(all.subarray(all.length - keep)) : NOTHING;
         }
       } else status += data.toString('latin1');
       const wait = out && out.length > 0 ? onOutput(out) : undefined;
