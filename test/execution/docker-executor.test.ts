@@ -111,7 +111,8 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
   }, 240_000);
 
   it('runs steps through the keep-alive with any environment value and output, and with an exec what it cannot carry', async () => {
-    const executor = await createDockerExecutor({ socketPath: socket!, taskId: `k-${Date.now()}`, log, images: [{ image: BUSYBOX_IMAGE }] });
+    const taskId = `k-${Date.now()}`;
+    const executor = await createDockerExecutor({ socketPath: socket!, taskId, log, images: [{ image: BUSYBOX_IMAGE }] });
     try {
       // Values that would run commands if the keep-alive's line were not quoted whole.
       const hostile = {
@@ -135,6 +136,12 @@ withEngine('the Docker executor on a Docker Engine API socket', () => {
       expect(await exec(executor, 'echo "${#BIG}"', { env: { BIG: 'x'.repeat(100_000) } })).toMatchObject({ exitCode: 0, output: '100000\n' });
       // Steps one after another, as fast as the agent asks: each gets its own output and status.
       for (let i = 0; i < 20; i++) expect(await exec(executor, `echo step-${i}; exit ${i % 3}`)).toMatchObject({ exitCode: i % 3, output: `step-${i}\n` });
+      // The container stopped from outside while a step runs in its keep-alive: the step fails, saying so.
+      const running = exec(executor, 'echo before; sleep 30');
+      await new Promise((r) => setTimeout(r, 500));
+      const [primary] = (await containersOf(taskId)).filter((c: any) => c.Labels['gyre.role'] === 'primary');
+      await engine.call('POST', `/containers/${primary.Id}/kill?signal=KILL`);
+      expect(await running).toMatchObject({ exitCode: 1, output: 'before\n\nthe primary container ended while the step ran\n' });
     } finally {
       await executor.cleanup();
     }
