@@ -95,7 +95,10 @@ describe('a directory that cannot be asked', () => {
       const took = Date.now() - started;
       expect((error as Error).message).toBe(`LDAP directory ldap://127.0.0.1:${silent.port} did not answer within 400 ms`);
       expect(took).toBeGreaterThanOrEqual(390);
-      expect(took).toBeLessThan(1500);
+      // The message says Gyre's own deadline ended it (ldapts' backstop, 1 s later, says otherwise);
+      // this bound tells it from a hang. It is loose: beside the type check and another test file,
+      // a timer of 400 ms has fired 1.9 s late on this kind of machine.
+      expect(took).toBeLessThan(5000);
       expect(await eventually(() => silent.open() === 0)).toBe(true);
     } finally {
       await silent.close();
