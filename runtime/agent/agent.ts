@@ -87,7 +87,9 @@ export interface AgentOptions {
 
 /**
  * Output is sent in chunks of this many bytes, or every FLUSH_MS, whichever comes first. Each chunk
- * is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB.
+ * is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB. While
+ * chunks wait to be sent, FLUSH_MS cuts nothing: the part filled so far is cut when at most one
+ * chunk is ahead of it (see createOutputStream).
  */
 const MAX_CHUNK = 2 * 1024 * 1024;
 const FLUSH_MS = 50;
@@ -551,6 +553,13 @@ export function circleEnvironment(task: TaskContext, home: string, webUrl?: stri
  * compresses each as soon as it is cut, while the chunk before it is being sent, and sends them one
  * at a time, in order. A failed send is retried with the same sequence number (appends are
  * idempotent), so nothing is lost or doubled by a transient error.
+ *
+ * FLUSH_MS is for a reader following the step: output waits no longer than that before it is cut
+ * and sent. When chunks are already waiting their turn, a part cut then would wait behind them
+ * anyway, and a loud step's output came as many small chunks (57 sends per 100 MB where 48 full
+ * chunks hold it, measured over HTTP): each one a request, a check and a transaction. So a cut the
+ * timer asks for waits until at most one chunk is ahead (being sent), and FLUSH_MS more: the
+ * writer, which waited for the sends too, fills the part meanwhile (or it is cut then).
  */
 function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promise<void>, isLost: (error: unknown) => boolean) {
   /** The chunk being filled: output is copied into it once, and it is handed on whole when full. */
@@ -560,6 +569,10 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
   let filled = 0;
   let seq = 0;
   let timer: NodeJS.Timeout | undefined;
+  /** Chunks cut whose send has not ended (sent, or given up on). */
+  let queued = 0;
+  /** FLUSH_MS passed while more than one chunk was queued: the part filled is cut once at most one is. */
+  let due = false;
   /** Compressions run one chunk after another (each on up to four threads), ahead of the sends. */
   let compressing: Promise<unknown> = Promise.resolve();
   let chain: Promise<void> = Promise.resolve();
@@ -592,6 +605,7 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
   const flush = () => {
     clearTimeout(timer);
     timer = undefined;
+    due = false;
     if (!buffer || filled === 0) return;
     // A full chunk is handed on as it is (and its buffer reused once compressed); a part is copied
     // out and the buffer filled again.
@@ -606,6 +620,7 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
       () => undefined,
     );
     const bytes = data.length;
+    queued++;
     chain = chain.then(async () => {
       try {
         await sendWithRetry(n, await compressed);
@@ -613,9 +628,20 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
         // zlib refused the bytes (out of memory): nothing after a missing chunk may be sent.
         gaveUp = true;
       } finally {
+        queued--;
         sent(bytes);
+        // The writer, waiting for the sends, may go on now: it gets FLUSH_MS to fill the part.
+        if (due && queued <= 1) {
+          due = false;
+          timer ??= setTimeout(flushDue, FLUSH_MS);
+        }
       }
     });
+  };
+  const flushDue = () => {
+    timer = undefined;
+    if (queued > 1) due = true;
+    else flush();
   };
   return {
     /**
@@ -632,7 +658,7 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
         at += n;
         if (filled === buffer.length) flush();
       }
-      if (filled > 0) timer ??= setTimeout(flush, FLUSH_MS);
+      if (filled > 0 && !due) timer ??= setTimeout(flushDue, FLUSH_MS);
       if (unsent <= MAX_UNSENT || gaveUp) return undefined;
       return new Promise<void>((resolve) => waiting.push(resolve));
     },

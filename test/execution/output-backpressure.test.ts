@@ -151,3 +151,60 @@ describe('output the agent has not sent yet', () => {
     expect(text).toMatch(/^begin\n\nToo long with no output \(exceeded .*\): the step was stopped\.\n$/);
   }, 30_000);
 });
+
+/** An output role that takes `ms` to store each chunk, recording each chunk's size and when it was stored. */
+function slowReporter(ms: number) {
+  const stored: { seq: number; text: string; at: number }[] = [];
+  let finishedAt = 0;
+  const reporter: TaskReporter = {
+    heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
+    stepStarted: async () => undefined,
+    async output(_step, seq, chunk) {
+      await new Promise((r) => setTimeout(r, ms));
+      stored.push({ seq, text: (await decompressChunk(chunk)).toString(), at: Date.now() });
+    },
+    stepFinished: async () => void (finishedAt = Date.now()),
+    complete: async () => undefined,
+  };
+  return { reporter, stored, finishedAt: () => finishedAt };
+}
+
+describe('how a step\'s output is cut into chunks', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'gyre-chunks-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const run = async (command: string, reporter: TaskReporter) =>
+    runTask({ task: taskOf(command), reporter, executor: await createShellExecutor({ taskDir: join(dir, 'task') }), log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+
+  it('a loud step whose chunks wait for a slow store sends full chunks, not a small one each time the flush timer fires', async () => {
+    // 16 MiB at once: the agent holds 8 MiB unsent, the command waits, and the timer fires meanwhile.
+    const { reporter, stored } = slowReporter(60);
+    expect(await run(`head -c ${16 * MiB} /dev/zero | tr '\\0' 'x'`, reporter)).toEqual({ outcome: 'success' });
+    const sizes = stored.map((c) => c.text.length);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(16 * MiB);
+    // Full chunks of 2 MiB. Cut whenever the timer fired, a run had a chunk of 24 KiB between full
+    // ones. The first may be short on a loaded machine (nothing was waiting yet when the timer
+    // fired: a reader following the step gets it), which moves the last.
+    expect(sizes.length).toBeLessThanOrEqual(9);
+    expect(sizes.slice(1, -1)).toEqual(Array(sizes.length - 2).fill(2 * MiB));
+  }, 60_000);
+
+  it('output that comes after a loud part, while the step goes quiet, is stored long before the step ends', async () => {
+    const { reporter, stored, finishedAt } = slowReporter(60);
+    expect(await run(`head -c ${10 * MiB} /dev/zero | tr '\\0' 'x'; echo; echo the-tail; sleep 3`, reporter)).toEqual({ outcome: 'success' });
+    const tail = stored.find((c) => c.text.includes('the-tail'));
+    expect(tail).toBeDefined();
+    // The sleep is 3 s: the tail went out once the chunks before it were stored, not at the step's end.
+    expect(finishedAt() - tail!.at).toBeGreaterThan(1500);
+    expect(stored.map((c) => c.text).join('')).toBe(`${'x'.repeat(10 * MiB)}\nthe-tail\n`);
+  }, 60_000);
+
+  it('a quiet step\'s line is sent on its own, while the step goes on', async () => {
+    const { reporter, stored, finishedAt } = slowReporter(0);
+    expect(await run('echo first; sleep 2; echo second', reporter)).toEqual({ outcome: 'success' });
+    expect(stored.map((c) => c.text)).toEqual(['first\n', 'second\n']);
+    expect(finishedAt() - stored[0].at).toBeGreaterThan(1000);
+  }, 30_000);
+});
