@@ -88,8 +88,8 @@ export interface AgentOptions {
 /**
  * Output is sent in chunks of this many bytes, or every FLUSH_MS, whichever comes first. Each chunk
  * is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB. While
- * chunks wait to be sent, FLUSH_MS cuts nothing: the part filled so far is cut when at most one
- * chunk is ahead of it (see createOutputStream).
+ * chunks wait to be sent, FLUSH_MS cuts nothing: the part filled so far is cut when none is left
+ * (see createOutputStream).
  */
 const MAX_CHUNK = 2 * 1024 * 1024;
 const FLUSH_MS = 50;
@@ -558,8 +558,9 @@ export function circleEnvironment(task: TaskContext, home: string, webUrl?: stri
  * and sent. When chunks are already waiting their turn, a part cut then would wait behind them
  * anyway, and a loud step's output came as many small chunks (57 sends per 100 MB where 48 full
  * chunks hold it, measured over HTTP): each one a request, a check and a transaction. So a cut the
- * timer asks for waits until at most one chunk is ahead (being sent), and FLUSH_MS more: the
- * writer, which waited for the sends too, fills the part meanwhile (or it is cut then).
+ * timer asks for waits until no chunk is queued: the part then goes at once, as soon as it would
+ * have been sent had it been cut earlier, and the writer (stopped while the sends caught up) has
+ * filled it meanwhile, often to a full chunk.
  */
 function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promise<void>, isLost: (error: unknown) => boolean) {
   /** The chunk being filled: output is copied into it once, and it is handed on whole when full. */
@@ -571,7 +572,7 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
   let timer: NodeJS.Timeout | undefined;
   /** Chunks cut whose send has not ended (sent, or given up on). */
   let queued = 0;
-  /** FLUSH_MS passed while more than one chunk was queued: the part filled is cut once at most one is. */
+  /** FLUSH_MS passed while chunks were queued: the part filled is cut once none is (if not full before). */
   let due = false;
   /** Compressions run one chunk after another (each on up to four threads), ahead of the sends. */
   let compressing: Promise<unknown> = Promise.resolve();
@@ -630,17 +631,14 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
       } finally {
         queued--;
         sent(bytes);
-        // The writer, waiting for the sends, may go on now: it gets FLUSH_MS to fill the part.
-        if (due && queued <= 1) {
-          due = false;
-          timer ??= setTimeout(flushDue, FLUSH_MS);
-        }
+        // Nothing is being sent now: the part goes at once (its readers waited for the sends anyway).
+        if (due && queued === 0) flush();
       }
     });
   };
   const flushDue = () => {
     timer = undefined;
-    if (queued > 1) due = true;
+    if (queued > 0) due = true;
     else flush();
   };
   return {

@@ -180,24 +180,27 @@ describe('how a step\'s output is cut into chunks', () => {
 
   it('a loud step whose chunks wait for a slow store sends full chunks, not a small one each time the flush timer fires', async () => {
     // 16 MiB at once: the agent holds 8 MiB unsent, the command waits, and the timer fires meanwhile.
-    const { reporter, stored } = slowReporter(60);
+    // A chunk is stored in 150 ms: the command has the time of two to fill the next, however loaded
+    // the machine.
+    const { reporter, stored } = slowReporter(150);
     expect(await run(`head -c ${16 * MiB} /dev/zero | tr '\\0' 'x'`, reporter)).toEqual({ outcome: 'success' });
     const sizes = stored.map((c) => c.text.length);
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(16 * MiB);
     // Full chunks of 2 MiB. Cut whenever the timer fired, a run had a chunk of 24 KiB between full
-    // ones. The first may be short on a loaded machine (nothing was waiting yet when the timer
-    // fired: a reader following the step gets it), which moves the last.
+    // ones (3 runs of 3). The first may be short on a loaded machine (nothing was waiting yet when
+    // the timer fired: a reader following the step gets it), which moves the last.
     expect(sizes.length).toBeLessThanOrEqual(9);
     expect(sizes.slice(1, -1)).toEqual(Array(sizes.length - 2).fill(2 * MiB));
   }, 60_000);
 
   it('output that comes after a loud part, while the step goes quiet, is stored long before the step ends', async () => {
-    const { reporter, stored, finishedAt } = slowReporter(60);
-    expect(await run(`head -c ${10 * MiB} /dev/zero | tr '\\0' 'x'; echo; echo the-tail; sleep 3`, reporter)).toEqual({ outcome: 'success' });
+    const { reporter, stored, finishedAt } = slowReporter(150);
+    expect(await run(`head -c ${10 * MiB} /dev/zero | tr '\\0' 'x'; echo; echo the-tail; sleep 4`, reporter)).toEqual({ outcome: 'success' });
     const tail = stored.find((c) => c.text.includes('the-tail'));
     expect(tail).toBeDefined();
-    // The sleep is 3 s: the tail went out once the chunks before it were stored, not at the step's end.
-    expect(finishedAt() - tail!.at).toBeGreaterThan(1500);
+    // The sleep is 4 s: the tail went out once the chunks before it were stored (about 1 s), not at
+    // the step's end.
+    expect(finishedAt() - tail!.at).toBeGreaterThan(2000);
     expect(stored.map((c) => c.text).join('')).toBe(`${'x'.repeat(10 * MiB)}\nthe-tail\n`);
   }, 60_000);
 
