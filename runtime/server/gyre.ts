@@ -33,7 +33,7 @@ export interface Gyre {
 export async function startGyre(settings: Settings, log: Logger): Promise<Gyre> {
   // Before anything is written there: the data directory and what Gyre keeps in it are its user's alone.
   await secureDataDir(settings.dataDir, log);
-  const store = await openStore({ databaseUrl: settings.databaseUrl, dataDir: settings.databaseUrl ? undefined : settings.dataDir, migrations: settings.migrate ? 'apply' : 'check' });
+  const store = await openStore({ databaseUrl: settings.databaseUrl, dataDir: settings.databaseUrl ? undefined : settings.dataDir, migrations: settings.migrate ? 'apply' : 'check', warn: (message) => log.warn(message) });
   const running: RunningRole[] = [];
   let ops: RunningHttpServer | undefined;
   let closers: (() => Promise<void>)[] = [];

@@ -19,6 +19,8 @@ export interface OpenStoreOptions {
    * @default 'apply'
    */
   readonly migrations?: 'apply' | 'check' | 'none';
+  /** Where the store says what an operator should know (PostgreSQL: statements no longer prepared, and why). */
+  readonly warn?: (message: string) => void;
 }
 
 /** Opens the configured store and brings its schema up to date (or checks it is, or neither). */
@@ -27,7 +29,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   let dir: string | undefined;
   const mode = options.migrations ?? 'apply';
   if (options.databaseUrl) {
-    store = await createPostgresStore({ connectionString: options.databaseUrl });
+    store = await createPostgresStore({ connectionString: options.databaseUrl, onUnprepared: options.warn });
   } else {
     if (options.dataDir) {
       dir = join(options.dataDir, 'pgdata');

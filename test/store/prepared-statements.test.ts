@@ -1,0 +1,117 @@
+import { createTestDatabase } from '../support/database';
+import { createPostgresStore, MAX_PREPARED, statementNames } from '../../runtime/store/postgres-store';
+import type { Store } from '../../runtime/store/store';
+
+/**
+ * The PostgreSQL store keeps the statements it runs again prepared on each connection (parsed once,
+ * and planned once where a generic plan is as cheap: docs/speed.md). What a user would notice is
+ * what happens when that goes wrong: a migration of a newer release changing a table under a
+ * running server's prepared statements (a rolling upgrade), or a pooler between Gyre and the
+ * database that does not keep prepared statements. Neither may fail a query that can be run again.
+ */
+describe('which statements are kept prepared', () => {
+  it('a statement with parameters from its second run; never one whose columns come from *', () => {
+    const names = statementNames();
+    const sql = 'SELECT id, name FROM projects WHERE id = $1';
+    expect(names.nameOf(sql, [1])).toBeUndefined();
+    const name = names.nameOf(sql, [2]);
+    expect(name).toMatch(/^gyre_0_[0-9a-f]{24}$/);
+    expect(names.nameOf(sql, [3])).toBe(name);
+    expect(names.nameOf('SELECT 1', [])).toBeUndefined();
+    for (const star of ['SELECT * FROM projects WHERE id = $1', 'SELECT pr.* FROM projects pr WHERE id = $1', 'UPDATE projects SET name = $2 WHERE id = $1 RETURNING *']) {
+      names.nameOf(star, [1]);
+      expect(names.nameOf(star, [1])).toBeUndefined();
+    }
+    const counted = 'SELECT count(*) FROM projects WHERE org = $1';
+    names.nameOf(counted, ['a']);
+    expect(names.nameOf(counted, ['a'])).toBeDefined();
+  });
+
+  it('no more than MAX_PREPARED texts, however many are built', () => {
+    const names = statementNames();
+    let named = 0;
+    for (let i = 0; i < MAX_PREPARED * 3; i++) {
+      const sql = `SELECT id FROM projects WHERE id = $1 AND ${i} = ${i}`;
+      names.nameOf(sql, [1]);
+      if (names.nameOf(sql, [1])) named++;
+    }
+    expect(named).toBe(MAX_PREPARED);
+  });
+});
+
+const withPostgres = process.env.DATABASE_URL ? describe : describe.skip;
+if (!process.env.DATABASE_URL) console.warn('prepared-statements.test.ts: DATABASE_URL is not set; the PostgreSQL cases are skipped');
+
+withPostgres('prepared statements on PostgreSQL', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let store: Store;
+  const warnings: string[] = [];
+  beforeEach(async () => {
+    db = await createTestDatabase();
+    warnings.length = 0;
+    // One connection: what the statements left on it can be read back.
+    store = await createPostgresStore({ connectionString: db.url, maxConnections: 1, onUnprepared: (why) => warnings.push(why) });
+    await store.query('CREATE TABLE items (id integer PRIMARY KEY, size integer NOT NULL)');
+    await store.query('INSERT INTO items VALUES (1, 10), (2, 20)');
+  });
+  afterEach(async () => {
+    await store.close();
+    await db.drop();
+  });
+
+  const prepared = () => store.query<{ statement: string }>('SELECT statement FROM pg_prepared_statements');
+
+  it('keeps a statement run twice prepared, and answers it as before', async () => {
+    const sql = 'SELECT size FROM items WHERE id = $1';
+    expect(await store.query(sql, [1])).toEqual([{ size: 10 }]);
+    expect(await store.query(sql, [2])).toEqual([{ size: 20 }]);
+    expect(await store.transaction((tx) => tx.query(sql, [1]))).toEqual([{ size: 10 }]);
+    expect((await prepared()).map((p) => p.statement)).toEqual([sql]);
+  });
+
+  it('a column type changed under a prepared statement (a newer release migrating): the query is answered, and later ones too', async () => {
+    const sql = 'SELECT size FROM items WHERE id = $1';
+    await store.query(sql, [1]);
+    await store.query(sql, [1]);
+    // What another server's migration does meanwhile.
+    const other = await createPostgresStore({ connectionString: db.url, maxConnections: 1 });
+    await other.query('ALTER TABLE items ALTER COLUMN size TYPE bigint');
+    await other.close();
+    expect(await store.query(sql, [2])).toEqual([{ size: 20 }]);
+    expect(await store.query(sql, [1])).toEqual([{ size: 10 }]);
+    // In a transaction the refusal fails that transaction (it cannot be run again by the store);
+    // the next one is prepared afresh.
+    await store.query('SELECT size FROM items WHERE id = $1 AND size > $2', [1, 0]);
+    await store.query('SELECT size FROM items WHERE id = $1 AND size > $2', [1, 0]);
+    const other2 = await createPostgresStore({ connectionString: db.url, maxConnections: 1 });
+    await other2.query('ALTER TABLE items ALTER COLUMN size TYPE numeric');
+    await other2.close();
+    await expect(store.transaction((tx) => tx.query('SELECT size FROM items WHERE id = $1 AND size > $2', [1, 0]))).rejects.toThrow(/cached plan must not change result type/);
+    expect(await store.transaction((tx) => tx.query('SELECT size FROM items WHERE id = $1 AND size > $2', [1, 0]))).toEqual([{ size: 10 }]);
+    expect(warnings).toEqual([]);
+  });
+
+  it('a column added under a statement that reads *: it is never prepared, so the new column is simply there', async () => {
+    const sql = 'SELECT * FROM items WHERE id = $1';
+    await store.query(sql, [1]);
+    await store.query(sql, [1]);
+    await store.query('ALTER TABLE items ADD COLUMN label text');
+    expect(await store.query(sql, [1])).toEqual([{ id: 1, size: 10, label: null }]);
+    expect(await prepared()).toEqual([]);
+  });
+
+  it('a connection that loses its prepared statements (a pooler in transaction mode): the query is answered, preparing stops, and the operator is told why', async () => {
+    const sql = 'SELECT size FROM items WHERE id = $1';
+    await store.query(sql, [1]);
+    await store.query(sql, [1]);
+    // What a pooler does when the next transaction gets another server connection.
+    await store.query('DEALLOCATE ALL');
+    expect(await store.query(sql, [2])).toEqual([{ size: 20 }]);
+    expect(warnings).toEqual([expect.stringMatching(/did not keep a prepared statement .*pooler in transaction mode/)]);
+    const again = 'SELECT id FROM items WHERE size = $1';
+    await store.query(again, [10]);
+    expect(await store.query(again, [10])).toEqual([{ id: 1 }]);
+    expect(await prepared()).toEqual([]);
+    expect(warnings).toHaveLength(1);
+  });
+});
