@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import { PGlite, parse, protocol } from '@electric-sql/pglite';
+import { statementNames } from './statement-names';
 import type { Queryable, Row, Store } from './store';
 
 /** PostgreSQL's type oid of bytea. */
@@ -65,7 +66,49 @@ export async function createPgliteStore(dataDir?: string): Promise<Store> {
     // JavaScript, about 4 MB/s).
     parsers: { [BYTEA]: (text: string) => Buffer.from(text.slice(2), 'hex') },
   });
+  const names = statementNames();
+  /** The parameters' type oids of each statement prepared on the connection, by name. */
+  const prepared = new Map<string, readonly number[]>();
+  /**
+   * Runs a statement kept prepared: PGlite's `query` makes a call into PostgreSQL (WebAssembly, on
+   * this process's thread) to parse, to describe, to bind, to describe, to execute and to sync,
+   * every time; a named statement is parsed and described once, then each run is one call that
+   * binds, executes and syncs (0.2 ms instead of 0.65-1.4 for a join on the 2-core machine).
+   * Under PGlite's locks as its `query` is: `inTransaction`, the query lock inside the
+   * transaction the caller holds; otherwise both, so it never runs inside someone's transaction.
+   */
+  const runPrepared = async <T>(name: string, sql: string, params: readonly unknown[], inTransaction: boolean): Promise<T[]> => {
+    const run = async () => {
+      let types = prepared.get(name);
+      if (!types) {
+        const described = await db.execProtocol(messagesOf([protocol.serialize.parse({ name, text: sql }), protocol.serialize.describe({ type: 'S', name }), protocol.serialize.sync()]), { syncToFs: false });
+        types = parse.parseDescribeStatementResults(described.messages);
+        prepared.set(name, types);
+      }
+      const values = params.map((value, i) => {
+        if (value === null || value === undefined) return null;
+        const serialize = db.serializers[types[i]];
+        return serialize ? serialize(value) : String(value);
+      });
+      const result = await db.execProtocol(
+        messagesOf([protocol.serialize.bind({ statement: name, values: values as string[] }), protocol.serialize.describe({ type: 'P' }), protocol.serialize.execute({}), protocol.serialize.sync()]),
+        { syncToFs: !inTransaction },
+      );
+      return (parse.parseResults(result.messages, db.parsers)[0]?.rows ?? []) as T[];
+    };
+    return inTransaction ? db._runExclusiveQuery(run) : db._runExclusiveTransaction(() => db._runExclusiveQuery(run));
+  };
+  const forget = () => prepared.clear();
   const query = async <T = Row>(sql: string, params: readonly unknown[] = []): Promise<T[]> => {
+    const name = names.nameOf(sql, params);
+    if (name) {
+      try {
+        return await runPrepared<T>(name, sql, params, false);
+      } catch (error) {
+        if (!names.recover(error)) throw error;
+        forget();
+      }
+    }
     const result = await db.query<T>(sql, params as unknown[]);
     return result.rows;
   };
@@ -75,8 +118,16 @@ export async function createPgliteStore(dataDir?: string): Promise<Store> {
     transaction: <T>(fn: (tx: Queryable) => Promise<T>) =>
       db.transaction(async (tx) =>
         fn({
-          query: async <R = Row>(sql: string, params: readonly unknown[] = []) =>
-            (await tx.query<R>(sql, params as unknown[])).rows,
+          query: async <R = Row>(sql: string, params: readonly unknown[] = []) => {
+            const name = names.nameOf(sql, params);
+            if (!name) return (await tx.query<R>(sql, params as unknown[])).rows;
+            try {
+              return await runPrepared<R>(name, sql, params, true);
+            } catch (error) {
+              if (names.recover(error)) forget();
+              throw error;
+            }
+          },
         }),
       ),
     listen: async (channel, handler) => {
@@ -88,4 +139,8 @@ export async function createPgliteStore(dataDir?: string): Promise<Store> {
     },
     close: () => db.close(),
   };
+}
+
+function messagesOf(messages: readonly Uint8Array[]): Uint8Array {
+  return Buffer.concat(messages);
 }

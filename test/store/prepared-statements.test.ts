@@ -1,5 +1,7 @@
 import { createTestDatabase } from '../support/database';
-import { createPostgresStore, MAX_PREPARED, statementNames } from '../../runtime/store/postgres-store';
+import { createPgliteStore } from '../../runtime/store/pglite-store';
+import { createPostgresStore } from '../../runtime/store/postgres-store';
+import { MAX_PREPARED, statementNames } from '../../runtime/store/statement-names';
 import type { Store } from '../../runtime/store/store';
 
 /**
@@ -113,5 +115,46 @@ withPostgres('prepared statements on PostgreSQL', () => {
     expect(await store.query(again, [10])).toEqual([{ id: 1 }]);
     expect(await prepared()).toEqual([]);
     expect(warnings).toHaveLength(1);
+  });
+});
+
+describe('prepared statements on the embedded database (PGlite)', () => {
+  let store: Store;
+  beforeEach(async () => {
+    store = await createPgliteStore();
+    await store.query('CREATE TABLE items (id integer PRIMARY KEY, data bytea, label text)');
+  });
+  afterEach(() => store.close());
+
+  it('a statement run again answers as before: its rows, bytes, errors, notifications and transactions', async () => {
+    const heard: string[] = [];
+    await store.listen('items', (payload) => heard.push(payload));
+    const insert = `WITH made AS (INSERT INTO items VALUES ($1, $2, $3) RETURNING id) SELECT id, pg_notify('items', $3) IS NOT NULL AS told FROM made`;
+    for (let id = 1; id <= 3; id++) expect(await store.query(insert, [id, Buffer.from([0, id, 255]), `item ${id}`])).toEqual([{ id, told: true }]);
+    const read = 'SELECT data, label FROM items WHERE id = $1';
+    for (const id of [1, 2, 3]) expect(await store.query(read, [id])).toEqual([{ data: Buffer.from([0, id, 255]), label: `item ${id}` }]);
+    for (let i = 0; i < 2; i++) await expect(store.query(insert, [1, null, 'again'])).rejects.toMatchObject({ code: '23505' });
+    await expect(
+      store.transaction(async (tx) => {
+        await tx.query(insert, [10, null, 'rolled back']);
+        await tx.query(insert, [11, null, 'rolled back']);
+        throw new Error('the caller gave up');
+      }),
+    ).rejects.toThrow('the caller gave up');
+    expect(await store.query('SELECT count(*)::int AS n FROM items WHERE id >= $1', [10])).toEqual([{ n: 0 }]);
+    await store.transaction((tx) => tx.query(insert, [12, null, 'committed']));
+    expect(await store.query(read, [12])).toEqual([{ data: null, label: 'committed' }]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(heard).toEqual(['item 1', 'item 2', 'item 3', 'committed']);
+  });
+
+  it('prepared statements lost under it: the query is answered, and the ones after it too', async () => {
+    const read = 'SELECT label FROM items WHERE id = $1';
+    await store.query('INSERT INTO items VALUES (1, NULL, $1)', ['one']);
+    await store.query(read, [1]);
+    await store.query(read, [1]);
+    await store.query('DEALLOCATE ALL');
+    expect(await store.query(read, [1])).toEqual([{ label: 'one' }]);
+    expect(await store.query(read, [1])).toEqual([{ label: 'one' }]);
   });
 });
