@@ -10,7 +10,7 @@ import { compressChunk, type CompressedChunk } from '../output/log-chunk';
 import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
 import { sshKeySecretValues } from './steps/ssh-key-steps';
-import type { StepHandler, StepHandlers, StepResult } from './steps/step-handler';
+import { workingDirectoryOf, type StepHandler, type StepHandlers, type StepResult } from './steps/step-handler';
 import { HALT_MARKER, jobFiles, type TestTiming } from './job-tools/job-dir';
 
 /**
@@ -452,6 +452,8 @@ async function prepareExecutor(
   } catch (hasBashFailed) {
     return { executor, hasBashFailed };
   }
+  // Not made here, the first step makes it: nothing is lost.
+  await executor.makeWorkingDirectory?.(workingDirectoryOf(options.task)).catch(() => undefined);
   if (!executor.jobDir) return { executor, hasBash, jobDir: {} };
   const read = await timingsRead;
   const timingsFailed = read && 'error' in read ? read.error : undefined;

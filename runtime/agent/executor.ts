@@ -65,6 +65,12 @@ export interface Executor {
   /** Whether `bash` exists where commands run; otherwise `sh` is the default shell. */
   hasBash(): Promise<boolean>;
   /**
+   * Makes the job's working directory before its first step, where the executor can without
+   * starting a process (a shell box before anything of the build has run). Never required: a step
+   * makes its working directory when it is missing, as the build. @default - the steps make it
+   */
+  makeWorkingDirectory?(path: string): Promise<void>;
+  /**
    * Starts a command; its combined stdout and stderr go to `onOutput` in order. When `onOutput`
    * returns a promise, no more output is read until it settles: the command then blocks on a full
    * pipe, so an agent never holds more output than it has sent (and the no-output timeout does not

@@ -53,6 +53,15 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
     seesHostPaths: box.seesHostPaths,
     notice: chosen.notice,
     hasBash: async () => bash,
+    // Made by the agent while the home is still as it made it: a step's wrapper would otherwise
+    // start `mkdir` for it, a process of its own on the way to the first command (a job without
+    // a checkout, and a checkout itself, start in a working directory that is not there yet).
+    // One outside the home is left to the step, made as the build.
+    async makeWorkingDirectory(path) {
+      const dir = posix.normalize(resolvePath(path)).replace(/\/+$/, '');
+      if (!dir.startsWith(`${box.home}/`)) return;
+      await box.seed(dir.slice(box.home.length + 1), []);
+    },
     start(request: ExecRequest, onOutput, signal): Execution {
       const done = (async (): Promise<ExecResult> => {
         const dir = resolvePath(request.cwd);

@@ -1,7 +1,12 @@
 import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runTask, type TaskReporter } from '../../runtime/agent/agent';
+import type { Executor } from '../../runtime/agent/executor';
 import { detectIsolation, type BuildBox, type Isolation } from '../../runtime/agent/sandbox/isolation';
+import type { JobSpec } from '../../runtime/config/plan';
+import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
+import { createLogger } from '../../runtime/logger';
 import { jobFiles, jobFilesTar } from '../../runtime/agent/job-tools/job-dir';
 import { createShellExecutor } from '../../runtime/agent/shell-executor';
 
@@ -86,5 +91,73 @@ const root = process.getuid?.() === 0;
     } finally {
       await box.close();
     }
+  });
+
+  // The job's working directory is made the same way, before the first step: otherwise the step's
+  // wrapper starts `mkdir` for it, a process on the way to every job's first command.
+  it("makes the job's working directory before the first step, the build's own, as its own mkdir -p would", async () => {
+    const taskDir = join(workRoot, 'task-d');
+    const executor = await createShellExecutor({ taskDir, isolation });
+    try {
+      await executor.makeWorkingDirectory!('~/go/src/app');
+      const uid = statSync(taskDir).uid;
+      for (const dir of ['go', 'go/src', 'go/src/app']) {
+        const info = lstatSync(join(taskDir, dir));
+        expect([info.isDirectory(), info.uid, info.gid, info.mode & 0o777]).toEqual([true, uid, uid, 0o755]);
+      }
+      // A second one beside it, through a directory that is there; one outside the home is the step's to make.
+      await executor.makeWorkingDirectory!('~/go/src/other/');
+      expect(lstatSync(join(taskDir, 'go/src/other')).uid).toBe(uid);
+      const outside = join(workRoot, 'outside-the-home');
+      await executor.makeWorkingDirectory!(outside);
+      expect(lstatSync(outside, { throwIfNoEntry: false })).toBeUndefined();
+      // The build uses it as its own.
+      const made = executor.start({ script: 'pwd; touch made-here && mkdir -p sub && echo ok', shell: '/bin/sh -e', env: { PATH: '/usr/bin:/bin', HOME: taskDir }, cwd: '~/go/src/app' }, () => undefined, new AbortController().signal);
+      expect((await made.done).exitCode).toBe(0);
+      expect(lstatSync(join(taskDir, 'go/src/app/made-here')).uid).toBe(uid);
+    } finally {
+      await executor.cleanup();
+    }
+  });
+
+  it('once the build has run, leaves the working directory to the steps: a planted link leads nowhere', async () => {
+    const taskDir = join(workRoot, 'task-e');
+    const rootOnly = mkdtempSync(join(tmpdir(), 'gyre-root-only-'));
+    const executor = await createShellExecutor({ taskDir, isolation });
+    try {
+      const planted = executor.start({ script: `ln -s ${rootOnly} project`, shell: '/bin/sh -e', env: { PATH: '/usr/bin:/bin', HOME: taskDir }, cwd: '~' }, () => undefined, new AbortController().signal);
+      expect((await planted.done).exitCode).toBe(0);
+      await executor.makeWorkingDirectory!('~/project/app');
+      expect(readdirSync(rootOnly)).toEqual([]);
+    } finally {
+      await executor.cleanup();
+      rmSync(rootOnly, { recursive: true, force: true });
+    }
+  });
+
+  it('the agent makes it before the first step starts, so the step finds it there', async () => {
+    const taskDir = join(workRoot, 'task-f');
+    const shell = await createShellExecutor({ taskDir, isolation });
+    const seen: string[] = [];
+    // The shell executor as the agent sees it, noting what was there when each step started.
+    const executor: Executor = {
+      ...shell,
+      makeWorkingDirectory: shell.makeWorkingDirectory!.bind(shell),
+      start(request, onOutput, signal) {
+        seen.push(`${request.cwd}: ${lstatSync(join(taskDir, 'src/app'), { throwIfNoEntry: false })?.isDirectory() ? 'there' : 'missing'}`);
+        return shell.start(request, onOutput, signal);
+      },
+    };
+    const spec: JobSpec = { executor: { kind: 'shell' }, steps: [{ type: 'run', name: 'first', command: 'test "$(pwd)" = "$HOME/src/app"', when: 'on_success' }], environment: {}, workingDirectory: '~/src/app', parallelism: 1 };
+    const task: TaskContext = { taskId: 't-wd', nodeIndex: 0, parallelism: 1, jobId: 'j-wd', jobName: 'first', jobNumber: 1, spec, workflowId: 'w', workflowName: 'w', pipelineId: 'p', pipelineNumber: 1, projectSlug: 'gh/o/r', projectOrg: 'o', projectName: 'r', repoUrl: '/nowhere', revision: 'abc' };
+    const reporter: TaskReporter = {
+      heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
+      stepStarted: async () => undefined,
+      output: async () => undefined,
+      stepFinished: async () => undefined,
+      complete: async () => undefined,
+    };
+    expect(await runTask({ task, reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 })).toEqual({ outcome: 'success' });
+    expect(seen).toEqual(['~/src/app: there']);
   });
 });

@@ -79,6 +79,7 @@ export function withRemoteDocker(executor: Executor, options: RemoteDockerOption
     jobDir: executor.jobDir,
     remoteDocker: session,
     hasBash: () => executor.hasBash(),
+    makeWorkingDirectory: executor.makeWorkingDirectory?.bind(executor),
     hostAddress: executor.hostAddress?.bind(executor),
     start: (request, onOutput, signal) => executor.start({ ...request, env: { ...env, ...request.env } }, onOutput, signal),
     archive: (root, patterns) => executor.archive(root, patterns),

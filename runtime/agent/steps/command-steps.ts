@@ -132,7 +132,7 @@ function checkoutScript(task: TaskContext, bundled: boolean): string {
   const lines = [
     `case ${dir} in "~"*) GYRE_CHECKOUT_DIR="$HOME\${GYRE_CHECKOUT_DIR#\\~}";; esac`,
     `echo "Cloning ${task.repoUrl.replace(/"/g, '')} into $GYRE_CHECKOUT_DIR"`,
-    `mkdir -p ${dir}`,
+    `[ -d ${dir} ] || mkdir -p ${dir}`,
   ];
   if (bundled) {
     lines.push(
