@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../../runtime/agent/agent';
@@ -159,5 +159,27 @@ const root = process.getuid?.() === 0;
     };
     expect(await runTask({ task, reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 })).toEqual({ outcome: 'success' });
     expect(seen).toEqual(['~/src/app: there']);
+  });
+
+  // Small trees are removed with synchronous calls, larger ones (a checkout) with asynchronous
+  // ones: either way nothing of the task is left, and a link the build left is not followed.
+  it.each([
+    ['a few files', 5],
+    ['a checkout of 3,000 files', 3000],
+  ])("removes the task's directories when it ends: %s, and a link to outside left as a link", async (_label, files) => {
+    const taskDir = join(workRoot, `task-end-${files}`);
+    const outside = mkdtempSync(join(tmpdir(), 'gyre-outside-'));
+    writeFileSync(join(outside, 'keep'), 'kept');
+    chmodSync(outside, 0o755);
+    const box = await isolation.openBox(taskDir);
+    try {
+      const made = await run(box, `mkdir -p project/a/b && cd project && for i in $(seq 1 ${files}); do : > a/b/f$i; done && ln -s ${outside} link && ln -s ${outside} ${taskDir}.tmp/link && echo made`);
+      expect(made).toEqual({ code: 0, out: 'made\n' });
+    } finally {
+      await box.close();
+    }
+    for (const dir of [taskDir, `${taskDir}.tmp`, `${taskDir}.ctl`]) expect(lstatSync(dir, { throwIfNoEntry: false })).toBeUndefined();
+    expect(readdirSync(outside)).toEqual(['keep']);
+    rmSync(outside, { recursive: true, force: true });
   });
 });
