@@ -87,6 +87,12 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     query,
     transaction: async <T>(fn: (tx: Queryable) => Promise<T>): Promise<T> => {
       const client: PoolClient = await pool.connect();
+      // A connection that breaks while held (the database restarted, the backend terminated)
+      // says so as an 'error' event, which unheard would end the process; it is closed, not
+      // handed to the next caller.
+      let broken: Error | undefined;
+      const onError = (error: Error) => (broken ??= error);
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const result = await fn({
@@ -107,7 +113,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         await client.query('ROLLBACK').catch(() => undefined);
         throw error;
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(broken);
       }
     },
     listen: async (channel, handler) => {
