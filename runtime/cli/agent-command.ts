@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -139,7 +139,7 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   // The task fetch renews the lease: the agent's own deadline counts from when it was sent.
   const fetchedAt = performance.now();
   const { task, leaseTtlMs } = await client.fetchTask();
-  const workDir = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-agent-'));
+  const workDir = workDirOf(values['work-dir'], 'gyre-agent-');
   await execution.isolation.prepareWorkRoot(workDir, '--work-dir');
   const controller = new AbortController();
   // Nomad stops an allocation with SIGTERM (stop on cancel): treat it as a cancel of the task.
@@ -168,6 +168,25 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
 }
 
 /**
+ * `--work-dir`, or a new directory in the temporary directory that goes with the process once empty:
+ * each task's box removes its own directory once nothing of the build runs, and one a task left
+ * (the process killed) stays for the next start's orphan reaping, never removed here with what
+ * the build may have put in it.
+ */
+function workDirOf(given: unknown, prefix: string): string {
+  if (typeof given === 'string' && given !== '') return resolve(given);
+  const made = mkdtempSync(join(tmpdir(), prefix));
+  process.once('exit', () => {
+    try {
+      rmdirSync(made);
+    } catch {
+      /* not empty, or gone */
+    }
+  });
+  return made;
+}
+
+/**
  * `gyre runner --url <gyre> --token <resource-class token> [--slots N] [--drain]`: long-polls for
  * tasks of the token's resource class and runs them. SIGTERM or SIGINT stops claiming and exits
  * after the tasks in hand finish; `--drain` also exits as soon as the queue has nothing for it.
@@ -189,7 +208,7 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
   const slots = values.slots === undefined ? 1 : Number(values.slots);
   if (!Number.isInteger(slots) || slots < 1 || slots > 256) throw new UsageError(`--slots (${String(values.slots)}) must be a whole number from 1 to 256`);
   const retry = retryPolicyOf(values, io.env);
-  const workRoot = values['work-dir'] ? resolve(values['work-dir'] as string) : mkdtempSync(join(tmpdir(), 'gyre-runner-'));
+  const workRoot = workDirOf(values['work-dir'], 'gyre-runner-');
   const log = createLogger({ level: logLevel(io) });
   const runner = startRunner({
     url,

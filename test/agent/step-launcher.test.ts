@@ -1,6 +1,7 @@
-import { statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createStepLauncher, type StepLauncher, type StepProcess } from '../../runtime/agent/sandbox/step-launcher';
 
@@ -107,5 +108,32 @@ describe('the step launcher', () => {
     const done = await ran;
     expect(done.output).toBe('real\n');
     expect(done.code).toBe(0);
+  });
+
+  // A process (a server, an agent) that ends while its launcher runs, the usual way to stop.
+  it('leaves no directory behind when the process that started it exits', () => {
+    const script = join(mkdtempSync(join(tmpdir(), 'gyre-launcher-test-')), 'exits.ts');
+    writeFileSync(
+      script,
+      `import { createStepLauncher } from ${JSON.stringify(join(__dirname, '../../runtime/agent/sandbox/step-launcher'))};
+setTimeout(() => undefined, 20_000); // what a server's listening socket does: the process stays until it exits
+const step = createStepLauncher().launch('/bin/sh', ['-c', 'echo ran'], { env: { PATH: '/usr/bin:/bin' } });
+step.stdout.on('data', () => undefined);
+step.on('close', (code: number) => {
+  console.log(process.pid, code);
+  process.exit(0);
+});
+`,
+    );
+    // The child's temporary directory is its own: other tests' launchers come and go meanwhile.
+    const itsTmp = join(dirname(script), 'tmp');
+    mkdirSync(itsTmp);
+    try {
+      const out = execFileSync(process.execPath, [join(__dirname, '../../bin/run-ts.js'), script], { encoding: 'utf8', env: { ...process.env, TMPDIR: itsTmp } });
+      expect(out).toMatch(/^\d+ 0\n$/);
+      expect(readdirSync(itsTmp).filter((n) => n.startsWith('gyre-launcher-'))).toEqual([]);
+    } finally {
+      rmSync(dirname(script), { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { request as httpsRequest } from 'node:https';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nomadAgentJobTemplate } from '../../constructs/kubernetes/control-plane';
@@ -36,10 +36,16 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
   let nomad: NomadStandIn;
   let g: TestGyre;
   const dir = mkdtempSync(join(tmpdir(), 'gyre-nomad-'));
+  const agentTmp = join(dir, 'agent-tmp');
 
   beforeAll(async () => {
     const certs = makeCertificates(dir);
-    nomad = await startNomadStandIn({ aclToken: 'nomad-acl-secret', tls: { key: certs.serverKey, cert: certs.serverCert, ca: certs.ca } });
+    // The agents' temporary directory is their own: what they leave there can be seen.
+    // (like /tmp: build uids pass through it to their task directories)
+    chmodSync(dir, 0o711);
+    mkdirSync(agentTmp);
+    chmodSync(agentTmp, 0o1777);
+    nomad = await startNomadStandIn({ aclToken: 'nomad-acl-secret', tls: { key: certs.serverKey, cert: certs.serverCert, ca: certs.ca }, baseEnv: { ...process.env, TMPDIR: agentTmp } });
     // The distribution's own job template, as the scheduler receives it in GYRE_NOMAD_JOB_TEMPLATE.
     writeFileSync(join(dir, 'task-agent.json'), JSON.stringify(nomadAgentJobTemplate('registry.local/gyre/agent:test')));
     g = await startTestGyre({
@@ -69,6 +75,10 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
     expect(jobs.work.status).toBe('success');
     const res = await fetch(`${g.url}/api/v2/project/gh/acme/nomad/job/${jobs.work.job_number}/output?node_index=0&step=0`, { headers: { 'Circle-Token': g.token } });
     expect(await res.text()).toBe('from nomad node 0\n');
+    // The agent's process ends and leaves nothing of its own in the temporary directory (its work
+    // directory, its step launcher's socket directory, its helper bundle).
+    for (let i = 0; i < 100 && nomad.allocations.some((a) => a.process && a.process.exitCode === null); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(readdirSync(agentTmp).filter((name) => name.startsWith('gyre-'))).toEqual([]);
     const [job] = nomad.registered.filter((j) => j.Meta.gyre_resource_class === 'acme/nomad-large');
     expect(job).toMatchObject({ Type: 'batch', ID: expect.stringMatching(/^gyre-task-[0-9a-f-]+-1$/) });
     expect(job.Constraints).toEqual(

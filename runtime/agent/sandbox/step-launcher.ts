@@ -171,6 +171,8 @@ interface Running {
   readonly child: ChildProcess;
   readonly server: Server;
   readonly dir: string;
+  /** Removes the socket's directory when this process exits with the launcher still running. */
+  readonly onExit: () => void;
 }
 
 /** A launcher for this process (started on the first step, again after it died). */
@@ -225,6 +227,7 @@ export function createStepLauncher(): StepLauncher {
 
   const stop = (r: Running) => {
     if (running === r) running = undefined;
+    process.off('exit', r.onExit);
     r.server.close();
     rmSync(r.dir, { recursive: true, force: true });
     for (const step of [...steps.values()]) step.lost();
@@ -239,7 +242,11 @@ export function createStepLauncher(): StepLauncher {
     server.listen(path);
     server.unref();
     const child = spawn(process.execPath, ['-e', LAUNCHER, path], { stdio: ['pipe', 'pipe', 'ignore'], env: {}, cwd: '/', detached: true });
-    const r: Running = { child, server, dir };
+    // A process that ends with its launcher running (a server stopping) leaves no directory
+    // behind in the temporary directory, one for each start, for every keeper's sweep to walk.
+    const onExit = () => rmSync(dir, { recursive: true, force: true });
+    process.once('exit', onExit);
+    const r: Running = { child, server, dir, onExit };
     // The launcher never keeps this process alive; the steps' output does while they run.
     child.unref();
     (child.stdin as unknown as { unref?: () => void }).unref?.();
