@@ -169,9 +169,9 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
 
 /**
  * `--work-dir`, or a new directory in the temporary directory that goes with the process once empty:
- * each task's box removes its own directory once nothing of the build runs, and one a task left
- * (the process killed) stays for the next start's orphan reaping, never removed here with what
- * the build may have put in it.
+ * each task's box removes its own directory once nothing of the build runs. One a task left (its
+ * process killed) stays: it is never removed here, with what the build may have put in it and may
+ * still be changing (a `--work-dir` is reaped by the next start instead).
  */
 function workDirOf(given: unknown, prefix: string): string {
   if (typeof given === 'string' && given !== '') return resolve(given);
