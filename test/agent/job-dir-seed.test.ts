@@ -111,6 +111,10 @@ const root = process.getuid?.() === 0;
       const outside = join(workRoot, 'outside-the-home');
       await executor.makeWorkingDirectory!(outside);
       expect(lstatSync(outside, { throwIfNoEntry: false })).toBeUndefined();
+      // A working_directory from a branch's config that climbs out of the home is the step's too.
+      for (const climbing of ['~/../climbed-out', '~/go/../../climbed-out', 'project/../../../climbed-out']) await executor.makeWorkingDirectory!(climbing);
+      expect(lstatSync(join(workRoot, 'climbed-out'), { throwIfNoEntry: false })).toBeUndefined();
+      expect(lstatSync(join(workRoot, '..', 'climbed-out'), { throwIfNoEntry: false })).toBeUndefined();
       // The build uses it as its own.
       const made = executor.start({ script: 'pwd; touch made-here && mkdir -p sub && echo ok', shell: '/bin/sh -e', env: { PATH: '/usr/bin:/bin', HOME: taskDir }, cwd: '~/go/src/app' }, () => undefined, new AbortController().signal);
       expect((await made.done).exitCode).toBe(0);
