@@ -63,16 +63,16 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
       await box.seed(dir.slice(box.home.length + 1), []);
     },
     start(request: ExecRequest, onOutput, signal): Execution {
+      let stop = () => undefined as void;
       const done = (async (): Promise<ExecResult> => {
         const dir = resolvePath(request.cwd);
-        const scriptPath = await box.writeScript(request.script);
-        const [command, ...args] = splitShell(request.shell);
+        const shell = splitShell(request.shell);
         return new Promise<ExecResult>((resolve) => {
           let timedOut = false;
           let canceled = false;
           // stdout and stderr share one pipe (the box's wrapper runs `exec … 2>&1`), so the log
           // keeps the order in which the command wrote to either, as a terminal would.
-          const child = box.spawn(dir, [command, ...args, scriptPath], { ...request.env, ...box.env });
+          const child = box.runScript(dir, shell, request.script, { ...request.env, ...box.env });
           let killTimer: NodeJS.Timeout | undefined;
           const kill = (signalName: NodeJS.Signals) => {
             // Asked before the launcher said its pid: sent the moment it does.
@@ -134,7 +134,7 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
           stop = onAbort;
           armIdle();
           child.on('error', (error) => {
-            onOutput(new TextEncoder().encode(`cannot start ${command}: ${error.message}\n`));
+            onOutput(new TextEncoder().encode(`cannot start ${shell[0]}: ${error.message}\n`));
           });
           child.on('close', (code) => {
             clearTimeout(idle);
@@ -144,7 +144,6 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
           });
         });
       })();
-      let stop = () => undefined as void;
       return { done, stop: () => stop() };
     },
     async cleanup() {
