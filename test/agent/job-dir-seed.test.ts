@@ -1,4 +1,5 @@
-import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../../runtime/agent/agent';
@@ -17,6 +18,18 @@ import { createShellExecutor } from '../../runtime/agent/shell-executor';
  * marker, or (the attack) a build that gets the agent to write as root through a link it planted.
  */
 const root = process.getuid?.() === 0;
+
+/** Kills the uid keeper of `uid` (`node -e <keeper> <uid>` under flock) and waits until it is gone. */
+function killKeeperOf(uid: number): void {
+  const keepers = readdirSync('/proc').filter((pid) => {
+    if (!/^\d+$/.test(pid)) return false;
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    return argv[0] === process.execPath && argv[1] === '-e' && argv[argv.length - 1] === String(uid);
+  });
+  expect(keepers).toHaveLength(1);
+  process.kill(Number(keepers[0]), 'SIGKILL');
+  spawnSync('sh', ['-c', `while [ -e /proc/${keepers[0]}/cmdline ] && ! grep -q '^State:.*Z' /proc/${keepers[0]}/status; do sleep 0.01; done`]);
+}
 (root ? describe : describe.skip)('the job directory written before the build runs (build uids, as root)', () => {
   let workRoot: string;
   let isolation: Isolation;
@@ -165,13 +178,15 @@ const root = process.getuid?.() === 0;
     expect(seen).toEqual(['~/src/app: there']);
   });
 
-  // Small trees are removed with synchronous calls, larger ones (a checkout) with asynchronous
-  // ones: either way nothing of the task is left, and a link the build left is not followed.
+  // The uid's keeper removes them after its sweep; when it is gone (killed: here by the test) the
+  // agent removes them itself. Either way nothing of the task is left, and a link the build left
+  // is not followed.
   it.each([
-    ['a few files', 5],
-    ['a checkout of 3,000 files', 3000],
-  ])("removes the task's directories when it ends: %s, and a link to outside left as a link", async (_label, files) => {
-    const taskDir = join(workRoot, `task-end-${files}`);
+    ['a few files', 5, 'keeper'],
+    ['a checkout of 3,000 files', 3000, 'keeper'],
+    ['a few files, the keeper killed', 5, 'agent'],
+  ])("removes the task's directories when it ends: %s, and a link to outside left as a link", async (_label, files, remover) => {
+    const taskDir = join(workRoot, `task-end-${files}-${remover}`);
     const outside = mkdtempSync(join(tmpdir(), 'gyre-outside-'));
     writeFileSync(join(outside, 'keep'), 'kept');
     chmodSync(outside, 0o755);
@@ -179,6 +194,7 @@ const root = process.getuid?.() === 0;
     try {
       const made = await run(box, `mkdir -p project/a/b && cd project && for i in $(seq 1 ${files}); do : > a/b/f$i; done && ln -s ${outside} link && ln -s ${outside} ${taskDir}.tmp/link && echo made`);
       expect(made).toEqual({ code: 0, out: 'made\n' });
+      if (remover === 'agent') killKeeperOf(statSync(taskDir).uid);
     } finally {
       await box.close();
     }

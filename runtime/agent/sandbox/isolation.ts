@@ -201,8 +201,10 @@ export function detectIsolation(options: IsolationOptions): Isolation {
  * made with the synchronous calls: each is a system call of some microseconds on a local disk,
  * where the asynchronous form costs a hand-off to libuv's thread pool and back, 4-5 times the CPU
  * and the time (0.1 ms against 0.02 an operation on the 2-core machine of docs/speed.md), and a
- * task's start makes some forty of them one after the other on the server's thread. Removing a
- * tree stays asynchronous: a task's home may hold a checkout of any size.
+ * task's start makes some forty of them one after the other on the server's thread. A task's
+ * tree is removed by its keeper (runtime/agent/sandbox/keepers.ts), in a process of its own; what
+ * is left (no keeper, as in a sandbox, or one that died) is removed here asynchronously: a task's
+ * home may hold a checkout of any size.
  */
 
 async function makeDir(path: string, mode: number): Promise<void> {
@@ -212,9 +214,14 @@ async function makeDir(path: string, mode: number): Promise<void> {
   chmodSync(path, mode);
 }
 
+/** A task's directories: its home, its temporary directory and Gyre's control directory. */
+function taskDirsOf(taskDir: string): string[] {
+  return [taskDir, taskDir + TMP_SUFFIX, taskDir + CONTROL_SUFFIX];
+}
+
 /** Removes a task's leftovers, once nothing of the task runs any more (a look first: a new task has none). */
 async function removeTaskDirs(taskDir: string): Promise<void> {
-  for (const dir of [taskDir, taskDir + TMP_SUFFIX, taskDir + CONTROL_SUFFIX]) {
+  for (const dir of taskDirsOf(taskDir)) {
     if (lstatSync(dir, { throwIfNoEntry: false })) await rm(dir, { recursive: true, force: true });
   }
 }
@@ -632,11 +639,13 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       closed = true;
       killGroups();
       // Nothing of the task may run while its files are removed (for a uid: nothing of that uid),
-      // and the identity goes back only after: the next task of that uid finds nothing.
-      await parts.keeper?.sweep();
+      // and the identity goes back only after: the next task of that uid finds nothing. The
+      // keeper removes them after its sweep, off this thread; whatever it left is removed here.
+      const removes = parts.removes ?? parts.home;
+      await parts.keeper?.sweep(taskDirsOf(removes));
       groups.clear();
       try {
-        await removeTaskDirs(parts.removes ?? parts.home);
+        await removeTaskDirs(removes);
       } finally {
         await (parts.release ? parts.release() : parts.keeper?.close());
       }

@@ -10,6 +10,26 @@ import { once } from 'node:events';
  */
 
 /**
+ * A task's directories removed by its keeper, after the sweep (nothing of the task runs then), in
+ * the keeper's own process with synchronous calls: not on the agent's thread, where each of a
+ * tree's few dozen removals was an asynchronous call (about 3 ms of the server's thread a task
+ * here, and a round trip through its thread pool each). `rmSync` does not follow links. What it
+ * cannot remove is left for the agent, which looks after the answer and removes what is still
+ * there itself.
+ */
+const REMOVE = `
+const remove = (list) => {
+  let dirs;
+  try { dirs = list ? JSON.parse(list) : []; } catch { return; }
+  if (!Array.isArray(dirs)) return;
+  for (const dir of dirs) {
+    if (typeof dir !== 'string' || !dir.startsWith('/')) continue;
+    try { require('node:fs').rmSync(dir, { recursive: true, force: true }); } catch {}
+  }
+};
+`;
+
+/**
  * The uid keeper, run as root under `flock` on the uid's lock file (so one build uid serves one
  * task on this host at a time, across processes). It kills every process of the uid when it
  * starts (what a task before it may have left) and again when its stdin closes, then exits, which
@@ -18,7 +38,8 @@ import { once } from 'node:events';
  * group or session they moved to; the keeper looks in /proc until none is left. Then what the uid
  * left in the directories every user may write (/tmp, /var/tmp, /dev/shm, …) is handed to root, so
  * the next task of the uid cannot read it. The build cannot kill a keeper (root). A line `sweep`
- * on stdin does all that now and answers `swept`.
+ * on stdin does all that now and answers `swept`; `sweep` followed by a JSON list of directories
+ * then removes those too (the task's, once nothing of the uid runs: see REMOVE).
  */
 const UID_KEEPER = `
 const uid = Number(process.argv[1]);
@@ -66,6 +87,7 @@ const handBack = () => {
   }
 };
 const sweep = () => { kill(); handBack(); };
+${REMOVE}
 let ending = false;
 const end = () => { if (ending) return; ending = true; sweep(); process.exit(0); };
 sweep();
@@ -74,7 +96,8 @@ let pending = '';
 process.stdin.on('data', (d) => {
   pending += d;
   for (let i; (i = pending.indexOf('\\n')) >= 0; pending = pending.slice(i + 1)) {
-    if (pending.slice(0, i) === 'sweep') { sweep(); process.stdout.write('swept\\n'); }
+    const line = pending.slice(0, i);
+    if (line === 'sweep' || line.startsWith('sweep [')) { sweep(); remove(line.slice(6)); process.stdout.write('swept\\n'); }
   }
 });
 process.stdin.on('end', end);
@@ -97,11 +120,12 @@ process.stdin.on('data', (d) => {
     const line = pending.slice(0, i);
     const m = /^group (\\d+)$/.exec(line);
     if (m && Number(m[1]) > 1) groups.add(Number(m[1]));
-    if (line === 'sweep') { kill(); groups.clear(); process.stdout.write('swept\\n'); }
+    if (line === 'sweep' || line.startsWith('sweep [')) { kill(); groups.clear(); remove(line.slice(6)); process.stdout.write('swept\\n'); }
   }
 });
 process.stdin.on('end', end);
 process.stdin.on('error', end);
+${REMOVE}
 process.stdout.write('ready\\n');
 `;
 
@@ -113,8 +137,12 @@ const BUSY = 75;
 export interface Keeper {
   /** Tells a group keeper about a process group to kill at the end. */
   track(pgid: number): void;
-  /** Kills now what it would kill at the end (the uid's processes, or the groups); resolves once done. */
-  sweep(): Promise<void>;
+  /**
+   * Kills now what it would kill at the end (the uid's processes, or the groups), then removes
+   * `remove` (absolute paths, links not followed); resolves once done. What is still there after
+   * is the caller's to remove (a keeper that died or did not answer removed nothing, or not all).
+   */
+  sweep(remove?: readonly string[]): Promise<void>;
   /** Closes the pipe: the keeper kills what is left and exits. Resolves when it has. */
   close(): Promise<void>;
   /** Whether the keeper still runs. */
@@ -144,11 +172,11 @@ function keeperOf(child: ChildProcess): Keeper {
     track(pgid) {
       if (!exited) child.stdin!.write(`group ${pgid}\n`);
     },
-    async sweep() {
+    async sweep(remove) {
       if (exited) return;
       child.ref();
       const answered = new Promise<void>((resolve) => lines.push(() => resolve()));
-      child.stdin!.write('sweep\n');
+      child.stdin!.write(remove?.length ? `sweep ${JSON.stringify(remove)}\n` : 'sweep\n');
       // A keeper that does not answer is not waited for forever: closing it kills all the same.
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([answered, exit, new Promise((r) => (timer = setTimeout(r, 10_000)))]);
