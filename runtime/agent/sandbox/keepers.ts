@@ -29,6 +29,9 @@ const remove = (list) => {
 };
 `;
 
+/** Keepers yield to the agent: a sweep woken by the agent's line does not take its core from it. */
+const NICE = `try { require('node:os').setPriority(10); } catch {}`;
+
 /**
  * The uid keeper, run as root under `flock` on the uid's lock file (so one build uid serves one
  * task on this host at a time, across processes). It kills every process of the uid when it
@@ -43,6 +46,7 @@ const remove = (list) => {
  */
 const UID_KEEPER = `
 const uid = Number(process.argv[1]);
+${NICE}
 const { spawnSync } = require('node:child_process');
 const { readdirSync, readFileSync } = require('node:fs');
 const options = { uid, gid: uid, stdio: 'ignore', env: { PATH: '/usr/bin:/bin' }, cwd: '/' };
@@ -110,6 +114,7 @@ process.stdin.on('error', end);
  * The build could kill it (same user); that is part of what "no isolation" means.
  */
 const GROUP_KEEPER = `
+${NICE}
 const groups = new Set();
 let pending = '';
 const kill = () => { for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch {} } };
