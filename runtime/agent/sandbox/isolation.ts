@@ -138,7 +138,7 @@ const STEP_WRAPPER = 'umask 022; { [ -d "$1" ] || mkdir -p "$1"; } && cd "$1" ||
  * script's first line (on that line, so the script's line numbers stay as written). One process
  * start less on the way to every step's command (the wrapper's `sh`, which only `exec`s the
  * shell: 1.6 ms of 13.6 from spawn to a command here). The shell's PWD and OLDPWD come out as
- * they did after the wrapper's `cd` (a logical PWD through a link, OLDPWD `/`).
+ * they did after the wrapper's `cd` (a logical PWD through a link; OLDPWD where it started).
  */
 function enteringLine(cwd: string): string {
   const dir = `'${cwd.replace(/'/g, `'\\''`)}'`;
