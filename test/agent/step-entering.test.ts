@@ -61,6 +61,14 @@ const root = process.getuid?.() === 0;
     expect(out).toMatch(/^at 1\n.*line 2: no-such-command-here: command not found\n$/);
   });
 
+  // (bash quotes the line in its message: there the entering line shows, as docs/execution.md says.)
+  it('a syntax error on the first line is in the log and fails the step, as the shell reports it', async () => {
+    const { out, exitCode } = await step('echo )\necho never');
+    expect(exitCode).toBe(2);
+    expect(out).toMatch(/line 1: syntax error near unexpected token `\)'/);
+    expect(out).not.toContain('never');
+  });
+
   it('a working directory whose name is shell code is only a name (the attack: a branch\'s working_directory)', async () => {
     const marker = join(workRoot, `injected-${process.pid}`);
     const name = `a'; touch ${marker}; echo 'b $(touch ${marker}) "c`;
