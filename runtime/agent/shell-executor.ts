@@ -70,7 +70,7 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
         return new Promise<ExecResult>((resolve) => {
           let timedOut = false;
           let canceled = false;
-          // stdout and stderr share one pipe (the box's wrapper runs `exec … 2>&1`), so the log
+          // stdout and stderr share one pipe (the box runs `exec 2>&1` before the script), so the log
           // keeps the order in which the command wrote to either, as a terminal would.
           const child = box.runScript(dir, shell, request.script, { ...request.env, ...box.env });
           let killTimer: NodeJS.Timeout | undefined;

@@ -44,7 +44,7 @@ function killKeeperOf(uid: number): void {
   });
 
   const run = async (box: BuildBox, script: string) => {
-    const child = box.spawn(box.home, ['/bin/sh', '-c', script], { PATH: '/usr/bin:/bin', HOME: box.home });
+    const child = box.runScript(box.home, ['/bin/sh'], script, { PATH: '/usr/bin:/bin', HOME: box.home });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((r) => child.on('close', r));

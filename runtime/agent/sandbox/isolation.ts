@@ -74,13 +74,10 @@ export interface BuildBox {
   /** Variables the box adds to every command's environment (TMPDIR for uid builds). */
   readonly env: Readonly<Record<string, string>>;
   /**
-   * Starts a command in the box, in a process group of its own, in `cwd` (made when missing, as
-   * the build); its stdout carries stdout and stderr merged in order.
-   */
-  spawn(cwd: string, command: readonly string[], env: Readonly<Record<string, string>>): StepProcess;
-  /**
-   * Starts a step's script with its shell (`['/bin/bash', '-eo', 'pipefail']`) as `spawn` starts a
-   * command; the script is written where only the task can read it and it cannot change it.
+   * Starts a step's script with its shell (`['/bin/bash', '-eo', 'pipefail']`) in the box, in a
+   * process group of its own, in `cwd` (made when missing, as the build); its stdout carries
+   * stdout and stderr merged in order. The script is written where only the task can read it and
+   * it cannot change it.
    */
   runScript(cwd: string, shell: readonly string[], script: string, env: Readonly<Record<string, string>>): StepProcess;
   archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
@@ -585,9 +582,6 @@ function shellBox(parts: ShellBoxParts): BuildBox {
     home: parts.home,
     seesHostPaths: parts.seesHostPaths,
     env: parts.env,
-    spawn(cwd, command, env) {
-      return start(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...command], env);
-    },
     runScript(cwd, shell, script, env) {
       if (closed) throw new Error('the task has ended');
       if (entersItself(cwd, shell, env)) return start([...shell, writeScript(enteringLine(cwd) + script)], env);
