@@ -29,8 +29,9 @@ const ACTIVE: readonly WorkflowStatus[] = ['running', 'on_hold', 'failing'];
  * `defaultDays`; 0 keeps them) with everything they own, from the database and the blob store
  * together, in an order that never leaves a row pointing at a missing object:
  *
- * 1. in one transaction, the expired pipelines' blob keys (logs, artifacts, workspace layers) go
- *    into retention_blobs and the pipelines are deleted (their workflows, jobs, tasks, steps, log
+ * 1. in one transaction, the expired pipelines' blob keys (logs, the chunks held for steps whose
+ *    output was never moved, artifacts, workspace layers) go into retention_blobs and the
+ *    pipelines are deleted (their workflows, jobs, tasks, steps, log
  *    chunks, artifacts, workspace layers, test results and request keys go with them: ON DELETE
  *    CASCADE);
  * 2. then the objects are deleted, and their keys taken off retention_blobs.
@@ -68,6 +69,9 @@ export function createRetention(options: RetentionOptions) {
            SELECT l.blob_key FROM workspace_layers l JOIN workflows w ON w.id = l.workflow_id WHERE w.pipeline_id = ANY($1::uuid[])
            UNION
            SELECT s.blob_key FROM step_logs s JOIN tasks t ON t.id = s.task_id JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id WHERE w.pipeline_id = ANY($1::uuid[])
+           UNION
+           SELECT c.blob_key FROM log_chunks c JOIN tasks t ON t.id = c.task_id JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+            WHERE w.pipeline_id = ANY($1::uuid[]) AND c.blob_key IS NOT NULL
          ON CONFLICT (blob_key) DO NOTHING`,
         [expired],
       );

@@ -114,6 +114,18 @@ describe.each(testStores())('step output on %s', (kind) => {
     }
   }
 
+  /** The files holding a running step's chunks in the local blob store (none once it is moved). */
+  const liveBlobs = (claimed: ClaimedTask) => {
+    const dir = join(blobDir, 'logs', claimed.lease.taskId, String(claimed.lease.attempt), 'live');
+    return existsSync(dir) ? readdirSync(dir) : [];
+  };
+  /** How each chunk row of the task holds its bytes. */
+  const forms = (claimed: ClaimedTask) =>
+    store.query<{ seq: number; form: string }>(
+      `SELECT seq, CASE WHEN blob_key IS NOT NULL THEN 'blob' WHEN gzip IS NOT NULL THEN 'gzip' ELSE 'data' END AS form FROM log_chunks WHERE task_id = $1 ORDER BY seq`,
+      [claimed.lease.taskId],
+    );
+
   const finish = (dispatcher: Dispatcher, claimed: ClaimedTask) => dispatcher.stepFinished(claimed.lease, { index: 0, status: 'success', exitCode: 0 });
 
   it('reads back byte-identical chunk by chunk, running and after the move, from any chunk on', async () => {
@@ -155,10 +167,63 @@ describe.each(testStores())('step output on %s', (kind) => {
     const [counter] = await store.query<{ bytes: number }>('SELECT bytes FROM task_output WHERE task_id = $1', [claimed.lease.taskId]);
     expect(Number(counter.bytes)).toBe(a.length + b.length);
 
+    // The copies that were not stored left no blob behind.
+    expect(liveBlobs(claimed)).toHaveLength(2);
+
     await finish(dispatcher, claimed);
     await dispatcher.appendOutput(claimed.lease, 0, 1, b);
     expect(await store.query('SELECT seq FROM log_chunks WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+    expect(liveBlobs(claimed)).toEqual([]);
     expect(text(await readAll(logs, claimed)).equals(Buffer.concat([a, b]))).toBe(true);
+  });
+
+  it('holds a running step in the blob store on local disk, the database keeping only the index, and removes it when the step is moved', async () => {
+    const { dispatcher, logs } = processWith();
+    const claimed = await runningStep(dispatcher);
+    const sent = pieces(output(2_500_000), [1024 * 1024, 1024 * 1024]);
+    await send(dispatcher, claimed, sent, 0, 'gzip');
+    expect(await forms(claimed)).toEqual(sent.map((_, seq) => ({ seq, form: 'blob' })));
+    const [sizes] = await store.query<{ bytes: number | null }>('SELECT sum(octet_length(gzip)) AS bytes FROM log_chunks WHERE task_id = $1', [claimed.lease.taskId]);
+    expect(sizes.bytes).toBeNull();
+    expect(liveBlobs(claimed)).toHaveLength(3);
+    expect(text(await readAll(logs, claimed)).equals(Buffer.concat(sent))).toBe(true);
+
+    await finish(dispatcher, claimed);
+    expect(liveBlobs(claimed)).toEqual([]);
+    expect(text(await readAll(logs, claimed)).equals(Buffer.concat(sent))).toBe(true);
+  });
+
+  it('keeps a running step in the database when told to (S3 and GCS)', async () => {
+    const logs = createLogStore({ store, blobs, log, limitBytes: 1024 ** 3, liveChunks: 'database' });
+    opened.push(logs);
+    const dispatcher = createDispatcher({ store, log, output: logs, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+    const claimed = await runningStep(dispatcher);
+    const sent = pieces(output(1_200_000), [1024 * 1024]);
+    await send(dispatcher, claimed, sent);
+    expect(await forms(claimed)).toEqual([
+      { seq: 0, form: 'gzip' },
+      { seq: 1, form: 'gzip' },
+    ]);
+    expect(liveBlobs(claimed)).toEqual([]);
+    await finish(dispatcher, claimed);
+    expect(text(await readAll(logs, claimed)).equals(Buffer.concat(sent))).toBe(true);
+  });
+
+  it('goes on reading from the archive when the step is moved while its chunks are being read', async () => {
+    const { dispatcher, logs } = processWith();
+    const claimed = await runningStep(dispatcher);
+    const sent = pieces(output(600_000), [100_000, 100_000, 100_000, 100_000, 100_000]);
+    await send(dispatcher, claimed, sent);
+    const reading = logs.read(claimed.lease.taskId, claimed.lease.attempt, 0)[Symbol.asyncIterator]();
+    const first = await reading.next();
+    // The rows of all six were read with the first; their blobs go with the move.
+    await finish(dispatcher, claimed);
+    expect(liveBlobs(claimed)).toEqual([]);
+    const rest: { seq: number; data: Buffer }[] = [];
+    for (let next = await reading.next(); !next.done; next = await reading.next()) rest.push({ seq: next.value.seq, data: Buffer.from(next.value.data) });
+    expect(first.done ? undefined : first.value.seq).toBe(0);
+    expect(rest.map((c) => c.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(Buffer.concat([Buffer.from(first.value!.data), text(rest)]).equals(Buffer.concat(sent))).toBe(true);
   });
 
   it('refuses a chunk under a stale lease and keeps nothing of it', async () => {
@@ -180,6 +245,12 @@ describe.each(testStores())('step output on %s', (kind) => {
     await dispatcher.appendOutput(claimed.lease, 0, 1, data.subarray(100_000, 200_000));
     const expected = Buffer.concat([data.subarray(0, limit), Buffer.from(truncationMarker(limit))]);
     expect(text(await readAll(logs, claimed)).equals(expected)).toBe(true);
+    // The chunk cut at the cap is written in the database; nothing past it is held anywhere.
+    expect(await forms(claimed)).toEqual([
+      { seq: 0, form: 'blob' },
+      { seq: 1, form: 'gzip' },
+    ]);
+    expect(liveBlobs(claimed)).toHaveLength(1);
     await finish(dispatcher, claimed);
     expect(text(await readAll(logs, claimed)).equals(expected)).toBe(true);
     // The cap is per attempt: a later step of it keeps nothing either.
@@ -269,6 +340,8 @@ describe.each(testStores())('step output on %s', (kind) => {
     const claimed = await runningStep(dispatcher);
     const data = output(1_500_000);
     await send(dispatcher, claimed, pieces(data, [1024 * 1024]));
+    // Chunks the blob store refused are written in the database instead.
+    expect((await forms(claimed)).map((c) => c.form)).toEqual(['gzip', 'gzip']);
     await finish(dispatcher, claimed);
     expect(await store.query('SELECT 1 FROM step_logs WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
     expect(text(await readAll(logs, claimed)).equals(data)).toBe(true);
@@ -289,8 +362,10 @@ describe.each(testStores())('step output on %s', (kind) => {
   async function compressedAfterUncompressed(store: Store) {
     const { dispatcher, logs } = processWith(1024 ** 3, blobs, store);
     const claimed = await runningStep(dispatcher, store);
-    await store.query('DELETE FROM gyre_migrations WHERE name = $1', ['300_compressed_log_chunks.sql']);
+    // As it was before 300 (and so before 680, which holds chunks in the blob store).
+    await store.query('DELETE FROM gyre_migrations WHERE name = ANY($1::text[])', [['300_compressed_log_chunks.sql', '680_log_chunk_blobs.sql']]);
     await store.query('ALTER TABLE log_chunks DROP CONSTRAINT log_chunks_one_form');
+    await store.query('ALTER TABLE log_chunks DROP COLUMN blob_key');
     await store.query('ALTER TABLE log_chunks DROP COLUMN gzip');
     await store.query('ALTER TABLE log_chunks DROP COLUMN raw_bytes');
     await store.query('ALTER TABLE log_chunks ALTER COLUMN data SET NOT NULL');
@@ -298,7 +373,7 @@ describe.each(testStores())('step output on %s', (kind) => {
     for (const [seq, data] of before.entries()) {
       await store.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, data) VALUES ($1, $2, 0, $3, $4)', [claimed.lease.taskId, claimed.lease.attempt, seq, data]);
     }
-    expect(await migrate(store)).toEqual(['300_compressed_log_chunks.sql']);
+    expect(await migrate(store)).toEqual(['300_compressed_log_chunks.sql', '680_log_chunk_blobs.sql']);
 
     // The step goes on with compressed chunks after the old ones.
     const after = [output(300_000), output(10)];

@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import type { BlobStore } from '../../runtime/blob/blob-store';
 import { createLocalBlobStore } from '../../runtime/blob/local-blob-store';
 import { createLogger } from '../../runtime/logger';
@@ -120,6 +122,24 @@ describe.each(testStores())('retention (%s)', (store) => {
     expect((await g.raw('GET', `/api/v2/project/gh/keep/short/job/${old.buildNumber}`)).status).toBe(404);
     expect((await g.raw('GET', `/api/v2/project/gh/keep/short/job/${old.buildNumber}/output?step=0`)).status).toBe(404);
     expect((await fetch(recent.artifactUrl)).status).toBe(200);
+  });
+
+  it('deletes the chunks a step left in the blob store when it never ended (its output was not moved)', async () => {
+    await g.addProject('gh/keep/cut', { '.circleci/config.yml': CONFIG });
+    const old = await runPipeline('gh/keep/cut');
+    // As the output role leaves a step whose process died before it ended: a chunk held as a blob, its row naming it.
+    const [task] = await g.gyre.store.query<{ id: string; attempt: number }>(
+      'SELECT t.id, t.attempt FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id WHERE w.pipeline_id = $1 LIMIT 1',
+      [old.id],
+    );
+    const key = `logs/${task.id}/${task.attempt}/live/9-0-${randomUUID()}.gz`;
+    await blobs.put(key, gzipSync('left behind\n'));
+    await g.gyre.store.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, blob_key, raw_bytes) VALUES ($1, $2, 9, 0, $3, 12)', [task.id, task.attempt, key]);
+    await age(g, old.id, 31);
+    const result = await createRetention({ store: g.gyre.store, blobs, log, defaultDays: 30 }).sweep();
+    expect(result.pipelines).toBe(1);
+    expect(existsSync(blobFile(key))).toBe(false);
+    expect(await g.gyre.store.query('SELECT 1 FROM log_chunks WHERE task_id = $1', [task.id])).toEqual([]);
   });
 
   it('follows the project\'s own setting: 0 keeps for ever, a shorter one deletes sooner; admins set it', async () => {
