@@ -75,7 +75,8 @@ export interface LogStoreOptions {
   readonly spoolRoot?: string;
   /**
    * Where a running step's chunks are held until the step ends: `blobs`, each chunk's gzip members
-   * written to the blob store and only its index (sequence number, length) in `log_chunks`; or
+   * (of 16 KiB or more; smaller ones stay in the database) written to the blob store and only its
+   * index (sequence number, length) in `log_chunks`; or
    * `database`, the members in `log_chunks.gzip`. Through the database a 450 KB chunk costs this
    * process and PostgreSQL about 12 ms (the parameter and TOAST), a file about 0.2 ms; a PUT to S3
    * or GCS is a network round trip on the path of every send, so those keep the database.
@@ -88,6 +89,12 @@ export function truncationMarker(limitBytes: number): string {
   return `\n[gyre] Output truncated: this job reached its output limit of ${limitBytes} bytes (GYRE_JOB_OUTPUT_LIMIT_BYTES); later output was discarded.\n`;
 }
 
+/**
+ * With `liveChunks: 'blobs'`, chunks compressed to less than this stay in the database: a small
+ * parameter costs less than a file made, renamed and removed, and a quiet step (a line every 50
+ * ms) would otherwise make a file for each.
+ */
+const HOLD_MIN_BYTES = 16 * 1024;
 /** Chunks per query while moving or reading a step's output (chunks are up to 1 MiB before compression). */
 const BATCH = 16;
 /** Attempts whose output reached the cap, remembered so later chunks are not compressed for nothing. */
@@ -428,7 +435,7 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
       const result = await (async (): Promise<{ capped: boolean; stored?: { member: Buffer; bytes: number } }> => {
         // Within the cap (all but the last chunk of the loudest steps): one statement.
         if (!cut && chunk) {
-          const held = liveChunks === 'blobs' ? await holdChunk(taskId, attempt, step, seq, chunk.gzip) : undefined;
+          const held = liveChunks === 'blobs' && chunk.gzip.length >= HOLD_MIN_BYTES ? await holdChunk(taskId, attempt, step, seq, chunk.gzip) : undefined;
           const row = await fenced
             .statement<{ known: boolean; stored: boolean }>(APPEND, [step, seq, held ? null : chunk.gzip, chunk.rawBytes, limitBytes, held ?? null], APPENDED, 'stored')
             .then(
