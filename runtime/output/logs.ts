@@ -137,6 +137,8 @@ async function sweepSpools(root: string, own: string): Promise<number> {
 
 type ChunkRow = { seq: number; data: Uint8Array | null; gzip: Uint8Array | null; blob_key: string | null; raw_bytes: number | null };
 const CHUNK_COLUMNS = 'seq, data, gzip, blob_key, raw_bytes';
+/** The `gzip` of a row whose members are in the blob `blob_key` names (migration 680). */
+const EMPTY = Buffer.alloc(0);
 type ArchivedRow = { blob_key: string; seqs: number[]; ends: (string | number)[] };
 
 /**
@@ -212,10 +214,10 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
     return spoolDirMade;
   }
 
-  /** The gzip members of a compressed chunk's row, from the row or the blob holding them. */
+  /** The gzip members of a compressed chunk's row, from the blob holding them or the row. */
   async function membersOf(row: ChunkRow): Promise<Buffer> {
-    if (row.gzip) return asBuffer(row.gzip);
-    return Buffer.concat(await (await blobs.get(row.blob_key!)).toArray());
+    if (row.blob_key) return Buffer.concat(await (await blobs.get(row.blob_key)).toArray());
+    return asBuffer(row.gzip!);
   }
 
   /**
@@ -437,7 +439,7 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
         if (!cut && chunk) {
           const held = liveChunks === 'blobs' && chunk.gzip.length >= HOLD_MIN_BYTES ? await holdChunk(taskId, attempt, step, seq, chunk.gzip) : undefined;
           const row = await fenced
-            .statement<{ known: boolean; stored: boolean }>(APPEND, [step, seq, held ? null : chunk.gzip, chunk.rawBytes, limitBytes, held ?? null], APPENDED, 'stored')
+            .statement<{ known: boolean; stored: boolean }>(APPEND, [step, seq, held ? EMPTY : chunk.gzip, chunk.rawBytes, limitBytes, held ?? null], APPENDED, 'stored')
             .then(
               ([appended]) => appended,
               async (error: unknown) => {

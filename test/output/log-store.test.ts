@@ -369,8 +369,8 @@ describe.each(testStores())('step output on %s', (kind) => {
     const claimed = await runningStep(dispatcher, store);
     // As it was before 300 (and so before 680, which holds chunks in the blob store).
     await store.query('DELETE FROM gyre_migrations WHERE name = ANY($1::text[])', [['300_compressed_log_chunks.sql', '680_log_chunk_blobs.sql']]);
-    await store.query('ALTER TABLE log_chunks DROP CONSTRAINT log_chunks_one_form');
     await store.query('ALTER TABLE log_chunks DROP COLUMN blob_key');
+    await store.query('ALTER TABLE log_chunks DROP CONSTRAINT log_chunks_one_form');
     await store.query('ALTER TABLE log_chunks DROP COLUMN gzip');
     await store.query('ALTER TABLE log_chunks DROP COLUMN raw_bytes');
     await store.query('ALTER TABLE log_chunks ALTER COLUMN data SET NOT NULL');

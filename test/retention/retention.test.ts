@@ -134,7 +134,7 @@ describe.each(testStores())('retention (%s)', (store) => {
     );
     const key = `logs/${task.id}/${task.attempt}/live/9-0-${randomUUID()}.gz`;
     await blobs.put(key, gzipSync('left behind\n'));
-    await g.gyre.store.query('INSERT INTO log_chunks (task_id, attempt, step_index, seq, blob_key, raw_bytes) VALUES ($1, $2, 9, 0, $3, 12)', [task.id, task.attempt, key]);
+    await g.gyre.store.query("INSERT INTO log_chunks (task_id, attempt, step_index, seq, gzip, blob_key, raw_bytes) VALUES ($1, $2, 9, 0, '', $3, 12)", [task.id, task.attempt, key]);
     await age(g, old.id, 31);
     const result = await createRetention({ store: g.gyre.store, blobs, log, defaultDays: 30 }).sweep();
     expect(result.pipelines).toBe(1);
