@@ -25,12 +25,23 @@ export interface StatementNames {
  *
  * Prepared: a statement with parameters, from its second run (a text built for one use is never
  * kept), up to MAX_PREPARED texts. Never: one whose columns come from `*` (`SELECT *`, `t.*`,
- * `RETURNING *`), since PostgreSQL refuses a prepared statement whose result's columns changed,
+ * `RETURNING *`: columnsFromStar), since PostgreSQL refuses a prepared statement whose result's columns changed,
  * which a migration adding a column would do to the servers of the release before it during a
  * rolling upgrade. When it refuses one anyway (a column's type changed), every statement is
  * prepared afresh under new names; a connection that does not keep prepared statements at all (a
  * pooler that hands each transaction another server connection) ends preparing for good.
  */
+/**
+ * Whether a statement's result columns come from `*`: `SELECT *`, `t.*`, `RETURNING *`, `, *`.
+ * Not a `*` in a string (`'*' = ANY($1)`), a comment, `count(*)` or a product (`x * 1000`): the
+ * dispatcher's claim has the first, and was planned again every time for it.
+ */
+export function columnsFromStar(sql: string): boolean {
+  // Strings and comments, whichever begins first (a comment may hold an apostrophe).
+  const code = sql.replace(/'(?:[^']|'')*'|--[^\n]*/g, ' ');
+  return /(?:\bSELECT(?:\s+DISTINCT)?|\bRETURNING|,)\s*\*|[\w"]\.\*/i.test(code);
+}
+
 export function statementNames(onUnprepared?: (why: string) => void): StatementNames {
   const seen = new Map<string, number>();
   const names = new Map<string, string>();
@@ -48,7 +59,7 @@ export function statementNames(onUnprepared?: (why: string) => void): StatementN
       if (off || params.length === 0) return undefined;
       const known = names.get(sql);
       if (known) return known;
-      if (names.size >= MAX_PREPARED || sql.replace(/\(\*\)/g, '').includes('*')) return undefined;
+      if (names.size >= MAX_PREPARED || columnsFromStar(sql)) return undefined;
       const runs = (seen.get(sql) ?? 0) + 1;
       if (runs < 2) {
         // Texts seen once are forgotten in bulk: built-for-one-use texts must not grow this.

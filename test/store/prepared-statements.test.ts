@@ -20,13 +20,30 @@ describe('which statements are kept prepared', () => {
     expect(name).toMatch(/^gyre_0_[0-9a-f]{24}$/);
     expect(names.nameOf(sql, [3])).toBe(name);
     expect(names.nameOf('SELECT 1', [])).toBeUndefined();
-    for (const star of ['SELECT * FROM projects WHERE id = $1', 'SELECT pr.* FROM projects pr WHERE id = $1', 'UPDATE projects SET name = $2 WHERE id = $1 RETURNING *']) {
+    for (const star of [
+      'SELECT * FROM projects WHERE id = $1',
+      'SELECT pr.* FROM projects pr WHERE id = $1',
+      'UPDATE projects SET name = $2 WHERE id = $1 RETURNING *',
+      'SELECT DISTINCT * FROM projects WHERE id = $1',
+      'SELECT id, * FROM projects WHERE id = $1',
+      `SELECT "pr".* FROM projects "pr" WHERE name = '*' AND id = $1`,
+      'WITH x AS (SELECT 1) SELECT x.*, 2 * 3 FROM x WHERE $1::int > 0',
+      "SELECT t.id -- the task's row\n, t.* FROM tasks t WHERE id = $1",
+    ]) {
       names.nameOf(star, [1]);
       expect(names.nameOf(star, [1])).toBeUndefined();
     }
-    const counted = 'SELECT count(*) FROM projects WHERE org = $1';
-    names.nameOf(counted, ['a']);
-    expect(names.nameOf(counted, ['a'])).toBeDefined();
+    // A * that names no columns: count(*), a product, a string (the dispatcher's claim), a comment.
+    for (const counted of [
+      'SELECT count(*) FROM projects WHERE org = $1',
+      'SELECT extract(epoch FROM created_at) * 1000 AS ms FROM projects WHERE org = $1',
+      `SELECT id FROM tasks WHERE '*' = ANY($1::text[])`,
+      "SELECT id -- every class ('*') or one\n FROM tasks WHERE resource_class = ANY($1::text[])",
+      "SELECT id FROM tasks -- a machine job's task\n WHERE '*' = ANY($1::text[]) AND note <> 'it''s *'",
+    ]) {
+      names.nameOf(counted, ['a']);
+      expect(names.nameOf(counted, ['a'])).toBeDefined();
+    }
   });
 
   it('no more than MAX_PREPARED texts, however many are built', () => {
