@@ -81,6 +81,13 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
 /** The id of project `pr`'s organisation, as a column (organisations are made with their first project). */
 const ORGANIZATION_ID = '(SELECT o.id FROM organizations o WHERE o.name = pr.org) AS organization_id';
+/**
+ * The columns a Project is made of (fromRow), named rather than `pr.*`: a statement whose columns
+ * come from `*` is never kept prepared (runtime/store/statement-names.ts), and this one runs for
+ * every trigger.
+ */
+const PROJECT_COLUMNS = `pr.id, pr.slug, pr.org, pr.name, pr.repo_url, pr.default_branch, pr.protected_branches, pr.forks_receive_secret_env_vars,
+  pr.autocancel_builds, pr.build_fork_prs, pr.build_prs_only, pr.set_github_status, pr.created_at, ${ORGANIZATION_ID}`;
 
 /** Accepts `gh/org/repo`, `github/org/repo` and `org/repo`, and gives the canonical `gh/org/repo`. */
 export function normaliseSlug(slug: string): string {
@@ -122,7 +129,8 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
         const made = await ensureOrg(tx, org);
         const [row] = await tx.query(
           `INSERT INTO projects (id, slug, org, name, repo_url, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (slug) DO NOTHING RETURNING *, $7::uuid AS organization_id`,
+           ON CONFLICT (slug) DO NOTHING RETURNING id, slug, org, name, repo_url, default_branch, protected_branches, forks_receive_secret_env_vars,
+             autocancel_builds, build_fork_prs, build_prs_only, set_github_status, created_at, $7::uuid AS organization_id`,
           [randomUUID(), slug, org, name, repoUrl, defaultBranch, made.org.id],
         );
         if (!row) throw new ConflictError(`project ${slug} already exists`);
@@ -132,7 +140,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     },
     async get(slug) {
       const canonical = normaliseSlug(slug);
-      const [row] = await store.query(`SELECT pr.*, ${ORGANIZATION_ID} FROM projects pr WHERE pr.slug = $1`, [canonical]);
+      const [row] = await store.query(`SELECT ${PROJECT_COLUMNS} FROM projects pr WHERE pr.slug = $1`, [canonical]);
       if (!row) throw new NotFoundError('project', canonical);
       return fromRow(row);
     },
@@ -140,7 +148,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
       const canonical = normaliseSlug(slug);
       const checked = checkBranchPatterns(patterns);
       return store.transaction(async (tx) => {
-        const [row] = await tx.query(`UPDATE projects pr SET protected_branches = $2 WHERE slug = $1 RETURNING pr.*, ${ORGANIZATION_ID}`, [canonical, checked]);
+        const [row] = await tx.query(`UPDATE projects pr SET protected_branches = $2 WHERE slug = $1 RETURNING ${PROJECT_COLUMNS}`, [canonical, checked]);
         if (!row) throw new NotFoundError('project', canonical);
         await audit?.record(tx, { target: { type: 'project', id: canonical }, detail: { patterns: checked } });
         return fromRow(row);
@@ -160,7 +168,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
           `UPDATE projects pr SET forks_receive_secret_env_vars = COALESCE($2, forks_receive_secret_env_vars),
                   autocancel_builds = COALESCE($3, autocancel_builds), build_fork_prs = COALESCE($4, build_fork_prs),
                   build_prs_only = COALESCE($5, build_prs_only), set_github_status = COALESCE($6, set_github_status)
-            WHERE slug = $1 RETURNING pr.*, ${ORGANIZATION_ID}`,
+            WHERE slug = $1 RETURNING ${PROJECT_COLUMNS}`,
           [
             canonical,
             values.forks_receive_secret_env_vars ?? null,
@@ -180,7 +188,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
     async list({ after, limit = 50, visibleTo } = {}) {
       const who = visibleProjectParams(visibleTo ? visibilityOf(visibleTo) : { all: true });
       const rows = await store.query(
-        `SELECT pr.*, ${ORGANIZATION_ID} FROM projects pr WHERE ($1::text IS NULL OR slug > $1) AND ${visibleProjectCondition(3)} ORDER BY slug LIMIT $2`,
+        `SELECT ${PROJECT_COLUMNS} FROM projects pr WHERE ($1::text IS NULL OR slug > $1) AND ${visibleProjectCondition(3)} ORDER BY slug LIMIT $2`,
         [after ?? null, limit, ...who],
       );
       return rows.map(fromRow);
