@@ -212,7 +212,8 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
 
   app.get(AGENT_ROUTES.testTimings.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const lease = leaseOf(request);
-    await dispatcher.heartbeat(lease);
+    // The lease's holder only (StaleLeaseError otherwise): read, not renewed.
+    await dispatcher.cancelRequested(lease);
     return { items: await deps.testTimings(lease.taskId) } satisfies TestTimingsAnswer;
   });
 
@@ -220,7 +221,7 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
   // in-job `circleci tests split --split-by=timings` weighs tests with (runtime/agent/job-tools).
   app.get(AGENT_ROUTES.previousTestResults.path, { config: TASK_ROUTE, schema: { params: TaskParams } }, async (request) => {
     const lease = leaseOf(request);
-    await dispatcher.heartbeat(lease);
+    await dispatcher.cancelRequested(lease);
     const { jobNumber, items } = await previousTestResults(store, lease.taskId);
     return { job_number: jobNumber, items };
   });

@@ -52,7 +52,10 @@ export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, task
     ...(store
       ? {
           testTimings: async () => {
-            await dispatcher.heartbeat(lease);
+            // Only the lease's holder reads them: a read of the lease (StaleLeaseError when it is
+            // not current), not a renewal, which writes the task row (2 ms on PGlite) and which the
+            // lease just claimed does not need.
+            await dispatcher.cancelRequested(lease);
             return (await previousTestResults(store, lease.taskId)).items.map((r) => ({ file: r.file, classname: r.classname, name: r.name, seconds: r.run_time }));
           },
         }

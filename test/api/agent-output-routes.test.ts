@@ -146,8 +146,13 @@ describe('agent output routes', () => {
   });
 
   it('refuses every call once the lease is gone (409), and the agent client reports a lost lease', async () => {
+    // The earlier runs' test timings are the holder's to read while the lease is current.
+    expect((await agentFetch(a.token, a.task.taskId, '/test-timings')).status).toBe(200);
+    expect((await agentFetch(a.token, a.task.taskId, '/previous-test-results')).status).toBe(200);
     const res = await agentFetch(a.token, a.task.taskId, '/complete', { method: 'POST', body: JSON.stringify({ outcome: 'success' }) });
     expect(res.status).toBe(200);
+    expect((await agentFetch(a.token, a.task.taskId, '/test-timings')).status).toBe(409);
+    expect((await agentFetch(a.token, a.task.taskId, '/previous-test-results')).status).toBe(409);
     expect((await agentFetch(a.token, a.task.taskId, '/workspace/layers')).status).toBe(409);
     expect((await agentFetch(a.token, a.task.taskId, '/artifacts?path=late.txt', { method: 'PUT', body: 'late' })).status).toBe(409);
     await expect(outputOf(a).uploadArtifact(a.task, 'late.txt', bytes('late'))).rejects.toBeInstanceOf(StaleLeaseError);
