@@ -76,8 +76,7 @@ export interface LogStoreOptions {
   /**
    * Where a running step's chunks are held until the step ends: `blobs`, each chunk's gzip members
    * (of 16 KiB or more; smaller ones stay in the database) written to the blob store and only its
-   * index (sequence number, length) in `log_chunks`; or
-   * `database`, the members in `log_chunks.gzip`. Through the database a 450 KB chunk costs this
+   * index (sequence number, length) in `log_chunks`; or `database`, the members in `log_chunks.gzip`. Through the database a 450 KB chunk costs this
    * process and PostgreSQL about 12 ms (the parameter and TOAST), a file about 0.2 ms; a PUT to S3
    * or GCS is a network round trip on the path of every send, so those keep the database.
    * @default 'blobs' when the blob store is a local directory, else 'database'
@@ -160,9 +159,10 @@ interface Spool {
 
 /**
  * Stores a chunk in one statement under the lease (Fenced.statement's `$1` task id, `$3` attempt;
- * `$4` step, `$5` seq, `$6` gzip or `$9` the blob holding it, `$7` raw bytes, `$8` the cap): unless this seq (or the whole
- * step, moved) is already stored, it adds the chunk's length to the attempt's counter while that
- * stays within the cap, and inserts the chunk only when the counter moved. The counter's upsert
+ * `$4` step, `$5` seq, `$6` gzip (empty when `$9` names the blob holding it), `$7` raw bytes, `$8`
+ * the cap): unless this seq (or the whole step, moved) is already stored, it adds the chunk's
+ * length to the attempt's counter while that stays within the cap, and inserts the chunk only when
+ * the counter moved. The counter's upsert
  * sees every earlier append of the attempt (it waits for the row); `known` is read from the
  * statement's snapshot, so a retry racing its original fails on the chunk's key instead, and is
  * undone whole (UNIQUE_VIOLATION; appendChunk then looks again). Neither `known` nor `stored`: the
