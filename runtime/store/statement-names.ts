@@ -16,22 +16,6 @@ export interface StatementNames {
 }
 
 /**
- * Names for the statements worth keeping prepared on each connection. PostgreSQL parses and plans
- * an unnamed statement every time it runs, and on a pipeline's path the planning took more of its
- * time than running them did (docs/speed.md); a named one is parsed once per connection, and after
- * five runs planned once too wherever PostgreSQL finds a generic plan as cheap. Both stores use
- * it: a PostgreSQL server's pool (./postgres-store.ts) and PGlite's one connection
- * (./pglite-store.ts).
- *
- * Prepared: a statement with parameters, from its second run (a text built for one use is never
- * kept), up to MAX_PREPARED texts. Never: one whose columns come from `*` (`SELECT *`, `t.*`,
- * `RETURNING *`: columnsFromStar), since PostgreSQL refuses a prepared statement whose result's columns changed,
- * which a migration adding a column would do to the servers of the release before it during a
- * rolling upgrade. When it refuses one anyway (a column's type changed), every statement is
- * prepared afresh under new names; a connection that does not keep prepared statements at all (a
- * pooler that hands each transaction another server connection) ends preparing for good.
- */
-/**
  * Whether a statement's result columns come from `*`: `SELECT *`, `t.*`, `RETURNING *`, `, *`.
  * Not a `*` in a string (`'*' = ANY($1)`), a comment, `count(*)` or a product (`x * 1000`): the
  * dispatcher's claim has the first, and was planned again every time for it.
@@ -42,6 +26,23 @@ export function columnsFromStar(sql: string): boolean {
   return /(?:\bSELECT(?:\s+DISTINCT)?|\bRETURNING|,)\s*\*|[\w"]\.\*/i.test(code);
 }
 
+/**
+ * Names for the statements worth keeping prepared on each connection. PostgreSQL parses and plans
+ * an unnamed statement every time it runs, and on a pipeline's path the planning took more of its
+ * time than running them did (docs/speed.md); a named one is parsed once per connection, and after
+ * five runs planned once too wherever PostgreSQL finds a generic plan as cheap. Both stores use
+ * it: a PostgreSQL server's pool (./postgres-store.ts) and PGlite's one connection
+ * (./pglite-store.ts).
+ *
+ * Prepared: a statement with parameters, from its second run (a text built for one use is never
+ * kept), up to MAX_PREPARED texts. Never: one whose columns come from `*` (`SELECT *`, `t.*`,
+ * `RETURNING *`: columnsFromStar), since PostgreSQL refuses a prepared statement whose result's
+ * columns changed, which a migration adding a column would do to the servers of the release
+ * before it during a rolling upgrade. When it refuses one anyway (a column's type changed), every
+ * statement is prepared afresh under new names; a connection that does not keep prepared
+ * statements at all (a pooler that hands each transaction another server connection) ends
+ * preparing for good.
+ */
 export function statementNames(onUnprepared?: (why: string) => void): StatementNames {
   const seen = new Map<string, number>();
   const names = new Map<string, string>();
