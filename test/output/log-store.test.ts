@@ -237,6 +237,8 @@ describe.each(testStores())('step output on %s', (kind) => {
     const stale = { ...claimed, lease: { ...claimed.lease, leaseId: randomUUID() } };
     await expect(dispatcher.appendOutput(stale.lease, 0, 0, output(100_000))).rejects.toBeInstanceOf(StaleLeaseError);
     expect(await readAll(logs, claimed)).toEqual([]);
+    // Nor a file: the chunk (large enough to be held as a blob) is removed when the lease refuses it.
+    expect(liveBlobs(claimed)).toEqual([]);
     expect(await store.query('SELECT bytes FROM task_output WHERE task_id = $1 AND bytes > 0', [claimed.lease.taskId])).toEqual([]);
   });
 
