@@ -567,7 +567,11 @@ export function circleEnvironment(task: TaskContext, home: string, webUrl?: stri
 function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promise<void>, isLost: (error: unknown) => boolean) {
   /** The chunk being filled: output is copied into it once, and it is handed on whole when full. */
   let buffer: Buffer | undefined;
-  /** Full-size buffers whose chunk is compressed, to fill again. */
+  /**
+   * Full-size buffers whose chunk is compressed, to fill again: as many as the unsent output can
+   * fill, so a loud step fills the same few. A buffer let go stays counted against the heap's
+   * limit until a full collection, and a fresh 2 MiB one a chunk made V8 run one every few chunks.
+   */
   const spare: Buffer[] = [];
   let filled = 0;
   let seq = 0;
@@ -619,7 +623,7 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
     const n = seq++;
     const compressed = compressing.then(() => compressChunk(data));
     compressing = compressed.then(
-      () => whole && spare.length < 2 && spare.push(data),
+      () => whole && spare.length < MAX_UNSENT / MAX_CHUNK && spare.push(data),
       () => undefined,
     );
     const bytes = data.length;
