@@ -76,7 +76,12 @@ export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, task
 
 /**
  * The embedded default driver: N slots in this process, each claiming a task, running it with the
- * shell executor and claiming the next. A notification wakes idle slots the moment work is queued.
+ * shell executor and claiming the next. A notification that work is queued wakes one idle slot,
+ * and a slot that claims a task wakes the next: a transaction that queued several tasks (one
+ * notification: PostgreSQL folds a transaction's equal ones) has them taken one claim after
+ * another, while a single task costs one claim, not one for every idle slot (which queued the
+ * others' claims before the winner's next statements on PGlite's one connection, and on
+ * PostgreSQL woke a backend each on the cores the task needs).
  */
 export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   const { store, dispatcher, log } = options;
@@ -88,7 +93,12 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   let stopping = false;
   let loops: Promise<void>[] = [];
   const unlisten: (() => Promise<void>)[] = [];
-  const { sleep: idle, wakeAll } = createWakeableSleep();
+  const { sleep: idle, wakeAll, wakeOne } = createWakeableSleep();
+  /** Work was announced while no slot slept (each was claiming or running): the next to go idle looks once more first. */
+  let missed = false;
+  const workQueued = () => {
+    if (!wakeOne()) missed = true;
+  };
 
   async function slot(n: number): Promise<void> {
     const slotLog = log.child({ agent: agentId, slot: n });
@@ -103,9 +113,13 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
         continue;
       }
       if (!claimed) {
-        await idle(options.pollMs ?? 1000);
+        // A claim that began before the announced task was committed found nothing: look again.
+        if (missed) missed = false;
+        else await idle(options.pollMs ?? 1000);
         continue;
       }
+      // There may be more where this one came from: the next idle slot looks.
+      wakeOne();
       const controller = new AbortController();
       running.set(claimed.task.taskId, controller);
       const taskLog = slotLog.child({ taskId: claimed.task.taskId, job: claimed.task.jobName });
@@ -152,7 +166,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
         watchdog = setInterval(() => void sweep(), 60_000);
         watchdog.unref();
       }
-      unlisten.push(await store.listen(CHANNELS.taskQueued, wakeAll));
+      unlisten.push(await store.listen(CHANNELS.taskQueued, workQueued));
       unlisten.push(
         await store.listen(CHANNELS.taskCancel, (taskId) => {
           running.get(taskId)?.abort();

@@ -1,8 +1,10 @@
 /**
- * Sleeps that a notification can cut short: a driver's idle loops wait for work with `sleep(ms)`,
- * and `wakeAll()` (called when a task is queued) ends every sleep at once.
+ * Sleeps that a notification can cut short: a driver's idle loops wait for work with `sleep(ms)`;
+ * `wakeAll()` ends every sleep at once, `wakeOne()` the one that began first (and says whether
+ * there was one).
  */
-export function createWakeableSleep(): { sleep(ms: number): Promise<void>; wakeAll(): void } {
+export function createWakeableSleep(): { sleep(ms: number): Promise<void>; wakeAll(): void; wakeOne(): boolean } {
+  // In the order the sleeps began (a Set keeps insertion order).
   const wakers = new Set<() => void>();
   return {
     sleep: (ms) =>
@@ -17,6 +19,12 @@ export function createWakeableSleep(): { sleep(ms: number): Promise<void>; wakeA
       }),
     wakeAll: () => {
       for (const wake of [...wakers]) wake();
+    },
+    wakeOne: () => {
+      const first = wakers.values().next();
+      if (first.done) return false;
+      first.value();
+      return true;
     },
   };
 }

@@ -1,0 +1,154 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { JobSpec } from '../../runtime/config/plan';
+import { createDispatcher, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
+import { createLogger } from '../../runtime/logger';
+import { createBuiltinDriver } from '../../runtime/scheduler/builtin-driver';
+import type { Store } from '../../runtime/store/store';
+import { openTestStore, testStores } from '../support/database';
+
+/** A second long: jobs run at once overlap, jobs run one after another do not. */
+const spec: JobSpec = {
+  executor: { kind: 'shell' },
+  steps: [{ type: 'run', name: 'a second', command: 'sleep 1', when: 'on_success' }],
+  environment: {},
+  workingDirectory: '~/project',
+  parallelism: 1,
+};
+
+/** `count` jobs of one workflow queued in one transaction (one notification: PostgreSQL folds equal ones); their ids. */
+async function queueJobs(store: Store, dispatcher: Dispatcher, count: number): Promise<string[]> {
+  const projectId = randomUUID();
+  const pipelineId = randomUUID();
+  const workflowId = randomUUID();
+  await store.query(`INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, 'o', 'r', '/nowhere')`, [projectId, `gh/o/${projectId}`]);
+  await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
+  await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
+  const ids = Array.from({ length: count }, () => randomUUID());
+  for (const [n, id] of ids.entries()) {
+    await store.query(`INSERT INTO jobs (id, workflow_id, project_id, name, type, number, status, spec) VALUES ($1, $2, $3, $4, 'build', $5, 'blocked', $6)`, [
+      id,
+      workflowId,
+      projectId,
+      `j${n}`,
+      n + 1,
+      JSON.stringify(spec),
+    ]);
+  }
+  await store.transaction(async (tx) => {
+    for (const id of ids) await dispatcher.enqueueJob(tx, { id, spec });
+  });
+  return ids;
+}
+
+async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+// The slots look for work on their own only every ten minutes here: whatever starts, a notification started.
+const POLL_MS = 600_000;
+
+describe.each(testStores())('the built-in slots woken by queued work, on %s', (kind) => {
+  let store: Store;
+  let drop: (() => Promise<void>) | undefined;
+  let work: string;
+  const log = createLogger({ level: 'silent' });
+
+  beforeAll(async () => {
+    ({ store, drop } = await openTestStore(kind));
+    work = mkdtempSync(join(tmpdir(), 'gyre-wake-'));
+  });
+  afterAll(async () => {
+    await store.close();
+    await drop?.();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  /**
+   * A driver of `slots` idle slots whose claims are counted. `duringEmptyClaim` runs once inside
+   * the first claim that finds nothing, before that claim answers.
+   */
+  async function driver(slots: number, duringEmptyClaim?: (dispatcher: Dispatcher) => Promise<void>) {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 30_000, maxAttempts: 3 } });
+    const claims = { made: 0, won: 0 };
+    let hook = duringEmptyClaim;
+    const counted: Dispatcher = {
+      ...dispatcher,
+      async claim(...args: Parameters<Dispatcher['claim']>) {
+        claims.made++;
+        const claimed = await dispatcher.claim(...args);
+        if (claimed) claims.won++;
+        else if (hook) {
+          const run = hook;
+          hook = undefined;
+          await run(dispatcher);
+        }
+        return claimed;
+      },
+    };
+    const d = createBuiltinDriver({ store, dispatcher: counted, log, slots, workRoot: join(work, randomUUID()), executor: { choice: 'shell' }, resourceClasses: ['*'], heartbeatMs: 10_000, pollMs: POLL_MS });
+    await d.start();
+    if (duringEmptyClaim) return { dispatcher, claims, stop: () => d.stop() };
+    // Each slot claims once at start (nothing is queued) and goes idle.
+    await until('the slots to go idle', async () => claims.made >= slots);
+    await new Promise((r) => setTimeout(r, 100));
+    claims.made = 0;
+    return { dispatcher, claims, stop: () => d.stop() };
+  }
+
+  const finished = (ids: string[]) => async () => {
+    const rows = await store.query<{ status: string }>(`SELECT status FROM jobs WHERE id = ANY($1::uuid[])`, [ids]);
+    return rows.length === ids.length && rows.every((r) => r.status === 'success');
+  };
+
+  it('runs every job a transaction queued at once, though PostgreSQL announces them once', async () => {
+    const { dispatcher, claims, stop } = await driver(3);
+    try {
+      const ids = await queueJobs(store, dispatcher, 3);
+      await until('the three jobs to succeed', finished(ids));
+      expect(claims.won).toBe(3);
+      // All three ran at once: each started before any ended (a slot that ends its job and claims
+      // the next would run them one after another).
+      const [times] = await store.query<{ last_start: Date; first_stop: Date }>(`SELECT max(started_at) AS last_start, min(stopped_at) AS first_stop FROM jobs WHERE id = ANY($1::uuid[])`, [ids]);
+      expect(new Date(times.last_start).getTime()).toBeLessThan(new Date(times.first_stop).getTime());
+    } finally {
+      await stop();
+    }
+  });
+
+  it('takes one queued task with one claim and one look for more, not a claim for every idle slot', async () => {
+    const { dispatcher, claims, stop } = await driver(4);
+    try {
+      const ids = await queueJobs(store, dispatcher, 1);
+      await until('the job to succeed', finished(ids));
+      // The winner's, the next idle slot's look for more, and the winner's own once the task ended
+      // (both find nothing); every idle slot woken would have made five.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(claims.won).toBe(1);
+      expect(claims.made).toBe(3);
+    } finally {
+      await stop();
+    }
+  });
+
+  it('runs a job announced while the only idle slot was claiming (its claim began before the job was there)', async () => {
+    let ids: string[] = [];
+    const { stop } = await driver(1, async (dispatcher) => {
+      ids = await queueJobs(store, dispatcher, 1);
+      // The announcement arrives while this claim has not answered: no slot is asleep to wake.
+      await new Promise((r) => setTimeout(r, 200));
+    });
+    try {
+      await until('the job to be queued', async () => ids.length === 1);
+      await until('the job to succeed', finished(ids));
+    } finally {
+      await stop();
+    }
+  });
+});
