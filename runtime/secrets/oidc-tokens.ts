@@ -247,14 +247,10 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
 
     async mint(input) {
       checkMintInput(input);
-      // On the way to every task's first command: the three reads are asked at once, and the two
-      // tokens signed at once. A key is made only once the project is known to be the organisation's.
-      const [project, custom, active] = await Promise.all([
-        sql.projectOfOrg(store, input.orgId, input.projectId),
-        sql.claimsForToken(store, input.orgId, input.projectId),
-        sql.activeKey(store, input.orgId),
-      ]);
-      if (!project) throw new NotFoundError('project', `${input.projectId} of organization ${input.orgId}`);
+      // On the way to every task's first command: what it reads is one statement, and the two
+      // tokens are signed at once. A key is made only once the project is known to be the organisation's.
+      const { projectIsOrgs, claims: custom, active } = await sql.mintInputs(store, input.orgId, input.projectId);
+      if (!projectIsOrgs) throw new NotFoundError('project', `${input.projectId} of organization ${input.orgId}`);
       const audience = custom.project?.audience ?? custom.org?.audience ?? [input.orgId];
       const ttlSeconds = Math.floor(parseTtl(custom.project?.ttl ?? custom.org?.ttl ?? DEFAULT_TTL, 'ttl') / 1000);
       const { kid, key } = await signingKey(input.orgId, active);

@@ -112,13 +112,43 @@ export async function claimsOf(db: Queryable, orgId: string, projectId: string |
   return row;
 }
 
-/** The organisation's custom claims and the project's, for a token of that project. */
-export async function claimsForToken(db: Queryable, orgId: string, projectId: string): Promise<{ org?: ClaimsRow; project?: ClaimsRow }> {
-  const rows = await db.query<ClaimsRow>(
-    `SELECT ${CLAIM_COLUMNS} FROM oidc_custom_claims WHERE organization_id = $1 AND (project_id IS NULL OR project_id = $2)`,
+/** A token's custom claims, where set: the organisation's and the project's. */
+export interface TokenClaims {
+  audience: string[] | null;
+  ttl: string | null;
+}
+
+/**
+ * What minting a project's token reads, in one statement (on the way to every task's first
+ * command): whether the project is the organisation's, the organisation's custom claims and the
+ * project's, and the organisation's active signing key. Each join finds one row at most (the
+ * unique indexes of 510_oidc.sql).
+ */
+export async function mintInputs(db: Queryable, orgId: string, projectId: string): Promise<{ projectIsOrgs: boolean; claims: { org?: TokenClaims; project?: TokenClaims }; active?: SigningKeyRow }> {
+  const key = KEY_COLUMNS.split(', ')
+    .map((c) => `k.${c}`)
+    .join(', ');
+  const [row] = await db.query<SigningKeyRow & { project_id: string | null; org_claims: boolean; org_audience: string[] | null; org_ttl: string | null; project_claims: boolean; project_audience: string[] | null; project_ttl: string | null }>(
+    `SELECT pr.id AS project_id,
+            oc.organization_id IS NOT NULL AS org_claims, oc.audience AS org_audience, oc.ttl AS org_ttl,
+            pc.organization_id IS NOT NULL AS project_claims, pc.audience AS project_audience, pc.ttl AS project_ttl,
+            ${key}
+       FROM (SELECT $1::uuid AS org_id, $2::uuid AS project_id) asked
+       LEFT JOIN (projects pr JOIN organizations o ON o.name = pr.org) ON pr.id = asked.project_id AND o.id = asked.org_id
+       LEFT JOIN oidc_custom_claims oc ON oc.organization_id = asked.org_id AND oc.project_id IS NULL
+       LEFT JOIN oidc_custom_claims pc ON pc.organization_id = asked.org_id AND pc.project_id = asked.project_id
+       LEFT JOIN oidc_signing_keys k ON k.organization_id = asked.org_id AND k.state = 'active'`,
     [orgId, projectId],
   );
-  return { org: rows.find((r) => r.project_id === null), project: rows.find((r) => r.project_id !== null) };
+  const { project_id, org_claims, org_audience, org_ttl, project_claims, project_audience, project_ttl, ...active } = row;
+  return {
+    projectIsOrgs: project_id !== null,
+    claims: {
+      ...(org_claims ? { org: { audience: org_audience, ttl: org_ttl } } : {}),
+      ...(project_claims ? { project: { audience: project_audience, ttl: project_ttl } } : {}),
+    },
+    ...(active.kid !== null ? { active: active as SigningKeyRow } : {}),
+  };
 }
 
 /**
