@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import { createDispatcher, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
 import { createLogger } from '../../runtime/logger';
@@ -6,6 +5,7 @@ import type { JobSpec } from '../../runtime/config/plan';
 import { openStore } from '../../runtime/store/open-store';
 import type { Store } from '../../runtime/store/store';
 import { openTestStore, testStores } from '../support/database';
+import { queueJobs } from '../support/queued-jobs';
 
 const spec = (parallelism = 1): JobSpec => ({
   executor: { kind: 'shell' },
@@ -15,20 +15,9 @@ const spec = (parallelism = 1): JobSpec => ({
   parallelism,
 });
 
-/** Inserts the rows a job hangs from and queues it; returns the job id. */
+/** Queues one job (and the rows it hangs from); returns its id. */
 async function queueJob(store: Store, dispatcher: Dispatcher, parallelism = 1): Promise<string> {
-  const projectId = randomUUID();
-  const pipelineId = randomUUID();
-  const workflowId = randomUUID();
-  const jobId = randomUUID();
-  await store.query(`INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, 'o', 'r', '/nowhere')`, [projectId, `gh/o/${projectId}`]);
-  await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
-  await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
-  await store.query(
-    `INSERT INTO jobs (id, workflow_id, project_id, name, type, number, status, spec) VALUES ($1, $2, $3, 'j', 'build', 1, 'blocked', $4)`,
-    [jobId, workflowId, projectId, JSON.stringify(spec(parallelism))],
-  );
-  await store.transaction((tx) => dispatcher.enqueueJob(tx, { id: jobId, spec: spec(parallelism) }));
+  const [jobId] = await queueJobs(store, dispatcher, [spec(parallelism)]);
   return jobId;
 }
 

@@ -14,6 +14,7 @@ import { createLogStore, truncationMarker, type LogReader, type LogStore } from 
 import { migrate } from '../../runtime/store/migrate';
 import type { Store } from '../../runtime/store/store';
 import { openTestStore, testStores } from '../support/database';
+import { queueJobs } from '../support/queued-jobs';
 
 const log = createLogger({ level: 'silent' });
 
@@ -85,18 +86,7 @@ describe.each(testStores())('step output on %s', (kind) => {
 
   /** Queues a one-step job and claims its task; the step has started. */
   async function runningStep(dispatcher: Dispatcher, db = store): Promise<ClaimedTask> {
-    const store = db;
-    const [projectId, pipelineId, workflowId, jobId] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
-    await store.query(`INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, 'o', 'r', '/nowhere')`, [projectId, `gh/o/${projectId}`]);
-    await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
-    await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
-    await store.query(`INSERT INTO jobs (id, workflow_id, project_id, name, type, number, status, spec) VALUES ($1, $2, $3, 'j', 'build', 1, 'blocked', $4)`, [
-      jobId,
-      workflowId,
-      projectId,
-      JSON.stringify(spec),
-    ]);
-    await store.transaction((tx) => dispatcher.enqueueJob(tx, { id: jobId, spec }));
+    const [jobId] = await queueJobs(db, dispatcher, [spec]);
     for (;;) {
       const claimed = await dispatcher.claim('agent', ['*']);
       if (!claimed) throw new Error('nothing to claim');

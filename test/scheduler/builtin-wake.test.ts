@@ -8,6 +8,7 @@ import { createLogger } from '../../runtime/logger';
 import { createBuiltinDriver } from '../../runtime/scheduler/builtin-driver';
 import type { Store } from '../../runtime/store/store';
 import { openTestStore, testStores } from '../support/database';
+import { queueJobs } from '../support/queued-jobs';
 
 /** A second long: jobs run at once overlap, jobs run one after another do not. */
 const spec: JobSpec = {
@@ -17,31 +18,6 @@ const spec: JobSpec = {
   workingDirectory: '~/project',
   parallelism: 1,
 };
-
-/** `count` jobs of one workflow queued in one transaction (one notification: PostgreSQL folds equal ones); their ids. */
-async function queueJobs(store: Store, dispatcher: Dispatcher, count: number): Promise<string[]> {
-  const projectId = randomUUID();
-  const pipelineId = randomUUID();
-  const workflowId = randomUUID();
-  await store.query(`INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, 'o', 'r', '/nowhere')`, [projectId, `gh/o/${projectId}`]);
-  await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
-  await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
-  const ids = Array.from({ length: count }, () => randomUUID());
-  for (const [n, id] of ids.entries()) {
-    await store.query(`INSERT INTO jobs (id, workflow_id, project_id, name, type, number, status, spec) VALUES ($1, $2, $3, $4, 'build', $5, 'blocked', $6)`, [
-      id,
-      workflowId,
-      projectId,
-      `j${n}`,
-      n + 1,
-      JSON.stringify(spec),
-    ]);
-  }
-  await store.transaction(async (tx) => {
-    for (const id of ids) await dispatcher.enqueueJob(tx, { id, spec });
-  });
-  return ids;
-}
 
 async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -110,7 +86,7 @@ describe.each(testStores())('the built-in slots woken by queued work, on %s', (k
   it('runs every job a transaction queued at once, though PostgreSQL announces them once', async () => {
     const { dispatcher, claims, stop } = await driver(3);
     try {
-      const ids = await queueJobs(store, dispatcher, 3);
+      const ids = await queueJobs(store, dispatcher, [spec, spec, spec]);
       await until('the three jobs to succeed', finished(ids));
       expect(claims.won).toBe(3);
       // All three ran at once: each started before any ended (a slot that ends its job and claims
@@ -125,7 +101,7 @@ describe.each(testStores())('the built-in slots woken by queued work, on %s', (k
   it('takes one queued task with one claim and one look for more, not a claim for every idle slot', async () => {
     const { dispatcher, claims, stop } = await driver(4);
     try {
-      const ids = await queueJobs(store, dispatcher, 1);
+      const ids = await queueJobs(store, dispatcher, [spec]);
       await until('the job to succeed', finished(ids));
       // The winner's, the next idle slot's look for more, and the winner's own once the task ended
       // (both find nothing); every idle slot woken would have made five.
@@ -140,7 +116,7 @@ describe.each(testStores())('the built-in slots woken by queued work, on %s', (k
   it('runs a job announced while the only idle slot was claiming (its claim began before the job was there)', async () => {
     let ids: string[] = [];
     const { stop } = await driver(1, async (dispatcher) => {
-      ids = await queueJobs(store, dispatcher, 1);
+      ids = await queueJobs(store, dispatcher, [spec]);
       // The announcement arrives while this claim has not answered: no slot is asleep to wake.
       await new Promise((r) => setTimeout(r, 200));
     });
