@@ -87,8 +87,14 @@ async function serverProcess(kind: 'pglite' | 'postgres'): Promise<{ url: string
     url: server.url,
     api: (method, path, body) => apiCall(server.url, token, method, path, body),
     async stop() {
-      server.child.kill('SIGTERM');
-      if (server.child.exitCode === null && server.child.signalCode === null) await new Promise((r) => server.child.once('exit', r));
+      if (server.child.exitCode === null && server.child.signalCode === null) {
+        const exited = new Promise((r) => server.child.once('exit', r));
+        server.child.kill('SIGTERM');
+        // A server that does not stop within 15 s is killed, as the latency bench does.
+        const timer = setTimeout(() => server.child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }
       await db?.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
