@@ -114,8 +114,8 @@ async function remoteSteps(kind: 'pglite' | 'postgres', bytes: number, runs: num
     const { token } = await server.api('POST', `/api/v2/resource-classes/${encodeURIComponent(REMOTE_CLASS)}/tokens`, {});
     await server.api('POST', '/api/v2/projects', { org: 'bench', name: 'remote', repo_url: repo });
     for (let run = 0; run < runs; run++) await server.api('POST', '/api/v2/project/gh/bench/remote/pipeline', {});
-    // With the Node flags and environment `gyre agent` starts with (bin/gyre.js's first line): the
-    // young generation's size, for one, sets how often a loud step's agent collects garbage.
+    // With the Node flags and environment `gyre agent` starts with (bin/gyre.js's first line), so
+    // the agent measured is the one users run (its heap's sizes decide how it collects garbage).
     const gyre = gyreCommand([]);
     const nodeFlags = gyre.command.slice(1, -1);
     const agent = spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin/run-ts.js'), join(ROOT, 'bench/remote-agent.ts'), server.url, token, String(bytes), String(runs), workDir], {
