@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,11 +9,11 @@ import { createLogger } from '../runtime/logger';
 import { createLogStore } from '../runtime/output/logs';
 import { localReporter } from '../runtime/scheduler/builtin-driver';
 import { readSettings } from '../runtime/settings';
-import { createTestDatabase } from '../test/support/database';
 import { makeGitRepo, startTestGyre, type TestGyre } from '../test/support/gyre';
-import { apiCall, gyreCommand, startServerProcess } from '../test/support/processes';
+import { gyreCommand } from '../test/support/processes';
 import { configOnClass } from '../test/support/runner-tasks';
 import { gzipOneRate, SECRETS, timedLoudStep, type Masking } from './log-printer';
+import { startUserServer } from './server-process';
 import { median, ms, percentile } from './stats';
 
 const ROOT = join(__dirname, '..');
@@ -74,39 +73,11 @@ async function inProcessOn(kind: 'pglite' | 'postgres', bytes: number, runs: num
 }
 
 /**
- * `gyre server` in a process of its own with `npm start` settings, as a user runs it (only what a
- * harness must set differs: a fresh data directory and database, a known admin token, ports the
- * kernel picks, no example project).
- */
-async function serverProcess(kind: 'pglite' | 'postgres'): Promise<{ url: string; api: (method: string, path: string, body?: unknown) => Promise<any>; stop(): Promise<void> }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'gyre-bench-ingest-'));
-  const token = `bench-${randomBytes(12).toString('hex')}`;
-  const db = kind === 'postgres' ? await createTestDatabase() : undefined;
-  const server = await startServerProcess({ GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: token, GYRE_EXECUTOR: 'auto', GYRE_LOG_LEVEL: 'info', DATABASE_URL: db?.url ?? '' }, { firstStart: true });
-  return {
-    url: server.url,
-    api: (method, path, body) => apiCall(server.url, token, method, path, body),
-    async stop() {
-      if (server.child.exitCode === null && server.child.signalCode === null) {
-        const exited = new Promise((r) => server.child.once('exit', r));
-        server.child.kill('SIGTERM');
-        // A server that does not stop within 15 s is killed, as the latency bench does.
-        const timer = setTimeout(() => server.child.kill('SIGKILL'), 15_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      await db?.drop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
-
-/**
  * The same steps, run by bench/remote-agent.ts in a process of its own with a runner token, over
  * HTTP to a server in a process of its own: the path of `gyre runner` and `gyre agent`.
  */
 async function remoteSteps(kind: 'pglite' | 'postgres', bytes: number, runs: number): Promise<Timed[]> {
-  const server = await serverProcess(kind);
+  const server = await startUserServer(kind, 'ingest');
   const repo = makeGitRepo({ '.circleci/config.yml': REMOTE_STEP });
   const workDir = mkdtempSync(join(tmpdir(), 'gyre-bench-agent-'));
   try {

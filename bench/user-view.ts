@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { createPgliteStore } from '../runtime/store/pglite-store';
 import { createPostgresStore } from '../runtime/store/postgres-store';
 import type { Store } from '../runtime/store/store';
-import { createTestDatabase } from '../test/support/database';
 import { makeGitRepo } from '../test/support/gyre';
-import { apiCall, startServerProcess } from '../test/support/processes';
+import { startUserServer } from './server-process';
 import { median, percentile } from './stats';
 
 /**
@@ -306,9 +305,6 @@ export function rssOf(pid: number): number {
 export const report = (port: number, n: string) => `echo "${n} $(date +%s.%N)" > /dev/tcp/127.0.0.1/${port}`;
 
 async function gyreTarget(store: 'pglite' | 'postgres', receiver: Receiver): Promise<Target> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'gyre-bench-user-'));
-  const token = `bench-${randomBytes(12).toString('hex')}`;
-  const db = store === 'postgres' ? await createTestDatabase() : undefined;
   const config = `version: 2.1
 jobs:
   report:
@@ -322,35 +318,18 @@ workflows:
     jobs: [report]
 `;
   const repo = makeGitRepo({ '.circleci/config.yml': config });
-  // `npm start` settings: only what a test harness must set differs (a fresh data dir, a known
-  // admin token, ports chosen by the kernel, no example project).
-  const server = await startServerProcess({
-    GYRE_DATA_DIR: dataDir,
-    GYRE_ADMIN_TOKEN: token,
-    GYRE_EXECUTOR: 'auto',
-    GYRE_LOG_LEVEL: 'info',
-    DATABASE_URL: db?.url ?? '',
-  }, { firstStart: true });
-  const api = (method: string, path: string, body?: unknown) => apiCall(server.url, token, method, path, body);
+  const server = await startUserServer(store, 'user');
   const slug = `gh/bench/report`;
-  await api('POST', '/api/v2/projects', { org: 'bench', name: 'report', repo_url: repo });
+  await server.api('POST', '/api/v2/projects', { org: 'bench', name: 'report', repo_url: repo });
   // Masking on: the project has a secret, so every line of output is scanned for it.
-  await api('POST', `/api/v2/project/${slug}/envvar`, { name: 'BENCH_SECRET', value: randomBytes(16).toString('hex') });
+  await server.api('POST', `/api/v2/project/${slug}/envvar`, { name: 'BENCH_SECRET', value: randomBytes(16).toString('hex') });
   const pid = server.child.pid!;
-  const stopServer = async () => {
-    if (server.child.exitCode !== null || server.child.signalCode !== null) return;
-    server.child.kill('SIGTERM');
-    await new Promise((r) => {
-      const timer = setTimeout(() => (server.child.kill('SIGKILL'), r(undefined)), 15_000);
-      server.child.once('exit', () => (clearTimeout(timer), r(undefined)));
-    });
-  };
   return {
     name: `Gyre ${store}`,
     async trigger(n) {
       const res = await fetch(`${server.url}/api/v2/project/${slug}/pipeline`, {
         method: 'POST',
-        headers: { 'Circle-Token': token, 'Content-Type': 'application/json' },
+        headers: { 'Circle-Token': server.token, 'Content-Type': 'application/json' },
         body: JSON.stringify({ parameters: { n } }),
       });
       const text = await res.text();
@@ -361,8 +340,8 @@ workflows:
     async stages(runs) {
       // PostgreSQL is read beside the running server; the embedded database once the server is
       // stopped (PGlite is one process's).
-      if (!db) await stopServer();
-      const store = db ? await createPostgresStore({ connectionString: db.url }) : await createPgliteStore(join(dataDir, 'pgdata'));
+      if (!server.databaseUrl) await server.stopServer();
+      const store = server.databaseUrl ? await createPostgresStore({ connectionString: server.databaseUrl }) : await createPgliteStore(join(server.dataDir, 'pgdata'));
       try {
         return await stagesFrom(store, runs);
       } finally {
@@ -370,9 +349,7 @@ workflows:
       }
     },
     async stop() {
-      await stopServer();
-      await db?.drop();
-      rmSync(dataDir, { recursive: true, force: true });
+      await server.stop();
       rmSync(repo, { recursive: true, force: true });
     },
   };
