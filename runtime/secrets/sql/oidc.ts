@@ -112,6 +112,11 @@ export async function claimsOf(db: Queryable, orgId: string, projectId: string |
   return row;
 }
 
+/** KEY_COLUMNS of the table aliased `k`. */
+const KEY_COLUMNS_OF_K = KEY_COLUMNS.split(', ')
+  .map((c) => `k.${c}`)
+  .join(', ');
+
 /** A token's custom claims, where set: the organisation's and the project's. */
 export interface TokenClaims {
   audience: string[] | null;
@@ -125,14 +130,11 @@ export interface TokenClaims {
  * unique indexes of 510_oidc.sql).
  */
 export async function mintInputs(db: Queryable, orgId: string, projectId: string): Promise<{ projectIsOrgs: boolean; claims: { org?: TokenClaims; project?: TokenClaims }; active?: SigningKeyRow }> {
-  const key = KEY_COLUMNS.split(', ')
-    .map((c) => `k.${c}`)
-    .join(', ');
   const [row] = await db.query<SigningKeyRow & { project_id: string | null; org_claims: boolean; org_audience: string[] | null; org_ttl: string | null; project_claims: boolean; project_audience: string[] | null; project_ttl: string | null }>(
     `SELECT pr.id AS project_id,
             oc.organization_id IS NOT NULL AS org_claims, oc.audience AS org_audience, oc.ttl AS org_ttl,
             pc.organization_id IS NOT NULL AS project_claims, pc.audience AS project_audience, pc.ttl AS project_ttl,
-            ${key}
+            ${KEY_COLUMNS_OF_K}
        FROM (SELECT $1::uuid AS org_id, $2::uuid AS project_id) asked
        LEFT JOIN (projects pr JOIN organizations o ON o.name = pr.org) ON pr.id = asked.project_id AND o.id = asked.org_id
        LEFT JOIN oidc_custom_claims oc ON oc.organization_id = asked.org_id AND oc.project_id IS NULL
