@@ -2,12 +2,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPgliteStore } from '../runtime/store/pglite-store';
 import { createPostgresStore } from '../runtime/store/postgres-store';
 import type { Store } from '../runtime/store/store';
 import { makeGitRepo } from '../test/support/gyre';
+import { cpuPer, readCpu, type CpuReading } from './cpu';
+import { startFloor } from './floor';
 import { startUserServer } from './server-process';
 import { median, percentile } from './stats';
 
@@ -25,8 +27,16 @@ import { median, percentile } from './stats';
  * trigger request is sent to the time the command wrote (median, p90, p99), and the trigger
  * request's own time; then 100 pipelines triggered back to back, one request after the other →
  * pipelines a second until the last command ran; server RSS (VmRSS of the server's pid) idle after
- * start and after the runs. Each figure is the median over BENCH_ROUNDS rounds (default 3), each on
- * a fresh server.
+ * start and after the runs; the CPU each part took per pipeline over the back-to-back run (from
+ * /proc: the server, the step launcher, the keepers, the steps' own processes, and on PostgreSQL
+ * the backends of the server's database; bench/cpu.ts), and the pipelines a second the machine's
+ * cores allow at that cost. Each figure is the median over BENCH_ROUNDS rounds (default 3), each
+ * on a fresh server.
+ *
+ * With DATABASE_URL it also measures the floor (bench/floor.ts) the same way: the least a trigger
+ * can cost on this machine (an HTTP POST, an INSERT and NOTIFY, a claim, `bash -c`), so that the
+ * targets' absolute figures can be read against what the machine allows, and prints Gyre on
+ * PostgreSQL as a multiple of it.
  *
  * `npm run bench -- peers` does the same and measures Debian's Buildbot (`buildbot`,
  * `buildbot-worker`) the same way in the same run: a master on SQLite, 2 workers on loopback, a
@@ -39,6 +49,17 @@ export async function benchUserLatency(): Promise<Figures[]> {
   const results: Figures[] = [];
   const stores: ('pglite' | 'postgres')[] = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
   for (const store of stores) results.push(await rounded(`Gyre ${store === 'pglite' ? 'embedded (PGlite)' : 'on PostgreSQL'}, 4 slots`, rounds, (receiver) => gyreTarget(store, receiver)));
+  if (process.env.DATABASE_URL) {
+    const floor = await rounded(FLOOR_NAME, rounds, floorTarget);
+    results.push(floor);
+    printTable(results);
+    const pg = results.find((f) => f.name.includes('PostgreSQL'))!;
+    console.log(
+      `\nGyre on PostgreSQL / the floor: trigger → command ${(pg.latency.p50 / floor.latency.p50).toFixed(2)}× the floor's time, ` +
+        `${(pg.rate / floor.rate).toFixed(2)}× its pipelines a second (the floor does no authentication, config, isolation or output: what this machine allows)`,
+    );
+    return results;
+  }
   printTable(results);
   return results;
 }
@@ -68,6 +89,8 @@ interface Target {
   /** Sends one trigger request whose command will report `n`; resolves when the request is answered, with the pipeline's id when there is one. */
   trigger(n: number): Promise<string | void>;
   rssMiB(): number;
+  /** Its processes' CPU so far, by part (bench/cpu.ts). */
+  cpu?(): CpuReading;
   /** Where the time of each measured trigger went, from the rows it left (Gyre only; may stop the server). */
   stages?(runs: readonly Run[]): Promise<Stages>;
   stop(): Promise<void>;
@@ -117,8 +140,11 @@ interface Figures {
   rate: number;
   rssIdle: number;
   rssAfter: number;
+  /** CPU ms per pipeline over the back-to-back run, by part. */
+  cpu?: Record<string, number>;
 }
 
+const FLOOR_NAME = 'the floor (HTTP POST, INSERT + NOTIFY, claim, bash -c), 4 slots';
 const WARMUPS = 3;
 const RUNS = 30;
 const GAP_MS = 150;
@@ -154,6 +180,7 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
     rate: m((f) => f.rate),
     rssIdle: m((f) => f.rssIdle),
     rssAfter: m((f) => f.rssAfter),
+    ...(each.every((f) => f.cpu) ? { cpu: Object.fromEntries(Object.keys(each[0].cpu!).map((part) => [part, m((f) => f.cpu![part] ?? 0)])) } : {}),
   };
 }
 
@@ -181,11 +208,13 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
   await new Promise((r) => setTimeout(r, 1000)); // the last pipelines finish
   const ids = Array.from({ length: BACK_TO_BACK }, () => ++n);
   const all = Promise.all(ids.map((id) => receiver.when(id)));
+  const cpuBefore = target.cpu?.();
   const t0 = now();
   for (const id of ids) await target.trigger(id);
   const times = await withTimeout(all, 300_000, `${target.name}: back-to-back pipelines did not all run`);
   const rate = BACK_TO_BACK / ((Math.max(...times) - t0) / 1000);
-  await new Promise((r) => setTimeout(r, 2000));
+  await new Promise((r) => setTimeout(r, 2000)); // the last pipelines finish (their CPU counts)
+  const cpuAfter = target.cpu?.();
   const rssAfter = target.rssMiB();
   return {
     figures: {
@@ -195,6 +224,7 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
       rate,
       rssIdle,
       rssAfter,
+      ...(cpuBefore && cpuAfter ? { cpu: cpuPer(cpuBefore, cpuAfter, BACK_TO_BACK) } : {}),
     },
     runs,
   };
@@ -242,6 +272,11 @@ function printTable(results: readonly Figures[]): void {
   row('trigger request answered, median', (f) => `${f.request.toFixed(1)} ms`);
   row(`${BACK_TO_BACK} one-job no-op pipelines back to back → last command ran`, (f) => `${f.rate.toFixed(1)}/s`);
   row('server RSS idle → after the runs', (f) => `${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`);
+  if (results.some((f) => f.cpu)) {
+    const total = (f: Figures) => Object.values(f.cpu!).reduce((a, b) => a + b, 0);
+    row('CPU per pipeline back to back, ms (until 2 s after the last command)', (f) => (f.cpu ? `${Object.entries(f.cpu).map(([part, ms]) => `${part} ${ms.toFixed(1)}`).join(' + ')} = ${total(f).toFixed(1)}` : '–'));
+    row(`pipelines a second this CPU allows on ${availableParallelism()} cores (cores ÷ CPU per pipeline)`, (f) => (f.cpu ? `${((availableParallelism() * 1000) / total(f)).toFixed(0)}/s` : '–'));
+  }
   const staged = results.filter((f) => f.stages);
   if (staged.length === 0) return;
   console.log(`\n### Where the time goes: ms from the trigger request being sent, medians of the ${RUNS} measured triggers (the rows' own times)\n`);
@@ -337,6 +372,20 @@ workflows:
       return (JSON.parse(text) as { id: string }).id;
     },
     rssMiB: () => rssOf(pid),
+    // The step launcher's reaped children are the steps' processes (bash, date); the keepers (one
+    // per task slot, under flock: runtime/agent/sandbox/keepers.ts) sweep after each task; the
+    // rest of the server's tree is the server (with PGlite when embedded) and git.
+    cpu: () =>
+      readCpu(
+        [pid],
+        (p) =>
+          /gyre-launcher-/.test(p.cmdline)
+            ? { own: 'launcher', children: 'steps' }
+            : /^flock |handBack|groups\.add/.test(p.cmdline)
+              ? { own: 'keepers', children: 'keepers' }
+              : { own: 'server', children: 'server' },
+        server.databaseUrl ? new URL(server.databaseUrl).pathname.slice(1) : undefined,
+      ),
     async stages(runs) {
       // PostgreSQL is read beside the running server; the embedded database once the server is
       // stopped (PGlite is one process's).
@@ -391,6 +440,7 @@ c['db'] = {'db_url': 'sqlite:///state.sqlite'}
     run('buildbot-worker', ['start', join(root, w)]);
   }
   const pid = Number(readFileSync(join(master, 'twistd.pid'), 'utf8').trim());
+  const workerPids = ['w1', 'w2'].map((w) => Number(readFileSync(join(root, w, 'twistd.pid'), 'utf8').trim()));
   // One long-lived client sends changes over PB, as `buildbot sendchange` does once per process.
   const sender = startChangeSender(pbPort);
   await new Promise((r) => setTimeout(r, 3000)); // the workers attach
@@ -398,12 +448,29 @@ c['db'] = {'db_url': 'sqlite:///state.sqlite'}
     name: 'Buildbot',
     trigger: (n) => sender.send(n),
     rssMiB: () => rssOf(pid),
+    // The workers' reaped children are the steps' processes; the master (with SQLite) and the workers are Buildbot's.
+    cpu: () => readCpu([pid, ...workerPids], (p) => (workerPids.includes(p.pid) ? { own: 'Buildbot', children: 'steps' } : { own: 'Buildbot', children: 'Buildbot' })),
     async stop() {
       sender.child.kill('SIGTERM');
       for (const w of ['w1', 'w2']) spawnSync('buildbot-worker', ['stop', join(root, w)]);
       spawnSync('buildbot', ['stop', master]);
       rmSync(root, { recursive: true, force: true });
     },
+  };
+}
+
+/** The floor (bench/floor.ts): the least a trigger must cost on this machine, for reading the targets against. */
+async function floorTarget(receiver: Receiver): Promise<Target> {
+  const floor = await startFloor();
+  const pid = floor.child.pid!;
+  return {
+    name: 'floor',
+    async trigger(n) {
+      await floor.trigger(report(receiver.port, String(n)));
+    },
+    rssMiB: () => rssOf(pid),
+    cpu: () => readCpu([pid], () => ({ own: 'program', children: 'steps' }), floor.database),
+    stop: () => floor.stop(),
   };
 }
 
