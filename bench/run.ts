@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, printing its figures (medians and percentiles over repeated
  * runs). Not a test: nothing here passes or fails on timing. `npm run bench -- pipelines` runs one;
  * `npm run bench -- masking` runs only the log ingestion part of `output` (masking off and on);
- * `npm run bench -- latency` measures Gyre as a user sees it (its own process, over REST), `peers`
+ * `npm run bench -- latency` measures Gyre as a user sees it (its own process, over REST; with DATABASE_URL beside the floor, bench/floor.ts), `peers`
  * the same beside Buildbot when it is installed; `npm run bench -- api` measures requests a second of one API route on PostgreSQL (DATABASE_URL);
  * `npm run bench -- memory` an embedded server's RSS on a first start, a restart and after pipelines;
  * `npm run bench -- docker` a Docker-executor job's start beside a bare `podman run`.
