@@ -1,4 +1,5 @@
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGroupKeeper, startUidKeeper, type Keeper } from '../../runtime/agent/sandbox/keepers';
@@ -65,6 +66,49 @@ describe("a keeper removing a task's directories after its sweep", () => {
       await removes(keeper);
     } finally {
       rmSync(lockDir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * The attack on a uid keeper's sweep: a build process that keeps starting its next generation and
+ * exiting, each living well under a millisecond, so that a look through /proc finds every pid it
+ * listed already gone. If it outlived the sweep it would run as the uid the next task gets, able
+ * to read that task's files and its processes' environments (secrets).
+ */
+describe("a uid keeper's sweep against a build that keeps forking and exiting", () => {
+  const perl = spawnSync('perl', ['-e', '1']).status === 0;
+  (process.getuid?.() === 0 && perl ? it : it.skip)('leaves no generation alive after the sweep', async () => {
+    const uid = 912401;
+    const dir = mkdtempSync(join(tmpdir(), 'gyre-keeper-hop-'));
+    // Outside what the sweep hands back (it walks only world-writable directories): a directory
+    // the uid can write its heartbeat in, under one the uid can pass through.
+    chmodSync(dir, 0o711);
+    const beats = join(dir, 'beats');
+    mkdirSync(beats);
+    chownSync(beats, uid, uid);
+    const beat = join(beats, 'beat');
+    const keeper = await startUidKeeper(uid, join(dir, `${uid}.lock`));
+    if (keeper === 'busy') throw new Error(`uid ${uid} is held by another test`);
+    // Each generation forks the next, writes the time and exits; the first leaves the session.
+    const hopper = `use POSIX; POSIX::setsid(); while (1) { my $p = fork; POSIX::_exit(0) if !defined($p) || $p; open(my $f, '>', '${beat}') or next; print $f time; close $f; select(undef, undef, undef, 0.0005) }`;
+    const beating = async () => {
+      const before = readFileSync(beat, 'utf8');
+      const at = statSync(beat).mtimeMs;
+      await new Promise((r) => setTimeout(r, 300));
+      return statSync(beat).mtimeMs !== at || readFileSync(beat, 'utf8') !== before;
+    };
+    try {
+      spawn('perl', ['-e', hopper], { uid, gid: uid, cwd: '/', stdio: 'ignore', detached: true }).unref();
+      for (let i = 0; i < 50 && !existsSync(beat); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await beating()).toBe(true); // it runs, as the uid
+      await keeper.sweep();
+      expect(await beating()).toBe(false);
+    } finally {
+      await keeper.close();
+      // kill(-1) as the uid (pkill, which reads /proc, could miss it as the old sweep did).
+      spawnSync('kill', ['-9', '-1'], { uid, gid: uid, stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -36,9 +36,9 @@ const NICE = `try { require('node:os').setPriority(10); } catch {}`;
  * The uid keeper, run as root under `flock` on the uid's lock file (so one build uid serves one
  * task on this host at a time, across processes). It kills every process of the uid when it
  * starts (what a task before it may have left) and again when its stdin closes, then exits, which
- * releases the lock. Killing is done by a child with the build uid calling `kill -9 -1`: the
- * kernel signals every process that uid may signal, which are exactly its own, whatever process
- * group or session they moved to; the keeper looks in /proc until none is left. Then what the uid
+ * releases the lock. Killing is done by a child with the build uid calling `kill -9 -1`, always:
+ * the kernel signals every process that uid may signal, which are exactly its own, whatever
+ * process group or session they moved to; then the keeper looks in /proc until none is left. Then what the uid
  * left in the directories every user may write (/tmp, /var/tmp, /dev/shm, …) is handed to root, so
  * the next task of the uid cannot read it. The build cannot kill a keeper (root). A line `sweep`
  * on stdin does all that now and answers `swept`; `sweep` followed by a JSON list of directories
@@ -62,11 +62,18 @@ const running = () => {
   }
   return n;
 };
+// kill(-1) sent as the uid, every time: the kernel signals every process of the uid in one walk
+// of its task list (a fork under way either lands in it or fails), so nothing can slip past it.
+// A look through /proc first would not do: a build that keeps forking and exiting has each of its
+// pids gone by the time the look reaches it, finds nothing and kills nothing (test/agent/keepers).
+// The look after the kill only waits for what was killed to be gone, and kills again meanwhile.
+const killAll = () => {
+  const r = spawnSync('kill', ['-9', '-1'], options);
+  if (r.error) spawnSync(process.execPath, ['-e', 'for (let i = 0; i < 100; i++) { try { process.kill(-1, "SIGKILL"); } catch { break; } }'], options);
+};
 const kill = () => {
-  for (let round = 0; round < 20 && running() > 0; round++) {
-    const r = spawnSync('kill', ['-9', '-1'], options);
-    if (r.error) spawnSync(process.execPath, ['-e', 'for (let i = 0; i < 100; i++) { try { process.kill(-1, "SIGKILL"); } catch { break; } }'], options);
-  }
+  killAll();
+  for (let round = 0; round < 20 && running() > 0; round++) killAll();
 };
 // What the uid left where every user may write is handed to root (and a directory closed), so
 // the next task of this uid cannot read it. Nothing is deleted: others may write there too.
