@@ -48,16 +48,19 @@ const UID_KEEPER = `
 const uid = Number(process.argv[1]);
 ${NICE}
 const { spawnSync } = require('node:child_process');
-const { readdirSync, readFileSync } = require('node:fs');
+const { readdirSync, readFileSync, lstatSync } = require('node:fs');
 const options = { uid, gid: uid, stdio: 'ignore', env: { PATH: '/usr/bin:/bin' }, cwd: '/' };
+// What the kill has not yet ended: processes of the uid (their /proc entry is the uid's: a
+// set-uid program it ran shows as root's, and is ended by the kill all the same) that are not
+// zombies. Only waited for, so that nothing of the uid is still exiting while its files are handed
+// back and removed; the kill itself (killAll, below) does not depend on it.
 const running = () => {
   let n = 0;
   for (const pid of readdirSync('/proc')) {
     if (!/^\\d+$/.test(pid)) continue;
     try {
-      const status = readFileSync('/proc/' + pid + '/status', 'utf8');
-      const ids = /\\nUid:\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)/.exec(status);
-      if (ids && ids.slice(1).map(Number).includes(uid) && !/\\nState:\\s+Z/.test(status)) n++;
+      if (lstatSync('/proc/' + pid).uid !== uid) continue;
+      if (!/\\nState:\\s+Z/.test(readFileSync('/proc/' + pid + '/status', 'utf8'))) n++;
     } catch {}
   }
   return n;
@@ -77,7 +80,7 @@ const kill = () => {
 };
 // What the uid left where every user may write is handed to root (and a directory closed), so
 // the next task of this uid cannot read it. Nothing is deleted: others may write there too.
-const { lchownSync, lstatSync, chmodSync } = require('node:fs');
+const { lchownSync, chmodSync } = require('node:fs');
 const handBack = () => {
   let seen = 0;
   const walk = (dir, sticky) => {
