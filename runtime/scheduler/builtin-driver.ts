@@ -109,9 +109,15 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
         claimed = await dispatcher.claim(agentId, options.resourceClasses, 'builtin');
       } catch (error) {
         slotLog.error('claim failed', { error: (error as Error).message });
+        if (stopping) break;
         await idle(1000);
         continue;
       }
+      // Stopped while this claim was answered: `stop` woke the slots asleep then, not this one, so
+      // it must not go to sleep now (the poll's wait would hold the stop up), nor start a task
+      // (claimed as the runner stops, it is abandoned like the tasks in hand: its lease expires
+      // and it runs again).
+      if (stopping) break;
       if (!claimed) {
         // A claim that began before the announced task was committed found nothing: look again.
         if (missed) missed = false;

@@ -113,6 +113,66 @@ describe.each(testStores())('the built-in slots woken by queued work, on %s', (k
     }
   });
 
+  /**
+   * A driver of one slot whose claims wait at a gate once `hold` is set: a claim in flight, for
+   * as long as a test needs it.
+   */
+  async function heldDriver() {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 30_000, maxAttempts: 3 } });
+    let gate: { release: () => void; reached: () => void; wait: Promise<void>; inFlight: Promise<void> } | undefined;
+    const hold = () => {
+      let release!: () => void;
+      let reached!: () => void;
+      const wait = new Promise<void>((r) => (release = r));
+      const inFlight = new Promise<void>((r) => (reached = r));
+      gate = { release, reached, wait, inFlight };
+      return gate;
+    };
+    const held: Dispatcher = {
+      ...dispatcher,
+      async claim(...args: Parameters<Dispatcher['claim']>) {
+        const claimed = await dispatcher.claim(...args);
+        const g = gate;
+        if (g) {
+          gate = undefined;
+          g.reached();
+          await g.wait;
+        }
+        return claimed;
+      },
+    };
+    const d = createBuiltinDriver({ store, dispatcher: held, log, slots: 1, workRoot: join(work, randomUUID()), executor: { choice: 'shell' }, resourceClasses: ['*'], heartbeatMs: 10_000, pollMs: POLL_MS });
+    return { dispatcher, d, hold };
+  }
+
+  /** Resolves with 'stopped', or 'held up' if the stop takes longer than a few seconds. */
+  const within = (stopping: Promise<void>) => Promise.race([stopping.then(() => 'stopped'), new Promise((r) => setTimeout(() => r('held up'), 5_000).unref())]);
+
+  it('stops at once when asked while a slot is claiming, instead of that slot sleeping to the poll first', async () => {
+    const { d, hold } = await heldDriver();
+    const g = hold();
+    await d.start();
+    await g.inFlight; // the slot's first claim has its (empty) answer, not yet returned
+    const stopping = d.stop(); // its wake finds no slot asleep
+    g.release();
+    expect(await within(stopping)).toBe('stopped');
+  });
+
+  it('does not start a task claimed while the runner stops (it is abandoned, as the tasks in hand are)', async () => {
+    const { dispatcher, d, hold } = await heldDriver();
+    await d.start();
+    await new Promise((r) => setTimeout(r, 200)); // the slot's first claim found nothing; it sleeps
+    const g = hold();
+    const long: JobSpec = { ...spec, steps: [{ type: 'run', name: 'long', command: 'sleep 30', when: 'on_success' }] };
+    const [id] = await queueJobs(store, dispatcher, [long]);
+    await g.inFlight; // claimed, not yet returned to the slot
+    const stopping = d.stop();
+    g.release();
+    expect(await within(stopping)).toBe('stopped');
+    const steps = await store.query(`SELECT s.index FROM steps s JOIN tasks t ON t.id = s.task_id WHERE t.job_id = $1`, [id]);
+    expect(steps).toEqual([]);
+  });
+
   it('runs a job announced while the only idle slot was claiming (its claim began before the job was there)', async () => {
     let ids: string[] = [];
     const { stop } = await driver(1, async (dispatcher) => {
