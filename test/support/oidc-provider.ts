@@ -24,7 +24,8 @@ export interface TestOidcProviderOptions {
 
 /**
  * Starts test/support/oidc-provider.mjs (a real oidc-provider 9) in a child process and resolves
- * with its issuer once it listens; rejects with its stderr if it has not said so within 10 s.
+ * with its issuer once it listens; rejects with its stderr if it has not said so within 30 s (a
+ * loaded CI machine once took more than 10 to start it).
  */
 export function startOidcProvider(options: TestOidcProviderOptions): Promise<{ issuer: string; stop(): Promise<void> }> {
   const child = spawn(process.execPath, [join(__dirname, 'oidc-provider.mjs')], {
@@ -54,7 +55,7 @@ export function startOidcProvider(options: TestOidcProviderOptions): Promise<{ i
       void stop();
       reject(new Error(`the test OpenID provider ${why}: ${stderr.trim()}`));
     };
-    const timer = setTimeout(() => fail('did not print its issuer within 10 s'), 10_000);
+    const timer = setTimeout(() => fail('did not print its issuer within 30 s'), 30_000);
     child.once('exit', (code, signal) => fail(`exited (${code ?? signal}) before printing its issuer`));
     child.once('error', (error) => fail(`could not start (${error.message})`));
     child.stdout!.on('data', (d) => {
