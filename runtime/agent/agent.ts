@@ -97,8 +97,10 @@ const FLUSH_MS = 50;
 const QUIET_FLUSH_MS = 200;
 /**
  * Output a step may have written and the agent not yet sent: past it, the command waits (its
- * output is not read) until the sends bring it down to half. It bounds an agent's memory when a
- * command prints faster than the output role stores.
+ * output is not read) until the sends leave room for a full chunk. It bounds an agent's memory when
+ * a command prints faster than the output role stores. The writer resumes with two chunks still
+ * queued, so it has two sends' time to fill the next before nothing is left to send (and a part is
+ * cut); resumed at half, it had one send's time, which a loaded machine's writer did not fill.
  */
 const MAX_UNSENT = 4 * MAX_CHUNK;
 
@@ -589,7 +591,7 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
   let waiting: (() => void)[] = [];
   const sent = (bytes: number) => {
     unsent -= bytes;
-    if (unsent > MAX_UNSENT / 2 && !gaveUp) return;
+    if (unsent > MAX_UNSENT - MAX_CHUNK && !gaveUp) return;
     const resume = waiting;
     waiting = [];
     for (const r of resume) r();
