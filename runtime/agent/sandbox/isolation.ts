@@ -91,8 +91,6 @@ export interface BuildBox {
    * (`extract`).
    */
   seed(dir: string, files: readonly SeedFile[]): Promise<boolean>;
-  /** Kills every process the task started (and, for a uid, everything of that uid). */
-  killAll(): Promise<void>;
   /** Kills everything, removes the task's directories and gives the identity back. */
   close(): Promise<void>;
 }
@@ -623,10 +621,6 @@ function shellBox(parts: ShellBoxParts): BuildBox {
         if (parts.buildUid !== undefined) lchownSync(path, parts.buildUid, parts.buildUid);
       }
       return true;
-    },
-    async killAll() {
-      killGroups();
-      await parts.keeper?.sweep();
     },
     async close() {
       if (closed) return;
