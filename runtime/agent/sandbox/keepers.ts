@@ -40,9 +40,10 @@ const NICE = `try { require('node:os').setPriority(10); } catch {}`;
  * the kernel signals every process that uid may signal, which are exactly its own, whatever
  * process group or session they moved to; then the keeper looks in /proc until none is left.
  * Then what the uid left in the directories every user may write (/tmp, /var/tmp, /dev/shm, …)
- * is handed to root, so the next task of the uid cannot read it. The build cannot kill a keeper (root). A line `sweep`
- * on stdin does all that now and answers `swept`; `sweep` followed by a JSON list of directories
- * then removes those too (the task's, once nothing of the uid runs: see REMOVE).
+ * is handed to root, so the next task of the uid cannot read it. The build cannot kill a keeper
+ * (root). A line `sweep` on stdin does all that now and answers `swept`; `sweep` followed by a
+ * JSON list of directories then removes those too (the task's, once nothing of the uid runs: see
+ * REMOVE).
  */
 const UID_KEEPER = `
 const uid = Number(process.argv[1]);
