@@ -106,14 +106,17 @@ describe('the outbox', () => {
   test("a sender that stalls past its lease loses the delivery to another, and its late outcome is not recorded", async () => {
     let release!: () => void;
     const stalled = new Promise<void>((resolve) => (release = resolve));
+    let claimed!: () => void;
+    const inHand = new Promise<void>((resolve) => (claimed = resolve));
     const delivered: string[] = [];
     const slow = createOutboxSender({
       store,
       log,
-      leaseMs: 150,
+      leaseMs: 60_000,
       handlers: {
         test: {
           async deliver() {
+            claimed();
             await stalled;
             throw new Error('too late anyway');
           },
@@ -123,9 +126,11 @@ describe('the outbox', () => {
     const quick = createOutboxSender({ store, log, handlers: { test: { deliver: async (d) => void delivered.push(d.id) } } });
     await store.transaction((tx) => enqueue(tx, 'test', { n: 6 }));
     const first = slow.pass();
-    await new Promise((r) => setTimeout(r, 50));
+    await inHand;
     expect(await quick.pass()).toBe(0); // claimed, within its lease
-    await new Promise((r) => setTimeout(r, 150));
+    // The slow sender's lease runs out (moved in the database, so a slow machine cannot run it
+    // out before the first look).
+    await store.query("UPDATE outbox SET next_attempt_at = now() - interval '1 second' WHERE state = 'pending'");
     expect(await quick.pass()).toBe(1);
     release();
     await first;
