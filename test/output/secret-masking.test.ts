@@ -17,6 +17,7 @@ import { StaleLeaseError } from '../../runtime/domain/errors';
 import { decompressChunk } from '../../runtime/output/log-chunk';
 import { createSecretMasker, MASK, maskedForms, maskText, noMasking, type OutputMasker } from '../../runtime/output/masking';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { until } from '../support/processes';
 import { claimTasks, runnerClass } from '../support/runner-tasks';
 
 /** A secret with a space, `/`, `+`, a 2-byte, a 3-byte and a 4-byte UTF-8 character. */
@@ -313,8 +314,7 @@ describe('the agent with a task that carries secrets', () => {
     let made: Executor | undefined;
     const running = runTask({ task, reporter, log, heartbeatMs: 10_000, executor: async () => (made = await shell()) });
     // The secrets have not answered: the sandbox and the in-job command are there all the same.
-    for (let i = 0; i < 200 && !(made?.jobDir && exists(join(made.jobDir.path, 'bin', 'circleci'))); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(made?.jobDir && exists(join(made.jobDir.path, 'bin', 'circleci'))).toBe(true);
+    await until('the in-job command', async () => made?.jobDir && exists(join(made.jobDir.path, 'bin', 'circleci')), 30_000, 10);
     expect(output(0)).toBe('');
     release();
     expect(await running).toEqual({ outcome: 'success' });
@@ -366,8 +366,8 @@ describe('the agent with a task that carries secrets', () => {
     const beside = heldSecrets(async () => ({ refused: 'the context deploy-keys is restricted to the main branch' }));
     let made: Executor | undefined;
     const running = runTask({ task, reporter: beside.reporter, log, heartbeatMs: 10_000, executor: async () => (made = await shell()) });
-    for (let i = 0; i < 200 && !made; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(made && exists(made.home)).toBe(true);
+    await until('the sandbox', async () => made, 30_000, 10);
+    expect(exists(made!.home)).toBe(true);
     beside.release();
     expect(await running).toEqual({ outcome: 'failed' });
     expect(beside.output(0)).toBe("The job's environment could not be made: Unauthorized: the context deploy-keys is restricted to the main branch\n");
@@ -381,7 +381,7 @@ describe('the agent with a task that carries secrets', () => {
     });
     let made: Executor | undefined;
     const running = runTask({ task, reporter, log, heartbeatMs: 10_000, executor: async () => (made = await shell()) });
-    for (let i = 0; i < 200 && !made; i++) await new Promise((r) => setTimeout(r, 10));
+    await until('the sandbox', async () => made, 30_000, 10);
     release();
     expect(await running).toEqual({ lostLease: true });
     expect(output(0)).toBe('');
@@ -392,10 +392,11 @@ describe('the agent with a task that carries secrets', () => {
     const task = taskWith([run('deploy', 'echo "token=$DEPLOY_TOKEN"')], {}, undefined);
     const held = heldSecrets(async () => ({ env: { DEPLOY_TOKEN: TOKEN } }));
     let beats = 0;
-    const reporter: TaskReporter = { ...held.reporter, heartbeat: async () => (beats++, { leaseExpiresAt: new Date(Date.now() + 400), cancelRequested: false }) };
-    // The lease was granted as the task was claimed (now): 400 ms, renewed every 100 ms.
-    const running = runTask({ task, reporter, log, heartbeatMs: 100, leaseTtlMs: 400, leaseRenewedAt: performance.now(), executor: shell });
-    await new Promise((r) => setTimeout(r, 1_200));
+    const reporter: TaskReporter = { ...held.reporter, heartbeat: async () => (beats++, { leaseExpiresAt: new Date(Date.now() + 2_000), cancelRequested: false }) };
+    // The lease was granted as the task was claimed (now): 2 s, renewed every 250 ms. The secrets
+    // answer after 1.5 leases (a lease long enough that a stalled event loop does not lose it).
+    const running = runTask({ task, reporter, log, heartbeatMs: 250, leaseTtlMs: 2_000, leaseRenewedAt: performance.now(), executor: shell });
+    await new Promise((r) => setTimeout(r, 3_000));
     expect(beats).toBeGreaterThanOrEqual(5);
     held.release();
     expect(await running).toEqual({ outcome: 'success' });
