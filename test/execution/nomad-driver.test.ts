@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { nomadAgentJobTemplate } from '../../constructs/kubernetes/control-plane';
 import { startNomadStandIn, type NomadStandIn } from '../support/nomad-stand-in';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { until } from '../support/processes';
 
 /** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl. */
 function makeCertificates(dir: string) {
@@ -57,7 +58,7 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
         NOMAD_CLIENT_KEY: join(dir, 'client-key.pem'),
         GYRE_AGENT_IMAGE: 'registry.local/gyre/agent:test',
         GYRE_NOMAD_JOB_TEMPLATE: join(dir, 'task-agent.json'),
-        GYRE_LEASE_TTL_MS: '3000',
+        GYRE_LEASE_TTL_MS: '30000',
       },
     });
     await g.api('POST', '/api/v2/resource-classes', { name: 'acme/nomad-large', cpu: 2, memory_mb: 4096, driver: 'nomad' });
@@ -77,7 +78,7 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
     expect(await res.text()).toBe('from nomad node 0\n');
     // The agent's process ends and leaves nothing of its own in the temporary directory (its work
     // directory, its step launcher's socket directory, its helper bundle).
-    for (let i = 0; i < 100 && nomad.allocations.some((a) => a.process && a.process.exitCode === null); i++) await new Promise((r) => setTimeout(r, 100));
+    await until('the agent processes to end', async () => !nomad.allocations.some((a) => a.process && a.process.exitCode === null), 30_000);
     expect(readdirSync(agentTmp).filter((name) => name.startsWith('gyre-'))).toEqual([]);
     const [job] = nomad.registered.filter((j) => j.Meta.gyre_resource_class === 'acme/nomad-large');
     expect(job).toMatchObject({ Type: 'batch', ID: expect.stringMatching(/^gyre-task-[0-9a-f-]+-1$/) });
@@ -96,11 +97,10 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
     expect(nomad.requests.every((r) => r.token === 'nomad-acl-secret')).toBe(true);
     expect(nomad.requests.some((r) => /\/allocations\?index=\d+&wait=5s/.test(r.path))).toBe(true);
     // After the agent reported, the job is purged.
-    await new Promise((r) => setTimeout(r, 500));
-    expect(nomad.requests.some((r) => r.method === 'DELETE' && r.path.includes('purge=true'))).toBe(true);
+    await until('the purge', async () => nomad.requests.some((r) => r.method === 'DELETE' && r.path.includes('purge=true')), 10_000);
   }, 90_000);
 
-  it('stops the Nomad job on cancel; the job ends canceled within 2 s', async () => {
+  it('stops the Nomad job on cancel; the job ends canceled within seconds (not at the end of its sleep 60)', async () => {
     await g.addProject('acme/nomadcancel', { '.circleci/config.yml': config('echo started; sleep 60; echo never') });
     const { id } = await g.trigger('acme/nomadcancel');
     let workflow: any;
@@ -118,7 +118,8 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
     await g.api('POST', `/api/v2/workflow/${workflow.id}/cancel`);
     const { jobs } = await g.waitForPipeline(id, 30_000);
     expect(jobs.work.status).toBe('canceled');
-    expect(Date.now() - asked).toBeLessThan(2500);
+    // About 1 s on an idle machine; the bound leaves room for a loaded one.
+    expect(Date.now() - asked).toBeLessThan(10_000);
     expect(nomad.requests.some((r) => r.method === 'DELETE' && !r.path.includes('purge=true'))).toBe(true);
   }, 90_000);
 
@@ -133,7 +134,7 @@ describe('the Nomad driver against a stand-in of the Nomad HTTP API (mTLS and AC
       `SELECT t.attempt FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN projects p ON p.id = j.project_id WHERE p.slug = 'gh/acme/nomadlost'`,
     );
     expect(task.attempt).toBe(2);
-    // Not by waiting out the 3 s lease: the failed allocation ended the attempt.
+    // Not by waiting out the 30 s lease: the failed allocation ended the attempt.
     expect(Date.now() - started).toBeLessThan(15_000);
   }, 90_000);
 

@@ -155,7 +155,7 @@ describe.each(flowStore())('runners and the agent API on %s', (store) => {
     expect((await poll(a.token, a.task.taskId, 30_000)).status).toBe(409);
   });
 
-  it('stops a running step within 2 s of a cancel and ends the job canceled', async () => {
+  it('stops a running step within seconds of a cancel (not at the end of its sleep 60) and ends the job canceled', async () => {
     const runner = startRunner({ url: g.url, token: runnerToken, log, workRoot: workRoot(), pollMs: 2000 });
     runners.push(runner);
     await g.addProject('acme/cancel', { '.circleci/config.yml': config('acme/small', 'echo started; sleep 60; echo never') });
@@ -171,7 +171,9 @@ describe.each(flowStore())('runners and the agent API on %s', (store) => {
     const { jobs } = await g.waitForPipeline(id);
     const elapsed = Date.now() - asked;
     expect(jobs.work.status).toBe('canceled');
-    expect(elapsed).toBeLessThan(2500);
+    // About 0.5 s on an idle machine; the bound leaves room for a loaded one (the server, the
+    // runner and this test share one process here).
+    expect(elapsed).toBeLessThan(10_000);
     expect(await output(g, 'gh/acme/cancel', jobs.work.job_number, 0)).not.toContain('never');
   });
 
