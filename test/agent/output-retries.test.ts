@@ -79,7 +79,9 @@ describe.each(flowStore())('file steps of a remote agent through a faulty networ
   const testsOf = async (c: Claimed) => (await g.api('GET', `/api/v2/project/${c.task.projectSlug}/${c.task.jobNumber}/tests`)).items as TestCase[];
 
   beforeAll(async () => {
-    g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0' } });
+    // The tasks are claimed here and never renewed: a lease of 10 minutes outlasts the file on a
+    // loaded machine (the default 30 s did not always).
+    g = await startTestGyre({ store, env: { GYRE_RUNNER_SLOTS: '0', GYRE_LEASE_TTL_MS: '600000' } });
     proxy = await startFaultProxy(g.url);
     const token = await runnerClass(g, CLASS);
     const projects = 21;

@@ -35,15 +35,20 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     await drop?.();
   });
 
+  /** Moves a task's lease expiry to `agoMs` before now, as time passing would (a short real lease raced a loaded machine). */
+  const expireLease = (taskId: string, agoMs: number) =>
+    store.query('UPDATE tasks SET lease_expires_at = now() - make_interval(secs => $2::double precision / 1000) WHERE id = $1', [taskId, agoMs]);
+
   it('refuses writes under a lease that expired and was claimed again', async () => {
-    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 300, maxAttempts: 3 } });
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
     const jobId = await queueJob(store, dispatcher);
     const first = await dispatcher.claim('agent-a', ['*']);
     expect(first?.task.jobId).toBe(jobId);
     await dispatcher.stepStarted(first!.lease, { index: 0, name: 'hello', type: 'run' });
 
-    // Past the lease (300 ms) and its grace (100 ms by default for this TTL).
-    await new Promise((r) => setTimeout(r, 450));
+    // Past the lease and its grace (10 s for this TTL).
+    expect(await dispatcher.reapExpiredLeases()).not.toContain(first!.lease.taskId);
+    await expireLease(first!.lease.taskId, 11_000);
     expect(await dispatcher.reapExpiredLeases()).toContain(first!.lease.taskId);
     const second = await dispatcher.claim('agent-b', ['*']);
     expect(second?.lease.taskId).toBe(first!.lease.taskId);
@@ -111,13 +116,13 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
   });
 
   it('refuses every write from the moment a lease expires, but ends the attempt only a grace later', async () => {
-    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 300, maxAttempts: 3, leaseGraceMs: 700 } });
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3, leaseGraceMs: 30_000 } });
     const jobId = await queueJob(store, dispatcher);
     const claimed = (await dispatcher.claim('agent', ['*']))!;
     await dispatcher.stepStarted(claimed.lease, { index: 0, name: 'hello', type: 'run' });
     expect(await dispatcher.cancelRequested(claimed.lease)).toBe(false);
 
-    await new Promise((r) => setTimeout(r, 400));
+    await expireLease(claimed.lease.taskId, 100);
     // Expired: one rule says the lease is not current, whichever path asks.
     await expect(dispatcher.heartbeat(claimed.lease)).rejects.toBeInstanceOf(StaleLeaseError);
     await expect(dispatcher.appendOutput(claimed.lease, 0, 0, Buffer.from('late'))).rejects.toBeInstanceOf(StaleLeaseError);
@@ -131,7 +136,7 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     expect(await dispatcher.reapExpiredLeases()).not.toContain(claimed.lease.taskId);
     expect(await dispatcher.claim('agent-2', ['*'])).toBeUndefined();
 
-    await new Promise((r) => setTimeout(r, 700));
+    await expireLease(claimed.lease.taskId, 31_000);
     expect(await dispatcher.reapExpiredLeases()).toContain(claimed.lease.taskId);
     const again = (await dispatcher.claim('agent-2', ['*']))!;
     expect(again.lease).toMatchObject({ taskId: claimed.lease.taskId, attempt: 2 });
@@ -213,8 +218,8 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
           const [job] = await store.query<{ status: string; stopped_at: Date | null }>('SELECT status, stopped_at FROM jobs WHERE id = $1', [jobId]);
           expect(job.status).toBe('failed');
           expect(job.stopped_at).not.toBeNull();
-          for (let i = 0; i < 50 && !finished.includes(jobId); i++) await new Promise((r) => setTimeout(r, 10));
-          await new Promise((r) => setTimeout(r, 100));
+          for (let i = 0; i < 1000 && !finished.includes(jobId); i++) await new Promise((r) => setTimeout(r, 10));
+          await new Promise((r) => setTimeout(r, 200));
           expect(finished.filter((id) => id === jobId)).toHaveLength(1);
         }
       } finally {
