@@ -193,7 +193,9 @@ onPostgres('the machine executor across a control-plane restart', () => {
       GYRE_MACHINE_PROVIDER: 'aws',
       GYRE_INSTALLATION_ID: INSTALLATION,
       GYRE_MACHINE_SWEEP_MS: '200',
-      GYRE_LEASE_TTL_MS: '1000',
+      // Long enough that the first server's renewals keep it until it stops on a loaded machine
+      // (with 1 s it sometimes lapsed first, and the first server ended the machine itself).
+      GYRE_LEASE_TTL_MS: '5000',
       GYRE_MAX_ATTEMPTS: '1',
       GYRE_MACHINE_CONFIG: writeConfig('restart.json', { images: { 'ubuntu-2204:current': 'gyre-ubuntu-2204' }, aws: { region: 'eu-west-1', endpoint: ec2.url } }),
     };
@@ -210,8 +212,8 @@ onPostgres('the machine executor across a control-plane restart', () => {
       // WHEN the control plane comes back
       second = await startTestGyre({ env });
       // THEN the attempt ends (its lease ran out) and the sweep terminates the orphan.
-      await until('the orphan is terminated', async () => vm.state === 'terminated', 10_000);
-      const { jobs } = await second.waitForPipeline(id, 10_000);
+      await until('the orphan is terminated', async () => vm.state === 'terminated', 30_000);
+      const { jobs } = await second.waitForPipeline(id, 30_000);
       expect(jobs.build.status).toBe('infrastructure_fail');
       expect(ec2.instances).toHaveLength(1);
     } finally {
@@ -219,7 +221,7 @@ onPostgres('the machine executor across a control-plane restart', () => {
       await ec2.close();
       await database.drop();
     }
-  });
+  }, 120_000);
 });
 
 // The local provider needs a rootful container engine (Podman here).
