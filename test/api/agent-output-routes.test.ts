@@ -42,7 +42,9 @@ describe('agent output routes', () => {
   const outputOf = (c: Claimed) => createAgentClient({ url: g.url, token: c.token, taskId: c.task.taskId }).output();
 
   beforeAll(async () => {
-    g = await startTestGyre({ env: { GYRE_RUNNER_SLOTS: '0' } });
+    // The tasks are claimed by hand and never renewed: an hour's lease outlasts the file on a
+    // loaded machine (the default 30 s did not always).
+    g = await startTestGyre({ env: { GYRE_RUNNER_SLOTS: '0', GYRE_LEASE_TTL_MS: '3600000' } });
     const token = await runnerClass(g, CLASS);
     for (const name of ['one', 'two']) {
       await g.addProject(`acme/${name}`, { '.circleci/config.yml': config });
