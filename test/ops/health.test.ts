@@ -29,9 +29,11 @@ const timed = async <T>(what: () => Promise<T>) => {
 describe('health (what /healthz answers the kubelet)', () => {
   it('answers within its bound while the database is slow but answering, so a 1 s probe never times out on a busy machine', async () => {
     const { db, store, blobs } = fakeDependencies();
-    const health = createHealth({ store, blobs, cacheMs: 50, answerWithinMs: 200, timeoutMs: 2000 });
+    const health = createHealth({ store, blobs, cacheMs: 50, answerWithinMs: 200, timeoutMs: 10_000 });
     expect((await health.check()).ok).toBe(true);
-    db.delayMs = 1200; // slower than a readiness probe's 1 s timeout, faster than the check's own 2 s
+    // Slower than a readiness probe's 1 s timeout, faster than the check's own 10 s; long enough
+    // that three probes come while it runs even on a loaded machine (1.2 s was not always).
+    db.delayMs = 5000;
     await new Promise((r) => setTimeout(r, 60));
     // Each probe is answered while the slow query is still running: from the last report, not
     // after waiting for the database. (Asserted by order, not by a time: a loaded CI machine
@@ -42,7 +44,8 @@ describe('health (what /healthz answers the kubelet)', () => {
       expect(db.inFlight).toBe(1);
     }
     // The slow check ended well: its report is what the next probe gets.
-    await new Promise((r) => setTimeout(r, 1300));
+    for (const deadline = Date.now() + 20_000; db.inFlight > 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 60));
     expect((await health.check()).checks.database).toEqual({ ok: true });
   });
 
