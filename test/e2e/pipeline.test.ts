@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { readSse } from '../../runtime/cli/sse';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
 
@@ -196,7 +199,7 @@ workflows:
     });
     const { id } = await g.trigger('gh/acme/slow');
     let workflowId = '';
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 600; i++) {
       const wf = (await g.api('GET', `/api/v2/pipeline/${id}/workflow`)).items[0];
       if (wf) {
         workflowId = wf.id;
@@ -208,8 +211,9 @@ workflows:
     const started = Date.now();
     const res = await g.raw('POST', `/api/v2/workflow/${workflowId}/cancel`);
     expect(res.status).toBe(202);
-    const { workflows, jobs } = await g.waitForPipeline(id, 10_000);
-    expect(Date.now() - started).toBeLessThan(5000);
+    const { workflows, jobs } = await g.waitForPipeline(id, 20_000);
+    // About 0.5 s when idle; the bound leaves room for a loaded machine, half the step's sleep.
+    expect(Date.now() - started).toBeLessThan(15_000);
     expect(workflows[0].status).toBe('canceled');
     expect(jobs.slow.status).toBe('canceled');
     expect(jobs.later.status).toBe('canceled');
@@ -255,6 +259,10 @@ workflows:
   });
 
   it('follows a running step live over SSE and reads back large multi-byte output byte-identical', async () => {
+    // The ticks wait for a gate the test opens once the stream has begun: a stream that connected
+    // late on a loaded machine would otherwise get the early ticks all at once.
+    const gateDir = mkdtempSync(join(tmpdir(), 'gyre-sse-gate-'));
+    const gate = join(gateDir, 'open');
     await g.addProject('gh/acme/live', {
       '.circleci/config.yml': `version: 2.1
 jobs:
@@ -263,7 +271,7 @@ jobs:
     steps:
       - run:
           name: Slow lines
-          command: for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done
+          command: while [ ! -f "${gate}" ]; do sleep 0.05; done; for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done
       - run:
           name: Lots of unicode
           command: for i in $(seq 1 20000); do echo "línea $i ✓ ünïcödé"; done
@@ -277,7 +285,14 @@ workflows:
     const res = await fetch(`${g.url}/api/v2/project/gh/acme/live/job/${jobNumber}/output/stream`, { headers: { 'Circle-Token': g.token } });
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
     const events: { event: string; data: any; at: number }[] = [];
-    for await (const e of readSse(res.body as any as AsyncIterable<Uint8Array>)) events.push({ event: e.event, data: JSON.parse(e.data), at: e.receivedAt });
+    try {
+      for await (const e of readSse(res.body as any as AsyncIterable<Uint8Array>)) {
+        events.push({ event: e.event, data: JSON.parse(e.data), at: e.receivedAt });
+        if (events.length === 1) writeFileSync(gate, '');
+      }
+    } finally {
+      rmSync(gateDir, { recursive: true, force: true });
+    }
     const text = (step: number) => events.filter((e) => e.event === 'output' && e.data.step === step).map((e) => e.data.text).join('');
     expect(text(0)).toBe('tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
     // Live, not after the fact: the ticks arrived spread over the step's run time.
