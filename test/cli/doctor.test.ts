@@ -264,7 +264,14 @@ describe('gyre doctor against a live Gyre', () => {
   // Last: it stops the Nomad stand-in.
   it('Nomad stopped: the scheduler is not ready and Nomad FAILED, with what to check', async () => {
     await nomad.close();
-    await new Promise((r) => setTimeout(r, 1100)); // the health report is reused for a second
+    // The health report is reused for a second, then refreshed: wait until it has seen Nomad gone
+    // (a fixed 1.1 s could end before a slow refresh did).
+    for (const deadline = Date.now() + 20_000; ; ) {
+      const health = await (await fetch(`${g.url}/healthz`)).json();
+      if (health.status !== 'ok') break;
+      if (Date.now() > deadline) throw new Error('/healthz still says ok 20 s after Nomad stopped');
+      await new Promise((r) => setTimeout(r, 200));
+    }
     const r = capture(env);
     expect(await run(['doctor', '--no-canary', '--nomad-class', 'acme/nomad'], r.io)).toBe(1);
     expect(r.out()).toMatch(/FAILED {2}Nomad\s+the scheduler cannot reach Nomad: http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);

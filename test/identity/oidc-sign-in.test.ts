@@ -180,7 +180,7 @@ describe('OpenID Connect sign-in against a real provider', () => {
     const started = Date.now();
     const error = await signInError(oidc.begin(REDIRECT_URI));
     expect(error.message).toBe('Test IdP did not answer; try again later.');
-    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(Date.now() - started).toBeLessThan(10_000); // not a hang; room for a loaded machine
     expect(hung.length).toBeGreaterThan(0);
   });
 

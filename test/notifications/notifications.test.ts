@@ -164,9 +164,10 @@ describe('outbound webhooks and notifications', () => {
     // Between the attempts the log says when the next one is due.
     const waiting = await until('the first answer in the log', async () => {
       const d = (await ok('GET', `/api/v2/webhook/${flaky.id}/deliveries`)).items[0];
-      return d?.answers.length === 1 && d;
+      // At least one: on a slow machine the retry (about 1 s later) may be in by the first look.
+      return d?.answers.length >= 1 && d;
     });
-    if (waiting.state === 'pending') expect(Date.parse(waiting.next_attempt_at)).toBeGreaterThan(Date.parse(waiting.answers[0].at));
+    if (waiting.state === 'pending' && waiting.answers.length === 1) expect(Date.parse(waiting.next_attempt_at)).toBeGreaterThan(Date.parse(waiting.answers[0].at));
     expect(waiting.answers[0]).toMatchObject({ attempt: 1, status_code: 500, response: 'database is down, try later', error: 'the receiver answered HTTP 500' });
     const delivered = await until('the retry', async () => {
       const d = (await ok('GET', `/api/v2/webhook/${flaky.id}/deliveries`)).items[0];
