@@ -79,17 +79,21 @@ maybe('scheduled pipelines on PostgreSQL with three server processes', () => {
     await api(0, 'POST', '/api/v2/projects', { org: 'acme', name: 'cron', repo_url: repo });
     const me = await api(0, 'GET', '/api/v2/me');
     const ids: string[] = [];
+    // One hour, read once from the database's clock, for the timetable and the tick made due below
+    // (read twice, the two could differ when the hour turned mid-test). One hour only, so no
+    // second tick comes due while the test looks for ticks fired twice.
+    const { rows: [{ at }] } = await client.query<{ at: Date }>(`SELECT date_trunc('hour', now()) AS at`);
     for (let i = 0; i < SCHEDULES; i++) {
       const made = await api(i, 'POST', '/api/v2/project/gh/acme/cron/schedule', {
         name: `every hour ${i}`,
-        timetable: { 'per-hour': 1, 'hours-of-day': [new Date().getUTCHours()], 'days-of-week': ['MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT', 'SUN'] },
+        timetable: { 'per-hour': 1, 'hours-of-day': [at.getUTCHours()], 'days-of-week': ['MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT', 'SUN'] },
         'attribution-actor': i % 2 === 0 ? 'current' : 'system',
         parameters: { branch: 'main', n: i },
       });
       ids.push(made.id);
     }
     // All come due at once (their tick of this hour, as if missed): every process's next pass sees them.
-    await client.query(`UPDATE schedules SET next_fire_at = date_trunc('hour', now())`);
+    await client.query(`UPDATE schedules SET next_fire_at = $1`, [at]);
     await until('every schedule to fire', async () => (await client.query(`SELECT 1 FROM schedule_ticks WHERE state = 'fired'`)).rowCount === SCHEDULES, 30_000, 50);
     // Twenty more passes of each process: a tick fired twice would show by now.
     await new Promise((r) => setTimeout(r, 2000));
