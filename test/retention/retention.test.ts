@@ -73,14 +73,17 @@ describe.each(testStores())('retention (%s)', (store) => {
   /** Runs one pipeline of `slug` to the end; its id, and the build job's artifact URL. */
   async function runPipeline(slug: string): Promise<{ id: string; artifactUrl: string; buildNumber: number }> {
     const created = await g.trigger(slug, { branch: 'main' });
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 90_000;
     for (;;) {
       const workflows = (await g.api('GET', `/api/v2/pipeline/${created.id}/workflow`)).items as { id: string; status: string }[];
       if (workflows.length > 0 && workflows.every((w) => w.status === 'success')) {
         const jobs = (await g.api('GET', `/api/v2/workflow/${workflows[0].id}/job`)).items as { name: string; job_number: number }[];
         const build = jobs.find((j) => j.name === 'build')!;
         // The deploy job's archived log is written as its last step ends; wait for it.
-        while ((await blobKeysOf(g, created.id)).filter((k) => k.startsWith('logs/')).length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        for (const logsBy = Date.now() + 30_000; (await blobKeysOf(g, created.id)).filter((k) => k.startsWith('logs/')).length < 5; ) {
+          if (Date.now() > logsBy) throw new Error(`pipeline ${created.id}: fewer than 5 archived logs 30 s after it ended`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
         const artifacts = (await g.api('GET', `/api/v2/project/${slug}/${build.job_number}/artifacts`)).items as { url: string }[];
         return { id: created.id, artifactUrl: artifacts[0].url, buildNumber: build.job_number };
       }
@@ -122,7 +125,7 @@ describe.each(testStores())('retention (%s)', (store) => {
     expect((await g.raw('GET', `/api/v2/project/gh/keep/short/job/${old.buildNumber}`)).status).toBe(404);
     expect((await g.raw('GET', `/api/v2/project/gh/keep/short/job/${old.buildNumber}/output?step=0`)).status).toBe(404);
     expect((await fetch(recent.artifactUrl)).status).toBe(200);
-  });
+  }, 180_000);
 
   it('deletes the chunks a step left in the blob store when it never ended (its output was not moved)', async () => {
     await g.addProject('gh/keep/cut', { '.circleci/config.yml': CONFIG });
@@ -140,7 +143,7 @@ describe.each(testStores())('retention (%s)', (store) => {
     expect(result.pipelines).toBe(1);
     expect(existsSync(blobFile(key))).toBe(false);
     expect(await g.gyre.store.query('SELECT 1 FROM log_chunks WHERE task_id = $1', [task.id])).toEqual([]);
-  });
+  }, 180_000);
 
   it('follows the project\'s own setting: 0 keeps for ever, a shorter one deletes sooner; admins set it', async () => {
     await g.addProject('gh/keep/forever', { '.circleci/config.yml': CONFIG });
@@ -157,7 +160,7 @@ describe.each(testStores())('retention (%s)', (store) => {
     await createRetention({ store: g.gyre.store, blobs, log, defaultDays: 30 }).sweep();
     expect((await rowsOf(g, forever.id)).pipelines).toBe(1);
     expect((await rowsOf(g, week.id)).pipelines).toBe(0);
-  });
+  }, 180_000);
 
   it('a sweep cut off after the rows are gone finishes its blobs next time, and never leaves a row pointing at a missing blob', async () => {
     await g.addProject('gh/keep/crash', { '.circleci/config.yml': CONFIG });
@@ -186,7 +189,7 @@ describe.each(testStores())('retention (%s)', (store) => {
     expect(next.blobs).toBe(keys.length);
     for (const key of keys) expect(existsSync(blobFile(key))).toBe(false);
     expect(await g.gyre.store.query('SELECT 1 FROM retention_blobs')).toEqual([]);
-  });
+  }, 180_000);
 
   it('GYRE_RETENTION_DAYS defaults to 0 (keep) and names its bounds', () => {
     expect(readSettings({}).retentionDays).toBe(0);
