@@ -97,7 +97,7 @@ describe.each(CASES)('file steps on a remote agent (%s, %s driver)', (store, dri
   test('workspaces, a cache, artifacts and test results cross three jobs and read back through the API', async () => {
     const slug = 'gh/acme/remote-files';
     await g.addProject('acme/remote-files', { '.circleci/config.yml': CONFIG, 'report.xml': JUNIT });
-    const { jobs } = await g.waitForPipeline((await g.trigger(slug)).id, 120_000);
+    const { jobs } = await g.waitForPipeline((await g.trigger(slug)).id, 300_000);
     const statuses = Object.fromEntries(Object.entries(jobs).map(([name, job]) => [name, job.status]));
     if (statuses.check !== 'success') {
       // Say which step failed and why, not only that something did.
@@ -133,7 +133,7 @@ describe.each(CASES)('file steps on a remote agent (%s, %s driver)', (store, dri
       { name: 'sends the bytes', classname: 'remote.upload', file: 'test/upload.test.js', result: 'success', message: '', run_time: 0.25, source: '' },
       { name: 'refuses a stale lease', classname: 'remote.upload', file: 'test/upload.test.js', result: 'failure', message: 'expected 409', run_time: 0.5, source: '' },
     ]);
-  }, 180_000);
+  }, 400_000);
 });
 
 /**
@@ -173,7 +173,7 @@ describe.each(flowStore())('file steps on a remote agent through a faulty networ
   test('every file step succeeds after its retries and stores its files once', async () => {
     const slug = 'gh/acme/faulty-files';
     await g.addProject('acme/faulty-files', { '.circleci/config.yml': CONFIG, 'report.xml': JUNIT });
-    const { jobs } = await g.waitForPipeline((await g.trigger(slug)).id, 120_000);
+    const { jobs } = await g.waitForPipeline((await g.trigger(slug)).id, 300_000);
     const stepOutput = async (job: string, step: number) => (await g.raw('GET', `/api/v2/project/${slug}/job/${jobs[job].job_number}/output?step=${step}`)).text;
     const statuses = Object.fromEntries(Object.entries(jobs).map(([name, job]) => [name, job.status]));
     if (statuses.check !== 'success') process.stderr.write(`${runner?.output()}\n${proxy.seen.join('\n')}\n`);
@@ -201,5 +201,5 @@ describe.each(flowStore())('file steps on a remote agent through a faulty networ
     const layers = await g.gyre.store.query<{ name: string }>('SELECT j.name FROM workspace_layers l JOIN jobs j ON j.id = l.job_id ORDER BY l.created_at');
     expect(layers.map((l) => l.name)).toEqual(['produce', 'extend']);
     expect(await g.gyre.store.query('SELECT key FROM caches UNION ALL SELECT key FROM protected_caches')).toEqual([{ key: 'deps-v1-main' }]);
-  }, 180_000);
+  }, 400_000);
 });
