@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -258,8 +257,9 @@ describe.each(testStores())('step output on %s', (kind) => {
 
   it('removes the log spools a process that died left behind, and not those of running processes', async () => {
     const root = mkdtempSync(join(tmpdir(), 'gyre-spool-root-'));
-    // A process that has ended: its pid is not running any more.
-    const dead = spawnSync('true').pid;
+    // A process that is not running: a pid above the kernel's largest (a pid of a process that
+    // just ended could be given again on a busy machine; pid_max is 32768 on some).
+    const dead = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
     const left = join(root, `${dead}-0d0d0d0d`);
     const live = join(root, `${process.pid}-1e1e1e1e`);
     for (const dir of [left, live]) {
