@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { run, type CliIo } from '../../runtime/cli/main';
 import { splitFiles } from '../../runtime/cli/tests-command';
 import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
+import { until } from '../support/processes';
 
 function captureIo(env: Record<string, string | undefined> = {}) {
   let out = '';
@@ -94,9 +95,9 @@ workflows:
     const big = await g.trigger('fair/big');
     const queued = async (slug: string) =>
       (await g.gyre.store.query(`SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN projects p ON p.id = j.project_id WHERE p.slug = $1`, [slug])).length;
-    for (let i = 0; i < 100 && (await queued('gh/fair/big')) < 5; i++) await new Promise((r) => setTimeout(r, 50));
+    await until('big to queue its five tasks', async () => (await queued('gh/fair/big')) >= 5, 30_000, 50);
     await g.trigger('fair/small');
-    for (let i = 0; i < 100 && (await queued('gh/fair/small')) < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    await until('small to queue its task', async () => (await queued('gh/fair/small')) >= 1, 30_000, 50);
     const order: string[] = [];
     for (let i = 0; i < 6; i++) {
       const res = await fetch(`${g.url}/api/v2/agent/claim`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: '{}' });

@@ -161,7 +161,7 @@ withPodman('the local Podman remote Docker provider', () => {
     await expect(callEngine(engine.host, '/_ping', { ca: engine.clientTls['ca.pem'], cert: engine.clientTls['cert.pem'], key: engine.clientTls['key.pem'] })).rejects.toThrow();
     expect(readdirSync(join(state, 'engines'))).toEqual([]);
     expect(execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })).not.toContain(join(state, 'engines', dirs[0]));
-  }, 30_000);
+  }, 90_000);
 
   it('fences each engine: its containers reach its own, not another engine\'s, and together stay within the resource class', async () => {
     const provider = createPodmanRemoteDocker({ stateDir: state, log, preloadImages: [BUSYBOX_IMAGE], pidsLimit: 200 });

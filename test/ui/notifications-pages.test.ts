@@ -188,7 +188,7 @@ async function pageText(page: Page): Promise<string> {
       expect(await row.locator('.delivery-event').textContent()).toBe(d.event);
       expect(await row.locator('.delivery-state').textContent()).toBe('delivered');
       expect(await row.locator('.delivery-attempt-count').textContent()).toBe(String(d.attempts));
-      expect(await row.locator('.delivery-time time').textContent()).toBe('just now');
+      expect(await row.locator('.delivery-time time').textContent()).toMatch(/^(just now|\d+m ago)$/); // minutes on a slow run
       expect(await row.locator('.delivery-last .delivery-code').first().textContent()).toBe('HTTP 200');
     }
     expect((await hook.locator('.delivery-event').allTextContents()).sort()).toEqual(['job-completed', 'workflow-completed']);
