@@ -67,7 +67,7 @@ describe('hostile JUnit reports', () => {
     const xml = suite(`<!DOCTYPE lolz [<!ENTITY lol0 "lol">${levels}]><testsuite><testcase name="&lol9;" classname="c"/></testsuite>`);
     const started = Date.now();
     expect(() => parseJUnit(xml)).toThrow(/declares a DOCTYPE; DTDs and the entities they define are not accepted/);
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(5000); // expanded, it would be 10^9 strings
   });
 
   test('an external entity is never read: the DOCTYPE is refused, and without one `&xxe;` stays as written', () => {
