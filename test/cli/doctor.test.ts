@@ -267,7 +267,7 @@ describe('gyre doctor against a live Gyre', () => {
     // The health report is reused for a second, then refreshed: wait until it has seen Nomad gone
     // (a fixed 1.1 s could end before a slow refresh did).
     for (const deadline = Date.now() + 20_000; ; ) {
-      const health = await (await fetch(`${g.url}/healthz`)).json();
+      const health = (await (await fetch(`${g.url}/healthz`)).json()) as { status: string };
       if (health.status !== 'ok') break;
       if (Date.now() > deadline) throw new Error('/healthz still says ok 20 s after Nomad stopped');
       await new Promise((r) => setTimeout(r, 200));
