@@ -8,7 +8,7 @@ import path from 'node:path';
 let seen: Record<string, any>;
 beforeAll(() => {
   const repo = path.resolve(__dirname, '../..');
-  const text = execFileSync(process.execPath, ['-r', require.resolve('tsx/cjs'), path.join(__dirname, 'registry-scenario.ts')], { cwd: repo, encoding: 'utf8', timeout: 60_000 });
+  const text = execFileSync(process.execPath, ['-r', require.resolve('tsx/cjs'), path.join(__dirname, 'registry-scenario.ts')], { cwd: repo, encoding: 'utf8', timeout: 240_000 });
   seen = JSON.parse(text);
 }, 90_000);
 
