@@ -68,13 +68,13 @@ describeImage(`runtime image ${IMAGE}`, () => {
     const certs = await podmanRun(['--entrypoint', 'sh', IMAGE, '-c', 'ls /etc/ssl/certs/ca-certificates.crt /opt/gyre/ca/rds-global-bundle.pem']);
     expect(certs.stdout).toContain('/etc/ssl/certs/ca-certificates.crt');
     expect(certs.stdout).toContain('/opt/gyre/ca/rds-global-bundle.pem');
-  });
+  }, 240_000); // three containers, each allowed 60 s to run
 
   test('runs as the gyre user by default, and cannot write its root filesystem', async () => {
     const id = await run('podman', ['run', '--rm', '--read-only', '--entrypoint', 'id', IMAGE], { timeout: 60_000 });
     expect(id.stdout.trim()).toMatch(/^uid=10001\(gyre\) gid=10001\(gyre\)/);
     await expect(podmanRun(['--entrypoint', 'sh', IMAGE, '-c', 'touch /opt/gyre/written'])).rejects.toThrow(/Read-only file system/);
-  });
+  }, 180_000); // two containers, each allowed 60 s to run
 
   const withDatabase = databaseUrl ? test : test.skip;
   if (!databaseUrl) console.warn('skipping the image start test: DATABASE_URL is not set');
@@ -123,5 +123,5 @@ describeImage(`runtime image ${IMAGE}`, () => {
       await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
       await admin.end();
     }
-  }, 120_000);
+  }, 240_000);
 });

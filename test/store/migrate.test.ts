@@ -43,7 +43,7 @@ describe('gyre migrate on the embedded database', () => {
     const again = capture({ GYRE_DATA_DIR: dir });
     expect(await run(['migrate'], again.io)).toBe(0);
     expect(again.out()).toMatch(/^the schema is up to date: all \d+ migrations of this release were applied before\n$/);
-  });
+  }, 180_000); // a new embedded database: initdb and every migration (46 s for the file under load)
 
   it('refuses --wait without DATABASE_URL and bad flags, changing nothing', async () => {
     const wait = capture({ GYRE_DATA_DIR: dir });
@@ -80,7 +80,7 @@ describe('GYRE_MIGRATE', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 180_000);
 
   it('false: names exactly the migration a database lacks', async () => {
     const store = await openStore({});

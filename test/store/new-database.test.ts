@@ -18,5 +18,5 @@ describe('a first start of the embedded server', () => {
     dirs.push(dir);
     writeFileSync(join(dir, 'pgdata'), 'not a directory');
     await expect(prepareNewDatabase(join(dir, 'pgdata'), { migrate: true })).rejects.toThrow(/could not make the embedded database in .*pgdata: the file system refused \(ENOTDIR\)/);
-  }, 30_000);
+  }, 120_000);
 });
