@@ -135,17 +135,17 @@ export async function startTestGyre(options: TestGyreOptions = {}): Promise<Test
       return repo;
     },
     trigger: (slug, body = {}) => api('POST', `/api/v2/project/${slug.startsWith('gh/') ? slug : `gh/${slug}`}/pipeline`, body),
-    async firstJobNumber(pipelineId, timeoutMs = 10_000) {
+    async firstJobNumber(pipelineId, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const wf = (await api('GET', `/api/v2/pipeline/${pipelineId}/workflow`)).items[0];
         const number = wf ? (await api('GET', `/api/v2/workflow/${wf.id}/job`)).items[0]?.job_number : undefined;
         if (number) return number;
         if (Date.now() > deadline) throw new Error(`pipeline ${pipelineId} queued no job within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 5));
+        await new Promise((r) => setTimeout(r, 20));
       }
     },
-    async waitForPipeline(id, timeoutMs = 30_000) {
+    async waitForPipeline(id, timeoutMs = 50_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const pipeline = await api('GET', `/api/v2/pipeline/${id}`);

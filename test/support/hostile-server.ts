@@ -151,9 +151,18 @@ export function rawRequest(port: number, bytes: Buffer, timeoutMs = 10_000): Pro
     let grace: NodeJS.Timeout | undefined;
     socket.on('data', (d) => {
       chunks.push(d);
-      // The status is all most callers need: once the head is in, wait a moment for the body, then stop
-      // (a streamed or kept-alive answer would otherwise hold the connection open).
-      if (!grace && Buffer.concat(chunks).includes('\r\n\r\n')) grace = setTimeout(() => finish(), 100);
+      // Once the head is in, the body is read to its length (or a chunked body to its last chunk),
+      // then the answer is done: a kept-alive connection would otherwise stay open. A body that does
+      // not come whole is cut after a grace (a streamed answer never ends).
+      const all = Buffer.concat(chunks);
+      const split = all.indexOf('\r\n\r\n');
+      if (split < 0) return;
+      const head = all.subarray(0, split).toString('latin1');
+      const body = all.subarray(split + 4);
+      const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+      if (length && body.length >= Number(length[1])) return finish();
+      if (/\r\ntransfer-encoding: *chunked/i.test(head) && body.subarray(-5).toString('latin1') === '0\r\n\r\n') return finish();
+      grace ??= setTimeout(() => finish(), length ? 5000 : 1000);
     });
     socket.on('end', () => finish());
     socket.on('close', () => finish());

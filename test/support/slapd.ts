@@ -133,7 +133,7 @@ export interface Slapd {
 }
 
 /** Answers once something accepts TCP connections on the port, or throws after `ms`. */
-async function waitForPort(port: number, child: ChildProcess, output: () => string, ms = 10_000): Promise<void> {
+async function waitForPort(port: number, child: ChildProcess, output: () => string, ms = 30_000): Promise<void> {
   const until = Date.now() + ms;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`slapd exited (${child.exitCode ?? child.signalCode}): ${output()}`);
