@@ -4,6 +4,7 @@
  * each new database skips initdb. The cluster is made by the PGlite this checkout installed, so it
  * always matches; migrations are not in it (tests of migrations need the blank schema).
  */
+const { execFile } = require('node:child_process');
 const { mkdtempSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
@@ -26,4 +27,14 @@ module.exports = async function globalSetup() {
   // Workers start after this and inherit the variable.
   process.env.GYRE_TEST_PGLITE_BLANK_CLUSTER = file;
   globalThis.__gyreBlankClusterDir = dir;
+  // The migrated embedded database that `gyre server` processes of the tests start from
+  // (test/support/embedded-database.ts), made here once rather than by the first test files of
+  // two workers at once inside their start-up budget. Kept in the temporary directory per schema,
+  // so later runs find it made.
+  await new Promise((resolve, reject) => {
+    const script = "require('./test/support/embedded-database.ts').migratedTemplate().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); })";
+    execFile(process.execPath, ['-r', require.resolve('tsx/cjs'), '-e', script], { cwd: join(__dirname, '..'), timeout: 300_000 }, (error, _stdout, stderr) =>
+      error ? reject(new Error(`making the migrated test database failed: ${stderr || error.message}`)) : resolve(),
+    );
+  });
 };

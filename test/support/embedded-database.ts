@@ -23,7 +23,8 @@ export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
 
 let made: Promise<string> | undefined;
 
-function migratedTemplate(): Promise<string> {
+/** The migrated template's directory, made once per machine and schema (test/global-setup.js makes it before the workers start). */
+export function migratedTemplate(): Promise<string> {
   made ??= (async () => {
     const hash = createHash('sha256');
     hash.update(readFileSync(join(__dirname, '../../node_modules/@electric-sql/pglite/package.json')));
