@@ -747,7 +747,9 @@ workflows:
     await until('the step to start', async () => existsSync(`${gate}.started`), 60_000);
     await Promise.all(replicas('api').map(kill));
     writeFileSync(gate, '');
-    await new Promise((r) => setTimeout(r, 2000));
+    // The step ends while the api is down (it takes seconds to start again); the agent's reports
+    // retry for about 30 s and its lease lasts 30 s, so the api is started again at once.
+    await new Promise((r) => setTimeout(r, 500));
     await Promise.all(replicas('api').map(start));
     const job = await until('the job to end', async () => {
       const [workflow] = (await api('GET', `/api/v2/pipeline/${id}/workflow`)).items;

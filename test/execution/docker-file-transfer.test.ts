@@ -279,8 +279,13 @@ withEngine('Docker executor file transfer, streamed', () => {
       yield entryHeader({ name: 'out/big.bin', type: 'file', size: big.length, mode: 0o644, mtime: 1_700_000_000 });
       for (let i = 0; i < big.length; i += 1024 * 1024) yield big.subarray(i, i + 1024 * 1024);
       yield padding(big.length);
-      // By now everything before the end was checked and spooled: look at the spool.
-      seenWhileReading = spooled().map((name) => ({ name, files: readdirSync(join(spool, name)).map((f) => ({ name: f, size: statSync(join(spool, name, f)).size })) }));
+      // By now everything before the end was checked and is being spooled: look at the spool once
+      // its writes have caught up (a slow disk may still hold a few of the chunks read).
+      const look = () => spooled().map((name) => ({ name, files: readdirSync(join(spool, name)).map((f) => ({ name: f, size: statSync(join(spool, name, f)).size })) }));
+      for (const by = Date.now() + 10_000; Date.now() < by; await new Promise((r) => setTimeout(r, 50))) {
+        seenWhileReading = look();
+        if ((seenWhileReading[0]?.files[0]?.size ?? 0) > big.length - 2 * 1024 * 1024) break;
+      }
       yield END_OF_ARCHIVE;
     }
     const result = await executor.extract('/tmp/extracted', withBig());
