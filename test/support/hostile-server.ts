@@ -127,8 +127,9 @@ export interface RawAnswer {
 }
 
 /**
- * Sends bytes as they are on a connection of their own and reads until the server closes it (the
- * request asks it to); resolves with the first response, rejects when none comes within `timeoutMs`.
+ * Sends bytes as they are on a connection of their own and reads the first response, to the end of
+ * its body or until the server closes the connection (the request asks it to); rejects when none
+ * comes within `timeoutMs`.
  */
 export function rawRequest(port: number, bytes: Buffer, timeoutMs = 10_000): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
