@@ -3,6 +3,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, re
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGroupKeeper, startUidKeeper, type Keeper } from '../../runtime/agent/sandbox/keepers';
+import { until } from '../support/processes';
 
 /**
  * A task's keeper removes the task's directories after its sweep, in its own process: what a user
@@ -100,7 +101,7 @@ describe("a uid keeper's sweep against a build that keeps forking and exiting", 
     };
     try {
       spawn('perl', ['-e', hopper], { uid, gid: uid, cwd: '/', stdio: 'ignore', detached: true }).unref();
-      for (const by = Date.now() + 10_000; !existsSync(beat) && Date.now() < by; ) await new Promise((r) => setTimeout(r, 20));
+      await until('the first beat', async () => existsSync(beat), 10_000, 20);
       expect(await beating()).toBe(true); // it runs, as the uid
       await keeper.sweep();
       expect(await beating()).toBe(false);

@@ -12,6 +12,7 @@ import { createLogger } from '../../runtime/logger';
 import { startRunner, type Runner } from '../../runtime/scheduler/runner';
 import { startNomadStandIn, type NomadStandIn } from '../support/nomad-stand-in';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { until } from '../support/processes';
 
 /**
  * `gyre doctor` against a real Gyre started here (one process, every role) whose Nomad driver
@@ -266,12 +267,7 @@ describe('gyre doctor against a live Gyre', () => {
     await nomad.close();
     // The health report is reused for a second, then refreshed: wait until it has seen Nomad gone
     // (a fixed 1.1 s could end before a slow refresh did).
-    for (const deadline = Date.now() + 20_000; ; ) {
-      const health = (await (await fetch(`${g.url}/healthz`)).json()) as { status: string };
-      if (health.status !== 'ok') break;
-      if (Date.now() > deadline) throw new Error('/healthz still says ok 20 s after Nomad stopped');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await until('/healthz to see Nomad gone', async () => ((await (await fetch(`${g.url}/healthz`)).json()) as { status: string }).status !== 'ok', 20_000, 200);
     const r = capture(env);
     expect(await run(['doctor', '--no-canary', '--nomad-class', 'acme/nomad'], r.io)).toBe(1);
     expect(r.out()).toMatch(/FAILED {2}Nomad\s+the scheduler cannot reach Nomad: http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);

@@ -2,6 +2,7 @@ import { NotFoundError } from '../../runtime/domain/errors';
 import { createHealth } from '../../runtime/ops/health';
 import type { BlobStore } from '../../runtime/blob/blob-store';
 import type { Store } from '../../runtime/store/store';
+import { until } from '../support/processes';
 
 /** A database whose `SELECT 1` answers after `delayMs`, or fails, as the test sets it. */
 function fakeDependencies() {
@@ -44,7 +45,7 @@ describe('health (what /healthz answers the kubelet)', () => {
       expect(db.inFlight).toBe(1);
     }
     // The slow check ended well: its report is what the next probe gets.
-    for (const deadline = Date.now() + 20_000; db.inFlight > 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+    await until('the slow check to end', async () => db.inFlight === 0, 20_000, 50);
     await new Promise((r) => setTimeout(r, 60));
     expect((await health.check()).checks.database).toEqual({ ok: true });
   });
