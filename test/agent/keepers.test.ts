@@ -72,6 +72,98 @@ describe("a keeper removing a task's directories after its sweep", () => {
 });
 
 /**
+ * A uid task's directories and its job directory are made by its keeper (root), off the agent's
+ * thread. What a user would notice if that were wrong: a job whose home or files have the wrong
+ * owner or mode, a task start that goes on after a step failed to be made (and says nothing), or
+ * (the attack) a path a build planted as a link that leads the keeper, as root, to change a file
+ * elsewhere.
+ */
+describe("a keeper making a task's files", () => {
+  let work: string;
+  let outside: string;
+  beforeEach(() => {
+    work = mkdtempSync(join(tmpdir(), 'gyre-keeper-make-'));
+    chmodSync(work, 0o755);
+    outside = mkdtempSync(join(tmpdir(), 'gyre-keeper-outside-'));
+    writeFileSync(join(outside, 'keep'), 'kept');
+    chmodSync(join(outside, 'keep'), 0o600);
+  });
+  afterEach(() => {
+    rmSync(work, { recursive: true, force: true });
+    rmSync(outside, { recursive: true, force: true });
+  });
+
+  const makes = async (keeper: Keeper, owner: number) => {
+    try {
+      const dir = join(work, 'task');
+      // Two megabytes in one line (a large test timings file), besides the usual few.
+      const big = Buffer.alloc(2 << 20, 'timing\n');
+      await keeper.make([
+        { op: 'rm', path: dir },
+        { op: 'mkdir', path: dir, mode: 0o750 },
+        { op: 'mkdir', path: join(dir, 'bin'), mode: 0o755 },
+        { op: 'write', path: join(dir, 'bin', 'tool'), mode: 0o755, data: '#!/bin/sh\necho made\n' },
+        { op: 'write', path: join(dir, 'timings'), mode: 0o644, data: big },
+        { op: 'own', path: join(dir, 'timings'), uid: owner, gid: owner },
+      ]);
+      // Modes as asked, whatever the keeper's umask (077 under `gyre server`).
+      expect(statSync(dir).mode & 0o777).toBe(0o750);
+      expect(statSync(join(dir, 'bin', 'tool')).mode & 0o777).toBe(0o755);
+      expect(readFileSync(join(dir, 'bin', 'tool'), 'utf8')).toBe('#!/bin/sh\necho made\n');
+      expect(readFileSync(join(dir, 'timings')).equals(big)).toBe(true);
+      expect([statSync(join(dir, 'timings')).uid, statSync(join(dir, 'timings')).mode & 0o777]).toEqual([owner, 0o644]);
+
+      // Stopped at the first that fails, with the reason; the ones before it stay done.
+      await expect(
+        keeper.make([
+          { op: 'mkdir', path: join(dir, 'new'), mode: 0o700 },
+          { op: 'mkdir', path: join(dir, 'bin'), mode: 0o700 },
+          { op: 'mkdir', path: join(dir, 'never'), mode: 0o700 },
+        ]),
+      ).rejects.toThrow(/EEXIST.*bin/);
+      expect([existsSync(join(dir, 'new')), existsSync(join(dir, 'never'))]).toEqual([true, false]);
+      await expect(keeper.make([{ op: 'mkdir', path: 'relative/dir', mode: 0o700 }])).rejects.toThrow(/not an absolute path: "relative\/dir"/);
+
+      // Links a build could have planted are never followed: not written through, not given a
+      // mode, not given an owner (the link itself is).
+      symlinkSync(join(outside, 'keep'), join(dir, 'planted'));
+      await expect(keeper.make([{ op: 'write', path: join(dir, 'planted'), mode: 0o666, data: 'overwritten' }])).rejects.toThrow(/EEXIST/);
+      await expect(keeper.make([{ op: 'chmod', path: join(dir, 'planted'), mode: 0o666 }])).rejects.toThrow(/ELOOP/);
+      await keeper.make([{ op: 'own', path: join(dir, 'planted'), uid: owner, gid: owner }]);
+      expect(readFileSync(join(outside, 'keep'), 'utf8')).toBe('kept');
+      expect(statSync(join(outside, 'keep')).mode & 0o777).toBe(0o600);
+      expect(statSync(join(outside, 'keep')).uid).toBe(process.getuid!());
+      expect(lstatSync(join(dir, 'planted')).uid).toBe(owner);
+
+      // It still answers, in order: a make, then a sweep that removes what was made.
+      await keeper.make([{ op: 'write', path: join(dir, 'last'), mode: 0o600, data: 'x' }]);
+      await keeper.sweep([dir]);
+      expect(existsSync(dir)).toBe(false);
+      expect(keeper.alive()).toBe(true);
+    } finally {
+      await keeper.close();
+    }
+    // A keeper that is gone is not waited for.
+    await expect(keeper.make([{ op: 'mkdir', path: join(work, 'after'), mode: 0o700 }])).rejects.toThrow(/has exited/);
+  };
+
+  it('the group keeper (builds without isolation), as this user', async () => {
+    await makes(await startGroupKeeper(), process.getuid!());
+  });
+
+  (process.getuid?.() === 0 ? it : it.skip)('the uid keeper, as root, handing files to the build uid', async () => {
+    const lockDir = mkdtempSync(join(tmpdir(), 'gyre-keeper-locks-'));
+    try {
+      const keeper = await startUidKeeper(912401, join(lockDir, '912401.lock'));
+      if (keeper === 'busy') throw new Error('uid 912401 is held by another test');
+      await makes(keeper, 912401);
+    } finally {
+      rmSync(lockDir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
  * The attack on a uid keeper's sweep: a build process that keeps starting its next generation and
  * exiting, each living well under a millisecond, so that a look through /proc finds every pid it
  * listed already gone. If it outlived the sweep it would run as the uid the next task gets, able

@@ -425,19 +425,24 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
     async openBox(taskDir) {
       const control = taskDir + CONTROL_SUFFIX;
       const tmp = taskDir + TMP_SUFFIX;
-      await removeTaskDirs(taskDir);
-      // The control directory is Gyre's (owner file, scripts): the build may read, never write it.
-      await makeDir(control, 0o700);
-      writeFileSync(join(control, 'owner'), OWNER);
       const { uid, keeper } = await acquire();
       try {
-        writeFileSync(join(control, 'uid'), String(uid));
-        chownSync(control, 0, uid);
-        chmodSync(control, 0o750);
-        for (const dir of [taskDir, tmp]) {
-          await makeDir(dir, 0o700);
-          chownSync(dir, uid, uid);
-        }
+        // Made by the uid's keeper (root, a process of its own), not on this thread: see MAKE in
+        // ./keepers.ts. What an earlier task of this name left is removed first; every directory
+        // is then new (a path already there fails). The control directory is Gyre's (owner file,
+        // scripts): the build may read, never write it.
+        await keeper.make([
+          ...taskDirsOf(taskDir).map((path) => ({ op: 'rm' as const, path })),
+          { op: 'mkdir', path: control, mode: 0o700 },
+          { op: 'write', path: join(control, 'owner'), mode: 0o600, data: OWNER },
+          { op: 'write', path: join(control, 'uid'), mode: 0o600, data: String(uid) },
+          { op: 'own', path: control, uid: 0, gid: uid },
+          { op: 'chmod', path: control, mode: 0o750 },
+          ...[taskDir, tmp].flatMap((path) => [
+            { op: 'mkdir' as const, path, mode: 0o700 },
+            { op: 'own' as const, path, uid, gid: uid },
+          ]),
+        ]);
       } catch (error) {
         await keeper.close();
         held.delete(uid);
@@ -594,20 +599,29 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       if (lstatSync(join(root, dir), { throwIfNoEntry: false })) return false;
       // Directories on the way that are not there yet are made too (a working directory such as
       // ~/go/src/app); those that are were made by the agent (nothing of the build has run).
-      const made: string[] = [];
+      const missing: string[] = [];
       const segments = dir.split('/');
       for (let i = 1; i <= segments.length; i++) {
         const path = join(root, ...segments.slice(0, i));
         const info = lstatSync(path, { throwIfNoEntry: false });
-        if (info?.isDirectory()) continue;
-        mkdirSync(path, { mode: 0o755 });
-        made.push(path);
+        if (!info?.isDirectory()) missing.push(path);
       }
       const base = join(root, dir);
-      const dirs = [...new Set(files.map((f) => posix.dirname(f.path)).filter((d) => d !== '.'))].sort();
-      for (const d of dirs) {
-        mkdirSync(join(base, d), { mode: 0o755 });
-        made.push(join(base, d));
+      const dirs = [...new Set(files.map((f) => posix.dirname(f.path)).filter((d) => d !== '.'))].sort().map((d) => join(base, d));
+      if (parts.keeper && parts.buildUid !== undefined) {
+        // The build's uid gets them: made by its keeper, off this thread (MAKE in ./keepers.ts).
+        const uid = parts.buildUid;
+        const own = (path: string) => ({ op: 'own' as const, path, uid, gid: uid });
+        await parts.keeper.make([
+          ...[...missing, ...dirs].flatMap((path) => [{ op: 'mkdir' as const, path, mode: 0o755 }, own(path)]),
+          ...files.flatMap((file) => [{ op: 'write' as const, path: join(base, file.path), mode: file.mode, data: file.content }, own(join(base, file.path))]),
+        ]);
+        return true;
+      }
+      const made: string[] = [];
+      for (const path of [...missing, ...dirs]) {
+        mkdirSync(path, { mode: 0o755 });
+        made.push(path);
       }
       for (const file of files) {
         const path = join(base, file.path);
