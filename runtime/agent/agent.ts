@@ -201,15 +201,17 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     () => undefined,
   );
 
+  // The task's secrets are asked for under the lease, by the agent that holds it (never sent with
+  // the task): a refusal (a context the job may no longer use) fails the job with the reason. Asked
+  // first: they are the longest chain of reads on the way to the first command, and the embedded
+  // database answers in the order it is asked.
+  const secretsRead = readSecrets(options.task, reporter);
   // The test timings of earlier runs (for the job directory) are read beside the secrets: each is
   // a round trip under the lease on the way to the first command.
   const timingsRead = reporter.testTimings?.().then(
     (timings) => ({ timings }),
     (error: unknown) => ({ error }),
   );
-  // The task's secrets are asked for under the lease, by the agent that holds it (never sent with
-  // the task): a refusal (a context the job may no longer use) fails the job with the reason.
-  const secretsRead = readSecrets(options.task, reporter);
   const withSecrets = async (): Promise<TaskContext> => {
     const read = await secretsRead;
     if ('lostLease' in read) throw new StaleLeaseError(options.task.taskId, 'lost by the agent');

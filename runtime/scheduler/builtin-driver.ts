@@ -51,13 +51,11 @@ export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, task
   return {
     ...(store
       ? {
-          testTimings: async () => {
-            // Only the lease's holder reads them: a read of the lease (StaleLeaseError when it is
-            // not current), not a renewal, which writes the task row (2 ms on PGlite) and which the
-            // lease just claimed does not need.
-            await dispatcher.cancelRequested(lease);
-            return (await previousTestResults(store, lease.taskId)).items.map((r) => ({ file: r.file, classname: r.classname, name: r.name, seconds: r.run_time }));
-          },
+          testTimings: async () =>
+            // Only the lease's holder reads them: the lease is checked in the same statement
+            // (StaleLeaseError when it is not current), not renewed, which writes the task row
+            // (2 ms on PGlite) and which the lease just claimed does not need.
+            (await previousTestResults(store, lease.taskId, lease)).items.map((r) => ({ file: r.file, classname: r.classname, name: r.name, seconds: r.run_time })),
         }
       : {}),
     ...(taskSecrets ? { secrets: () => taskSecrets.forLease(lease) } : {}),

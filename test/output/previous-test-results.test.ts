@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { StaleLeaseError } from '../../runtime/domain/errors';
 import { PREVIOUS_RUN, previousTestResults } from '../../runtime/output/previous-test-results';
 import { testStores } from '../support/database';
 import { startTestGyre, type TestGyre } from '../support/gyre';
@@ -65,5 +67,25 @@ describe.each(testStores())('previous test results on %s', (store) => {
     await g.gyre.store.query(`UPDATE jobs SET stopped_at = stopped_at - interval '1 hour' WHERE id = md5('j' || 10)::uuid`);
     const last = await run();
     expect(await previousTestResults(g.gyre.store, last.id)).toEqual({ jobNumber: 100010, items: [{ file: 'calc.test', classname: 'Calc', name: 'adds', run_time: 2.5 }] });
+
+    // Asked under a lease (the built-in runner's agent), the lease is checked in the same
+    // statement: the holder of the current lease gets the same answer, anyone else nothing.
+    const leaseId = randomUUID();
+    const [{ attempt }] = await g.gyre.store.query<{ attempt: number }>(
+      `UPDATE tasks SET status = 'running', lease_id = $2, lease_expires_at = now() + interval '1 minute' WHERE id = $1 RETURNING attempt`,
+      [last.id, leaseId],
+    );
+    const lease = { taskId: last.id, leaseId, attempt };
+    expect(await previousTestResults(g.gyre.store, last.id, lease)).toEqual({ jobNumber: 100010, items: [{ file: 'calc.test', classname: 'Calc', name: 'adds', run_time: 2.5 }] });
+    await expect(previousTestResults(g.gyre.store, last.id, { ...lease, leaseId: randomUUID() })).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(previousTestResults(g.gyre.store, last.id, { ...lease, attempt: attempt + 1 })).rejects.toBeInstanceOf(StaleLeaseError);
+    await expect(previousTestResults(g.gyre.store, next.id, lease)).rejects.toBeInstanceOf(StaleLeaseError);
+    await g.gyre.store.query(`UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [last.id]);
+    await expect(previousTestResults(g.gyre.store, last.id, lease)).rejects.toBeInstanceOf(StaleLeaseError);
+    // A job whose earlier runs stored no results: nothing, under a current lease as without one.
+    await g.gyre.store.query('DELETE FROM test_results WHERE job_id = md5($1)::uuid', ['j10']);
+    expect(await previousTestResults(g.gyre.store, last.id)).toEqual({ jobNumber: null, items: [] });
+    await g.gyre.store.query(`UPDATE tasks SET lease_expires_at = now() + interval '1 minute' WHERE id = $1`, [last.id]);
+    expect(await previousTestResults(g.gyre.store, last.id, lease)).toEqual({ jobNumber: null, items: [] });
   }, 120_000);
 });
