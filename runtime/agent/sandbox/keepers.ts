@@ -33,8 +33,9 @@ const remove = (list) => {
  * A task's directories and files made by its keeper before anything of the build runs (the uid
  * keeper: root, beside the agent's process): the same system calls the agent made on its own thread
  * before, where on a disk such as this machine's (ext4 on a virtual disk: 0.14 ms a `mkdir`, 0.15 a
- * file created) the two dozen of a task start delayed the reads of its secrets by 2–3 ms, the path
- * to its first command (docs/speed.md). Operations in order, stopped at the first that fails:
+ * file created) the two dozen of a task's start held that thread 2–2.5 ms while the task's secrets
+ * were being read, on the way to its first command (docs/speed.md: moved, not removed; no gain in
+ * latency showed above this machine's spread). Operations in order, stopped at the first that fails:
  * `mkdir` (not recursive: a path already there fails), `write` (created, never opened if there),
  * each then given its mode again (the umask cuts what they set); `chmod`; `own` (`lchown`); `rm`
  * (recursive). None follows a link: a mode is set through the file opened with O_NOFOLLOW.
