@@ -19,7 +19,11 @@ export type { Lease } from './sql/leases';
 
 /** Channels the dispatcher announces on, so other roles (and other processes) can react. */
 export const CHANNELS = {
-  /** Payload: resource class. A task became claimable. */
+  /**
+   * Payload: `<n> <id>`, n tasks became claimable (`queuedAnnouncement`): a job's n parallel
+   * tasks with its id, one retried task with its own. Each job's announcement is its own, so
+   * PostgreSQL does not fold a transaction's jobs into one (it folds equal payloads).
+   */
   taskQueued: 'gyre_task_queued',
   /** Payload: job id. A job reached a terminal status. */
   jobFinished: 'gyre_job_finished',
@@ -28,6 +32,12 @@ export const CHANNELS = {
   /** Payload: JSON `{ taskId, attempt, step }`. New output or a step changed. */
   taskOutput: 'gyre_task_output',
 } as const;
+
+/** How many tasks a `taskQueued` announcement says became claimable (1 for one it cannot read). */
+export function queuedAnnouncement(payload: string): number {
+  const n = Number(/^(\d{1,6}) /.exec(payload)?.[1]);
+  return Number.isInteger(n) && n > 0 ? n : 1;
+}
 
 /**
  * Ends a job (`$1`, its row locked by the caller) once none of its tasks is queued or running,
@@ -314,7 +324,8 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
         [job.id],
       );
       // One statement for the job's tasks (one per parallel node), its move to queued and the
-      // NOTIFY that wakes claimers (delivered at commit, so no claimer sees a task early). A
+      // NOTIFY that wakes claimers (delivered at commit, so no claimer sees a task early), which
+      // says how many tasks there are: a built-in runner wakes that many idle slots. A
       // machine job whose class an admin gave to runners or Nomad runs there, not on a machine of its own.
       await tx.query(
         `WITH made AS (
@@ -324,7 +335,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
              FROM unnest($1::uuid[]) WITH ORDINALITY AS n(id, node)
            RETURNING 1),
          queued AS (UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $2::uuid RETURNING 1)
-         SELECT pg_notify($9::text, $3::text)`,
+         SELECT pg_notify($9::text, $10::text)`,
         [
           Array.from({ length: parallelism }, () => randomUUID()),
           job.id,
@@ -335,6 +346,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           owner?.ahead ?? 0,
           machineImageOf(job.spec),
           CHANNELS.taskQueued,
+          `${parallelism} ${job.id}`,
         ],
       );
       if (isPlatformClass(resourceClass)) {
@@ -531,7 +543,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
                     failure_reason = $2, queued_at = now() WHERE id = $1`,
             [task.id, `attempt ${task.attempt}: the agent stopped renewing its lease`],
           );
-          await tx.query('SELECT pg_notify($1, (SELECT resource_class FROM tasks WHERE id = $2))', [CHANNELS.taskQueued, task.id]);
+          await tx.query('SELECT pg_notify($1, $2)', [CHANNELS.taskQueued, `1 ${task.id}`]);
           log.warn('lease expired; task queued again', { taskId: task.id, attempt: task.attempt });
           continue;
         } else {

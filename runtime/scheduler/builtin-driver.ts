@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { runTask, type TaskReporter } from '../agent/agent';
 import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
 import { createTaskExecutor, prepareExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
-import { CHANNELS, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
+import { CHANNELS, queuedAnnouncement, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
 import type { StepHandlers } from '../agent/steps/step-handler';
@@ -74,12 +74,15 @@ export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, task
 
 /**
  * The embedded default driver: N slots in this process, each claiming a task, running it with the
- * shell executor and claiming the next. A notification that work is queued wakes one idle slot,
- * and a slot that claims a task wakes the next: a transaction that queued several tasks (one
- * notification: PostgreSQL folds a transaction's equal ones) has them taken one claim after
- * another, while a single task costs one claim, not one for every idle slot (which queued the
- * others' claims before the winner's next statements on PGlite's one connection, and on
- * PostgreSQL woke a backend each on the cores the task needs).
+ * shell executor and claiming the next. An announcement that n tasks are queued (one per job, or
+ * per task retried: `queuedAnnouncement`) wakes n idle slots, so each task costs one claim, not
+ * one for every idle slot (which queued the others' claims before the winner's next statements on
+ * PGlite's one connection, and on PostgreSQL woke a backend each on the cores the task needs), nor
+ * a claim by the next idle slot looking for more after each one taken (a second statement per
+ * task, nearly always finding nothing). Tasks announced while no slot slept are counted: as many
+ * slots look again before they sleep. Work found by a slot's own look (`pollMs`: announcements
+ * lost while LISTEN reconnected, tasks queued before the runner started) is not announced, so a
+ * slot that finds it wakes the next to look for more.
  */
 export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   const { store, dispatcher, log } = options;
@@ -92,14 +95,19 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
   let loops: Promise<void>[] = [];
   const unlisten: (() => Promise<void>)[] = [];
   const { sleep: idle, wakeAll, wakeOne } = createWakeableSleep();
-  /** Work was announced while no slot slept (each was claiming or running): the next to go idle looks once more first. */
-  let missed = false;
-  const workQueued = () => {
-    if (!wakeOne()) missed = true;
+  /**
+   * Tasks announced while no slot slept (each was claiming or running): as many slots look once
+   * more before they go to sleep. At most one a slot: a slot back from a task claims anyway.
+   */
+  let missed = 0;
+  const workQueued = (payload: string) => {
+    for (let n = queuedAnnouncement(payload); n > 0; n--) if (!wakeOne()) missed = Math.min(options.slots, missed + 1);
   };
 
   async function slot(n: number): Promise<void> {
     const slotLog = log.child({ agent: agentId, slot: n });
+    /** Whether this slot's last sleep ran out rather than being woken by an announcement. */
+    let looked = false;
     while (!stopping) {
       let claimed: ClaimedTask | undefined;
       const asked = performance.now();
@@ -118,12 +126,13 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
       if (stopping) break;
       if (!claimed) {
         // A claim that began before the announced task was committed found nothing: look again.
-        if (missed) missed = false;
-        else await idle(options.pollMs ?? 1000);
+        if (missed > 0) missed--;
+        else looked = !(await idle(options.pollMs ?? 1000));
         continue;
       }
-      // There may be more where this one came from: the next idle slot looks.
-      wakeOne();
+      // Found by its own look, not announced: there may be more where this one came from.
+      if (looked) wakeOne();
+      looked = false;
       const controller = new AbortController();
       running.set(claimed.task.taskId, controller);
       const taskLog = slotLog.child({ taskId: claimed.task.taskId, job: claimed.task.jobName });

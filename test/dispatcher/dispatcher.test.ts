@@ -1,5 +1,5 @@
 import { StaleLeaseError } from '../../runtime/domain/errors';
-import { createDispatcher, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
+import { CHANNELS, createDispatcher, queuedAnnouncement, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
 import { createLogger } from '../../runtime/logger';
 import type { JobSpec } from '../../runtime/config/plan';
 import { openStore } from '../../runtime/store/open-store';
@@ -67,6 +67,32 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     await dispatcher.completeTask(second!.lease, 'success');
     const [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
     expect(job.status).toBe('success');
+  });
+
+  /** What is announced on `channel` while `during` runs (and a moment after, for delivery). */
+  async function announced(channel: string, during: () => Promise<void>): Promise<string[]> {
+    const heard: string[] = [];
+    const off = await store.listen(channel, (payload) => heard.push(payload));
+    try {
+      await during();
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      await off();
+    }
+    return heard;
+  }
+
+  it("announces how many tasks each queued job has, so a runner wakes as many slots", async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+    let ids: string[] = [];
+    // Two jobs queued in one transaction: PostgreSQL folds equal announcements, so each has its own.
+    const heard = await announced(CHANNELS.taskQueued, async () => void (ids = await queueJobs(store, dispatcher, [spec(3), spec(1)])));
+    expect(heard.sort()).toEqual([`1 ${ids[1]}`, `3 ${ids[0]}`].sort());
+    expect(heard.map(queuedAnnouncement).sort()).toEqual([1, 3]);
+    // One written otherwise (an older server's resource class) still wakes a slot.
+    expect(queuedAnnouncement('linux.medium')).toBe(1);
+    expect(queuedAnnouncement('0 x')).toBe(1);
+    while (await dispatcher.claim('drain', ['*']));
   });
 
   it('stores an output chunk once however often it is sent', async () => {
