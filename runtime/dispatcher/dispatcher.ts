@@ -166,10 +166,6 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     });
   }
 
-  async function notifyOutput(lease: Lease, step: number): Promise<void> {
-    await store.notify(CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step }));
-  }
-
   /**
    * After a task reached a terminal status: if every task of its job is terminal, settle the job's
    * status. Runs in the caller's transaction; returns the job id when the job finished now.
@@ -427,15 +423,17 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     },
 
     async stepFinished(lease, step) {
+      // Announced with the write, as a step's start is: followers read what is there then, the
+      // chunks or (once moved below) the archive, which a reader takes in either order.
       await writeUnderLease(
         store,
         lease,
         `UPDATE steps s SET status = $5, exit_code = $6, stopped_at = now()
            FROM lease WHERE s.task_id = lease.id AND s.attempt = $3 AND s.index = $4`,
-        [step.index, step.status, step.exitCode ?? null],
+        [step.index, step.status, step.exitCode ?? null, CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step: step.index })],
+        'SELECT pg_notify($7, $8) FROM lease',
       );
       await output?.stepFinished(lease.taskId, lease.attempt, step.index);
-      await notifyOutput(lease, step.index);
     },
 
     async completeTask(lease, outcome) {

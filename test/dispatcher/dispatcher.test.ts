@@ -82,6 +82,22 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     return heard;
   }
 
+  it("announces a step's start and end to output followers, and nothing a stale lease tried", async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+    await queueJob(store, dispatcher);
+    const { lease } = (await dispatcher.claim('agent-a', ['*']))!;
+    const heard = await announced(CHANNELS.taskOutput, async () => {
+      await dispatcher.stepStarted(lease, { index: 0, name: 'hello', type: 'run' });
+      await dispatcher.stepFinished(lease, { index: 0, status: 'success', exitCode: 0 });
+      const stale = { ...lease, leaseId: '00000000-0000-4000-8000-000000000000' };
+      await expect(dispatcher.stepFinished(stale, { index: 0, status: 'failed', exitCode: 1 })).rejects.toBeInstanceOf(StaleLeaseError);
+    });
+    const step = { taskId: lease.taskId, attempt: lease.attempt, step: 0 };
+    expect(heard.map((p) => JSON.parse(p))).toEqual([step, step]);
+    const [row] = await store.query<{ status: string }>('SELECT status FROM steps WHERE task_id = $1 AND index = 0', [lease.taskId]);
+    expect(row.status).toBe('success');
+  });
+
   it("announces how many tasks each queued job has, so a runner wakes as many slots", async () => {
     const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
     let ids: string[] = [];
