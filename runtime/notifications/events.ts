@@ -47,11 +47,30 @@ export interface NotifierEvents {
   readonly onJobsEnded: JobsListener;
 }
 
+/** The events the conductor's listeners below look up webhooks for. */
+const WORKFLOW_EVENTS = ['job-completed', 'workflow-completed'] as const;
+
 export function createNotifierEvents({ webUrl }: { webUrl: (pipelineId: string, workflowId: string) => string }): NotifierEvents {
+  /**
+   * The listeners of a workflow, looked up once per transaction: the conductor tells both
+   * listeners below in the one transaction that advances a workflow and ends it (jobs ended, then
+   * the workflow), and each look-up is a statement on the way of every pipeline. Keyed by the
+   * transaction (each store hands out a new one per transaction: the entry goes with it).
+   */
+  const looked = new WeakMap<Queryable, Map<string, Promise<sql.WorkflowListeners | undefined>>>();
+  const listenersOf = async (tx: Queryable, workflowId: string, event: (typeof WORKFLOW_EVENTS)[number]): Promise<sql.WorkflowListeners | undefined> => {
+    let ofTx = looked.get(tx);
+    if (!ofTx) looked.set(tx, (ofTx = new Map()));
+    let found = ofTx.get(workflowId);
+    if (!found) ofTx.set(workflowId, (found = sql.workflowListenersOf(tx, workflowId, WORKFLOW_EVENTS)));
+    const listeners = await found;
+    return listeners && { ...listeners, webhooks: listeners.webhooks.filter((webhook) => webhook.events.includes(event)) };
+  };
+
   const onWorkflow: WorkflowListener = async (tx, { workflowId, ended }) => {
     if (!ended) return;
     // One query when nothing is wanted (no webhook on the event, no email or Slack set up).
-    const listeners = await sql.workflowListenersOf(tx, workflowId, 'workflow-completed');
+    const listeners = await listenersOf(tx, workflowId, 'workflow-completed');
     const settings = listeners?.settings && (listeners.settings.emails.length > 0 || listeners.settings.key_id) ? listeners.settings : undefined;
     if (!listeners || (listeners.webhooks.length === 0 && !settings)) return;
     const facts = await sql.workflowFacts(tx, workflowId, webUrl);
@@ -90,7 +109,7 @@ export function createNotifierEvents({ webUrl }: { webUrl: (pipelineId: string, 
 
   const onJobsEnded: JobsListener = async (tx, { workflowId }) => {
     // Cheap when no webhook wants jobs: one indexed look-up per advance of the workflow.
-    const found = await sql.workflowListenersOf(tx, workflowId, 'job-completed');
+    const found = await listenersOf(tx, workflowId, 'job-completed');
     if (!found || found.webhooks.length === 0) return;
     const { projectId, webhooks } = found;
     const jobs = await sql.endedJobs(tx, workflowId, TERMINAL_JOB_STATUSES);

@@ -170,30 +170,31 @@ export async function workflowFacts(db: Queryable, workflowId: string, urlOf: (p
   };
 }
 
-/** What a project wants to hear when one of its workflows ends (workflowListenersOf). */
+/** What a project wants to hear when one of its workflows advances or ends (workflowListenersOf). */
 export interface WorkflowListeners {
   readonly projectId: string;
-  /** The project's webhooks on the event, oldest first. */
-  readonly webhooks: { id: string; name: string }[];
+  /** The project's webhooks on any of the events asked about, oldest first, each with those of the events it is on. */
+  readonly webhooks: { id: string; name: string; events: string[] }[];
   /** The project's email and Slack settings, when it has any: what decides whether they are sent. */
   readonly settings?: { emails: string[]; on_failed: boolean; on_fixed: boolean; key_id: string | null };
 }
 
 /**
- * A workflow's project, its webhooks on `event` and its notification settings, in one query (the
- * conductor asks on every advance of every workflow, and when one ends; nearly always the answer
- * is none).
+ * A workflow's project, its webhooks on any of `events` and its notification settings, in one
+ * query (the conductor asks on every advance of every workflow, and when one ends; nearly always
+ * the answer is none).
  */
-export async function workflowListenersOf(db: Queryable, workflowId: string, event: string): Promise<WorkflowListeners | undefined> {
-  const [row] = await db.query<{ project_id: string; webhooks: { id: string; name: string }[]; has_settings: boolean; emails: string[] | null; on_failed: boolean | null; on_fixed: boolean | null; key_id: string | null }>(
+export async function workflowListenersOf(db: Queryable, workflowId: string, events: readonly string[]): Promise<WorkflowListeners | undefined> {
+  const [row] = await db.query<{ project_id: string; webhooks: { id: string; name: string; events: string[] }[]; has_settings: boolean; emails: string[] | null; on_failed: boolean | null; on_fixed: boolean | null; key_id: string | null }>(
     `SELECT p.project_id,
-            coalesce((SELECT json_agg(json_build_object('id', wh.id, 'name', wh.name) ORDER BY wh.created_at, wh.id)
-                        FROM webhooks wh WHERE wh.project_id = p.project_id AND $2 = ANY(wh.events)), '[]'::json) AS webhooks,
+            coalesce((SELECT json_agg(json_build_object('id', wh.id, 'name', wh.name,
+                                      'events', (SELECT array_agg(e) FROM unnest(wh.events) e WHERE e = ANY($2::text[]))) ORDER BY wh.created_at, wh.id)
+                        FROM webhooks wh WHERE wh.project_id = p.project_id AND wh.events && $2::text[]), '[]'::json) AS webhooks,
             n.project_id IS NOT NULL AS has_settings, n.emails, n.on_failed, n.on_fixed, n.key_id
        FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id
        LEFT JOIN project_notifications n ON n.project_id = p.project_id
       WHERE w.id = $1`,
-    [workflowId, event],
+    [workflowId, events],
   );
   if (!row) return undefined;
   return {
