@@ -159,6 +159,15 @@ describe('outbound webhooks and notifications', () => {
       'signing-secret': SECOND_SECRET,
       scope: { id: projectId, type: 'project' },
     });
+    // Beside it, a webhook on jobs only: the one look-up for both events hands each its own.
+    const jobsOnly = await ok('POST', '/api/v2/webhook', {
+      name: 'jobs only',
+      events: ['job-completed'],
+      url: `${receiver.url}/jobs-only`,
+      'verify-tls': false,
+      'signing-secret': SECOND_SECRET,
+      scope: { id: projectId, type: 'project' },
+    });
     receiver.answer('/flaky', { status: 500, body: 'database is down, try later' });
     await run('main', true);
     // Between the attempts the log says when the next one is due.
@@ -179,7 +188,12 @@ describe('outbound webhooks and notifications', () => {
     expect(second.body).toBe(first.body);
     expect(JSON.parse(second.body).id).toBe(JSON.parse(first.body).id);
     expect(signatureValid(second, SECOND_SECRET)).toBe(true);
+    await until('the job event to the jobs-only webhook', async () => at('/jobs-only').length >= 1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(at('/jobs-only').map((r) => r.headers['circleci-event-type'])).toEqual(['job-completed']);
+    expect(at('/flaky').map((r) => r.headers['circleci-event-type'])).toEqual(['workflow-completed', 'workflow-completed']);
     await ok('DELETE', `/api/v2/webhook/${flaky.id}`);
+    await ok('DELETE', `/api/v2/webhook/${jobsOnly.id}`);
   }, 90_000);
 
   test('email and Slack on a failed workflow, then on fixed, naming the project, branch and workflow', async () => {
