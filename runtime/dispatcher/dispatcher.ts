@@ -12,6 +12,7 @@ import { resourceSizeOf } from '../domain/resource-sizes';
 import { leaseGraceMs, type LeaseHolder } from '../domain/leases';
 import type { HeartbeatResult, TaskContext, TaskOutcome } from '../agent-contract/task-context';
 import { LEASE_IS_CURRENT, leaseState, lockAttemptOf, lockAttemptsHeldBy, lockCurrentLease, lockLapsedAttempts, queryUnderLease, renewLease, writeUnderLease, type EndingAttempt, type Lease } from './sql/leases';
+import { TASK_FACTS, type TaskFacts } from '../secrets/task-facts';
 import { MACHINE_CLAIM, machineImageOf, NO_MACHINE_TASKS } from '../machines/machine-tasks';
 import { isPlatformClass, PLATFORM_CLASS_PATTERN, platformResourceClass, timedOutMessage, UNSERVED_REASON, waitingMessage } from '../scheduler/unserved-classes';
 
@@ -78,6 +79,11 @@ export interface ClaimedTask {
   readonly lease: Lease;
   readonly leaseExpiresAt: Date;
   readonly task: TaskContext;
+  /**
+   * What the task's secrets are decided by (TASK_FACTS), read by the claim: for the built-in
+   * runner's own secrets request only (TaskSecrets.forLease). Never sent to an agent.
+   */
+  readonly facts: TaskFacts;
 }
 
 // The task context, heartbeat answer and outcome are the agent contract's: the agent reads them too.
@@ -200,7 +206,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
    * 1-based position of the request a row was leased to.
    */
   async function claimBatch(leaseIds: readonly string[], agentIds: readonly string[], holders: readonly string[], resourceClasses: readonly string[]) {
-    return store.query<ContextRow & { slot: number; attempt: number; lease_expires_at: Date; waited: number; project_slug: string | null; task_org: string | null; limited: boolean }>(
+    return store.query<ContextRow & { slot: number; attempt: number; lease_expires_at: Date; waited: number; project_slug: string | null; task_org: string | null; limited: boolean; facts: TaskFacts }>(
       `WITH picked AS (
          SELECT t.id FROM tasks t
           WHERE t.status = 'queued' AND NOT t.cancel_requested
@@ -245,7 +251,8 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
        SELECT c.id AS task_id, c.slot::int AS slot, c.node_index, c.resource_class, c.attempt, c.lease_expires_at, c.waited, c.project_slug, c.org AS task_org,
               ${CONTEXT_COLUMNS},
               EXISTS (SELECT 1 FROM concurrency_limits l
-                       WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited
+                       WHERE (l.scope = 'project' AND l.key = c.project_slug) OR (l.scope = 'org' AND l.key = c.org)) AS limited,
+              ${TASK_FACTS} AS facts
          FROM claimed c ${contextJoins('c')}`,
       [leaseIds, ttl, agentIds, resourceClasses, leaseIds.length, holders],
     );
@@ -272,6 +279,7 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
           lease: { taskId: row.task_id, leaseId: leaseIds[slot], attempt: row.attempt },
           leaseExpiresAt: new Date(row.lease_expires_at),
           task: contextOf(row),
+          facts: row.facts,
         });
       }
       // The queue held fewer claimable tasks than there were requests.

@@ -58,7 +58,8 @@ export function localReporter(dispatcher: Dispatcher, claimed: ClaimedTask, task
             (await previousTestResults(store, lease.taskId, lease)).items.map((r) => ({ file: r.file, classname: r.classname, name: r.name, seconds: r.run_time })),
         }
       : {}),
-    ...(taskSecrets ? { secrets: () => taskSecrets.forLease(lease) } : {}),
+    // What the secrets are decided by came with the claim: their reads start at once.
+    ...(taskSecrets ? { secrets: () => taskSecrets.forLease(lease, { facts: claimed.facts, steps: claimed.task.spec.steps }) } : {}),
     heartbeat: (signal) => {
       const beat = dispatcher.heartbeat(lease);
       if (!signal) return beat;

@@ -2,7 +2,7 @@ import { StaleLeaseError } from '../domain/errors';
 import type { Lease } from '../dispatcher/sql/leases';
 import { LEASE_IS_CURRENT } from '../dispatcher/sql/leases';
 import type { Logger } from '../logger';
-import type { Store } from '../store/store';
+import type { Queryable, Store } from '../store/store';
 import type { Step } from '../config/plan';
 import type { TaskSshKeys } from '../dispatcher/dispatcher';
 import { isSshRepositoryUrl } from '../domain/repository-url';
@@ -10,6 +10,9 @@ import type { Contexts } from './contexts';
 import { vcsOriginOf, type OidcIssuer } from './oidc-tokens';
 import type { SshKeys, TaskSshKeysInput } from './ssh-keys';
 import { expressionValuesOf } from '../triggers/pipeline-event';
+import { TASK_FACTS, type TaskFacts } from './task-facts';
+
+export { TASK_FACTS, type TaskFacts } from './task-facts';
 
 /**
  * What a task's agent receives of its secrets, asked for by the agent itself under its lease (the
@@ -37,9 +40,16 @@ export type TaskSecretsAnswer =
   | { readonly refused: string };
 
 export interface TaskSecrets {
-  /** The secrets of the lease's task; StaleLeaseError when the lease is not current. */
-  forLease(lease: Lease): Promise<TaskSecretsAnswer>;
+  /**
+   * The secrets of the lease's task; StaleLeaseError when the lease is not current. `claimed`: what
+   * they are decided by, read by the claim statement that made this lease (TASK_FACTS), and the
+   * job's steps, for the built-in runner, which asks in the same process a moment after its claim:
+   * the lease is not read again. Anyone else (a runner over the agent API) passes none, and the
+   * lease is checked.
+   */
+  forLease(lease: Lease, claimed?: { readonly facts: TaskFacts; readonly steps: readonly Step[] }): Promise<TaskSecretsAnswer>;
 }
+
 
 export interface TaskSecretsDeps {
   readonly store: Store;
@@ -57,24 +67,8 @@ export interface TaskSecretsDeps {
   readonly log: Logger;
 }
 
-interface TaskRow {
-  job_id: string;
-  contexts: string[];
-  project_id: string;
-  org_id: string | null;
-  repo_url: string;
-  pipeline_id: string;
-  workflow_id: string;
-  branch: string | null;
-  tag: string | null;
-  /** Who started the workflow: a rerun's is who asked for it (never the original actor), else the pipeline's actor. */
-  actor_id: string | null;
-  number: number;
-  from_fork: boolean;
-  /** What started the pipeline: `pipeline.trigger_source` and `pipeline.event.*` for expressions. */
-  trigger_type: string;
-  event: unknown;
-  steps: Step[] | null;
+interface TaskRow extends TaskFacts {
+  steps: readonly Step[] | null;
 }
 
 /** Which of the project's SSH keys a job's steps use: the checkout key for a checkout over SSH, and what its `add_ssh_keys` steps select. */
@@ -92,6 +86,19 @@ export function sshKeysUsedBy(steps: readonly Step[], repoUrl: string): Omit<Tas
 function settled<T>(result: PromiseSettledResult<T>): T {
   if (result.status === 'rejected') throw result.reason;
   return result.value;
+}
+
+/** A task's facts (TASK_FACTS) and its job's steps, under its lease; StaleLeaseError when the lease is not current. */
+export async function readTaskFacts(q: Queryable, lease: Lease): Promise<{ facts: TaskFacts; steps: readonly Step[] | null }> {
+  const [row] = await q.query<{ facts: TaskFacts; steps: Step[] | null }>(
+    `SELECT ${TASK_FACTS} AS facts, j.spec -> 'steps' AS steps
+       FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
+       JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
+      WHERE ${LEASE_IS_CURRENT}`,
+    [lease.taskId, lease.leaseId, lease.attempt],
+  );
+  if (!row) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+  return row;
 }
 
 export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
@@ -128,17 +135,9 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
   }
 
   return {
-    async forLease(lease) {
-      const [row] = await store.query<TaskRow>(
-        `SELECT j.id AS job_id, j.contexts, j.project_id, o.id AS org_id, pr.repo_url, w.pipeline_id, j.workflow_id,
-                p.branch, p.tag, COALESCE(w.started_by, p.actor_id) AS actor_id, p.number, p.from_fork, p.trigger_type, p.event, j.spec -> 'steps' AS steps
-           FROM tasks t JOIN jobs j ON j.id = t.job_id JOIN workflows w ON w.id = j.workflow_id
-           JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = j.project_id
-           LEFT JOIN organizations o ON o.name = pr.org
-          WHERE ${LEASE_IS_CURRENT}`,
-        [lease.taskId, lease.leaseId, lease.attempt],
-      );
-      if (!row) throw new StaleLeaseError(lease.taskId, lease.leaseId);
+    async forLease(lease, claimed) {
+      const { facts, steps } = claimed ?? (await readTaskFacts(store, lease));
+      const row: TaskRow = { ...facts, steps };
       if (!row.org_id) return { refused: `the project's organization does not exist` };
       // What the answer is made of is read at once, not one after the other (on the way to every
       // task's first command): the contexts' variables, the OIDC tokens, the checkout token and
