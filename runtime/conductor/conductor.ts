@@ -1,3 +1,4 @@
+import type { StartingPipeline } from '../triggers/triggers';
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Audit } from '../audit/audit-log';
 import { AuthenticationError, ConflictError, InputError, NotFoundError } from '../domain/errors';
@@ -28,8 +29,11 @@ export const CONFIG_PATH = '.circleci/config.yml';
 export type CompileFn = (source: string, trigger: TriggerContext) => Promise<CompileResult>;
 
 export interface Conductor {
-  /** Compiles a pending pipeline's config and creates its workflows. Idempotent. */
-  startPipeline(pipelineId: string): Promise<void>;
+  /**
+   * Compiles a pending pipeline's config and creates its workflows. Idempotent. `starting`: the
+   * pipeline as its trigger in this process just created it (Triggers.onCreated), not read back.
+   */
+  startPipeline(pipelineId: string, starting?: StartingPipeline): Promise<void>;
   /** Moves a workflow's DAG forward: unblocks, queues or skips jobs, and settles the workflow. Idempotent. */
   advanceWorkflow(workflowId: string): Promise<void>;
   /** Advances the workflow a finished job belongs to. */
@@ -375,35 +379,10 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
   }
 
   const conductor: Conductor = {
-    async startPipeline(pipelineId) {
-      const [pipeline] = await store.query<{
-        id: string;
-        state: string;
-        number: number;
-        branch: string | null;
-        tag: string | null;
-        revision: string;
-        parameters: Record<string, string | number | boolean>;
-        project_id: string;
-        repo_url: string;
-        default_branch: string;
-        trigger_type: string;
-        slug: string;
-        schedule_id: string | null;
-        schedule_name: string | null;
-        scheduled_workflow_cron: string | null;
-        event: unknown;
-      }>(
-        `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.base_revision, p.parameters, p.project_id, p.trigger_type, p.event,
-                pr.repo_url, pr.default_branch, pr.slug, s.id AS schedule_id, s.name AS schedule_name, sw.cron AS scheduled_workflow_cron
-           FROM pipelines p JOIN projects pr ON pr.id = p.project_id
-           -- The schedule or scheduled workflow whose tick started it (runtime/schedules), if any.
-           LEFT JOIN schedule_ticks t ON t.pipeline_id = p.id
-           LEFT JOIN schedules s ON s.id = t.schedule_id
-           LEFT JOIN scheduled_workflows sw ON sw.id = t.scheduled_workflow_id
-          WHERE p.id = $1`,
-        [pipelineId],
-      );
+    async startPipeline(pipelineId, starting) {
+      // Handed over by the trigger in this process: just committed, pending, and what the read
+      // would give (StartingPipeline). Otherwise read, whoever created it.
+      const pipeline: PendingPipeline | undefined = starting ? { ...starting, state: 'pending' } : await readPendingPipeline(store, pipelineId);
       if (!pipeline) throw new NotFoundError('pipeline', pipelineId);
       if (pipeline.state !== 'pending') return;
       const source = await forge.readFile(pipeline.repo_url, pipeline.revision, CONFIG_PATH);
@@ -607,7 +586,7 @@ export function workflowStatusOf(statuses: readonly JobStatus[], canceled: boole
   return 'success';
 }
 
-interface PipelineFacts {
+export interface PipelineFacts {
   id: string;
   number: number;
   branch: string | null;
@@ -624,6 +603,25 @@ interface PipelineFacts {
   base_revision?: string | null;
   /** What started it (`pipeline.event.*`; null before events were stored). */
   event?: unknown;
+}
+
+/** A pipeline as starting it reads it, with its project, and the schedule whose tick started it (runtime/schedules), if any. */
+export type PendingPipeline = PipelineFacts & { state: string; parameters: Record<string, string | number | boolean>; project_id: string };
+
+/** The pipeline `pipelineId` as Conductor.startPipeline reads it (what a trigger's StartingPipeline stands for). */
+export async function readPendingPipeline(store: Queryable, pipelineId: string): Promise<PendingPipeline | undefined> {
+  const [row] = await store.query<PendingPipeline>(
+    `SELECT p.id, p.state, p.number, p.branch, p.tag, p.revision, p.base_revision, p.parameters, p.project_id, p.trigger_type, p.event,
+            pr.repo_url, pr.default_branch, pr.slug, s.id AS schedule_id, s.name AS schedule_name, sw.cron AS scheduled_workflow_cron
+       FROM pipelines p JOIN projects pr ON pr.id = p.project_id
+       -- The schedule or scheduled workflow whose tick started it (runtime/schedules), if any.
+       LEFT JOIN schedule_ticks t ON t.pipeline_id = p.id
+       LEFT JOIN schedules s ON s.id = t.schedule_id
+       LEFT JOIN scheduled_workflows sw ON sw.id = t.scheduled_workflow_id
+      WHERE p.id = $1`,
+    [pipelineId],
+  );
+  return row;
 }
 
 /** What the compiler knows of the trigger: the ref, the parameters and the `pipeline.*` values. */

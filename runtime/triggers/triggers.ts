@@ -51,13 +51,49 @@ export interface CreatedPipeline {
   readonly createdAt: Date;
 }
 
+/**
+ * A pipeline as its trigger created it, with what the conductor reads of a pending pipeline to
+ * start it (Conductor.startPipeline): its row's columns and its project's, by their names there.
+ */
+export interface StartingPipeline {
+  readonly id: string;
+  readonly number: number;
+  readonly branch: string | null;
+  readonly tag: string | null;
+  readonly revision: string;
+  readonly parameters: Record<string, ParameterValue>;
+  readonly project_id: string;
+  readonly trigger_type: string;
+  readonly event: unknown;
+  readonly repo_url: string;
+  readonly default_branch: string;
+  readonly slug: string;
+}
+
 export interface Triggers {
   /** Resolves the revision, records a pending pipeline and announces it to the conductor. */
   trigger(request: TriggerRequest): Promise<CreatedPipeline>;
+  /**
+   * Hands `listener` each pipeline this process creates, once committed, with what starting it
+   * reads (a conductor in the same process starts it without waiting for the NOTIFY and reading
+   * its row back: runtime/roles/conductor.ts). Not a pipeline whose trigger writes more in its
+   * transaction than the pipeline row (a webhook's pull request, a schedule's tick): the conductor
+   * reads those. The NOTIFY still goes to every conductor. Returns the unsubscribe.
+   */
+  onCreated(listener: (pipeline: StartingPipeline) => void): () => void;
 }
 
+/** Triggers that write what starting a pipeline reads besides its row (the schedule it fired from). */
+const READ_BACK_TYPES: ReadonlySet<string> = new Set(['scheduled_pipeline', 'schedule']);
+
 export function createTriggers({ store, forge, projects }: { store: Store; forge: Forge; projects: Projects }): Triggers {
+  const listeners = new Set<(pipeline: StartingPipeline) => void>();
   return {
+    onCreated(listener) {
+      listeners.add(listener);
+      return () => void listeners.delete(listener);
+    },
+
     async trigger(request) {
       if (request.branch && request.tag) throw new InputError('give a branch or a tag, not both', 'tag');
       const project = await projects.get(request.slug);
@@ -72,6 +108,8 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
         throw error;
       }
       const id = randomUUID();
+      const parameters = request.parameters ?? {};
+      const event = request.event ?? eventOfTrigger(request.type);
       const created = await store.transaction(async (tx) => {
         // One statement, one round trip: the project's next number, the pipeline row, and the
         // NOTIFY the conductor wakes on (delivered when the transaction commits).
@@ -91,9 +129,9 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
             ref.tag ?? null,
             revision.sha,
             revision.subject,
-            JSON.stringify(request.parameters ?? {}),
+            JSON.stringify(parameters),
             request.fork === true,
-            JSON.stringify(request.event ?? eventOfTrigger(request.type)),
+            JSON.stringify(event),
             PIPELINE_CREATED,
             id,
           ],
@@ -104,6 +142,24 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
         await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
         return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
       });
+      if (listeners.size > 0 && !request.withinTransaction && !READ_BACK_TYPES.has(request.type)) {
+        // As the row reads back: JSON columns through JSON, the project as the revision was resolved for.
+        const starting: StartingPipeline = {
+          id,
+          number: created.number,
+          branch: ref.branch ?? null,
+          tag: ref.tag ?? null,
+          revision: revision.sha,
+          parameters: JSON.parse(JSON.stringify(parameters)),
+          project_id: project.id,
+          trigger_type: request.type,
+          event: JSON.parse(JSON.stringify(event)),
+          repo_url: project.repoUrl,
+          default_branch: project.defaultBranch,
+          slug: project.slug,
+        };
+        for (const listener of listeners) listener(starting);
+      }
       return created;
     },
   };

@@ -189,7 +189,7 @@ describe.each(flowStore())('cron passes (%s)', (kind) => {
     // Process A claims the 11:00 tick, then hangs before its pipeline is created.
     let release!: () => void;
     const hung = new Promise<void>((resolve) => (release = resolve));
-    const slow: Triggers = { trigger: async (request) => (await hung, triggers.trigger(request)) };
+    const slow: Triggers = { trigger: async (request) => (await hung, triggers.trigger(request)), onCreated: triggers.onCreated };
     clock = new Date('2026-01-05T11:00:01Z');
     const passA = createCron({ store, triggers: slow, log, now }).pass();
     await until(async () => (await store.query(`SELECT 1 FROM schedule_ticks WHERE schedule_id = $1 AND state = 'claimed'`, [made.id])).length === 1);

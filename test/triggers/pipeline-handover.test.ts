@@ -1,0 +1,109 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readPendingPipeline, type Conductor } from '../../runtime/conductor/conductor';
+import { createGitForge } from '../../runtime/forge/git-forge';
+import { createLogger } from '../../runtime/logger';
+import { createProjects } from '../../runtime/projects/projects';
+import { conductorRole } from '../../runtime/roles/conductor';
+import type { Core } from '../../runtime/roles/core';
+import type { Store } from '../../runtime/store/store';
+import { createTriggers, type StartingPipeline, type Triggers } from '../../runtime/triggers/triggers';
+import { openTestStore, testStores } from '../support/database';
+import { makeGitRepo } from '../support/gyre';
+
+/**
+ * A pipeline triggered in a process whose conductor runs there too is handed over at once, with
+ * what starting it reads, instead of its row read back after the NOTIFY: what is handed over must
+ * be that row, field for field, and the pipeline must be started once, not by both ways.
+ */
+const CONFIG = `version: 2.1
+parameters:
+  n: { type: integer, default: 0 }
+  who: { type: string, default: "" }
+jobs:
+  j:
+    docker: [{ image: cimg/base:current }]
+    steps: [{ run: echo hi }]
+workflows:
+  w:
+    jobs: [j]
+`;
+
+describe.each(testStores())('a pipeline handed from its trigger to the conductor, on %s', (kind) => {
+  let store: Store;
+  let drop: (() => Promise<void>) | undefined;
+  let triggers: Triggers;
+  let cacheDir: string;
+  let repo: string;
+  const log = createLogger({ level: 'silent' });
+
+  beforeAll(async () => {
+    ({ store, drop } = await openTestStore(kind));
+    cacheDir = mkdtempSync(join(tmpdir(), 'gyre-handover-'));
+    const forge = createGitForge({ cacheDir });
+    const projects = createProjects({ store, forge });
+    triggers = createTriggers({ store, forge, projects });
+    repo = makeGitRepo({ '.circleci/config.yml': CONFIG });
+    execFileSync('git', ['-C', repo, 'tag', 'v1']);
+    await projects.add({ org: 'acme', name: `app-${kind}`, repoUrl: repo });
+  });
+  afterAll(async () => {
+    await store.close();
+    await drop?.();
+    rmSync(cacheDir, { recursive: true, force: true });
+    rmSync(repo, { recursive: true, force: true });
+  });
+
+  it('carries what starting it reads back, field for field', async () => {
+    const handed: StartingPipeline[] = [];
+    const off = triggers.onCreated((p) => handed.push(p));
+    try {
+      const branch = await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api', parameters: { n: 7, who: 'x "y"' } });
+      const tag = await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'webhook', tag: 'v1', event: { name: 'push', action: null } as never });
+      expect(handed.map((p) => p.id)).toEqual([branch.id, tag.id]);
+      for (const p of handed) {
+        const read = await readPendingPipeline(store, p.id);
+        expect(read).toEqual({ ...p, state: 'pending', base_revision: null, schedule_id: null, schedule_name: null, scheduled_workflow_cron: null });
+      }
+      expect(handed[0]).toMatchObject({ branch: 'main', tag: null, parameters: { n: 7, who: 'x "y"' }, trigger_type: 'api' });
+      expect(handed[1]).toMatchObject({ branch: null, tag: 'v1' });
+    } finally {
+      off();
+    }
+  });
+
+  it('is not handed over when its trigger wrote more in the transaction (a webhook, a schedule): the conductor reads it', async () => {
+    const handed: StartingPipeline[] = [];
+    const off = triggers.onCreated((p) => handed.push(p));
+    try {
+      await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'webhook', withinTransaction: async () => undefined });
+      await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'scheduled_pipeline' });
+      expect(handed).toEqual([]);
+    } finally {
+      off();
+    }
+  });
+
+  it('is started once by the conductor role, whichever of the handover and the NOTIFY comes first', async () => {
+    const starts: { id: string; handed: boolean }[] = [];
+    const conductor = {
+      async startPipeline(id: string, starting?: StartingPipeline) {
+        starts.push({ id, handed: starting !== undefined });
+      },
+      async jobFinished() {},
+      async sweep() {},
+    } as unknown as Conductor;
+    const running = await conductorRole.start({ store, conductor, triggers, log, outboxHandlers: {} } as unknown as Core);
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) ids.push((await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api' })).id);
+      // Both ways have come by now (the NOTIFY within moments of the commit).
+      await new Promise((r) => setTimeout(r, 500));
+      expect(starts.map((s) => s.id)).toEqual(ids);
+    } finally {
+      await running.stop();
+    }
+  });
+});
