@@ -1,6 +1,6 @@
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { createOutboxSender } from '../outbox/sender';
-import { PIPELINE_CREATED, type StartingPipeline } from '../triggers/triggers';
+import { PIPELINE_CREATED } from '../triggers/triggers';
 import { every, type Role } from './role';
 
 /**
@@ -16,18 +16,25 @@ export const conductorRole: Role = {
     const { store, conductor } = core;
     const log = core.log.child({ role: 'conductor' });
     const onError = (what: string) => (error: unknown) => log.error(what, { error: (error as Error).message });
-    // A pipeline created in this process is handed over at once, with what starting it reads; the
-    // NOTIFY every conductor hears follows, and whichever of the two comes second here is dropped
-    // (the embedded database delivers the NOTIFY first). Both come within moments: a short memory.
-    const started = new Set<string>();
-    const start = (id: string, starting?: StartingPipeline) => {
-      if (started.delete(id)) return;
-      started.add(id);
-      if (started.size > 1024) started.delete(started.values().next().value as string);
-      void conductor.startPipeline(id, starting).catch(onError('pipeline start failed'));
-    };
-    const unlistenCreated = await store.listen(PIPELINE_CREATED, (id) => start(id));
-    const offCreatedHere = core.triggers.onCreated((pipeline) => start(pipeline.id, pipeline));
+    // A pipeline created in this process is handed over once committed, with what starting it
+    // reads, and started then; its NOTIFY, which every conductor hears, is dropped here: the trigger
+    // said the id was coming before its transaction, and no NOTIFY is sent before the commit. The
+    // hand-over starts it once its caller has had the answer (setImmediate runs after the
+    // microtasks that write it), not within the request. A NOTIFY lost in a reconnect leaves its id
+    // behind: a short memory.
+    const coming = new Set<string>();
+    const unlistenCreated = await store.listen(PIPELINE_CREATED, (id) => {
+      if (coming.delete(id)) return;
+      void conductor.startPipeline(id).catch(onError('pipeline start failed'));
+    });
+    const offCreatedHere = core.triggers.onCreated((id, created) => {
+      coming.add(id);
+      if (coming.size > 1024) coming.delete(coming.values().next().value as string);
+      void created.then((pipeline) => {
+        if (!pipeline) return void coming.delete(id);
+        setImmediate(() => void conductor.startPipeline(id, pipeline).catch(onError('pipeline start failed')));
+      });
+    });
     const unlistenFinished = await store.listen(CHANNELS.jobFinished, (id) => void conductor.jobFinished(id).catch(onError('workflow advance failed')));
     // The sweep picks up what a notification lost (a restart, a dropped connection) would leave waiting.
     await conductor.sweep().catch(onError('sweep failed'));

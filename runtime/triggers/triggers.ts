@@ -74,20 +74,22 @@ export interface Triggers {
   /** Resolves the revision, records a pending pipeline and announces it to the conductor. */
   trigger(request: TriggerRequest): Promise<CreatedPipeline>;
   /**
-   * Hands `listener` each pipeline this process creates, once committed, with what starting it
-   * reads (a conductor in the same process starts it without waiting for the NOTIFY and reading
-   * its row back: runtime/roles/conductor.ts). Not a pipeline whose trigger writes more in its
-   * transaction than the pipeline row (a webhook's pull request, a schedule's tick): the conductor
-   * reads those. The NOTIFY still goes to every conductor. Returns the unsubscribe.
+   * Tells `listener` of each pipeline this process is about to create, with its id, before its
+   * transaction, and `created`, which resolves once it is committed with what starting it reads,
+   * or undefined when it was not (a conductor in the same process starts it without waiting for
+   * the NOTIFY and reading its row back; it knows the NOTIFY to come is this one's, since no
+   * NOTIFY is sent before the commit: runtime/roles/conductor.ts). Not a pipeline whose trigger
+   * writes more in its transaction than the pipeline row (a webhook's pull request, a schedule's
+   * tick): the conductor reads those. Returns the unsubscribe.
    */
-  onCreated(listener: (pipeline: StartingPipeline) => void): () => void;
+  onCreated(listener: (id: string, created: Promise<StartingPipeline | undefined>) => void): () => void;
 }
 
 /** Triggers that write what starting a pipeline reads besides its row (the schedule it fired from). */
 const READ_BACK_TYPES: ReadonlySet<string> = new Set(['scheduled_pipeline', 'schedule']);
 
 export function createTriggers({ store, forge, projects }: { store: Store; forge: Forge; projects: Projects }): Triggers {
-  const listeners = new Set<(pipeline: StartingPipeline) => void>();
+  const listeners = new Set<(id: string, created: Promise<StartingPipeline | undefined>) => void>();
   return {
     onCreated(listener) {
       listeners.add(listener);
@@ -110,56 +112,65 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
       const id = randomUUID();
       const parameters = request.parameters ?? {};
       const event = request.event ?? eventOfTrigger(request.type);
-      const created = await store.transaction(async (tx) => {
-        // One statement, one round trip: the project's next number, the pipeline row, and the
-        // NOTIFY the conductor wakes on (delivered when the transaction commits).
-        const [row] = await tx.query<{ number: number; created_at: Date }>(
-          `WITH seq AS (UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $2 RETURNING pipeline_seq),
-                made AS (
-                  INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
-                  SELECT $1::uuid, $2::uuid, pipeline_seq, 'pending', $3::text, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::jsonb, $10::boolean, $11::jsonb FROM seq
-                  RETURNING number, created_at)
-           SELECT made.number, made.created_at FROM made CROSS JOIN (SELECT pg_notify($12::text, $13::text)) AS told`,
-          [
-            id,
-            project.id,
-            request.type,
-            request.actorId ?? null,
-            ref.branch ?? null,
-            ref.tag ?? null,
-            revision.sha,
-            revision.subject,
-            JSON.stringify(parameters),
-            request.fork === true,
-            JSON.stringify(event),
-            PIPELINE_CREATED,
-            id,
-          ],
-        );
-        if (!row) throw new NotFoundError('project', request.slug);
-        const number = row.number;
-        await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
-        await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
-        return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
-      });
+      let handOver: ((pipeline: StartingPipeline | undefined) => void) | undefined;
       if (listeners.size > 0 && !request.withinTransaction && !READ_BACK_TYPES.has(request.type)) {
-        // As the row reads back: JSON columns through JSON, the project as the revision was resolved for.
-        const starting: StartingPipeline = {
-          id,
-          number: created.number,
-          branch: ref.branch ?? null,
-          tag: ref.tag ?? null,
-          revision: revision.sha,
-          parameters: JSON.parse(JSON.stringify(parameters)),
-          project_id: project.id,
-          trigger_type: request.type,
-          event: JSON.parse(JSON.stringify(event)),
-          repo_url: project.repoUrl,
-          default_branch: project.defaultBranch,
-          slug: project.slug,
-        };
-        for (const listener of listeners) listener(starting);
+        const handed = new Promise<StartingPipeline | undefined>((resolve) => (handOver = resolve));
+        for (const listener of listeners) listener(id, handed);
       }
+      let created: CreatedPipeline;
+      try {
+        created = await store.transaction(async (tx) => {
+          // One statement, one round trip: the project's next number, the pipeline row, and the
+          // NOTIFY the conductor wakes on (delivered when the transaction commits).
+          const [row] = await tx.query<{ number: number; created_at: Date }>(
+            `WITH seq AS (UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $2 RETURNING pipeline_seq),
+                  made AS (
+                    INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
+                    SELECT $1::uuid, $2::uuid, pipeline_seq, 'pending', $3::text, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::jsonb, $10::boolean, $11::jsonb FROM seq
+                    RETURNING number, created_at)
+             SELECT made.number, made.created_at FROM made CROSS JOIN (SELECT pg_notify($12::text, $13::text)) AS told`,
+            [
+              id,
+              project.id,
+              request.type,
+              request.actorId ?? null,
+              ref.branch ?? null,
+              ref.tag ?? null,
+              revision.sha,
+              revision.subject,
+              JSON.stringify(parameters),
+              request.fork === true,
+              JSON.stringify(event),
+              PIPELINE_CREATED,
+              id,
+            ],
+          );
+          if (!row) throw new NotFoundError('project', request.slug);
+          const number = row.number;
+          await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
+          await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
+          return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
+        });
+      } catch (error) {
+        // Not committed: no NOTIFY was sent either.
+        handOver?.(undefined);
+        throw error;
+      }
+      handOver?.({
+        // As the row reads back: JSON columns through JSON, the project as the revision was resolved for.
+        id,
+        number: created.number,
+        branch: ref.branch ?? null,
+        tag: ref.tag ?? null,
+        revision: revision.sha,
+        parameters: JSON.parse(JSON.stringify(parameters)),
+        project_id: project.id,
+        trigger_type: request.type,
+        event: JSON.parse(JSON.stringify(event)),
+        repo_url: project.repoUrl,
+        default_branch: project.defaultBranch,
+        slug: project.slug,
+      });
       return created;
     },
   };

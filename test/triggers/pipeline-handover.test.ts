@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +10,7 @@ import { createProjects } from '../../runtime/projects/projects';
 import { conductorRole } from '../../runtime/roles/conductor';
 import type { Core } from '../../runtime/roles/core';
 import type { Store } from '../../runtime/store/store';
-import { createTriggers, type StartingPipeline, type Triggers } from '../../runtime/triggers/triggers';
+import { createTriggers, PIPELINE_CREATED, type StartingPipeline, type Triggers } from '../../runtime/triggers/triggers';
 import { openTestStore, testStores } from '../support/database';
 import { makeGitRepo } from '../support/gyre';
 
@@ -58,10 +59,12 @@ describe.each(testStores())('a pipeline handed from its trigger to the conductor
 
   it('carries what starting it reads back, field for field', async () => {
     const handed: StartingPipeline[] = [];
-    const off = triggers.onCreated((p) => handed.push(p));
+    const told: string[] = [];
+    const off = triggers.onCreated((id, created) => (told.push(id), void created.then((p) => p && handed.push(p))));
     try {
       const branch = await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api', parameters: { n: 7, who: 'x "y"' } });
       const tag = await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'webhook', tag: 'v1', event: { name: 'push', action: null } as never });
+      expect(told).toEqual([branch.id, tag.id]);
       expect(handed.map((p) => p.id)).toEqual([branch.id, tag.id]);
       for (const p of handed) {
         const read = await readPendingPipeline(store, p.id);
@@ -75,18 +78,41 @@ describe.each(testStores())('a pipeline handed from its trigger to the conductor
   });
 
   it('is not handed over when its trigger wrote more in the transaction (a webhook, a schedule): the conductor reads it', async () => {
-    const handed: StartingPipeline[] = [];
-    const off = triggers.onCreated((p) => handed.push(p));
+    const told: string[] = [];
+    const off = triggers.onCreated((id) => told.push(id));
     try {
       await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'webhook', withinTransaction: async () => undefined });
       await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'scheduled_pipeline' });
-      expect(handed).toEqual([]);
+      expect(told).toEqual([]);
     } finally {
       off();
     }
   });
 
-  it('is started once by the conductor role, whichever of the handover and the NOTIFY comes first', async () => {
+  it('says so when the pipeline was not committed, and nothing of it is there', async () => {
+    const outcomes: (StartingPipeline | undefined)[] = [];
+    let told = '';
+    const off = triggers.onCreated((id, created) => ((told = id), void created.then((p) => outcomes.push(p))));
+    try {
+      const refused = triggers.trigger({
+        slug: `gh/acme/app-${kind}`,
+        type: 'api',
+        audit: {
+          async record() {
+            throw new Error('the audit log is full');
+          },
+        },
+      });
+      await expect(refused).rejects.toThrow('the audit log is full');
+      await new Promise((r) => setImmediate(r));
+      expect(outcomes).toEqual([undefined]);
+      expect(await readPendingPipeline(store, told)).toBeUndefined();
+    } finally {
+      off();
+    }
+  });
+
+  it('is started once by the conductor role, by the hand-over; a pipeline another process made, by its NOTIFY', async () => {
     const starts: { id: string; handed: boolean }[] = [];
     const conductor = {
       async startPipeline(id: string, starting?: StartingPipeline) {
@@ -99,9 +125,13 @@ describe.each(testStores())('a pipeline handed from its trigger to the conductor
     try {
       const ids: string[] = [];
       for (let i = 0; i < 5; i++) ids.push((await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api' })).id);
-      // Both ways have come by now (the NOTIFY within moments of the commit).
+      // Made elsewhere: only its NOTIFY comes here.
+      const elsewhere = randomUUID();
+      await store.notify(PIPELINE_CREATED, elsewhere);
+      // Every NOTIFY has come by now (within moments of the commit).
       await new Promise((r) => setTimeout(r, 500));
-      expect(starts.map((s) => s.id)).toEqual(ids);
+      const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
+      expect([...starts].sort(byId)).toEqual([...ids.map((id) => ({ id, handed: true })), { id: elsewhere, handed: false }].sort(byId));
     } finally {
       await running.stop();
     }
