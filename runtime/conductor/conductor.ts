@@ -1,4 +1,3 @@
-import type { StartingPipeline } from '../triggers/triggers';
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Audit } from '../audit/audit-log';
 import { AuthenticationError, ConflictError, InputError, NotFoundError } from '../domain/errors';
@@ -12,6 +11,7 @@ import type { Contexts, ResolveInput } from '../secrets/contexts';
 import type { Logger } from '../logger';
 import type { Queryable, Store } from '../store/store';
 import { eventValues, expressionValuesOf } from '../triggers/pipeline-event';
+import type { StartingPipeline } from '../triggers/triggers';
 import { cancelRedundantWorkflows } from './auto-cancel';
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { checkRerunRequest, jobsToRerun, type RerunRequest } from './reruns';
