@@ -351,12 +351,24 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     step: Step,
     ctx: AgentOptions & { executor: Executor; env: Record<string, string>; shellDefault: string; signal: AbortSignal; notice?: string },
   ): Promise<'success' | 'failed' | 'timedout' | 'canceled' | 'lost'> {
-    try {
-      await fenced(() => reporter.stepStarted({ index, name: hide(step.name), type: step.type }));
-    } catch (error) {
-      if (loseLease(error)) return 'lost';
-      throw error;
-    }
+    // A `run` step's command is started while its start is being recorded, held before its first
+    // line until the record is in (ExecRequest.gate): the process start and the shell's own start-up
+    // beside the commit, not after it (docs/speed.md). Nothing of the command runs unless the start
+    // is recorded under the lease. Other steps, other executors, and a first step that prints the
+    // runner's notice first, start once it is recorded.
+    const recording = fenced(() => reporter.stepStarted({ index, name: hide(step.name), type: step.type }));
+    const held = step.type === 'run' && ctx.executor.holdsSteps === true && !ctx.notice;
+    const recorded = async (): Promise<'lost' | undefined> => {
+      try {
+        await recording;
+        return undefined;
+      } catch (error) {
+        if (loseLease(error)) return 'lost';
+        throw error;
+      }
+    };
+    if (held) recording.catch(() => undefined);
+    else if ((await recorded()) === 'lost') return 'lost';
     const out = createOutputStream((seq, data) => fenced(() => reporter.output(index, seq, data)), loseLease);
     const mask = masker.stream();
     // A step gone quiet gets what the masker held back (all but what may still begin a secret).
@@ -380,6 +392,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
         env: ctx.env,
         shellDefault: ctx.shellDefault,
         signal: ctx.signal,
+        ...(held ? { recorded: recording } : {}),
         write: (chunk) => mask.pushEach(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk, out.write),
       });
     } catch (error) {
@@ -387,11 +400,13 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       mask.pushEach(new TextEncoder().encode(`\n${(error as Error).message}\n`), out.write);
       result = { status: 'failed', exitCode: null };
     }
+    // Held: the start's record settled before the command ran anything (or it was stopped unrun).
+    const unrecorded = held && (await recorded()) === 'lost';
     const { status, exitCode } = result;
     clearInterval(quiet);
     out.write(mask.end());
     await out.close();
-    if (lostLease || abandoned) return 'lost';
+    if (lostLease || abandoned || unrecorded) return 'lost';
     try {
       await fenced(() => reporter.stepFinished({ index, status, exitCode }));
     } catch (error) {

@@ -15,6 +15,12 @@ export interface ExecRequest {
   readonly cwd: string;
   /** Stop the command after this long without output. */
   readonly noOutputTimeoutMs?: number;
+  /**
+   * Run nothing of the script until this resolves, and nothing at all when it rejects (the step's
+   * start being recorded under the task's lease). Only given to an executor that `holdsSteps`; it
+   * may start the process meanwhile, held before the script's first command.
+   */
+  readonly gate?: Promise<void>;
 }
 
 export interface ExecResult {
@@ -77,6 +83,8 @@ export interface Executor {
    * run meanwhile, since the command is not the one waiting).
    */
   start(request: ExecRequest, onOutput: OutputTaker, signal: AbortSignal): Execution;
+  /** Whether `start` honours ExecRequest.gate (the agent waits for what it stands for otherwise). */
+  readonly holdsSteps?: boolean;
   /** Removes what the executor made for this task. */
   cleanup(): Promise<void>;
   /**

@@ -62,17 +62,26 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
       if (!dir.startsWith(`${box.home}/`)) return;
       await box.seed(dir.slice(box.home.length + 1), []);
     },
+    holdsSteps: true,
     start(request: ExecRequest, onOutput, signal): Execution {
       let stop = () => undefined as void;
       const done = (async (): Promise<ExecResult> => {
         const dir = resolvePath(request.cwd);
         const shell = splitShell(request.shell);
+        const env = { ...request.env, ...box.env };
+        // Started now and held before its first command where the box can; else started once the gate opens.
+        const held = request.gate && box.gates(dir, shell, env) ? request.gate : undefined;
+        if (request.gate && !held) {
+          await request.gate;
+          // Canceled while it waited: nothing was started.
+          if (signal.aborted) return { exitCode: null, timedOut: false, canceled: true };
+        }
         return new Promise<ExecResult>((resolve) => {
           let timedOut = false;
           let canceled = false;
           // stdout and stderr share one pipe (the box runs `exec 2>&1` before the script), so the log
           // keeps the order in which the command wrote to either, as a terminal would.
-          const child = box.runScript(dir, shell, request.script, { ...request.env, ...box.env });
+          const child = box.runScript(dir, shell, request.script, env, held);
           let killTimer: NodeJS.Timeout | undefined;
           const kill = (signalName: NodeJS.Signals) => {
             // Asked before the launcher said its pid: sent the moment it does.

@@ -79,7 +79,13 @@ export interface BuildBox {
    * stdout and stderr merged in order. The script is written where only the task can read it and
    * it cannot change it.
    */
-  runScript(cwd: string, shell: readonly string[], script: string, env: Readonly<Record<string, string>>): StepProcess;
+  runScript(cwd: string, shell: readonly string[], script: string, env: Readonly<Record<string, string>>, gate?: Promise<void>): StepProcess;
+  /**
+   * Whether `runScript` with these arguments can take a `gate`: start the process at once and hold
+   * it before the script's first command until the gate resolves (a gate that rejects ends it with
+   * exit 1, having run nothing of the script). Where it cannot, the caller waits for the gate itself.
+   */
+  gates(cwd: string, shell: readonly string[], env: Readonly<Record<string, string>>): boolean;
   archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
   extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }): Promise<{ entries: number; bytes: number }>;
   /**
@@ -135,6 +141,13 @@ const STEP_WRAPPER = 'umask 022; { [ -d "$1" ] || mkdir -p "$1"; } && cd "$1" ||
  * shell: 1.6 ms of 13.6 from spawn to a command here). The shell's PWD and OLDPWD come out as
  * they did after the wrapper's `cd` (a logical PWD through a link; OLDPWD where it started).
  */
+/**
+ * The first thing a held step's shell does (LaunchOptions.gate in ./step-launcher.ts): it waits for
+ * the launcher's line on fd 3, or ends at once when that closes unwritten, then closes fd 3 (the
+ * script may use it). POSIX: sh, dash and bash read it alike.
+ */
+const GATE_LINE = 'IFS= read -r _gyre_go <&3 || exit 1; exec 3<&-; unset _gyre_go; ';
+
 function enteringLine(cwd: string): string {
   const dir = `'${cwd.replace(/'/g, `'\\''`)}'`;
   return `umask 022; { [ -d ${dir} ] || mkdir -p ${dir}; } && cd ${dir} || exit 1; exec 2>&1; `;
@@ -266,7 +279,8 @@ function noIsolation(summary: string): Isolation {
         seesHostPaths: true,
         env: {},
         keeper: kept,
-        spawnIn: (command, env) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env } }),
+        spawnIn: (command, env, gate) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, gate }),
+        gates: true,
         // Without isolation the agent may as well read the tree itself: the build could read the same.
         archive: (root, patterns) => archiveLocal(root, patterns),
         extract: (dest, tar, limits) => extractLocal(dest, tar, limits),
@@ -457,7 +471,8 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         seesHostPaths: false,
         env: { TMPDIR: tmp },
         keeper,
-        spawnIn: (command, env) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, uid, gid: uid }),
+        spawnIn: (command, env, gate) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, uid, gid: uid, gate }),
+        gates: true,
         archive: (root, patterns) => archiveAs(helper, { uid, root, patterns }),
         extract: (dest, tar, limits) => extractAs(helper, { uid, dest, maxBytes: limits?.maxBytes }, tar),
         scriptMode: 0o640,
@@ -524,7 +539,9 @@ interface ShellBoxParts {
   readonly env: Readonly<Record<string, string>>;
   readonly keeper?: Keeper;
   /** Starts a step (through the launcher: ./step-launcher.ts) in its own process group, stdin closed, stdout and stderr piped. */
-  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>) => StepProcess;
+  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>) => StepProcess;
+  /** Whether spawnIn passes a gate on to the process it starts (the launcher's fd 3 reaches the shell). */
+  readonly gates?: boolean;
   readonly archive: BuildBox['archive'];
   readonly extract: BuildBox['extract'];
   readonly scriptMode: number;
@@ -558,10 +575,10 @@ function shellBox(parts: ShellBoxParts): BuildBox {
     if (parts.scriptGroup !== undefined) chownSync(path, 0, parts.scriptGroup);
     return join(parts.controlSeenAs ?? parts.control, name);
   };
-  const start = (command: readonly string[], env: Readonly<Record<string, string>>): StepProcess => {
+  const start = (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>): StepProcess => {
     if (closed) throw new Error('the task has ended');
     ran = true;
-    const child = parts.spawnIn(command, env);
+    const child = parts.spawnIn(command, env, gate);
     // Its pid comes a moment later, from the launcher. A task that ended in that moment kills it
     // at once: nothing started for a task outlives it.
     child.once('spawn', () => {
@@ -585,11 +602,16 @@ function shellBox(parts: ShellBoxParts): BuildBox {
     home: parts.home,
     seesHostPaths: parts.seesHostPaths,
     env: parts.env,
-    runScript(cwd, shell, script, env) {
+    runScript(cwd, shell, script, env, gate) {
       if (closed) throw new Error('the task has ended');
+      if (gate) {
+        if (!parts.gates || !entersItself(cwd, shell, env)) throw new Error('this step cannot be held at a gate: wait for it before starting the step');
+        return start([...shell, writeScript(GATE_LINE + enteringLine(cwd) + script)], env, gate);
+      }
       if (entersItself(cwd, shell, env)) return start([...shell, writeScript(enteringLine(cwd) + script)], env);
       return start(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...shell, writeScript(script)], env);
     },
+    gates: (cwd, shell, env) => parts.gates === true && entersItself(cwd, shell, env),
     archive: asBuild(parts.archive),
     extract: asBuild(parts.extract),
     async seed(dir, files) {

@@ -49,6 +49,12 @@ export interface LaunchOptions {
   readonly env: Readonly<Record<string, string>>;
   readonly uid?: number;
   readonly gid?: number;
+  /**
+   * Started now, held until this settles: the process gets a pipe as its fd 3, which the launcher
+   * writes a line to when the gate resolves and closes unwritten when it rejects. The command must
+   * read it before doing anything (GATE_LINE in ./isolation.ts); nothing else reads it.
+   */
+  readonly gate?: Promise<void>;
 }
 
 export interface StepLauncher {
@@ -62,10 +68,13 @@ const { spawn } = require('node:child_process');
 const { connect } = require('node:net');
 const socketPath = process.argv[1];
 const say = (message) => process.stdout.write(JSON.stringify(message) + '\\n');
+// The gates of the steps started held (fd 3 of each): a line lets one go, closing it unwritten stops it.
+const gates = new Map();
+const open = (m) => { const gate = gates.get(m.id); gates.delete(m.id); if (!gate) return; if (m.go) gate.end('go\\n'); else gate.destroy(); };
 const start = (r) => {
   let child;
   try {
-    child = spawn(r.file, r.args, { cwd: r.cwd, env: r.env, uid: r.uid, gid: r.gid, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(r.file, r.args, { cwd: r.cwd, env: r.env, uid: r.uid, gid: r.gid, detached: true, stdio: r.gated ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'] });
   } catch (error) {
     say({ id: r.id, error: String(error && error.message || error) });
     say({ id: r.id, exit: null, signal: null });
@@ -81,6 +90,12 @@ const start = (r) => {
     return;
   }
   say({ id: r.id, pid: child.pid });
+  if (r.gated) {
+    const gate = child.stdio[3];
+    gate.on('error', () => {});
+    gates.set(r.id, gate);
+    child.on('exit', () => gates.delete(r.id));
+  }
   const out = connect(socketPath);
   out.on('error', () => { try { process.kill(-child.pid, 'SIGKILL'); } catch {} });
   out.write(r.id + '\\n');
@@ -99,7 +114,7 @@ process.stdin.on('data', (chunk) => {
   for (let at = buffer.indexOf('\\n'); at >= 0; at = buffer.indexOf('\\n')) {
     const line = buffer.slice(0, at);
     buffer = buffer.slice(at + 1);
-    try { start(JSON.parse(line)); } catch {}
+    try { const m = JSON.parse(line); if ('go' in m) open(m); else start(m); } catch {}
   }
 });
 process.stdin.on('end', () => process.exit(0));
@@ -272,8 +287,15 @@ export function createStepLauncher(): StepLauncher {
       const id = randomUUID();
       const step = new LaunchedStep(() => steps.delete(id));
       steps.set(id, step);
-      const request = { id, file, args, cwd: options.cwd, env: options.env, uid: options.uid, gid: options.gid };
-      running.child.stdin!.write(JSON.stringify(request) + '\n');
+      const r = running;
+      const request = { id, file, args, cwd: options.cwd, env: options.env, uid: options.uid, gid: options.gid, ...(options.gate ? { gated: true } : {}) };
+      r.child.stdin!.write(JSON.stringify(request) + '\n');
+      // Let go or stopped by the launcher that started it (a new one has no such step: it ended with the old).
+      const say = (go: boolean) => void (running === r && r.child.stdin!.write(JSON.stringify({ id, go }) + '\n'));
+      options.gate?.then(
+        () => say(true),
+        () => say(false),
+      );
       return step;
     },
     close() {

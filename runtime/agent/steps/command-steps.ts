@@ -34,6 +34,7 @@ export const runStep: StepHandler<RunStep> = (step, ctx) => {
       env: { ...ctx.env, ...ctx.task.spec.environment, ...(step.environment ?? {}) },
       cwd: step.workingDirectory ? resolveUnder(step.workingDirectory, workingDirectory) : workingDirectory,
       noOutputTimeoutMs: step.noOutputTimeoutMs ?? DEFAULT_NO_OUTPUT_TIMEOUT_MS,
+      ...(ctx.recorded ? { gate: ctx.recorded } : {}),
     },
     ctx,
   );

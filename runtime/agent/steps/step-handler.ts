@@ -13,6 +13,12 @@ export interface StepContext {
   /** Aborted when the task is canceled or abandoned. */
   readonly signal: AbortSignal;
   /**
+   * The step's start being recorded, when the agent lets the handler start its command before that
+   * is done: the handler gives it to the executor as ExecRequest.gate (a `run` step on an executor
+   * that `holdsSteps`). Otherwise the start is recorded before the handler is called.
+   */
+  readonly recorded?: Promise<void>;
+  /**
    * Appends to this step's log. A promise means the agent holds as much unsent output as it may: a
    * producer that can wait (a command's output pipe) waits for it before writing more.
    */

@@ -1,0 +1,103 @@
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runTask, type TaskReporter } from '../../runtime/agent/agent';
+import { createShellExecutor } from '../../runtime/agent/shell-executor';
+import { detectIsolation, type Isolation } from '../../runtime/agent/sandbox/isolation';
+import type { JobSpec } from '../../runtime/config/plan';
+import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
+import { StaleLeaseError } from '../../runtime/domain/errors';
+import { createLogger } from '../../runtime/logger';
+
+/**
+ * A `run` step's command is started while its start is being recorded and held before its first
+ * line until the record is in: what a user would notice if that were wrong is a command that ran
+ * before (or without) its step being recorded under the task's lease, or one that ran although the
+ * lease was lost at that moment (a second agent would run it too).
+ */
+const root = process.getuid?.() === 0;
+
+/** Processes of `uid` that are not zombies. */
+function processesOf(uid: number): string[] {
+  return readdirSync('/proc').filter((pid) => {
+    if (!/^\d+$/.test(pid)) return false;
+    try {
+      return lstatSync(`/proc/${pid}`).uid === uid && !/\nState:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    } catch {
+      return false;
+    }
+  });
+}
+
+(root ? describe : describe.skip)("a run step held until its start is recorded (build uids, as root)", () => {
+  let workRoot: string;
+  let drop: string;
+  let isolation: Isolation;
+  beforeAll(() => {
+    workRoot = mkdtempSync(join(tmpdir(), 'gyre-gate-work-'));
+    chmodSync(workRoot, 0o711);
+    drop = mkdtempSync(join(tmpdir(), 'gyre-gate-drop-'));
+    chmodSync(drop, 0o1777);
+    isolation = detectIsolation({ mode: 'sandbox', buildUids: { first: 912210, last: 912213 } });
+  });
+  afterAll(async () => {
+    await isolation?.close();
+    rmSync(workRoot, { recursive: true, force: true });
+    rmSync(drop, { recursive: true, force: true });
+  });
+
+  const taskOf = (id: string, command: string): TaskContext => {
+    const spec: JobSpec = { executor: { kind: 'shell' }, steps: [{ type: 'run', name: 'stamp', command, when: 'on_success' }], environment: {}, workingDirectory: '~/project', parallelism: 1 };
+    return { taskId: id, nodeIndex: 0, parallelism: 1, jobId: `j-${id}`, jobName: 'gate', jobNumber: 1, spec, workflowId: 'w', workflowName: 'w', pipelineId: 'p', pipelineNumber: 1, projectSlug: 'gh/o/r', projectOrg: 'o', projectName: 'r', repoUrl: '/nowhere', revision: 'abc' };
+  };
+
+  /** A reporter whose step start takes 400 ms and then `settle`s; what the build uid ran meanwhile is noted. */
+  const reporterFor = (taskDir: string, settle: () => void, seen: { running: number }): TaskReporter => ({
+    heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
+    stepStarted: async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      // The step's shell is there already, as the build's uid, waiting.
+      seen.running = processesOf(statSync(taskDir).uid).length;
+      await new Promise((r) => setTimeout(r, 100));
+      settle();
+    },
+    output: async () => undefined,
+    stepFinished: async () => undefined,
+    complete: async () => undefined,
+  });
+
+  it('starts the command only once the start is recorded, its shell already running meanwhile', async () => {
+    const taskDir = join(workRoot, 'task-a');
+    const executor = await createShellExecutor({ taskDir, isolation });
+    let recordedAt = 0;
+    const seen = { running: 0 };
+    const stamp = join(drop, 'a');
+    const result = await runTask({ task: taskOf('t-a', `date +%s%3N > ${stamp}`), reporter: reporterFor(taskDir, () => (recordedAt = Date.now()), seen), executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+    expect(result).toEqual({ outcome: 'success' });
+    expect(seen.running).toBeGreaterThan(0);
+    expect(Number(readFileSync(stamp, 'utf8'))).toBeGreaterThanOrEqual(recordedAt);
+  });
+
+  it('runs nothing of the command when the lease is lost as its start is recorded, and leaves nothing running', async () => {
+    const taskDir = join(workRoot, 'task-b');
+    const executor = await createShellExecutor({ taskDir, isolation });
+    const seen = { running: 0 };
+    const stamp = join(drop, 'b');
+    let uid = -1;
+    const reporter = reporterFor(taskDir, () => undefined, seen);
+    const lost: TaskReporter = {
+      ...reporter,
+      stepStarted: async (step) => {
+        await reporter.stepStarted(step);
+        uid = statSync(taskDir).uid;
+        throw new StaleLeaseError('t-b', 'lease-b');
+      },
+    };
+    const result = await runTask({ task: taskOf('t-b', `touch ${stamp}`), reporter: lost, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+    expect(result).toEqual({ lostLease: true });
+    expect(seen.running).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(existsSync(stamp)).toBe(false);
+    expect(processesOf(uid)).toEqual([]);
+  });
+});
