@@ -27,6 +27,10 @@ import { PassThrough, type Readable } from 'node:stream';
  * The command still writes to pipes, as before (not to the socket: `/dev/stdout` cannot be opened
  * on a socket).
  *
+ * A step may be started held (LaunchOptions.gate): its process gets a pipe as fd 3, and a later
+ * line `{"id", "go"}` makes the launcher write a line to it (`go: true`) or close it unwritten
+ * (`go: false`); the step's shell waits on it before its script (GATE_LINE in ./isolation.ts).
+ *
  * The launcher ends when its stdin closes, that is when the agent ends or dies, so sandboxes that
  * die with their parent (bubblewrap's --die-with-parent) still die with the agent. A launcher that
  * died is started again by the next step; steps it had started end as killed.
