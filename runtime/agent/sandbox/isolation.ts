@@ -135,19 +135,19 @@ const HELPER_CODE = ['bin', 'runtime', 'node_modules', 'package.json', 'tsconfig
 const STEP_WRAPPER = 'umask 022; { [ -d "$1" ] || mkdir -p "$1"; } && cd "$1" || exit 1; shift; exec "$@" 2>&1';
 
 /**
- * The wrapper's work for a script whose own shell can do it: the same commands, put before the
- * script's first line (on that line, so the script's line numbers stay as written). One process
- * start less on the way to every step's command (the wrapper's `sh`, which only `exec`s the
- * shell: 1.6 ms of 13.6 from spawn to a command here). The shell's PWD and OLDPWD come out as
- * they did after the wrapper's `cd` (a logical PWD through a link; OLDPWD where it started).
- */
-/**
  * The first thing a held step's shell does (LaunchOptions.gate in ./step-launcher.ts): it waits for
  * the launcher's line on fd 3, or ends at once when that closes unwritten, then closes fd 3 (the
  * script may use it). POSIX: sh, dash and bash read it alike.
  */
 const GATE_LINE = 'IFS= read -r _gyre_go <&3 || exit 1; exec 3<&-; unset _gyre_go; ';
 
+/**
+ * The wrapper's work for a script whose own shell can do it: the same commands, put before the
+ * script's first line (on that line, so the script's line numbers stay as written). One process
+ * start less on the way to every step's command (the wrapper's `sh`, which only `exec`s the
+ * shell: 1.6 ms of 13.6 from spawn to a command here). The shell's PWD and OLDPWD come out as
+ * they did after the wrapper's `cd` (a logical PWD through a link; OLDPWD where it started).
+ */
 function enteringLine(cwd: string): string {
   const dir = `'${cwd.replace(/'/g, `'\\''`)}'`;
   return `umask 022; { [ -d ${dir} ] || mkdir -p ${dir}; } && cd ${dir} || exit 1; exec 2>&1; `;
