@@ -102,7 +102,8 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
    */
   let missed = 0;
   const workQueued = (payload: string) => {
-    for (let n = queuedAnnouncement(payload); n > 0; n--) if (!wakeOne()) missed = Math.min(options.slots, missed + 1);
+    // More than a slot each is never owed: at most `slots` are woken or counted, whatever the payload says.
+    for (let n = Math.min(queuedAnnouncement(payload), options.slots); n > 0; n--) if (!wakeOne()) missed = Math.min(options.slots, missed + 1);
   };
 
   async function slot(n: number): Promise<void> {

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JobSpec } from '../../runtime/config/plan';
-import { createDispatcher, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
+import { CHANNELS, createDispatcher, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
 import { createLogger } from '../../runtime/logger';
 import { createBuiltinDriver } from '../../runtime/scheduler/builtin-driver';
 import type { Store } from '../../runtime/store/store';
@@ -145,6 +145,20 @@ describe.each(testStores())('the built-in slots woken by queued work, on %s', (k
       await new Promise((r) => setTimeout(r, 500));
       expect(claims.won).toBe(1);
       expect(claims.made).toBe(2);
+    } finally {
+      await stop();
+    }
+  });
+
+  it('wakes no more slots than it has for an announcement claiming a huge number of tasks (anyone may NOTIFY)', async () => {
+    const { claims, stop } = await driver(2);
+    try {
+      await store.notify(CHANNELS.taskQueued, '999999 not-a-job');
+      await until('the woken slots to look', async () => claims.made >= 2, 10_000);
+      await new Promise((r) => setTimeout(r, 500));
+      // Each idle slot looked once, found nothing and went back to sleep: no looks owed beyond them.
+      expect(claims.made).toBe(2);
+      expect(claims.won).toBe(0);
     } finally {
       await stop();
     }
