@@ -373,15 +373,15 @@ workflows:
     },
     rssMiB: () => rssOf(pid),
     // The step launcher's reaped children are the steps' processes (bash, date); the keepers (one
-    // per task slot, under flock: runtime/agent/sandbox/keepers.ts) sweep after each task; the
-    // rest of the server's tree is the server (with PGlite when embedded) and git.
+    // per task slot, under flock: runtime/agent/sandbox/keepers.ts) sweep after each task, each
+    // with its uid's signaller; the rest of the server's tree is the server (with PGlite when embedded) and git.
     cpu: () =>
       readCpu(
         [pid],
         (p) =>
           /gyre-launcher-/.test(p.cmdline)
             ? { own: 'launcher', children: 'steps' }
-            : /^flock |handBack|groups\.add/.test(p.cmdline)
+            : /^flock |handBack|groups\.add|gyre uid signaller/.test(p.cmdline)
               ? { own: 'keepers', children: 'keepers' }
               : { own: 'server', children: 'server' },
         server.databaseUrl ? new URL(server.databaseUrl).pathname.slice(1) : undefined,

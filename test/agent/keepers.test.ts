@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGroupKeeper, startUidKeeper, type Keeper } from '../../runtime/agent/sandbox/keepers';
+import { SIGNALLER_MARK, startGroupKeeper, startUidKeeper, type Keeper } from '../../runtime/agent/sandbox/keepers';
 import { until } from '../support/processes';
 
 /**
@@ -203,5 +203,123 @@ describe("a uid keeper's sweep against a build that keeps forking and exiting", 
       spawnSync('kill', ['-9', '-1'], { uid, gid: uid, stdio: 'ignore' });
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/**
+ * A uid keeper sends its sweep's kill through the uid's signaller, a process of the build uid that
+ * gave up root in its own process (runtime/agent/sandbox/keepers.ts SIGNALLER). The attacks: the
+ * build (the same uid) reads or traces it, to make it lie or to live on in it into the uid's next
+ * task; kills it, or stops it, so that the sweep's kill is never sent. What a user would notice if
+ * any worked: a build process still running after its task, as the uid the next task gets.
+ */
+describe("a uid keeper's signaller against the build it sweeps", () => {
+  const root = process.getuid?.() === 0;
+  const uid = 912402;
+  let dir: string;
+  let keeper: Keeper;
+  beforeEach(async () => {
+    if (!root) return;
+    dir = mkdtempSync(join(tmpdir(), 'gyre-keeper-signaller-'));
+    const started = await startUidKeeper(uid, join(dir, `${uid}.lock`));
+    if (started === 'busy') throw new Error(`uid ${uid} is held by another test`);
+    keeper = started;
+  });
+  afterEach(async () => {
+    if (!root) return;
+    await keeper.close();
+    spawnSync('kill', ['-9', '-1'], { uid, gid: uid, stdio: 'ignore' });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const pids = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  const cmdline = (pid: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const alive = (pid: string) => {
+    try {
+      return !/\nState:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    } catch {
+      return false;
+    }
+  };
+  /** The uid's signaller once it runs as the uid (not root any more). */
+  const signaller = () =>
+    until(
+      "the uid's signaller",
+      async () =>
+        pids().find((pid) => {
+          if (!cmdline(pid).includes(`-e\0${SIGNALLER_MARK}`) || !cmdline(pid).endsWith(`\0${uid}\0`)) return false;
+          const ids = /\nUid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+          return ids?.slice(1).every((id) => Number(id) === uid) ?? false;
+        }),
+      10_000,
+      20,
+    );
+  /** A process of the build: a sleeper in a session of its own, as a background job that escaped would be. */
+  const buildProcess = (script: string) => {
+    const child = spawn('setsid', ['sh', '-c', script], { uid, gid: uid, cwd: '/', stdio: 'ignore', detached: true });
+    child.unref();
+    return child;
+  };
+  const asBuild = (command: string) => spawnSync('sh', ['-c', command], { uid, gid: uid, cwd: '/', encoding: 'utf8' });
+  /** Pids of the uid's processes other than `except`, by their /proc status. */
+  const ofUid = (except: string) =>
+    pids().filter((pid) => {
+      if (pid === except || !alive(pid)) return false;
+      try {
+        return new RegExp(`\\nUid:\\s+${uid}\\s`).test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      } catch {
+        return false;
+      }
+    });
+
+  (root ? it : it.skip)('cannot be read or reached into by the build, and sends the kill that ends it', async () => {
+    // Its answer is used once the keeper has seen it ready: a sweep may still start a `kill` child
+    // (which ends the signaller too, and a new one is started), so this looks until one sweep ends
+    // the build's process with the same signaller alive after it. Every sweep must end the build.
+    let kept = false;
+    for (let attempt = 0; attempt < 5 && !kept; attempt++) {
+      const pid = await signaller();
+      await new Promise((r) => setTimeout(r, 100));
+      // What a build would read or write to reach into it: denied, though it is the build's uid.
+      for (const file of ['environ', 'mem', 'fd']) {
+        const read = asBuild(`cat /proc/${pid}/${file} > /dev/null && echo read`);
+        expect([read.stdout.trim(), read.stderr]).toEqual(['', expect.stringMatching(/Permission denied/)]);
+      }
+      buildProcess('sleep 300');
+      await until('the build process', async () => ofUid(pid).length > 0, 10_000, 20);
+      await keeper.sweep();
+      expect(ofUid(pid)).toEqual([]);
+      kept = alive(pid);
+    }
+    expect(kept).toBe(true);
+  });
+
+  (root ? it : it.skip)('killed by the build, the sweep still ends it, and a new signaller is started', async () => {
+    const first = await signaller();
+    buildProcess(`kill -9 ${first}; sleep 300`);
+    await until('the signaller killed', async () => !alive(first), 10_000, 20);
+    await until('the build process', async () => ofUid('').length > 0, 10_000, 20);
+    await keeper.sweep();
+    expect(ofUid('')).toEqual([]);
+    expect(keeper.alive()).toBe(true);
+    const second = await signaller();
+    expect(second).not.toBe(first);
+  });
+
+  (root ? it : it.skip)('stopped again and again by the build, the sweep still ends it in time', async () => {
+    const pid = await signaller();
+    // The keeper continues it before each kill it asks for: stopping it once is not enough.
+    buildProcess(`while kill -STOP ${pid} 2>/dev/null; do :; done; sleep 300`);
+    await until('the signaller stopped', async () => /\nState:\s+T/.test(readFileSync(`/proc/${pid}/status`, 'utf8')), 10_000, 20);
+    await keeper.sweep();
+    // Answered within the keeper's time (a sweep not answered in 10 s leaves the keeper broken).
+    expect(keeper.alive()).toBe(true);
+    expect(ofUid('')).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../../runtime/agent/agent';
 import { createShellExecutor } from '../../runtime/agent/shell-executor';
 import { detectIsolation, type Isolation } from '../../runtime/agent/sandbox/isolation';
+import { SIGNALLER_MARK } from '../../runtime/agent/sandbox/keepers';
 import type { JobSpec } from '../../runtime/config/plan';
 import type { TaskContext } from '../../runtime/dispatcher/dispatcher';
 import { StaleLeaseError } from '../../runtime/domain/errors';
@@ -17,11 +18,12 @@ import { createLogger } from '../../runtime/logger';
  */
 const root = process.getuid?.() === 0;
 
-/** Processes of `uid` that are not zombies. */
+/** Processes of `uid` that are not zombies, but for the uid's signaller (Gyre's, kept by its keeper: runtime/agent/sandbox/keepers.ts). */
 function processesOf(uid: number): string[] {
   return readdirSync('/proc').filter((pid) => {
     if (!/^\d+$/.test(pid)) return false;
     try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`-e\0${SIGNALLER_MARK}`)) return false;
       return lstatSync(`/proc/${pid}`).uid === uid && !/\nState:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
     } catch {
       return false;

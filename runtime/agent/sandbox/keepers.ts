@@ -88,35 +88,139 @@ export type FileOp =
  * agent's priority 0.31 ms (p90 1.9).
  */
 const NICE = `try { require('node:os').setPriority(10); } catch {}`;
-const YIELDING = `const yielding = (work) => { const os = require('node:os'); try { os.setPriority(10); } catch {} try { work(); } finally { try { os.setPriority(0); } catch {} } };`;
+const YIELDING = `const yielding = async (work) => { const os = require('node:os'); try { os.setPriority(10); } catch {} try { await work(); } finally { try { os.setPriority(0); } catch {} } };`;
+
+/** The signaller's first line, in its command line (`node … -e <source> <uid>`): how a look at the host's processes tells it. */
+export const SIGNALLER_MARK = '// gyre uid signaller';
+
+/**
+ * The uid's signaller: a process of the build uid, kept by its uid keeper, that sends the sweep's
+ * `kill(-1)`. A process started for each kill (a `kill` child, as before) cost about 5.5 ms of CPU
+ * a task on this kind of machine, where creating and ending any process costs 3.5–4 ms: the largest
+ * part of a keeper's work. The signaller is started as root and gives up root in its own process
+ * (`setgroups`, `setgid`, `setuid`, with no exec after), which is what makes the kernel mark it not
+ * dumpable: the build, the same uid, cannot trace it, read or write its memory, or reach its pipes
+ * through /proc (the keeper checks that its /proc files are root's before using it, so a host whose
+ * `fs.suid_dumpable` is 1 keeps the `kill` child). `kill(-1)` signals every process the uid may
+ * signal but the caller, so it outlives the sweep. The build may still signal it: killed, it is
+ * simply not there and the sweep starts a `kill` child; stopped, its answer does not come within
+ * SIGNALLER_MS and the keeper kills it (root) and does the same. It checks that it is not root
+ * before each kill, which as root would signal every process on the host.
+ */
+const SIGNALLER = `${SIGNALLER_MARK}
+const uid = Number(process.argv[1]);
+if (!Number.isInteger(uid) || uid <= 0) process.exit(2);
+process.setgroups([]);
+process.setgid(uid);
+process.setuid(uid);
+const mine = () => process.getuid() === uid && process.geteuid() === uid && process.getgid() === uid && process.getegid() === uid;
+if (!mine()) process.exit(2);
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  for (const line of d.split('\\n')) {
+    if (line !== 'kill') continue;
+    if (!mine()) process.exit(2);
+    // One kill(-1), as the kill command sends: the kernel walks every process once for it (see killAll
+    // in the keeper). It fails only where no other process is there at all.
+    try { process.kill(-1, 'SIGKILL'); } catch {}
+    process.stdout.write('killed\\n');
+  }
+});
+process.stdin.on('end', () => process.exit(0));
+process.stdin.on('error', () => process.exit(0));
+process.stdout.write('ready\\n');
+`;
+
+/** How long a keeper waits for its signaller's answer before it kills the signaller and sends the kill itself. */
+const SIGNALLER_MS = 2000;
 
 /**
  * The uid keeper, run as root under `flock` on the uid's lock file (so one build uid serves one
  * task on this host at a time, across processes). It kills every process of the uid when it
  * starts (what a task before it may have left) and again when its stdin closes, then exits, which
- * releases the lock. Killing is done by a child with the build uid calling `kill -9 -1`, always:
- * the kernel signals every process that uid may signal, which are exactly its own, whatever
- * process group or session they moved to; then the keeper looks in /proc until none is left.
+ * releases the lock. Killing is `kill(-1)` sent with the build uid, always: the kernel signals
+ * every process that uid may signal, which are exactly its own, whatever process group or session
+ * they moved to; it is sent by the uid's signaller (SIGNALLER) or, when there is none that answers,
+ * by a child started with the uid; then the keeper looks in /proc until none is left.
  * Then what the uid left in the directories every user may write (/tmp, /var/tmp, /dev/shm, …)
  * is handed to root, so the next task of the uid cannot read it. The build cannot kill a keeper
  * (root). A line `sweep` on stdin does all that now and answers `swept`; `sweep` followed by a
  * JSON list of directories then removes those too (the task's, once nothing of the uid runs: see
- * REMOVE).
+ * REMOVE). Lines are done one at a time, in order.
  */
 const UID_KEEPER = `
 const uid = Number(process.argv[1]);
 ${YIELDING}
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const { readdirSync, readFileSync, lstatSync } = require('node:fs');
 const options = { uid, gid: uid, stdio: 'ignore', env: { PATH: '/usr/bin:/bin' }, cwd: '/' };
+const SIGNALLER = ${JSON.stringify(SIGNALLER)};
+// The signaller (see SIGNALLER in keepers.ts): started once nothing of the uid runs, used once its
+// /proc files are root's (it is not dumpable) and its uids are the build's.
+let signaller;
+let signallers = true;
+const notDumpable = (pid) => {
+  try {
+    if (lstatSync('/proc/' + pid + '/environ').uid !== 0) return false;
+    const ids = /\\nUid:\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)/.exec(readFileSync('/proc/' + pid + '/status', 'utf8'));
+    return !!ids && ids.slice(1).every((id) => Number(id) === uid);
+  } catch { return false; }
+};
+const startSignaller = () => {
+  if (!signallers || ending || (signaller && !signaller.gone)) return;
+  const child = spawn(process.execPath, ['--max-old-space-size=8', '-e', SIGNALLER, String(uid)], { stdio: ['pipe', 'pipe', 'ignore'], env: {}, cwd: '/' });
+  const s = { child, usable: false, gone: false, answer: undefined };
+  // Settles once it says it is ready (with whether it is usable), or false when it exits first.
+  s.ready = new Promise((resolve) => { s.settle = resolve; });
+  const gone = () => { s.gone = true; s.usable = false; s.settle(false); const a = s.answer; s.answer = undefined; if (a) a(false); };
+  child.on('exit', gone);
+  child.on('error', gone);
+  child.stdin.on('error', () => {});
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d) => {
+    out += d;
+    for (let i; (i = out.indexOf('\\n')) >= 0; ) {
+      const line = out.slice(0, i);
+      out = out.slice(i + 1);
+      if (line === 'ready' && !s.gone) {
+        s.usable = notDumpable(child.pid);
+        // A host where a process that gave up root stays dumpable: the build could trace it.
+        if (!s.usable) { signallers = false; try { child.kill('SIGKILL'); } catch {} }
+        s.settle(s.usable);
+      } else if (line === 'killed') { const a = s.answer; s.answer = undefined; if (a) a(true); }
+    }
+  });
+  signaller = s;
+};
+// Whether the signaller sent the kill: false when there is none that is usable, or it did not
+// answer in time. One still starting is waited for (a kill sent by a child would end it too); one
+// not ready in time is killed (a new one is started after the sweep).
+const signalled = async () => {
+  const s = signaller;
+  if (!s || s.gone || s.answer) return false;
+  let waited;
+  const inTime = await Promise.race([s.ready, new Promise((r) => { waited = setTimeout(() => r(false), ${SIGNALLER_MS}); })]);
+  clearTimeout(waited);
+  if (!inTime || !s.usable || s.gone) { if (!s.gone) { try { s.child.kill('SIGKILL'); } catch {} } return false; }
+  return answered(s);
+};
+const answered = (s) => new Promise((resolve) => {
+  const timer = setTimeout(() => { s.answer = undefined; s.usable = false; try { s.child.kill('SIGKILL'); } catch {} resolve(false); }, ${SIGNALLER_MS});
+  s.answer = (ok) => { clearTimeout(timer); resolve(ok); };
+  // A build may have stopped it (the same uid may): it is continued first (root may).
+  try { process.kill(s.child.pid, 'SIGCONT'); } catch {}
+  s.child.stdin.write('kill\\n');
+});
 // What the kill has not yet ended: processes of the uid (their /proc entry is the uid's: a
 // set-uid program it ran shows as root's, and is ended by the kill all the same) that are not
-// zombies. Only waited for, so that nothing of the uid is still exiting while its files are handed
-// back and removed; the kill itself (killAll, below) does not depend on it.
+// zombies, the signaller aside. Only waited for, so that nothing of the uid is still exiting while
+// its files are handed back and removed; the kill itself (killAll, below) does not depend on it.
 const running = () => {
+  const spared = signaller && !signaller.gone ? String(signaller.child.pid) : '';
   let n = 0;
   for (const pid of readdirSync('/proc')) {
-    if (!/^\\d+$/.test(pid)) continue;
+    if (!/^\\d+$/.test(pid) || pid === spared) continue;
     try {
       if (lstatSync('/proc/' + pid).uid !== uid) continue;
       if (!/\\nState:\\s+Z/.test(readFileSync('/proc/' + pid + '/status', 'utf8'))) n++;
@@ -129,13 +233,14 @@ const running = () => {
 // A look through /proc first would not do: a build that keeps forking and exiting has each of its
 // pids gone by the time the look reaches it, finds nothing and kills nothing (test/agent/keepers).
 // The look after the kill only waits for what was killed to be gone, and kills again meanwhile.
-const killAll = () => {
+const killAll = async () => {
+  if (await signalled()) return;
   const r = spawnSync('kill', ['-9', '-1'], options);
-  if (r.error) spawnSync(process.execPath, ['-e', 'for (let i = 0; i < 100; i++) { try { process.kill(-1, "SIGKILL"); } catch { break; } }'], options);
+  if (r.error) spawnSync(process.execPath, ['-e', 'try { process.kill(-1, "SIGKILL"); } catch {}'], options);
 };
-const kill = () => {
-  killAll();
-  for (let round = 0; round < 20 && running() > 0; round++) killAll();
+const kill = async () => {
+  await killAll();
+  for (let round = 0; round < 20 && running() > 0; round++) await killAll();
 };
 // What the uid left where every user may write is handed to root (and a directory closed), so
 // the next task of this uid cannot read it. Nothing is deleted: others may write there too.
@@ -159,13 +264,16 @@ const handBack = () => {
     try { const st = lstatSync(dir); if (st.isDirectory()) walk(dir, (st.mode & 0o1000) !== 0); } catch {}
   }
 };
-const sweep = () => { kill(); handBack(); };
+const sweep = async () => { await kill(); handBack(); };
 ${REMOVE}
 ${MAKE}
+// One line at a time, in the order they came: each answer is the oldest line's.
+let queue = Promise.resolve();
+const later = (work) => { queue = queue.then(work).catch(() => {}); };
 let ending = false;
-const end = () => { if (ending) return; ending = true; yielding(sweep); process.exit(0); };
-yielding(sweep);
-process.stdout.write('ready\\n');
+const end = () => { if (ending) return; ending = true; later(async () => { await yielding(sweep); process.exit(0); }); };
+// Once swept nothing of the uid runs: the signaller is started then (again, when the build killed it).
+later(async () => { await yielding(sweep); process.stdout.write('ready\\n'); startSignaller(); });
 let pending = '';
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
@@ -175,8 +283,8 @@ process.stdin.on('data', (d) => {
   for (let i; (i = pending.indexOf('\\n', from)) >= 0; from = 0) {
     const line = pending.slice(0, i);
     pending = pending.slice(i + 1);
-    if (line === 'sweep' || line.startsWith('sweep [')) { yielding(() => { sweep(); remove(line.slice(6)); }); process.stdout.write('swept\\n'); }
-    else if (line.startsWith('make [')) process.stdout.write(make(line.slice(5)) + '\\n');
+    if (line === 'sweep' || line.startsWith('sweep [')) later(async () => { await yielding(async () => { await sweep(); remove(line.slice(6)); }); process.stdout.write('swept\\n'); startSignaller(); });
+    else if (line.startsWith('make [')) later(() => { process.stdout.write(make(line.slice(5)) + '\\n'); });
   }
 });
 process.stdin.on('end', end);
