@@ -135,6 +135,25 @@ describe("a keeper making a task's files", () => {
       expect(statSync(join(outside, 'keep')).uid).toBe(process.getuid!());
       expect(lstatSync(join(dir, 'planted')).uid).toBe(owner);
 
+      // Large contents are sent once and kept by the keeper: the same bytes written again, in the
+      // same line or a later one, are the same; other bytes of the same size are their own; after
+      // a make that failed, they are still right.
+      const shared = Buffer.alloc(64 << 10, 'shared\n');
+      const other = Buffer.alloc(64 << 10, 'other!\n');
+      await keeper.make([
+        { op: 'write', path: join(dir, 'kept-1'), mode: 0o755, data: shared },
+        { op: 'write', path: join(dir, 'kept-2'), mode: 0o755, data: shared },
+      ]);
+      await keeper.make([
+        { op: 'write', path: join(dir, 'kept-3'), mode: 0o644, data: shared },
+        { op: 'write', path: join(dir, 'other'), mode: 0o644, data: other },
+      ]);
+      await expect(keeper.make([{ op: 'write', path: join(dir, 'kept-1'), mode: 0o644, data: Buffer.from(other) }])).rejects.toThrow(/EEXIST/);
+      await keeper.make([{ op: 'write', path: join(dir, 'kept-4'), mode: 0o600, data: Buffer.from(shared) }]);
+      for (const name of ['kept-1', 'kept-2', 'kept-3', 'kept-4']) expect(readFileSync(join(dir, name)).equals(shared)).toBe(true);
+      expect(readFileSync(join(dir, 'other')).equals(other)).toBe(true);
+      expect([statSync(join(dir, 'kept-3')).mode & 0o777, statSync(join(dir, 'kept-4')).mode & 0o777]).toEqual([0o644, 0o600]);
+
       // It still answers, in order: a make, then a sweep that removes what was made.
       await keeper.make([{ op: 'write', path: join(dir, 'last'), mode: 0o600, data: 'x' }]);
       await keeper.sweep([dir]);

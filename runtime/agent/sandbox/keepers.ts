@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 
 /**
@@ -29,6 +30,10 @@ const remove = (list) => {
 };
 `;
 
+/** How many contents a keeper keeps (MAKE's `keep`), and the size from which one is kept. */
+const KEPT = 8;
+const KEPT_FROM = 4096;
+
 /**
  * A task's directories and files made by its keeper before anything of the build runs (the uid
  * keeper: root, beside the agent's process): the same system calls the agent made on its own thread
@@ -41,13 +46,29 @@ const remove = (list) => {
  * (recursive). None follows a link: a mode is set through the file opened with O_NOFOLLOW.
  * Absolute paths only. Answered `made`, or `failed` and the reason. A task waits for it: the uid
  * keeper does it at the agent's priority (NICE).
+ *
+ * A `write` may carry `keep` (a key): its bytes are kept, before any operation is done, and a later
+ * `write` names them by `kept` instead of carrying them (at most KEPT contents, each of KEPT_FROM
+ * bytes or more; the agent's side decides, and sends them again after any failure). Every task's job directory has the
+ * same 12 kB `circleci` script twice: sent as base64 in each task's line, it was a 33 kB line to
+ * encode, write, read and decode a task.
  */
 const MAKE = `
+const kept = new Map();
 const make = (list) => {
   const fs = require('node:fs');
   let ops;
   try { ops = JSON.parse(list); } catch { return 'failed the operations are not JSON'; }
   if (!Array.isArray(ops)) return 'failed the operations are not a list';
+  for (const o of ops) {
+    if (o && o.op === 'write' && typeof o.keep === 'string' && typeof o.data === 'string' && (kept.size < ${KEPT} || kept.has(o.keep))) kept.set(o.keep, Buffer.from(o.data, 'base64'));
+  }
+  const bytesOf = (o) => {
+    if (o.kept === undefined) return (typeof o.keep === 'string' && kept.get(o.keep)) || Buffer.from(String(o.data), 'base64');
+    const bytes = kept.get(o.kept);
+    if (!bytes) throw new Error('no bytes are kept as ' + JSON.stringify(o.kept));
+    return bytes;
+  };
   // A mode is set through the file opened without following a link (there is no lchmod here).
   const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
   const chmod = (path, mode) => {
@@ -58,7 +79,7 @@ const make = (list) => {
     for (const o of ops) {
       if (!o || typeof o.path !== 'string' || !o.path.startsWith('/')) throw new Error('not an absolute path: ' + JSON.stringify(o && o.path));
       if (o.op === 'mkdir') { fs.mkdirSync(o.path, { mode: o.mode }); chmod(o.path, o.mode); }
-      else if (o.op === 'write') { fs.writeFileSync(o.path, Buffer.from(String(o.data), 'base64'), { mode: o.mode, flag: 'wx' }); chmod(o.path, o.mode); }
+      else if (o.op === 'write') { fs.writeFileSync(o.path, bytesOf(o), { mode: o.mode, flag: 'wx' }); chmod(o.path, o.mode); }
       else if (o.op === 'chmod') chmod(o.path, o.mode);
       else if (o.op === 'own') fs.lchownSync(o.path, o.uid, o.gid);
       else if (o.op === 'rm') fs.rmSync(o.path, { recursive: true, force: true });
@@ -70,6 +91,17 @@ const make = (list) => {
   }
 };
 `;
+
+/** The key of a content a keeper keeps: its SHA-256, computed once per buffer. */
+const keys = new WeakMap<Uint8Array, string>();
+function keyOf(bytes: Uint8Array): string {
+  let key = keys.get(bytes);
+  if (key === undefined) {
+    key = createHash('sha256').update(bytes).digest('base64url');
+    keys.set(bytes, key);
+  }
+  return key;
+}
 
 /** One of the operations a keeper's `make` does (MAKE). */
 export type FileOp =
@@ -352,6 +384,8 @@ function keeperOf(child: ChildProcess): Keeper {
   child.unref();
   for (const stream of [child.stdin, child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
   let exited = child.exitCode !== null || child.signalCode !== null;
+  /** The keys of the contents this keeper keeps (MAKE's `keep`). */
+  const keeps = new Set<string>();
   /** A keeper that did not answer a sweep in time is not given more work: a late answer would be taken for the next one's. */
   let broken = false;
   // Referenced while a line of the agent's waits for its answer, not otherwise.
@@ -395,7 +429,19 @@ function keeperOf(child: ChildProcess): Keeper {
     },
     async make(ops) {
       if (exited || broken) throw new Error(`the keeper of the task ${exited ? 'has exited' : 'did not answer'}`);
-      const list = ops.map((o) => (o.op === 'write' ? { ...o, data: Buffer.from(o.data).toString('base64') } : o));
+      const list = ops.map((o) => {
+        if (o.op !== 'write') return o;
+        const { data, ...rest } = o;
+        if (typeof data !== 'string' && data.byteLength >= KEPT_FROM) {
+          const key = keyOf(data);
+          if (keeps.has(key)) return { ...rest, kept: key };
+          if (keeps.size < KEPT) {
+            keeps.add(key);
+            return { ...rest, data: Buffer.from(data).toString('base64'), keep: key };
+          }
+        }
+        return { ...rest, data: Buffer.from(data).toString('base64') };
+      });
       hold();
       try {
         const answer = await Promise.race([
@@ -406,6 +452,8 @@ function keeperOf(child: ChildProcess): Keeper {
           exit.then(() => undefined),
         ]);
         if (answer === 'made') return;
+        // What it keeps is not known after a failure: it is sent again.
+        keeps.clear();
         throw new Error(answer === undefined ? 'the keeper of the task exited while it made its files' : answer.replace(/^failed /, ''));
       } finally {
         release();
