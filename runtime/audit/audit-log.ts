@@ -31,6 +31,13 @@ export interface AuditDetail {
  */
 export interface Audit {
   record(tx: Queryable, detail?: AuditDetail): Promise<void>;
+  /**
+   * The record as values (`auditValues`' order), for a service whose change is one statement that
+   * inserts the record too (`auditInsert`): committed with the change or not at all, without a
+   * transaction of its own around two statements. `done` once that statement has run. A service
+   * that has none calls `record` in its transaction.
+   */
+  entry?(detail?: AuditDetail): { readonly values: readonly unknown[]; done(): void };
 }
 
 /** Who acted: the user and the token they used. */
@@ -76,42 +83,63 @@ export function createRequestAudit(base: { actor: AuditActor; action: string; ad
       return recorded;
     },
     async record(tx, detail = {}) {
-      await appendAudit(tx, {
-        actor: base.actor,
-        address: base.address,
-        result: 'success',
-        status: undefined,
-        ...detail,
-        action: detail.action ?? base.action,
-        org: detail.org ?? base.org,
-        project: detail.project ?? base.project,
-      });
+      await appendAudit(tx, eventOf(detail));
       recorded = true;
     },
+    entry(detail = {}) {
+      return { values: auditValues(eventOf(detail)), done: () => void (recorded = true) };
+    },
   };
+  function eventOf(detail: AuditDetail): AuditEvent {
+    return {
+      actor: base.actor,
+      address: base.address,
+      result: 'success',
+      status: undefined,
+      ...detail,
+      action: detail.action ?? base.action,
+      org: detail.org ?? base.org,
+      project: detail.project ?? base.project,
+    };
+  }
+}
+
+/** The columns a record sets, their types, and its values in that order. */
+const AUDIT_COLUMNS = 'actor_id, actor_login, token_id, token_kind, action, target_type, target_id, org, project, address, result, status, detail';
+const AUDIT_TYPES = ['text', 'text', 'uuid', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'integer', 'jsonb'] as const;
+
+export function auditValues(event: AuditEvent): unknown[] {
+  return [
+    event.actor.userId ?? null,
+    event.actor.login,
+    event.actor.tokenId ?? null,
+    event.actor.tokenKind ?? null,
+    event.action,
+    event.target?.type ?? null,
+    event.target?.id ?? null,
+    event.org ?? null,
+    event.project ?? null,
+    event.address ?? null,
+    event.result,
+    event.status ?? null,
+    JSON.stringify(event.detail ?? {}),
+  ];
+}
+
+/**
+ * A record's INSERT for the WITH list of the statement that makes the change: its values are
+ * parameters `$first` on (`auditValues`), one record for each row of `from` (the change's rows),
+ * the detail merged with `detailFrom`, SQL of a jsonb object that may read those rows (a number
+ * the change gave).
+ */
+export function auditInsert(first: number, from: string, detailFrom = `'{}'::jsonb`): string {
+  const values = AUDIT_TYPES.map((type, i) => (type === 'jsonb' ? `$${first + i}::jsonb || ${detailFrom}` : `$${first + i}::${type}`));
+  return `INSERT INTO audit_events (${AUDIT_COLUMNS}) SELECT ${values.join(', ')} FROM ${from}`;
 }
 
 /** Appends one record. */
 export async function appendAudit(tx: Queryable, event: AuditEvent): Promise<void> {
-  await tx.query(
-    `INSERT INTO audit_events (actor_id, actor_login, token_id, token_kind, action, target_type, target_id, org, project, address, result, status, detail)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-    [
-      event.actor.userId ?? null,
-      event.actor.login,
-      event.actor.tokenId ?? null,
-      event.actor.tokenKind ?? null,
-      event.action,
-      event.target?.type ?? null,
-      event.target?.id ?? null,
-      event.org ?? null,
-      event.project ?? null,
-      event.address ?? null,
-      event.result,
-      event.status ?? null,
-      JSON.stringify(event.detail ?? {}),
-    ],
-  );
+  await tx.query(`INSERT INTO audit_events (${AUDIT_COLUMNS}) VALUES (${AUDIT_TYPES.map((_, i) => `$${i + 1}`).join(', ')})`, auditValues(event));
 }
 
 /** A record as the API shows it. */

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Audit } from '../audit/audit-log';
+import { auditInsert, type Audit } from '../audit/audit-log';
 import { InputError, NotFoundError } from '../domain/errors';
 import type { TriggerType } from '../domain/model';
 import type { Forge, Revision } from '../forge/forge';
@@ -118,39 +118,56 @@ export function createTriggers({ store, forge, projects }: { store: Store; forge
         for (const listener of listeners) listener(id, handed);
       }
       let created: CreatedPipeline;
+      const detail = { ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) };
+      const target = { type: 'pipeline', id };
+      // The request's audit record goes in the pipeline's own statement when it can (the number
+      // merged in from the row): one statement, committed on its own, where a transaction took
+      // BEGIN, the pipeline, the record and COMMIT, four round trips before the answer.
+      const entry = request.withinTransaction ? undefined : request.audit?.entry?.({ target, project: project.slug, detail });
+      const values = [
+        id,
+        project.id,
+        request.type,
+        request.actorId ?? null,
+        ref.branch ?? null,
+        ref.tag ?? null,
+        revision.sha,
+        revision.subject,
+        JSON.stringify(parameters),
+        request.fork === true,
+        JSON.stringify(event),
+        PIPELINE_CREATED,
+        id,
+      ];
+      // One statement, one round trip: the project's next number, the pipeline row, the NOTIFY the
+      // conductor wakes on (delivered when it commits) and, when given, the audit record.
+      const insert = (q: Queryable, audited: boolean) =>
+        q.query<{ number: number; created_at: Date }>(
+          `WITH seq AS (UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $2 RETURNING pipeline_seq),
+                made AS (
+                  INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
+                  SELECT $1::uuid, $2::uuid, pipeline_seq, 'pending', $3::text, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::jsonb, $10::boolean, $11::jsonb FROM seq
+                  RETURNING number, created_at)${audited ? `,
+                audited AS (${auditInsert(14, 'made', `jsonb_build_object('number', made.number)`)})` : ''}
+           SELECT made.number, made.created_at FROM made CROSS JOIN (SELECT pg_notify($12::text, $13::text)) AS told`,
+          audited ? [...values, ...entry!.values] : values,
+        );
       try {
-        created = await store.transaction(async (tx) => {
-          // One statement, one round trip: the project's next number, the pipeline row, and the
-          // NOTIFY the conductor wakes on (delivered when the transaction commits).
-          const [row] = await tx.query<{ number: number; created_at: Date }>(
-            `WITH seq AS (UPDATE projects SET pipeline_seq = pipeline_seq + 1 WHERE id = $2 RETURNING pipeline_seq),
-                  made AS (
-                    INSERT INTO pipelines (id, project_id, number, state, trigger_type, actor_id, branch, tag, revision, commit_subject, parameters, from_fork, event)
-                    SELECT $1::uuid, $2::uuid, pipeline_seq, 'pending', $3::text, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::jsonb, $10::boolean, $11::jsonb FROM seq
-                    RETURNING number, created_at)
-             SELECT made.number, made.created_at FROM made CROSS JOIN (SELECT pg_notify($12::text, $13::text)) AS told`,
-            [
-              id,
-              project.id,
-              request.type,
-              request.actorId ?? null,
-              ref.branch ?? null,
-              ref.tag ?? null,
-              revision.sha,
-              revision.subject,
-              JSON.stringify(parameters),
-              request.fork === true,
-              JSON.stringify(event),
-              PIPELINE_CREATED,
-              id,
-            ],
-          );
+        if (entry || (!request.audit && !request.withinTransaction)) {
+          const [row] = await insert(store, entry !== undefined);
           if (!row) throw new NotFoundError('project', request.slug);
-          const number = row.number;
-          await request.audit?.record(tx, { target: { type: 'pipeline', id }, project: project.slug, detail: { number, ...(ref.tag ? { tag: ref.tag } : { branch: ref.branch }), revision: revision.sha, ...(request.fork ? { fork: true } : {}) } });
-          await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
-          return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
-        });
+          entry?.done();
+          created = { id, number: row.number, state: 'pending', createdAt: new Date(row.created_at) };
+        } else {
+          created = await store.transaction(async (tx) => {
+            const [row] = await insert(tx, false);
+            if (!row) throw new NotFoundError('project', request.slug);
+            const number = row.number;
+            await request.audit?.record(tx, { target, project: project.slug, detail: { number, ...detail } });
+            await request.withinTransaction?.(tx, { id, number, projectId: project.id, revision });
+            return { id, number, state: 'pending', createdAt: new Date(row.created_at) };
+          });
+        }
       } catch (error) {
         // Not committed: no NOTIFY was sent either.
         handOver?.(undefined);

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequestAudit, type Audit } from '../../runtime/audit/audit-log';
 import { readPendingPipeline, type Conductor } from '../../runtime/conductor/conductor';
 import { createGitForge } from '../../runtime/forge/git-forge';
 import { createLogger } from '../../runtime/logger';
@@ -110,6 +111,42 @@ describe.each(testStores())('a pipeline handed from its trigger to the conductor
     } finally {
       off();
     }
+  });
+
+  it("records the request's audit in the pipeline's own statement, or keeps neither when the record cannot be kept", async () => {
+    const audit = createRequestAudit({ actor: { login: 'ann' }, action: 'pipeline.trigger', address: '10.0.0.7', org: 'acme' });
+    const made = await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api', audit });
+    expect(audit.recorded).toBe(true);
+    const [record] = await store.query<{ actor_login: string; target_type: string; detail: Record<string, unknown>; address: string; result: string }>(
+      'SELECT actor_login, target_type, detail, address, result FROM audit_events WHERE target_id = $1',
+      [made.id],
+    );
+    const [head] = await store.query<{ revision: string }>('SELECT revision FROM pipelines WHERE id = $1', [made.id]);
+    expect(record).toEqual({ actor_login: 'ann', target_type: 'pipeline', detail: { number: made.number, branch: 'main', revision: head.revision }, address: '10.0.0.7', result: 'success' });
+
+    // A record the database refuses (a result it does not allow): no pipeline, no record, and
+    // the pipeline's number is not used up.
+    let told = '';
+    const outcomes: (StartingPipeline | undefined)[] = [];
+    const off = triggers.onCreated((id, created) => ((told = id), void created.then((p) => outcomes.push(p))));
+    try {
+      const refused: Audit = {
+        record: audit.record,
+        entry: (detail) => {
+          const { values } = audit.entry!(detail);
+          return { values: values.map((v) => (v === 'success' ? 'bogus' : v)), done: () => undefined };
+        },
+      };
+      await expect(triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api', audit: refused })).rejects.toThrow();
+      await new Promise((r) => setImmediate(r));
+      expect(outcomes).toEqual([undefined]);
+      expect(await readPendingPipeline(store, told)).toBeUndefined();
+      expect(await store.query('SELECT 1 FROM audit_events WHERE target_id = $1', [told])).toEqual([]);
+    } finally {
+      off();
+    }
+    const next = await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api', audit: createRequestAudit({ actor: { login: 'ann' }, action: 'pipeline.trigger', address: '10.0.0.7' }) });
+    expect(next.number).toBe(made.number + 1);
   });
 
   it('is started once by the conductor role, by the hand-over; a pipeline another process made, by its NOTIFY', async () => {
