@@ -24,14 +24,44 @@ export function gyreCommand(args: readonly string[]): { command: string[]; env: 
   return { command: [process.execPath, ...words, join(ROOT, 'bin/gyre.js'), ...args], env };
 }
 
-/** A free TCP port on 127.0.0.1 (so a restarted server can come back at the same address). */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+/**
+ * A free TCP port on 127.0.0.1, for a server started later at a known address (a restarted server
+ * comes back at the same one; a cluster rehearsal's pod listens once its migrations are done, tens
+ * of seconds after). Taken below the kernel's ephemeral range (ip_local_port_range), which a port
+ * the kernel picks (`listen(0)`) is in, and where every outgoing connection takes its local port:
+ * one of those took a pod's port before it listened (EADDRINUSE in a CI run). Each jest worker
+ * takes from a slice of its own, in turn, so two workers never pick the same one.
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < PORT_SLICE; i++) {
+    const port = portBase + (nextPort++ % PORT_SLICE);
+    if (await listensOn(port)) return port;
+  }
+  return listensOn(0) as Promise<number>;
+}
+
+const PORT_SLICE = 1000;
+const portBase = (() => {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // not Linux: the usual range's start
+  }
+  const slices = Math.max(1, Math.floor((low - 10000) / PORT_SLICE));
+  const worker = Number(process.env.JEST_WORKER_ID ?? 0);
+  return 10000 + (worker % slices) * PORT_SLICE;
+})();
+let nextPort = 0;
+
+/** The port a listener got on 127.0.0.1 at `port` (0: the kernel's pick), closed again; false when it is taken. */
+function listensOn(port: number): Promise<number | false> {
+  return new Promise((resolvePort) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolvePort(port));
+    server.once('error', () => resolvePort(false));
+    server.listen(port, '127.0.0.1', () => {
+      const got = (server.address() as { port: number }).port;
+      server.close(() => resolvePort(got));
     });
   });
 }
