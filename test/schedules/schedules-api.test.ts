@@ -195,10 +195,13 @@ describe('schedules API', () => {
     const push = await g.trigger('gh/acme/app', { branch: 'main' });
     const { workflows } = await g.waitForPipeline(push.id);
     expect(workflows.map((w) => w.name)).toEqual(['on-push']);
+    // Taken before the scheduled workflow exists: a pipeline it starts is new, whether it is the
+    // tick made due below or, should the hour turn meanwhile, the hour's own tick (which the tick
+    // made due would then be, and fire once: a landing CI run ran into that at 06:00).
+    const before = new Set((await g.api('GET', '/api/v2/project/gh/acme/app/pipeline')).items.map((p: any) => p.id));
     // The cron role reads the schedule from the compiled config, then (made due) fires it.
     await waitFor(async () => (await g.gyre.store.query(`SELECT 1 FROM scheduled_workflows WHERE cron = '0 * * * *' AND branch = 'main'`)).length === 1 || undefined);
     // Clients see it as CircleCI's scheduled_pipeline, as the API v2 schedules' pipelines before it.
-    const before = new Set((await g.api('GET', '/api/v2/project/gh/acme/app/pipeline')).items.map((p: any) => p.id));
     await g.gyre.store.query(`UPDATE scheduled_workflows SET next_fire_at = date_trunc('hour', now())`);
     const scheduled = await waitFor(async () => (await g.api('GET', '/api/v2/project/gh/acme/app/pipeline')).items.find((p: any) => !before.has(p.id) && p.trigger.type === 'scheduled_pipeline'));
     expect(scheduled).toMatchObject({ trigger: { actor: { login: 'gyre' } }, vcs: { branch: 'main' } });
