@@ -286,10 +286,13 @@ describe("a uid keeper's signaller against the build it sweeps", () => {
     return child;
   };
   const asBuild = (command: string) => spawnSync('sh', ['-c', command], { uid, gid: uid, cwd: '/', encoding: 'utf8' });
-  /** Pids of the uid's processes other than `except`, by their /proc status. */
+  /**
+   * Pids of the build's processes: the uid's, by their /proc status, but for its signaller (a new
+   * one is started after a sweep that could not use the last, and may run as the uid already).
+   */
   const ofUid = (except: string) =>
     pids().filter((pid) => {
-      if (pid === except || !alive(pid)) return false;
+      if (pid === except || !alive(pid) || cmdline(pid).includes(`-e\0${SIGNALLER_MARK}`)) return false;
       try {
         return new RegExp(`\\nUid:\\s+${uid}\\s`).test(readFileSync(`/proc/${pid}/status`, 'utf8'));
       } catch {
