@@ -53,13 +53,18 @@ function processesOf(uid: number): string[] {
     return { taskId: id, nodeIndex: 0, parallelism: 1, jobId: `j-${id}`, jobName: 'gate', jobNumber: 1, spec, workflowId: 'w', workflowName: 'w', pipelineId: 'p', pipelineNumber: 1, projectSlug: 'gh/o/r', projectOrg: 'o', projectName: 'r', repoUrl: '/nowhere', revision: 'abc' };
   };
 
-  /** A reporter whose step start takes 400 ms and then `settle`s; what the build uid ran meanwhile is noted. */
+  /** A reporter whose step start lasts until the build uid runs something (up to 5 s), 100 ms more, then `settle`s; what the uid ran is noted. */
   const reporterFor = (taskDir: string, settle: () => void, seen: { running: number }): TaskReporter => ({
     heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
     stepStarted: async () => {
-      await new Promise((r) => setTimeout(r, 300));
-      // The step's shell is there already, as the build's uid, waiting.
-      seen.running = processesOf(statSync(taskDir).uid).length;
+      // The step's shell comes, as the build's uid, and waits while this record is still held
+      // (looked for up to 5 s: on a loaded machine 300 ms was not always enough to start it).
+      const uid = statSync(taskDir).uid;
+      for (const until = Date.now() + 5000; Date.now() < until; ) {
+        await new Promise((r) => setTimeout(r, 50));
+        seen.running = processesOf(uid).length;
+        if (seen.running > 0) break;
+      }
       await new Promise((r) => setTimeout(r, 100));
       settle();
     },

@@ -91,7 +91,8 @@ describe('the step launcher', () => {
   });
 
   it("keeps its output socket in a directory only this user may enter, and a connection naming no step it started gets nothing and feeds nothing", async () => {
-    const step = launcher.launch('/bin/sh', ['-c', 'sleep 0.5; echo real'], { env });
+    // Alive long enough for its parent to be read on a loaded machine (0.5 s was not, once).
+    const step = launcher.launch('/bin/sh', ['-c', 'sleep 3; echo real'], { env });
     const ran = run(step);
     await new Promise((resolve) => step.once('spawn', resolve));
     const launcherPid = Number(execFileSync('ps', ['-o', 'ppid=', '-p', String(step.pid)], { encoding: 'utf8' }).trim());
