@@ -471,17 +471,22 @@ async function prepareExecutor(
   } catch (hasBashFailed) {
     return { executor, hasBashFailed };
   }
-  // Not made here, the first step makes it: nothing is lost.
-  await executor.makeWorkingDirectory?.(workingDirectoryOf(options.task)).catch(() => undefined);
-  if (!executor.jobDir) return { executor, hasBash, jobDir: {} };
-  const read = await timingsRead;
-  const timingsFailed = read && 'error' in read ? read.error : undefined;
-  const timings = read && 'timings' in read ? (read.timings ?? []) : [];
+  // Not made here, the first step makes it: nothing is lost. Not waited for before the job
+  // directory is sent: an executor that makes both through one process gets them together.
+  const working = executor.makeWorkingDirectory?.(workingDirectoryOf(options.task)).catch(() => undefined);
   try {
-    await executor.jobDir.install(jobFiles(timings));
-    return { executor, hasBash, jobDir: { path: executor.jobDir.path, timingsFailed } };
-  } catch (failed) {
-    return { executor, hasBash, jobDir: { timingsFailed, failed } };
+    if (!executor.jobDir) return { executor, hasBash, jobDir: {} };
+    const read = await timingsRead;
+    const timingsFailed = read && 'error' in read ? read.error : undefined;
+    const timings = read && 'timings' in read ? (read.timings ?? []) : [];
+    try {
+      await executor.jobDir.install(jobFiles(timings));
+      return { executor, hasBash, jobDir: { path: executor.jobDir.path, timingsFailed } };
+    } catch (failed) {
+      return { executor, hasBash, jobDir: { timingsFailed, failed } };
+    }
+  } finally {
+    await working;
   }
 }
 

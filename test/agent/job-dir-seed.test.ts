@@ -106,6 +106,24 @@ function killKeeperOf(uid: number): void {
     }
   });
 
+  // The agent sends the working directory and the job directory without waiting between them.
+  it('makes seeds sent one after another without waiting, where a later one lies in an earlier one', async () => {
+    const taskDir = join(workRoot, 'task-g');
+    const executor = await createShellExecutor({ taskDir, isolation });
+    try {
+      // A working directory through the job directory's name: the job directory is then there,
+      // made by the first seed, and the job directory's files are written as the build instead.
+      const both = await Promise.all([executor.makeWorkingDirectory!('~/.gyre-job/src/app'), executor.jobDir!.install(jobFiles([])), executor.makeWorkingDirectory!('~/.gyre-job/src/other')]);
+      expect(both).toHaveLength(3);
+      const uid = statSync(taskDir).uid;
+      for (const path of ['.gyre-job', '.gyre-job/src', '.gyre-job/src/app', '.gyre-job/src/other', '.gyre-job/bin/circleci']) expect(lstatSync(join(taskDir, path)).uid).toBe(uid);
+      const made = executor.start({ script: 'cd ~/.gyre-job/src/other && ~/.gyre-job/bin/circleci tests glob "*.none" ; echo ran', shell: '/bin/sh', env: { PATH: '/usr/bin:/bin', HOME: taskDir }, cwd: '~/.gyre-job/src/app' }, () => undefined, new AbortController().signal);
+      expect((await made.done).exitCode).toBe(0);
+    } finally {
+      await executor.cleanup();
+    }
+  });
+
   // The job's working directory is made the same way, before the first step: otherwise the step's
   // wrapper starts `mkdir` for it, a process on the way to every job's first command.
   it("makes the job's working directory before the first step, the build's own, as its own mkdir -p would", async () => {

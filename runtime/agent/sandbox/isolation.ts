@@ -558,6 +558,8 @@ function shellBox(parts: ShellBoxParts): BuildBox {
   let closed = false;
   /** Whether anything has run in the box as the build (a command, a file helper): `seed` is over then. */
   let ran = false;
+  /** What the seeds sent to the keeper and not yet answered make (see `seed`). */
+  const seeding = new Set<string>();
   const asBuild =
     <A extends unknown[], R>(fn: (...args: A) => R) =>
     (...args: A): R => {
@@ -618,26 +620,36 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       if (ran || closed) return false;
       const root = parts.removes ?? parts.home;
       if (!isSeedPath(dir) || files.some((f) => !isSeedPath(f.path))) throw new Error(`seed: '${dir}' or one of its files is not a plain relative path`);
-      if (lstatSync(join(root, dir), { throwIfNoEntry: false })) return false;
+      if (lstatSync(join(root, dir), { throwIfNoEntry: false }) || seeding.has(join(root, dir))) return false;
       // Directories on the way that are not there yet are made too (a working directory such as
-      // ~/go/src/app); those that are were made by the agent (nothing of the build has run).
+      // ~/go/src/app); those that are were made by the agent (nothing of the build has run), or
+      // are being made by a seed sent to the keeper before this one (it does them in order).
       const missing: string[] = [];
       const segments = dir.split('/');
       for (let i = 1; i <= segments.length; i++) {
         const path = join(root, ...segments.slice(0, i));
         const info = lstatSync(path, { throwIfNoEntry: false });
-        if (!info?.isDirectory()) missing.push(path);
+        if (!info?.isDirectory() && !seeding.has(path)) missing.push(path);
       }
       const base = join(root, dir);
       const dirs = [...new Set(files.map((f) => posix.dirname(f.path)).filter((d) => d !== '.'))].sort().map((d) => join(base, d));
       if (parts.keeper && parts.buildUid !== undefined) {
         // The build's uid gets them: made by its keeper, off this thread (MAKE in ./keepers.ts).
+        // Seeds may be sent one after another without waiting (the working directory and the job
+        // directory): the keeper's lines are one round trip then, and a later seed leaves out
+        // what an earlier one makes.
         const uid = parts.buildUid;
         const own = (path: string) => ({ op: 'own' as const, path, uid, gid: uid });
-        await parts.keeper.make([
-          ...[...missing, ...dirs].flatMap((path) => [{ op: 'mkdir' as const, path, mode: 0o755 }, own(path)]),
-          ...files.flatMap((file) => [{ op: 'write' as const, path: join(base, file.path), mode: file.mode, data: file.content }, own(join(base, file.path))]),
-        ]);
+        const made = [...missing, ...dirs, ...files.map((file) => join(base, file.path))];
+        for (const path of made) seeding.add(path);
+        try {
+          await parts.keeper.make([
+            ...[...missing, ...dirs].flatMap((path) => [{ op: 'mkdir' as const, path, mode: 0o755 }, own(path)]),
+            ...files.flatMap((file) => [{ op: 'write' as const, path: join(base, file.path), mode: file.mode, data: file.content }, own(join(base, file.path))]),
+          ]);
+        } finally {
+          for (const path of made) seeding.delete(path);
+        }
         return true;
       }
       const made: string[] = [];
