@@ -14,18 +14,36 @@ import { once } from 'node:events';
  * A task's directories removed by its keeper, after the sweep (nothing of the task runs then), in
  * the keeper's own process with synchronous calls: not on the agent's thread, where each of a
  * tree's few dozen removals was an asynchronous call (about 3 ms of the server's thread a task
- * here, and a round trip through its thread pool each). `rmSync` does not follow links. What it
- * cannot remove is left for the agent, which looks after the answer and removes what is still
- * there itself.
+ * here, and a round trip through its thread pool each). No link is followed: a directory's entries
+ * are taken by their type as the directory lists them (a link is removed as a link). Not `rmSync`:
+ * it tries `rmdir` on each directory before emptying it and lstats every entry, an error thrown and
+ * caught for each directory and about a third more system calls, which on this kind of machine
+ * was 0.6 ms of the keeper's CPU a task against 0.4. What it cannot remove is left for the agent,
+ * which looks after the answer and removes what is still there itself.
  */
 const REMOVE = `
+const removeTree = (path) => {
+  const fs = require('node:fs');
+  const info = fs.lstatSync(path, { throwIfNoEntry: false });
+  if (!info) return;
+  if (!info.isDirectory()) { fs.unlinkSync(path); return; }
+  const emptied = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const child = dir + '/' + entry.name;
+      if (entry.isDirectory()) emptied(child);
+      else fs.unlinkSync(child);
+    }
+    fs.rmdirSync(dir);
+  };
+  emptied(path);
+};
 const remove = (list) => {
   let dirs;
   try { dirs = list ? JSON.parse(list) : []; } catch { return; }
   if (!Array.isArray(dirs)) return;
   for (const dir of dirs) {
     if (typeof dir !== 'string' || !dir.startsWith('/')) continue;
-    try { require('node:fs').rmSync(dir, { recursive: true, force: true }); } catch {}
+    try { removeTree(dir); } catch {}
   }
 };
 `;
@@ -82,7 +100,7 @@ const make = (list) => {
       else if (o.op === 'write') { fs.writeFileSync(o.path, bytesOf(o), { mode: o.mode, flag: 'wx' }); chmod(o.path, o.mode); }
       else if (o.op === 'chmod') chmod(o.path, o.mode);
       else if (o.op === 'own') fs.lchownSync(o.path, o.uid, o.gid);
-      else if (o.op === 'rm') fs.rmSync(o.path, { recursive: true, force: true });
+      else if (o.op === 'rm') removeTree(o.path);
       else throw new Error('unknown operation ' + JSON.stringify(o.op));
     }
     return 'made';
