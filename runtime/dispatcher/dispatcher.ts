@@ -90,8 +90,11 @@ export interface ClaimedTask {
 export type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKey, TaskSshKeys } from '../agent-contract/task-context';
 
 export interface Dispatcher {
-  /** Creates the tasks of a build job inside the caller's transaction and marks the job queued. */
-  enqueueJob(tx: Queryable, job: { id: string; spec: JobSpec }): Promise<void>;
+  /**
+   * Creates the tasks of a build job inside the caller's transaction and marks the job queued;
+   * with `numbered`, also gives the job its project's next job number, in the same statement.
+   */
+  enqueueJob(tx: Queryable, job: { id: string; spec: JobSpec; numbered?: boolean }): Promise<void>;
   /**
    * Claims the oldest queued task of one of these resource classes (`*`: any), or returns
    * undefined. `holder` is recorded on the lease (a server's start ends only its own built-in
@@ -322,35 +325,34 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
       // Fair queueing: a task's rank is how many tasks of its project already wait. Claims take
       // the lowest rank first, so a project that queues a hundred tasks does not starve one that
       // queues a single task after it: projects take turns.
-      const [owner] = await tx.query<{ slug: string; org: string; ahead: number }>(
-        `SELECT pr.slug, pr.org, (SELECT count(*)::int FROM tasks t WHERE t.status = 'queued' AND t.project_slug = pr.slug) AS ahead
-           FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1`,
-        [job.id],
-      );
-      // One statement for the job's tasks (one per parallel node), its move to queued and the
-      // NOTIFY that wakes claimers (delivered at commit, so no claimer sees a task early), which
-      // says how many tasks there are: a built-in runner wakes that many idle slots. A
-      // machine job whose class an admin gave to runners or Nomad runs there, not on a machine of its own.
+      // One statement for the job's number (when asked: its project's next, which locks the
+      // project's row as the conductor's numbering did), its owner and rank, its tasks (one per
+      // parallel node), its move to queued and the NOTIFY that wakes claimers (delivered at commit,
+      // so no claimer sees a task early), which says how many tasks there are: a built-in runner
+      // wakes that many idle slots. A machine job whose class an admin gave to runners or Nomad
+      // runs there, not on a machine of its own.
       await tx.query(
-        `WITH made AS (
+        `WITH owner AS (
+           SELECT pr.id, pr.slug, pr.org, (SELECT count(*)::int FROM tasks t WHERE t.status = 'queued' AND t.project_slug = pr.slug) AS ahead
+             FROM jobs j JOIN projects pr ON pr.id = j.project_id WHERE j.id = $2::uuid),
+         seq AS (UPDATE projects SET job_seq = job_seq + 1 WHERE $8::boolean AND id = (SELECT id FROM owner) RETURNING job_seq),
+         made AS (
            INSERT INTO tasks (id, job_id, node_index, status, resource_class, max_attempts, project_slug, org, fair_rank, machine_image)
-           SELECT n.id, $2::uuid, (n.node - 1)::int, 'queued', $3::text, $4::int, $5::text, $6::text, $7::int + (n.node - 1)::int,
-                  CASE WHEN EXISTS (SELECT 1 FROM resource_classes WHERE name = $3::text AND driver <> 'builtin') THEN NULL ELSE $8::text END
-             FROM unnest($1::uuid[]) WITH ORDINALITY AS n(id, node)
+           SELECT n.id, $2::uuid, (n.node - 1)::int, 'queued', $3::text, $4::int, o.slug, o.org, COALESCE(o.ahead, 0) + (n.node - 1)::int,
+                  CASE WHEN EXISTS (SELECT 1 FROM resource_classes WHERE name = $3::text AND driver <> 'builtin') THEN NULL ELSE $5::text END
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS n(id, node) LEFT JOIN owner o ON true
            RETURNING 1),
-         queued AS (UPDATE jobs SET status = 'queued', queued_at = now() WHERE id = $2::uuid RETURNING 1)
-         SELECT pg_notify($9::text, $10::text)`,
+         queued AS (UPDATE jobs SET status = 'queued', queued_at = now(), number = COALESCE((SELECT job_seq FROM seq), number) WHERE id = $2::uuid RETURNING 1)
+         SELECT pg_notify($6::text, $7::text)`,
         [
           Array.from({ length: parallelism }, () => randomUUID()),
           job.id,
           resourceClass,
           config.maxAttempts,
-          owner?.slug ?? null,
-          owner?.org ?? null,
-          owner?.ahead ?? 0,
           machineImageOf(job.spec),
           CHANNELS.taskQueued,
           `${parallelism} ${job.id}`,
+          job.numbered === true,
         ],
       );
       if (isPlatformClass(resourceClass)) {

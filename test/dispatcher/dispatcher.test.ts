@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { StaleLeaseError } from '../../runtime/domain/errors';
 import { CHANNELS, createDispatcher, queuedAnnouncement, type Dispatcher } from '../../runtime/dispatcher/dispatcher';
 import { createLogger } from '../../runtime/logger';
@@ -185,6 +186,37 @@ describe.each(testStores())('dispatcher on %s', (kind) => {
     await dispatcher.completeTask(again.lease, 'success');
     const [job] = await store.query<{ status: string }>('SELECT status FROM jobs WHERE id = $1', [jobId]);
     expect(job.status).toBe('success');
+  });
+
+  it("numbers a job with its project's next number as it queues it, and lets projects take turns", async () => {
+    const dispatcher = createDispatcher({ store, log, config: { leaseTtlMs: 60_000, maxAttempts: 3 } });
+    const resourceClass = `turns-${randomUUID()}`;
+    const own = { ...spec(), resourceClass };
+    /** A project with a workflow of `count` jobs not yet numbered, queued in one transaction; the jobs' ids in order. */
+    const queued = async (count: number): Promise<string[]> => {
+      const [projectId, pipelineId, workflowId] = [randomUUID(), randomUUID(), randomUUID()];
+      await store.query(`INSERT INTO projects (id, slug, org, name, repo_url, job_seq) VALUES ($1, $2, 'o', 'r', '/nowhere', 41)`, [projectId, `gh/o/${projectId}`]);
+      await store.query(`INSERT INTO pipelines (id, project_id, number, state, trigger_type, revision) VALUES ($1, $2, 1, 'created', 'api', 'abc')`, [pipelineId, projectId]);
+      await store.query(`INSERT INTO workflows (id, pipeline_id, name, status) VALUES ($1, $2, 'w', 'running')`, [workflowId, pipelineId]);
+      const ids = Array.from({ length: count }, () => randomUUID());
+      for (const [n, id] of ids.entries()) {
+        await store.query(`INSERT INTO jobs (id, workflow_id, project_id, name, type, status, spec) VALUES ($1, $2, $3, $4, 'build', 'blocked', $5)`, [id, workflowId, projectId, `j${n}`, JSON.stringify(own)]);
+      }
+      await store.transaction(async (tx) => {
+        for (const id of ids) await dispatcher.enqueueJob(tx, { id, spec: own, numbered: true });
+      });
+      return ids;
+    };
+    const busy = await queued(3);
+    const later = await queued(1);
+    const numbers = await store.query<{ id: string; number: number; status: string }>('SELECT id, number, status FROM jobs WHERE id = ANY($1::uuid[])', [[...busy, ...later]]);
+    const numberOf = (id: string) => numbers.find((j) => j.id === id)?.number;
+    expect([...busy.map(numberOf), numberOf(later[0])]).toEqual([42, 43, 44, 42]);
+    expect(numbers.every((j) => j.status === 'queued')).toBe(true);
+    // The project that queued one job after another's three is served second, not fourth.
+    const claimed: string[] = [];
+    for (let i = 0; i < 4; i++) claimed.push((await dispatcher.claim('agent-turns', [resourceClass]))!.task.jobId);
+    expect(claimed).toEqual([busy[0], later[0], busy[1], busy[2]]);
   });
 
   it("ends only the built-in runner's attempts when asked for its holder's, not a remote runner's", async () => {
