@@ -170,6 +170,11 @@ export interface ResolveInput {
     readonly values?: Readonly<Record<string, ExpressionValue>>;
   };
   readonly actor: { readonly userId?: string; readonly groups?: readonly string[] };
+  /**
+   * The project's row (`projectId`'s) as read with the task (its facts, under its lease): the
+   * checks use it instead of reading it again. Without it, or for another project, it is read.
+   */
+  readonly project?: sql.ProjectRow;
 }
 
 /** The tables whose values `rewrapAll` (runtime/secrets/rewrap.ts) moves to a new wrapping key. */
@@ -497,7 +502,7 @@ export function createContexts({ store, box }: { store: Store; box: SecretBox })
   /** The project and the contexts a task names, once every restriction let it through. */
   async function check(input: ResolveInput, db: Queryable = store) {
       const refuse = (reason: string) => ({ ok: false as const, reason });
-      const project = UUID.test(input.projectId) ? await sql.projectById(db, input.projectId) : undefined;
+      const project = input.project?.id === input.projectId ? input.project : UUID.test(input.projectId) ? await sql.projectById(db, input.projectId) : undefined;
       if (!project) return refuse(`project ${input.projectId} does not exist`);
       if (project.organization_id !== input.orgId) return refuse(`project ${project.slug} is not in organization ${input.orgId}`);
       if (input.contextNames.length > MAX_CONTEXTS_PER_TASK) return refuse(`a job may name at most ${MAX_CONTEXTS_PER_TASK} contexts (this one names ${input.contextNames.length})`);

@@ -8,7 +8,8 @@
 export const TASK_FACTS = `json_build_object('job_id', j.id, 'contexts', j.contexts, 'project_id', j.project_id,
   'org_id', (SELECT o.id FROM organizations o WHERE o.name = pr.org), 'repo_url', pr.repo_url, 'pipeline_id', w.pipeline_id,
   'workflow_id', j.workflow_id, 'branch', p.branch, 'tag', p.tag, 'actor_id', COALESCE(w.started_by, p.actor_id),
-  'number', p.number, 'from_fork', p.from_fork, 'trigger_type', p.trigger_type, 'event', p.event)`;
+  'number', p.number, 'from_fork', p.from_fork, 'trigger_type', p.trigger_type, 'event', p.event,
+  'project_slug', pr.slug, 'project_org', pr.org, 'forks_receive_secret_env_vars', pr.forks_receive_secret_env_vars)`;
 
 /** TASK_FACTS as read. */
 export interface TaskFacts {
@@ -28,4 +29,8 @@ export interface TaskFacts {
   /** What started the pipeline: `pipeline.trigger_source` and `pipeline.event.*` for expressions. */
   trigger_type: string;
   event: unknown;
+  /** The project's row as the contexts' checks need it (with `project_id` and `org_id`): not read again for the task's secrets. */
+  project_slug?: string;
+  project_org?: string;
+  forks_receive_secret_env_vars?: boolean;
 }

@@ -148,6 +148,9 @@ export function createTaskSecrets(deps: TaskSecretsDeps): TaskSecrets {
         contextNames: row.contexts ?? [],
         pipeline: { branch: row.branch ?? undefined, tag: row.tag ?? undefined, fork: row.from_fork === true, values: expressionValuesOf(row) },
         actor: { userId: row.actor_id ?? undefined },
+        ...(row.project_slug !== undefined && row.project_org !== undefined && row.forks_receive_secret_env_vars !== undefined
+          ? { project: { id: row.project_id, slug: row.project_slug, org: row.project_org, organization_id: row.org_id, forks_receive_secret_env_vars: row.forks_receive_secret_env_vars } }
+          : {}),
       });
       const minting = deps.oidc ? mintTokens(deps.oidc, row, row.org_id, lease.taskId) : Promise.resolve(undefined);
       // GitHub not answering is the secrets' failure, as the database not answering is: the task is

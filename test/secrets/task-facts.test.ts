@@ -70,6 +70,10 @@ describe.each(testStores())('the facts a claim carries for the secrets, on %s', 
       from_fork: true,
       trigger_type: 'webhook',
       event: { name: 'pull_request', action: 'opened' },
+      // The project's row as the contexts' checks need it: not read again for the secrets.
+      project_org: org,
+      project_slug: expect.stringMatching(/^gh\/o\//),
+      forks_receive_secret_env_vars: false,
     });
     // The steps the SSH keys are chosen by: the claimed spec's, as the lease reads them.
     expect(claimed.task.spec.steps).toEqual(read.steps);
