@@ -151,26 +151,20 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
    * instead, with the reason in its messages, and never reaches an agent (as CircleCI does).
    */
   async function queueJob(tx: Queryable, job: JobRow): Promise<'queued' | 'unauthorized'> {
-    // The project's next job number, taken and given in one statement: with the job's queueing
-    // (enqueueJob), unless its contexts are decided first (a job refused them has its number too).
-    if (!(contexts && job.contexts.length > 0)) {
-      await dispatcher.enqueueJob(tx, { id: job.id, spec: job.spec!, numbered: true });
-      return 'queued';
+    // The project's next job number is taken and given in the statement that ends the job here:
+    // refused its contexts, or queued (enqueueJob `numbered`).
+    if (contexts && job.contexts.length > 0) {
+      const verdict = await contexts.authorize(await contextInput(tx, job), tx);
+      if (!verdict.ok) {
+        await tx.query(
+          `WITH seq AS (UPDATE projects SET job_seq = job_seq + 1 WHERE id = $3 RETURNING job_seq)
+           UPDATE jobs SET number = seq.job_seq, status = 'unauthorized', started_at = now(), stopped_at = now(), messages = $2 FROM seq WHERE jobs.id = $1`,
+          [job.id, JSON.stringify([{ type: 'error', message: verdict.reason, reason: 'unauthorized' }]), job.project_id],
+        );
+        return 'unauthorized';
+      }
     }
-    await tx.query(
-      `WITH seq AS (UPDATE projects SET job_seq = job_seq + 1 WHERE id = $1 RETURNING job_seq)
-       UPDATE jobs SET number = seq.job_seq FROM seq WHERE jobs.id = $2`,
-      [job.project_id, job.id],
-    );
-    const verdict = await contexts.authorize(await contextInput(tx, job), tx);
-    if (!verdict.ok) {
-      await tx.query(
-        `UPDATE jobs SET status = 'unauthorized', started_at = now(), stopped_at = now(), messages = $2 WHERE id = $1`,
-        [job.id, JSON.stringify([{ type: 'error', message: verdict.reason, reason: 'unauthorized' }])],
-      );
-      return 'unauthorized';
-    }
-    await dispatcher.enqueueJob(tx, { id: job.id, spec: job.spec! });
+    await dispatcher.enqueueJob(tx, { id: job.id, spec: job.spec!, numbered: true });
     return 'queued';
   }
 
