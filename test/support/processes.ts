@@ -37,7 +37,9 @@ export async function freePort(): Promise<number> {
     const port = portBase + (nextPort++ % PORT_SLICE);
     if (await listensOn(port)) return port;
   }
-  return listensOn(0) as Promise<number>;
+  const picked = await listensOn(0);
+  if (picked === false) throw new Error('no TCP port on 127.0.0.1 could be listened on');
+  return picked;
 }
 
 const PORT_SLICE = 1000;
