@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { UnavailableError } from '../domain/errors';
 import type { Logger } from '../logger';
@@ -50,6 +51,11 @@ export interface CompilerPoolOptions {
    * @default 256 MiB
    */
   readonly maxWaitingChars?: number;
+  /**
+   * How long a compilation waits for a busy worker before another is started for it (see dispatch).
+   * @default 50
+   */
+  readonly spareAfterMs?: number;
 }
 
 export interface CompilerPool {
@@ -58,6 +64,12 @@ export interface CompilerPool {
    * crosses a budget or kills its worker); rejects only with CompilerUnavailableError.
    */
   compile(source: string, options: { readonly trigger: TriggerContext }): Promise<CompileResult>;
+  /**
+   * Starts a worker now when none is running or starting, so the first compilation does not wait
+   * for one (a thread loading the compiler: 200-300 ms on a small machine, and 15-20 MiB). A worker
+   * that cannot start is said in the log, as on a compilation's way.
+   */
+  warm(): void;
   /** Stops the workers; compilations still waiting or running reject with CompilerUnavailableError. */
   close(): Promise<void>;
 }
@@ -81,6 +93,8 @@ interface Job {
   readonly id: number;
   readonly source: string;
   readonly trigger: TriggerContext;
+  /** performance.now() when it was asked for. */
+  readonly queuedAt: number;
   readonly resolve: (result: CompileResult) => void;
   readonly reject: (error: CompilerUnavailableError) => void;
 }
@@ -100,7 +114,7 @@ interface Slot {
 const failure = (message: string): CompileResult => ({ ok: false, problems: [{ message }] });
 const SHUTTING_DOWN = 'the config compiler has been stopped (Gyre is shutting down); try again once it is back';
 
-export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log, graceMs = 1000, maxWaitingChars = 256 * 1024 * 1024 }: CompilerPoolOptions): CompilerPool {
+export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log, graceMs = 1000, maxWaitingChars = 256 * 1024 * 1024, spareAfterMs = 50 }: CompilerPoolOptions): CompilerPool {
   const limits: CompilerLimits = { ...DEFAULT_COMPILER_LIMITS, ...given };
   if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`workers (${workers}) must be a whole number of at least 1`);
   const budgets: CompileBudgets = { maxBytes: limits.maxBytes, maxNodes: limits.maxNodes, timeoutMs: limits.timeoutMs };
@@ -108,6 +122,8 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
   const queue: Job[] = [];
   let nextJob = 1;
   let closed = false;
+  /** Set while jobs wait for a worker and a further one may be started for them (dispatch). */
+  let spareTimer: NodeJS.Timeout | undefined;
   const waitingChars = () => queue.reduce((n, job) => n + job.source.length, 0);
 
   function spawn(): boolean {
@@ -123,6 +139,7 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
     }
     const slot: Slot = { worker, threadId: worker.threadId, ready: false };
     slots.add(slot);
+    log.info('config compiler worker starting', { threadId: slot.threadId, workers: slots.size });
     worker.unref(); // an idle worker does not keep the process alive; a busy one is ref'd in start()
     worker.on('message', (message: FromWorker) => onMessage(slot, message));
     worker.on('error', (error) => (slot.error = error));
@@ -147,13 +164,40 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
     }
   }
 
-  /** Gives waiting jobs to idle workers, and starts workers (up to the pool size) for the rest. */
+  /**
+   * Gives waiting jobs to idle workers. The first worker starts at once; more (up to the pool size)
+   * only for jobs still waiting `spareAfterMs` later: a worker compiles an ordinary config in a
+   * few milliseconds, so a burst of pipelines is served by the worker there is, where a new one would
+   * take a few hundred milliseconds of the machine to start. A config that holds its worker (the
+   * budgets allow seconds) gets the others a worker of their own that soon.
+   */
   function dispatch(): void {
     if (closed) return;
     for (const slot of slots) {
       if (queue.length === 0) return;
       if (slot.ready && !slot.job) start(slot, queue.shift()!);
     }
+    if (queue.length === 0) return;
+    if (slots.size === 0) {
+      spawn();
+      return;
+    }
+    if (slots.size < workers && !spareTimer) spareAfter(spareAfterMs);
+  }
+
+  function spareAfter(ms: number): void {
+    spareTimer = setTimeout(() => {
+      spareTimer = undefined;
+      grow();
+    }, ms);
+    spareTimer.unref();
+  }
+
+  /** Starts workers (up to the pool size) for the jobs that have waited `spareAfterMs`, beyond those that starting workers will take. */
+  function grow(): void {
+    if (closed || queue.length === 0 || slots.size >= workers) return;
+    const waited = performance.now() - queue[0].queuedAt;
+    if (waited < spareAfterMs) return spareAfter(spareAfterMs - waited);
     let starting = [...slots].filter((s) => !s.ready).length;
     while (queue.length > starting && slots.size < workers) {
       if (!spawn()) return;
@@ -232,13 +276,18 @@ export function createCompilerPool({ orbs, limits: given = {}, workers = 2, log,
         return Promise.reject(new CompilerUnavailableError(`the config compiler is busy (${queue.length} configs, ${size} in all, are waiting for it); try again shortly`));
       }
       return new Promise<CompileResult>((resolve, reject) => {
-        queue.push({ id: nextJob++, source, trigger, resolve, reject });
+        queue.push({ id: nextJob++, source, trigger, queuedAt: performance.now(), resolve, reject });
         dispatch();
       });
     },
 
+    warm() {
+      if (!closed && slots.size === 0) spawn();
+    },
+
     async close() {
       closed = true;
+      clearTimeout(spareTimer);
       for (const waiting of queue.splice(0)) waiting.reject(new CompilerUnavailableError(SHUTTING_DOWN));
       await Promise.all(
         [...slots].map((slot) => {

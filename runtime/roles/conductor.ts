@@ -15,6 +15,8 @@ export const conductorRole: Role = {
   async start(core) {
     const { store, conductor } = core;
     const log = core.log.child({ role: 'conductor' });
+    // Every pipeline's config is compiled here: the compiler's worker starts now, not on the first pipeline's way.
+    core.warmCompiler();
     const onError = (what: string) => (error: unknown) => log.error(what, { error: (error as Error).message });
     // A pipeline created in this process is handed over once committed, with what starting it
     // reads, and started then; its NOTIFY, which every conductor hears, is dropped here: the trigger

@@ -89,6 +89,8 @@ export interface Core {
   readonly orbs: OrbRegistry;
   /** Compiles a config for a trigger (the conductor's and the API's compiler). */
   readonly compile: CompileFn;
+  /** Starts the compiler's first worker now rather than on the first compilation's way (the conductor does at its start). */
+  warmCompiler(): void;
   readonly conductor: Conductor;
   /**
    * The outbox's handlers by kind (runtime/outbox): what the sender in the conductor role
@@ -195,6 +197,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     tokens: createTaskTokens(await loadTaskTokenSecret(store, settings.agentSecret)),
     orbs,
     compile,
+    warmCompiler: () => compilerPool.warm(),
     conductor: createConductor({ store, forge, compile, dispatcher, log: log.child({ role: 'conductor' }), continuationTtlMs: settings.continuationTtlMs, contexts,
       onWorkflow: async (tx, transition) => {
         await statuses?.onWorkflow(tx, transition);

@@ -120,6 +120,36 @@ describe('compiler pool', () => {
     expect(done).toEqual(['good', 'bomb']);
   });
 
+  it('warm() starts one worker before any compilation, which then compiles there', async () => {
+    const { lines, log } = logCapture();
+    const p = pool({ workers: 2, log });
+    const started = () => lines.filter((l) => l.includes('config compiler worker starting')).length;
+    p.warm();
+    p.warm();
+    expect(started()).toBe(1);
+    expect((await p.compile(GOOD, { trigger })).ok).toBe(true);
+    expect(started()).toBe(1);
+  });
+
+  it('a burst of ordinary configs is compiled by the worker there is; one held past a moment gets the next a second worker', async () => {
+    const { lines, log } = logCapture();
+    // A second worker for a compilation that waited 1 s (50 ms by default): ten ordinary ones never
+    // wait that long, however loaded the machine running this test.
+    const p = pool({ workers: 2, log, limits: { timeoutMs: 2500 }, spareAfterMs: 1000 });
+    const started = () => lines.filter((l) => l.includes('config compiler worker starting')).length;
+    await p.compile(GOOD, { trigger });
+    // Ten at once, as pipelines triggered back to back: a few milliseconds each in one worker.
+    const burst = await Promise.all(Array.from({ length: 10 }, () => p.compile(GOOD, { trigger })));
+    expect(burst.every((r) => r.ok)).toBe(true);
+    expect(started()).toBe(1);
+    // A config holding the worker (2.5 s): the next one waits its second, then gets a worker of its own.
+    const bomb = p.compile(hostileConfig('time-bomb'), { trigger });
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await p.compile(GOOD, { trigger })).ok).toBe(true);
+    expect(started()).toBe(2);
+    expect(firstMessage(await bomb)).toMatch(/GYRE_COMPILE_TIMEOUT_MS/);
+  });
+
   it('orbs are resolved by the parent, and a failing lookup is a compile error naming the orb', async () => {
     const registry = createMemoryOrbSource();
     registry.publish('acme/tools', '1.2.3', 'version: 2.1\nexecutors:\n  default: {docker: [{image: "cimg/base:1.2.3"}]}\njobs:\n  hello: {executor: default, steps: [{run: echo hello}]}\n');
