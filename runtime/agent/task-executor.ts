@@ -137,6 +137,19 @@ export async function prepareExecution(settings: ExecutorSettings, names: Execut
   return { isolation, dockerSocket, registryMirror: settings.registryMirror, remoteDocker, summary };
 }
 
+/**
+ * Starts, in the background, what the first `slots` tasks at once would otherwise start on their
+ * way to their first command (Isolation.warm: the step launcher, the file helper, a keeper and a
+ * build uid for each slot), so that the first pipelines after a start, and the first burst, are
+ * not slower than the rest. Where a container engine runs jobs, a shell job is the exception:
+ * nothing is started for it ahead. Not awaited: a runner serves while it warms; what could not
+ * be made is made by the tasks as before, and said in the log.
+ */
+export function warmExecution(execution: Execution, slots: number, log: Logger): void {
+  if (execution.dockerSocket) return;
+  execution.isolation.warm(slots).catch((error: unknown) => log.warn('could not start the build identities ahead of the first tasks; each task starts its own', { error: (error as Error)?.message ?? String(error) }));
+}
+
 export interface TaskExecutorOptions {
   /** The task as claimed: its secrets are still being read when the executor is made. */
   readonly task: TaskContext;

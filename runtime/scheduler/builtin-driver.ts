@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runTask, type TaskReporter } from '../agent/agent';
 import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
-import { createTaskExecutor, prepareExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
+import { createTaskExecutor, prepareExecution, warmExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
 import { CHANNELS, queuedAnnouncement, type ClaimedTask, type Dispatcher } from '../dispatcher/dispatcher';
 import type { Logger } from '../logger';
 import type { Store } from '../store/store';
@@ -173,6 +173,7 @@ export function createBuiltinDriver(options: BuiltinDriverOptions): Driver {
       await execution.isolation.prepareWorkRoot(options.workRoot, 'GYRE_WORK_DIR');
       const orphans = await execution.isolation.reapOrphans(options.workRoot);
       if (orphans > 0) log.warn('removed the directories of tasks left by a runner that died', { tasks: orphans });
+      warmExecution(execution, options.slots, log);
       if (execution.dockerSocket) {
         // The watchdog: containers of agents that died go, now and every minute.
         const socket = execution.dockerSocket;

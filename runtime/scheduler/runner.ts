@@ -8,7 +8,7 @@ import { createAgentClient } from '../agent/http-reporter';
 import type { RetryPolicy } from '../agent/retries';
 import { createStepHandlers } from '../agent/steps';
 import { createOutputStepHandlers } from '../agent/steps/output-steps';
-import { createTaskExecutor, prepareExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
+import { createTaskExecutor, prepareExecution, warmExecution, type Execution, type ExecutorSettings } from '../agent/task-executor';
 import { taskTokenParts, type TaskContext } from '../agent-contract';
 import type { Logger } from '../logger';
 
@@ -128,6 +128,7 @@ export function startRunner(options: RunnerOptions): Runner {
     await execution.isolation.prepareWorkRoot(options.workRoot, '--work-dir');
     const orphans = await execution.isolation.reapOrphans(options.workRoot);
     if (orphans > 0) options.log.warn('removed the directories of tasks left by a runner that died', { tasks: orphans });
+    warmExecution(execution, Math.max(1, options.slots ?? 1), options.log);
     if (execution.dockerSocket) {
       const socket = execution.dockerSocket;
       const sweep = () => removeOrphanedContainers(socket, options.log).catch((error) => options.log.warn('container watchdog failed', { error: (error as Error).message }));

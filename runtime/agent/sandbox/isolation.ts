@@ -120,6 +120,14 @@ export interface Isolation {
   openBox(taskDir: string): Promise<BuildBox>;
   /** Stops what tasks of dead processes left under `workRoot` and removes their directories; returns how many. */
   reapOrphans(workRoot: string): Promise<number>;
+  /**
+   * Makes ready, ahead of any task, what the first `tasks` tasks running at once would otherwise
+   * start on their way: the step launcher, the file helper's bundle, and a keeper for each task
+   * (with its build uid, where builds run as uids), waiting as a finished task's does for the
+   * next. After `reapOrphans` (a uid held here is not an orphan's to reap). Resolves once they are
+   * ready; rejects when one cannot be made (the tasks then try again on their way, as before).
+   */
+  warm(tasks: number): Promise<void>;
   /** Gives back what it holds between tasks (build uids kept for the next task of a slot). */
   close(): Promise<void>;
 }
@@ -256,6 +264,8 @@ async function orphansIn(workRoot: string): Promise<string[]> {
 function noIsolation(summary: string): Isolation {
   /** Keepers whose task ended (its groups killed), for the next task: one per slot, in effect. */
   const idle: Keeper[] = [];
+  /** Keepers of tasks running now. */
+  let inUse = 0;
   let closing = false;
   return {
     kind: 'none',
@@ -273,6 +283,7 @@ function noIsolation(summary: string): Isolation {
       while (keeper && !keeper.alive()) keeper = idle.pop();
       keeper ??= await startGroupKeeper();
       const kept = keeper;
+      inUse++;
       return shellBox({
         home: taskDir,
         control,
@@ -286,6 +297,7 @@ function noIsolation(summary: string): Isolation {
         extract: (dest, tar, limits) => extractLocal(dest, tar, limits),
         scriptMode: 0o600,
         release: async () => {
+          inUse--;
           if (!closing && kept.alive()) idle.push(kept);
           else await kept.close();
         },
@@ -296,6 +308,16 @@ function noIsolation(summary: string): Isolation {
       const orphans = await orphansIn(workRoot);
       for (const taskDir of orphans) await removeTaskDirs(taskDir);
       return orphans.length;
+    },
+    async warm(tasks) {
+      stepLauncher().warm();
+      // One at a time: a Node start each, beside whatever else is starting on the machine.
+      // Counted with the keepers in use: a task taking one meanwhile does not make it one more.
+      while (!closing && idle.length + inUse < tasks) {
+        const keeper = await startGroupKeeper();
+        if (closing) await keeper.close();
+        else idle.push(keeper);
+      }
     },
     async close() {
       closing = true;
@@ -355,6 +377,10 @@ function bubblewrapIsolation(base: BubblewrapBase): Isolation {
       for (const taskDir of orphans) await removeTaskDirs(taskDir);
       return orphans.length;
     },
+    async warm() {
+      stepLauncher().warm();
+      await helperBundle();
+    },
     async close() {},
   };
 }
@@ -385,12 +411,17 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
   const idle: { uid: number; keeper: Keeper }[] = [];
   let closing = false;
 
-  /** Takes a uid no other task on this host holds, and kills whatever it had left running. */
+  /** A uid a finished task left, else one no other task on this host holds. */
   async function acquire(): Promise<{ uid: number; keeper: Keeper }> {
     for (let slot = idle.pop(); slot; slot = idle.pop()) {
       if (slot.keeper.alive()) return slot;
       held.delete(slot.uid);
     }
+    return take();
+  }
+
+  /** Takes a uid no other task on this host holds, and kills whatever it had left running. */
+  async function take(): Promise<{ uid: number; keeper: Keeper }> {
     await makeDir(lockDir, 0o700);
     for (let round = 0; round < 50; round++) {
       for (let i = 0; i < size; i++) {
@@ -489,6 +520,22 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         },
       });
       return box;
+    },
+    async warm(tasks) {
+      stepLauncher().warm();
+      await helperBundle();
+      // One at a time: a Node start each (the keeper and its signaller), beside whatever else is
+      // starting on the machine. A uid taken here waits in `idle` as a finished task's would.
+      // Counted with the uids in use (held): a task taking one meanwhile does not make it one more.
+      while (!closing && held.size < Math.min(tasks, size)) {
+        const slot = await take();
+        if (!closing) {
+          idle.push(slot);
+          continue;
+        }
+        await slot.keeper.close();
+        held.delete(slot.uid);
+      }
     },
     async close() {
       closing = true;

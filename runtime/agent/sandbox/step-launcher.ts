@@ -31,6 +31,8 @@ import { PassThrough, type Readable } from 'node:stream';
  * line `{"id", "go"}` makes the launcher write a line to it (`go: true`) or close it unwritten
  * (`go: false`); the step's shell waits on it before its script (GATE_LINE in ./isolation.ts).
  *
+ * A runner starts it ahead of its first step (`warm`, from Isolation.warm), else the first step does.
+ *
  * The launcher ends when its stdin closes, that is when the agent ends or dies, so sandboxes that
  * die with their parent (bubblewrap's --die-with-parent) still die with the agent. A launcher that
  * died is started again by the next step; steps it had started end as killed.
@@ -63,6 +65,8 @@ export interface LaunchOptions {
 
 export interface StepLauncher {
   launch(file: string, args: readonly string[], options: LaunchOptions): StepProcess;
+  /** Starts the launcher now, when it is not running, rather than on the next step's way. */
+  warm(): void;
   close(): void;
 }
 
@@ -301,6 +305,9 @@ export function createStepLauncher(): StepLauncher {
         () => say(false),
       );
       return step;
+    },
+    warm() {
+      running ??= start();
     },
     close() {
       if (!running) return;

@@ -1,0 +1,136 @@
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { detectIsolation, type BuildBox, type Isolation } from '../../runtime/agent/sandbox/isolation';
+import { startServerProcess } from '../support/processes';
+
+/**
+ * A runner makes ready, at its start, what its slots' first tasks would otherwise start on their way
+ * (Isolation.warm): a keeper and a build uid for each slot. What a user would notice: the first
+ * pipelines after a start, and the first burst of parallel jobs, wait for Node processes to start
+ * (a second or more on a small machine); or, if warming were wrong, a task given a uid another task
+ * holds, more keepers than slots left running, or keepers left behind at stop.
+ */
+const root = process.getuid?.() === 0;
+const FIRST = 912300;
+const LAST = 912303;
+/** The server's own range, apart from the isolation tests'. */
+const SERVER_UIDS = { first: 912310, last: 912319 };
+
+/** The uids (of FIRST-LAST, or `range`) whose keepers (`node -e <keeper> <uid>` under flock) are running now. */
+function keptUids(range = { first: FIRST, last: LAST }): number[] {
+  const uids: number[] = [];
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    } catch {
+      continue;
+    }
+    if (argv[0] !== process.execPath || argv[1] !== '-e') continue;
+    const uid = Number(argv[argv.length - 1]);
+    if (uid >= range.first && uid <= range.last && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))) uids.push(uid);
+  }
+  return uids.sort();
+}
+
+async function waitFor(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 25));
+}
+
+async function runIn(box: BuildBox, script: string): Promise<string> {
+  const child = box.runScript(box.home, ['/bin/sh'], script, { PATH: '/usr/bin:/bin', HOME: box.home });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise((r) => child.on('close', r));
+  return out.trim();
+}
+
+(root ? describe : describe.skip)('a runner warmed at its start (build uids, as root)', () => {
+  let workRoot: string;
+  let isolation: Isolation | undefined;
+  beforeEach(() => {
+    workRoot = mkdtempSync(join(tmpdir(), 'gyre-warm-work-'));
+    chmodSync(workRoot, 0o711);
+    isolation = detectIsolation({ mode: 'sandbox', buildUids: { first: FIRST, last: LAST } });
+  });
+  afterEach(async () => {
+    await isolation?.close();
+    rmSync(workRoot, { recursive: true, force: true });
+  });
+
+  it("holds a uid with its keeper for each slot before any task, and the slots' first tasks run as those uids without starting more", async () => {
+    expect(keptUids()).toEqual([]);
+    await isolation!.warm(2);
+    const warmed = keptUids();
+    expect(warmed).toHaveLength(2);
+
+    const boxes = await Promise.all(['task-a', 'task-b'].map((name) => isolation!.openBox(join(workRoot, name))));
+    try {
+      const ids = await Promise.all(boxes.map((box) => runIn(box, 'id -u')));
+      expect(ids.map(Number).sort()).toEqual(warmed);
+      expect(boxes.map((box) => statSync(box.home).uid).sort()).toEqual(warmed);
+      // Both in use: warming again counts them, and starts nothing.
+      await isolation!.warm(2);
+      expect(keptUids()).toEqual(warmed);
+    } finally {
+      for (const box of boxes) await box.close();
+    }
+    // Back in the pool for the next tasks, as a finished task's uid always was.
+    expect(keptUids()).toEqual(warmed);
+    await isolation!.close();
+    await waitFor(() => keptUids().length === 0);
+    expect(keptUids()).toEqual([]);
+  });
+
+  it('never holds more uids than the range has; a runner stopped while it warms leaves no keeper behind', async () => {
+    await isolation!.warm(10);
+    expect(keptUids()).toHaveLength(LAST - FIRST + 1);
+    const box = await isolation!.openBox(join(workRoot, 'task-c'));
+    expect(await runIn(box, 'id -u')).toMatch(/^9123\d\d$/);
+    await box.close();
+    expect(existsSync(join(workRoot, 'task-c'))).toBe(false);
+    await isolation!.close();
+    await waitFor(() => keptUids().length === 0);
+    expect(keptUids()).toEqual([]);
+
+    // A runner stopped while it warms: what was started meanwhile is stopped too.
+    isolation = detectIsolation({ mode: 'sandbox', buildUids: { first: FIRST, last: LAST } });
+    const warming = isolation.warm(4);
+    await new Promise((r) => setTimeout(r, 30));
+    await isolation.close();
+    await warming;
+    await waitFor(() => keptUids().length === 0);
+    expect(keptUids()).toEqual([]);
+    await isolation.warm(2);
+    expect(keptUids()).toEqual([]);
+  });
+});
+
+(root ? describe : describe.skip)('gyre server warms its built-in runner (as root)', () => {
+  it('holds a build uid with its keeper for each of its slots once started, before any pipeline, and none after it stops', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gyre-warm-data-'));
+    const workDir = mkdtempSync(join(tmpdir(), 'gyre-warm-server-work-'));
+    chmodSync(workDir, 0o711);
+    const server = await startServerProcess({
+      GYRE_DATA_DIR: dataDir,
+      DATABASE_URL: '',
+      GYRE_EXECUTOR: 'sandbox',
+      GYRE_BUILD_UIDS: `${SERVER_UIDS.first}-${SERVER_UIDS.last}`,
+      GYRE_WORK_DIR: workDir,
+      GYRE_RUNNER_SLOTS: '3',
+    });
+    try {
+      await waitFor(() => keptUids(SERVER_UIDS).length >= 3);
+      expect(keptUids(SERVER_UIDS)).toHaveLength(3);
+    } finally {
+      server.child.kill('SIGTERM');
+      await new Promise((r) => server.child.once('exit', r));
+      rmSync(dataDir, { recursive: true, force: true });
+      rmSync(workDir, { recursive: true, force: true });
+    }
+    await waitFor(() => keptUids(SERVER_UIDS).length === 0);
+    expect(keptUids(SERVER_UIDS)).toEqual([]);
+  }, 60_000);
+});
