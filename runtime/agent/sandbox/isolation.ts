@@ -267,6 +267,8 @@ function noIsolation(summary: string): Isolation {
   /** Keepers of tasks running now. */
   let inUse = 0;
   let closing = false;
+  /** A `warm` under way: `close` waits for it, so nothing it starts outlives the close. */
+  let warming: Promise<void> | undefined;
   return {
     kind: 'none',
     summary,
@@ -309,18 +311,23 @@ function noIsolation(summary: string): Isolation {
       for (const taskDir of orphans) await removeTaskDirs(taskDir);
       return orphans.length;
     },
-    async warm(tasks) {
+    warm(tasks) {
       stepLauncher().warm();
-      // One at a time: a Node start each, beside whatever else is starting on the machine.
-      // Counted with the keepers in use: a task taking one meanwhile does not make it one more.
-      while (!closing && idle.length + inUse < tasks) {
-        const keeper = await startGroupKeeper();
-        if (closing) await keeper.close();
-        else idle.push(keeper);
-      }
+      const work = (async () => {
+        // One at a time: a Node start each, beside whatever else is starting on the machine.
+        // Counted with the keepers in use: a task taking one meanwhile does not make it one more.
+        while (!closing && idle.length + inUse < tasks) {
+          const keeper = await startGroupKeeper();
+          if (closing) await keeper.close();
+          else idle.push(keeper);
+        }
+      })();
+      warming = work.catch(() => undefined);
+      return work;
     },
     async close() {
       closing = true;
+      await warming;
       for (const keeper of idle.splice(0)) await keeper.close();
     },
   };
@@ -410,6 +417,8 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
    */
   const idle: { uid: number; keeper: Keeper }[] = [];
   let closing = false;
+  /** A `warm` under way: `close` waits for it, so nothing it starts outlives the close. */
+  let warming: Promise<void> | undefined;
 
   /** A uid a finished task left, else one no other task on this host holds. */
   async function acquire(): Promise<{ uid: number; keeper: Keeper }> {
@@ -521,24 +530,29 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
       });
       return box;
     },
-    async warm(tasks) {
+    warm(tasks) {
       stepLauncher().warm();
-      await helperBundle();
-      // One at a time: a Node start each (the keeper and its signaller), beside whatever else is
-      // starting on the machine. A uid taken here waits in `idle` as a finished task's would.
-      // Counted with the uids in use (held): a task taking one meanwhile does not make it one more.
-      while (!closing && held.size < Math.min(tasks, size)) {
-        const slot = await take();
-        if (!closing) {
-          idle.push(slot);
-          continue;
+      const work = (async () => {
+        await helperBundle();
+        // One at a time: a Node start each (the keeper and its signaller), beside whatever else is
+        // starting on the machine. A uid taken here waits in `idle` as a finished task's would.
+        // Counted with the uids in use (held): a task taking one meanwhile does not make it one more.
+        while (!closing && held.size < Math.min(tasks, size)) {
+          const slot = await take();
+          if (!closing) {
+            idle.push(slot);
+            continue;
+          }
+          await slot.keeper.close();
+          held.delete(slot.uid);
         }
-        await slot.keeper.close();
-        held.delete(slot.uid);
-      }
+      })();
+      warming = work.catch(() => undefined);
+      return work;
     },
     async close() {
       closing = true;
+      await warming;
       for (const slot of idle.splice(0)) {
         await slot.keeper.close();
         held.delete(slot.uid);
