@@ -158,7 +158,10 @@ describe.each(testStores())('a pipeline handed from its trigger to the conductor
       async jobFinished() {},
       async sweep() {},
     } as unknown as Conductor;
-    const running = await conductorRole.start({ store, conductor, triggers, log, outboxHandlers: {} } as unknown as Core);
+    let warmed = 0;
+    const running = await conductorRole.start({ store, conductor, triggers, log, outboxHandlers: {}, warmCompiler: () => void warmed++ } as unknown as Core);
+    // The compiler's first thread is asked for as the role starts, before any pipeline.
+    expect(warmed).toBe(1);
     try {
       const ids: string[] = [];
       for (let i = 0; i < 5; i++) ids.push((await triggers.trigger({ slug: `gh/acme/app-${kind}`, type: 'api' })).id);
