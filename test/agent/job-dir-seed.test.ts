@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { uidKeepers } from '../support/keeper-processes';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../../runtime/agent/agent';
@@ -21,11 +22,7 @@ const root = process.getuid?.() === 0;
 
 /** Kills the uid keeper of `uid` (`node -e <keeper> <uid>` under flock) and waits until it is gone. */
 function killKeeperOf(uid: number): void {
-  const keepers = readdirSync('/proc').filter((pid) => {
-    if (!/^\d+$/.test(pid)) return false;
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-    return argv[0] === process.execPath && argv[1] === '-e' && argv[argv.length - 1] === String(uid);
-  });
+  const keepers = uidKeepers(uid).map((k) => k.pid);
   expect(keepers).toHaveLength(1);
   process.kill(Number(keepers[0]), 'SIGKILL');
   spawnSync('sh', ['-c', `while [ -e /proc/${keepers[0]}/cmdline ] && ! grep -q '^State:.*Z' /proc/${keepers[0]}/status; do sleep 0.01; done`]);

@@ -1,7 +1,8 @@
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detectIsolation, type BuildBox, type Isolation } from '../../runtime/agent/sandbox/isolation';
+import { uidKeepers } from '../support/keeper-processes';
 import { startServerProcess } from '../support/processes';
 
 /**
@@ -17,22 +18,11 @@ const LAST = 912503;
 /** The server's own range, apart from the isolation tests'. */
 const SERVER_UIDS = { first: 912510, last: 912519 };
 
-/** The uids (of FIRST-LAST, or `range`) whose keepers (`node -e <keeper> <uid>` under flock) are running now. */
+/** The uids (of FIRST-LAST, or `range`) whose keepers are running now. */
 function keptUids(range = { first: FIRST, last: LAST }): number[] {
-  const uids: number[] = [];
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-    } catch {
-      continue;
-    }
-    if (argv[0] !== process.execPath || argv[1] !== '-e') continue;
-    const uid = Number(argv[argv.length - 1]);
-    if (uid >= range.first && uid <= range.last && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))) uids.push(uid);
-  }
-  return uids.sort();
+  return uidKeepers(range.first, range.last)
+    .map((k) => k.uid)
+    .sort();
 }
 
 /** Waits until `check` holds, or `ms` have passed (a keeper is a Node start: seconds each on a loaded machine). */
