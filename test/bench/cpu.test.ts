@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { cpuPer, readCpu, type Classify } from '../../bench/cpu';
 
 /**
@@ -10,35 +11,61 @@ import { cpuPer, readCpu, type Classify } from '../../bench/cpu';
 /** Spins until the process has used argv[1] ms of CPU (by CPU, not the clock: a loaded machine gives it less than a core). */
 const BURN = 'const end = Number(process.argv[1]) * 1000; while (process.cpuUsage().user + process.cpuUsage().system < end) {}';
 
-const classify: Classify = (p) => (p.pid === process.pid ? { own: 'bench', children: 'reaped' } : { own: 'running', children: 'running' });
+/**
+ * The tree's root: a fresh Node process whose only children are the two below, so nothing a test
+ * file before this one left running in the same Jest worker counts (a leftover child of the worker
+ * that ended between two readings moved its time from one part to another there). On stdin `go` it
+ * runs a child that burns 400 ms and is reaped, then one that burns 400 ms and keeps running, and
+ * says `burned`; on `stop` it kills and reaps that one and says `reaped`.
+ */
+const ROOT = `
+const { spawn } = require('node:child_process');
+const burn = ${JSON.stringify(BURN)};
+let running;
+require('node:readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line === 'go') {
+    spawn(process.execPath, ['-e', burn, '400'], { stdio: 'ignore' }).on('exit', () => {
+      running = spawn(process.execPath, ['-e', burn + "; console.log('burned'); setInterval(() => {}, 1000)", '400'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      running.stdout.once('data', () => console.log('burned'));
+    });
+  } else if (line === 'stop') {
+    running.on('exit', () => console.log('reaped'));
+    running.kill('SIGKILL');
+  }
+});
+`;
 
 describe('CPU by part, from /proc', () => {
   it('counts a finished child under its reaping parent and a running one under its own part, each once', async () => {
-    const before = readCpu([process.pid], classify);
-    const finished = spawn(process.execPath, ['-e', BURN, '400']);
-    await once(finished, 'exit');
-    const running = spawn(process.execPath, ['-e', `${BURN}; console.log('burned'); setInterval(() => {}, 1000)`, '400'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    const ended = once(running, 'exit');
-    let between: Record<string, number>;
-    let during: ReturnType<typeof readCpu>;
+    const root = spawn(process.execPath, ['-e', ROOT], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const ended = once(root, 'exit');
+    const lines = createInterface({ input: root.stdout! });
+    const said = (word: string) => new Promise<void>((resolve) => lines.on('line', (line) => line === word && resolve()));
+    const classify: Classify = (p) => (p.pid === root.pid ? { own: 'root', children: 'reaped' } : { own: 'running', children: 'running' });
     try {
-      await once(running.stdout!, 'data');
-      during = readCpu([process.pid], classify);
-      between = cpuPer(before, during, 1);
+      const before = readCpu([root.pid!], classify);
+      const burned = said('burned');
+      root.stdin!.write('go\n');
+      await burned;
+      const during = readCpu([root.pid!], classify);
+      const between = cpuPer(before, during, 1);
+      // Each child used 400 ms of CPU (its start-up included); a reading counts at 10 ms ticks.
+      expect(between.reaped).toBeGreaterThanOrEqual(380);
+      expect(between.reaped).toBeLessThan(1500);
+      expect(between.running).toBeGreaterThanOrEqual(380);
+      expect(between.running).toBeLessThan(1500);
+      // Once it ended and was reaped, its time moved to the parent's children, not counted twice.
+      const reaped = said('reaped');
+      root.stdin!.write('stop\n');
+      await reaped;
+      const after = readCpu([root.pid!], classify);
+      const since = cpuPer(during, after, 1);
+      expect(since.reaped).toBeGreaterThanOrEqual(380);
+      expect(Math.abs(since.reaped + since.running)).toBeLessThan(60);
     } finally {
-      running.kill('SIGKILL');
+      root.kill('SIGKILL');
       await ended;
     }
-    // Each child used 400 ms of CPU (its start-up included); a reading counts at 10 ms ticks.
-    expect(between.reaped).toBeGreaterThanOrEqual(380);
-    expect(between.reaped).toBeLessThan(1500);
-    expect(between.running).toBeGreaterThanOrEqual(380);
-    expect(between.running).toBeLessThan(1500);
-    // Once it ended and was reaped, its time moved to the parent's children, not counted twice.
-    const after = readCpu([process.pid], classify);
-    const since = cpuPer(during, after, 1);
-    expect(since.reaped).toBeGreaterThanOrEqual(380);
-    expect(Math.abs(since.reaped + since.running)).toBeLessThan(60);
   });
 
   it('divides by the units of work and leaves out a backend that ended', () => {
