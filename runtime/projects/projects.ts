@@ -97,7 +97,17 @@ export function normaliseSlug(slug: string): string {
   throw new InputError(`project slug '${slug}' must look like gh/<org>/<repo>`, 'project-slug');
 }
 
-export function createProjects({ store, forge }: { store: Store; forge: Forge }): Projects {
+export interface ProjectsOptions {
+  readonly store: Store;
+  readonly forge: Forge;
+  /**
+   * Told of each project once it is stored (its transaction committed), without being waited for:
+   * the composition root makes the organisation's OIDC signing key here, ahead of its first job.
+   */
+  readonly onAdded?: (project: Project) => void;
+}
+
+export function createProjects({ store, forge, onAdded }: ProjectsOptions): Projects {
   const fromRow = (r: Record<string, unknown>): Project => ({
     id: r.id as string,
     slug: r.slug as string,
@@ -125,7 +135,7 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
       const existing = await store.query('SELECT 1 FROM projects WHERE slug = $1', [slug]);
       if (existing.length > 0) throw new ConflictError(`project ${slug} already exists`);
       const defaultBranch = await forge.defaultBranch(repoUrl);
-      return store.transaction(async (tx) => {
+      const project = await store.transaction(async (tx) => {
         const made = await ensureOrg(tx, org);
         const [row] = await tx.query(
           `INSERT INTO projects (id, slug, org, name, repo_url, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
@@ -137,6 +147,8 @@ export function createProjects({ store, forge }: { store: Store; forge: Forge })
         await audit?.record(tx, { target: { type: 'project', id: slug }, org, project: slug, detail: { repo_url: repoUrl, ...(made.created ? { organization_created: true } : {}) } });
         return fromRow(row);
       });
+      onAdded?.(project);
+      return project;
     },
     async get(slug) {
       const canonical = normaliseSlug(slug);

@@ -117,7 +117,6 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   // With a GitHub App, its repositories are read through GitHub's API as their installation.
   const github = settings.github ? createGitHubApp(settings.github, { store, log: log.child({ role: 'github' }) }) : undefined;
   const forge = github ? createGitHubForge({ app: github, fallback: gitForge }) : gitForge;
-  const projects = createProjects({ store, forge });
   const blobs = openBlobStore(settings.blobs, settings.dataDir);
   const outputLog = log.child({ role: 'output' });
   const spools = spoolDirOf(settings.dataDir);
@@ -167,6 +166,21 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     box: secretBox,
     publicUrl: () => settings.oidc.issuerUrl ?? settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`,
     ...(oidcPublisher ? { onKeysChanged: async (orgId: string) => void (await publishOidcDocuments(oidc, oidcPublisher, [orgId])) } : {}),
+  });
+  // A new project's organisation gets its signing key now, in the background, rather than on the way
+  // to its first job's first command. The process waits for keys being made before it closes the store.
+  const preparing = new Set<Promise<void>>();
+  closers.push(async () => void (await Promise.allSettled([...preparing])));
+  const projects = createProjects({
+    store,
+    forge,
+    onAdded: (project) => {
+      const made = oidc.prepare(project.organizationId).catch((error: Error) => {
+        log.warn("making the organisation's OIDC signing key ahead of its first job failed (that job makes it)", { org: project.org, error: error.message });
+      });
+      preparing.add(made);
+      void made.finally(() => preparing.delete(made));
+    },
   });
   return {
     settings,

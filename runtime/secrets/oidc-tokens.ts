@@ -132,6 +132,12 @@ export interface OidcIssuer {
   discovery(orgId: string): Promise<OpenIdConfiguration>;
   /** Replaces the active key now: one organisation's (made if it has none), or every organisation's that has one. Retired keys past `keepRetiredDays` are deleted. */
   rotate(orgId?: string): Promise<void>;
+  /**
+   * Makes the organisation's active key if it has none (or replaces it when due) and opens it in
+   * this process, so its first job's tokens do not wait for an RSA key to be made (90–300 ms of
+   * CPU). Done when a project is added. A NotFoundError for an unknown organisation.
+   */
+  prepare(orgId: string): Promise<void>;
   /** Replaces the keys that are due (older than `rotateAfterDays`); answers the organisations rotated. For a periodic sweep: `mint` also replaces a due key before it signs. */
   rotateDue(): Promise<string[]>;
   readonly customClaims: OidcCustomClaims;
@@ -296,6 +302,11 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
         scopes_supported: ['openid'],
         claims_supported: ['aud', 'exp', 'iat', 'iss', 'jti', 'sub', ...Object.values(OIDC_CLAIMS)],
       };
+    },
+
+    async prepare(orgId) {
+      await orgOrFail(orgId);
+      await signingKey(orgId);
     },
 
     async rotate(orgId) {

@@ -232,6 +232,25 @@ describe('OIDC tokens for jobs', () => {
     await expect(issuer.mint(input('acme', { orgId: randomUUID() }))).rejects.toThrow(/project not found/);
   });
 
+  it('makes an organisation’s key ahead of its first job, once however often asked, and its first token is signed with it', async () => {
+    const orgId = (await identity.orgs.create('early')).id;
+    const projectId = randomUUID();
+    await store.query('INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, $3, $4, $5)', [projectId, 'gh/early/app', 'early', 'app', 'https://github.com/early/app.git']);
+    expect((await issuer.jwks(orgId)).keys).toEqual([]);
+    const before = keysChanged.length;
+    // Two projects added at once ask together; a later project asks again.
+    await Promise.all([issuer.prepare(orgId), issuer.prepare(orgId)]);
+    await issuer.prepare(orgId);
+    const { keys } = await issuer.jwks(orgId);
+    expect(keys).toHaveLength(1);
+    expect(keysChanged.slice(before)).toEqual([orgId]);
+    const minted = await issuer.mint(input('acme', { orgId, projectId }));
+    expect(decodeProtectedHeader(minted.v2).kid).toBe(keys[0].kid);
+    expect((await verifyAsCloud(minted.v2, orgId)).payload.sub).toMatch(new RegExp(`^org/${orgId}/project/${projectId}/`));
+    expect((await issuer.jwks(orgId)).keys).toEqual(keys);
+    await expect(issuer.prepare(randomUUID())).rejects.toThrow(/organization not found/);
+  });
+
   it('keeps organisations apart: a token of one verifies under no other organisation’s issuer, even with its claims rewritten', async () => {
     const a = await issuer.mint(input('acme'));
     await issuer.mint(input('rival', { vcsOrigin: 'github.com/rival/thing' }));

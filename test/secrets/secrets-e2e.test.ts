@@ -77,6 +77,19 @@ describe('secrets through a whole Gyre', () => {
   }, 60_000);
   afterAll(() => g?.stop());
 
+  it('makes the organisation’s OIDC signing key when its first project is added, before any job asks for a token', async () => {
+    const project = await g.api('GET', '/api/v2/project/gh/acme/shop');
+    expect((await g.api('GET', '/api/v2/project/gh/acme/shop/pipeline')).items).toEqual([]);
+    const jwks = async () => ((await (await fetch(`${g.url}/org/${project.organization_id}/.well-known/jwks-pub.json`)).json()) as { keys: { kid: string }[] }).keys;
+    const deadline = Date.now() + 15_000;
+    let keys = await jwks();
+    while (keys.length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      keys = await jwks();
+    }
+    expect(keys).toHaveLength(1);
+  });
+
   it('the job gets its variables, its output shows masks, and nothing else holds a value in clear', async () => {
     const { id } = await g.trigger('gh/acme/shop');
     const { jobs } = await g.waitForPipeline(id, 60_000);
