@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFakeDockerEngine, type FakeDockerEngine } from '../support/fake-docker-engine';
 import { startTestGyre, type TestGyre } from '../support/gyre';
+import { until } from '../support/processes';
 
 /**
  * Secrets as a team uses them, through a whole Gyre: a project variable and a context variable
@@ -81,12 +82,10 @@ describe('secrets through a whole Gyre', () => {
     const project = await g.api('GET', '/api/v2/project/gh/acme/shop');
     expect((await g.api('GET', '/api/v2/project/gh/acme/shop/pipeline')).items).toEqual([]);
     const jwks = async () => ((await (await fetch(`${g.url}/org/${project.organization_id}/.well-known/jwks-pub.json`)).json()) as { keys: { kid: string }[] }).keys;
-    const deadline = Date.now() + 15_000;
-    let keys = await jwks();
-    while (keys.length === 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-      keys = await jwks();
-    }
+    const keys = await until('the organisation’s JWKS to publish a key', async () => {
+      const published = await jwks();
+      return published.length > 0 && published;
+    }, 15_000, 50);
     expect(keys).toHaveLength(1);
   });
 
