@@ -10,7 +10,7 @@ import { compressChunk, type CompressedChunk } from '../output/log-chunk';
 import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
 import { sshKeySecretValues } from './steps/ssh-key-steps';
-import { workingDirectoryOf, type StepHandler, type StepHandlers, type StepResult } from './steps/step-handler';
+import { workingDirectoryOf, type StepContext, type StepHandler, type StepHandlers, type StepResult } from './steps/step-handler';
 import { HALT_MARKER, jobFiles, type TestTiming } from './job-tools/job-dir';
 
 /**
@@ -218,11 +218,30 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     if (read.refused) throw new Error(`Unauthorized: ${read.refused}`);
     return read.task;
   };
+  const handlers = options.handlers ?? createStepHandlers();
+  /** The first step's command, started before the secrets are in (startEarly); taken by its runStep. */
+  let early: EarlyStart | undefined;
+  let ended = false;
+  /**
+   * Starts the first step's command as soon as the executor is made, before the task's secrets
+   * and its job directory are in: its process and its shell's start-up beside them, held at its
+   * gate until its environment and its start's record are (docs/speed.md). Only a `run` step that
+   * runs first, with the built-in handlers, on an executor that holds steps and says no notice.
+   */
+  const startEarly = (executor: Executor, hasBash: boolean) => {
+    const first = options.task.spec.steps[0];
+    if (ended || abort.signal.aborted || options.handlers || !executor.holdsSteps || executor.notice) return;
+    if (first?.type !== 'run' || first.when === 'on_fail') return;
+    early = startHeld(first, handlers, { task: options.task, executor, shellDefault: defaultShell(hasBash), signal: abort.signal });
+  };
   // Meanwhile the executor is made and the job directory written, which need no secret (a
   // factory that does waits for them itself): on the way to the first command.
-  const prepared = prepareExecutor(options, withSecrets, timingsRead);
+  const prepared = prepareExecutor(options, withSecrets, timingsRead, startEarly);
   /** Stops keeping the lease and watching for a cancel: the task has ended here. */
   const letGo = () => {
+    ended = true;
+    early?.drop();
+    early = undefined;
     clearInterval(beat);
     clearInterval(deadline);
     watching.abort();
@@ -240,7 +259,6 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
   }
   const secretsRefused = answer.refused;
   const task = answer.task;
-  const handlers = options.handlers ?? createStepHandlers();
   const masker = options.masker ?? createSecretMasker(secretValuesOf(task));
   /** A name or message as it may be sent or logged: the task's secrets masked. */
   const hide = (text: string) => maskText(masker, text);
@@ -255,7 +273,7 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       return await environmentFailed(error as Error);
     }
     if ('hasBashFailed' in ready) throw ready.hasBashFailed;
-    const shellDefault = ready.hasBash ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
+    const shellDefault = defaultShell(ready.hasBash);
     // The task's secrets first: the built-in variables, then the config's `environment:` (merged
     // in by the run step), win over them, as in CircleCI.
     const made = ready.executor;
@@ -272,7 +290,10 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       if (lostLease || abandoned) break;
       const when = 'when' in step ? step.when : 'on_success';
       const runs = canceled ? false : when === 'always' || (when === 'on_fail' ? failed : !failed);
-      if (!runs) continue;
+      if (!runs) {
+        if (index === 0) early = (early?.drop(), undefined);
+        continue;
+      }
       const result = await runStep(index, step, stepCtx);
       if (result === 'lost') break;
       // `circleci-agent step halt` in this step: no later step runs (`when: always` ones neither),
@@ -384,17 +405,23 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
       ctx.notice = undefined;
     }
     const handler = handlers[step.type] as StepHandler<Step>;
+    const write = (chunk: Uint8Array | string) => mask.pushEach(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk, out.write);
+    // The first step's command, started early (startEarly), is let go: its environment and the record.
+    const started = index === 0 ? early : undefined;
+    if (started) early = undefined;
     let result: StepResult;
     try {
-      result = await handler(step, {
-        task,
-        executor: ctx.executor,
-        env: ctx.env,
-        shellDefault: ctx.shellDefault,
-        signal: ctx.signal,
-        ...(held ? { recorded: recording } : {}),
-        write: (chunk) => mask.pushEach(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : chunk, out.write),
-      });
+      result = started
+        ? await started.go(ctx.env, recording, write)
+        : await handler(step, {
+            task,
+            executor: ctx.executor,
+            env: ctx.env,
+            shellDefault: ctx.shellDefault,
+            signal: ctx.signal,
+            ...(held ? { recorded: recording } : {}),
+            write,
+          });
     } catch (error) {
       // A handler that throws is a failed step with the reason in its log, never a lost task.
       mask.pushEach(new TextEncoder().encode(`\n${(error as Error).message}\n`), out.write);
@@ -415,6 +442,53 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
     }
     return status;
   }
+}
+
+/** The default shell of a job where the executor has bash, or has not. */
+function defaultShell(hasBash: boolean): string {
+  return hasBash ? '/bin/bash -eo pipefail' : '/bin/sh -eo pipefail';
+}
+
+/** A step's command started before the task's secrets were in, held at its gate (startHeld). */
+interface EarlyStart {
+  /** Lets it go: its environment (the task's, before the job's and the step's are merged in), its start's record as its gate, and where its output goes from now. Settles as its handler's result. */
+  go(env: Readonly<Record<string, string>>, recorded: Promise<void>, write: (chunk: Uint8Array | string) => void | Promise<void>): Promise<StepResult>;
+  /** Ends it having run nothing of the command (the task ended, or the step does not run). */
+  drop(): void;
+}
+
+/**
+ * Calls the `run` handler for `step` now, with its environment and its start's record to come
+ * (StepContext.envLater and `recorded`): the executor starts its process held at its gate. Output
+ * written before `go` (a shell that could not start says so) is kept for the step's log.
+ */
+function startHeld(step: Extract<Step, { type: 'run' }>, handlers: StepHandlers, ctx: Pick<StepContext, 'task' | 'executor' | 'shellDefault' | 'signal'>): EarlyStart {
+  let giveEnv!: (env: Readonly<Record<string, string>>) => void;
+  let refuseEnv!: (reason: Error) => void;
+  let giveRecord!: (recorded: Promise<void>) => void;
+  let refuseRecord!: (reason: Error) => void;
+  const envLater = new Promise<Readonly<Record<string, string>>>((resolve, reject) => ((giveEnv = resolve), (refuseEnv = reject)));
+  const recorded = new Promise<void>((resolve, reject) => ((giveRecord = resolve), (refuseRecord = reject)));
+  envLater.catch(() => undefined);
+  recorded.catch(() => undefined);
+  let sink: ((chunk: Uint8Array | string) => void | Promise<void>) | undefined;
+  const kept: (Uint8Array | string)[] = [];
+  const result = handlers.run(step, { ...ctx, env: {}, envLater, recorded, write: (chunk) => (sink ? sink(chunk) : void kept.push(chunk)) });
+  result.catch(() => undefined);
+  return {
+    go(env, record, write) {
+      sink = write;
+      for (const chunk of kept.splice(0)) void write(chunk);
+      giveEnv(env);
+      giveRecord(record);
+      return result;
+    },
+    drop() {
+      const reason = new Error('the step did not run');
+      refuseEnv(reason);
+      refuseRecord(reason);
+    },
+  };
 }
 
 /** What an environment variable's name may be: a name a shell can expand. */
@@ -458,6 +532,7 @@ async function prepareExecutor(
   options: AgentOptions,
   withSecrets: () => Promise<TaskContext>,
   timingsRead: Promise<{ timings: readonly TestTiming[] } | { error: unknown }> | undefined,
+  onMade: (executor: Executor, hasBash: boolean) => void,
 ): Promise<Prepared> {
   let executor: Executor;
   try {
@@ -471,6 +546,7 @@ async function prepareExecutor(
   } catch (hasBashFailed) {
     return { executor, hasBashFailed };
   }
+  onMade(executor, hasBash);
   // Not made here, the first step makes it: nothing is lost. Not waited for before the job
   // directory is sent: an executor that makes both through one process gets them together.
   const working = executor.makeWorkingDirectory?.(workingDirectoryOf(options.task)).catch(() => undefined);

@@ -21,6 +21,13 @@ export interface ExecRequest {
    * may start the process meanwhile, held before the script's first command.
    */
   readonly gate?: Promise<void>;
+  /**
+   * The command's environment, when it is not known yet (the task's secrets still being read):
+   * `env` is then not used. Only given with a gate, to an executor that `holdsSteps`; it may start
+   * the process before this resolves and give it the environment at the gate. When it rejects,
+   * nothing of the script runs.
+   */
+  readonly environmentLater?: Promise<Readonly<Record<string, string>>>;
 }
 
 export interface ExecResult {

@@ -3,7 +3,8 @@ import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import type { ExecRequest, ExecResult, Execution, Executor } from './executor';
 import { expandHome, LEASE_LOST } from './executor';
-import { detectIsolation, type Isolation } from './sandbox/isolation';
+import { detectIsolation, environmentText, type Isolation } from './sandbox/isolation';
+import type { StepProcess } from './sandbox/step-launcher';
 import { jobFilesTar } from './job-tools/job-dir';
 
 /** Gyre's directory in a shell job, under its home (the only place the build may write). */
@@ -34,6 +35,49 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
     return isAbsolute(expanded) ? expanded : join(box.home, expanded);
   };
   const jobDirPath = posix.join(box.home, JOB_DIR);
+  /**
+   * Starts a step's process: held before its first command where the box can (ExecRequest.gate),
+   * and before its environment is known where it is given later (ExecRequest.environmentLater);
+   * else once the gate opens. Undefined when it was canceled before anything was started.
+   */
+  const launch = async (request: ExecRequest, dir: string, shell: readonly string[], signal: AbortSignal): Promise<StepProcess | undefined> => {
+    if (request.environmentLater) {
+      if (request.gate && box.gates(dir, shell, box.env)) {
+        let open!: (env: Readonly<Record<string, string>>) => void;
+        let refuse!: (reason: Error) => void;
+        const opening = new Promise<Readonly<Record<string, string>>>((resolve, reject) => ((open = resolve), (refuse = reject)));
+        const early = box.runScriptBeforeEnvironment(dir, shell, request.script, opening);
+        let env: Readonly<Record<string, string>>;
+        try {
+          const [later] = await Promise.all([request.environmentLater, request.gate]);
+          env = { ...later, ...box.env };
+        } catch (error) {
+          // Not to run (its start not recorded, or the task ended first): it ends having run nothing.
+          refuse(error as Error);
+          return early;
+        }
+        if (box.gates(dir, shell, env) && environmentText(env) !== undefined) {
+          open(env);
+          return early;
+        }
+        // An environment a shell cannot be given after its start (docs in ./sandbox/isolation.ts):
+        // the held process ends unrun and the step starts again with it.
+        refuse(new Error('started again with its environment'));
+        early.on('error', () => undefined);
+        early.stdout.resume();
+        return box.runScript(dir, shell, request.script, env);
+      }
+      const [later] = await Promise.all([request.environmentLater, request.gate]);
+      if (signal.aborted) return undefined;
+      return box.runScript(dir, shell, request.script, { ...later, ...box.env });
+    }
+    const env = { ...request.env, ...box.env };
+    // Started now and held before its first command where the box can; else started once the gate opens.
+    if (request.gate && box.gates(dir, shell, env)) return box.runScript(dir, shell, request.script, env, request.gate);
+    if (request.gate) await request.gate;
+    if (signal.aborted) return undefined;
+    return box.runScript(dir, shell, request.script, env);
+  };
   return {
     jobDir: {
       path: jobDirPath,
@@ -68,20 +112,14 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
       const done = (async (): Promise<ExecResult> => {
         const dir = resolvePath(request.cwd);
         const shell = splitShell(request.shell);
-        const env = { ...request.env, ...box.env };
-        // Started now and held before its first command where the box can; else started once the gate opens.
-        const held = request.gate && box.gates(dir, shell, env) ? request.gate : undefined;
-        if (request.gate && !held) {
-          await request.gate;
-          // Canceled while it waited: nothing was started.
-          if (signal.aborted) return { exitCode: null, timedOut: false, canceled: true };
-        }
+        const child = await launch(request, dir, shell, signal);
+        // Canceled while it waited: nothing was started.
+        if (!child) return { exitCode: null, timedOut: false, canceled: true };
         return new Promise<ExecResult>((resolve) => {
           let timedOut = false;
           let canceled = false;
           // stdout and stderr share one pipe (the box runs `exec 2>&1` before the script), so the log
           // keeps the order in which the command wrote to either, as a terminal would.
-          const child = box.runScript(dir, shell, request.script, env, held);
           let killTimer: NodeJS.Timeout | undefined;
           const kill = (signalName: NodeJS.Signals) => {
             // Asked before the launcher said its pid: sent the moment it does.

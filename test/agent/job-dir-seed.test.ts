@@ -171,12 +171,15 @@ function killKeeperOf(uid: number): void {
     const taskDir = join(workRoot, 'task-f');
     const shell = await createShellExecutor({ taskDir, isolation });
     const seen: string[] = [];
-    // The shell executor as the agent sees it, noting what was there when each step started.
+    // The shell executor as the agent sees it, noting what was there when each step was let run
+    // (its process may be started before, held at its gate: ExecRequest.gate).
+    const there = () => (lstatSync(join(taskDir, 'src/app'), { throwIfNoEntry: false })?.isDirectory() ? 'there' : 'missing');
     const executor: Executor = {
       ...shell,
       makeWorkingDirectory: shell.makeWorkingDirectory!.bind(shell),
       start(request, onOutput, signal) {
-        seen.push(`${request.cwd}: ${lstatSync(join(taskDir, 'src/app'), { throwIfNoEntry: false })?.isDirectory() ? 'there' : 'missing'}`);
+        if (request.gate) void request.gate.then(() => seen.push(`${request.cwd}: ${there()}`));
+        else seen.push(`${request.cwd}: ${there()}`);
         return shell.start(request, onOutput, signal);
       },
     };

@@ -107,4 +107,71 @@ function processesOf(uid: number): string[] {
     expect(existsSync(stamp)).toBe(false);
     expect(processesOf(uid)).toEqual([]);
   });
+
+  /**
+   * The first step's shell is started before the task's secrets are in, its environment given at
+   * its gate. What a user would notice if that were wrong: a variable that arrives changed (quotes,
+   * newlines, `$`), a secret the job's own `environment:` should have overridden, a shell variable
+   * set the way a shell at its start would not, or a command that ran although the task was
+   * refused its secrets.
+   */
+  describe('the first step started before its secrets are in', () => {
+    const withEnvironment = (id: string, command: string, environment: Record<string, string>): TaskContext => {
+      const task = taskOf(id, command);
+      return { ...task, spec: { ...task.spec, environment } };
+    };
+    /** A reporter whose secrets come once the build's uid runs something (up to 5 s) and `answer` says. */
+    const secretsOnceStarted = (taskDir: string, seen: { running: number }, answer: Awaited<ReturnType<NonNullable<TaskReporter['secrets']>>>): TaskReporter => ({
+      ...reporterFor(taskDir, () => undefined, { running: 0 }),
+      stepStarted: async () => undefined,
+      secrets: async () => {
+        const uid = statSync(taskDir).uid;
+        for (const until = Date.now() + 5000; Date.now() < until; ) {
+          await new Promise((r) => setTimeout(r, 20));
+          seen.running = processesOf(uid).length;
+          if (seen.running > 0) break;
+        }
+        return answer;
+      },
+    });
+
+    it("gets every variable byte for byte, the job's own over the secrets, its shell already running while they were read", async () => {
+      const taskDir = join(workRoot, 'task-c');
+      const executor = await createShellExecutor({ taskDir, isolation });
+      const seen = { running: 0 };
+      const odd = `it's "quoted" $HOME \`uname\` \\n\nsecond line\n'' end`;
+      const out = join(drop, 'c');
+      const reporter = secretsOnceStarted(taskDir, seen, { env: { SECRET_ODD: odd, SHARED: 'from the secret', SECRET_EMPTY: '' } });
+      const command = `printf '%s|%s|%s|%s|%s' "$SECRET_ODD" "$SHARED" "\${SECRET_EMPTY-unset}" "$TMPDIR" "$(env | grep -c '^SECRET_')" > ${out}`;
+      const result = await runTask({ task: withEnvironment('t-c', command, { SHARED: 'from the job' }), reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+      expect(result).toEqual({ outcome: 'success' });
+      expect(seen.running).toBeGreaterThan(0);
+      expect(readFileSync(out, 'utf8')).toBe(`${odd}|from the job||${taskDir}.tmp|2`);
+    });
+
+    it('is started again with its environment when a variable is one a shell sets at its start (SHLVL counts up as before)', async () => {
+      const taskDir = join(workRoot, 'task-d');
+      const executor = await createShellExecutor({ taskDir, isolation });
+      const out = join(drop, 'd');
+      const reporter = secretsOnceStarted(taskDir, { running: 0 }, { env: {} });
+      const result = await runTask({ task: withEnvironment('t-d', `printf '%s' "$SHLVL" > ${out}`, { SHLVL: '5' }), reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+      expect(result).toEqual({ outcome: 'success' });
+      expect(readFileSync(out, 'utf8')).toBe('6');
+    });
+
+    it('runs nothing of the command when the task is refused its secrets, and leaves nothing running', async () => {
+      const taskDir = join(workRoot, 'task-e');
+      const executor = await createShellExecutor({ taskDir, isolation });
+      const seen = { running: 0 };
+      const stamp = join(drop, 'e');
+      const reporter = secretsOnceStarted(taskDir, seen, { refused: 'the context is restricted' });
+      const uid = statSync(taskDir).uid;
+      const result = await runTask({ task: taskOf('t-e', `touch ${stamp}`), reporter, executor, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+      expect(result).toEqual({ outcome: 'failed' });
+      expect(seen.running).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(existsSync(stamp)).toBe(false);
+      expect(processesOf(uid)).toEqual([]);
+    });
+  });
 });

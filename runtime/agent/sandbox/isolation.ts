@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, posix, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -86,6 +86,15 @@ export interface BuildBox {
    * exit 1, having run nothing of the script). Where it cannot, the caller waits for the gate itself.
    */
   gates(cwd: string, shell: readonly string[], env: Readonly<Record<string, string>>): boolean;
+  /**
+   * Starts a step's script as `runScript` does, before its environment is known: the process gets
+   * none, and is held before the script's first command until `opening` settles. It resolves with
+   * the environment (the box's own variables included), which the shell exports before the script
+   * (envGateLine), or rejects: exit 1, nothing of the script run. Only where `gates(cwd, shell,
+   * {})`, and only for an environment `environmentText` can give: the caller checks the environment
+   * before it resolves `opening`, and rejects it (and starts the step again) for one it does not.
+   */
+  runScriptBeforeEnvironment(cwd: string, shell: readonly string[], script: string, opening: Promise<Readonly<Record<string, string>>>): StepProcess;
   archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
   extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }): Promise<{ entries: number; bytes: number }>;
   /**
@@ -148,6 +157,48 @@ const STEP_WRAPPER = 'umask 022; { [ -d "$1" ] || mkdir -p "$1"; } && cd "$1" ||
  * script may use it). POSIX: sh, dash and bash read it alike.
  */
 const GATE_LINE = 'IFS= read -r _gyre_go <&3 || exit 1; exec 3<&-; unset _gyre_go; ';
+
+/**
+ * The first thing a shell started before its environment was known does (runScriptBeforeEnvironment):
+ * it waits for the launcher's line on fd 3 as GATE_LINE does, then reads its environment from
+ * `file`, written just before the gate opened (`environmentText`: `export` commands and a last
+ * assignment that says they all arrived), and ends at once unless that last one is there. A file,
+ * not the gate's pipe: fd 3 is a socket, which a shell cannot open by name, and a `read` of the
+ * whole environment from it takes one system call a byte (11 ms for 6 KB here).
+ */
+function envGateLine(file: string): string {
+  return `${GATE_LINE}. '${file.replace(/'/g, `'\\''`)}' && [ "\${_gyre_env-}" = in ] || exit 1; unset _gyre_env; `;
+}
+
+/**
+ * Variables a POSIX shell sets, resets or reads at its own start, whose value exported after the
+ * start would differ from the one it got in its environment (IFS, SHLVL, PWD and the like are
+ * reset or derived; ENV and BASH_ENV run files), and the gate's own: a step whose environment has
+ * one of these is started with its environment, once it is known.
+ */
+const SHELL_OWN_VARIABLES = new Set([
+  'ENV', 'SHELLOPTS', 'POSIXLY_CORRECT', 'IFS', 'SHLVL', 'PWD', 'OLDPWD', 'PPID', 'UID', 'EUID', 'GROUPS', 'HOSTNAME',
+  'HOSTTYPE', 'MACHTYPE', 'OSTYPE', 'OPTIND', 'OPTARG', 'OPTERR', 'PS4', 'RANDOM', 'SRANDOM', 'SECONDS', 'LINENO',
+  'HISTCMD', 'FUNCNAME', 'EPOCHSECONDS', 'EPOCHREALTIME', 'DIRSTACK', 'PIPESTATUS', 'COMP_WORDBREAKS', 'COLUMNS',
+  'LINES', 'MAILCHECK', 'HISTFILE', '_', '_gyre_go', '_gyre_env',
+]);
+/** A name an `export` command can set. */
+const EXPORTABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * `env` as what a shell started without it reads after its gate (envGateLine): an `export` for each
+ * variable (its value in single quotes: nothing in it is expanded), and the
+ * assignment that says all of it arrived. Undefined when a variable cannot be given that way (see
+ * SHELL_OWN_VARIABLES; names beginning with BASH; a name a shell cannot assign; a NUL in a value).
+ */
+export function environmentText(env: Readonly<Record<string, string>>): string | undefined {
+  let text = '';
+  for (const [name, value] of Object.entries(env)) {
+    if (!EXPORTABLE_NAME.test(name) || name.startsWith('BASH') || SHELL_OWN_VARIABLES.has(name) || value.includes('\0')) return undefined;
+    text += `export ${name}='${value.replace(/'/g, `'\\''`)}'\n`;
+  }
+  return `${text}_gyre_env=in\n`;
+}
 
 /**
  * The wrapper's work for a script whose own shell can do it: the same commands, put before the
@@ -627,20 +678,29 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       ran = true;
       return fn(...args);
     };
-  /** Writes a script only the task can read and it cannot change; returns its path as the build sees it. */
-  const writeScript = (content: string): string => {
+  /** A fresh name for a file of the task's control directory: where it is here, and as the build sees it. */
+  const controlFile = (kind: 'script' | 'env') => {
     // A fresh name each time, in a directory the build cannot write: nothing can be swapped in.
-    const name = `script-${++scripts}-${randomBytes(4).toString('hex')}.sh`;
-    const path = join(parts.control, name);
+    const name = `${kind}-${++scripts}-${randomBytes(4).toString('hex')}.sh`;
+    return { path: join(parts.control, name), seenAs: join(parts.controlSeenAs ?? parts.control, name) };
+  };
+  /** Writes a file only the task can read and it cannot change. */
+  const writeControl = (path: string, content: string) => {
     writeFileSync(path, content, { mode: parts.scriptMode, flag: 'wx' });
     // The mode is set again: writeFile's is cut by the process umask (077 in `gyre server`).
     chmodSync(path, parts.scriptMode);
     if (parts.scriptGroup !== undefined) chownSync(path, 0, parts.scriptGroup);
-    return join(parts.controlSeenAs ?? parts.control, name);
   };
-  const start = (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>): StepProcess => {
+  /** Writes a script only the task can read and it cannot change; returns its path as the build sees it. */
+  const writeScript = (content: string): string => {
+    const file = controlFile('script');
+    writeControl(file.path, content);
+    return file.seenAs;
+  };
+  /** `ranAtGate`: nothing of the build runs before `gate` resolves, so the box is as made until then (`seed`). */
+  const start = (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>, ranAtGate = false): StepProcess => {
     if (closed) throw new Error('the task has ended');
-    ran = true;
+    if (!ranAtGate) ran = true;
     const child = parts.spawnIn(command, env, gate);
     // Its pid comes a moment later, from the launcher. A task that ended in that moment kills it
     // at once: nothing started for a task outlives it.
@@ -675,6 +735,25 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       return start(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...shell, writeScript(script)], env);
     },
     gates: (cwd, shell, env) => parts.gates === true && entersItself(cwd, shell, env),
+    runScriptBeforeEnvironment(cwd, shell, script, opening) {
+      if (closed) throw new Error('the task has ended');
+      if (!parts.gates || !entersItself(cwd, shell, {})) throw new Error('this step cannot be started before its environment is known');
+      // The environment is written, where only the task may read it, just before its gate opens;
+      // the shell reads it after the gate's line. It waits there, running nothing of the build:
+      // the box counts as run from then (`seed` is over), not from the process's start.
+      const file = controlFile('env');
+      const given = opening.then((env) => {
+        const text = environmentText(env);
+        if (text === undefined || !entersItself(cwd, shell, env)) throw new Error('this environment cannot be given at the gate');
+        if (closed) throw new Error('the task has ended');
+        writeControl(file.path, text);
+        ran = true;
+      });
+      const child = start([...shell, writeScript(envGateLine(file.seenAs) + enteringLine(cwd) + script)], {}, given, true);
+      // Read by the shell at its start: removed once it has ended (else with the task's directories).
+      child.once('close', () => rmSync(file.path, { force: true }));
+      return child;
+    },
     archive: asBuild(parts.archive),
     extract: asBuild(parts.extract),
     async seed(dir, files) {

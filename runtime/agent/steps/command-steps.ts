@@ -13,6 +13,12 @@ import { resolveUnder, workingDirectoryOf, type StepContext, type StepHandler, t
 
 export const DEFAULT_NO_OUTPUT_TIMEOUT_MS = 10 * 60 * 1000;
 
+/** A promise whose rejection its taker handles, or nothing needs to (it is never left unhandled). */
+function later<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
 /** Runs a command through the executor and turns its end into a step result. */
 export async function execute(request: ExecRequest, ctx: StepContext): Promise<StepResult> {
   const execution = ctx.executor.start(request, (chunk) => ctx.write(chunk), ctx.signal);
@@ -27,14 +33,16 @@ export async function execute(request: ExecRequest, ctx: StepContext): Promise<S
 
 export const runStep: StepHandler<RunStep> = (step, ctx) => {
   const workingDirectory = workingDirectoryOf(ctx.task);
+  const environment = (env: Readonly<Record<string, string>>) => ({ ...env, ...ctx.task.spec.environment, ...(step.environment ?? {}) });
   return execute(
     {
       script: step.command,
       shell: step.shell ?? ctx.task.spec.shell ?? ctx.shellDefault,
-      env: { ...ctx.env, ...ctx.task.spec.environment, ...(step.environment ?? {}) },
+      env: environment(ctx.env),
       cwd: step.workingDirectory ? resolveUnder(step.workingDirectory, workingDirectory) : workingDirectory,
       noOutputTimeoutMs: step.noOutputTimeoutMs ?? DEFAULT_NO_OUTPUT_TIMEOUT_MS,
       ...(ctx.recorded ? { gate: ctx.recorded } : {}),
+      ...(ctx.recorded && ctx.envLater ? { environmentLater: later(ctx.envLater.then(environment)) } : {}),
     },
     ctx,
   );

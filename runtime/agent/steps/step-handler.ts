@@ -19,6 +19,12 @@ export interface StepContext {
    */
   readonly recorded?: Promise<void>;
   /**
+   * `env`, when the agent lets the handler start the task's first command before the task's
+   * secrets are in (`env` is then empty): the handler gives it, with the job's and the step's
+   * environment merged in, to the executor as ExecRequest.environmentLater. Only with `recorded`.
+   */
+  readonly envLater?: Promise<Readonly<Record<string, string>>>;
+  /**
    * Appends to this step's log. A promise means the agent holds as much unsent output as it may: a
    * producer that can wait (a command's output pipe) waits for it before writing more.
    */
