@@ -65,6 +65,7 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
         refuse(new Error('started again with its environment'));
         early.on('error', () => undefined);
         early.stdout.resume();
+        if (signal.aborted) return undefined;
         return box.runScript(dir, shell, request.script, env);
       }
       const [later] = await Promise.all([request.environmentLater, request.gate]);
