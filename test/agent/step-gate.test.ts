@@ -53,18 +53,25 @@ function processesOf(uid: number): string[] {
     return { taskId: id, nodeIndex: 0, parallelism: 1, jobId: `j-${id}`, jobName: 'gate', jobNumber: 1, spec, workflowId: 'w', workflowName: 'w', pipelineId: 'p', pipelineNumber: 1, projectSlug: 'gh/o/r', projectOrg: 'o', projectName: 'r', repoUrl: '/nowhere', revision: 'abc' };
   };
 
+  /**
+   * Waits until the build uid of `taskDir` runs something, noting how many processes, or 5 s (on a
+   * loaded machine 300 ms was not always enough to start a shell).
+   */
+  const untilRunning = async (taskDir: string, seen: { running: number }) => {
+    const uid = statSync(taskDir).uid;
+    for (const until = Date.now() + 5000; Date.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 20));
+      seen.running = processesOf(uid).length;
+      if (seen.running > 0) return;
+    }
+  };
+
   /** A reporter whose step start lasts until the build uid runs something (up to 5 s), 100 ms more, then `settle`s; what the uid ran is noted. */
   const reporterFor = (taskDir: string, settle: () => void, seen: { running: number }): TaskReporter => ({
     heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
     stepStarted: async () => {
-      // The step's shell comes, as the build's uid, and waits while this record is still held
-      // (looked for up to 5 s: on a loaded machine 300 ms was not always enough to start it).
-      const uid = statSync(taskDir).uid;
-      for (const until = Date.now() + 5000; Date.now() < until; ) {
-        await new Promise((r) => setTimeout(r, 50));
-        seen.running = processesOf(uid).length;
-        if (seen.running > 0) break;
-      }
+      // The step's shell comes, as the build's uid, and waits while this record is still held.
+      await untilRunning(taskDir, seen);
       await new Promise((r) => setTimeout(r, 100));
       settle();
     },
@@ -125,12 +132,7 @@ function processesOf(uid: number): string[] {
       ...reporterFor(taskDir, () => undefined, { running: 0 }),
       stepStarted: async () => undefined,
       secrets: async () => {
-        const uid = statSync(taskDir).uid;
-        for (const until = Date.now() + 5000; Date.now() < until; ) {
-          await new Promise((r) => setTimeout(r, 20));
-          seen.running = processesOf(uid).length;
-          if (seen.running > 0) break;
-        }
+        await untilRunning(taskDir, seen);
         return answer;
       },
     });
