@@ -18,11 +18,12 @@ const LAST = 912503;
 /** The server's own range, apart from the isolation tests'. */
 const SERVER_UIDS = { first: 912510, last: 912519 };
 
-/** The uids (of FIRST-LAST, or `range`) whose keepers are running now. */
+/**
+ * The uids (of FIRST-LAST, or `range`) whose keepers are running now, each once: a keeper's child
+ * looks like the keeper until it has exec'd (its signaller, being started), so a uid may be seen twice.
+ */
 function keptUids(range = { first: FIRST, last: LAST }): number[] {
-  return uidKeepers(range.first, range.last)
-    .map((k) => k.uid)
-    .sort();
+  return [...new Set(uidKeepers(range.first, range.last).map((k) => k.uid))].sort();
 }
 
 /** Waits until `check` holds, or `ms` have passed (a keeper is a Node start: seconds each on a loaded machine). */
