@@ -3,7 +3,7 @@ import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import type { ExecRequest, ExecResult, Execution, Executor } from './executor';
 import { expandHome, LEASE_LOST } from './executor';
-import { detectIsolation, environmentText, type Isolation } from './sandbox/isolation';
+import { detectIsolation, type Isolation } from './sandbox/isolation';
 import type { StepProcess } from './sandbox/step-launcher';
 import { jobFilesTar } from './job-tools/job-dir';
 
@@ -43,28 +43,21 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
   const launch = async (request: ExecRequest, dir: string, shell: readonly string[], signal: AbortSignal): Promise<StepProcess | undefined> => {
     if (request.environmentLater) {
       if (request.gate && box.gates(dir, shell, box.env)) {
-        let open!: (env: Readonly<Record<string, string>>) => void;
-        let refuse!: (reason: Error) => void;
-        const opening = new Promise<Readonly<Record<string, string>>>((resolve, reject) => ((open = resolve), (refuse = reject)));
-        const early = box.runScriptBeforeEnvironment(dir, shell, request.script, opening);
+        const held = box.runScriptBeforeEnvironment(dir, shell, request.script);
         let env: Readonly<Record<string, string>>;
         try {
           const [later] = await Promise.all([request.environmentLater, request.gate]);
           env = { ...later, ...box.env };
-        } catch (error) {
+        } catch {
           // Not to run (its start not recorded, or the task ended first): it ends having run nothing.
-          refuse(error as Error);
-          return early;
+          held.stop();
+          return held.process;
         }
-        if (box.gates(dir, shell, env) && environmentText(env) !== undefined) {
-          open(env);
-          return early;
-        }
+        if (held.open(env)) return held.process;
         // An environment a shell cannot be given after its start (docs in ./sandbox/isolation.ts):
         // the held process ends unrun and the step starts again with it.
-        refuse(new Error('started again with its environment'));
-        early.on('error', () => undefined);
-        early.stdout.resume();
+        held.process.on('error', () => undefined);
+        held.process.stdout.resume();
         if (signal.aborted) return undefined;
         return box.runScript(dir, shell, request.script, env);
       }

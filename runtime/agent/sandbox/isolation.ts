@@ -65,6 +65,20 @@ export interface IsolationOptions {
   readonly bubblewrap?: string;
 }
 
+/** A step started before its environment was known, held at its gate (BuildBox.runScriptBeforeEnvironment). */
+export interface HeldStep {
+  readonly process: StepProcess;
+  /**
+   * Gives it its environment (the box's own variables included), which the shell exports before
+   * the script (envGateLine), and lets it run. False, and the process ends having run nothing,
+   * when this environment cannot be given that way (`environmentText`): the caller starts the
+   * step again with it.
+   */
+  open(env: Readonly<Record<string, string>>): boolean;
+  /** Ends it having run nothing of the script (exit 1). */
+  stop(): void;
+}
+
 /** What one task gets to run its commands with. */
 export interface BuildBox {
   /** $HOME, where the task's files go. */
@@ -88,13 +102,10 @@ export interface BuildBox {
   gates(cwd: string, shell: readonly string[], env: Readonly<Record<string, string>>): boolean;
   /**
    * Starts a step's script as `runScript` does, before its environment is known: the process gets
-   * none, and is held before the script's first command until `opening` settles. It resolves with
-   * the environment (the box's own variables included), which the shell exports before the script
-   * (envGateLine), or rejects: exit 1, nothing of the script run. Only where `gates(cwd, shell,
-   * {})`, and only for an environment `environmentText` can give: the caller checks the environment
-   * before it resolves `opening`, and rejects it (and starts the step again) for one it does not.
+   * none, and is held before the script's first command until `open` or `stop`. Only where
+   * `gates(cwd, shell, {})`.
    */
-  runScriptBeforeEnvironment(cwd: string, shell: readonly string[], script: string, opening: Promise<Readonly<Record<string, string>>>): StepProcess;
+  runScriptBeforeEnvironment(cwd: string, shell: readonly string[], script: string): HeldStep;
   archive(root: string, patterns: readonly string[]): Promise<{ tar: AsyncIterable<Uint8Array>; missing: string[] }>;
   extract(dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }): Promise<{ entries: number; bytes: number }>;
   /**
@@ -735,24 +746,34 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       return start(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...shell, writeScript(script)], env);
     },
     gates: (cwd, shell, env) => parts.gates === true && entersItself(cwd, shell, env),
-    runScriptBeforeEnvironment(cwd, shell, script, opening) {
+    runScriptBeforeEnvironment(cwd, shell, script) {
       if (closed) throw new Error('the task has ended');
       if (!parts.gates || !entersItself(cwd, shell, {})) throw new Error('this step cannot be started before its environment is known');
+      let go!: () => void;
+      let stop!: (reason: Error) => void;
+      const gate = new Promise<void>((resolve, reject) => ((go = resolve), (stop = reject)));
       // The environment is written, where only the task may read it, just before its gate opens;
       // the shell reads it after the gate's line. It waits there, running nothing of the build:
       // the box counts as run from then (`seed` is over), not from the process's start.
       const file = controlFile('env');
-      const given = opening.then((env) => {
-        const text = environmentText(env);
-        if (text === undefined || !entersItself(cwd, shell, env)) throw new Error('this environment cannot be given at the gate');
-        if (closed) throw new Error('the task has ended');
-        writeControl(file.path, text);
-        ran = true;
-      });
-      const child = start([...shell, writeScript(envGateLine(file.seenAs) + enteringLine(cwd) + script)], {}, given, true);
+      const child = start([...shell, writeScript(envGateLine(file.seenAs) + enteringLine(cwd) + script)], {}, gate, true);
       // Read by the shell at its start: removed once it has ended (else with the task's directories).
       child.once('close', () => rmSync(file.path, { force: true }));
-      return child;
+      return {
+        process: child,
+        open(env) {
+          const text = environmentText(env);
+          if (text === undefined || !entersItself(cwd, shell, env) || closed) {
+            stop(new Error('this environment cannot be given at the gate'));
+            return false;
+          }
+          writeControl(file.path, text);
+          ran = true;
+          go();
+          return true;
+        },
+        stop: () => stop(new Error('the step does not run')),
+      };
     },
     archive: asBuild(parts.archive),
     extract: asBuild(parts.extract),
