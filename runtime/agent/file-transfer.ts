@@ -8,6 +8,14 @@ import { globToRegExp, isGlob } from '../output/file-sets';
 import { createTarWriter, DEFAULT_EXTRACT_LIMITS, readTar, safeRelativeName, UnsafePathError, type ReadTarLimits, type TarEntry } from '../output/tar';
 import { linkTargetParts } from '../output/tar-paths';
 
+/** A catch handler: `value` for a path that is no longer there (or no longer a directory), else the error. */
+function goneAs<T>(value: T): (error: NodeJS.ErrnoException) => T {
+  return (error) => {
+    if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return value;
+    throw error;
+  };
+}
+
 /**
  * `Executor.archive` and `Executor.extract` for a filesystem this process can reach directly
  * (the shell executor; a Docker executor streams the same tar through the Engine API instead).
@@ -20,22 +28,31 @@ export async function archiveLocal(rootDir: string, patterns: readonly string[])
   }
   const selected = new Map<string, TarEntry>();
   const missing: string[] = [];
+  /**
+   * Adds `rel` and what is under it. A file or directory under it that is gone by the time it is
+   * looked at (the build still writes, moves or removes files) is left out, as `tar` does; any
+   * other failure (a directory the reader may not list) stops the archive with its path named.
+   */
   const addTree = async (rel: string): Promise<void> => {
     const full = rel ? join(rootDir, rel) : rootDir;
-    const info = await lstat(full);
+    const info = await lstat(full).catch(goneAs(undefined));
+    if (!info) return;
     if (rel) {
       const type = info.isSymbolicLink() ? 'symlink' : info.isDirectory() ? 'directory' : info.isFile() ? 'file' : undefined;
       if (!type) return;
-      selected.set(rel, { name: rel, type, size: type === 'file' ? info.size : 0, mode: info.mode, mtime: info.mtimeMs / 1000, linkname: type === 'symlink' ? await readlink(full) : undefined });
+      const linkname = type === 'symlink' ? await readlink(full).catch(goneAs(undefined)) : undefined;
+      if (type === 'symlink' && linkname === undefined) return;
+      selected.set(rel, { name: rel, type, size: type === 'file' ? info.size : 0, mode: info.mode, mtime: info.mtimeMs / 1000, linkname });
     }
-    if (info.isDirectory()) for (const child of (await readdir(full)).sort()) await addTree(rel ? `${rel}/${child}` : child);
+    if (info.isDirectory()) for (const child of (await readdir(full).catch(goneAs([] as string[]))).sort()) await addTree(rel ? `${rel}/${child}` : child);
   };
   let all: string[] | undefined;
   const listAll = async () => {
     if (all) return all;
     all = [];
     const walk = async (rel: string) => {
-      for (const entry of (await readdir(rel ? join(rootDir, rel) : rootDir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+      const entries = await readdir(rel ? join(rootDir, rel) : rootDir, { withFileTypes: true }).catch(goneAs([]));
+      for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
         const path = rel ? `${rel}/${entry.name}` : entry.name;
         all!.push(path);
         if (entry.isDirectory()) await walk(path);
@@ -47,11 +64,13 @@ export async function archiveLocal(rootDir: string, patterns: readonly string[])
   for (const pattern of patterns) {
     const name = safeRelativeName(pattern);
     if (!isGlob(name)) {
-      try {
-        await addTree(name);
-      } catch {
-        missing.push(pattern);
-      }
+      // Only the path asked for decides "missing"; what vanishes under it is left out.
+      const there = await lstat(name ? join(rootDir, name) : rootDir).then(
+        () => true,
+        goneAs(false),
+      );
+      if (there) await addTree(name);
+      if (!there || (name && !selected.has(name))) missing.push(pattern);
       continue;
     }
     const re = globToRegExp(name);
@@ -63,8 +82,8 @@ export async function archiveLocal(rootDir: string, patterns: readonly string[])
       for (let i = 1; i < parts.length; i++) {
         const dir = parts.slice(0, i).join('/');
         if (!selected.has(dir)) {
-          const info = await lstat(join(rootDir, dir));
-          selected.set(dir, { name: dir, type: 'directory', size: 0, mode: info.mode, mtime: info.mtimeMs / 1000 });
+          const info = await lstat(join(rootDir, dir)).catch(goneAs(undefined));
+          selected.set(dir, { name: dir, type: 'directory', size: 0, mode: info?.mode ?? 0o755, mtime: (info?.mtimeMs ?? Date.now()) / 1000 });
         }
       }
       await addTree(m);
