@@ -339,12 +339,17 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
     return undefined;
   }
 
-  /** Writes a step's chunks from the database to `path` as gzip members; returns the index. */
-  async function archiveFromDatabase(path: string, taskId: string, attempt: number, step: number) {
+  /**
+   * Writes a step's chunks from the database to a file of the spool directory as gzip members;
+   * returns its path and the index. A step that wrote nothing (many do) has no chunks: no file is
+   * made for it, and no path is given.
+   */
+  async function archiveFromDatabase(taskId: string, attempt: number, step: number): Promise<{ path?: string; seqs: number[]; ends: number[] }> {
+    const path = spoolPath();
     const seqs: number[] = [];
     const ends: number[] = [];
     let total = 0;
-    const file = await open(path, 'w', 0o600);
+    let file: FileHandle | undefined;
     try {
       for (let after = -1; ; ) {
         const rows = await store.query<ChunkRow>(
@@ -357,15 +362,24 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
           total += row.data ? row.data.byteLength : row.raw_bytes!;
           seqs.push(row.seq);
           ends.push(total);
+          if (!file) {
+            await spoolDirReady();
+            file = await open(path, 'w', 0o600);
+          }
           await file.write(member);
         }
         if (rows.length < BATCH) break;
         after = rows[rows.length - 1].seq;
       }
+    } catch (error) {
+      // Nothing half written is left in the spool directory.
+      if (file) await file.close().finally(() => rm(path, { force: true }));
+      file = undefined;
+      throw error;
     } finally {
-      await file.close();
+      await file?.close();
     }
-    return { seqs, ends };
+    return file ? { path, seqs, ends } : { seqs, ends };
   }
 
   async function archivedRow(taskId: string, attempt: number, step: number): Promise<ArchivedRow | undefined> {
@@ -475,10 +489,9 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
         // The stored gzip members, one after another, are the archive: nothing is recompressed,
         // and when this process stored every chunk, nothing is read back either.
         const spooled = await completeSpool(`${taskId}/${attempt}/${step}`, taskId, attempt, step);
-        if (!spooled) await spoolDirReady();
-        temp = spooled?.path ?? spoolPath();
-        const { seqs, ends } = spooled ?? (await archiveFromDatabase(temp, taskId, attempt, step));
-        if (seqs.length === 0) return;
+        const { path, seqs, ends } = spooled ?? (await archiveFromDatabase(taskId, attempt, step));
+        temp = path;
+        if (!temp || seqs.length === 0) return;
         const key = blobKey('logs', taskId, attempt, `${step}.gz`);
         await blobs.put(key, { file: temp });
         // One transaction: a reader sees the chunks or the archived copy, never neither.

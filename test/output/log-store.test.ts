@@ -306,6 +306,36 @@ describe.each(testStores())('step output on %s', (kind) => {
     }
   });
 
+  it('leaves no half-moved file in its spool directory when reading the chunks back fails, and the step stays readable', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'gyre-spool-root-'));
+    try {
+      // Another process stored the chunks (so this one reads them back from the database), more
+      // than one batch of them; the database fails on the second batch.
+      const other = processWith();
+      const claimed = await runningStep(other.dispatcher);
+      const sent = pieces(output(40_000), Array.from({ length: 20 }, () => 2_000));
+      for (const [seq, data] of sent.entries()) await other.dispatcher.appendOutput(claimed.lease, 0, seq, data);
+      let batches = 0;
+      const failing = new Proxy(store, {
+        get(target, key) {
+          if (key === 'query')
+            return (sql: string, params?: unknown[]) =>
+              /FROM log_chunks/.test(sql) && /ORDER BY seq/.test(sql) && ++batches === 2 ? Promise.reject(new Error('connection lost')) : target.query(sql, params);
+          const value = Reflect.get(target, key);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      const one = processWith(undefined, undefined, failing, root);
+      await finish(one.dispatcher, claimed);
+      expect(batches).toBe(2);
+      expect(readdirSync(root).flatMap((d) => readdirSync(join(root, d)))).toEqual([]);
+      expect(await store.query('SELECT 1 FROM step_logs WHERE task_id = $1', [claimed.lease.taskId])).toEqual([]);
+      expect(text(await readAll(other.logs, claimed)).equals(Buffer.concat(sent))).toBe(true);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('stores each chunk once, and counts it once, when retries race the original on two processes', async () => {
     const one = processWith();
     const other = processWith();
