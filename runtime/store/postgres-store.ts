@@ -1,4 +1,4 @@
-import { Client, Pool, types, type PoolClient, type QueryConfig } from 'pg';
+import { Client, Pool, Query, types, type PoolClient, type QueryConfig } from 'pg';
 import { statementNames } from './statement-names';
 import type { Queryable, Row, Store } from './store';
 
@@ -18,6 +18,92 @@ export interface PostgresStoreOptions {
 
 function statement(sql: string, params: readonly unknown[], name: string | undefined): QueryConfig {
   return name ? { name, text: sql, values: params as unknown[] } : { text: sql, values: params as unknown[] };
+}
+
+/** What of node-postgres' `Query` and its connection `QueryAfterBegin` uses (its types declare less). */
+interface PgConnection {
+  readonly stream: { cork?(): void; uncork?(): void };
+  readonly parsedStatements: Record<string, string>;
+  readonly submittedNamedStatements: Record<string, string>;
+  parse(message: { text: string; name: string; types: unknown[] }): void;
+  bind(message: { portal: string; statement: string; values: unknown[] }): void;
+  execute(message: { portal: string; rows: number }): void;
+}
+interface PgQuery {
+  name?: string;
+  submit(connection: PgConnection): Error | null;
+  handleCommandComplete(message: unknown, connection: PgConnection): void;
+  handleError(error: Error, connection: PgConnection): void;
+}
+type QueryCallback = (error: Error | undefined, result: { rows: Row[] }) => void;
+const PgQueryClass = Query as unknown as new (config: QueryConfig & { queryMode?: 'extended' }, values: undefined, callback: QueryCallback) => PgQuery;
+
+/**
+ * A transaction's first statement, sent in one write with the BEGIN before it and answered with
+ * one ReadyForQuery: a round trip less for every transaction (three a pipeline). BEGIN goes as
+ * Parse, Bind and Execute of the unnamed statement, then the statement as node-postgres sends any
+ * (always through the extended protocol: a simple Query would end the sequence), then the one
+ * Sync. PostgreSQL runs them in order; after a BEGIN the Sync does not commit, and a statement
+ * that fails leaves the block aborted for the ROLLBACK, as before. node-postgres has no pipelining
+ * of its own, so its `Query` is extended here where it must be: BEGIN's CommandComplete is not the
+ * statement's result, and its ParseComplete must not mark the statement's name as parsed on the
+ * connection (the client does that for the active query's name), so the name shows only once
+ * BEGIN has completed.
+ */
+class QueryAfterBegin extends (PgQueryClass as new (...args: ConstructorParameters<typeof PgQueryClass>) => PgQuery) {
+  // Declared, not initialised: a field initialiser would run after the base constructor has set `name`.
+  private declare statementName: string | undefined;
+  private declare submitting: boolean;
+  private declare begun: boolean;
+
+  constructor(config: QueryConfig, callback: QueryCallback) {
+    super({ ...config, queryMode: 'extended' }, undefined, callback);
+    this.statementName = config.name;
+    this.submitting = false;
+    this.begun = false;
+  }
+
+  get name(): string | undefined {
+    return this.submitting || this.begun ? this.statementName : undefined;
+  }
+  set name(value: string | undefined) {
+    this.statementName = value;
+  }
+
+  override submit(connection: PgConnection): Error | null {
+    // node-postgres' own checks first, so that nothing is written for a statement it would refuse.
+    const { text, values } = this as unknown as { text?: unknown; values?: unknown };
+    const name = this.statementName;
+    const previous = name ? (connection.parsedStatements[name] ?? connection.submittedNamedStatements[name]) : undefined;
+    if (typeof text !== 'string') return new Error('A statement in a transaction must have a text.');
+    if (previous !== undefined && previous !== text) return new Error(`Prepared statements must be unique - '${name}' was used for a different statement`);
+    if (values !== undefined && !Array.isArray(values)) return new Error('Query values must be an array');
+    connection.stream.cork?.();
+    this.submitting = true;
+    try {
+      connection.parse({ text: 'BEGIN', name: '', types: [] });
+      connection.bind({ portal: '', statement: '', values: [] });
+      connection.execute({ portal: '', rows: 0 });
+      return super.submit(connection);
+    } finally {
+      this.submitting = false;
+      connection.stream.uncork?.();
+    }
+  }
+
+  override handleCommandComplete(message: unknown, connection: PgConnection): void {
+    if (!this.begun) {
+      this.begun = true;
+      return;
+    }
+    super.handleCommandComplete(message, connection);
+  }
+
+  override handleError(error: Error, connection: PgConnection): void {
+    // Failed before BEGIN completed: the client could not see the name to forget it was sent.
+    if (!this.begun && this.statementName) delete connection.submittedNamedStatements[this.statementName];
+    super.handleError(error, connection);
+  }
 }
 
 /**
@@ -93,13 +179,21 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       let broken: Error | undefined;
       const onError = (error: Error) => (broken ??= error);
       client.on('error', onError);
+      // BEGIN goes with the first statement (QueryAfterBegin); a transaction that runs none sends neither it nor COMMIT.
+      let begun = false;
+      const run = (config: QueryConfig): Promise<{ rows: Row[] }> => {
+        if (begun) return client.query(config);
+        begun = true;
+        return new Promise((resolve, reject) => {
+          client.query(new QueryAfterBegin(config, (error, result) => (error ? reject(error) : resolve(result))) as unknown as QueryConfig);
+        });
+      };
       try {
-        await client.query('BEGIN');
         const result = await fn({
           query: async <R = Row>(sql: string, params: readonly unknown[] = []) => {
             const name = names.nameOf(sql, params);
             try {
-              return (await client.query(statement(sql, params, name))).rows as R[];
+              return (await run(statement(sql, params, name))).rows as R[];
             } catch (error) {
               // The transaction has failed; the statements of later ones are prepared afresh (or not at all).
               if (name) names.recover(error);
@@ -107,10 +201,10 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
             }
           },
         });
-        await client.query('COMMIT');
+        if (begun) await client.query('COMMIT');
         return result;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        if (begun) await client.query('ROLLBACK').catch(() => undefined);
         throw error;
       } finally {
         client.off('error', onError);
