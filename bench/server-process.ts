@@ -32,9 +32,12 @@ export async function startUserServer(store: 'pglite' | 'postgres', name: string
   const dataDir = mkdtempSync(join(tmpdir(), `gyre-bench-${name}-`));
   const token = `bench-${randomBytes(12).toString('hex')}`;
   const db = store === 'postgres' ? await createTestDatabase() : undefined;
+  // BENCH_CPU_PROFILE=<dir>: each server writes a V8 CPU profile there when it stops (open it in
+  // Chrome's DevTools, Performance tab). The profiler costs the server some CPU: not for figures.
+  const profileDir = process.env.BENCH_CPU_PROFILE;
   const server = await startServerProcess(
     { GYRE_DATA_DIR: dataDir, GYRE_ADMIN_TOKEN: token, GYRE_EXECUTOR: 'auto', GYRE_LOG_LEVEL: 'info', DATABASE_URL: db?.url ?? '' },
-    { firstStart: true },
+    { firstStart: true, ...(profileDir ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {}) },
   );
   const stopServer = async () => {
     if (server.child.exitCode !== null || server.child.signalCode !== null) return;

@@ -72,7 +72,10 @@ function listensOn(port: number): Promise<number | false> {
  * Starts `gyre server` as a child process and waits until /healthz answers; with `uid`, as that
  * user (through setpriv, from a test running as root).
  */
-export async function startServerProcess(env: Record<string, string>, options: { uid?: number; firstStart?: boolean } = {}): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
+export async function startServerProcess(
+  env: Record<string, string>,
+  options: { uid?: number; firstStart?: boolean; nodeFlags?: readonly string[] } = {},
+): Promise<{ child: ChildProcess; url: string; stderr: () => string; stdout: () => string }> {
   // An embedded server on a data directory without a database starts from a migrated copy, unless
   // the test is about a first start (test/support/embedded-database.ts).
   const embedded = env.DATABASE_URL === '' || (env.DATABASE_URL === undefined && !process.env.DATABASE_URL);
@@ -81,7 +84,9 @@ export async function startServerProcess(env: Record<string, string>, options: {
     if (options.uid !== undefined) spawnSync('chown', ['-R', `${options.uid}:${options.uid}`, join(env.GYRE_DATA_DIR, 'pgdata')]);
   }
   const gyre = gyreCommand(['server']);
-  const command = options.uid === undefined ? gyre.command : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', ...gyre.command];
+  // Node's own flags (a benchmark's --cpu-prof) go before the script; NODE_OPTIONS refuses some of them.
+  const node = [gyre.command[0], ...(options.nodeFlags ?? []), ...gyre.command.slice(1)];
+  const command = options.uid === undefined ? node : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', ...node];
   const child = spawn(command[0], command.slice(1), {
     cwd: ROOT,
     env: { ...process.env, ...gyre.env, GYRE_HOST: '127.0.0.1', GYRE_PORT: '0', GYRE_OPS_PORT: '0', GYRE_EXAMPLE: 'false', GYRE_LOG_LEVEL: 'warn', GYRE_EXECUTOR: 'shell', ...env },
