@@ -44,7 +44,7 @@ export async function archiveLocal(rootDir: string, patterns: readonly string[])
       if (type === 'symlink' && linkname === undefined) return;
       selected.set(rel, { name: rel, type, size: type === 'file' ? info.size : 0, mode: info.mode, mtime: info.mtimeMs / 1000, linkname });
     }
-    if (info.isDirectory()) for (const child of (await readdir(full).catch(goneAs([] as string[]))).sort()) await addTree(rel ? `${rel}/${child}` : child);
+    if (info.isDirectory()) for (const child of (await readdir(full).catch(goneAs<string[]>([]))).sort()) await addTree(rel ? `${rel}/${child}` : child);
   };
   let all: string[] | undefined;
   const listAll = async () => {

@@ -50,7 +50,7 @@ const PgQueryClass = Query as unknown as new (config: QueryConfig & { queryMode?
  * connection (the client does that for the active query's name), so the name shows only once
  * BEGIN has completed.
  */
-class QueryAfterBegin extends (PgQueryClass as new (...args: ConstructorParameters<typeof PgQueryClass>) => PgQuery) {
+class QueryAfterBegin extends PgQueryClass {
   // Declared, not initialised: a field initialiser would run after the base constructor has set `name`.
   private declare statementName: string | undefined;
   private declare submitting: boolean;
