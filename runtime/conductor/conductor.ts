@@ -360,17 +360,22 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       // The move to `created` takes the pipeline's row: a second conductor that read it pending
       // waits here, then finds it created and does nothing.
       const continuationKey = plan.setup ? randomBytes(32).toString('base64url') : undefined;
-      const moved = await tx.query<{ id: string }>(
-        `UPDATE pipelines SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now(),
+      // It also says whether auto-cancel can apply (a branch pipeline, not of the default branch,
+      // of a project with `autocancel_builds` on: lockRedundantWorkflows' conditions), so that the
+      // look for older workflows, a statement on every pipeline's way, is made only then.
+      const moved = await tx.query<{ id: string; may_cancel_older: boolean }>(
+        `UPDATE pipelines p SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now(),
                 continuation_key = COALESCE($4::text, continuation_key),
                 continuation_expires_at = CASE WHEN $4::text IS NULL THEN continuation_expires_at ELSE now() + $5::interval END
-          WHERE id = $1 AND state = 'pending' RETURNING id`,
+          WHERE id = $1 AND state = 'pending'
+          RETURNING id, (p.tag IS NULL AND EXISTS (
+                     SELECT 1 FROM projects pr WHERE pr.id = p.project_id AND pr.autocancel_builds AND p.branch <> pr.default_branch)) AS may_cancel_older`,
         [pipelineId, configs.source, configs.compiled, continuationKey ?? null, `${continuationTtlMs} milliseconds`],
       );
       if (moved.length === 0) return; // someone else got here first
       // Before the new workflows queue jobs (which locks the project's row): older workflows are
       // locked first, as a job finishing in one takes its workflow and then the project.
-      await cancelRedundantWorkflows(tx, pipelineId, cancelInTx);
+      if (moved[0].may_cancel_older) await cancelRedundantWorkflows(tx, pipelineId, cancelInTx);
       await insertWorkflows(tx, pipelineId, projectId, plan, continuationKey);
     });
   }
