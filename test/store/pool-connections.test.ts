@@ -9,7 +9,7 @@ import type { Store } from '../../runtime/store/store';
 /**
  * The PostgreSQL store's connections as a user would notice them: a burst of pipelines after a
  * pause of some seconds runs on the connections of the burst before (a connection opened anew
- * costs PostgreSQL a new backend, its caches and its plans: about half again the database's CPU a
+ * costs PostgreSQL a new backend, its caches and its plans: two thirds more of the database’s CPU a
  * pipeline over the next hundred), and a command that ends without closing its store still ends.
  */
 const withPostgres = process.env.DATABASE_URL ? describe : describe.skip;
