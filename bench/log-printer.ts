@@ -86,8 +86,11 @@ function logBlocks(): { data: Buffer; lines: number }[] {
 function printingExecutor(inner: Executor, bytes: number, blocks: { data: Buffer; lines: number }[], printed: { lines: number }): Executor {
   return {
     ...inner,
-    start(_request, onOutput) {
+    start(request, onOutput) {
       const done = (async () => {
+        // Held at its gate, as a real command is when the agent starts it early (before the task's
+        // secrets are in): output it printed before would be kept whole, without backpressure.
+        if (request.gate) await request.gate;
         for (let sent = 0, i = 0; sent < bytes; sent += BLOCK, i++) {
           const block = blocks[i % blocks.length];
           const data = block.data.subarray(0, Math.min(BLOCK, bytes - sent));
