@@ -6,7 +6,7 @@ import type { Step } from '../config/plan';
 import type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKeys } from '../agent-contract';
 import type { Logger } from '../logger';
 import { LEASE_LOST, type Executor } from './executor';
-import { compressChunk, type CompressedChunk } from '../output/log-chunk';
+import { compressChunk, MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
 import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
 import { sshKeySecretValues } from './steps/ssh-key-steps';
@@ -87,20 +87,29 @@ export interface AgentOptions {
 
 /**
  * Output is sent in chunks of this many bytes, or every FLUSH_MS, whichever comes first. Each chunk
- * is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB. While
- * chunks wait to be sent, FLUSH_MS cuts nothing: the part filled so far is cut when none is left
- * (see createOutputStream).
+ * is one fenced write, so the size sets ingestion speed: 1 MiB doubled it against 256 KiB, and
+ * almost 4 MiB took a sixth to a quarter off a loud step's time over HTTP against 2 MiB (a request,
+ * a check and a statement less per 2 MiB; docs/speed.md).
+ *
+ * A server takes a chunk's body, compressed, of at most MAX_RAW_CHUNK_BYTES (4 MiB in every release
+ * whose agents compress, so an agent may send to a server of an earlier release), and output that
+ * does not compress (random bytes, a binary printed to the log) grows a little as gzip: about 5 KB
+ * on 4 MiB, measured. So a chunk leaves 64 KiB of room below it
+ * (test/output/incompressible-output.test.ts). While chunks wait to be sent, FLUSH_MS cuts nothing:
+ * the part filled so far is cut when none is left (see createOutputStream).
  */
-const MAX_CHUNK = 2 * 1024 * 1024;
+const MAX_CHUNK = MAX_RAW_CHUNK_BYTES - 64 * 1024;
 const FLUSH_MS = 50;
 /** How often a step's masker is asked for what it held back while the step prints nothing. */
 const QUIET_FLUSH_MS = 200;
 /**
  * Output a step may have written and the agent not yet sent: past it, the command waits (its
  * output is not read) until the sends leave room for a full chunk. It bounds an agent's memory when
- * a command prints faster than the output role stores. The writer resumes with two chunks still
- * queued, so it has two sends' time to fill the next before nothing is left to send (and a part is
- * cut); resumed at half, it had one send's time, which a loaded machine's writer did not fill.
+ * a command prints faster than the output role stores (almost 16 MiB, in at most five reused chunk
+ * buffers). The writer resumes with chunks still queued, so it has more than one send's time to
+ * fill the next before nothing is left to send (and a part is cut); resumed at half, it had one
+ * send's time, which a loaded machine's writer did not fill (with 4 MiB chunks, 8 MiB unsent was a
+ * seventh slower over HTTP than 16).
  */
 const MAX_UNSENT = 4 * MAX_CHUNK;
 
