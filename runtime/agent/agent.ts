@@ -6,6 +6,7 @@ import type { Step } from '../config/plan';
 import type { HeartbeatResult, TaskContext, TaskOutcome, TaskSshKeys } from '../agent-contract';
 import type { Logger } from '../logger';
 import { LEASE_LOST, type Executor } from './executor';
+import { isRefusal } from './retries';
 import { compressChunk, MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
 import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
@@ -705,12 +706,21 @@ function createOutputStream(send: (seq: number, chunk: CompressedChunk) => Promi
   };
 
   const sendWithRetry = async (n: number, chunk: CompressedChunk) => {
+    let sending = chunk;
     for (let attempt = 0; !gaveUp; attempt++) {
       try {
-        await send(n, chunk);
+        await send(n, sending);
         return;
       } catch (error) {
-        if (isLost(error) || attempt >= 20) {
+        // A chunk the server refuses (it would refuse it again) is not retried: a line saying so
+        // goes under its number instead, so the log shows where output is missing and why, and
+        // the step's later output is still stored. A refused line ends the sends.
+        if (isRefusal(error) && sending === chunk) {
+          sending = await compressChunk(Buffer.from(`\n[gyre] ${chunk.rawBytes} bytes of this step's output were refused by the server and are not stored: ${error.message}\n`));
+          attempt = -1;
+          continue;
+        }
+        if (isLost(error) || isRefusal(error) || attempt >= 20) {
           gaveUp = true;
           return;
         }

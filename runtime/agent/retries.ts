@@ -60,6 +60,14 @@ export function transientReason(error: unknown): string | undefined {
 }
 
 /**
+ * Whether `error` is the server's refusal of what was sent (a 4xx but 408 and 429; 401, 403 and
+ * 409 are a lost lease, not this): sending the same again would get the same answer.
+ */
+export function isRefusal(error: unknown): error is TaskApiError {
+  return error instanceof TaskApiError && error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+}
+
+/**
  * Runs `attempt` until it succeeds, retrying transient failures under `policy`. `onRetry` is told
  * of each retry with a line for the step's output. `canRetry` says whether another attempt is
  * possible at all (a body that cannot be produced again). A refusal is thrown as it is; transient

@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../../runtime/agent/agent';
+import { TaskApiError } from '../../runtime/agent/agent-api-client';
 import type { Executor } from '../../runtime/agent/executor';
 import { createShellExecutor } from '../../runtime/agent/shell-executor';
 import type { JobSpec } from '../../runtime/config/plan';
@@ -208,6 +209,35 @@ describe('how a step\'s output is cut into chunks', () => {
     expect(finishedAt() - tail!.at).toBeGreaterThan(3000);
     expect(stored.map((c) => c.text).join('')).toBe(`${'x'.repeat(10 * MiB)}\nthe-tail\n`);
   }, 60_000);
+
+  it('a chunk the server refuses is not sent again: a line says so in its place, at once, and later output is stored', async () => {
+    const stored: { seq: number; text: string }[] = [];
+    let refusals = 0;
+    const reporter: TaskReporter = {
+      heartbeat: async () => ({ leaseExpiresAt: new Date(Date.now() + 60_000), cancelRequested: false }),
+      stepStarted: async () => undefined,
+      async output(_step, seq, chunk) {
+        const text = (await decompressChunk(chunk)).toString();
+        // As a server refuses a body past its size limit: every time the same chunk comes.
+        if (text.includes('refuse-me')) {
+          refusals++;
+          throw new TaskApiError(`PUT /api/v2/agent/task/t-1/step/0/output/${seq} → 413: an output chunk is larger than 4194304 bytes`, 413);
+        }
+        stored.push({ seq, text });
+      },
+      stepFinished: async () => undefined,
+      complete: async () => undefined,
+    };
+    const started = Date.now();
+    expect(await run('echo first; sleep 0.5; echo refuse-me; sleep 0.5; echo third', reporter)).toEqual({ outcome: 'success' });
+    // Retried, the refused chunk held the rest of the step back for half a minute and then ended its sends.
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(refusals).toBe(1);
+    expect(stored.map((c) => c.seq)).toEqual([0, 1, 2]);
+    expect(stored.map((c) => c.text).join('')).toBe(
+      'first\n\n[gyre] 10 bytes of this step\'s output were refused by the server and are not stored: PUT /api/v2/agent/task/t-1/step/0/output/1 → 413: an output chunk is larger than 4194304 bytes\nthird\n',
+    );
+  }, 30_000);
 
   it('a quiet step\'s line is sent on its own, while the step goes on', async () => {
     const { reporter, stored, finishedAt } = slowReporter(0);
