@@ -13,6 +13,7 @@ import type { Queryable, Store } from '../store/store';
 import { eventValues, expressionValuesOf } from '../triggers/pipeline-event';
 import type { StartingPipeline } from '../triggers/triggers';
 import { cancelRedundantWorkflows } from './auto-cancel';
+import { AUTO_CANCEL_APPLIES } from './sql/auto-cancel';
 import { CHANNELS } from '../dispatcher/dispatcher';
 import { checkRerunRequest, jobsToRerun, type RerunRequest } from './reruns';
 import { copyWorkspaceLayers, insertCopiedJob, insertRerunJob, insertRerunWorkflow, jobsOfWorkflow, lockWorkflowToRerun } from './sql/reruns';
@@ -360,16 +361,15 @@ export function createConductor({ store, forge, compile, dispatcher, log, contin
       // The move to `created` takes the pipeline's row: a second conductor that read it pending
       // waits here, then finds it created and does nothing.
       const continuationKey = plan.setup ? randomBytes(32).toString('base64url') : undefined;
-      // It also says whether auto-cancel can apply (a branch pipeline, not of the default branch,
-      // of a project with `autocancel_builds` on: lockRedundantWorkflows' conditions), so that the
-      // look for older workflows, a statement on every pipeline's way, is made only then.
+      // It also says whether auto-cancel can apply (AUTO_CANCEL_APPLIES, lockRedundantWorkflows'
+      // condition), so that the look for older workflows, a statement on every pipeline's way, is
+      // made only then.
       const moved = await tx.query<{ id: string; may_cancel_older: boolean }>(
         `UPDATE pipelines p SET state = 'created', config_source = $2, config_compiled = $3, updated_at = now(),
                 continuation_key = COALESCE($4::text, continuation_key),
                 continuation_expires_at = CASE WHEN $4::text IS NULL THEN continuation_expires_at ELSE now() + $5::interval END
           WHERE id = $1 AND state = 'pending'
-          RETURNING id, (p.tag IS NULL AND EXISTS (
-                     SELECT 1 FROM projects pr WHERE pr.id = p.project_id AND pr.autocancel_builds AND p.branch <> pr.default_branch)) AS may_cancel_older`,
+          RETURNING id, EXISTS (SELECT 1 FROM projects pr WHERE pr.id = p.project_id AND ${AUTO_CANCEL_APPLIES}) AS may_cancel_older`,
         [pipelineId, configs.source, configs.compiled, continuationKey ?? null, `${continuationTtlMs} milliseconds`],
       );
       if (moved.length === 0) return; // someone else got here first

@@ -13,6 +13,13 @@ export interface RedundantWorkflow {
 }
 
 /**
+ * When auto-cancel applies to the pipeline `p` of the project `pr` (their aliases in the statement
+ * it is put in): the project has `autocancel_builds` on, and `p` is a branch pipeline of a branch
+ * other than the project's default one.
+ */
+export const AUTO_CANCEL_APPLIES = 'pr.autocancel_builds AND p.tag IS NULL AND p.branch <> pr.default_branch';
+
+/**
  * The unfinished workflows (running, failing or on hold, and not already being canceled) of the
  * pipelines of the same project and branch with a lower number than `pipelineId`'s, when its
  * project has `autocancel_builds` on and it is a branch pipeline of a branch other than the
@@ -29,7 +36,7 @@ export function lockRedundantWorkflows(tx: Queryable, pipelineId: string): Promi
        JOIN projects pr ON pr.id = p.project_id
        JOIN pipelines older ON older.project_id = p.project_id AND older.branch = p.branch AND older.tag IS NULL AND older.number < p.number
        JOIN workflows w ON w.pipeline_id = older.id
-      WHERE p.id = $1 AND pr.autocancel_builds AND p.tag IS NULL AND p.branch <> pr.default_branch
+      WHERE p.id = $1 AND ${AUTO_CANCEL_APPLIES}
         AND w.status IN ('running', 'on_hold', 'failing') AND NOT w.cancel_requested
       ORDER BY older.number, w.position
         FOR UPDATE OF w`,
