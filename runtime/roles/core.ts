@@ -32,6 +32,7 @@ import { spoolDirOf } from '../data-dir';
 import { createLogStore, type LogStore } from '../output/logs';
 import { createOutputService, type OutputService } from '../output/output-service';
 import { createProjects, type Projects } from '../projects/projects';
+import { createProjectCache } from '../projects/project-cache';
 import { createSchedules, type Schedules } from '../schedules/schedules';
 import { createNomadClient, type NomadClient } from '../scheduler/nomad-client';
 import { createResourceClasses, type ResourceClasses } from '../scheduler/resource-classes';
@@ -182,6 +183,9 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
       void made.finally(() => preparing.delete(made));
     },
   });
+  // Every trigger reads its project first: kept in memory, dropped on any change (runtime/projects/project-cache.ts).
+  const projectCache = await createProjectCache({ store, read: (slug) => projects.get(slug) });
+  closers.push(() => projectCache.close());
   return {
     settings,
     log,
@@ -200,7 +204,7 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
     sshKeys,
     taskSecrets: createTaskSecrets({ store, contexts, oidc, sshKeys, log: log.child({ role: 'secrets' }), ...(github ? { gitToken: gitTokenOf(github) } : {}) }),
     projects,
-    triggers: createTriggers({ store, forge, projects }),
+    triggers: createTriggers({ store, forge, projects: projectCache }),
     schedules: createSchedules({ store }),
     metrics,
     executionMetrics,

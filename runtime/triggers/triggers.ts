@@ -88,7 +88,7 @@ export interface Triggers {
 /** Triggers that write what starting a pipeline reads besides its row (the schedule it fired from). */
 const READ_BACK_TYPES: ReadonlySet<string> = new Set(['scheduled_pipeline', 'schedule']);
 
-export function createTriggers({ store, forge, projects }: { store: Store; forge: Forge; projects: Projects }): Triggers {
+export function createTriggers({ store, forge, projects }: { store: Store; forge: Forge; projects: Pick<Projects, 'get'> }): Triggers {
   const listeners = new Set<(id: string, created: Promise<StartingPipeline | undefined>) => void>();
   return {
     onCreated(listener) {
