@@ -378,7 +378,7 @@ const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 const BUSY = 75;
 
 export interface Keeper {
-  /** Tells a group keeper about a process group to kill at the end. */
+  /** Tells a group keeper about a process group to kill at the end (a uid keeper kills all of its uid's and is told nothing). */
   track(pgid: number): void;
   /**
    * Kills now what it would kill at the end (the uid's processes, or the groups), then removes
@@ -397,7 +397,8 @@ export interface Keeper {
   readonly alive: () => boolean;
 }
 
-function keeperOf(child: ChildProcess): Keeper {
+/** `groups`: whether it kills the process groups it is told of (the group keeper), not its uid's processes. */
+function keeperOf(child: ChildProcess, groups: boolean): Keeper {
   // A keeper never keeps the agent's process alive: it outlives the agent by design.
   child.unref();
   for (const stream of [child.stdin, child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
@@ -430,7 +431,8 @@ function keeperOf(child: ChildProcess): Keeper {
   child.stdin!.on('error', () => undefined);
   return {
     track(pgid) {
-      if (!exited) child.stdin!.write(`group ${pgid}\n`);
+      // A uid keeper's sweep kills every process of the uid: a line a step would only wake it.
+      if (groups && !exited) child.stdin!.write(`group ${pgid}\n`);
     },
     async sweep(remove) {
       if (exited || broken) return;
@@ -524,7 +526,7 @@ export async function startUidKeeper(uid: number, lockFile: string): Promise<Kee
     cwd: '/',
   });
   const started = await ready(child);
-  if (started.ok) return keeperOf(child);
+  if (started.ok) return keeperOf(child, false);
   if (started.code === BUSY) return 'busy';
   throw new Error(`cannot start the keeper of build uid ${uid} (flock from util-linux is needed): ${started.stderr || `exit ${started.code}`}`);
 }
@@ -534,5 +536,5 @@ export async function startGroupKeeper(): Promise<Keeper> {
   const child = spawn(process.execPath, ['-e', GROUP_KEEPER], { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: {}, cwd: '/' });
   const started = await ready(child);
   if (!started.ok) throw new Error(`cannot start the process keeper: ${started.stderr || `exit ${started.code}`}`);
-  return keeperOf(child);
+  return keeperOf(child, true);
 }
