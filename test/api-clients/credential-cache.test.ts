@@ -9,6 +9,7 @@ import type { Principal } from '../../runtime/domain/principal';
 import { DEFAULT_PIPELINE_VIEW_TTL_MS, PIPELINE_CHANGED_CHANNEL } from '../../runtime/api/pipeline-view-cache';
 import { startTestGyre, testStores, type TestGyre } from '../support/gyre';
 import { until } from '../support/processes';
+import { readGate } from '../support/read-gate';
 
 describe('the credential cache, alone', () => {
   const alice: Principal = { userId: 'u1', login: 'alice', isAdmin: false, token: { id: 't1', kind: 'personal' } };
@@ -19,18 +20,18 @@ describe('the credential cache, alone', () => {
     const calls = { authenticate: 0, standing: 0 };
     let principal: Principal | undefined = alice;
     let standing: Standing = { exists: true, org: 'acme', projectId: 'p1', projectRole: 'read' };
-    let hold: Promise<void> | undefined;
+    const gate = readGate();
     const listeners: ((payload: string) => void)[] = [];
     const cache = await createCredentialCache({
       identity: {
         async authenticate() {
           calls.authenticate++;
-          await hold;
+          await gate.passed();
           return principal;
         },
         async standing() {
           calls.standing++;
-          await hold;
+          await gate.passed();
           return standing;
         },
       },
@@ -53,14 +54,7 @@ describe('the credential cache, alone', () => {
       notify: () => listeners.forEach((l) => l('api_tokens')),
       revoke: () => (principal = undefined),
       demote: (s: Standing) => (standing = s),
-      holdReads: () => {
-        let release!: () => void;
-        hold = new Promise((r) => (release = r));
-        return () => {
-          hold = undefined;
-          release();
-        };
-      },
+      holdReads: gate.hold,
     };
   }
 

@@ -6,6 +6,7 @@
  */
 import { createPipelineViewCache, DEFAULT_PIPELINE_VIEW_TTL_MS, PIPELINE_CHANGED_CHANNEL } from '../../runtime/api/pipeline-view-cache';
 import { IDENTITY_CHANGED_CHANNEL } from '../../runtime/identity/credential-cache';
+import { readGate } from '../support/read-gate';
 
 interface View {
   id: string;
@@ -22,7 +23,7 @@ async function setup() {
     ['p3', { id: 'p3', state: 'pending', errors: [] }],
   ]);
   let reads = 0;
-  let hold: Promise<void> | undefined;
+  const gate = readGate();
   const cache = await createPipelineViewCache({
     store: {
       async listen(channel, handler) {
@@ -38,7 +39,7 @@ async function setup() {
       async () => {
         reads++;
         const row = { ...rows.get(id)! };
-        await hold;
+        await gate.passed();
         return row;
       },
       (v) => v.state === 'created' || v.state === 'errored',
@@ -51,14 +52,7 @@ async function setup() {
     notify: (channel: string, payload: string) => listeners.get(channel)!(payload),
     listening: () => [...listeners.keys()].sort(),
     tick: (ms: number) => (clock += ms),
-    holdReads: () => {
-      let release!: () => void;
-      hold = new Promise((r) => (release = r));
-      return () => {
-        hold = undefined;
-        release();
-      };
-    },
+    holdReads: gate.hold,
   };
 }
 

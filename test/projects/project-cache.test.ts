@@ -9,6 +9,7 @@ import { createProjectCache, DEFAULT_PROJECT_CACHE_TTL_MS, PROJECT_CHANGED_CHANN
 import type { Project } from '../../runtime/projects/projects';
 import { commitFiles, startTestGyre, testStores, type TestGyre } from '../support/gyre';
 import { until } from '../support/processes';
+import { readGate } from '../support/read-gate';
 
 describe('the project cache, alone', () => {
   const project = (defaultBranch: string): Project => ({
@@ -32,13 +33,13 @@ describe('the project cache, alone', () => {
     let clock = 1_000_000;
     let stored: Project | undefined = project('main');
     const reads: string[] = [];
-    let hold: Promise<void> | undefined;
+    const gate = readGate();
     const listeners = new Map<string, (payload: string) => void>();
     const cache = await createProjectCache({
       async read(slug) {
         reads.push(slug);
         const now = stored;
-        await hold;
+        await gate.passed();
         if (!now) throw new NotFoundError('project', slug);
         return now;
       },
@@ -56,14 +57,7 @@ describe('the project cache, alone', () => {
       listeners,
       tick: (ms: number) => (clock += ms),
       change: (p: Project | undefined) => (stored = p),
-      holdReads: () => {
-        let release!: () => void;
-        hold = new Promise((r) => (release = r));
-        return () => {
-          hold = undefined;
-          release();
-        };
-      },
+      holdReads: gate.hold,
     };
   }
 
