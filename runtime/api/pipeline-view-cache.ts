@@ -1,5 +1,5 @@
 import { IDENTITY_CHANGED_CHANNEL } from '../identity/credential-cache';
-import { ExpiringMap } from '../domain/expiring-map';
+import { createListenedCache } from '../store/listened-cache';
 import type { Store } from '../store/store';
 
 /** The channel migration 660 notifies on: a pipeline's id when its row changes, `*` for many at once. */
@@ -43,40 +43,17 @@ export interface PipelineViewCache {
  * Who may read a pipeline is decided before this (the route's permission check), never here.
  */
 export async function createPipelineViewCache(options: PipelineViewCacheOptions): Promise<PipelineViewCache> {
-  const ttl = options.ttlMs ?? DEFAULT_PIPELINE_VIEW_TTL_MS;
-  const max = options.maxEntries ?? 10_000;
-  const now = options.now ?? Date.now;
-  const views = new ExpiringMap<unknown>(max, now);
-  let generation = 0;
-
-  const clear = () => {
-    generation++;
-    views.clear();
-  };
-  const forget = (payload: string) => {
-    generation++;
-    if (!payload || payload === '*') views.clear();
-    else views.delete(payload);
-  };
-  const unlistenPipelines = await options.store.listen(PIPELINE_CHANGED_CHANNEL, forget);
-  const unlistenIdentity = await options.store.listen(IDENTITY_CHANGED_CHANNEL, clear);
-
+  const views = await createListenedCache<unknown>({
+    store: options.store,
+    forgetOn: PIPELINE_CHANGED_CHANNEL,
+    clearOn: [IDENTITY_CHANGED_CHANNEL],
+    ttlMs: options.ttlMs ?? DEFAULT_PIPELINE_VIEW_TTL_MS,
+    ...(options.maxEntries !== undefined ? { maxEntries: options.maxEntries } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
   return {
-    clear,
-    async get<T>(id: string, load: () => Promise<T>, settled: (view: T) => boolean): Promise<T> {
-      const cached = views.get(id);
-      if (cached !== undefined) return cached as T;
-      const seen = generation;
-      const value = await load();
-      if (seen === generation && settled(value)) {
-        views.set(id, value, now() + ttl);
-      }
-      return value;
-    },
-    async close() {
-      await unlistenPipelines();
-      await unlistenIdentity();
-      clear();
-    },
+    clear: views.clear,
+    get: <T>(id: string, load: () => Promise<T>, settled: (view: T) => boolean) => views.get(id, load, settled as (view: unknown) => boolean) as Promise<T>,
+    close: views.close,
   };
 }

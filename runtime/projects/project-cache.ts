@@ -1,5 +1,5 @@
-import { ExpiringMap } from '../domain/expiring-map';
 import { IDENTITY_CHANGED_CHANNEL } from '../identity/credential-cache';
+import { createListenedCache } from '../store/listened-cache';
 import type { Store } from '../store/store';
 import { normaliseSlug, type Project, type Projects } from './projects';
 
@@ -25,8 +25,6 @@ export interface ProjectCacheOptions {
 export interface ProjectCache {
   /** The project, as `read` would answer it: kept from an earlier read unless it may have changed since. */
   get(slug: string): Promise<Project>;
-  /** Forgets everything (what a notification does). */
-  clear(): void;
   /** Stops listening. */
   close(): Promise<void>;
 }
@@ -35,7 +33,7 @@ export interface ProjectCache {
  * The project a trigger is for, kept in memory: every trigger (REST, webhook, schedule) reads its
  * project before anything else, one query on the way to the answer, and under a burst of triggers
  * that query waited its turn on the database like the pipeline's own (docs/speed.md). The same
- * rules as the credential cache (runtime/identity/credential-cache.ts):
+ * rules as the API's other caches (runtime/store/listened-cache.ts):
  *
  * - a change to a project's row in anything a Project is made of (its repository, default branch,
  *   protected branches, settings), by any process, this one too, clears the cache as soon as the
@@ -49,33 +47,22 @@ export interface ProjectCache {
  * A trigger's pipeline number comes from its own statement, never from here.
  */
 export async function createProjectCache(options: ProjectCacheOptions): Promise<ProjectCache> {
-  const ttl = options.ttlMs ?? DEFAULT_PROJECT_CACHE_TTL_MS;
-  const now = options.now ?? Date.now;
-  const projects = new ExpiringMap<Project>(options.maxEntries ?? 10_000, now);
-  let generation = 0;
-  const clear = () => {
-    generation++;
-    projects.clear();
-  };
-  const unlistenProjects = await options.store.listen(PROJECT_CHANGED_CHANNEL, clear);
-  const unlistenIdentity = await options.store.listen(IDENTITY_CHANGED_CHANNEL, clear);
+  const projects = await createListenedCache<Project>({
+    store: options.store,
+    clearOn: [PROJECT_CHANGED_CHANNEL, IDENTITY_CHANGED_CHANNEL],
+    ttlMs: options.ttlMs ?? DEFAULT_PROJECT_CACHE_TTL_MS,
+    ...(options.maxEntries !== undefined ? { maxEntries: options.maxEntries } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
   return {
-    clear,
     async get(slug) {
       const canonical = normaliseSlug(slug);
-      const cached = projects.get(canonical);
-      if (cached) return cached;
-      const seen = generation;
-      const project = await options.read(canonical);
-      // Shared by every caller from now on: none may change it.
-      const kept = Object.freeze({ ...project, protectedBranches: Object.freeze([...project.protectedBranches]) }) as Project;
-      if (seen === generation) projects.set(canonical, kept, now() + ttl);
-      return kept;
+      return projects.get(canonical, async () => {
+        const project = await options.read(canonical);
+        // Shared by every caller once kept: none may change it.
+        return Object.freeze({ ...project, protectedBranches: Object.freeze([...project.protectedBranches]) }) as Project;
+      });
     },
-    async close() {
-      await unlistenProjects();
-      await unlistenIdentity();
-      clear();
-    },
+    close: projects.close,
   };
 }
