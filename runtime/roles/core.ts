@@ -19,7 +19,7 @@ import { createSignInProviders } from '../identity/sign-in/providers';
 import { createSignIn, type SignIn } from '../identity/sign-in/sign-in';
 import { createContexts, type Contexts } from '../secrets/contexts';
 import { createOidcPublisher } from '../secrets/oidc-publish';
-import { createOidcIssuer, publishOidcDocuments, type OidcIssuer, type PutObject } from '../secrets/oidc-tokens';
+import { createOidcIssuer, type OidcIssuer, type PutObject } from '../secrets/oidc-tokens';
 import { createSecretBox, type SecretBox } from '../secrets/secret-box';
 import { createSshKeys, type SshKeys } from '../secrets/ssh-keys';
 import { createTaskSecrets, type TaskSecrets } from '../secrets/task-secrets';
@@ -160,13 +160,23 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const secretBox = createSecretBox(createKeyWrapper(settings.secrets));
   const contexts = createContexts({ store, box: secretBox });
   const sshKeys = createSshKeys({ store, box: secretBox });
-  // With GYRE_JOB_OIDC_PUBLISH_BUCKET, every key change is copied to the public bucket before the new key signs.
+  // With GYRE_JOB_OIDC_PUBLISH_BUCKET, a new key is copied to the public bucket before it is stored
+  // (so before anything signs with it). A bucket that refuses is logged, not fatal: jobs go on (most
+  // never show their token to a cloud), and the contexts role publishes again hourly.
   const oidcPublisher = settings.oidc.publish ? createOidcPublisher(settings.oidc.publish) : undefined;
   const oidc: OidcIssuer = createOidcIssuer({
     store,
     box: secretBox,
     publicUrl: () => settings.oidc.issuerUrl ?? settings.publicUrl ?? apiUrl ?? `http://localhost:${settings.port}`,
-    ...(oidcPublisher ? { onKeysChanged: async (orgId: string) => void (await publishOidcDocuments(oidc, oidcPublisher, [orgId])) } : {}),
+    ...(oidcPublisher
+      ? {
+          publish: {
+            put: oidcPublisher,
+            failed: (orgId: string, error: Error) =>
+              log.error("publishing an organisation's OIDC documents after a key change failed (cloud token services cannot verify its new key's tokens until the hourly publication works)", { org: orgId, error: error.message }),
+          },
+        }
+      : {}),
   });
   // A new project's organisation gets its signing key now, in the background, rather than on the way
   // to its first job's first command. The process waits for keys being made before it closes the store.

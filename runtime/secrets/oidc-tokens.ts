@@ -154,8 +154,17 @@ export interface OidcIssuerOptions {
   readonly rotateAfterDays?: number;
   /** Days a replaced key stays published (at least 1: the longest token lifetime). @default 7 */
   readonly keepRetiredDays?: number;
-  /** Called after an organisation's keys changed (a key made or replaced), before a new key signs: to publish its documents. */
-  readonly onKeysChanged?: (orgId: string) => Promise<void>;
+  /**
+   * Where the organisation's documents are published when its keys change
+   * (GYRE_JOB_OIDC_PUBLISH_BUCKET; `publishOidcDocuments`). A new key is published before it is
+   * stored, and a key is found to sign with only once stored (by this process or another), so a
+   * verifier reading the published JWKS finds every key a token names.
+   */
+  readonly publish?: {
+    readonly put: PutObject;
+    /** A publication that failed; the key change goes on. Without it, the failure fails the change. */
+    readonly failed?: (orgId: string, error: Error) => void;
+  };
 }
 
 /** Makes the issuer of every organisation's job tokens. */
@@ -202,17 +211,32 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
     };
   };
 
-  /** Makes a new active key, retiring `current` (unless another process replaced it first). */
+  /** Publishes the organisation's documents (with `coming`, a key about to be stored), when publishing is set. */
+  const publish = async (orgId: string, coming?: JWK) => {
+    if (!options.publish) return;
+    try {
+      await publishOidcDocuments(issuer, options.publish.put, [orgId], coming && { orgId, key: coming });
+    } catch (error) {
+      if (!options.publish.failed) throw error;
+      options.publish.failed(orgId, error as Error);
+    }
+  };
+
+  /** Makes a new active key, retiring `current` (unless another process replaced it first), published before it is stored. */
   const replaceKey = async (orgId: string, current: string | undefined) => {
     const fresh = await makeKey(orgId);
+    await publish(orgId, fresh.public_jwk as JWK);
     const changed = await store.transaction(async (tx) => {
       if (current && !(await sql.retireKey(tx, current, now()))) return false;
       return sql.insertActiveKey(tx, fresh);
     });
-    if (!changed) return;
+    if (!changed) {
+      // Another process's key won, and this one's publication may have overwritten its: publish what is stored.
+      await publish(orgId);
+      return;
+    }
     if (current) privateKeys.delete(current);
     await sql.deleteRetiredKeys(store, new Date(now().getTime() - keepRetiredDays * DAY_MS));
-    await options.onKeysChanged?.(orgId);
   };
 
   const once = (orgId: string, change: () => Promise<void>) => {
@@ -247,7 +271,7 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
 
   const customClaims = createCustomClaims(store, now, orgOrFail);
 
-  return {
+  const issuer: OidcIssuer = {
     issuer: issuerOf,
     customClaims,
 
@@ -320,6 +344,7 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
       return due;
     },
   };
+  return issuer;
 }
 
 function createCustomClaims(store: Store, now: () => Date, orgOrFail: (orgId: string) => Promise<{ id: string; name: string }>): OidcCustomClaims {
@@ -468,15 +493,24 @@ export type PutObject = (key: string, body: Buffer, contentType: string) => Prom
  * `org/<id>/.well-known/jwks-pub.json` and `org/<id>/.well-known/openid-configuration`, for
  * verifiers that cannot reach Gyre (the issuer's base URL, GYRE_JOB_OIDC_ISSUER_URL, is then the
  * bucket's). The JWKS goes first, so a verifier never reads a configuration whose keys are not
- * out yet. Run it after every key change (`onKeysChanged`) and for every organisation at start and hourly (the `contexts` role).
+ * out yet. The issuer runs it on every key change (its `publish` option, with the key about to be stored as
+ * `coming`); the `contexts` role runs it for every organisation at start and hourly.
  * Answers the keys written.
  */
-export async function publishOidcDocuments(issuer: Pick<OidcIssuer, 'jwks' | 'discovery'>, putObject: PutObject, orgIds: readonly string[]): Promise<string[]> {
+export async function publishOidcDocuments(
+  issuer: Pick<OidcIssuer, 'jwks' | 'discovery'>,
+  putObject: PutObject,
+  orgIds: readonly string[],
+  coming?: { readonly orgId: string; readonly key: JWK },
+): Promise<string[]> {
   const written: string[] = [];
   for (const orgId of orgIds) {
     const base = `org/${orgId}/.well-known`;
+    const jwks = await issuer.jwks(orgId);
+    // A key about to be stored (`coming`) is published with the stored ones.
+    const keys = coming?.orgId === orgId && !jwks.keys.some((k) => k.kid === coming.key.kid) ? [coming.key, ...jwks.keys] : jwks.keys;
     const documents: [string, unknown][] = [
-      [`${base}/jwks-pub.json`, await issuer.jwks(orgId)],
+      [`${base}/jwks-pub.json`, { ...jwks, keys }],
       [`${base}/openid-configuration`, await issuer.discovery(orgId)],
     ];
     for (const [key, document] of documents) {

@@ -9,11 +9,12 @@ import { AuthenticationError } from '../../runtime/domain/errors';
 import { createIdentity, type Identity } from '../../runtime/identity/identity';
 import { createLogger } from '../../runtime/logger';
 import { registerOidcRoutes } from '../../runtime/secrets/oidc-routes';
-import { createOidcIssuer, publishOidcDocuments, vcsOriginOf, type MintInput, type OidcIssuer } from '../../runtime/secrets/oidc-tokens';
+import { createOidcIssuer, publishOidcDocuments, vcsOriginOf, type MintInput, type OidcIssuer, type PutObject } from '../../runtime/secrets/oidc-tokens';
 import { createSecretBox, type KeyWrapper, type SecretBox } from '../../runtime/secrets/secret-box';
 import { migrate } from '../../runtime/store/migrate';
 import { createPgliteStore } from '../../runtime/store/pglite-store';
 import type { Store } from '../../runtime/store/store';
+import { readGate } from '../support/read-gate';
 import { startS3rver } from '../support/s3rver';
 
 /**
@@ -132,8 +133,11 @@ describe('OIDC tokens for jobs', () => {
       box,
       publicUrl: () => server.url,
       now,
-      onKeysChanged: async (orgId) => {
-        keysChanged.push(orgId);
+      // Publishing to a bucket that records which organisation's keys were published.
+      publish: {
+        put: async (key) => {
+          if (key.endsWith('/jwks-pub.json')) keysChanged.push(key.split('/')[1]);
+        },
       },
     });
     const app = await createHttpApp({
@@ -249,6 +253,79 @@ describe('OIDC tokens for jobs', () => {
     expect((await verifyAsCloud(minted.v2, orgId)).payload.sub).toMatch(new RegExp(`^org/${orgId}/project/${projectId}/`));
     expect((await issuer.jwks(orgId)).keys).toEqual(keys);
     await expect(issuer.prepare(randomUUID())).rejects.toThrow(/organization not found/);
+  });
+
+  it('publishes a new key before anything signs with it, in this process or another', async () => {
+    // The bucket: each organisation's published kids. This process's writes wait at a gate the test holds.
+    const published = new Map<string, string[]>();
+    const gate = readGate();
+    let held = 0;
+    const putVia = (gated: boolean) => async (key: string, body: Buffer) => {
+      if (gated) {
+        held++;
+        await gate.passed();
+        held--;
+      }
+      const [, org, , name] = key.split('/');
+      if (name === 'jwks-pub.json') published.set(org, (JSON.parse(body.toString()) as { keys: JWK[] }).keys.map((k) => k.kid!));
+    };
+    const issuerWith = (put: PutObject): OidcIssuer => {
+      return createOidcIssuer({ store, box, publicUrl: () => server.url, now, publish: { put } });
+    };
+    const here = issuerWith(putVia(true));
+    const elsewhere = issuerWith(putVia(false));
+    const newOrg = async (name: string) => {
+      const orgId = (await identity.orgs.create(name)).id;
+      const projectId = randomUUID();
+      await store.query('INSERT INTO projects (id, slug, org, name, repo_url) VALUES ($1, $2, $3, $4, $5)', [projectId, `gh/${name}/app`, name, 'app', `https://github.com/${name}/app.git`]);
+      return { orgId, projectId };
+    };
+    const kidOf = (minted: { v2: string }) => decodeProtectedHeader(minted.v2).kid!;
+    const publishing = async () => {
+      while (held === 0) await new Promise((r) => setTimeout(r, 5));
+    };
+
+    // This process: a job's token waits for the key its project's addition is making to be published.
+    const first = await newOrg('gated');
+    let open = gate.hold();
+    const preparing = here.prepare(first.orgId);
+    await publishing();
+    let signedAt: string[] | undefined;
+    const minting = here.mint(input('acme', first)).then((minted) => ((signedAt = published.get(first.orgId)), minted));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(signedAt).toBeUndefined();
+    open();
+    const [, minted] = await Promise.all([preparing, minting]);
+    expect(signedAt).toContain(kidOf(minted));
+
+    // Another process stores its key first: its token's key is in the bucket when it signs, and again
+    // after this process's publication of the key that lost.
+    const second = await newOrg('raced');
+    open = gate.hold();
+    const losing = here.prepare(second.orgId);
+    await publishing();
+    const won = await elsewhere.mint(input('acme', second));
+    expect(published.get(second.orgId)).toEqual([kidOf(won)]);
+    open();
+    await losing;
+    expect(published.get(second.orgId)).toEqual([kidOf(won)]);
+    expect(kidOf(await here.mint(input('acme', second)))).toBe(kidOf(won));
+  });
+
+  it('goes on making keys when the bucket refuses and a failure is to be logged, and stores no key when it is not', async () => {
+    const refused = new Error('AccessDenied: the bucket refuses writes');
+    const put = async () => {
+      throw refused;
+    };
+    const failures: [string, Error][] = [];
+    const orgId = (await identity.orgs.create('refused')).id;
+    const strict = createOidcIssuer({ store, box, publicUrl: () => server.url, now, publish: { put } });
+    await expect(strict.prepare(orgId)).rejects.toThrow('AccessDenied');
+    expect((await strict.jwks(orgId)).keys).toEqual([]);
+    const lenient = createOidcIssuer({ store, box, publicUrl: () => server.url, now, publish: { put, failed: (org, error) => failures.push([org, error]) } });
+    await lenient.prepare(orgId);
+    expect((await lenient.jwks(orgId)).keys).toHaveLength(1);
+    expect(failures).toEqual([[orgId, refused]]);
   });
 
   it('keeps organisations apart: a token of one verifies under no other organisation’s issuer, even with its claims rewritten', async () => {
@@ -447,7 +524,7 @@ describe('OIDC tokens for jobs', () => {
         await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: body, ContentType: contentType }));
       };
       // Every key change is published before the new key signs.
-      const published: OidcIssuer = createOidcIssuer({ store, box, publicUrl: () => bucketUrl, now, onKeysChanged: async (orgId) => void (await publishOidcDocuments(published, put, [orgId])) });
+      const published = createOidcIssuer({ store, box, publicUrl: () => bucketUrl, now, publish: { put } });
       expect(await publishOidcDocuments(published, put, [ids.rival])).toEqual([`org/${ids.rival}/.well-known/jwks-pub.json`, `org/${ids.rival}/.well-known/openid-configuration`]);
       await published.rotate(ids.rival);
       const token = (await published.mint(input('rival', { vcsOrigin: 'github.com/rival/thing' }))).v2;
