@@ -56,7 +56,14 @@ export function createHealth(deps: HealthDeps): Health {
   const within = async (what: () => Promise<unknown>): Promise<CheckResult> => {
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([what(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)))]);
+      await Promise.race([
+        what(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+          // A check still waiting for a slow database does not hold up a process that is ending.
+          timer.unref();
+        }),
+      ]);
       return { ok: true };
     } catch (error) {
       return { ok: false, error: (error as Error).message.slice(0, 300) };
