@@ -230,13 +230,14 @@ export function createOidcIssuer(options: OidcIssuerOptions): OidcIssuer {
       if (current && !(await sql.retireKey(tx, current, now()))) return false;
       return sql.insertActiveKey(tx, fresh);
     });
-    if (!changed) {
-      // Another process's key won, and this one's publication may have overwritten its: publish what is stored.
-      await publish(orgId);
-      return;
+    if (changed) {
+      if (current) privateKeys.delete(current);
+      await sql.deleteRetiredKeys(store, new Date(now().getTime() - keepRetiredDays * DAY_MS));
     }
-    if (current) privateKeys.delete(current);
-    await sql.deleteRetiredKeys(store, new Date(now().getTime() - keepRetiredDays * DAY_MS));
+    // Again, what is stored now: a publication in between (another process's key change, the hourly
+    // one of every organisation) wrote the JWKS without this key, or this one's overwrote the key
+    // of another process that stored its own first.
+    await publish(orgId);
   };
 
   const once = (orgId: string, change: () => Promise<void>) => {

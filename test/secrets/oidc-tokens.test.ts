@@ -75,6 +75,7 @@ describe('OIDC tokens for jobs', () => {
   const tokens: Record<string, string> = {};
   const ids: Record<string, string> = {};
   const keysChanged: string[] = [];
+  const publishedKids = new Set<string>();
 
   const call = async (method: string, path: string, who: string, body?: unknown) => {
     const res = await fetch(server.url + path, {
@@ -133,10 +134,14 @@ describe('OIDC tokens for jobs', () => {
       box,
       publicUrl: () => server.url,
       now,
-      // Publishing to a bucket that records which organisation's keys were published.
+      // Publishing to a bucket that records the organisation of each key it is sent for the first time.
       publish: {
-        put: async (key) => {
-          if (key.endsWith('/jwks-pub.json')) keysChanged.push(key.split('/')[1]);
+        put: async (key, body) => {
+          if (!key.endsWith('/jwks-pub.json')) return;
+          for (const { kid } of (JSON.parse(body.toString()) as { keys: JWK[] }).keys) {
+            if (!publishedKids.has(kid!)) keysChanged.push(key.split('/')[1]);
+            publishedKids.add(kid!);
+          }
         },
       },
     });
@@ -325,7 +330,11 @@ describe('OIDC tokens for jobs', () => {
     const lenient = createOidcIssuer({ store, box, publicUrl: () => server.url, now, publish: { put, failed: (org, error) => failures.push([org, error]) } });
     await lenient.prepare(orgId);
     expect((await lenient.jwks(orgId)).keys).toHaveLength(1);
-    expect(failures).toEqual([[orgId, refused]]);
+    // Both of the change's publications (before the key is stored, and after) were reported.
+    expect(failures).toEqual([
+      [orgId, refused],
+      [orgId, refused],
+    ]);
   });
 
   it('keeps organisations apart: a token of one verifies under no other organisation’s issuer, even with its claims rewritten', async () => {
