@@ -56,6 +56,12 @@ module.exports = {
   // Longest files first, from a committed table of durations (a fresh CI machine has no Jest cache).
   testSequencer: '<rootDir>/test/sequencer.js',
   testTimeout: 60000,
+  // A worker's heap grows to 3–4 GiB over the parallel group (measured with ps); ending a process
+  // that size took longer than Jest's default half second here (a 1.2 GB heap alone took 0.23 s to
+  // exit, more when its pages are cold), with no handle left open (an environment that listed
+  // them at the worker's end found only its IPC pipe): Jest then printed "A worker process has
+  // failed to exit gracefully" and killed it. It is given 10 s.
+  workerGracefulExitTimeout: 10000,
   setupFiles: ['<rootDir>/test/setup-env.js'],
   // Every answer Gyre gives under /api/v2/ in any test is checked against CircleCI's API v2 description.
   setupFilesAfterEnv: ['<rootDir>/test/setup-spec-watch.ts'],
