@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createStepLauncher, type StepLauncher, type StepProcess } from '../../runtime/agent/sandbox/step-launcher';
 
 // The step launcher (runtime/agent/sandbox/step-launcher.ts): a small resident process starts
@@ -111,8 +111,10 @@ describe('the step launcher', () => {
     expect(done.code).toBe(0);
   });
 
-  // A process (a server, an agent) that ends while its launcher runs, the usual way to stop.
-  it('leaves no directory behind when the process that started it exits', () => {
+  // A process (a server, an agent) that ends while its launcher runs, the usual way to stop; one
+  // killed first leaves its directory, which the next launcher to start removes (every keeper's
+  // sweep lists the temporary directory entry by entry).
+  it('leaves no directory behind when the process that started it exits, and removes those of processes killed before', () => {
     const script = join(mkdtempSync(join(tmpdir(), 'gyre-launcher-test-')), 'exits.ts');
     writeFileSync(
       script,
@@ -129,10 +131,17 @@ step.on('close', (code: number) => {
     // The child's temporary directory is its own: other tests' launchers come and go meanwhile.
     const itsTmp = join(dirname(script), 'tmp');
     mkdirSync(itsTmp);
+    const gone = spawnSync('true').pid!;
+    const killedBefore = join(itsTmp, `gyre-launcher-${gone}-AbC123`);
+    const stillRunning = join(itsTmp, `gyre-launcher-${process.pid}-AbC123`);
+    for (const dir of [killedBefore, stillRunning]) {
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'output.sock'), '');
+    }
     try {
       const out = execFileSync(process.execPath, [join(__dirname, '../../bin/run-ts.js'), script], { encoding: 'utf8', env: { ...process.env, TMPDIR: itsTmp } });
       expect(out).toMatch(/^\d+ 0\n$/);
-      expect(readdirSync(itsTmp).filter((n) => n.startsWith('gyre-launcher-'))).toEqual([]);
+      expect(readdirSync(itsTmp).filter((n) => n.startsWith('gyre-launcher-'))).toEqual([`gyre-launcher-${process.pid}-AbC123`]);
     } finally {
       rmSync(dirname(script), { recursive: true, force: true });
     }

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
-import { chmod, lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { makeProcessTempDir } from './process-temp-dir';
 
 /** The file helper started through the TypeScript loader, when no bundle could be made. */
 export const HELPER_THROUGH_LOADER = resolve(__dirname, '../../../bin/gyre-tree-helper.js');
@@ -33,9 +33,8 @@ const made = new Set<string>();
 let listening = false;
 
 async function makeBundle(): Promise<string> {
-  await sweepLeftovers();
   // The pid in the name: a process killed before it could clean up is swept by the next one.
-  const dir = await mkdtemp(join(tmpdir(), `${PREFIX}${process.pid}-`));
+  const dir = makeProcessTempDir(PREFIX);
   made.add(dir);
   if (!listening) {
     listening = true;
@@ -59,25 +58,4 @@ async function makeBundle(): Promise<string> {
   }
   await chmod(outfile, 0o400);
   return outfile;
-}
-
-/** Removes the bundle directories of this user's processes that are gone. */
-async function sweepLeftovers(): Promise<void> {
-  const names = await readdir(tmpdir()).catch(() => [] as string[]);
-  for (const name of names) {
-    const pid = Number(new RegExp(`^${PREFIX}(\\d+)-`).exec(name)?.[1]);
-    if (!pid || pid === process.pid || alive(pid)) continue;
-    const dir = join(tmpdir(), name);
-    const info = await lstat(dir).catch(() => undefined);
-    if (info?.isDirectory() && info.uid === process.getuid?.()) await rm(dir, { recursive: true, force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

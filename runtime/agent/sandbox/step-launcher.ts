@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
+import { makeProcessTempDir } from './process-temp-dir';
 
 /**
  * Steps are started by a small resident process, the launcher, rather than by the agent's own.
@@ -259,7 +259,7 @@ export function createStepLauncher(): StepLauncher {
 
   const start = (): Running => {
     // mkdtemp makes the directory 0700: only this process's user may reach the socket.
-    const dir = mkdtempSync(join(tmpdir(), 'gyre-launcher-'));
+    const dir = makeProcessTempDir('gyre-launcher-');
     const path = join(dir, 'output.sock');
     const server = createServer(onConnection);
     server.listen(path);
