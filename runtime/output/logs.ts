@@ -6,6 +6,7 @@ import { createGunzip } from 'node:zlib';
 import { blobKey, type BlobStore } from '../blob/blob-store';
 import { NotFoundError } from '../domain/errors';
 import type { Logger } from '../logger';
+import { processExists } from '../process-exists';
 import { asBuffer, checkChunk, checkedChunk, compressChunk, decompressChunk, isCompressed, type CompressedChunk } from './log-chunk';
 import type { Queryable, Store } from '../store/store';
 
@@ -113,21 +114,12 @@ const SPOOL_BUDGET_BYTES = 256 * 1024 * 1024;
  */
 export const spoolRoot = () => join(tmpdir(), 'gyre-log-spools');
 
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes the spool directories of processes that have ended; returns how many. */
 async function sweepSpools(root: string, own: string): Promise<number> {
   let removed = 0;
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const pid = Number(name.split('-')[0]);
-    if (name === own || !Number.isInteger(pid) || pid <= 0 || running(pid)) continue;
+    if (name === own || !Number.isInteger(pid) || pid <= 0 || processExists(pid)) continue;
     await rm(join(root, name), { recursive: true, force: true });
     removed++;
   }

@@ -1,6 +1,7 @@
 import { lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processExists } from '../../process-exists';
 
 /**
  * A private temporary directory (mkdtemp: 0700, this process's user) named for this process,
@@ -26,7 +27,7 @@ function removeLeftovers(prefix: string): void {
   const named = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\d+)-`);
   for (const name of names) {
     const pid = Number(named.exec(name)?.[1]);
-    if (!pid || pid === process.pid || alive(pid)) continue;
+    if (!pid || pid === process.pid || processExists(pid)) continue;
     const dir = join(tmpdir(), name);
     try {
       const info = lstatSync(dir);
@@ -34,14 +35,5 @@ function removeLeftovers(prefix: string): void {
     } catch {
       // Removed meanwhile by another process, or not ours to remove.
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
