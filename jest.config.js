@@ -64,7 +64,7 @@ module.exports = {
   workerGracefulExitTimeout: 10000,
   setupFiles: ['<rootDir>/test/setup-env.js'],
   // Every answer Gyre gives under /api/v2/ in any test is checked against CircleCI's API v2 description.
-  setupFilesAfterEnv: ['<rootDir>/test/setup-spec-watch.ts'],
+  setupFilesAfterEnv: ['<rootDir>/test/setup-spec-watch.ts', '<rootDir>/test/setup-synth-outdirs.js'],
   globalSetup: '<rootDir>/test/global-setup.js',
   globalTeardown: '<rootDir>/test/global-teardown.js',
 };

@@ -1,5 +1,8 @@
 /**
- * Once per test run: a blank PGlite cluster (the data directory initdb makes), written to a file
+ * Once per test run: this run's own directory (GYRE_TEST_RUN_DIR, removed by
+ * test/global-teardown.js at the run's end: what the run's files would otherwise leave in the
+ * machine's temporary directory goes there, see test/setup-synth-outdirs.js), and in it a blank
+ * PGlite cluster (the data directory initdb makes), written to a file
  * the test files start their embedded databases from (test/setup-env.js hands it to the store), so
  * each new database skips initdb. The cluster is made by the PGlite this checkout installed, so it
  * always matches; migrations are not in it (tests of migrations need the blank schema).
@@ -21,12 +24,13 @@ module.exports = async function globalSetup() {
   const db = await PGlite.create();
   const image = await db.dumpDataDir('none');
   await db.close();
-  const dir = mkdtempSync(join(tmpdir(), 'gyre-jest-pglite-'));
+  const dir = mkdtempSync(join(tmpdir(), 'gyre-jest-run-'));
   const file = join(dir, 'blank-cluster.tar');
   writeFileSync(file, Buffer.from(await image.arrayBuffer()));
-  // Workers start after this and inherit the variable.
+  // Workers start after this and inherit the variables.
   process.env.GYRE_TEST_PGLITE_BLANK_CLUSTER = file;
-  globalThis.__gyreBlankClusterDir = dir;
+  process.env.GYRE_TEST_RUN_DIR = dir;
+  globalThis.__gyreTestRunDir = dir;
   // The migrated embedded database that `gyre server` processes of the tests start from
   // (test/support/embedded-database.ts), made here once rather than by the first test files of
   // two workers at once inside their start-up budget. Kept in the temporary directory per schema,
