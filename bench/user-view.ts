@@ -48,9 +48,9 @@ import { median, percentile } from './stats';
 export async function benchUserLatency(): Promise<Figures[]> {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const results: Figures[] = [];
-  const stores: ('pglite' | 'postgres')[] = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+  const stores = storesToMeasure();
   for (const store of stores) results.push(await rounded(`Gyre ${store === 'pglite' ? 'embedded (PGlite)' : 'on PostgreSQL'}, 4 slots`, rounds, (receiver) => gyreTarget(store, receiver)));
-  if (process.env.DATABASE_URL) {
+  if (stores.includes('postgres')) {
     const floor = await rounded(FLOOR_NAME, rounds, floorTarget);
     results.push(floor);
     printTable(results);
@@ -63,6 +63,21 @@ export async function benchUserLatency(): Promise<Figures[]> {
   }
   printTable(results);
   return results;
+}
+
+/**
+ * The stores whose servers are measured: BENCH_STORES (`embedded`, `postgres` or both, comma
+ * separated), else the embedded one, and PostgreSQL too with DATABASE_URL. The floor is measured
+ * with PostgreSQL.
+ */
+function storesToMeasure(): ('pglite' | 'postgres')[] {
+  const given = process.env.BENCH_STORES;
+  if (given === undefined || given.trim() === '') return process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+  const names = given.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => name !== 'embedded' && name !== 'postgres');
+  if (unknown.length > 0 || names.length === 0) throw new Error(`BENCH_STORES '${given}': allowed are embedded and postgres, comma separated`);
+  if (names.includes('postgres') && !process.env.DATABASE_URL) throw new Error('BENCH_STORES names postgres: set DATABASE_URL to the PostgreSQL database to measure on');
+  return [...new Set(names)].map((name) => (name === 'embedded' ? 'pglite' : 'postgres'));
 }
 
 export async function benchPeers(): Promise<void> {
