@@ -10,6 +10,7 @@ import { isRefusal } from './retries';
 import { compressChunk, MAX_RAW_CHUNK_BYTES, type CompressedChunk } from '../output/log-chunk';
 import { createSecretMasker, maskText, type OutputMasker } from '../output/masking';
 import { createStepHandlers } from './steps';
+import { runStep as builtInRunStep } from './steps/command-steps';
 import { sshKeySecretValues } from './steps/ssh-key-steps';
 import { workingDirectoryOf, type StepContext, type StepHandler, type StepHandlers, type StepResult } from './steps/step-handler';
 import { HALT_MARKER, jobFiles, type TestTiming } from './job-tools/job-dir';
@@ -236,11 +237,13 @@ export async function runTask(options: AgentOptions): Promise<AgentResult> {
    * Starts the first step's command as soon as the executor is made, before the task's secrets
    * and its job directory are in: its process and its shell's start-up beside them, held at its
    * gate until its environment and its start's record are (docs/speed.md). Only a `run` step that
-   * runs first, with the built-in handlers, on an executor that holds steps and says no notice.
+   * runs first, with the built-in `run` handler (which takes an environment to come: the server's
+   * runner gives its own handlers for the file steps only), on an executor that holds steps and
+   * says no notice.
    */
   const startEarly = (executor: Executor, hasBash: boolean) => {
     const first = options.task.spec.steps[0];
-    if (ended || abort.signal.aborted || options.handlers || !executor.holdsSteps || executor.notice) return;
+    if (ended || abort.signal.aborted || handlers.run !== builtInRunStep || !executor.holdsSteps || executor.notice) return;
     if (first?.type !== 'run' || first.when === 'on_fail') return;
     early = startHeld(first, handlers, { task: options.task, executor, shellDefault: defaultShell(hasBash), signal: abort.signal });
   };

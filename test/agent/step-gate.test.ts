@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTask, type TaskReporter } from '../../runtime/agent/agent';
 import { createShellExecutor } from '../../runtime/agent/shell-executor';
+import { createStepHandlers } from '../../runtime/agent/steps';
 import { detectIsolation, type Isolation } from '../../runtime/agent/sandbox/isolation';
 import { SIGNALLER_MARK } from '../../runtime/agent/sandbox/keepers';
 import type { JobSpec } from '../../runtime/config/plan';
@@ -149,6 +150,21 @@ function processesOf(uid: number): string[] {
       expect(result).toEqual({ outcome: 'success' });
       expect(seen.running).toBeGreaterThan(0);
       expect(readFileSync(out, 'utf8')).toBe(`${odd}|from the job||${taskDir}.tmp|2`);
+    });
+
+    // `gyre server`'s runner gives the agent handlers of its own for the file steps (they write
+    // under the lease): its first `run` step is started early all the same.
+    it("is started early with the server runner's handlers too (its own file steps, the built-in run step)", async () => {
+      const taskDir = join(workRoot, 'task-f');
+      const executor = await createShellExecutor({ taskDir, isolation });
+      const seen = { running: 0 };
+      const out = join(drop, 'f');
+      const reporter = secretsOnceStarted(taskDir, seen, { env: { SECRET_F: 'from the secret' } });
+      const handlers = createStepHandlers({ store_artifacts: async () => ({ status: 'success', exitCode: 0 }) });
+      const result = await runTask({ task: taskOf('t-f', `printf '%s' "$SECRET_F" > ${out}`), reporter, executor, handlers, log: createLogger({ level: 'error' }), heartbeatMs: 10_000 });
+      expect(result).toEqual({ outcome: 'success' });
+      expect(seen.running).toBeGreaterThan(0);
+      expect(readFileSync(out, 'utf8')).toBe('from the secret');
     });
 
     it('is started again with its environment when a variable is one a shell sets at its start (SHLVL counts up as before)', async () => {
