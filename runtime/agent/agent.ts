@@ -534,7 +534,7 @@ interface JobDirWritten {
 type Prepared =
   | { readonly executor: Executor; readonly hasBash: boolean; readonly jobDir: JobDirWritten }
   | { readonly executor: Executor; readonly hasBashFailed: unknown }
-  | { readonly executor?: undefined; readonly failed: unknown };
+  | { readonly executor?: Executor; readonly failed: unknown };
 
 /**
  * Makes the task's executor, asks whether it has bash and writes Gyre's directory into the job
@@ -559,7 +559,14 @@ async function prepareExecutor(
   } catch (hasBashFailed) {
     return { executor, hasBashFailed };
   }
+  // The first step's command is started while the executor finishes making what it makes (held
+  // at its gate until that is done too: Executor.ready).
   onMade(executor, hasBash);
+  try {
+    await executor.ready;
+  } catch (failed) {
+    return { executor, failed };
+  }
   // Not made here, the first step makes it: nothing is lost. Not waited for before the job
   // directory is sent: an executor that makes both through one process gets them together.
   const working = executor.makeWorkingDirectory?.(workingDirectoryOf(options.task)).catch(() => undefined);

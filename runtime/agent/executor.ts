@@ -92,6 +92,13 @@ export interface Executor {
   start(request: ExecRequest, onOutput: OutputTaker, signal: AbortSignal): Execution;
   /** Whether `start` honours ExecRequest.gate (the agent waits for what it stands for otherwise). */
   readonly holdsSteps?: boolean;
+  /**
+   * Resolves once what the executor makes for the task is made (a shell box's directories: the
+   * executor is handed out meanwhile), rejects with why it could not be. Until then only steps
+   * held at a gate may be started (the executor holds them until it is ready too); everything
+   * else waits for it. @default - ready when handed out
+   */
+  readonly ready?: Promise<void>;
   /** Removes what the executor made for this task. */
   cleanup(): Promise<void>;
   /**

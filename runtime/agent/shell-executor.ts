@@ -18,6 +18,11 @@ export interface ShellExecutorOptions {
   readonly taskDir: string;
   /** How the build is kept apart from Gyre and other builds. @default none (Gyre's own user; for tests of other things) */
   readonly isolation?: Isolation;
+  /**
+   * Hands the executor out while the task's directories are being made (Executor.ready says when
+   * they are): the agent's first step starts beside them. @default false: once they are made
+   */
+  readonly early?: boolean;
 }
 
 /**
@@ -26,9 +31,9 @@ export interface ShellExecutorOptions {
  * runs in its own process group, so stopping it stops whatever it started too; the file steps read
  * and write the task's tree with the build's identity.
  */
-export async function createShellExecutor({ taskDir, isolation }: ShellExecutorOptions): Promise<Executor> {
+export async function createShellExecutor({ taskDir, isolation, early }: ShellExecutorOptions): Promise<Executor> {
   const chosen = isolation ?? detectIsolation({ mode: 'shell' });
-  const box = await chosen.openBox(taskDir);
+  const box = await chosen.openBox(taskDir, { early });
   const bash = existsSync('/bin/bash') || existsSync('/usr/bin/bash');
   const resolvePath = (path: string) => {
     const expanded = expandHome(path, box.home);
@@ -101,6 +106,7 @@ export async function createShellExecutor({ taskDir, isolation }: ShellExecutorO
       await box.seed(dir.slice(box.home.length + 1), []);
     },
     holdsSteps: true,
+    ready: box.ready,
     start(request: ExecRequest, onOutput, signal): Execution {
       let stop = () => undefined as void;
       const done = (async (): Promise<ExecResult> => {

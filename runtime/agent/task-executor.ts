@@ -197,7 +197,8 @@ async function createExecutorOf(options: TaskExecutorOptions): Promise<Executor>
       secrets: (options.withSecrets ? await options.withSecrets() : options.task).secrets?.env,
     });
   }
-  return createShellExecutor({ taskDir: options.taskDir, isolation: execution.isolation });
+  // The agent waits for its directories itself (Executor.ready), its first step started meanwhile.
+  return createShellExecutor({ taskDir: options.taskDir, isolation: execution.isolation, early: true });
 }
 
 export const taskDirOf = (root: string, taskId: string, attempt: string | number) => join(root, `${taskId}-${attempt}`);

@@ -59,9 +59,11 @@ function processesOf(uid: number): string[] {
    * loaded machine 300 ms was not always enough to start a shell).
    */
   const untilRunning = async (taskDir: string, seen: { running: number }) => {
-    const uid = statSync(taskDir).uid;
     for (const until = Date.now() + 5000; Date.now() < until; ) {
       await new Promise((r) => setTimeout(r, 20));
+      // A box handed out early (as the server's runner has it) makes its directories meanwhile.
+      const uid = statSync(taskDir, { throwIfNoEntry: false })?.uid;
+      if (uid === undefined) continue;
       seen.running = processesOf(uid).length;
       if (seen.running > 0) return;
     }
@@ -153,10 +155,11 @@ function processesOf(uid: number): string[] {
     });
 
     // `gyre server`'s runner gives the agent handlers of its own for the file steps (they write
-    // under the lease): its first `run` step is started early all the same.
-    it("is started early with the server runner's handlers too (its own file steps, the built-in run step)", async () => {
+    // under the lease), and an executor handed out while its directories are made: its first
+    // `run` step is started early all the same.
+    it("is started early with the server runner's handlers and executor too (its own file steps, the built-in run step, its directories made meanwhile)", async () => {
       const taskDir = join(workRoot, 'task-f');
-      const executor = await createShellExecutor({ taskDir, isolation });
+      const executor = await createShellExecutor({ taskDir, isolation, early: true });
       const seen = { running: 0 };
       const out = join(drop, 'f');
       const reporter = secretsOnceStarted(taskDir, seen, { env: { SECRET_F: 'from the secret' } });

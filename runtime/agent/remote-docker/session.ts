@@ -81,6 +81,9 @@ export function withRemoteDocker(executor: Executor, options: RemoteDockerOption
     hasBash: () => executor.hasBash(),
     makeWorkingDirectory: executor.makeWorkingDirectory?.bind(executor),
     hostAddress: executor.hostAddress?.bind(executor),
+    // What the executor does with a step's gate and its readiness is its own: passed on as they are.
+    holdsSteps: executor.holdsSteps,
+    ready: executor.ready,
     start: (request, onOutput, signal) => executor.start({ ...request, env: { ...env, ...request.env } }, onOutput, signal),
     archive: (root, patterns) => executor.archive(root, patterns),
     extract: (dest, tar, limits) => executor.extract(dest, tar, limits),

@@ -117,6 +117,12 @@ export interface BuildBox {
    * (`extract`).
    */
   seed(dir: string, files: readonly SeedFile[]): Promise<boolean>;
+  /**
+   * Resolves once the task's directories are made, rejects with why they could not be. Until then
+   * the box starts only steps held at a gate (`runScript` with one, `runScriptBeforeEnvironment`),
+   * which it holds until they are made too; everything else waits for them.
+   */
+  readonly ready: Promise<void>;
   /** Kills everything, removes the task's directories and gives the identity back. */
   close(): Promise<void>;
 }
@@ -136,8 +142,12 @@ export interface Isolation {
   readonly notice?: string;
   /** Makes `workRoot` (where task directories go) fit for this kind; the error names `setting`. */
   prepareWorkRoot(workRoot: string, setting: string): Promise<void>;
-  /** Makes the directories of a task and takes a build identity for it. */
-  openBox(taskDir: string): Promise<BuildBox>;
+  /**
+   * Makes the directories of a task and takes a build identity for it. `early`: the box is handed
+   * out while its directories are being made (`BuildBox.ready` says when they are), so that the
+   * first step's shell can start beside them; else once they are.
+   */
+  openBox(taskDir: string, options?: { readonly early?: boolean }): Promise<BuildBox>;
   /** Stops what tasks of dead processes left under `workRoot` and removes their directories; returns how many. */
   reapOrphans(workRoot: string): Promise<number>;
   /**
@@ -481,6 +491,33 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
   let closing = false;
   /** A `warm` under way: `close` waits for it, so nothing it starts outlives the close. */
   let warming: Promise<void> | undefined;
+  /**
+   * Where the first step of a task, started before its directories are made, gets its script and
+   * environment (ShellBoxParts.heldFiles): a directory per uid, root's, that only the uid may
+   * read (as a task's control directory), emptied whenever a uid is taken. Not used where a build
+   * uid could not reach it (an ancestor closed to others): such steps wait for the directories.
+   */
+  const heldRoot = `${lockDir}-held`;
+  let heldReachable: boolean | undefined;
+  const heldFilesOf = (uid: number): string | undefined => {
+    const dir = join(heldRoot, String(uid));
+    try {
+      mkdirSync(heldRoot, { recursive: true, mode: 0o711 });
+      chmodSync(heldRoot, 0o711);
+      heldReachable ??= firstClosedAncestor(join(heldRoot, 'x')) === undefined;
+      if (!heldReachable) return undefined;
+      // What a task of this uid left (a process killed before its task ended) goes first.
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { mode: 0o750 });
+      chownSync(dir, 0, uid);
+      chmodSync(dir, 0o750);
+      return dir;
+    } catch {
+      return undefined;
+    }
+  };
+  /** The uids taken here, with their `heldFilesOf` directory (undefined: none). */
+  const heldDirs = new Map<number, string | undefined>();
 
   /** A uid a finished task left, else one no other task on this host holds. */
   async function acquire(): Promise<{ uid: number; keeper: Keeper }> {
@@ -511,6 +548,7 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
           continue;
         }
         next = (next + i + 1) % size;
+        heldDirs.set(uid, heldFilesOf(uid));
         return { uid, keeper };
       }
       await new Promise((r) => setTimeout(r, 200));
@@ -538,32 +576,28 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         throw new ConfigurationError(setting, `build uids cannot reach task directories in ${workRoot}: ${closed} does not let other users pass (it needs o+x); choose a directory such as /var/lib/gyre/work`);
       }
     },
-    async openBox(taskDir) {
+    async openBox(taskDir, options) {
       const control = taskDir + CONTROL_SUFFIX;
       const tmp = taskDir + TMP_SUFFIX;
       const { uid, keeper } = await acquire();
-      try {
-        // Made by the uid's keeper (root, a process of its own), not on this thread: see MAKE in
-        // ./keepers.ts. What an earlier task of this name left is removed first; every directory
-        // is then new (a path already there fails). The control directory is Gyre's (owner file,
-        // scripts): the build may read, never write it.
-        await keeper.make([
-          ...taskDirsOf(taskDir).map((path) => ({ op: 'rm' as const, path })),
-          { op: 'mkdir', path: control, mode: 0o700 },
-          { op: 'write', path: join(control, 'owner'), mode: 0o600, data: OWNER },
-          { op: 'write', path: join(control, 'uid'), mode: 0o600, data: String(uid) },
-          { op: 'own', path: control, uid: 0, gid: uid },
-          { op: 'chmod', path: control, mode: 0o750 },
-          ...[taskDir, tmp].flatMap((path) => [
-            { op: 'mkdir' as const, path, mode: 0o700 },
-            { op: 'own' as const, path, uid, gid: uid },
-          ]),
-        ]);
-      } catch (error) {
-        await keeper.close();
-        held.delete(uid);
-        throw error;
-      }
+      // Made by the uid's keeper (root, a process of its own), not on this thread: see MAKE in
+      // ./keepers.ts. What an earlier task of this name left is removed first; every directory
+      // is then new (a path already there fails). The control directory is Gyre's (owner file,
+      // scripts): the build may read, never write it. The box is handed out meanwhile: the first
+      // step's shell starts beside them (held until they are made: ShellBoxParts.made).
+      const made = keeper.make([
+        ...taskDirsOf(taskDir).map((path) => ({ op: 'rm' as const, path })),
+        { op: 'mkdir', path: control, mode: 0o700 },
+        { op: 'write', path: join(control, 'owner'), mode: 0o600, data: OWNER },
+        { op: 'write', path: join(control, 'uid'), mode: 0o600, data: String(uid) },
+        { op: 'own', path: control, uid: 0, gid: uid },
+        { op: 'chmod', path: control, mode: 0o750 },
+        ...[taskDir, tmp].flatMap((path) => [
+          { op: 'mkdir' as const, path, mode: 0o700 },
+          { op: 'own' as const, path, uid, gid: uid },
+        ]),
+      ]);
+      made.catch(() => undefined);
       const bundled = await helperBundle();
       const helper: HelperLauncher = (args) =>
         spawn(process.execPath, [bundled ?? HELPER_THROUGH_LOADER, ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TSX_DISABLE_CACHE: '1' }, cwd: '/', stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
@@ -573,16 +607,23 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         seesHostPaths: false,
         env: { TMPDIR: tmp },
         keeper,
-        spawnIn: (command, env, gate) => stepLauncher().launch(command[0], command.slice(1), { cwd: taskDir, env: { ...env }, uid, gid: uid, gate }),
+        spawnIn: (command, env, gate, outside) => stepLauncher().launch(command[0], command.slice(1), { cwd: outside ? '/' : taskDir, env: { ...env }, uid, gid: uid, gate }),
         gates: true,
+        made,
+        heldFiles: heldDirs.get(uid),
         archive: (root, patterns) => archiveAs(helper, { uid, root, patterns }),
         extract: (dest, tar, limits) => extractAs(helper, { uid, dest, maxBytes: limits?.maxBytes }, tar),
         scriptMode: 0o640,
         scriptGroup: uid,
         buildUid: uid,
-        // Swept and emptied: the uid waits, locked, for the slot's next task.
+        // Swept and emptied: the uid waits, locked, for the slot's next task (not when its
+        // directories could not be made: the keeper is given up, as one that died).
         release: async () => {
-          if (!closing && keeper.alive()) {
+          const wasMade = await made.then(
+            () => true,
+            () => false,
+          );
+          if (wasMade && !closing && keeper.alive()) {
             idle.push({ uid, keeper });
             return;
           }
@@ -590,6 +631,13 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
           held.delete(uid);
         },
       });
+      if (options?.early) return box;
+      try {
+        await made;
+      } catch (error) {
+        await box.close().catch(() => undefined);
+        throw error;
+      }
       return box;
     },
     warm(tasks) {
@@ -640,6 +688,8 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         if (keeper === 'busy') continue;
         try {
           await removeTaskDirs(taskDir);
+          // And what its first step got before its directories were made.
+          rmSync(join(heldRoot, String(uid)), { recursive: true, force: true });
           reaped++;
         } finally {
           await keeper.close();
@@ -661,8 +711,20 @@ interface ShellBoxParts {
   readonly seesHostPaths: boolean;
   readonly env: Readonly<Record<string, string>>;
   readonly keeper?: Keeper;
-  /** Starts a step (through the launcher: ./step-launcher.ts) in its own process group, stdin closed, stdout and stderr piped. */
-  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>) => StepProcess;
+  /**
+   * Starts a step (through the launcher: ./step-launcher.ts) in its own process group, stdin
+   * closed, stdout and stderr piped; in the home, or in `/` when `outside` (its directories are
+   * not made yet).
+   */
+  readonly spawnIn: (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>, outside?: boolean) => StepProcess;
+  /** The task's directories being made (the box is handed out meanwhile). @default made */
+  readonly made?: Promise<void>;
+  /**
+   * Where a step started before the task's directories are made gets its files (its script and
+   * environment): a directory the build may read and not write, as the control directory. Without
+   * it such steps wait for the directories.
+   */
+  readonly heldFiles?: string;
   /** Whether spawnIn passes a gate on to the process it starts (the launcher's fd 3 reaches the shell). */
   readonly gates?: boolean;
   readonly archive: BuildBox['archive'];
@@ -683,16 +745,33 @@ function shellBox(parts: ShellBoxParts): BuildBox {
   let ran = false;
   /** What the seeds sent to the keeper and not yet answered make (see `seed`). */
   const seeding = new Set<string>();
+  /** The task's directories (ShellBoxParts.made): whether they are made, and the promise of them. */
+  const ready = parts.made ?? Promise.resolve();
+  ready.catch(() => undefined);
+  let made = parts.made === undefined;
+  ready.then(() => (made = true), () => undefined);
+  /** Files written in `parts.heldFiles` for this task: removed when it ends. */
+  const heldFiles: string[] = [];
+  /** Whether a step held at a gate may be started now: made, or its files have a place before. */
+  const canHold = () => made || parts.heldFiles !== undefined;
   const asBuild =
     <A extends unknown[], R>(fn: (...args: A) => R) =>
     (...args: A): R => {
       ran = true;
       return fn(...args);
     };
-  /** A fresh name for a file of the task's control directory: where it is here, and as the build sees it. */
-  const controlFile = (kind: 'script' | 'env') => {
+  /**
+   * A fresh name for a file of the task's control directory (`outside`: of `parts.heldFiles`, the
+   * directories not made yet): where it is here, and as the build sees it.
+   */
+  const controlFile = (kind: 'script' | 'env', outside = false) => {
     // A fresh name each time, in a directory the build cannot write: nothing can be swapped in.
     const name = `${kind}-${++scripts}-${randomBytes(4).toString('hex')}.sh`;
+    if (outside) {
+      const path = join(parts.heldFiles!, name);
+      heldFiles.push(path);
+      return { path, seenAs: path };
+    }
     return { path: join(parts.control, name), seenAs: join(parts.controlSeenAs ?? parts.control, name) };
   };
   /** Writes a file only the task can read and it cannot change. */
@@ -703,16 +782,27 @@ function shellBox(parts: ShellBoxParts): BuildBox {
     if (parts.scriptGroup !== undefined) chownSync(path, 0, parts.scriptGroup);
   };
   /** Writes a script only the task can read and it cannot change; returns its path as the build sees it. */
-  const writeScript = (content: string): string => {
-    const file = controlFile('script');
+  const writeScript = (content: string, outside = false): string => {
+    const file = controlFile('script', outside);
     writeControl(file.path, content);
     return file.seenAs;
   };
-  /** `ranAtGate`: nothing of the build runs before `gate` resolves, so the box is as made until then (`seed`). */
-  const start = (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>, ranAtGate = false): StepProcess => {
+  /**
+   * A shell started before the task's directories are made starts in `/`: once its gate opens it
+   * enters the home first, so that its working directory is entered from there, as one started in
+   * the home does (OLDPWD).
+   */
+  const homeLine = (outside: boolean) => (outside ? `cd '${parts.home.replace(/'/g, `'\\''`)}' || exit 1; ` : '');
+  /**
+   * `ranAtGate`: nothing of the build runs before `gate` resolves, so the box is as made until then
+   * (`seed`). A gated step is held until the task's directories are made too, whatever its gate;
+   * `outside`: it starts before they are (in `/`, its files in `parts.heldFiles`).
+   */
+  const start = (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>, ranAtGate = false, outside = false): StepProcess => {
     if (closed) throw new Error('the task has ended');
     if (!ranAtGate) ran = true;
-    const child = parts.spawnIn(command, env, gate);
+    const held = gate && parts.made ? Promise.all([gate, ready]).then(() => undefined) : gate;
+    const child = parts.spawnIn(command, env, held, outside);
     // Its pid comes a moment later, from the launcher. A task that ended in that moment kills it
     // at once: nothing started for a task outlives it.
     child.once('spawn', () => {
@@ -736,27 +826,31 @@ function shellBox(parts: ShellBoxParts): BuildBox {
     home: parts.home,
     seesHostPaths: parts.seesHostPaths,
     env: parts.env,
+    ready,
     runScript(cwd, shell, script, env, gate) {
       if (closed) throw new Error('the task has ended');
+      if (!gate && !made) throw new Error("the task's directories are not made yet: start the step once the box is ready");
       if (gate) {
-        if (!parts.gates || !entersItself(cwd, shell, env)) throw new Error('this step cannot be held at a gate: wait for it before starting the step');
-        return start([...shell, writeScript(GATE_LINE + enteringLine(cwd) + script)], env, gate);
+        if (!parts.gates || !entersItself(cwd, shell, env) || !canHold()) throw new Error('this step cannot be held at a gate: wait for it before starting the step');
+        const outside = !made;
+        return start([...shell, writeScript(GATE_LINE + homeLine(outside) + enteringLine(cwd) + script, outside)], env, gate, false, outside);
       }
       if (entersItself(cwd, shell, env)) return start([...shell, writeScript(enteringLine(cwd) + script)], env);
       return start(['/bin/sh', '-c', STEP_WRAPPER, 'sh', cwd, ...shell, writeScript(script)], env);
     },
-    gates: (cwd, shell, env) => parts.gates === true && entersItself(cwd, shell, env),
+    gates: (cwd, shell, env) => parts.gates === true && entersItself(cwd, shell, env) && canHold(),
     runScriptBeforeEnvironment(cwd, shell, script) {
       if (closed) throw new Error('the task has ended');
-      if (!parts.gates || !entersItself(cwd, shell, {})) throw new Error('this step cannot be started before its environment is known');
+      if (!parts.gates || !entersItself(cwd, shell, {}) || !canHold()) throw new Error('this step cannot be started before its environment is known');
+      const outside = !made;
       let go!: () => void;
       let stop!: (reason: Error) => void;
       const gate = new Promise<void>((resolve, reject) => ((go = resolve), (stop = reject)));
       // The environment is written, where only the task may read it, just before its gate opens;
       // the shell reads it after the gate's line. It waits there, running nothing of the build:
       // the box counts as run from then (`seed` is over), not from the process's start.
-      const file = controlFile('env');
-      const child = start([...shell, writeScript(envGateLine(file.seenAs) + enteringLine(cwd) + script)], {}, gate, true);
+      const file = controlFile('env', outside);
+      const child = start([...shell, writeScript(envGateLine(file.seenAs) + homeLine(outside) + enteringLine(cwd) + script, outside)], {}, gate, true, outside);
       // Read by the shell at its start: removed once it has ended (else with the task's directories).
       child.once('close', () => rmSync(file.path, { force: true }));
       return {
@@ -775,9 +869,16 @@ function shellBox(parts: ShellBoxParts): BuildBox {
         stop: () => stop(new Error('the step does not run')),
       };
     },
-    archive: asBuild(parts.archive),
-    extract: asBuild(parts.extract),
+    archive: asBuild(async (root: string, patterns: readonly string[]) => {
+      await ready;
+      return parts.archive(root, patterns);
+    }),
+    extract: asBuild(async (dest: string, tar: AsyncIterable<Uint8Array>, limits?: { maxBytes?: number }) => {
+      await ready;
+      return parts.extract(dest, tar, limits);
+    }),
     async seed(dir, files) {
+      await ready;
       if (ran || closed) return false;
       const root = parts.removes ?? parts.home;
       if (!isSeedPath(dir) || files.some((f) => !isSeedPath(f.path))) throw new Error(`seed: '${dir}' or one of its files is not a plain relative path`);
@@ -835,6 +936,11 @@ function shellBox(parts: ShellBoxParts): BuildBox {
       if (closed) return;
       closed = true;
       killGroups();
+      // The task's own files (a script, its environment) where the task alone may read them.
+      for (const path of heldFiles.splice(0)) rmSync(path, { force: true });
+      // What the keeper was making is made first (it does its lines in order; the removal here
+      // must not meet a directory being made).
+      await ready.catch(() => undefined);
       // Nothing of the task may run while its files are removed (for a uid: nothing of that uid),
       // and the identity goes back only after: the next task of that uid finds nothing. The
       // keeper removes them after its sweep, off this thread; whatever it left is removed here.
