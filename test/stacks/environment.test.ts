@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadEnvironment, loadEnvironments, parseEnvironment } from '../../stacks/environment';
 import { ROLE_NAMES } from '../../runtime/roles/names';
+import { testTempDir } from '../support/temp-dir';
 
 const examples = path.join(__dirname, '..', '..', 'environments');
 const valid = () => ({
@@ -107,7 +108,7 @@ describe('environment definitions', () => {
   });
 
   test('relative paths are resolved from the environment file\'s directory, whatever the working directory', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-env-'));
+    const dir = testTempDir('gyre-env-');
     fs.mkdirSync(path.join(dir, 'certs'));
     fs.writeFileSync(path.join(dir, 'certs', 'gyre.pem'), 'CERT');
     fs.writeFileSync(path.join(dir, 'certs', 'gyre-key.pem'), 'KEY');
@@ -138,7 +139,7 @@ describe('environment definitions', () => {
   });
 
   test('a file that is not YAML names the file', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-env-'));
+    const dir = testTempDir('gyre-env-');
     const file = path.join(dir, 'broken.yaml');
     fs.writeFileSync(file, 'cloud: [aws\n');
     expect(() => loadEnvironment(file)).toThrow(`${file}: (file) is not valid YAML`);

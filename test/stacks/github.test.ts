@@ -2,7 +2,6 @@ import 'cdktf/lib/testing/adapters/jest';
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { App, Fn, Testing } from 'cdktf';
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
@@ -14,6 +13,7 @@ import { ImageCatalog } from '../../constructs/images';
 import { readGitHubAppSettings } from '../../runtime/github/settings';
 import { ROLE_NAMES } from '../../runtime/roles/names';
 import { kubernetesObjects, schemaErrors, unknownFields } from '../distribution/kubernetes-manifests';
+import { testTempDir } from '../support/temp-dir';
 
 Testing.setupJest();
 
@@ -29,7 +29,7 @@ const GITHUB_ROLES = ['gyre-api', 'gyre-conductor', 'gyre-cron'];
 
 /** An operator's directory: the app's key (PKCS#1, as GitHub hands it out), the webhook secret, GHES's CA. */
 function operatorFiles() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-github-env-'));
+  const dir = testTempDir('gyre-github-env-');
   fs.mkdirSync(path.join(dir, 'secrets'));
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs1', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
   const webhookSecret = randomBytes(32).toString('hex');
@@ -50,7 +50,7 @@ function environmentWith(example: 'aws-example' | 'gcp-example', name: string, d
 
 /** `cdktf synth` into a directory of its own; every stack's JSON, and the directory. */
 function synth(envs: ReturnType<typeof loadEnvironment>[]) {
-  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-github-out-'));
+  const outdir = testTempDir('gyre-github-out-');
   const app = new App({ outdir });
   addEnvironments(app, envs);
   app.synth();
@@ -138,7 +138,7 @@ describe.each([['aws-example', 'EKS'], ['gcp-example', 'GKE']] as const)('%s (%s
   test('the runtime accepts what each of those roles is given', () => {
     const secret = resourcesOf(server, 'kubernetes_secret_v1').find((s) => s.metadata.name === GITHUB_APP_SECRET);
     // The kubelet's part: the Secret's keys as files where the volume is mounted.
-    const mounted = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-github-mount-'));
+    const mounted = testTempDir('gyre-github-mount-');
     for (const [key, expression] of Object.entries<string>(secret.data_wo)) fs.copyFileSync(fileRead(stackDir, expression), path.join(mounted, key));
     for (const pod of podsOf(server).filter((p) => GITHUB_ROLES.includes(p.name))) {
       const env = Object.fromEntries(Object.entries(envOf(pod.spec.container[0])).map(([k, v]) => [k, v.replace(GITHUB_APP_MOUNT, mounted)]));

@@ -1,7 +1,6 @@
 import 'cdktf/lib/testing/adapters/jest';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { App, Fn, Testing } from 'cdktf';
 import { SecretV1 } from '@cdktf/provider-kubernetes/lib/secret-v1';
@@ -9,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { loadEnvironment, parseEnvironment } from '../../stacks/environment';
 import { addEnvironments } from '../../stacks/app';
 import { ControlPlane, ControlPlaneProps, SMTP_SECRET, SmtpProps } from '../../constructs/kubernetes/control-plane';
+import { testTempDir } from '../support/temp-dir';
 import { ImageCatalog } from '../../constructs/images';
 import { readNotificationSettings } from '../../runtime/notifications/settings';
 import { kubernetesObjects, schemaErrors, unknownFields } from '../distribution/kubernetes-manifests';
@@ -27,7 +27,7 @@ const EXAMPLES = path.join(__dirname, '..', '..', 'environments');
 const PASSWORD = 'p@ss:w/rd +%20 ?#ünïcode';
 
 function operatorFiles() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-smtp-env-'));
+  const dir = testTempDir('gyre-smtp-env-');
   fs.mkdirSync(path.join(dir, 'secrets'));
   fs.writeFileSync(path.join(dir, 'secrets', 'smtp-password'), `${PASSWORD}\n`);
   fs.writeFileSync(path.join(dir, 'empty'), '\n');
@@ -42,7 +42,7 @@ function environmentWith(name: string, dir: string, smtp: Record<string, unknown
 }
 
 function synth(envs: ReturnType<typeof loadEnvironment>[]) {
-  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'gyre-smtp-out-'));
+  const outdir = testTempDir('gyre-smtp-out-');
   const app = new App({ outdir });
   addEnvironments(app, envs);
   app.synth();

@@ -9,11 +9,12 @@ import { readSettings } from '../../runtime/settings';
 import { checkAnswer, type SpecViolation } from './circleci-spec';
 import { createTestDatabase, type StoreKind } from './database';
 import { seedEmbeddedDatabase } from './embedded-database';
+import { testTempDir } from './temp-dir';
 
 export { flowStore, testStores, type StoreKind } from './database';
 
 /** Makes a git repository with these files committed on `main`; returns its path. */
-export function makeGitRepo(files: Record<string, string>, dir = mkdtempSync(join(tmpdir(), 'gyre-repo-'))): string {
+export function makeGitRepo(files: Record<string, string>, dir = testTempDir('gyre-repo-')): string {
   for (const [path, content] of Object.entries(files)) {
     mkdirSync(dirname(join(dir, path)), { recursive: true });
     writeFileSync(join(dir, path), content);

@@ -1,6 +1,6 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { testTempDir } from './temp-dir';
 
 /**
  * An orb source tree laid out as `circleci orb pack` expects it (src/@orb.yml, a directory per
@@ -8,7 +8,7 @@ import path from 'node:path';
  * that pack or import a tree need nothing outside the repository. Answers the tree's root.
  */
 export function makeOrbSourceTree(): string {
-  const tree = mkdtempSync(path.join(tmpdir(), 'orb-tree-'));
+  const tree = testTempDir('orb-tree-');
   for (const dir of ['src/commands', 'src/scripts', 'src/examples']) mkdirSync(path.join(tree, dir), { recursive: true });
   writeFileSync(path.join(tree, 'src', '@orb.yml'), 'version: 2.1\ndescription: Sends a message\n');
   writeFileSync(
