@@ -8,7 +8,7 @@
  * always matches; migrations are not in it (tests of migrations need the blank schema).
  */
 const { execFile } = require('node:child_process');
-const { mkdtempSync, writeFileSync } = require('node:fs');
+const { chmodSync, mkdtempSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
 
@@ -25,6 +25,9 @@ module.exports = async function globalSetup() {
   const image = await db.dumpDataDir('none');
   await db.close();
   const dir = mkdtempSync(join(tmpdir(), 'gyre-jest-run-'));
+  // Others may pass, not list, as in the machine's temporary directory: a test that hands a
+  // directory of its own to another user (chown) finds it reachable.
+  chmodSync(dir, 0o711);
   const file = join(dir, 'blank-cluster.tar');
   writeFileSync(file, Buffer.from(await image.arrayBuffer()));
   // Workers start after this and inherit the variables.
