@@ -50,10 +50,28 @@ function showSignIn(message) {
   signInPage(currentView, route, message);
 }
 
+/**
+ * The address whose page `#main` now holds, once its first load is drawn: until then the old page
+ * may still be on screen under the new address (an assistive tool or a test waits for it).
+ */
+function markShown(view, hash) {
+  if (view.alive) main().dataset.shown = hash;
+}
+
 async function route() {
   if (currentView) currentView.dispose();
   const view = (currentView = createView());
-  const target = parseRoute(location.hash);
+  const hash = location.hash || '#/';
+  delete main().dataset.shown;
+  try {
+    await show(view, hash);
+  } finally {
+    markShown(view, hash);
+  }
+}
+
+async function show(view, hash) {
+  const target = parseRoute(hash);
   const page = pages[target.page];
   try {
     await loadMe(showSignIn);

@@ -35,3 +35,20 @@ export function watchForProblems(page: Page): string[] {
   });
   return problems;
 }
+
+/**
+ * Goes to `url` and waits until the UI has drawn that page. Going to another address of the same
+ * page is a change of fragment only: `page.goto` returns at once while the previous page is still
+ * on screen, and a click then lands on its links (a flaky failure once in CI).
+ */
+export async function openPage(page: Page, url: string): Promise<void> {
+  await page.goto(url);
+  await pageShown(page, url);
+}
+
+/** Waits until the browser is at `url` and the UI has drawn its page. */
+export async function pageShown(page: Page, url: string): Promise<void> {
+  await page.waitForURL(url, WAIT);
+  const hash = new URL(url).hash || '#/';
+  await page.locator(`#main[data-shown=${JSON.stringify(hash)}]`).waitFor({ state: 'attached', ...WAIT });
+}

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page, Route } from 'playwright-core';
 import { startTestGyre, type TestGyre } from '../support/gyre';
-import { chromiumPresent, CHROMIUM, launchChromium, signedInContext, WAIT, watchForProblems } from './browser';
+import { chromiumPresent, CHROMIUM, launchChromium, openPage, pageShown, signedInContext, WAIT, watchForProblems } from './browser';
 
 // A project's insights page in Chromium: the workflow metrics of CircleCI's
 // GET /insights/{project-slug}/workflows as a table, and each workflow's recent runs
@@ -73,9 +73,9 @@ function pixelsOf(page: Page, selector: string, rgb: [number, number, number]): 
     const page = await context.newPage();
     const problems = watchForProblems(page);
     const served = await gyre.raw('GET', '/api/v2/insights/gh/acme/charts/workflows?reporting-window=last-30-days');
-    await page.goto(`${gyre.url}/#/project/gh/acme/charts`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/charts`);
     await page.click('a.insights-link', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/insights/gh/acme/charts`);
+    await pageShown(page, `${gyre.url}/#/insights/gh/acme/charts`);
     if (served.status === 404) {
       const message = page.locator('.insights-unavailable');
       await message.waitFor(WAIT);
@@ -109,7 +109,7 @@ function pixelsOf(page: Page, selector: string, rgb: [number, number, number]): 
     });
     const asked: URLSearchParams[] = [];
     await serveFixture(page, asked);
-    await page.goto(`${gyre.url}/#/insights/gh/acme/charts`);
+    await openPage(page, `${gyre.url}/#/insights/gh/acme/charts`);
 
     const build = page.locator('tr.insights-row[data-name="build"]');
     await build.waitFor(WAIT);
@@ -158,7 +158,7 @@ function pixelsOf(page: Page, selector: string, rgb: [number, number, number]): 
     const page = await context.newPage();
     const problems = watchForProblems(page);
     await page.route('**/api/v2/insights/**', (route) => route.fulfill({ status: 404, contentType: 'application/json', body: '{"message":"route not found: GET /api/v2/insights/gh/acme/charts/workflows"}' }));
-    await page.goto(`${gyre.url}/#/insights/gh/acme/charts`);
+    await openPage(page, `${gyre.url}/#/insights/gh/acme/charts`);
     const message = page.locator('.insights-unavailable');
     await message.waitFor(WAIT);
     expect(await message.textContent()).toBe('Insights are not available for gh/acme/charts on this server. The API answered: route not found: GET /api/v2/insights/gh/acme/charts/workflows');

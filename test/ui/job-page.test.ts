@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { startTestGyre, type TestGyre } from '../support/gyre';
-import { chromiumPresent, CHROMIUM, launchChromium, signedInContext, WAIT, watchForProblems } from './browser';
+import { chromiumPresent, CHROMIUM, launchChromium, openPage, pageShown, signedInContext, WAIT, watchForProblems } from './browser';
 
 // A job's page in Chromium against a whole Gyre: the Artifacts tab lists what the job stored and
 // its link downloads it; a search marks the matching lines of the log and can hide the others; a
@@ -86,7 +86,7 @@ const REPORT_OUTPUT = 'alpha one\nbeta two\n\x1b[31mALPHA red\x1b[0m three\ngamm
       dialogs.push(dialog.message());
       void dialog.dismiss();
     });
-    await page.goto(`${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
+    await openPage(page, `${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
     const tab = page.locator('button.tab[data-tab="artifacts"]');
     await tab.locator('.artifact-count').waitFor(WAIT);
     expect(await tab.textContent()).toBe('Artifacts 2');
@@ -112,7 +112,7 @@ const REPORT_OUTPUT = 'alpha one\nbeta two\n\x1b[31mALPHA red\x1b[0m three\ngamm
   test('a search marks the matching lines of the log, in any case, and can hide the others', async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
+    await openPage(page, `${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
     const log = page.locator('details.step', { hasText: 'Write a report' }).locator('.log');
     await log.locator('.log-line').first().waitFor(WAIT);
     const lines = log.locator('.log-line');
@@ -154,7 +154,7 @@ const REPORT_OUTPUT = 'alpha one\nbeta two\n\x1b[31mALPHA red\x1b[0m three\ngamm
   test("a step's raw log downloads as the build wrote it, colour codes and all", async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
+    await openPage(page, `${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
     const step = page.locator('details.step', { hasText: 'Write a report' });
     await step.locator('.log-line').first().waitFor(WAIT);
     const [download] = await Promise.all([page.waitForEvent('download', WAIT), step.locator('a.raw-log').click()]);
@@ -162,7 +162,7 @@ const REPORT_OUTPUT = 'alpha one\nbeta two\n\x1b[31mALPHA red\x1b[0m three\ngamm
     expect(download.suggestedFilename()).toBe(`report-${jobs.report}-step-${index}.log`);
     expect(readFileSync((await download.path())!, 'utf8')).toBe(REPORT_OUTPUT);
     // The page stays where it was.
-    expect(page.url()).toBe(`${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
+    await pageShown(page, `${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
     expect(problems).toEqual([]);
     await page.close();
   }, 60_000);
@@ -170,7 +170,7 @@ const REPORT_OUTPUT = 'alpha one\nbeta two\n\x1b[31mALPHA red\x1b[0m three\ngamm
   test('Cancel stops a running job: its page and the API say canceled', async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/job/gh/acme/jobs/${jobs.sleeper}`);
+    await openPage(page, `${gyre.url}/#/job/gh/acme/jobs/${jobs.sleeper}`);
     await page.locator('details.step .log', { hasText: 'started-sleeping' }).waitFor(WAIT);
     expect(await page.locator('.job-status').textContent()).toBe('running');
     // A finished job offers no Cancel; this one does.
@@ -181,7 +181,7 @@ const REPORT_OUTPUT = 'alpha one\nbeta two\n\x1b[31mALPHA red\x1b[0m three\ngamm
     expect(job.status).toBe('canceled');
     expect(await page.locator('details.step .log').first().textContent()).not.toContain('never-printed');
 
-    await page.goto(`${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
+    await openPage(page, `${gyre.url}/#/job/gh/acme/jobs/${jobs.report}`);
     await page.locator('.job-status.status-success').waitFor(WAIT);
     expect(await page.locator('button.cancel-job').count()).toBe(0);
     expect(problems).toEqual([]);

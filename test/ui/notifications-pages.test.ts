@@ -1,7 +1,7 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startHttpReceiver, until, type HttpReceiver } from '../notifications/receivers';
 import { flowStore, startTestGyre, type StoreKind, type TestGyre } from '../support/gyre';
-import { chromiumPresent, CHROMIUM, launchChromium, signedInContext, WAIT, watchForProblems } from './browser';
+import { chromiumPresent, CHROMIUM, launchChromium, openPage, pageShown, signedInContext, WAIT, watchForProblems } from './browser';
 
 // A project's Webhooks and Notifications pages in Chromium against a whole Gyre (the notifier
 // among its roles) and a local HTTP receiver: an admin adds a webhook through the form and sees
@@ -67,9 +67,9 @@ async function pageText(page: Page): Promise<string> {
   });
 
   test("an admin adds a webhook through the project's Webhooks page: it is listed with its secret masked, and the API has it; a metadata address is refused in the server's words", async () => {
-    await page.goto(`${gyre.url}/#/project/gh/acme/shop`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/shop`);
     await page.click('a.webhooks-link', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/webhooks/gh/acme/shop`);
+    await pageShown(page, `${gyre.url}/#/webhooks/gh/acme/shop`);
     await page.locator('.no-webhooks').waitFor(WAIT);
 
     const form = page.locator('form.create-webhook');
@@ -212,9 +212,9 @@ async function pageText(page: Page): Promise<string> {
   }, 30_000);
 
   test("an admin sets email recipients, a Slack webhook and when to notify on the project's Notifications page; the API keeps them and a bad address is refused in its words", async () => {
-    await page.goto(`${gyre.url}/#/project/gh/acme/shop`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/shop`);
     await page.click('a.notifications-link', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/notifications/gh/acme/shop`);
+    await pageShown(page, `${gyre.url}/#/notifications/gh/acme/shop`);
     const form = page.locator('form.notification-form');
     await form.waitFor(WAIT);
     expect(await form.locator('input.notify-on-failed').isChecked()).toBe(true);

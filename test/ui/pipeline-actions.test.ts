@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { startTestGyre, type TestGyre } from '../support/gyre';
-import { chromiumPresent, CHROMIUM, launchChromium, signedInContext, WAIT, watchForProblems } from './browser';
+import { chromiumPresent, CHROMIUM, launchChromium, openPage, signedInContext, WAIT, watchForProblems } from './browser';
 
 // What a team does on the project and pipeline pages, in Chromium against a whole Gyre: trigger a
 // pipeline with parameters from a form and read them back in the job's output; rerun a failed
@@ -87,7 +87,7 @@ workflows:
   test('a trigger form starts a pipeline on a branch with typed parameters, and the job prints them', async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/project/gh/acme/actions`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/actions`);
     await page.click('summary.trigger-open', WAIT);
     const form = page.locator('form.trigger-form');
     expect(await form.locator('.trigger-branch').inputValue()).toBe('main');
@@ -131,7 +131,7 @@ workflows:
   test('a parameter the config does not declare is sent, and the pipeline page shows why it errored', async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/project/gh/acme/actions`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/actions`);
     await page.click('summary.trigger-open', WAIT);
     const form = page.locator('form.trigger-form');
     await form.locator('button.add-parameter').click();
@@ -155,7 +155,7 @@ workflows:
     expect(first.jobs.flaky.status).toBe('failed');
     const failedId = first.workflows[0].id;
 
-    await page.goto(`${gyre.url}/#/pipeline/${pipeline.id}`);
+    await openPage(page, `${gyre.url}/#/pipeline/${pipeline.id}`);
     const failed = page.locator(`section.workflow[data-workflow-id="${failedId}"]`);
     await failed.locator('.badge', { hasText: 'failed' }).waitFor(WAIT);
     writeFileSync(gate, '');
@@ -191,7 +191,7 @@ workflows:
     expect(await page.locator('section.workflow').count()).toBe(3);
 
     // And the project's page shows the pipeline with its three workflows.
-    await page.goto(`${gyre.url}/#/project/gh/acme/actions`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/actions`);
     const row = page.locator(`.pipeline-row[data-id="${pipeline.id}"]`);
     await row.waitFor(WAIT);
     expect(await row.locator('.workflow-chips .chip').count()).toBe(3);
@@ -203,7 +203,7 @@ workflows:
     const page = await context.newPage();
     const problems = watchForProblems(page);
     const pipeline = await gyre.trigger('gh/acme/release');
-    await page.goto(`${gyre.url}/#/pipeline/${pipeline.id}`);
+    await openPage(page, `${gyre.url}/#/pipeline/${pipeline.id}`);
     const hold = page.locator('.job-node[data-name="hold"][data-status="on_hold"]');
     await hold.waitFor(WAIT);
     expect(await page.getAttribute('.job-node[data-name="ship"]', 'data-status')).toBe('blocked');

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { flowStore, startTestGyre, type StoreKind, type TestGyre } from '../support/gyre';
+import { openPage, pageShown } from './browser';
 
 // The secrets pages in Chromium against a whole Gyre, as a user sees them: an admin adds a project
 // variable and sees only its masked form, then and after a reload; makes a context, gives it a
@@ -98,9 +99,9 @@ async function everythingOn(page: Page): Promise<string> {
     let accept = false;
     const asked = answerDialogs(page, () => accept);
 
-    await page.goto(`${gyre.url}/#/project/gh/acme/shop`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/shop`);
     await page.click('a.envvars-link', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/envvars/gh/acme/shop`);
+    await pageShown(page, `${gyre.url}/#/envvars/gh/acme/shop`);
     const section = page.locator('section.variables[data-scope="project"]');
     await section.locator('.no-variables').waitFor(WAIT);
 
@@ -153,9 +154,9 @@ async function everythingOn(page: Page): Promise<string> {
     const problems = watchForProblems(page);
     const asked = answerDialogs(page, () => true);
 
-    await page.goto(`${gyre.url}/#/org/gh/acme`);
+    await openPage(page, `${gyre.url}/#/org/gh/acme`);
     await page.click('a.contexts-link', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/contexts/gh/acme`);
+    await pageShown(page, `${gyre.url}/#/contexts/gh/acme`);
     const contexts = page.locator('section.contexts');
     await contexts.locator('.no-contexts').waitFor(WAIT);
     await contexts.locator('input.context-name').fill('deploy-creds');
@@ -170,7 +171,7 @@ async function everythingOn(page: Page): Promise<string> {
 
     const id = (await contextRow.getAttribute('data-id'))!;
     await contextRow.locator('a.context-link').click();
-    expect(page.url()).toBe(`${gyre.url}/#/contexts/gh/acme/${id}`);
+    await pageShown(page, `${gyre.url}/#/contexts/gh/acme/${id}`);
     expect(await page.locator('h1 .context-title').textContent({ timeout: WAIT.timeout })).toBe('deploy-creds');
 
     // A variable, then a new value for it through the row's Replace.
@@ -276,7 +277,7 @@ async function everythingOn(page: Page): Promise<string> {
       const message = ((await refusal.json()) as { message: string }).message;
       expect(message).toMatch(/project:admin/);
 
-      await page.goto(`${gyre.url}/#/envvars/gh/acme/shop`);
+      await openPage(page, `${gyre.url}/#/envvars/gh/acme/shop`);
       const section = page.locator('section.variables[data-scope="project"]');
       const row = section.locator('tr.variable-row[data-name="EXISTING"]');
       await row.waitFor(WAIT);
@@ -291,7 +292,7 @@ async function everythingOn(page: Page): Promise<string> {
       expect(await section.locator('tr.variable-row').count()).toBe(1);
 
       // Contexts: Vera sees them, and is refused a new one with the organization's reason.
-      await page.goto(`${gyre.url}/#/contexts/gh/acme`);
+      await openPage(page, `${gyre.url}/#/contexts/gh/acme`);
       await page.locator('tr.context-row[data-name="shared"]').waitFor(WAIT);
       await page.fill('input.context-name', 'vera-context');
       await page.click('form.create-context button[type=submit]');

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { flowStore, startTestGyre, type TestGyre } from '../support/gyre';
+import { openPage, pageShown } from './browser';
 
 // The web UI in Debian's Chromium against a real Gyre: a user signs in with the link the server
 // prints, finds the pipeline, opens a job, and watches a log line arrive that the build prints
@@ -158,7 +159,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
     // not the token.
     await page.goto(`${gyre.url}/login#token=${gyre.token}`);
     await page.waitForSelector('a.card[data-slug="gh/acme/ui-demo"]', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/`);
+    await pageShown(page, `${gyre.url}/#/`);
     const session = (await context.cookies()).find((c) => c.name === 'gyre_session');
     expect(session).toMatchObject({ httpOnly: true, sameSite: 'Lax', path: '/' });
     expect(session!.value).not.toContain(gyre.token);
@@ -166,7 +167,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
 
     await page.click('a.card[data-slug="gh/acme/ui-demo"]');
     await page.click(`.pipeline-row[data-number="${pipeline.number}"] a.pipeline-link`, WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/pipeline/${pipeline.id}`);
+    await pageShown(page, `${gyre.url}/#/pipeline/${pipeline.id}`);
 
     // The workflow's graph: two jobs, one edge from prepare to gated; gated runs once prepare is done.
     const gatedNode = page.locator('a.job-node[data-name="gated"][data-status="running"]');
@@ -209,7 +210,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
     const problems = watchForProblems(page);
     await gyre.waitForPipeline(pipeline.id);
 
-    await page.goto(`${gyre.url}/#/pipeline/${pipeline.id}`);
+    await openPage(page, `${gyre.url}/#/pipeline/${pipeline.id}`);
     await page.click('a.job-node[data-name="prepare"]', WAIT);
     const log = page.locator('details.step', { hasText: 'Markup and colour' }).locator('.log');
     await log.locator('span.ansi-red').waitFor(WAIT);
@@ -229,7 +230,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
     const stored = await gyre.api<{ state: string; errors: { message: string }[] }>('GET', `/api/v2/pipeline/${broken.id}`);
     expect(stored.state).toBe('errored');
 
-    await page.goto(`${gyre.url}/#/project/gh/acme/broken`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/broken`);
     const row = page.locator(`.pipeline-row[data-number="${broken.number}"]`);
     await row.waitFor(WAIT);
     expect(await row.locator('.badge').textContent()).toBe('errored');
@@ -251,7 +252,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
     const { jobs } = await gyre.waitForPipeline(tested.id);
     expect(jobs.unit.status).toBe('success');
 
-    await page.goto(`${gyre.url}/#/job/gh/acme/ui-tests/${jobs.unit.job_number}`);
+    await openPage(page, `${gyre.url}/#/job/gh/acme/ui-tests/${jobs.unit.job_number}`);
     const tab = page.locator('button.tab[data-tab="tests"]');
     await tab.locator('.tab-count[data-result="failure"]').waitFor(WAIT);
     expect(await tab.textContent()).toBe('Tests 1 failed 1 passed');
@@ -294,9 +295,9 @@ describe.each(flowStore())('web UI on %s', (store) => {
     await gyre.api('POST', '/api/v2/users', { login: 'uma', name: 'Uma' });
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/`);
+    await openPage(page, `${gyre.url}/#/`);
     await page.click('a.org-link[data-org="acme"]', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/org/gh/acme`);
+    await pageShown(page, `${gyre.url}/#/org/gh/acme`);
     const org = page.locator('section.members[data-scope="org"]');
     await org.locator('.no-members').waitFor(WAIT);
     await org.locator('.add-login').fill('uma');
@@ -310,9 +311,9 @@ describe.each(flowStore())('web UI on %s', (store) => {
     await org.locator('.no-members').waitFor(WAIT);
     expect((await gyre.api('GET', '/api/v2/organization/gh/acme/members')).items).toEqual([]);
 
-    await page.goto(`${gyre.url}/#/project/gh/acme/ui-demo`);
+    await openPage(page, `${gyre.url}/#/project/gh/acme/ui-demo`);
     await page.click('a.members-link', WAIT);
-    expect(page.url()).toBe(`${gyre.url}/#/members/gh/acme/ui-demo`);
+    await pageShown(page, `${gyre.url}/#/members/gh/acme/ui-demo`);
     const members = page.locator('section.members[data-scope="project"]');
     await members.locator('.add-login').fill('uma');
     await members.locator('.add-role').selectOption('write');
@@ -345,7 +346,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
   test('a user makes a personal token on the tokens page, sees it once, and revokes it', async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/`);
+    await openPage(page, `${gyre.url}/#/`);
     await page.click('.who a.nav-tokens', WAIT);
     const tokens = page.locator('section.tokens[data-scope="personal"]');
     await tokens.locator('tr.token-row').first().waitFor(WAIT);
@@ -367,7 +368,7 @@ describe.each(flowStore())('web UI on %s', (store) => {
   test('an admin reads the audit log; a user who is not an admin has no audit page', async () => {
     const page = await context.newPage();
     const problems = watchForProblems(page);
-    await page.goto(`${gyre.url}/#/`);
+    await openPage(page, `${gyre.url}/#/`);
     await page.click('.who a.nav-audit', WAIT);
     const set = page.locator('tr.audit-row[data-action="project.member.set"]').first();
     await set.waitFor(WAIT);
