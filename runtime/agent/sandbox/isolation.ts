@@ -801,7 +801,8 @@ function shellBox(parts: ShellBoxParts): BuildBox {
   const start = (command: readonly string[], env: Readonly<Record<string, string>>, gate?: Promise<void>, ranAtGate = false, outside = false): StepProcess => {
     if (closed) throw new Error('the task has ended');
     if (!ranAtGate) ran = true;
-    const held = gate && parts.made ? Promise.all([gate, ready]).then(() => undefined) : gate;
+    // Composed with the directories' readiness only while they are being made: once they are, the gate alone.
+    const held = gate && !made ? Promise.all([gate, ready]).then(() => undefined) : gate;
     const child = parts.spawnIn(command, env, held, outside);
     // Its pid comes a moment later, from the launcher. A task that ended in that moment kills it
     // at once: nothing started for a task outlives it.
