@@ -435,15 +435,20 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
     async stepFinished(lease, step) {
       // Announced with the write, as a step's start is: followers read what is there then, the
       // chunks or (once moved below) the archive, which a reader takes in either order.
-      await writeUnderLease(
+      // The same statement reads the step's stored chunks (the agent sends its step's end after
+      // its last chunk is stored), which the move of its output then need not ask for again.
+      const [ended] = await queryUnderLease<{ seqs: number[]; bytes: number[] }>(
         store,
         lease,
-        `UPDATE steps s SET status = $5, exit_code = $6, stopped_at = now()
-           FROM lease WHERE s.task_id = lease.id AND s.attempt = $3 AND s.index = $4`,
+        `written AS (UPDATE steps s SET status = $5, exit_code = $6, stopped_at = now()
+           FROM lease WHERE s.task_id = lease.id AND s.attempt = $3 AND s.index = $4)`,
         [step.index, step.status, step.exitCode ?? null, CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step: step.index })],
-        'SELECT pg_notify($7, $8) FROM lease',
+        `SELECT pg_notify($7, $8),
+           coalesce((SELECT array_agg(c.seq ORDER BY c.seq) FROM log_chunks c WHERE c.task_id = lease.id AND c.attempt = $3 AND c.step_index = $4), '{}')::int[] AS seqs,
+           coalesce((SELECT array_agg(coalesce(c.raw_bytes, length(c.data)) ORDER BY c.seq) FROM log_chunks c WHERE c.task_id = lease.id AND c.attempt = $3 AND c.step_index = $4), '{}')::int[] AS bytes
+         FROM lease`,
       );
-      await output?.stepFinished(lease.taskId, lease.attempt, step.index);
+      await output?.stepFinished(lease.taskId, lease.attempt, step.index, { seqs: ended.seqs.map(Number), bytes: ended.bytes.map(Number) });
     },
 
     async completeTask(lease, outcome) {

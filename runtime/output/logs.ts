@@ -35,8 +35,19 @@ export interface LogSink {
    * called, so the lease is held for the write only.
    */
   appendChunk(fenced: Fenced, taskId: string, attempt: number, step: number, seq: number, data: Uint8Array | CompressedChunk): Promise<void>;
-  /** Moves a finished step's output, compressed, to the blob store and drops its chunks. */
-  stepFinished(taskId: string, attempt: number, step: number): Promise<void>;
+  /**
+   * Moves a finished step's output, compressed, to the blob store and drops its chunks. `stored`:
+   * the step's chunks in the database once its end was recorded (read in that statement, after the
+   * agent's last chunk was stored), so that none is asked for again; a step that wrote nothing then
+   * costs no statement here.
+   */
+  stepFinished(taskId: string, attempt: number, step: number, stored?: StoredChunks): Promise<void>;
+}
+
+/** The chunks of a step in the database: their seqs in order, and each one's size (raw bytes). */
+export interface StoredChunks {
+  readonly seqs: readonly number[];
+  readonly bytes: readonly number[];
 }
 
 /** One chunk of a step's output, as the agent sent it (after masking and the output cap). */
@@ -313,22 +324,30 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
     void closeSpool(key, false);
   }
 
-  /** A finished step's spool, closed, if it holds exactly the chunks the database holds. */
-  async function completeSpool(key: string, taskId: string, attempt: number, step: number): Promise<Spool | undefined> {
+  /**
+   * A finished step's spool, closed, if it holds exactly the chunks the database holds (`stored`
+   * when the caller read them already).
+   */
+  async function completeSpool(key: string, taskId: string, attempt: number, step: number, stored?: StoredChunks): Promise<Spool | undefined> {
     const s = await closeSpool(key, true);
     if (!s) return undefined;
-    const index = await store.query<{ seq: number; bytes: number }>(
-      'SELECT seq, coalesce(raw_bytes, length(data)) AS bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 ORDER BY seq',
-      [taskId, attempt, step],
-    );
-    let same = index.length === s.seqs.length;
-    for (let i = 0, end = 0; same && i < index.length; i++) {
-      end += Number(index[i].bytes);
-      same = index[i].seq === s.seqs[i] && end === s.ends[i];
+    const index = stored ?? (await storedChunks(taskId, attempt, step));
+    let same = index.seqs.length === s.seqs.length;
+    for (let i = 0, end = 0; same && i < index.seqs.length; i++) {
+      end += Number(index.bytes[i]);
+      same = Number(index.seqs[i]) === s.seqs[i] && end === s.ends[i];
     }
     if (same) return s;
     await rm(s.path, { force: true });
     return undefined;
+  }
+
+  async function storedChunks(taskId: string, attempt: number, step: number): Promise<StoredChunks> {
+    const rows = await store.query<{ seq: number; bytes: number }>(
+      'SELECT seq, coalesce(raw_bytes, length(data)) AS bytes FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 ORDER BY seq',
+      [taskId, attempt, step],
+    );
+    return { seqs: rows.map((row) => row.seq), bytes: rows.map((row) => row.bytes) };
   }
 
   /**
@@ -474,13 +493,15 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
       }
     },
 
-    async stepFinished(taskId, attempt, step) {
+    async stepFinished(taskId, attempt, step, stored) {
       let temp: string | undefined;
       let held: (string | null)[] = [];
       try {
         // The stored gzip members, one after another, are the archive: nothing is recompressed,
         // and when this process stored every chunk, nothing is read back either.
-        const spooled = await completeSpool(`${taskId}/${attempt}/${step}`, taskId, attempt, step);
+        const spooled = await completeSpool(`${taskId}/${attempt}/${step}`, taskId, attempt, step, stored);
+        // The step wrote nothing: there is nothing to move, and nothing to read to find that out.
+        if (!spooled && stored?.seqs.length === 0) return;
         const { path, seqs, ends } = spooled ?? (await archiveFromDatabase(taskId, attempt, step));
         temp = path;
         if (!temp || seqs.length === 0) return;

@@ -336,6 +336,41 @@ describe.each(testStores())('step output on %s', (kind) => {
     }
   });
 
+  it("ends a step that wrote nothing without reading its output back, and moves a step whose chunks it stored without reading them again", async () => {
+    // The statements that read a step's chunks back (the spool's check, the archive's read): the
+    // step's end brings what is stored with it, so neither is sent.
+    const reads: string[] = [];
+    const counting = new Proxy(store, {
+      get(target, key) {
+        if (key === 'query')
+          return (sql: string, params?: unknown[]) => {
+            if (/^\s*SELECT seq\b/.test(sql)) reads.push(sql);
+            return target.query(sql, params);
+          };
+        const value = Reflect.get(target, key);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const { dispatcher, logs } = processWith(undefined, undefined, counting);
+
+    const quiet = await runningStep(dispatcher);
+    await finish(dispatcher, quiet);
+    expect(reads).toEqual([]);
+    expect(await store.query('SELECT 1 FROM step_logs WHERE task_id = $1', [quiet.lease.taskId])).toEqual([]);
+    expect(await readAll(logs, quiet)).toEqual([]);
+
+    const loud = await runningStep(dispatcher);
+    const sent = pieces(output(600_000), [200_000, 100, 250_000]);
+    await send(dispatcher, loud, sent);
+    reads.length = 0;
+    await finish(dispatcher, loud);
+    expect(reads).toEqual([]);
+    expect(await store.query('SELECT seq FROM log_chunks WHERE task_id = $1', [loud.lease.taskId])).toEqual([]);
+    const moved = await readAll(logs, loud);
+    expect(moved.map((c) => c.seq)).toEqual([0, 1, 2, 3]);
+    expect(text(moved).equals(Buffer.concat(sent))).toBe(true);
+  });
+
   it('stores each chunk once, and counts it once, when retries race the original on two processes', async () => {
     const one = processWith();
     const other = processWith();
