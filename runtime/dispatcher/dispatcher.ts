@@ -443,10 +443,9 @@ export function createDispatcher({ store, config, log, queueWait, output }: Disp
         `written AS (UPDATE steps s SET status = $5, exit_code = $6, stopped_at = now()
            FROM lease WHERE s.task_id = lease.id AND s.attempt = $3 AND s.index = $4)`,
         [step.index, step.status, step.exitCode ?? null, CHANNELS.taskOutput, JSON.stringify({ taskId: lease.taskId, attempt: lease.attempt, step: step.index })],
-        `SELECT pg_notify($7, $8),
-           coalesce((SELECT array_agg(c.seq ORDER BY c.seq) FROM log_chunks c WHERE c.task_id = lease.id AND c.attempt = $3 AND c.step_index = $4), '{}')::int[] AS seqs,
-           coalesce((SELECT array_agg(coalesce(c.raw_bytes, length(c.data)) ORDER BY c.seq) FROM log_chunks c WHERE c.task_id = lease.id AND c.attempt = $3 AND c.step_index = $4), '{}')::int[] AS bytes
-         FROM lease`,
+        `SELECT pg_notify($7, $8), coalesce(stored.seqs, '{}')::int[] AS seqs, coalesce(stored.bytes, '{}')::int[] AS bytes
+           FROM lease, LATERAL (SELECT array_agg(c.seq ORDER BY c.seq) AS seqs, array_agg(coalesce(c.raw_bytes, length(c.data)) ORDER BY c.seq) AS bytes
+                                  FROM log_chunks c WHERE c.task_id = lease.id AND c.attempt = $3 AND c.step_index = $4) stored`,
       );
       await output?.stepFinished(lease.taskId, lease.attempt, step.index, { seqs: ended.seqs.map(Number), bytes: ended.bytes.map(Number) });
     },
