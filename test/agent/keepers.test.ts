@@ -300,6 +300,17 @@ describe("a uid keeper's signaller against the build it sweeps", () => {
       }
     });
 
+  /** A process as a failure shows it: its pid, state and command line (what was left, and doing what). */
+  const described = (pid: string) => {
+    let state = 'gone';
+    try {
+      state = /\nState:\s+([^\n]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
+    } catch {
+      // gone meanwhile
+    }
+    return `${pid} (${state}) ${cmdline(pid).split('\0').join(' ').slice(0, 200)}`;
+  };
+
   (root ? it : it.skip)('cannot be read or reached into by the build, and sends the kill that ends it', async () => {
     // Its answer is used once the keeper has seen it ready: a sweep may still start a `kill` child
     // (which ends the signaller too, and a new one is started), so this looks until one sweep ends
@@ -316,7 +327,7 @@ describe("a uid keeper's signaller against the build it sweeps", () => {
       buildProcess('sleep 300');
       await until('the build process', async () => ofUid(pid).length > 0, 10_000, 20);
       await keeper.sweep();
-      expect(ofUid(pid)).toEqual([]);
+      expect(ofUid(pid).map(described)).toEqual([]);
       kept = alive(pid);
     }
     expect(kept).toBe(true);
@@ -328,7 +339,7 @@ describe("a uid keeper's signaller against the build it sweeps", () => {
     await until('the signaller killed', async () => !alive(first), 10_000, 20);
     await until('the build process', async () => ofUid('').length > 0, 10_000, 20);
     await keeper.sweep();
-    expect(ofUid('')).toEqual([]);
+    expect(ofUid('').map(described)).toEqual([]);
     expect(keeper.alive()).toBe(true);
     const second = await signaller();
     expect(second).not.toBe(first);
@@ -342,6 +353,6 @@ describe("a uid keeper's signaller against the build it sweeps", () => {
     await keeper.sweep();
     // Answered within the keeper's time (a sweep not answered in 10 s leaves the keeper broken).
     expect(keeper.alive()).toBe(true);
-    expect(ofUid('')).toEqual([]);
+    expect(ofUid('').map(described)).toEqual([]);
   });
 });

@@ -185,6 +185,12 @@ process.stdout.write('ready\\n');
 const SIGNALLER_MS = 2000;
 
 /**
+ * How long a sweep keeps killing and looking for the uid's processes until none is left, at most:
+ * within the agent's 10 s for a sweep's answer, with SIGNALLER_MS twice before it.
+ */
+const KILL_WAIT_MS = 4000;
+
+/**
  * The uid keeper, run as root under `flock` on the uid's lock file (so one build uid serves one
  * task on this host at a time, across processes). It kills every process of the uid when it
  * starts (what a task before it may have left) and again when its stdin closes, then exits, which
@@ -288,9 +294,17 @@ const killAll = async () => {
   const r = spawnSync('kill', ['-9', '-1'], options);
   if (r.error) spawnSync(process.execPath, ['-e', 'try { process.kill(-1, "SIGKILL"); } catch {}'], options);
 };
+// Waited for by time, not by a count of kills: a killed process is not gone until it has freed its
+// memory (3 GiB took 180 ms on a busy machine here) or, in an uninterruptible wait (an exec paging
+// its program in from a busy disk, a write), until the wait ends, where twenty kills back to back
+// may take a few milliseconds. Pauses grow from 1 ms to 50, each followed by a kill again.
 const kill = async () => {
   await killAll();
-  for (let round = 0; round < 20 && running() > 0; round++) await killAll();
+  const deadline = Date.now() + ${KILL_WAIT_MS};
+  for (let pause = 1; running() > 0 && Date.now() < deadline; pause = Math.min(pause * 2, 50)) {
+    await new Promise((r) => setTimeout(r, pause));
+    await killAll();
+  }
 };
 // What the uid left where every user may write is handed to root (and a directory closed), so
 // the next task of this uid cannot read it. Nothing is deleted: others may write there too.
