@@ -1,35 +1,23 @@
-import { apiRole } from './api';
-import { auditRole } from './audit';
-import { conductorRole } from './conductor';
-import { contextsRole } from './contexts';
-import { cronRole } from './cron';
-import { dispatcherRole } from './dispatcher';
-import { identityRole } from './identity';
-import { insightsRole } from './insights';
-import { machinesRole } from './machines';
-import { notifierRole } from './notifier';
 import type { RoleName } from './names';
-import { outputRole } from './output';
 import type { Role } from './role';
-import { schedulerRole } from './scheduler';
 
 /**
  * The role map: every name in ROLE_NAMES has its module here (the type makes a missing one a
  * compile error), and the Kubernetes constructs deploy exactly these names.
  */
 export const ROLES: Readonly<Record<RoleName, Role>> = {
-  api: apiRole,
-  conductor: conductorRole,
-  dispatcher: dispatcherRole,
-  scheduler: schedulerRole,
-  output: outputRole,
-  identity: identityRole,
-  audit: auditRole,
-  contexts: contextsRole,
-  cron: cronRole,
-  insights: insightsRole,
-  notifier: notifierRole,
-  machines: machinesRole,
+  api: lazy('api', () => (require('./api') as typeof import('./api')).apiRole),
+  conductor: lazy('conductor', () => (require('./conductor') as typeof import('./conductor')).conductorRole),
+  dispatcher: lazy('dispatcher', () => (require('./dispatcher') as typeof import('./dispatcher')).dispatcherRole),
+  scheduler: lazy('scheduler', () => (require('./scheduler') as typeof import('./scheduler')).schedulerRole),
+  output: lazy('output', () => (require('./output') as typeof import('./output')).outputRole),
+  identity: lazy('identity', () => (require('./identity') as typeof import('./identity')).identityRole),
+  audit: lazy('audit', () => (require('./audit') as typeof import('./audit')).auditRole),
+  contexts: lazy('contexts', () => (require('./contexts') as typeof import('./contexts')).contextsRole),
+  cron: lazy('cron', () => (require('./cron') as typeof import('./cron')).cronRole),
+  insights: lazy('insights', () => (require('./insights') as typeof import('./insights')).insightsRole),
+  notifier: lazy('notifier', () => (require('./notifier') as typeof import('./notifier')).notifierRole),
+  machines: lazy('machines', () => (require('./machines') as typeof import('./machines')).machinesRole),
 };
 
 /**
@@ -38,3 +26,12 @@ export const ROLES: Readonly<Record<RoleName, Role>> = {
  * scheduler and the machines last (nothing runs before the roles that watch it are up). Stopped in reverse.
  */
 export const START_ORDER: readonly RoleName[] = ['dispatcher', 'conductor', 'output', 'identity', 'audit', 'contexts', 'cron', 'insights', 'notifier', 'api', 'scheduler', 'machines'];
+
+/**
+ * A role whose module is loaded when it starts: a pod runs one or two roles, and loading every
+ * role's module (the config compiler, the API's routes, the drivers…) cost each pod's start what
+ * it never used.
+ */
+function lazy(name: RoleName, load: () => Role): Role {
+  return { name, start: (core) => load().start(core) };
+}
