@@ -360,7 +360,7 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<GyreApp> {
   addFormats(ajvText);
   addFormats(ajvBody);
   // Each route's validator is compiled by Ajv the first time a request needs it, not when the
-  // route is added: a process compiled all of them at start (about 0.3 CPU-seconds of a server's
+  // route is added: a process compiled all of them at start (about 0.4 CPU-seconds of a server's
   // start, where most routes are never asked in a pod's life). The function Fastify holds hands
   // Ajv its context (the parent a coerced root value is written to) and Ajv's errors.
   app.setValidatorCompiler(({ schema, httpPart }) => {
