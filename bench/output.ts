@@ -88,7 +88,9 @@ async function remoteSteps(kind: 'pglite' | 'postgres', bytes: number, runs: num
     // With the Node flags and environment `gyre agent` starts with (bin/gyre.js's first line), so
     // the agent measured is the one users run (its heap's sizes decide how it collects garbage).
     const gyre = gyreCommand([]);
-    const nodeFlags = gyre.command.slice(1, -1);
+    // BENCH_CPU_PROFILE=<dir>: the agent writes a V8 CPU profile there too, as the server does.
+    const profileDir = process.env.BENCH_CPU_PROFILE;
+    const nodeFlags = [...gyre.command.slice(1, -1), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
     const agent = spawn(process.execPath, [...nodeFlags, join(ROOT, 'bin/run-ts.js'), join(ROOT, 'bench/remote-agent.ts'), server.url, token, String(bytes), String(runs), workDir], {
       env: { ...process.env, ...gyre.env },
       stdio: ['ignore', 'pipe', 'inherit'],
