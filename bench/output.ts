@@ -114,7 +114,7 @@ async function remoteSteps(kind: 'pglite' | 'postgres', bytes: number, runs: num
  * Log ingestion with masking off and with the task's 100 secrets masked (`runs` steps of each,
  * alternating): both medians, and the ratio of the median times (masked / off; 1.10 is 10% slower).
  */
-async function ingestion(kind: 'pglite' | 'postgres', path: AgentPath, bytes: number, runs: number): Promise<void> {
+export async function ingestion(kind: 'pglite' | 'postgres', path: AgentPath, bytes: number, runs: number): Promise<void> {
   // The bar: single-core gzip -1 over the same bytes, measured now (machines of this kind differ 2–3×),
   // before the steps and after them: on one machine of this kind it measured 63–101 MB/s within one
   // run of this benchmark, so the bar is the median of both.

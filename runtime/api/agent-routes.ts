@@ -193,7 +193,8 @@ export async function registerAgentRoutes(app: GyreApp, deps: AgentRouteDeps): P
       { config: TASK_ROUTE, schema: { params: Type.Object({ id: Segment, index: Int32({ maximum: 100_000 }), seq: Int32() }) } },
       async (request) => {
         const lease = leaseOf(request);
-        const data = await readRawBody(request, MAX_RAW_CHUNK_BYTES, 'an output chunk');
+        // Shared memory: the output role's chunk checker inflates it in a worker thread without a copy.
+        const data = await readRawBody(request, MAX_RAW_CHUNK_BYTES, 'an output chunk', { shared: true });
         await dispatcher.appendOutput(lease, request.params.index, request.params.seq, outputChunkOf(request, data));
         return OK;
       },

@@ -32,7 +32,7 @@ const gunzipAsync = promisify(gunzip);
  * Below this size a chunk is (de)compressed on the main thread: it takes well under a millisecond,
  * and a live follower's line does not wait in the thread pool's queue behind large chunks.
  */
-const INLINE_BYTES = 64 * 1024;
+export const INLINE_BYTES = 64 * 1024;
 /**
  * A large chunk is compressed as several gzip members at once on the thread pool, one per core:
  * it is ready sooner, at a cost of about 0.1% in size.
@@ -82,29 +82,50 @@ export function decompressChunk(chunk: CompressedChunk): Promise<Buffer> {
  * holds exactly `rawBytes` bytes, no more than MAX_RAW_CHUNK_BYTES. A broken member in a step's
  * archive would make every later byte of the step unreadable, and a false size would let a small
  * body of gzip past the output cap, so such a chunk is refused here. A chunk this process
- * compressed is not decompressed again.
+ * compressed is not decompressed again. (The output role checks through a ChunkChecker, which
+ * does this work in worker threads: runtime/output/chunk-checker.ts.)
  */
 export async function checkChunk(chunk: CompressedChunk): Promise<void> {
-  if (!madeHere.has(chunk)) await checkedChunk(chunk);
+  if (!madeByThisProcess(chunk)) await checkedChunk(chunk);
+}
+
+/** Whether this process compressed `chunk` (and it needs no check). */
+export function madeByThisProcess(chunk: CompressedChunk): boolean {
+  return madeHere.has(chunk);
 }
 
 /** The bytes of a chunk an agent sent, checked as `checkChunk` does. */
 export async function checkedChunk(chunk: CompressedChunk): Promise<Buffer> {
   const { rawBytes } = chunk;
-  if (!Number.isSafeInteger(rawBytes) || rawBytes < 0 || rawBytes > MAX_RAW_CHUNK_BYTES) {
-    throw new InputError(`an output chunk's uncompressed size must be a whole number of bytes from 0 to ${MAX_RAW_CHUNK_BYTES}; got '${rawBytes}'`, 'raw_bytes');
-  }
+  checkRawBytes(rawBytes);
   let raw: Buffer;
   try {
     raw = await (rawBytes < INLINE_BYTES
       ? Promise.resolve(gunzipSync(chunk.gzip, { maxOutputLength: rawBytes + 1 }))
       : gunzipAsync(chunk.gzip, { chunkSize: outputRoom(rawBytes), maxOutputLength: rawBytes + 1 }));
   } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `it holds more than the ${rawBytes} bytes it claims` : (error as Error).message;
-    throw new InputError(`an output chunk sent as gzip could not be read: ${reason}`, 'body');
+    throw unreadableChunk(error as NodeJS.ErrnoException, rawBytes);
   }
-  if (raw.length !== rawBytes) throw new InputError(`an output chunk sent as gzip holds ${raw.length} bytes, not the ${rawBytes} it claims`, 'raw_bytes');
+  checkInflatedBytes(raw.length, rawBytes);
   return raw;
+}
+
+/** Refuses a claimed size outside 0..MAX_RAW_CHUNK_BYTES (InputError). */
+export function checkRawBytes(rawBytes: number): void {
+  if (!Number.isSafeInteger(rawBytes) || rawBytes < 0 || rawBytes > MAX_RAW_CHUNK_BYTES) {
+    throw new InputError(`an output chunk's uncompressed size must be a whole number of bytes from 0 to ${MAX_RAW_CHUNK_BYTES}; got '${rawBytes}'`, 'raw_bytes');
+  }
+}
+
+/** Why a chunk's gzip could not be inflated (within one byte more than it claims), as an InputError. */
+export function unreadableChunk(error: { code?: string; message?: string }, rawBytes: number): InputError {
+  const reason = error.code === 'ERR_BUFFER_TOO_LARGE' ? `it holds more than the ${rawBytes} bytes it claims` : String(error.message);
+  return new InputError(`an output chunk sent as gzip could not be read: ${reason}`, 'body');
+}
+
+/** Refuses a chunk whose gzip held another number of bytes than it claims (InputError). */
+export function checkInflatedBytes(bytes: number, rawBytes: number): void {
+  if (bytes !== rawBytes) throw new InputError(`an output chunk sent as gzip holds ${bytes} bytes, not the ${rawBytes} it claims`, 'raw_bytes');
 }
 
 export function asBuffer(data: Uint8Array): Buffer {

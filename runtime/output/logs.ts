@@ -7,6 +7,7 @@ import { blobKey, type BlobStore } from '../blob/blob-store';
 import { NotFoundError } from '../domain/errors';
 import type { Logger } from '../logger';
 import { processExists } from '../process-exists';
+import type { ChunkChecker } from './chunk-checker';
 import { asBuffer, checkChunk, checkedChunk, compressChunk, decompressChunk, isCompressed, type CompressedChunk } from './log-chunk';
 import type { Queryable, Store } from '../store/store';
 
@@ -94,6 +95,12 @@ export interface LogStoreOptions {
    * @default 'blobs' when the blob store is a local directory, else 'database'
    */
   readonly liveChunks?: 'blobs' | 'database';
+  /**
+   * Checks the chunks agents send before they are stored: `createChunkChecker` (worker threads)
+   * in a server.
+   * @default `checkChunk` on this thread and zlib's thread pool
+   */
+  readonly checker?: Pick<ChunkChecker, 'check'>;
 }
 
 export function truncationMarker(limitBytes: number): string {
@@ -194,7 +201,7 @@ const UNIQUE_VIOLATION = '23505';
 const KNOWN = `SELECT EXISTS (SELECT 1 FROM log_chunks WHERE task_id = $1 AND attempt = $2 AND step_index = $3 AND seq = $4)
                    OR EXISTS (SELECT 1 FROM step_logs WHERE task_id = $1 AND attempt = $2 AND step_index = $3) AS known`;
 
-export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root = spoolRoot(), liveChunks = blobs.kind === 'local' ? 'blobs' : 'database' }: LogStoreOptions): LogStore {
+export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root = spoolRoot(), liveChunks = blobs.kind === 'local' ? 'blobs' : 'database', checker = { check: checkChunk } }: LogStoreOptions): LogStore {
   const marker = Buffer.from(truncationMarker(limitBytes));
   const cutOff = new Set<string>();
   const spools = new Map<string, Spool>();
@@ -452,7 +459,7 @@ export function createLogStore({ store, blobs, log, limitBytes, spoolRoot: root 
       let raw: Buffer | undefined;
       let chunk: CompressedChunk | undefined;
       if (isCompressed(data)) {
-        if (!cut) await checkChunk(data);
+        if (!cut) await checker.check(data);
         chunk = data;
       } else {
         raw = asBuffer(data);

@@ -29,6 +29,7 @@ import { registerExecutionMetrics, type ExecutionMetrics } from '../metrics/exec
 import { createMetrics, type Metrics } from '../metrics/metrics';
 import { createHealth, type Health } from '../ops/health';
 import { spoolDirOf } from '../data-dir';
+import { createChunkChecker } from '../output/chunk-checker';
 import { createLogStore, type LogStore } from '../output/logs';
 import { createOutputService, type OutputService } from '../output/output-service';
 import { createProjects, type Projects } from '../projects/projects';
@@ -121,7 +122,10 @@ export async function buildCore(settings: Settings, log: Logger, store: Store): 
   const blobs = openBlobStore(settings.blobs, settings.dataDir);
   const outputLog = log.child({ role: 'output' });
   const spools = spoolDirOf(settings.dataDir);
-  const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes, spoolRoot: join(spools, 'logs') });
+  // Agents' chunks are checked in worker threads: inflating them here made this thread's heap collect (runtime/output/chunk-checker.ts).
+  const checker = createChunkChecker({ log: outputLog });
+  closers.push(() => checker.close());
+  const logs = createLogStore({ store, blobs, log: outputLog, limitBytes: settings.jobOutputLimitBytes, spoolRoot: join(spools, 'logs'), checker });
   closers.push(() => logs.close());
   const metrics = createMetrics();
   const executionMetrics = registerExecutionMetrics(metrics);

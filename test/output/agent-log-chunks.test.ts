@@ -60,6 +60,10 @@ describe.each(testStores())('agent output chunks over HTTP on %s', (store) => {
     await bad(gzipSync(Buffer.alloc(1_000_000)), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '100' }, /holds more than the 100 bytes it claims/);
     await bad(gzipSync(second), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': String(second.length + 5) }, /holds 13 bytes, not the 18 it claims/);
     await bad(second, { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': String(second.length) }, /could not be read/);
+    // Chunks claiming 64 KiB or more are checked in the server's worker threads: the same answers.
+    await bad(gzipSync(Buffer.alloc(1_000_000)), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '100000' }, /holds more than the 100000 bytes it claims/);
+    await bad(gzipSync(first.subarray(0, 100_000)), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '100001' }, /holds 100000 bytes, not the 100001 it claims/);
+    await bad(first.subarray(0, 100_000), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '100000' }, /could not be read/);
     await bad(gzipSync(second), { 'Content-Encoding': 'gzip' }, /needs X-Gyre-Output-Bytes/);
     await bad(gzipSync(second), { 'Content-Encoding': 'gzip', 'X-Gyre-Output-Bytes': '99999999999' }, /from 0 to 4194304/);
     await bad(second, { 'Content-Encoding': 'br' }, /Content-Encoding 'br' is not supported for output chunks \(allowed: gzip, identity\)/);
@@ -69,6 +73,21 @@ describe.each(testStores())('agent output chunks over HTTP on %s', (store) => {
     // plain (identity) chunk, as curl would send it, is taken too.
     await reporter.output(0, 1, await compressChunk(second));
     expect((await put(2, Buffer.from('third, uncompressed\n'), {})).status).toBe(200);
-    expect((await stepOutput()).toString()).toBe(`${first}second chunk\nthird, uncompressed\n`);
+    // Sent in pieces without a Content-Length (chunked), as a streaming client may.
+    const pieces = new ReadableStream({
+      start(controller) {
+        controller.enqueue(Buffer.from('fourth, '));
+        controller.enqueue(Buffer.from('in pieces\n'));
+        controller.close();
+      },
+    });
+    const chunked = await fetch(`${g.url}/api/v2/agent/task/${claimed.task.taskId}/step/0/output/3`, {
+      method: 'PUT',
+      headers: { Authorization: `Bearer ${claimed.token}`, 'Content-Type': 'application/octet-stream' },
+      body: pieces,
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(200);
+    expect((await stepOutput()).toString()).toBe(`${first}second chunk\nthird, uncompressed\nfourth, in pieces\n`);
   });
 });
