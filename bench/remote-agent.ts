@@ -6,11 +6,14 @@
  *
  * Usage: node bin/run-ts.js bench/remote-agent.ts <url> <runner-token> <bytes> <runs> <work-dir>
  */
+import { useAgentHeapGrowth } from '../runtime/agent/agent-heap';
 import { createAgentClient } from '../runtime/agent/http-reporter';
 import { claimTasks } from '../test/support/runner-tasks';
 import { timedLoudStep, type Masking } from './log-printer';
 
 async function main(): Promise<void> {
+  // As `gyre agent` and `gyre runner` do in a process of their own.
+  useAgentHeapGrowth();
   const [url, runnerToken, bytes, runs, workDir] = process.argv.slice(2);
   if (!workDir) throw new Error('usage: remote-agent <url> <runner-token> <bytes> <runs> <work-dir>');
   for (let run = 0; run < Number(runs); run++) {

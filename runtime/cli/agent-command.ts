@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { heartbeatEvery, runTask } from '../agent/agent';
+import { useAgentHeapGrowth } from '../agent/agent-heap';
 import { containerOwner, removeOrphanedContainers } from '../agent/docker-executor';
 import { hideArguments } from '../agent/sandbox/process-title';
 import { ConfigurationError } from '../domain/errors';
@@ -127,6 +128,7 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
   const token = tokenOf(values, io, 'GYRE_TASK_TOKEN', 'agent');
+  if (io.ownProcess) useAgentHeapGrowth();
   if (!url) throw new UsageError('agent needs --url (or GYRE_URL)');
   const settings = executorSettingsOf(values, io);
   const log = createLogger({ level: logLevel(io) });
@@ -203,6 +205,7 @@ export async function runnerCommand(args: string[], io: CliIo): Promise<number> 
   });
   const url = (values.url as string | undefined) ?? io.env.GYRE_URL;
   const token = tokenOf(values, io, 'GYRE_RUNNER_TOKEN', 'runner');
+  if (io.ownProcess) useAgentHeapGrowth();
   if (!url) throw new UsageError('runner needs --url (or GYRE_URL)');
   const executor = executorSettingsOf(values, io);
   const slots = values.slots === undefined ? 1 : Number(values.slots);
