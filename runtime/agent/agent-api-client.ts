@@ -1,3 +1,5 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { TSchema, Static } from '@sinclair/typebox';
 import {
   AGENT_API_VERSION,
@@ -244,14 +246,18 @@ export class AgentApiClient {
     for (const [name, value] of Object.entries(init.query ?? {})) url.searchParams.set(name, value);
     const contentType = init.json !== undefined ? 'application/json' : init.bytes || init.stream ? 'application/octet-stream' : undefined;
     const source = init.stream ? tracked(init.stream) : undefined;
+    const headers = { ...init.headers, Authorization: `Bearer ${this.token}`, [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION), ...(contentType ? { 'Content-Type': contentType } : {}) };
+    const bytes = init.bytes;
     const send = () =>
-      fetch(url, {
-        method,
-        headers: { ...init.headers, Authorization: `Bearer ${this.token}`, [AGENT_API_VERSION_HEADER]: String(AGENT_API_VERSION), ...(contentType ? { 'Content-Type': contentType } : {}) },
-        body: source ? (source.body as unknown as RequestInit['body']) : init.bytes ?? (init.json === undefined ? undefined : JSON.stringify(init.json)),
-        ...(source ? { duplex: 'half' } : {}),
-        ...(init.signal ? { signal: init.signal } : {}),
-      } as RequestInit);
+      bytes
+        ? sendBytes(method, url, headers, bytes, init.signal)
+        : fetch(url, {
+            method,
+            headers,
+            body: source ? (source.body as unknown as RequestInit['body']) : init.json === undefined ? undefined : JSON.stringify(init.json),
+            ...(source ? { duplex: 'half' } : {}),
+            ...(init.signal ? { signal: init.signal } : {}),
+          } as RequestInit);
     try {
       try {
         return await send();
@@ -273,6 +279,49 @@ export class AgentApiClient {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
+
+/** How long a request sent with its bytes in hand waits for its answer (as fetch's headers timeout). */
+const ANSWER_TIMEOUT_MS = 300_000;
+/** Statuses whose answer has no body (a Response refuses one). */
+const NO_BODY = new Set([204, 205, 304]);
+
+/**
+ * A request whose body is bytes in hand (an output chunk): sent with node:http(s), which writes
+ * them to the connection as they are, on a kept-alive connection of Node's global agent. fetch
+ * copied every such body twice on its way (undici's body extraction, then its web stream's
+ * clone): a loud step's agent spent a tenth of its thread on the copies, and made a collection of
+ * its heap the more often (docs/speed.md, the thirtieth sitting). The answer is a fetch Response
+ * and a failure fails as fetch's do ("fetch failed" before an answer, "terminated" while reading
+ * it, the socket's error as the cause), so the rest of this client and the retry rules treat both
+ * alike.
+ */
+function sendBytes(method: string, url: URL, headers: Record<string, string>, body: Uint8Array, signal?: AbortSignal): Promise<Response> {
+  return new Promise<Response>((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const request = send(url, { method, headers: { ...headers, 'Content-Length': String(body.byteLength) }, ...(signal ? { signal } : {}) });
+    let answered = false;
+    request.setTimeout(ANSWER_TIMEOUT_MS, () => {
+      const timeout = Object.assign(new Error(`no answer within ${ANSWER_TIMEOUT_MS / 1000} s`), { code: answered ? 'UND_ERR_BODY_TIMEOUT' : 'UND_ERR_HEADERS_TIMEOUT' });
+      request.destroy(timeout);
+    });
+    // An abort is the AbortError itself, as fetch's is.
+    request.on('error', (error) => reject(signal?.aborted ? error : new TypeError(answered ? 'terminated' : 'fetch failed', { cause: error })));
+    request.on('response', (res) => {
+      answered = true;
+      const parts: Buffer[] = [];
+      res.on('data', (part: Buffer) => parts.push(part));
+      res.on('error', (error) => reject(new TypeError('terminated', { cause: error })));
+      res.on('end', () => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status > 599) return reject(new TypeError('fetch failed', { cause: new Error(`the server answered with status ${status}`) }));
+        const answerHeaders = new Headers();
+        for (const [name, value] of Object.entries(res.headers)) for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value]) answerHeaders.append(name, v);
+        resolve(new Response(NO_BODY.has(status) ? null : Buffer.concat(parts), { status, statusText: res.statusMessage, headers: answerHeaders }));
+      });
+    });
+    request.end(body);
+  });
+}
 
 /** Whether `fetch` failed because the connection was reset or closed before an answer came. */
 function isConnectionReset(error: unknown): boolean {
