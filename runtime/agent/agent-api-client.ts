@@ -53,7 +53,8 @@ export interface Upload {
 export interface AgentRequest {
   readonly query?: Readonly<Record<string, string>>;
   readonly json?: unknown;
-  readonly bytes?: Uint8Array;
+  /** A body in hand, in parts sent one after another (an output chunk's gzip members). */
+  readonly bytes?: readonly Uint8Array[];
   /** Headers besides the token and the content type (which follows from the body). */
   readonly headers?: Readonly<Record<string, string>>;
   /** Sent as it is produced, never held whole in memory. */
@@ -142,7 +143,7 @@ export class AgentApiClient {
 
   /** One chunk of a step's output, gzip members holding `chunk.rawBytes` bytes. */
   stepOutput(index: number, seq: number, chunk: CompressedChunk): Promise<void> {
-    return this.write('stepOutput', { index, seq }, { bytes: chunk.gzip, headers: { 'Content-Encoding': 'gzip', [OUTPUT_BYTES_HEADER]: String(chunk.rawBytes) } });
+    return this.write('stepOutput', { index, seq }, { bytes: chunk.members ?? [chunk.gzip], headers: { 'Content-Encoding': 'gzip', [OUTPUT_BYTES_HEADER]: String(chunk.rawBytes) } });
   }
 
   stepFinished(index: number, body: StepFinishedBody): Promise<void> {
@@ -286,19 +287,20 @@ const ANSWER_TIMEOUT_MS = 300_000;
 const NO_BODY = new Set([204, 205, 304]);
 
 /**
- * A request whose body is bytes in hand (an output chunk): sent with node:http(s), which writes
- * them to the connection as they are, on a kept-alive connection of Node's global agent. fetch
- * copied every such body twice on its way (undici's body extraction, then its web stream's
- * clone): a loud step's agent spent a tenth of its thread on the copies, and made a collection of
- * its heap the more often (docs/speed.md, the thirtieth sitting). The answer is a fetch Response
- * and a failure fails as fetch's do ("fetch failed" before an answer, "terminated" while reading
- * it, the socket's error as the cause), so the rest of this client and the retry rules treat both
- * alike.
+ * A request whose body is bytes in hand (an output chunk's gzip members): sent with node:http(s),
+ * which writes them to the connection as they are, without joining them, on a kept-alive
+ * connection of Node's global agent. fetch copied every such body twice on its way (undici's body
+ * extraction, then its web stream's clone): a loud step's agent spent a tenth of its thread on
+ * the copies, and collected its heap the more often (docs/speed.md, the thirtieth sitting). The
+ * answer is a fetch Response and a failure fails as fetch's do ("fetch failed" before an answer,
+ * "terminated" while reading it, the socket's error as the cause), so the rest of this client and
+ * the retry rules treat both alike.
  */
-function sendBytes(method: string, url: URL, headers: Record<string, string>, body: Uint8Array, signal?: AbortSignal): Promise<Response> {
+function sendBytes(method: string, url: URL, headers: Record<string, string>, body: readonly Uint8Array[], signal?: AbortSignal): Promise<Response> {
   return new Promise<Response>((resolve, reject) => {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    const request = send(url, { method, headers: { ...headers, 'Content-Length': String(body.byteLength) }, ...(signal ? { signal } : {}) });
+    const length = body.reduce((sum, part) => sum + part.byteLength, 0);
+    const request = send(url, { method, headers: { ...headers, 'Content-Length': String(length) }, ...(signal ? { signal } : {}) });
     let answered = false;
     request.setTimeout(ANSWER_TIMEOUT_MS, () => {
       const timeout = Object.assign(new Error(`no answer within ${ANSWER_TIMEOUT_MS / 1000} s`), { code: answered ? 'UND_ERR_BODY_TIMEOUT' : 'UND_ERR_HEADERS_TIMEOUT' });
@@ -319,7 +321,8 @@ function sendBytes(method: string, url: URL, headers: Record<string, string>, bo
         resolve(new Response(NO_BODY.has(status) ? null : Buffer.concat(parts), { status, statusText: res.statusMessage, headers: answerHeaders }));
       });
     });
-    request.end(body);
+    for (const part of body.slice(0, -1)) request.write(part);
+    request.end(body.at(-1));
   });
 }
 

@@ -1,8 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { AgentApiClient, TaskApiError } from '../../runtime/agent/agent-api-client';
 import { isRefusal, transientReason } from '../../runtime/agent/retries';
 import { AuthenticationError, StaleLeaseError } from '../../runtime/domain/errors';
+import { compressChunk } from '../../runtime/output/log-chunk';
 
 /**
  * An output chunk goes out with its bytes as they are (node:http, not fetch): what the server
@@ -40,16 +41,19 @@ describe("the agent's output chunk sends", () => {
   };
   const failure = (p: Promise<unknown>) => p.then(() => undefined, (error: unknown) => error);
 
-  it('sends the gzip members byte for byte with their length, encoding, size and token', async () => {
+  it('sends the gzip members byte for byte, one after another, with their length, encoding, size and token', async () => {
     answer = json(200, { ok: true });
-    const raw = Buffer.from('line one\nline two\n'.repeat(5000));
-    const chunk = { gzip: gzipSync(raw), rawBytes: raw.length };
+    const raw = Buffer.from(Array.from({ length: 40_000 }, (_, i) => `line ${i} of a loud step\n`).join(''));
+    // Compressed as the agent does: several members, sent without being joined.
+    const chunk = await compressChunk(raw);
+    expect(chunk.members?.length).toBeGreaterThan(1);
     await expect(api().stepOutput(2, 7, chunk)).resolves.toBeUndefined();
     expect(received).toHaveLength(1);
     const [sent] = received;
     expect(sent.method).toBe('PUT');
     expect(sent.url).toBe('/api/v2/agent/task/t1/step/2/output/7');
     expect(sent.body.equals(chunk.gzip)).toBe(true);
+    expect(gunzipSync(sent.body).equals(raw)).toBe(true);
     expect(sent.headers).toMatchObject({
       'content-length': String(chunk.gzip.length),
       'content-encoding': 'gzip',
