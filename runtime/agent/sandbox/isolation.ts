@@ -11,6 +11,7 @@ import { archiveAs, extractAs, type HelperLauncher } from './tree-helper';
 import { helperBundle, HELPER_THROUGH_LOADER } from './helper-bundle';
 import { ownerAlive, processOwner } from './owner';
 import { stepLauncher, type StepProcess } from './step-launcher';
+import { spreadTaskDirectories } from './work-root';
 
 /**
  * How a Gyre process keeps the builds it runs in a shell apart from itself and from each other:
@@ -302,6 +303,12 @@ async function makeDir(path: string, mode: number): Promise<void> {
   chmodSync(path, mode);
 }
 
+/** Makes the work root (task directories go there) with `mode`, its task directories spread (./work-root.ts). */
+async function makeWorkRoot(path: string, mode: number): Promise<void> {
+  await makeDir(path, mode);
+  spreadTaskDirectories(path);
+}
+
 /** A task's directories: its home, its temporary directory and Gyre's control directory. */
 function taskDirsOf(taskDir: string): string[] {
   return [taskDir, taskDir + TMP_SUFFIX, taskDir + CONTROL_SUFFIX];
@@ -345,7 +352,7 @@ function noIsolation(summary: string): Isolation {
     kind: 'none',
     summary,
     async prepareWorkRoot(workRoot) {
-      await makeDir(workRoot, 0o700);
+      await makeWorkRoot(workRoot, 0o700);
     },
     async openBox(taskDir) {
       const control = taskDir + CONTROL_SUFFIX;
@@ -414,7 +421,7 @@ function bubblewrapIsolation(base: BubblewrapBase): Isolation {
     kind: 'bubblewrap',
     summary: `each step runs in a bubblewrap sandbox (user and pid namespaces; the host's system directories read-only, the task's home at ${SANDBOX_HOME}, nothing of Gyre's)`,
     async prepareWorkRoot(workRoot) {
-      await makeDir(workRoot, 0o700);
+      await makeWorkRoot(workRoot, 0o700);
     },
     async openBox(taskDir) {
       const control = taskDir + CONTROL_SUFFIX;
@@ -570,7 +577,7 @@ function uidIsolation(range: UidRange, lockDir: string, uidsSetting: string): Is
         });
         await chmod(dir, 0o711);
       }
-      await makeDir(workRoot, 0o711);
+      await makeWorkRoot(workRoot, 0o711);
       const closed = firstClosedAncestor(join(workRoot, 'x'));
       if (closed && closed !== workRoot) {
         throw new ConfigurationError(setting, `build uids cannot reach task directories in ${workRoot}: ${closed} does not let other users pass (it needs o+x); choose a directory such as /var/lib/gyre/work`);
