@@ -155,6 +155,13 @@ interface Figures {
   /** The first pipeline's trigger → command on the fresh server (the first warm-up). */
   first: number;
   request: number;
+  /**
+   * The trigger requests of the back-to-back run: their median (ms), and their share of the run's
+   * time. The client sends each after the last one's answer, so where the share is near 1 the rate
+   * is the inverse of the request's time under load, not of what the cores allow.
+   */
+  burstRequest: number;
+  burstShare: number;
   rate: number;
   rssIdle: number;
   rssAfter: number;
@@ -179,7 +186,7 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
       each.push(f);
       console.log(
         `  ${name}, round ${r + 1}: trigger → command p50 ${f.latency.p50.toFixed(1)} ms (p90 ${f.latency.p90.toFixed(1)}, p99 ${f.latency.p99.toFixed(1)}), ` +
-          `first ${f.first.toFixed(0)} ms, request ${f.request.toFixed(1)} ms, ${f.rate.toFixed(1)} pipelines/s, RSS ${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`,
+          `first ${f.first.toFixed(0)} ms, request ${f.request.toFixed(1)} ms (${f.burstRequest.toFixed(1)} back to back), ${f.rate.toFixed(1)} pipelines/s, RSS ${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`,
       );
     } finally {
       await target.stop();
@@ -196,6 +203,8 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
     latency: { p50: m((f) => f.latency.p50), p90: m((f) => f.latency.p90), p99: m((f) => f.latency.p99) },
     first: m((f) => f.first),
     request: m((f) => f.request),
+    burstRequest: m((f) => f.burstRequest),
+    burstShare: m((f) => f.burstShare),
     rate: m((f) => f.rate),
     rssIdle: m((f) => f.rssIdle),
     rssAfter: m((f) => f.rssAfter),
@@ -231,9 +240,15 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
   const all = Promise.all(ids.map((id) => receiver.when(id)));
   const cpuBefore = target.cpu?.();
   const t0 = now();
-  for (const id of ids) await target.trigger(id);
+  const burstRequests: number[] = [];
+  for (const id of ids) {
+    const sent = now();
+    await target.trigger(id);
+    burstRequests.push(now() - sent);
+  }
   const times = await withTimeout(all, 300_000, `${target.name}: back-to-back pipelines did not all run`);
-  const rate = BACK_TO_BACK / ((Math.max(...times) - t0) / 1000);
+  const burstMs = Math.max(...times) - t0;
+  const rate = BACK_TO_BACK / (burstMs / 1000);
   await new Promise((r) => setTimeout(r, 2000)); // the last pipelines finish (their CPU counts)
   const cpuAfter = target.cpu?.();
   const rssAfter = target.rssMiB();
@@ -243,6 +258,8 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
       latency: { p50: median(latencies), p90: percentile(latencies, 90), p99: percentile(latencies, 99) },
       first,
       request: median(requests),
+      burstRequest: median(burstRequests),
+      burstShare: burstRequests.reduce((a, b) => a + b, 0) / burstMs,
       rate,
       rssIdle,
       rssAfter,
@@ -294,6 +311,7 @@ function printTable(results: readonly Figures[]): void {
   row('the first pipeline after a start (triggered 2 s after the server answered), trigger → command', (f) => `${f.first.toFixed(0)} ms`);
   row('trigger request answered, median', (f) => `${f.request.toFixed(1)} ms`);
   row(`${BACK_TO_BACK} one-job no-op pipelines back to back → last command ran`, (f) => `${f.rate.toFixed(1)}/s`);
+  row('trigger request answered during the back-to-back run, median (the requests\' share of its time: the client waits for each answer)', (f) => `${f.burstRequest.toFixed(1)} ms (${Math.round(f.burstShare * 100)} %)`);
   row('server RSS idle → after the runs', (f) => `${f.rssIdle.toFixed(0)} → ${f.rssAfter.toFixed(0)} MiB`);
   if (results.some((f) => f.cpu)) {
     const total = (f: Figures) => Object.values(f.cpu!).reduce((a, b) => a + b, 0);
