@@ -17,14 +17,12 @@ import { spawnSync } from 'node:child_process';
  *
  * `chattr` (e2fsprogs, part of every Debian-based system) sets it: Node has no ioctl, and a
  * native module for one flag set once at start-up is not worth a build step. Where it cannot be
- * set (another filesystem, no `chattr`, a user not allowed) nothing changes and nothing fails:
- * the answer says whether it is set, for the caller to mention.
+ * set (another filesystem, no `chattr`, a user not allowed) nothing changes and nothing fails.
  */
-export function spreadTaskDirectories(workRoot: string): boolean {
-  const set = spawnSync('chattr', ['+T', workRoot], {
+export function spreadTaskDirectories(workRoot: string): void {
+  spawnSync('chattr', ['+T', workRoot], {
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
     stdio: 'ignore',
     timeout: 5_000,
   });
-  return set.status === 0;
 }
