@@ -58,7 +58,11 @@ describe.each(flowStore())('pipelines and projects of API v2 (%s)', (store) => {
 
   it('finds a pipeline by its number, as by its id; a number that is not one is a 404 naming it', async () => {
     const made = await g.trigger('gh/acme/app', { branch: 'main' });
+    // Read once the conductor has taken it up: a pending pipeline may turn `created` between two reads.
+    const deadline = Date.now() + 30_000;
+    while ((await g.api('GET', `/api/v2/pipeline/${made.id}`)).state === 'pending' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const byNumber = await g.api('GET', `/api/v2/project/gh/acme/app/pipeline/${made.number}`);
+    expect(byNumber.state).not.toBe('pending');
     expect(byNumber).toEqual(await g.api('GET', `/api/v2/pipeline/${made.id}`));
     expect(byNumber).toMatchObject({ id: made.id, number: made.number, project_slug: 'gh/acme/app', vcs: { branch: 'main' } });
     for (const bad of ['99999', '-1', '1e3', '0x10', '1%20OR%201=1']) {
