@@ -1,6 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 
 /**
  * An S3-compatible server (s3rver) on loopback with one bucket, `gyre-test`, and the settings
@@ -32,8 +34,8 @@ export async function startS3rver() {
  * closed before the announced length), hangs, or answers an error; S3 swaps an object whole, and
  * a reader sees the old one or the new. Gyre publishes documents while builds read them (the OIDC
  * discovery documents are written again once a new key is stored), so the stand-in is made to
- * behave as S3 does: reads and writes of one key take turns, a read holding its turn until its
- * body has been sent.
+ * behave as S3 does: reads and writes of one key take turns, a read holding its turn until it has
+ * its body.
  */
 function objectsSwappedWhole(store: any): void {
   const turns = new Map<string, { readers: number; writing: boolean; waiting: (() => void)[] }>();
@@ -77,19 +79,18 @@ function objectsSwappedWhole(store: any): void {
       done();
     }
   };
+  // The body is read while the turn is held and handed on from memory: a GET that answers 304
+  // never reads (nor closes) the file s3rver opened, so a turn held until the body had been sent
+  // would never end.
   const get = store.getObject.bind(store);
   store.getObject = async (bucket: string, key: string, options?: unknown) => {
     const done = await reading(`${bucket}/${key}`);
-    let object: { content?: NodeJS.ReadableStream } | undefined;
     try {
-      object = await get(bucket, key, options);
-    } catch (error) {
+      const object = await get(bucket, key, options);
+      if (object?.content) object.content = Readable.from([await buffer(object.content)]);
+      return object;
+    } finally {
       done();
-      throw error;
     }
-    const content = object?.content;
-    if (content && typeof content.once === 'function') for (const event of ['close', 'end', 'error']) content.once(event, done);
-    else done();
-    return object;
   };
 }
