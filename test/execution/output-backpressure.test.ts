@@ -192,11 +192,12 @@ describe('how a step\'s output is cut into chunks', () => {
     // run had a chunk of 24 KiB between full ones (3 runs of 3). The first may be short on a loaded
     // machine (nothing was waiting yet when the timer fired: a reader following the step gets it),
     // which moves the last; and where the writer did not fill a chunk before the sends ran out (a CI
-    // machine under load, resumed with one send's time: 1.7 MiB of a 2 MiB chunk), the part goes
-    // then, by design. So: no small chunk between the first and the last, and at most one more
-    // chunk than the nine it takes.
+    // machine under load, resumed with one send's time: 1.7 MiB of a 2 MiB chunk once, 1.89 MiB of
+    // a 4 MiB chunk in another run), the part goes then, by design. So: no small chunk between the
+    // first and the last (none under a quarter of a full chunk, forty times the timer's 24 KiB),
+    // and at most one more chunk than the nine it takes.
     expect(sizes.length).toBeLessThanOrEqual(10);
-    for (const size of sizes.slice(1, -1)) expect(size).toBeGreaterThanOrEqual(2 * MiB);
+    for (const size of sizes.slice(1, -1)) expect(size).toBeGreaterThanOrEqual(1 * MiB);
   }, 60_000);
 
   it('output that comes after a loud part, while the step goes quiet, is stored long before the step ends', async () => {
