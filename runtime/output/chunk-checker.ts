@@ -36,6 +36,12 @@ export interface ChunkCheckerOptions {
   readonly workers?: number;
   /** How long a worker waits for another chunk before it ends. @default 30_000 */
   readonly idleMs?: number;
+  /**
+   * The workers' script. @default chunk-check-worker.js beside this file. A script that cannot
+   * start (an install missing the file, a thread the host refuses) leaves every check to this
+   * thread; tests name one to see that no check is lost then.
+   */
+  readonly workerScript?: string;
 }
 
 /** Plain JavaScript (it needs only zlib), so a worker starts without the TypeScript loader. */
@@ -58,7 +64,7 @@ interface Slot {
   error?: Error;
 }
 
-export function createChunkChecker({ log, workers = Math.max(1, Math.min(4, availableParallelism())), idleMs = 30_000 }: ChunkCheckerOptions): ChunkChecker {
+export function createChunkChecker({ log, workers = Math.max(1, Math.min(4, availableParallelism())), idleMs = 30_000, workerScript = WORKER }: ChunkCheckerOptions): ChunkChecker {
   if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`workers (${workers}) must be a whole number of at least 1`);
   const slots = new Set<Slot>();
   const waiting: Job[] = [];
@@ -73,7 +79,7 @@ export function createChunkChecker({ log, workers = Math.max(1, Math.min(4, avai
     let worker: Worker;
     try {
       // Its heap holds one chunk's bytes at a time, outside the old generation.
-      worker = new Worker(WORKER, { resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 } });
+      worker = new Worker(workerScript, { resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 } });
     } catch (error) {
       giveUp(error as Error);
       return;

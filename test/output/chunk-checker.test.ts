@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { InputError } from '../../runtime/domain/errors';
 import { createLogger } from '../../runtime/logger';
@@ -104,5 +106,21 @@ describe('chunk checker', () => {
     await expect(underWay[2]).resolves.toBeUndefined();
     await expect(checker.check(sent(raw, 100_000))).rejects.toThrow(/holds more than the 100000 bytes/);
     await expect(checker.check(sent(raw))).resolves.toBeUndefined();
+  }, 30_000);
+
+  it('checks every chunk on its own thread when a worker cannot start, each for what it is, and says so once', async () => {
+    const lines: string[] = [];
+    checker = createChunkChecker({ log: createLogger({ level: 'warn', write: (line) => lines.push(line) }), workers: 2, workerScript: join(tmpdir(), `gyre-no-such-worker-${process.pid}.js`) });
+    const raw = text(MAX_RAW_CHUNK_BYTES);
+    // Sent at once, while the first workers try to start: they wait for them, then go to this thread.
+    const first = [checker.check(sent(raw)), checker.check(sent(raw, 100_000)), checker.check(sent(raw))];
+    await expect(first[0]).resolves.toBeUndefined();
+    await expect(first[1]).rejects.toThrow(/holds more than the 100000 bytes it claims/);
+    await expect(first[2]).resolves.toBeUndefined();
+    // And later ones, without another try at a worker.
+    await expect(checker.check(sent(raw.subarray(0, 1_000_000), 2_000_000))).rejects.toThrow(/holds 1000000 bytes, not the 2000000 it claims/);
+    await expect(checker.check(sent(raw))).resolves.toBeUndefined();
+    expect(lines.filter((l) => / warn /.test(l))).toHaveLength(1);
+    expect(lines[0]).toMatch(/checked on the server's main thread from now on: a worker thread for the checks could not start .*gyre-no-such-worker/);
   }, 30_000);
 });
