@@ -1,19 +1,14 @@
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { flowStore, startTestGyre, type StoreKind, type TestGyre } from '../support/gyre';
-import { openPage, pageShown } from './browser';
+import { chromiumPresent, CHROMIUM, launchChromium, openPage, pageShown, WAIT } from './browser';
 
 // The secrets pages in Chromium against a whole Gyre, as a user sees them: an admin adds a project
 // variable and sees only its masked form, then and after a reload; makes a context, gives it a
 // variable and restrictions, and takes them away again; an organization viewer who tries the same
 // is told why not, in the API's words.
 
-const CHROMIUM = process.env.GYRE_TEST_CHROMIUM || '/usr/bin/chromium';
-const present = existsSync(CHROMIUM);
-if (!present) console.warn(`skipping the secrets pages in a browser: no Chromium at ${CHROMIUM} (set GYRE_TEST_CHROMIUM)`);
+if (!chromiumPresent) console.warn(`skipping the secrets pages in a browser: no Chromium at ${CHROMIUM} (set GYRE_TEST_CHROMIUM)`);
 
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
-const WAIT = { timeout: 30_000 };
 
 const CONFIG = `version: 2.1
 jobs:
@@ -61,7 +56,7 @@ async function everythingOn(page: Page): Promise<string> {
   return [await page.content(), await page.locator('body').innerText(), fields].join('\n');
 }
 
-(present ? describe.each(flowStore()) : describe.skip.each(['(no Chromium)']))('secrets pages on %s', (store) => {
+(chromiumPresent ? describe.each(flowStore()) : describe.skip.each(['(no Chromium)']))('secrets pages on %s', (store) => {
   let gyre: TestGyre;
   let browser: Browser;
   let admin: BrowserContext;
@@ -77,7 +72,7 @@ async function everythingOn(page: Page): Promise<string> {
     projectId = (await gyre.api('GET', '/api/v2/project/gh/acme/shop')).id;
     viewerToken = (await gyre.api('POST', '/api/v2/users', { login: 'vera', name: 'Vera' })).token;
     await gyre.api('PUT', '/api/v2/organization/gh/acme/members/vera', { role: 'viewer' });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     admin = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     admin.on('response', (res) => {
       if (res.url().includes('/api/v2/')) answers.push(res.text().catch(() => ''));
