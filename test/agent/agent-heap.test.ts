@@ -16,8 +16,8 @@ describe("an agent process's heap", () => {
     expect(GYRE_FLAGS).toContain('--heap-growing-percent=50');
     const server = fullCollections('server');
     const agent = fullCollections('agent');
-    // Measured 28-29 against 8: the agent's heap grows by 300 % before V8 collects it again, not by 50.
-    expect(server).toBeGreaterThanOrEqual(10);
+    // Measured 12-13 against 3: the agent's heap grows by 300 % before V8 collects it again, not by 50.
+    expect(server).toBeGreaterThanOrEqual(8);
     expect(agent).toBeLessThanOrEqual(server / 2);
     expect(agent).toBeGreaterThan(0);
   }, 120_000);
