@@ -107,8 +107,8 @@ interface Target {
   rssMiB(): number;
   /** Its processes' CPU so far, by part (bench/cpu.ts). */
   cpu?(): CpuReading;
-  /** Where the time of each measured trigger went, from the rows it left (Gyre only; may stop the server). */
-  stages?(runs: readonly Run[]): Promise<Stages>;
+  /** Where the time of each of `runs` went, from the rows it left, by pipeline id (Gyre only; may stop the server). */
+  stages?(runs: readonly Run[]): Promise<Map<string, Stages>>;
   stop(): Promise<void>;
 }
 
@@ -151,6 +151,8 @@ const STAGE_LABELS: [keyof Stages, string][] = [
 interface Figures {
   name: string;
   stages?: Stages;
+  /** The stages of the first pipeline after the start (the first warm-up). */
+  firstStages?: Stages;
   latency: { p50: number; p90: number; p99: number };
   /** The first pipeline's trigger → command on the fresh server (the first warm-up). */
   first: number;
@@ -181,8 +183,12 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
     const receiver = await listen();
     const target = await start(receiver);
     try {
-      const { figures: f, runs } = await measure(target, receiver);
-      if (target.stages) f.stages = await target.stages(runs);
+      const { figures: f, runs, firstRun } = await measure(target, receiver);
+      if (target.stages) {
+        const byId = await target.stages(firstRun ? [firstRun, ...runs] : runs);
+        f.stages = medianStages(runs.flatMap((run) => byId.get(run.pipelineId) ?? []));
+        if (firstRun) f.firstStages = byId.get(firstRun.pipelineId);
+      }
       each.push(f);
       console.log(
         `  ${name}, round ${r + 1}: trigger → command p50 ${f.latency.p50.toFixed(1)} ms (p90 ${f.latency.p90.toFixed(1)}, p99 ${f.latency.p99.toFixed(1)}), ` +
@@ -195,10 +201,12 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
   }
   const m = (pick: (f: Figures) => number) => median(each.map(pick));
   const withStages = each.filter((f) => f.stages);
+  const withFirst = each.filter((f) => f.firstStages);
   return {
     name,
+    ...(withFirst.length ? { firstStages: medianStages(withFirst.map((f) => f.firstStages!)) } : {}),
     ...(withStages.length
-      ? { stages: Object.fromEntries(STAGE_LABELS.map(([key]) => [key, median(withStages.map((f) => f.stages![key]))])) as unknown as Stages }
+      ? { stages: medianStages(withStages.map((f) => f.stages!)) }
       : {}),
     latency: { p50: m((f) => f.latency.p50), p90: m((f) => f.latency.p90), p99: m((f) => f.latency.p99) },
     first: m((f) => f.first),
@@ -212,7 +220,7 @@ async function rounded(name: string, rounds: number, start: (receiver: Receiver)
   };
 }
 
-async function measure(target: Target, receiver: Receiver): Promise<{ figures: Figures; runs: Run[] }> {
+async function measure(target: Target, receiver: Receiver): Promise<{ figures: Figures; runs: Run[]; firstRun?: Run }> {
   await new Promise((r) => setTimeout(r, 2000)); // let start-up work (migrations, the first claims) settle
   const rssIdle = target.rssMiB();
   let n = 0;
@@ -220,6 +228,7 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
   const requests: number[] = [];
   const runs: Run[] = [];
   let first = NaN;
+  let firstRun: Run | undefined;
   for (let i = 0; i < WARMUPS + RUNS; i++) {
     const id = ++n;
     const ran = receiver.when(id);
@@ -227,7 +236,10 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
     const pipelineId = await target.trigger(id);
     const answered = now();
     const at = await withTimeout(ran, 60_000, `${target.name}: command ${id} did not run`);
-    if (i === 0) first = at - sent;
+    if (i === 0) {
+      first = at - sent;
+      if (pipelineId) firstRun = { pipelineId, sent, answered, ran: at };
+    }
     if (i >= WARMUPS) {
       latencies.push(at - sent);
       requests.push(answered - sent);
@@ -266,6 +278,7 @@ async function measure(target: Target, receiver: Receiver): Promise<{ figures: F
       ...(cpuBefore && cpuAfter ? { cpu: cpuPer(cpuBefore, cpuAfter, BACK_TO_BACK) } : {}),
     },
     runs,
+    firstRun,
   };
 }
 
@@ -283,23 +296,30 @@ const STAGE_QUERY = `SELECT p.id,
   WHERE p.id = ANY($1::uuid[])
   GROUP BY p.id, p.created_at, w.created_at, t.started_at`;
 
-async function stagesFrom(store: Store, runs: readonly Run[]): Promise<Stages> {
-  const rows = await store.query<{ id: string; pipeline_row: string; workflow_rows: string; claimed: string; step_started: string }>(STAGE_QUERY, [runs.map((r) => r.pipelineId)]);
-  const byId = new Map(rows.map((r) => [r.id, r]));
-  const each = runs.flatMap((run) => {
-    const row = byId.get(run.pipelineId);
-    if (!row) return [];
-    return [{
-      pipelineRow: Number(row.pipeline_row) - run.sent,
-      answered: run.answered - run.sent,
-      workflowRows: Number(row.workflow_rows) - run.sent,
-      claimed: Number(row.claimed) - run.sent,
-      stepStarted: Number(row.step_started) - run.sent,
-      commandRan: run.ran - run.sent,
-    } satisfies Stages];
-  });
+/** The median of each stage over `each`. */
+function medianStages(each: readonly Stages[]): Stages {
   if (each.length === 0) throw new Error('no measured pipeline left the rows the stages are read from');
   return Object.fromEntries(STAGE_LABELS.map(([key]) => [key, median(each.map((e) => e[key]))])) as unknown as Stages;
+}
+
+async function stagesFrom(store: Store, runs: readonly Run[]): Promise<Map<string, Stages>> {
+  const rows = await store.query<{ id: string; pipeline_row: string; workflow_rows: string; claimed: string; step_started: string }>(STAGE_QUERY, [runs.map((r) => r.pipelineId)]);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return new Map(
+    runs.flatMap((run) => {
+      const row = byId.get(run.pipelineId);
+      if (!row) return [];
+      const stages: Stages = {
+        pipelineRow: Number(row.pipeline_row) - run.sent,
+        answered: run.answered - run.sent,
+        workflowRows: Number(row.workflow_rows) - run.sent,
+        claimed: Number(row.claimed) - run.sent,
+        stepStarted: Number(row.step_started) - run.sent,
+        commandRan: run.ran - run.sent,
+      };
+      return [[run.pipelineId, stages] as const];
+    }),
+  );
 }
 
 function printTable(results: readonly Figures[]): void {
@@ -324,6 +344,12 @@ function printTable(results: readonly Figures[]): void {
   console.log(`| stage | ${staged.map((f) => f.name).join(' | ')} |`);
   console.log(`|---|${staged.map(() => '---|').join('')}`);
   for (const [key, label] of STAGE_LABELS) console.log(`| ${label} | ${staged.map((f) => f.stages![key].toFixed(1)).join(' | ')} |`);
+  const firsts = results.filter((f) => f.firstStages);
+  if (firsts.length === 0) return;
+  console.log(`\n### The first pipeline after a start: ms from its trigger request being sent (median of the rounds' first pipelines)\n`);
+  console.log(`| stage | ${firsts.map((f) => f.name).join(' | ')} |`);
+  console.log(`|---|${firsts.map(() => '---|').join('')}`);
+  for (const [key, label] of STAGE_LABELS) console.log(`| ${label} | ${firsts.map((f) => f.firstStages![key].toFixed(1)).join(' | ')} |`);
 }
 
 /** Wall-clock time in ms with sub-millisecond precision, on the same clock as `date +%s.%N`. */
