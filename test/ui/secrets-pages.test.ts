@@ -9,7 +9,6 @@ import { chromiumPresent, CHROMIUM, launchChromium, openPage, pageShown, WAIT } 
 
 if (!chromiumPresent) console.warn(`skipping the secrets pages in a browser: no Chromium at ${CHROMIUM} (set GYRE_TEST_CHROMIUM)`);
 
-
 const CONFIG = `version: 2.1
 jobs:
   build:
