@@ -53,10 +53,7 @@ function objectsSwappedWhole(store: any): void {
     const turn = turnOf(key);
     while (turn.writing) await new Promise<void>((r) => turn.waiting.push(r));
     turn.readers++;
-    let done = false;
     return () => {
-      if (done) return;
-      done = true;
       turn.readers--;
       next(key);
     };
